@@ -1,0 +1,253 @@
+//! Backend traits: a small required trait plus optional capabilities.
+//!
+//! The engine asks a backend what it can do (`caps`, and the capability
+//! accessors such as `snapshotter`) before acting. Core never names a
+//! concrete backend: the binary registers them in a [`Backends`] list.
+
+use crate::err;
+use crate::error::Result;
+use crate::spec::RootfsSpec;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a backend can do, asked by the engine before acting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// Can make a copy-on-write clone (`lxc-copy -s`).
+    pub snapshot: bool,
+    /// Can make a copy-on-write clone of such a clone.
+    pub snapshot_of_snapshot: bool,
+    /// Only root may use it (loop, lvm, zfs).
+    pub needs_root: bool,
+    /// Takes a size (`--fssize`).
+    pub sized: bool,
+    /// The rootfs is a block device or image that must be mounted to be read.
+    pub block_backed: bool,
+}
+
+/// Options a user may pass for a new rootfs (`lxc-create`/`lxc-copy` flags and
+/// the `lxc.bdev.*` defaults from lxc.conf).
+#[derive(Debug, Clone, Default)]
+pub struct BackendOpts {
+    /// `--fssize` in bytes.
+    pub fssize: Option<u64>,
+    /// `--fstype` (ext4, xfs, btrfs).
+    pub fstype: Option<String>,
+    /// `--dir`: put a dir rootfs here instead of `$lxcpath/NAME/rootfs`.
+    pub dir: Option<PathBuf>,
+    pub vgname: Option<String>,
+    pub thinpool: Option<String>,
+    pub lvname: Option<String>,
+    pub zfsroot: Option<String>,
+    /// `lxc.bdev.*` and other global defaults from lxc.conf, by key.
+    pub defaults: BTreeMap<String, String>,
+}
+
+/// Where a new rootfs goes.
+///
+/// `dir` is the container directory as it will be once finished; `build_dir`
+/// is where the engine assembles it now (a staging directory that is renamed
+/// to `dir` at the end, or `dir` itself). Specs name paths under `dir`; files
+/// are made under `build_dir` (see [`RootfsSpec::rebase`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub lxcpath: &'a Path,
+    pub dir: &'a Path,
+    pub build_dir: &'a Path,
+    pub opts: &'a BackendOpts,
+}
+
+impl Target<'_> {
+    /// The spec as reachable now, while the container is being built.
+    pub fn building(&self, spec: &RootfsSpec) -> RootfsSpec {
+        spec.rebase(self.dir, self.build_dir)
+    }
+}
+
+/// Disk usage of one rootfs, where the backend can know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes only this rootfs holds.
+    pub exclusive: Option<u64>,
+    /// Bytes this rootfs refers to, shared or not.
+    pub referenced: Option<u64>,
+}
+
+/// The required part of every backend.
+pub trait Backend: Send + Sync {
+    /// The kind as in specs and `-B`: `dir`, `overlay`, `btrfs`, ...
+    fn kind(&self) -> &'static str;
+
+    fn caps(&self) -> Caps;
+
+    /// The spec a new rootfs for `t` will get, without creating anything.
+    /// `origin` is the rootfs it will be cloned from, if any (an overlay
+    /// clone shares its origin's lower). Must name something that does not
+    /// exist yet outside `t.dir` (paths inside `t.dir` are kept apart by
+    /// `t.build_dir`). Checks the options (size, fstype, pool exists, names)
+    /// so that bad input fails before anything is made.
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec>;
+
+    /// Make a new, empty rootfs for the planned `spec`.
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()>;
+
+    /// Remove the rootfs and everything the backend made for it. Must succeed
+    /// on a half-made rootfs (crash cleanup) and on one already gone.
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()>;
+
+    /// Whether the rootfs exists.
+    fn exists(&self, spec: &RootfsSpec) -> bool;
+
+    /// A host path where the files can be read and written without mounting
+    /// (dir, btrfs); `None` when it must be mounted first.
+    fn local_path(&self, _spec: &RootfsSpec) -> Option<PathBuf> {
+        None
+    }
+
+    /// Mount the rootfs at `target` (an existing directory).
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()>;
+
+    /// Undo [`Backend::mount`], releasing loop devices and the like.
+    fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()>;
+
+    /// Copy-on-write clones, if the backend can make them.
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        None
+    }
+
+    /// A native copy faster than a file-by-file one (image copy, send/receive).
+    fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        None
+    }
+
+    /// Disk usage, if the backend can tell.
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        None
+    }
+}
+
+/// Copy-on-write clones.
+pub trait Snapshotter {
+    /// Whether this backend can make a CoW clone of `src` (overlay takes dir
+    /// and overlay rootfs; btrfs takes btrfs).
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool;
+
+    /// Make `spec` (from [`Backend::plan`] with `origin = Some(src)`) as a
+    /// copy-on-write clone of `src`. `readonly` for `lxc-snapshot` snapshots
+    /// where the backend supports it.
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, readonly: bool) -> Result<()>;
+}
+
+/// A native full copy within one backend.
+pub trait FastCopy {
+    /// Copy `src` into the planned `spec`. `Ok(false)` means "not possible
+    /// here" (sizes differ, other pool, ...): the engine then creates `spec`
+    /// and copies files. On `Err` nothing may be left behind.
+    fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool>;
+}
+
+/// Disk usage per rootfs.
+pub trait UsageReport {
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage>;
+}
+
+/// The backends the binary wires in, found by kind or by spec.
+#[derive(Clone, Default)]
+pub struct Backends {
+    list: Vec<Arc<dyn Backend>>,
+}
+
+impl Backends {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, b: Arc<dyn Backend>) -> &mut Self {
+        self.list.push(b);
+        self
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.list.iter().map(|b| b.kind()).collect()
+    }
+
+    /// The backend for `-B KIND`.
+    pub fn get(&self, kind: &str) -> Result<&dyn Backend> {
+        let kind = if kind == "overlayfs" { "overlay" } else { kind };
+        self.list
+            .iter()
+            .find(|b| b.kind() == kind)
+            .map(|b| b.as_ref())
+            .ok_or_else(|| {
+                err!(
+                    InvalidSpec,
+                    "find backend",
+                    "unknown backend type {kind:?} (known: {})",
+                    self.kinds().join(", ")
+                )
+            })
+    }
+
+    /// The backend that handles `spec`.
+    pub fn for_spec(&self, spec: &RootfsSpec) -> Result<&dyn Backend> {
+        self.get(spec.kind())
+    }
+}
+
+/// A rootfs made reachable at a host path for the duration of a copy:
+/// the backend's own path, or a temporary mount released on drop.
+pub struct Opened<'a> {
+    backend: &'a dyn Backend,
+    spec: RootfsSpec,
+    path: PathBuf,
+    mounted: bool,
+    _tmp: Option<crate::paths::TempDir>,
+}
+
+impl<'a> Opened<'a> {
+    pub fn open(backend: &'a dyn Backend, spec: &RootfsSpec, readonly: bool) -> Result<Self> {
+        if let Some(path) = backend.local_path(spec) {
+            return Ok(Opened {
+                backend,
+                spec: spec.clone(),
+                path,
+                mounted: false,
+                _tmp: None,
+            });
+        }
+        let tmp = crate::paths::TempDir::new("mnt")?;
+        backend.mount(spec, tmp.path(), readonly)?;
+        Ok(Opened {
+            backend,
+            spec: spec.clone(),
+            path: tmp.path().to_path_buf(),
+            mounted: true,
+            _tmp: Some(tmp),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmount now and report errors (drop does it silently).
+    pub fn close(mut self) -> Result<()> {
+        if self.mounted {
+            self.mounted = false;
+            self.backend.umount(&self.spec, &self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = self.backend.umount(&self.spec, &self.path) {
+                tracing::warn!("unmount {}: {e}", self.path.display());
+            }
+        }
+    }
+}

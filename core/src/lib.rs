@@ -1,0 +1,20 @@
+//! strata core: backend traits, rootfs specs, the container store and
+//! config, the clone/snapshot/restore engine, the copy engine and locks.
+//! Core knows backends only through the traits in [`backend`].
+
+pub mod backend;
+pub mod config;
+pub mod copy;
+pub mod engine;
+pub mod error;
+pub mod lock;
+pub mod names;
+pub mod paths;
+pub mod spec;
+pub mod state;
+pub mod store;
+
+pub use backend::{Backend, BackendOpts, Backends, Caps, FastCopy, Opened, Snapshotter, Target, Usage, UsageReport};
+pub use error::{Error, ErrorKind, IoContext, Result};
+pub use spec::RootfsSpec;
+pub use store::{Container, ContainerRef, SnapshotInfo, Store};

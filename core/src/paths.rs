@@ -1,0 +1,146 @@
+//! Default locations, as LXC has them for root and for other users.
+
+use crate::error::{IoContext, Result};
+use std::path::{Path, PathBuf};
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `$HOME` of the calling user.
+pub fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Global config directory: `/etc/lxc` for root, `~/.config/lxc` otherwise.
+pub fn config_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/etc/lxc")
+    } else {
+        home().join(".config/lxc")
+    }
+}
+
+/// `lxc.conf` path for the caller (`LXC_GLOBAL_CONF` overrides, for tests).
+pub fn global_conf() -> PathBuf {
+    std::env::var_os("LXC_GLOBAL_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config_dir().join("lxc.conf"))
+}
+
+/// `default.conf` that seeds new containers' configs.
+pub fn default_conf() -> PathBuf {
+    config_dir().join("default.conf")
+}
+
+/// Built-in lxcpath before lxc.conf is consulted.
+pub fn builtin_lxcpath() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/var/lib/lxc")
+    } else {
+        home().join(".local/share/lxc")
+    }
+}
+
+/// Cache dir: `/var/cache/lxc` for root, `~/.cache/lxc` otherwise.
+pub fn cache_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/var/cache/lxc")
+    } else {
+        home().join(".cache/lxc")
+    }
+}
+
+/// Runtime state (locks, run records, scratch mounts): never inside an
+/// lxcpath, so that a failed command leaves the lxcpath untouched.
+pub fn run_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STRATA_RUN_DIR") {
+        return PathBuf::from(d);
+    }
+    if is_root() {
+        PathBuf::from("/run/strata")
+    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(x).join("strata")
+    } else {
+        std::env::temp_dir().join(format!("strata-{}", nix::unistd::geteuid()))
+    }
+}
+
+/// A flat, unique file name for an lxcpath (used to key locks and state).
+pub fn lxcpath_key(lxcpath: &Path) -> String {
+    let s = lxcpath.display().to_string();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '/' => out.push('_'),
+            '_' => out.push_str("__"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Make `dir` and its parents, private to the caller.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx("create directory", dir)
+}
+
+/// A scratch directory under [`run_dir`], removed (if empty) on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        let base = run_dir().join("tmp");
+        ensure_dir(&base)?;
+        for i in 0..1000u32 {
+            let path = base.join(format!("{tag}-{}-{}-{i}", std::process::id(), unique()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(crate::error::Error::io("create scratch directory", &path, e)),
+            }
+        }
+        Err(crate::err!(
+            Io,
+            "create scratch directory",
+            "no free name under {}",
+            base.display()
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A short string unique within this process run.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", t, N.fetch_add(1, Ordering::Relaxed))
+}

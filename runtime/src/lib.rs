@@ -1,0 +1,1 @@
+//! The container runtime: a consumer of the storage layer.
