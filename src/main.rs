@@ -1,1 +1,7 @@
-fn main() {}
+mod run;
+mod wiring;
+
+fn main() {
+    let _ = wiring::backends();
+    let _ = run::dispatch;
+}
