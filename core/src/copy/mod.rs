@@ -1,0 +1,705 @@
+//! The copy engine: a faithful, parallel copy of a root filesystem.
+//!
+//! Everything is done relative to directory fds with `O_NOFOLLOW`, so a
+//! symlink in `src` or one planted in `dst` can never redirect a read or a
+//! write. Mount points below `src` are not crossed: they are copied as empty
+//! directories (or empty files for bind-mounted files). Directory times are
+//! set after their contents are complete. On error the partial copy is left
+//! in `dst` for the caller to remove.
+
+mod shift;
+
+pub use shift::{shift_acl, shift_fcaps};
+
+use crate::err;
+use crate::error::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Condvar, Mutex};
+
+/// Map of ids applied while copying (`host_id = f(id)`), for unprivileged
+/// clones; `None` copies ids as they are. An id outside all ranges is an
+/// `InvalidArgument` error naming the path; an empty list leaves that kind
+/// of id unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct IdShift {
+    /// `(first id inside, first id outside, count)` ranges for uids.
+    pub uids: Vec<(u32, u32, u32)>,
+    /// Same for gids.
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Show a progress bar (the caller decides: stderr is a terminal).
+    pub progress: bool,
+    /// Shift owners while copying.
+    pub shift: Option<IdShift>,
+    /// Worker threads; 0 for the number of CPUs.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub specials: u64,
+    pub bytes: u64,
+    pub reflinked: u64,
+}
+
+const OP: &str = "copy";
+
+/// Copy the tree at `src` into the existing, empty directory `dst`: every
+/// entry with owner, mode, times, xattrs (incl. ACLs and file capabilities),
+/// hardlinks, symlinks (never followed), device nodes, fifos, sockets and
+/// holes of sparse files; `dst` itself gets `src`'s owner, mode and times.
+/// Never follows a symlink, in `src` or in `dst`.
+pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats> {
+    let _span = tracing::info_span!("copy_tree", src = %src.display(), dst = %dst.display()).entered();
+    raise_nofile_limit();
+    let src_fd = open_dir(libc::AT_FDCWD, &cstr(src.as_os_str(), src)?).map_err(|e| Error::errno(OP, src, e))?;
+    let dst_fd = open_dir(libc::AT_FDCWD, &cstr(dst.as_os_str(), dst)?).map_err(|e| Error::errno(OP, dst, e))?;
+    let mut names = Vec::new();
+    read_dir(dst_fd.as_raw_fd(), &mut names).map_err(|e| Error::errno(OP, dst, e))?;
+    if !names.is_empty() {
+        return Err(err!(InvalidArgument, OP, "destination is not empty").at(dst));
+    }
+    let st = statx(src_fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(|e| Error::errno(OP, src, e))?;
+    let progress = opts.progress.then(|| {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} copying: {pos} entries, {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    });
+    let ctx = Ctx {
+        src_root: src,
+        dst_fd: dst_fd.as_raw_fd(),
+        shift: opts.shift.as_ref(),
+        links: Links::default(),
+        reflink: AtomicU8::new(UNKNOWN),
+        cfr: AtomicU8::new(UNKNOWN),
+        stats: Stats::default(),
+        progress,
+    };
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if opts.threads > 0 {
+        builder = builder.num_threads(opts.threads);
+    }
+    let pool = builder
+        .build()
+        .map_err(|e| err!(Io, OP, "cannot start worker threads: {e}"))?;
+    let res = pool.install(|| {
+        ctx.copy_dir(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), Path::new(""), &st)?;
+        ctx.apply_meta(dst_fd.as_raw_fd(), &st, Path::new(""), src_fd.as_raw_fd())
+    });
+    if let Some(pb) = &ctx.progress {
+        pb.finish_and_clear();
+    }
+    res?;
+    let s = &ctx.stats;
+    Ok(CopyStats {
+        files: s.files.load(Relaxed),
+        dirs: s.dirs.load(Relaxed),
+        symlinks: s.symlinks.load(Relaxed),
+        hardlinks: s.hardlinks.load(Relaxed),
+        specials: s.specials.load(Relaxed),
+        bytes: s.bytes.load(Relaxed),
+        reflinked: s.reflinked.load(Relaxed),
+    })
+}
+
+const UNKNOWN: u8 = 0;
+const WORKS: u8 = 1;
+const BROKEN: u8 = 2;
+
+#[derive(Default)]
+struct Stats {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    symlinks: AtomicU64,
+    hardlinks: AtomicU64,
+    specials: AtomicU64,
+    bytes: AtomicU64,
+    reflinked: AtomicU64,
+}
+
+enum LinkState {
+    Pending,
+    Done(CString),
+    Failed,
+}
+
+/// Hardlink groups: the first entry of a group is copied, later ones wait
+/// for it (the copier never yields to rayon meanwhile, so no deadlock) and
+/// link to it.
+#[derive(Default)]
+struct Links {
+    map: Mutex<HashMap<(u64, u64), LinkState>>,
+    cv: Condvar,
+}
+
+struct Ctx<'a> {
+    src_root: &'a Path,
+    dst_fd: RawFd,
+    shift: Option<&'a IdShift>,
+    links: Links,
+    reflink: AtomicU8,
+    cfr: AtomicU8,
+    stats: Stats,
+    progress: Option<ProgressBar>,
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static XBUF: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn cstr(s: &OsStr, path: &Path) -> Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| err!(InvalidArgument, OP, "path contains a NUL byte").at(path))
+}
+
+fn errno() -> nix::errno::Errno {
+    nix::errno::Errno::last()
+}
+
+fn check(r: libc::c_int) -> nix::Result<libc::c_int> {
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
+    let fd = check(unsafe {
+        libc::openat(
+            dirfd,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn raise_nofile_limit() {
+    // Deep trees keep two fds per level open.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<libc::statx> {
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    check(unsafe {
+        libc::statx(
+            dirfd,
+            name.as_ptr(),
+            flags | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_BASIC_STATS,
+            &mut st,
+        )
+    })?;
+    Ok(st)
+}
+
+/// All names in a directory except `.` and `..`, via getdents64.
+fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(errno());
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let name = &buf[off + 19..off + reclen];
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let name = &name[..len];
+            if name != b"." && name != b".." {
+                out.push(CString::new(name).expect("no NUL in a dirent name"));
+            }
+            off += reclen;
+        }
+    }
+}
+
+fn join(dir: &Path, name: &CStr) -> PathBuf {
+    dir.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+fn is_mount_root(st: &libc::statx, parent_dev: (u32, u32)) -> bool {
+    (st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+        && st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0)
+        || (st.stx_dev_major, st.stx_dev_minor) != parent_dev
+}
+
+fn times(st: &libc::statx) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.stx_atime.tv_sec,
+            tv_nsec: st.stx_atime.tv_nsec as _,
+        },
+        libc::timespec {
+            tv_sec: st.stx_mtime.tv_sec,
+            tv_nsec: st.stx_mtime.tv_nsec as _,
+        },
+    ]
+}
+
+/// Where an entry is: an fd of its own, or a name in a directory fd (for
+/// symlinks and device nodes, which cannot be opened safely).
+#[derive(Clone, Copy)]
+enum At<'n> {
+    Fd(RawFd),
+    Name(RawFd, &'n CStr),
+}
+
+fn proc_path(dirfd: RawFd, name: &CStr) -> CString {
+    let mut p = format!("/proc/self/fd/{dirfd}/").into_bytes();
+    p.extend_from_slice(name.to_bytes());
+    CString::new(p).expect("no NUL")
+}
+
+/// Call a get-style xattr syscall into `buf`, growing it on ERANGE.
+fn xcall(buf: &mut Vec<u8>, f: impl Fn(*mut libc::c_void, usize) -> isize) -> nix::Result<usize> {
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    loop {
+        let n = f(buf.as_mut_ptr().cast(), buf.len());
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = errno();
+        if e != nix::errno::Errno::ERANGE {
+            return Err(e);
+        }
+        let need = f(std::ptr::null_mut(), 0);
+        if need < 0 {
+            return Err(errno());
+        }
+        buf.resize((need as usize).max(buf.len() * 2), 0);
+    }
+}
+
+impl Ctx<'_> {
+    fn fail(&self, path: &Path, e: nix::errno::Errno) -> Error {
+        Error::errno(OP, self.src_root.join(path), e)
+    }
+
+    fn tick(&self, bytes: u64) {
+        if let Some(pb) = &self.progress {
+            pb.inc(1);
+            if bytes > 0 {
+                let total = self.stats.bytes.load(Relaxed);
+                pb.set_message(indicatif::HumanBytes(total).to_string());
+            }
+        }
+    }
+
+    fn map_owner(&self, st: &libc::statx, path: &Path) -> Result<(u32, u32)> {
+        let Some(s) = self.shift else {
+            return Ok((st.stx_uid, st.stx_gid));
+        };
+        let uid = s.map_uid(st.stx_uid).ok_or_else(|| {
+            err!(InvalidArgument, OP, "uid {} is outside the id map", st.stx_uid).at(self.src_root.join(path))
+        })?;
+        let gid = s.map_gid(st.stx_gid).ok_or_else(|| {
+            err!(InvalidArgument, OP, "gid {} is outside the id map", st.stx_gid).at(self.src_root.join(path))
+        })?;
+        Ok((uid, gid))
+    }
+
+    fn copy_dir(&self, sfd: RawFd, dfd: RawFd, rel: &Path, st: &libc::statx) -> Result<()> {
+        let mut names = Vec::new();
+        read_dir(sfd, &mut names).map_err(|e| self.fail(rel, e))?;
+        let dev = (st.stx_dev_major, st.stx_dev_minor);
+        names
+            .par_iter()
+            .with_max_len(16)
+            .try_for_each(|name| self.copy_entry(sfd, dfd, rel, name, dev))
+    }
+
+    fn copy_entry(&self, sdir: RawFd, ddir: RawFd, rel: &Path, name: &CStr, dev: (u32, u32)) -> Result<()> {
+        let st = statx(sdir, name, 0).map_err(|e| self.fail(&join(rel, name), e))?;
+        let fmt = st.stx_mode as u32 & libc::S_IFMT;
+        let path = || join(rel, name);
+        if fmt == libc::S_IFDIR {
+            check(unsafe { libc::mkdirat(ddir, name.as_ptr(), 0o700) }).map_err(|e| self.fail(&path(), e))?;
+            let p = path();
+            let d = open_dir(ddir, name).map_err(|e| self.fail(&p, e))?;
+            let s = open_dir(sdir, name).map_err(|e| self.fail(&p, e))?;
+            if !is_mount_root(&st, dev) {
+                self.copy_dir(s.as_raw_fd(), d.as_raw_fd(), &p, &st)?;
+            }
+            self.apply_meta(d.as_raw_fd(), &st, &p, s.as_raw_fd())?;
+            self.stats.dirs.fetch_add(1, Relaxed);
+            self.tick(0);
+            return Ok(());
+        }
+        let key = (((st.stx_dev_major as u64) << 32) | st.stx_dev_minor as u64, st.stx_ino);
+        if st.stx_nlink > 1 {
+            let mut map = self.links.map.lock().unwrap();
+            if map.contains_key(&key) {
+                loop {
+                    match map.get(&key) {
+                        Some(LinkState::Pending) => map = self.links.cv.wait(map).unwrap(),
+                        Some(LinkState::Done(first)) => {
+                            let first = first.clone();
+                            drop(map);
+                            check(unsafe { libc::linkat(self.dst_fd, first.as_ptr(), ddir, name.as_ptr(), 0) })
+                                .map_err(|e| self.fail(&path(), e))?;
+                            self.stats.hardlinks.fetch_add(1, Relaxed);
+                            self.tick(0);
+                            return Ok(());
+                        }
+                        _ => return Err(err!(Io, OP, "hardlink target failed to copy").at(self.src_root.join(path()))),
+                    }
+                }
+            }
+            map.insert(key, LinkState::Pending);
+            drop(map);
+            let res = self.copy_nondir(sdir, ddir, rel, name, &st, fmt);
+            let mut map = self.links.map.lock().unwrap();
+            let state = match &res {
+                Ok(()) => LinkState::Done(CString::new(path().into_os_string().into_vec()).expect("no NUL")),
+                Err(_) => LinkState::Failed,
+            };
+            map.insert(key, state);
+            self.links.cv.notify_all();
+            return res;
+        }
+        self.copy_nondir(sdir, ddir, rel, name, &st, fmt)
+    }
+
+    fn copy_nondir(&self, sdir: RawFd, ddir: RawFd, rel: &Path, name: &CStr, st: &libc::statx, fmt: u32) -> Result<()> {
+        // A bind-mounted file is copied as an empty file, like a mountpoint dir.
+        let mount = st.stx_attributes & st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+        match fmt {
+            libc::S_IFREG => {
+                let sfd = if mount {
+                    None
+                } else {
+                    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                    let mut fd = unsafe { libc::openat(sdir, name.as_ptr(), flags | libc::O_NOATIME) };
+                    if fd < 0 && errno() == nix::errno::Errno::EPERM {
+                        fd = unsafe { libc::openat(sdir, name.as_ptr(), flags) };
+                    }
+                    let fd = check(fd).map_err(|e| self.fail(&join(rel, name), e))?;
+                    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+                };
+                let dfd = check(unsafe {
+                    libc::openat(
+                        ddir,
+                        name.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        0o600,
+                    )
+                })
+                .map_err(|e| self.fail(&join(rel, name), e))?;
+                let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
+                if let Some(sfd) = &sfd {
+                    if st.stx_size > 0 {
+                        self.copy_data(sfd.as_raw_fd(), dfd.as_raw_fd(), st)
+                            .map_err(|e| self.fail(&join(rel, name), e))?;
+                    }
+                }
+                let sat = sfd
+                    .as_ref()
+                    .map(|f| At::Fd(f.as_raw_fd()))
+                    .unwrap_or(At::Name(sdir, name));
+                self.apply_meta_at(At::Fd(dfd.as_raw_fd()), sat, st, rel, name)?;
+                self.stats.files.fetch_add(1, Relaxed);
+                self.stats.bytes.fetch_add(st.stx_size, Relaxed);
+                self.tick(st.stx_size);
+            }
+            libc::S_IFLNK => {
+                let target = BUF
+                    .with_borrow_mut(|buf| {
+                        let n = xcall(buf, |p, l| unsafe {
+                            libc::readlinkat(sdir, name.as_ptr(), p.cast(), l)
+                        })?;
+                        if n == buf.len() {
+                            buf.resize(buf.len() * 4, 0);
+                            let n =
+                                unsafe { libc::readlinkat(sdir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+                            if n < 0 {
+                                return Err(errno());
+                            }
+                            return Ok(CString::new(&buf[..n as usize]).expect("no NUL"));
+                        }
+                        Ok(CString::new(&buf[..n]).expect("no NUL"))
+                    })
+                    .map_err(|e| self.fail(&join(rel, name), e))?;
+                check(unsafe { libc::symlinkat(target.as_ptr(), ddir, name.as_ptr()) })
+                    .map_err(|e| self.fail(&join(rel, name), e))?;
+                self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name)?;
+                self.stats.symlinks.fetch_add(1, Relaxed);
+                self.tick(0);
+            }
+            _ => {
+                let rdev = libc::makedev(st.stx_rdev_major, st.stx_rdev_minor);
+                check(unsafe { libc::mknodat(ddir, name.as_ptr(), fmt | 0o600, rdev) })
+                    .map_err(|e| self.fail(&join(rel, name), e))?;
+                self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name)?;
+                self.stats.specials.fetch_add(1, Relaxed);
+                self.tick(0);
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_data(&self, sfd: RawFd, dfd: RawFd, st: &libc::statx) -> nix::Result<()> {
+        if self.reflink.load(Relaxed) != BROKEN {
+            if unsafe { libc::ioctl(dfd, libc::FICLONE, sfd) } == 0 {
+                self.reflink.store(WORKS, Relaxed);
+                self.stats.reflinked.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            let e = errno();
+            if self.reflink.load(Relaxed) == UNKNOWN {
+                tracing::debug!("reflink unavailable: {e}");
+                self.reflink.store(BROKEN, Relaxed);
+            } else if !matches!(
+                e,
+                nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EXDEV | nix::errno::Errno::EINVAL
+            ) {
+                return Err(e);
+            }
+        }
+        let size = st.stx_size as i64;
+        if st.stx_blocks * 512 < st.stx_size {
+            // Sparse: copy only the data extents so holes stay holes.
+            let mut off: i64 = 0;
+            while off < size {
+                let data = unsafe { libc::lseek(sfd, off, libc::SEEK_DATA) };
+                if data < 0 {
+                    if errno() == nix::errno::Errno::ENXIO {
+                        break;
+                    }
+                    return Err(errno());
+                }
+                let hole = unsafe { libc::lseek(sfd, data, libc::SEEK_HOLE) };
+                if hole < 0 {
+                    return Err(errno());
+                }
+                self.copy_range(sfd, dfd, data, hole.min(size) - data)?;
+                off = hole;
+            }
+            return check(unsafe { libc::ftruncate(dfd, size) }).map(drop);
+        }
+        self.copy_range(sfd, dfd, 0, size)
+    }
+
+    /// Copy `len` bytes at `off`: copy_file_range, else read/write.
+    fn copy_range(&self, sfd: RawFd, dfd: RawFd, off: i64, len: i64) -> nix::Result<()> {
+        let (mut so, mut d_off) = (off, off);
+        let end = off + len;
+        if self.cfr.load(Relaxed) != BROKEN {
+            while so < end {
+                let n = unsafe { libc::copy_file_range(sfd, &mut so, dfd, &mut d_off, (end - so) as usize, 0) };
+                if n > 0 {
+                    continue;
+                }
+                if n == 0 {
+                    break; // file shrank under us
+                }
+                let e = errno();
+                if matches!(
+                    e,
+                    nix::errno::Errno::EXDEV
+                        | nix::errno::Errno::EINVAL
+                        | nix::errno::Errno::ENOSYS
+                        | nix::errno::Errno::EOPNOTSUPP
+                ) && so == off
+                {
+                    self.cfr.store(BROKEN, Relaxed);
+                    break;
+                }
+                return Err(e);
+            }
+            if self.cfr.load(Relaxed) != BROKEN {
+                return Ok(());
+            }
+        }
+        BUF.with_borrow_mut(|buf| {
+            if buf.len() < 256 * 1024 {
+                buf.resize(256 * 1024, 0);
+            }
+            while so < end {
+                let want = ((end - so) as usize).min(buf.len());
+                let n = unsafe { libc::pread(sfd, buf.as_mut_ptr().cast(), want, so) };
+                if n < 0 {
+                    if errno() == nix::errno::Errno::EINTR {
+                        continue;
+                    }
+                    return Err(errno());
+                }
+                if n == 0 {
+                    break;
+                }
+                let mut w = 0usize;
+                while w < n as usize {
+                    let m = unsafe { libc::pwrite(dfd, buf[w..].as_ptr().cast(), n as usize - w, so + w as i64) };
+                    if m < 0 {
+                        if errno() == nix::errno::Errno::EINTR {
+                            continue;
+                        }
+                        return Err(errno());
+                    }
+                    w += m as usize;
+                }
+                so += n as i64;
+            }
+            Ok(())
+        })
+    }
+
+    fn apply_meta(&self, dfd: RawFd, st: &libc::statx, rel: &Path, sfd: RawFd) -> Result<()> {
+        self.apply_meta_at(At::Fd(dfd), At::Fd(sfd), st, rel, c"")
+    }
+
+    /// Owner, xattrs, mode (after chown, which clears setuid; after the ACL,
+    /// which rewrites group bits), then times.
+    fn apply_meta_at(&self, d: At, s: At, st: &libc::statx, rel: &Path, name: &CStr) -> Result<()> {
+        let path = || {
+            if name.is_empty() {
+                rel.to_path_buf()
+            } else {
+                join(rel, name)
+            }
+        };
+        let (uid, gid) = self.map_owner(st, &path())?;
+        let r = match d {
+            At::Fd(fd) => unsafe { libc::fchown(fd, uid, gid) },
+            At::Name(dir, n) => unsafe { libc::fchownat(dir, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) },
+        };
+        check(r).map_err(|e| self.fail(&path(), e))?;
+        self.copy_xattrs(d, s, &path)?;
+        let fmt = st.stx_mode as u32 & libc::S_IFMT;
+        let mode = st.stx_mode as u32 & 0o7777;
+        if fmt != libc::S_IFLNK {
+            let r = match d {
+                At::Fd(fd) => unsafe { libc::fchmod(fd, mode) },
+                // Our own fresh node; not a symlink, so no follow risk.
+                At::Name(dir, n) => unsafe { libc::fchmodat(dir, n.as_ptr(), mode, 0) },
+            };
+            check(r).map_err(|e| self.fail(&path(), e))?;
+        }
+        let ts = times(st);
+        let r = match d {
+            At::Fd(fd) => unsafe { libc::futimens(fd, ts.as_ptr()) },
+            At::Name(dir, n) => unsafe { libc::utimensat(dir, n.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) },
+        };
+        check(r).map_err(|e| self.fail(&path(), e))?;
+        Ok(())
+    }
+
+    fn copy_xattrs(&self, d: At, s: At, path: &dyn Fn() -> PathBuf) -> Result<()> {
+        let sp = match s {
+            At::Name(dir, n) => Some(proc_path(dir, n)),
+            At::Fd(_) => None,
+        };
+        let dp = match d {
+            At::Name(dir, n) => Some(proc_path(dir, n)),
+            At::Fd(_) => None,
+        };
+        XBUF.with_borrow_mut(|(list, val)| {
+            let n = match xcall(list, |p, l| unsafe {
+                match (s, &sp) {
+                    (At::Fd(fd), _) => libc::flistxattr(fd, p.cast(), l),
+                    (_, Some(sp)) => libc::llistxattr(sp.as_ptr(), p.cast(), l),
+                    _ => unreachable!(),
+                }
+            }) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EOPNOTSUPP) => 0,
+                Err(e) => return Err(self.fail(&path(), e)),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            for key in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+                let key = CString::new(key).expect("no NUL");
+                let len = match xcall(val, |p, l| unsafe {
+                    match (s, &sp) {
+                        (At::Fd(fd), _) => libc::fgetxattr(fd, key.as_ptr(), p, l),
+                        (_, Some(sp)) => libc::lgetxattr(sp.as_ptr(), key.as_ptr(), p, l),
+                        _ => unreachable!(),
+                    }
+                }) {
+                    Ok(len) => len,
+                    Err(nix::errno::Errno::ENODATA) => continue,
+                    Err(e) => return Err(self.fail(&path(), e)),
+                };
+                let mut value: &[u8] = &val[..len];
+                let shifted;
+                if let Some(shift) = self.shift {
+                    let k = key.to_bytes();
+                    let r = if k == b"system.posix_acl_access" || k == b"system.posix_acl_default" {
+                        Some(shift_acl(value, shift))
+                    } else if k == b"security.capability" {
+                        Some(shift_fcaps(value, shift))
+                    } else {
+                        None
+                    };
+                    if let Some(r) = r {
+                        shifted = r.map_err(|e| e.at(self.src_root.join(path())))?;
+                        value = &shifted;
+                    }
+                }
+                let r = unsafe {
+                    match (d, &dp) {
+                        (At::Fd(fd), _) => libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0),
+                        (_, Some(dp)) => {
+                            libc::lsetxattr(dp.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+                        }
+                        _ => unreachable!(),
+                    }
+                };
+                if r < 0 {
+                    let e = errno();
+                    if e == nix::errno::Errno::EOPNOTSUPP {
+                        tracing::warn!(
+                            "{}: xattr {} not supported by the target filesystem, skipped",
+                            self.src_root.join(path()).display(),
+                            key.to_string_lossy()
+                        );
+                        continue;
+                    }
+                    return Err(Error::errno(OP, self.src_root.join(path()), e)
+                        .with_msg(format!("setting xattr {}", key.to_string_lossy())));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Error {
+    fn with_msg(mut self, what: String) -> Self {
+        self.msg = format!("{what}: {}", self.msg);
+        self
+    }
+}
