@@ -1,0 +1,493 @@
+//! Root-only tests of the copy engine on real filesystems.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use strata_core::copy::{copy_tree, CopyOptions, IdShift};
+use strata_core::ErrorKind;
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("strata-copy-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn sh(cmd: &str, args: &[&OsStr]) {
+    let st = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(st.success(), "{cmd} {args:?} failed");
+}
+
+/// Unmounts (lazily) on drop, so a failing test leaves no mount behind.
+struct Mount(PathBuf);
+impl Mount {
+    fn new(fstype: &str, source: &Path, target: &Path, opts: &str) -> Mount {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("-t"), OsStr::new(fstype)];
+        if !opts.is_empty() {
+            args.extend([OsStr::new("-o"), OsStr::new(opts)]);
+        }
+        args.extend([source.as_os_str(), target.as_os_str()]);
+        sh("mount", &args);
+        Mount(target.to_path_buf())
+    }
+}
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mknod(p: &Path, mode: u32, dev: u64) {
+    assert_eq!(unsafe { libc::mknod(c(p).as_ptr(), mode, dev) }, 0, "mknod {p:?}");
+}
+
+fn lchown(p: &Path, uid: u32, gid: u32) {
+    assert_eq!(unsafe { libc::lchown(c(p).as_ptr(), uid, gid) }, 0, "lchown {p:?}");
+}
+
+fn set_xattr(p: &Path, k: &str, v: &[u8]) {
+    let k = CString::new(k).unwrap();
+    let r = unsafe { libc::lsetxattr(c(p).as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    assert_eq!(r, 0, "lsetxattr {p:?} {k:?}: {}", std::io::Error::last_os_error());
+}
+
+fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let cp = c(p);
+    let mut list = vec![0u8; 65536];
+    let n = unsafe { libc::llistxattr(cp.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+    assert!(n >= 0, "llistxattr {p:?}");
+    let mut out = Vec::new();
+    for k in list[..n as usize].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        let kc = CString::new(k).unwrap();
+        let mut v = vec![0u8; 65536];
+        let m = unsafe { libc::lgetxattr(cp.as_ptr(), kc.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(m >= 0);
+        v.truncate(m as usize);
+        out.push((k.to_vec(), v));
+    }
+    out.sort();
+    out
+}
+
+fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0);
+}
+
+/// Every kind of entry a rootfs can hold.
+fn build_tree(s: &Path) {
+    fs::create_dir_all(s.join("etc")).unwrap();
+    fs::write(s.join("etc/hostname"), "box\n").unwrap();
+    fs::write(s.join("empty"), "").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(s.join("big"), &big).unwrap();
+    // Sparse: data, 8 MiB hole, data, trailing hole.
+    let mut f = fs::File::create(s.join("sparse")).unwrap();
+    f.write_all(&[1u8; 8192]).unwrap();
+    f.seek(SeekFrom::Start(8 << 20)).unwrap();
+    f.write_all(&[2u8; 4096]).unwrap();
+    f.set_len(16 << 20).unwrap();
+    drop(f);
+    // Hardlinks across dirs.
+    fs::create_dir_all(s.join("usr/bin")).unwrap();
+    fs::create_dir_all(s.join("usr/sbin")).unwrap();
+    fs::write(s.join("usr/bin/tool"), "tool").unwrap();
+    fs::hard_link(s.join("usr/bin/tool"), s.join("usr/sbin/tool2")).unwrap();
+    fs::hard_link(s.join("usr/bin/tool"), s.join("tool3")).unwrap();
+    // Symlinks.
+    symlink("../etc/hostname", s.join("usr/rel")).unwrap();
+    symlink("/etc/passwd", s.join("passwd")).unwrap();
+    symlink("/etc", s.join("hostetc")).unwrap();
+    symlink("nowhere/at/all", s.join("dangling")).unwrap();
+    symlink("loop2", s.join("loop1")).unwrap();
+    symlink("loop1", s.join("loop2")).unwrap();
+    lchown(&s.join("passwd"), 33, 44);
+    // Modes and owners.
+    fs::write(s.join("usr/bin/suid"), "x").unwrap();
+    lchown(&s.join("usr/bin/suid"), 0, 0);
+    fs::set_permissions(s.join("usr/bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(s.join("usr/bin/sgid"), "x").unwrap();
+    lchown(&s.join("usr/bin/sgid"), 1000, 42);
+    fs::set_permissions(s.join("usr/bin/sgid"), fs::Permissions::from_mode(0o2711)).unwrap();
+    fs::create_dir(s.join("tmp")).unwrap();
+    fs::set_permissions(s.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::create_dir(s.join("home")).unwrap();
+    for (i, (u, g)) in [(1000u32, 1000u32), (65534, 65534), (12345, 54321), (7, 0)]
+        .iter()
+        .enumerate()
+    {
+        let p = s.join(format!("home/f{i}"));
+        fs::write(&p, format!("{i}")).unwrap();
+        lchown(&p, *u, *g);
+    }
+    fs::create_dir(s.join("locked")).unwrap();
+    fs::write(s.join("locked/inside"), "x").unwrap();
+    fs::set_permissions(s.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Xattrs, ACL, capability.
+    set_xattr(&s.join("etc/hostname"), "user.note", b"hello");
+    set_xattr(&s.join("etc/hostname"), "trusted.overlay.x", b"\x00\x01binary");
+    set_xattr(&s.join("etc"), "user.dir", b"d");
+    fs::write(s.join("acl"), "acl").unwrap();
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-m"),
+            OsStr::new("u:1234:rw,g:99:r"),
+            s.join("acl").as_os_str(),
+        ],
+    );
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-d"),
+            OsStr::new("-m"),
+            OsStr::new("u:1234:rwx"),
+            s.join("tmp").as_os_str(),
+        ],
+    );
+    fs::write(s.join("usr/bin/ping"), "ping").unwrap();
+    sh(
+        "setcap",
+        &[OsStr::new("cap_net_raw+ep"), s.join("usr/bin/ping").as_os_str()],
+    );
+    // Specials.
+    fs::create_dir(s.join("dev")).unwrap();
+    mknod(&s.join("dev/null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+    mknod(&s.join("dev/loop9"), libc::S_IFBLK | 0o660, libc::makedev(7, 9));
+    mknod(&s.join("dev/fifo"), libc::S_IFIFO | 0o644, 0);
+    mknod(&s.join("dev/sock"), libc::S_IFSOCK | 0o755, 0);
+    lchown(&s.join("dev/loop9"), 0, 6);
+    // Long, deep and non-UTF-8 names.
+    fs::write(s.join("a".repeat(255)), "long").unwrap();
+    let mut deep = s.join("deep");
+    for i in 0..60 {
+        deep.push(format!("d{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom"), "bottom").unwrap();
+    let odd = OsString::from_vec(b"caf\xe9-\xff\x01".to_vec());
+    fs::write(s.join(&odd), "latin1").unwrap();
+    // Times with nanoseconds, set last (bottom-up for dirs).
+    set_times(&s.join("big"), (1_000_000_000, 1), (1_100_000_000, 123_456_789));
+    set_times(&s.join("passwd"), (1_200_000_000, 5), (1_200_000_001, 999_999_999));
+    set_times(&s.join("dev/null"), (1_300_000_000, 0), (1_300_000_000, 42));
+    set_times(&s.join("etc"), (1_400_000_000, 0), (1_400_000_000, 7));
+    set_times(s, (1_500_000_000, 0), (1_500_000_000, 8));
+}
+
+struct Entry {
+    rel: PathBuf,
+    meta: fs::Metadata,
+}
+
+fn walk(root: &Path) -> Vec<Entry> {
+    let mut out = vec![];
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let p = root.join(&rel);
+        let meta = fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            let mut names: Vec<_> = fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            stack.extend(names.into_iter().map(|n| rel.join(n)));
+        }
+        out.push(Entry { rel, meta });
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out
+}
+
+/// Compare two trees entry by entry; returns the number of entries.
+fn assert_same(src: &Path, dst: &Path, shift: Option<&IdShift>) -> usize {
+    let (a, b) = (walk(src), walk(dst));
+    let names = |v: &[Entry]| v.iter().map(|e| e.rel.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "different entries");
+    let mut groups: HashMap<u64, u64> = HashMap::new();
+    for (x, y) in a.iter().zip(&b) {
+        let (m, n) = (&x.meta, &y.meta);
+        let what = &x.rel;
+        assert_eq!(m.mode(), n.mode(), "mode {what:?}");
+        let (uid, gid) = match shift {
+            Some(s) => (s.map_uid(m.uid()).unwrap(), s.map_gid(m.gid()).unwrap()),
+            None => (m.uid(), m.gid()),
+        };
+        assert_eq!((uid, gid), (n.uid(), n.gid()), "owner {what:?}");
+        assert_eq!(m.mtime(), n.mtime(), "mtime {what:?}");
+        assert_eq!(m.mtime_nsec(), n.mtime_nsec(), "mtime ns {what:?}");
+        // Reading a dir or a link updates its atime in src; the copy keeps the one from before.
+        if !m.is_dir() && !m.file_type().is_symlink() {
+            assert_eq!(
+                (m.atime(), m.atime_nsec()),
+                (n.atime(), n.atime_nsec()),
+                "atime {what:?}"
+            );
+            assert_eq!(m.nlink(), n.nlink(), "nlink {what:?}");
+        }
+        assert_eq!(m.rdev(), n.rdev(), "rdev {what:?}");
+        if !m.is_dir() {
+            assert_eq!(m.size(), n.size(), "size {what:?}");
+        }
+        if shift.is_none() {
+            assert_eq!(xattrs(&src.join(what)), xattrs(&dst.join(what)), "xattrs {what:?}");
+        }
+        if m.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(src.join(what)).unwrap(),
+                fs::read_link(dst.join(what)).unwrap()
+            );
+        }
+        if m.is_file() {
+            assert!(
+                fs::read(src.join(what)).unwrap() == fs::read(dst.join(what)).unwrap(),
+                "content {what:?}"
+            );
+            // Holes stay holes (allow one extra block of slack per extent).
+            assert!(
+                n.blocks() <= m.blocks() + 16,
+                "blocks {what:?}: {} > {}",
+                n.blocks(),
+                m.blocks()
+            );
+        }
+        if m.nlink() > 1 && !m.is_dir() {
+            // Same source inode <=> same target inode.
+            let prev = groups.insert(m.ino(), n.ino());
+            assert!(
+                prev.is_none() || prev == Some(n.ino()),
+                "hardlink group split at {what:?}"
+            );
+        }
+    }
+    let targets: Vec<u64> = groups.values().copied().collect();
+    let mut uniq = targets.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(targets.len(), uniq.len(), "hardlink groups merged");
+    a.len()
+}
+
+#[test]
+fn copies_every_kind_of_entry_faithfully() {
+    need_root!();
+    let t = tmp();
+    let (s, d) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(&d).unwrap();
+    build_tree(&s);
+    let stats = copy_tree(&s, &d, &CopyOptions::default()).unwrap();
+    let n = assert_same(&s, &d, None);
+    assert!(n > 90);
+    assert_eq!(stats.hardlinks, 2);
+    assert_eq!(stats.specials, 4);
+    assert_eq!(stats.symlinks, 6);
+    assert!(fs::symlink_metadata(d.join("sparse")).unwrap().blocks() < 100);
+    // The capability and ACL survived as such.
+    let out = Command::new("getcap").arg(d.join("usr/bin/ping")).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cap_net_raw=ep"),
+        "{out:?}"
+    );
+    let out = Command::new("getfacl")
+        .args(["-n", "-p"])
+        .arg(d.join("acl"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user:1234:rw-"));
+}
+
+#[test]
+fn symlinks_to_host_paths_are_not_followed() {
+    need_root!();
+    let before = fs::metadata("/etc/passwd").unwrap();
+    let passwd = fs::read("/etc/passwd").unwrap();
+    let t = tmp();
+    let (s, d) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(&d).unwrap();
+    symlink("/etc", s.join("etc")).unwrap();
+    symlink("/etc/passwd", s.join("passwd")).unwrap();
+    fs::create_dir(s.join("sub")).unwrap();
+    symlink("../../../../../../etc", s.join("sub/up")).unwrap();
+    set_xattr(&s.join("sub"), "trusted.t", b"1");
+    copy_tree(&s, &d, &CopyOptions::default()).unwrap();
+    assert_eq!(fs::read_link(d.join("etc")).unwrap(), Path::new("/etc"));
+    assert_eq!(fs::read_link(d.join("passwd")).unwrap(), Path::new("/etc/passwd"));
+    assert_eq!(
+        fs::read_link(d.join("sub/up")).unwrap(),
+        Path::new("../../../../../../etc")
+    );
+    let after = fs::metadata("/etc/passwd").unwrap();
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+    assert_eq!(
+        (before.mode(), before.uid(), before.mtime_nsec()),
+        (after.mode(), after.uid(), after.mtime_nsec())
+    );
+    assert!(xattrs(Path::new("/etc")).iter().all(|(k, _)| k != b"trusted.t"));
+    assert_eq!(walk(&d).len(), 5);
+}
+
+#[test]
+fn non_empty_destination_is_refused_and_left_alone() {
+    need_root!();
+    let t = tmp();
+    let (s, d) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(&d).unwrap();
+    fs::write(s.join("a"), "a").unwrap();
+    fs::write(d.join("keep"), "k").unwrap();
+    let e = copy_tree(&s, &d, &CopyOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(walk(&d).len(), 2);
+    // A destination that is itself a symlink is not followed either.
+    symlink(&s, t.path().join("link")).unwrap();
+    assert!(copy_tree(&s, &t.path().join("link"), &CopyOptions::default()).is_err());
+}
+
+#[test]
+fn mount_points_below_src_are_not_crossed() {
+    need_root!();
+    let t = tmp();
+    let (s, d) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir_all(s.join("proc")).unwrap();
+    fs::create_dir(&d).unwrap();
+    let _m = Mount::new("tmpfs", Path::new("tmpfs"), &s.join("proc"), "size=1m");
+    fs::write(s.join("proc/host-secret"), "x").unwrap();
+    copy_tree(&s, &d, &CopyOptions::default()).unwrap();
+    assert!(d.join("proc").is_dir());
+    assert_eq!(fs::read_dir(d.join("proc")).unwrap().count(), 0);
+}
+
+fn copy_to_fs(fstype: &str) {
+    let t = tmp();
+    let (s, d) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(&d).unwrap();
+    build_tree(&s);
+    let _m = if fstype == "tmpfs" {
+        Mount::new("tmpfs", Path::new("tmpfs"), &d, "size=200m")
+    } else {
+        let img = t.path().join("img");
+        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        sh("mkfs.ext4", &[OsStr::new("-q"), img.as_os_str()]);
+        let m = Mount::new("ext4", &img, &d, "loop");
+        fs::remove_dir(d.join("lost+found")).unwrap();
+        m
+    };
+    let mut opts = CopyOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    opts.progress = false;
+    copy_tree(&s, &d, &opts).unwrap();
+    assert_same(&s, &d, None);
+}
+
+#[test]
+fn copies_to_tmpfs() {
+    need_root!();
+    copy_to_fs("tmpfs");
+}
+
+#[test]
+fn copies_to_another_ext4() {
+    need_root!();
+    copy_to_fs("ext4");
+}
+
+#[test]
+fn id_shift_maps_owners_acls_and_capabilities() {
+    need_root!();
+    let t = tmp();
+    let (s, d) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(&d).unwrap();
+    build_tree(&s);
+    let shift = IdShift {
+        uids: vec![(0, 100000, 65536)],
+        gids: vec![(0, 100000, 65536)],
+    };
+    let opts = CopyOptions {
+        shift: Some(shift.clone()),
+        ..Default::default()
+    };
+    copy_tree(&s, &d, &opts).unwrap();
+    assert_same(&s, &d, Some(&shift));
+    assert_eq!(fs::metadata(&d).unwrap().uid(), 100000);
+    // setuid survived the chown.
+    assert_eq!(fs::metadata(d.join("usr/bin/suid")).unwrap().mode() & 0o7777, 0o4755);
+    let out = Command::new("getfacl")
+        .args(["-n", "-p"])
+        .arg(d.join("acl"))
+        .output()
+        .unwrap();
+    let acl = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        acl.contains("user:101234:rw-") && acl.contains("group:100099:r--"),
+        "{acl}"
+    );
+    let out = Command::new("getfacl")
+        .args(["-n", "-p", "-d"])
+        .arg(d.join("tmp"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user:101234:rwx"));
+    // The v2 capability became v3 with rootid 100000.
+    let caps = xattrs(&d.join("usr/bin/ping"));
+    let (_, v) = caps.iter().find(|(k, _)| k == b"security.capability").unwrap();
+    assert_eq!(v.len(), 24);
+    assert_eq!(v[3], 3);
+    assert_eq!(u32::from_le_bytes(v[20..24].try_into().unwrap()), 100000);
+    // An id outside the map is refused, naming the path and id.
+    let small = IdShift {
+        uids: vec![(0, 100000, 1000)],
+        gids: vec![(0, 100000, 65536)],
+    };
+    let d2 = t.path().join("dst2");
+    fs::create_dir(&d2).unwrap();
+    let e = copy_tree(
+        &s,
+        &d2,
+        &CopyOptions {
+            shift: Some(small),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("uid"), "{e}");
+}
