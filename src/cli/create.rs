@@ -1,0 +1,177 @@
+//! `lxc-create` / `strata create`.
+
+use super::Common;
+use anyhow::anyhow;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use strata_core::engine::{CreateRequest, Engine, RootfsSource};
+use strata_core::{BackendOpts, Target};
+
+/// LXC's template directory.
+pub const TEMPLATE_DIR: &str = "/usr/share/lxc/templates";
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(about = "Create a container", disable_version_flag = true)]
+pub struct Args {
+    /// NAME of the container
+    #[arg(short = 'n', long = "name")]
+    pub name: String,
+    /// Template: a name found as lxc-NAME in LXC's template directory, a path, or `none`
+    #[arg(short = 't', long = "template")]
+    pub template: Option<String>,
+    /// Initial configuration file
+    #[arg(short = 'f', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Backing store: dir, overlay, btrfs, lvm, zfs, loop or best
+    #[arg(short = 'B', long = "bdev")]
+    pub bdev: Option<String>,
+    /// Place the rootfs directory here
+    #[arg(long = "dir")]
+    pub dir: Option<PathBuf>,
+    #[arg(long = "lvname")]
+    pub lvname: Option<String>,
+    #[arg(long = "vgname")]
+    pub vgname: Option<String>,
+    #[arg(long = "thinpool")]
+    pub thinpool: Option<String>,
+    /// Filesystem type for lvm or loop (ext4, xfs, btrfs)
+    #[arg(long = "fstype")]
+    pub fstype: Option<String>,
+    /// Filesystem size: a number with unit B, K, M, G or T (default unit M)
+    #[arg(long = "fssize")]
+    pub fssize: Option<String>,
+    #[arg(long = "zfsroot")]
+    pub zfsroot: Option<String>,
+    /// Fill the rootfs from an existing directory or a tarball (strata)
+    #[arg(long = "rootfs-from", value_name = "DIR|TARBALL")]
+    pub rootfs_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+    /// Arguments for the template (after `--`)
+    #[arg(last = true)]
+    pub template_args: Vec<String>,
+}
+
+pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
+    match super::parse::<Args>(tool, args) {
+        Ok(a) => run_args(tool, a),
+        Err(code) => code,
+    }
+}
+
+pub fn run_args(tool: &str, a: Args) -> i32 {
+    let name = a.name.clone();
+    super::finish(tool, Some(&name), run(&a))
+}
+
+/// Where `-t` points: a path as given, `none`, or `$TEMPLATE_DIR/lxc-NAME`.
+pub fn resolve_template(t: &str) -> anyhow::Result<Option<PathBuf>> {
+    if t == "none" {
+        return Ok(None);
+    }
+    if t.is_empty() {
+        return Err(anyhow!("empty template name"));
+    }
+    let path = if t.contains('/') {
+        std::path::absolute(t)?
+    } else {
+        let dir = std::env::var_os("STRATA_TEMPLATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(TEMPLATE_DIR));
+        dir.join(format!("lxc-{t}"))
+    };
+    let md = std::fs::metadata(&path).map_err(|_| anyhow!("template {t:?} not found (looked for {})", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
+        return Err(anyhow!("template {} is not an executable file", path.display()));
+    }
+    Ok(Some(path))
+}
+
+fn run(a: &Args) -> anyhow::Result<i32> {
+    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    super::check_free(&lxcpath, &a.name)?;
+    let engine = super::engine();
+    let opts = super::backend_opts(BackendOpts {
+        fssize: a.fssize.as_deref().map(super::parse_size).transpose()?,
+        fstype: a.fstype.clone(),
+        dir: a.dir.as_deref().map(std::path::absolute).transpose()?,
+        vgname: a.vgname.clone(),
+        thinpool: a.thinpool.clone(),
+        lvname: a.lvname.clone(),
+        zfsroot: a.zfsroot.clone(),
+        defaults: Default::default(),
+    })?;
+    let template = match a.template.as_deref() {
+        Some(t) => resolve_template(t)?,
+        None if a.rootfs_from.is_some() => None,
+        None => {
+            return Err(anyhow!(
+                "a template must be given with -t (use `-t none` for an empty rootfs, or --rootfs-from)"
+            ))
+        }
+    };
+    if template.is_none() && !a.template_args.is_empty() {
+        return Err(anyhow!("template arguments given without a template"));
+    }
+    let source = match a.rootfs_from.as_deref() {
+        None => RootfsSource::Empty,
+        Some(p) => {
+            let p = std::path::absolute(p)?;
+            let md = std::fs::metadata(&p).map_err(|e| anyhow!("--rootfs-from {}: {e}", p.display()))?;
+            if md.is_dir() {
+                RootfsSource::Dir(p)
+            } else if md.is_file() {
+                RootfsSource::Tarball(p)
+            } else {
+                return Err(anyhow!("--rootfs-from {}: neither a directory nor a tarball", p.display()));
+            }
+        }
+    };
+    if let Some(f) = &a.config {
+        if !f.is_file() {
+            return Err(anyhow!("config file {} not found", f.display()));
+        }
+    }
+    let backend = match a.bdev.as_deref() {
+        None => None,
+        Some("best") => Some(best_backend(&engine, &lxcpath, &a.name, &opts)),
+        Some(b) => {
+            super::check_backend(&engine, b)?;
+            Some(b.to_string())
+        }
+    };
+    super::reconcile(&engine, &lxcpath);
+    let req = CreateRequest {
+        lxcpath: lxcpath.clone(),
+        name: a.name.clone(),
+        backend,
+        opts,
+        source,
+        config_file: a.config.as_deref().map(std::path::absolute).transpose()?,
+        template: template.map(|p| p.display().to_string()),
+        template_args: a.template_args.clone(),
+    };
+    engine.create(&req)?;
+    Ok(0)
+}
+
+/// `-B best`: as LXC, the first of btrfs, zfs, lvm that can hold the rootfs here, else dir.
+fn best_backend(engine: &Engine, lxcpath: &Path, name: &str, opts: &BackendOpts) -> String {
+    let dir = lxcpath.join(name);
+    for kind in ["btrfs", "zfs", "lvm"] {
+        let Ok(b) = engine.backends.get(kind) else { continue };
+        let t = Target {
+            name,
+            lxcpath,
+            dir: &dir,
+            build_dir: &dir,
+            opts,
+        };
+        if b.plan(&t, None).is_ok() {
+            return kind.to_string();
+        }
+    }
+    "dir".to_string()
+}

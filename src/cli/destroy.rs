@@ -1,0 +1,47 @@
+//! `lxc-destroy` / `strata destroy`.
+
+use super::Common;
+use std::ffi::OsString;
+use strata_core::engine::DestroyRequest;
+use strata_core::ContainerRef;
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(about = "Destroy a container", disable_version_flag = true)]
+pub struct Args {
+    /// NAME of the container
+    #[arg(short = 'n', long = "name")]
+    pub name: String,
+    /// Destroy its snapshots too
+    #[arg(short = 's', long = "snapshots")]
+    pub snapshots: bool,
+    /// Stop it first if it is running
+    #[arg(short = 'f', long = "force")]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
+    match super::parse::<Args>(tool, args) {
+        Ok(a) => run_args(tool, a),
+        Err(code) => code,
+    }
+}
+
+pub fn run_args(tool: &str, a: Args) -> i32 {
+    super::finish(tool, Some(&a.name.clone()), run(&a))
+}
+
+fn run(a: &Args) -> anyhow::Result<i32> {
+    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    super::check_exists(&lxcpath, &a.name)?;
+    let engine = super::engine();
+    super::reconcile(&engine, &lxcpath);
+    engine.destroy(&DestroyRequest {
+        r: ContainerRef::new(&lxcpath, &a.name),
+        with_snapshots: a.snapshots,
+        force: a.force,
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,354 @@
+//! Command-line front ends: the `strata` subcommands and LXC's tool names.
+//!
+//! Every front end parses its arguments with clap, then runs against the
+//! engine. Errors are printed as one line, `TOOL: NAME: message`, the way
+//! LXC's tools print them, and give exit status 1 (usage errors too).
+
+pub mod clone;
+pub mod copy;
+pub mod create;
+pub mod destroy;
+pub mod info;
+pub mod links;
+pub mod ls;
+pub mod snapshot;
+pub mod strata;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use strata_core::config::Config;
+use strata_core::engine::Engine;
+use strata_core::{paths, BackendOpts};
+
+/// LXC tool names handled by the storage front ends here.
+pub const STORAGE_TOOLS: &[&str] = &[
+    "lxc-create",
+    "lxc-destroy",
+    "lxc-copy",
+    "lxc-clone",
+    "lxc-snapshot",
+    "lxc-ls",
+];
+
+/// LXC tool names handled by the runtime.
+pub const RUNTIME_TOOLS: &[&str] = &[
+    "lxc-start",
+    "lxc-stop",
+    "lxc-execute",
+    "lxc-attach",
+    "lxc-info",
+    "lxc-start-ephemeral",
+];
+
+/// Entry point: `argv0` is the basename the binary was invoked as.
+pub fn main(argv0: &str, args: Vec<OsString>) -> i32 {
+    let rest: Vec<OsString> = args.iter().skip(1).cloned().collect();
+    match argv0 {
+        "lxc-create" => create::main(argv0, args),
+        "lxc-destroy" => destroy::main(argv0, args),
+        "lxc-copy" => copy::main(argv0, args),
+        "lxc-clone" => clone::main(argv0, args),
+        "lxc-snapshot" => snapshot::main(argv0, args),
+        "lxc-ls" => ls::main(argv0, args),
+        t if RUNTIME_TOOLS.contains(&t) => runtime(t, rest),
+        _ => strata::main(args),
+    }
+}
+
+/// Hand over to the runtime front end.
+pub fn runtime(tool: &str, args: Vec<OsString>) -> i32 {
+    match crate::run::dispatch(tool, args) {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(tool, None, &e);
+            1
+        }
+    }
+}
+
+/// Parse `args` (with argv[0]) for `tool`; `Err(code)` when the process
+/// should exit now (help printed, or a usage error printed as one line).
+pub fn parse<T: Parser>(tool: &str, args: Vec<OsString>) -> Result<T, i32> {
+    let mut cmd_args = args;
+    if cmd_args.is_empty() {
+        cmd_args.push(tool.into());
+    } else {
+        cmd_args[0] = tool.into();
+    }
+    T::try_parse_from(cmd_args).map_err(|e| usage_error(tool, e))
+}
+
+pub fn usage_error(tool: &str, e: clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    match e.kind() {
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                1
+            } else {
+                0
+            }
+        }
+        _ => {
+            // clap's message spans several lines (usage, tips); LXC prints one.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
+            let first = if first.is_empty() { "invalid arguments".to_string() } else { first };
+            eprintln!("{tool}: {}", one_line(&first));
+            1
+        }
+    }
+}
+
+/// Print `TOOL: [NAME: ]message` as one line.
+pub fn print_error(tool: &str, name: Option<&str>, e: &anyhow::Error) {
+    let msg = one_line(&format!("{e:#}"));
+    match name {
+        Some(n) if !n.is_empty() => eprintln!("{tool}: {}: {msg}", one_line(n)),
+        _ => eprintln!("{tool}: {msg}"),
+    }
+}
+
+/// Finish a front end: the exit code, or the error printed as one line.
+pub fn finish(tool: &str, name: Option<&str>, r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(tool, name, &e);
+            1
+        }
+    }
+}
+
+/// Control characters (newlines included) escaped so the message stays on one line.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.trim_end().chars() {
+        match c {
+            '\n' => out.push_str("; "),
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Options every LXC tool accepts.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Common {
+    /// Use this container path
+    #[arg(short = 'P', long = "lxcpath", value_name = "PATH")]
+    pub lxcpath: Option<PathBuf>,
+    /// Log priority: TRACE, DEBUG, INFO, NOTICE, WARN, ERROR, CRIT, ALERT, FATAL
+    #[arg(short = 'l', long = "logpriority", value_name = "LEVEL")]
+    pub logpriority: Option<String>,
+    /// Write the log to FILE instead of stderr
+    #[arg(short = 'o', long = "logfile", value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+    /// Do not print anything but errors
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+}
+
+/// Map an LXC log priority to a tracing level.
+pub fn level(prio: Option<&str>) -> anyhow::Result<tracing::Level> {
+    use tracing::Level;
+    let Some(p) = prio else { return Ok(Level::WARN) };
+    Ok(match p.to_ascii_uppercase().as_str() {
+        "TRACE" => Level::TRACE,
+        "DEBUG" => Level::DEBUG,
+        "INFO" | "NOTICE" => Level::INFO,
+        "WARN" | "WARNING" => Level::WARN,
+        "ERROR" | "CRIT" | "ALERT" | "FATAL" => Level::ERROR,
+        _ => return Err(anyhow!("invalid log priority {p:?}")),
+    })
+}
+
+/// Set up tracing: to stderr at warn, or as `-l`/`-o` ask.
+pub fn init_logging(prio: Option<&str>, logfile: Option<&Path>) -> anyhow::Result<()> {
+    let lvl = level(prio)?;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(lvl)
+        .with_target(false)
+        .without_time();
+    match logfile {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("open log file {}", p.display()))?;
+            let _ = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+    Ok(())
+}
+
+/// The global `lxc.conf`, if there is one.
+pub fn global_conf() -> anyhow::Result<Option<Config>> {
+    let p = paths::global_conf();
+    if !p.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Config::load(&p)?))
+}
+
+/// `-P`, else `lxc.lxcpath` from lxc.conf, else the built-in default.
+pub fn resolve_lxcpath(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let p = match given {
+        Some(p) => p.to_path_buf(),
+        None => match global_conf()?.as_ref().and_then(|c| c.get("lxc.lxcpath").map(PathBuf::from)) {
+            Some(p) => p,
+            None => paths::builtin_lxcpath(),
+        },
+    };
+    if p.as_os_str().is_empty() {
+        return Err(anyhow!("empty lxcpath"));
+    }
+    Ok(std::path::absolute(&p)?)
+}
+
+/// Backend options with the `lxc.bdev.*` defaults of lxc.conf filled in.
+pub fn backend_opts(mut opts: BackendOpts) -> anyhow::Result<BackendOpts> {
+    if let Some(conf) = global_conf()? {
+        for (k, v) in conf.entries() {
+            if k.starts_with("lxc.bdev.") {
+                opts.defaults.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    let d = |k: &str| opts.defaults.get(k).cloned();
+    if opts.vgname.is_none() {
+        opts.vgname = d("lxc.bdev.lvm.vg");
+    }
+    if opts.thinpool.is_none() {
+        opts.thinpool = d("lxc.bdev.lvm.thin_pool");
+    }
+    if opts.zfsroot.is_none() {
+        opts.zfsroot = d("lxc.bdev.zfs.root");
+    }
+    Ok(opts)
+}
+
+pub fn engine() -> Engine {
+    Engine::new(crate::wiring::backends())
+}
+
+/// Clean up what a crash left behind, before doing anything else. Never on an
+/// lxcpath that does not exist (that would create it).
+pub fn reconcile(engine: &Engine, lxcpath: &Path) {
+    if !lxcpath.is_dir() {
+        return;
+    }
+    match engine.reconcile(lxcpath) {
+        Ok(removed) => {
+            for p in removed {
+                tracing::info!("removed leftover {}", p.display());
+            }
+        }
+        Err(e) => tracing::warn!("reconcile {}: {e}", lxcpath.display()),
+    }
+}
+
+/// Whether a progress bar makes sense.
+pub fn progress() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A size as LXC's tools take it: a number with an optional unit
+/// `b`, `k`, `m`, `g`, `t` (any case, optional trailing `B`/`iB`); without a
+/// unit the number is megabytes, as in LXC.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let bad = || anyhow!("invalid size {s:?}: expected a number with an optional unit B, K, M, G or T");
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => 1 << 20,
+        "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let v = n.checked_mul(mult).ok_or_else(|| anyhow!("invalid size {s:?}: too large"))?;
+    if v == 0 {
+        return Err(anyhow!("invalid size {s:?}: must be more than zero"));
+    }
+    Ok(v)
+}
+
+/// Check a container name before anything is touched.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    strata_core::names::validate(name)?;
+    Ok(())
+}
+
+/// Check that an existing container is there (clear error instead of a
+/// failed load deep in the engine).
+pub fn check_exists(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
+    check_name(name)?;
+    if !strata_core::Store::new(lxcpath).exists(name) {
+        return Err(anyhow!("container {name:?} does not exist in {}", lxcpath.display()));
+    }
+    Ok(())
+}
+
+/// Check that a new container's name is free.
+pub fn check_free(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
+    check_name(name)?;
+    let p = lxcpath.join(name);
+    if p.symlink_metadata().is_ok() {
+        return Err(anyhow!("{} already exists", p.display()));
+    }
+    Ok(())
+}
+
+/// Check `-B`: known to this binary (`best` is resolved by lxc-create).
+pub fn check_backend(engine: &Engine, kind: &str) -> anyhow::Result<()> {
+    engine.backends.get(kind)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_lxc() {
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2048").unwrap(), 2048 << 20);
+        assert_eq!(parse_size("4096b").unwrap(), 4096);
+        assert_eq!(parse_size("3k").unwrap(), 3072);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        for bad in ["", "G", "1Q", "-1G", "1.5G", "0", "99999999999999999T", "1 G x"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn errors_stay_on_one_line() {
+        assert_eq!(one_line("a\nb\x01c\n"), "a; b\\u{1}c");
+    }
+}

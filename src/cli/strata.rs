@@ -1,0 +1,141 @@
+//! `strata SUBCOMMAND`: the same front ends under one name.
+
+use super::Common;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const TOOL: &str = "strata";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "LXC's storage layer: backing stores, clone, snapshot, restore, ephemeral containers",
+    after_help = "Invoked as lxc-create, lxc-destroy, lxc-copy, lxc-clone, lxc-snapshot, lxc-ls, lxc-start, \
+lxc-stop, lxc-execute, lxc-attach, lxc-info or lxc-start-ephemeral (see install-links), it behaves as that LXC tool."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container (as lxc-create)
+    Create(super::create::Args),
+    /// Destroy a container (as lxc-destroy)
+    Destroy(super::destroy::Args),
+    /// Copy a container, or make a snapshot clone with -s (as lxc-copy)
+    #[command(visible_alias = "copy")]
+    Clone(super::copy::Args),
+    /// Create, list (-L), restore (-r) or destroy (-d) snapshots (as lxc-snapshot)
+    Snapshot(super::snapshot::Args),
+    /// Restore a snapshot, in place or as a new container
+    Restore(RestoreArgs),
+    /// List containers (as lxc-ls)
+    Ls(super::ls::Args),
+    /// Storage of one container: backend, rootfs, snapshots, dependents, usage
+    Info(super::info::Args),
+    /// Remove what an interrupted operation left behind in an lxcpath
+    Reconcile(ReconcileArgs),
+    /// Create the lxc-* symlinks to this binary in DIR
+    InstallLinks(LinksArgs),
+    /// Start a container (as lxc-start)
+    Start(Passthrough),
+    /// Stop a container (as lxc-stop)
+    Stop(Passthrough),
+    /// Run a command in a new container (as lxc-execute)
+    Execute(Passthrough),
+    /// Run a command in a running container (as lxc-attach)
+    Attach(Passthrough),
+}
+
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    /// NAME of the container
+    #[arg(short = 'n', long = "name")]
+    name: String,
+    /// The snapshot, e.g. snap0
+    snap: String,
+    /// Restore into a new container NEWNAME instead of in place
+    #[arg(short = 'N', long = "newname")]
+    newname: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+struct LinksArgs {
+    /// Where to put the links
+    #[arg(default_value = "/usr/local/bin")]
+    dir: PathBuf,
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct Passthrough {
+    /// Arguments as the LXC tool takes them
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    let raw: Vec<OsString> = args.iter().skip(2).cloned().collect();
+    let cli = match super::parse::<Cli>(TOOL, args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.cmd {
+        Cmd::Create(a) => super::create::run_args(TOOL, a),
+        Cmd::Destroy(a) => super::destroy::run_args(TOOL, a),
+        Cmd::Clone(a) => super::copy::run_args(TOOL, a, raw),
+        Cmd::Snapshot(a) => super::snapshot::run_args(TOOL, a),
+        Cmd::Restore(a) => super::snapshot::run_args(
+            TOOL,
+            super::snapshot::Args {
+                name: a.name,
+                list: false,
+                showcomments: false,
+                restore: Some(a.snap),
+                newname: a.newname,
+                destroy: None,
+                comment: None,
+                common: a.common,
+            },
+        ),
+        Cmd::Ls(a) => super::ls::run_args(TOOL, a),
+        Cmd::Info(a) => {
+            let name = a.name.clone();
+            super::finish(TOOL, Some(&name), super::info::run(&a))
+        }
+        Cmd::Reconcile(a) => super::finish(TOOL, None, reconcile(&a)),
+        Cmd::InstallLinks(a) => super::finish(TOOL, None, super::links::install(&a.dir, a.quiet)),
+        Cmd::Start(p) => super::runtime("lxc-start", p.args),
+        Cmd::Stop(p) => super::runtime("lxc-stop", p.args),
+        Cmd::Execute(p) => super::runtime("lxc-execute", p.args),
+        Cmd::Attach(p) => super::runtime("lxc-attach", p.args),
+    }
+}
+
+fn reconcile(a: &ReconcileArgs) -> anyhow::Result<i32> {
+    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    if !lxcpath.is_dir() {
+        return Ok(0);
+    }
+    let engine = super::engine();
+    for p in engine.reconcile(&lxcpath)? {
+        if !a.common.quiet {
+            println!("removed {}", p.display());
+        }
+    }
+    Ok(0)
+}
