@@ -371,7 +371,8 @@ impl Config {
     /// reading the effective values (never written back). Included entries
     /// follow their `lxc.include` line; a directory includes its `*.conf`
     /// files in name order; a relative include is taken from the including
-    /// file's directory.
+    /// file's directory. As in LXC, an empty include and a missing
+    /// directory include (`dir/`) are skipped; a missing file is `NotFound`.
     pub fn load_effective(path: &Path) -> Result<Config> {
         let mut lines = Vec::new();
         expand(path, 0, &mut lines)?;
@@ -402,9 +403,15 @@ fn expand(path: &Path, depth: usize, out: &mut Vec<Line>) -> Result<()> {
         out.push(line);
         let Some(value) = include else { continue };
         if value.is_empty() {
-            return Err(err!(InvalidConfig, OP, "empty lxc.include").at(path));
+            continue; // LXC reads an empty include as "clear", not an error
         }
         let target = base.join(&value);
+        // A directory include (trailing '/') that does not exist is skipped
+        // as LXC does: its own userns.conf includes a usually absent
+        // userns.conf.d/.
+        if value.ends_with('/') && !target.exists() {
+            continue;
+        }
         if target.is_dir() {
             for f in conf_files(&target)? {
                 expand(&f, depth + 1, out)?;
@@ -450,5 +457,389 @@ impl std::fmt::Display for Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A config as found in the wild: LXC 2.0 legacy keys, two positional
+    /// networks, an indexed one, mount entries, quotes, odd spacing, comments.
+    const REALISTIC: &str = "\
+# Template used to create this container: /usr/share/lxc/templates/lxc-download
+# Parameters passed to the template: -d debian -r bookworm -a amd64
+
+# Distribution configuration
+lxc.include = /usr/share/lxc/config/common.conf
+lxc.arch = linux64
+
+  # Container specific configuration
+lxc.rootfs = /var/lib/lxc/web/rootfs
+lxc.rootfs.backend = dir
+lxc.utsname = web
+lxc.id_map = u 0 100000 65536
+lxc.id_map = g 0 100000 65536
+lxc.aa_profile=unconfined
+lxc.tty = 4
+lxc.pts =1024
+lxc.mount.entry = /srv/data srv/data none bind,create=dir 0 0
+lxc.mount.entry = proc proc proc nodev,noexec,nosuid 0 0
+lxc.mount = /var/lib/lxc/web/fstab
+lxc.limit.nofile = 1024 4096
+lxc.cgroup.memory.limit_in_bytes = 512M
+
+# Network configuration
+lxc.network.type = veth
+lxc.network.link = lxcbr0
+lxc.network.flags = up
+lxc.network.hwaddr = 00:16:3e:aa:bb:cc
+lxc.network.ipv4 = 10.0.3.5/24
+lxc.network.ipv4.gateway = auto
+
+lxc.network.type = veth
+lxc.network.link = br1
+lxc.network.hwaddr = 00:16:3e:dd:ee:ff
+lxc.network.7.type = empty
+lxc.hook.pre-start = \"/var/lib/lxc/web/hook.sh\"
+\tlxc.environment = FOO=bar=baz
+lxc.console.logfile = /var/log/web.console
+lxc.log.level =
+";
+
+    #[test]
+    fn realistic_config_round_trips_byte_for_byte() {
+        let c = Config::parse(REALISTIC).unwrap();
+        assert_eq!(c.to_string(), REALISTIC);
+        let no_nl = REALISTIC.trim_end_matches('\n');
+        assert_eq!(Config::parse(no_nl).unwrap().to_string(), no_nl);
+        let crlf = REALISTIC.replace('\n', "\r\n");
+        let c2 = Config::parse(&crlf).unwrap();
+        assert_eq!(c2.to_string(), crlf);
+        assert_eq!(c2.get("lxc.uts.name"), Some("web"));
+        for t in ["", "\n", "\n\n", "# only a comment", "lxc.a = b", "lxc.a = b\n\n"] {
+            assert_eq!(Config::parse(t).unwrap().to_string(), t, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn legacy_keys_read_under_current_names() {
+        let c = Config::parse(REALISTIC).unwrap();
+        assert_eq!(c.get("lxc.uts.name"), Some("web"));
+        assert_eq!(c.get("lxc.utsname"), Some("web"));
+        assert_eq!(c.get("lxc.rootfs.path"), Some("/var/lib/lxc/web/rootfs"));
+        assert_eq!(c.get("lxc.rootfs.backend"), Some("dir"));
+        assert_eq!(c.get_all("lxc.idmap"), ["u 0 100000 65536", "g 0 100000 65536"]);
+        assert_eq!(c.get("lxc.apparmor.profile"), Some("unconfined"));
+        assert_eq!(c.get("lxc.tty.max"), Some("4"));
+        assert_eq!(c.get("lxc.pty.max"), Some("1024"));
+        assert_eq!(c.get("lxc.mount.fstab"), Some("/var/lib/lxc/web/fstab"));
+        assert_eq!(c.get_all("lxc.mount.entry").len(), 2);
+        assert_eq!(c.get("lxc.prlimit.nofile"), Some("1024 4096"));
+        assert_eq!(
+            c.get("lxc.hook.pre-start"),
+            Some("/var/lib/lxc/web/hook.sh"),
+            "quotes stripped"
+        );
+        assert_eq!(c.get("lxc.environment"), Some("FOO=bar=baz"), "split at the first '='");
+        assert_eq!(c.get("lxc.console.logfile"), Some("/var/log/web.console"));
+        assert_eq!(c.get("lxc.log.level"), Some(""));
+        assert_eq!(c.get("lxc.nope"), None);
+        // Positional networks: each lxc.network.type starts the next one.
+        assert_eq!(c.get("lxc.net.0.link"), Some("lxcbr0"));
+        assert_eq!(c.get("lxc.net.0.ipv4.address"), Some("10.0.3.5/24"));
+        assert_eq!(c.get("lxc.net.0.ipv4.gateway"), Some("auto"));
+        assert_eq!(c.get("lxc.net.1.link"), Some("br1"));
+        assert_eq!(c.get("lxc.net.1.hwaddr"), Some("00:16:3e:dd:ee:ff"));
+        assert_eq!(c.get("lxc.net.7.type"), Some("empty"));
+        let keys: Vec<String> = c.entries().map(|(k, _)| k.into_owned()).collect();
+        assert!(keys.contains(&"lxc.net.1.type".to_string()));
+        assert!(!keys.iter().any(|k| k.starts_with("lxc.network")), "{keys:?}");
+    }
+
+    #[test]
+    fn canonical_key_table() {
+        for (old, new) in [
+            ("lxc.utsname", "lxc.uts.name"),
+            ("lxc.rootfs", "lxc.rootfs.path"),
+            ("lxc.rootfs.backend", "lxc.rootfs.backend"),
+            ("lxc.id_map", "lxc.idmap"),
+            ("lxc.network.0.type", "lxc.net.0.type"),
+            ("lxc.network.12.veth.pair", "lxc.net.12.veth.pair"),
+            ("lxc.network.type", "lxc.net.0.type"),
+            ("lxc.network.hwaddr", "lxc.net.0.hwaddr"),
+            ("lxc.network.ipv4", "lxc.net.0.ipv4.address"),
+            ("lxc.network.ipv6", "lxc.net.0.ipv6.address"),
+            ("lxc.network.1.ipv4", "lxc.net.1.ipv4.address"),
+            ("lxc.network.ipv4.gateway", "lxc.net.0.ipv4.gateway"),
+            ("lxc.network.ipv6.gateway", "lxc.net.0.ipv6.gateway"),
+            ("lxc.network", "lxc.net"),
+            ("lxc.pts", "lxc.pty.max"),
+            ("lxc.tty", "lxc.tty.max"),
+            ("lxc.devttydir", "lxc.tty.dir"),
+            ("lxc.aa_profile", "lxc.apparmor.profile"),
+            ("lxc.aa_allow_incomplete", "lxc.apparmor.allow_incomplete"),
+            ("lxc.se_context", "lxc.selinux.context"),
+            ("lxc.seccomp", "lxc.seccomp.profile"),
+            ("lxc.console", "lxc.console.path"),
+            ("lxc.console.logfile", "lxc.console.logfile"),
+            ("lxc.haltsignal", "lxc.signal.halt"),
+            ("lxc.rebootsignal", "lxc.signal.reboot"),
+            ("lxc.stopsignal", "lxc.signal.stop"),
+            ("lxc.syslog", "lxc.log.syslog"),
+            ("lxc.logfile", "lxc.log.file"),
+            ("lxc.loglevel", "lxc.log.level"),
+            ("lxc.init_cmd", "lxc.init.cmd"),
+            ("lxc.init_uid", "lxc.init.uid"),
+            ("lxc.init_gid", "lxc.init.gid"),
+            ("lxc.limit", "lxc.prlimit"),
+            ("lxc.limit.nofile", "lxc.prlimit.nofile"),
+            ("lxc.mount", "lxc.mount.fstab"),
+            ("lxc.mount.entry", "lxc.mount.entry"),
+            ("lxc.ephemeral", "lxc.ephemeral"),
+            ("lxc.uts.name", "lxc.uts.name"),
+            ("lxc.tty.max", "lxc.tty.max"),
+            ("lxc.net.0.ipv4.address", "lxc.net.0.ipv4.address"),
+        ] {
+            assert_eq!(canonical_key(old), new, "{old}");
+        }
+    }
+
+    #[test]
+    fn set_replaces_last_removes_duplicates_and_renames() {
+        let mut c = Config::parse("# head\nlxc.utsname = a\nlxc.arch = x\nlxc.uts.name = b\n# tail\n").unwrap();
+        c.set("lxc.uts.name", "new");
+        assert_eq!(c.to_string(), "# head\nlxc.arch = x\nlxc.uts.name = new\n# tail\n");
+        c.set("lxc.ephemeral", "1");
+        assert_eq!(c.get("lxc.ephemeral"), Some("1"));
+        assert!(c.to_string().ends_with("# tail\nlxc.ephemeral = 1\n"));
+        // A legacy line is rewritten under its current name, in place.
+        let mut c = Config::parse("lxc.rootfs = /a\nlxc.arch = x\n").unwrap();
+        c.set("lxc.rootfs.path", "dir:/b");
+        assert_eq!(c.to_string(), "lxc.rootfs.path = dir:/b\nlxc.arch = x\n");
+    }
+
+    #[test]
+    fn set_same_value_keeps_bytes() {
+        let text = "lxc.uts.name=web   \n";
+        let mut c = Config::parse(text).unwrap();
+        c.set("lxc.uts.name", "web");
+        assert_eq!(c.to_string(), text);
+    }
+
+    #[test]
+    fn append_after_missing_final_newline() {
+        let mut c = Config::parse("lxc.arch = x").unwrap();
+        c.append("lxc.mount.entry", "a b none bind 0 0");
+        c.append("lxc.mount.entry", "c d none bind 0 0");
+        assert_eq!(
+            c.to_string(),
+            "lxc.arch = x\nlxc.mount.entry = a b none bind 0 0\nlxc.mount.entry = c d none bind 0 0\n"
+        );
+        let mut c = Config::parse("lxc.network.type = veth\nlxc.network.type = veth\n").unwrap();
+        c.append("lxc.network.type", "empty");
+        assert_eq!(c.get("lxc.net.2.type"), Some("empty"));
+        assert!(c.to_string().ends_with("lxc.net.2.type = empty\n"));
+    }
+
+    #[test]
+    fn remove_matches_legacy_names() {
+        let mut c = Config::parse("lxc.id_map = u 0 1 2\n# keep\nlxc.idmap = g 0 1 2\nlxc.arch = x\n").unwrap();
+        c.remove("lxc.idmap");
+        assert_eq!(c.to_string(), "# keep\nlxc.arch = x\n");
+        c.remove("lxc.absent");
+        assert_eq!(c.to_string(), "# keep\nlxc.arch = x\n");
+    }
+
+    #[test]
+    fn editing_a_positional_network_keeps_the_numbering() {
+        let mut c = Config::parse(REALISTIC).unwrap();
+        let mut seen = Vec::new();
+        c.rewrite(|k, v| {
+            if k.ends_with(".hwaddr") {
+                seen.push(k.to_string());
+                return (k == "lxc.net.0.hwaddr").then(|| "00:16:3e:11:22:33".to_string());
+            }
+            None
+        });
+        assert_eq!(seen, ["lxc.net.0.hwaddr", "lxc.net.1.hwaddr"]);
+        let text = c.to_string();
+        assert!(text.contains("\nlxc.net.0.hwaddr = 00:16:3e:11:22:33\n"), "{text}");
+        assert!(text.contains("\nlxc.net.1.link = br1\n"), "{text}");
+        assert!(!text.contains("lxc.network.type"), "{text}");
+        // Lines that are not network lines stay as written.
+        assert!(text.contains("\nlxc.aa_profile=unconfined\n"));
+        let again = Config::parse(&text).unwrap();
+        assert_eq!(again.get("lxc.net.1.hwaddr"), Some("00:16:3e:dd:ee:ff"));
+        assert_eq!(again.get("lxc.net.0.hwaddr"), Some("00:16:3e:11:22:33"));
+        assert_eq!(again.get("lxc.net.0.link"), Some("lxcbr0"));
+        // Removing the first network's type must not renumber the second.
+        let mut c = Config::parse(REALISTIC).unwrap();
+        c.remove("lxc.net.0.type");
+        assert_eq!(c.get("lxc.net.1.link"), Some("br1"));
+        let again = Config::parse(&c.to_string()).unwrap();
+        assert_eq!(again.get("lxc.net.1.link"), Some("br1"));
+        assert_eq!(again.get("lxc.net.0.type"), None);
+    }
+
+    #[test]
+    fn rewrite_leaves_unchanged_values_alone() {
+        let mut c = Config::parse(REALISTIC).unwrap();
+        c.rewrite(|_, v| Some(v.to_string()));
+        assert_eq!(c.to_string(), REALISTIC);
+        c.rewrite(|k, v| (k == "lxc.mount.entry").then(|| v.replace("/srv/data", "/srv/other")));
+        let t = c.to_string();
+        assert!(t.contains("\nlxc.mount.entry = /srv/other srv/data none bind,create=dir 0 0\n"));
+        assert!(t.contains("\nlxc.rootfs = /var/lib/lxc/web/rootfs\n"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        for (text, line) in [
+            ("lxc.arch = x\nno equals sign here\n", 2),
+            ("# c\n\nfoo = bar\n", 3),
+            ("lxc.a = 1\n lxc.b c = 2\n", 2),
+            ("= value\n", 1),
+            ("lxc. = x\n", 1),
+            ("lxc.a = 1\nlxc.b = 2\nLXC.C = 3", 3),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{text:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("line {line}:")), "{msg}");
+            assert!(!msg.contains('\n'), "one line: {msg:?}");
+        }
+        let e = Config::parse("lxc.a = 1\nbogus\n").unwrap_err();
+        assert!(e.to_string().contains("\"bogus\""), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config");
+        std::fs::write(&p, "lxc.a = 1\nbroken\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        std::fs::write(&p, b"lxc.a = \xff\n").unwrap();
+        assert_eq!(Config::load(&p).unwrap_err().kind(), ErrorKind::InvalidConfig);
+        let e = Config::load(&d.path().join("absent")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn dir_names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn save_is_atomic_and_keeps_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config");
+        let mut c = Config::parse(REALISTIC).unwrap();
+        c.save(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), REALISTIC);
+        assert_eq!(mode(&p), 0o640, "new configs are 0640 as LXC writes them");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        c.set("lxc.uts.name", "other");
+        c.save(&p).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(Config::load(&p).unwrap().get("lxc.uts.name"), Some("other"));
+        assert_eq!(dir_names(d.path()), ["config"], "no temp file left behind");
+    }
+
+    #[test]
+    fn save_refuses_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("outside");
+        std::fs::write(&target, "precious\n").unwrap();
+        let link = d.path().join("config");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = Config::parse("lxc.a = 1\n").unwrap().save(&link).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(dir_names(d.path()), ["config", "outside"]);
+    }
+
+    #[test]
+    fn includes_files_and_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir(root.join("conf.d")).unwrap();
+        std::fs::write(root.join("conf.d/20-b.conf"), "lxc.b = 2\nlxc.x = from-b\n").unwrap();
+        std::fs::write(root.join("conf.d/10-a.conf"), "lxc.a = 1\nlxc.x = from-a\n").unwrap();
+        std::fs::write(root.join("conf.d/README"), "not a config\n").unwrap();
+        std::fs::write(root.join("conf.d/.hidden.conf"), "broken\n").unwrap();
+        std::fs::write(root.join("common.conf"), "lxc.arch = linux64\nlxc.include = conf.d\n").unwrap();
+        let main = root.join("config");
+        let text = format!(
+            "lxc.include = {}\nlxc.utsname = c\nlxc.x = main\n",
+            root.join("common.conf").display()
+        );
+        std::fs::write(&main, &text).unwrap();
+        let eff = Config::load_effective(&main).unwrap();
+        assert_eq!(eff.get("lxc.arch"), Some("linux64"));
+        assert_eq!(eff.get("lxc.a"), Some("1"));
+        assert_eq!(eff.get("lxc.b"), Some("2"));
+        assert_eq!(eff.get_all("lxc.x"), ["from-a", "from-b", "main"]);
+        assert_eq!(eff.get("lxc.uts.name"), Some("c"));
+        // The file itself is untouched by reading it effectively.
+        assert_eq!(Config::load(&main).unwrap().get("lxc.a"), None);
+        assert_eq!(std::fs::read_to_string(&main).unwrap(), text);
+    }
+
+    #[test]
+    fn include_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.conf");
+        let b = d.path().join("b.conf");
+        std::fs::write(&a, "lxc.include = b.conf\n").unwrap();
+        std::fs::write(&b, "lxc.include = a.conf\n").unwrap();
+        let e = Config::load_effective(&a).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.to_string().contains("nested"), "{e}");
+        std::fs::write(&b, "lxc.include = missing.conf\n").unwrap();
+        assert_eq!(Config::load_effective(&a).unwrap_err().kind(), ErrorKind::NotFound);
+        std::fs::write(&b, "lxc.ok = 1\nbad line\n").unwrap();
+        let e = Config::load_effective(&a).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.to_string().contains("b.conf"), "names the included file: {e}");
+        // Tolerated as LXC does: an empty include, an absent directory include.
+        std::fs::write(&b, "lxc.include =\nlxc.include = absent.d/\nlxc.ok = 1\n").unwrap();
+        assert_eq!(Config::load_effective(&a).unwrap().get("lxc.ok"), Some("1"));
+        std::fs::write(&b, "lxc.include = absent.d\n").unwrap();
+        assert_eq!(Config::load_effective(&a).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn lxc_shipped_configs_parse_and_round_trip() {
+        let dir = Path::new("/usr/share/lxc/config");
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            eprintln!("skipped: no {}", dir.display());
+            return;
+        };
+        let mut n = 0;
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "conf") && p.is_file() {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let c = Config::load(&p).unwrap();
+                assert_eq!(c.to_string(), text, "{}", p.display());
+                Config::load_effective(&p).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n > 0);
     }
 }
