@@ -491,3 +491,27 @@ fn id_shift_maps_owners_acls_and_capabilities() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("uid"), "{e}");
 }
+
+/// Manual benchmark: `STRATA_BENCH_SRC=... STRATA_BENCH_DST=... cargo test --release
+/// --test copy_tree bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench() {
+    let (Some(s), Some(d)) = (
+        std::env::var_os("STRATA_BENCH_SRC"),
+        std::env::var_os("STRATA_BENCH_DST"),
+    ) else {
+        return;
+    };
+    let t = std::time::Instant::now();
+    let threads = std::env::var("STRATA_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let opts = CopyOptions {
+        threads,
+        ..Default::default()
+    };
+    let stats = copy_tree(Path::new(&s), Path::new(&d), &opts).unwrap();
+    eprintln!("copy_tree: {:?} {stats:?}", t.elapsed());
+}

@@ -94,7 +94,8 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         stats: Stats::default(),
         progress,
     };
-    let mut builder = rayon::ThreadPoolBuilder::new();
+    // Deep trees recurse once per level.
+    let mut builder = rayon::ThreadPoolBuilder::new().stack_size(64 << 20);
     if opts.threads > 0 {
         builder = builder.num_threads(opts.threads);
     }
@@ -248,10 +249,14 @@ fn join(dir: &Path, name: &CStr) -> PathBuf {
     dir.join(OsStr::from_bytes(name.to_bytes()))
 }
 
+/// A mount point below src. The statx attribute is exact; the device
+/// fallback (old kernels) would also stop at btrfs subvolumes.
 fn is_mount_root(st: &libc::statx, parent_dev: (u32, u32)) -> bool {
-    (st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
-        && st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0)
-        || (st.stx_dev_major, st.stx_dev_minor) != parent_dev
+    let attr = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if st.stx_attributes_mask & attr != 0 {
+        return st.stx_attributes & attr != 0;
+    }
+    (st.stx_dev_major, st.stx_dev_minor) != parent_dev
 }
 
 fn times(st: &libc::statx) -> [libc::timespec; 2] {
