@@ -515,3 +515,22 @@ fn bench() {
     let stats = copy_tree(Path::new(&s), Path::new(&d), &opts).unwrap();
     eprintln!("copy_tree: {:?} {stats:?}", t.elapsed());
 }
+
+#[test]
+fn reflinks_within_btrfs() {
+    need_root!();
+    let t = tmp();
+    let img = t.path().join("img");
+    fs::File::create(&img).unwrap().set_len(300 << 20).unwrap();
+    sh("mkfs.btrfs", &[OsStr::new("-q"), img.as_os_str()]);
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _m = Mount::new("btrfs", &img, &mnt, "loop");
+    let (s, d) = (mnt.join("src"), mnt.join("dst"));
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(&d).unwrap();
+    build_tree(&s);
+    let stats = copy_tree(&s, &d, &CopyOptions::default()).unwrap();
+    assert_same(&s, &d, None);
+    assert!(stats.reflinked > 5, "{stats:?}");
+}
