@@ -453,3 +453,315 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
     std::fs::File::open(dir).and_then(|d| d.sync_all()).ctx(OP, dir)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use std::fs;
+
+    fn mk(lxcpath: &Path, name: &str, config: &str) -> PathBuf {
+        let d = lxcpath.join(name);
+        fs::create_dir_all(d.join("rootfs")).unwrap();
+        fs::write(d.join("config"), config).unwrap();
+        d
+    }
+
+    fn dir_cfg(lxcpath: &Path, name: &str) -> String {
+        format!(
+            "lxc.uts.name = {name}\nlxc.rootfs.path = dir:{}/{name}/rootfs\n",
+            lxcpath.display()
+        )
+    }
+
+    #[test]
+    fn list_skips_staging_and_leftovers() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for n in ["zeta", "alpha", "mid"] {
+            mk(p, n, &dir_cfg(p, n));
+        }
+        mk(p, ".strata-clone-x", "lxc.rootfs.path = /x\n");
+        fs::create_dir(p.join("noconfig")).unwrap();
+        fs::write(p.join("stray-file"), "x").unwrap();
+        fs::create_dir_all(p.join("confdir/config")).unwrap(); // config is a dir
+        let s = Store::new(p);
+        assert_eq!(s.list().unwrap(), ["alpha", "mid", "zeta"]);
+        assert!(s.exists("mid"));
+        assert!(!s.exists("noconfig"));
+        assert_eq!(Store::new(p.join("absent")).list().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn load_reads_rootfs_spec_current_and_legacy() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "c1", &dir_cfg(p, "c1"));
+        mk(p, "old", "lxc.utsname = old\nlxc.rootfs = /srv/old/rootfs\n");
+        mk(p, "ov", "lxc.rootfs.path = overlay:/l/rootfs:/u/overlay/delta\n");
+        let inc = p.join("inc.conf");
+        fs::write(&inc, "lxc.rootfs.path = btrfs:/b/rootfs\n").unwrap();
+        mk(p, "viainclude", &format!("lxc.include = {}\n", inc.display()));
+        let s = Store::new(p);
+        let c = s.load("c1").unwrap();
+        assert_eq!(c.r, ContainerRef::new(p, "c1"));
+        assert_eq!(c.rootfs.to_string(), format!("dir:{}/c1/rootfs", p.display()));
+        assert_eq!(c.config.get("lxc.uts.name"), Some("c1"));
+        let o = s.load("old").unwrap();
+        assert_eq!(o.rootfs.to_string(), "/srv/old/rootfs");
+        assert_eq!(o.rootfs.kind(), "dir");
+        assert_eq!(
+            s.load("ov").unwrap().rootfs.overlay_parts(),
+            Some(("/l/rootfs", "/u/overlay/delta"))
+        );
+        assert_eq!(s.load("viainclude").unwrap().rootfs.kind(), "btrfs");
+    }
+
+    #[test]
+    fn load_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let s = Store::new(p);
+        let e = s.load("ghost").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            format!("load container: container ghost does not exist in {}", p.display())
+        );
+        fs::create_dir(p.join("emptydir")).unwrap();
+        assert_eq!(s.load("emptydir").unwrap_err().kind(), ErrorKind::NotFound);
+        mk(p, "norootfs", "lxc.uts.name = norootfs\n");
+        let e = s.load("norootfs").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.to_string().contains("lxc.rootfs.path"), "{e}");
+        mk(p, "badspec", "lxc.rootfs.path = frob:/x\n");
+        let e = s.load("badspec").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert!(e.to_string().contains("badspec/config"), "{e}");
+        mk(p, "badline", "lxc.rootfs.path = /x\nwhat\n");
+        assert_eq!(s.load("badline").unwrap_err().kind(), ErrorKind::InvalidConfig);
+        for bad in ["", ".", "..", "../x", "a/b"] {
+            assert_eq!(s.load(bad).unwrap_err().kind(), ErrorKind::InvalidName, "{bad:?}");
+        }
+    }
+
+    fn mk_snap(p: &Path, name: &str, snap: &str, ts: Option<&str>, comment: Option<&str>) {
+        let sp = p.join(name).join("snaps");
+        let d = mk(
+            &sp,
+            snap,
+            &format!("lxc.rootfs.path = dir:{}/{snap}/rootfs\n", sp.display()),
+        );
+        if let Some(ts) = ts {
+            fs::write(d.join("ts"), ts).unwrap();
+        }
+        if let Some(c) = comment {
+            fs::write(d.join("comment"), c).unwrap();
+        }
+    }
+
+    #[test]
+    fn snapshots_sorted_by_number_with_ts_and_comment() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "c", &dir_cfg(p, "c"));
+        let s = Store::new(p);
+        assert!(s.snapshots("c").unwrap().is_empty());
+        assert_eq!(s.next_snapshot_name("c").unwrap(), "snap0");
+        mk_snap(p, "c", "snap10", Some("2026:01:10 10:00:00"), None);
+        mk_snap(
+            p,
+            "c",
+            "snap2",
+            Some("2026:01:02 10:00:00\n"),
+            Some("second\nline two\n"),
+        );
+        mk_snap(p, "c", "snap0", Some("2026:01:01 10:00:00"), None);
+        mk_snap(p, "c", "snap1", None, None);
+        fs::create_dir_all(p.join("c/snaps/.strata-snap3")).unwrap();
+        let v = s.snapshots("c").unwrap();
+        let names: Vec<&str> = v.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["snap0", "snap1", "snap2", "snap10"]);
+        assert_eq!(v[0].timestamp, "2026:01:01 10:00:00");
+        assert_eq!(v[1].timestamp, "");
+        assert_eq!(v[2].timestamp, "2026:01:02 10:00:00", "trailing newline tolerated");
+        assert_eq!(v[2].comment.as_deref(), Some("second\nline two\n"));
+        assert_eq!(v[0].comment, None);
+        assert_eq!(
+            v[3].rootfs.to_string(),
+            format!("dir:{}/c/snaps/snap10/rootfs", p.display())
+        );
+        assert_eq!(s.snapshots("ghost").unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn next_snapshot_name_reuses_gaps() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "c", &dir_cfg(p, "c"));
+        let s = Store::new(p);
+        mk_snap(p, "c", "snap0", Some("t"), None);
+        mk_snap(p, "c", "snap2", Some("t"), None);
+        assert_eq!(s.next_snapshot_name("c").unwrap(), "snap1");
+        // Any leftover entry takes the number, as in LXC.
+        fs::write(p.join("c/snaps/snap1"), "").unwrap();
+        assert_eq!(s.next_snapshot_name("c").unwrap(), "snap3");
+    }
+
+    #[test]
+    fn dependency_files_in_lxc_format() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "base", &dir_cfg(p, "base"));
+        let c1 = mk(p, "c1", "lxc.rootfs.path = /x\n");
+        let c2 = mk(p, "c2", "lxc.rootfs.path = /y\n");
+        let (base, r1, r2) = (
+            ContainerRef::new(p, "base"),
+            ContainerRef::new(p, "c1"),
+            ContainerRef::new(p, "c2"),
+        );
+        assert!(dependents(&base).unwrap().is_empty());
+        add_dependency(&base, &r1, &c1).unwrap();
+        add_dependency(&base, &r1, &c1).unwrap(); // no duplicate
+        add_dependency(&base, &r2, &c2).unwrap();
+        let lx = p.display();
+        assert_eq!(
+            fs::read_to_string(p.join("base/lxc_snapshots")).unwrap(),
+            format!("{lx}\nc1\n{lx}\nc2\n")
+        );
+        assert_eq!(
+            fs::read_to_string(c1.join("lxc_rdepends")).unwrap(),
+            format!("{lx}\nbase\n")
+        );
+        assert_eq!(dependents(&base).unwrap(), [r1.clone(), r2.clone()]);
+        assert_eq!(depends_on(&r2).unwrap(), [base.clone()]);
+        remove_dependency(&base, &r1).unwrap();
+        remove_dependency(&base, &r1).unwrap(); // already gone: no-op
+        assert_eq!(dependents(&base).unwrap(), [r2.clone()]);
+        remove_dependency(&base, &r2).unwrap();
+        assert!(!p.join("base/lxc_snapshots").exists(), "empty file removed");
+        assert!(dependents(&base).unwrap().is_empty());
+        // A trailing slash in a recorded lxcpath still matches.
+        fs::write(p.join("base/lxc_snapshots"), format!("{lx}/\nc1\n\n")).unwrap();
+        assert_eq!(dependents(&base).unwrap(), [r1.clone()]);
+        remove_dependency(&base, &r1).unwrap();
+        assert!(!p.join("base/lxc_snapshots").exists());
+    }
+
+    #[test]
+    fn add_dependency_into_staging_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "base", &dir_cfg(p, "base"));
+        let staging = p.join(".strata-new");
+        fs::create_dir(&staging).unwrap();
+        let (base, new) = (ContainerRef::new(p, "base"), ContainerRef::new(p, "new"));
+        add_dependency(&base, &new, &staging).unwrap();
+        assert_eq!(
+            fs::read_to_string(staging.join("lxc_rdepends")).unwrap(),
+            format!("{}\nbase\n", p.display())
+        );
+        assert_eq!(dependents(&base).unwrap(), [new]);
+        let bad = ContainerRef::new(p, "../evil");
+        assert_eq!(
+            add_dependency(&base, &bad, &staging).unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+    }
+
+    #[test]
+    fn old_count_form_means_unknown_dependents() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "base", &dir_cfg(p, "base"));
+        let base = ContainerRef::new(p, "base");
+        let f = p.join("base/lxc_snapshots");
+        fs::write(&f, "2\n").unwrap();
+        let deps = dependents(&base).unwrap();
+        assert_eq!(deps.len(), 1);
+        assert!(deps[0].is_unknown());
+        // A new dependent is added after the count, which is kept.
+        let c = mk(p, "c", "lxc.rootfs.path = /x\n");
+        let rc = ContainerRef::new(p, "c");
+        add_dependency(&base, &rc, &c).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), format!("2\n{}\nc\n", p.display()));
+        assert_eq!(dependents(&base).unwrap(), [ContainerRef::unknown(p), rc.clone()]);
+        remove_dependency(&base, &rc).unwrap();
+        // Removing someone not listed counts the old form down.
+        remove_dependency(&base, &ContainerRef::new(p, "other")).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), "1\n");
+        remove_dependency(&base, &ContainerRef::new(p, "other")).unwrap();
+        assert!(!f.exists());
+        fs::write(&f, "0\n").unwrap();
+        assert!(dependents(&base).unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_dependency_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "base", &dir_cfg(p, "base"));
+        let base = ContainerRef::new(p, "base");
+        let f = p.join("base/lxc_snapshots");
+        for bad in ["/var/lib/lxc\n", "/a\nb\n/c\n", "/a\n\n"] {
+            fs::write(&f, bad).unwrap();
+            let e = dependents(&base).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad:?}");
+            assert!(e.to_string().contains("lxc_snapshots"), "{e}");
+            // Editing refuses too, leaving the file as it was.
+            assert!(remove_dependency(&base, &ContainerRef::new(p, "b")).is_err());
+            assert_eq!(fs::read_to_string(&f).unwrap(), bad);
+        }
+        fs::write(&f, "").unwrap();
+        assert!(dependents(&base).unwrap().is_empty());
+    }
+
+    #[test]
+    fn write_atomic_behaviour() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("file");
+        write_atomic(&f, b"one").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"one");
+        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o644);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"two");
+        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o600);
+        let target = d.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(
+            write_atomic(&link, b"x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert_eq!(
+            write_atomic(&dangling, b"x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(!d.path().join("nowhere").exists());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        fs::create_dir(d.path().join("adir")).unwrap();
+        assert_eq!(
+            write_atomic(&d.path().join("adir"), b"x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            write_atomic(&d.path().join("nodir/f"), b"x").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["adir", "dangling", "file", "link", "target"],
+            "no temp files left"
+        );
+    }
+}
