@@ -657,7 +657,7 @@ lxc.log.level =
     fn editing_a_positional_network_keeps_the_numbering() {
         let mut c = Config::parse(REALISTIC).unwrap();
         let mut seen = Vec::new();
-        c.rewrite(|k, v| {
+        c.rewrite(|k, _| {
             if k.ends_with(".hwaddr") {
                 seen.push(k.to_string());
                 return (k == "lxc.net.0.hwaddr").then(|| "00:16:3e:11:22:33".to_string());
