@@ -80,7 +80,8 @@ pub fn resolve_template(t: &str) -> anyhow::Result<Option<PathBuf>> {
             .unwrap_or_else(|| PathBuf::from(TEMPLATE_DIR));
         dir.join(format!("lxc-{t}"))
     };
-    let md = std::fs::metadata(&path).map_err(|_| anyhow!("template {t:?} not found (looked for {})", path.display()))?;
+    let md =
+        std::fs::metadata(&path).map_err(|_| anyhow!("template {t:?} not found (looked for {})", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
         return Err(anyhow!("template {} is not an executable file", path.display()));
@@ -125,7 +126,10 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             } else if md.is_file() {
                 RootfsSource::Tarball(p)
             } else {
-                return Err(anyhow!("--rootfs-from {}: neither a directory nor a tarball", p.display()));
+                return Err(anyhow!(
+                    "--rootfs-from {}: neither a directory nor a tarball",
+                    p.display()
+                ));
             }
         }
     };

@@ -63,12 +63,19 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     println!("State:       {}", if running.is_some() { "RUNNING" } else { "STOPPED" });
     println!("Backend:     {}", c.rootfs.kind());
     println!("Rootfs:      {}", c.rootfs);
-    println!("Snapshots:   {}", list(snaps.iter().map(|s| format!("{} ({})", s.name, s.timestamp)).collect()));
+    println!(
+        "Snapshots:   {}",
+        list(snaps.iter().map(|s| format!("{} ({})", s.name, s.timestamp)).collect())
+    );
     println!("Dependents:  {}", list(dependents.iter().map(fmt_ref).collect()));
     println!("Depends on:  {}", list(depends_on.iter().map(fmt_ref).collect()));
     if let Some(u) = usage {
         let b = |x: Option<u64>| x.map_or("-".to_string(), |x| format!("{x} bytes"));
-        println!("Usage:       {} exclusive, {} referenced", b(u.exclusive), b(u.referenced));
+        println!(
+            "Usage:       {} exclusive, {} referenced",
+            b(u.exclusive),
+            b(u.referenced)
+        );
     }
     Ok(0)
 }

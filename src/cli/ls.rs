@@ -85,7 +85,9 @@ impl Row {
     }
 
     fn unprivileged(&self) -> bool {
-        self.c.as_ref().is_some_and(|c| !c.config.get_all("lxc.idmap").is_empty())
+        self.c
+            .as_ref()
+            .is_some_and(|c| !c.config.get_all("lxc.idmap").is_empty())
     }
 
     fn column(&self, col: &str) -> String {
@@ -172,7 +174,9 @@ fn json_row(store: &Store, row: &Row) -> serde_json::Value {
         .snapshots(&row.name)
         .unwrap_or_default()
         .into_iter()
-        .map(|s| json!({"name": s.name, "timestamp": s.timestamp, "comment": s.comment, "rootfs": s.rootfs.to_string()}))
+        .map(
+            |s| json!({"name": s.name, "timestamp": s.timestamp, "comment": s.comment, "rootfs": s.rootfs.to_string()}),
+        )
         .collect();
     let refs = |v: strata_core::Result<Vec<strata_core::ContainerRef>>| -> Vec<serde_json::Value> {
         v.unwrap_or_default()
@@ -198,11 +202,21 @@ fn json_row(store: &Store, row: &Row) -> serde_json::Value {
 
 /// LXC's fancy table: every column padded to its widest cell, each followed by a space.
 fn fancy(rows: &[Row], cols: &[String]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| r.column(c)).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| r.column(c)).collect())
+        .collect();
     let widths: Vec<usize> = cols
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     let mut line = |cells: &[String]| {

@@ -104,7 +104,11 @@ pub fn usage_error(tool: &str, e: clap::Error) -> i32 {
                 .join(" ")
                 .trim_start_matches("error: ")
                 .to_string();
-            let first = if first.is_empty() { "invalid arguments".to_string() } else { first };
+            let first = if first.is_empty() {
+                "invalid arguments".to_string()
+            } else {
+                first
+            };
             eprintln!("{tool}: {}", one_line(&first));
             1
         }
@@ -189,7 +193,10 @@ pub fn init_logging(prio: Option<&str>, logfile: Option<&Path>) -> anyhow::Resul
                 .append(true)
                 .open(p)
                 .with_context(|| format!("open log file {}", p.display()))?;
-            let _ = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init();
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init();
         }
         None => {
             let _ = builder.with_writer(std::io::stderr).try_init();
@@ -211,7 +218,10 @@ pub fn global_conf() -> anyhow::Result<Option<Config>> {
 pub fn resolve_lxcpath(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let p = match given {
         Some(p) => p.to_path_buf(),
-        None => match global_conf()?.as_ref().and_then(|c| c.get("lxc.lxcpath").map(PathBuf::from)) {
+        None => match global_conf()?
+            .as_ref()
+            .and_then(|c| c.get("lxc.lxcpath").map(PathBuf::from))
+        {
             Some(p) => p,
             None => paths::builtin_lxcpath(),
         },
@@ -290,7 +300,9 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(bad()),
     };
-    let v = n.checked_mul(mult).ok_or_else(|| anyhow!("invalid size {s:?}: too large"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| anyhow!("invalid size {s:?}: too large"))?;
     if v == 0 {
         return Err(anyhow!("invalid size {s:?}: must be more than zero"));
     }

@@ -139,3 +139,80 @@ fn reconcile(a: &ReconcileArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn parsers_are_consistent() {
+        Cli::command().debug_assert();
+        super::super::create::Args::command().debug_assert();
+        super::super::destroy::Args::command().debug_assert();
+        super::super::copy::Args::command().debug_assert();
+        super::super::clone::Args::command().debug_assert();
+        super::super::snapshot::Args::command().debug_assert();
+        super::super::ls::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn lxc_flags_parse() {
+        let a = super::super::copy::Args::try_parse_from([
+            "lxc-copy", "-n", "c1", "-N", "c2", "-s", "-B", "overlay", "-p", "/x", "-P", "/y", "-K", "-M", "-L", "1G",
+        ])
+        .unwrap();
+        assert_eq!(a.newname.as_deref(), Some("c2"));
+        assert!(a.snapshot && a.keepname && a.keepmac);
+        assert_eq!(a.common.lxcpath.as_deref(), Some(std::path::Path::new("/y")));
+        let a = super::super::create::Args::try_parse_from([
+            "lxc-create",
+            "-n",
+            "c1",
+            "-t",
+            "busybox",
+            "-B",
+            "lvm",
+            "--vgname",
+            "vg",
+            "--thinpool",
+            "tp",
+            "--lvname",
+            "lv",
+            "--fstype",
+            "xfs",
+            "--fssize",
+            "2G",
+            "--zfsroot",
+            "tank/lxc",
+            "--dir",
+            "/d",
+            "--",
+            "--release",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(a.template_args, ["--release", "x"]);
+        assert_eq!(a.fssize.as_deref(), Some("2G"));
+        let a = super::super::snapshot::Args::try_parse_from(["lxc-snapshot", "-n", "c1", "-r", "snap0", "-N", "c2"])
+            .unwrap();
+        assert_eq!(a.restore.as_deref(), Some("snap0"));
+        assert!(
+            super::super::snapshot::Args::try_parse_from(["lxc-snapshot", "-n", "c", "-L", "-r", "snap0"]).is_err()
+        );
+        let a = super::super::clone::Args::try_parse_from([
+            "lxc-clone",
+            "-o",
+            "a",
+            "-n",
+            "b",
+            "-s",
+            "-v",
+            "vg",
+            "-t",
+            "xfs",
+        ])
+        .unwrap();
+        assert_eq!((a.orig.as_deref(), a.new.as_deref()), (Some("a"), Some("b")));
+    }
+}
