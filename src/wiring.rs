@@ -17,5 +17,8 @@ trait RegisterReady {
 impl RegisterReady for Backends {
     // Each backend crate exports `pub fn backend() -> Arc<dyn strata_core::Backend>`;
     // add one line per backend once it is ready.
-    fn register_all_ready(&mut self) {}
+    fn register_all_ready(&mut self) {
+        self.register(strata_dir::backend());
+        self.register(strata_overlay::backend());
+    }
 }

@@ -45,3 +45,31 @@ impl ContainerLock {
         &self.path
     }
 }
+
+impl ContainerLock {
+    /// Take the lock only if nobody holds it (`None` when busy): used by
+    /// reconcile to tell a crashed operation's leftovers from a live one's.
+    pub fn try_acquire(lxcpath: &Path, name: &str) -> Result<Option<Self>> {
+        let dir = paths::run_dir().join("lock").join(paths::lxcpath_key(lxcpath));
+        paths::ensure_dir(&dir)?;
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx("open lock", &path)?;
+        loop {
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(Some(ContainerLock { _file: file, path }));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(crate::error::Error::io("lock container", &path, e)),
+            }
+        }
+    }
+}

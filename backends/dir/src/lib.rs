@@ -1,1 +1,97 @@
-//! The dir backend.
+//! The dir backend: the rootfs is a plain directory, `dir:$lxcpath/NAME/rootfs`
+//! (or `--dir PATH`). Mounting is a recursive bind mount.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_core::engine::fsutil;
+use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Target};
+
+#[derive(Debug, Default)]
+pub struct DirBackend;
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(DirBackend)
+}
+
+impl Backend for DirBackend {
+    fn kind(&self) -> &'static str {
+        "dir"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps::default()
+    }
+
+    fn plan(&self, t: &Target, _origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        let path = match &t.opts.dir {
+            Some(d) => {
+                if !d.is_absolute() {
+                    return Err(err!(InvalidArgument, "plan dir rootfs", "--dir must be an absolute path").at(d));
+                }
+                if std::fs::symlink_metadata(d).is_ok() && !d.starts_with(t.dir) {
+                    return Err(err!(AlreadyExists, "plan dir rootfs", "already exists").at(d));
+                }
+                d.clone()
+            }
+            None => t.dir.join("rootfs"),
+        };
+        if path.to_str().is_none() {
+            return Err(err!(InvalidArgument, "plan dir rootfs", "path is not UTF-8").at(&path));
+        }
+        Ok(RootfsSpec::new("dir", path.display().to_string()))
+    }
+
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = t.building(spec).path();
+        let _span = tracing::debug_span!("dir create", path = %path.display()).entered();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&path)
+            .ctx("create dir rootfs", &path)?;
+        // DirBuilder's mode is masked by the umask; LXC's rootfs is 0755.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .ctx("create dir rootfs", &path)
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        let path = spec.path();
+        let _span = tracing::debug_span!("dir destroy", path = %path.display()).entered();
+        fsutil::remove_tree(&path)
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        spec.path().is_dir()
+    }
+
+    fn local_path(&self, spec: &RootfsSpec) -> Option<PathBuf> {
+        Some(spec.path())
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        let src = spec.path();
+        mount(
+            Some(&src),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx("bind mount rootfs", target)?;
+        if readonly {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+                let _ = umount2(target, MntFlags::MNT_DETACH);
+                return Err(e).ctx("remount rootfs read-only", target);
+            }
+        }
+        Ok(())
+    }
+
+    fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
+        // Detach: the recursive bind carries submounts that must go with it.
+        umount2(target, MntFlags::MNT_DETACH).ctx("unmount rootfs", target)
+    }
+}

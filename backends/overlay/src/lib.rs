@@ -1,1 +1,190 @@
-//! The overlay backend.
+//! The overlay backend: `overlay:LOWER:$lxcpath/NAME/overlay/delta`, work dir
+//! `$lxcpath/NAME/overlay/work` (LXC's layout). Older `overlayfs:` specs whose
+//! upper is not `.../overlay/delta` use `$(dirname upper)/olwork`, as LXC did.
+//! A snapshot of a dir rootfs uses it as the lower; a snapshot of an overlay
+//! rootfs shares its lower and copies its delta.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_core::copy::{copy_tree, CopyOptions};
+use strata_core::engine::fsutil;
+use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target};
+
+#[derive(Debug, Default)]
+pub struct OverlayBackend;
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(OverlayBackend)
+}
+
+/// The work dir that goes with an upper dir.
+pub fn work_dir(upper: &Path) -> PathBuf {
+    let parent = upper.parent().unwrap_or(Path::new("/"));
+    if upper.file_name().is_some_and(|n| n == "delta") && parent.file_name().is_some_and(|n| n == "overlay") {
+        parent.join("work")
+    } else {
+        parent.join("olwork")
+    }
+}
+
+fn parts(spec: &RootfsSpec) -> Result<(String, PathBuf)> {
+    let (lower, upper) = spec
+        .overlay_parts()
+        .ok_or_else(|| err!(InvalidSpec, "overlay", "not an overlay spec: {spec}"))?;
+    Ok((lower.to_string(), PathBuf::from(upper)))
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .ctx("create overlay dir", p)
+}
+
+impl Backend for OverlayBackend {
+    fn kind(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            snapshot: true,
+            snapshot_of_snapshot: true,
+            ..Caps::default()
+        }
+    }
+
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        const OP: &str = "plan overlay rootfs";
+        let lower = match origin {
+            None => t.dir.join("rootfs").display().to_string(),
+            Some(o) if o.kind() == "dir" => o.path().display().to_string(),
+            Some(o) if o.kind() == "overlay" => parts(o)?.0,
+            Some(o) => {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "cannot make an overlay clone of a {} rootfs",
+                    o.kind()
+                ))
+            }
+        };
+        let upper = t.dir.join("overlay/delta");
+        // overlayfs options are comma- and colon-separated: such paths cannot be passed.
+        for p in [lower.as_str(), &upper.display().to_string()] {
+            if p.contains(',') || p.contains('\\') {
+                return Err(err!(
+                    InvalidArgument,
+                    OP,
+                    "path {p:?} cannot be used in overlay mount options"
+                ));
+            }
+        }
+        if upper.display().to_string().contains(':') {
+            return Err(err!(
+                InvalidArgument,
+                OP,
+                "container path {} contains ':'",
+                t.dir.display()
+            ));
+        }
+        Ok(RootfsSpec::overlay(&lower, &upper))
+    }
+
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        let b = t.building(spec);
+        let (lower, upper) = parts(&b)?;
+        let _span = tracing::debug_span!("overlay create", upper = %upper.display()).entered();
+        // A fresh overlay container (lxc-create -B overlay) gets an empty lower in its own dir.
+        for l in lower.split(':') {
+            if Path::new(l).starts_with(t.build_dir) {
+                mkdir(Path::new(l))?;
+            }
+        }
+        mkdir(&upper)?;
+        mkdir(&work_dir(&upper))
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        let (_, upper) = parts(spec)?;
+        let _span = tracing::debug_span!("overlay destroy", upper = %upper.display()).entered();
+        let work = work_dir(&upper);
+        if work.file_name().is_some_and(|n| n == "work") {
+            // LXC layout: the whole `overlay` dir is ours.
+            fsutil::remove_tree(upper.parent().unwrap_or(&upper))
+        } else {
+            fsutil::remove_tree(&upper)?;
+            fsutil::remove_tree(&work)
+        }
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        parts(spec).map(|(_, u)| u.is_dir()).unwrap_or(false)
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        let (lower, upper) = parts(spec)?;
+        let work = work_dir(&upper);
+        mkdir(&work)?;
+        let mut flags = MsFlags::empty();
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let base = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        );
+        // index/xino off: a lower shared by many clones must not be tied to
+        // one upper, and inode numbers must not depend on spare bits. Older
+        // kernels do not know them: retry without.
+        let with = format!("{base},index=off,xino=off");
+        let r = mount(Some("overlay"), target, Some("overlay"), flags, Some(with.as_str()));
+        match r {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EINVAL) => {
+                mount(Some("overlay"), target, Some("overlay"), flags, Some(base.as_str())).ctx("mount overlay", target)
+            }
+            Err(e) => Err(e).ctx("mount overlay", target),
+        }
+    }
+
+    fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
+        umount2(target, MntFlags::MNT_DETACH).ctx("unmount overlay", target)
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+}
+
+impl Snapshotter for OverlayBackend {
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool {
+        matches!(src.kind(), "dir" | "overlay")
+    }
+
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
+        let _span = tracing::info_span!("overlay snapshot", src = %src, dst = %spec).entered();
+        if !self.can_snapshot(src) {
+            return Err(err!(
+                Unsupported,
+                "overlay snapshot",
+                "cannot snapshot a {} rootfs",
+                src.kind()
+            ));
+        }
+        self.create(spec, t)?;
+        if src.kind() == "overlay" {
+            let (_, src_upper) = parts(src)?;
+            let (_, upper) = parts(&t.building(spec))?;
+            if let Err(e) = copy_tree(&src_upper, &upper, &CopyOptions::default()) {
+                let _ = self.destroy(&t.building(spec));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}

@@ -5,6 +5,27 @@
 //! place; restore keeps the old rootfs until the new one is in place; a
 //! per-container file lock guards each operation; [`Engine::reconcile`]
 //! removes what a crash left behind.
+//!
+//! Leftovers and what reconcile does with them (only when the owning
+//! container's lock is free, i.e. the operation that made them is gone):
+//! - `.strata-tmp.NAME.X`: a container being built. Its `.strata-op` record
+//!   (or its `config`) names the rootfs to destroy. With a `.strata-restore`
+//!   journal it is a restore past its point of no return: rolled forward.
+//! - `.strata-old.NAME.X`: the rootfs a restore replaced: destroyed.
+//! - `.strata-del.NAME.X`: a container being destroyed: destroy finished.
+//! - `.strata-ren.NEW.X`: a rename journal: finished or rolled back.
+//!
+//! The same leftovers inside `NAME/snaps/` belong to container NAME.
+//!
+//! Templates (`lxc-create -t`) run against the staging dir: `--path` is the
+//! staging dir and `--rootfs` the rootfs as reachable now; afterwards every
+//! config value naming the staging dir is rewritten to the final dir.
+//! `lxc.hook.clone` hooks likewise run before the rename, with
+//! `LXC_CONFIG_FILE` in the staging dir.
+
+pub mod fsutil;
+mod ops;
+mod reconcile;
 
 use crate::backend::{BackendOpts, Backends};
 use crate::error::Result;
@@ -73,52 +94,70 @@ pub struct Engine {
     pub backends: Backends,
 }
 
+/// Test hook for crash tests: when `STRATA_FAILPOINT` equals `name`, the
+/// process exits at once (no unwinding, no destructors), as if killed.
+pub fn failpoint(name: &str) {
+    if std::env::var_os("STRATA_FAILPOINT").is_some_and(|v| v == name) {
+        tracing::warn!("failpoint {name}: exiting");
+        unsafe { libc::_exit(99) };
+    }
+}
+
 impl Engine {
     pub fn new(backends: Backends) -> Self {
         Engine { backends }
     }
 
     pub fn create(&self, req: &CreateRequest) -> Result<Container> {
-        let _ = req;
-        todo!()
+        let _span = tracing::info_span!("create", name = %req.name, lxcpath = %req.lxcpath.display()).entered();
+        self.do_create(req)
     }
 
     pub fn clone_container(&self, req: &CloneRequest) -> Result<Container> {
-        let _ = req;
-        todo!()
+        let _span = tracing::info_span!("clone", src = %req.src.name, dst = %req.dst.name, snapshot = req.snapshot, rename = req.rename).entered();
+        self.do_clone(req)
     }
 
     /// `lxc-snapshot -n NAME [-c commentfile]`: returns `snapN`.
     pub fn snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
-        let _ = (r, comment);
-        todo!()
+        let _span = tracing::info_span!("snapshot", name = %r.name).entered();
+        self.do_snapshot(r, comment)
     }
 
     pub fn snapshots(&self, r: &ContainerRef) -> Result<Vec<SnapshotInfo>> {
-        let _ = r;
-        todo!()
+        crate::names::validate(&r.name)?;
+        let store = crate::store::Store::new(&r.lxcpath);
+        if !store.exists(&r.name) {
+            return Err(crate::err!(
+                NotFound,
+                "list snapshots",
+                "container {} does not exist",
+                r.name
+            ));
+        }
+        store.snapshots(&r.name)
     }
 
     /// `lxc-snapshot -r SNAP [-N NEW]`: in place when `new_name` is `None`.
     pub fn restore(&self, r: &ContainerRef, snap: &str, new_name: Option<&str>) -> Result<Container> {
-        let _ = (r, snap, new_name);
-        todo!()
+        let _span = tracing::info_span!("restore", name = %r.name, snap, new = ?new_name).entered();
+        self.do_restore(r, snap, new_name)
     }
 
     /// `lxc-snapshot -d SNAP|ALL`.
     pub fn destroy_snapshot(&self, r: &ContainerRef, snap: &str) -> Result<()> {
-        let _ = (r, snap);
-        todo!()
+        let _span = tracing::info_span!("destroy snapshot", name = %r.name, snap).entered();
+        self.do_destroy_snapshot(r, snap)
     }
 
     pub fn destroy(&self, req: &DestroyRequest) -> Result<()> {
-        let _ = req;
-        todo!()
+        let _span = tracing::info_span!("destroy", name = %req.r.name).entered();
+        self.do_destroy(req)
     }
 
     /// Remove staging dirs and half-made rootfs left by a crash; returns what was removed.
     pub fn reconcile(&self, lxcpath: &std::path::Path) -> Result<Vec<PathBuf>> {
-        let _ = lxcpath;
-        todo!()
+        let _span = tracing::debug_span!("reconcile", lxcpath = %lxcpath.display()).entered();
+        self.do_reconcile(lxcpath)
     }
 }
