@@ -1,0 +1,203 @@
+//! Small filesystem helpers shared by the engine and the backends: tree
+//! removal that never follows symlinks nor crosses mounts, atomic writes,
+//! no-replace renames and a symlink-safe write into a rootfs.
+
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Mount points from /proc/self/mountinfo (octal escapes decoded).
+pub fn mount_points() -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount(m)))
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount points at or below `path`.
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mount_points().into_iter().filter(|m| m.starts_with(&canon)).collect()
+}
+
+/// Remove `path` and everything below it. Never follows a symlink (a
+/// symlink at `path` itself is removed, not its target) and refuses
+/// (`Busy`) when anything is mounted at or below `path`. Missing is fine.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    const OP: &str = "remove tree";
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(OP, path, e)),
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(path).ctx(OP, path);
+    }
+    let mounted = mounts_under(path);
+    if let Some(m) = mounted.first() {
+        return Err(err!(Busy, OP, "{} is mounted below it; unmount it first", m.display()).at(path));
+    }
+    let fd = open_dir_at(libc::AT_FDCWD, path.as_os_str().as_bytes()).ctx(OP, path)?;
+    let dev = fstatat(Some(fd.as_raw_fd()), "", AtFlags::AT_EMPTY_PATH)
+        .ctx(OP, path)?
+        .st_dev;
+    empty_dir(&fd, dev, path)?;
+    drop(fd);
+    std::fs::remove_dir(path).ctx(OP, path)
+}
+
+fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let fd = unsafe {
+        libc::openat(
+            dirfd,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
+    const OP: &str = "remove tree";
+    let dup = nix::unistd::dup(fd.as_raw_fd()).ctx(OP, path)?;
+    let mut dir = nix::dir::Dir::from_fd(dup).ctx(OP, path)?;
+    let mut names = Vec::new();
+    for ent in dir.iter() {
+        let ent = ent.ctx(OP, path)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    drop(dir);
+    for n in names {
+        let child = path.join(std::ffi::OsStr::from_bytes(&n));
+        let st = fstatat(Some(fd.as_raw_fd()), n.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).ctx(OP, &child)?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            if st.st_dev != dev {
+                return Err(err!(Busy, OP, "another filesystem is mounted here").at(&child));
+            }
+            let cfd = open_dir_at(fd.as_raw_fd(), &n).ctx(OP, &child)?;
+            empty_dir(&cfd, dev, &child)?;
+            drop(cfd);
+            nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, &child)?;
+        } else {
+            nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::NoRemoveDir).ctx(OP, &child)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write `data` to `path` atomically: a temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    const OP: &str = "write file";
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", crate::paths::unique()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx(OP, &tmp)?;
+        f.write_all(data).ctx(OP, &tmp)?;
+        f.sync_all().ctx(OP, &tmp)?;
+        std::fs::rename(&tmp, path).ctx(OP, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    nix::fcntl::renameat2(None, from, None, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE)
+        .map_err(|e| Error::errno("rename", to, e))
+}
+
+/// fsync a directory so that renames inside it are durable.
+pub fn sync_dir(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Replace the contents of `rootfs/rel` (a relative path such as
+/// `etc/hostname`) only if it exists and is a regular file; every component
+/// is opened with `O_NOFOLLOW` relative to the rootfs, so a symlink planted
+/// in the rootfs can never redirect the write to the host. Returns whether
+/// it wrote.
+pub fn write_in_rootfs_if_regular(rootfs: &Path, rel: &str, data: &[u8]) -> Result<bool> {
+    const OP: &str = "write in rootfs";
+    let target = rootfs.join(rel);
+    let mut dirfd = open_dir_at(libc::AT_FDCWD, rootfs.as_os_str().as_bytes()).ctx(OP, rootfs)?;
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let Some((last, dirs)) = comps.split_last() else {
+        return Ok(false);
+    };
+    for c in dirs {
+        match open_dir_at(dirfd.as_raw_fd(), c.as_bytes()) {
+            Ok(fd) => dirfd = fd,
+            // Missing, or a symlink/non-directory (ELOOP/ENOTDIR): nothing to write.
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => return Ok(false),
+            Err(e) => return Err(Error::errno(OP, &target, e)),
+        }
+    }
+    let st = match fstatat(Some(dirfd.as_raw_fd()), *last, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(nix::errno::Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(Error::errno(OP, &target, e)),
+    };
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Ok(false);
+    }
+    let fd = nix::fcntl::openat(
+        Some(dirfd.as_raw_fd()),
+        *last,
+        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(OP, &target)?;
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // Re-check on the open file: it may have been swapped since the stat.
+    if !file.metadata().ctx(OP, &target)?.is_file() {
+        return Ok(false);
+    }
+    file.set_len(0).ctx(OP, &target)?;
+    use std::io::Write;
+    (&file).write_all(data).ctx(OP, &target)?;
+    Ok(true)
+}

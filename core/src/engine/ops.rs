@@ -1,0 +1,1256 @@
+//! The operations behind [`Engine`]'s public methods.
+
+use super::fsutil::{self, remove_tree, rename_noreplace, write_atomic};
+use super::{failpoint, CloneRequest, CreateRequest, DestroyRequest, Engine, RootfsSource};
+use crate::backend::{Backend, BackendOpts, Opened, Target};
+use crate::config::Config;
+use crate::copy::{copy_tree, CopyOptions};
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use crate::lock::ContainerLock;
+use crate::names;
+use crate::spec::RootfsSpec;
+use crate::store::{self, Container, ContainerRef, Store};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(super) const TMP: &str = ".strata-tmp.";
+pub(super) const DEL: &str = ".strata-del.";
+pub(super) const OLD: &str = ".strata-old.";
+pub(super) const REN: &str = ".strata-ren.";
+/// What a staging or old dir holds, for reconcile.
+pub(super) const RECORD: &str = ".strata-op";
+/// A restore past its point of no return.
+pub(super) const JOURNAL: &str = ".strata-restore";
+const RENAME_CONFIG: &str = "config.strata-rename";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Record {
+    /// The final container dir the spec's paths are written against.
+    pub dir: PathBuf,
+    pub spec: Option<String>,
+    /// `(origin, clone)` dependency recorded for this build.
+    pub dep: Option<(ContainerRef, ContainerRef)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Journal {
+    pub dir: PathBuf,
+    pub old: PathBuf,
+    pub old_spec: String,
+    pub old_entries: Vec<String>,
+    pub new_entries: Vec<String>,
+    /// Origins the old rootfs depended on and the new one does not.
+    pub drop_origins: Vec<ContainerRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Copy,
+    Snapshot,
+    /// Snapshot if the source's own backend can, else copy (lxc-snapshot, restore).
+    Auto,
+}
+
+pub(super) struct Params<'a> {
+    pub src: &'a Container,
+    pub dst: &'a ContainerRef,
+    pub mode: Mode,
+    pub backend: Option<&'a str>,
+    pub opts: &'a BackendOpts,
+    pub keep_name: bool,
+    pub keep_mac: bool,
+    pub run_hooks: bool,
+    pub progress: bool,
+    pub readonly: bool,
+    /// Extra files written into the staging dir (`ts`, `comment`).
+    pub files: Vec<(&'static str, String)>,
+}
+
+/// A container built in its staging dir, not yet renamed into place.
+pub(super) struct Staged {
+    pub path: PathBuf,
+    pub spec: RootfsSpec,
+    pub config: Config,
+    pub dep: Option<(ContainerRef, ContainerRef)>,
+}
+
+/// Lock two containers in a fixed order so that two operations never deadlock.
+pub(super) fn lock_pair(a: &ContainerRef, b: &ContainerRef) -> Result<Vec<ContainerLock>> {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let mut v = vec![ContainerLock::acquire(&x.lxcpath, &x.name)?];
+    if x != y {
+        v.push(ContainerLock::acquire(&y.lxcpath, &y.name)?);
+    }
+    Ok(v)
+}
+
+pub(super) fn mkdir(p: &Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(p)
+        .ctx("create directory", p)?;
+    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).ctx("create directory", p)
+}
+
+/// A fresh `$lxcpath/PREFIX NAME.XXXX` directory.
+pub(super) fn make_aside(lxcpath: &Path, prefix: &str, name: &str, mode: u32) -> Result<PathBuf> {
+    for _ in 0..100 {
+        let p = lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()));
+        match std::fs::DirBuilder::new().mode(mode).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create staging directory", &p, e)),
+        }
+    }
+    Err(err!(
+        Io,
+        "create staging directory",
+        "no free name in {}",
+        lxcpath.display()
+    ))
+}
+
+pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> PathBuf {
+    lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()))
+}
+
+fn exists_any(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Containers that depend on `r` and still exist.
+pub(super) fn live_dependents(r: &ContainerRef) -> Result<Vec<ContainerRef>> {
+    Ok(store::dependents(r)?
+        .into_iter()
+        .filter(|d| d.config_path().is_file())
+        .collect())
+}
+
+fn describe(origin: &ContainerRef, deps: &[ContainerRef]) -> String {
+    deps.iter()
+        .map(|d| {
+            if d.lxcpath == origin.lxcpath {
+                d.name.clone()
+            } else if d.lxcpath.file_name().is_some_and(|n| n == "snaps") {
+                let owner = d.lxcpath.parent().and_then(|p| p.file_name()).unwrap_or_default();
+                format!("{} (snapshot of {})", d.name, owner.to_string_lossy())
+            } else {
+                d.dir().display().to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn refuse_dependents(op: &str, r: &ContainerRef, deps: &[ContainerRef]) -> Result<()> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    Err(err!(
+        HasDependents,
+        op,
+        "container {} has dependents: {}",
+        r.name,
+        describe(r, deps)
+    ))
+}
+
+/// The container whose rootfs dir is the (single) lower of an overlay spec.
+fn lower_owner(spec: &RootfsSpec) -> Option<ContainerRef> {
+    let (lower, _) = spec.overlay_parts()?;
+    if lower.contains(':') {
+        return None;
+    }
+    let lower = Path::new(lower);
+    let cdir = lower.parent()?;
+    if !cdir.join("config").is_file() {
+        return None;
+    }
+    Some(ContainerRef::new(cdir.parent()?, cdir.file_name()?.to_str()?))
+}
+
+/// Top-level entries of `dir` that the spec's paths live in.
+pub(super) fn entries_of(spec: &RootfsSpec, dir: &Path) -> Vec<String> {
+    let mut paths: Vec<String> = match spec.overlay_parts() {
+        Some((lower, upper)) => lower.split(':').chain([upper]).map(String::from).collect(),
+        None if spec.source().starts_with('/') => vec![spec.source().to_string()],
+        None => vec![],
+    };
+    let mut out: Vec<String> = Vec::new();
+    for p in paths.drain(..) {
+        if let Ok(rest) = Path::new(&p).strip_prefix(dir) {
+            if let Some(first) = rest.components().next() {
+                let s = first.as_os_str().to_string_lossy().into_owned();
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Replace `old` with `new` wherever it appears as a whole path prefix.
+pub(super) fn replace_dir(v: &str, old: &str, new: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(i) = rest.find(old) {
+        let after = &rest[i + old.len()..];
+        let before_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b' ' | b'\t' | b'=' | b':' | b',' | b'"');
+        let after_ok = after.is_empty() || matches!(after.as_bytes()[0], b'/' | b' ' | b'\t' | b':' | b',' | b'"');
+        out.push_str(&rest[..i]);
+        out.push_str(if before_ok && after_ok { new } else { old });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+pub(super) fn random_mac() -> String {
+    let mut b = [0u8; 3];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    format!("00:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+fn is_hwaddr(key: &str) -> bool {
+    key.starts_with("lxc.net.") && key.ends_with(".hwaddr")
+}
+
+/// LXC's `ts`: local time `%Y:%m:%d %H:%M:%S`.
+pub(super) fn timestamp() -> String {
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            c"%Y:%m:%d %H:%M:%S".as_ptr(),
+            &tm,
+        );
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+pub(super) fn spec_of(cfg: &Config, dir: &Path) -> Result<RootfsSpec> {
+    let v = cfg
+        .get("lxc.rootfs.path")
+        .ok_or_else(|| err!(InvalidConfig, "read config", "no lxc.rootfs.path").at(dir.join("config")))?;
+    RootfsSpec::parse(v)
+}
+
+/// Whether a running container may be the source of a clone or snapshot:
+/// only atomic copy-on-write snapshots see a consistent rootfs.
+pub(super) fn may_snapshot_running(kind: &str, snapshot: bool) -> bool {
+    snapshot && matches!(kind, "btrfs" | "zfs" | "lvm")
+}
+
+fn remove_lost_found(dir: &Path) {
+    // A fresh filesystem holds only an empty lost+found; copy_tree wants an empty target.
+    let lf = dir.join("lost+found");
+    if let Ok(mut rd) = std::fs::read_dir(dir) {
+        let only = rd
+            .next()
+            .is_some_and(|e| e.is_ok_and(|e| e.file_name() == "lost+found"))
+            && rd.next().is_none();
+        if only {
+            let _ = std::fs::remove_dir(&lf);
+        }
+    }
+}
+
+fn template_path(t: &str) -> Result<PathBuf> {
+    let p = if t.contains('/') {
+        PathBuf::from(t)
+    } else {
+        PathBuf::from(format!("/usr/share/lxc/templates/lxc-{t}"))
+    };
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p),
+        Ok(_) => Err(err!(
+            InvalidArgument,
+            "find template",
+            "{} is not an executable file",
+            p.display()
+        )),
+        Err(_) => Err(err!(
+            NotFound,
+            "find template",
+            "template {t:?} not found ({})",
+            p.display()
+        )),
+    }
+}
+
+impl Engine {
+    fn backend_of(&self, spec: &RootfsSpec) -> Result<&dyn Backend> {
+        self.backends.for_spec(spec)
+    }
+
+    /// Destroy what a failed build made and remove its staging dir.
+    pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) {
+        if let Some(spec) = spec {
+            match self.backend_of(spec) {
+                Ok(b) => {
+                    if let Err(e) = b.destroy(&spec.rebase(final_dir, staging)) {
+                        tracing::warn!("cleanup of {spec}: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("cleanup of {spec}: {e}"),
+            }
+        }
+        if let Err(e) = remove_tree(staging) {
+            tracing::warn!("cleanup of {}: {e}", staging.display());
+        }
+    }
+
+    // ---------------------------------------------------------------- create
+
+    pub(super) fn do_create(&self, req: &CreateRequest) -> Result<Container> {
+        const OP: &str = "create";
+        names::validate(&req.name)?;
+        let r = ContainerRef::new(&req.lxcpath, &req.name);
+        let backend = self.backends.get(req.backend.as_deref().unwrap_or("dir"))?;
+        match &req.source {
+            RootfsSource::Empty => {}
+            RootfsSource::Dir(p) if !p.is_dir() => {
+                return Err(err!(NotFound, OP, "source directory does not exist").at(p));
+            }
+            RootfsSource::Tarball(p) if !p.is_file() => {
+                return Err(err!(NotFound, OP, "tarball does not exist").at(p));
+            }
+            _ => {}
+        }
+        let seed = match &req.config_file {
+            Some(f) => Config::load(f)?,
+            None => {
+                let d = crate::paths::default_conf();
+                if d.is_file() {
+                    Config::load(&d)?
+                } else {
+                    Config::default()
+                }
+            }
+        };
+        let template = req.template.as_deref().map(template_path).transpose()?;
+        if !req.lxcpath.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&req.lxcpath)
+                .ctx(OP, &req.lxcpath)?;
+        }
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        if exists_any(&r.dir()) {
+            return Err(err!(AlreadyExists, OP, "container {} already exists", r.name).at(r.dir()));
+        }
+        let dir = r.dir();
+        // Plan before making anything: bad options fail with the disk untouched.
+        let probe = Target {
+            name: &r.name,
+            lxcpath: &r.lxcpath,
+            dir: &dir,
+            build_dir: &dir,
+            opts: &req.opts,
+        };
+        let spec = backend.plan(&probe, None)?;
+        let staging = make_aside(&r.lxcpath, super::ops::TMP, &r.name, 0o770)?;
+        let res = (|| -> Result<Config> {
+            write_record(&staging, &dir, Some(&spec), None)?;
+            let t = Target {
+                build_dir: &staging,
+                ..probe
+            };
+            backend.create(&spec, &t)?;
+            let building = t.building(&spec);
+            let opened = Opened::open(backend, &building, false)?;
+            match &req.source {
+                RootfsSource::Empty => {}
+                RootfsSource::Dir(p) => {
+                    remove_lost_found(opened.path());
+                    copy_tree(p, opened.path(), &CopyOptions::default())?;
+                }
+                RootfsSource::Tarball(p) => untar(p, opened.path())?,
+            }
+            let mut cfg = seed.clone();
+            cfg.set("lxc.rootfs.path", &spec.to_string());
+            cfg.set("lxc.uts.name", &r.name);
+            let cfg_path = staging.join("config");
+            cfg.save(&cfg_path)?;
+            if let Some(tp) = &template {
+                let _s = tracing::info_span!("template", path = %tp.display()).entered();
+                let st = Command::new(tp)
+                    .arg("--name")
+                    .arg(&r.name)
+                    .arg("--path")
+                    .arg(&staging)
+                    .arg("--rootfs")
+                    .arg(opened.path())
+                    .args(&req.template_args)
+                    .status()
+                    .ctx("run template", tp)?;
+                if !st.success() {
+                    return Err(err!(Command, "run template", "{} failed: {st}", tp.display()));
+                }
+                cfg = Config::load(&cfg_path)?;
+                let (s, d) = (staging.display().to_string(), dir.display().to_string());
+                cfg.rewrite(|_, v| v.contains(&s).then(|| replace_dir(v, &s, &d)));
+                cfg.set("lxc.rootfs.path", &spec.to_string());
+                if cfg.get("lxc.uts.name").is_none() {
+                    cfg.set("lxc.uts.name", &r.name);
+                }
+                cfg.save(&cfg_path)?;
+            }
+            opened.close()?;
+            std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
+            failpoint("create-before-rename");
+            rename_noreplace(&staging, &dir)?;
+            fsutil::sync_dir(&r.lxcpath);
+            Ok(cfg)
+        })();
+        match res {
+            Ok(config) => Ok(Container {
+                r,
+                config,
+                rootfs: spec,
+            }),
+            Err(e) => {
+                self.abort_staging(&staging, &dir, Some(&spec));
+                Err(e)
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- clone
+
+    /// Pick the backend and whether to snapshot, for `p`.
+    fn choose(&self, p: &Params) -> Result<(&dyn Backend, bool)> {
+        const OP: &str = "clone";
+        let src = &p.src.rootfs;
+        let src_b = self.backend_of(src)?;
+        let can = |b: &dyn Backend| b.snapshotter().is_some_and(|s| s.can_snapshot(src));
+        match p.mode {
+            Mode::Copy => Ok((
+                p.backend.map(|k| self.backends.get(k)).transpose()?.unwrap_or(src_b),
+                false,
+            )),
+            Mode::Auto => Ok((src_b, can(src_b))),
+            Mode::Snapshot => {
+                if let Some(k) = p.backend {
+                    let b = self.backends.get(k)?;
+                    if !can(b) {
+                        return Err(err!(
+                            Unsupported,
+                            OP,
+                            "backend {} cannot make a snapshot of a {} rootfs",
+                            b.kind(),
+                            src.kind()
+                        ));
+                    }
+                    Ok((b, true))
+                } else if can(src_b) {
+                    Ok((src_b, true))
+                } else if src.kind() == "dir" {
+                    let b = self.backends.get("overlay")?;
+                    Ok((b, true))
+                } else {
+                    Err(err!(
+                        Unsupported,
+                        OP,
+                        "the {} backend cannot make snapshots; use a copy or -B",
+                        src.kind()
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Build a clone of `p.src` in a staging dir for `p.dst`. The caller holds
+    /// the locks and has checked names and existence.
+    pub(super) fn stage_clone(&self, p: &Params) -> Result<Staged> {
+        const OP: &str = "clone";
+        let (dst_b, snapshot) = self.choose(p)?;
+        let src_b = self.backend_of(&p.src.rootfs)?;
+        let dir = p.dst.dir();
+        let probe = Target {
+            name: &p.dst.name,
+            lxcpath: &p.dst.lxcpath,
+            dir: &dir,
+            build_dir: &dir,
+            opts: p.opts,
+        };
+        let spec = dst_b.plan(&probe, snapshot.then_some(&p.src.rootfs))?;
+        let mut cfg = Config::load(&p.src.r.config_path())?;
+        let dep = (spec.kind() == "overlay")
+            .then(|| lower_owner(&spec))
+            .flatten()
+            .filter(|o| o != p.dst)
+            .map(|o| (o, p.dst.clone()));
+        let staging = make_aside(&p.dst.lxcpath, TMP, &p.dst.name, 0o770)?;
+        let mut dep_added = false;
+        let res = (|| -> Result<()> {
+            write_record(&staging, &dir, Some(&spec), dep.as_ref())?;
+            let t = Target {
+                build_dir: &staging,
+                ..probe
+            };
+            let building = t.building(&spec);
+            if snapshot {
+                let s = dst_b.snapshotter().expect("chosen for its snapshotter");
+                s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
+            } else {
+                let fast = match dst_b.fast_copier() {
+                    Some(fc) if src_b.kind() == dst_b.kind() => fc.fast_copy(&p.src.rootfs, &spec, &t)?,
+                    _ => false,
+                };
+                if !fast {
+                    dst_b.create(&spec, &t)?;
+                    let s = Opened::open(src_b, &p.src.rootfs, true)?;
+                    let d = Opened::open(dst_b, &building, false)?;
+                    remove_lost_found(d.path());
+                    let opts = CopyOptions {
+                        progress: p.progress,
+                        ..CopyOptions::default()
+                    };
+                    copy_tree(s.path(), d.path(), &opts)?;
+                    d.close()?;
+                    s.close()?;
+                }
+            }
+            failpoint("clone-after-rootfs");
+            // Config: paths into the old container dir now point into the new one.
+            let (old_s, new_s) = (p.src.r.dir().display().to_string(), dir.display().to_string());
+            let keep_mac = p.keep_mac;
+            cfg.rewrite(|k, v| {
+                let mut out = replace_dir(v, &old_s, &new_s);
+                if !keep_mac && is_hwaddr(k) && !v.contains(['x', 'X']) {
+                    out = random_mac();
+                }
+                (out != v).then_some(out)
+            });
+            cfg.set("lxc.rootfs.path", &spec.to_string());
+            if !p.keep_name {
+                cfg.set("lxc.uts.name", &p.dst.name);
+            }
+            cfg.save(&staging.join("config"))?;
+            copy_referenced_files(&cfg, &p.src.r.dir(), &dir, &staging)?;
+            for (name, data) in &p.files {
+                write_atomic(&staging.join(name), data.as_bytes())?;
+            }
+            let need_mount = !p.keep_name || (p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty());
+            if need_mount {
+                let opened = Opened::open(dst_b, &building, false)?;
+                if !p.keep_name {
+                    fsutil::write_in_rootfs_if_regular(
+                        opened.path(),
+                        "etc/hostname",
+                        format!("{}\n", p.dst.name).as_bytes(),
+                    )?;
+                }
+                if p.run_hooks {
+                    run_clone_hooks(&cfg, p, &dir, &staging, opened.path(), &building)?;
+                }
+                opened.close()?;
+            }
+            if let Some((origin, clone)) = &dep {
+                if !store::dependents(origin)?.contains(clone) {
+                    store::add_dependency(origin, clone, &staging)?;
+                    dep_added = true;
+                } else if !staging.join("lxc_rdepends").exists() {
+                    let text = format!("{}\n{}\n", origin.lxcpath.display(), origin.name);
+                    write_atomic(&staging.join("lxc_rdepends"), text.as_bytes())?;
+                }
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Ok(Staged {
+                path: staging,
+                spec,
+                config: cfg,
+                dep: if dep_added { dep } else { None },
+            }),
+            Err(e) => {
+                if dep_added {
+                    if let Some((o, c)) = &dep {
+                        let _ = store::remove_dependency(o, c);
+                    }
+                }
+                self.abort_staging(&staging, &dir, Some(&spec));
+                Err(e.ctx_op(OP))
+            }
+        }
+    }
+
+    /// Rename a staged clone into place.
+    pub(super) fn finish_staged(&self, st: Staged, dst: &ContainerRef) -> Result<Container> {
+        let dir = dst.dir();
+        let res = (|| {
+            std::fs::remove_file(st.path.join(RECORD)).ctx("clone", &st.path)?;
+            failpoint("clone-before-rename");
+            rename_noreplace(&st.path, &dir)?;
+            fsutil::sync_dir(&dst.lxcpath);
+            Ok(())
+        })();
+        if let Err(e) = res {
+            if let Some((o, c)) = &st.dep {
+                let _ = store::remove_dependency(o, c);
+            }
+            self.abort_staging(&st.path, &dir, Some(&st.spec));
+            return Err(e);
+        }
+        Ok(Container {
+            r: dst.clone(),
+            config: st.config,
+            rootfs: st.spec,
+        })
+    }
+
+    pub(super) fn do_clone(&self, req: &CloneRequest) -> Result<Container> {
+        const OP: &str = "clone";
+        names::validate(&req.src.name)?;
+        names::validate(&req.dst.name)?;
+        if let Some(b) = &req.backend {
+            self.backends.get(b)?;
+        }
+        if req.src == req.dst {
+            return Err(err!(
+                AlreadyExists,
+                OP,
+                "source and target are the same container {}",
+                req.src.name
+            ));
+        }
+        if !req.dst.lxcpath.is_dir() {
+            return Err(err!(NotFound, OP, "lxcpath does not exist").at(&req.dst.lxcpath));
+        }
+        let _locks = lock_pair(&req.src, &req.dst)?;
+        let src_store = Store::new(&req.src.lxcpath);
+        if !src_store.exists(&req.src.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", req.src.name));
+        }
+        if exists_any(&req.dst.dir()) {
+            return Err(err!(AlreadyExists, OP, "container {} already exists", req.dst.name).at(req.dst.dir()));
+        }
+        let src = src_store.load(&req.src.name)?;
+        let running = crate::state::is_running(&req.src);
+        if req.rename {
+            if running {
+                return Err(err!(Busy, OP, "container {} is running", req.src.name));
+            }
+            return self.rename(req, &src);
+        }
+        let params = Params {
+            src: &src,
+            dst: &req.dst,
+            mode: if req.snapshot { Mode::Snapshot } else { Mode::Copy },
+            backend: req.backend.as_deref(),
+            opts: &req.opts,
+            keep_name: req.keep_name,
+            keep_mac: req.keep_mac,
+            run_hooks: req.run_hooks,
+            progress: req.progress,
+            readonly: false,
+            files: vec![],
+        };
+        if running {
+            let (b, snap) = self.choose(&params)?;
+            if !may_snapshot_running(b.kind(), snap) {
+                return Err(err!(
+                    Busy,
+                    OP,
+                    "container {} is running; stop it first (only btrfs, zfs and lvm snapshots of a running container are allowed)",
+                    req.src.name
+                ));
+            }
+        }
+        let st = self.stage_clone(&params)?;
+        self.finish_staged(st, &req.dst)
+    }
+
+    /// `-R`: a directory rename plus config rewrite when the rootfs lives in
+    /// the container dir (dir, overlay) of the same lxcpath; otherwise clone
+    /// then destroy, as LXC does. MAC addresses are kept, as in LXC.
+    fn rename(&self, req: &CloneRequest, src: &Container) -> Result<Container> {
+        const OP: &str = "rename";
+        let store = Store::new(&req.src.lxcpath);
+        if !store.snapshots(&req.src.name)?.is_empty() {
+            return Err(err!(
+                Unsupported,
+                OP,
+                "renaming a container with snapshots is not supported"
+            ));
+        }
+        refuse_dependents(OP, &req.src, &live_dependents(&req.src)?)?;
+        let kind = src.rootfs.kind();
+        let in_place = req.src.lxcpath == req.dst.lxcpath
+            && matches!(kind, "dir" | "overlay")
+            && !req.snapshot
+            && req
+                .backend
+                .as_deref()
+                .is_none_or(|b| self.backends.get(b).is_ok_and(|b| b.kind() == kind));
+        if !in_place {
+            let params = Params {
+                src,
+                dst: &req.dst,
+                mode: if req.snapshot { Mode::Snapshot } else { Mode::Copy },
+                backend: req.backend.as_deref(),
+                opts: &req.opts,
+                keep_name: req.keep_name,
+                keep_mac: true,
+                run_hooks: req.run_hooks,
+                progress: req.progress,
+                readonly: false,
+                files: vec![],
+            };
+            let st = self.stage_clone(&params)?;
+            let c = self.finish_staged(st, &req.dst)?;
+            failpoint("rename-after-clone");
+            self.destroy_unchecked(&req.src.lxcpath, &req.src.name)?;
+            return Ok(c);
+        }
+        let (old_dir, new_dir) = (req.src.dir(), req.dst.dir());
+        let (old_s, new_s) = (old_dir.display().to_string(), new_dir.display().to_string());
+        let mut cfg = src.config.clone();
+        cfg.rewrite(|_, v| v.contains(&old_s).then(|| replace_dir(v, &old_s, &new_s)));
+        if !req.keep_name {
+            cfg.set("lxc.uts.name", &req.dst.name);
+        }
+        let spec = spec_of(&cfg, &new_dir)?;
+        cfg.save(&old_dir.join(RENAME_CONFIG))?;
+        let journal = aside_name(&req.src.lxcpath, REN, &req.dst.name);
+        let res = write_atomic(&journal, format!("{}\n", req.src.name).as_bytes())
+            .and_then(|_| rename_noreplace(&old_dir, &new_dir));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(old_dir.join(RENAME_CONFIG));
+            let _ = std::fs::remove_file(&journal);
+            return Err(e);
+        }
+        failpoint("rename-after-move");
+        finish_rename(&req.src.lxcpath, &req.src.name, &req.dst.name)?;
+        let _ = std::fs::remove_file(&journal);
+        if !req.keep_name {
+            let b = self.backend_of(&spec)?;
+            let o = Opened::open(b, &spec, false)?;
+            fsutil::write_in_rootfs_if_regular(o.path(), "etc/hostname", format!("{}\n", req.dst.name).as_bytes())?;
+            o.close()?;
+        }
+        Ok(Container {
+            r: req.dst.clone(),
+            config: cfg,
+            rootfs: spec,
+        })
+    }
+
+    // -------------------------------------------------------------- snapshot
+
+    pub(super) fn do_snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
+        const OP: &str = "snapshot";
+        names::validate(&r.name)?;
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        let store = Store::new(&r.lxcpath);
+        if !store.exists(&r.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        let src = store.load(&r.name)?;
+        let snaps = store.snaps_path(&r.name);
+        let params = Params {
+            src: &src,
+            dst: &ContainerRef::new(&snaps, "snap0"),
+            mode: Mode::Auto,
+            backend: None,
+            opts: &BackendOpts::default(),
+            keep_name: true,
+            keep_mac: true,
+            run_hooks: false,
+            progress: false,
+            readonly: true,
+            files: vec![],
+        };
+        if crate::state::is_running(r) {
+            let (b, snap) = self.choose(&params)?;
+            if !may_snapshot_running(b.kind(), snap) {
+                return Err(err!(Busy, OP, "container {} is running; stop it first", r.name));
+            }
+        }
+        if !snaps.is_dir() {
+            mkdir(&snaps, 0o755)?;
+        }
+        let name = store.next_snapshot_name(&r.name)?;
+        let dst = ContainerRef::new(&snaps, &name);
+        let mut files = vec![("ts", timestamp())];
+        if let Some(c) = comment {
+            files.push(("comment", c.to_string()));
+        }
+        let params = Params {
+            dst: &dst,
+            files,
+            ..params
+        };
+        let st = self.stage_clone(&params)?;
+        self.finish_staged(st, &dst)?;
+        Ok(name)
+    }
+
+    fn load_snapshot(&self, r: &ContainerRef, snap: &str) -> Result<Container> {
+        names::validate_snapshot(snap)?;
+        let ss = Store::new(Store::new(&r.lxcpath).snaps_path(&r.name));
+        if !ss.exists(snap) {
+            return Err(err!(NotFound, "restore", "container {} has no snapshot {snap}", r.name));
+        }
+        ss.load(snap)
+    }
+
+    pub(super) fn do_restore(&self, r: &ContainerRef, snap: &str, new_name: Option<&str>) -> Result<Container> {
+        const OP: &str = "restore";
+        names::validate(&r.name)?;
+        names::validate_snapshot(snap)?;
+        if let Some(n) = new_name {
+            names::validate(n)?;
+        }
+        let new_name = new_name.filter(|n| *n != r.name);
+        let store = Store::new(&r.lxcpath);
+        if let Some(n) = new_name {
+            let dst = ContainerRef::new(&r.lxcpath, n);
+            let _locks = lock_pair(r, &dst)?;
+            if !store.exists(&r.name) {
+                return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+            }
+            let s = self.load_snapshot(r, snap)?;
+            if exists_any(&dst.dir()) {
+                return Err(err!(AlreadyExists, OP, "container {n} already exists").at(dst.dir()));
+            }
+            // A new container beside the original: its own name and MAC addresses.
+            let params = Params {
+                src: &s,
+                dst: &dst,
+                mode: Mode::Auto,
+                backend: None,
+                opts: &BackendOpts::default(),
+                keep_name: false,
+                keep_mac: false,
+                run_hooks: false,
+                progress: false,
+                readonly: false,
+                files: vec![],
+            };
+            let st = self.stage_clone(&params)?;
+            return self.finish_staged(st, &dst);
+        }
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        if !store.exists(&r.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        let s = self.load_snapshot(r, snap)?;
+        if crate::state::is_running(r) {
+            return Err(err!(Busy, OP, "container {} is running; stop it first", r.name));
+        }
+        let snaps = store.snaps_path(&r.name);
+        let deps: Vec<_> = live_dependents(r)?.into_iter().filter(|d| d.lxcpath != snaps).collect();
+        refuse_dependents(OP, r, &deps)?;
+        let cur = store.load(&r.name)?;
+        // As LXC: the snapshot's config (its name and MACs) under this container's name.
+        let params = Params {
+            src: &s,
+            dst: r,
+            mode: Mode::Auto,
+            backend: None,
+            opts: &BackendOpts::default(),
+            keep_name: true,
+            keep_mac: true,
+            run_hooks: false,
+            progress: false,
+            readonly: false,
+            files: vec![],
+        };
+        let st = self.stage_clone(&params)?;
+        let dir = r.dir();
+        let new_all = entries_of(&st.spec, &dir);
+        let new_entries: Vec<String> = new_all
+            .iter()
+            .filter(|e| exists_any(&st.path.join(e)))
+            .cloned()
+            .collect();
+        let old_entries: Vec<String> = entries_of(&cur.rootfs, &dir)
+            .into_iter()
+            .filter(|e| new_entries.contains(e) || !new_all.contains(e))
+            .collect();
+        let new_origins: Vec<ContainerRef> = if st.path.join("lxc_rdepends").exists() {
+            store::depends_on(&ContainerRef::new(
+                &r.lxcpath,
+                st.path.file_name().unwrap().to_string_lossy(),
+            ))?
+        } else {
+            vec![]
+        };
+        let drop_origins = store::depends_on(r)?
+            .into_iter()
+            .filter(|o| !new_origins.contains(o))
+            .collect();
+        let prep = (|| -> Result<Journal> {
+            let old = make_aside(&r.lxcpath, OLD, &r.name, 0o700)?;
+            let j = Journal {
+                dir: dir.clone(),
+                old,
+                old_spec: cur.rootfs.to_string(),
+                old_entries,
+                new_entries,
+                drop_origins,
+            };
+            let data = serde_json::to_vec(&j).map_err(|e| err!(Io, OP, "journal: {e}"))?;
+            // From here on the restore is rolled forward, never back.
+            write_atomic(&st.path.join(JOURNAL), &data)?;
+            Ok(j)
+        })();
+        let j = match prep {
+            Ok(j) => j,
+            Err(e) => {
+                self.abort_staging(&st.path, &dir, Some(&st.spec));
+                return Err(e);
+            }
+        };
+        failpoint("restore-after-journal");
+        self.roll_forward_restore(&st.path, &j)?;
+        Ok(Container {
+            r: r.clone(),
+            config: st.config,
+            rootfs: st.spec,
+        })
+    }
+
+    /// Finish a restore from its journal; every step can be repeated.
+    pub(super) fn roll_forward_restore(&self, staging: &Path, j: &Journal) -> Result<()> {
+        const OP: &str = "restore";
+        for e in &j.old_entries {
+            let (from, to) = (j.dir.join(e), j.old.join(e));
+            // An entry also in new_entries whose staging copy is gone is already the new one.
+            let still_old = !j.new_entries.contains(e) || exists_any(&staging.join(e));
+            if exists_any(&from) && !exists_any(&to) && still_old {
+                std::fs::rename(&from, &to).ctx(OP, &from)?;
+            }
+        }
+        failpoint("restore-after-swap-out");
+        for e in &j.new_entries {
+            let from = staging.join(e);
+            if exists_any(&from) {
+                rename_noreplace(&from, &j.dir.join(e))?;
+            }
+        }
+        let rdep = staging.join("lxc_rdepends");
+        if exists_any(&rdep) {
+            std::fs::rename(&rdep, j.dir.join("lxc_rdepends")).ctx(OP, &rdep)?;
+        } else if exists_any(&staging.join("config")) {
+            let _ = std::fs::remove_file(j.dir.join("lxc_rdepends"));
+        }
+        let cfg = staging.join("config");
+        if exists_any(&cfg) {
+            std::fs::rename(&cfg, j.dir.join("config")).ctx(OP, &cfg)?;
+        }
+        fsutil::sync_dir(&j.dir);
+        failpoint("restore-after-swap-in");
+        let clone = ContainerRef::new(
+            j.dir.parent().unwrap_or(Path::new("/")),
+            j.dir.file_name().unwrap_or_default().to_string_lossy(),
+        );
+        for o in &j.drop_origins {
+            if let Err(e) = store::remove_dependency(o, &clone) {
+                tracing::warn!("update dependencies of {}: {e}", o.name);
+            }
+        }
+        // The old rootfs is now only reachable through its record in the old dir.
+        write_record(&j.old, &j.dir, Some(&RootfsSpec::parse(&j.old_spec)?), None)?;
+        remove_tree(staging)?;
+        self.destroy_old(&j.old)
+    }
+
+    /// Destroy the rootfs a restore moved aside, then its dir.
+    pub(super) fn destroy_old(&self, old: &Path) -> Result<()> {
+        if let Some(rec) = read_record(old) {
+            if let Some(spec) = rec.spec.as_deref().map(RootfsSpec::parse).transpose()? {
+                let b = self.backend_of(&spec)?;
+                b.destroy(&spec.rebase(&rec.dir, old))?;
+            }
+        }
+        remove_tree(old)
+    }
+
+    // --------------------------------------------------------------- destroy
+
+    pub(super) fn do_destroy_snapshot(&self, r: &ContainerRef, snap: &str) -> Result<()> {
+        const OP: &str = "destroy snapshot";
+        names::validate(&r.name)?;
+        if snap != "ALL" {
+            names::validate_snapshot(snap)?;
+        }
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        let store = Store::new(&r.lxcpath);
+        if !store.exists(&r.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        let snaps = store.snaps_path(&r.name);
+        let list: Vec<String> = if snap == "ALL" {
+            store.snapshots(&r.name)?.into_iter().map(|s| s.name).collect()
+        } else {
+            if !Store::new(&snaps).exists(snap) {
+                return Err(err!(NotFound, OP, "container {} has no snapshot {snap}", r.name));
+            }
+            vec![snap.to_string()]
+        };
+        for s in &list {
+            let sr = ContainerRef::new(&snaps, s);
+            refuse_dependents(OP, &sr, &live_dependents(&sr)?)?;
+        }
+        for s in &list {
+            self.destroy_unchecked(&snaps, s)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_destroy(&self, req: &DestroyRequest) -> Result<()> {
+        const OP: &str = "destroy";
+        let r = &req.r;
+        names::validate(&r.name)?;
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        let store = Store::new(&r.lxcpath);
+        if !store.exists(&r.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        let snaps = store.snapshots(&r.name)?;
+        if !snaps.is_empty() && !req.with_snapshots {
+            let names: Vec<_> = snaps.iter().map(|s| s.name.as_str()).collect();
+            return Err(err!(
+                HasDependents,
+                OP,
+                "container {} has snapshots: {} (destroy them too with -s)",
+                r.name,
+                names.join(", ")
+            ));
+        }
+        let snaps_path = store.snaps_path(&r.name);
+        let deps: Vec<_> = live_dependents(r)?
+            .into_iter()
+            .filter(|d| !d.lxcpath.starts_with(&snaps_path))
+            .collect();
+        refuse_dependents(OP, r, &deps)?;
+        for s in &snaps {
+            let sr = ContainerRef::new(&snaps_path, &s.name);
+            let deps: Vec<_> = live_dependents(&sr)?
+                .into_iter()
+                .filter(|d| !d.lxcpath.starts_with(&snaps_path) && d != r)
+                .collect();
+            refuse_dependents(OP, &sr, &deps)?;
+        }
+        if let Some(rec) = crate::state::running(r) {
+            if !req.force {
+                return Err(err!(
+                    Busy,
+                    OP,
+                    "container {} is running; stop it first or use -f",
+                    r.name
+                ));
+            }
+            kill_and_wait(r, rec.init_pid)?;
+        }
+        self.destroy_unchecked(&r.lxcpath, &r.name)
+    }
+
+    /// Destroy a container whose checks are done and lock is held: renamed
+    /// aside first so that it vanishes at once and a crash can be finished.
+    pub(super) fn destroy_unchecked(&self, lxcpath: &Path, name: &str) -> Result<()> {
+        let dir = lxcpath.join(name);
+        let del = aside_name(lxcpath, DEL, name);
+        rename_noreplace(&dir, &del)?;
+        fsutil::sync_dir(lxcpath);
+        failpoint("destroy-after-rename");
+        self.finish_destroy(&del, &dir)
+    }
+
+    /// Destroy the container that was at `orig_dir` and now is at `del`.
+    pub(super) fn finish_destroy(&self, del: &Path, orig_dir: &Path) -> Result<()> {
+        let snaps = del.join("snaps");
+        if let Ok(rd) = std::fs::read_dir(&snaps) {
+            let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+            names.sort();
+            for n in names {
+                let p = snaps.join(&n);
+                if p.join("config").is_file() {
+                    self.finish_destroy(&p, &orig_dir.join("snaps").join(&n))?;
+                } else if n.to_string_lossy().starts_with(".strata-") {
+                    self.reconcile_entry(&snaps, &n.to_string_lossy(), None)?;
+                }
+            }
+        }
+        let name = orig_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let lxcpath = orig_dir.parent().unwrap_or(Path::new("/"));
+        if let Ok(cfg) = Config::load(&del.join("config")) {
+            if let Ok(spec) = spec_of(&cfg, del) {
+                let b = self.backend_of(&spec)?;
+                b.destroy(&spec.rebase(orig_dir, del))?;
+            }
+        }
+        let del_ref = ContainerRef::new(
+            del.parent().unwrap_or(Path::new("/")),
+            del.file_name().unwrap_or_default().to_string_lossy(),
+        );
+        if let Ok(origins) = store::depends_on(&del_ref) {
+            let me = ContainerRef::new(lxcpath, &name);
+            for o in origins {
+                if let Err(e) = store::remove_dependency(&o, &me) {
+                    tracing::warn!("update dependencies of {}: {e}", o.name);
+                }
+            }
+        }
+        remove_tree(del)
+    }
+}
+
+fn kill_and_wait(r: &ContainerRef, pid: i32) -> Result<()> {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    for _ in 0..500 {
+        if !crate::state::is_running(r) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(err!(Busy, "destroy", "container {} did not stop after SIGKILL", r.name))
+}
+
+pub(super) fn write_record(
+    dir: &Path,
+    final_dir: &Path,
+    spec: Option<&RootfsSpec>,
+    dep: Option<&(ContainerRef, ContainerRef)>,
+) -> Result<()> {
+    let rec = Record {
+        dir: final_dir.to_path_buf(),
+        spec: spec.map(|s| s.to_string()),
+        dep: dep.cloned(),
+    };
+    let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, "write record", "{e}"))?;
+    write_atomic(&dir.join(RECORD), &data)
+}
+
+pub(super) fn read_record(dir: &Path) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(dir.join(RECORD)).ok()?).ok()
+}
+
+/// Second half of a rename: the renamed dir gets its rewritten config and
+/// the origins it depends on learn the new name. Repeatable.
+pub(super) fn finish_rename(lxcpath: &Path, old: &str, new: &str) -> Result<()> {
+    let dir = lxcpath.join(new);
+    let staged = dir.join(RENAME_CONFIG);
+    if exists_any(&staged) {
+        std::fs::rename(&staged, dir.join("config")).ctx("rename", &staged)?;
+        fsutil::sync_dir(&dir);
+    }
+    let (old_r, new_r) = (ContainerRef::new(lxcpath, old), ContainerRef::new(lxcpath, new));
+    for o in store::depends_on(&new_r).unwrap_or_default() {
+        store::remove_dependency(&o, &old_r)?;
+        if !store::dependents(&o)?.contains(&new_r) {
+            store::add_dependency(&o, &new_r, &dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn untar(tarball: &Path, dst: &Path) -> Result<()> {
+    let _s = tracing::info_span!("untar", tarball = %tarball.display()).entered();
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf"])
+        .arg(tarball)
+        .arg("-C")
+        .arg(dst)
+        .output()
+        .ctx("run tar", tarball)?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let line = msg.lines().next().unwrap_or("").trim();
+        return Err(err!(Command, "unpack tarball", "tar failed: {line}").at(tarball));
+    }
+    Ok(())
+}
+
+/// Hook scripts and fstab files kept in the old container dir come along
+/// (as LXC copies them), so that the rewritten paths name real files.
+fn copy_referenced_files(cfg: &Config, old_dir: &Path, new_dir: &Path, staging: &Path) -> Result<()> {
+    for (k, v) in cfg.entries() {
+        if !(k.starts_with("lxc.hook.") || k == "lxc.mount.fstab") {
+            continue;
+        }
+        let Some(first) = v.split_whitespace().next() else {
+            continue;
+        };
+        let Ok(rel) = Path::new(first).strip_prefix(new_dir) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            continue;
+        }
+        let src = old_dir.join(rel);
+        let dst = staging.join(rel);
+        if exists_any(&dst) {
+            continue;
+        }
+        match std::fs::symlink_metadata(&src) {
+            Ok(m) if m.is_file() => {
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent).ctx("copy hook", parent)?;
+                }
+                std::fs::copy(&src, &dst).ctx("copy hook", &src)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn run_clone_hooks(
+    cfg: &Config,
+    p: &Params,
+    dir: &Path,
+    staging: &Path,
+    mount: &Path,
+    building: &RootfsSpec,
+) -> Result<()> {
+    let (d, s) = (dir.display().to_string(), staging.display().to_string());
+    for hook in cfg.get_all("lxc.hook.clone") {
+        let cmd = replace_dir(hook, &d, &s);
+        let _span = tracing::info_span!("clone hook", hook = %cmd).entered();
+        let st = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{cmd} {} lxc clone", p.dst.name))
+            .env("LXC_SRC_NAME", &p.src.r.name)
+            .env("LXC_NAME", &p.dst.name)
+            .env("LXC_CONFIG_FILE", staging.join("config"))
+            .env("LXC_ROOTFS_MOUNT", mount)
+            .env("LXC_ROOTFS_PATH", building.to_string())
+            .status()
+            .ctx("run clone hook", Path::new(hook))?;
+        if !st.success() {
+            return Err(err!(Command, "run clone hook", "{hook:?} failed: {st}"));
+        }
+    }
+    Ok(())
+}
+
+trait CtxOp {
+    fn ctx_op(self, op: &str) -> Self;
+}
+
+impl CtxOp for Error {
+    fn ctx_op(mut self, op: &str) -> Self {
+        if self.op.is_empty() {
+            self.op = op.to_string();
+        }
+        self
+    }
+}

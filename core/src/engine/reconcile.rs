@@ -1,0 +1,153 @@
+//! Finishing or undoing what a crashed operation left in an lxcpath.
+
+use super::fsutil::remove_tree;
+use super::ops::{self, read_record, spec_of, Journal, DEL, JOURNAL, OLD, REN, TMP};
+use super::Engine;
+use crate::config::Config;
+use crate::error::Result;
+use crate::lock::ContainerLock;
+use crate::store;
+use std::path::{Path, PathBuf};
+
+fn kind_rank(n: &str) -> Option<u8> {
+    // Restores roll forward (tmp) before their old dirs are looked at.
+    [TMP, REN, OLD, DEL]
+        .iter()
+        .position(|p| n.starts_with(p))
+        .map(|i| i as u8)
+}
+
+/// The container name inside `.strata-xxx.NAME.UNIQUE`.
+fn owner_name(n: &str) -> Option<&str> {
+    let rest = [TMP, REN, OLD, DEL].iter().find_map(|p| n.strip_prefix(p))?;
+    rest.rsplit_once('.').map(|(name, _)| name).filter(|s| !s.is_empty())
+}
+
+impl Engine {
+    pub(super) fn do_reconcile(&self, lxcpath: &Path) -> Result<Vec<PathBuf>> {
+        let Ok(rd) = std::fs::read_dir(lxcpath) else {
+            return Ok(Vec::new());
+        };
+        // (dir holding the leftover, its name, owning container)
+        let mut found: Vec<(PathBuf, String, String)> = Vec::new();
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if kind_rank(&n).is_some() {
+                if let Some(owner) = owner_name(&n) {
+                    found.push((lxcpath.to_path_buf(), n.clone(), owner.to_string()));
+                }
+            } else if !n.starts_with('.') {
+                let snaps = e.path().join("snaps");
+                if let Ok(srd) = std::fs::read_dir(&snaps) {
+                    for s in srd.flatten() {
+                        let sn = s.file_name().to_string_lossy().into_owned();
+                        if kind_rank(&sn).is_some() {
+                            found.push((snaps.clone(), sn, n.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        found.sort_by_key(|(_, n, _)| kind_rank(n));
+        let mut removed = Vec::new();
+        for (parent, n, owner) in found {
+            let Some(_lock) = ContainerLock::try_acquire(lxcpath, &owner)? else {
+                tracing::debug!("{n}: {owner} is busy, left alone");
+                continue;
+            };
+            match self.reconcile_entry(&parent, &n, None) {
+                Ok(Some(p)) => removed.push(p),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("reconcile {}: {e}", parent.join(&n).display()),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Handle one leftover `parent/n`; the owner's lock is held by the caller.
+    pub(super) fn reconcile_entry(&self, parent: &Path, n: &str, _held: Option<()>) -> Result<Option<PathBuf>> {
+        let path = parent.join(n);
+        if !path.exists() && std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let Some(name) = owner_name(n) else { return Ok(None) };
+        let final_dir = parent.join(name);
+        let _span = tracing::info_span!("reconcile entry", path = %path.display()).entered();
+        if n.starts_with(TMP) {
+            if let Some(j) = std::fs::read(path.join(JOURNAL))
+                .ok()
+                .and_then(|d| serde_json::from_slice::<Journal>(&d).ok())
+            {
+                self.roll_forward_restore(&path, &j)?;
+                return Ok(Some(path));
+            }
+            let (dir, spec, dep) = match read_record(&path) {
+                Some(r) => (r.dir, r.spec, r.dep),
+                None => {
+                    let spec = Config::load(&path.join("config"))
+                        .ok()
+                        .and_then(|c| spec_of(&c, &path).ok())
+                        .map(|s| s.to_string());
+                    (final_dir.clone(), spec, None)
+                }
+            };
+            let spec = spec.and_then(|s| crate::spec::RootfsSpec::parse(&s).ok());
+            if let Some((o, c)) = dep {
+                if !c.config_path().is_file() {
+                    let _ = store::remove_dependency(&o, &c);
+                }
+            }
+            self.abort_staging(&path, &dir, spec.as_ref());
+            if std::fs::symlink_metadata(&path).is_ok() {
+                remove_tree(&path)?;
+            }
+            return Ok(Some(path));
+        }
+        if n.starts_with(OLD) {
+            // Still referenced by a restore journal that could not be finished: leave it.
+            if let Ok(rd) = std::fs::read_dir(parent) {
+                for e in rd.flatten() {
+                    let j = e.path().join(JOURNAL);
+                    if let Some(j) = std::fs::read(&j)
+                        .ok()
+                        .and_then(|d| serde_json::from_slice::<Journal>(&d).ok())
+                    {
+                        if j.old == path {
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+            if read_record(&path).is_some() || std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none()) {
+                self.destroy_old(&path)?;
+                return Ok(Some(path));
+            }
+            tracing::warn!("{}: unknown contents, left alone", path.display());
+            return Ok(None);
+        }
+        if n.starts_with(DEL) {
+            self.finish_destroy(&path, &final_dir)?;
+            return Ok(Some(path));
+        }
+        if n.starts_with(REN) {
+            let old = std::fs::read_to_string(&path).unwrap_or_default();
+            let old = old.trim();
+            let staged_new = final_dir.join("config.strata-rename");
+            let staged_old = parent.join(old).join("config.strata-rename");
+            if !old.is_empty() && crate::names::validate(old).is_ok() {
+                if staged_new.exists() || (!parent.join(old).exists() && final_dir.is_dir()) {
+                    let _lock = ContainerLock::try_acquire(parent, old)?;
+                    ops::finish_rename(parent, old, name)?;
+                } else if staged_old.exists() {
+                    let _ = std::fs::remove_file(&staged_old);
+                }
+            }
+            std::fs::remove_file(&path).map_err(|e| crate::error::Error::io("reconcile", &path, e))?;
+            return Ok(Some(path));
+        }
+        Ok(None)
+    }
+}
