@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A reference to a container: where and what.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ContainerRef {
     pub lxcpath: PathBuf,
     pub name: String,
@@ -225,6 +225,12 @@ fn load_dir(dir: &Path, missing: impl FnOnce() -> Error) -> Result<(Config, Root
             .get("lxc.rootfs.path")
             .map(str::to_string)
             .ok_or_else(|| err!(InvalidConfig, "load container", "no lxc.rootfs.path in config").at(&cfg_path))?,
+    };
+    // LXC 2.0 kept the backend apart (`lxc.rootfs.backend = lvm`); its
+    // updater folds it into the spec as a prefix, and so do we.
+    let value = match config.get("lxc.rootfs.backend") {
+        Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
+        _ => value,
     };
     let rootfs = RootfsSpec::parse(&value).map_err(|e| e.at(&cfg_path))?;
     Ok((config, rootfs))
@@ -499,6 +505,7 @@ mod tests {
         mk(p, "c1", &dir_cfg(p, "c1"));
         mk(p, "old", "lxc.utsname = old\nlxc.rootfs = /srv/old/rootfs\n");
         mk(p, "ov", "lxc.rootfs.path = overlay:/l/rootfs:/u/overlay/delta\n");
+        mk(p, "oldlvm", "lxc.rootfs = /dev/vg/oldlvm\nlxc.rootfs.backend = lvm\n");
         let inc = p.join("inc.conf");
         fs::write(&inc, "lxc.rootfs.path = btrfs:/b/rootfs\n").unwrap();
         mk(p, "viainclude", &format!("lxc.include = {}\n", inc.display()));
@@ -510,6 +517,7 @@ mod tests {
         let o = s.load("old").unwrap();
         assert_eq!(o.rootfs.to_string(), "/srv/old/rootfs");
         assert_eq!(o.rootfs.kind(), "dir");
+        assert_eq!(s.load("oldlvm").unwrap().rootfs.to_string(), "lvm:/dev/vg/oldlvm");
         assert_eq!(
             s.load("ov").unwrap().rootfs.overlay_parts(),
             Some(("/l/rootfs", "/u/overlay/delta"))
@@ -763,5 +771,77 @@ mod tests {
             ["adir", "dangling", "file", "link", "target"],
             "no temp files left"
         );
+    }
+
+    /// Reads what LXC itself writes, and writes dependency files as LXC does.
+    #[test]
+    fn interoperates_with_lxc() {
+        let have_lxc = std::process::Command::new("lxc-create")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !have_lxc || !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root and LXC");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let tpl = p.join("tpl.sh");
+        fs::write(&tpl, "#!/bin/sh\nexit 0\n").unwrap();
+        fs::set_permissions(&tpl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let lxc = |args: &[&str]| {
+            let st = std::process::Command::new(args[0])
+                .arg("-P")
+                .arg(p.join("lx"))
+                .args(&args[1..])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "{args:?}");
+        };
+        let cm = p.join("cm");
+        fs::write(&cm, "a comment\n").unwrap();
+        lxc(&["lxc-create", "-n", "c1", "-t", tpl.to_str().unwrap()]);
+        lxc(&["lxc-snapshot", "-n", "c1", "-c", cm.to_str().unwrap()]);
+        lxc(&["lxc-snapshot", "-n", "c1"]);
+        lxc(&["lxc-copy", "-n", "c1", "-N", "c2", "-s", "-B", "overlay"]);
+        let lx = p.join("lx");
+        let s = Store::new(&lx);
+        assert_eq!(s.list().unwrap(), ["c1", "c2"]);
+        let c1 = s.load("c1").unwrap();
+        assert_eq!(c1.rootfs.to_string(), format!("dir:{}/c1/rootfs", lx.display()));
+        let text = fs::read_to_string(lx.join("c1/config")).unwrap();
+        assert_eq!(c1.config.to_string(), text);
+        let c2 = s.load("c2").unwrap();
+        assert_eq!(
+            c2.rootfs.overlay_parts(),
+            Some((
+                format!("{}/c1/rootfs", lx.display()).as_str(),
+                format!("{}/c2/overlay/delta", lx.display()).as_str()
+            ))
+        );
+        let snaps = s.snapshots("c1").unwrap();
+        assert_eq!(snaps.len(), 2);
+        assert_eq!((snaps[0].name.as_str(), snaps[1].name.as_str()), ("snap0", "snap1"));
+        assert_eq!(snaps[0].comment.as_deref(), Some("a comment\n"));
+        assert_eq!(snaps[1].comment, None);
+        assert_eq!(
+            snaps[0].timestamp.len(),
+            "2026:01:01 10:00:00".len(),
+            "{:?}",
+            snaps[0].timestamp
+        );
+        assert_eq!(s.next_snapshot_name("c1").unwrap(), "snap2");
+        let (r1, r2) = (s.r("c1"), s.r("c2"));
+        assert_eq!(dependents(&r1).unwrap(), std::slice::from_ref(&r2));
+        assert_eq!(depends_on(&r2).unwrap(), std::slice::from_ref(&r1));
+        // Rewritten by strata, the files are byte-identical to LXC's.
+        let lxc_snaps = fs::read(lx.join("c1/lxc_snapshots")).unwrap();
+        let lxc_rdeps = fs::read(lx.join("c2/lxc_rdepends")).unwrap();
+        remove_dependency(&r1, &r2).unwrap();
+        fs::remove_file(lx.join("c2/lxc_rdepends")).unwrap();
+        add_dependency(&r1, &r2, &lx.join("c2")).unwrap();
+        assert_eq!(fs::read(lx.join("c1/lxc_snapshots")).unwrap(), lxc_snaps);
+        assert_eq!(fs::read(lx.join("c2/lxc_rdepends")).unwrap(), lxc_rdeps);
     }
 }
