@@ -108,3 +108,33 @@ fn usage_errors_are_one_line() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("--newname"));
 }
+
+#[test]
+fn strata_subcommands() {
+    let env = Env::new();
+    let src = env.rootfs("r");
+    env.ok("strata", &["create", "-n", "a", "--rootfs-from", src.to_str().unwrap()]);
+    env.ok("strata", &["clone", "-n", "a", "-N", "b"]);
+    env.ok("strata", &["copy", "-n", "a", "-N", "c", "-s"]);
+    assert!(env.config_get("c", "lxc.rootfs.path").unwrap().starts_with("overlay:"));
+    env.ok("strata", &["snapshot", "-n", "b"]);
+    let list = env.ok("strata", &["snapshot", "-n", "b", "-L"]);
+    assert!(list.starts_with("snap0 ("), "{list}");
+    std::fs::write(env.c("b/rootfs/root/data"), "changed\n").unwrap();
+    env.ok("strata", &["restore", "-n", "b", "snap0"]);
+    assert_eq!(
+        std::fs::read_to_string(env.c("b/rootfs/root/data")).unwrap(),
+        "original\n"
+    );
+    assert_eq!(env.ok("strata", &["ls", "-1"]), "a\nb\nc\n");
+    // Nothing to clean up: reconcile prints nothing and changes nothing.
+    let before = tree(&env.area);
+    assert_eq!(env.ok("strata", &["reconcile"]), "");
+    assert_same_tree("reconcile with nothing to do", &before, &tree(&env.area));
+    let msg = check_failure("strata", &["destroy"], &env.run("strata", &["destroy", "-n", "a"]));
+    assert!(msg.starts_with("strata: a: ") && msg.contains('c'), "{msg}");
+    env.ok("strata", &["destroy", "-n", "c"]);
+    env.ok("strata", &["destroy", "-n", "b", "-s"]);
+    env.ok("strata", &["destroy", "-n", "a"]);
+    assert_eq!(std::fs::read_dir(&env.lxcpath).unwrap().count(), 0);
+}

@@ -163,10 +163,10 @@ pub fn check_failure(tool: &str, args: &[&str], o: &Output) -> String {
 
 pub fn config_value(text: &str, key: &str) -> Option<String> {
     text.lines()
+        .rev()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.trim() == key)
+        .find(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.trim().to_string())
-        .last()
 }
 
 /// A few dirs, /etc/hostname, a regular file, a symlink, and busybox if the host has it.
