@@ -125,14 +125,16 @@ fn exists_any(p: &Path) -> bool {
 pub(super) fn live_dependents(r: &ContainerRef) -> Result<Vec<ContainerRef>> {
     Ok(store::dependents(r)?
         .into_iter()
-        .filter(|d| d.config_path().is_file())
+        .filter(|d| d.is_unknown() || d.config_path().is_file())
         .collect())
 }
 
 fn describe(origin: &ContainerRef, deps: &[ContainerRef]) -> String {
     deps.iter()
         .map(|d| {
-            if d.lxcpath == origin.lxcpath {
+            if d.is_unknown() {
+                d.to_string()
+            } else if d.lxcpath == origin.lxcpath {
                 d.name.clone()
             } else if d.lxcpath.file_name().is_some_and(|n| n == "snaps") {
                 let owner = d.lxcpath.parent().and_then(|p| p.file_name()).unwrap_or_default();

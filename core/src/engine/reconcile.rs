@@ -6,7 +6,7 @@ use super::Engine;
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::ContainerLock;
-use crate::store;
+use crate::store::{self, ContainerRef};
 use std::path::{Path, PathBuf};
 
 fn kind_rank(n: &str) -> Option<u8> {
@@ -95,7 +95,14 @@ impl Engine {
                 }
             };
             let spec = spec.and_then(|s| crate::spec::RootfsSpec::parse(&s).ok());
-            if let Some((o, c)) = dep {
+            // Dependencies this build recorded in its origins, unless the
+            // container they name exists (a restore of it).
+            let me = ContainerRef::new(parent, name);
+            let mut deps: Vec<_> = dep.into_iter().collect();
+            for o in store::depends_on(&ContainerRef::new(parent, n)).unwrap_or_default() {
+                deps.push((o, me.clone()));
+            }
+            for (o, c) in deps {
                 if !c.config_path().is_file() {
                     let _ = store::remove_dependency(&o, &c);
                 }
