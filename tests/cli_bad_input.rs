@@ -101,6 +101,7 @@ fn bad_input_changes_nothing() {
     cases.push(("lxc-copy", s(&["-n", "c1"])));
     cases.push(("lxc-copy", s(&["-n", "c1", "-N", "fresh", "--bogus-flag"])));
     cases.push(("lxc-ls", s(&["-F", "NAME,BOGUS"])));
+    cases.push(("lxc-ls", s(&["--filter", "(unclosed"])));
     // malformed spec / config line in a container's config, or in -f
     cases.push(("lxc-copy", s(&["-n", "badspec", "-N", "fresh"])));
     cases.push(("lxc-copy", s(&["-n", "badline", "-N", "fresh"])));

@@ -116,6 +116,8 @@ fn ls_plain_fancy_json() {
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["alpha", "beta"]);
     assert_eq!(env.ok("lxc-ls", &["-1"]), "alpha\nbeta\n");
 
+    assert_eq!(env.ok("lxc-ls", &["-1", "^b"]), "beta\n");
+    assert_eq!(env.ok("lxc-ls", &["-1", "--filter", "ph"]), "alpha\n");
     let fancy = env.ok("lxc-ls", &["--fancy"]);
     let lines: Vec<Vec<&str>> = fancy.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(

@@ -43,6 +43,12 @@ pub struct Args {
     /// Only containers in these groups (comma separated)
     #[arg(short = 'g', long = "groups")]
     pub groups: Option<String>,
+    /// Only containers whose name matches this regular expression
+    #[arg(long = "filter", value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Same as --filter
+    #[arg(value_name = "FILTER", conflicts_with = "filter")]
+    pub filter_pos: Option<String>,
     /// JSON: one object per container with its storage (strata)
     #[arg(long = "json", conflicts_with_all = ["fancy", "line"])]
     pub json: bool,
@@ -124,6 +130,13 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     if let Some(bad) = cols.iter().find(|c| !COLUMNS.contains(&c.as_str())) {
         return Err(anyhow!("invalid column {bad:?} (valid: {})", COLUMNS.join(", ")));
     }
+    let filter = match a.filter.as_deref().or(a.filter_pos.as_deref()) {
+        Some(f) => Some(
+            regex_automata::meta::Regex::new(f)
+                .map_err(|e| anyhow!("invalid filter {f:?}: {}", super::one_line(&e.to_string())))?,
+        ),
+        None => None,
+    };
     if !lxcpath.is_dir() {
         if a.json {
             println!("[]");
@@ -136,6 +149,9 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let want_groups: Vec<&str> = a.groups.as_deref().map_or(vec![], |g| g.split(',').collect());
     let mut rows = vec![];
     for name in store.list()? {
+        if filter.as_ref().is_some_and(|f| !f.is_match(name.as_str())) {
+            continue;
+        }
         let r = store.r(&name);
         let (c, error) = match store.load(&name) {
             Ok(c) => (Some(c), None),
