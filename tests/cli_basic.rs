@@ -261,3 +261,32 @@ fn strata_info() {
     assert_eq!(j["backend"], "overlay");
     assert_eq!(j["depends_on"][0]["name"], "i1");
 }
+
+#[test]
+fn ls_shows_running_state() {
+    let env = Env::new();
+    env.make_container("up");
+    env.make_container("down");
+    // A run record naming a live process (this test) is what the runtime leaves for a running container.
+    let lxcpath = std::fs::canonicalize(&env.lxcpath).unwrap();
+    let pid = std::process::id() as i32;
+    let rec = serde_json::json!({
+        "init_pid": pid,
+        "init_start": strata_core::state::proc_start_time(pid).unwrap(),
+        "monitor_pid": null,
+        "ephemeral": false,
+    });
+    let dir = env
+        .run_dir
+        .join("state")
+        .join(strata_core::paths::lxcpath_key(&lxcpath));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("up.json"), rec.to_string()).unwrap();
+
+    let out = env.ok("lxc-ls", &["-F", "NAME,STATE,PID"]);
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[1], ["down", "STOPPED", "-"]);
+    assert_eq!(lines[2], ["up", "RUNNING", pid.to_string().as_str()]);
+    assert_eq!(env.ok("lxc-ls", &["-1", "--running"]), "up\n");
+    assert_eq!(env.ok("lxc-ls", &["-1", "--stopped"]), "down\n");
+}
