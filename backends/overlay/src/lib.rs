@@ -36,6 +36,13 @@ fn parts(spec: &RootfsSpec) -> Result<(String, PathBuf)> {
     Ok((lower.to_string(), PathBuf::from(upper)))
 }
 
+/// Whether we run in a user namespace other than the initial one.
+fn in_user_ns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
 fn mkdir(p: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -141,6 +148,12 @@ impl Backend for OverlayBackend {
         // index/xino off: a lower shared by many clones must not be tied to
         // one upper, and inode numbers must not depend on spare bits. Older
         // kernels do not know them: retry without.
+        // In a user namespace trusted.* xattrs are out of reach: overlayfs keeps its own in user.*.
+        let base = if in_user_ns() {
+            format!("{base},userxattr")
+        } else {
+            base
+        };
         let with = format!("{base},index=off,xino=off");
         let r = mount(Some("overlay"), target, Some("overlay"), flags, Some(with.as_str()));
         match r {

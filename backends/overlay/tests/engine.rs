@@ -823,3 +823,46 @@ fn reconcile_leaves_a_live_operation_alone() {
     assert_eq!(e.reconcile(&s.lxc).unwrap(), vec![staging.clone()]);
     assert!(!staging.exists());
 }
+
+#[test]
+fn copy_into_a_new_overlay_container() {
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "c1");
+    let mut req = s.clone_req("c1", "o1", false);
+    req.backend = Some("overlay".into());
+    let c = e.clone_container(&req).unwrap();
+    assert_eq!(
+        c.rootfs.to_string(),
+        format!("overlay:{0}/o1/rootfs:{0}/o1/overlay/delta", s.lxc.display())
+    );
+    assert!(!s.lxc.join("c1/lxc_snapshots").exists());
+    {
+        let m = open(&e, &c.rootfs);
+        assert_eq!(read(m.path.join("etc/os-release")), "ID=test\n");
+        assert_eq!(read(m.path.join("etc/hostname")), "o1\n");
+    }
+    e.destroy(&DestroyRequest {
+        r: s.r("o1"),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!s.lxc.join("o1").exists());
+}
+
+#[test]
+fn snapshot_refuses_and_leaves_nothing_for_unknown_container() {
+    let e = engine();
+    let s = scratch();
+    assert_eq!(e.snapshot(&s.r("nope"), None).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        e.destroy(&DestroyRequest {
+            r: s.r("nope"),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 0);
+}

@@ -631,13 +631,17 @@ impl Engine {
                 req.src.name
             ));
         }
-        if !req.dst.lxcpath.is_dir() {
-            return Err(err!(NotFound, OP, "lxcpath does not exist").at(&req.dst.lxcpath));
-        }
         let _locks = lock_pair(&req.src, &req.dst)?;
         let src_store = Store::new(&req.src.lxcpath);
         if !src_store.exists(&req.src.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", req.src.name));
+        }
+        if !req.dst.lxcpath.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&req.dst.lxcpath)
+                .ctx(OP, &req.dst.lxcpath)?;
         }
         if exists_any(&req.dst.dir()) {
             return Err(err!(AlreadyExists, OP, "container {} already exists", req.dst.name).at(req.dst.dir()));
@@ -784,7 +788,8 @@ impl Engine {
                 return Err(err!(Busy, OP, "container {} is running; stop it first", r.name));
             }
         }
-        if !snaps.is_dir() {
+        let made_snaps = !snaps.is_dir();
+        if made_snaps {
             mkdir(&snaps, 0o755)?;
         }
         let name = store.next_snapshot_name(&r.name)?;
@@ -798,8 +803,13 @@ impl Engine {
             files,
             ..params
         };
-        let st = self.stage_clone(&params)?;
-        self.finish_staged(st, &dst)?;
+        let res = self.stage_clone(&params).and_then(|st| self.finish_staged(st, &dst));
+        if let Err(e) = res {
+            if made_snaps {
+                let _ = std::fs::remove_dir(&snaps);
+            }
+            return Err(e);
+        }
         Ok(name)
     }
 
@@ -932,7 +942,11 @@ impl Engine {
     /// Finish a restore from its journal; every step can be repeated.
     pub(super) fn roll_forward_restore(&self, staging: &Path, j: &Journal) -> Result<()> {
         const OP: &str = "restore";
-        for e in &j.old_entries {
+        // A new entry's name still taken in the container dir (say an empty
+        // `rootfs` mount point LXC leaves beside an overlay) goes aside too.
+        let mut out: Vec<&String> = j.old_entries.iter().collect();
+        out.extend(j.new_entries.iter().filter(|e| !j.old_entries.contains(e)));
+        for e in out {
             let (from, to) = (j.dir.join(e), j.old.join(e));
             // An entry also in new_entries whose staging copy is gone is already the new one.
             let still_old = !j.new_entries.contains(e) || exists_any(&staging.join(e));
