@@ -123,6 +123,27 @@ fn bad_input_changes_nothing() {
 }
 
 #[test]
+fn malformed_lxc_conf() {
+    let env = fixture();
+    std::fs::write(&env.conf, "lxc.lxcpath = /somewhere\nnot a config line\n").unwrap();
+    let before = tree(&env.area);
+    for (tool, args) in [
+        ("lxc-ls", vec!["-1"]),
+        ("lxc-copy", vec!["-n", "c1", "-N", "fresh"]),
+        ("lxc-destroy", vec!["-n", "c2"]),
+    ] {
+        // Without -P the lxcpath comes from lxc.conf, which does not parse.
+        let o = env.cmd(tool).args(&args).output().unwrap();
+        let msg = check_failure(tool, &args, &o);
+        assert!(msg.contains("not a config line"), "{msg}");
+    }
+    // With -P, lxc.conf is still read for the backend defaults of a new rootfs.
+    env.fails("lxc-copy", &["-n", "c1", "-N", "fresh"]);
+    assert_same_tree("malformed lxc.conf", &before, &tree(&env.area));
+    assert!(!std::path::Path::new("/somewhere").exists());
+}
+
+#[test]
 fn dependents_are_named() {
     let env = fixture();
     let before = tree(&env.area);
