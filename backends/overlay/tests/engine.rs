@@ -866,3 +866,67 @@ fn snapshot_refuses_and_leaves_nothing_for_unknown_container() {
     );
     assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 0);
 }
+
+fn lxc(args: &[&str], lxcpath: &Path) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .arg("-P")
+        .arg(lxcpath)
+        .output()
+        .unwrap()
+}
+
+/// LXC and strata work on each other's containers.
+#[test]
+fn interop_with_lxc() {
+    if Command::new("lxc-copy").arg("--version").output().is_err() {
+        eprintln!("lxc-copy not installed; skipped");
+        return;
+    }
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "c1");
+    let out = lxc(&["lxc-copy", "-n", "c1", "-N", "lx", "-s"], &s.lxc);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // strata sees LXC's dependency record.
+    let err = e
+        .destroy(&DestroyRequest {
+            r: s.r("c1"),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("lx"), "{err}");
+    // strata snapshots and restores LXC's overlay clone.
+    let lx = s.r("lx");
+    e.snapshot(&lx, None).unwrap();
+    std::fs::write(s.lxc.join("lx/overlay/delta/marker"), "m").unwrap();
+    e.restore(&lx, "snap0", None).unwrap();
+    assert!(!s.lxc.join("lx/overlay/delta/marker").exists());
+    // LXC lists strata's snapshot.
+    let out = lxc(&["lxc-snapshot", "-n", "lx", "-L"], &s.lxc);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("snap0"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // LXC clones a strata overlay clone; strata destroys it, LXC's records follow.
+    e.clone_container(&s.clone_req("c1", "st", true)).unwrap();
+    let out = lxc(&["lxc-copy", "-n", "st", "-N", "st2", "-s"], &s.lxc);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    e.destroy(&DestroyRequest {
+        r: lx.clone(),
+        with_snapshots: true,
+        ..Default::default()
+    })
+    .unwrap();
+    for n in ["st2", "st"] {
+        let out = lxc(&["lxc-destroy", "-n", n], &s.lxc);
+        assert!(out.status.success(), "{n}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    e.destroy(&DestroyRequest {
+        r: s.r("c1"),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 0);
+}
