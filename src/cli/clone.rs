@@ -8,7 +8,7 @@ use strata_core::engine::CloneRequest;
 use strata_core::{BackendOpts, ContainerRef};
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(about = "Clone a container (LXC 1.x interface)", disable_version_flag = true)]
+#[command(about = "Clone a container (LXC 1.x interface)", version)]
 pub struct Args {
     /// Original container
     #[arg(short = 'o', long = "orig")]

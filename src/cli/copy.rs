@@ -8,7 +8,7 @@ use strata_core::engine::CloneRequest;
 use strata_core::{BackendOpts, ContainerRef};
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(about = "Copy (clone) a container", disable_version_flag = true)]
+#[command(about = "Copy (clone) a container", version)]
 pub struct Args {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]

@@ -11,7 +11,7 @@ use strata_core::{BackendOpts, Target};
 pub const TEMPLATE_DIR: &str = "/usr/share/lxc/templates";
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(about = "Create a container", disable_version_flag = true)]
+#[command(about = "Create a container", version)]
 pub struct Args {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]

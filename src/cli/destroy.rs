@@ -6,7 +6,7 @@ use strata_core::engine::DestroyRequest;
 use strata_core::ContainerRef;
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(about = "Destroy a container", disable_version_flag = true)]
+#[command(about = "Destroy a container", version)]
 pub struct Args {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]

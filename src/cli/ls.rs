@@ -23,7 +23,7 @@ pub const COLUMNS: &[&str] = &[
 const DEFAULT_FANCY: &str = "NAME,STATE,AUTOSTART,GROUPS,IPV4,IPV6,UNPRIVILEGED";
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(about = "List containers", disable_version_flag = true)]
+#[command(about = "List containers", version)]
 pub struct Args {
     /// One entry per line
     #[arg(short = '1', long = "line")]

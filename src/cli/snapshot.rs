@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use strata_core::{names, ContainerRef};
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(about = "Snapshot a container", disable_version_flag = true)]
+#[command(about = "Snapshot a container", version)]
 pub struct Args {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]
