@@ -930,3 +930,50 @@ fn interop_with_lxc() {
     .unwrap();
     assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 0);
 }
+
+#[test]
+fn tarball_with_symlink_escape_writes_nothing_outside() {
+    let e = engine();
+    let s = scratch();
+    let work = s.lxc.parent().unwrap().join("evil");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::symlink(&s.host, work.join("esc")).unwrap();
+    let tar = s.lxc.parent().unwrap().join("evil.tar");
+    assert!(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&work)
+        .arg("esc")
+        .status()
+        .unwrap()
+        .success());
+    std::fs::remove_file(work.join("esc")).unwrap();
+    std::fs::create_dir(work.join("esc")).unwrap();
+    std::fs::write(work.join("esc/pwned"), "p").unwrap();
+    assert!(Command::new("tar")
+        .arg("-rf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&work)
+        .arg("esc/pwned")
+        .status()
+        .unwrap()
+        .success());
+    let err = e
+        .create(&CreateRequest {
+            lxcpath: s.lxc.clone(),
+            name: "evil".into(),
+            source: RootfsSource::Tarball(tar),
+            config_file: Some(s.seed()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Command, "{err}");
+    assert!(!s.host.join("pwned").exists());
+    assert_eq!(
+        std::fs::read_dir(&s.lxc).unwrap().count(),
+        0,
+        "a failed create leaves nothing"
+    );
+}

@@ -1270,3 +1270,48 @@ impl CtxOp for Error {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_dir_only_whole_path_prefixes() {
+        let (o, n) = ("/l/c1", "/l/c2");
+        assert_eq!(replace_dir("/l/c1/hook.sh", o, n), "/l/c2/hook.sh");
+        assert_eq!(replace_dir("/l/c1", o, n), "/l/c2");
+        assert_eq!(
+            replace_dir("/l/c1/data srv none bind 0 0", o, n),
+            "/l/c2/data srv none bind 0 0"
+        );
+        assert_eq!(
+            replace_dir("overlay o lowerdir=/x,upperdir=/l/c1/up,workdir=/l/c1/w", o, n),
+            "overlay o lowerdir=/x,upperdir=/l/c2/up,workdir=/l/c2/w"
+        );
+        assert_eq!(replace_dir("/l/c10/x", o, n), "/l/c10/x");
+        assert_eq!(replace_dir("/xl/c1/x", o, n), "/xl/c1/x");
+        assert_eq!(replace_dir("/srv/l/c1/x", o, n), "/srv/l/c1/x");
+    }
+
+    #[test]
+    fn entries_under_the_container_dir() {
+        let d = Path::new("/l/c");
+        let s = RootfsSpec::parse("overlay:/l/o/rootfs:/l/c/overlay/delta").unwrap();
+        assert_eq!(entries_of(&s, d), ["overlay"]);
+        let s = RootfsSpec::parse("overlay:/l/c/rootfs:/l/c/overlay/delta").unwrap();
+        assert_eq!(entries_of(&s, d), ["rootfs", "overlay"]);
+        assert_eq!(entries_of(&RootfsSpec::parse("/l/c/rootfs").unwrap(), d), ["rootfs"]);
+        assert!(entries_of(&RootfsSpec::parse("zfs:p/c").unwrap(), d).is_empty());
+        assert!(entries_of(&RootfsSpec::parse("dir:/srv/x").unwrap(), d).is_empty());
+    }
+
+    #[test]
+    fn macs_and_timestamps_have_lxc_shapes() {
+        let m = random_mac();
+        assert!(m.starts_with("00:16:3e:") && m.len() == 17, "{m}");
+        let t = timestamp();
+        let b = t.as_bytes();
+        assert_eq!(t.len(), 19, "{t}");
+        assert_eq!((b[4], b[7], b[10], b[13], b[16]), (b':', b':', b' ', b':', b':'));
+    }
+}
