@@ -43,6 +43,11 @@ fn in_user_ns() -> bool {
         .unwrap_or(false)
 }
 
+fn make_upper(upper: &Path) -> Result<()> {
+    mkdir(upper)?;
+    mkdir(&work_dir(upper))
+}
+
 fn mkdir(p: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -111,8 +116,7 @@ impl Backend for OverlayBackend {
                 mkdir(Path::new(l))?;
             }
         }
-        mkdir(&upper)?;
-        mkdir(&work_dir(&upper))
+        make_upper(&upper)
     }
 
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
@@ -189,10 +193,13 @@ impl Snapshotter for OverlayBackend {
                 src.kind()
             ));
         }
-        self.create(spec, t)?;
+        // Only the upper and work dirs are new: the lower is shared, even
+        // when it lives in the target's own dir (restoring a snapshot of a
+        // container made with -B overlay).
+        let (_, upper) = parts(&t.building(spec))?;
+        make_upper(&upper)?;
         if src.kind() == "overlay" {
             let (_, src_upper) = parts(src)?;
-            let (_, upper) = parts(&t.building(spec))?;
             if let Err(e) = copy_tree(&src_upper, &upper, &CopyOptions::default()) {
                 let _ = self.destroy(&t.building(spec));
                 return Err(e);

@@ -977,3 +977,47 @@ fn tarball_with_symlink_escape_writes_nothing_outside() {
         "a failed create leaves nothing"
     );
 }
+
+#[test]
+fn container_created_on_overlay_snapshots_and_restores() {
+    let e = engine();
+    let s = scratch();
+    let c = e
+        .create(&CreateRequest {
+            lxcpath: s.lxc.clone(),
+            name: "o".into(),
+            backend: Some("overlay".into()),
+            source: RootfsSource::Dir(s.src.clone()),
+            config_file: Some(s.seed()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        c.rootfs.to_string(),
+        format!("overlay:{0}/o/rootfs:{0}/o/overlay/delta", s.lxc.display())
+    );
+    // Files can live in its own lower too; a restore must keep them.
+    std::fs::write(s.lxc.join("o/rootfs/in-lower"), "l").unwrap();
+    let r = s.r("o");
+    e.snapshot(&r, None).unwrap();
+    {
+        let m = open(&e, &c.rootfs);
+        std::fs::write(m.path.join("etc/os-release"), "ID=changed\n").unwrap();
+    }
+    e.restore(&r, "snap0", None).unwrap();
+    let c = Store::new(&s.lxc).load("o").unwrap();
+    {
+        let m = open(&e, &c.rootfs);
+        assert_eq!(read(m.path.join("etc/os-release")), "ID=test\n");
+        assert_eq!(read(m.path.join("bin/tool")), "#!/bin/sh\n");
+        assert_eq!(read(m.path.join("in-lower")), "l");
+    }
+    assert!(s.leftovers().is_empty());
+    e.destroy(&DestroyRequest {
+        r,
+        with_snapshots: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 0);
+}
