@@ -103,6 +103,17 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// Paths in specs and configs are absolute, whatever `-P` was given as.
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    use crate::error::IoContext;
+    // Normalized (no `.`, no trailing `/`) so that lock keys and rewritten paths agree.
+    Ok(std::path::absolute(p).ctx("resolve lxcpath", p)?.components().collect())
+}
+
+fn absref(r: &ContainerRef) -> Result<ContainerRef> {
+    Ok(ContainerRef::new(absolute(&r.lxcpath)?, r.name.clone()))
+}
+
 impl Engine {
     pub fn new(backends: Backends) -> Self {
         Engine { backends }
@@ -110,18 +121,23 @@ impl Engine {
 
     pub fn create(&self, req: &CreateRequest) -> Result<Container> {
         let _span = tracing::info_span!("create", name = %req.name, lxcpath = %req.lxcpath.display()).entered();
-        self.do_create(req)
+        let mut req = req.clone();
+        req.lxcpath = absolute(&req.lxcpath)?;
+        self.do_create(&req)
     }
 
     pub fn clone_container(&self, req: &CloneRequest) -> Result<Container> {
         let _span = tracing::info_span!("clone", src = %req.src.name, dst = %req.dst.name, snapshot = req.snapshot, rename = req.rename).entered();
-        self.do_clone(req)
+        let mut req = req.clone();
+        req.src = absref(&req.src)?;
+        req.dst = absref(&req.dst)?;
+        self.do_clone(&req)
     }
 
     /// `lxc-snapshot -n NAME [-c commentfile]`: returns `snapN`.
     pub fn snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
         let _span = tracing::info_span!("snapshot", name = %r.name).entered();
-        self.do_snapshot(r, comment)
+        self.do_snapshot(&absref(r)?, comment)
     }
 
     pub fn snapshots(&self, r: &ContainerRef) -> Result<Vec<SnapshotInfo>> {
@@ -141,23 +157,25 @@ impl Engine {
     /// `lxc-snapshot -r SNAP [-N NEW]`: in place when `new_name` is `None`.
     pub fn restore(&self, r: &ContainerRef, snap: &str, new_name: Option<&str>) -> Result<Container> {
         let _span = tracing::info_span!("restore", name = %r.name, snap, new = ?new_name).entered();
-        self.do_restore(r, snap, new_name)
+        self.do_restore(&absref(r)?, snap, new_name)
     }
 
     /// `lxc-snapshot -d SNAP|ALL`.
     pub fn destroy_snapshot(&self, r: &ContainerRef, snap: &str) -> Result<()> {
         let _span = tracing::info_span!("destroy snapshot", name = %r.name, snap).entered();
-        self.do_destroy_snapshot(r, snap)
+        self.do_destroy_snapshot(&absref(r)?, snap)
     }
 
     pub fn destroy(&self, req: &DestroyRequest) -> Result<()> {
         let _span = tracing::info_span!("destroy", name = %req.r.name).entered();
-        self.do_destroy(req)
+        let mut req = req.clone();
+        req.r = absref(&req.r)?;
+        self.do_destroy(&req)
     }
 
     /// Remove staging dirs and half-made rootfs left by a crash; returns what was removed.
     pub fn reconcile(&self, lxcpath: &std::path::Path) -> Result<Vec<PathBuf>> {
         let _span = tracing::debug_span!("reconcile", lxcpath = %lxcpath.display()).entered();
-        self.do_reconcile(lxcpath)
+        self.do_reconcile(&absolute(lxcpath)?)
     }
 }
