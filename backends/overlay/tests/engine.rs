@@ -15,11 +15,8 @@ fn setup() {
         let p = match std::env::var_os("STRATA_RUN_DIR") {
             Some(p) => PathBuf::from(p),
             None => {
-                let d = tempfile::Builder::new()
-                    .prefix("strata-run")
-                    .tempdir_in("/tmp")
-                    .unwrap();
-                let p = d.keep();
+                // Shared by test runs: locks are keyed by each test's own lxcpath.
+                let p = std::env::temp_dir().join("strata-engine-tests-run");
                 std::env::set_var("STRATA_RUN_DIR", &p);
                 p
             }
