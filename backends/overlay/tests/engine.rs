@@ -1018,3 +1018,36 @@ fn container_created_on_overlay_snapshots_and_restores() {
     .unwrap();
     assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 0);
 }
+
+#[test]
+fn destroy_refuses_while_something_is_mounted_inside() {
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "c1");
+    let spec = rootfs_of(&s, "c1");
+    let inner = s.lxc.join("c1/rootfs/var/log");
+    let b = strata_dir::DirBackend;
+    b.mount(&spec, &inner, true).unwrap();
+    struct U<'a>(&'a Path);
+    impl Drop for U<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let g = U(&inner);
+    let err = e
+        .destroy(&DestroyRequest {
+            r: s.r("c1"),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert!(s.lxc.join("c1/config").is_file());
+    assert!(s.leftovers().is_empty());
+    drop(g);
+    e.destroy(&DestroyRequest {
+        r: s.r("c1"),
+        ..Default::default()
+    })
+    .unwrap();
+}

@@ -1083,6 +1083,16 @@ impl Engine {
     /// aside first so that it vanishes at once and a crash can be finished.
     pub(super) fn destroy_unchecked(&self, lxcpath: &Path, name: &str) -> Result<()> {
         let dir = lxcpath.join(name);
+        // Refuse before the rename: a mount below would stop the removal half-way.
+        let mut busy = fsutil::mounts_under(&dir);
+        if let Ok(spec) = Config::load(&dir.join("config")).and_then(|c| spec_of(&c, &dir)) {
+            if spec.kind() == "dir" && !spec.path().starts_with(&dir) {
+                busy.extend(fsutil::mounts_under(&spec.path()));
+            }
+        }
+        if let Some(m) = busy.first() {
+            return Err(err!(Busy, "destroy", "{} is mounted; unmount it first", m.display()).at(&dir));
+        }
         let del = aside_name(lxcpath, DEL, name);
         rename_noreplace(&dir, &del)?;
         fsutil::sync_dir(lxcpath);
