@@ -11,17 +11,14 @@ use strata_core::{Backend, Backends, ContainerRef, ErrorKind, RootfsSpec, Store}
 
 fn setup() {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let p = match std::env::var_os("STRATA_RUN_DIR") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                // Shared by test runs: locks are keyed by each test's own lxcpath.
-                let p = std::env::temp_dir().join("strata-engine-tests-run");
-                std::env::set_var("STRATA_RUN_DIR", &p);
-                p
-            }
-        };
-        p
+    RUN.get_or_init(|| match std::env::var_os("STRATA_RUN_DIR") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            // Shared by test runs: locks are keyed by each test's own lxcpath.
+            let p = std::env::temp_dir().join("strata-engine-tests-run");
+            std::env::set_var("STRATA_RUN_DIR", &p);
+            p
+        }
     });
 }
 
