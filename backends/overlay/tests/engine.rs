@@ -235,7 +235,7 @@ fn create_runs_template_with_final_paths_in_config() {
     let tpl = s.lxc.parent().unwrap().join("tpl");
     std::fs::write(
         &tpl,
-        "#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in --path) P=$2; shift;; --rootfs) R=$2; shift;; --name) N=$2; shift;; esac; shift; done\n\
+        "#!/bin/sh\nfor a; do case $a in --path=*) P=${a#--path=};; --rootfs=*) R=${a#--rootfs=};; --name=*) N=${a#--name=};; esac; done\n\
          mkdir -p $R/etc && echo $N > $R/etc/hostname\necho \"lxc.mount.entry = $P/shared shared none bind 0 0\" >> $P/config\n",
     )
     .unwrap();

@@ -389,13 +389,15 @@ impl Engine {
             cfg.save(&cfg_path)?;
             if let Some(tp) = &template {
                 let _s = tracing::info_span!("template", path = %tp.display()).entered();
+                // As LXC calls templates: `--path=DIR --name=NAME --rootfs=ROOTFS`, then the user's arguments.
+                let mut path_arg = std::ffi::OsString::from("--path=");
+                path_arg.push(&staging);
+                let mut rootfs_arg = std::ffi::OsString::from("--rootfs=");
+                rootfs_arg.push(opened.path());
                 let st = Command::new(tp)
-                    .arg("--name")
-                    .arg(&r.name)
-                    .arg("--path")
-                    .arg(&staging)
-                    .arg("--rootfs")
-                    .arg(opened.path())
+                    .arg(path_arg)
+                    .arg(format!("--name={}", r.name))
+                    .arg(rootfs_arg)
                     .args(&req.template_args)
                     .status()
                     .ctx("run template", tp)?;
