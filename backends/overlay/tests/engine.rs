@@ -656,6 +656,7 @@ fn crash_child() {
             })
             .map(|_| ()),
         "restore" => e.restore(&r("c1"), "snap0", None).map(|_| ()),
+        "snapshot" => e.snapshot(&r("c1"), Some("c")).map(|_| ()),
         "destroy" => e.destroy(&DestroyRequest {
             r: r("c1"),
             with_snapshots: true,
@@ -1047,4 +1048,24 @@ fn destroy_refuses_while_something_is_mounted_inside() {
         ..Default::default()
     })
     .unwrap();
+}
+
+#[test]
+fn crash_during_snapshot_is_cleaned_up() {
+    let e = engine();
+    for fp in ["clone-after-rootfs", "clone-before-rename"] {
+        let s = scratch();
+        s.create(&e, "c1");
+        e.snapshot(&s.r("c1"), None).unwrap();
+        crash(&s, "snapshot", fp);
+        assert_eq!(s.leftovers().len(), 1, "{fp}: {:?}", s.leftovers());
+        assert_eq!(
+            e.snapshots(&s.r("c1")).unwrap().len(),
+            1,
+            "a half-made snapshot is not listed"
+        );
+        e.reconcile(&s.lxc).unwrap();
+        assert!(s.leftovers().is_empty(), "{fp}: {:?}", s.leftovers());
+        assert_eq!(e.snapshot(&s.r("c1"), None).unwrap(), "snap1");
+    }
 }
