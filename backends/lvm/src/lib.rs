@@ -1,1 +1,698 @@
-//! The lvm backend.
+//! The lvm backend: `lvm:/dev/VG/LV`, as LXC writes it.
+//!
+//! A new rootfs is a thin volume when the thin pool exists (`--thinpool`,
+//! `lxc.bdev.lvm.thin_pool`, else `lxc`), else a plain volume; it gets a
+//! filesystem (`--fstype`, ext4) of `--fssize` (1G) and is mounted at the
+//! container's rootfs path. Snapshot clones of thin volumes are thin
+//! snapshots (activated despite the activation-skip flag LVM gives them), of
+//! plain volumes classic snapshots with their own size; a snapshot of a
+//! classic snapshot is refused.
+//!
+//! Names never collide: a container's LV is `NAME` when free, else
+//! `NAME_1`, `NAME_2`...; the LV of snapshot `snapN` of container `c1` is
+//! `c1_snapN` (same rule). The lvm tools run with argv only, JSON reports and
+//! sizes in bytes; every VG/LV name is checked before any command runs.
+
+pub mod runner;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use runner::{Out, Runner, SystemRunner};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport};
+
+const DEFAULT_SIZE: u64 = 1 << 30;
+const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
+
+pub struct LvmBackend {
+    run: Box<dyn Runner>,
+}
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(LvmBackend::new())
+}
+
+impl Default for LvmBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One logical volume as `lvs` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lv {
+    pub name: String,
+    pub vg: String,
+    pub attr: String,
+    pub size: u64,
+    pub pool: String,
+    pub origin: String,
+    pub data_percent: Option<f64>,
+}
+
+impl Lv {
+    pub fn is_thin_pool(&self) -> bool {
+        self.attr.starts_with('t')
+    }
+    pub fn is_thin(&self) -> bool {
+        self.attr.starts_with('V')
+    }
+    /// A classic (non-thin) snapshot.
+    pub fn is_classic_snapshot(&self) -> bool {
+        self.attr.starts_with('s') || self.attr.starts_with('S')
+    }
+    pub fn is_active(&self) -> bool {
+        self.attr.as_bytes().get(4) == Some(&b'a')
+    }
+}
+
+/// One volume group as `vgs` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vg {
+    pub name: String,
+    pub size: u64,
+    pub free: u64,
+}
+
+/// Check a VG or LV name by LVM's rules, before any tool sees it.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    const OP: &str = "check lvm name";
+    let bad = |why: &str| Err(err!(InvalidName, OP, "invalid {what} name {name:?}: {why}"));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.starts_with('-') {
+        return bad("starts with '-'");
+    }
+    if name == "." || name == ".." {
+        return bad("reserved");
+    }
+    if name.len() > 127 {
+        return bad("longer than 127 bytes");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-')))
+    {
+        return bad(&format!("character {c:?} not allowed (only a-z A-Z 0-9 + _ . -)"));
+    }
+    if what == "logical volume" {
+        if name.starts_with("snapshot") || name.starts_with("pvmove") {
+            return bad("reserved prefix");
+        }
+        for part in [
+            "_cdata", "_cmeta", "_corig", "_mlog", "_mimage", "_pmspare", "_rimage", "_rmeta", "_tdata", "_tmeta",
+            "_vorigin", "_vdata",
+        ] {
+            if name.contains(part) {
+                return bad(&format!("contains reserved {part:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(VG, LV)` of an `lvm:/dev/VG/LV` spec, both checked.
+pub fn parse_spec(spec: &RootfsSpec) -> Result<(String, String)> {
+    let src = spec.source();
+    let rest = src
+        .strip_prefix("/dev/")
+        .filter(|_| spec.kind() == "lvm")
+        .ok_or_else(|| err!(InvalidSpec, "lvm", "not an lvm spec: {spec}"))?;
+    let (vg, lv) = rest
+        .split_once('/')
+        .filter(|(_, lv)| !lv.contains('/'))
+        .ok_or_else(|| err!(InvalidSpec, "lvm", "{spec}: expected lvm:/dev/VG/LV"))?;
+    validate_name("volume group", vg)?;
+    validate_name("logical volume", lv)?;
+    Ok((vg.to_string(), lv.to_string()))
+}
+
+fn spec_for(vg: &str, lv: &str) -> RootfsSpec {
+    RootfsSpec::new("lvm", format!("/dev/{vg}/{lv}"))
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key)
+        .and_then(Value::as_str)
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|f| f as u64)
+        .unwrap_or(0)
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").trim().to_string()
+}
+
+/// Parse `lvs --reportformat json` output.
+pub fn parse_lvs(json: &str) -> Result<Vec<Lv>> {
+    let v: Value = serde_json::from_str(json).map_err(|e| err!(Command, "parse lvs", "bad JSON from lvs: {e}"))?;
+    let mut out = Vec::new();
+    for r in v.get("report").and_then(Value::as_array).into_iter().flatten() {
+        for lv in r.get("lv").and_then(Value::as_array).into_iter().flatten() {
+            out.push(Lv {
+                name: text(lv, "lv_name"),
+                vg: text(lv, "vg_name"),
+                attr: text(lv, "lv_attr"),
+                size: num(lv, "lv_size"),
+                pool: text(lv, "pool_lv"),
+                origin: text(lv, "origin"),
+                data_percent: lv
+                    .get("data_percent")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.trim().parse().ok()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Parse `vgs --reportformat json` output.
+pub fn parse_vgs(json: &str) -> Result<Vec<Vg>> {
+    let v: Value = serde_json::from_str(json).map_err(|e| err!(Command, "parse vgs", "bad JSON from vgs: {e}"))?;
+    let mut out = Vec::new();
+    for r in v.get("report").and_then(Value::as_array).into_iter().flatten() {
+        for vg in r.get("vg").and_then(Value::as_array).into_iter().flatten() {
+            out.push(Vg {
+                name: text(vg, "vg_name"),
+                size: num(vg, "vg_size"),
+                free: num(vg, "vg_free"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The name a new rootfs for `t` wants: `--lvname`, else the container name,
+/// else for `snapN` of container `c1` (lxcpath `.../c1/snaps`) `c1_snapN`.
+fn wanted_name(t: &Target, explicit: Option<&str>) -> String {
+    if let Some(n) = explicit {
+        return n.to_string();
+    }
+    if t.lxcpath.file_name().is_some_and(|n| n == "snaps") {
+        if let Some(owner) = t.lxcpath.parent().and_then(|p| p.file_name()) {
+            return format!("{}_{}", owner.to_string_lossy(), t.name);
+        }
+    }
+    t.name.to_string()
+}
+
+/// The first of `base`, `base_1`, `base_2`, ... not in `taken`.
+pub fn free_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (1..)
+        .map(|i| format!("{base}_{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("unbounded")
+}
+
+impl LvmBackend {
+    pub fn new() -> Self {
+        Self::with_runner(Box::new(SystemRunner))
+    }
+
+    pub fn with_runner(run: Box<dyn Runner>) -> Self {
+        LvmBackend { run }
+    }
+
+    fn tool(&self, op: &str, argv: Vec<String>) -> Result<Out> {
+        let o = self.run.run(&argv)?;
+        if !o.ok {
+            return Err(err!(Command, op, "{} failed: {}", argv[0], o.first_err_line()));
+        }
+        Ok(o)
+    }
+
+    /// All VGs.
+    pub fn vgs(&self) -> Result<Vec<Vg>> {
+        let o = self.tool(
+            "list volume groups",
+            s(&[
+                "vgs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "vg_name,vg_size,vg_free",
+            ]),
+        )?;
+        parse_vgs(&o.stdout)
+    }
+
+    /// All LVs of `vg` (which must exist).
+    pub fn lvs(&self, vg: &str) -> Result<Vec<Lv>> {
+        validate_name("volume group", vg)?;
+        let o = self.tool(
+            "list logical volumes",
+            s(&[
+                "lvs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "lv_name,vg_name,lv_attr,lv_size,pool_lv,origin,data_percent",
+                vg,
+            ]),
+        )?;
+        parse_lvs(&o.stdout)
+    }
+
+    fn vg(&self, op: &str, vg: &str) -> Result<Vg> {
+        validate_name("volume group", vg)?;
+        self.vgs()?
+            .into_iter()
+            .find(|v| v.name == vg)
+            .ok_or_else(|| err!(NotFound, op, "volume group {vg:?} does not exist"))
+    }
+
+    fn find(&self, vg: &str, lv: &str) -> Option<Lv> {
+        // A missing VG means a missing LV: destroy and exists must not fail on it.
+        if !self.vgs().ok()?.iter().any(|v| v.name == vg) {
+            return None;
+        }
+        self.lvs(vg).ok()?.into_iter().find(|l| l.name == lv)
+    }
+
+    fn activate(&self, vg: &str, lv: &str) -> Result<()> {
+        // -K: thin snapshots carry the activation-skip flag.
+        self.tool(
+            "activate logical volume",
+            s(&["lvchange", "-ay", "-K", &format!("{vg}/{lv}")]),
+        )?;
+        Ok(())
+    }
+
+    fn fstype_of(&self, dev: &str) -> Result<String> {
+        let o = self.tool(
+            "probe filesystem",
+            s(&["blkid", "-p", "-o", "value", "-s", "TYPE", dev]),
+        )?;
+        let t = o.stdout.trim().to_string();
+        if t.is_empty() {
+            return Err(err!(InvalidSpec, "probe filesystem", "no filesystem found").at(dev));
+        }
+        Ok(t)
+    }
+
+    /// Give a clone's filesystem its own UUID where the fs refuses duplicates.
+    fn new_fs_uuid(&self, dev: &str) -> Result<()> {
+        match self.fstype_of(dev)?.as_str() {
+            "xfs" => {
+                if self
+                    .tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))
+                    .is_err()
+                {
+                    // A snapshot of a mounted xfs has a dirty log: replay it by mounting once.
+                    let tmp = strata_core::paths::TempDir::new("xfs-log")?;
+                    mount(Some(dev), tmp.path(), Some("xfs"), MsFlags::empty(), Some("nouuid"))
+                        .ctx("mount xfs clone to replay its log", tmp.path())?;
+                    umount2(tmp.path(), MntFlags::empty()).ctx("unmount xfs clone", tmp.path())?;
+                    self.tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))?;
+                }
+            }
+            "btrfs" => {
+                self.tool("new btrfs uuid", s(&["btrfstune", "-f", "-u", dev]))?;
+            }
+            // ext4 mounts fine with a duplicate UUID.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn remove(&self, vg: &str, lv: &str) -> Result<()> {
+        self.tool(
+            "remove logical volume",
+            s(&["lvremove", "-f", "-y", &format!("{vg}/{lv}")]),
+        )?;
+        Ok(())
+    }
+
+    /// Classic snapshots that would vanish with this LV (thin snapshots are
+    /// independent of their origin).
+    pub fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        let (vg, lv) = parse_spec(spec)?;
+        let Some(me) = self.find(&vg, &lv) else {
+            return Ok(vec![]);
+        };
+        if me.is_thin() {
+            return Ok(vec![]);
+        }
+        Ok(self
+            .lvs(&vg)?
+            .into_iter()
+            .filter(|l| l.origin == lv && l.is_classic_snapshot())
+            .map(|l| spec_for(&vg, &l.name))
+            .collect())
+    }
+
+    fn fstype_opt(t: &Target) -> Result<String> {
+        let fstype = t
+            .opts
+            .fstype
+            .clone()
+            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.fstype").cloned())
+            .unwrap_or_else(|| "ext4".into());
+        if !FSTYPES.contains(&fstype.as_str()) {
+            return Err(err!(
+                InvalidArgument,
+                "plan lvm rootfs",
+                "unsupported --fstype {fstype:?} (ext4, xfs, btrfs)"
+            ));
+        }
+        Ok(fstype)
+    }
+}
+
+fn size_opt(t: &Target) -> Result<u64> {
+    let size = t.opts.fssize.unwrap_or(DEFAULT_SIZE);
+    if size == 0 {
+        return Err(err!(InvalidArgument, "plan lvm rootfs", "--fssize must not be 0"));
+    }
+    Ok(size)
+}
+
+impl Backend for LvmBackend {
+    fn kind(&self) -> &'static str {
+        "lvm"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            snapshot: true,
+            snapshot_of_snapshot: true,
+            needs_root: true,
+            sized: true,
+            block_backed: true,
+        }
+    }
+
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        const OP: &str = "plan lvm rootfs";
+        let _span = tracing::debug_span!("lvm plan", name = t.name).entered();
+        let want = wanted_name(t, t.opts.lvname.as_deref());
+        if want
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-')))
+            && t.opts.lvname.is_none()
+        {
+            return Err(err!(
+                InvalidName,
+                OP,
+                "container name {:?} is not a valid LV name; pass --lvname",
+                t.name
+            ));
+        }
+        validate_name("logical volume", &want)?;
+        if let Some(o) = origin {
+            if o.kind() != "lvm" {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "cannot make an lvm snapshot of a {} rootfs",
+                    o.kind()
+                ));
+            }
+            let (vg, olv) = parse_spec(o)?;
+            let vgi = self.vg(OP, &vg)?;
+            let lvs = self.lvs(&vg)?;
+            let src = lvs
+                .iter()
+                .find(|l| l.name == olv)
+                .ok_or_else(|| err!(NotFound, OP, "logical volume {vg}/{olv} does not exist"))?;
+            if src.is_classic_snapshot() {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "{vg}/{olv} is a classic (non-thin) snapshot: LVM cannot snapshot it; use a copy or a thin pool"
+                ));
+            }
+            if !src.is_thin() && vgi.free < src.size {
+                return Err(err!(
+                    InvalidArgument,
+                    OP,
+                    "volume group {vg} has {} bytes free, a snapshot of {olv} needs {}",
+                    vgi.free,
+                    src.size
+                ));
+            }
+            let taken: Vec<String> = lvs.into_iter().map(|l| l.name).collect();
+            let name = if t.opts.lvname.is_some() {
+                if taken.contains(&want) {
+                    return Err(err!(AlreadyExists, OP, "logical volume {vg}/{want} already exists"));
+                }
+                want
+            } else {
+                free_name(&want, &taken)
+            };
+            return Ok(spec_for(&vg, &name));
+        }
+        Self::fstype_opt(t)?;
+        let size = size_opt(t)?;
+        let vg = t
+            .opts
+            .vgname
+            .clone()
+            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.vg").cloned())
+            .unwrap_or_else(|| "lxc".into());
+        let explicit_pool = t
+            .opts
+            .thinpool
+            .clone()
+            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.thin_pool").cloned());
+        let pool = explicit_pool.clone().unwrap_or_else(|| "lxc".into());
+        validate_name("volume group", &vg)?;
+        validate_name("logical volume", &pool)?;
+        let vgi = self.vg(OP, &vg)?;
+        let lvs = self.lvs(&vg)?;
+        match lvs.iter().find(|l| l.name == pool && l.is_thin_pool()) {
+            Some(p) => {
+                // Thin volumes may overcommit the pool together, but one volume
+                // larger than the whole pool can never be filled.
+                if size > p.size {
+                    return Err(err!(
+                        InvalidArgument,
+                        OP,
+                        "--fssize {size} is larger than thin pool {vg}/{pool} ({} bytes)",
+                        p.size
+                    ));
+                }
+            }
+            None if explicit_pool.is_some() => {
+                return Err(err!(NotFound, OP, "thin pool {vg}/{pool} does not exist"));
+            }
+            None => {
+                if size > vgi.free {
+                    return Err(err!(
+                        InvalidArgument,
+                        OP,
+                        "--fssize {size} is more than volume group {vg} has free ({} bytes)",
+                        vgi.free
+                    ));
+                }
+            }
+        }
+        let taken: Vec<String> = lvs.into_iter().map(|l| l.name).collect();
+        let name = if t.opts.lvname.is_some() {
+            if taken.contains(&want) {
+                return Err(err!(AlreadyExists, OP, "logical volume {vg}/{want} already exists"));
+            }
+            want
+        } else {
+            free_name(&want, &taken)
+        };
+        Ok(spec_for(&vg, &name))
+    }
+
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        const OP: &str = "create lvm rootfs";
+        let (vg, lv) = parse_spec(spec)?;
+        let _span = tracing::info_span!("lvm create", vg = %vg, lv = %lv).entered();
+        let fstype = Self::fstype_opt(t)?;
+        let size = size_opt(t)?;
+        let pool = t
+            .opts
+            .thinpool
+            .clone()
+            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.thin_pool").cloned())
+            .unwrap_or_else(|| "lxc".into());
+        let thin = self.lvs(&vg)?.iter().any(|l| l.name == pool && l.is_thin_pool());
+        let sz = format!("{size}b");
+        let argv = if thin {
+            s(&[
+                "lvcreate",
+                "-y",
+                "-Wy",
+                "-n",
+                &lv,
+                "-V",
+                &sz,
+                "--thinpool",
+                &format!("{vg}/{pool}"),
+            ])
+        } else {
+            s(&["lvcreate", "-y", "-Wy", "-n", &lv, "-L", &sz, &vg])
+        };
+        self.tool(OP, argv)?;
+        let dev = format!("/dev/{vg}/{lv}");
+        let mkfs = match fstype.as_str() {
+            "xfs" => s(&["mkfs.xfs", "-q", "-f", &dev]),
+            "btrfs" => s(&["mkfs.btrfs", "-q", "-f", &dev]),
+            _ => s(&["mkfs.ext4", "-q", "-F", &dev]),
+        };
+        if let Err(e) = self.tool("make filesystem", mkfs) {
+            let _ = self.remove(&vg, &lv);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        let (vg, lv) = parse_spec(spec)?;
+        let _span = tracing::info_span!("lvm destroy", vg = %vg, lv = %lv).entered();
+        if self.find(&vg, &lv).is_none() {
+            return Ok(());
+        }
+        let deps = self.dependents(spec)?;
+        if !deps.is_empty() {
+            let names: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
+            return Err(err!(
+                HasDependents,
+                "destroy lvm rootfs",
+                "{vg}/{lv} has classic snapshots that would be lost: {}",
+                names.join(", ")
+            ));
+        }
+        self.remove(&vg, &lv)
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        parse_spec(spec).is_ok_and(|(vg, lv)| self.find(&vg, &lv).is_some())
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        let (vg, lv) = parse_spec(spec)?;
+        let l = self
+            .find(&vg, &lv)
+            .ok_or_else(|| err!(NotFound, "mount lvm rootfs", "logical volume {vg}/{lv} does not exist"))?;
+        if !l.is_active() {
+            self.activate(&vg, &lv)?;
+        }
+        let dev = spec.source().to_string();
+        let fstype = self.fstype_of(&dev)?;
+        let mut flags = MsFlags::empty();
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        // Naming the type loads its module (ext4/xfs are modules in distro kernels).
+        mount(Some(dev.as_str()), target, Some(fstype.as_str()), flags, None::<&str>).ctx("mount lvm rootfs", target)
+    }
+
+    fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
+        // Not lazy: lvremove right after needs the device closed.
+        match umount2(target, MntFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount lvm rootfs", target),
+            Err(e) => Err(e).ctx("unmount lvm rootfs", target),
+        }
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl Snapshotter for LvmBackend {
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool {
+        let Ok((vg, lv)) = parse_spec(src) else {
+            return false;
+        };
+        self.find(&vg, &lv).is_some_and(|l| !l.is_classic_snapshot())
+    }
+
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target, _readonly: bool) -> Result<()> {
+        const OP: &str = "lvm snapshot";
+        let (vg, olv) = parse_spec(src)?;
+        let (nvg, lv) = parse_spec(spec)?;
+        let _span = tracing::info_span!("lvm snapshot", src = %src, dst = %spec).entered();
+        if vg != nvg {
+            return Err(err!(
+                Unsupported,
+                OP,
+                "a snapshot must be in its origin's volume group {vg}"
+            ));
+        }
+        let o = self
+            .find(&vg, &olv)
+            .ok_or_else(|| err!(NotFound, OP, "logical volume {vg}/{olv} does not exist"))?;
+        if o.is_classic_snapshot() {
+            return Err(err!(
+                Unsupported,
+                OP,
+                "{vg}/{olv} is a classic snapshot: it cannot be snapshotted"
+            ));
+        }
+        let origin = format!("{vg}/{olv}");
+        let argv = if o.is_thin() {
+            s(&["lvcreate", "-y", "-s", "-n", &lv, &origin])
+        } else {
+            s(&[
+                "lvcreate",
+                "-y",
+                "-s",
+                "-n",
+                &lv,
+                "-L",
+                &format!("{}b", o.size),
+                &origin,
+            ])
+        };
+        self.tool(OP, argv)?;
+        let res = (|| {
+            if o.is_thin() {
+                self.activate(&vg, &lv)?;
+            }
+            self.new_fs_uuid(spec.source())
+        })();
+        if let Err(e) = res {
+            let _ = self.remove(&vg, &lv);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl UsageReport for LvmBackend {
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        let (vg, lv) = parse_spec(spec)?;
+        let l = self
+            .find(&vg, &lv)
+            .ok_or_else(|| err!(NotFound, "lvm usage", "logical volume {vg}/{lv} does not exist"))?;
+        // Thin volumes: the pool blocks mapped; plain volumes: all of it.
+        let used = match l.data_percent {
+            Some(p) if l.is_thin() => (l.size as f64 * p / 100.0) as u64,
+            _ => l.size,
+        };
+        Ok(Usage {
+            exclusive: None,
+            referenced: Some(used),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+use super::runner::fake::FakeRunner;
+use super::*;
+use std::path::PathBuf;
+use std::sync::Arc as StdArc;
+use strata_core::{BackendOpts, ErrorKind};
+
+const VGS: &str = r#"{"report":[{"vg":[{"vg_name":"vg0","vg_size":"2143289344","vg_free":"1069547520"}]}]}"#;
+const LVS: &str = r#"{"report":[{"lv":[
+ {"lv_name":"lxc","vg_name":"vg0","lv_attr":"twi-aotz--","lv_size":"1073741824","pool_lv":"","origin":"","data_percent":"3.00"},
+ {"lv_name":"c1","vg_name":"vg0","lv_attr":"Vwi-a-tz--","lv_size":"536870912","pool_lv":"lxc","origin":"","data_percent":"10.00"},
+ {"lv_name":"plain","vg_name":"vg0","lv_attr":"owi-a-s---","lv_size":"104857600","pool_lv":"","origin":"","data_percent":""},
+ {"lv_name":"psnap","vg_name":"vg0","lv_attr":"swi-a-s---","lv_size":"104857600","pool_lv":"","origin":"plain","data_percent":"0.01"}
+]}]}"#;
+
+struct Shared(StdArc<FakeRunner>);
+impl Runner for Shared {
+    fn run(&self, argv: &[String]) -> Result<Out> {
+        self.0.run(argv)
+    }
+    fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
+        self.0.pipe(a, b)
+    }
+}
+
+fn setup() -> (LvmBackend, StdArc<FakeRunner>) {
+    let f = StdArc::new(FakeRunner::default());
+    f.on("vgs", true, VGS);
+    f.on("lvs", true, LVS);
+    (LvmBackend::with_runner(Box::new(Shared(f.clone()))), f)
+}
+
+fn plan(b: &LvmBackend, name: &str, lxcpath: &str, opts: &BackendOpts, origin: Option<&str>) -> Result<RootfsSpec> {
+    let lp = PathBuf::from(lxcpath);
+    let dir = lp.join(name);
+    let t = Target {
+        name,
+        lxcpath: &lp,
+        dir: &dir,
+        build_dir: &dir,
+        opts,
+    };
+    let o = origin.map(|o| RootfsSpec::parse(o).unwrap());
+    b.plan(&t, o.as_ref())
+}
+
+fn opts_vg() -> BackendOpts {
+    BackendOpts {
+        vgname: Some("vg0".into()),
+        ..BackendOpts::default()
+    }
+}
+
+#[test]
+fn parses_reports() {
+    let lvs = parse_lvs(LVS).unwrap();
+    assert_eq!(lvs.len(), 4);
+    assert!(lvs[0].is_thin_pool() && lvs[1].is_thin() && lvs[3].is_classic_snapshot());
+    assert_eq!(lvs[1].size, 536870912);
+    assert_eq!(lvs[3].origin, "plain");
+    let vgs = parse_vgs(VGS).unwrap();
+    assert_eq!(vgs[0].free, 1069547520);
+    assert!(parse_lvs("not json").is_err());
+}
+
+#[test]
+fn names_follow_lvm_rules() {
+    for bad in [
+        "-x",
+        "a@b",
+        ".",
+        "..",
+        "a/b",
+        "snapshot1",
+        "pvmove0",
+        "x_tmeta",
+        "a b",
+        "",
+    ] {
+        assert_eq!(
+            validate_name("logical volume", bad).unwrap_err().kind(),
+            ErrorKind::InvalidName,
+            "{bad:?}"
+        );
+    }
+    for ok in ["c1", "web-01", "a.b", "x_y", "a+b"] {
+        validate_name("logical volume", ok).unwrap();
+    }
+}
+
+#[test]
+fn plan_picks_free_names() {
+    let (b, f) = setup();
+    assert_eq!(
+        plan(&b, "c2", "/l", &opts_vg(), None).unwrap().to_string(),
+        "lvm:/dev/vg0/c2"
+    );
+    // c1 is taken (a restore of c1): the next free name.
+    assert_eq!(
+        plan(&b, "c1", "/l", &opts_vg(), None).unwrap().to_string(),
+        "lvm:/dev/vg0/c1_1"
+    );
+    // snapshot snap0 of c1 lives in /l/c1/snaps.
+    let s = plan(
+        &b,
+        "snap0",
+        "/l/c1/snaps",
+        &BackendOpts::default(),
+        Some("lvm:/dev/vg0/c1"),
+    )
+    .unwrap();
+    assert_eq!(s.to_string(), "lvm:/dev/vg0/c1_snap0");
+    // Planning runs only queries.
+    assert!(
+        f.calls().iter().all(|c| c.starts_with("vgs ") || c.starts_with("lvs ")),
+        "{:?}",
+        f.calls()
+    );
+    assert!(f
+        .calls()
+        .iter()
+        .any(|c| c.contains("--reportformat json --units b --nosuffix")));
+}
+
+#[test]
+fn plan_refuses_bad_input_before_anything_runs() {
+    let (b, f) = setup();
+    let mut o = opts_vg();
+    o.lvname = Some("-x".into());
+    assert_eq!(
+        plan(&b, "c2", "/l", &o, None).unwrap_err().kind(),
+        ErrorKind::InvalidName
+    );
+    let mut o = opts_vg();
+    o.vgname = Some("nope".into());
+    assert_eq!(plan(&b, "c2", "/l", &o, None).unwrap_err().kind(), ErrorKind::NotFound);
+    let mut o = opts_vg();
+    o.thinpool = Some("nopool".into());
+    let e = plan(&b, "c2", "/l", &o, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("thin pool vg0/nopool"), "{e}");
+    let mut o = opts_vg();
+    o.fssize = Some(2 << 30);
+    assert_eq!(
+        plan(&b, "c2", "/l", &o, None).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    let mut o = opts_vg();
+    o.lvname = Some("c1".into());
+    assert_eq!(
+        plan(&b, "c2", "/l", &o, None).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    let mut o = opts_vg();
+    o.fstype = Some("vfat".into());
+    assert_eq!(
+        plan(&b, "c2", "/l", &o, None).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    // Snapshot of a classic snapshot.
+    let e = plan(&b, "c3", "/l", &opts_vg(), Some("lvm:/dev/vg0/psnap")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(f.calls().iter().all(|c| c.starts_with("vgs ") || c.starts_with("lvs ")));
+}
+
+#[test]
+fn create_thin_and_snapshot_argv() {
+    let (b, f) = setup();
+    let lp = PathBuf::from("/l");
+    let dir = lp.join("c2");
+    let o = opts_vg();
+    let t = Target {
+        name: "c2",
+        lxcpath: &lp,
+        dir: &dir,
+        build_dir: &dir,
+        opts: &o,
+    };
+    let spec = RootfsSpec::parse("lvm:/dev/vg0/c2").unwrap();
+    b.create(&spec, &t).unwrap();
+    let calls = f.calls();
+    assert!(
+        calls.contains(&"lvcreate -y -Wy -n c2 -V 1073741824b --thinpool vg0/lxc".to_string()),
+        "{calls:?}"
+    );
+    assert!(calls.contains(&"mkfs.ext4 -q -F /dev/vg0/c2".to_string()));
+    f.on("blkid", true, "ext4\n");
+    let src = RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap();
+    let snap = RootfsSpec::parse("lvm:/dev/vg0/c1_snap0").unwrap();
+    b.snapshot(&src, &snap, &t, true).unwrap();
+    let calls = f.calls();
+    assert!(
+        calls.contains(&"lvcreate -y -s -n c1_snap0 vg0/c1".to_string()),
+        "{calls:?}"
+    );
+    assert!(calls.contains(&"lvchange -ay -K vg0/c1_snap0".to_string()));
+    // Plain origin: a classic snapshot with the origin's size.
+    let p = RootfsSpec::parse("lvm:/dev/vg0/plain").unwrap();
+    let ps = RootfsSpec::parse("lvm:/dev/vg0/plain_1").unwrap();
+    b.snapshot(&p, &ps, &t, false).unwrap();
+    assert!(f
+        .calls()
+        .contains(&"lvcreate -y -s -n plain_1 -L 104857600b vg0/plain".to_string()));
+}
+
+#[test]
+fn destroy_refuses_to_lose_classic_snapshots_and_ignores_missing() {
+    let (b, f) = setup();
+    let e = b
+        .destroy(&RootfsSpec::parse("lvm:/dev/vg0/plain").unwrap())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::HasDependents);
+    assert!(e.to_string().contains("psnap"), "{e}");
+    b.destroy(&RootfsSpec::parse("lvm:/dev/vg0/gone").unwrap()).unwrap();
+    b.destroy(&RootfsSpec::parse("lvm:/dev/novg/gone").unwrap()).unwrap();
+    assert!(!f.calls().iter().any(|c| c.starts_with("lvremove")));
+    b.destroy(&RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap()).unwrap();
+    assert!(f.calls().contains(&"lvremove -f -y vg0/c1".to_string()));
+}
+
+#[test]
+fn usage_of_thin_volume() {
+    let (b, _) = setup();
+    let u = b.usage(&RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap()).unwrap();
+    assert_eq!(u.referenced, Some(53687091));
+}
