@@ -170,7 +170,12 @@ impl Backend for OverlayBackend {
     }
 
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
-        umount2(target, MntFlags::MNT_DETACH).ctx("unmount overlay", target)
+        // A plain unmount is done when it returns (the mount point can go at
+        // once); detach only if something still holds it.
+        match umount2(target, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount overlay", target),
+            r => r.ctx("unmount overlay", target),
+        }
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {

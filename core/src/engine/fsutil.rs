@@ -98,6 +98,7 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
         }
     }
     drop(dir);
+    let mut subdirs = Vec::new();
     for n in names {
         let child = path.join(std::ffi::OsStr::from_bytes(&n));
         let st = fstatat(Some(fd.as_raw_fd()), n.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).ctx(OP, &child)?;
@@ -105,15 +106,19 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
             if st.st_dev != dev {
                 return Err(err!(Busy, OP, "another filesystem is mounted here").at(&child));
             }
-            let cfd = open_dir_at(fd.as_raw_fd(), &n).ctx(OP, &child)?;
-            empty_dir(&cfd, dev, &child)?;
-            drop(cfd);
-            nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, &child)?;
+            subdirs.push((n, child));
         } else {
             nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::NoRemoveDir).ctx(OP, &child)?;
         }
     }
-    Ok(())
+    // Unlinks within one directory serialize on its lock: parallel across directories.
+    use rayon::prelude::*;
+    subdirs.par_iter().try_for_each(|(n, child)| -> Result<()> {
+        let cfd = open_dir_at(fd.as_raw_fd(), n).ctx(OP, child)?;
+        empty_dir(&cfd, dev, child)?;
+        drop(cfd);
+        nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, child)
+    })
 }
 
 /// Write `data` to `path` atomically: a temp file beside it, fsync, rename.

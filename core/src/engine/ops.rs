@@ -366,7 +366,7 @@ impl Engine {
         let spec = backend.plan(&probe, None)?;
         let staging = make_aside(&r.lxcpath, super::ops::TMP, &r.name, 0o770)?;
         let res = (|| -> Result<Config> {
-            write_record(&staging, &dir, Some(&spec), None)?;
+            write_record(&staging, &dir, Some(&spec), None, false)?;
             let t = Target {
                 build_dir: &staging,
                 ..probe
@@ -417,7 +417,6 @@ impl Engine {
             std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
             failpoint("create-before-rename");
             rename_noreplace(&staging, &dir)?;
-            fsutil::sync_dir(&r.lxcpath);
             Ok(cfg)
         })();
         match res {
@@ -501,7 +500,7 @@ impl Engine {
         let staging = make_aside(&p.dst.lxcpath, TMP, &p.dst.name, 0o770)?;
         let mut dep_added = false;
         let res = (|| -> Result<()> {
-            write_record(&staging, &dir, Some(&spec), dep.as_ref())?;
+            write_record(&staging, &dir, Some(&spec), dep.as_ref(), false)?;
             let t = Target {
                 build_dir: &staging,
                 ..probe
@@ -601,7 +600,6 @@ impl Engine {
             std::fs::remove_file(st.path.join(RECORD)).ctx("clone", &st.path)?;
             failpoint("clone-before-rename");
             rename_noreplace(&st.path, &dir)?;
-            fsutil::sync_dir(&dst.lxcpath);
             Ok(())
         })();
         if let Err(e) = res {
@@ -985,7 +983,7 @@ impl Engine {
             }
         }
         // The old rootfs is now only reachable through its record in the old dir.
-        write_record(&j.old, &j.dir, Some(&RootfsSpec::parse(&j.old_spec)?), None)?;
+        write_record(&j.old, &j.dir, Some(&RootfsSpec::parse(&j.old_spec)?), None, true)?;
         remove_tree(staging)?;
         self.destroy_old(&j.old)
     }
@@ -1157,6 +1155,7 @@ pub(super) fn write_record(
     final_dir: &Path,
     spec: Option<&RootfsSpec>,
     dep: Option<&(ContainerRef, ContainerRef)>,
+    durable: bool,
 ) -> Result<()> {
     let rec = Record {
         dir: final_dir.to_path_buf(),
@@ -1164,7 +1163,12 @@ pub(super) fn write_record(
         dep: dep.cloned(),
     };
     let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, "write record", "{e}"))?;
-    write_atomic(&dir.join(RECORD), &data)
+    if durable {
+        return write_atomic(&dir.join(RECORD), &data);
+    }
+    // In a fresh staging dir: a torn record reads as none, and reconcile
+    // then goes by the config or just removes the dir.
+    std::fs::write(dir.join(RECORD), &data).ctx("write record", dir)
 }
 
 pub(super) fn read_record(dir: &Path) -> Option<Record> {
