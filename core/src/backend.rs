@@ -122,6 +122,14 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Other rootfs that a destroy of `spec` would lose or that block it
+    /// (clones of zfs snapshots, classic LVM snapshots). The engine should
+    /// refuse to destroy a container that has any, naming them, unless told
+    /// to go on (zfs: `--promote`; `destroy` then promotes, losing nothing).
+    fn dependents(&self, _spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        Ok(Vec::new())
+    }
+
     /// Disk usage, if the backend can tell.
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
         None

@@ -308,18 +308,17 @@ impl LvmBackend {
     /// Give a clone's filesystem its own UUID where the fs refuses duplicates.
     fn new_fs_uuid(&self, dev: &str) -> Result<()> {
         match self.fstype_of(dev)?.as_str() {
-            "xfs" => {
+            // A snapshot of a mounted xfs has a dirty log: replay it by mounting once.
+            "xfs"
                 if self
                     .tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))
-                    .is_err()
-                {
-                    // A snapshot of a mounted xfs has a dirty log: replay it by mounting once.
-                    let tmp = strata_core::paths::TempDir::new("xfs-log")?;
-                    mount(Some(dev), tmp.path(), Some("xfs"), MsFlags::empty(), Some("nouuid"))
-                        .ctx("mount xfs clone to replay its log", tmp.path())?;
-                    umount2(tmp.path(), MntFlags::empty()).ctx("unmount xfs clone", tmp.path())?;
-                    self.tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))?;
-                }
+                    .is_err() =>
+            {
+                let tmp = strata_core::paths::TempDir::new("xfs-log")?;
+                mount(Some(dev), tmp.path(), Some("xfs"), MsFlags::empty(), Some("nouuid"))
+                    .ctx("mount xfs clone to replay its log", tmp.path())?;
+                umount2(tmp.path(), MntFlags::empty()).ctx("unmount xfs clone", tmp.path())?;
+                self.tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))?;
             }
             "btrfs" => {
                 self.tool("new btrfs uuid", s(&["btrfstune", "-f", "-u", dev]))?;
@@ -340,7 +339,7 @@ impl LvmBackend {
 
     /// Classic snapshots that would vanish with this LV (thin snapshots are
     /// independent of their origin).
-    pub fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+    fn dependents_of(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
         let (vg, lv) = parse_spec(spec)?;
         let Some(me) = self.find(&vg, &lv) else {
             return Ok(vec![]);
@@ -563,7 +562,7 @@ impl Backend for LvmBackend {
         if self.find(&vg, &lv).is_none() {
             return Ok(());
         }
-        let deps = self.dependents(spec)?;
+        let deps = self.dependents_of(spec)?;
         if !deps.is_empty() {
             let names: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
             return Err(err!(
@@ -605,6 +604,10 @@ impl Backend for LvmBackend {
             Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount lvm rootfs", target),
             Err(e) => Err(e).ctx("unmount lvm rootfs", target),
         }
+    }
+
+    fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        self.dependents_of(spec)
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {

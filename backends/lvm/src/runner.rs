@@ -117,7 +117,7 @@ pub mod fake {
     #[derive(Default)]
     pub struct FakeRunner {
         pub calls: Mutex<Vec<Vec<String>>>,
-        /// (argv prefix joined by ' ', output); first match wins.
+        /// (argv prefix joined by ' ', output); the last added match wins.
         pub canned: Mutex<Vec<(String, Out)>>,
     }
 
@@ -144,6 +144,7 @@ pub mod fake {
                 .lock()
                 .unwrap()
                 .iter()
+                .rev()
                 .find(|(p, _)| line.starts_with(p.as_str()))
                 .map(|(_, o)| o.clone())
                 .unwrap_or(Out {

@@ -1,1 +1,531 @@
-//! The zfs backend.
+//! The zfs backend: `zfs:POOL/PATH`, as LXC writes it.
+//!
+//! Each rootfs is a dataset under `--zfsroot` (`lxc.bdev.zfs.root`, else
+//! `lxc`), created with `mountpoint=legacy` and mounted by us at the
+//! container's rootfs path: a mountpoint property naming a path would go
+//! stale when the engine renames a staging dir into place.
+//!
+//! Dataset names never collide: `ROOT/NAME` when free, else `ROOT/NAME_1`,
+//! ...; snapshot `snapN` of container `c1` is `ROOT/c1_snapN`. A snapshot
+//! clone is `zfs snapshot ORIG@strata-X` + `zfs clone`; a copy inside zfs is
+//! `zfs send | zfs receive` (two processes, one pipe, no shell).
+//!
+//! A dataset whose snapshots have clones cannot simply be destroyed. The
+//! engine asks [`Backend::dependents`] first and refuses (naming them);
+//! once it decides to go on (restore's old rootfs, or destroy with
+//! `--promote`), [`Backend::destroy`] promotes the clone of the newest such
+//! snapshot (`zfs promote`), which takes the older snapshots with it, so
+//! that no clone loses its data. Origin snapshots this backend made
+//! (`@strata-*`) are removed once their last clone is gone.
+
+pub mod runner;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use runner::{Out, Runner, SystemRunner};
+use std::path::Path;
+use std::sync::Arc;
+use strata_core::{
+    err, Backend, Caps, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
+};
+
+/// Prefix of the snapshots this backend makes.
+const SNAP_PREFIX: &str = "strata-";
+
+pub struct ZfsBackend {
+    run: Box<dyn Runner>,
+}
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(ZfsBackend::new())
+}
+
+impl Default for ZfsBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Check a dataset name (`pool/a/b`): components of `[A-Za-z0-9_.:-]`, no
+/// `@` or `#` (snapshots, bookmarks), nothing read as an option.
+pub fn validate_dataset(name: &str) -> Result<()> {
+    const OP: &str = "check zfs dataset name";
+    let bad = |why: &str| Err(err!(InvalidName, OP, "invalid dataset name {name:?}: {why}"));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.starts_with('-') {
+        return bad("starts with '-'");
+    }
+    if name.contains('@') || name.contains('#') {
+        return bad("'@' and '#' name snapshots and bookmarks");
+    }
+    if name.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    for comp in name.split('/') {
+        if comp.is_empty() {
+            return bad("empty component");
+        }
+        if comp == "." || comp == ".." {
+            return bad("'.' or '..' component");
+        }
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+        {
+            return bad(&format!("character {c:?} not allowed (only A-Z a-z 0-9 _ . : -)"));
+        }
+    }
+    if !name.as_bytes()[0].is_ascii_alphabetic() {
+        return bad("a pool name starts with a letter");
+    }
+    Ok(())
+}
+
+/// The dataset of a `zfs:` spec, checked.
+pub fn parse_spec(spec: &RootfsSpec) -> Result<String> {
+    if spec.kind() != "zfs" {
+        return Err(err!(InvalidSpec, "zfs", "not a zfs spec: {spec}"));
+    }
+    validate_dataset(spec.source())?;
+    Ok(spec.source().to_string())
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Rows of `-H` output: tab-separated fields.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// A snapshot of a dataset as `zfs list -t snapshot` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snap {
+    pub name: String,
+    pub createtxg: u64,
+    pub clones: Vec<String>,
+}
+
+/// Parse `zfs list -H -p -o name,createtxg,clones -t snapshot` output.
+pub fn parse_snaps(out: &str) -> Vec<Snap> {
+    rows(out)
+        .into_iter()
+        .filter(|r| r.len() >= 3)
+        .map(|r| Snap {
+            name: r[0].clone(),
+            createtxg: r[1].parse().unwrap_or(0),
+            clones: r[2]
+                .split(',')
+                .filter(|c| !c.is_empty() && *c != "-")
+                .map(str::to_string)
+                .collect(),
+        })
+        .collect()
+}
+
+/// The first of `base`, `base_1`, ... not in `taken`.
+pub fn free_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (1..)
+        .map(|i| format!("{base}_{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("unbounded")
+}
+
+fn unique_snap() -> String {
+    format!("{SNAP_PREFIX}{}", strata_core::paths::unique())
+}
+
+impl ZfsBackend {
+    pub fn new() -> Self {
+        Self::with_runner(Box::new(SystemRunner))
+    }
+
+    pub fn with_runner(run: Box<dyn Runner>) -> Self {
+        ZfsBackend { run }
+    }
+
+    fn tool(&self, op: &str, argv: Vec<String>) -> Result<Out> {
+        let o = self.run.run(&argv)?;
+        if !o.ok {
+            return Err(err!(
+                Command,
+                op,
+                "{} {} failed: {}",
+                argv[0],
+                argv.get(1).map(String::as_str).unwrap_or(""),
+                o.first_err_line()
+            ));
+        }
+        Ok(o)
+    }
+
+    fn ds_exists(&self, ds: &str) -> bool {
+        self.run
+            .run(&s(&["zfs", "list", "-H", "-p", "-o", "name", ds]))
+            .is_ok_and(|o| o.ok && o.stdout.trim() == ds)
+    }
+
+    /// Direct children of `parent`.
+    fn children(&self, parent: &str) -> Result<Vec<String>> {
+        let o = self.tool(
+            "list datasets",
+            s(&[
+                "zfs",
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name",
+                "-d",
+                "1",
+                "-t",
+                "filesystem",
+                parent,
+            ]),
+        )?;
+        Ok(o.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(parent)?.strip_prefix('/'))
+            .map(str::to_string)
+            .collect())
+    }
+
+    fn snaps(&self, ds: &str) -> Result<Vec<Snap>> {
+        let o = self.tool(
+            "list snapshots",
+            s(&[
+                "zfs",
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,createtxg,clones",
+                "-t",
+                "snapshot",
+                "-d",
+                "1",
+                ds,
+            ]),
+        )?;
+        Ok(parse_snaps(&o.stdout))
+    }
+
+    fn prop(&self, ds: &str, prop: &str) -> Result<String> {
+        let o = self.tool(
+            "get zfs property",
+            s(&["zfs", "get", "-H", "-p", "-o", "value", prop, ds]),
+        )?;
+        Ok(o.stdout.trim().to_string())
+    }
+
+    /// Datasets cloned from snapshots of this rootfs (they would block a
+    /// destroy): the engine refuses to destroy a container that has any,
+    /// unless told to promote.
+    fn dependents_of(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        let ds = parse_spec(spec)?;
+        if !self.ds_exists(&ds) {
+            return Ok(vec![]);
+        }
+        Ok(self
+            .snaps(&ds)?
+            .into_iter()
+            .flat_map(|s| s.clones)
+            .map(|c| RootfsSpec::new("zfs", c))
+            .collect())
+    }
+
+    /// Promote the clone of the newest snapshot of `spec` that has clones,
+    /// until none of its snapshots has any. Returns the promoted datasets.
+    pub fn promote_dependents(&self, spec: &RootfsSpec) -> Result<Vec<String>> {
+        let ds = parse_spec(spec)?;
+        let mut promoted = Vec::new();
+        for _ in 0..64 {
+            let snaps = self.snaps(&ds)?;
+            let Some(newest) = snaps
+                .iter()
+                .filter(|s| !s.clones.is_empty())
+                .max_by_key(|s| s.createtxg)
+            else {
+                return Ok(promoted);
+            };
+            let clone = newest.clones.last().expect("non-empty").clone();
+            validate_dataset(&clone)?;
+            let _span = tracing::info_span!("zfs promote", clone = %clone, origin = %newest.name).entered();
+            self.tool("promote clone", s(&["zfs", "promote", &clone]))?;
+            promoted.push(clone);
+        }
+        Err(err!(Command, "promote clone", "{ds}: clones left after 64 promotions"))
+    }
+
+    /// Destroy a snapshot made by this backend if nothing is cloned from it.
+    fn drop_origin(&self, origin: &str) {
+        let Some((_, snap)) = origin.split_once('@') else {
+            return;
+        };
+        if !snap.starts_with(SNAP_PREFIX) {
+            return;
+        }
+        let clones = self.prop(origin, "clones").unwrap_or_else(|_| "x".into());
+        if clones.is_empty() || clones == "-" {
+            let _ = self.tool("destroy origin snapshot", s(&["zfs", "destroy", origin]));
+        }
+    }
+
+    fn zfsroot(t: &Target) -> String {
+        t.opts
+            .zfsroot
+            .clone()
+            .or_else(|| t.opts.defaults.get("lxc.bdev.zfs.root").cloned())
+            .unwrap_or_else(|| "lxc".into())
+    }
+}
+
+fn wanted_name(t: &Target) -> String {
+    if t.lxcpath.file_name().is_some_and(|n| n == "snaps") {
+        if let Some(owner) = t.lxcpath.parent().and_then(|p| p.file_name()) {
+            return format!("{}_{}", owner.to_string_lossy(), t.name);
+        }
+    }
+    t.name.to_string()
+}
+
+fn pool_of(ds: &str) -> &str {
+    ds.split('/').next().unwrap_or(ds)
+}
+
+impl Backend for ZfsBackend {
+    fn kind(&self) -> &'static str {
+        "zfs"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            snapshot: true,
+            snapshot_of_snapshot: true,
+            needs_root: true,
+            sized: false,
+            block_backed: true,
+        }
+    }
+
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        const OP: &str = "plan zfs rootfs";
+        let want = wanted_name(t);
+        if let Some(c) = want
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+        {
+            return Err(err!(
+                InvalidName,
+                OP,
+                "container name {:?} cannot be a zfs dataset name (character {c:?})",
+                t.name
+            ));
+        }
+        let parent = match origin {
+            Some(o) if o.kind() != "zfs" => {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "cannot make a zfs snapshot of a {} rootfs",
+                    o.kind()
+                ));
+            }
+            Some(o) => {
+                let ods = parse_spec(o)?;
+                if !self.ds_exists(&ods) {
+                    return Err(err!(NotFound, OP, "dataset {ods} does not exist"));
+                }
+                // A clone must live in its origin's pool: the zfsroot if it is
+                // there, else beside the origin.
+                let root = Self::zfsroot(t);
+                if validate_dataset(&root).is_ok() && pool_of(&root) == pool_of(&ods) && self.ds_exists(&root) {
+                    root
+                } else {
+                    ods.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or(ods)
+                }
+            }
+            None => {
+                let root = Self::zfsroot(t);
+                validate_dataset(&root)?;
+                if !self.ds_exists(&root) {
+                    return Err(err!(
+                        NotFound,
+                        OP,
+                        "zfs root {root:?} does not exist (create it with `zfs create {root}` or pass --zfsroot)"
+                    ));
+                }
+                root
+            }
+        };
+        let taken = self.children(&parent)?;
+        let name = format!("{parent}/{}", free_name(&want, &taken));
+        validate_dataset(&name)?;
+        Ok(RootfsSpec::new("zfs", name))
+    }
+
+    fn create(&self, spec: &RootfsSpec, _t: &Target) -> Result<()> {
+        let ds = parse_spec(spec)?;
+        let _span = tracing::info_span!("zfs create", ds = %ds).entered();
+        self.tool(
+            "create zfs rootfs",
+            s(&["zfs", "create", "-o", "mountpoint=legacy", &ds]),
+        )?;
+        Ok(())
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        let ds = parse_spec(spec)?;
+        let _span = tracing::info_span!("zfs destroy", ds = %ds).entered();
+        if !self.ds_exists(&ds) {
+            return Ok(());
+        }
+        let origin = self.prop(&ds, "origin").unwrap_or_default();
+        self.promote_dependents(spec)?;
+        // After promotions this dataset may itself be a clone now.
+        let origin_now = self.prop(&ds, "origin").unwrap_or_default();
+        self.tool("destroy zfs rootfs", s(&["zfs", "destroy", "-r", &ds]))?;
+        for o in [origin, origin_now] {
+            if o.contains('@') {
+                self.drop_origin(&o);
+            }
+        }
+        Ok(())
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        parse_spec(spec).is_ok_and(|ds| self.ds_exists(&ds))
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        let ds = parse_spec(spec)?;
+        let mut flags = MsFlags::empty();
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(Some(ds.as_str()), target, Some("zfs"), flags, None::<&str>).ctx("mount zfs rootfs", target)
+    }
+
+    fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
+        // Not lazy: zfs destroy right after needs the dataset unmounted.
+        match umount2(target, MntFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount zfs rootfs", target),
+            Err(e) => Err(e).ctx("unmount zfs rootfs", target),
+        }
+    }
+
+    fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        self.dependents_of(spec)
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        Some(self)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl Snapshotter for ZfsBackend {
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool {
+        src.kind() == "zfs"
+    }
+
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target, _readonly: bool) -> Result<()> {
+        const OP: &str = "zfs snapshot";
+        let ods = parse_spec(src)?;
+        let ds = parse_spec(spec)?;
+        let _span = tracing::info_span!("zfs snapshot", src = %ods, dst = %ds).entered();
+        if pool_of(&ods) != pool_of(&ds) {
+            return Err(err!(
+                Unsupported,
+                OP,
+                "a clone of {ods} must be in pool {}",
+                pool_of(&ods)
+            ));
+        }
+        let snap = format!("{ods}@{}", unique_snap());
+        self.tool(OP, s(&["zfs", "snapshot", &snap]))?;
+        if let Err(e) = self.tool("zfs clone", s(&["zfs", "clone", "-o", "mountpoint=legacy", &snap, &ds])) {
+            let _ = self.tool(OP, s(&["zfs", "destroy", &snap]));
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl FastCopy for ZfsBackend {
+    fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target) -> Result<bool> {
+        let (ods, ds) = (parse_spec(src)?, parse_spec(spec)?);
+        let _span = tracing::info_span!("zfs send/receive", src = %ods, dst = %ds).entered();
+        let snap = format!("{ods}@{}", unique_snap());
+        self.tool("zfs send", s(&["zfs", "snapshot", &snap]))?;
+        let res = self.run.pipe(
+            &s(&["zfs", "send", &snap]),
+            &s(&["zfs", "receive", "-u", "-o", "mountpoint=legacy", &ds]),
+        );
+        let _ = self.tool("zfs send", s(&["zfs", "destroy", &snap]));
+        match res {
+            Ok(o) if o.ok => {
+                // The received copy keeps the sent snapshot: it is not needed.
+                let recvd = format!("{ds}@{}", snap.split_once('@').map(|x| x.1).unwrap_or(""));
+                let _ = self.tool("zfs receive", s(&["zfs", "destroy", &recvd]));
+                Ok(true)
+            }
+            other => {
+                if self.ds_exists(&ds) {
+                    let _ = self.tool("zfs receive", s(&["zfs", "destroy", "-r", &ds]));
+                }
+                match other {
+                    Ok(o) => Err(err!(
+                        Command,
+                        "zfs send/receive",
+                        "{ods} -> {ds}: {}",
+                        o.first_err_line()
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+impl UsageReport for ZfsBackend {
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        let ds = parse_spec(spec)?;
+        let o = self.tool(
+            "zfs usage",
+            s(&["zfs", "get", "-H", "-p", "-o", "value", "used,referenced", &ds]),
+        )?;
+        let v: Vec<u64> = o.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if v.len() != 2 {
+            return Err(err!(
+                Command,
+                "zfs usage",
+                "unexpected output from zfs get: {:?}",
+                o.stdout
+            ));
+        }
+        Ok(Usage {
+            exclusive: Some(v[0]),
+            referenced: Some(v[1]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
