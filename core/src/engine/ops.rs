@@ -896,20 +896,20 @@ impl Engine {
             .into_iter()
             .filter(|e| new_entries.contains(e) || !new_all.contains(e))
             .collect();
-        let new_origins: Vec<ContainerRef> = if st.path.join("lxc_rdepends").exists() {
-            store::depends_on(&ContainerRef::new(
-                &r.lxcpath,
-                st.path.file_name().unwrap().to_string_lossy(),
-            ))?
-        } else {
-            vec![]
-        };
-        let drop_origins = store::depends_on(r)?
-            .into_iter()
-            .filter(|o| !new_origins.contains(o))
-            .collect();
+        let mut old_made: Option<PathBuf> = None;
         let prep = (|| -> Result<Journal> {
+            let new_origins: Vec<ContainerRef> = if st.path.join("lxc_rdepends").exists() {
+                let staged = st.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                store::depends_on(&ContainerRef::new(&r.lxcpath, staged))?
+            } else {
+                vec![]
+            };
+            let drop_origins = store::depends_on(r)?
+                .into_iter()
+                .filter(|o| !new_origins.contains(o))
+                .collect();
             let old = make_aside(&r.lxcpath, OLD, &r.name, 0o700)?;
+            old_made = Some(old.clone());
             let j = Journal {
                 dir: dir.clone(),
                 old,
@@ -926,6 +926,9 @@ impl Engine {
         let j = match prep {
             Ok(j) => j,
             Err(e) => {
+                if let Some(old) = old_made {
+                    let _ = std::fs::remove_dir(old);
+                }
                 self.abort_staging(&st.path, &dir, Some(&st.spec));
                 return Err(e);
             }
