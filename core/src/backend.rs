@@ -146,6 +146,14 @@ pub trait Snapshotter {
     /// copy-on-write clone of `src`. `readonly` for `lxc-snapshot` snapshots
     /// where the backend supports it.
     fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, readonly: bool) -> Result<()>;
+
+    /// Whether such a clone needs its source to stay (a zfs clone of its
+    /// origin's snapshot): the engine then records the dependency
+    /// (`lxc_snapshots`/`lxc_rdepends`) so the source refuses destroy.
+    /// Overlay clones are recorded against the owner of their lower anyway.
+    fn clone_depends_on_source(&self) -> bool {
+        false
+    }
 }
 
 /// A native full copy within one backend.

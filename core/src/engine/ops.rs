@@ -492,11 +492,14 @@ impl Engine {
         };
         let spec = dst_b.plan(&probe, snapshot.then_some(&p.src.rootfs))?;
         let mut cfg = Config::load(&p.src.r.config_path())?;
-        let dep = (spec.kind() == "overlay")
-            .then(|| lower_owner(&spec))
-            .flatten()
-            .filter(|o| o != p.dst)
-            .map(|o| (o, p.dst.clone()));
+        let origin = if spec.kind() == "overlay" {
+            lower_owner(&spec)
+        } else if snapshot && dst_b.snapshotter().is_some_and(|s| s.clone_depends_on_source()) {
+            Some(p.src.r.clone())
+        } else {
+            None
+        };
+        let dep = origin.filter(|o| o != p.dst).map(|o| (o, p.dst.clone()));
         let staging = make_aside(&p.dst.lxcpath, TMP, &p.dst.name, 0o770)?;
         let mut dep_added = false;
         let res = (|| -> Result<()> {
