@@ -1069,3 +1069,66 @@ fn crash_during_snapshot_is_cleaned_up() {
         assert_eq!(e.snapshot(&s.r("c1"), None).unwrap(), "snap1");
     }
 }
+
+#[test]
+fn running_container_is_refused_unless_forced() {
+    use strata_core::state;
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "c1");
+    let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id() as i32;
+    let guard = Kill(&mut child);
+    let rec = serde_json::json!({
+        "init_pid": pid,
+        "init_start": state::proc_start_time(pid).unwrap(),
+        "monitor_pid": null,
+        "monitor_start": null,
+        "ephemeral": false,
+    });
+    let path = state::record_path(&s.r("c1"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    assert!(state::is_running(&s.r("c1")));
+
+    let err = e.clone_container(&s.clone_req("c1", "c2", false)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    let err = e.clone_container(&s.clone_req("c1", "c2", true)).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Busy,
+        "an overlay snapshot of a running container: {err}"
+    );
+    assert_eq!(e.snapshot(&s.r("c1"), None).unwrap_err().kind(), ErrorKind::Busy);
+    let err = e
+        .destroy(&DestroyRequest {
+            r: s.r("c1"),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(s.lxc.join("c1/config").is_file());
+    assert_eq!(std::fs::read_dir(&s.lxc).unwrap().count(), 1);
+
+    // Reap the killed child in the background so that its pid goes away.
+    let reaper = std::thread::spawn(move || {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    });
+    e.destroy(&DestroyRequest {
+        r: s.r("c1"),
+        force: true,
+        ..Default::default()
+    })
+    .unwrap();
+    reaper.join().unwrap();
+    assert!(!s.lxc.join("c1").exists());
+    drop(guard);
+    let _ = std::fs::remove_file(path);
+}
