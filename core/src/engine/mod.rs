@@ -22,6 +22,26 @@
 //! config value naming the staging dir is rewritten to the final dir.
 //! `lxc.hook.clone` hooks likewise run before the rename, with
 //! `LXC_CONFIG_FILE` in the staging dir.
+//!
+//! Choices where LXC is silent or worse:
+//! - An overlay clone is recorded (`lxc_snapshots`/`lxc_rdepends`) as a
+//!   dependent of the container that owns its lower, the one whose files it
+//!   needs (LXC records the direct source). Backends whose clones need their
+//!   source say so with [`crate::Snapshotter::clone_depends_on_source`].
+//! - Restore in place takes the snapshot's config (name, MACs) as LXC does;
+//!   restore to a new name gives the new container its own name and MACs,
+//!   since it runs beside the original.
+//! - Rename (`-R`) of a dir or overlay container in the same lxcpath is a
+//!   directory rename with a journal (`.strata-ren.*`); otherwise a clone
+//!   then a destroy. MACs are kept, as in LXC; containers with snapshots or
+//!   dependents are refused.
+//! - A running container can be the source only of btrfs, zfs or lvm
+//!   snapshots (atomic); see `ops::may_snapshot_running`.
+//!
+//! Crash tests set `STRATA_FAILPOINT` to one of: `create-before-rename`,
+//! `clone-after-rootfs`, `clone-before-rename`, `restore-after-journal`,
+//! `restore-after-swap-out`, `restore-after-swap-in`, `destroy-after-rename`,
+//! `rename-after-move`, `rename-after-clone` (see [`failpoint`]).
 
 pub mod fsutil;
 mod ops;
