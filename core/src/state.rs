@@ -3,41 +3,115 @@
 //! directory and checked against a live pid, so it is right after the
 //! runtime process is killed.
 
+use crate::error::{Error, Result};
 use crate::paths;
 use crate::store::ContainerRef;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunRecord {
-    /// Init pid in the host's pid namespace.
+    /// Init pid in the host's pid namespace (0 while the container is being prepared).
     pub init_pid: i32,
     /// Start time of init (field 22 of /proc/PID/stat), to detect pid reuse.
     pub init_start: u64,
     /// Pid of the supervising strata process, if any.
     pub monitor_pid: Option<i32>,
+    /// Start time of the monitor, to detect pid reuse.
+    #[serde(default)]
+    pub monitor_start: Option<u64>,
     pub ephemeral: bool,
 }
 
+impl RunRecord {
+    /// Whether the monitor process that wrote this record is still alive.
+    pub fn monitor_alive(&self) -> bool {
+        match (self.monitor_pid, self.monitor_start) {
+            (Some(pid), Some(start)) => alive(pid, start),
+            (Some(pid), None) => proc_stat(pid).is_some_and(|(s, _)| s != 'Z'),
+            _ => false,
+        }
+    }
+
+    /// Whether init is alive and the same process.
+    pub fn init_alive(&self) -> bool {
+        self.init_pid > 0 && alive(self.init_pid, self.init_start)
+    }
+}
+
+/// The directory holding the records of one lxcpath.
+pub fn record_dir(lxcpath: &Path) -> PathBuf {
+    paths::run_dir().join("state").join(paths::lxcpath_key(lxcpath))
+}
+
 pub fn record_path(r: &ContainerRef) -> PathBuf {
-    paths::run_dir()
-        .join("state")
-        .join(paths::lxcpath_key(&r.lxcpath))
-        .join(format!("{}.json", r.name))
+    record_dir(&r.lxcpath).join(format!("{}.json", r.name))
+}
+
+/// State letter and start time of a process, from /proc/PID/stat.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    Some((state, f.nth(18)?.parse().ok()?))
 }
 
 /// Start time of a process, from /proc/PID/stat.
 pub fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// `pid` is alive (not a zombie) and started at `start`.
+pub fn alive(pid: i32, start: u64) -> bool {
+    proc_stat(pid).is_some_and(|(s, t)| t == start && s != 'Z' && s != 'X')
+}
+
+/// The record as stored, running or not.
+pub fn read(r: &ContainerRef) -> Option<RunRecord> {
+    serde_json::from_slice(&std::fs::read(record_path(r)).ok()?).ok()
+}
+
+/// Write (atomically) the record of `r`.
+pub fn write(r: &ContainerRef, rec: &RunRecord) -> Result<()> {
+    let path = record_path(r);
+    if let Some(dir) = path.parent() {
+        paths::ensure_dir(dir)?;
+    }
+    let data = serde_json::to_vec(rec).map_err(|e| crate::err!(Io, "write run record", "{e}"))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data).map_err(|e| Error::io("write run record", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("write run record", &path, e))
+}
+
+/// Remove the record of `r` (gone already is fine).
+pub fn remove(r: &ContainerRef) -> Result<()> {
+    let path = record_path(r);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove run record", &path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Names that have a record in `lxcpath`.
+pub fn recorded(lxcpath: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(record_dir(lxcpath)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .collect();
+    v.sort();
+    v
 }
 
 /// The record, if the container is running (its init is alive and is the same process).
 pub fn running(r: &ContainerRef) -> Option<RunRecord> {
-    let data = std::fs::read(record_path(r)).ok()?;
-    let rec: RunRecord = serde_json::from_slice(&data).ok()?;
-    (proc_start_time(rec.init_pid)? == rec.init_start).then_some(rec)
+    read(r).filter(RunRecord::init_alive)
 }
 
 pub fn is_running(r: &ContainerRef) -> bool {

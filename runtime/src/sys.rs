@@ -1,0 +1,252 @@
+//! Thin wrappers over the system calls the runtime uses.
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use strata_core::{err, Error, Result};
+
+pub fn errno() -> nix::errno::Errno {
+    nix::errno::Errno::last()
+}
+
+pub fn cstr(s: &str) -> CString {
+    CString::new(s.as_bytes()).unwrap_or_default()
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::errno("create pipe", "", errno()));
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn write_all(fd: RawFd, mut b: &[u8]) {
+    while !b.is_empty() {
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n <= 0 {
+            if n < 0 && errno() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return;
+        }
+        b = &b[n as usize..];
+    }
+}
+
+/// Read until EOF.
+pub fn read_all(fd: RawFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && errno() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// fork() into new namespaces: `Ok(None)` in the child, `Ok(Some((pid, pidfd)))` in the parent.
+pub fn clone_into(ns_flags: u64) -> Result<Option<(i32, OwnedFd)>> {
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: ns_flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(Error::errno("clone container process", "", errno())),
+        0 => Ok(None),
+        pid => Ok(Some((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }))),
+    }
+}
+
+pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Wait until the process behind `pidfd` exits; `false` on timeout.
+pub fn wait_pidfd(pidfd: &OwnedFd, timeout: Option<std::time::Duration>) -> bool {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+        };
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r > 0 {
+            return true;
+        }
+        if r == 0 {
+            return false;
+        }
+        if errno() != nix::errno::Errno::EINTR {
+            return true;
+        }
+    }
+}
+
+pub fn kill(pid: i32, sig: i32) -> bool {
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Result<()> {
+    let (s, t, f, d) = (src.map(cstr), cstr(target), fstype.map(cstr), data.map(cstr));
+    let r = unsafe {
+        libc::mount(
+            s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            t.as_ptr(),
+            f.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            flags,
+            d.as_ref().map_or(std::ptr::null(), |c| c.as_ptr().cast()),
+        )
+    };
+    if r != 0 {
+        return Err(Error::errno("mount", target, errno()));
+    }
+    Ok(())
+}
+
+/// The magic-link path of an fd, for mounting onto an already resolved target.
+pub fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn resolve(root: &OwnedFd, rel: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
+    let rel = if rel.is_empty() { "." } else { rel };
+    rustix::fs::openat2(
+        root.as_fd(),
+        rel,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Open `rel` inside the tree at `root` as if `root` were `/`: symlinks in
+/// the rootfs cannot lead outside it. Missing components are made when
+/// `create` says so (directories for every parent).
+pub fn open_in_root(root: &OwnedFd, rel: &str, create: Option<crate::conf::Create>) -> Result<OwnedFd> {
+    use crate::conf::Create;
+    const OP: &str = "resolve mount target";
+    let rel = rel.trim_matches('/');
+    match resolve(root, rel, OFlags::PATH) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create.is_some() => {}
+        Err(e) => return Err(Error::io(OP, rel, e)),
+    }
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    for i in 0..comps.len() {
+        let prefix = comps[..=i].join("/");
+        match resolve(root, &prefix, OFlags::PATH) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(OP, &prefix, e)),
+        }
+        let parent = resolve(root, &comps[..i].join("/"), OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| Error::io(OP, &prefix, e))?;
+        let last = i + 1 == comps.len();
+        let made = if last && create == Some(Create::File) {
+            rustix::fs::openat(
+                parent.as_fd(),
+                comps[i],
+                OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map(drop)
+        } else {
+            rustix::fs::mkdirat(parent.as_fd(), comps[i], Mode::from_raw_mode(0o755))
+        };
+        match made {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(Error::io("create mount target", &prefix, e.into())),
+        }
+    }
+    resolve(root, rel, OFlags::PATH).map_err(|e| Error::io(OP, rel, e))
+}
+
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::io("open", path, e.into()))
+}
+
+/// Set interface flags (IFF_UP) on `name` in the current network namespace.
+pub fn link_up(name: &str) -> Result<()> {
+    const OP: &str = "bring up interface";
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(Error::errno(OP, name, errno()));
+    }
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(err!(InvalidArgument, OP, "interface name {name:?} too long"));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(Error::errno(OP, name, errno()));
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(Error::errno(OP, name, errno()));
+        }
+    }
+    Ok(())
+}
+
+/// Run an external command (iproute2), with a one-line error on failure.
+pub fn run(prog: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io("run", prog, e))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        return Err(err!(Command, "run", "{prog} {}: {}", args.join(" "), msg.trim()));
+    }
+    Ok(())
+}
