@@ -1132,3 +1132,44 @@ fn running_container_is_refused_unless_forced() {
     drop(guard);
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn clone_into_another_lxcpath_and_bad_combinations_change_nothing() {
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "c1");
+    let other = s.lxc.parent().unwrap().join("other/lxc");
+    // -s -B dir: dir cannot snapshot; refused before anything is made.
+    let mut req = s.clone_req("c1", "x", true);
+    req.dst = ContainerRef::new(&other, "x");
+    req.backend = Some("dir".into());
+    assert_eq!(e.clone_container(&req).unwrap_err().kind(), ErrorKind::Unsupported);
+    assert!(!other.exists());
+    req.backend = None;
+    let c = e.clone_container(&req).unwrap();
+    assert_eq!(
+        c.rootfs.to_string(),
+        format!(
+            "overlay:{}/c1/rootfs:{}/x/overlay/delta",
+            s.lxc.display(),
+            other.display()
+        )
+    );
+    assert_eq!(
+        read(s.lxc.join("c1/lxc_snapshots")),
+        format!("{}\nx\n", other.display())
+    );
+    let err = e
+        .destroy(&DestroyRequest {
+            r: s.r("c1"),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains(&format!("{}/x", other.display())), "{err}");
+    e.destroy(&DestroyRequest {
+        r: ContainerRef::new(&other, "x"),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!s.lxc.join("c1/lxc_snapshots").exists());
+}

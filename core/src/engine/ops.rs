@@ -639,13 +639,6 @@ impl Engine {
         if !src_store.exists(&req.src.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", req.src.name));
         }
-        if !req.dst.lxcpath.is_dir() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&req.dst.lxcpath)
-                .ctx(OP, &req.dst.lxcpath)?;
-        }
         if exists_any(&req.dst.dir()) {
             return Err(err!(AlreadyExists, OP, "container {} already exists", req.dst.name).at(req.dst.dir()));
         }
@@ -670,8 +663,9 @@ impl Engine {
             readonly: false,
             files: vec![],
         };
+        // Checked before anything is made: a bad -B/-s combination changes nothing.
+        let (b, snap) = self.choose(&params)?;
         if running {
-            let (b, snap) = self.choose(&params)?;
             if !may_snapshot_running(b.kind(), snap) {
                 return Err(err!(
                     Busy,
@@ -680,6 +674,13 @@ impl Engine {
                     req.src.name
                 ));
             }
+        }
+        if !req.dst.lxcpath.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&req.dst.lxcpath)
+                .ctx(OP, &req.dst.lxcpath)?;
         }
         let st = self.stage_clone(&params)?;
         self.finish_staged(st, &req.dst)
@@ -708,6 +709,11 @@ impl Engine {
                 .as_deref()
                 .is_none_or(|b| self.backends.get(b).is_ok_and(|b| b.kind() == kind));
         if !in_place {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&req.dst.lxcpath)
+                .ctx(OP, &req.dst.lxcpath)?;
             let params = Params {
                 src,
                 dst: &req.dst,
