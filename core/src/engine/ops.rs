@@ -665,15 +665,13 @@ impl Engine {
         };
         // Checked before anything is made: a bad -B/-s combination changes nothing.
         let (b, snap) = self.choose(&params)?;
-        if running {
-            if !may_snapshot_running(b.kind(), snap) {
-                return Err(err!(
-                    Busy,
-                    OP,
-                    "container {} is running; stop it first (only btrfs, zfs and lvm snapshots of a running container are allowed)",
-                    req.src.name
-                ));
-            }
+        if running && !may_snapshot_running(b.kind(), snap) {
+            return Err(err!(
+                Busy,
+                OP,
+                "container {} is running; stop it first (only btrfs, zfs and lvm snapshots of a running container are allowed)",
+                req.src.name
+            ));
         }
         if !req.dst.lxcpath.is_dir() {
             std::fs::DirBuilder::new()
