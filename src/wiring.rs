@@ -20,6 +20,7 @@ impl RegisterReady for Backends {
     fn register_all_ready(&mut self) {
         self.register(strata_dir::backend());
         self.register(strata_overlay::backend());
+        self.register(strata_btrfs::backend());
         self.register(strata_lvm::backend());
         self.register(strata_zfs::backend());
     }

@@ -1,1 +1,411 @@
-//! The btrfs backend.
+//! The btrfs backend: the rootfs is a subvolume, `btrfs:$lxcpath/NAME/rootfs`.
+//! Snapshots (clones and `lxc-snapshot`) are subvolume snapshots; subvolumes
+//! nested inside a rootfs are snapshotted and destroyed with it.
+
+mod ioctl;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_core::engine::fsutil;
+use strata_core::{
+    err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
+};
+
+pub use ioctl::BTRFS_SUPER_MAGIC;
+
+#[derive(Debug, Default)]
+pub struct BtrfsBackend;
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(BtrfsBackend)
+}
+
+fn open_dir(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+        .ctx("open", p)
+}
+
+fn split(p: &Path) -> Result<(&Path, &[u8])> {
+    match (p.parent(), p.file_name()) {
+        (Some(d), Some(n)) => Ok((d, n.as_bytes())),
+        _ => Err(err!(InvalidSpec, "btrfs", "no parent directory").at(p)),
+    }
+}
+
+/// The filesystem type magic of `p`.
+fn fs_magic(p: &Path) -> Result<i64> {
+    let st = nix::sys::statfs::statfs(p).ctx("statfs", p)?;
+    Ok(st.filesystem_type().0 as i64)
+}
+
+fn fs_name(magic: i64) -> String {
+    match magic {
+        0xEF53 => "ext4".into(),
+        0x58465342 => "xfs".into(),
+        0x01021994 => "tmpfs".into(),
+        0x794c7630 => "overlay".into(),
+        m => format!("filesystem type {m:#x}"),
+    }
+}
+
+/// `p` itself or its nearest existing ancestor.
+fn existing_ancestor(p: &Path) -> PathBuf {
+    let mut cur = p;
+    loop {
+        if std::fs::symlink_metadata(cur).is_ok() {
+            return cur.to_path_buf();
+        }
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => return PathBuf::from("/"),
+        }
+    }
+}
+
+/// Whether `p` is the root of a btrfs subvolume.
+pub fn is_subvolume(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == ioctl::FIRST_FREE_OBJECTID)
+        && fs_magic(p).is_ok_and(|m| m == BTRFS_SUPER_MAGIC)
+}
+
+fn fsid(p: &Path) -> Result<[u8; 16]> {
+    let f = open_dir(p)?;
+    ioctl::fsid(f.as_fd()).ctx("btrfs filesystem info", p)
+}
+
+/// Subvolumes nested below the subvolume `top`, as paths relative to it,
+/// parents before children. Other mounts are not entered.
+pub fn nested_subvolumes(top: &Path) -> Result<Vec<PathBuf>> {
+    let mounts: HashSet<PathBuf> = fsutil::mount_points().into_iter().collect();
+    let mut out = Vec::new();
+    let dev = std::fs::symlink_metadata(top).ctx("list subvolumes", top)?.dev();
+    walk(top, Path::new(""), dev, &mounts, &mut out)?;
+    Ok(out)
+}
+
+fn walk(top: &Path, rel: &Path, dev: u64, mounts: &HashSet<PathBuf>, out: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = top.join(rel);
+    for ent in std::fs::read_dir(&dir).ctx("list subvolumes", &dir)? {
+        let ent = ent.ctx("list subvolumes", &dir)?;
+        let ft = ent.file_type().ctx("list subvolumes", ent.path())?;
+        if !ft.is_dir() {
+            continue;
+        }
+        let path = ent.path();
+        let m = std::fs::symlink_metadata(&path).ctx("list subvolumes", &path)?;
+        let child_rel = rel.join(ent.file_name());
+        if m.dev() == dev {
+            walk(top, &child_rel, dev, mounts, out)?;
+        } else if m.ino() == ioctl::FIRST_FREE_OBJECTID
+            && !mounts.contains(&path)
+            && fs_magic(&path).is_ok_and(|f| f == BTRFS_SUPER_MAGIC)
+        {
+            out.push(child_rel.clone());
+            walk(top, &child_rel, m.dev(), mounts, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Snapshot subvolume `src` as `dst` (which must not exist), nested
+/// subvolumes included. `readonly` is applied last, deepest first, since
+/// the nested snapshots are made inside the writable parent. On error
+/// whatever was made is removed.
+pub fn snapshot_tree(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
+    const OP: &str = "btrfs snapshot";
+    let nested = nested_subvolumes(src)?;
+    let one = |s: &Path, d: &Path| -> Result<()> {
+        let (parent, name) = split(d)?;
+        let sf = open_dir(s)?;
+        let pf = open_dir(parent)?;
+        ioctl::snapshot(sf.as_fd(), pf.as_fd(), name, false).ctx(OP, d)
+    };
+    one(src, dst)?;
+    let res = (|| -> Result<()> {
+        for rel in &nested {
+            let d = dst.join(rel);
+            // The snapshot holds an empty directory where the nested subvolume was.
+            std::fs::remove_dir(&d).ctx(OP, &d)?;
+            one(&src.join(rel), &d)?;
+        }
+        let mut ro: Vec<PathBuf> = Vec::new();
+        for rel in &nested {
+            let sf = open_dir(&src.join(rel))?;
+            if readonly || ioctl::get_flags(sf.as_fd()).is_ok_and(|f| f & ioctl::SUBVOL_RDONLY != 0) {
+                ro.push(dst.join(rel));
+            }
+        }
+        if readonly {
+            ro.push(dst.to_path_buf());
+        }
+        for p in ro.iter().rev() {
+            let f = open_dir(p)?;
+            ioctl::set_readonly(f.as_fd(), true).ctx("make snapshot read-only", p)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = destroy_tree(dst);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Mount options (per-mount and superblock) of the mount holding `p`.
+fn mount_options(p: &Path) -> Vec<String> {
+    let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut best: Option<(usize, Vec<String>)> = None;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let Some(mp) = f.get(4) else { continue };
+        let mp = PathBuf::from(mp.replace("\\040", " "));
+        if !canon.starts_with(&mp) {
+            continue;
+        }
+        let len = mp.as_os_str().len();
+        if best.as_ref().is_some_and(|(l, _)| *l > len) {
+            continue;
+        }
+        let mut opts: Vec<String> = f
+            .get(5)
+            .map(|o| o.split(',').map(String::from).collect())
+            .unwrap_or_default();
+        if let Some(sep) = f.iter().position(|x| *x == "-") {
+            if let Some(so) = f.get(sep + 3) {
+                opts.extend(so.split(',').map(String::from));
+            }
+        }
+        best = Some((len, opts));
+    }
+    best.map(|b| b.1).unwrap_or_default()
+}
+
+/// Delete subvolume `top` and the subvolumes nested in it. A plain
+/// directory (half-made rootfs) is removed as a tree; missing is fine.
+pub fn destroy_tree(top: &Path) -> Result<()> {
+    const OP: &str = "btrfs destroy";
+    if std::fs::symlink_metadata(top).is_err() {
+        return Ok(());
+    }
+    if !is_subvolume(top) {
+        return fsutil::remove_tree(top);
+    }
+    if !strata_core::paths::is_root() && !mount_options(top).iter().any(|o| o == "user_subvol_rm_allowed") {
+        return Err(err!(
+            PermissionDenied,
+            OP,
+            "only root can delete a btrfs subvolume unless the filesystem is mounted with user_subvol_rm_allowed"
+        )
+        .at(top));
+    }
+    let nested = nested_subvolumes(top)?;
+    // A read-only parent cannot lose its children: make everything writable first.
+    for p in std::iter::once(top.to_path_buf()).chain(nested.iter().map(|r| top.join(r))) {
+        if let Ok(f) = open_dir(&p) {
+            let _ = ioctl::set_readonly(f.as_fd(), false);
+        }
+    }
+    for p in nested
+        .iter()
+        .rev()
+        .map(|r| top.join(r))
+        .chain(std::iter::once(top.to_path_buf()))
+    {
+        let (parent, name) = split(&p)?;
+        let pf = open_dir(parent)?;
+        match ioctl::destroy(pf.as_fd(), name) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(nix::errno::Errno::EPERM) | Err(nix::errno::Errno::EACCES) => {
+                return Err(err!(PermissionDenied, OP, "not allowed to delete this subvolume").at(&p))
+            }
+            Err(e) => return Err(Error::errno(OP, &p, e)),
+        }
+    }
+    Ok(())
+}
+
+impl BtrfsBackend {
+    fn check_target(&self, path: &Path) -> Result<PathBuf> {
+        const OP: &str = "plan btrfs rootfs";
+        let anc = existing_ancestor(path.parent().unwrap_or(path));
+        let magic = fs_magic(&anc)?;
+        if magic != BTRFS_SUPER_MAGIC {
+            return Err(err!(
+                InvalidArgument,
+                OP,
+                "{} is not on a btrfs filesystem but on {}; put the container path on btrfs or use another backend",
+                anc.display(),
+                fs_name(magic)
+            )
+            .at(path));
+        }
+        Ok(anc)
+    }
+}
+
+impl Backend for BtrfsBackend {
+    fn kind(&self) -> &'static str {
+        "btrfs"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            snapshot: true,
+            snapshot_of_snapshot: true,
+            ..Caps::default()
+        }
+    }
+
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        const OP: &str = "plan btrfs rootfs";
+        let path = t.dir.join("rootfs");
+        if path.to_str().is_none() {
+            return Err(err!(InvalidArgument, OP, "path is not UTF-8").at(&path));
+        }
+        let anc = self.check_target(&path)?;
+        if let Some(o) = origin {
+            if o.kind() != "btrfs" || !is_subvolume(&o.path()) {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "{o} is not a btrfs subvolume; it cannot be snapshotted"
+                ));
+            }
+            if fsid(&o.path())? != fsid(&anc)? {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "{o} is on another btrfs filesystem; a snapshot must stay on the same one (use a copy)"
+                )
+                .at(&path));
+            }
+        }
+        Ok(RootfsSpec::new("btrfs", path.display().to_string()))
+    }
+
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        let path = t.building(spec).path();
+        let _span = tracing::debug_span!("btrfs create", path = %path.display()).entered();
+        let (parent, name) = split(&path)?;
+        std::fs::create_dir_all(parent).ctx("create btrfs rootfs", parent)?;
+        let pf = open_dir(parent)?;
+        ioctl::create_subvol(pf.as_fd(), name).ctx("create btrfs subvolume", &path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).ctx("create btrfs rootfs", &path)
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        let path = spec.path();
+        let _span = tracing::debug_span!("btrfs destroy", path = %path.display()).entered();
+        destroy_tree(&path)
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        spec.path().is_dir()
+    }
+
+    fn local_path(&self, spec: &RootfsSpec) -> Option<PathBuf> {
+        Some(spec.path())
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        let src = spec.path();
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(&src), target, None::<&str>, flags, None::<&str>).ctx("bind mount rootfs", target)?;
+        if readonly {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+                let _ = umount2(target, MntFlags::MNT_DETACH);
+                return Err(e).ctx("remount rootfs read-only", target);
+            }
+        }
+        Ok(())
+    }
+
+    fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
+        umount2(target, MntFlags::MNT_DETACH).ctx("unmount rootfs", target)
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        Some(self)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl Snapshotter for BtrfsBackend {
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool {
+        src.kind() == "btrfs"
+    }
+
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, readonly: bool) -> Result<()> {
+        let _span = tracing::info_span!("btrfs snapshot", src = %src, dst = %spec, readonly).entered();
+        if !self.can_snapshot(src) {
+            return Err(err!(
+                Unsupported,
+                "btrfs snapshot",
+                "cannot snapshot a {} rootfs",
+                src.kind()
+            ));
+        }
+        snapshot_tree(&src.path(), &t.building(spec).path(), readonly)
+    }
+}
+
+impl FastCopy for BtrfsBackend {
+    // A copy within one btrfs is a writable snapshot, as LXC does it.
+    fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool> {
+        let dst = t.building(spec).path();
+        let (Some(parent), true) = (dst.parent(), src.kind() == "btrfs" && is_subvolume(&src.path())) else {
+            return Ok(false);
+        };
+        let anc = existing_ancestor(parent);
+        if fs_magic(&anc)? != BTRFS_SUPER_MAGIC || fsid(&anc)? != fsid(&src.path())? {
+            return Ok(false);
+        }
+        let _span = tracing::info_span!("btrfs copy as snapshot", src = %src, dst = %spec).entered();
+        std::fs::create_dir_all(parent).ctx("btrfs copy", parent)?;
+        snapshot_tree(&src.path(), &dst, false)?;
+        Ok(true)
+    }
+}
+
+impl UsageReport for BtrfsBackend {
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        let path = spec.path();
+        let f = open_dir(&path)?;
+        let id = match ioctl::subvol_id(f.as_fd()) {
+            Ok(id) => id,
+            Err(nix::errno::Errno::EPERM) => return Ok(Usage::default()),
+            Err(e) => return Err(Error::errno("btrfs usage", &path, e)),
+        };
+        // qgroup numbers are updated at transaction commit.
+        let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
+        match ioctl::qgroup_usage(f.as_fd(), id) {
+            Ok(Some((referenced, exclusive))) => Ok(Usage {
+                exclusive: Some(exclusive),
+                referenced: Some(referenced),
+            }),
+            Ok(None) | Err(nix::errno::Errno::EPERM) => Ok(Usage::default()),
+            Err(e) => Err(Error::errno("btrfs qgroup usage", &path, e)),
+        }
+    }
+}

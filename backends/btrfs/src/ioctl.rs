@@ -1,0 +1,168 @@
+//! The kernel's btrfs ioctls, declared here (no C library).
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+const MAGIC: u8 = 0x94;
+pub const SUBVOL_RDONLY: u64 = 1 << 1;
+/// The inode number of every subvolume's root directory.
+pub const FIRST_FREE_OBJECTID: u64 = 256;
+pub const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
+const QUOTA_TREE_OBJECTID: u64 = 8;
+const QGROUP_STATUS_KEY: u32 = 240;
+const QGROUP_INFO_KEY: u32 = 242;
+const QGROUP_STATUS_FLAG_INCONSISTENT: u64 = 1 << 1;
+
+#[repr(C)]
+pub struct VolArgs {
+    pub fd: i64,
+    pub name: [u8; 4088],
+}
+
+#[repr(C)]
+pub struct VolArgsV2 {
+    pub fd: i64,
+    pub transid: u64,
+    pub flags: u64,
+    pub unused: [u64; 4],
+    pub name: [u8; 4040],
+}
+
+#[repr(C)]
+pub struct InoLookupArgs {
+    pub treeid: u64,
+    pub objectid: u64,
+    pub name: [u8; 4080],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SearchKey {
+    pub tree_id: u64,
+    pub min_objectid: u64,
+    pub max_objectid: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+    pub min_transid: u64,
+    pub max_transid: u64,
+    pub min_type: u32,
+    pub max_type: u32,
+    pub nr_items: u32,
+    pub unused: u32,
+    pub unused1: [u64; 4],
+}
+
+#[repr(C)]
+pub struct SearchArgs {
+    pub key: SearchKey,
+    pub buf: [u8; 4096 - std::mem::size_of::<SearchKey>()],
+}
+
+nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
+nix::ioctl_write_ptr!(subvol_create_v2, MAGIC, 24, VolArgsV2);
+nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
+nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
+nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
+nix::ioctl_readwrite!(ino_lookup, MAGIC, 18, InoLookupArgs);
+nix::ioctl_readwrite!(tree_search, MAGIC, 17, SearchArgs);
+nix::ioctl_read_buf!(fs_info, MAGIC, 31, u8);
+
+fn put_name(dst: &mut [u8], name: &[u8]) -> nix::Result<()> {
+    if name.is_empty() || name.len() >= dst.len() || name.contains(&b'/') || name.contains(&0) {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    dst[..name.len()].copy_from_slice(name);
+    Ok(())
+}
+
+/// New empty subvolume `name` in directory `parent`.
+pub fn create_subvol(parent: BorrowedFd, name: &[u8]) -> nix::Result<()> {
+    let mut a: Box<VolArgsV2> = Box::new(unsafe { std::mem::zeroed() });
+    put_name(&mut a.name, name)?;
+    unsafe { subvol_create_v2(parent.as_raw_fd(), &*a) }.map(drop)
+}
+
+/// Snapshot of the subvolume open at `src` as `name` in directory `parent`.
+pub fn snapshot(src: BorrowedFd, parent: BorrowedFd, name: &[u8], readonly: bool) -> nix::Result<()> {
+    let mut a: Box<VolArgsV2> = Box::new(unsafe { std::mem::zeroed() });
+    a.fd = src.as_raw_fd() as i64;
+    a.flags = if readonly { SUBVOL_RDONLY } else { 0 };
+    put_name(&mut a.name, name)?;
+    unsafe { snap_create_v2(parent.as_raw_fd(), &*a) }.map(drop)
+}
+
+/// Delete subvolume `name` in directory `parent`.
+pub fn destroy(parent: BorrowedFd, name: &[u8]) -> nix::Result<()> {
+    let mut a: Box<VolArgs> = Box::new(unsafe { std::mem::zeroed() });
+    put_name(&mut a.name, name)?;
+    unsafe { snap_destroy(parent.as_raw_fd(), &*a) }.map(drop)
+}
+
+pub fn get_flags(fd: BorrowedFd) -> nix::Result<u64> {
+    let mut f = 0u64;
+    unsafe { subvol_getflags(fd.as_raw_fd(), &mut f) }?;
+    Ok(f)
+}
+
+pub fn set_readonly(fd: BorrowedFd, ro: bool) -> nix::Result<()> {
+    let cur = get_flags(fd)?;
+    let new = if ro { cur | SUBVOL_RDONLY } else { cur & !SUBVOL_RDONLY };
+    if new == cur {
+        return Ok(());
+    }
+    unsafe { subvol_setflags(fd.as_raw_fd(), &new) }.map(drop)
+}
+
+/// The subvolume (tree) id of the subvolume `fd` is in.
+pub fn subvol_id(fd: BorrowedFd) -> nix::Result<u64> {
+    let mut a: Box<InoLookupArgs> = Box::new(unsafe { std::mem::zeroed() });
+    a.objectid = FIRST_FREE_OBJECTID;
+    unsafe { ino_lookup(fd.as_raw_fd(), &mut *a) }?;
+    Ok(a.treeid)
+}
+
+/// The filesystem's UUID: equal for every subvolume of one filesystem.
+pub fn fsid(fd: BorrowedFd) -> nix::Result<[u8; 16]> {
+    let mut buf = [0u8; 1024];
+    unsafe { fs_info(fd.as_raw_fd(), &mut buf) }?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&buf[16..32]);
+    Ok(id)
+}
+
+/// Referenced and exclusive bytes of qgroup 0/`id`, `None` when quotas are
+/// off or their numbers are not consistent (rescan pending).
+pub fn qgroup_usage(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> {
+    let search = |ty: u32, offset: u64| -> nix::Result<Option<Vec<u8>>> {
+        let mut a: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
+        a.key.tree_id = QUOTA_TREE_OBJECTID;
+        a.key.min_type = ty;
+        a.key.max_type = ty;
+        a.key.min_offset = offset;
+        a.key.max_offset = offset;
+        a.key.max_transid = u64::MAX;
+        a.key.nr_items = 1;
+        match unsafe { tree_search(fd.as_raw_fd(), &mut *a) } {
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            r => r?,
+        };
+        if a.key.nr_items == 0 {
+            return Ok(None);
+        }
+        // Header: transid, objectid, offset (u64), type, len (u32).
+        let len = u32::from_ne_bytes(a.buf[28..32].try_into().unwrap()) as usize;
+        Ok(Some(a.buf[32..32 + len.min(a.buf.len() - 32)].to_vec()))
+    };
+    let le = |b: &[u8], at: usize| b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()));
+    let Some(status) = search(QGROUP_STATUS_KEY, 0)? else {
+        return Ok(None);
+    };
+    // Status item: version, generation, flags, rescan (le64 each).
+    if le(&status, 16).unwrap_or(QGROUP_STATUS_FLAG_INCONSISTENT) & QGROUP_STATUS_FLAG_INCONSISTENT != 0 {
+        return Ok(None);
+    }
+    let Some(info) = search(QGROUP_INFO_KEY, id)? else {
+        return Ok(None);
+    };
+    // Info item: generation, rfer, rfer_cmpr, excl, excl_cmpr (le64 each).
+    Ok(le(&info, 8).zip(le(&info, 24)))
+}
