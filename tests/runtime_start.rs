@@ -1,0 +1,318 @@
+//! The runtime on real namespaces: start, execute, attach, stop, state, mounts, bad input.
+
+#[path = "runtime_helpers.rs"]
+mod helpers;
+
+use helpers::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn execute_runs_command_as_pid1_in_new_namespaces() {
+    let rt = Rt::new();
+    rt.container("c1", "lxc.environment = FOO=bar baz\n");
+    let script = "echo pid=$$; hostname; ls /sys/class/net; ps | wc -l; echo FOO=$FOO; \
+                  cat /proc/mounts; exit 7";
+    let o = rt.run("lxc-execute", &["-n", "c1", "--", "/bin/sh", "-c", script]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(7), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1");
+    assert_eq!(lines[1], "c1");
+    assert_eq!(lines[2], "lo", "only loopback in the netns: {out}");
+    // header + sh + ps + wc (+ subshell): the host's processes are not there.
+    let nproc: usize = lines[3].trim().parse().unwrap();
+    assert!(nproc <= 5, "{nproc} processes visible: {out}");
+    assert_eq!(lines[4], "FOO=bar baz");
+    assert!(out.contains("proc /proc proc "), "{out}");
+    assert!(out.contains("sysfs /sys sysfs ro,"), "{out}");
+    assert!(out.contains("tmpfs /dev tmpfs "), "{out}");
+    assert!(
+        out.contains("devpts /dev/pts devpts ") && out.contains("ptmxmode=666"),
+        "{out}"
+    );
+    // No host mount is visible inside: the old root is gone.
+    assert!(!out.contains(rt.tmp.path().to_str().unwrap()), "{out}");
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn loopback_is_up_and_dev_nodes_work() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "ip link show lo; echo x > /dev/null && echo null-ok; ls -l /dev/ptmx",
+        ],
+    );
+    assert!(out.contains("UP"), "{out}");
+    assert!(out.contains("null-ok"), "{out}");
+    assert!(out.contains("/dev/ptmx -> pts/ptmx"), "{out}");
+}
+
+#[test]
+fn exit_status_and_signals_pass_through() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    assert_eq!(
+        rt.run("lxc-execute", &["-n", "c1", "--", "/bin/true"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        rt.run("lxc-execute", &["-n", "c1", "--", "/bin/false"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        rt.run("lxc-start", &["-F", "-n", "c1", "--", "/bin/sh", "-c", "exit 42"])
+            .status
+            .code(),
+        Some(42)
+    );
+    // Init killed by a signal: 128 + N, as a shell reports it.
+    let child = rt
+        .cmd("lxc-start", &["-F", "-n", "c1", "--", "/bin/sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while rt.state("c1") != "RUNNING" && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(137));
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn start_attach_stop_and_info() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    assert_eq!(rt.state("c1"), "STOPPED");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let info = rt.ok("lxc-info", &["-n", "c1"]);
+    assert!(info.contains("Name:           c1\n"), "{info}");
+    assert!(info.contains("State:          RUNNING\n"), "{info}");
+    let pid: i64 = rt.ok("lxc-info", &["-n", "c1", "-p", "-H"]).trim().parse().unwrap();
+    assert!(pid_alive(pid));
+    assert_eq!(rt.record("c1").unwrap()["init_pid"].as_i64(), Some(pid));
+    // Rootfs mounted under the run dir while running.
+    assert_eq!(rt.mounts().len(), 1, "{:?}", rt.mounts());
+
+    let o = rt.run(
+        "lxc-attach",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "hostname; echo $$; cat /proc/1/cmdline; exit 5",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "c1");
+    assert_ne!(l[1], "1", "attached process is not init");
+    assert!(l[2].contains("/sbin/init"), "{out}");
+
+    let e = rt.fails("lxc-start", &["-n", "c1"]);
+    assert!(e.contains("already running"), "{e}");
+
+    let t = Instant::now();
+    rt.ok("lxc-stop", &["-n", "c1"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "init honours SIGPWR: {:?}",
+        t.elapsed()
+    );
+    assert!(!pid_alive(pid));
+    assert_eq!(rt.state("c1"), "STOPPED");
+    assert_eq!(rt.ok("lxc-info", &["-n", "c1", "-p"]), "");
+    let e = rt.fails("lxc-stop", &["-n", "c1"]);
+    assert!(e.contains("not running"), "{e}");
+    let e = rt.fails("lxc-attach", &["-n", "c1", "--", "/bin/true"]);
+    assert!(e.contains("not running"), "{e}");
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn stop_kills_after_timeout_when_init_ignores_halt_signal() {
+    let rt = Rt::new();
+    // sleep as pid 1 has no handler: SIGPWR is ignored.
+    rt.container("c1", "lxc.init.cmd = /bin/sleep 1000\n");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let t = Instant::now();
+    rt.ok("lxc-stop", &["-n", "c1", "-t", "1"]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(rt.state("c1"), "STOPPED");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let t = Instant::now();
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // The configured halt signal is the one sent: /sbin/init stops on SIGPWR only.
+    let cfg = std::fs::read_to_string(rt.lxcpath.join("c1/config")).unwrap();
+    let cfg = cfg.replace("lxc.init.cmd = /bin/sleep 1000\n", "lxc.signal.halt = SIGUSR1\n");
+    std::fs::write(rt.lxcpath.join("c1/config"), cfg).unwrap();
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let t = Instant::now();
+    rt.ok("lxc-stop", &["-n", "c1", "-t", "1"]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "SIGUSR1 ignored, then SIGKILL"
+    );
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn state_is_right_after_the_monitor_is_killed() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let rec = rt.record("c1").unwrap();
+    let (monitor, init) = (rec["monitor_pid"].as_i64().unwrap(), rec["init_pid"].as_i64().unwrap());
+    unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    while pid_alive(monitor) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(rt.state("c1"), "RUNNING");
+    assert_eq!(rt.ok("lxc-info", &["-n", "c1", "-p", "-H"]).trim(), init.to_string());
+    assert!(rt.ok("lxc-ls", &["--fancy"]).contains("RUNNING"));
+    // Stop without a monitor: the stopper unmounts and removes the record.
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    assert_eq!(rt.state("c1"), "STOPPED");
+    rt.assert_clean(&["c1"]);
+    // And init gone while its monitor is dead: STOPPED, and cleaned by the next start.
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let rec = rt.record("c1").unwrap();
+    unsafe { libc::kill(rec["monitor_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    unsafe { libc::kill(rec["init_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    while rt.state("c1") != "STOPPED" && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(rt.state("c1"), "STOPPED");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn mount_entries_bind_and_never_escape_the_rootfs() {
+    let rt = Rt::new();
+    let src = rt.outside.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "hello\n").unwrap();
+    let escape = rt.outside.join("escape");
+    std::fs::create_dir(&escape).unwrap();
+    let tag = format!("strata-test-{}", std::process::id());
+    let rootfs = rt.container(
+        "c1",
+        &format!(
+            "lxc.mount.entry = {s} mnt/data none bind,ro,create=dir 0 0\n\
+             lxc.mount.entry = {s} esc/{tag} none bind,create=dir 0 0\n\
+             lxc.mount.entry = {s}/f etc/file none bind,create=file 0 0\n",
+            s = src.display()
+        ),
+    );
+    // A symlink in the rootfs pointing at /etc: resolved inside the rootfs, never the host's /etc.
+    std::os::unix::fs::symlink("/etc", rootfs.join("esc")).unwrap();
+    let esc_inside = format!("/etc/{tag}/f");
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("cat /mnt/data/f; cat /etc/file; cat {esc_inside}; touch /mnt/data/new 2>/dev/null || echo ro"),
+        ],
+    );
+    assert_eq!(out, "hello\nhello\nhello\nro\n");
+    assert!(
+        !std::path::Path::new("/etc").join(&tag).exists(),
+        "a mount target was made outside the rootfs"
+    );
+    assert!(rootfs.join("etc").join(&tag).is_dir());
+    assert!(!src.join("new").exists());
+    rt.assert_clean(&["c1"]);
+    // A symlink to a host dir missing in the rootfs: refused, nothing made on the host.
+    std::fs::remove_file(rootfs.join("esc")).unwrap();
+    std::os::unix::fs::symlink(&escape, rootfs.join("esc")).unwrap();
+    let e = rt.fails("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    assert!(e.contains(&format!("esc/{tag}")), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&escape).unwrap().count(),
+        0,
+        "made outside the rootfs"
+    );
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaks_nothing() {
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", "lxc.init.cmd = /sbin/missing\n");
+    let e = rt.fails("lxc-start", &["-n", "c1", "-F"]);
+    assert!(e.contains("/sbin/missing") && e.contains("not found"), "{e}");
+    let e = rt.fails("lxc-start", &["-n", "c1"]);
+    assert!(e.contains("/sbin/missing"), "{e}");
+    rt.assert_clean(&["c1"]);
+
+    let cfg = |extra: &str| {
+        std::fs::write(
+            rt.lxcpath.join("c1/config"),
+            format!("lxc.rootfs.path = dir:{}\n{extra}", rootfs.display()),
+        )
+        .unwrap()
+    };
+    cfg("lxc.mount.entry = /nonexistent/src mnt none bind,create=dir 0 0\n");
+    let e = rt.fails("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    assert!(e.contains("/nonexistent/src") && e.contains("does not exist"), "{e}");
+    rt.assert_clean(&["c1"]);
+    // An optional one is skipped.
+    cfg("lxc.mount.entry = /nonexistent/src mnt none bind,optional,create=dir 0 0\n");
+    rt.ok("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+
+    cfg("lxc.net.0.type = veth\nlxc.net.0.link = strata-nobr0\n");
+    let e = rt.fails("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    assert!(e.contains("strata-nobr0") && e.contains("does not exist"), "{e}");
+    rt.assert_clean(&["c1"]);
+
+    std::fs::write(
+        rt.lxcpath.join("c1/config"),
+        "lxc.rootfs.path = dir:/nonexistent/rootfs\n",
+    )
+    .unwrap();
+    let e = rt.fails("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    assert!(e.contains("does not mount"), "{e}");
+    rt.assert_clean(&["c1"]);
+
+    let e = rt.fails("lxc-start", &["-n", "nope"]);
+    assert!(e.contains("does not exist"), "{e}");
+    let e = rt.fails("lxc-stop", &["-n", "nope"]);
+    assert!(e.contains("does not exist"), "{e}");
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn net_none_shares_the_host_network() {
+    let rt = Rt::new();
+    rt.container("c1", "lxc.net.0.type = none\n");
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let out = rt.ok("lxc-execute", &["-n", "c1", "--", "/bin/ls", "/sys/class/net"]);
+    assert_eq!(out.split_whitespace().count(), host.len(), "{out} vs {host:?}");
+}
