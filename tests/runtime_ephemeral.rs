@@ -1,0 +1,207 @@
+//! Ephemeral containers: snapshot clones that live for one run.
+
+#[path = "runtime_helpers.rs"]
+mod helpers;
+
+use helpers::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn foreground_run_is_destroyed_and_base_untouched() {
+    let rt = Rt::new();
+    let rootfs = rt.container("base", "");
+    let before = listing(&rootfs);
+    let o = rt.run(
+        "lxc-copy",
+        &[
+            "-n",
+            "base",
+            "-N",
+            "e1",
+            "-e",
+            "-F",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo x > /newfile; rm /etc/base-marker; hostname; exit 3",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "e1\n");
+    assert_eq!(listing(&rootfs), before, "the base was modified");
+    assert!(!rt.lxcpath.join("base/lxc_snapshots").exists());
+    rt.assert_clean(&["base"]);
+}
+
+#[test]
+fn keep_data_tmpfs_and_bind_mounts() {
+    let rt = Rt::new();
+    rt.container("base", "");
+    let src = rt.outside.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "data\n").unwrap();
+    let bind = format!("bind={}:/mnt/b:ro", src.display());
+    let out = rt.ok(
+        "lxc-copy",
+        &[
+            "-n",
+            "base",
+            "-N",
+            "e2",
+            "-e",
+            "-t",
+            "-m",
+            &bind,
+            "-F",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /mnt/b/f; touch /mnt/b/g 2>/dev/null || echo ro; echo x > /up",
+        ],
+    );
+    assert_eq!(out, "data\nro\n");
+    assert!(!src.join("g").exists());
+    rt.assert_clean(&["base"]);
+    // -D keeps the container, and its changes.
+    rt.ok(
+        "lxc-copy",
+        &[
+            "-n",
+            "base",
+            "-N",
+            "kept",
+            "-e",
+            "-D",
+            "-F",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo x > /up",
+        ],
+    );
+    rt.assert_clean(&["base", "kept"]);
+    let out = rt.ok("lxc-execute", &["-n", "kept", "--", "/bin/cat", "/up"]);
+    assert_eq!(out, "x\n");
+    // Bad input: nothing made.
+    let e = rt.fails(
+        "lxc-copy",
+        &["-n", "base", "-N", "e3", "-e", "-m", "bind=/nonexistent/x:/mnt", "-F"],
+    );
+    assert!(e.contains("/nonexistent/x"), "{e}");
+    let e = rt.fails("lxc-copy", &["-n", "base", "-N", "kept", "-e", "-F"]);
+    assert!(e.contains("exists"), "{e}");
+    let e = rt.fails("lxc-copy", &["-n", "nope", "-e", "-F"]);
+    assert!(e.contains("does not exist"), "{e}");
+    rt.assert_clean(&["base", "kept"]);
+}
+
+#[test]
+fn daemon_run_then_stop_destroys_it() {
+    let rt = Rt::new();
+    rt.container("base", "");
+    let out = rt.ok("lxc-copy", &["-n", "base", "-e"]);
+    let name = out.split_whitespace().nth(1).unwrap().to_string();
+    assert!(name.starts_with("base_") && name.len() == "base_".len() + 6, "{out}");
+    assert_eq!(rt.state(&name), "RUNNING");
+    assert_eq!(rt.record(&name).unwrap()["ephemeral"], true);
+    // The engine refuses to destroy it while it runs.
+    let o = rt.run("lxc-destroy", &["-n", &name]);
+    assert!(!o.status.success());
+    rt.ok("lxc-stop", &["-n", &name]);
+    rt.assert_clean(&["base"]);
+}
+
+#[test]
+fn killed_monitor_leaves_nothing_after_the_next_command() {
+    let rt = Rt::new();
+    rt.container("base", "");
+    rt.ok("lxc-copy", &["-n", "base", "-N", "e1", "-e", "-t"]);
+    rt.ok("lxc-copy", &["-n", "base", "-N", "e2", "-e"]);
+    for n in ["e1", "e2"] {
+        let rec = rt.record(n).unwrap();
+        let m = rec["monitor_pid"].as_i64().unwrap();
+        unsafe { libc::kill(m as i32, libc::SIGKILL) };
+        let t = Instant::now();
+        while pid_alive(m) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(rt.entries().contains(&"e1".to_string()));
+    // Any strata command on the lxcpath reaps them first.
+    let out = rt.ok("lxc-info", &["-n", "base"]);
+    assert!(out.contains("STOPPED"));
+    rt.assert_clean(&["base"]);
+
+    // A crash before the monitor wrote its record: the config marks it.
+    rt.ok(
+        "lxc-copy",
+        &["-n", "base", "-N", "e3", "-e", "-D", "-F", "--", "/bin/true"],
+    );
+    let cfg = rt.lxcpath.join("e3/config");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("lxc.ephemeral = 1\n");
+    std::fs::write(&cfg, text).unwrap();
+    rt.ok("lxc-info", &["-n", "base"]);
+    rt.assert_clean(&["base"]);
+}
+
+#[test]
+fn concurrent_runs_of_one_base() {
+    let rt = Rt::new();
+    let rootfs = rt.container("base", "");
+    let before = listing(&rootfs);
+    let kids: Vec<_> = (0..4)
+        .map(|i| {
+            rt.cmd(
+                "lxc-copy",
+                &[
+                    "-n",
+                    "base",
+                    "-e",
+                    "-F",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    &format!("echo {i} > /f; sleep 0.2; cat /f"),
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, k) in kids.into_iter().enumerate() {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success());
+        assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{i}\n"));
+    }
+    assert_eq!(listing(&rootfs), before);
+    rt.assert_clean(&["base"]);
+}
+
+#[test]
+fn lxc_start_ephemeral() {
+    let rt = Rt::new();
+    rt.container("base", "");
+    let src = rt.outside.join("b");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "b\n").unwrap();
+    let b = src.display().to_string();
+    let out = rt.ok(
+        "lxc-start-ephemeral",
+        &["-o", "base", "-n", "se", "-b", &b, "--", "/bin/cat", &format!("{b}/f")],
+    );
+    assert_eq!(out, "b\n");
+    rt.assert_clean(&["base"]);
+    let o = rt.run("lxc-start-ephemeral", &["-o", "base", "--", "/bin/sh", "-c", "exit 6"]);
+    assert_eq!(o.status.code(), Some(6));
+    rt.ok(
+        "lxc-start-ephemeral",
+        &["-o", "base", "-n", "kept", "-k", "--", "/bin/true"],
+    );
+    rt.assert_clean(&["base", "kept"]);
+    rt.ok("lxc-start-ephemeral", &["-o", "base", "-n", "d", "-d"]);
+    assert_eq!(rt.state("d"), "RUNNING");
+    rt.ok("lxc-stop", &["-n", "d"]);
+    rt.assert_clean(&["base", "kept"]);
+}
