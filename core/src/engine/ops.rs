@@ -1031,9 +1031,12 @@ impl Engine {
             }
             vec![snap.to_string()]
         };
+        let sstore = Store::new(&snaps);
         for s in &list {
             let sr = ContainerRef::new(&snaps, s);
             refuse_dependents(OP, &sr, &live_dependents(&sr)?)?;
+            let spec = sstore.load(s)?.rootfs;
+            self.refuse_backend_dependents(OP, s, &spec, &[spec.clone()])?;
         }
         for s in &list {
             self.destroy_unchecked(&snaps, s)?;
@@ -1075,6 +1078,17 @@ impl Engine {
                 .collect();
             refuse_dependents(OP, &sr, &deps)?;
         }
+        // What the backend itself knows (clones of zfs snapshots, ...); our own snapshots go first.
+        let mut own: Vec<RootfsSpec> = snaps.iter().map(|s| s.rootfs.clone()).collect();
+        let cur = store.load(&r.name)?;
+        own.push(cur.rootfs.clone());
+        for (who, spec) in std::iter::once((r.name.clone(), cur.rootfs.clone())).chain(
+            snaps
+                .iter()
+                .map(|s| (format!("{} (snapshot of {})", s.name, r.name), s.rootfs.clone())),
+        ) {
+            self.refuse_backend_dependents(OP, &who, &spec, &own)?;
+        }
         if let Some(rec) = crate::state::running(r) {
             if !req.force {
                 return Err(err!(
@@ -1087,6 +1101,26 @@ impl Engine {
             kill_and_wait(r, rec.init_pid)?;
         }
         self.destroy_unchecked(&r.lxcpath, &r.name)
+    }
+
+    /// Refuse when the backend knows rootfs (outside `own`) that destroying `spec` would lose.
+    fn refuse_backend_dependents(&self, op: &str, who: &str, spec: &RootfsSpec, own: &[RootfsSpec]) -> Result<()> {
+        let deps: Vec<String> = self
+            .backend_of(spec)?
+            .dependents(spec)?
+            .into_iter()
+            .filter(|d| !own.contains(d))
+            .map(|d| d.to_string())
+            .collect();
+        if deps.is_empty() {
+            return Ok(());
+        }
+        Err(err!(
+            HasDependents,
+            op,
+            "container {who} has dependents: {}",
+            deps.join(", ")
+        ))
     }
 
     /// Destroy a container whose checks are done and lock is held: renamed
