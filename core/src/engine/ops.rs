@@ -1036,7 +1036,7 @@ impl Engine {
             let sr = ContainerRef::new(&snaps, s);
             refuse_dependents(OP, &sr, &live_dependents(&sr)?)?;
             let spec = sstore.load(s)?.rootfs;
-            self.refuse_backend_dependents(OP, s, &spec, &[spec.clone()])?;
+            self.refuse_backend_dependents(OP, s, &spec, std::slice::from_ref(&spec))?;
         }
         for s in &list {
             self.destroy_unchecked(&snaps, s)?;
