@@ -21,6 +21,7 @@ impl RegisterReady for Backends {
         self.register(strata_dir::backend());
         self.register(strata_overlay::backend());
         self.register(strata_btrfs::backend());
+        self.register(strata_loop::backend());
         self.register(strata_lvm::backend());
         self.register(strata_zfs::backend());
     }

@@ -1,1 +1,528 @@
-//! The loop backend.
+//! The loop backend: the rootfs is a filesystem image in a file,
+//! `loop:$lxcpath/NAME/rootdev`, mounted through a loop device. Copies of an
+//! unchanged image are sparse image copies (a reflink where the host can);
+//! snapshots are reflinks, where the host filesystem has them.
+
+pub mod dev;
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use strata_core::{err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target};
+
+/// LXC's default `--fssize`.
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+pub const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
+
+#[derive(Debug, Default)]
+pub struct LoopBackend;
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(LoopBackend)
+}
+
+/// The smallest image mkfs accepts for `fstype`.
+fn min_size(fstype: &str) -> u64 {
+    match fstype {
+        "xfs" => 300 << 20,
+        "btrfs" => 114_294_784,
+        _ => 2 << 20,
+    }
+}
+
+/// A size as LXC writes it: bytes, or with a K/M/G/T suffix (optionally `B`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s.strip_suffix(['B', 'b']).unwrap_or(s);
+    let (num, mult) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
+        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
+        't' | 'T' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// The filesystem in an image, from its superblock magic, with the sector
+/// size the loop device should present.
+pub fn detect_fs(image: &Path) -> Option<(&'static str, u32)> {
+    let f = File::open(image).ok()?;
+    let at = |off: u64, n: usize| -> Option<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        f.read_exact_at(&mut b, off).ok().map(|_| b)
+    };
+    if at(0, 4)? == b"XFSB" {
+        let ss = at(102, 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as u32)
+            .unwrap_or(512);
+        return Some(("xfs", ss.clamp(512, 4096)));
+    }
+    if at(1080, 2).is_some_and(|b| b == [0x53, 0xEF]) {
+        let log = at(1024 + 24, 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .unwrap_or(0);
+        return Some(("ext4", (1024u32 << log.min(6)).clamp(512, 4096)));
+    }
+    if at(65600, 8).is_some_and(|b| b == b"_BHRfS_M") {
+        let ss = at(65536 + 0x90, 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .unwrap_or(4096);
+        return Some(("btrfs", ss.clamp(512, 4096)));
+    }
+    None
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn run(op: &str, argv: &[&std::ffi::OsStr]) -> Result<()> {
+    let name = argv[0].to_string_lossy().into_owned();
+    let tool = find_tool(&name).ok_or_else(|| err!(NotFound, op, "{name} not found; install it"))?;
+    let out = Command::new(&tool)
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ctx(op, &tool)?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        return Err(err!(Command, op, "{name} failed ({}): {msg}", out.status));
+    }
+    Ok(())
+}
+
+fn fstype_of(t: &Target) -> Result<String> {
+    let fstype = t
+        .opts
+        .fstype
+        .clone()
+        .or_else(|| t.opts.defaults.get("lxc.bdev.fstype").cloned())
+        .unwrap_or_else(|| "ext4".into());
+    if !FSTYPES.contains(&fstype.as_str()) {
+        return Err(err!(
+            InvalidArgument,
+            "plan loop rootfs",
+            "unknown --fstype {fstype:?} (known: {})",
+            FSTYPES.join(", ")
+        ));
+    }
+    Ok(fstype)
+}
+
+fn size_of(t: &Target) -> Result<u64> {
+    if let Some(s) = t.opts.fssize {
+        return Ok(s);
+    }
+    match t.opts.defaults.get("lxc.bdev.fssize") {
+        Some(v) => parse_size(v).ok_or_else(|| {
+            err!(
+                InvalidConfig,
+                "plan loop rootfs",
+                "lxc.bdev.fssize = {v:?} is not a size"
+            )
+        }),
+        None => Ok(DEFAULT_SIZE),
+    }
+}
+
+/// `p` itself or its nearest existing ancestor.
+fn existing_ancestor(p: &Path) -> PathBuf {
+    let mut cur = p;
+    loop {
+        if std::fs::symlink_metadata(cur).is_ok() {
+            return cur.to_path_buf();
+        }
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => return PathBuf::from("/"),
+        }
+    }
+}
+
+fn fs_name(p: &Path) -> String {
+    match nix::sys::statfs::statfs(p).map(|s| i64::from(s.filesystem_type().0)) {
+        Ok(0xEF53) => "ext4".into(),
+        Ok(0x58465342) => "xfs".into(),
+        Ok(0x9123683e) => "btrfs".into(),
+        Ok(0x01021994) => "tmpfs".into(),
+        Ok(0x794c7630) => "overlay".into(),
+        Ok(m) => format!("a filesystem of type {m:#x}"),
+        Err(_) => "unknown".into(),
+    }
+}
+
+const FICLONE: libc::c_ulong = 0x40049409;
+const FICLONERANGE: libc::c_ulong = 0x4020940d;
+
+#[repr(C)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+/// Whether `image` can be reflinked into directory `dir`: clones its first
+/// block into an unnamed temporary file there (nothing is left behind).
+fn reflink_probe(image: &Path, dir: &Path) -> std::result::Result<(), Errno> {
+    let src = File::open(image).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let tmp = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(dir);
+    let (tmp, named) = match tmp {
+        Ok(f) => (f, None),
+        Err(_) => {
+            let p = dir.join(format!(".strata-reflink-probe-{}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            (f, Some(p))
+        }
+    };
+    let r = FileCloneRange {
+        src_fd: src.as_raw_fd() as i64,
+        src_offset: 0,
+        src_length: 4096,
+        dest_offset: 0,
+    };
+    let res = Errno::result(unsafe { libc::ioctl(tmp.as_raw_fd(), FICLONERANGE as _, &r) }).map(drop);
+    if let Some(p) = named {
+        let _ = std::fs::remove_file(p);
+    }
+    res
+}
+
+fn reflink_refusal(dir: &Path, e: Errno) -> Error {
+    err!(
+        Unsupported,
+        "loop snapshot",
+        "snapshot of a loop container needs a host filesystem with reflinks (btrfs, xfs); this one is {} ({e})",
+        fs_name(dir)
+    )
+    .at(dir)
+}
+
+/// Copy `src` to the new file `dst` keeping holes: a reflink where the host
+/// can, else `copy_file_range` over the data extents only.
+pub fn copy_image(src: &Path, dst: &Path) -> Result<()> {
+    const OP: &str = "copy loop image";
+    let s = File::open(src).ctx(OP, src)?;
+    let len = s.metadata().ctx(OP, src)?.len();
+    let d = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .ctx(OP, dst)?;
+    if unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    d.set_len(len).ctx(OP, dst)?;
+    let mut off: i64 = 0;
+    while (off as u64) < len {
+        let data = unsafe { libc::lseek(s.as_raw_fd(), off, libc::SEEK_DATA) };
+        if data < 0 {
+            match Errno::last() {
+                Errno::ENXIO => break,
+                e => return Err(Error::errno(OP, src, e)),
+            }
+        }
+        let hole = unsafe { libc::lseek(s.as_raw_fd(), data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole };
+        let (mut so, mut dof) = (data, data);
+        while so < end {
+            let n = unsafe {
+                libc::copy_file_range(s.as_raw_fd(), &mut so, d.as_raw_fd(), &mut dof, (end - so) as usize, 0)
+            };
+            if n < 0 {
+                let e = Errno::last();
+                if matches!(e, Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL) {
+                    copy_range_rw(&s, &d, so as u64, end as u64).ctx(OP, dst)?;
+                    break;
+                }
+                return Err(Error::errno(OP, dst, e));
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        off = end;
+    }
+    Ok(())
+}
+
+fn copy_range_rw(s: &File, d: &File, mut from: u64, to: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    while from < to {
+        let n = ((to - from) as usize).min(buf.len());
+        s.read_exact_at(&mut buf[..n], from)?;
+        d.write_all_at(&buf[..n], from)?;
+        from += n as u64;
+    }
+    Ok(())
+}
+
+/// Give a copied image its own filesystem UUID so that both can be mounted
+/// at once (xfs and older btrfs refuse duplicates).
+fn new_uuid(image: &Path) -> Result<()> {
+    const OP: &str = "new filesystem UUID";
+    match detect_fs(image) {
+        Some(("xfs", _)) => run(
+            OP,
+            &[
+                "xfs_admin".as_ref(),
+                "-U".as_ref(),
+                "generate".as_ref(),
+                image.as_os_str(),
+            ],
+        ),
+        Some(("btrfs", _)) => run(OP, &["btrfstune".as_ref(), "-m".as_ref(), image.as_os_str()]),
+        // ext4 mounts duplicates; tune2fs -U would rewrite every group checksum.
+        _ => Ok(()),
+    }
+}
+
+/// The loop device and image behind the mount at `target`, if it is a loop mount.
+fn mount_source(target: &Path) -> Option<PathBuf> {
+    let canon = std::fs::canonicalize(target).ok()?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let mp = f.get(4)?.replace("\\040", " ");
+        if Path::new(&mp) != canon {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        let src = f.get(sep + 2)?;
+        src.starts_with("/dev/loop").then(|| PathBuf::from(src))
+    })
+}
+
+impl Backend for LoopBackend {
+    fn kind(&self) -> &'static str {
+        "loop"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            snapshot: true,
+            snapshot_of_snapshot: true,
+            needs_root: true,
+            sized: true,
+            block_backed: true,
+        }
+    }
+
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        const OP: &str = "plan loop rootfs";
+        if !strata_core::paths::is_root() {
+            return Err(err!(PermissionDenied, OP, "only root can use loop devices (-B loop)"));
+        }
+        let path = t.dir.join("rootdev");
+        if path.to_str().is_none() {
+            return Err(err!(InvalidArgument, OP, "path is not UTF-8").at(&path));
+        }
+        let fstype = fstype_of(t)?;
+        let size = size_of(t)?;
+        if size < min_size(&fstype) {
+            return Err(err!(
+                InvalidArgument,
+                OP,
+                "--fssize {size} bytes is too small for {fstype} (at least {} MiB)",
+                min_size(&fstype).div_ceil(1 << 20)
+            ));
+        }
+        if find_tool(&format!("mkfs.{fstype}")).is_none() {
+            return Err(err!(
+                NotFound,
+                OP,
+                "mkfs.{fstype} not found; install it to make {fstype} images"
+            ));
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            return Err(err!(
+                NotFound,
+                OP,
+                "/dev/loop-control is missing: no loop device support"
+            ));
+        }
+        if let Some(o) = origin {
+            if o.kind() != "loop" {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "cannot make a loop snapshot of a {} rootfs",
+                    o.kind()
+                ));
+            }
+            let anc = existing_ancestor(t.dir);
+            reflink_probe(&o.path(), &anc).map_err(|e| reflink_refusal(&anc, e))?;
+        }
+        Ok(RootfsSpec::new("loop", path.display().to_string()))
+    }
+
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        const OP: &str = "create loop rootfs";
+        let path = t.building(spec).path();
+        let fstype = fstype_of(t)?;
+        let size = size_of(t)?;
+        let _span = tracing::debug_span!("loop create", path = %path.display(), fstype, size).entered();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .ctx(OP, &path)?;
+        let res = f.set_len(size).ctx(OP, &path).and_then(|_| {
+            drop(f);
+            let mkfs = format!("mkfs.{fstype}");
+            // Sectors of 4096 bytes: the loop device presents 4096-byte blocks.
+            let args: &[&str] = match fstype.as_str() {
+                "ext4" => &["-q", "-F", "-b", "4096"],
+                "xfs" => &["-q", "-f", "-s", "size=4096"],
+                _ => &["-q", "-f"],
+            };
+            let mut argv: Vec<&std::ffi::OsStr> = vec![mkfs.as_ref()];
+            argv.extend(args.iter().map(std::ffi::OsStr::new));
+            argv.push(path.as_os_str());
+            run(OP, &argv)
+        });
+        if res.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        res
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        let path = spec.path();
+        let _span = tracing::debug_span!("loop destroy", path = %path.display()).entered();
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("destroy loop rootfs", &path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        spec.path().is_file()
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        const OP: &str = "mount loop rootfs";
+        let image = spec.path();
+        let _span = tracing::debug_span!("loop mount", image = %image.display()).entered();
+        let Some((fstype, block)) = detect_fs(&image) else {
+            if !image.is_file() {
+                return Err(err!(NotFound, OP, "image does not exist").at(&image));
+            }
+            return Err(err!(InvalidArgument, OP, "no ext4, xfs or btrfs filesystem in the image").at(&image));
+        };
+        let dev = dev::attach(&image, readonly, block)?;
+        let mut flags = MsFlags::empty();
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(Some(&dev.path), target, Some(fstype), flags, None::<&str>).ctx(OP, target)?;
+        // Mounted: autoclear detaches it when the mount goes.
+        dev.keep();
+        Ok(())
+    }
+
+    fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        let dev = mount_source(target);
+        match umount2(target, MntFlags::empty()) {
+            Err(Errno::EBUSY) => {
+                umount2(target, MntFlags::MNT_DETACH).ctx("unmount loop rootfs", target)?;
+                // Still in use: autoclear detaches it when the last user goes.
+                return Ok(());
+            }
+            r => r.ctx("unmount loop rootfs", target)?,
+        }
+        if let Some(d) = dev {
+            dev::detach_if_bound(&d, &spec.path());
+        }
+        Ok(())
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        Some(self)
+    }
+}
+
+impl Snapshotter for LoopBackend {
+    // Only where the image can be reflinked; otherwise the engine copies
+    // (lxc-snapshot) or refuses (`-s`).
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool {
+        let img = src.path();
+        src.kind() == "loop" && img.parent().is_some_and(|d| reflink_probe(&img, d).is_ok())
+    }
+
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
+        let dst = t.building(spec).path();
+        let _span = tracing::info_span!("loop reflink snapshot", src = %src, dst = %dst.display()).entered();
+        let s = File::open(src.path()).ctx("loop snapshot", src.path())?;
+        let d = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&dst)
+            .ctx("loop snapshot", &dst)?;
+        let res = if unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0 {
+            drop(d);
+            new_uuid(&dst)
+        } else {
+            Err(reflink_refusal(dst.parent().unwrap_or(&dst), Errno::last()))
+        };
+        if res.is_err() {
+            let _ = std::fs::remove_file(&dst);
+        }
+        res
+    }
+}
+
+impl FastCopy for LoopBackend {
+    fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool> {
+        if src.kind() != "loop" {
+            return Ok(false);
+        }
+        let img = src.path();
+        let Some((fstype, _)) = detect_fs(&img) else {
+            return Ok(false);
+        };
+        let len = std::fs::metadata(&img).ctx("copy loop image", &img)?.len();
+        if t.opts.fssize.is_some_and(|s| s != len) || t.opts.fstype.as_deref().is_some_and(|f| f != fstype) {
+            return Ok(false);
+        }
+        let dst = t.building(spec).path();
+        let _span = tracing::info_span!("loop image copy", src = %img.display(), dst = %dst.display()).entered();
+        let res = copy_image(&img, &dst).and_then(|_| new_uuid(&dst));
+        if res
+            .as_ref()
+            .is_err_and(|e| e.kind() != strata_core::ErrorKind::AlreadyExists)
+        {
+            let _ = std::fs::remove_file(&dst);
+        }
+        res.map(|_| true)
+    }
+}

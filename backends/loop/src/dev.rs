@@ -1,0 +1,217 @@
+//! Loop devices, claimed and configured through the kernel's ioctls.
+
+use nix::errno::Errno;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use strata_core::{err, Error, Result};
+
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
+const LOOP_SET_BLOCK_SIZE: libc::c_ulong = 0x4C09;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_DIRECT_IO: u32 = 16;
+
+/// How often a free device is claimed again when another process took it first.
+const CLAIM_RETRIES: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+fn ioctl_ptr<T>(fd: &File, req: libc::c_ulong, arg: *const T) -> nix::Result<libc::c_int> {
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) })
+}
+
+fn ioctl_val(fd: &File, req: libc::c_ulong, arg: libc::c_ulong) -> nix::Result<libc::c_int> {
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) })
+}
+
+fn info(flags: u32, image: &Path) -> LoopInfo64 {
+    let mut i: LoopInfo64 = unsafe { std::mem::zeroed() };
+    i.lo_flags = flags;
+    let name = image.as_os_str().as_encoded_bytes();
+    let n = name.len().min(63);
+    i.lo_file_name[..n].copy_from_slice(&name[..n]);
+    i
+}
+
+/// A loop device bound to an image. Detached on drop unless [`Attached::keep`]
+/// was called (then autoclear detaches it when its last user, the mount, goes).
+pub struct Attached {
+    pub path: PathBuf,
+    dev: Option<File>,
+    keep: bool,
+}
+
+impl Attached {
+    /// Let autoclear detach it once the mount is gone.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(dev) = self.dev.take() {
+            if !self.keep {
+                let _ = ioctl_val(&dev, LOOP_CLR_FD, 0);
+            }
+        }
+    }
+}
+
+/// Bind `image` to a free loop device: LOOP_CONFIGURE with autoclear, direct
+/// I/O and `block_size`, stepping down (no direct I/O, 512-byte blocks, the
+/// older SET_FD/SET_STATUS64) where the kernel or backing filesystem refuse.
+pub fn attach(image: &Path, readonly: bool, block_size: u32) -> Result<Attached> {
+    const OP: &str = "attach loop device";
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(image)
+        .map_err(|e| Error::io(OP, image, e))?;
+    let ctl = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(err!(
+                NotFound,
+                OP,
+                "/dev/loop-control is missing: no loop device support"
+            ))
+        }
+        Err(e) => return Err(Error::io(OP, "/dev/loop-control", e)),
+    };
+    for _ in 0..CLAIM_RETRIES {
+        let n = match ioctl_val(&ctl, LOOP_CTL_GET_FREE, 0) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(err!(Busy, OP, "no free loop device ({e}); detach some with losetup -d").at(image));
+            }
+        };
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let dev = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // Not yet made by devtmpfs, or taken and removed meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => return Err(Error::io(OP, &path, e)),
+        };
+        match configure(&dev, &backing, image, readonly, block_size) {
+            Ok(()) => {
+                tracing::debug!(dev = %path.display(), image = %image.display(), "attached");
+                return Ok(Attached {
+                    path,
+                    dev: Some(dev),
+                    keep: false,
+                });
+            }
+            // Another process bound it between GET_FREE and our call.
+            Err(Errno::EBUSY) => continue,
+            Err(e) => return Err(Error::errno(OP, &path, e)),
+        }
+    }
+    Err(err!(
+        Busy,
+        OP,
+        "could not claim a free loop device in {CLAIM_RETRIES} attempts: others keep taking them"
+    )
+    .at(image))
+}
+
+fn configure(dev: &File, backing: &File, image: &Path, readonly: bool, block_size: u32) -> nix::Result<()> {
+    let ro = if readonly { LO_FLAGS_READ_ONLY } else { 0 };
+    let mut tries = vec![(LO_FLAGS_DIRECT_IO, block_size), (0, block_size)];
+    if block_size != 512 {
+        tries.push((0, 512));
+    }
+    for (dio, bs) in tries {
+        let cfg = LoopConfig {
+            fd: backing.as_raw_fd() as u32,
+            block_size: bs,
+            info: info(LO_FLAGS_AUTOCLEAR | dio | ro, image),
+            reserved: [0; 8],
+        };
+        match ioctl_ptr(dev, LOOP_CONFIGURE, &cfg) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINVAL) => continue,
+            Err(Errno::ENOTTY) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    // Kernels before 5.8: bind, then set flags, block size and direct I/O.
+    ioctl_val(dev, LOOP_SET_FD, backing.as_raw_fd() as libc::c_ulong)?;
+    let inf = info(LO_FLAGS_AUTOCLEAR | ro, image);
+    if let Err(e) = ioctl_ptr(dev, LOOP_SET_STATUS64, &inf) {
+        let _ = ioctl_val(dev, LOOP_CLR_FD, 0);
+        return Err(e);
+    }
+    if ioctl_val(dev, LOOP_SET_BLOCK_SIZE, block_size as libc::c_ulong).is_err() {
+        let _ = ioctl_val(dev, LOOP_SET_BLOCK_SIZE, 512);
+    }
+    let _ = ioctl_val(dev, LOOP_SET_DIRECT_IO, 1);
+    Ok(())
+}
+
+/// The backing file of loop device `dev` (`/dev/loopN`), if bound.
+pub fn backing_file(dev: &Path) -> Option<PathBuf> {
+    let name = dev.file_name()?.to_str()?;
+    let s = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    Some(PathBuf::from(s.trim_end_matches('\n')))
+}
+
+/// Detach `dev` if it is still bound to `image` (autoclear normally has).
+pub fn detach_if_bound(dev: &Path, image: &Path) {
+    let canon = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
+    for _ in 0..50 {
+        match backing_file(dev) {
+            Some(b) if b == canon || b == image => {}
+            _ => return,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Ok(f) = File::open(dev) {
+        let _ = ioctl_val(&f, LOOP_CLR_FD, 0);
+    }
+}

@@ -1,0 +1,319 @@
+//! The loop backend with real images, loop devices and mounts, on host
+//! filesystems made for the test (xfs and btrfs with reflinks, ext4 without).
+//! Root only.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use strata_core::{Backend, BackendOpts, ErrorKind, RootfsSpec, Target};
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A host filesystem of `kind` mounted under a tempdir; gone on drop.
+struct HostFs {
+    _t: tempfile::TempDir,
+    mnt: PathBuf,
+    dev: String,
+}
+
+impl HostFs {
+    fn new(kind: &str) -> Self {
+        let t = tempfile::Builder::new()
+            .prefix("strata-loophost")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let img = t.path().join("img");
+        std::fs::File::create(&img).unwrap().set_len(3 << 30).unwrap();
+        let dev = run(&["losetup", "--find", "--show", img.to_str().unwrap()])
+            .trim()
+            .to_string();
+        let mnt = t.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let fs = HostFs { _t: t, mnt, dev };
+        match kind {
+            "xfs" => run(&["mkfs.xfs", "-q", "-f", "-m", "reflink=1", &fs.dev]),
+            "btrfs" => run(&["mkfs.btrfs", "-q", "-f", &fs.dev]),
+            _ => run(&["mkfs.ext4", "-q", "-F", &fs.dev]),
+        };
+        run(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
+        fs
+    }
+}
+
+impl Drop for HostFs {
+    fn drop(&mut self) {
+        // Loop-backed containers mounted inside go first.
+        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
+        for d in attached_under(&self.mnt) {
+            let _ = Command::new("losetup").arg("-d").arg(d).status();
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// Loop devices whose backing file lies under `dir`.
+fn attached_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if Path::new(b.trim_end()).starts_with(dir) {
+                out.push(format!("/dev/{name}"));
+            }
+        }
+    }
+    out
+}
+
+fn no_leak(dir: &Path) {
+    for _ in 0..100 {
+        if attached_under(dir).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("loop devices left attached: {:?}", attached_under(dir));
+}
+
+struct T {
+    name: String,
+    lxcpath: PathBuf,
+    dir: PathBuf,
+    opts: BackendOpts,
+}
+
+impl T {
+    fn new(lxcpath: &Path, name: &str, fstype: Option<&str>, size: Option<u64>) -> Self {
+        T {
+            name: name.into(),
+            lxcpath: lxcpath.into(),
+            dir: lxcpath.join(name),
+            opts: BackendOpts {
+                fstype: fstype.map(String::from),
+                fssize: size,
+                ..BackendOpts::default()
+            },
+        }
+    }
+    fn t(&self) -> Target<'_> {
+        Target {
+            name: &self.name,
+            lxcpath: &self.lxcpath,
+            dir: &self.dir,
+            build_dir: &self.dir,
+            opts: &self.opts,
+        }
+    }
+}
+
+fn b() -> std::sync::Arc<dyn Backend> {
+    strata_loop::backend()
+}
+
+fn make(lxc: &Path, name: &str, fstype: Option<&str>, size: Option<u64>) -> RootfsSpec {
+    let tt = T::new(lxc, name, fstype, size);
+    let spec = b().plan(&tt.t(), None).unwrap();
+    std::fs::create_dir_all(&tt.dir).unwrap();
+    b().create(&spec, &tt.t()).unwrap();
+    spec
+}
+
+/// Mount, run `f` on the mounted root, unmount.
+fn with_mounted<R>(spec: &RootfsSpec, ro: bool, f: impl FnOnce(&Path) -> R) -> R {
+    let m = tempfile::tempdir().unwrap();
+    b().mount(spec, m.path(), ro).unwrap();
+    struct U<'a>(&'a RootfsSpec, &'a Path);
+    impl Drop for U<'_> {
+        fn drop(&mut self) {
+            strata_loop::backend().umount(self.0, self.1).unwrap();
+        }
+    }
+    let _u = U(spec, m.path());
+    f(m.path())
+}
+
+#[test]
+fn create_mount_umount_each_fstype() {
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    for (fstype, size) in [("ext4", None), ("xfs", Some(300 << 20)), ("btrfs", Some(200 << 20))] {
+        let spec = make(&lxc, &format!("c-{fstype}"), Some(fstype), size);
+        assert_eq!(spec.to_string(), format!("loop:{}/c-{fstype}/rootdev", lxc.display()));
+        let img = spec.path();
+        let m = std::fs::metadata(&img).unwrap();
+        assert_eq!(m.len(), size.unwrap_or(1 << 30));
+        assert!(m.blocks() * 512 < m.len() / 4, "{fstype} image is not sparse");
+        assert_eq!(strata_loop::detect_fs(&img).unwrap().0, fstype);
+        with_mounted(&spec, false, |p| std::fs::write(p.join("hello"), fstype).unwrap());
+        no_leak(&lxc);
+        let got = with_mounted(&spec, true, |p| {
+            assert!(
+                std::fs::write(p.join("other"), "x").is_err(),
+                "read-only mount is writable"
+            );
+            std::fs::read_to_string(p.join("hello")).unwrap()
+        });
+        assert_eq!(got, fstype);
+        no_leak(&lxc);
+        b().destroy(&spec).unwrap();
+        assert!(!img.exists());
+        b().destroy(&spec).unwrap();
+    }
+}
+
+#[test]
+fn a_failed_mount_detaches_its_device() {
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    let spec = make(&lxc, "c1", None, Some(16 << 20));
+    let e = b().mount(&spec, &host.mnt.join("no-such-dir"), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    no_leak(&lxc);
+}
+
+#[test]
+fn bad_options_are_refused_at_plan_time() {
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    for (fstype, size, what) in [
+        (Some("vfat"), None, "fstype"),
+        (Some("xfs"), Some(100 << 20), "too small"),
+        (Some("btrfs"), Some(50 << 20), "too small"),
+        (None, Some(4096), "too small"),
+    ] {
+        let tt = T::new(&lxc, "c1", fstype, size);
+        let e = b().plan(&tt.t(), None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(what), "{e}");
+    }
+    assert!(!lxc.exists());
+    // LXC's lxc.conf default is honoured and checked too.
+    let mut tt = T::new(&lxc, "c1", None, None);
+    tt.opts.defaults.insert("lxc.bdev.fssize".into(), "1M".into());
+    assert_eq!(b().plan(&tt.t(), None).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(strata_loop::parse_size("1G"), Some(1 << 30));
+    assert_eq!(strata_loop::parse_size("500MB"), Some(500 << 20));
+    assert_eq!(strata_loop::parse_size("x"), None);
+}
+
+#[test]
+fn fast_copy_is_sparse_and_both_mount() {
+    // ext4 host: no reflink, so this is the copy_file_range path.
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    for fstype in ["ext4", "xfs"] {
+        let spec = make(&lxc, &format!("src-{fstype}"), Some(fstype), Some(320 << 20));
+        with_mounted(&spec, false, |p| {
+            std::fs::write(p.join("data"), vec![9u8; 3 << 20]).unwrap()
+        });
+        let tt = T::new(&lxc, &format!("dst-{fstype}"), None, None);
+        let spec2 = b().plan(&tt.t(), None).unwrap();
+        std::fs::create_dir_all(&tt.dir).unwrap();
+        assert!(b().fast_copier().unwrap().fast_copy(&spec, &spec2, &tt.t()).unwrap());
+        let (m1, m2) = (
+            std::fs::metadata(spec.path()).unwrap(),
+            std::fs::metadata(spec2.path()).unwrap(),
+        );
+        assert_eq!(m1.len(), m2.len());
+        // Sparse: no more allocated than the source, far less than its size.
+        assert!(
+            m2.blocks() <= m1.blocks() + 64,
+            "copy is not sparse: {} vs {} blocks",
+            m2.blocks(),
+            m1.blocks()
+        );
+        assert!(
+            m2.blocks() * 512 < m2.len() / 2,
+            "copy is not sparse: {} blocks",
+            m2.blocks()
+        );
+        // Both at once (xfs refuses two mounts with one UUID).
+        with_mounted(&spec, true, |a| {
+            with_mounted(&spec2, false, |c| {
+                assert_eq!(
+                    std::fs::read(c.join("data")).unwrap(),
+                    std::fs::read(a.join("data")).unwrap()
+                );
+                std::fs::write(c.join("data"), "changed").unwrap();
+            })
+        });
+        with_mounted(&spec, true, |a| {
+            assert_eq!(std::fs::read(a.join("data")).unwrap().len(), 3 << 20)
+        });
+        // Another size or fstype: not possible, nothing made.
+        for (fs, size) in [(None, Some(400 << 20)), (Some("btrfs"), None)] {
+            let tt = T::new(&lxc, "other", fs, size);
+            let spec3 = b().plan(&tt.t(), None).unwrap();
+            std::fs::create_dir_all(&tt.dir).unwrap();
+            assert!(!b().fast_copier().unwrap().fast_copy(&spec, &spec3, &tt.t()).unwrap());
+            assert!(!spec3.path().exists());
+        }
+    }
+    no_leak(&lxc);
+}
+
+fn reflink_snapshot_on(host_kind: &str) {
+    let host = HostFs::new(host_kind);
+    let lxc = host.mnt.join("lxc");
+    let spec = make(&lxc, "c1", Some("xfs"), Some(300 << 20));
+    with_mounted(&spec, false, |p| {
+        std::fs::write(p.join("data"), vec![3u8; 8 << 20]).unwrap()
+    });
+    let s = b();
+    let snap = s.snapshotter().unwrap();
+    assert!(snap.can_snapshot(&spec));
+    let tt = T::new(&lxc, "c2", None, None);
+    let spec2 = s.plan(&tt.t(), Some(&spec)).unwrap();
+    std::fs::create_dir_all(&tt.dir).unwrap();
+    snap.snapshot(&spec, &spec2, &tt.t(), false).unwrap();
+    with_mounted(&spec, true, |a| {
+        with_mounted(&spec2, false, |c| {
+            assert_eq!(std::fs::read(c.join("data")).unwrap(), vec![3u8; 8 << 20]);
+            std::fs::write(c.join("data"), "mine").unwrap();
+            assert_eq!(std::fs::read(a.join("data")).unwrap().len(), 8 << 20);
+        })
+    });
+    no_leak(&lxc);
+}
+
+#[test]
+fn reflink_snapshot_on_xfs_host() {
+    reflink_snapshot_on("xfs");
+}
+
+#[test]
+fn reflink_snapshot_on_btrfs_host() {
+    reflink_snapshot_on("btrfs");
+}
+
+#[test]
+fn snapshot_refused_on_ext4_host() {
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    let spec = make(&lxc, "c1", None, Some(16 << 20));
+    assert!(!b().snapshotter().unwrap().can_snapshot(&spec));
+    let tt = T::new(&lxc, "c2", None, None);
+    let e = b().plan(&tt.t(), Some(&spec)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("needs a host filesystem with reflinks"), "{e}");
+    assert!(e.to_string().contains("ext4"), "{e}");
+    assert!(!tt.dir.exists());
+    let names: Vec<_> = std::fs::read_dir(&lxc)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("c1")],
+        "probe left something behind"
+    );
+}
