@@ -151,14 +151,20 @@ fn existing_ancestor(p: &Path) -> PathBuf {
 }
 
 fn fs_name(p: &Path) -> String {
-    match nix::sys::statfs::statfs(p).map(|s| i64::from(s.filesystem_type().0)) {
-        Ok(0xEF53) => "ext4".into(),
-        Ok(0x58465342) => "xfs".into(),
-        Ok(0x9123683e) => "btrfs".into(),
-        Ok(0x01021994) => "tmpfs".into(),
-        Ok(0x794c7630) => "overlay".into(),
-        Ok(m) => format!("a filesystem of type {m:#x}"),
-        Err(_) => "unknown".into(),
+    use nix::sys::statfs::*;
+    let Ok(t) = statfs(p).map(|s| s.filesystem_type()) else {
+        return "unknown".into();
+    };
+    let known = [
+        (EXT4_SUPER_MAGIC, "ext4"),
+        (XFS_SUPER_MAGIC, "xfs"),
+        (BTRFS_SUPER_MAGIC, "btrfs"),
+        (TMPFS_MAGIC, "tmpfs"),
+        (OVERLAYFS_SUPER_MAGIC, "overlay"),
+    ];
+    match known.iter().find(|(m, _)| *m == t) {
+        Some((_, n)) => n.to_string(),
+        None => format!("a filesystem of type {:#x}", t.0),
     }
 }
 
