@@ -152,7 +152,17 @@ fn create_mount_umount_each_fstype() {
         assert_eq!(m.len(), size.unwrap_or(1 << 30));
         assert!(m.blocks() * 512 < m.len() / 4, "{fstype} image is not sparse");
         assert_eq!(strata_loop::detect_fs(&img).unwrap().0, fstype);
-        with_mounted(&spec, false, |p| std::fs::write(p.join("hello"), fstype).unwrap());
+        with_mounted(&spec, false, |p| {
+            std::fs::write(p.join("hello"), fstype).unwrap();
+            // Attached with direct I/O and 4096-byte blocks, autoclear set.
+            let devs = attached_under(&lxc);
+            assert_eq!(devs.len(), 1, "{devs:?}");
+            let sys = format!("/sys/block/{}", devs[0].trim_start_matches("/dev/"));
+            let read = |f: &str| std::fs::read_to_string(format!("{sys}/{f}")).unwrap().trim().to_string();
+            assert_eq!(read("loop/dio"), "1");
+            assert_eq!(read("loop/autoclear"), "1");
+            assert_eq!(read("queue/logical_block_size"), "4096");
+        });
         no_leak(&lxc);
         let got = with_mounted(&spec, true, |p| {
             assert!(
