@@ -1,0 +1,214 @@
+//! User namespaces for unprivileged containers: a namespace fd with a given
+//! id map, idmapped bind mounts (`mount_setattr` with `MOUNT_ATTR_IDMAP`)
+//! and a probe for them.
+
+use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+use std::path::Path;
+use strata_core::err;
+use strata_core::error::{Error, IoContext, Result};
+use strata_core::idmap::IdMap;
+
+pub use strata_core::idmap::write_maps;
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn mount_setattr_idmap(tree: BorrowedFd, userns: BorrowedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: a valid fd, a NUL-terminated empty path and a correctly sized struct.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A detached clone of the mount at `src` with ids mapped through `userns`.
+fn idmapped_tree(src: &Path, userns: BorrowedFd) -> Result<OwnedFd> {
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        src,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(|e| Error::io("open_tree", src, e.into()))?;
+    mount_setattr_idmap(tree.as_fd(), userns).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => "the filesystem does not support idmapped mounts",
+            Some(libc::EPERM) => "not permitted (idmapped mounts of host filesystems need root)",
+            _ => "",
+        };
+        let mut er = Error::io("idmap mount", src, e);
+        if !why.is_empty() {
+            er.msg = format!("{why}: {}", er.msg);
+            er.kind = strata_core::ErrorKind::Unsupported;
+        }
+        er
+    })?;
+    Ok(tree)
+}
+
+/// Bind `src` on `dst` with its ids mapped through the user namespace
+/// `userns` (files owned by host id H appear owned by the id H maps to).
+pub fn idmapped_bind(src: &Path, dst: &Path, userns: BorrowedFd) -> Result<()> {
+    let _s = tracing::debug_span!("idmapped bind", src = %src.display(), dst = %dst.display()).entered();
+    let tree = idmapped_tree(src, userns)?;
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        c"",
+        rustix::fs::CWD,
+        dst,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| Error::io("move_mount", dst, e.into()))
+}
+
+/// Whether an idmapped mount of `path` can be made here (kernel, filesystem
+/// and privileges). Tries on a detached clone, so nothing is left mounted.
+pub fn supports_idmapped(path: &Path) -> bool {
+    let map = match IdMap::parse(["b 0 100000 65536"]) {
+        Ok(m) => m,
+        Err(_) => return false,
+    };
+    if !strata_core::paths::is_root() {
+        // Host filesystems need CAP_SYS_ADMIN in the initial namespace.
+        return false;
+    }
+    let ns = match userns_fd(&map) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!("no user namespace for the probe: {e}");
+            return false;
+        }
+    };
+    match idmapped_tree(path, ns.as_fd()) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!("no idmapped mounts on {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// A user namespace fd with `map`: a child unshares CLONE_NEWUSER, the
+/// parent writes its maps (newuidmap/newgidmap for non-root) and keeps a
+/// handle on its namespace; the child then exits.
+pub fn userns_fd(map: &IdMap) -> Result<OwnedFd> {
+    const OP: &str = "create user namespace";
+    let _s = tracing::debug_span!("userns fd").entered();
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
+    // SAFETY: the child only makes async-signal-safe calls and exits with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::io(OP, "fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        use std::os::fd::AsRawFd;
+        unsafe {
+            // Our copies of the parent's ends, or the read below never sees EOF.
+            libc::close(go_w.as_raw_fd());
+            libc::close(ready_r.as_raw_fd());
+            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 { 1 } else { 0 };
+            libc::write(ready_w.as_raw_fd(), &ok as *const u8 as *const _, 1);
+            let mut b = 0u8;
+            // Wait until the parent has what it needs (EOF when it closes its end).
+            libc::read(go_r.as_raw_fd(), &mut b as *mut u8 as *mut _, 1);
+            libc::_exit(0);
+        }
+    }
+    drop(ready_w);
+    drop(go_r);
+    let reap = |go_w: OwnedFd| {
+        drop(go_w);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    };
+    let mut b = [0u8; 1];
+    let n = std::io::Read::read(&mut std::fs::File::from(ready_r), &mut b).unwrap_or(0);
+    if n != 1 || b[0] != 1 {
+        reap(go_w);
+        return Err(err!(
+            PermissionDenied,
+            OP,
+            "unshare(CLONE_NEWUSER) failed in the child (user namespaces disabled?)"
+        ));
+    }
+    let r = write_maps(pid, map).and_then(|()| {
+        let p = format!("/proc/{pid}/ns/user");
+        std::fs::File::open(&p).ctx(OP, &p).map(OwnedFd::from)
+    });
+    reap(go_w);
+    r
+}
+
+/// Wrap a raw fd received from elsewhere (e.g. a namespace fd passed by the runtime).
+///
+/// # Safety
+/// `fd` must be an open fd owned by the caller.
+pub unsafe fn owned(fd: i32) -> OwnedFd {
+    OwnedFd::from_raw_fd(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    #[test]
+    fn userns_fd_and_idmapped_bind_as_root() {
+        if !strata_core::paths::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let map = IdMap::parse(["b 0 100000 65536"]).unwrap();
+        let ns = userns_fd(&map).unwrap();
+        // The namespace has the map we asked for.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::write(src.join("f"), b"x").unwrap();
+        std::os::unix::fs::chown(src.join("f"), Some(5), Some(7)).unwrap();
+        if !supports_idmapped(&src) {
+            eprintln!("skipped: no idmapped mounts on {}", src.display());
+            return;
+        }
+        idmapped_bind(&src, &dst, ns.as_fd()).unwrap();
+        let _g = Umount(dst.clone());
+        let md = std::fs::metadata(dst.join("f")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (100005, 100007));
+        // The source is unchanged.
+        let md = std::fs::metadata(src.join("f")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (5, 7));
+    }
+}
