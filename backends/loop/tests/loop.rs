@@ -158,7 +158,12 @@ fn create_mount_umount_each_fstype() {
             let devs = attached_under(&lxc);
             assert_eq!(devs.len(), 1, "{devs:?}");
             let sys = format!("/sys/block/{}", devs[0].trim_start_matches("/dev/"));
-            let read = |f: &str| std::fs::read_to_string(format!("{sys}/{f}")).unwrap().trim().to_string();
+            let read = |f: &str| {
+                std::fs::read_to_string(format!("{sys}/{f}"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            };
             assert_eq!(read("loop/dio"), "1");
             assert_eq!(read("loop/autoclear"), "1");
             assert_eq!(read("queue/logical_block_size"), "4096");
