@@ -249,8 +249,7 @@ impl BtrfsBackend {
                 "{} is not on a btrfs filesystem but on {}; put the container path on btrfs or use another backend",
                 anc.display(),
                 fs_name(magic)
-            )
-            .at(path));
+            ));
         }
         Ok(anc)
     }
