@@ -1,7 +1,7 @@
 //! Helpers for the runtime tests: a scratch lxcpath and run dir, the binary
 //! under LXC's names, busybox rootfs, and cleanup of anything left running
 //! or mounted even when a test fails.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::new_without_default)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

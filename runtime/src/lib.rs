@@ -349,6 +349,11 @@ fn run_monitor(
         ..my_record(ephemeral)
     };
     let mut veth = None;
+    // Without a veth to move in, init may go at once; the record is written meanwhile.
+    let early = !matches!(p.cfg.net, Net::Veth { .. });
+    if early {
+        sys::write_all(sync_w.as_raw_fd(), b"g");
+    }
     let pre = state::write(r, &rec).and_then(|_| match &p.cfg.net {
         Net::Veth {
             link,
@@ -372,7 +377,9 @@ fn run_monitor(
     });
     let started = match pre {
         Ok(()) => {
-            sys::write_all(sync_w.as_raw_fd(), b"g");
+            if !early {
+                sys::write_all(sync_w.as_raw_fd(), b"g");
+            }
             drop(sync_w);
             let msg = sys::read_all(err_r.as_raw_fd());
             if msg.is_empty() {
@@ -386,6 +393,9 @@ fn run_monitor(
             }
         }
         Err(e) => {
+            if early {
+                sys::kill(pid, libc::SIGKILL);
+            }
             drop(sync_w);
             Err(e)
         }
