@@ -205,3 +205,66 @@ fn lxc_start_ephemeral() {
     rt.ok("lxc-stop", &["-n", "d"]);
     rt.assert_clean(&["base", "kept"]);
 }
+
+/// An ephemeral run of a base on `backend`, with the lxcpath on `fstype`:
+/// a snapshot clone of that backend, gone afterwards with its mounts and loop devices.
+fn ephemeral_on(backend: &str, fstype: &str) {
+    let rt = Rt::on_fs(fstype);
+    let src = rt.outside.join("rootfs");
+    make_rootfs(&src);
+    let mut args = vec!["-n", "base", "-B", backend, "--rootfs-from", src.to_str().unwrap()];
+    if backend == "loop" {
+        args.extend(["--fssize", "64M"]);
+    }
+    rt.ok("lxc-create", &args);
+    // default.conf may name a bridge this host lacks.
+    let cfg = rt.lxcpath.join("base/config");
+    let text = std::fs::read_to_string(&cfg).unwrap() + "lxc.net.0.type = empty\n";
+    std::fs::write(&cfg, text).unwrap();
+    let o = rt.run(
+        "lxc-copy",
+        &[
+            "-n",
+            "base",
+            "-N",
+            "e1",
+            "-e",
+            "-F",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo x > /new; cat /etc/base-marker; exit 2",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "base\n");
+    rt.assert_clean(&["base"]);
+    // Killed while running: the next command removes it all.
+    rt.ok("lxc-copy", &["-n", "base", "-N", "e2", "-e"]);
+    let m = rt.record("e2").unwrap()["monitor_pid"].as_i64().unwrap();
+    unsafe { libc::kill(m as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    while pid_alive(m) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rt.ok("lxc-info", &["-n", "base"]);
+    rt.assert_clean(&["base"]);
+    // The base never saw the writes.
+    let out = rt.ok(
+        "lxc-execute",
+        &["-n", "base", "--", "/bin/sh", "-c", "ls /new 2>/dev/null || echo clean"],
+    );
+    assert_eq!(out, "clean\n");
+    rt.assert_clean(&["base"]);
+}
+
+#[test]
+fn ephemeral_on_btrfs() {
+    ephemeral_on("btrfs", "btrfs");
+}
+
+#[test]
+fn ephemeral_on_loop() {
+    // A loop image is cloned by reflink, which needs xfs (or btrfs) under the lxcpath.
+    ephemeral_on("loop", "xfs");
+}

@@ -18,6 +18,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-ls",
     "lxc-start-ephemeral",
     "lxc-destroy",
+    "lxc-create",
 ];
 
 pub struct Rt {
@@ -27,6 +28,9 @@ pub struct Rt {
     pub run_dir: PathBuf,
     /// Host dir for bind sources and escape targets.
     pub outside: PathBuf,
+    /// Mounts and loop devices that belong to the test setup, not to a run.
+    pub base_mounts: Vec<String>,
+    pub base_loops: Vec<String>,
 }
 
 impl Rt {
@@ -54,7 +58,49 @@ impl Rt {
             lxcpath,
             run_dir,
             outside,
+            base_mounts: vec![],
+            base_loops: vec![],
         }
+    }
+
+    /// The lxcpath on a fresh `fstype` filesystem (btrfs, xfs) in a loop file.
+    pub fn on_fs(fstype: &str) -> Rt {
+        let mut rt = Rt::new();
+        let img = rt.tmp.path().join(format!("{fstype}.img"));
+        let f = std::fs::File::create(&img).unwrap();
+        f.set_len(512 << 20).unwrap();
+        let st = Command::new(format!("mkfs.{fstype}"))
+            .arg("-q")
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&rt.lxcpath)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        rt.base_mounts = rt.mounts();
+        rt.base_loops = rt.loops();
+        rt
+    }
+
+    /// Loop devices backed by files in the scratch area.
+    pub fn loops(&self) -> Vec<String> {
+        let root = self.tmp.path().display().to_string();
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+            if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+                if b.starts_with(&root) {
+                    v.push(format!("{} {}", e.file_name().to_string_lossy(), b.trim()));
+                }
+            }
+        }
+        v.sort();
+        v
     }
 
     /// A container with a busybox rootfs and `extra` config lines.
@@ -159,7 +205,8 @@ impl Rt {
 
     /// Nothing running, mounted or recorded; `containers` are all that is in the lxcpath.
     pub fn assert_clean(&self, containers: &[&str]) {
-        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left");
+        assert_eq!(self.mounts(), self.base_mounts, "mounts left");
+        assert_eq!(self.loops(), self.base_loops, "loop devices left");
         assert_eq!(self.records(), Vec::<String>::new(), "run records left");
         assert_eq!(self.entries(), containers, "lxcpath entries");
     }
