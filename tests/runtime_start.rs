@@ -316,3 +316,43 @@ fn net_none_shares_the_host_network() {
     let out = rt.ok("lxc-execute", &["-n", "c1", "--", "/bin/ls", "/sys/class/net"]);
     assert_eq!(out.split_whitespace().count(), host.len(), "{out} vs {host:?}");
 }
+
+#[test]
+fn veth_on_an_existing_bridge() {
+    let rt = Rt::new();
+    let br = format!("stbr{}", std::process::id() % 100000);
+    let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status().unwrap().success();
+    assert!(ip(&["link", "add", &br, "type", "bridge"]));
+    struct DelLink(String);
+    impl Drop for DelLink {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _guard = DelLink(br.clone());
+    rt.container(
+        "c1",
+        &format!("lxc.net.0.type = veth\nlxc.net.0.link = {br}\nlxc.net.0.flags = up\nlxc.net.0.name = eth0\n"),
+    );
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "ls /sys/class/net; ip link show eth0",
+        ],
+    );
+    assert!(out.starts_with("eth0\nlo\n"), "{out}");
+    assert!(out.contains("UP"), "{out}");
+    // The host end was on the bridge and went away with the namespace.
+    let t = Instant::now();
+    let brif = || std::fs::read_dir(format!("/sys/class/net/{br}/brif")).unwrap().count();
+    while brif() > 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(brif(), 0);
+    rt.assert_clean(&["c1"]);
+}
