@@ -1,0 +1,290 @@
+//! Copy clones between every pair of backends through `lxc-copy -B`: each
+//! source in {dir, overlay, btrfs, loop} into each target in {dir, btrfs,
+//! loop}, on a tree with every kind of entry, compared entry by entry with
+//! the source (owner, mode, times, xattrs, link targets, content, hardlinks).
+//! Root only: the lxcpath is a real btrfs filesystem on a loop device.
+
+mod common;
+
+use common::{tree, Entry, Env};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use strata_core::{Backend, Opened, Store};
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A btrfs filesystem mounted over the lxcpath; unmounted (with every
+/// container mount below it) and detached on drop.
+struct BtrfsLxcpath {
+    mnt: PathBuf,
+    dev: String,
+}
+
+impl BtrfsLxcpath {
+    fn new(env: &Env) -> Self {
+        let img = env.tmp.path().join("lxcpath.img");
+        std::fs::File::create(&img).unwrap().set_len(4 << 30).unwrap();
+        let dev = sh(&["losetup", "--find", "--show", img.to_str().unwrap()])
+            .trim()
+            .to_string();
+        let g = BtrfsLxcpath {
+            mnt: env.lxcpath.clone(),
+            dev,
+        };
+        sh(&["mkfs.btrfs", "-q", "-f", &g.dev]);
+        sh(&["mount", &g.dev, g.mnt.to_str().unwrap()]);
+        g
+    }
+}
+
+impl Drop for BtrfsLxcpath {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
+        // Loop-backed containers' devices (autoclear normally has them gone).
+        if let Ok(rd) = std::fs::read_dir("/sys/block") {
+            for e in rd.flatten() {
+                if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+                    if Path::new(b.trim_end()).starts_with(&self.mnt) {
+                        let _ = Command::new("losetup")
+                            .arg("-d")
+                            .arg(format!("/dev/{}", e.file_name().to_string_lossy()))
+                            .status();
+                    }
+                }
+            }
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr() as *const _, value.len(), 0) };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn set_mtime(p: &Path, secs: i64, nsec: i64) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
+    ];
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+/// Hardlinks, xattrs, ACLs, file capabilities, device nodes, fifos, sparse
+/// files, long names, symlinks to absolute host paths, owners, odd modes, times.
+fn special_tree(r: &Path) {
+    for d in ["etc", "bin", "dev", "var/lib/deep/er", "home/user", "tmp"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(r.join("etc/hostname"), "orig\n").unwrap();
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(r.join("bin/tool"), vec![0x7fu8; 10_000]).unwrap();
+    std::fs::set_permissions(r.join("bin/tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::hard_link(r.join("bin/tool"), r.join("bin/tool-hardlink")).unwrap();
+    std::fs::hard_link(r.join("bin/tool"), r.join("var/lib/deep/er/third-link")).unwrap();
+    std::fs::write(r.join("bin/capped"), "caps").unwrap();
+    sh(&[
+        "setcap",
+        "cap_net_raw,cap_net_admin+ep",
+        r.join("bin/capped").to_str().unwrap(),
+    ]);
+    std::fs::write(r.join("home/user/x"), "user data").unwrap();
+    std::os::unix::fs::chown(r.join("home/user"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(r.join("home/user/x"), Some(1000), Some(100)).unwrap();
+    setxattr(&r.join("home/user/x"), "user.note", b"hello");
+    setxattr(&r.join("home/user/x"), "trusted.secret", b"\x00\x01binary");
+    sh(&[
+        "setfacl",
+        "-m",
+        "u:1234:rwx,g:55:r",
+        r.join("home/user/x").to_str().unwrap(),
+    ]);
+    sh(&[
+        "setfacl",
+        "-d",
+        "-m",
+        "u:1234:rx",
+        r.join("home/user").to_str().unwrap(),
+    ]);
+    sh(&["mknod", r.join("dev/null").to_str().unwrap(), "c", "1", "3"]);
+    sh(&["mknod", r.join("dev/loop200").to_str().unwrap(), "b", "7", "200"]);
+    sh(&["mkfifo", r.join("dev/fifo").to_str().unwrap()]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(r.join("var/sparse")).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"middle", 32 << 20).unwrap();
+        f.write_all_at(b"end", (64 << 20) - 3).unwrap();
+    }
+    let long = "L".repeat(255);
+    std::fs::write(r.join("var").join(&long), "long name").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", r.join("etc/abs-link")).unwrap();
+    std::os::unix::fs::symlink("../../etc/passwd", r.join("var/lib/rel-link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/dangling", r.join("var/dangling")).unwrap();
+    std::os::unix::fs::lchown(r.join("var/dangling"), Some(7), Some(8)).unwrap();
+    std::fs::write(r.join("etc/odd"), "mode").unwrap();
+    std::fs::set_permissions(r.join("etc/odd"), std::fs::Permissions::from_mode(0o2640)).unwrap();
+    std::fs::write(r.join("empty"), "").unwrap();
+    // Times last: children first, so directory mtimes stay as set.
+    set_mtime(&r.join("var/dangling"), 1_000_000_000, 0);
+    set_mtime(&r.join("etc/odd"), 1_234_567_890, 123_456_789);
+    set_mtime(&r.join("var/lib/deep/er"), 1_111_111_111, 5);
+    set_mtime(&r.join("home/user"), 1_500_000_000, 999_999_999);
+}
+
+/// What must survive a copy: all but ctime and inode numbers; hardlinks as
+/// groups of paths.
+#[derive(Debug, PartialEq)]
+struct View {
+    entries: BTreeMap<PathBuf, Entry>,
+    links: Vec<Vec<PathBuf>>,
+}
+
+fn view(root: &Path) -> View {
+    let t = tree(root);
+    let mut by_ino: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    for (p, e) in &t {
+        if e.kind != "dir" {
+            by_ino.entry(e.ino).or_default().push(p.clone());
+        }
+    }
+    let mut links: Vec<Vec<PathBuf>> = by_ino.into_values().filter(|v| v.len() > 1).collect();
+    links.sort();
+    let entries = t
+        .into_iter()
+        .map(|(p, mut e)| {
+            e.ctime = (0, 0);
+            e.ino = 0;
+            (p, e)
+        })
+        .collect();
+    View { entries, links }
+}
+
+fn diff(what: &str, a: &View, b: &View) {
+    if a == b {
+        return;
+    }
+    let mut d = vec![];
+    for (p, e) in &a.entries {
+        match b.entries.get(p) {
+            None => d.push(format!("missing: {}", p.display())),
+            Some(x) if x != e => d.push(format!("differs: {}:\n  {e:?}\n  {x:?}", p.display())),
+            _ => {}
+        }
+    }
+    for p in b.entries.keys().filter(|p| !a.entries.contains_key(*p)) {
+        d.push(format!("extra: {}", p.display()));
+    }
+    if a.links != b.links {
+        d.push(format!("hardlinks: {:?} vs {:?}", a.links, b.links));
+    }
+    panic!("{what}:\n{}", d.join("\n"));
+}
+
+fn backend(kind: &str) -> std::sync::Arc<dyn Backend> {
+    match kind {
+        "dir" => strata_dir::backend(),
+        "overlay" => strata_overlay::backend(),
+        "btrfs" => strata_btrfs::backend(),
+        "loop" => strata_loop::backend(),
+        k => panic!("{k}"),
+    }
+}
+
+/// The view of a container's rootfs (mounted read-only where needed).
+fn rootfs_view(env: &Env, name: &str) -> (String, View) {
+    let spec = Store::new(&env.lxcpath).load(name).unwrap().rootfs;
+    let b = backend(spec.kind());
+    let o = Opened::open(b.as_ref(), &spec, true).unwrap();
+    let v = view(o.path());
+    // Sparse files stay sparse: 64 MiB with two small extents.
+    let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(o.path().join("var/sparse")).unwrap());
+    assert!(
+        blocks * 512 < 1 << 20,
+        "{name}: var/sparse has {blocks} blocks allocated"
+    );
+    o.close().unwrap();
+    (spec.kind().to_string(), v)
+}
+
+#[test]
+fn copy_clones_between_every_pair_of_backends() {
+    let env = Env::new();
+    let _fs = BtrfsLxcpath::new(&env);
+    let src = env.src.join("special");
+    special_tree(&src);
+    let input = view(&src);
+    // The tree really has what the comparison must carry.
+    let xattr_names =
+        |p: &str| -> Vec<String> { input.entries[Path::new(p)].xattrs.iter().map(|x| x.0.clone()).collect() };
+    assert!(xattr_names("bin/capped").contains(&"security.capability".to_string()));
+    for x in ["system.posix_acl_access", "trusted.secret", "user.note"] {
+        assert!(xattr_names("home/user/x").contains(&x.to_string()), "{x}");
+    }
+    assert!(xattr_names("home/user").contains(&"system.posix_acl_default".to_string()));
+    assert_eq!(input.links.len(), 1);
+    assert_eq!(input.links[0].len(), 3);
+    for s in ["dir", "overlay", "btrfs", "loop"] {
+        let name = format!("src-{s}");
+        let mut args = vec!["-n", name.as_str(), "-B", s, "--rootfs-from", src.to_str().unwrap()];
+        if s == "loop" {
+            args.extend(["--fssize", "512M"]);
+        }
+        env.ok("lxc-create", &args);
+        let (kind, v) = rootfs_view(&env, &name);
+        assert_eq!(kind, s);
+        // The root directory itself is the backend's (a fresh mkfs root, an overlay mount).
+        let strip = |v: &View| View {
+            entries: v
+                .entries
+                .iter()
+                .filter(|(p, _)| !p.as_os_str().is_empty())
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect(),
+            links: v.links.clone(),
+        };
+        diff(&format!("create -B {s} from the tree"), &strip(&input), &strip(&v));
+        for t in ["dir", "btrfs", "loop"] {
+            let clone = format!("{s}-to-{t}");
+            env.ok("lxc-copy", &["-n", &name, "-N", &clone, "-B", t, "-K"]);
+            let (kind, cv) = rootfs_view(&env, &clone);
+            assert_eq!(kind, t, "{clone}");
+            diff(&format!("lxc-copy -B {t} of a {s} container"), &v, &cv);
+            env.ok("lxc-destroy", &["-n", &clone]);
+        }
+    }
+    for s in ["dir", "overlay", "btrfs", "loop"] {
+        env.ok("lxc-destroy", &["-n", &format!("src-{s}")]);
+    }
+    assert!(std::fs::read_dir(&env.lxcpath).unwrap().next().is_none());
+}
