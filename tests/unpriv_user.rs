@@ -342,3 +342,47 @@ fn e2e_body() {
     let out = strata(&["execute", "-n", "u1", "-P", lp, "--", "/bin/busybox", "id", "-u"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "root inside");
 }
+
+user_test!(files_made_in_a_user_namespace_are_owned_by_mapped_ids, &[], {
+    use std::os::unix::fs::MetadataExt;
+    let s = SubIds::for_caller().unwrap();
+    let (u0, g0) = (s.uids[0].0, s.gids[0].0);
+    let (uid, gid) = own_ids();
+    let map = IdMap::parse([
+        format!("u 0 {u0} 1005").as_str(),
+        format!("u 1005 {uid} 1").as_str(),
+        format!("g 0 {g0} 1005").as_str(),
+        format!("g 1005 {gid} 1").as_str(),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    strata_core::idmap::run_in_userns(&map, || {
+        assert_eq!(nix::unistd::geteuid().as_raw(), 0, "root inside");
+        std::fs::write(d.join("root-file"), b"x").unwrap();
+        std::fs::write(d.join("f33"), b"x").unwrap();
+        std::os::unix::fs::chown(d.join("f33"), Some(33), Some(44)).unwrap();
+        std::fs::write(d.join("f1005"), b"x").unwrap();
+        std::os::unix::fs::chown(d.join("f1005"), Some(1005), Some(1005)).unwrap();
+        // An id outside the map cannot be used.
+        let e = std::os::unix::fs::chown(d.join("f1005"), Some(2000), None).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        Ok(())
+    })
+    .unwrap();
+    let o = |n: &str| {
+        let m = std::fs::metadata(dir.path().join(n)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(o("root-file"), (u0, g0));
+    assert_eq!(o("f33"), (u0 + 33, g0 + 44));
+    assert_eq!(o("f1005"), (uid, gid));
+    // An error inside comes back as the call's error.
+    let e = strata_core::idmap::run_in_userns(&map, || Err(strata_core::err!(NotFound, "probe", "nothing here")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(e.to_string(), "probe: nothing here");
+    // Without a mapped root it is refused up front.
+    let e = strata_core::idmap::run_in_userns(&IdMap::parse([format!("b 1 {u0} 10").as_str()]).unwrap(), || Ok(()));
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidArgument);
+});

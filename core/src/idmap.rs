@@ -464,6 +464,111 @@ fn write_maps_helpers(pid: i32, map: &IdMap) -> Result<()> {
     Ok(())
 }
 
+/// Run `f` in a child process that is root in a new user namespace with
+/// `map` (maps written by the parent, with newuidmap/newgidmap for a non-root
+/// caller). Files the child creates or chowns to container id N are owned
+/// by the host id N maps to: how a non-root user fills an unprivileged
+/// rootfs. The child's error comes back as this call's error.
+pub fn run_in_userns(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    const OP: &str = "run in user namespace";
+    let _s = tracing::debug_span!("run in userns").entered();
+    if map.root_uid().is_none() || map.root_gid().is_none() {
+        return Err(err!(
+            InvalidArgument,
+            OP,
+            "the id map does not map container root (uid and gid 0)"
+        ));
+    }
+    map.check_caller()?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
+    let (res_r, res_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
+    // SAFETY: the child runs `f` and leaves with _exit, never returning into the caller's stack.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::io(OP, "fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        unsafe {
+            libc::close(ready_r.as_raw_fd());
+            libc::close(go_w.as_raw_fd());
+            libc::close(res_r.as_raw_fd());
+        }
+        let mut out = std::fs::File::from(res_w);
+        let res = (|| -> Result<()> {
+            let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
+            let mut w = std::fs::File::from(ready_w);
+            let _ = w.write_all(&[ok as u8]);
+            drop(w);
+            if !ok {
+                return Err(Error::io(OP, "unshare", std::io::Error::last_os_error()));
+            }
+            let mut b = [0u8; 1];
+            if std::fs::File::from(go_r).read(&mut b).unwrap_or(0) != 1 || b[0] != 1 {
+                return Err(err!(Io, OP, "the id maps were not written"));
+            }
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into()).ctx("setresgid", "0")?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into()).ctx("setresuid", "0")?;
+            // A panic must end here, never unwind into the caller's code in this forked copy.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(err!(Io, OP, "panicked in the user namespace")))
+        })();
+        let code = match res {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = out.write_all(format!("{:?}\x00{}\x00{}", e.kind, e.op, e.msg).as_bytes());
+                1
+            }
+        };
+        unsafe { libc::_exit(code) };
+    }
+    drop(ready_w);
+    drop(go_r);
+    drop(res_w);
+    let wait = || -> i32 {
+        let mut st = 0;
+        loop {
+            let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+            if r == pid || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+                return st;
+            }
+        }
+    };
+    let mut b = [0u8; 1];
+    let unshared = std::fs::File::from(ready_r).read(&mut b).unwrap_or(0) == 1 && b[0] == 1;
+    let mut go = std::fs::File::from(go_w);
+    let written = if unshared { write_maps(pid, map) } else { Ok(()) };
+    let _ = go.write_all(&[written.is_ok() as u8]);
+    drop(go);
+    let mut msg = Vec::new();
+    let _ = std::fs::File::from(res_r).read_to_end(&mut msg);
+    let st = wait();
+    written?;
+    if !msg.is_empty() {
+        let t = String::from_utf8_lossy(&msg);
+        let mut it = t.splitn(3, '\x00');
+        let (kind, op, m) = (
+            it.next().unwrap_or(""),
+            it.next().unwrap_or(OP),
+            it.next().unwrap_or(""),
+        );
+        let kind = match kind {
+            "NotFound" => crate::error::ErrorKind::NotFound,
+            "PermissionDenied" => crate::error::ErrorKind::PermissionDenied,
+            "AlreadyExists" => crate::error::ErrorKind::AlreadyExists,
+            "InvalidArgument" => crate::error::ErrorKind::InvalidArgument,
+            _ => crate::error::ErrorKind::Io,
+        };
+        return Err(Error::new(kind, op, m));
+    }
+    if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+        return Err(err!(Io, OP, "the child failed (wait status {st:#x})"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
