@@ -34,23 +34,79 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     unsafe { libc::_exit(1) }
 }
 
+/// The system calls of the setup sequence, so that a recording double can
+/// check the sequence in unit tests (the real one is tested on real namespaces).
+pub trait Syscall {
+    fn mount(
+        &mut self,
+        src: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: u64,
+        data: Option<&str>,
+    ) -> Result<()>;
+    fn sethostname(&mut self, name: &str) -> Result<()>;
+    fn link_up(&mut self, name: &str) -> Result<()>;
+    /// Make `root` the root and detach the old one.
+    fn pivot_root(&mut self, root: &OwnedFd, path: &Path) -> Result<()>;
+}
+
+pub struct RealSyscall;
+
+impl Syscall for RealSyscall {
+    fn mount(
+        &mut self,
+        src: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: u64,
+        data: Option<&str>,
+    ) -> Result<()> {
+        sys::mount(src, target, fstype, flags, data)
+    }
+
+    fn sethostname(&mut self, name: &str) -> Result<()> {
+        nix::unistd::sethostname(name).map_err(|e| Error::errno("set hostname", "", e))
+    }
+
+    fn link_up(&mut self, name: &str) -> Result<()> {
+        sys::link_up(name)
+    }
+
+    fn pivot_root(&mut self, root: &OwnedFd, path: &Path) -> Result<()> {
+        // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the rootfs alone.
+        nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| Error::errno("enter rootfs", path, e))?;
+        let dot = cstr(".");
+        if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
+            return Err(Error::errno("pivot_root", path, sys::errno()));
+        }
+        nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| Error::errno("detach old root", "/", e))?;
+        nix::unistd::chdir("/").map_err(|e| Error::errno("chdir", "/", e))
+    }
+}
+
 fn setup(a: &ChildArgs) -> Result<()> {
+    setup_with(&mut RealSyscall, a)
+}
+
+fn setup_with(s: &mut impl Syscall, a: &ChildArgs) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
-    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-    nix::unistd::sethostname(&a.cfg.hostname).map_err(|e| Error::errno("set hostname", "", e))?;
+    s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    s.sethostname(&a.cfg.hostname)?;
     match &a.cfg.net {
         Net::Host => {}
-        Net::Empty => sys::link_up("lo")?,
+        Net::Empty => s.link_up("lo")?,
         Net::Veth { name, up, .. } => {
-            sys::link_up("lo")?;
+            s.link_up("lo")?;
             if *up {
-                sys::link_up(name)?;
+                s.link_up(name)?;
             }
         }
     }
     let root = sys::open_dir(a.rootfs)?;
     let proc_fd = sys::open_in_root(&root, "proc", Some(Create::Dir))?;
-    sys::mount(
+    s.mount(
         Some("proc"),
         &fd_path(&proc_fd),
         Some("proc"),
@@ -59,26 +115,18 @@ fn setup(a: &ChildArgs) -> Result<()> {
     )?;
     let sys_fd = sys::open_in_root(&root, "sys", Some(Create::Dir))?;
     let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    sys::mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), ro, None)?;
-    make_dev(&root)?;
+    s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), ro, None)?;
+    make_dev(s, &root)?;
     for m in &a.cfg.mounts {
-        mount_entry(&root, m)?;
+        mount_entry(s, &root, m)?;
     }
-    // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the rootfs alone.
-    nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| Error::errno("enter rootfs", a.rootfs, e))?;
-    let dot = cstr(".");
-    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
-        return Err(Error::errno("pivot_root", a.rootfs, sys::errno()));
-    }
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::errno("detach old root", "/", e))?;
-    nix::unistd::chdir("/").map_err(|e| Error::errno("chdir", "/", e))?;
-    Ok(())
+    s.pivot_root(&root, a.rootfs)
 }
 
 /// A tmpfs /dev with the host's harmless nodes bind-mounted, a private devpts and /dev/ptmx.
-fn make_dev(root: &OwnedFd) -> Result<()> {
+fn make_dev(s: &mut impl Syscall, root: &OwnedFd) -> Result<()> {
     let dev = sys::open_in_root(root, "dev", Some(Create::Dir))?;
-    sys::mount(
+    s.mount(
         Some("tmpfs"),
         &fd_path(&dev),
         Some("tmpfs"),
@@ -103,19 +151,19 @@ fn make_dev(root: &OwnedFd) -> Result<()> {
             ("console", Some(c)) => c.display().to_string(),
             _ => format!("/dev/{n}"),
         };
-        sys::mount(Some(&src), &target, None, libc::MS_BIND, None)?;
+        s.mount(Some(&src), &target, None, libc::MS_BIND, None)?;
     }
     for d in ["pts", "shm"] {
         std::fs::create_dir(format!("{devp}/{d}")).map_err(|e| Error::io("create", format!("/dev/{d}"), e))?;
     }
-    sys::mount(
+    s.mount(
         Some("devpts"),
         &format!("{devp}/pts"),
         Some("devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
-    sys::mount(
+    s.mount(
         Some("shm"),
         &format!("{devp}/shm"),
         Some("tmpfs"),
@@ -135,7 +183,7 @@ fn make_dev(root: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-fn mount_entry(root: &OwnedFd, m: &MountEntry) -> Result<()> {
+fn mount_entry(s: &mut impl Syscall, root: &OwnedFd, m: &MountEntry) -> Result<()> {
     let what = format!("lxc.mount.entry {} {}", m.source, m.target);
     if m.is_bind() && std::fs::symlink_metadata(&m.source).is_err() {
         if m.optional {
@@ -157,9 +205,9 @@ fn mount_entry(root: &OwnedFd, m: &MountEntry) -> Result<()> {
     let base = m.flags & !(libc::MS_RDONLY);
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     let r = if m.is_bind() {
-        sys::mount(Some(&m.source), &tp, None, base, None)
+        s.mount(Some(&m.source), &tp, None, base, None)
     } else {
-        sys::mount(Some(&m.source), &tp, Some(&m.fstype), m.flags, data)
+        s.mount(Some(&m.source), &tp, Some(&m.fstype), m.flags, data)
     };
     if let Err(e) = r {
         if m.optional {
@@ -171,7 +219,7 @@ fn mount_entry(root: &OwnedFd, m: &MountEntry) -> Result<()> {
         // A bind mount takes its flags on a remount of the new mount (reached by resolving again).
         let mnt = sys::open_in_root(root, &m.target, None)?;
         let flags = libc::MS_BIND | libc::MS_REMOUNT | (m.flags & !(libc::MS_BIND | libc::MS_REC));
-        sys::mount(None, &fd_path(&mnt), None, flags, None)
+        s.mount(None, &fd_path(&mnt), None, flags, None)
             .map_err(|e| err!(Io, "mount", "{what}: remount: {}", e.msg))?;
     }
     Ok(())
@@ -239,4 +287,132 @@ fn exec(a: &ChildArgs) -> Error {
         format!("{prog}: {}", last.desc())
     };
     err!(NotFound, "exec init", "{msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::RunConfig;
+    use std::path::PathBuf;
+    use strata_core::config::Config;
+
+    /// Records the calls, with `/proc/self/fd/N` targets shown as paths in the rootfs.
+    struct Recorder {
+        root: PathBuf,
+        log: Vec<String>,
+    }
+
+    impl Recorder {
+        fn show(&self, target: &str) -> String {
+            let Some(rest) = target.strip_prefix("/proc/self/fd/") else {
+                return target.to_string();
+            };
+            let (fd, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let p = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap().join(tail);
+            match p.strip_prefix(&self.root) {
+                Ok(r) => format!("/{}", r.display()).trim_end_matches('/').to_string(),
+                Err(_) => format!("OUTSIDE:{}", p.display()),
+            }
+        }
+    }
+
+    impl Syscall for Recorder {
+        fn mount(
+            &mut self,
+            src: Option<&str>,
+            t: &str,
+            fstype: Option<&str>,
+            flags: u64,
+            _: Option<&str>,
+        ) -> Result<()> {
+            let ro = if flags & libc::MS_RDONLY != 0 { " ro" } else { "" };
+            let line = if flags & libc::MS_REMOUNT != 0 {
+                format!("remount {}{ro}", self.show(t))
+            } else if flags & libc::MS_BIND != 0 {
+                format!("bind {} {}", src.unwrap_or("-"), self.show(t))
+            } else if flags & libc::MS_PRIVATE != 0 {
+                format!("private {t}")
+            } else {
+                format!("mount {} {}{ro}", fstype.unwrap_or("-"), self.show(t))
+            };
+            self.log.push(line);
+            Ok(())
+        }
+        fn sethostname(&mut self, name: &str) -> Result<()> {
+            self.log.push(format!("hostname {name}"));
+            Ok(())
+        }
+        fn link_up(&mut self, name: &str) -> Result<()> {
+            self.log.push(format!("up {name}"));
+            Ok(())
+        }
+        fn pivot_root(&mut self, _: &OwnedFd, _: &Path) -> Result<()> {
+            self.log.push("pivot_root".into());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn setup_sequence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        // An absolute symlink: must resolve inside the rootfs.
+        std::os::unix::fs::symlink("/etc", root.join("esc")).unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let s = src.display();
+        let cfg = Config::parse(&format!(
+            "lxc.uts.name = h1\nlxc.mount.entry = {s} mnt/x none bind,ro,create=dir 0 0\n\
+             lxc.mount.entry = {s} esc/y none bind,create=dir 0 0\n"
+        ))
+        .unwrap();
+        let cfg = RunConfig::from_config("c", &cfg, None).unwrap();
+        let a = ChildArgs {
+            cfg: &cfg,
+            rootfs: &root,
+            cmd: &[],
+            kill_with_parent: false,
+        };
+        let mut rec = Recorder {
+            root: root.canonicalize().unwrap(),
+            log: vec![],
+        };
+        setup_with(&mut rec, &a).unwrap();
+        let mut want: Vec<String> = [
+            "private /",
+            "hostname h1",
+            "up lo",
+            "mount proc /proc",
+            "mount sysfs /sys ro",
+            "mount tmpfs /dev",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+            want.push(format!("bind /dev/{n} /dev/{n}"));
+        }
+        want.extend(["mount devpts /dev/pts".into(), "mount tmpfs /dev/shm".into()]);
+        want.extend([
+            format!("bind {s} /mnt/x"),
+            "remount /mnt/x ro".into(),
+            format!("bind {s} /etc/y"),
+            "pivot_root".into(),
+        ]);
+        let got: Vec<String> = rec
+            .log
+            .into_iter()
+            .filter(|l| !l.starts_with("bind /dev/console"))
+            .collect();
+        assert_eq!(got, want);
+        assert!(root.join("etc/y").is_dir());
+        assert!(root
+            .join("dev/ptmx")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 }
