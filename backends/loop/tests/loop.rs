@@ -224,7 +224,7 @@ fn fast_copy_is_sparse_and_both_mount() {
     // ext4 host: no reflink, so this is the copy_file_range path.
     let host = HostFs::new("ext4");
     let lxc = host.mnt.join("lxc");
-    for fstype in ["ext4", "xfs"] {
+    for fstype in ["ext4", "xfs", "btrfs"] {
         let spec = make(&lxc, &format!("src-{fstype}"), Some(fstype), Some(320 << 20));
         with_mounted(&spec, false, |p| {
             std::fs::write(p.join("data"), vec![9u8; 3 << 20]).unwrap()
@@ -250,7 +250,11 @@ fn fast_copy_is_sparse_and_both_mount() {
             "copy is not sparse: {} blocks",
             m2.blocks()
         );
-        // Both at once (xfs refuses two mounts with one UUID).
+        // Own filesystem UUID where the kernel refuses duplicates, and both mount at once.
+        let uuid = |p: &Path| run(&["blkid", "-p", "-s", "UUID", "-o", "value", p.to_str().unwrap()]);
+        if fstype != "ext4" {
+            assert_ne!(uuid(&spec.path()), uuid(&spec2.path()), "{fstype}");
+        }
         with_mounted(&spec, true, |a| {
             with_mounted(&spec2, false, |c| {
                 assert_eq!(
@@ -264,7 +268,8 @@ fn fast_copy_is_sparse_and_both_mount() {
             assert_eq!(std::fs::read(a.join("data")).unwrap().len(), 3 << 20)
         });
         // Another size or fstype: not possible, nothing made.
-        for (fs, size) in [(None, Some(400 << 20)), (Some("btrfs"), None)] {
+        let other = if fstype == "btrfs" { "ext4" } else { "btrfs" };
+        for (fs, size) in [(None, Some(400 << 20)), (Some(other), None)] {
             let tt = T::new(&lxc, "other", fs, size);
             let spec3 = b().plan(&tt.t(), None).unwrap();
             std::fs::create_dir_all(&tt.dir).unwrap();
