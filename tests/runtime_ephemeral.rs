@@ -268,3 +268,24 @@ fn ephemeral_on_loop() {
     // A loop image is cloned by reflink, which needs xfs (or btrfs) under the lxcpath.
     ephemeral_on("loop", "xfs");
 }
+
+#[test]
+fn sigterm_to_a_foreground_run_stops_and_destroys_it() {
+    let rt = Rt::new();
+    rt.container("base", "");
+    let child = rt
+        .cmd(
+            "lxc-copy",
+            &["-n", "base", "-N", "e1", "-e", "-F", "--", "/bin/sleep", "100"],
+        )
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while rt.record("e1").is_none_or(|r| r["init_pid"] == 0) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + libc::SIGKILL));
+    rt.assert_clean(&["base"]);
+}

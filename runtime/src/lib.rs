@@ -443,7 +443,9 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t) -> i32 {
             let sz = std::mem::size_of::<libc::signalfd_siginfo>();
             let fd = sfd.as_ref().map_or(-1, |s| s.as_raw_fd());
             if unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), sz) } == sz as isize {
-                sys::kill(pid, info.ssi_signo as i32);
+                let sig = info.ssi_signo as i32;
+                // Pid 1 drops signals it does not catch; stopping the monitor then stops the container.
+                sys::kill(pid, if catches(pid, sig) { sig } else { libc::SIGKILL });
             }
         }
         if fds[0].revents != 0 {
@@ -464,6 +466,17 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t) -> i32 {
             return 1;
         }
     }
+}
+
+/// Whether `pid` has a handler for `sig` (SigCgt in /proc/PID/status).
+fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    st.lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
 }
 
 /// Unmount what a run mounted and remove its record. The caller holds the lock.
