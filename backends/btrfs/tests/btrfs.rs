@@ -276,3 +276,69 @@ fn bind_mount_read_only() {
     b().umount(&spec, &m).unwrap();
     assert!(!m.join("f").exists());
 }
+
+/// Runs `destroy_tree` in a child process of this test binary as another user.
+#[test]
+fn child_destroy() {
+    let Some(p) = std::env::var_os("STRATA_BTRFS_CHILD_DESTROY") else {
+        return;
+    };
+    match strata_btrfs::destroy_tree(Path::new(&p)) {
+        Ok(()) => println!("RESULT ok"),
+        Err(e) => println!("RESULT {:?} {e}", e.kind()),
+    }
+}
+
+#[test]
+fn non_root_destroy_needs_user_subvol_rm_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let fs = Btrfs::new();
+    let nobody = 65534;
+    // The user must reach the filesystem and run a copy of this binary.
+    let mut p = fs.mnt.as_path();
+    while let Some(parent) = p.parent() {
+        if p.starts_with("/var/tmp") && p != Path::new("/var/tmp") {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        p = parent;
+    }
+    let exe = fs.mnt.parent().unwrap().join("test-bin");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = fs.mnt.join("u");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(nobody), Some(nobody)).unwrap();
+    let sv = home.join("rootfs");
+    run(&["btrfs", "subvolume", "create", sv.to_str().unwrap()]);
+    run(&["btrfs", "subvolume", "create", sv.join("nested").to_str().unwrap()]);
+    for q in [&sv, &sv.join("nested")] {
+        std::os::unix::fs::chown(q, Some(nobody), Some(nobody)).unwrap();
+    }
+    let child = || {
+        let out = Command::new(&exe)
+            .args(["--exact", "child_destroy", "--nocapture", "--test-threads=1"])
+            .env("STRATA_BTRFS_CHILD_DESTROY", &sv)
+            .uid(nobody)
+            .gid(nobody)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.split_once("RESULT ").map(|x| x.1))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    let r = child();
+    assert!(r.starts_with("PermissionDenied"), "{r}");
+    assert!(r.contains("user_subvol_rm_allowed"), "{r}");
+    assert!(strata_btrfs::is_subvolume(&sv.join("nested")));
+    run(&[
+        "mount",
+        "-o",
+        "remount,user_subvol_rm_allowed",
+        fs.mnt.to_str().unwrap(),
+    ]);
+    assert_eq!(child(), "ok");
+    assert!(!sv.exists());
+}
