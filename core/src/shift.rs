@@ -446,6 +446,58 @@ pub fn record_shifted(dir: &Path, map: &IdMap) -> Result<()> {
     crate::store::write_atomic(&p, text.as_bytes())
 }
 
+/// How a rootfs's owners relate to a container's map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Owned by host ids as the map says: use the rootfs as is.
+    Shifted,
+    /// Owned by container ids (privileged layout): needs an idmapped mount
+    /// of the map, or a shift.
+    Unshifted,
+}
+
+/// Whether the rootfs at `rootfs` (mounted or a dir) of the container in
+/// `dir` is already owned by `map`'s host ids. The marker decides when
+/// there is one; otherwise the owner of the rootfs's top directory (a clone
+/// shifted while copying has no marker).
+pub fn ownership(dir: &Path, rootfs: &Path, map: &IdMap) -> Result<Ownership> {
+    const OP: &str = "rootfs ownership";
+    if map.is_empty() {
+        return Ok(Ownership::Shifted);
+    }
+    if let Some(m) = shifted_map(dir)? {
+        if m.config_values() == map.config_values() {
+            return Ok(Ownership::Shifted);
+        }
+        return Err(err!(
+            InvalidConfig,
+            OP,
+            "the rootfs is shifted to {} but the config maps {}: run strata convert",
+            describe(&m),
+            describe(map)
+        )
+        .at(dir.join(MARKER)));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(rootfs).ctx(OP, rootfs)?;
+    if Some(md.uid()) == map.root_uid() {
+        Ok(Ownership::Shifted)
+    } else if map.map_uid(md.uid()).is_some() {
+        Ok(Ownership::Unshifted)
+    } else {
+        Err(err!(
+            InvalidConfig,
+            OP,
+            "the rootfs top directory is owned by uid {}, which is neither the mapped root {} nor a container id",
+            md.uid(),
+            map.root_uid()
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "(unmapped)".into())
+        )
+        .at(rootfs))
+    }
+}
+
 /// What `convert` did.
 #[derive(Debug, Clone, Default)]
 pub struct ConvertReport {
@@ -624,6 +676,29 @@ mod tests {
         assert_eq!(s.map_uid(3), Some(100003));
         assert_eq!(s.map_uid(100003), Some(100003));
         assert_eq!(s.map_uid(11), None);
+    }
+
+    #[test]
+    fn ownership_from_marker_or_top_dir_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let me = std::fs::metadata(d.path()).unwrap().uid();
+        // Owned by a container id (the tests' uid is below 65536): unshifted.
+        let m = IdMap::parse(["b 0 700000 65536"]).unwrap();
+        assert_eq!(ownership(d.path(), d.path(), &m).unwrap(), Ownership::Unshifted);
+        // The top dir owned by the mapped root: shifted.
+        let m2 = IdMap::parse([format!("b 0 {me} 1").as_str()]).unwrap();
+        assert_eq!(ownership(d.path(), d.path(), &m2).unwrap(), Ownership::Shifted);
+        // The marker wins, and a marker for another map is an error.
+        record_shifted(d.path(), &m).unwrap();
+        assert_eq!(ownership(d.path(), d.path(), &m).unwrap(), Ownership::Shifted);
+        assert!(ownership(d.path(), d.path(), &m2).is_err());
+        record_shifted(d.path(), &IdMap::default()).unwrap();
+        assert!(shifted_map(d.path()).unwrap().is_none());
+        assert_eq!(
+            ownership(d.path(), d.path(), &IdMap::default()).unwrap(),
+            Ownership::Shifted
+        );
     }
 
     #[test]
