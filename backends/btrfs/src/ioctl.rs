@@ -166,3 +166,63 @@ pub fn qgroup_usage(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> 
     // Info item: generation, rfer, rfer_cmpr, excl, excl_cmpr (le64 each).
     Ok(le(&info, 8).zip(le(&info, 24)))
 }
+
+const ROOT_TREE_OBJECTID: u64 = 1;
+const ROOT_REF_KEY: u32 = 156;
+
+/// Subvolumes directly below subvolume `id`: (child id, dir inode in the
+/// parent, name). Needs CAP_SYS_ADMIN.
+pub fn child_subvols(fd: BorrowedFd, id: u64) -> nix::Result<Vec<(u64, u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut min_offset = 0u64;
+    loop {
+        let mut a: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
+        a.key.tree_id = ROOT_TREE_OBJECTID;
+        a.key.min_objectid = id;
+        a.key.max_objectid = id;
+        a.key.min_type = ROOT_REF_KEY;
+        a.key.max_type = ROOT_REF_KEY;
+        a.key.min_offset = min_offset;
+        a.key.max_offset = u64::MAX;
+        a.key.max_transid = u64::MAX;
+        a.key.nr_items = 4096;
+        unsafe { tree_search(fd.as_raw_fd(), &mut *a) }?;
+        let n = a.key.nr_items;
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut pos = 0usize;
+        let u64_at = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+        for _ in 0..n {
+            let h = &a.buf[pos..pos + 32];
+            let (objectid, offset) = (u64_at(h, 8), u64_at(h, 16));
+            let ty = u32::from_ne_bytes(h[24..28].try_into().unwrap());
+            let len = u32::from_ne_bytes(h[28..32].try_into().unwrap()) as usize;
+            let data = &a.buf[pos + 32..pos + 32 + len];
+            pos += 32 + len;
+            min_offset = offset.saturating_add(1);
+            if objectid != id || ty != ROOT_REF_KEY || len < 18 {
+                continue;
+            }
+            // btrfs_root_ref: dirid, sequence (le64), name_len (le16), name.
+            let dirid = u64::from_le_bytes(data[0..8].try_into().unwrap());
+            let name_len = u16::from_le_bytes(data[16..18].try_into().unwrap()) as usize;
+            let name = data[18..(18 + name_len).min(len)].to_vec();
+            out.push((offset, dirid, name));
+        }
+        if min_offset == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// Path of directory inode `dirid` inside subvolume `tree`, relative to its
+/// root, with a trailing `/` (empty for the root). Needs CAP_SYS_ADMIN.
+pub fn dir_path(fd: BorrowedFd, tree: u64, dirid: u64) -> nix::Result<Vec<u8>> {
+    let mut a: Box<InoLookupArgs> = Box::new(unsafe { std::mem::zeroed() });
+    a.treeid = tree;
+    a.objectid = dirid;
+    unsafe { ino_lookup(fd.as_raw_fd(), &mut *a) }?;
+    let end = a.name.iter().position(|b| *b == 0).unwrap_or(a.name.len());
+    Ok(a.name[..end].to_vec())
+}

@@ -4,6 +4,7 @@
 
 mod ioctl;
 
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::collections::HashSet;
 use std::fs::File;
@@ -84,8 +85,36 @@ fn fsid(p: &Path) -> Result<[u8; 16]> {
 }
 
 /// Subvolumes nested below the subvolume `top`, as paths relative to it,
-/// parents before children. Other mounts are not entered.
+/// parents before children: from the root tree's references (root), else
+/// by walking the tree.
 pub fn nested_subvolumes(top: &Path) -> Result<Vec<PathBuf>> {
+    let f = open_dir(top)?;
+    let searched = ioctl::subvol_id(f.as_fd()).and_then(|id| {
+        let mut out = Vec::new();
+        search_children(&f, id, Path::new(""), &mut out).map(|_| out)
+    });
+    match searched {
+        Ok(v) => Ok(v),
+        Err(Errno::EPERM) | Err(Errno::EACCES) => nested_subvolumes_walk(top),
+        Err(e) => Err(Error::errno("list subvolumes", top, e)),
+    }
+}
+
+fn search_children(f: &File, id: u64, prefix: &Path, out: &mut Vec<PathBuf>) -> nix::Result<()> {
+    for (child, dirid, name) in ioctl::child_subvols(f.as_fd(), id)? {
+        let dir = ioctl::dir_path(f.as_fd(), id, dirid)?;
+        let rel = prefix
+            .join(std::ffi::OsStr::from_bytes(&dir))
+            .join(std::ffi::OsStr::from_bytes(&name));
+        out.push(rel.clone());
+        search_children(f, child, &rel, out)?;
+    }
+    Ok(())
+}
+
+/// [`nested_subvolumes`] by walking the tree (for users without
+/// CAP_SYS_ADMIN). Other mounts are not entered.
+pub fn nested_subvolumes_walk(top: &Path) -> Result<Vec<PathBuf>> {
     let mounts: HashSet<PathBuf> = fsutil::mount_points().into_iter().collect();
     let mut out = Vec::new();
     let dev = std::fs::symlink_metadata(top).ctx("list subvolumes", top)?.dev();

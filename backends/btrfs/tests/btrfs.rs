@@ -164,6 +164,21 @@ fn nested_subvolumes_are_snapshotted_and_destroyed() {
             PathBuf::from("var/lib/machines/inner")
         ]
     );
+    // The root tree search (root) and the walk (other users) agree.
+    std::fs::create_dir_all(root.join("srv/a b")).unwrap();
+    run(&[
+        "btrfs",
+        "subvolume",
+        "create",
+        root.join("srv/a b/sv").to_str().unwrap(),
+    ]);
+    run(&["btrfs", "subvolume", "create", root.join("top").to_str().unwrap()]);
+    let mut searched = strata_btrfs::nested_subvolumes(&root).unwrap();
+    let mut walked = strata_btrfs::nested_subvolumes_walk(&root).unwrap();
+    assert_eq!(searched.len(), 4, "{searched:?}");
+    searched.sort();
+    walked.sort();
+    assert_eq!(searched, walked);
 
     for ro in [false, true] {
         let name = if ro { "snap" } else { "clone" };
@@ -178,6 +193,7 @@ fn nested_subvolumes_are_snapshotted_and_destroyed() {
             "deep"
         );
         assert_eq!(std::fs::read_to_string(r2.join("var/lib/machines/g")).unwrap(), "mid");
+        assert!(strata_btrfs::is_subvolume(&r2.join("srv/a b/sv")) && strata_btrfs::is_subvolume(&r2.join("top")));
         let e = std::fs::write(r2.join("var/lib/machines/inner/new"), "x");
         assert_eq!(e.is_err(), ro, "nested snapshot read-only iff the snapshot is");
         b().destroy(&spec2).unwrap();
