@@ -211,7 +211,7 @@ fn convert_both_ways_with_hole_map_checks_every_entry() {
                 assert_eq!(acl_ids(nv), want, "{ctx}");
             }
         }
-        if b.caps.is_some() {
+        if let Some(bc) = &b.caps {
             let c = n.caps.as_ref().expect("capabilities kept");
             assert_eq!((c.len(), c[3]), (24, 3), "{ctx}: v3 capability");
             assert_eq!(
@@ -219,7 +219,7 @@ fn convert_both_ways_with_hole_map_checks_every_entry() {
                 100000,
                 "{ctx}: rootid"
             );
-            assert_eq!(&c[4..20], &b.caps.as_ref().unwrap()[4..20], "{ctx}: same capabilities");
+            assert_eq!(&c[4..20], &bc[4..20], "{ctx}: same capabilities");
         }
     }
     // The hole: container 1005 is host 1005.

@@ -80,7 +80,7 @@ struct NsChild(std::process::Child);
 
 impl NsChild {
     fn spawn() -> NsChild {
-        let c = Command::new("/usr/bin/unshare")
+        let mut c = Command::new("/usr/bin/unshare")
             .args(["--user", "/bin/sleep", "60"])
             .process_group(0)
             .spawn()
@@ -96,6 +96,8 @@ impl NsChild {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let _ = c.kill();
+        let _ = c.wait();
         panic!("unshare --user did not start");
     }
 
