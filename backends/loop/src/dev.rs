@@ -78,6 +78,9 @@ impl Attached {
     pub fn keep(mut self) {
         self.keep = true;
     }
+
+    /// Detach now.
+    pub fn detach(self) {}
 }
 
 impl Drop for Attached {
@@ -94,6 +97,11 @@ impl Drop for Attached {
 /// I/O and `block_size`, stepping down (no direct I/O, 512-byte blocks, the
 /// older SET_FD/SET_STATUS64) where the kernel or backing filesystem refuse.
 pub fn attach(image: &Path, readonly: bool, block_size: u32) -> Result<Attached> {
+    attach_with(image, readonly, block_size, false)
+}
+
+/// [`attach`], with `legacy` forcing the pre-5.8 ioctls (for tests).
+pub fn attach_with(image: &Path, readonly: bool, block_size: u32, legacy: bool) -> Result<Attached> {
     const OP: &str = "attach loop device";
     let backing = std::fs::OpenOptions::new()
         .read(true)
@@ -138,7 +146,7 @@ pub fn attach(image: &Path, readonly: bool, block_size: u32) -> Result<Attached>
             }
             Err(e) => return Err(Error::io(OP, &path, e)),
         };
-        match configure(&dev, &backing, image, readonly, block_size) {
+        match configure(&dev, &backing, image, readonly, block_size, legacy) {
             Ok(()) => {
                 tracing::debug!(dev = %path.display(), image = %image.display(), "attached");
                 return Ok(Attached {
@@ -160,10 +168,19 @@ pub fn attach(image: &Path, readonly: bool, block_size: u32) -> Result<Attached>
     .at(image))
 }
 
-fn configure(dev: &File, backing: &File, image: &Path, readonly: bool, block_size: u32) -> nix::Result<()> {
+fn configure(
+    dev: &File,
+    backing: &File,
+    image: &Path,
+    readonly: bool,
+    block_size: u32,
+    legacy: bool,
+) -> nix::Result<()> {
     let ro = if readonly { LO_FLAGS_READ_ONLY } else { 0 };
     let mut tries = vec![(LO_FLAGS_DIRECT_IO, block_size), (0, block_size)];
-    if block_size != 512 {
+    if legacy {
+        tries.clear();
+    } else if block_size != 512 {
         tries.push((0, 512));
     }
     for (dio, bs) in tries {

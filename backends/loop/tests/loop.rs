@@ -337,3 +337,27 @@ fn snapshot_refused_on_ext4_host() {
         "probe left something behind"
     );
 }
+
+#[test]
+fn legacy_ioctls_attach_with_autoclear_too() {
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    let spec = make(&lxc, "c1", None, Some(16 << 20));
+    for legacy in [true, false] {
+        let dev = strata_loop::dev::attach_with(&spec.path(), false, 4096, legacy).unwrap();
+        let sys = format!("/sys/block/{}", dev.path.file_name().unwrap().to_str().unwrap());
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("{sys}/{f}"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read("loop/autoclear"), "1", "legacy={legacy}");
+        assert_eq!(read("queue/logical_block_size"), "4096", "legacy={legacy}");
+        assert_eq!(read("loop/dio"), "1", "legacy={legacy}");
+        assert_eq!(attached_under(&lxc), [dev.path.display().to_string()]);
+        // Dropped without a mount: detached at once.
+        dev.detach();
+        no_leak(&lxc);
+    }
+}
