@@ -163,6 +163,74 @@ pub fn userns_fd(map: &IdMap) -> Result<OwnedFd> {
     r
 }
 
+/// For the container's init, right after the parent wrote its maps: become
+/// root of the new user namespace (its ids are unmapped until then).
+pub fn become_root() -> Result<()> {
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into()).ctx("setresgid", "0")?;
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into()).ctx("setresuid", "0")?;
+    // Drop supplementary groups of the host (allowed: root writes maps without setgroups "deny").
+    let _ = nix::unistd::setgroups(&[]);
+    Ok(())
+}
+
+/// Where [`idmap_rootfs`] puts the idmapped view of a mounted rootfs.
+pub fn idmapped_path(mounted: &Path) -> std::path::PathBuf {
+    let mut s = mounted.as_os_str().to_owned();
+    s.push(".idmapped");
+    s.into()
+}
+
+/// How a container's rootfs is presented to its user namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsView {
+    /// Use the mounted rootfs as it is (privileged, or owners already shifted).
+    AsIs,
+    /// An idmapped bind of it at this path: use this as the root, and
+    /// [`remove_idmapped`] it on teardown.
+    Idmapped(std::path::PathBuf),
+}
+
+/// Decide and prepare the rootfs view of container dir `dir` whose rootfs
+/// is mounted at `mounted`, for `map`: as is when its owners are already
+/// the map's host ids (the marker or the top directory's owner says so),
+/// else an idmapped bind when the kernel and filesystem allow it, else a
+/// clear error pointing at `strata convert`. Never changes owners on disk.
+pub fn idmap_rootfs(dir: &Path, mounted: &Path, map: &IdMap) -> Result<RootfsView> {
+    use strata_core::shift::{ownership, Ownership};
+    const OP: &str = "idmap rootfs";
+    if map.is_empty() || ownership(dir, mounted, map)? == Ownership::Shifted {
+        return Ok(RootfsView::AsIs);
+    }
+    if !supports_idmapped(mounted) {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "the rootfs is owned by container ids and idmapped mounts are not available here: run strata convert --to-unprivileged"
+        )
+        .at(mounted));
+    }
+    let ns = userns_fd(map)?;
+    let view = idmapped_path(mounted);
+    std::fs::create_dir(&view).ctx(OP, &view)?;
+    if let Err(e) = idmapped_bind(mounted, &view, ns.as_fd()) {
+        let _ = std::fs::remove_dir(&view);
+        return Err(e);
+    }
+    Ok(RootfsView::Idmapped(view))
+}
+
+/// Undo [`RootfsView::Idmapped`]: detach the mount and remove its directory.
+pub fn remove_idmapped(view: &Path) -> Result<()> {
+    match nix::mount::umount2(view, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(Error::errno("unmount idmapped rootfs", view, e)),
+    }
+    match std::fs::remove_dir(view) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove idmapped rootfs", view, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Wrap a raw fd received from elsewhere (e.g. a namespace fd passed by the runtime).
 ///
 /// # Safety
@@ -210,5 +278,39 @@ mod tests {
         // The source is unchanged.
         let md = std::fs::metadata(src.join("f")).unwrap();
         assert_eq!((md.uid(), md.gid()), (5, 7));
+    }
+
+    #[test]
+    fn rootfs_view_idmapped_or_as_is() {
+        if !strata_core::paths::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        std::fs::write(rootfs.join("f"), b"x").unwrap();
+        std::os::unix::fs::chown(rootfs.join("f"), Some(1000), Some(1000)).unwrap();
+        let map = IdMap::parse(["b 0 100000 65536"]).unwrap();
+        assert_eq!(
+            idmap_rootfs(dir.path(), &rootfs, &IdMap::default()).unwrap(),
+            RootfsView::AsIs
+        );
+        if !supports_idmapped(&rootfs) {
+            eprintln!("skipped: no idmapped mounts on {}", rootfs.display());
+            return;
+        }
+        let RootfsView::Idmapped(view) = idmap_rootfs(dir.path(), &rootfs, &map).unwrap() else {
+            panic!("a privileged-layout rootfs needs an idmapped view");
+        };
+        let _g = Umount(view.clone());
+        let md = std::fs::metadata(view.join("f")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (101000, 101000));
+        assert_eq!(std::fs::metadata(&view).unwrap().uid(), 100000);
+        remove_idmapped(&view).unwrap();
+        assert!(!view.exists());
+        // Once shifted (marker), the rootfs is used as it is.
+        strata_core::shift::record_shifted(dir.path(), &map).unwrap();
+        assert_eq!(idmap_rootfs(dir.path(), &rootfs, &map).unwrap(), RootfsView::AsIs);
     }
 }
