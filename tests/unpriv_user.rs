@@ -388,3 +388,33 @@ user_test!(files_made_in_a_user_namespace_are_owned_by_mapped_ids, &[], {
     let e = strata_core::idmap::run_in_userns(&IdMap::parse([format!("b 1 {u0} 10").as_str()]).unwrap(), || Ok(()));
     assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidArgument);
 });
+
+user_test!(user_files_readable_in_a_user_namespace_with_the_caller_mapped, &[], {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = SubIds::for_caller().unwrap();
+    let (u0, g0) = (s.uids[0].0, s.gids[0].0);
+    let map = IdMap::parse([format!("u 0 {u0} 65536").as_str(), format!("g 0 {g0} 65536").as_str()]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(src.join("secret"), b"mine").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // dst must be writable by the namespace's root: hand it over first.
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let copy = || {
+        let data =
+            std::fs::read(src.join("secret")).map_err(|e| strata_core::Error::io("read", src.join("secret"), e))?;
+        std::fs::write(dst.join("copy"), data).map_err(|e| strata_core::Error::io("write", dst.join("copy"), e))?;
+        Ok(())
+    };
+    // Without the caller mapped, its 0600 file in a 0700 dir cannot be read.
+    let e = strata_core::idmap::run_in_userns(&map, copy).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    strata_core::idmap::run_in_userns_with_caller(&map, copy).unwrap();
+    let m = std::fs::metadata(dst.join("copy")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (u0, g0), "written by the mapped root");
+    assert_eq!(std::fs::read(dst.join("copy")).unwrap(), b"mine");
+    assert_eq!(strata_core::idmap::caller_inside_id(&map), 65536);
+});

@@ -470,6 +470,40 @@ fn write_maps_helpers(pid: i32, map: &IdMap) -> Result<()> {
 /// by the host id N maps to: how a non-root user fills an unprivileged
 /// rootfs. The child's error comes back as this call's error.
 pub fn run_in_userns(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    run_in_userns_map(map, f)
+}
+
+/// The container id the caller's own uid and gid get in
+/// [`run_in_userns_with_caller`]: the first id above every range of `map`.
+pub fn caller_inside_id(map: &IdMap) -> u32 {
+    map.uids
+        .iter()
+        .chain(map.gids.iter())
+        .map(|r| r.inside_end())
+        .max()
+        .unwrap_or(0)
+        .min(u32::MAX as u64 - 2) as u32
+}
+
+/// Like [`run_in_userns`], with the caller's own uid and gid also mapped
+/// (to [`caller_inside_id`]), so that root in the namespace can read the
+/// caller's files (a source tree or tarball) whatever their modes. Refused
+/// when the map already uses the caller's ids.
+pub fn run_in_userns_with_caller(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    if map.unmap_uid(uid).is_some() || map.unmap_gid(gid).is_some() {
+        return run_in_userns_map(map, f);
+    }
+    let inside = caller_inside_id(map);
+    let mut m = map.clone();
+    m.uids.push(Range::new(inside, uid, 1));
+    m.gids.push(Range::new(inside, gid, 1));
+    m.validate()?;
+    run_in_userns_map(&m, f)
+}
+
+fn run_in_userns_map(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     const OP: &str = "run in user namespace";
