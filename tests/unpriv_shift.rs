@@ -155,7 +155,8 @@ fn area() -> Area {
          chown -h 1005:1005 etc/dangling
          mkfifo dev/fifo && mknod dev/null c 1 3 && mknod dev/loop b 7 0
          echo hole > home/f1005 && chown 1005:1005 home/f1005
-         chown 65535:65535 etc/acl-hardlink"
+         chown 65535:65535 etc/acl-hardlink
+         echo big > etc/bigacl && setfacl -m \"$(seq -s, -f u:%g:r 1100 1179)\" etc/bigacl"
     ));
     Area {
         tmp,

@@ -153,14 +153,26 @@ fn proc_fd(fd: &OwnedFd) -> String {
 }
 
 fn get_xattr(p: &str, name: &str, rel: &Path) -> Result<Option<Vec<u8>>> {
+    // Most values are small: a stack buffer first, the exact size only when it is not enough.
+    let mut small = [0u8; 512];
+    let err = |e: rustix::io::Errno| -> Result<Option<Vec<u8>>> {
+        match e {
+            rustix::io::Errno::NODATA | rustix::io::Errno::OPNOTSUPP => Ok(None),
+            e => Err(Error::io("read xattr", rel, e.into())),
+        }
+    };
+    match rustix::fs::getxattr(p, name, &mut small[..]) {
+        Ok(n) => return Ok(Some(small[..n].to_vec())),
+        Err(rustix::io::Errno::RANGE) => {}
+        Err(e) => return err(e),
+    }
     let mut buf = vec![0u8; 65536];
     match rustix::fs::getxattr(p, name, &mut buf[..]) {
         Ok(n) => {
             buf.truncate(n);
             Ok(Some(buf))
         }
-        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(None),
-        Err(e) => Err(Error::io("read xattr", rel, e.into())),
+        Err(e) => err(e),
     }
 }
 
