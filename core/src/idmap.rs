@@ -504,11 +504,19 @@ pub fn run_in_userns_with_caller(map: &IdMap, f: impl FnOnce() -> Result<()>) ->
 }
 
 fn run_in_userns_map(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    run_in_ns(map, true, || f().map(|()| Vec::new())).map(|_| ())
+}
+
+/// Run `f` in a child in a new user namespace with `map` (checked for the
+/// caller); with `as_root` the child first becomes uid/gid 0 there (which
+/// `map` must map), else it keeps its ids and the full capabilities a new
+/// namespace gives. `f`'s bytes or error come back to the caller.
+pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     const OP: &str = "run in user namespace";
     let _s = tracing::debug_span!("run in userns").entered();
-    if map.root_uid().is_none() || map.root_gid().is_none() {
+    if as_root && (map.root_uid().is_none() || map.root_gid().is_none()) {
         return Err(err!(
             InvalidArgument,
             OP,
@@ -531,7 +539,7 @@ fn run_in_userns_map(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> 
             libc::close(res_r.as_raw_fd());
         }
         let mut out = std::fs::File::from(res_w);
-        let res = (|| -> Result<()> {
+        let res = (|| -> Result<Vec<u8>> {
             let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
             let mut w = std::fs::File::from(ready_w);
             let _ = w.write_all(&[ok as u8]);
@@ -543,16 +551,22 @@ fn run_in_userns_map(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> 
             if std::fs::File::from(go_r).read(&mut b).unwrap_or(0) != 1 || b[0] != 1 {
                 return Err(err!(Io, OP, "the id maps were not written"));
             }
-            nix::unistd::setresgid(0.into(), 0.into(), 0.into()).ctx("setresgid", "0")?;
-            nix::unistd::setresuid(0.into(), 0.into(), 0.into()).ctx("setresuid", "0")?;
+            if as_root {
+                nix::unistd::setresgid(0.into(), 0.into(), 0.into()).ctx("setresgid", "0")?;
+                nix::unistd::setresuid(0.into(), 0.into(), 0.into()).ctx("setresuid", "0")?;
+            }
             // A panic must end here, never unwind into the caller's code in this forked copy.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
                 .unwrap_or_else(|_| Err(err!(Io, OP, "panicked in the user namespace")))
         })();
         let code = match res {
-            Ok(()) => 0,
+            Ok(bytes) => {
+                let _ = out.write_all(b"O").and_then(|()| out.write_all(&bytes));
+                0
+            }
             Err(e) => {
-                let _ = out.write_all(format!("{:?}\x00{}\x00{}", e.kind, e.op, e.msg).as_bytes());
+                let path = e.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                let _ = out.write_all(format!("E{:?}\x00{}\x00{path}\x00{}", e.kind, e.op, e.msg).as_bytes());
                 1
             }
         };
@@ -580,27 +594,40 @@ fn run_in_userns_map(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> 
     let _ = std::fs::File::from(res_r).read_to_end(&mut msg);
     let st = wait();
     written?;
-    if !msg.is_empty() {
-        let t = String::from_utf8_lossy(&msg);
-        let mut it = t.splitn(3, '\x00');
-        let (kind, op, m) = (
+    if msg.first() == Some(&b'E') {
+        let t = String::from_utf8_lossy(&msg[1..]);
+        let mut it = t.splitn(4, '\x00');
+        let (kind, op, path, m) = (
             it.next().unwrap_or(""),
             it.next().unwrap_or(OP),
             it.next().unwrap_or(""),
+            it.next().unwrap_or(""),
         );
-        let kind = match kind {
-            "NotFound" => crate::error::ErrorKind::NotFound,
-            "PermissionDenied" => crate::error::ErrorKind::PermissionDenied,
-            "AlreadyExists" => crate::error::ErrorKind::AlreadyExists,
-            "InvalidArgument" => crate::error::ErrorKind::InvalidArgument,
-            _ => crate::error::ErrorKind::Io,
-        };
-        return Err(Error::new(kind, op, m));
+        use crate::error::ErrorKind as K;
+        let kind = [
+            K::InvalidName,
+            K::InvalidSpec,
+            K::InvalidConfig,
+            K::InvalidArgument,
+            K::NotFound,
+            K::AlreadyExists,
+            K::HasDependents,
+            K::Busy,
+            K::Unsupported,
+            K::PermissionDenied,
+            K::Command,
+        ]
+        .into_iter()
+        .find(|k| format!("{k:?}") == kind)
+        .unwrap_or(K::Io);
+        let e = Error::new(kind, op, m);
+        return Err(if path.is_empty() { e } else { e.at(path) });
     }
-    if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+    if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 || msg.first() != Some(&b'O') {
         return Err(err!(Io, OP, "the child failed (wait status {st:#x})"));
     }
-    Ok(())
+    msg.remove(0);
+    Ok(msg)
 }
 
 #[cfg(test)]
