@@ -1,6 +1,6 @@
-//! Copy clones between every pair of backends through `lxc-copy -B`: each
-//! source in {dir, overlay, btrfs, loop} into each target in {dir, btrfs,
-//! loop}, on a tree with every kind of entry, compared entry by entry with
+//! Copy clones between every pair of backends through `lxc-copy -B` and
+//! `lxc-clone -B`: each source in {dir, overlay, btrfs, loop} into each
+//! target in {dir, btrfs, loop}, on a tree with every kind of entry, compared entry by entry with
 //! the source (owner, mode, times, xattrs, link targets, content, hardlinks).
 //! Root only: the lxcpath is a real btrfs filesystem on a loop device.
 
@@ -280,6 +280,12 @@ fn copy_clones_between_every_pair_of_backends() {
             let (kind, cv) = rootfs_view(&env, &clone);
             assert_eq!(kind, t, "{clone}");
             diff(&format!("lxc-copy -B {t} of a {s} container"), &v, &cv);
+            env.ok("lxc-destroy", &["-n", &clone]);
+            // LXC 1.x's interface, same engine.
+            env.ok("lxc-clone", &["-o", &name, "-n", &clone, "-B", t, "-K"]);
+            let (kind, cv) = rootfs_view(&env, &clone);
+            assert_eq!(kind, t, "{clone}");
+            diff(&format!("lxc-clone -B {t} of a {s} container"), &v, &cv);
             env.ok("lxc-destroy", &["-n", &clone]);
         }
     }
