@@ -13,7 +13,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use strata_core::{err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target};
+use strata_core::{
+    err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
+};
 
 /// LXC's default `--fssize`.
 pub const DEFAULT_SIZE: u64 = 1 << 30;
@@ -473,6 +475,25 @@ impl Backend for LoopBackend {
 
     fn fast_copier(&self) -> Option<&dyn FastCopy> {
         Some(self)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl UsageReport for LoopBackend {
+    // What the image holds on the host. Where the host can reflink, its
+    // extents may be shared with copies: exclusive bytes are then unknown.
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        use std::os::unix::fs::MetadataExt;
+        let img = spec.path();
+        let allocated = std::fs::metadata(&img).ctx("loop usage", &img)?.blocks() * 512;
+        let shared = img.parent().is_some_and(|d| reflink_probe(&img, d).is_ok());
+        Ok(Usage {
+            exclusive: (!shared).then_some(allocated),
+            referenced: Some(allocated),
+        })
     }
 }
 

@@ -294,6 +294,13 @@ fn reflink_snapshot_on(host_kind: &str) {
     let spec2 = s.plan(&tt.t(), Some(&spec)).unwrap();
     std::fs::create_dir_all(&tt.dir).unwrap();
     snap.snapshot(&spec, &spec2, &tt.t(), false).unwrap();
+    // Extents are shared now: exclusive bytes are unknown, not guessed.
+    let u = s.usage_reporter().unwrap().usage(&spec2).unwrap();
+    assert_eq!(u.exclusive, None);
+    assert_eq!(
+        u.referenced,
+        Some(std::fs::metadata(spec2.path()).unwrap().blocks() * 512)
+    );
     with_mounted(&spec, true, |a| {
         with_mounted(&spec2, false, |c| {
             assert_eq!(std::fs::read(c.join("data")).unwrap(), vec![3u8; 8 << 20]);
@@ -320,6 +327,10 @@ fn snapshot_refused_on_ext4_host() {
     let lxc = host.mnt.join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
     assert!(!b().snapshotter().unwrap().can_snapshot(&spec));
+    // No reflinks here: what the image holds is all its own.
+    let u = b().usage_reporter().unwrap().usage(&spec).unwrap();
+    let allocated = std::fs::metadata(spec.path()).unwrap().blocks() * 512;
+    assert_eq!((u.exclusive, u.referenced), (Some(allocated), Some(allocated)));
     let tt = T::new(&lxc, "c2", None, None);
     let e = b().plan(&tt.t(), Some(&spec)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
