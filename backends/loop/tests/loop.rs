@@ -372,3 +372,36 @@ fn legacy_ioctls_attach_with_autoclear_too() {
         no_leak(&lxc);
     }
 }
+
+#[test]
+fn concurrent_attaches_each_get_their_own_device() {
+    // Threads race for the same free device: the losers claim another.
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    let specs: Vec<_> = (0..6)
+        .map(|i| make(&lxc, &format!("c{i}"), None, Some(8 << 20)))
+        .collect();
+    let barrier = std::sync::Barrier::new(specs.len());
+    let devs: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = specs
+            .iter()
+            .map(|s| {
+                let barrier = &barrier;
+                sc.spawn(move || {
+                    barrier.wait();
+                    strata_loop::dev::attach(&s.path(), true, 4096).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut paths: Vec<_> = devs.iter().map(|d| d.path.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), specs.len());
+    for (d, s) in devs.iter().zip(&specs) {
+        assert_eq!(strata_loop::dev::backing_file(&d.path).unwrap(), s.path());
+    }
+    drop(devs);
+    no_leak(&lxc);
+}
