@@ -418,3 +418,66 @@ user_test!(user_files_readable_in_a_user_namespace_with_the_caller_mapped, &[], 
     assert_eq!(std::fs::read(dst.join("copy")).unwrap(), b"mine");
     assert_eq!(strata_core::idmap::caller_inside_id(&map), 65536);
 });
+
+user_test!(user_converts_own_container_between_maps_in_its_ranges, &[], {
+    use std::os::unix::fs::MetadataExt;
+    use strata_core::shift;
+    let s = SubIds::for_caller().unwrap();
+    let (u0, g0) = (s.uids[0].0, s.gids[0].0);
+    let a = IdMap::parse([format!("u 0 {u0} 2000").as_str(), format!("g 0 {g0} 2000").as_str()]).unwrap();
+    let b = IdMap::parse([
+        format!("u 0 {} 2000", u0 + 2000).as_str(),
+        format!("g 0 {} 2000", g0 + 2000).as_str(),
+    ])
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let lxcpath = tmp.path().join("lxc");
+    let rootfs = lxcpath.join("c1/rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut cfg = format!("lxc.uts.name = c1\nlxc.rootfs.path = dir:{}\n", rootfs.display());
+    for v in a.config_values() {
+        cfg.push_str(&format!("lxc.idmap = {v}\n"));
+    }
+    std::fs::write(lxcpath.join("c1/config"), &cfg).unwrap();
+    // Fill the rootfs as the container's root would.
+    let r0 = rootfs.clone();
+    strata_core::idmap::run_in_userns_with_caller(&a, || {
+        let io = |what: &'static str| move |e| strata_core::Error::io(what, "rootfs", e);
+        std::os::unix::fs::chown(&r0, Some(0), Some(0)).map_err(io("chown rootfs"))?;
+        std::fs::create_dir(r0.join("home")).map_err(io("mkdir home"))?;
+        std::fs::write(r0.join("home/f"), b"x").map_err(io("write home/f"))?;
+        std::os::unix::fs::chown(r0.join("home/f"), Some(1000), Some(100)).map_err(io("chown home/f"))?;
+        std::os::unix::fs::symlink("/etc/passwd", r0.join("link")).map_err(io("symlink"))?;
+        Ok(())
+    })
+    .unwrap();
+    let owner = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&rootfs.join("home/f")), (u0 + 1000, g0 + 100));
+    let r = strata_core::ContainerRef::new(&lxcpath, "c1");
+    shift::convert(&r, &b).unwrap();
+    assert_eq!(owner(&rootfs), (u0 + 2000, g0 + 2000));
+    assert_eq!(owner(&rootfs.join("home/f")), (u0 + 3000, g0 + 2100));
+    assert_eq!(owner(&rootfs.join("link")), (u0 + 2000, g0 + 2000));
+    let cfg = std::fs::read_to_string(lxcpath.join("c1/config")).unwrap();
+    assert!(cfg.contains(&format!("lxc.idmap = u 0 {} 2000", u0 + 2000)), "{cfg}");
+    assert!(!lxcpath.join("c1").join(shift::INTENT).exists());
+    // Refused, with nothing changed: privileged, and a map outside the ranges.
+    let e = shift::convert(&r, &IdMap::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = shift::convert(&r, &IdMap::parse(["b 0 5000 2000"]).unwrap()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("lxc.idmap = b 0 5000 2000"), "{e}");
+    assert_eq!(owner(&rootfs.join("home/f")), (u0 + 3000, g0 + 2100));
+    assert_eq!(std::fs::read_to_string(lxcpath.join("c1/config")).unwrap(), cfg);
+    // And back to the first map.
+    shift::convert(&r, &a).unwrap();
+    assert_eq!(owner(&rootfs.join("home/f")), (u0 + 1000, g0 + 100));
+    // Only the namespace's root can remove what it owns.
+    strata_core::idmap::run_in_userns_with_caller(&a, || {
+        std::fs::remove_dir_all(&lxcpath).map_err(|e| strata_core::Error::io("clean up", &lxcpath, e))
+    })
+    .unwrap();
+});

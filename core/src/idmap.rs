@@ -386,6 +386,23 @@ pub fn parse_subid(text: &str, name: &str, uid: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// For a non-root caller: a map of its subordinate ranges and its own uid
+/// and gid onto themselves, so that ids inside a namespace are host ids.
+pub fn caller_identity_map() -> Result<IdMap> {
+    let s = SubIds::for_caller()?;
+    let mut m = IdMap::default();
+    for (ranges, own, out) in [(&s.uids, s.uid, &mut m.uids), (&s.gids, s.gid, &mut m.gids)] {
+        for &(first, count) in ranges.iter() {
+            out.push(Range::new(first, first, count));
+        }
+        if !covered(ranges, own as u64, own as u64 + 1) {
+            out.push(Range::new(own, own, 1));
+        }
+    }
+    m.validate()?;
+    Ok(m)
+}
+
 /// Find `prog` in `$PATH`.
 pub fn find_in_path(prog: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

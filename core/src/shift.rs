@@ -123,7 +123,7 @@ fn resume_shift(s: &IdShift) -> IdShift {
 }
 
 /// What was done to a tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShiftStats {
     pub entries: u64,
     pub acls: u64,
@@ -511,7 +511,7 @@ pub fn ownership(dir: &Path, rootfs: &Path, map: &IdMap) -> Result<Ownership> {
 }
 
 /// What `convert` did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ConvertReport {
     pub stats: ShiftStats,
     /// An interrupted conversion was completed.
@@ -525,20 +525,39 @@ pub struct ConvertReport {
 pub fn convert(r: &ContainerRef, to: &IdMap) -> Result<ConvertReport> {
     const OP: &str = "convert";
     let _s = tracing::info_span!("convert", name = %r.name).entered();
-    if !crate::paths::is_root() {
-        return Err(err!(
-            PermissionDenied,
-            OP,
-            "changing owners of a rootfs in place needs root; clone the container with a map instead"
-        ));
-    }
     to.validate()?;
     let _lock = crate::lock::ContainerLock::acquire(&r.lxcpath, &r.name)?;
     let c = crate::store::Store::new(&r.lxcpath).load(&r.name)?;
-    let dir = r.dir();
     if crate::state::is_running(r) {
         return Err(err!(Busy, OP, "container {} is running", r.name));
     }
+    if crate::paths::is_root() {
+        return convert_locked(r, &c, to);
+    }
+    // A user may move a rootfs between maps inside its own ranges: in a user
+    // namespace mapping those ranges to themselves, with the ids unchanged.
+    let from = IdMap::from_config(&c.config)?;
+    if from.is_empty() || to.is_empty() {
+        return Err(err!(
+            PermissionDenied,
+            OP,
+            "converting to or from a privileged container needs root"
+        ));
+    }
+    from.check_caller()?;
+    to.check_caller()?;
+    let ns = crate::idmap::caller_identity_map()?;
+    let bytes = crate::idmap::run_in_ns(&ns, false, || {
+        let rep = convert_locked(r, &c, to)?;
+        serde_json::to_vec(&rep).map_err(|e| err!(Io, OP, "{e}"))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| err!(Io, OP, "{e}"))
+}
+
+/// `convert` once the container is locked and loaded.
+fn convert_locked(r: &ContainerRef, c: &crate::store::Container, to: &IdMap) -> Result<ConvertReport> {
+    const OP: &str = "convert";
+    let dir = r.dir();
     let intent_path = dir.join(INTENT);
     let prior: Option<Intent> = match std::fs::read(&intent_path) {
         Ok(b) => Some(
