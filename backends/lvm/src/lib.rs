@@ -277,10 +277,8 @@ impl LvmBackend {
     }
 
     fn find(&self, vg: &str, lv: &str) -> Option<Lv> {
-        // A missing VG means a missing LV: destroy and exists must not fail on it.
-        if !self.vgs().ok()?.iter().any(|v| v.name == vg) {
-            return None;
-        }
+        // lvs fails on a missing VG: that is a missing LV too (destroy and
+        // exists must not fail on it).
         self.lvs(vg).ok()?.into_iter().find(|l| l.name == lv)
     }
 
@@ -581,13 +579,16 @@ impl Backend for LvmBackend {
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
         let (vg, lv) = parse_spec(spec)?;
-        let l = self
-            .find(&vg, &lv)
-            .ok_or_else(|| err!(NotFound, "mount lvm rootfs", "logical volume {vg}/{lv} does not exist"))?;
-        if !l.is_active() {
-            self.activate(&vg, &lv)?;
-        }
         let dev = spec.source().to_string();
+        // The device node exists only while the LV is active.
+        if !Path::new(&dev).exists() {
+            let l = self
+                .find(&vg, &lv)
+                .ok_or_else(|| err!(NotFound, "mount lvm rootfs", "logical volume {vg}/{lv} does not exist"))?;
+            if !l.is_active() {
+                self.activate(&vg, &lv)?;
+            }
+        }
         let fstype = self.fstype_of(&dev)?;
         let mut flags = MsFlags::empty();
         if readonly {

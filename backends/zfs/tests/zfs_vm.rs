@@ -124,7 +124,7 @@ fn create_clone_snapshot_of_snapshot_and_send_receive() {
     assert_eq!(read(&e, &c3.rootfs, "data").as_deref(), Some("changed"));
     assert_eq!(read(&e, &c3.rootfs, "etc/hostname").as_deref(), Some("z3\n"));
     // A copy inside the pool: send/receive, independent of its source.
-    let c4 = clone(&e, &lp, "z2", "z4", false, None, BackendOpts::default()).unwrap();
+    let c4 = clone(&e, &lp, "z2", "z4", false, None, opts(&pool)).unwrap();
     assert_eq!(read(&e, &c4.rootfs, "data").as_deref(), Some("changed"));
     let origin = Command::new("zfs")
         .args(["get", "-H", "-o", "value", "origin", c4.rootfs.source()])
@@ -198,7 +198,21 @@ fn destroy_with_clones_names_them_or_promotes() {
     write(&e, &c2.rootfs, "data", "mine");
     let b = e.backends.for_spec(&c1.rootfs).unwrap();
     assert_eq!(b.dependents(&c1.rootfs).unwrap(), vec![c2.rootfs.clone()]);
-    // Going on promotes the clone, which keeps its data.
+    // The engine refuses, naming the clone, and changes nothing.
+    let err = e
+        .destroy(&DestroyRequest {
+            r: ContainerRef::new(&lp, "o1"),
+            with_snapshots: true,
+            force: false,
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HasDependents);
+    assert!(err.to_string().contains(&format!("{pool}/lxc/o2")), "{err}");
+    assert!(lp.join("o1/config").is_file() && b.exists(&c1.rootfs));
+    // --promote: the clone takes over the snapshot, then the destroy goes on.
+    let promoted = strata_zfs::ZfsBackend::new().promote_dependents(&c1.rootfs).unwrap();
+    assert_eq!(promoted, vec![format!("{pool}/lxc/o2")]);
+    assert!(b.dependents(&c1.rootfs).unwrap().is_empty());
     destroy(&e, &lp, "o1");
     assert!(!b.exists(&c1.rootfs));
     assert_eq!(read(&e, &c2.rootfs, "data").as_deref(), Some("mine"));
