@@ -7,7 +7,7 @@ import random
 import sys
 
 def main():
-    if len(sys.argv) < 2:
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
         sys.exit("usage: gen_tree.py DIR [scale=1.0] [seed=1]")
     root = sys.argv[1]
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
