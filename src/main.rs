@@ -2,6 +2,7 @@
 //! (dispatched on the name it is invoked as).
 
 mod cli;
+mod convert;
 mod run;
 mod wiring;
 

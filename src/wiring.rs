@@ -26,3 +26,13 @@ impl RegisterReady for Backends {
         self.register(strata_zfs::backend());
     }
 }
+
+/// Promote the clones that hold on to `spec`'s snapshots (zfs), so that it
+/// can be destroyed; the clones keep their data. Nothing to do elsewhere.
+pub fn promote_dependents(spec: &strata_core::RootfsSpec) -> strata_core::Result<Vec<String>> {
+    if spec.kind() == "zfs" {
+        strata_zfs::ZfsBackend::new().promote_dependents(spec)
+    } else {
+        Ok(Vec::new())
+    }
+}

@@ -17,6 +17,9 @@ pub struct Args {
     /// Stop it first if it is running
     #[arg(short = 'f', long = "force")]
     pub force: bool,
+    /// zfs: promote the clones made from its snapshots so that the destroy can go on
+    #[arg(long = "promote")]
+    pub promote: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -38,6 +41,19 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     super::check_exists(&lxcpath, &a.name)?;
     let engine = super::engine();
     super::reconcile(&engine, &lxcpath);
+    if a.promote {
+        let store = strata_core::Store::new(&lxcpath);
+        let c = store.load(&a.name)?;
+        let mut specs = vec![c.rootfs];
+        if a.snapshots {
+            specs.extend(store.snapshots(&a.name)?.into_iter().map(|s| s.rootfs));
+        }
+        for spec in specs {
+            for p in crate::wiring::promote_dependents(&spec)? {
+                eprintln!("promoted {p}");
+            }
+        }
+    }
     engine.destroy(&DestroyRequest {
         r: ContainerRef::new(&lxcpath, &a.name),
         with_snapshots: a.snapshots,

@@ -272,6 +272,8 @@ pub fn reconcile(engine: &Engine, lxcpath: &Path) {
         }
         Err(e) => tracing::warn!("reconcile {}: {e}", lxcpath.display()),
     }
+    // Ephemeral containers whose run was killed are never listed or counted.
+    crate::run::reap(engine, lxcpath);
 }
 
 /// Whether a progress bar makes sense.

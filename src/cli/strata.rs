@@ -37,6 +37,8 @@ enum Cmd {
     Ls(super::ls::Args),
     /// Storage of one container: backend, rootfs, snapshots, dependents, usage
     Info(super::info::Args),
+    /// Make a container unprivileged (shift owners to an id map) or privileged again
+    Convert(crate::convert::Args),
     /// Remove what an interrupted operation left behind in an lxcpath
     Reconcile(ReconcileArgs),
     /// Create the lxc-* symlinks to this binary in DIR
@@ -116,6 +118,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             let name = a.name.clone();
             super::finish(TOOL, Some(&name), super::info::run(&a))
         }
+        Cmd::Convert(a) => crate::convert::run_args(TOOL, a),
         Cmd::Reconcile(a) => super::finish(TOOL, None, reconcile(&a)),
         Cmd::InstallLinks(a) => super::finish(TOOL, None, super::links::install(&a.dir, a.quiet)),
         Cmd::Start(p) => super::runtime("lxc-start", p.args),
