@@ -106,6 +106,14 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Replace the contents of the file `rel` (such as `etc/hostname`) as
+    /// [`crate::engine::fsutil::write_in_rootfs_if_regular`] would on the
+    /// mounted rootfs, but without mounting it; returns whether it wrote.
+    /// `None`: not possible here, mount and write instead.
+    fn write_if_regular_unmounted(&self, _spec: &RootfsSpec, _rel: &str, _data: &[u8]) -> Result<Option<bool>> {
+        Ok(None)
+    }
+
     /// Mount the rootfs at `target` (an existing directory).
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()>;
 

@@ -4,7 +4,16 @@
 //! A snapshot of a dir rootfs uses it as the lower; a snapshot of an overlay
 //! rootfs shares its lower and copies its delta.
 
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::fchown;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -181,6 +190,112 @@ impl Backend for OverlayBackend {
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
         Some(self)
     }
+
+    fn write_if_regular_unmounted(&self, spec: &RootfsSpec, rel: &str, data: &[u8]) -> Result<Option<bool>> {
+        let (lower, upper) = parts(spec)?;
+        write_upper(&lower, &upper, rel, data)
+    }
+}
+
+fn lstat_at(dirfd: RawFd, name: &str) -> nix::Result<Option<FileStat>> {
+    match fstatat(Some(dirfd), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn fmt_of(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+fn has_xattrs(dirfd: RawFd, name: &str) -> bool {
+    let path = CString::new(format!("/proc/self/fd/{dirfd}/{name}")).expect("no NUL");
+    // Size query only; an error counts as "has some" so that we fall back to a mount.
+    unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) != 0 }
+}
+
+/// Edit the merged view's `DIR/FILE` in the upper dir, as overlayfs would
+/// on a copy-up, while unmounted. Handles the plain cases (the upper already
+/// has the file, or has nothing of `DIR` and the lower decides); anything
+/// else (whiteouts, opaque dirs, several lowers, xattrs to carry) is `None`.
+/// Every component is opened with `O_NOFOLLOW`: a symlink in either layer
+/// means nothing is written, as on the mounted rootfs.
+fn write_upper(lower: &str, upper: &Path, rel: &str, data: &[u8]) -> Result<Option<bool>> {
+    const OP: &str = "write in overlay upper";
+    let Some((d, f)) = rel.split_once('/') else {
+        return Ok(None);
+    };
+    if d.is_empty() || f.is_empty() || f.contains('/') || lower.contains(':') {
+        return Ok(None);
+    }
+    let ufd = fsutil::open_dir_at(libc::AT_FDCWD, upper.as_os_str().as_bytes()).ctx(OP, upper)?;
+    let ufd = ufd.as_raw_fd();
+    match lstat_at(ufd, d).ctx(OP, upper.join(d))? {
+        None => {}
+        Some(st) if fmt_of(&st) == SFlag::S_IFDIR => {
+            let efd = fsutil::open_dir_at(ufd, d.as_bytes()).ctx(OP, upper.join(d))?;
+            return match lstat_at(efd.as_raw_fd(), f).ctx(OP, upper.join(rel))? {
+                Some(st) if fmt_of(&st) == SFlag::S_IFREG => {
+                    fsutil::write_in_rootfs_if_regular(upper, rel, data).map(Some)
+                }
+                // Absent here: the lower (or an opaque flag) decides; a whiteout or other: leave it to a mount.
+                _ => Ok(None),
+            };
+        }
+        Some(_) => return Ok(None),
+    }
+    // Nothing of DIR in the upper: the merged view is the lower's.
+    let lower = Path::new(lower);
+    let lfd = fsutil::open_dir_at(libc::AT_FDCWD, lower.as_os_str().as_bytes()).ctx(OP, lower)?;
+    let dst = match lstat_at(lfd.as_raw_fd(), d).ctx(OP, lower.join(d))? {
+        Some(st) if fmt_of(&st) == SFlag::S_IFDIR => st,
+        _ => return Ok(Some(false)),
+    };
+    let ldfd = fsutil::open_dir_at(lfd.as_raw_fd(), d.as_bytes()).ctx(OP, lower.join(d))?;
+    let fst = match lstat_at(ldfd.as_raw_fd(), f).ctx(OP, lower.join(rel))? {
+        Some(st) if fmt_of(&st) == SFlag::S_IFREG => st,
+        _ => return Ok(Some(false)),
+    };
+    if has_xattrs(lfd.as_raw_fd(), d) || has_xattrs(ldfd.as_raw_fd(), f) {
+        return Ok(None);
+    }
+    // Copy-up by hand: the dir and the file keep the lower's owner and mode.
+    let up_dir = upper.join(d);
+    let perm = |st: &FileStat| Mode::from_bits_truncate(st.st_mode & 0o7777);
+    mkdirat(Some(ufd), d, Mode::from_bits_truncate(0o700)).ctx(OP, &up_dir)?;
+    let res = (|| -> Result<()> {
+        let udfd = fsutil::open_dir_at(ufd, d.as_bytes()).ctx(OP, &up_dir)?;
+        fchown(udfd.as_raw_fd(), Some(dst.st_uid.into()), Some(dst.st_gid.into())).ctx(OP, &up_dir)?;
+        fchmod(udfd.as_raw_fd(), perm(&dst)).ctx(OP, &up_dir)?;
+        let target = upper.join(rel);
+        let fd = openat(
+            Some(udfd.as_raw_fd()),
+            f,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .ctx(OP, &target)?;
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        fchown(file.as_raw_fd(), Some(fst.st_uid.into()), Some(fst.st_gid.into())).ctx(OP, &target)?;
+        fchmod(file.as_raw_fd(), perm(&fst)).ctx(OP, &target)?;
+        (&file).write_all(data).ctx(OP, &target)?;
+        drop(file);
+        // Last: creating the file changed the dir's times.
+        let ts = |s: i64, ns: i64| TimeSpec::new(s, ns);
+        futimens(
+            udfd.as_raw_fd(),
+            &ts(dst.st_atime, dst.st_atime_nsec),
+            &ts(dst.st_mtime, dst.st_mtime_nsec),
+        )
+        .ctx(OP, &up_dir)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = fsutil::remove_tree(&up_dir);
+        return Err(e);
+    }
+    Ok(Some(true))
 }
 
 impl Snapshotter for OverlayBackend {

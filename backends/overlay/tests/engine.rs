@@ -436,6 +436,53 @@ fn snapshot_clone_of_dir_is_overlay_sharing_the_lower() {
 }
 
 #[test]
+fn snapshot_clone_writes_hostname_into_the_upper_like_a_copy_up() {
+    use std::os::unix::fs::MetadataExt;
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "c1");
+    let lower = s.lxc.join("c1/rootfs");
+    std::os::unix::fs::chown(lower.join("etc"), Some(1000), Some(1001)).unwrap();
+    std::fs::set_permissions(lower.join("etc"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    std::os::unix::fs::chown(lower.join("etc/hostname"), Some(1002), Some(1003)).unwrap();
+    std::fs::set_permissions(lower.join("etc/hostname"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let etc_before = std::fs::metadata(lower.join("etc")).unwrap();
+    let c = e.clone_container(&s.clone_req("c1", "c2", true)).unwrap();
+    let upper = s.lxc.join("c2/overlay/delta");
+    let ue = std::fs::metadata(upper.join("etc")).unwrap();
+    assert_eq!((ue.uid(), ue.gid(), ue.mode() & 0o7777), (1000, 1001, 0o751));
+    assert_eq!(ue.mtime(), etc_before.mtime());
+    let uh = std::fs::metadata(upper.join("etc/hostname")).unwrap();
+    assert_eq!((uh.uid(), uh.gid(), uh.mode() & 0o7777), (1002, 1003, 0o640));
+    {
+        let m = open(&e, &c.rootfs);
+        assert_eq!(read(m.path.join("etc/hostname")), "c2\n");
+        assert_eq!(read(m.path.join("etc/os-release")), "ID=test\n");
+        let me = std::fs::metadata(m.path.join("etc")).unwrap();
+        assert_eq!((me.uid(), me.mode() & 0o7777), (1000, 0o751));
+    }
+    assert_eq!(read(lower.join("etc/hostname")), "orig\n");
+    let etc_after = std::fs::metadata(lower.join("etc")).unwrap();
+    assert_eq!(etc_after.mtime(), etc_before.mtime());
+
+    // Symlinks in the lower are never followed: not /etc/hostname ...
+    let host_file = s.host.join("hostname");
+    std::fs::write(&host_file, "host-secret\n").unwrap();
+    std::fs::remove_file(lower.join("etc/hostname")).unwrap();
+    std::os::unix::fs::symlink(&host_file, lower.join("etc/hostname")).unwrap();
+    e.clone_container(&s.clone_req("c1", "c3", true)).unwrap();
+    assert!(!s.lxc.join("c3/overlay/delta/etc").exists());
+    // ... nor /etc.
+    std::fs::remove_file(lower.join("etc/hostname")).unwrap();
+    std::fs::rename(lower.join("etc"), lower.join("etc.real")).unwrap();
+    std::os::unix::fs::symlink(&s.host, lower.join("etc")).unwrap();
+    e.clone_container(&s.clone_req("c1", "c4", true)).unwrap();
+    assert!(!s.lxc.join("c4/overlay/delta/etc").exists());
+    assert_eq!(read(&host_file), "host-secret\n");
+    assert_eq!(std::fs::read_dir(&s.host).unwrap().count(), 1);
+}
+
+#[test]
 fn snapshots_of_a_dir_container() {
     let e = engine();
     let s = scratch();

@@ -70,7 +70,8 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     std::fs::remove_dir(path).ctx(OP, path)
 }
 
-fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
+/// Open a directory below `dirfd` without following a symlink at `name`.
+pub fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
     let c = std::ffi::CString::new(name).map_err(|_| nix::errno::Errno::EINVAL)?;
     let fd = unsafe {
         libc::openat(

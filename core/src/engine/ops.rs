@@ -551,15 +551,19 @@ impl Engine {
             for (name, data) in &p.files {
                 write_atomic(&staging.join(name), data.as_bytes())?;
             }
-            let need_mount = !p.keep_name || (p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty());
+            let hooks = p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty();
+            let hostname = format!("{}\n", p.dst.name);
+            let mut need_mount = !p.keep_name || hooks;
+            if !p.keep_name && !hooks {
+                // An overlay can take the edit in its upper dir: no mount needed.
+                need_mount = dst_b
+                    .write_if_regular_unmounted(&building, "etc/hostname", hostname.as_bytes())?
+                    .is_none();
+            }
             if need_mount {
                 let opened = Opened::open(dst_b, &building, false)?;
                 if !p.keep_name {
-                    fsutil::write_in_rootfs_if_regular(
-                        opened.path(),
-                        "etc/hostname",
-                        format!("{}\n", p.dst.name).as_bytes(),
-                    )?;
+                    fsutil::write_in_rootfs_if_regular(opened.path(), "etc/hostname", hostname.as_bytes())?;
                 }
                 if p.run_hooks {
                     run_clone_hooks(&cfg, p, &dir, &staging, opened.path(), &building)?;
