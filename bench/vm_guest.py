@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Guest side of bench/vm: makes a thin pool and a zpool on the scratch
+disks, a base container on each, and times snapshot clones and snapshots
+with strata and with LXC (where LXC can do the operation), alternating."""
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+out, strata, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+table = open(os.path.join(out, "table"), "w")
+log = open(os.path.join(out, "bench.log"), "w")
+os.environ["LVM_SUPPRESS_FD_WARNINGS"] = "1"
+os.environ["LVM_SYSTEM_DIR"] = "/tmp/strata-lvm"
+os.makedirs("/tmp/strata-lvm", exist_ok=True)
+open("/tmp/strata-lvm/lvm.conf", "w").write("activation {\n  monitoring = 0\n}\n")
+
+
+def sh(*argv, check=True):
+    r = subprocess.run(argv, stdout=log, stderr=subprocess.PIPE)
+    if check and r.returncode:
+        raise RuntimeError("%s: %s" % (" ".join(argv), r.stderr.decode(errors="replace").strip()[-300:]))
+    return r.returncode
+
+
+def out_line(s):
+    print(s, flush=True)
+    table.write(s + "\n")
+    table.flush()
+
+
+sh("modprobe", "-a", "dm-thin-pool", "zfs", "ext4")
+sh("pvcreate", "-ff", "-y", "/dev/vda")
+sh("vgcreate", "lxc", "/dev/vda")
+sh("lvcreate", "-y", "-L", "3G", "-T", "lxc/lxc")
+sh("zpool", "create", "-f", "-m", "none", "tank", "/dev/vdb")
+sh("zfs", "create", "tank/lxc")
+os.makedirs("/etc/lxc", exist_ok=True)
+open("/etc/lxc/lxc.conf", "w").write("lxc.bdev.zfs.root = tank/lxc\n")
+
+sbin = "/tmp/strata-bin"
+os.makedirs(sbin, exist_ok=True)
+for t in ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]:
+    os.symlink(strata, os.path.join(sbin, t))
+tools = [("strata", sbin)]
+if os.path.exists("/usr/bin/lxc-copy"):
+    tools.insert(0, ("lxc", "/usr/bin"))
+lp = "/tmp/lxc"
+os.makedirs(lp)
+src = "/tmp/src"
+sh(sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen_tree.py"), src, "0.1")
+P = ["-P", lp]
+sh(os.path.join(sbin, "lxc-create"), *P, "-n", "lb", "-B", "lvm", "--fssize", "512M", "--rootfs-from", src)
+sh(os.path.join(sbin, "lxc-create"), *P, "-n", "zb", "-B", "zfs", "--rootfs-from", src)
+
+
+def run(tool, *args):
+    sh(os.path.join(tool[1], args[0]), *args[1:])
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+ops = []
+
+
+def op(name):
+    def deco(f):
+        ops.append((name, f))
+        return f
+    return deco
+
+
+for kind, base in (("lvm thin", "lb"), ("zfs", "zb")):
+    @op("snapshot clone (%s)" % kind)
+    def _(t, base=base):
+        d = timed(lambda: run(t, "lxc-copy", *P, "-n", base, "-N", base + "c", "-s"))
+        run(t, "lxc-destroy", *P, "-n", base + "c")
+        return d
+
+    @op("snapshot create (%s)" % kind)
+    def _(t, base=base):
+        d = timed(lambda: run(t, "lxc-snapshot", *P, "-n", base))
+        run(t, "lxc-snapshot", *P, "-n", base, "-d", "ALL")
+        return d
+
+    @op("snapshot restore (%s)" % kind)
+    def _(t, base=base):
+        run(t, "lxc-snapshot", *P, "-n", base)
+        d = timed(lambda: run(t, "lxc-snapshot", *P, "-n", base, "-r", "snap0"))
+        run(t, "lxc-snapshot", *P, "-n", base, "-d", "ALL")
+        return d
+
+out_line("%-28s %10s %10s %8s" % ("operation (in the guest)", "lxc ms", "strata ms", "ratio"))
+for name, f in ops:
+    times, failed = {t[0]: [] for t in tools}, {}
+    for i in range(n):
+        for t in (tools if i % 2 == 0 else tools[::-1]):
+            if t[0] in failed:
+                continue
+            try:
+                times[t[0]].append(f(t))
+            except Exception as e:
+                failed[t[0]] = str(e)
+                log.write("%s %s: %s\n" % (name, t[0], e))
+    med = {k: statistics.median(v) * 1000 for k, v in times.items() if v}
+    fmt = lambda k: "%10.0f" % med[k] if k in med else "%10s" % ("failed" if k in failed else "-")
+    ratio = "%.2fx" % (med["lxc"] / med["strata"]) if "lxc" in med and "strata" in med else "-"
+    out_line("%-28s %s %s %8s" % (name, fmt("lxc"), fmt("strata"), ratio))
+    for k, v in failed.items():
+        out_line("    %s failed: %s" % (k, v.splitlines()[-1][:200] if v else ""))
+table.close()
+sh("sync")
