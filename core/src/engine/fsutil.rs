@@ -122,7 +122,8 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
     })
 }
 
-/// Write `data` to `path` atomically: a temp file beside it, fsync, rename.
+/// Write `data` to `path` atomically: a temp file beside it, fsync (deferred
+/// inside a [`crate::store::SyncBatch`]), rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     const OP: &str = "write file";
@@ -139,7 +140,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .open(&tmp)
             .ctx(OP, &tmp)?;
         f.write_all(data).ctx(OP, &tmp)?;
-        f.sync_all().ctx(OP, &tmp)?;
+        if !crate::store::defer_sync(path) {
+            f.sync_all().ctx(OP, &tmp)?;
+        }
         std::fs::rename(&tmp, path).ctx(OP, path)
     })();
     if res.is_err() {

@@ -75,6 +75,8 @@ pub(super) struct Staged {
     pub spec: RootfsSpec,
     pub config: Config,
     pub dep: Option<(ContainerRef, ContainerRef)>,
+    /// The fsyncs of the files written while staging, done before the final rename.
+    pub sync: Option<store::SyncBatch>,
 }
 
 /// Lock two containers in a fixed order so that two operations never deadlock.
@@ -501,6 +503,7 @@ impl Engine {
         };
         let dep = origin.filter(|o| o != p.dst).map(|o| (o, p.dst.clone()));
         let staging = make_aside(&p.dst.lxcpath, TMP, &p.dst.name, 0o770)?;
+        let sync = store::SyncBatch::begin();
         let mut dep_added = false;
         let res = (|| -> Result<()> {
             write_record(&staging, &dir, Some(&spec), dep.as_ref(), false)?;
@@ -587,6 +590,7 @@ impl Engine {
                 spec,
                 config: cfg,
                 dep: if dep_added { dep } else { None },
+                sync: Some(sync),
             }),
             Err(e) => {
                 if dep_added {
@@ -604,6 +608,9 @@ impl Engine {
     pub(super) fn finish_staged(&self, st: Staged, dst: &ContainerRef) -> Result<Container> {
         let dir = dst.dir();
         let res = (|| {
+            if let Some(sync) = &st.sync {
+                sync.commit()?;
+            }
             std::fs::remove_file(st.path.join(RECORD)).ctx("clone", &st.path)?;
             failpoint("clone-before-rename");
             rename_noreplace(&st.path, &dir)?;
@@ -895,7 +902,7 @@ impl Engine {
             readonly: false,
             files: vec![],
         };
-        let st = self.stage_clone(&params)?;
+        let mut st = self.stage_clone(&params)?;
         let dir = r.dir();
         let new_all = entries_of(&st.spec, &dir);
         let new_entries: Vec<String> = new_all
@@ -932,6 +939,9 @@ impl Engine {
             let data = serde_json::to_vec(&j).map_err(|e| err!(Io, OP, "journal: {e}"))?;
             // From here on the restore is rolled forward, never back.
             write_atomic(&st.path.join(JOURNAL), &data)?;
+            if let Some(sync) = st.sync.take() {
+                sync.commit()?;
+            }
             Ok(j)
         })();
         let j = match prep {
