@@ -13,6 +13,8 @@ pub struct ChildArgs<'a> {
     pub rootfs: &'a Path,
     pub cmd: &'a [String],
     pub kill_with_parent: bool,
+    /// In a new user namespace whose maps the monitor writes before saying go.
+    pub userns: bool,
 }
 
 /// Never returns: execs init or exits after reporting the error on `err_w`.
@@ -26,7 +28,7 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
         unsafe { libc::_exit(1) };
     }
     drop(sync_r);
-    let e = match setup(a) {
+    let e = match enter(a).and_then(|root| setup_with(&mut RealSyscall, a, &root)) {
         Ok(()) => exec(a),
         Err(e) => e,
     };
@@ -86,11 +88,33 @@ impl Syscall for RealSyscall {
     }
 }
 
-fn setup(a: &ChildArgs) -> Result<()> {
-    setup_with(&mut RealSyscall, a)
+/// Open the rootfs, then (in a user namespace) become its root. The rootfs
+/// is opened first, with the monitor's host ids: its parent dirs on the
+/// host need not be reachable by the mapped ids.
+fn enter(a: &ChildArgs) -> Result<OwnedFd> {
+    let mut root = sys::open_dir(a.rootfs)?;
+    if a.userns {
+        // Mounts copied from the host are locked to their parents here, and
+        // pivot_root refuses a locked one: bind the rootfs onto itself.
+        sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+        sys::mount(
+            Some(&fd_path(&root)),
+            &a.rootfs.display().to_string(),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        root = sys::open_dir(a.rootfs)?;
+        crate::userns::become_root()?;
+        if a.kill_with_parent {
+            // A change of credentials clears the parent-death signal.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        }
+    }
+    Ok(root)
 }
 
-fn setup_with(s: &mut impl Syscall, a: &ChildArgs) -> Result<()> {
+fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
     s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
     s.sethostname(&a.cfg.hostname)?;
@@ -104,8 +128,7 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs) -> Result<()> {
             }
         }
     }
-    let root = sys::open_dir(a.rootfs)?;
-    let proc_fd = sys::open_in_root(&root, "proc", Some(Create::Dir))?;
+    let proc_fd = sys::open_in_root(root, "proc", Some(Create::Dir))?;
     s.mount(
         Some("proc"),
         &fd_path(&proc_fd),
@@ -113,14 +136,29 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs) -> Result<()> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
-    let sys_fd = sys::open_in_root(&root, "sys", Some(Create::Dir))?;
+    let sys_fd = sys::open_in_root(root, "sys", Some(Create::Dir))?;
     let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), ro, None)?;
-    make_dev(s, &root)?;
-    for m in &a.cfg.mounts {
-        mount_entry(s, &root, m)?;
+    if let Err(e) = s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), ro, None) {
+        // A user namespace may mount sysfs only with a network namespace of its own
+        // (not with lxc.net.0.type = none): the host's, bound read-only, instead.
+        if !a.userns {
+            return Err(e);
+        }
+        s.mount(
+            Some("/sys"),
+            &fd_path(&sys_fd),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        let mnt = sys::open_in_root(root, "sys", None)?;
+        s.mount(None, &fd_path(&mnt), None, libc::MS_BIND | libc::MS_REMOUNT | ro, None)?;
     }
-    s.pivot_root(&root, a.rootfs)
+    make_dev(s, root)?;
+    for m in &a.cfg.mounts {
+        mount_entry(s, root, m)?;
+    }
+    s.pivot_root(root, a.rootfs)
 }
 
 /// A tmpfs /dev with the host's harmless nodes bind-mounted, a private devpts and /dev/ptmx.
@@ -374,12 +412,14 @@ mod tests {
             rootfs: &root,
             cmd: &[],
             kill_with_parent: false,
+            userns: false,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),
             log: vec![],
         };
-        setup_with(&mut rec, &a).unwrap();
+        let fd = sys::open_dir(&root).unwrap();
+        setup_with(&mut rec, &a, &fd).unwrap();
         let mut want: Vec<String> = [
             "private /",
             "hostname h1",

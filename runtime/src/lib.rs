@@ -21,6 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_core::engine::{fsutil, CloneRequest, DestroyRequest, Engine};
+use strata_core::idmap::IdMap;
 use strata_core::lock::ContainerLock;
 use strata_core::state::{self, RunRecord};
 use strata_core::{err, paths, Container, ContainerRef, Error, ErrorKind, Result, Store};
@@ -134,10 +135,19 @@ struct Prepared {
     mp: PathBuf,
     mounted: bool,
     tmpfs: Option<PathBuf>,
+    /// `lxc.idmap`: empty for a privileged container.
+    map: IdMap,
+    /// The idmapped view of the rootfs init uses instead of `mp`.
+    view: Option<PathBuf>,
 }
 
 impl Prepared {
     fn undo(&mut self, engine: &Engine) {
+        if let Some(v) = self.view.take() {
+            if let Err(e) = userns::remove_idmapped(&v) {
+                tracing::warn!("remove idmapped rootfs: {e}");
+            }
+        }
         if self.mounted {
             if let Ok(b) = engine.backends.for_spec(&self.c.rootfs) {
                 if let Err(e) = b.umount(&self.c.rootfs, &self.mp) {
@@ -179,6 +189,15 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
         }
     }
     let c = store.load(&r.name)?;
+    let map = IdMap::from_config(&c.config)?;
+    map.check_caller()?;
+    if !map.is_empty() && (map.root_uid().is_none() || map.root_gid().is_none()) {
+        return Err(err!(
+            InvalidConfig,
+            OP,
+            "lxc.idmap does not map container root (uid and gid 0): init would have no identity"
+        ));
+    }
     let rootfs_path = c
         .rootfs
         .overlay_parts()
@@ -210,6 +229,8 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
         mp,
         mounted: false,
         tmpfs: None,
+        map,
+        view: None,
     };
     let res = (|| {
         paths::ensure_dir(&p.mp)?;
@@ -220,6 +241,11 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
             .mount(&p.c.rootfs, &p.mp, false)
             .map_err(|e| err!(Io, OP, "rootfs {} does not mount: {e}", p.c.rootfs))?;
         p.mounted = true;
+        if !p.map.is_empty() {
+            if let userns::RootfsView::Idmapped(v) = userns::idmap_rootfs(&r.dir(), &p.mp, &p.map)? {
+                p.view = Some(v);
+            }
+        }
         Ok(())
     })();
     if let Err(e) = res {
@@ -277,11 +303,15 @@ fn mount_tmpfs_upper(c: &Container) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn ns_flags(cfg: &RunConfig) -> u64 {
+fn ns_flags(cfg: &RunConfig, map: &IdMap) -> u64 {
     let mut f =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP;
     if cfg.net != Net::Host {
         f |= libc::CLONE_NEWNET;
+    }
+    if !map.is_empty() {
+        // The other namespaces are created owned by this one.
+        f |= libc::CLONE_NEWUSER;
     }
     f as u64
 }
@@ -323,15 +353,16 @@ fn run_monitor(
     let restore = || unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     };
-    let (pid, pidfd) = match sys::clone_into(ns_flags(&p.cfg)) {
+    let (pid, pidfd) = match sys::clone_into(ns_flags(&p.cfg, &p.map)) {
         Ok(None) => {
             drop(sync_w);
             drop(err_r);
             let a = container::ChildArgs {
                 cfg: &p.cfg,
-                rootfs: &p.mp,
+                rootfs: p.view.as_deref().unwrap_or(&p.mp),
                 cmd: &opts.cmd,
                 kill_with_parent: ephemeral,
+                userns: !p.map.is_empty(),
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -343,6 +374,16 @@ fn run_monitor(
     };
     drop(sync_r);
     drop(err_w);
+    if !p.map.is_empty() {
+        // Init waits for "go" before it becomes root of its namespace: the maps must be there by then.
+        if let Err(e) = userns::write_maps(pid, &p.map) {
+            sys::kill(pid, libc::SIGKILL);
+            drop(sync_w);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            restore();
+            return Err(fail(&mut p, e));
+        }
+    }
     let rec = RunRecord {
         init_pid: pid,
         init_start: state::proc_start_time(pid).unwrap_or(0),
@@ -482,6 +523,10 @@ fn catches(pid: i32, sig: i32) -> bool {
 /// Unmount what a run mounted and remove its record. The caller holds the lock.
 fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
     let mp = mount_point(r);
+    let view = userns::idmapped_path(&mp);
+    if std::fs::symlink_metadata(&view).is_ok() {
+        userns::remove_idmapped(&view)?;
+    }
     let mounts = fsutil::mount_points();
     if let Ok(c) = Store::new(&r.lxcpath).load(&r.name) {
         if mounts.iter().any(|m| m == &mp) {
