@@ -330,6 +330,74 @@ fn copies_every_kind_of_entry_faithfully() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("user:1234:rw-"));
 }
 
+/// Nodes are created with their final modes and owner where that saves a
+/// chmod/chown: modes the umask would cut, special bits, other owners, and a
+/// setgid or default-ACL destination must still come out exact.
+#[test]
+fn modes_and_owners_exact_whatever_the_umask_and_destination() {
+    need_root!();
+    let t = tmp();
+    let s = t.path().join("src");
+    fs::create_dir(&s).unwrap();
+    fs::create_dir(s.join("sub")).unwrap();
+    for (i, mode) in [0o666, 0o777, 0o640, 0o000, 0o2755, 0o1777, 0o644, 0o755]
+        .iter()
+        .enumerate()
+    {
+        let f = s.join(format!("sub/f{i}"));
+        fs::write(&f, "x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+        let dd = s.join(format!("d{i}"));
+        fs::create_dir(&dd).unwrap();
+        fs::write(dd.join("in"), "y").unwrap();
+        fs::set_permissions(&dd, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    lchown(&s.join("sub/f6"), 0, 1234);
+    lchown(&s.join("sub/f7"), 1234, 0);
+    let old = unsafe { libc::umask(0o077) };
+    let mut dsts = Vec::new();
+    for kind in ["plain", "setgid", "acl"] {
+        let d = t.path().join(kind);
+        fs::create_dir(&d).unwrap();
+        match kind {
+            "setgid" => {
+                lchown(&d, 0, 4321);
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o2775)).unwrap();
+            }
+            "acl" => sh(
+                "setfacl",
+                &[
+                    OsStr::new("-d"),
+                    OsStr::new("-m"),
+                    OsStr::new("u::r-x,g::---,o::---"),
+                    d.as_os_str(),
+                ],
+            ),
+            _ => {}
+        }
+        dsts.push((copy_tree(&s, &d, &CopyOptions::default()), d));
+    }
+    unsafe { libc::umask(old) };
+    for (res, d) in dsts {
+        res.unwrap();
+        for e in [
+            "sub", "sub/f0", "sub/f1", "sub/f3", "sub/f4", "sub/f6", "sub/f7", "d1", "d1/in", "d4", "d5",
+        ] {
+            let (a, b) = (
+                fs::symlink_metadata(s.join(e)).unwrap(),
+                fs::symlink_metadata(d.join(e)).unwrap(),
+            );
+            assert_eq!(
+                (a.mode(), a.uid(), a.gid()),
+                (b.mode(), b.uid(), b.gid()),
+                "{} vs {}",
+                s.join(e).display(),
+                d.join(e).display()
+            );
+        }
+    }
+}
+
 #[test]
 fn symlinks_to_host_paths_are_not_followed() {
     need_root!();

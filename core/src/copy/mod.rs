@@ -85,6 +85,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         pb
     });
     let ctx = Ctx {
+        fresh: fresh_nodes(dst_fd.as_raw_fd()),
         src_root: src,
         dst_fd: dst_fd.as_raw_fd(),
         shift: opts.shift.as_ref(),
@@ -152,7 +153,36 @@ struct Links {
     cv: Condvar,
 }
 
+/// What a node we create below the destination looks like before any
+/// chown/chmod, when that is known: owned by us, with the creation mode
+/// less the umask. Unknown when the destination dir is setgid or has a
+/// default ACL (both change what a new node gets).
+#[derive(Clone, Copy)]
+struct Fresh {
+    owner: (u32, u32),
+    umask: u32,
+}
+
+fn fresh_nodes(dst: RawFd) -> Option<Fresh> {
+    let st = statx(dst, c"", libc::AT_EMPTY_PATH).ok()?;
+    if st.stx_mode as u32 & libc::S_ISGID != 0 {
+        return None;
+    }
+    let acl = unsafe { libc::fgetxattr(dst, c"system.posix_acl_default".as_ptr(), std::ptr::null_mut(), 0) };
+    if acl >= 0 || errno() != nix::errno::Errno::ENODATA && errno() != nix::errno::Errno::EOPNOTSUPP {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let umask = status.lines().find_map(|l| l.strip_prefix("Umask:"))?.trim();
+    let umask = u32::from_str_radix(umask, 8).ok()?;
+    Some(Fresh {
+        owner: unsafe { (libc::geteuid(), libc::getegid()) },
+        umask,
+    })
+}
+
 struct Ctx<'a> {
+    fresh: Option<Fresh>,
     src_root: &'a Path,
     dst_fd: RawFd,
     shift: Option<&'a IdShift>,
@@ -358,7 +388,7 @@ impl Ctx<'_> {
             if !is_mount_root(&st, dev) {
                 self.copy_dir(s.as_raw_fd(), d.as_raw_fd(), &p, &st)?;
             }
-            self.apply_meta(d.as_raw_fd(), &st, &p, s.as_raw_fd())?;
+            self.apply_meta_at(At::Fd(d.as_raw_fd()), At::Fd(s.as_raw_fd()), &st, &p, c"", Some(0o700))?;
             self.stats.dirs.fetch_add(1, Relaxed);
             self.tick(0);
             return Ok(());
@@ -414,12 +444,15 @@ impl Ctx<'_> {
                     let fd = check(fd).map_err(|e| self.fail(&join(rel, name), e))?;
                     Some(unsafe { OwnedFd::from_raw_fd(fd) })
                 };
+                // Created with its final permission bits (the staging dir
+                // keeps others out) so that most files need no chmod.
+                let create_mode = st.stx_mode as u32 & 0o777;
                 let dfd = check(unsafe {
                     libc::openat(
                         ddir,
                         name.as_ptr(),
                         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                        0o600,
+                        create_mode,
                     )
                 })
                 .map_err(|e| self.fail(&join(rel, name), e))?;
@@ -434,7 +467,7 @@ impl Ctx<'_> {
                     .as_ref()
                     .map(|f| At::Fd(f.as_raw_fd()))
                     .unwrap_or(At::Name(sdir, name));
-                self.apply_meta_at(At::Fd(dfd.as_raw_fd()), sat, st, rel, name)?;
+                self.apply_meta_at(At::Fd(dfd.as_raw_fd()), sat, st, rel, name, Some(create_mode))?;
                 self.stats.files.fetch_add(1, Relaxed);
                 self.stats.bytes.fetch_add(st.stx_size, Relaxed);
                 self.tick(st.stx_size);
@@ -459,7 +492,7 @@ impl Ctx<'_> {
                     .map_err(|e| self.fail(&join(rel, name), e))?;
                 check(unsafe { libc::symlinkat(target.as_ptr(), ddir, name.as_ptr()) })
                     .map_err(|e| self.fail(&join(rel, name), e))?;
-                self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name)?;
+                self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name, Some(0o777))?;
                 self.stats.symlinks.fetch_add(1, Relaxed);
                 self.tick(0);
             }
@@ -467,7 +500,7 @@ impl Ctx<'_> {
                 let rdev = libc::makedev(st.stx_rdev_major, st.stx_rdev_minor);
                 check(unsafe { libc::mknodat(ddir, name.as_ptr(), fmt | 0o600, rdev) })
                     .map_err(|e| self.fail(&join(rel, name), e))?;
-                self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name)?;
+                self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name, Some(0o600))?;
                 self.stats.specials.fetch_add(1, Relaxed);
                 self.tick(0);
             }
@@ -582,12 +615,21 @@ impl Ctx<'_> {
     }
 
     fn apply_meta(&self, dfd: RawFd, st: &libc::statx, rel: &Path, sfd: RawFd) -> Result<()> {
-        self.apply_meta_at(At::Fd(dfd), At::Fd(sfd), st, rel, c"")
+        self.apply_meta_at(At::Fd(dfd), At::Fd(sfd), st, rel, c"", None)
     }
 
     /// Owner, xattrs, mode (after chown, which clears setuid; after the ACL,
-    /// which rewrites group bits), then times.
-    fn apply_meta_at(&self, d: At, s: At, st: &libc::statx, rel: &Path, name: &CStr) -> Result<()> {
+    /// which rewrites group bits), then times. `created`: the mode a node we
+    /// just made was created with; owner and mode calls it would not change are skipped.
+    fn apply_meta_at(
+        &self,
+        d: At,
+        s: At,
+        st: &libc::statx,
+        rel: &Path,
+        name: &CStr,
+        created: Option<u32>,
+    ) -> Result<()> {
         let path = || {
             if name.is_empty() {
                 rel.to_path_buf()
@@ -596,15 +638,19 @@ impl Ctx<'_> {
             }
         };
         let (uid, gid) = self.map_owner(st, &path())?;
-        let r = match d {
-            At::Fd(fd) => unsafe { libc::fchown(fd, uid, gid) },
-            At::Name(dir, n) => unsafe { libc::fchownat(dir, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) },
-        };
-        check(r).map_err(|e| self.fail(&path(), e))?;
-        self.copy_xattrs(d, s, &path)?;
+        let fresh = created.zip(self.fresh);
+        if fresh.is_none_or(|(_, f)| f.owner != (uid, gid)) {
+            let r = match d {
+                At::Fd(fd) => unsafe { libc::fchown(fd, uid, gid) },
+                At::Name(dir, n) => unsafe { libc::fchownat(dir, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) },
+            };
+            check(r).map_err(|e| self.fail(&path(), e))?;
+        }
+        let had_xattrs = self.copy_xattrs(d, s, &path)?;
         let fmt = st.stx_mode as u32 & libc::S_IFMT;
         let mode = st.stx_mode as u32 & 0o7777;
-        if fmt != libc::S_IFLNK {
+        let mode_right = !had_xattrs && fresh.is_some_and(|(c, f)| c & !f.umask == mode);
+        if fmt != libc::S_IFLNK && !mode_right {
             let r = match d {
                 At::Fd(fd) => unsafe { libc::fchmod(fd, mode) },
                 // Our own fresh node; not a symlink, so no follow risk.
@@ -621,7 +667,8 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn copy_xattrs(&self, d: At, s: At, path: &dyn Fn() -> PathBuf) -> Result<()> {
+    /// Returns whether the source had any.
+    fn copy_xattrs(&self, d: At, s: At, path: &dyn Fn() -> PathBuf) -> Result<bool> {
         let sp = match s {
             At::Name(dir, n) => Some(proc_path(dir, n)),
             At::Fd(_) => None,
@@ -643,7 +690,7 @@ impl Ctx<'_> {
                 Err(e) => return Err(self.fail(&path(), e)),
             };
             if n == 0 {
-                return Ok(());
+                return Ok(false);
             }
             for key in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
                 let key = CString::new(key).expect("no NUL");
@@ -697,7 +744,7 @@ impl Ctx<'_> {
                         .with_msg(format!("setting xattr {}", key.to_string_lossy())));
                 }
             }
-            Ok(())
+            Ok(true)
         })
     }
 }

@@ -88,37 +88,50 @@ pub fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
 
 fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
     const OP: &str = "remove tree";
+    use nix::dir::Type;
     let dup = nix::unistd::dup(fd.as_raw_fd()).ctx(OP, path)?;
     let mut dir = nix::dir::Dir::from_fd(dup).ctx(OP, path)?;
-    let mut names = Vec::new();
+    let mut subdirs = Vec::new();
+    // Unlink while reading: d_type tells dirs from the rest, no stat per entry.
     for ent in dir.iter() {
         let ent = ent.ctx(OP, path)?;
         let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
+        if n == b"." || n == b".." {
+            continue;
+        }
+        let is_dir = match ent.file_type() {
+            Some(Type::Directory) => true,
+            Some(_) => false,
+            None => {
+                let st = fstatat(Some(fd.as_raw_fd()), n, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .ctx(OP, path.join(std::ffi::OsStr::from_bytes(n)))?;
+                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+            }
+        };
+        if is_dir {
+            subdirs.push(n.to_vec());
+        } else {
+            nix::unistd::unlinkat(Some(fd.as_raw_fd()), n, UnlinkatFlags::NoRemoveDir)
+                .ctx(OP, path.join(std::ffi::OsStr::from_bytes(n)))?;
         }
     }
     drop(dir);
-    let mut subdirs = Vec::new();
-    for n in names {
-        let child = path.join(std::ffi::OsStr::from_bytes(&n));
-        let st = fstatat(Some(fd.as_raw_fd()), n.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).ctx(OP, &child)?;
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-            if st.st_dev != dev {
-                return Err(err!(Busy, OP, "another filesystem is mounted here").at(&child));
-            }
-            subdirs.push((n, child));
-        } else {
-            nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::NoRemoveDir).ctx(OP, &child)?;
-        }
-    }
     // Unlinks within one directory serialize on its lock: parallel across directories.
     use rayon::prelude::*;
-    subdirs.par_iter().try_for_each(|(n, child)| -> Result<()> {
-        let cfd = open_dir_at(fd.as_raw_fd(), n).ctx(OP, child)?;
-        empty_dir(&cfd, dev, child)?;
+    subdirs.par_iter().try_for_each(|n| -> Result<()> {
+        let child = path.join(std::ffi::OsStr::from_bytes(n));
+        let cfd = open_dir_at(fd.as_raw_fd(), n).ctx(OP, &child)?;
+        // The open dir itself, so a mount swapped in after readdir is seen too.
+        if fstatat(Some(cfd.as_raw_fd()), "", AtFlags::AT_EMPTY_PATH)
+            .ctx(OP, &child)?
+            .st_dev
+            != dev
+        {
+            return Err(err!(Busy, OP, "another filesystem is mounted here").at(&child));
+        }
+        empty_dir(&cfd, dev, &child)?;
         drop(cfd);
-        nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, child)
+        nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, &child)
     })
 }
 
