@@ -15,6 +15,8 @@ pub struct ChildArgs<'a> {
     pub kill_with_parent: bool,
     /// In a new user namespace whose maps the monitor writes before saying go.
     pub userns: bool,
+    /// Mounts the rootfs at `rootfs`, in the container's namespaces (a non-root monitor).
+    pub mount_rootfs: Option<&'a dyn Fn() -> Result<()>>,
 }
 
 /// Never returns: execs init or exits after reporting the error on `err_w`.
@@ -97,6 +99,10 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
         // Mounts copied from the host are locked to their parents here, and
         // pivot_root refuses a locked one: bind the rootfs onto itself.
         sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+        if let Some(f) = a.mount_rootfs {
+            f()?;
+            root = sys::open_dir(a.rootfs)?;
+        }
         sys::mount(
             Some(&fd_path(&root)),
             &a.rootfs.display().to_string(),
@@ -413,6 +419,7 @@ mod tests {
             cmd: &[],
             kill_with_parent: false,
             userns: false,
+            mount_rootfs: None,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),

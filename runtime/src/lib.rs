@@ -139,6 +139,9 @@ struct Prepared {
     map: IdMap,
     /// The idmapped view of the rootfs init uses instead of `mp`.
     view: Option<PathBuf>,
+    /// A non-root monitor cannot mount on the host: init mounts the rootfs
+    /// inside its user and mount namespaces.
+    mount_inside: bool,
 }
 
 impl Prepared {
@@ -229,6 +232,7 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
         mp,
         mounted: false,
         tmpfs: None,
+        mount_inside: !paths::is_root() && !map.is_empty(),
         map,
         view: None,
     };
@@ -236,6 +240,22 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
         paths::ensure_dir(&p.mp)?;
         if opts.tmpfs_upper {
             p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);
+        }
+        if p.mount_inside {
+            // No idmapped mounts without host privileges: the files must be the mapped ids' already.
+            let top = match p.c.rootfs.overlay_parts() {
+                Some((_, upper)) => PathBuf::from(upper),
+                None => p.c.rootfs.path(),
+            };
+            if strata_core::shift::ownership(&r.dir(), &top, &p.map)? != strata_core::shift::Ownership::Shifted {
+                return Err(err!(
+                    PermissionDenied,
+                    OP,
+                    "the rootfs is owned by container ids, not by the mapped host ids, and idmapped mounts need root: run strata convert --to-unprivileged"
+                )
+                .at(&top));
+            }
+            return Ok(());
         }
         backend
             .mount(&p.c.rootfs, &p.mp, false)
@@ -357,12 +377,20 @@ fn run_monitor(
         Ok(None) => {
             drop(sync_w);
             drop(err_r);
+            let mount_rootfs = || -> Result<()> {
+                engine
+                    .backends
+                    .for_spec(&p.c.rootfs)?
+                    .mount(&p.c.rootfs, &p.mp, false)
+                    .map_err(|e| err!(Io, "start", "rootfs {} does not mount: {e}", p.c.rootfs))
+            };
             let a = container::ChildArgs {
                 cfg: &p.cfg,
                 rootfs: p.view.as_deref().unwrap_or(&p.mp),
                 cmd: &opts.cmd,
                 kill_with_parent: ephemeral,
                 userns: !p.map.is_empty(),
+                mount_rootfs: p.mount_inside.then_some(&mount_rootfs as &dyn Fn() -> Result<()>),
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -670,6 +698,20 @@ pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_
     let rec = state::running(r).ok_or_else(|| err!(InvalidArgument, OP, "container {} is not running", r.name))?;
     let pid = rec.init_pid;
     let mut fds = Vec::new();
+    // An unprivileged container's namespaces belong to its user namespace: join that first.
+    let user_p = format!("/proc/{pid}/ns/user");
+    let theirs = std::fs::metadata(&user_p).map_err(|e| Error::io(OP, &user_p, e))?;
+    let ours = std::fs::metadata("/proc/self/ns/user").map_err(|e| Error::io(OP, "/proc/self/ns/user", e))?;
+    let join_user = {
+        use std::os::unix::fs::MetadataExt;
+        (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino())
+    };
+    if join_user {
+        fds.push((
+            "user",
+            std::fs::File::open(&user_p).map_err(|e| Error::io(OP, &user_p, e))?,
+        ));
+    }
     for ns in ["cgroup", "ipc", "uts", "net", "pid", "mnt"] {
         let p = format!("/proc/{pid}/ns/{ns}");
         let f = std::fs::File::open(&p).map_err(|e| Error::io(OP, &p, e))?;
@@ -712,6 +754,9 @@ pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_
                     if unsafe { libc::setns(f.as_raw_fd(), 0) } != 0 {
                         return Err(Error::errno("setns", *ns, sys::errno()));
                     }
+                }
+                if join_user {
+                    userns::become_root()?;
                 }
                 nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| Error::errno("enter root", "/", e))?;
                 nix::unistd::chroot(".").map_err(|e| Error::errno("chroot", "/", e))?;
