@@ -250,3 +250,77 @@ fn user_map_outside_subordinate_ranges_is_refused() {
     assert_eq!(rt.mounts(), Vec::<String>::new());
     assert!(!run_dir.join("mnt").exists() || listing(&run_dir.join("mnt")).iter().all(|l| !l.contains("c1")));
 }
+
+/// The test user and newuidmap, or why the test is skipped.
+fn user_ready() -> Option<nix::unistd::User> {
+    if !is_root() {
+        eprintln!("skipped: run as root (the test switches to user {USER})");
+        return None;
+    }
+    if strata_core::idmap::find_in_path("newuidmap").is_none() {
+        eprintln!("skipped: no newuidmap (install uidmap)");
+        return None;
+    }
+    let u = nix::unistd::User::from_name(USER).ok().flatten();
+    if u.is_none() {
+        eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+    }
+    u
+}
+
+#[test]
+fn test_user_starts_runs_and_stops_a_container() {
+    let Some(u) = user_ready() else { return };
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", MAP);
+    chown_tree(rt.tmp.path(), u.uid.as_raw(), u.gid.as_raw());
+    shift_tree(&rootfs, 100000 - u.uid.as_raw());
+    assert_eq!(rootfs.join("bin/busybox").metadata().unwrap().uid(), 100000);
+    let run = |tool: &str, args: &[&str]| as_user(&rt, &rt.run_dir, tool, args);
+    let o = run(
+        "lxc-execute",
+        &["-n", "c1", "--", "/bin/sh", "-c", "id -u; id -g; hostname; exit 6"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(6), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "0", "c1"]);
+    rt.assert_clean(&["c1"]);
+
+    let o = run("lxc-start", &["-n", "c1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = wait_running(&rt, "c1");
+    assert_eq!(
+        host_ids(pid),
+        (
+            "100000 100000 100000 100000".into(),
+            "100000 100000 100000 100000".into()
+        )
+    );
+    let o = run("lxc-attach", &["-n", "c1", "--", "/bin/sh", "-c", "id -u; hostname"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().collect::<Vec<_>>(),
+        ["0", "c1"],
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run("lxc-stop", &["-n", "c1", "-t", "10"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!pid_alive(pid));
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn test_user_with_an_unshifted_rootfs_gets_a_clear_error() {
+    let Some(u) = user_ready() else { return };
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", MAP);
+    chown_tree(rt.tmp.path(), u.uid.as_raw(), u.gid.as_raw());
+    // Container-root-owned files as a privileged container has them: uid 0 on disk.
+    chown_tree(&rootfs, 0, 0);
+    let o = as_user(&rt, &rt.run_dir, "lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("strata convert"), "{err}");
+    rt.assert_clean(&["c1"]);
+}
