@@ -324,3 +324,35 @@ fn test_user_with_an_unshifted_rootfs_gets_a_clear_error() {
     assert!(err.contains("strata convert"), "{err}");
     rt.assert_clean(&["c1"]);
 }
+
+#[test]
+fn ephemeral_overlay_clone_of_a_shifted_container() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let rt = Rt::new();
+    // The legacy key name too.
+    let rootfs = rt.container("c1", "lxc.id_map = u 0 100000 65536\nlxc.id_map = g 0 100000 65536\n");
+    shift_tree(&rootfs, 100000);
+    let before = listing(&rootfs);
+    let o = rt.run(
+        "lxc-copy",
+        &[
+            "-n",
+            "c1",
+            "-e",
+            "-N",
+            "e1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; hostname; grep -c '^overlay / ' /proc/mounts; touch /etc/new; exit 2",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "e1", "1"]);
+    assert_eq!(listing(&rootfs), before, "the base changed");
+    rt.assert_clean(&["c1"]);
+}

@@ -243,17 +243,13 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
         }
         if p.mount_inside {
             // No idmapped mounts without host privileges: the files must be the mapped ids' already.
-            let top = match p.c.rootfs.overlay_parts() {
-                Some((_, upper)) => PathBuf::from(upper),
-                None => p.c.rootfs.path(),
-            };
-            if strata_core::shift::ownership(&r.dir(), &top, &p.map)? != strata_core::shift::Ownership::Shifted {
+            if !owned_by_map(r, &p.c, &p.map)? {
                 return Err(err!(
                     PermissionDenied,
                     OP,
                     "the rootfs is owned by container ids, not by the mapped host ids, and idmapped mounts need root: run strata convert --to-unprivileged"
                 )
-                .at(&top));
+                .at(rootfs_top(&p.c)));
             }
             return Ok(());
         }
@@ -261,7 +257,8 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
             .mount(&p.c.rootfs, &p.mp, false)
             .map_err(|e| err!(Io, OP, "rootfs {} does not mount: {e}", p.c.rootfs))?;
         p.mounted = true;
-        if !p.map.is_empty() {
+        let overlay_shifted = p.c.rootfs.overlay_parts().is_some() && owned_by_map(r, &p.c, &p.map)?;
+        if !p.map.is_empty() && !overlay_shifted {
             if let userns::RootfsView::Idmapped(v) = userns::idmap_rootfs(&r.dir(), &p.mp, &p.map)? {
                 p.view = Some(v);
             }
@@ -274,6 +271,21 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
         return Err(e);
     }
     Ok(p)
+}
+
+/// The directory whose owner tells how the rootfs is owned: an overlay's
+/// top lower (its upper dir is made by the clone, owned by whoever made it).
+fn rootfs_top(c: &Container) -> PathBuf {
+    match c.rootfs.overlay_parts() {
+        Some((lower, _)) => PathBuf::from(lower.split(':').next().unwrap_or(lower)),
+        None => c.rootfs.path(),
+    }
+}
+
+/// Whether the rootfs's files are owned by `map`'s host ids already.
+fn owned_by_map(r: &ContainerRef, c: &Container, map: &IdMap) -> Result<bool> {
+    use strata_core::shift::{ownership, Ownership};
+    Ok(map.is_empty() || ownership(&r.dir(), &rootfs_top(c), map)? == Ownership::Shifted)
 }
 
 /// `-t`: a tmpfs on the dir holding an overlay's upper (and work) dir.
