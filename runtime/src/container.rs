@@ -15,9 +15,22 @@ pub struct ChildArgs<'a> {
     pub kill_with_parent: bool,
     /// In a new user namespace whose maps the monitor writes before saying go.
     pub userns: bool,
-    /// Mounts the rootfs at `rootfs`, in the container's namespaces (a non-root monitor).
-    pub mount_rootfs: Option<&'a dyn Fn() -> Result<()>>,
+    /// A non-root monitor cannot mount on the host: init mounts the rootfs itself.
+    pub mount_inside: Option<MountInside<'a>>,
 }
+
+/// How init mounts its rootfs in its own namespaces, as the mapped root,
+/// which may not be able to walk the host paths to the rootfs's dirs.
+pub struct MountInside<'a> {
+    /// Host dirs the rootfs spec names (or their parents): opened before
+    /// init becomes root, and reached through `/proc/self/fd` after.
+    pub pin: Vec<std::path::PathBuf>,
+    /// Mount at the target, with each pinned dir replaced by its fd path.
+    pub mount: &'a MountFn<'a>,
+}
+
+/// Mount the rootfs at a target, given (host dir, its fd path) pairs.
+pub type MountFn<'a> = dyn Fn(&[(std::path::PathBuf, String)], &Path) -> Result<()> + 'a;
 
 /// Never returns: execs init or exits after reporting the error on `err_w`.
 pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
@@ -99,9 +112,8 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
         // Mounts copied from the host are locked to their parents here, and
         // pivot_root refuses a locked one: bind the rootfs onto itself.
         sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-        if let Some(f) = a.mount_rootfs {
-            f()?;
-            root = sys::open_dir(a.rootfs)?;
+        if let Some(m) = &a.mount_inside {
+            return mount_inside(a, m);
         }
         sys::mount(
             Some(&fd_path(&root)),
@@ -118,6 +130,34 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
         }
     }
     Ok(root)
+}
+
+/// [`enter`] for a rootfs that init mounts itself (after becoming root,
+/// so that the mounter's ids are mapped: overlayfs needs that of its work dir).
+fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut pins = Vec::new();
+    for p in &m.pin {
+        pins.push((p.clone(), sys::open_dir(p)?));
+    }
+    let parent = a.rootfs.parent().unwrap_or(Path::new("/"));
+    let name = a.rootfs.file_name().unwrap_or_default();
+    let parent_fd = sys::open_dir(parent)?;
+    crate::userns::become_root()?;
+    if a.kill_with_parent {
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    }
+    let via: Vec<(std::path::PathBuf, String)> = pins.iter().map(|(p, fd)| (p.clone(), fd_path(fd))).collect();
+    let target = Path::new(&fd_path(&parent_fd)).join(name);
+    (m.mount)(&via, &target)?;
+    // Looking the name up again crosses into the new mount.
+    rustix::fs::openat(
+        &parent_fd,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open rootfs", a.rootfs, e.into()))
 }
 
 fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
@@ -419,7 +459,7 @@ mod tests {
             cmd: &[],
             kill_with_parent: false,
             userns: false,
-            mount_rootfs: None,
+            mount_inside: None,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),

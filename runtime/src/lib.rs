@@ -251,7 +251,11 @@ fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: b
                 )
                 .at(rootfs_top(&p.c)));
             }
-            return Ok(());
+            // Init, as the mapped root, looks its mount point up in this dir of ours.
+            if let Some(d) = p.mp.parent() {
+                search_for_others(d)?;
+            }
+            return own_overlay_dirs(&p.c, &p.map);
         }
         backend
             .mount(&p.c.rootfs, &p.mp, false)
@@ -280,6 +284,66 @@ fn rootfs_top(c: &Container) -> PathBuf {
         Some((lower, _)) => PathBuf::from(lower.split(':').next().unwrap_or(lower)),
         None => c.rootfs.path(),
     }
+}
+
+/// The host dirs a rootfs spec's paths start with: an overlay's lowers and
+/// its upper's parent (which holds the work dir too), else the rootfs dir.
+fn pinned_dirs(c: &Container) -> Vec<PathBuf> {
+    match c.rootfs.overlay_parts() {
+        Some((lower, upper)) => {
+            let mut v: Vec<PathBuf> = lower.split(':').map(PathBuf::from).collect();
+            // The backend finds the work dir by the names above the upper: keep two of them.
+            v.extend(Path::new(upper).parent().and_then(Path::parent).map(Path::to_path_buf));
+            v
+        }
+        None => vec![c.rootfs.path()],
+    }
+}
+
+/// Give an overlay clone's upper and work dirs, made by the caller, to the
+/// container's root (as LXC's clone does), so that the mapped root can
+/// mount and write them. Dirs owned by anyone else are left alone.
+fn own_overlay_dirs(c: &Container, map: &IdMap) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some((_, upper)) = c.rootfs.overlay_parts() else {
+        return Ok(());
+    };
+    let upper = PathBuf::from(upper);
+    let parent = upper.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let me = nix::unistd::geteuid().as_raw();
+    let mut dirs = vec![upper];
+    for w in ["work", "olwork"] {
+        dirs.push(parent.join(w));
+        dirs.push(parent.join(w).join("work"));
+    }
+    dirs.retain(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == me));
+    // The mapped root walks from the upper's grandparent down to the upper
+    // and work dirs: those two levels need search permission for it (LXC
+    // hands the container dir to the mapped root for the same reason).
+    for d in [parent.parent(), Some(parent.as_path())].into_iter().flatten() {
+        search_for_others(d)?;
+    }
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    strata_core::idmap::run_in_userns_with_caller(map, || {
+        for d in &dirs {
+            std::os::unix::fs::lchown(d, Some(0), Some(0))
+                .map_err(|e| Error::io("give overlay dir to container root", d, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Add search (not read) permission for others to `d` if the caller owns it.
+fn search_for_others(d: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(d).map_err(|e| Error::io("stat", d, e))?;
+    if m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o001 == 0 {
+        let mode = (m.mode() & 0o7777) | 0o001;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", d, e))?;
+    }
+    Ok(())
 }
 
 /// Whether the rootfs's files are owned by `map`'s host ids already.
@@ -389,11 +453,15 @@ fn run_monitor(
         Ok(None) => {
             drop(sync_w);
             drop(err_r);
-            let mount_rootfs = || -> Result<()> {
+            let mount = |via: &[(PathBuf, String)], target: &Path| -> Result<()> {
+                let mut spec = p.c.rootfs.clone();
+                for (from, to) in via {
+                    spec = spec.rebase(from, Path::new(to));
+                }
                 engine
                     .backends
                     .for_spec(&p.c.rootfs)?
-                    .mount(&p.c.rootfs, &p.mp, false)
+                    .mount(&spec, target, false)
                     .map_err(|e| err!(Io, "start", "rootfs {} does not mount: {e}", p.c.rootfs))
             };
             let a = container::ChildArgs {
@@ -402,7 +470,10 @@ fn run_monitor(
                 cmd: &opts.cmd,
                 kill_with_parent: ephemeral,
                 userns: !p.map.is_empty(),
-                mount_rootfs: p.mount_inside.then_some(&mount_rootfs as &dyn Fn() -> Result<()>),
+                mount_inside: p.mount_inside.then(|| container::MountInside {
+                    pin: pinned_dirs(&p.c),
+                    mount: &mount,
+                }),
             };
             container::child_main(&a, sync_r, err_w)
         }
