@@ -356,3 +356,36 @@ fn ephemeral_overlay_clone_of_a_shifted_container() {
     assert_eq!(listing(&rootfs), before, "the base changed");
     rt.assert_clean(&["c1"]);
 }
+
+#[test]
+fn test_user_runs_an_overlay_snapshot_clone() {
+    let Some(u) = user_ready() else { return };
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", MAP);
+    chown_tree(rt.tmp.path(), u.uid.as_raw(), u.gid.as_raw());
+    shift_tree(&rootfs, 100000 - u.uid.as_raw());
+    let before = listing(&rootfs);
+    let run = |tool: &str, args: &[&str]| as_user(&rt, &rt.run_dir, tool, args);
+    let o = run("lxc-copy", &["-n", "c1", "-N", "s1", "-s", "-B", "overlay"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        "lxc-execute",
+        &[
+            "-n",
+            "s1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; hostname; grep -c '^overlay / ' /proc/mounts; touch /etc/new && echo wrote",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "s1", "1", "wrote"]);
+    // Written through the overlay, by the mapped root.
+    let made = rt.lxcpath.join("s1/overlay/delta/etc/new");
+    let md = made.metadata().unwrap();
+    assert_eq!((md.uid(), md.gid()), (100000, 100000));
+    assert_eq!(listing(&rootfs), before, "the base changed");
+    rt.assert_clean(&["c1", "s1"]);
+}
