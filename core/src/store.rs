@@ -821,6 +821,27 @@ mod tests {
     }
 
     #[test]
+    fn sync_batch_defers_then_commits_what_was_written() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!defer_sync(&d.path().join("x")), "no batch open");
+        {
+            let b = SyncBatch::begin();
+            let inner = SyncBatch::begin();
+            write_atomic(&d.path().join("a"), b"one").unwrap();
+            inner.commit().unwrap();
+            drop(inner);
+            // The inner batch neither committed nor closed the outer one.
+            assert!(DEFERRED.with(|v| v.borrow().as_ref().map(|v| v.len())) == Some(1));
+            write_atomic(&d.path().join("b"), b"two").unwrap();
+            fs::remove_file(d.path().join("a")).unwrap();
+            b.commit().unwrap();
+            assert!(DEFERRED.with(|v| v.borrow().as_ref().map(|v| v.len())) == Some(0));
+        }
+        assert!(!defer_sync(&d.path().join("x")), "closed on drop");
+        assert_eq!(fs::read(d.path().join("b")).unwrap(), b"two");
+    }
+
+    #[test]
     fn write_atomic_behaviour() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
