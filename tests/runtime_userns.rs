@@ -183,6 +183,20 @@ fn map_without_root_is_refused() {
     let e = rt.fails("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
     assert!(e.contains("does not map container root"), "{e}");
     rt.assert_clean(&["c1"]);
+    // Overlapping ranges: the line is named, nothing is started.
+    let cfg = rt.lxcpath.join("c1/config");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "lxc.idmap = u 1 100000 10\n",
+            "lxc.idmap = u 0 100000 65536\nlxc.idmap = u 10 200000 5\n",
+        ),
+    )
+    .unwrap();
+    let e = rt.fails("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    assert!(e.contains("lxc.idmap = u 10 200000 5"), "{e}");
+    rt.assert_clean(&["c1"]);
 }
 
 /// Run a tool as the test user with its own run dir.
