@@ -138,6 +138,14 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Whether [`Backend::destroy`] hands its dependents what they need
+    /// before it goes (zfs promotes the clone), so they lose nothing. The
+    /// engine then lets a container drop a snapshot that its own rootfs was
+    /// restored from.
+    fn destroy_keeps_dependents(&self) -> bool {
+        false
+    }
+
     /// Disk usage, if the backend can tell.
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
         None

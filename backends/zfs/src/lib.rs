@@ -427,6 +427,10 @@ impl Backend for ZfsBackend {
         self.dependents_of(spec)
     }
 
+    fn destroy_keeps_dependents(&self) -> bool {
+        true
+    }
+
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
         Some(self)
     }

@@ -1046,11 +1046,20 @@ impl Engine {
             vec![snap.to_string()]
         };
         let sstore = Store::new(&snaps);
+        // The container's own rootfs and snapshots, for backends whose destroy
+        // hands dependents what they need (a zfs restore clones the snapshot).
+        let mut family: Vec<RootfsSpec> = store.snapshots(&r.name)?.into_iter().map(|s| s.rootfs).collect();
+        family.push(store.load(&r.name)?.rootfs);
         for s in &list {
             let sr = ContainerRef::new(&snaps, s);
             refuse_dependents(OP, &sr, &live_dependents(&sr)?)?;
             let spec = sstore.load(s)?.rootfs;
-            self.refuse_backend_dependents(OP, s, &spec, std::slice::from_ref(&spec))?;
+            let own = if self.backend_of(&spec)?.destroy_keeps_dependents() {
+                family.clone()
+            } else {
+                vec![spec.clone()]
+            };
+            self.refuse_backend_dependents(OP, s, &spec, &own)?;
         }
         for s in &list {
             self.destroy_unchecked(&snaps, s)?;
