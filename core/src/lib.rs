@@ -11,6 +11,7 @@ pub mod idmap;
 pub mod lock;
 pub mod names;
 pub mod paths;
+pub mod runner;
 pub mod shift;
 pub mod spec;
 pub mod state;

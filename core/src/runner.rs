@@ -1,0 +1,171 @@
+//! Running external tools: argv only, never a shell. A trait so that unit
+//! tests can record argv and return canned output.
+
+use crate::{err, Result};
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+/// What a finished command left.
+#[derive(Debug, Clone, Default)]
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// The first non-empty line of stderr, for one-line errors.
+    pub fn first_err_line(&self) -> String {
+        self.stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.contains("leaked on"))
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+pub trait Runner: Send + Sync {
+    /// Run `argv[0]` with the rest as arguments.
+    fn run(&self, argv: &[String]) -> Result<Out>;
+
+    /// Run `a | b`: two processes joined by a pipe. `ok` only if both succeed.
+    fn pipe(&self, a: &[String], b: &[String]) -> Result<Out>;
+}
+
+/// The real thing: `std::process::Command`.
+#[derive(Debug, Default)]
+pub struct SystemRunner;
+
+fn command(argv: &[String]) -> Result<Command> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| err!(InvalidArgument, "run command", "empty command"))?;
+    let mut c = Command::new(prog);
+    c.args(args)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+    Ok(c)
+}
+
+fn spawn_err(argv: &[String], e: std::io::Error) -> crate::Error {
+    err!(Command, "run command", "cannot run {}: {e}", argv[0])
+}
+
+impl Runner for SystemRunner {
+    fn run(&self, argv: &[String]) -> Result<Out> {
+        tracing::debug!(?argv, "run");
+        let o = command(argv)?.output().map_err(|e| spawn_err(argv, e))?;
+        Ok(Out {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        })
+    }
+
+    fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
+        tracing::debug!(?a, ?b, "pipe");
+        let mut pa = command(a)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_err(a, e))?;
+        let out = pa.stdout.take().expect("piped");
+        let pb = command(b)?
+            .stdin(Stdio::from(out))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let pb = match pb {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = pa.kill();
+                let _ = pa.wait();
+                return Err(spawn_err(b, e));
+            }
+        };
+        // Drain a's stderr in a thread so it cannot block on a full pipe.
+        let mut ea = pa.stderr.take().expect("piped");
+        let t = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = ea.read_to_string(&mut s);
+            s
+        });
+        let ob = pb.wait_with_output().map_err(|e| spawn_err(b, e))?;
+        if !ob.status.success() {
+            // The reader is gone: do not leave the writer blocked.
+            let _ = pa.kill();
+        }
+        let sa = pa.wait().map_err(|e| spawn_err(a, e))?;
+        let stderr_a = t.join().unwrap_or_default();
+        Ok(Out {
+            ok: sa.success() && ob.status.success(),
+            stdout: String::from_utf8_lossy(&ob.stdout).into_owned(),
+            stderr: format!("{stderr_a}{}", String::from_utf8_lossy(&ob.stderr)),
+        })
+    }
+}
+
+/// A recording double for unit tests: returns canned output per command
+/// prefix and records every argv. Not behind cfg(test): the backends' unit
+/// tests use it from their own crates.
+pub mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct FakeRunner {
+        pub calls: Mutex<Vec<Vec<String>>>,
+        /// (argv prefix joined by ' ', output); the last added match wins.
+        pub canned: Mutex<Vec<(String, Out)>>,
+    }
+
+    impl FakeRunner {
+        pub fn on(&self, prefix: &str, ok: bool, stdout: &str) {
+            self.canned.lock().unwrap().push((
+                prefix.to_string(),
+                Out {
+                    ok,
+                    stdout: stdout.to_string(),
+                    stderr: if ok { String::new() } else { format!("{prefix}: failed") },
+                },
+            ));
+        }
+
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().iter().map(|v| v.join(" ")).collect()
+        }
+
+        fn answer(&self, argv: &[String]) -> Out {
+            let line = argv.join(" ");
+            self.calls.lock().unwrap().push(argv.to_vec());
+            self.canned
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(p, _)| line.starts_with(p.as_str()))
+                .map(|(_, o)| o.clone())
+                .unwrap_or(Out {
+                    ok: true,
+                    ..Out::default()
+                })
+        }
+    }
+
+    impl Runner for FakeRunner {
+        fn run(&self, argv: &[String]) -> Result<Out> {
+            Ok(self.answer(argv))
+        }
+
+        fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
+            let oa = self.answer(a);
+            let ob = self.answer(b);
+            Ok(Out {
+                ok: oa.ok && ob.ok,
+                ..ob
+            })
+        }
+    }
+}
