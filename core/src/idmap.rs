@@ -272,12 +272,23 @@ impl IdMap {
         Ok(())
     }
 
-    /// Check the map for the calling user (root may map anything).
+    /// Check the map for the calling user (root may map anything), and that
+    /// newuidmap/newgidmap are there to write it: before anything is made.
     pub fn check_caller(&self) -> Result<()> {
         if crate::paths::is_root() || self.is_empty() {
             return Ok(());
         }
-        self.check_allowed(&SubIds::for_caller()?)
+        self.check_allowed(&SubIds::for_caller()?)?;
+        for (prog, ranges) in [("newuidmap", &self.uids), ("newgidmap", &self.gids)] {
+            if !ranges.is_empty() && find_in_path(prog).is_none() {
+                return Err(err!(
+                    NotFound,
+                    "write id maps",
+                    "{prog} not found: install the uidmap package"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -481,6 +492,48 @@ fn write_maps_helpers(pid: i32, map: &IdMap) -> Result<()> {
     Ok(())
 }
 
+/// Set in the child of [`run_in_ns`]: a forked copy of a threaded process,
+/// where the global thread pool's workers do not exist.
+static IN_NS_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process is the forked child of [`run_in_ns`].
+pub fn in_ns_child() -> bool {
+    IN_NS_CHILD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether files of a container with `map` need the container's root to be
+/// made or changed: a non-root caller and a non-empty map.
+pub fn needs_container_root(map: &IdMap) -> bool {
+    !map.is_empty() && !crate::paths::is_root() && !in_ns_child()
+}
+
+/// Run `f` as the root of a container with `map` when
+/// [`needs_container_root`] (files it makes are owned by the mapped host
+/// ids, as LXC's unprivileged create does), else directly. The caller's own
+/// ids are mapped too, so that its files stay reachable. `f` runs in its
+/// own mount namespace.
+pub fn as_container_root<T>(map: &IdMap, f: impl FnOnce() -> Result<T>) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    if !needs_container_root(map) {
+        return f();
+    }
+    let bytes = run_in_ns(&with_caller(map)?, true, || {
+        // Its own mount namespace: a rootfs it mounts (an overlay) is gone with it.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(Error::io(
+                "run as container root",
+                "unshare(CLONE_NEWNS)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let v = f()?;
+        serde_json::to_vec(&v).map_err(|e| err!(Io, "run as container root", "{e}"))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| err!(Io, "run as container root", "{e}"))
+}
+
 /// Run `f` in a child process that is root in a new user namespace with
 /// `map` (maps written by the parent, with newuidmap/newgidmap for a non-root
 /// caller). Files the child creates or chowns to container id N are owned
@@ -507,17 +560,23 @@ pub fn caller_inside_id(map: &IdMap) -> u32 {
 /// caller's files (a source tree or tarball) whatever their modes. Refused
 /// when the map already uses the caller's ids.
 pub fn run_in_userns_with_caller(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    run_in_userns_map(&with_caller(map)?, f)
+}
+
+/// `map` plus the caller's own uid and gid at [`caller_inside_id`], unless
+/// the map already uses them.
+fn with_caller(map: &IdMap) -> Result<IdMap> {
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     if map.unmap_uid(uid).is_some() || map.unmap_gid(gid).is_some() {
-        return run_in_userns_map(map, f);
+        return Ok(map.clone());
     }
     let inside = caller_inside_id(map);
     let mut m = map.clone();
     m.uids.push(Range::new(inside, uid, 1));
     m.gids.push(Range::new(inside, gid, 1));
     m.validate()?;
-    run_in_userns_map(&m, f)
+    Ok(m)
 }
 
 fn run_in_userns_map(map: &IdMap, f: impl FnOnce() -> Result<()>) -> Result<()> {
@@ -555,6 +614,7 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
             libc::close(go_w.as_raw_fd());
             libc::close(res_r.as_raw_fd());
         }
+        IN_NS_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut out = std::fs::File::from(res_w);
         let res = (|| -> Result<Vec<u8>> {
             let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;

@@ -47,7 +47,46 @@ pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
 /// Remove `path` and everything below it. Never follows a symlink (a
 /// symlink at `path` itself is removed, not its target) and refuses
 /// (`Busy`) when anything is mounted at or below `path`. Missing is fine.
+///
+/// A non-root user's containers hold files owned by its subordinate ids
+/// (an unprivileged rootfs, an overlay work dir of mode 000 made by the
+/// container's root): what the user cannot remove itself is removed in a
+/// user namespace that maps its own and subordinate ids to themselves,
+/// where it may override permissions on those files and no others.
 pub fn remove_tree(path: &Path) -> Result<()> {
+    match remove_tree_here(path) {
+        Err(e)
+            if e.kind() == crate::ErrorKind::PermissionDenied
+                && !crate::paths::is_root()
+                && !crate::idmap::in_ns_child() =>
+        {
+            remove_tree_as_owner(path, e)
+        }
+        r => r,
+    }
+}
+
+fn remove_tree_as_owner(path: &Path, first: Error) -> Result<()> {
+    let _s = tracing::debug_span!("remove tree in user namespace", path = %path.display()).entered();
+    let ns = match crate::idmap::caller_identity_map() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!("no identity map: {e}");
+            return Err(first);
+        }
+    };
+    match crate::idmap::run_in_ns(&ns, false, || remove_tree_here(path).map(|()| Vec::new())) {
+        Ok(_) => Ok(()),
+        // It got in but could not remove something: that error says more.
+        Err(e) if e.path.is_some() => Err(e),
+        Err(e) => {
+            tracing::debug!("no user namespace to remove {}: {e}", path.display());
+            Err(first)
+        }
+    }
+}
+
+fn remove_tree_here(path: &Path) -> Result<()> {
     const OP: &str = "remove tree";
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -116,9 +155,7 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
         }
     }
     drop(dir);
-    // Unlinks within one directory serialize on its lock: parallel across directories.
-    use rayon::prelude::*;
-    subdirs.par_iter().try_for_each(|n| -> Result<()> {
+    let one = |n: &Vec<u8>| -> Result<()> {
         let child = path.join(std::ffi::OsStr::from_bytes(n));
         let cfd = open_dir_at(fd.as_raw_fd(), n).ctx(OP, &child)?;
         // The open dir itself, so a mount swapped in after readdir is seen too.
@@ -132,7 +169,14 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
         empty_dir(&cfd, dev, &child)?;
         drop(cfd);
         nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, &child)
-    })
+    };
+    if crate::idmap::in_ns_child() {
+        // A forked child has none of the global pool's worker threads.
+        return subdirs.iter().try_for_each(one);
+    }
+    // Unlinks within one directory serialize on its lock: parallel across directories.
+    use rayon::prelude::*;
+    subdirs.par_iter().try_for_each(one)
 }
 
 /// Write `data` to `path` atomically: a temp file beside it, fsync (deferred

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::copy::{copy_tree, CopyOptions};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
+use crate::idmap::{as_container_root, needs_container_root, IdMap};
 use crate::lock::ContainerLock;
 use crate::names;
 use crate::spec::RootfsSpec;
@@ -294,6 +295,57 @@ fn template_path(t: &str) -> Result<PathBuf> {
     }
 }
 
+/// Run template `tp` as LXC calls it: `--path=DIR --name=NAME --rootfs=ROOTFS`,
+/// then the user's arguments.
+fn run_template(tp: &Path, staging: &Path, name: &str, rootfs: &Path, args: &[String]) -> Result<()> {
+    let _s = tracing::info_span!("template", path = %tp.display()).entered();
+    let mut path_arg = std::ffi::OsString::from("--path=");
+    path_arg.push(staging);
+    let mut rootfs_arg = std::ffi::OsString::from("--rootfs=");
+    rootfs_arg.push(rootfs);
+    let st = Command::new(tp)
+        .arg(path_arg)
+        .arg(format!("--name={name}"))
+        .arg(rootfs_arg)
+        .args(args)
+        .status()
+        .ctx("run template", tp)?;
+    if !st.success() {
+        return Err(err!(Command, "run template", "{} failed: {st}", tp.display()));
+    }
+    Ok(())
+}
+
+/// For a copy made by the container's root (see [`as_container_root`]): the
+/// caller's own files (seen as [`crate::idmap::caller_inside_id`]) become
+/// the container root's, as a user's tree is its root's; container ids
+/// stay as they are.
+fn caller_as_root(map: &IdMap) -> crate::copy::IdShift {
+    let me = crate::idmap::caller_inside_id(map);
+    let t = |v: &[crate::idmap::Range]| {
+        let mut out = vec![(me, 0, 1)];
+        out.extend(v.iter().map(|r| (r.inside, r.inside, r.count)));
+        out
+    };
+    crate::copy::IdShift {
+        uids: t(&map.uids),
+        gids: t(&map.gids),
+    }
+}
+
+/// Loop, LVM and zfs need root: a user asking for them gets a clear error.
+fn check_backend_allowed(b: &dyn Backend) -> Result<()> {
+    if b.caps().needs_root && !crate::paths::is_root() {
+        return Err(err!(
+            PermissionDenied,
+            "check backend",
+            "the {} backend needs root; a user may use dir, overlay or btrfs",
+            b.kind()
+        ));
+    }
+    Ok(())
+}
+
 impl Engine {
     fn backend_of(&self, spec: &RootfsSpec) -> Result<&dyn Backend> {
         self.backends.for_spec(spec)
@@ -345,6 +397,10 @@ impl Engine {
             }
         };
         let template = req.template.as_deref().map(template_path).transpose()?;
+        // A user's unprivileged container is filled by its root: checked before anything is made.
+        let map = IdMap::from_config(&seed)?;
+        map.check_caller()?;
+        check_backend_allowed(backend)?;
         if !req.lxcpath.is_dir() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -373,39 +429,42 @@ impl Engine {
                 build_dir: &staging,
                 ..probe
             };
-            backend.create(&spec, &t)?;
-            let building = t.building(&spec);
-            let opened = Opened::open(backend, &building, false)?;
-            match &req.source {
-                RootfsSource::Empty => {}
-                RootfsSource::Dir(p) => {
-                    remove_lost_found(opened.path());
-                    copy_tree(p, opened.path(), &CopyOptions::default())?;
-                }
-                RootfsSource::Tarball(p) => untar(p, opened.path())?,
-            }
             let mut cfg = seed.clone();
             cfg.set("lxc.rootfs.path", &spec.to_string());
             cfg.set("lxc.uts.name", &r.name);
             let cfg_path = staging.join("config");
+            // Written by the caller before the rootfs is filled: the config stays the caller's.
             cfg.save(&cfg_path)?;
-            if let Some(tp) = &template {
-                let _s = tracing::info_span!("template", path = %tp.display()).entered();
-                // As LXC calls templates: `--path=DIR --name=NAME --rootfs=ROOTFS`, then the user's arguments.
-                let mut path_arg = std::ffi::OsString::from("--path=");
-                path_arg.push(&staging);
-                let mut rootfs_arg = std::ffi::OsString::from("--rootfs=");
-                rootfs_arg.push(opened.path());
-                let st = Command::new(tp)
-                    .arg(path_arg)
-                    .arg(format!("--name={}", r.name))
-                    .arg(rootfs_arg)
-                    .args(&req.template_args)
-                    .status()
-                    .ctx("run template", tp)?;
-                if !st.success() {
-                    return Err(err!(Command, "run template", "{} failed: {st}", tp.display()));
+            let shifted = needs_container_root(&map);
+            as_container_root(&map, || {
+                backend.create(&spec, &t)?;
+                let building = t.building(&spec);
+                let opened = Opened::open(backend, &building, false)?;
+                if shifted {
+                    // Made by the caller or by the backend: the container's root owns its top dir.
+                    std::os::unix::fs::lchown(opened.path(), Some(0), Some(0)).ctx(OP, opened.path())?;
                 }
+                match &req.source {
+                    RootfsSource::Empty => {}
+                    RootfsSource::Dir(p) => {
+                        remove_lost_found(opened.path());
+                        let opts = CopyOptions {
+                            shift: shifted.then(|| caller_as_root(&map)),
+                            ..CopyOptions::default()
+                        };
+                        copy_tree(p, opened.path(), &opts)?;
+                    }
+                    RootfsSource::Tarball(p) => untar(p, opened.path())?,
+                }
+                if let Some(tp) = &template {
+                    run_template(tp, &staging, &r.name, opened.path(), &req.template_args)?;
+                }
+                opened.close()
+            })?;
+            if shifted {
+                crate::shift::record_shifted(&staging, &map)?;
+            }
+            if template.is_some() {
                 cfg = Config::load(&cfg_path)?;
                 let (s, d) = (staging.display().to_string(), dir.display().to_string());
                 cfg.rewrite(|_, v| v.contains(&s).then(|| replace_dir(v, &s, &d)));
@@ -415,7 +474,6 @@ impl Engine {
                 }
                 cfg.save(&cfg_path)?;
             }
-            opened.close()?;
             std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
             failpoint("create-before-rename");
             rename_noreplace(&staging, &dir)?;
@@ -494,6 +552,12 @@ impl Engine {
         };
         let spec = dst_b.plan(&probe, snapshot.then_some(&p.src.rootfs))?;
         let mut cfg = Config::load(&p.src.r.config_path())?;
+        // The clone has the source's map: a user's clone is made by the container's root.
+        let map = IdMap::from_config(&cfg)?;
+        map.check_caller()?;
+        check_backend_allowed(dst_b)?;
+        let hooks = p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty();
+        let hostname = format!("{}\n", p.dst.name);
         let origin = if spec.kind() == "overlay" {
             lower_owner(&spec)
         } else if snapshot && dst_b.snapshotter().is_some_and(|s| s.clone_depends_on_source()) {
@@ -512,28 +576,35 @@ impl Engine {
                 ..probe
             };
             let building = t.building(&spec);
-            if snapshot {
-                let s = dst_b.snapshotter().expect("chosen for its snapshotter");
-                s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
-            } else {
-                let fast = match dst_b.fast_copier() {
-                    Some(fc) if src_b.kind() == dst_b.kind() => fc.fast_copy(&p.src.rootfs, &spec, &t)?,
-                    _ => false,
-                };
-                if !fast {
-                    dst_b.create(&spec, &t)?;
-                    let s = Opened::open(src_b, &p.src.rootfs, true)?;
-                    let d = Opened::open(dst_b, &building, false)?;
-                    remove_lost_found(d.path());
-                    let opts = CopyOptions {
-                        progress: p.progress,
-                        ..CopyOptions::default()
+            // The rootfs, and where it can take the edit unmounted, the new hostname: in one go.
+            let hostname_done = as_container_root(&map, || {
+                if snapshot {
+                    let s = dst_b.snapshotter().expect("chosen for its snapshotter");
+                    s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
+                } else {
+                    let fast = match dst_b.fast_copier() {
+                        Some(fc) if src_b.kind() == dst_b.kind() => fc.fast_copy(&p.src.rootfs, &spec, &t)?,
+                        _ => false,
                     };
-                    copy_tree(s.path(), d.path(), &opts)?;
-                    d.close()?;
-                    s.close()?;
+                    if !fast {
+                        dst_b.create(&spec, &t)?;
+                        let s = Opened::open(src_b, &p.src.rootfs, true)?;
+                        let d = Opened::open(dst_b, &building, false)?;
+                        remove_lost_found(d.path());
+                        let opts = CopyOptions {
+                            progress: p.progress,
+                            ..CopyOptions::default()
+                        };
+                        copy_tree(s.path(), d.path(), &opts)?;
+                        d.close()?;
+                        s.close()?;
+                    }
                 }
-            }
+                if p.keep_name || hooks {
+                    return Ok(None);
+                }
+                dst_b.write_if_regular_unmounted(&building, "etc/hostname", hostname.as_bytes())
+            })?;
             failpoint("clone-after-rootfs");
             // Config: paths into the old container dir now point into the new one.
             let (old_s, new_s) = (p.src.r.dir().display().to_string(), dir.display().to_string());
@@ -554,24 +625,19 @@ impl Engine {
             for (name, data) in &p.files {
                 write_atomic(&staging.join(name), data.as_bytes())?;
             }
-            let hooks = p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty();
-            let hostname = format!("{}\n", p.dst.name);
-            let mut need_mount = !p.keep_name || hooks;
-            if !p.keep_name && !hooks {
-                // An overlay can take the edit in its upper dir: no mount needed.
-                need_mount = dst_b
-                    .write_if_regular_unmounted(&building, "etc/hostname", hostname.as_bytes())?
-                    .is_none();
-            }
+            // An overlay can take the edit in its upper dir: no mount needed.
+            let need_mount = (!p.keep_name && hostname_done.is_none()) || hooks;
             if need_mount {
-                let opened = Opened::open(dst_b, &building, false)?;
-                if !p.keep_name {
-                    fsutil::write_in_rootfs_if_regular(opened.path(), "etc/hostname", hostname.as_bytes())?;
-                }
-                if p.run_hooks {
-                    run_clone_hooks(&cfg, p, &dir, &staging, opened.path(), &building)?;
-                }
-                opened.close()?;
+                as_container_root(&map, || {
+                    let opened = Opened::open(dst_b, &building, false)?;
+                    if !p.keep_name {
+                        fsutil::write_in_rootfs_if_regular(opened.path(), "etc/hostname", hostname.as_bytes())?;
+                    }
+                    if p.run_hooks {
+                        run_clone_hooks(&cfg, p, &dir, &staging, opened.path(), &building)?;
+                    }
+                    opened.close()
+                })?;
             }
             if let Some((origin, clone)) = &dep {
                 if !store::dependents(origin)?.contains(clone) {
@@ -676,6 +742,8 @@ impl Engine {
         };
         // Checked before anything is made: a bad -B/-s combination changes nothing.
         let (b, snap) = self.choose(&params)?;
+        check_backend_allowed(b)?;
+        IdMap::from_config(&src.config)?.check_caller()?;
         if running && !may_snapshot_running(b.kind(), snap) {
             return Err(err!(
                 Busy,
