@@ -496,9 +496,21 @@ fn write_maps_helpers(pid: i32, map: &IdMap) -> Result<()> {
 /// where the global thread pool's workers do not exist.
 static IN_NS_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The caller's host uid, kept for the child of [`run_in_ns`] (root in its namespace).
+static HOST_EUID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Whether this process is the forked child of [`run_in_ns`].
 pub fn in_ns_child() -> bool {
     IN_NS_CHILD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The effective uid on the host: the caller's, also in the child of [`run_in_ns`].
+pub fn host_euid() -> u32 {
+    if in_ns_child() {
+        HOST_EUID.load(std::sync::atomic::Ordering::Relaxed)
+    } else {
+        nix::unistd::geteuid().as_raw()
+    }
 }
 
 /// Whether files of a container with `map` need the container's root to be
@@ -519,6 +531,8 @@ where
     if !needs_container_root(map) {
         return f();
     }
+    // Scratch mounts go here: made by the caller, not by the container's root.
+    crate::paths::ensure_dir(&crate::paths::run_dir().join("tmp"))?;
     let bytes = run_in_ns(&with_caller(map)?, true, || {
         // Its own mount namespace: a rootfs it mounts (an overlay) is gone with it.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -603,6 +617,7 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
     let (res_r, res_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
+    HOST_EUID.store(host_euid(), std::sync::atomic::Ordering::Relaxed);
     // SAFETY: the child runs `f` and leaves with _exit, never returning into the caller's stack.
     let pid = unsafe { libc::fork() };
     if pid < 0 {

@@ -3,8 +3,10 @@
 use crate::error::{IoContext, Result};
 use std::path::{Path, PathBuf};
 
+/// Whether the caller is root on the host (root in a user namespace of
+/// [`crate::idmap::run_in_ns`] is not: it keeps the caller's paths).
 pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    crate::idmap::host_euid() == 0
 }
 
 /// `$HOME` of the calling user.
@@ -70,7 +72,7 @@ pub fn run_dir() -> PathBuf {
     } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
         PathBuf::from(x).join("strata")
     } else {
-        std::env::temp_dir().join(format!("strata-{}", nix::unistd::geteuid()))
+        std::env::temp_dir().join(format!("strata-{}", crate::idmap::host_euid()))
     }
 }
 
@@ -86,6 +88,45 @@ pub fn lxcpath_key(lxcpath: &Path) -> String {
         }
     }
     out
+}
+
+/// A user works only in an lxcpath of its own: another user's (root's
+/// included) is refused with a clear error before anything in it is read
+/// or made. A missing lxcpath is fine (the user's command makes it).
+pub fn check_own_lxcpath(lxcpath: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    const OP: &str = "check lxcpath";
+    if is_root() {
+        return Ok(());
+    }
+    let me = crate::idmap::host_euid();
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| format!("uid {uid}"))
+    };
+    match std::fs::metadata(lxcpath) {
+        Ok(m) if m.uid() == me => Ok(()),
+        Ok(m) => Err(crate::err!(
+            PermissionDenied,
+            OP,
+            "{} belongs to {}, not to {}: a user can only use its own containers",
+            lxcpath.display(),
+            name(m.uid()),
+            name(me)
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(crate::err!(
+            PermissionDenied,
+            OP,
+            "{} is out of reach for {} (permission denied): a user can only use its own containers",
+            lxcpath.display(),
+            name(me)
+        )),
+        Err(e) => Err(crate::error::Error::io(OP, lxcpath, e)),
+    }
 }
 
 /// Make `dir` and its parents, private to the caller.

@@ -229,7 +229,9 @@ pub fn resolve_lxcpath(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if p.as_os_str().is_empty() {
         return Err(anyhow!("empty lxcpath"));
     }
-    Ok(std::path::absolute(&p)?)
+    let p = std::path::absolute(&p)?;
+    paths::check_own_lxcpath(&p)?;
+    Ok(p)
 }
 
 /// Backend options with the `lxc.bdev.*` defaults of lxc.conf filled in.
@@ -330,6 +332,7 @@ pub fn check_exists(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
 /// Check that a new container's name is free.
 pub fn check_free(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
     check_name(name)?;
+    paths::check_own_lxcpath(lxcpath)?;
     let p = lxcpath.join(name);
     if p.symlink_metadata().is_ok() {
         return Err(anyhow!("{} already exists", p.display()));
