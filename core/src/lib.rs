@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod config;
 pub mod copy;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod idmap;

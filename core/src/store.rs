@@ -521,7 +521,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
         std::process::id(),
         crate::paths::unique()
     ));
-    let deferred = defer_sync(path);
+    let mut sync_dir = false;
     let res = (|| -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -539,9 +539,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
             }
         }
         f.set_permissions(std::fs::Permissions::from_mode(mode)).ctx(OP, &tmp)?;
-        if !deferred {
-            f.sync_all().ctx(OP, &tmp)?;
-        }
+        sync_dir = settle(&f, &tmp, path)?;
         drop(f);
         std::fs::rename(&tmp, path).ctx(OP, path)?;
         Ok(())
@@ -550,10 +548,29 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
         let _ = std::fs::remove_file(&tmp);
         return res;
     }
-    if !deferred {
+    if sync_dir {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).ctx(OP, dir)?;
     }
     Ok(())
+}
+
+/// Make `f`, the temp file about to be renamed to `path`, safe to publish
+/// (see [`crate::durable`]). Returns whether the directory still needs an
+/// fsync after the rename.
+pub fn settle(f: &std::fs::File, tmp: &Path, path: &Path) -> Result<bool> {
+    use crate::durable::{self, Flush};
+    match durable::mode(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))) {
+        Flush::Volatile => Ok(false),
+        Flush::Ordered => {
+            durable::start_writeback(f);
+            Ok(false)
+        }
+        Flush::Wait if defer_sync(path) => Ok(false),
+        Flush::Wait => {
+            f.sync_all().ctx("sync", tmp)?;
+            Ok(true)
+        }
+    }
 }
 
 #[cfg(test)]

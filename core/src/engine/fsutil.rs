@@ -197,9 +197,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .open(&tmp)
             .ctx(OP, &tmp)?;
         f.write_all(data).ctx(OP, &tmp)?;
-        if !crate::store::defer_sync(path) {
-            f.sync_all().ctx(OP, &tmp)?;
-        }
+        crate::store::settle(&f, &tmp, path)?;
         std::fs::rename(&tmp, path).ctx(OP, path)
     })();
     if res.is_err() {
@@ -216,6 +214,9 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
 
 /// fsync a directory so that renames inside it are durable.
 pub fn sync_dir(path: &Path) {
+    if crate::durable::mode(path) != crate::durable::Flush::Wait {
+        return; // renames commit in order after the data they publish
+    }
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
     }

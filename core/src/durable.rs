@@ -1,0 +1,145 @@
+//! How a write is made safe to publish by rename, per filesystem.
+//!
+//! Every multi-step operation builds under a temporary name and renames into
+//! place, so a killed process leaves the old state or the new one. Surviving
+//! a power cut as well needs the new files' data on disk no later than the
+//! rename that publishes them. Two ways to get that:
+//!
+//! - [`Flush::Ordered`]: ext4 with a journal in `data=ordered` (the default)
+//!   or `data=journal`. Starting writeback allocates the file's blocks in
+//!   the running journal transaction, and jbd2 writes that data before the
+//!   transaction (or any later one, such as the one holding the rename)
+//!   commits. Metadata operations commit in order. So after a power cut a
+//!   rename is either absent or backed by its data: what ext4's own
+//!   `auto_da_alloc` relies on for rename-over-replace. No waiting.
+//! - [`Flush::Wait`]: everything else (xfs, btrfs, ext4 without a journal or
+//!   in `data=writeback`, tmpfs, ...): fsync the files and the directory
+//!   before the rename, batched by [`crate::store::SyncBatch`].
+//!
+//! A throwaway container (an ephemeral run) needs neither: a crash leaves a
+//! leftover that the next command removes. [`volatile`] turns flushing off
+//! on this thread for as long as its guard lives.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Writes need not be flushed at all.
+    Volatile,
+    /// Start writeback; the filesystem orders data before later metadata.
+    Ordered,
+    /// fsync before publishing.
+    Wait,
+}
+
+thread_local! {
+    static VOLATILE: Cell<u32> = const { Cell::new(0) };
+    static BY_DEV: RefCell<HashMap<u64, Flush>> = RefCell::new(HashMap::new());
+}
+
+/// While the returned guard lives, writes on this thread are not flushed.
+pub fn volatile() -> VolatileGuard {
+    VOLATILE.with(|v| v.set(v.get() + 1));
+    VolatileGuard(())
+}
+
+pub struct VolatileGuard(());
+
+impl Drop for VolatileGuard {
+    fn drop(&mut self) {
+        VOLATILE.with(|v| v.set(v.get().saturating_sub(1)));
+    }
+}
+
+/// How writes into the directory `dir` are made safe.
+pub fn mode(dir: &Path) -> Flush {
+    if VOLATILE.with(|v| v.get()) > 0 {
+        return Flush::Volatile;
+    }
+    if std::env::var_os("STRATA_SYNC").is_some_and(|v| v == "full") {
+        return Flush::Wait;
+    }
+    let Ok(m) = std::fs::metadata(dir) else {
+        return Flush::Wait;
+    };
+    let dev = m.dev();
+    if let Some(f) = BY_DEV.with(|c| c.borrow().get(&dev).copied()) {
+        return f;
+    }
+    let f = probe(dir, dev);
+    BY_DEV.with(|c| c.borrow_mut().insert(dev, f));
+    f
+}
+
+fn probe(dir: &Path, dev: u64) -> Flush {
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    let Ok(st) = nix::sys::statfs::statfs(dir) else {
+        return Flush::Wait;
+    };
+    if st.filesystem_type().0 as i64 != EXT4_SUPER_MAGIC {
+        return Flush::Wait;
+    }
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    // A journal shows as /proc/fs/jbd2/<device>-8.
+    let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/uevent")) else {
+        return Flush::Wait;
+    };
+    let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
+        return Flush::Wait;
+    };
+    if !Path::new(&format!("/proc/fs/jbd2/{}-8", name.replace('/', "!"))).exists() {
+        return Flush::Wait;
+    }
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Flush::Wait;
+    };
+    let key = format!("{maj}:{min}");
+    let writeback = mi
+        .lines()
+        .filter(|l| l.split(' ').nth(2) == Some(key.as_str()))
+        .any(|l| l.rsplit(' ').next().is_some_and(|o| o.split(',').any(|o| o == "data=writeback")));
+    if writeback {
+        Flush::Wait
+    } else {
+        Flush::Ordered
+    }
+}
+
+/// Start writing `f` out without waiting (what [`Flush::Ordered`] needs).
+pub fn start_writeback(f: &impl AsRawFd) {
+    // SAFETY: a plain syscall on an open fd; failure only loses the hint.
+    unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volatile_nests_and_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let before = mode(d.path());
+        assert_ne!(before, Flush::Volatile);
+        {
+            let _a = volatile();
+            {
+                let _b = volatile();
+                assert_eq!(mode(d.path()), Flush::Volatile);
+            }
+            assert_eq!(mode(d.path()), Flush::Volatile);
+        }
+        assert_eq!(mode(d.path()), before);
+    }
+
+    #[test]
+    fn tmpfs_waits() {
+        // /dev/shm is tmpfs on Linux: not ext4, so fsync is the rule.
+        if Path::new("/dev/shm").is_dir() {
+            assert_eq!(mode(Path::new("/dev/shm")), Flush::Wait);
+        }
+    }
+}
