@@ -20,8 +20,7 @@
 //! leftover that the next command removes. [`volatile`] turns flushing off
 //! on this thread for as long as its guard lives.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -38,7 +37,6 @@ pub enum Flush {
 
 thread_local! {
     static VOLATILE: Cell<u32> = const { Cell::new(0) };
-    static BY_DEV: RefCell<HashMap<u64, Flush>> = RefCell::new(HashMap::new());
 }
 
 /// While the returned guard lives, writes on this thread are not flushed.
@@ -55,7 +53,8 @@ impl Drop for VolatileGuard {
     }
 }
 
-/// How writes into the directory `dir` are made safe.
+/// How writes into the directory `dir` are made safe. Probed each time (a
+/// few small reads): a device number may come back as another filesystem.
 pub fn mode(dir: &Path) -> Flush {
     if VOLATILE.with(|v| v.get()) > 0 {
         return Flush::Volatile;
@@ -63,50 +62,39 @@ pub fn mode(dir: &Path) -> Flush {
     if std::env::var_os("STRATA_SYNC").is_some_and(|v| v == "full") {
         return Flush::Wait;
     }
-    let Ok(m) = std::fs::metadata(dir) else {
-        return Flush::Wait;
-    };
-    let dev = m.dev();
-    if let Some(f) = BY_DEV.with(|c| c.borrow().get(&dev).copied()) {
-        return f;
+    if ordered_journal(dir) {
+        Flush::Ordered
+    } else {
+        Flush::Wait
     }
-    let f = probe(dir, dev);
-    BY_DEV.with(|c| c.borrow_mut().insert(dev, f));
-    f
 }
 
-fn probe(dir: &Path, dev: u64) -> Flush {
+fn ordered_journal(dir: &Path) -> bool {
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-    let Ok(st) = nix::sys::statfs::statfs(dir) else {
-        return Flush::Wait;
-    };
-    if st.filesystem_type().0 as i64 != EXT4_SUPER_MAGIC {
-        return Flush::Wait;
+    match nix::sys::statfs::statfs(dir) {
+        Ok(st) if st.filesystem_type().0 == EXT4_SUPER_MAGIC => {}
+        _ => return false,
     }
-    let (maj, min) = (libc::major(dev), libc::minor(dev));
-    // A journal shows as /proc/fs/jbd2/<device>-8.
+    let Ok(m) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let (maj, min) = (libc::major(m.dev()), libc::minor(m.dev()));
     let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/uevent")) else {
-        return Flush::Wait;
+        return false;
     };
     let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
-        return Flush::Wait;
+        return false;
     };
-    if !Path::new(&format!("/proc/fs/jbd2/{}-8", name.replace('/', "!"))).exists() {
-        return Flush::Wait;
+    let name = name.replace('/', "!");
+    // A journal shows as /proc/fs/jbd2/<device>-8; its mode and barriers in the options.
+    if !Path::new(&format!("/proc/fs/jbd2/{name}-8")).exists() {
+        return false;
     }
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Flush::Wait;
+    let Ok(opts) = std::fs::read_to_string(format!("/proc/fs/ext4/{name}/options")) else {
+        return false;
     };
-    let key = format!("{maj}:{min}");
-    let writeback = mi
-        .lines()
-        .filter(|l| l.split(' ').nth(2) == Some(key.as_str()))
-        .any(|l| l.rsplit(' ').next().is_some_and(|o| o.split(',').any(|o| o == "data=writeback")));
-    if writeback {
-        Flush::Wait
-    } else {
-        Flush::Ordered
-    }
+    let has = |o: &str| opts.lines().any(|l| l == o);
+    (has("data=ordered") || has("data=journal")) && !has("nobarrier")
 }
 
 /// Start writing `f` out without waiting (what [`Flush::Ordered`] needs).
