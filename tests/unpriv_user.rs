@@ -4,6 +4,10 @@
 //! missing newuidmap. Run as root: each test re-runs itself in this test
 //! binary as the test user, and is skipped (with a message) without that user.
 
+#[path = "runtime_helpers.rs"]
+mod helpers;
+
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -158,12 +162,14 @@ user_test!(maps_checked_against_subordinate_ranges, &[], {
     .unwrap()
     .check_caller()
     .unwrap();
-    // Host uid 1005 is neither the user's nor subordinate (unless it is the user's).
-    if uid != 1005 {
-        let e = IdMap::parse(["u 1005 1005 1"]).unwrap().check_caller().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-        assert!(e.to_string().contains("lxc.idmap = u 1005 1005 1"), "{e}");
-    }
+    // A host uid neither the user's own nor subordinate.
+    let far = (1006..)
+        .find(|&id| id != uid && !s.uids.iter().any(|&(f, c)| id >= f && id - f < c))
+        .unwrap();
+    let line = format!("u 1005 {far} 1");
+    let e = IdMap::parse([line.as_str()]).unwrap().check_caller().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.to_string().contains(&format!("lxc.idmap = {line}")), "{e}");
     // One past the range.
     let line = format!("g 0 {g0} {}", gc + 1);
     let e = IdMap::parse([line.as_str()]).unwrap().check_caller().unwrap_err();
@@ -256,93 +262,541 @@ fn root_writes_maps_directly() {
     assert_eq!(sg.trim(), "allow");
 }
 
-/// End-to-end as the test user through the CLI: create, snapshot clone,
-/// snapshot, restore and an ephemeral run of an unprivileged container.
-/// Gated (STRATA_UNPRIV_E2E=1) until the engine and runtime handle id maps.
+// ------------------------------------------------------------ end to end
+
+/// What a user compares of an entry: owner, mode, id-carrying xattrs,
+/// content or link target, inode (hard links).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Info {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    ino: u64,
+    acl: Option<Vec<u8>>,
+    dacl: Option<Vec<u8>>,
+    caps: Option<Vec<u8>>,
+    data: Vec<u8>,
+}
+
+fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let cn = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// Every entry under `root` by relative path, never following a symlink.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Info> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let data = if md.file_type().is_symlink() {
+            std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()
+        } else if md.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            vec![]
+        };
+        let x = |n| (!md.file_type().is_symlink()).then(|| lgetxattr(&p, n)).flatten();
+        out.insert(
+            p.strip_prefix(root).unwrap().to_path_buf(),
+            Info {
+                uid: md.uid(),
+                gid: md.gid(),
+                mode: md.mode(),
+                ino: md.ino(),
+                acl: x("system.posix_acl_access"),
+                dacl: x("system.posix_acl_default"),
+                caps: x("security.capability"),
+                data,
+            },
+        );
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// `(tag, id)` of the named user (2) and group (8) entries of an ACL xattr.
+fn acl_ids(v: &[u8]) -> Vec<(u16, u32)> {
+    v[4..]
+        .chunks(8)
+        .map(|e| {
+            (
+                u16::from_le_bytes([e[0], e[1]]),
+                u32::from_le_bytes(e[4..8].try_into().unwrap()),
+            )
+        })
+        .filter(|(t, _)| *t == 2 || *t == 8)
+        .collect()
+}
+
+/// Check every entry of `got` against the fixture tree `src` (container
+/// ids, as root made it) under `map`: owner, mode, content, ACL entries,
+/// capability root, hard links.
+fn assert_mapped(what: &str, src: &BTreeMap<PathBuf, Info>, got: &BTreeMap<PathBuf, Info>, map: &IdMap) {
+    let names = |t: &BTreeMap<PathBuf, Info>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(got), names(src), "{what}: entries");
+    let root = map.root_uid().unwrap();
+    for (rel, s) in src {
+        let g = &got[rel];
+        let at = format!("{what}: /{}", rel.display());
+        assert_eq!(
+            (g.uid, g.gid),
+            (map.map_uid(s.uid).unwrap(), map.map_gid(s.gid).unwrap()),
+            "{at}: owner"
+        );
+        assert_eq!(g.mode, s.mode, "{at}: mode");
+        assert_eq!(g.data, s.data, "{at}: content");
+        for (a, b) in [(&s.acl, &g.acl), (&s.dacl, &g.dacl)] {
+            let want = a.as_deref().map(|v| {
+                acl_ids(v)
+                    .into_iter()
+                    .map(|(t, id)| (t, if t == 2 { map.map_uid(id) } else { map.map_gid(id) }.unwrap()))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(b.as_deref().map(acl_ids), want, "{at}: ACL");
+        }
+        // Set by host root (v2), the capability is the container root's now: v3 with its host uid.
+        let want_caps = s.caps.as_ref().map(|c| {
+            let mut v = c[..20].to_vec();
+            v[3] = 3;
+            v.extend_from_slice(&root.to_le_bytes());
+            v
+        });
+        assert_eq!(g.caps, want_caps, "{at}: file capability");
+    }
+    let ino = |t: &BTreeMap<PathBuf, Info>, p: &str| t[Path::new(p)].ino;
+    assert_eq!(ino(got, "etc/acl"), ino(got, "etc/acl-hardlink"), "{what}: hard link");
+}
+
+/// Root's fixture: a rootfs tree with every kind of owner, ACLs, a file
+/// capability, setuid/setgid, a fifo, symlinks and a hard link, and its
+/// tarball (numeric owners, xattrs, ACLs), readable by the test user.
+fn make_fixture(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let src = dir.join("src");
+    helpers::make_rootfs(&src);
+    let sh = |cmd: &str| {
+        let st = Command::new("sh")
+            .arg("-ec")
+            .arg(cmd)
+            .current_dir(&src)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    };
+    sh("ln -s busybox bin/stat
+        echo old > etc/hostname
+        cp /bin/true bin/ping && chmod 4755 bin/ping && setcap cap_net_raw+ep bin/ping
+        cp /bin/true bin/sgid && chown 0:42 bin/sgid && chmod 2755 bin/sgid
+        chmod 1777 tmp
+        mkdir -p home/alice home/hole var/www acl-dir
+        echo alice > home/alice/f && chown -R 1000:100 home/alice
+        echo hole > home/hole/f && chown -R 1005:1005 home/hole
+        echo hi > var/www/index && chown -R 33:33 var/www
+        echo x > etc/acl && setfacl -m u:1000:rwx,g:50:r etc/acl
+        ln etc/acl etc/acl-hardlink
+        setfacl -d -m u:33:rx,g:1005:rwx acl-dir && setfacl -m u:1005:rx acl-dir
+        ln -s /etc/passwd etc/to-host && ln -s ../bin etc/rel && chown -h 1005:1005 etc/rel
+        mkfifo dev/fifo");
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-cpf"])
+        .arg(dir.join("rootfs.tar"))
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The user's scratch dir in its home: on drop, whatever a failed run left
+/// running is killed and the dir removed (as root).
+struct UserArea(PathBuf);
+
+impl Drop for UserArea {
+    fn drop(&mut self) {
+        for f in walk_files(&self.0.join("run/state")) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&f).unwrap_or_default()) {
+                for k in ["init_pid", "monitor_pid"] {
+                    if let Some(pid) = v[k].as_i64().filter(|p| *p > 0) {
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn walk_files(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Top-level entries of the shared temp dirs owned by the user's subordinate ids.
+fn mapped_owned_in_tmp(s: &SubIds) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let sub = |ranges: &[(u32, u32)], id: u32| ranges.iter().any(|&(f, c)| id >= f && id - f < c);
+    let mut v: Vec<PathBuf> = ["/tmp", "/var/tmp"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten().map(|e| e.path()))
+        .filter(|p| {
+            p.symlink_metadata()
+                .is_ok_and(|m| sub(&s.uids, m.uid()) || sub(&s.gids, m.gid()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn mounts_under(p: &Path) -> Vec<String> {
+    let root = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&root))
+        .collect()
+}
+
+/// End to end as the test user, through the CLI: create from a tarball
+/// with a custom map (container uid 1005 is host uid 1005), conversion to
+/// another map and back, snapshot clone, snapshots, restores, ephemeral
+/// runs (id inside says root, ps on the host shows the mapped uid, the
+/// clone is gone afterwards, also after a killed run), destroy; every
+/// entry's owner, ACLs and capability checked; nothing outside the user's
+/// paths changed.
 #[test]
 fn e2e_flows_as_test_user() {
     if std::env::var_os(CHILD).is_some() {
         e2e_body();
         return;
     }
-    if std::env::var_os("STRATA_UNPRIV_E2E").is_none() {
-        eprintln!("skipped: set STRATA_UNPRIV_E2E=1 (needs id-map support in create/clone/start)");
+    if !is_root() {
+        eprintln!("skipped: run as root (the test switches to user {USER})");
         return;
     }
-    if !is_root() || test_user().is_none() {
-        eprintln!("skipped: needs root and user {USER}");
+    let Some(u) = test_user() else {
+        eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+        return;
+    };
+    if strata_core::idmap::find_in_path("newuidmap").is_none() {
+        eprintln!("skipped: no newuidmap (install uidmap)");
         return;
     }
-    let out = as_user("e2e_flows_as_test_user", &[]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let fx = tempfile::Builder::new()
+        .prefix("strata-e2e-fixture-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    make_fixture(fx.path());
+    let area = UserArea(
+        tempfile::Builder::new()
+            .prefix("strata-e2e-")
+            .tempdir_in(&u.dir)
+            .unwrap()
+            .keep(),
+    );
+    std::os::unix::fs::chown(&area.0, Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+    let subids = SubIds::load(
+        USER,
+        u.uid.as_raw(),
+        u.gid.as_raw(),
+        Path::new("/etc/subuid"),
+        Path::new("/etc/subgid"),
+    )
+    .unwrap();
+    let fixture_before = tree(fx.path());
+    let tmp_before = mapped_owned_in_tmp(&subids);
+    let dir = area.0.display().to_string();
+    let out = as_user(
+        "e2e_flows_as_test_user",
+        &[
+            ("STRATA_E2E_DIR", dir.as_str()),
+            ("STRATA_E2E_FIXTURE", fx.path().to_str().unwrap()),
+            ("STRATA_RUN_DIR", &format!("{dir}/run")),
+        ],
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "as {USER}:\n{so}\n{se}");
+    assert!(so.contains("1 passed"), "as {USER}:\n{so}\n{se}");
+    // Nothing outside the user's paths changed: root's fixture, the shared
+    // temp dirs; nothing left mounted, running or recorded.
+    assert_eq!(tree(fx.path()), fixture_before, "the fixture changed");
+    assert_eq!(
+        mapped_owned_in_tmp(&subids),
+        tmp_before,
+        "files of mapped ids left in /tmp or /var/tmp"
+    );
+    assert_eq!(mounts_under(&area.0), Vec::<String>::new());
+    assert_eq!(
+        walk_files(&area.0.join("run/state")),
+        Vec::<PathBuf>::new(),
+        "run records left"
+    );
+    assert_eq!(
+        std::fs::read_dir(area.0.join("lxc")).unwrap().count(),
+        0,
+        "lxcpath not empty"
     );
 }
 
-fn strata(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(args).output().unwrap();
+/// Run as the test user: expect success, return stdout.
+fn ok(bin: &Path, tool: &str, args: &[&str]) -> String {
+    let o = tool_output(bin, tool, args);
     assert!(
-        out.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        o.status.success(),
+        "{tool} {args:?}: {:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
-    out
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn owner(p: &Path) -> (u32, u32) {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(p).unwrap();
-    (m.uid(), m.gid())
+fn tool_output(bin: &Path, tool: &str, args: &[&str]) -> Output {
+    Command::new(bin.join(tool))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Stdout of a run that may fail (a container not there yet).
+fn try_ok(bin: &Path, tool: &str, args: &[&str]) -> Option<String> {
+    let o = tool_output(bin, tool, args);
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn e2e_body() {
-    let home = PathBuf::from(std::env::var("HOME").unwrap());
+    use std::os::unix::fs::MetadataExt;
+    let dir = PathBuf::from(std::env::var("STRATA_E2E_DIR").unwrap());
+    let fixture = PathBuf::from(std::env::var("STRATA_E2E_FIXTURE").unwrap());
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for t in helpers::TOOLS.iter().chain(&["strata", "lxc-snapshot"]) {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
+    }
+    let lxcpath = dir.join("lxc");
+    std::fs::create_dir(&lxcpath).unwrap();
+    let lp = lxcpath.to_str().unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        let mut a = vec!["-P", lp];
+        a.extend_from_slice(args);
+        ok(&bin, tool, &a)
+    };
     let s = SubIds::for_caller().unwrap();
+    let (uid, gid) = own_ids();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-e2e-")
-        .tempdir_in(&home)
-        .unwrap();
-    let lxcpath = tmp.path().join("lxc");
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(src.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", src.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", src.join("bin/sh")).unwrap();
-    let conf = tmp.path().join("c.conf");
+    assert!(
+        s.uids[0].1 >= 65536 && s.gids[0].1 >= 65536,
+        "the test user needs 65536 subordinate ids"
+    );
+    // Container uid 1005 is host uid 1005 where the user may map it (scripts/setup-test-user), else its own.
+    let allowed = |v: &[(u32, u32)], id: u32| v.iter().any(|&(f, c)| id >= f && id - f < c);
+    let hole_u = if allowed(&s.uids, 1005) { 1005 } else { uid };
+    let hole_g = if allowed(&s.gids, 1005) { 1005 } else { gid };
+    let hole: Vec<String> = vec![
+        format!("u 0 {u0} 1005"),
+        format!("u 1005 {hole_u} 1"),
+        format!("u 1006 {} 31762", u0 + 1006),
+        format!("g 0 {g0} 1005"),
+        format!("g 1005 {hole_g} 1"),
+        format!("g 1006 {} 31762", g0 + 1006),
+    ];
+    let other: Vec<String> = vec![format!("u 0 {} 32768", u0 + 32768), format!("g 0 {} 32768", g0 + 32768)];
+    let hmap = IdMap::parse(hole.iter().map(String::as_str)).unwrap();
+    let omap = IdMap::parse(other.iter().map(String::as_str)).unwrap();
+    let conf = dir.join("h.conf");
     std::fs::write(
         &conf,
-        format!("lxc.idmap = u 0 {u0} 65536\nlxc.idmap = g 0 {g0} 65536\n"),
+        hole.iter().map(|l| format!("lxc.idmap = {l}\n")).collect::<String>(),
     )
     .unwrap();
-    let lp = lxcpath.to_str().unwrap();
-    strata(&[
-        "create",
-        "-n",
-        "u1",
-        "-P",
-        lp,
-        "-f",
-        conf.to_str().unwrap(),
-        "-B",
-        "dir",
-        "--rootfs-from",
-        src.to_str().unwrap(),
-    ]);
-    let rootfs = lxcpath.join("u1/rootfs");
-    assert_eq!(
-        owner(&rootfs.join("bin/busybox")),
-        (u0, g0),
-        "files owned by the mapped root"
+    let src = tree(&fixture.join("src"));
+
+    // Create from root's tarball: stored owned by the mapped ids.
+    run(
+        "lxc-create",
+        &[
+            "-n",
+            "h1",
+            "-f",
+            conf.to_str().unwrap(),
+            "--rootfs-from",
+            fixture.join("rootfs.tar").to_str().unwrap(),
+        ],
     );
-    strata(&["clone", "-n", "u1", "-N", "u2", "-s", "-B", "overlay", "-P", lp]);
-    strata(&["snapshot", "-n", "u1", "-P", lp]);
-    strata(&["restore", "-n", "u1", "snap0", "-N", "u3", "-P", lp]);
-    assert_eq!(owner(&lxcpath.join("u3/rootfs/bin/busybox")), (u0, g0));
-    let out = strata(&["execute", "-n", "u1", "-P", lp, "--", "/bin/busybox", "id", "-u"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "root inside");
+    let rootfs = lxcpath.join("h1/rootfs");
+    let created = tree(&rootfs);
+    assert_mapped("created", &src, &created, &hmap);
+    assert_eq!(
+        (
+            created[Path::new("home/hole/f")].uid,
+            created[Path::new("home/hole/f")].gid
+        ),
+        (hole_u, hole_g)
+    );
+
+    // Conversion to another map in the user's ranges and back: every entry each time.
+    let mut args = vec!["convert", "-P", lp, "-n", "h1", "--to-unprivileged"];
+    args.extend(other.iter().flat_map(|l| ["--map", l.as_str()]));
+    ok(&bin, "strata", &args);
+    assert_mapped("converted", &src, &tree(&rootfs), &omap);
+    let cfg = std::fs::read_to_string(lxcpath.join("h1/config")).unwrap();
+    assert!(cfg.contains(&format!("lxc.idmap = {}", other[0])), "{cfg}");
+    let mut args = vec!["convert", "-P", lp, "-n", "h1", "--to-unprivileged"];
+    args.extend(hole.iter().flat_map(|l| ["--map", l.as_str()]));
+    ok(&bin, "strata", &args);
+    assert_eq!(tree(&rootfs), created, "converted back");
+
+    // Snapshot clone, snapshot, restore to a new container: the same owners.
+    run("lxc-copy", &["-n", "h1", "-N", "s1", "-s", "-B", "overlay"]);
+    let upper = lxcpath.join("s1/overlay/delta");
+    let hn = upper.join("etc/hostname");
+    assert_eq!(std::fs::read_to_string(&hn).unwrap(), "s1\n");
+    assert_eq!((hn.metadata().unwrap().uid(), hn.metadata().unwrap().gid()), (u0, g0));
+    run("lxc-snapshot", &["-n", "h1"]);
+    run("lxc-snapshot", &["-n", "h1", "-r", "snap0", "-N", "r1"]);
+    let mut restored = tree(&lxcpath.join("r1/rootfs"));
+    assert_eq!(restored.remove(Path::new("etc/hostname")).unwrap().data, b"r1\n");
+    let mut want = created.clone();
+    want.remove(Path::new("etc/hostname"));
+    for (rel, i) in want.iter_mut() {
+        // Another copy: other inodes, the same everything else.
+        i.ino = restored.get(rel).map_or(0, |r| r.ino);
+    }
+    assert_eq!(restored, want, "restored copy");
+    // The fixture as a container named `n` has it: its own hostname.
+    let named = |n: &str| {
+        let mut t = src.clone();
+        t.get_mut(Path::new("etc/hostname")).unwrap().data = format!("{n}\n").into_bytes();
+        t
+    };
+    assert_mapped("restored", &named("r1"), &tree(&lxcpath.join("r1/rootfs")), &hmap);
+
+    // A change made inside, then a restore in place: gone, owners as they were.
+    run("lxc-snapshot", &["-n", "r1"]);
+    run("lxc-execute", &["-n", "r1", "--", "/bin/touch", "/etc/changed"]);
+    let changed = lxcpath.join("r1/rootfs/etc/changed");
+    assert_eq!(
+        changed.symlink_metadata().unwrap().uid(),
+        u0,
+        "made by the container's root"
+    );
+    run("lxc-snapshot", &["-n", "r1", "-r", "snap0"]);
+    assert!(changed.symlink_metadata().is_err());
+    assert_mapped(
+        "restored in place",
+        &named("r1"),
+        &tree(&lxcpath.join("r1/rootfs")),
+        &hmap,
+    );
+    // A snapshot of the overlay clone copies its upper as the container's root.
+    run("lxc-snapshot", &["-n", "s1"]);
+    let snap_hn = lxcpath.join("s1/snaps/snap0/overlay/delta/etc/hostname");
+    assert_eq!(snap_hn.symlink_metadata().unwrap().uid(), u0);
+
+    // Ephemeral runs: root inside, ids of the hole as the container sees them, the clone gone after.
+    let out = run(
+        "lxc-copy",
+        &[
+            "-n",
+            "h1",
+            "-N",
+            "e1",
+            "-e",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; id -g; hostname; stat -c '%u %g' /home/hole/f; touch /etc/e1-was-here",
+        ],
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "0", "e1", "1005 1005"]);
+    assert!(!lxcpath.join("e1").exists(), "the ephemeral clone is left");
+    let out = run("lxc-start-ephemeral", &["-o", "s1", "-n", "e2", "--", "/bin/hostname"]);
+    assert_eq!(out.trim(), "e2");
+    assert!(!lxcpath.join("e2").exists(), "the ephemeral clone is left");
+
+    // A daemon run: ps on the host shows init as the mapped root.
+    run("lxc-copy", &["-n", "h1", "-N", "e3", "-e"]);
+    let mut pid = String::new();
+    wait_until("e3 runs as the mapped root", || {
+        pid = try_ok(&bin, "lxc-info", &["-P", lp, "-n", "e3", "-p", "-H"])
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        !pid.is_empty()
+            && Command::new("ps")
+                .args(["-o", "uid=,gid=", "-p", &pid])
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        == [u0.to_string(), g0.to_string()]
+                })
+    });
+    run("lxc-stop", &["-n", "e3", "-k"]);
+    wait_until("e3 destroyed", || !lxcpath.join("e3").exists());
+
+    // A run whose monitor is killed: the next command removes what it left.
+    let mut c = Command::new(bin.join("lxc-copy"))
+        .args(["-P", lp, "-n", "s1", "-N", "e4", "-e", "--", "/bin/sleep", "1000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("e4 runs", || {
+        let p = try_ok(&bin, "lxc-info", &["-P", lp, "-n", "e4", "-p", "-H"]).unwrap_or_default();
+        !p.trim().is_empty() && lxcpath.join("e4/overlay/work/work").exists()
+    });
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let ls = run("lxc-ls", &[]);
+    assert!(!ls.contains("e4"), "{ls}");
+    assert!(!lxcpath.join("e4").exists(), "the killed run's clone is left");
+
+    // The user destroys all it made.
+    for n in ["s1", "r1", "h1"] {
+        run("lxc-destroy", &["-n", n, "-s"]);
+    }
+    assert_eq!(std::fs::read_dir(&lxcpath).unwrap().count(), 0);
 }
 
 user_test!(files_made_in_a_user_namespace_are_owned_by_mapped_ids, &[], {

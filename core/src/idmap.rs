@@ -548,6 +548,20 @@ where
     serde_json::from_slice(&bytes).map_err(|e| err!(Io, "run as container root", "{e}"))
 }
 
+/// Run `f` for a non-root caller in a user namespace that maps its own and
+/// subordinate ids to themselves: it may then override permissions on files
+/// owned by those ids (its containers' files) and on no others.
+pub fn as_own_ids<T>(f: impl FnOnce() -> Result<T>) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let bytes = run_in_ns(&caller_identity_map()?, false, || {
+        let v = f()?;
+        serde_json::to_vec(&v).map_err(|e| err!(Io, "run with own ids", "{e}"))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| err!(Io, "run with own ids", "{e}"))
+}
+
 /// Run `f` in a child process that is root in a new user namespace with
 /// `map` (maps written by the parent, with newuidmap/newgidmap for a non-root
 /// caller). Files the child creates or chowns to container id N are owned

@@ -333,6 +333,23 @@ fn caller_as_root(map: &IdMap) -> crate::copy::IdShift {
     }
 }
 
+/// Move a container dir's entry (a rootfs) to another dir. The kernel wants
+/// write access to a moved directory (its `..`): a user's unprivileged rootfs
+/// belongs to the container's root, so the user moves it with its own ids mapped.
+fn move_entry(from: &Path, to: &Path) -> Result<()> {
+    match rename_noreplace(from, to) {
+        Err(e)
+            if e.kind() == crate::ErrorKind::PermissionDenied
+                && !crate::paths::is_root()
+                && !crate::idmap::in_ns_child() =>
+        {
+            // An error from inside names what failed; one from setting up says less than the first.
+            crate::idmap::as_own_ids(|| rename_noreplace(from, to)).map_err(|r| if r.path.is_some() { r } else { e })
+        }
+        r => r,
+    }
+}
+
 /// Loop, LVM and zfs need root: a user asking for them gets a clear error.
 fn check_backend_allowed(b: &dyn Backend) -> Result<()> {
     if b.caps().needs_root && !crate::paths::is_root() {
@@ -1043,14 +1060,14 @@ impl Engine {
             // An entry also in new_entries whose staging copy is gone is already the new one.
             let still_old = !j.new_entries.contains(e) || exists_any(&staging.join(e));
             if exists_any(&from) && !exists_any(&to) && still_old {
-                std::fs::rename(&from, &to).ctx(OP, &from)?;
+                move_entry(&from, &to).map_err(|e| e.ctx_op(OP))?;
             }
         }
         failpoint("restore-after-swap-out");
         for e in &j.new_entries {
             let from = staging.join(e);
             if exists_any(&from) {
-                rename_noreplace(&from, &j.dir.join(e))?;
+                move_entry(&from, &j.dir.join(e))?;
             }
         }
         let rdep = staging.join("lxc_rdepends");
