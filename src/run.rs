@@ -308,7 +308,7 @@ fn run_ephemeral(common: &Common, base: &str, opts: EphemeralOpts, tool: &str, a
     if let Some(n) = &opts.name {
         cli::check_free(&lxcpath, n)?;
     }
-    cli::reconcile(&engine, &lxcpath);
+    cli::reconcile_staging(&engine, &lxcpath); // setup reaped already
     let name = strata_runtime::ephemeral_name(&base, &opts);
     let code = strata_runtime::ephemeral(&engine, &base, &name, &opts)?;
     if announce && opts.start.daemon && !common.quiet {

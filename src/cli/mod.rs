@@ -263,6 +263,13 @@ pub fn engine() -> Engine {
 /// Clean up what a crash left behind, before doing anything else. Never on an
 /// lxcpath that does not exist (that would create it).
 pub fn reconcile(engine: &Engine, lxcpath: &Path) {
+    reconcile_staging(engine, lxcpath);
+    // Ephemeral containers whose run was killed are never listed or counted.
+    crate::run::reap(engine, lxcpath);
+}
+
+/// [`reconcile`] without the reaping of killed runs (for callers that reaped already).
+pub fn reconcile_staging(engine: &Engine, lxcpath: &Path) {
     if !lxcpath.is_dir() {
         return;
     }
@@ -274,8 +281,6 @@ pub fn reconcile(engine: &Engine, lxcpath: &Path) {
         }
         Err(e) => tracing::warn!("reconcile {}: {e}", lxcpath.display()),
     }
-    // Ephemeral containers whose run was killed are never listed or counted.
-    crate::run::reap(engine, lxcpath);
 }
 
 /// Whether a progress bar makes sense.

@@ -170,8 +170,10 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
         drop(cfd);
         nix::unistd::unlinkat(Some(fd.as_raw_fd()), n.as_slice(), UnlinkatFlags::RemoveDir).ctx(OP, &child)
     };
-    if crate::idmap::in_ns_child() {
-        // A forked child has none of the global pool's worker threads.
+    // A forked child has none of the global pool's worker threads; and a
+    // few subdirectories are not worth starting the pool for (an overlay's
+    // delta and work, a small upper dir).
+    if crate::idmap::in_ns_child() || subdirs.len() < 4 {
         return subdirs.iter().try_for_each(one);
     }
     // Unlinks within one directory serialize on its lock: parallel across directories.
