@@ -559,7 +559,11 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
 /// fsync after the rename.
 pub fn settle(f: &std::fs::File, tmp: &Path, path: &Path) -> Result<bool> {
     use crate::durable::{self, Flush};
-    match durable::mode(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))) {
+    match durable::mode(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    ) {
         Flush::Volatile => Ok(false),
         Flush::Ordered => {
             durable::start_writeback(f);
