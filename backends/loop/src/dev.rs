@@ -67,6 +67,7 @@ fn info(flags: u32, image: &Path) -> LoopInfo64 {
 
 /// A loop device bound to an image. Detached on drop unless [`Attached::keep`]
 /// was called (then autoclear detaches it when its last user, the mount, goes).
+#[derive(Debug)]
 pub struct Attached {
     pub path: PathBuf,
     dev: Option<File>,
@@ -81,6 +82,18 @@ impl Attached {
 
     /// Detach now.
     pub fn detach(self) {}
+
+    /// Drop the device's own cached blocks, read (by a udev probe, say)
+    /// while its backing file was still being written.
+    pub fn drop_cached_blocks(&self) -> Result<()> {
+        const BLKFLSBUF: libc::c_ulong = 0x1261;
+        match &self.dev {
+            Some(d) => ioctl_val(d, BLKFLSBUF, 0)
+                .map(drop)
+                .map_err(|e| Error::errno("flush loop device buffers", &self.path, e)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for Attached {
@@ -102,6 +115,17 @@ pub fn attach(image: &Path, readonly: bool, block_size: u32) -> Result<Attached>
 
 /// [`attach`], with `legacy` forcing the pre-5.8 ioctls (for tests).
 pub fn attach_with(image: &Path, readonly: bool, block_size: u32, legacy: bool) -> Result<Attached> {
+    attach_opts(image, readonly, block_size, legacy, true)
+}
+
+/// [`attach`] through the page cache (no direct I/O): for a short internal
+/// use of an image that was just written, whose dirty pages direct I/O
+/// would first have to write out.
+pub fn attach_buffered(image: &Path, readonly: bool, block_size: u32) -> Result<Attached> {
+    attach_opts(image, readonly, block_size, false, false)
+}
+
+fn attach_opts(image: &Path, readonly: bool, block_size: u32, legacy: bool, direct_io: bool) -> Result<Attached> {
     const OP: &str = "attach loop device";
     let backing = std::fs::OpenOptions::new()
         .read(true)
@@ -146,7 +170,7 @@ pub fn attach_with(image: &Path, readonly: bool, block_size: u32, legacy: bool) 
             }
             Err(e) => return Err(Error::io(OP, &path, e)),
         };
-        match configure(&dev, &backing, image, readonly, block_size, legacy) {
+        match configure(&dev, &backing, image, readonly, block_size, legacy, direct_io) {
             Ok(()) => {
                 tracing::debug!(dev = %path.display(), image = %image.display(), "attached");
                 return Ok(Attached {
@@ -175,9 +199,13 @@ fn configure(
     readonly: bool,
     block_size: u32,
     legacy: bool,
+    direct_io: bool,
 ) -> nix::Result<()> {
     let ro = if readonly { LO_FLAGS_READ_ONLY } else { 0 };
     let mut tries = vec![(LO_FLAGS_DIRECT_IO, block_size), (0, block_size)];
+    if !direct_io {
+        tries.remove(0);
+    }
     if legacy {
         tries.clear();
     } else if block_size != 512 {
@@ -207,7 +235,9 @@ fn configure(
     if ioctl_val(dev, LOOP_SET_BLOCK_SIZE, block_size as libc::c_ulong).is_err() {
         let _ = ioctl_val(dev, LOOP_SET_BLOCK_SIZE, 512);
     }
-    let _ = ioctl_val(dev, LOOP_SET_DIRECT_IO, 1);
+    if direct_io {
+        let _ = ioctl_val(dev, LOOP_SET_DIRECT_IO, 1);
+    }
     Ok(())
 }
 

@@ -7,12 +7,14 @@ pub mod dev;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use strata_core::engine::fsutil;
 use strata_core::{
     err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
 };
@@ -22,10 +24,33 @@ pub const DEFAULT_SIZE: u64 = 1 << 30;
 pub const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
 
 #[derive(Debug, Default)]
-pub struct LoopBackend;
+pub struct LoopBackend {
+    /// An image copied by [`FastCopy::fast_copy`] with a buffered device
+    /// attached before its data went in, for the edit or mount that follows
+    /// (attaching once the copy's pages are dirty would write them all out
+    /// first: the kernel flushes the backing file on LOOP_CONFIGURE). Any
+    /// other call detaches it, as does the end of the process (autoclear).
+    prepared: Mutex<HashMap<PathBuf, dev::Attached>>,
+}
 
 pub fn backend() -> Arc<dyn Backend> {
-    Arc::new(LoopBackend)
+    Arc::new(LoopBackend::default())
+}
+
+impl LoopBackend {
+    /// The device prepared for `image`, if any; others are detached.
+    fn take_prepared(&self, image: &Path) -> Option<dev::Attached> {
+        let mut p = self.prepared.lock().ok()?;
+        let mine = p.remove(image);
+        p.clear();
+        mine
+    }
+
+    fn release_prepared(&self) {
+        if let Ok(mut p) = self.prepared.lock() {
+            p.clear();
+        }
+    }
 }
 
 /// The smallest image mkfs accepts for `fstype`.
@@ -231,6 +256,12 @@ fn reflink_refusal(dir: &Path, e: Errno) -> Error {
 /// Copy `src` to the new file `dst` keeping holes: a reflink where the host
 /// can, else `copy_file_range` over the data extents only.
 pub fn copy_image(src: &Path, dst: &Path) -> Result<()> {
+    copy_image_with(src, dst, || Ok(())).map(drop)
+}
+
+/// [`copy_image`], calling `before_data` once `dst` has its full (sparse)
+/// length and no data yet, unless it was reflinked. Returns whether it was.
+fn copy_image_with(src: &Path, dst: &Path, before_data: impl FnOnce() -> Result<()>) -> Result<bool> {
     const OP: &str = "copy loop image";
     let s = File::open(src).ctx(OP, src)?;
     let len = s.metadata().ctx(OP, src)?.len();
@@ -241,9 +272,10 @@ pub fn copy_image(src: &Path, dst: &Path) -> Result<()> {
         .open(dst)
         .ctx(OP, dst)?;
     if unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0 {
-        return Ok(());
+        return Ok(true);
     }
     d.set_len(len).ctx(OP, dst)?;
+    before_data()?;
     let mut off: i64 = 0;
     while (off as u64) < len {
         let data = unsafe { libc::lseek(s.as_raw_fd(), off, libc::SEEK_DATA) };
@@ -274,7 +306,7 @@ pub fn copy_image(src: &Path, dst: &Path) -> Result<()> {
         }
         off = end;
     }
-    Ok(())
+    Ok(false)
 }
 
 fn copy_range_rw(s: &File, d: &File, mut from: u64, to: u64) -> std::io::Result<()> {
@@ -341,6 +373,7 @@ impl Backend for LoopBackend {
 
     fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
         const OP: &str = "plan loop rootfs";
+        self.release_prepared();
         if !strata_core::paths::is_root() {
             return Err(err!(PermissionDenied, OP, "only root can use loop devices (-B loop)"));
         }
@@ -389,6 +422,7 @@ impl Backend for LoopBackend {
 
     fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
         const OP: &str = "create loop rootfs";
+        self.release_prepared();
         let path = t.building(spec).path();
         let fstype = fstype_of(t)?;
         let size = size_of(t)?;
@@ -422,6 +456,7 @@ impl Backend for LoopBackend {
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
         let path = spec.path();
         let _span = tracing::debug_span!("loop destroy", path = %path.display()).entered();
+        drop(self.take_prepared(&path));
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("destroy loop rootfs", &path, e)),
             _ => Ok(()),
@@ -442,7 +477,10 @@ impl Backend for LoopBackend {
             }
             return Err(err!(InvalidArgument, OP, "no ext4, xfs or btrfs filesystem in the image").at(&image));
         };
-        let dev = dev::attach(&image, readonly, block)?;
+        let dev = match self.take_prepared(&image) {
+            Some(d) => d,
+            None => dev::attach(&image, readonly, block)?,
+        };
         let mut flags = MsFlags::empty();
         if readonly {
             flags |= MsFlags::MS_RDONLY;
@@ -454,6 +492,7 @@ impl Backend for LoopBackend {
     }
 
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        self.release_prepared();
         let dev = mount_source(target);
         match umount2(target, MntFlags::empty()) {
             Err(Errno::EBUSY) => {
@@ -467,6 +506,40 @@ impl Backend for LoopBackend {
             dev::detach_if_bound(&d, &spec.path());
         }
         Ok(())
+    }
+
+    // Only for an image just copied with its device ready (see `prepared`).
+    // Mounted without barriers: a flush would wait for the whole copy to
+    // reach the disk. Like the files of any copied rootfs, the image's data
+    // is left to the kernel's writeback; the container's metadata is what
+    // the engine syncs before the rename.
+    fn write_if_regular_unmounted(&self, spec: &RootfsSpec, rel: &str, data: &[u8]) -> Result<Option<bool>> {
+        const OP: &str = "edit loop rootfs";
+        let image = spec.path();
+        let Some(dev) = self.take_prepared(&image) else {
+            return Ok(None);
+        };
+        let _span = tracing::debug_span!("loop edit", image = %image.display(), rel).entered();
+        let mnt = strata_core::paths::TempDir::new("mnt")?;
+        mount(
+            Some(&dev.path),
+            mnt.path(),
+            Some("ext4"),
+            MsFlags::empty(),
+            Some("nobarrier"),
+        )
+        .ctx(OP, &image)?;
+        let wrote = fsutil::write_in_rootfs_if_regular(mnt.path(), rel, data);
+        match umount2(mnt.path(), MntFlags::empty()) {
+            Ok(()) => drop(dev),
+            Err(e) => {
+                let _ = umount2(mnt.path(), MntFlags::MNT_DETACH);
+                // Still in use: autoclear detaches it when the last user goes.
+                dev.keep();
+                return Err(Error::errno(OP, &image, e));
+            }
+        }
+        wrote.map(Some)
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
@@ -506,6 +579,7 @@ impl Snapshotter for LoopBackend {
     }
 
     fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
+        self.release_prepared();
         let dst = t.building(spec).path();
         let _span = tracing::info_span!("loop reflink snapshot", src = %src, dst = %dst.display()).entered();
         let s = File::open(src.path()).ctx("loop snapshot", src.path())?;
@@ -530,11 +604,12 @@ impl Snapshotter for LoopBackend {
 
 impl FastCopy for LoopBackend {
     fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool> {
+        self.release_prepared();
         if src.kind() != "loop" {
             return Ok(false);
         }
         let img = src.path();
-        let Some((fstype, _)) = detect_fs(&img) else {
+        let Some((fstype, block)) = detect_fs(&img) else {
             return Ok(false);
         };
         let len = std::fs::metadata(&img).ctx("copy loop image", &img)?.len();
@@ -543,12 +618,27 @@ impl FastCopy for LoopBackend {
         }
         let dst = t.building(spec).path();
         let _span = tracing::info_span!("loop image copy", src = %img.display(), dst = %dst.display()).entered();
-        let res = copy_image(&img, &dst).and_then(|_| new_uuid(&dst));
+        // ext4 needs no new UUID, so nothing else touches the file: a device
+        // can be attached while it is still empty (see `prepared`).
+        let mut pre = None;
+        let res = copy_image_with(&img, &dst, || {
+            if fstype == "ext4" {
+                pre = Some(dev::attach_buffered(&dst, false, block)?);
+            }
+            Ok(())
+        })
+        .and_then(|_| new_uuid(&dst))
+        .and_then(|_| pre.as_ref().map_or(Ok(()), |d| d.drop_cached_blocks()));
         if res
             .as_ref()
             .is_err_and(|e| e.kind() != strata_core::ErrorKind::AlreadyExists)
         {
+            drop(pre);
             let _ = std::fs::remove_file(&dst);
+            return res.map(|_| true);
+        }
+        if let (Some(d), Ok(mut p)) = (pre, self.prepared.lock()) {
+            p.insert(dst, d);
         }
         res.map(|_| true)
     }

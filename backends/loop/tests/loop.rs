@@ -405,3 +405,67 @@ fn concurrent_attaches_each_get_their_own_device() {
     drop(devs);
     no_leak(&lxc);
 }
+
+#[test]
+fn a_copy_takes_its_edit_through_the_device_it_was_made_with() {
+    // ext4 host, ext4 image: the copy_file_range path, with a device ready.
+    let host = HostFs::new("ext4");
+    let lxc = host.mnt.join("lxc");
+    let spec = make(&lxc, "src", None, Some(64 << 20));
+    with_mounted(&spec, false, |p| {
+        std::fs::create_dir(p.join("etc")).unwrap();
+        std::fs::write(p.join("etc/hostname"), "src\n").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", p.join("etc/mailname")).unwrap();
+        std::fs::write(p.join("data"), vec![7u8; 5 << 20]).unwrap();
+    });
+    let be = b();
+    let copy = |name: &str| {
+        let tt = T::new(&lxc, name, None, None);
+        let s = be.plan(&tt.t(), None).unwrap();
+        std::fs::create_dir_all(&tt.dir).unwrap();
+        assert!(be.fast_copier().unwrap().fast_copy(&spec, &s, &tt.t()).unwrap());
+        s
+    };
+    let spec2 = copy("c2");
+    assert_eq!(
+        be.write_if_regular_unmounted(&spec2, "etc/hostname", b"c2\n").unwrap(),
+        Some(true)
+    );
+    no_leak(&lxc);
+    // A symlink in the rootfs is not written through.
+    let host_hostname = std::fs::read("/etc/hostname").ok();
+    let spec3 = copy("c3");
+    assert_eq!(
+        be.write_if_regular_unmounted(&spec3, "etc/mailname", b"evil\n")
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(std::fs::read("/etc/hostname").ok(), host_hostname);
+    no_leak(&lxc);
+    // Nothing prepared any more: the engine is told to mount instead.
+    assert_eq!(
+        be.write_if_regular_unmounted(&spec2, "etc/hostname", b"x\n").unwrap(),
+        None
+    );
+    for s in [&spec2, &spec3] {
+        let out = Command::new("e2fsck").args(["-fn"]).arg(s.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert_eq!(
+        with_mounted(&spec2, true, |p| std::fs::read_to_string(p.join("etc/hostname"))
+            .unwrap()),
+        "c2\n"
+    );
+    with_mounted(&spec2, true, |p| {
+        assert_eq!(std::fs::read(p.join("data")).unwrap(), vec![7u8; 5 << 20])
+    });
+    assert_eq!(
+        with_mounted(&spec, true, |p| std::fs::read_to_string(p.join("etc/hostname"))
+            .unwrap()),
+        "src\n"
+    );
+    // A copy nobody edits (lxc-snapshot keeps the name) keeps no device once the backend goes.
+    copy("c4");
+    drop(be);
+    no_leak(&lxc);
+}
