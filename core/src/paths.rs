@@ -117,7 +117,25 @@ pub fn check_own_lxcpath(lxcpath: &Path) -> Result<()> {
             name(m.uid()),
             name(me)
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // To be made: where it would go must be the user's to write in.
+            let Some(anc) = lxcpath.ancestors().skip(1).find(|a| a.symlink_metadata().is_ok()) else {
+                return Ok(());
+            };
+            let flags = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+            match (nix::unistd::access(anc, flags), std::fs::metadata(anc)) {
+                (Err(_), Ok(m)) if m.uid() != me => Err(crate::err!(
+                    PermissionDenied,
+                    OP,
+                    "{} cannot be made: {} belongs to {}, not to {}: a user can only use its own containers",
+                    lxcpath.display(),
+                    anc.display(),
+                    name(m.uid()),
+                    name(me)
+                )),
+                _ => Ok(()),
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(crate::err!(
             PermissionDenied,
             OP,
