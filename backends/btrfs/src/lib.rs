@@ -153,19 +153,24 @@ fn walk(top: &Path, rel: &Path, dev: u64, mounts: &HashSet<PathBuf>, out: &mut V
 pub fn snapshot_tree(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
     const OP: &str = "btrfs snapshot";
     let nested = nested_subvolumes(src)?;
-    let one = |s: &Path, d: &Path| -> Result<()> {
+    let one = |s: &Path, d: &Path, ro: bool| -> Result<()> {
         let (parent, name) = split(d)?;
         let sf = open_dir(s)?;
         let pf = open_dir(parent)?;
-        ioctl::snapshot(sf.as_fd(), pf.as_fd(), name, false).ctx(OP, d)
+        ioctl::snapshot(sf.as_fd(), pf.as_fd(), name, ro).ctx(OP, d)
     };
-    one(src, dst)?;
+    // Without nested subvolumes a read-only snapshot is made so at once:
+    // setting the flag afterwards costs another transaction commit.
+    if nested.is_empty() {
+        return one(src, dst, readonly);
+    }
+    one(src, dst, false)?;
     let res = (|| -> Result<()> {
         for rel in &nested {
             let d = dst.join(rel);
             // The snapshot holds an empty directory where the nested subvolume was.
             std::fs::remove_dir(&d).ctx(OP, &d)?;
-            one(&src.join(rel), &d)?;
+            one(&src.join(rel), &d, false)?;
         }
         let mut ro: Vec<PathBuf> = Vec::new();
         for rel in &nested {
@@ -241,10 +246,14 @@ pub fn destroy_tree(top: &Path) -> Result<()> {
         .at(top));
     }
     let nested = nested_subvolumes(top)?;
-    // A read-only parent cannot lose its children: make everything writable first.
-    for p in std::iter::once(top.to_path_buf()).chain(nested.iter().map(|r| top.join(r))) {
-        if let Ok(f) = open_dir(&p) {
-            let _ = ioctl::set_readonly(f.as_fd(), false);
+    // A read-only parent cannot lose its children: make everything writable
+    // first. A read-only subvolume itself can go as it is, and each flag
+    // change is a transaction commit, so a lone one is left alone.
+    if !nested.is_empty() {
+        for p in std::iter::once(top.to_path_buf()).chain(nested.iter().map(|r| top.join(r))) {
+            if let Ok(f) = open_dir(&p) {
+                let _ = ioctl::set_readonly(f.as_fd(), false);
+            }
         }
     }
     for p in nested
