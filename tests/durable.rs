@@ -1,6 +1,7 @@
 //! Which flush rule strata picks on real filesystems (root only): no fsync
 //! wait only where the journal orders data before the rename that publishes
-//! it, fsync everywhere else; and clones work the same under both rules.
+//! it, file fsyncs alone where metadata commits in order (btrfs), fsync
+//! everywhere else; and clones work the same under every rule.
 
 mod common;
 
@@ -49,7 +50,7 @@ impl Drop for Fs {
 
 #[test]
 fn flush_rule_follows_the_filesystem() {
-    let cases: [(&str, &[&str], &str, Flush); 6] = [
+    let cases: [(&str, &[&str], &str, Flush); 7] = [
         ("ordered", &["mkfs.ext4", "-q", "-F"], "", Flush::Ordered),
         ("journal", &["mkfs.ext4", "-q", "-F"], "data=journal", Flush::Ordered),
         ("nobarrier", &["mkfs.ext4", "-q", "-F"], "nobarrier", Flush::Wait),
@@ -61,6 +62,7 @@ fn flush_rule_follows_the_filesystem() {
             Flush::Wait,
         ),
         ("xfs", &["mkfs.xfs", "-q", "-f"], "", Flush::Wait),
+        ("btrfs", &["mkfs.btrfs", "-q", "-f"], "", Flush::FileSync),
     ];
     for (name, mkfs, opts, want) in cases {
         let env = Env::new();

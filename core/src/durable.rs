@@ -12,8 +12,13 @@
 //!   commits. Metadata operations commit in order. So after a power cut a
 //!   rename is either absent or backed by its data: what ext4's own
 //!   `auto_da_alloc` relies on for rename-over-replace. No waiting.
-//! - [`Flush::Wait`]: everything else (xfs, btrfs, ext4 without a journal or
-//!   in `data=writeback`, tmpfs, ...): fsync the files and the directory
+//! - [`Flush::FileSync`]: btrfs. Metadata commits in transaction order, so
+//!   a rename never reaches the disk before the changes made ahead of it;
+//!   file data does not, so each new file is fsynced before the rename. A
+//!   file's fsync logs its new name and new parent directories with it: no
+//!   directory fsync (each would be another log or transaction commit).
+//! - [`Flush::Wait`]: everything else (xfs, ext4 without a journal or in
+//!   `data=writeback`, tmpfs, ...): fsync the files and the directory
 //!   before the rename, batched by [`crate::store::SyncBatch`].
 //!
 //! A throwaway container (an ephemeral run) needs neither: a crash leaves a
@@ -31,6 +36,8 @@ pub enum Flush {
     Volatile,
     /// Start writeback; the filesystem orders data before later metadata.
     Ordered,
+    /// fsync files before publishing; directories need none.
+    FileSync,
     /// fsync before publishing.
     Wait,
 }
@@ -64,9 +71,16 @@ pub fn mode(dir: &Path) -> Flush {
     }
     if ordered_journal(dir) {
         Flush::Ordered
+    } else if is_btrfs(dir) {
+        Flush::FileSync
     } else {
         Flush::Wait
     }
+}
+
+fn is_btrfs(dir: &Path) -> bool {
+    const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
+    nix::sys::statfs::statfs(dir).is_ok_and(|st| st.filesystem_type().0 == BTRFS_SUPER_MAGIC)
 }
 
 fn ordered_journal(dir: &Path) -> bool {

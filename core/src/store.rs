@@ -445,6 +445,8 @@ impl SyncBatch {
                 files.push(p);
             }
         }
+        // Where a file's fsync carries its name too (btrfs), no directory fsync.
+        dirs.retain(|d| crate::durable::mode(d) == crate::durable::Flush::Wait);
         let mut open = Vec::new();
         for p in files.iter().chain(dirs.iter()) {
             match std::fs::File::open(p) {
@@ -569,7 +571,11 @@ pub fn settle(f: &std::fs::File, tmp: &Path, path: &Path) -> Result<bool> {
             durable::start_writeback(f);
             Ok(false)
         }
-        Flush::Wait if defer_sync(path) => Ok(false),
+        Flush::Wait | Flush::FileSync if defer_sync(path) => Ok(false),
+        Flush::FileSync => {
+            f.sync_all().ctx("sync", tmp)?;
+            Ok(false)
+        }
         Flush::Wait => {
             f.sync_all().ctx("sync", tmp)?;
             Ok(true)

@@ -214,10 +214,20 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| Error::errno("rename", to, e))
 }
 
-/// fsync a directory so that renames inside it are durable.
+/// fsync a directory so that renames inside it are durable before later
+/// changes to the same filesystem.
 pub fn sync_dir(path: &Path) {
     if crate::durable::mode(path) != crate::durable::Flush::Wait {
-        return; // renames commit in order after the data they publish
+        return; // renames commit in order with the filesystem's later metadata
+    }
+    sync_dir_always(path);
+}
+
+/// fsync a directory even where [`sync_dir`] need not: before a change on
+/// other storage (an LV, a dataset), which no filesystem orders after it.
+pub fn sync_dir_always(path: &Path) {
+    if crate::durable::mode(path) == crate::durable::Flush::Volatile {
+        return;
     }
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();

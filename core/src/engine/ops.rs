@@ -1080,7 +1080,11 @@ impl Engine {
         if exists_any(&cfg) {
             std::fs::rename(&cfg, j.dir.join("config")).ctx(OP, &cfg)?;
         }
-        fsutil::sync_dir(&j.dir);
+        // The old rootfs is destroyed next: on other storage, the swap must be on disk first.
+        match RootfsSpec::parse(&j.old_spec) {
+            Ok(old) if !entries_of(&old, &j.dir).is_empty() => fsutil::sync_dir(&j.dir),
+            _ => fsutil::sync_dir_always(&j.dir),
+        }
         failpoint("restore-after-swap-in");
         let clone = ContainerRef::new(
             j.dir.parent().unwrap_or(Path::new("/")),
@@ -1246,8 +1250,13 @@ impl Engine {
             return Err(err!(Busy, "destroy", "{} is mounted; unmount it first", m.display()).at(&dir));
         }
         let del = aside_name(lxcpath, DEL, name);
+        let elsewhere = rootfs_elsewhere(&dir);
         rename_noreplace(&dir, &del)?;
-        fsutil::sync_dir(lxcpath);
+        if elsewhere {
+            fsutil::sync_dir_always(lxcpath);
+        } else {
+            fsutil::sync_dir(lxcpath);
+        }
         failpoint("destroy-after-rename");
         self.finish_destroy(&del, &dir)
     }
@@ -1289,6 +1298,27 @@ impl Engine {
         }
         remove_tree(del)
     }
+}
+
+/// Whether the container at `dir` or one of its snapshots has its rootfs
+/// outside its own directory (an LV, a dataset, a dir elsewhere), or may:
+/// then a rename before its destroy must reach the disk first, since no
+/// filesystem orders it before changes to other storage.
+fn rootfs_elsewhere(dir: &Path) -> bool {
+    let outside = |d: &Path| {
+        Config::load(&d.join("config"))
+            .and_then(|c| spec_of(&c, d))
+            .map_or(true, |spec| entries_of(&spec, d).is_empty())
+    };
+    if outside(dir) {
+        return true;
+    }
+    let Ok(rd) = std::fs::read_dir(dir.join("snaps")) else {
+        return false;
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .any(|p| p.join("config").is_file() && outside(&p))
 }
 
 fn kill_and_wait(r: &ContainerRef, pid: i32) -> Result<()> {
