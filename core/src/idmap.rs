@@ -343,10 +343,8 @@ impl SubIds {
     pub fn for_caller() -> Result<SubIds> {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
-        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
+        let name = crate::paths::user_by_uid(uid)
+            .map(|(n, _)| n)
             .unwrap_or_else(|| uid.to_string());
         let f = |var: &str, def: &str| std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| def.into());
         SubIds::load(

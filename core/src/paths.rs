@@ -13,13 +13,25 @@ pub fn is_root() -> bool {
 pub fn home() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .ok()
-                .flatten()
-                .map(|u| u.dir)
-        })
+        .or_else(|| user_by_uid(nix::unistd::geteuid().as_raw()).map(|(_, dir)| dir))
         .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Name and home directory of `uid`. The binary is linked statically (it
+/// starts faster), so the C library only knows the passwd files: users from
+/// other sources (LDAP, sssd) are asked of `getent`, which has them all.
+pub fn user_by_uid(uid: u32) -> Option<(String, PathBuf)> {
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        return Some((u.name, u.dir));
+    }
+    let out = std::process::Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let line = String::from_utf8(out.stdout).ok()?;
+    let f: Vec<&str> = line.trim_end().split(':').collect();
+    (out.status.success() && f.len() >= 7).then(|| (f[0].to_string(), PathBuf::from(f[5])))
 }
 
 /// Global config directory: `/etc/lxc` for root, `~/.config/lxc` otherwise.
@@ -100,13 +112,7 @@ pub fn check_own_lxcpath(lxcpath: &Path) -> Result<()> {
         return Ok(());
     }
     let me = crate::idmap::host_euid();
-    let name = |uid: u32| {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| format!("uid {uid}"))
-    };
+    let name = |uid: u32| user_by_uid(uid).map(|(n, _)| n).unwrap_or_else(|| format!("uid {uid}"));
     match std::fs::metadata(lxcpath) {
         Ok(m) if m.uid() == me => Ok(()),
         Ok(m) => Err(crate::err!(
