@@ -289,3 +289,50 @@ fn sigterm_to_a_foreground_run_stops_and_destroys_it() {
     assert_eq!(o.status.code(), Some(128 + libc::SIGKILL));
     rt.assert_clean(&["base"]);
 }
+
+#[test]
+fn throwaway_upper_is_volatile_a_kept_one_is_not() {
+    let rt = Rt::new();
+    rt.container("base", "");
+    let root_opts = |out: &str| {
+        out.lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no root mount in {out}"))
+            .to_string()
+    };
+    // Nothing of a throwaway run is kept: its upper skips the sync at unmount.
+    let out = rt.ok(
+        "lxc-copy",
+        &[
+            "-n",
+            "base",
+            "-N",
+            "v1",
+            "-e",
+            "-F",
+            "--",
+            "/bin/cat",
+            "/proc/self/mountinfo",
+        ],
+    );
+    assert!(root_opts(&out).contains("volatile"), "{out}");
+    // A kept one must mount again later, which a volatile upper would refuse.
+    let out = rt.ok(
+        "lxc-copy",
+        &[
+            "-n",
+            "base",
+            "-N",
+            "v2",
+            "-e",
+            "-D",
+            "-F",
+            "--",
+            "/bin/cat",
+            "/proc/self/mountinfo",
+        ],
+    );
+    assert!(!root_opts(&out).contains("volatile"), "{out}");
+    rt.ok("lxc-execute", &["-n", "v2", "--", "/bin/true"]);
+    rt.assert_clean(&["base", "v2"]);
+}

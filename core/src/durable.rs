@@ -60,10 +60,15 @@ impl Drop for VolatileGuard {
     }
 }
 
+/// Whether a [`volatile`] guard is live on this thread.
+pub fn is_volatile() -> bool {
+    VOLATILE.with(|v| v.get()) > 0
+}
+
 /// How writes into the directory `dir` are made safe. Probed each time (a
 /// few small reads): a device number may come back as another filesystem.
 pub fn mode(dir: &Path) -> Flush {
-    if VOLATILE.with(|v| v.get()) > 0 {
+    if is_volatile() {
         return Flush::Volatile;
     }
     if std::env::var_os("STRATA_SYNC").is_some_and(|v| v == "full") {

@@ -992,8 +992,9 @@ fn run_ephemeral(engine: &Engine, base: &ContainerRef, name: &str, o: &Ephemeral
         snapshot: true,
         ..Default::default()
     };
-    // A throwaway clone need not reach the disk: a crash leaves a leftover the reaper removes.
-    let volatile = (!o.keep).then(strata_core::durable::volatile);
+    // A throwaway container need not reach the disk, from its clone to its
+    // destroy: a crash leaves a leftover that the reaper removes.
+    let _volatile = (!o.keep).then(strata_core::durable::volatile);
     let made = engine.clone_container(&req).and_then(|c| {
         if !o.keep {
             let mut cfg = c.config.clone();
@@ -1002,7 +1003,6 @@ fn run_ephemeral(engine: &Engine, base: &ContainerRef, name: &str, o: &Ephemeral
         }
         Ok(())
     });
-    drop(volatile);
     if let Err(e) = made {
         let _ = state::remove(&dst);
         if std::fs::symlink_metadata(dst.dir()).is_ok() {

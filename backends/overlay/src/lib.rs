@@ -168,14 +168,21 @@ impl Backend for OverlayBackend {
             base
         };
         let with = format!("{base},index=off,xino=off");
-        let r = mount(Some("overlay"), target, Some("overlay"), flags, Some(with.as_str()));
-        match r {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EINVAL) => {
-                mount(Some("overlay"), target, Some("overlay"), flags, Some(base.as_str())).ctx("mount overlay", target)
-            }
-            Err(e) => Err(e).ctx("mount overlay", target),
+        let mut tries = vec![with.clone(), base];
+        // A throwaway container's upper never needs syncing: `volatile`
+        // spares the sync of the whole upper filesystem at unmount.
+        if strata_core::durable::is_volatile() {
+            tries.insert(0, format!("{with},volatile"));
         }
+        let mut last = nix::errno::Errno::EINVAL;
+        for opts in &tries {
+            match mount(Some("overlay"), target, Some("overlay"), flags, Some(opts.as_str())) {
+                Ok(()) => return Ok(()),
+                Err(nix::errno::Errno::EINVAL) => last = nix::errno::Errno::EINVAL,
+                Err(e) => return Err(e).ctx("mount overlay", target),
+            }
+        }
+        Err(last).ctx("mount overlay", target)
     }
 
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
