@@ -174,3 +174,155 @@ fn missing_lxcpath_is_not_created() {
     assert_same_tree("commands on a missing lxcpath", &before, &tree(&env.area));
     assert!(!missing.exists());
 }
+
+/// An ext4 filesystem on a sparse file mounted at the lxcpath (loop
+/// containers' images live on it); unmounted, its devices detached, on drop.
+struct Ext4Lxcpath {
+    mnt: std::path::PathBuf,
+}
+
+impl Ext4Lxcpath {
+    fn new(env: &Env) -> Self {
+        let img = env.tmp.path().join("host.img");
+        std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
+        let sh = |args: &[&str]| {
+            let o = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+            assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        sh(&["mkfs.ext4", "-q", "-F", img.to_str().unwrap()]);
+        sh(&[
+            "mount",
+            "-o",
+            "loop",
+            img.to_str().unwrap(),
+            env.lxcpath.to_str().unwrap(),
+        ]);
+        Ext4Lxcpath {
+            mnt: env.lxcpath.clone(),
+        }
+    }
+
+    /// Loop devices whose image is on this filesystem.
+    fn attached(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+            if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+                if std::path::Path::new(b.trim_end()).starts_with(&self.mnt) {
+                    out.push(format!("/dev/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Ext4Lxcpath {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(&self.mnt)
+            .status();
+        for d in self.attached() {
+            let _ = std::process::Command::new("losetup").arg("-d").arg(d).status();
+        }
+    }
+}
+
+/// A rootfs with `mib` MiB in one file besides the usual small tree (about 2 MiB).
+fn rootfs_with(env: &Env, name: &str, mib: usize) -> String {
+    let r = env.src.join(name);
+    make_rootfs(&r);
+    std::fs::write(r.join("root/blob"), vec![0x5au8; mib << 20]).unwrap();
+    r.to_str().unwrap().to_string()
+}
+
+#[test]
+fn loop_refusals_say_why_and_change_nothing() {
+    let env = Env::new();
+    let host = Ext4Lxcpath::new(&env);
+    let small = rootfs_with(&env, "small", 1);
+    let big = rootfs_with(&env, "big", 20);
+    env.ok(
+        "lxc-create",
+        &["-n", "l1", "-B", "loop", "--fssize", "16M", "--rootfs-from", &small],
+    );
+    env.ok(
+        "lxc-create",
+        &["-n", "l2", "-B", "loop", "--fssize", "64M", "--rootfs-from", &big],
+    );
+    env.ok("lxc-create", &["-n", "d1", "--rootfs-from", &big]);
+    let cases: Vec<(&str, Vec<&str>, &[&str])> = vec![
+        // ext4 cannot reflink the image: the reason, not a generic refusal.
+        ("lxc-copy", vec!["-n", "l1", "-N", "s1", "-s"], &["reflink", "ext4"]),
+        (
+            "lxc-copy",
+            vec!["-n", "l1", "-N", "s1", "-s", "-B", "loop"],
+            &["reflink", "ext4"],
+        ),
+        // 20 MiB of files into images whose ext4 holds less: refused before anything is made.
+        (
+            "lxc-create",
+            vec!["-n", "c1", "-B", "loop", "--fssize", "16M", "--rootfs-from", &big],
+            &["files need at least 2", "16 MiB ext4 image", "--fssize"],
+        ),
+        (
+            "lxc-copy",
+            vec!["-n", "d1", "-N", "c2", "-B", "loop", "--fssize", "16M"],
+            &["files need at least 2", "--fssize"],
+        ),
+        (
+            "lxc-copy",
+            vec!["-n", "l2", "-N", "c3", "-B", "loop", "--fssize", "16M"],
+            &["files need at least 2", "--fssize"],
+        ),
+        (
+            "lxc-copy",
+            vec!["-n", "l2", "-N", "c3", "--fssize", "16M"],
+            &["files need at least 2", "--fssize"],
+        ),
+    ];
+    for (tool, args, words) in &cases {
+        let before = tree(&env.area);
+        let msg = env.fails(tool, args);
+        for w in *words {
+            assert!(msg.contains(w), "{tool} {args:?}: {msg:?} does not say {w:?}");
+        }
+        assert_same_tree(&format!("{tool} {args:?} ({msg})"), &before, &tree(&env.area));
+        assert!(host.attached().is_empty(), "{tool} {args:?}: {:?}", host.attached());
+    }
+}
+
+#[test]
+fn a_rootfs_that_only_just_does_not_fit_is_refused_cleanly() {
+    // About 11 MiB of files, 16 MiB image (10 MiB free): within the estimate,
+    // refused when the copy runs out of space.
+    let env = Env::new();
+    let host = Ext4Lxcpath::new(&env);
+    let tight = rootfs_with(&env, "tight", 9);
+    env.ok("lxc-create", &["-n", "d1", "--rootfs-from", &tight]);
+    let names = || {
+        let mut v: Vec<_> = std::fs::read_dir(&env.lxcpath)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = names();
+    for (tool, args) in [
+        (
+            "lxc-create",
+            vec!["-n", "c1", "-B", "loop", "--fssize", "16M", "--rootfs-from", &tight],
+        ),
+        (
+            "lxc-copy",
+            vec!["-n", "d1", "-N", "c2", "-B", "loop", "--fssize", "16M"],
+        ),
+    ] {
+        let msg = env.fails(tool, &args);
+        assert!(msg.contains("do not fit") && msg.contains("--fssize"), "{tool}: {msg}");
+        assert_eq!(names(), before, "{tool} left something behind");
+        assert!(host.attached().is_empty(), "{tool}: {:?}", host.attached());
+    }
+}

@@ -75,6 +75,18 @@ pub struct Usage {
     pub referenced: Option<u64>,
 }
 
+/// At most what a new rootfs can hold, for sized backends (see
+/// [`Backend::capacity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes of file data.
+    pub bytes: u64,
+    /// Files, directories and other entries, where that number is fixed.
+    pub inodes: Option<u64>,
+    /// What holds it, for messages: "a 16 MiB ext4 image".
+    pub what: String,
+}
+
 /// The required part of every backend.
 pub trait Backend: Send + Sync {
     /// The kind as in specs and `-B`: `dir`, `overlay`, `btrfs`, ...
@@ -89,6 +101,13 @@ pub trait Backend: Send + Sync {
     /// `t.build_dir`). Checks the options (size, fstype, pool exists, names)
     /// so that bad input fails before anything is made.
     fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec>;
+
+    /// An upper bound of what a new rootfs planned for `t` can hold, where
+    /// its size is fixed (an image, a volume): a tree that cannot fit is
+    /// then refused before anything is made. `None`: no such limit known.
+    fn capacity(&self, _t: &Target) -> Option<Capacity> {
+        None
+    }
 
     /// Make a new, empty rootfs for the planned `spec`.
     fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()>;
@@ -162,6 +181,12 @@ pub trait Snapshotter {
     /// copy-on-write clone of `src`. `readonly` for `lxc-snapshot` snapshots
     /// where the backend supports it.
     fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, readonly: bool) -> Result<()>;
+
+    /// Why it cannot snapshot `src` where [`Snapshotter::can_snapshot`] says
+    /// no, if the backend can tell (shown instead of a generic refusal).
+    fn refusal(&self, _src: &RootfsSpec) -> Option<crate::error::Error> {
+        None
+    }
 
     /// Whether such a clone needs its source to stay (a zfs clone of its
     /// origin's snapshot): the engine then records the dependency

@@ -18,7 +18,9 @@ pub mod spec;
 pub mod state;
 pub mod store;
 
-pub use backend::{Backend, BackendOpts, Backends, Caps, FastCopy, Opened, Snapshotter, Target, Usage, UsageReport};
+pub use backend::{
+    Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Snapshotter, Target, Usage, UsageReport,
+};
 pub use error::{Error, ErrorKind, IoContext, Result};
 pub use spec::RootfsSpec;
 pub use store::{Container, ContainerRef, SnapshotInfo, Store};

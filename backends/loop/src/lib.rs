@@ -16,7 +16,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use strata_core::engine::fsutil;
 use strata_core::{
-    err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
+    err, Backend, Capacity, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage,
+    UsageReport,
 };
 
 /// LXC's default `--fssize`.
@@ -244,13 +245,33 @@ fn reflink_probe(image: &Path, dir: &Path) -> std::result::Result<(), Errno> {
 }
 
 fn reflink_refusal(dir: &Path, e: Errno) -> Error {
+    // Where reflinks are simply missing the filesystem says it all; else the errno too.
+    let why = match e {
+        Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY => String::new(),
+        e => format!(" ({e})"),
+    };
     err!(
         Unsupported,
         "loop snapshot",
-        "snapshot of a loop container needs a host filesystem with reflinks (btrfs, xfs); this one is {} ({e})",
+        "snapshot of a loop container needs a host filesystem with reflinks (btrfs, xfs) to share the image; this one is {}, which cannot reflink it{why}; use a copy instead",
         fs_name(dir)
     )
     .at(dir)
+}
+
+/// The journal mke2fs gives an ext4 filesystem of `blocks` 4 KiB blocks.
+fn ext4_journal_blocks(blocks: u64) -> u64 {
+    match blocks {
+        b if b < 2048 => 0,
+        b if b < 32768 => 1024,
+        b if b < 256 * 1024 => 4096,
+        b if b < 512 * 1024 => 8192,
+        b if b < 4096 * 1024 => 16384,
+        b if b < 8192 * 1024 => 32768,
+        b if b < 16384 * 1024 => 65536,
+        b if b < 32768 * 1024 => 131072,
+        _ => 262144,
+    }
 }
 
 /// Copy `src` to the new file `dst` keeping holes: a reflink where the host
@@ -420,6 +441,24 @@ impl Backend for LoopBackend {
         Ok(RootfsSpec::new("loop", path.display().to_string()))
     }
 
+    // The image less what its filesystem surely keeps for itself (ext4's
+    // journal); never below the truth, so only what cannot fit is refused.
+    fn capacity(&self, t: &Target) -> Option<Capacity> {
+        let (fstype, size) = (fstype_of(t).ok()?, size_of(t).ok()?);
+        let journal = if fstype == "ext4" {
+            ext4_journal_blocks(size / 4096) * 4096
+        } else {
+            0
+        };
+        // ext4 has an inode per 4 KiB at the very most (mke2fs's smallest ratio).
+        let inodes = (fstype == "ext4").then_some(size / 4096);
+        Some(Capacity {
+            bytes: size.saturating_sub(journal),
+            inodes,
+            what: format!("a {} MiB {fstype} image (--fssize)", size >> 20),
+        })
+    }
+
     fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
         const OP: &str = "create loop rootfs";
         self.release_prepared();
@@ -576,6 +615,15 @@ impl Snapshotter for LoopBackend {
     fn can_snapshot(&self, src: &RootfsSpec) -> bool {
         let img = src.path();
         src.kind() == "loop" && img.parent().is_some_and(|d| reflink_probe(&img, d).is_ok())
+    }
+
+    fn refusal(&self, src: &RootfsSpec) -> Option<Error> {
+        let img = src.path();
+        let dir = img.parent()?;
+        match reflink_probe(&img, dir) {
+            Err(e) if src.kind() == "loop" => Some(reflink_refusal(dir, e)),
+            _ => None,
+        }
     }
 
     fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {

@@ -8,8 +8,10 @@
 //! in `dst` for the caller to remove.
 
 mod shift;
+mod usage;
 
 pub use shift::{shift_acl, shift_fcaps};
+pub use usage::{tree_usage, TreeUsage};
 
 use crate::err;
 use crate::error::{Error, Result};

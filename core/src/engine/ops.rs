@@ -350,6 +350,50 @@ fn move_entry(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
+/// Refuse a tree that cannot fit in the new rootfs `b` plans for `t`; the
+/// tree is only measured where the backend knows a limit.
+fn check_fits(b: &dyn Backend, t: &Target, measure: impl FnOnce() -> Result<crate::copy::TreeUsage>) -> Result<()> {
+    let Some(cap) = b.capacity(t) else {
+        return Ok(());
+    };
+    let need = measure()?;
+    let mib = |v: u64| v.div_ceil(1 << 20);
+    if need.bytes > cap.bytes {
+        return Err(err!(
+            InvalidArgument,
+            "plan rootfs",
+            "the files need at least {} MiB but {} holds at most {} MiB; give a larger --fssize",
+            mib(need.bytes),
+            cap.what,
+            mib(cap.bytes)
+        ));
+    }
+    if let Some(max) = cap.inodes.filter(|m| need.inodes > *m) {
+        return Err(err!(
+            InvalidArgument,
+            "plan rootfs",
+            "the tree has {} entries but {} holds at most {max}; give a larger --fssize",
+            need.inodes,
+            cap.what
+        ));
+    }
+    Ok(())
+}
+
+/// A copy into a sized rootfs that ran out of space: say so plainly.
+fn no_space(b: &dyn Backend, e: Error) -> Error {
+    let enospc = e.source.as_ref().and_then(|s| s.raw_os_error()) == Some(libc::ENOSPC);
+    if !enospc || !b.caps().sized {
+        return e;
+    }
+    err!(
+        InvalidArgument,
+        "copy",
+        "the files do not fit in the new {} rootfs (no space left on it); give a larger --fssize",
+        b.kind()
+    )
+}
+
 /// Loop, LVM and zfs need root: a user asking for them gets a clear error.
 fn check_backend_allowed(b: &dyn Backend) -> Result<()> {
     if b.caps().needs_root && !crate::paths::is_root() {
@@ -439,6 +483,9 @@ impl Engine {
             opts: &req.opts,
         };
         let spec = backend.plan(&probe, None)?;
+        if let RootfsSource::Dir(p) = &req.source {
+            check_fits(backend, &probe, || crate::copy::tree_usage(p))?;
+        }
         let staging = make_aside(&r.lxcpath, super::ops::TMP, &r.name, 0o770)?;
         let res = (|| -> Result<Config> {
             write_record(&staging, &dir, Some(&spec), None, false)?;
@@ -469,7 +516,7 @@ impl Engine {
                             shift: shifted.then(|| caller_as_root(&map)),
                             ..CopyOptions::default()
                         };
-                        copy_tree(p, opened.path(), &opts)?;
+                        copy_tree(p, opened.path(), &opts).map_err(|e| no_space(backend, e))?;
                     }
                     RootfsSource::Tarball(p) => untar(p, opened.path())?,
                 }
@@ -517,6 +564,8 @@ impl Engine {
         let src = &p.src.rootfs;
         let src_b = self.backend_of(src)?;
         let can = |b: &dyn Backend| b.snapshotter().is_some_and(|s| s.can_snapshot(src));
+        // The backend's own reason where it has one (a loop image on a host without reflinks).
+        let why = |b: &dyn Backend| b.snapshotter().and_then(|s| s.refusal(src));
         match p.mode {
             Mode::Copy => Ok((
                 p.backend.map(|k| self.backends.get(k)).transpose()?.unwrap_or(src_b),
@@ -527,13 +576,15 @@ impl Engine {
                 if let Some(k) = p.backend {
                     let b = self.backends.get(k)?;
                     if !can(b) {
-                        return Err(err!(
-                            Unsupported,
-                            OP,
-                            "backend {} cannot make a snapshot of a {} rootfs",
-                            b.kind(),
-                            src.kind()
-                        ));
+                        return Err(why(b).unwrap_or_else(|| {
+                            err!(
+                                Unsupported,
+                                OP,
+                                "backend {} cannot make a snapshot of a {} rootfs",
+                                b.kind(),
+                                src.kind()
+                            )
+                        }));
                     }
                     Ok((b, true))
                 } else if can(src_b) {
@@ -542,12 +593,14 @@ impl Engine {
                     let b = self.backends.get("overlay")?;
                     Ok((b, true))
                 } else {
-                    Err(err!(
-                        Unsupported,
-                        OP,
-                        "the {} backend cannot make snapshots; use a copy or -B",
-                        src.kind()
-                    ))
+                    Err(why(src_b).unwrap_or_else(|| {
+                        err!(
+                            Unsupported,
+                            OP,
+                            "the {} backend cannot make snapshots; use a copy or -B",
+                            src.kind()
+                        )
+                    }))
                 }
             }
         }
@@ -583,6 +636,16 @@ impl Engine {
             None
         };
         let dep = origin.filter(|o| o != p.dst).map(|o| (o, p.dst.clone()));
+        // A copy into a new filesystem of a given size (not an image copy of the same one).
+        let resized = p.opts.fssize.is_some() || p.opts.fstype.is_some() || src_b.kind() != dst_b.kind();
+        if !snapshot && resized {
+            check_fits(dst_b, &probe, || {
+                let s = Opened::open(src_b, &p.src.rootfs, true)?;
+                let u = crate::copy::tree_usage(s.path())?;
+                s.close()?;
+                Ok(u)
+            })?;
+        }
         let staging = make_aside(&p.dst.lxcpath, TMP, &p.dst.name, 0o770)?;
         let sync = store::SyncBatch::begin();
         let mut dep_added = false;
@@ -612,7 +675,7 @@ impl Engine {
                             progress: p.progress,
                             ..CopyOptions::default()
                         };
-                        copy_tree(s.path(), d.path(), &opts)?;
+                        copy_tree(s.path(), d.path(), &opts).map_err(|e| no_space(dst_b, e))?;
                         d.close()?;
                         s.close()?;
                     }
