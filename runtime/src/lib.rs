@@ -13,6 +13,7 @@
 
 pub mod conf;
 mod container;
+mod scan;
 mod sys;
 pub mod userns;
 
@@ -1070,18 +1071,16 @@ pub fn reap_ephemeral(engine: &Engine, lxcpath: &Path) -> Result<Vec<String>> {
             destroyed.push(name);
         }
     }
-    for name in Store::new(&lxcpath).list()? {
-        if recorded.contains(&name) {
-            continue;
-        }
+    // Plain entries: the scan's one stat per config tells containers apart.
+    let unrecorded: Vec<String> = std::fs::read_dir(&lxcpath)
+        .map_err(|e| Error::io("reap", &lxcpath, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && !recorded.contains(n))
+        .collect();
+    for name in scan::ephemeral(&lxcpath, &unrecorded) {
         let r = ContainerRef::new(&lxcpath, &name);
-        let Ok(cfg) = strata_core::config::Config::load(&r.config_path()) else {
-            continue;
-        };
-        if cfg.get("lxc.ephemeral").is_some_and(|v| v.trim() == "1")
-            && state::read(&r).is_none()
-            && !lxc_runs(&lxcpath, &name)
-        {
+        if state::read(&r).is_none() && !lxc_runs(&lxcpath, &name) {
             destroy_quietly(engine, &r)?;
             destroyed.push(name);
         }
