@@ -10,10 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use strata_core::state;
 use strata_core::store::ContainerRef;
 
-const CACHE: &str = ".ephemeral-scan";
+const CACHE: &str = "ephemeral";
 
 #[derive(Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
 struct Seen {
@@ -36,7 +35,7 @@ fn key(m: &std::fs::Metadata, ephemeral: bool) -> Seen {
 
 /// The names among `names` that are containers whose config says `lxc.ephemeral = 1`.
 pub fn ephemeral(lxcpath: &Path, names: &[String]) -> Vec<String> {
-    let path = state::record_dir(lxcpath).join(CACHE);
+    let path = cache_path(lxcpath);
     let old: BTreeMap<String, Seen> = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -67,6 +66,13 @@ pub fn ephemeral(lxcpath: &Path, names: &[String]) -> Vec<String> {
     new.into_iter().filter(|(_, s)| s.ephemeral).map(|(n, _)| n).collect()
 }
 
+/// Beside the run records, not among them.
+fn cache_path(lxcpath: &Path) -> std::path::PathBuf {
+    strata_core::paths::run_dir()
+        .join("scan")
+        .join(strata_core::paths::lxcpath_key(lxcpath))
+}
+
 fn save(path: &Path, m: &BTreeMap<String, Seen>) {
     // Only an optimisation: failing to keep it costs the next command a full read.
     let (Some(dir), Ok(data)) = (path.parent(), serde_json::to_vec(m)) else {
@@ -75,7 +81,7 @@ fn save(path: &Path, m: &BTreeMap<String, Seen>) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!("{CACHE}.{}", std::process::id()));
+    let tmp = dir.join(format!(".{}.{}", CACHE, std::process::id()));
     if std::fs::write(&tmp, data).is_err() || std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -97,9 +103,9 @@ mod tests {
         }
         let names = vec!["a".to_string(), "b".to_string(), "gone".to_string()];
         assert_eq!(ephemeral(lp, &names), vec!["b".to_string()]);
-        assert!(state::record_dir(lp).join(CACHE).is_file());
+        assert!(cache_path(lp).is_file());
         // Unchanged configs are not read again: the kept answer is used.
-        let cache = state::record_dir(lp).join(CACHE);
+        let cache = cache_path(lp);
         let text = std::fs::read_to_string(&cache).unwrap();
         std::fs::write(&cache, text.replace("\"ephemeral\":true", "\"ephemeral\":false")).unwrap();
         assert!(ephemeral(lp, &names).is_empty());
