@@ -937,6 +937,26 @@ user_test!(user_converts_own_container_between_maps_in_its_ranges, &[], {
     .unwrap();
 });
 
+/// A scratch dir removed even when a failed test leaves files of the
+/// container's root in it (removed with the user's ids mapped, as strata does).
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = strata_core::engine::fsutil::remove_tree(self.0.path());
+    }
+}
+
+fn scratch() -> Scratch {
+    Scratch(tempfile::tempdir().unwrap())
+}
+
 /// Symlinks under LXC's names to the binary, in `dir/bin`.
 fn tool_dir(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
@@ -967,7 +987,7 @@ fn state_of(root: &Path) -> Vec<String> {
 }
 
 user_test!(bad_input_as_user_is_one_line_and_changes_nothing, &[], {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let bin = tool_dir(tmp.path());
     let s = SubIds::for_caller().unwrap();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
@@ -1067,7 +1087,7 @@ user_test!(bad_input_as_user_is_one_line_and_changes_nothing, &[], {
 
 user_test!(user_creates_from_its_dir_a_template_and_another_container, &[], {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let bin = tool_dir(tmp.path());
     let s = SubIds::for_caller().unwrap();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
@@ -1173,7 +1193,7 @@ user_test!(user_creates_from_its_dir_a_template_and_another_container, &[], {
 #[test]
 fn another_users_lxcpath_is_refused() {
     if std::env::var_os(CHILD).is_some() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = scratch();
         let bin = tool_dir(tmp.path());
         let mine = tmp.path().join("lxc");
         let mine = mine.to_str().unwrap();
