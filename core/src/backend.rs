@@ -182,6 +182,14 @@ pub trait Snapshotter {
     /// where the backend supports it.
     fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, readonly: bool) -> Result<()>;
 
+    /// Whether making a snapshot commits the transaction of the filesystem
+    /// it is made on (btrfs): the engine then settles the files it wrote
+    /// next to it before (see [`crate::store::SyncBatch::settle_before_commit`])
+    /// and they need no fsync of their own.
+    fn commits_filesystem(&self) -> bool {
+        false
+    }
+
     /// Why it cannot snapshot `src` where [`Snapshotter::can_snapshot`] says
     /// no, if the backend can tell (shown instead of a generic refusal).
     fn refusal(&self, _src: &RootfsSpec) -> Option<crate::error::Error> {

@@ -116,6 +116,55 @@ fn ordered_journal(dir: &Path) -> bool {
     (has("data=ordered") || has("data=journal")) && !has("nobarrier")
 }
 
+/// On a [`Flush::FileSync`] filesystem (btrfs): make the file at `path`
+/// part of the running transaction without a log commit of its own, so that
+/// the next transaction commit (a snapshot's) makes it durable. Its pages
+/// are written out, and a direct read of the whole file returns only once
+/// no ordered extent is left in it, i.e. once its extents and size are in
+/// the filesystem tree.
+pub fn settle_in_transaction(path: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain syscall on an open fd.
+    if unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    const ALIGN: usize = 4096;
+    let size = (len as usize).div_ceil(ALIGN) * ALIGN;
+    let layout = std::alloc::Layout::from_size_align(size, ALIGN).map_err(std::io::Error::other)?;
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        return Err(std::io::ErrorKind::OutOfMemory.into());
+    }
+    // SAFETY: `ptr` holds `size` bytes for as long as `buf` lives.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, size) };
+    let mut done = 0;
+    let res = loop {
+        match f.read(&mut buf[done..]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+        if done >= len as usize || done % ALIGN != 0 {
+            break Ok(());
+        }
+    };
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    res
+}
+
 /// Start writing `f` out without waiting (what [`Flush::Ordered`] needs).
 pub fn start_writeback(f: &impl AsRawFd) {
     // SAFETY: a plain syscall on an open fd; failure only loses the hint.

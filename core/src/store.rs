@@ -427,6 +427,46 @@ impl SyncBatch {
         SyncBatch { owner }
     }
 
+    /// Before an operation that commits the filesystem's transaction (a
+    /// btrfs snapshot made in `dir`): the files noted so far below `dir`, on
+    /// a [`crate::durable::Flush::FileSync`] filesystem, are made part of the
+    /// running transaction (see [`crate::durable::settle_in_transaction`]).
+    /// Returns them, for [`SyncBatch::committed`] once the commit is done.
+    pub fn settle_before_commit(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        use crate::durable::{self, Flush};
+        if !self.owner || durable::mode(dir) != Flush::FileSync {
+            return Ok(Vec::new());
+        }
+        let noted = DEFERRED.with(|d| d.borrow().clone().unwrap_or_default());
+        let mut out: Vec<PathBuf> = Vec::new();
+        for p in noted.into_iter().filter(|p| p.starts_with(dir)) {
+            if out.contains(&p) {
+                continue;
+            }
+            match durable::settle_in_transaction(&p) {
+                Ok(()) => out.push(p),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Not possible here (no direct I/O): left to the fsync at commit.
+                Err(e) => tracing::debug!("settle {}: {e}", p.display()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The transaction that followed [`SyncBatch::settle_before_commit`] has
+    /// committed: those files need no fsync (written again since, they do).
+    pub fn committed(&self, settled: &[PathBuf]) {
+        DEFERRED.with(|d| {
+            if let Some(v) = d.borrow_mut().as_mut() {
+                for p in settled {
+                    if let Some(i) = v.iter().position(|x| x == p) {
+                        v.remove(i);
+                    }
+                }
+            }
+        });
+    }
+
     /// fsync everything written since [`SyncBatch::begin`] (or the last
     /// commit). Missing paths (renamed or removed since) are skipped.
     pub fn commit(&self) -> Result<()> {

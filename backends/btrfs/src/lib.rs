@@ -405,6 +405,11 @@ impl Snapshotter for BtrfsBackend {
         }
         snapshot_tree(&src.path(), &t.building(spec).path(), readonly)
     }
+
+    // Creating a snapshot commits the transaction (the kernel always does).
+    fn commits_filesystem(&self) -> bool {
+        true
+    }
 }
 
 impl FastCopy for BtrfsBackend {

@@ -232,3 +232,66 @@ fn create_on_a_non_btrfs_lxcpath_is_refused_with_nothing_made() {
     assert!(err.to_string().contains("not on a btrfs filesystem"), "{err}");
     assert!(std::fs::read_dir(&lxc).unwrap().next().is_none());
 }
+
+/// Whether inode `ino`'s item in the last committed tree of `fs`'s top
+/// subvolume (read from the disk, not through the mount) says `size` bytes,
+/// with inline data of that size.
+fn committed_with_inline_data(fs: &Btrfs, ino: u64, size: usize) -> bool {
+    // The backing file holds what the filesystem wrote to its device (the
+    // loop device is buffered); asking the device itself would sync first.
+    let img = fs.t.path().join("img");
+    let dump = run(&[
+        "btrfs",
+        "inspect-internal",
+        "dump-tree",
+        "-t",
+        "5",
+        img.to_str().unwrap(),
+    ]);
+    let lines: Vec<&str> = dump.lines().collect();
+    let after = |key: &str, want: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(key))
+            .is_some_and(|i| lines[i + 1..(i + 3).min(lines.len())].iter().any(|l| l.contains(want)))
+    };
+    // The item itself, not a directory entry's location key.
+    after(&format!("key ({ino} INODE_ITEM 0) itemoff"), &format!(" size {size} "))
+        && after(
+            &format!("key ({ino} EXTENT_DATA 0) itemoff"),
+            &format!("inline extent data size {size} "),
+        )
+}
+
+#[test]
+fn files_written_with_a_snapshot_are_in_the_tree_it_committed() {
+    use std::os::unix::fs::MetadataExt;
+    // A snapshot commits the transaction: the clone's config and a snapshot's
+    // config and timestamp, written before it, are on disk with it, no fsync
+    // of their own needed.
+    let e = engine();
+    let fs = Btrfs::new();
+    let r = create(&e, &fs, "c1");
+    let c2 = ContainerRef::new(&r.lxcpath, "c2");
+    let on_disk = |files: &[PathBuf]| {
+        for f in files {
+            let (ino, len) = (std::fs::metadata(f).unwrap().ino(), read(f).len());
+            assert!(
+                committed_with_inline_data(&fs, ino, len),
+                "{} ({len} bytes) is not in the committed tree",
+                f.display()
+            );
+        }
+    };
+    e.clone_container(&CloneRequest {
+        src: r.clone(),
+        dst: c2.clone(),
+        snapshot: true,
+        ..Default::default()
+    })
+    .unwrap();
+    on_disk(&[c2.dir().join("config")]);
+    assert_eq!(e.snapshot(&r, None).unwrap(), "snap0");
+    let snap = r.dir().join("snaps/snap0");
+    on_disk(&[snap.join("config"), snap.join("ts")]);
+}

@@ -656,6 +656,33 @@ impl Engine {
                 ..probe
             };
             let building = t.building(&spec);
+            // Config: paths into the old container dir now point into the new one.
+            let (old_s, new_s) = (p.src.r.dir().display().to_string(), dir.display().to_string());
+            let keep_mac = p.keep_mac;
+            cfg.rewrite(|k, v| {
+                let mut out = replace_dir(v, &old_s, &new_s);
+                if !keep_mac && is_hwaddr(k) && !v.contains(['x', 'X']) {
+                    out = random_mac();
+                }
+                (out != v).then_some(out)
+            });
+            cfg.set("lxc.rootfs.path", &spec.to_string());
+            if !p.keep_name {
+                cfg.set("lxc.uts.name", &p.dst.name);
+            }
+            cfg.save(&staging.join("config"))?;
+            copy_referenced_files(&cfg, &p.src.r.dir(), &dir, &staging)?;
+            for (name, data) in &p.files {
+                write_atomic(&staging.join(name), data.as_bytes())?;
+            }
+            // Written before the rootfs: a snapshot that commits the filesystem (btrfs) makes
+            // them durable too, with no fsync of their own.
+            let commits = snapshot && dst_b.snapshotter().is_some_and(|s| s.commits_filesystem());
+            let settled = if commits {
+                sync.settle_before_commit(&staging)?
+            } else {
+                Vec::new()
+            };
             // The rootfs, and where it can take the edit unmounted, the new hostname: in one go.
             let hostname_done = as_container_root(&map, || {
                 if snapshot {
@@ -685,26 +712,8 @@ impl Engine {
                 }
                 dst_b.write_if_regular_unmounted(&building, "etc/hostname", hostname.as_bytes())
             })?;
+            sync.committed(&settled);
             failpoint("clone-after-rootfs");
-            // Config: paths into the old container dir now point into the new one.
-            let (old_s, new_s) = (p.src.r.dir().display().to_string(), dir.display().to_string());
-            let keep_mac = p.keep_mac;
-            cfg.rewrite(|k, v| {
-                let mut out = replace_dir(v, &old_s, &new_s);
-                if !keep_mac && is_hwaddr(k) && !v.contains(['x', 'X']) {
-                    out = random_mac();
-                }
-                (out != v).then_some(out)
-            });
-            cfg.set("lxc.rootfs.path", &spec.to_string());
-            if !p.keep_name {
-                cfg.set("lxc.uts.name", &p.dst.name);
-            }
-            cfg.save(&staging.join("config"))?;
-            copy_referenced_files(&cfg, &p.src.r.dir(), &dir, &staging)?;
-            for (name, data) in &p.files {
-                write_atomic(&staging.join(name), data.as_bytes())?;
-            }
             // An overlay can take the edit in its upper dir: no mount needed.
             let need_mount = (!p.keep_name && hostname_done.is_none()) || hooks;
             if need_mount {
