@@ -1123,6 +1123,11 @@ impl Engine {
     /// Finish a restore from its journal; every step can be repeated.
     pub(super) fn roll_forward_restore(&self, staging: &Path, j: &Journal) -> Result<()> {
         const OP: &str = "restore";
+        // Once the journal goes, the old rootfs is only reachable through its record in the
+        // old dir. Written before the swap, which the journal covers (reconcile leaves an old
+        // dir alone while a journal names it): its sync is cheaper before renames of
+        // subvolumes (after them btrfs commits the whole transaction for it).
+        write_record(&j.old, &j.dir, Some(&RootfsSpec::parse(&j.old_spec)?), None, true)?;
         // A new entry's name still taken in the container dir (say an empty
         // `rootfs` mount point LXC leaves beside an overlay) goes aside too.
         let mut out: Vec<&String> = j.old_entries.iter().collect();
@@ -1167,8 +1172,6 @@ impl Engine {
                 tracing::warn!("update dependencies of {}: {e}", o.name);
             }
         }
-        // The old rootfs is now only reachable through its record in the old dir.
-        write_record(&j.old, &j.dir, Some(&RootfsSpec::parse(&j.old_spec)?), None, true)?;
         remove_tree(staging)?;
         self.destroy_old(&j.old)
     }
