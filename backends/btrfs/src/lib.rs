@@ -227,32 +227,74 @@ fn mount_options(p: &Path) -> Vec<String> {
     best.map(|b| b.1).unwrap_or_default()
 }
 
+/// Refuse a delete of subvolume `top` that the caller may not do, before
+/// anything is changed: a user needs a filesystem mounted with
+/// user_subvol_rm_allowed.
+pub fn check_destroy(top: &Path) -> Result<()> {
+    if strata_core::paths::is_root() || !is_subvolume(top) {
+        return Ok(());
+    }
+    if !mount_options(top).iter().any(|o| o == "user_subvol_rm_allowed") {
+        return Err(err!(
+            PermissionDenied,
+            "btrfs destroy",
+            "only root can delete a btrfs subvolume unless the filesystem is mounted with user_subvol_rm_allowed"
+        )
+        .at(top));
+    }
+    Ok(())
+}
+
 /// Delete subvolume `top` and the subvolumes nested in it. A plain
 /// directory (half-made rootfs) is removed as a tree; missing is fine.
+///
+/// The kernel lets a user delete a subvolume whose root it may write: a
+/// user's unprivileged rootfs belongs to the container's root, so what the
+/// user cannot delete itself is deleted in a user namespace mapping its own
+/// and subordinate ids (as [`fsutil::remove_tree`] does for directories).
 pub fn destroy_tree(top: &Path) -> Result<()> {
-    const OP: &str = "btrfs destroy";
     if std::fs::symlink_metadata(top).is_err() {
         return Ok(());
     }
     if !is_subvolume(top) {
         return fsutil::remove_tree(top);
     }
-    if !strata_core::paths::is_root() && !mount_options(top).iter().any(|o| o == "user_subvol_rm_allowed") {
-        return Err(err!(
-            PermissionDenied,
-            OP,
-            "only root can delete a btrfs subvolume unless the filesystem is mounted with user_subvol_rm_allowed"
-        )
-        .at(top));
+    check_destroy(top)?;
+    match destroy_subvolumes(top) {
+        Err(e)
+            if e.kind() == strata_core::ErrorKind::PermissionDenied
+                && !strata_core::paths::is_root()
+                && !strata_core::idmap::in_ns_child() =>
+        {
+            // An error from inside names what failed; one from setting up says less than the first.
+            strata_core::idmap::as_own_ids(|| destroy_subvolumes(top)).map_err(|r| if r.path.is_some() { r } else { e })
+        }
+        r => r,
     }
+}
+
+fn destroy_subvolumes(top: &Path) -> Result<()> {
+    const OP: &str = "btrfs destroy";
     let nested = nested_subvolumes(top)?;
     // A read-only parent cannot lose its children: make everything writable
-    // first. A read-only subvolume itself can go as it is, and each flag
-    // change is a transaction commit, so a lone one is left alone.
-    if !nested.is_empty() {
+    // first. A read-only subvolume itself can go as it is for root, and each
+    // flag change is a transaction commit, so a lone one is left alone. A
+    // user must be able to write the subvolume's root: read-only ones first
+    // become writable.
+    let user = !strata_core::paths::is_root();
+    if !nested.is_empty() || user {
         for p in std::iter::once(top.to_path_buf()).chain(nested.iter().map(|r| top.join(r))) {
-            if let Ok(f) = open_dir(&p) {
+            let Ok(f) = open_dir(&p) else { continue };
+            if !user {
                 let _ = ioctl::set_readonly(f.as_fd(), false);
+            } else if ioctl::get_flags(f.as_fd()).is_ok_and(|fl| fl & ioctl::SUBVOL_RDONLY != 0) {
+                match ioctl::set_readonly(f.as_fd(), false) {
+                    Ok(()) => {}
+                    Err(Errno::EPERM) | Err(Errno::EACCES) => {
+                        return Err(err!(PermissionDenied, OP, "not allowed to make this subvolume writable").at(&p))
+                    }
+                    Err(e) => return Err(Error::errno(OP, &p, e)),
+                }
             }
         }
     }

@@ -331,10 +331,15 @@ fn non_root_destroy_needs_user_subvol_rm_allowed() {
     for q in [&sv, &sv.join("nested")] {
         std::os::unix::fs::chown(q, Some(nobody), Some(nobody)).unwrap();
     }
-    let child = || {
+    // A lone read-only one, as lxc-snapshot leaves it: a user cannot delete it so.
+    let ro = home.join("snap");
+    run(&["btrfs", "subvolume", "create", ro.to_str().unwrap()]);
+    std::os::unix::fs::chown(&ro, Some(nobody), Some(nobody)).unwrap();
+    run(&["btrfs", "property", "set", "-ts", ro.to_str().unwrap(), "ro", "true"]);
+    let child_at = |p: &Path| {
         let out = Command::new(&exe)
             .args(["--exact", "child_destroy", "--nocapture", "--test-threads=1"])
-            .env("STRATA_BTRFS_CHILD_DESTROY", &sv)
+            .env("STRATA_BTRFS_CHILD_DESTROY", p)
             .uid(nobody)
             .gid(nobody)
             .output()
@@ -345,6 +350,7 @@ fn non_root_destroy_needs_user_subvol_rm_allowed() {
             .unwrap_or_else(|| panic!("{text}"))
             .to_string()
     };
+    let child = || child_at(&sv);
     let r = child();
     assert!(r.starts_with("PermissionDenied"), "{r}");
     assert!(r.contains("user_subvol_rm_allowed"), "{r}");
@@ -357,4 +363,6 @@ fn non_root_destroy_needs_user_subvol_rm_allowed() {
     ]);
     assert_eq!(child(), "ok");
     assert!(!sv.exists());
+    assert_eq!(child_at(&ro), "ok");
+    assert!(!ro.exists());
 }
