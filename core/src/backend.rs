@@ -157,6 +157,13 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Refuse, before anything is changed, a destroy of `spec` that
+    /// [`Backend::destroy`] could not do for this caller (a user on a btrfs
+    /// that does not let users delete subvolumes).
+    fn check_destroy(&self, _spec: &RootfsSpec) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether [`Backend::destroy`] hands its dependents what they need
     /// before it goes (zfs promotes the clone), so they lose nothing. The
     /// engine then lets a container drop a snapshot that its own rootfs was

@@ -985,6 +985,12 @@ fn run_ephemeral(engine: &Engine, base: &ContainerRef, name: &str, o: &Ephemeral
     if std::fs::symlink_metadata(dst.dir()).is_ok() {
         return Err(err!(AlreadyExists, OP, "container {name} already exists"));
     }
+    // A throwaway clone the caller could not destroy is not made (it lands where the base is).
+    if !o.keep {
+        if let Ok(c) = Store::new(&base.lxcpath).load(&base.name) {
+            engine.backends.for_spec(&c.rootfs)?.check_destroy(&c.rootfs)?;
+        }
+    }
     // The record comes first: a reaper sees a live monitor, a crash leaves a record to reap by.
     state::write(&dst, &my_record(!o.keep))?;
     let req = CloneRequest {

@@ -391,6 +391,10 @@ impl Backend for BtrfsBackend {
         destroy_tree(&path)
     }
 
+    fn check_destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        check_destroy(&spec.path())
+    }
+
     fn exists(&self, spec: &RootfsSpec) -> bool {
         spec.path().is_dir()
     }

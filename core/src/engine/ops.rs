@@ -875,6 +875,8 @@ impl Engine {
                 .as_deref()
                 .is_none_or(|b| self.backends.get(b).is_ok_and(|b| b.kind() == kind));
         if !in_place {
+            // The source goes once the copy is made.
+            self.backend_of(&src.rootfs)?.check_destroy(&src.rootfs)?;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
@@ -1045,6 +1047,8 @@ impl Engine {
         let deps: Vec<_> = live_dependents(r)?.into_iter().filter(|d| d.lxcpath != snaps).collect();
         refuse_dependents(OP, r, &deps)?;
         let cur = store.load(&r.name)?;
+        // The current rootfs goes once the snapshot's is in place.
+        self.backend_of(&cur.rootfs)?.check_destroy(&cur.rootfs)?;
         // As LXC: the snapshot's config (its name and MACs) under this container's name.
         let params = Params {
             src: &s,
@@ -1224,6 +1228,7 @@ impl Engine {
                 vec![spec.clone()]
             };
             self.refuse_backend_dependents(OP, s, &spec, &own)?;
+            self.backend_of(&spec)?.check_destroy(&spec)?;
         }
         for s in &list {
             self.destroy_unchecked(&snaps, s)?;
@@ -1275,6 +1280,10 @@ impl Engine {
                 .map(|s| (format!("{} (snapshot of {})", s.name, r.name), s.rootfs.clone())),
         ) {
             self.refuse_backend_dependents(OP, &who, &spec, &own)?;
+        }
+        // Refused before the container is moved aside: it stays as it is.
+        for spec in &own {
+            self.backend_of(spec)?.check_destroy(spec)?;
         }
         if let Some(rec) = crate::state::running(r) {
             if !req.force {
