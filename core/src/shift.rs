@@ -510,6 +510,25 @@ pub fn ownership(dir: &Path, rootfs: &Path, map: &IdMap) -> Result<Ownership> {
     }
 }
 
+/// The owner LXC gives a container dir (its chown_mapped_root): with id
+/// maps the container's root, who must get through it to the rootfs when
+/// LXC starts the container; root for a privileged one. Root sets the group
+/// too; a user's dir keeps its group (the user's), through which the user
+/// still reaches it. For root, or a user in a namespace where host ids are
+/// its own ([`crate::idmap::as_own_ids`]).
+pub fn own_container_dir(dir: &Path, map: &IdMap) -> Result<()> {
+    let (uid, gid) = if map.is_empty() {
+        (Some(0), Some(0))
+    } else {
+        (map.root_uid(), map.root_gid())
+    };
+    let gid = gid.filter(|_| crate::paths::is_root());
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dir, uid, gid).ctx("chown container dir", dir)
+}
+
 /// What `convert` did.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ConvertReport {
@@ -647,6 +666,7 @@ fn convert_locked(r: &ContainerRef, c: &crate::store::Container, to: &IdMap) -> 
     intent.to.write_to_config(&mut cfg);
     cfg.save(&cfg_path)?;
     record_shifted(&dir, &intent.to)?;
+    own_container_dir(&dir, &intent.to)?;
     std::fs::remove_file(&intent_path).ctx(OP, &intent_path)?;
     Ok(report)
 }

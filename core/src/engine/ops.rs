@@ -116,6 +116,35 @@ pub(super) fn make_aside(lxcpath: &Path, prefix: &str, name: &str, mode: u32) ->
     ))
 }
 
+/// A staging dir for a new container, laid out as LXC's do_create_container_dir
+/// makes one: mode 0770 whatever the umask and, with id maps, owned by the
+/// container's root (LXC's chown_mapped_root), who must get through it to the
+/// rootfs when LXC starts the container. Root gives it the mapped root's uid
+/// and gid here; a user's keeps the user's group, through which the user
+/// still reaches it, and gets its owner from [`own_dir_as_container_root`].
+fn make_container_dir(lxcpath: &Path, name: &str, map: &IdMap) -> Result<PathBuf> {
+    let p = make_aside(lxcpath, TMP, name, 0o770)?;
+    let res = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o770))
+        .ctx("create staging directory", &p)
+        .and_then(|()| {
+            if crate::paths::is_root() && !crate::idmap::in_ns_child() && !map.is_empty() {
+                crate::shift::own_container_dir(&p, map)?;
+            }
+            Ok(())
+        });
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir(&p);
+        return Err(e);
+    }
+    Ok(p)
+}
+
+/// For a user's container with id maps, run by the container's root (see
+/// [`as_container_root`]): the container dir becomes its own, group kept.
+fn own_dir_as_container_root(dir: &Path) -> Result<()> {
+    std::os::unix::fs::lchown(dir, Some(0), None).ctx("chown container dir", dir)
+}
+
 pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> PathBuf {
     lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()))
 }
@@ -486,7 +515,7 @@ impl Engine {
         if let RootfsSource::Dir(p) = &req.source {
             check_fits(backend, &probe, || crate::copy::tree_usage(p))?;
         }
-        let staging = make_aside(&r.lxcpath, super::ops::TMP, &r.name, 0o770)?;
+        let staging = make_container_dir(&r.lxcpath, &r.name, &map)?;
         let res = (|| -> Result<Config> {
             write_record(&staging, &dir, Some(&spec), None, false)?;
             let t = Target {
@@ -501,6 +530,9 @@ impl Engine {
             cfg.save(&cfg_path)?;
             let shifted = needs_container_root(&map);
             as_container_root(&map, || {
+                if shifted {
+                    own_dir_as_container_root(&staging)?;
+                }
                 backend.create(&spec, &t)?;
                 let building = t.building(&spec);
                 let opened = Opened::open(backend, &building, false)?;
@@ -646,7 +678,8 @@ impl Engine {
                 Ok(u)
             })?;
         }
-        let staging = make_aside(&p.dst.lxcpath, TMP, &p.dst.name, 0o770)?;
+        let staging = make_container_dir(&p.dst.lxcpath, &p.dst.name, &map)?;
+        let shifted = needs_container_root(&map);
         let sync = store::SyncBatch::begin();
         let mut dep_added = false;
         let res = (|| -> Result<()> {
@@ -685,6 +718,9 @@ impl Engine {
             };
             // The rootfs, and where it can take the edit unmounted, the new hostname: in one go.
             let hostname_done = as_container_root(&map, || {
+                if shifted {
+                    own_dir_as_container_root(&staging)?;
+                }
                 if snapshot {
                     let s = dst_b.snapshotter().expect("chosen for its snapshotter");
                     s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
