@@ -6,78 +6,17 @@
 
 #[path = "runtime_helpers.rs"]
 mod helpers;
+#[path = "common/unpriv.rs"]
+#[macro_use]
+mod unpriv;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use strata_core::idmap::{write_maps, IdMap, SubIds};
 use strata_core::{paths, ErrorKind};
-
-const USER: &str = "stratatest";
-const CHILD: &str = "STRATA_AS_TEST_USER";
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn test_user() -> Option<nix::unistd::User> {
-    nix::unistd::User::from_name(USER).ok().flatten()
-}
-
-/// Run test `name` of this binary as the test user.
-fn as_user(name: &str, env: &[(&str, &str)]) -> Output {
-    let u = test_user().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={}", u.uid))
-        .arg(format!("--regid={}", u.gid))
-        .arg("--init-groups")
-        .arg("env")
-        .arg("-i")
-        .arg(format!("HOME={}", u.dir.display()))
-        .arg(format!("USER={USER}"))
-        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .arg(format!("{CHILD}=1"));
-    for (k, v) in env {
-        c.arg(format!("{k}={v}"));
-    }
-    c.arg(exe).args([name, "--exact", "--nocapture", "--test-threads=1"]);
-    c.current_dir("/");
-    c.output().unwrap()
-}
-
-/// Body runs as the test user; the root side only launches it.
-macro_rules! user_test {
-    ($name:ident, $env:expr, $body:block) => {
-        #[test]
-        fn $name() {
-            if std::env::var_os(CHILD).is_some() {
-                assert!(!is_root(), "must run as the test user");
-                $body
-                return;
-            }
-            if !is_root() {
-                eprintln!("skipped: run as root (the test switches to user {USER})");
-                return;
-            }
-            if test_user().is_none() {
-                eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
-                return;
-            }
-            let out = as_user(stringify!($name), $env);
-            let so = String::from_utf8_lossy(&out.stdout);
-            let se = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "as {USER}:\n{so}\n{se}");
-            // The filter must have matched: the child ran exactly one test.
-            assert!(so.contains("1 passed"), "as {USER}:\n{so}\n{se}");
-        }
-    };
-}
-
-fn own_ids() -> (u32, u32) {
-    (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
-}
+use unpriv::*;
 
 /// A child in a new, unmapped user namespace (as the caller).
 struct NsChild(std::process::Child);
@@ -426,39 +365,6 @@ fn make_fixture(dir: &Path) {
     assert!(st.success());
 }
 
-/// The user's scratch dir in its home: on drop, whatever a failed run left
-/// running is killed and the dir removed (as root).
-struct UserArea(PathBuf);
-
-impl Drop for UserArea {
-    fn drop(&mut self) {
-        for f in walk_files(&self.0.join("run/state")) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&f).unwrap_or_default()) {
-                for k in ["init_pid", "monitor_pid"] {
-                    if let Some(pid) = v[k].as_i64().filter(|p| *p > 0) {
-                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    }
-                }
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn walk_files(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Top-level entries of the shared temp dirs owned by the user's subordinate ids.
 fn mapped_owned_in_tmp(s: &SubIds) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
@@ -565,43 +471,6 @@ fn e2e_flows_as_test_user() {
         0,
         "lxcpath not empty"
     );
-}
-
-/// Run as the test user: expect success, return stdout.
-fn ok(bin: &Path, tool: &str, args: &[&str]) -> String {
-    let o = tool_output(bin, tool, args);
-    assert!(
-        o.status.success(),
-        "{tool} {args:?}: {:?}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn tool_output(bin: &Path, tool: &str, args: &[&str]) -> Output {
-    Command::new(bin.join(tool))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Stdout of a run that may fail (a container not there yet).
-fn try_ok(bin: &Path, tool: &str, args: &[&str]) -> Option<String> {
-    let o = tool_output(bin, tool, args);
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 fn e2e_body() {
@@ -936,45 +805,6 @@ user_test!(user_converts_own_container_between_maps_in_its_ranges, &[], {
     })
     .unwrap();
 });
-
-/// A scratch dir removed even when a failed test leaves files of the
-/// container's root in it (removed with the user's ids mapped, as strata does).
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = strata_core::engine::fsutil::remove_tree(self.0.path());
-    }
-}
-
-fn scratch() -> Scratch {
-    Scratch(tempfile::tempdir().unwrap())
-}
-
-/// Symlinks under LXC's names to the binary, in `dir/bin`.
-fn tool_dir(dir: &Path) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for t in helpers::TOOLS.iter().chain(&["strata", "lxc-snapshot"]) {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
-    }
-    bin
-}
-
-/// A failed run: exit status 1 and one line `TOOL: ...` on stderr, returned.
-fn one_line_failure(o: &Output, tool: &str, args: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{tool} {args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{tool} {args:?}: {err:?}");
-    assert!(err.starts_with(&format!("{tool}: ")), "{err:?}");
-    err
-}
 
 /// Every entry's path, owner and mode: what a failed command must leave as it was.
 fn state_of(root: &Path) -> Vec<String> {
