@@ -10,6 +10,12 @@
 //! clone is `zfs snapshot ORIG@strata-X` + `zfs clone`; a copy inside zfs is
 //! `zfs send | zfs receive` (two processes, one pipe, no shell).
 //!
+//! Every `zfs` command is a process start and most wait for a transaction
+//! group, so each operation runs as few as it can: planning a rootfs is one
+//! `zfs list` (origin, zfsroot and the names taken, together), which makes
+//! `lxc-copy -s` and `lxc-snapshot` three commands each; the hostname of a
+//! clone is written through mount(2), not a command.
+//!
 //! A dataset whose snapshots have clones cannot simply be destroyed. The
 //! engine asks [`Backend::dependents`] first and refuses (naming them);
 //! once it decides to go on (restore's old rootfs, or destroy with
@@ -173,29 +179,23 @@ impl ZfsBackend {
             .is_ok_and(|o| o.ok && o.stdout.trim() == ds)
     }
 
-    /// Direct children of `parent`.
-    fn children(&self, parent: &str) -> Result<Vec<String>> {
-        let o = self.tool(
-            "list datasets",
-            s(&[
-                "zfs",
-                "list",
-                "-H",
-                "-p",
-                "-o",
-                "name",
-                "-d",
-                "1",
-                "-t",
-                "filesystem",
-                parent,
-            ]),
-        )?;
-        Ok(o.stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix(parent)?.strip_prefix('/'))
-            .map(str::to_string)
-            .collect())
+    /// The filesystems `parents` and their direct children, in one `zfs
+    /// list`. A parent that does not exist is left out (zfs lists the others
+    /// and exits non-zero); any other failure is an error.
+    fn list_with_children(&self, parents: &[&str]) -> Result<Vec<String>> {
+        let mut argv = s(&["zfs", "list", "-H", "-p", "-o", "name", "-d", "1", "-t", "filesystem"]);
+        argv.extend(parents.iter().map(|p| p.to_string()));
+        let o = self.run.run(&argv)?;
+        let names: Vec<String> = o.stdout.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+        if !o.ok && !o.stderr.lines().any(|l| l.contains("dataset does not exist")) {
+            return Err(err!(
+                Command,
+                "list datasets",
+                "zfs list failed: {}",
+                o.first_err_line()
+            ));
+        }
+        Ok(names)
     }
 
     fn snaps(&self, ds: &str) -> Result<Vec<Snap>> {
@@ -301,6 +301,16 @@ fn pool_of(ds: &str) -> &str {
     ds.split('/').next().unwrap_or(ds)
 }
 
+/// The last components of the direct children of `parent` among `names`.
+fn children_in(names: &[String], parent: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix(parent)?.strip_prefix('/'))
+        .filter(|c| !c.contains('/'))
+        .map(str::to_string)
+        .collect()
+}
+
 impl Backend for ZfsBackend {
     fn kind(&self) -> &'static str {
         "zfs"
@@ -330,7 +340,9 @@ impl Backend for ZfsBackend {
                 t.name
             ));
         }
-        let parent = match origin {
+        // One `zfs list` answers every question: the origin exists, the zfsroot
+        // exists, and which names are taken beside the new dataset.
+        let (parent, taken) = match origin {
             Some(o) if o.kind() != "zfs" => {
                 return Err(err!(
                     Unsupported,
@@ -341,32 +353,39 @@ impl Backend for ZfsBackend {
             }
             Some(o) => {
                 let ods = parse_spec(o)?;
-                if !self.ds_exists(&ods) {
-                    return Err(err!(NotFound, OP, "dataset {ods} does not exist"));
-                }
+                let beside = ods.rsplit_once('/').map_or(ods.as_str(), |(p, _)| p).to_string();
                 // A clone must live in its origin's pool: the zfsroot if it is
                 // there, else beside the origin.
                 let root = Self::zfsroot(t);
-                if validate_dataset(&root).is_ok() && pool_of(&root) == pool_of(&ods) && self.ds_exists(&root) {
-                    root
-                } else {
-                    ods.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or(ods)
+                let root = (validate_dataset(&root).is_ok() && pool_of(&root) == pool_of(&ods)).then_some(root);
+                let mut parents = vec![beside.as_str()];
+                parents.extend(root.as_deref().filter(|r| *r != beside));
+                let listed = self.list_with_children(&parents)?;
+                if !listed.contains(&ods) {
+                    return Err(err!(NotFound, OP, "dataset {ods} does not exist"));
                 }
+                let parent = match root {
+                    Some(r) if listed.contains(&r) => r,
+                    _ => beside,
+                };
+                let taken = children_in(&listed, &parent);
+                (parent, taken)
             }
             None => {
                 let root = Self::zfsroot(t);
                 validate_dataset(&root)?;
-                if !self.ds_exists(&root) {
+                let listed = self.list_with_children(&[&root])?;
+                if !listed.contains(&root) {
                     return Err(err!(
                         NotFound,
                         OP,
                         "zfs root {root:?} does not exist (create it with `zfs create {root}` or pass --zfsroot)"
                     ));
                 }
-                root
+                let taken = children_in(&listed, &root);
+                (root, taken)
             }
         };
-        let taken = self.children(&parent)?;
         let name = format!("{parent}/{}", free_name(&want, &taken));
         validate_dataset(&name)?;
         Ok(RootfsSpec::new("zfs", name))

@@ -1,5 +1,6 @@
 use super::runner::fake::FakeRunner;
 use super::*;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc as StdArc;
 use strata_core::{BackendOpts, ErrorKind};
@@ -14,14 +15,29 @@ impl Runner for Shared {
     }
 }
 
+/// What zfs says about a dataset that is not there: on stderr, exit 1.
+fn missing(f: &FakeRunner, prefix: &str, name: &str) {
+    f.canned.lock().unwrap().push((
+        prefix.to_string(),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: format!("cannot open '{name}': dataset does not exist\n"),
+        },
+    ));
+}
+
+const LIST: &str = "zfs list -H -p -o name -d 1 -t filesystem";
+
 fn setup() -> (ZfsBackend, StdArc<FakeRunner>) {
     let f = StdArc::new(FakeRunner::default());
-    f.on("zfs list -H -p -o name ", false, "");
+    missing(&f, "zfs list -H -p -o name ", "x");
     f.on("zfs list -H -p -o name tank/lxc", true, "tank/lxc\n");
-    f.on("zfs list -H -p -o name tank/lxc/", false, "");
+    missing(&f, "zfs list -H -p -o name tank/lxc/", "tank/lxc/x");
     f.on("zfs list -H -p -o name tank/lxc/c1", true, "tank/lxc/c1\n");
+    missing(&f, &format!("{LIST} "), "x");
     f.on(
-        "zfs list -H -p -o name -d 1 -t filesystem tank/lxc",
+        &format!("{LIST} tank/lxc"),
         true,
         "tank/lxc\ntank/lxc/c1\ntank/lxc/c1_snap0\n",
     );
@@ -175,4 +191,241 @@ fn destroy_of_missing_dataset_is_fine() {
     let (b, f) = setup();
     b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap()).unwrap();
     assert!(!f.calls().iter().any(|l| l.starts_with("zfs destroy")));
+}
+
+#[test]
+fn plan_is_one_zfs_list() {
+    let (b, f) = setup();
+    // zfsroot in the origin's pool: one listing of it and of the origin's parent.
+    f.on(
+        &format!("{LIST} tank/lxc tank/ct"),
+        true,
+        "tank/ct\ntank/ct/c2\ntank/lxc\ntank/lxc/c1\n",
+    );
+    let s = plan(&b, "c2", "/l", Some("tank/ct"), Some("zfs:tank/lxc/c1")).unwrap();
+    assert_eq!(s.to_string(), "zfs:tank/ct/c2_1");
+    // A zfsroot that does not exist: zfs lists the rest and exits 1; the clone goes beside its origin.
+    f.canned.lock().unwrap().push((
+        format!("{LIST} tank/lxc tank/gone"),
+        Out {
+            ok: false,
+            stdout: "tank/lxc\ntank/lxc/c1\ntank/lxc/c1_snap0\n".into(),
+            stderr: "cannot open 'tank/gone': dataset does not exist\n".into(),
+        },
+    ));
+    let s = plan(&b, "c2", "/l", Some("tank/gone"), Some("zfs:tank/lxc/c1")).unwrap();
+    assert_eq!(s.to_string(), "zfs:tank/lxc/c2");
+    // A missing origin is refused by the same listing.
+    let e = plan(&b, "c2", "/l", Some("tank/lxc"), Some("zfs:tank/lxc/gone")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("tank/lxc/gone does not exist"), "{e}");
+    // A new rootfs: the zfsroot and its children, once.
+    let s = plan(&b, "c1", "/l", Some("tank/lxc"), None).unwrap();
+    assert_eq!(s.to_string(), "zfs:tank/lxc/c1_1");
+    assert_eq!(
+        f.calls(),
+        [
+            format!("{LIST} tank/lxc tank/ct"),
+            format!("{LIST} tank/lxc tank/gone"),
+            format!("{LIST} tank/lxc"),
+            format!("{LIST} tank/lxc"),
+        ]
+    );
+    // zfs failing for another reason is not read as "does not exist".
+    f.on(&format!("{LIST} tank/lxc"), false, "");
+    let e = plan(&b, "c2", "/l", Some("tank/lxc"), None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Command, "{e}");
+}
+
+/// The zfs backend with mount(2) left out: the "mounted" rootfs is the empty
+/// target dir given an `etc/hostname`, and mounts and unmounts are logged
+/// among the commands, so that a test sees the whole sequence an engine
+/// operation runs.
+struct NoMount {
+    zfs: ZfsBackend,
+    log: StdArc<FakeRunner>,
+    hostname: std::sync::Mutex<Option<String>>,
+}
+
+impl Backend for NoMount {
+    fn kind(&self) -> &'static str {
+        self.zfs.kind()
+    }
+    fn caps(&self) -> Caps {
+        self.zfs.caps()
+    }
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        self.zfs.plan(t, origin)
+    }
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        self.zfs.create(spec, t)
+    }
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        self.zfs.destroy(spec)
+    }
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        self.zfs.exists(spec)
+    }
+    fn mount(&self, spec: &RootfsSpec, target: &Path, _readonly: bool) -> Result<()> {
+        self.log
+            .calls
+            .lock()
+            .unwrap()
+            .push(vec!["mount(2)".into(), spec.source().into()]);
+        std::fs::create_dir(target.join("etc")).unwrap();
+        std::fs::write(target.join("etc/hostname"), "orig\n").unwrap();
+        Ok(())
+    }
+    fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        self.log
+            .calls
+            .lock()
+            .unwrap()
+            .push(vec!["umount(2)".into(), spec.source().into()]);
+        *self.hostname.lock().unwrap() = std::fs::read_to_string(target.join("etc/hostname")).ok();
+        std::fs::remove_dir_all(target.join("etc")).unwrap();
+        Ok(())
+    }
+    fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        self.zfs.dependents(spec)
+    }
+    fn destroy_keeps_dependents(&self) -> bool {
+        self.zfs.destroy_keeps_dependents()
+    }
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        self.zfs.snapshotter()
+    }
+    fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        self.zfs.fast_copier()
+    }
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        self.zfs.usage_reporter()
+    }
+}
+
+/// An engine over the recording runner, and container c1 on `zfs:tank/lxc/c1`.
+fn engine_with_c1() -> Option<(
+    strata_core::engine::Engine,
+    StdArc<NoMount>,
+    StdArc<FakeRunner>,
+    tempfile::TempDir,
+)> {
+    if !strata_core::paths::is_root() {
+        eprintln!("SKIPPED: the engine takes the zfs backend for root only");
+        return None;
+    }
+    let (zfs, f) = setup();
+    let b = StdArc::new(NoMount {
+        zfs,
+        log: f.clone(),
+        hostname: Default::default(),
+    });
+    let mut backends = strata_core::Backends::new();
+    backends.register(b.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("c1")).unwrap();
+    std::fs::write(
+        tmp.path().join("c1/config"),
+        "lxc.uts.name = c1\nlxc.rootfs.path = zfs:tank/lxc/c1\n",
+    )
+    .unwrap();
+    Some((strata_core::engine::Engine::new(backends), b, f, tmp))
+}
+
+/// The snapshot made for a clone, from the recorded `zfs snapshot` argv.
+fn made_snapshot(calls: &[String]) -> String {
+    calls
+        .iter()
+        .find_map(|c| c.strip_prefix("zfs snapshot "))
+        .unwrap_or_else(|| panic!("no zfs snapshot in {calls:?}"))
+        .to_string()
+}
+
+// Each zfs command costs a process start (and most a transaction group): the
+// counts below are what `lxc-copy -s` and `lxc-snapshot` cost, kept on purpose.
+
+#[test]
+fn snapshot_clone_runs_three_zfs_commands() {
+    let Some((e, b, f, tmp)) = engine_with_c1() else { return };
+    let c = e
+        .clone_container(&strata_core::engine::CloneRequest {
+            src: strata_core::ContainerRef::new(tmp.path(), "c1"),
+            dst: strata_core::ContainerRef::new(tmp.path(), "c2"),
+            snapshot: true,
+            opts: BackendOpts {
+                zfsroot: Some("tank/lxc".into()),
+                ..BackendOpts::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(c.rootfs.to_string(), "zfs:tank/lxc/c2");
+    let calls = f.calls();
+    let snap = made_snapshot(&calls);
+    assert!(snap.starts_with("tank/lxc/c1@strata-"), "{snap}");
+    assert_eq!(
+        calls,
+        [
+            format!("{LIST} tank/lxc"),
+            format!("zfs snapshot {snap}"),
+            format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c2"),
+            "mount(2) tank/lxc/c2".into(),
+            "umount(2) tank/lxc/c2".into(),
+        ]
+    );
+    assert_eq!(b.hostname.lock().unwrap().as_deref(), Some("c2\n"));
+    let cfg = std::fs::read_to_string(tmp.path().join("c2/config")).unwrap();
+    assert!(cfg.contains("lxc.rootfs.path = zfs:tank/lxc/c2"), "{cfg}");
+}
+
+#[test]
+fn snapshot_create_runs_three_zfs_commands() {
+    let Some((e, b, f, tmp)) = engine_with_c1() else { return };
+    let r = strata_core::ContainerRef::new(tmp.path(), "c1");
+    assert_eq!(e.snapshot(&r, None).unwrap(), "snap0");
+    let calls = f.calls();
+    let snap = made_snapshot(&calls);
+    // tank/lxc/c1_snap0 is taken (canned listing): the next free name.
+    assert_eq!(
+        calls,
+        [
+            format!("{LIST} tank/lxc"),
+            format!("zfs snapshot {snap}"),
+            format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c1_snap0_1"),
+        ]
+    );
+    assert!(
+        b.hostname.lock().unwrap().is_none(),
+        "a snapshot keeps the hostname, unmounted"
+    );
+    let cfg = std::fs::read_to_string(tmp.path().join("c1/snaps/snap0/config")).unwrap();
+    assert!(cfg.contains("lxc.rootfs.path = zfs:tank/lxc/c1_snap0_1"), "{cfg}");
+}
+
+#[test]
+fn a_failed_clone_leaves_nothing() {
+    let Some((e, _b, f, tmp)) = engine_with_c1() else {
+        return;
+    };
+    f.on("zfs clone ", false, "");
+    let err = e
+        .clone_container(&strata_core::engine::CloneRequest {
+            src: strata_core::ContainerRef::new(tmp.path(), "c1"),
+            dst: strata_core::ContainerRef::new(tmp.path(), "c2"),
+            snapshot: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Command, "{err}");
+    let calls = f.calls();
+    let snap = made_snapshot(&calls);
+    // The snapshot made for it is destroyed; the planned dataset was free, so nothing else is.
+    assert!(calls.contains(&format!("zfs destroy {snap}")), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.starts_with("zfs destroy -r")), "{calls:?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["c1"]);
 }
