@@ -231,15 +231,66 @@ impl ZfsBackend {
     /// unless told to promote.
     fn dependents_of(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
         let ds = parse_spec(spec)?;
-        if !self.ds_exists(&ds) {
+        let Some((_, snaps)) = self.state(&ds)? else {
             return Ok(vec![]);
-        }
-        Ok(self
-            .snaps(&ds)?
+        };
+        Ok(snaps
             .into_iter()
             .flat_map(|s| s.clones)
             .map(|c| RootfsSpec::new("zfs", c))
             .collect())
+    }
+
+    /// The origin of `ds` and its snapshots, in one `zfs list`; `None` when
+    /// it does not exist.
+    fn state(&self, ds: &str) -> Result<Option<(String, Vec<Snap>)>> {
+        let o = self.run.run(&s(&[
+            "zfs",
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,origin,createtxg,clones",
+            "-t",
+            "filesystem,volume,snapshot",
+            "-d",
+            "1",
+            ds,
+        ]))?;
+        if !o.ok {
+            if o.stderr.contains("dataset does not exist") {
+                return Ok(None);
+            }
+            return Err(err!(
+                Command,
+                "list datasets",
+                "zfs list failed: {}",
+                o.first_err_line()
+            ));
+        }
+        let rows = rows(&o.stdout);
+        let Some(origin) = rows
+            .iter()
+            .find(|r| r[0] == ds)
+            .map(|r| r.get(1).cloned().unwrap_or_default())
+        else {
+            return Ok(None);
+        };
+        let at = format!("{ds}@");
+        let snaps = rows
+            .iter()
+            .filter(|r| r.len() >= 4 && r[0].starts_with(&at))
+            .map(|r| Snap {
+                name: r[0].clone(),
+                createtxg: r[2].parse().unwrap_or(0),
+                clones: r[3]
+                    .split(',')
+                    .filter(|c| !c.is_empty() && *c != "-")
+                    .map(str::to_string)
+                    .collect(),
+            })
+            .collect();
+        Ok(Some((origin, snaps)))
     }
 
     /// Promote the clone of the newest snapshot of `spec` that has clones,
@@ -273,10 +324,8 @@ impl ZfsBackend {
         if !snap.starts_with(SNAP_PREFIX) {
             return;
         }
-        let clones = self.prop(origin, "clones").unwrap_or_else(|_| "x".into());
-        if clones.is_empty() || clones == "-" {
-            let _ = self.tool("destroy origin snapshot", s(&["zfs", "destroy", origin]));
-        }
+        // zfs refuses by itself while other clones need it: no check first.
+        let _ = self.tool("destroy origin snapshot", s(&["zfs", "destroy", origin]));
     }
 
     fn zfsroot(t: &Target) -> String {
@@ -404,18 +453,19 @@ impl Backend for ZfsBackend {
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
         let ds = parse_spec(spec)?;
         let _span = tracing::info_span!("zfs destroy", ds = %ds).entered();
-        if !self.ds_exists(&ds) {
+        let Some((origin, snaps)) = self.state(&ds)? else {
             return Ok(());
+        };
+        let mut origins = vec![origin];
+        if snaps.iter().any(|s| !s.clones.is_empty()) {
+            self.promote_dependents(spec)?;
+            // After promotions this dataset may itself be a clone now.
+            origins.push(self.prop(&ds, "origin").unwrap_or_default());
+            origins.dedup();
         }
-        let origin = self.prop(&ds, "origin").unwrap_or_default();
-        self.promote_dependents(spec)?;
-        // After promotions this dataset may itself be a clone now.
-        let origin_now = self.prop(&ds, "origin").unwrap_or_default();
         self.tool("destroy zfs rootfs", s(&["zfs", "destroy", "-r", &ds]))?;
-        for o in [origin, origin_now] {
-            if o.contains('@') {
-                self.drop_origin(&o);
-            }
+        for o in origins.iter().filter(|o| o.contains('@')) {
+            self.drop_origin(o);
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ fn missing(f: &FakeRunner, prefix: &str, name: &str) {
 }
 
 const LIST: &str = "zfs list -H -p -o name -d 1 -t filesystem";
+const STATE: &str = "zfs list -H -p -o name,origin,createtxg,clones -t filesystem,volume,snapshot -d 1";
 
 fn setup() -> (ZfsBackend, StdArc<FakeRunner>) {
     let f = StdArc::new(FakeRunner::default());
@@ -36,6 +37,7 @@ fn setup() -> (ZfsBackend, StdArc<FakeRunner>) {
     missing(&f, "zfs list -H -p -o name tank/lxc/", "tank/lxc/x");
     f.on("zfs list -H -p -o name tank/lxc/c1", true, "tank/lxc/c1\n");
     missing(&f, &format!("{LIST} "), "x");
+    missing(&f, &format!("{STATE} "), "x");
     f.on(
         &format!("{LIST} tank/lxc"),
         true,
@@ -153,6 +155,15 @@ fn snapshot_clone_and_send_receive_argv() {
 #[test]
 fn destroy_promotes_the_newest_clone() {
     let (b, f) = setup();
+    // name, origin, createtxg, clones: the dataset and its snapshots.
+    f.on(
+        &format!("{STATE} tank/lxc/c1"),
+        true,
+        "tank/lxc/c1\t-\t5\t-\n\
+         tank/lxc/c1@strata-a\t-\t10\ttank/lxc/c1_snap0\n\
+         tank/lxc/c1@strata-b\t-\t20\ttank/lxc/c2,tank/lxc/c3\n\
+         tank/lxc/c1@x\t-\t30\t\n",
+    );
     f.on(
         "zfs list -H -p -o name,createtxg,clones -t snapshot -d 1 tank/lxc/c1",
         true,
@@ -161,11 +172,47 @@ fn destroy_promotes_the_newest_clone() {
     let c1 = RootfsSpec::parse("zfs:tank/lxc/c1").unwrap();
     let deps: Vec<String> = b.dependents(&c1).unwrap().iter().map(|d| d.to_string()).collect();
     assert_eq!(deps, ["zfs:tank/lxc/c1_snap0", "zfs:tank/lxc/c2", "zfs:tank/lxc/c3"]);
+    assert_eq!(f.calls(), [format!("{STATE} tank/lxc/c1")], "one command");
     // The canned listing never changes, so promotion stops at the loop bound: an error, no destroy.
     assert!(b.destroy(&c1).is_err());
     let c = f.calls();
     assert!(c.contains(&"zfs promote tank/lxc/c3".to_string()), "{c:?}");
     assert!(!c.iter().any(|l| l.starts_with("zfs destroy")));
+}
+
+#[test]
+fn destroy_of_a_clone_is_three_commands() {
+    let (b, f) = setup();
+    f.on(
+        &format!("{STATE} tank/lxc/c2"),
+        true,
+        "tank/lxc/c2\ttank/lxc/c1@strata-a\t40\t-\n",
+    );
+    b.destroy(&RootfsSpec::parse("zfs:tank/lxc/c2").unwrap()).unwrap();
+    // The origin snapshot goes too; zfs itself keeps it while other clones need it.
+    assert_eq!(
+        f.calls(),
+        [
+            format!("{STATE} tank/lxc/c2"),
+            "zfs destroy -r tank/lxc/c2".into(),
+            "zfs destroy tank/lxc/c1@strata-a".into(),
+        ]
+    );
+    // A snapshot this backend did not make stays; a failing zfs is an error, not "gone".
+    f.on(
+        &format!("{STATE} tank/lxc/c3"),
+        true,
+        "tank/lxc/c3\ttank/lxc/c1@mine\t40\t-\n",
+    );
+    b.destroy(&RootfsSpec::parse("zfs:tank/lxc/c3").unwrap()).unwrap();
+    assert!(!f.calls().contains(&"zfs destroy tank/lxc/c1@mine".to_string()));
+    f.on(&format!("{STATE} tank/lxc/c4"), false, "");
+    let e = b.destroy(&RootfsSpec::parse("zfs:tank/lxc/c4").unwrap()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Command);
+    assert!(!f
+        .calls()
+        .iter()
+        .any(|c| c.contains("tank/lxc/c4") && c.starts_with("zfs destroy")));
 }
 
 #[test]
@@ -190,7 +237,7 @@ fn usage_parses_used_and_referenced() {
 fn destroy_of_missing_dataset_is_fine() {
     let (b, f) = setup();
     b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap()).unwrap();
-    assert!(!f.calls().iter().any(|l| l.starts_with("zfs destroy")));
+    assert_eq!(f.calls(), [format!("{STATE} tank/lxc/gone")]);
 }
 
 #[test]
@@ -428,4 +475,39 @@ fn a_failed_clone_leaves_nothing() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left, ["c1"]);
+}
+
+#[test]
+fn destroying_a_clone_runs_four_zfs_commands() {
+    let Some((e, _b, f, tmp)) = engine_with_c1() else {
+        return;
+    };
+    std::fs::create_dir(tmp.path().join("c2")).unwrap();
+    std::fs::write(
+        tmp.path().join("c2/config"),
+        "lxc.uts.name = c2\nlxc.rootfs.path = zfs:tank/lxc/c2\n",
+    )
+    .unwrap();
+    f.on(
+        &format!("{STATE} tank/lxc/c2"),
+        true,
+        "tank/lxc/c2\ttank/lxc/c1@strata-a\t40\t-\n",
+    );
+    e.destroy(&strata_core::engine::DestroyRequest {
+        r: strata_core::ContainerRef::new(tmp.path(), "c2"),
+        with_snapshots: true,
+        force: false,
+    })
+    .unwrap();
+    // Its dependents (none), then the dataset and the snapshot it was cloned from.
+    assert_eq!(
+        f.calls(),
+        [
+            format!("{STATE} tank/lxc/c2"),
+            format!("{STATE} tank/lxc/c2"),
+            "zfs destroy -r tank/lxc/c2".into(),
+            "zfs destroy tank/lxc/c1@strata-a".into(),
+        ]
+    );
+    assert!(!tmp.path().join("c2").exists());
 }
