@@ -5,49 +5,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use strata_core::{Backend, BackendOpts, ErrorKind, RootfsSpec, Target};
+use strata_testkit::{sh, LoopFs};
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A btrfs filesystem mounted under a tempdir; unmounted and detached on drop.
-struct Btrfs {
-    _t: tempfile::TempDir,
-    mnt: PathBuf,
-    dev: String,
-}
-
-impl Btrfs {
-    fn new() -> Self {
-        let t = tempfile::Builder::new()
-            .prefix("strata-btrfs")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let img = t.path().join("img");
-        std::fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
-        let dev = run(&["losetup", "--find", "--show", img.to_str().unwrap()])
-            .trim()
-            .to_string();
-        let mnt = t.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let fs = Btrfs { _t: t, mnt, dev };
-        run(&["mkfs.btrfs", "-q", "-f", &fs.dev]);
-        run(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
-        fs
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+/// A btrfs of 512 MiB mounted in its own temporary dir.
+fn btrfs() -> LoopFs {
+    LoopFs::new("btrfs", 512 << 20, None, "")
 }
 
 struct T {
@@ -89,13 +51,13 @@ fn new_rootfs(lxc: &Path, name: &str) -> RootfsSpec {
 }
 
 fn subvol_list(mnt: &Path) -> String {
-    run(&["btrfs", "subvolume", "list", "-o", mnt.to_str().unwrap()])
+    sh(&["btrfs", "subvolume", "list", "-o", mnt.to_str().unwrap()])
 }
 
 #[test]
 fn create_snapshot_destroy() {
-    let fs = Btrfs::new();
-    let lxc = fs.mnt.join("lxc");
+    let fs = btrfs();
+    let lxc = fs.mnt().join("lxc");
     let spec = new_rootfs(&lxc, "c1");
     assert_eq!(spec.to_string(), format!("btrfs:{}/c1/rootfs", lxc.display()));
     let root = spec.path();
@@ -124,7 +86,7 @@ fn create_snapshot_destroy() {
     s.snapshot(&spec, &spec3, &tt3.t(), true).unwrap();
     let e = std::fs::write(spec3.path().join("new"), "x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
-    let show = run(&["btrfs", "property", "get", spec3.path().to_str().unwrap(), "ro"]);
+    let show = sh(&["btrfs", "property", "get", spec3.path().to_str().unwrap(), "ro"]);
     assert_eq!(show.trim(), "ro=true");
 
     // Destroy: writable, read-only, and again (already gone).
@@ -133,23 +95,23 @@ fn create_snapshot_destroy() {
         assert!(!sp.path().exists());
         b().destroy(sp).unwrap();
     }
-    assert_eq!(subvol_list(&fs.mnt).trim(), "");
+    assert_eq!(subvol_list(fs.mnt()).trim(), "");
 }
 
 #[test]
 fn nested_subvolumes_are_snapshotted_and_destroyed() {
-    let fs = Btrfs::new();
-    let lxc = fs.mnt.join("lxc");
+    let fs = btrfs();
+    let lxc = fs.mnt().join("lxc");
     let spec = new_rootfs(&lxc, "c1");
     let root = spec.path();
     std::fs::create_dir_all(root.join("var/lib")).unwrap();
-    run(&[
+    sh(&[
         "btrfs",
         "subvolume",
         "create",
         root.join("var/lib/machines").to_str().unwrap(),
     ]);
-    run(&[
+    sh(&[
         "btrfs",
         "subvolume",
         "create",
@@ -166,13 +128,13 @@ fn nested_subvolumes_are_snapshotted_and_destroyed() {
     );
     // The root tree search (root) and the walk (other users) agree.
     std::fs::create_dir_all(root.join("srv/a b")).unwrap();
-    run(&[
+    sh(&[
         "btrfs",
         "subvolume",
         "create",
         root.join("srv/a b/sv").to_str().unwrap(),
     ]);
-    run(&["btrfs", "subvolume", "create", root.join("top").to_str().unwrap()]);
+    sh(&["btrfs", "subvolume", "create", root.join("top").to_str().unwrap()]);
     let mut searched = strata_btrfs::nested_subvolumes(&root).unwrap();
     let mut walked = strata_btrfs::nested_subvolumes_walk(&root).unwrap();
     assert_eq!(searched.len(), 4, "{searched:?}");
@@ -200,13 +162,13 @@ fn nested_subvolumes_are_snapshotted_and_destroyed() {
         assert!(!r2.exists());
     }
     b().destroy(&spec).unwrap();
-    assert_eq!(subvol_list(&fs.mnt).trim(), "");
+    assert_eq!(subvol_list(fs.mnt()).trim(), "");
 }
 
 #[test]
 fn fast_copy_is_a_snapshot_on_the_same_filesystem() {
-    let fs = Btrfs::new();
-    let lxc = fs.mnt.join("lxc");
+    let fs = btrfs();
+    let lxc = fs.mnt().join("lxc");
     let spec = new_rootfs(&lxc, "c1");
     std::fs::write(spec.path().join("data"), vec![7u8; 1 << 20]).unwrap();
     let tt = T::new(&lxc, "c2");
@@ -216,8 +178,8 @@ fn fast_copy_is_a_snapshot_on_the_same_filesystem() {
     assert!(strata_btrfs::is_subvolume(&spec2.path()));
     assert_eq!(std::fs::read(spec2.path().join("data")).unwrap(), vec![7u8; 1 << 20]);
     // A different btrfs: not possible, nothing made.
-    let other = Btrfs::new();
-    let tt3 = T::new(&other.mnt.join("lxc"), "c3");
+    let other = btrfs();
+    let tt3 = T::new(&other.mnt().join("lxc"), "c3");
     let spec3 = b().plan(&tt3.t(), None).unwrap();
     std::fs::create_dir_all(&tt3.dir).unwrap();
     assert!(!b().fast_copier().unwrap().fast_copy(&spec, &spec3, &tt3.t()).unwrap());
@@ -229,16 +191,16 @@ fn fast_copy_is_a_snapshot_on_the_same_filesystem() {
 
 #[test]
 fn usage_unknown_without_quotas_and_from_qgroups_with() {
-    let fs = Btrfs::new();
-    let lxc = fs.mnt.join("lxc");
+    let fs = btrfs();
+    let lxc = fs.mnt().join("lxc");
     let spec = new_rootfs(&lxc, "c1");
     std::fs::write(spec.path().join("data"), vec![1u8; 4 << 20]).unwrap();
     let u = b().usage_reporter().unwrap().usage(&spec).unwrap();
     assert_eq!(u.exclusive, None);
     assert_eq!(u.referenced, None);
 
-    run(&["btrfs", "quota", "enable", fs.mnt.to_str().unwrap()]);
-    run(&["btrfs", "quota", "rescan", "-w", fs.mnt.to_str().unwrap()]);
+    sh(&["btrfs", "quota", "enable", fs.mnt().to_str().unwrap()]);
+    sh(&["btrfs", "quota", "rescan", "-w", fs.mnt().to_str().unwrap()]);
     let u = b().usage_reporter().unwrap().usage(&spec).unwrap();
     let (ex, rf) = (u.exclusive.unwrap(), u.referenced.unwrap());
     assert!((4 << 20..5 << 20).contains(&rf), "referenced {rf}");
@@ -269,7 +231,7 @@ fn plan_refuses_a_path_not_on_btrfs() {
         .prefix("strata-notbtrfs")
         .tempdir_in("/var/tmp")
         .unwrap();
-    let fs_type = run(&["stat", "-f", "-c", "%T", t.path().to_str().unwrap()]);
+    let fs_type = sh(&["stat", "-f", "-c", "%T", t.path().to_str().unwrap()]);
     assert_ne!(fs_type.trim(), "btrfs", "this test needs /var/tmp not on btrfs");
     let lxc = t.path().join("lxc");
     let tt = T::new(&lxc, "c1");
@@ -281,10 +243,10 @@ fn plan_refuses_a_path_not_on_btrfs() {
 
 #[test]
 fn bind_mount_read_only() {
-    let fs = Btrfs::new();
-    let spec = new_rootfs(&fs.mnt.join("lxc"), "c1");
+    let fs = btrfs();
+    let spec = new_rootfs(&fs.mnt().join("lxc"), "c1");
     std::fs::write(spec.path().join("f"), "x").unwrap();
-    let m = fs.mnt.join("m");
+    let m = fs.mnt().join("m");
     std::fs::create_dir(&m).unwrap();
     b().mount(&spec, &m, true).unwrap();
     assert_eq!(std::fs::read_to_string(m.join("f")).unwrap(), "x");
@@ -309,33 +271,33 @@ fn child_destroy() {
 fn non_root_destroy_needs_user_subvol_rm_allowed() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let fs = Btrfs::new();
+    let fs = btrfs();
     let nobody = 65534;
     // The user must reach the filesystem and run a copy of this binary.
-    let mut p = fs.mnt.as_path();
+    let mut p = fs.mnt();
     while let Some(parent) = p.parent() {
         if p.starts_with("/var/tmp") && p != Path::new("/var/tmp") {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         p = parent;
     }
-    let exe = fs.mnt.parent().unwrap().join("test-bin");
+    let exe = fs.mnt().parent().unwrap().join("test-bin");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = fs.mnt.join("u");
+    let home = fs.mnt().join("u");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(nobody), Some(nobody)).unwrap();
     let sv = home.join("rootfs");
-    run(&["btrfs", "subvolume", "create", sv.to_str().unwrap()]);
-    run(&["btrfs", "subvolume", "create", sv.join("nested").to_str().unwrap()]);
+    sh(&["btrfs", "subvolume", "create", sv.to_str().unwrap()]);
+    sh(&["btrfs", "subvolume", "create", sv.join("nested").to_str().unwrap()]);
     for q in [&sv, &sv.join("nested")] {
         std::os::unix::fs::chown(q, Some(nobody), Some(nobody)).unwrap();
     }
     // A lone read-only one, as lxc-snapshot leaves it: a user cannot delete it so.
     let ro = home.join("snap");
-    run(&["btrfs", "subvolume", "create", ro.to_str().unwrap()]);
+    sh(&["btrfs", "subvolume", "create", ro.to_str().unwrap()]);
     std::os::unix::fs::chown(&ro, Some(nobody), Some(nobody)).unwrap();
-    run(&["btrfs", "property", "set", "-ts", ro.to_str().unwrap(), "ro", "true"]);
+    sh(&["btrfs", "property", "set", "-ts", ro.to_str().unwrap(), "ro", "true"]);
     let child_at = |p: &Path| {
         let out = Command::new(&exe)
             .args(["--exact", "child_destroy", "--nocapture", "--test-threads=1"])
@@ -355,11 +317,11 @@ fn non_root_destroy_needs_user_subvol_rm_allowed() {
     assert!(r.starts_with("PermissionDenied"), "{r}");
     assert!(r.contains("user_subvol_rm_allowed"), "{r}");
     assert!(strata_btrfs::is_subvolume(&sv.join("nested")));
-    run(&[
+    sh(&[
         "mount",
         "-o",
         "remount,user_subvol_rm_allowed",
-        fs.mnt.to_str().unwrap(),
+        fs.mnt().to_str().unwrap(),
     ]);
     assert_eq!(child(), "ok");
     assert!(!sv.exists());

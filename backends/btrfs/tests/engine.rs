@@ -2,51 +2,13 @@
 //! snapshot and copy clones, lxc-snapshot create/restore/destroy. Root only.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use strata_core::engine::{CloneRequest, CreateRequest, DestroyRequest, Engine, RootfsSource};
 use strata_core::{Backends, ContainerRef, ErrorKind, Store};
+use strata_testkit::{sh, LoopFs};
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-struct Btrfs {
-    t: tempfile::TempDir,
-    mnt: PathBuf,
-    dev: String,
-}
-
-impl Btrfs {
-    fn new() -> Self {
-        let t = tempfile::Builder::new()
-            .prefix("strata-btrfs-eng")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let img = t.path().join("img");
-        std::fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
-        let dev = run(&["losetup", "--find", "--show", img.to_str().unwrap()])
-            .trim()
-            .to_string();
-        let mnt = t.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let fs = Btrfs { t, mnt, dev };
-        run(&["mkfs.btrfs", "-q", "-f", &fs.dev]);
-        run(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
-        fs
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+/// A btrfs of 512 MiB mounted in its own temporary dir.
+fn btrfs() -> LoopFs {
+    LoopFs::new("btrfs", 512 << 20, None, "")
 }
 
 fn engine() -> Engine {
@@ -68,12 +30,12 @@ fn tree(dir: &Path) {
     std::os::unix::fs::symlink("/etc/passwd", dir.join("bin/abs")).unwrap();
 }
 
-fn create(e: &Engine, fs: &Btrfs, name: &str) -> ContainerRef {
-    let src = fs.t.path().join("tree");
+fn create(e: &Engine, fs: &LoopFs, name: &str) -> ContainerRef {
+    let src = fs.dir().join("tree");
     if !src.exists() {
         tree(&src);
     }
-    let lxc = fs.mnt.join("lxc");
+    let lxc = fs.mnt().join("lxc");
     e.create(&CreateRequest {
         lxcpath: lxc.clone(),
         name: name.into(),
@@ -90,13 +52,13 @@ fn read(p: impl AsRef<Path>) -> String {
 }
 
 fn show(p: &Path, field: &str) -> String {
-    let out = run(&["btrfs", "subvolume", "show", p.to_str().unwrap()]);
+    let out = sh(&["btrfs", "subvolume", "show", p.to_str().unwrap()]);
     let line = out.lines().find(|l| l.trim_start().starts_with(field)).unwrap();
     line.trim_start()[field.len()..].trim().to_string()
 }
 
-fn subvolumes(fs: &Btrfs) -> Vec<String> {
-    let out = run(&["btrfs", "subvolume", "list", "-o", fs.mnt.to_str().unwrap()]);
+fn subvolumes(fs: &LoopFs) -> Vec<String> {
+    let out = sh(&["btrfs", "subvolume", "list", "-o", fs.mnt().to_str().unwrap()]);
     out.lines()
         .filter_map(|l| l.split(" path ").nth(1))
         .map(String::from)
@@ -106,13 +68,13 @@ fn subvolumes(fs: &Btrfs) -> Vec<String> {
 #[test]
 fn create_and_clone_are_subvolumes_with_nested_ones() {
     let e = engine();
-    let fs = Btrfs::new();
+    let fs = btrfs();
     let r = create(&e, &fs, "c1");
     let root = r.dir().join("rootfs");
     assert!(strata_btrfs::is_subvolume(&root));
     let c = Store::new(&r.lxcpath).load("c1").unwrap();
     assert_eq!(c.rootfs.to_string(), format!("btrfs:{}", root.display()));
-    run(&[
+    sh(&[
         "btrfs",
         "subvolume",
         "create",
@@ -155,7 +117,7 @@ fn create_and_clone_are_subvolumes_with_nested_ones() {
 #[test]
 fn lxc_snapshot_create_restore_any_destroy() {
     let e = engine();
-    let fs = Btrfs::new();
+    let fs = btrfs();
     let r = create(&e, &fs, "c1");
     let root = r.dir().join("rootfs");
     assert_eq!(e.snapshot(&r, None).unwrap(), "snap0");
@@ -169,7 +131,7 @@ fn lxc_snapshot_create_restore_any_destroy() {
         let p = s.rootfs.path();
         assert!(strata_btrfs::is_subvolume(&p));
         assert_eq!(
-            run(&["btrfs", "property", "get", p.to_str().unwrap(), "ro"]).trim(),
+            sh(&["btrfs", "property", "get", p.to_str().unwrap(), "ro"]).trim(),
             "ro=true",
             "lxc-snapshot snapshots are read-only"
         );
@@ -236,11 +198,11 @@ fn create_on_a_non_btrfs_lxcpath_is_refused_with_nothing_made() {
 /// Whether inode `ino`'s item in the last committed tree of `fs`'s top
 /// subvolume (read from the disk, not through the mount) says `size` bytes,
 /// with inline data of that size.
-fn committed_with_inline_data(fs: &Btrfs, ino: u64, size: usize) -> bool {
+fn committed_with_inline_data(fs: &LoopFs, ino: u64, size: usize) -> bool {
     // The backing file holds what the filesystem wrote to its device (the
     // loop device is buffered); asking the device itself would sync first.
-    let img = fs.t.path().join("img");
-    let dump = run(&[
+    let img = fs.img();
+    let dump = sh(&[
         "btrfs",
         "inspect-internal",
         "dump-tree",
@@ -270,7 +232,7 @@ fn files_written_with_a_snapshot_are_in_the_tree_it_committed() {
     // config and timestamp, written before it, are on disk with it, no fsync
     // of their own needed.
     let e = engine();
-    let fs = Btrfs::new();
+    let fs = btrfs();
     let r = create(&e, &fs, "c1");
     let c2 = ContainerRef::new(&r.lxcpath, "c2");
     let on_disk = |files: &[PathBuf]| {

@@ -1,0 +1,184 @@
+//! Fixtures for strata's root-only tests: a real filesystem on a sparse file
+//! behind a loop device, torn down on drop even when the test fails, and the
+//! small command helpers that go with it. Dev-only: never a normal dependency.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Runs `argv` and returns its stdout; panics with its stderr when it fails.
+pub fn sh(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns from the calling test, saying so, unless it runs as root.
+#[macro_export]
+macro_rules! need_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+/// Loop devices whose backing file lies under `dir`.
+pub fn attached_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if Path::new(b.trim_end()).starts_with(dir) {
+                out.push(format!("/dev/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+/// Panics unless every loop device backed by a file under `dir` is gone
+/// within a second (autoclear detaches after the last close, not at once).
+pub fn no_leak(dir: &Path) {
+    for _ in 0..100 {
+        if attached_under(dir).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("loop devices left attached: {:?}", attached_under(dir));
+}
+
+/// A fresh filesystem on a sparse file in its own temporary dir, on a loop
+/// device attached for it, mounted at `mnt`. On drop everything below `mnt`
+/// is unmounted, the loop devices whose files were on it or in the temporary
+/// dir are detached, and the temporary dir goes.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+    mnt: PathBuf,
+    dev: String,
+    // Whether `mnt` holds this filesystem: a guard unmounts only its own.
+    mounted: Cell<bool>,
+}
+
+impl LoopFs {
+    /// `kind` is ext4, xfs (with reflinks) or btrfs; `size` in bytes; mounted
+    /// at `mount_at` (made if missing) or at `mnt` in the temporary dir, with
+    /// `mount_opts` ("" for none).
+    pub fn new(kind: &str, size: u64, mount_at: Option<&Path>, mount_opts: &str) -> LoopFs {
+        LoopFs::with_mkfs(kind, &[], size, mount_at, mount_opts)
+    }
+
+    /// As `new`, with `mkfs_args` added to mkfs's own (e.g. `-O ^has_journal`).
+    pub fn with_mkfs(kind: &str, mkfs_args: &[&str], size: u64, mount_at: Option<&Path>, mount_opts: &str) -> LoopFs {
+        let mut mkfs = match kind {
+            "ext4" => vec!["mkfs.ext4", "-q", "-F"],
+            "xfs" => vec!["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
+            "btrfs" => vec!["mkfs.btrfs", "-q", "-f"],
+            k => panic!("LoopFs: unknown filesystem {k}"),
+        };
+        mkfs.extend(mkfs_args);
+        let dir = tempfile::Builder::new()
+            .prefix("strata-fs-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let img = dir.path().join("img");
+        std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+        let mnt = mount_at.map_or_else(|| dir.path().join("mnt"), Path::to_path_buf);
+        std::fs::create_dir_all(&mnt).unwrap();
+        let dev = sh(&["losetup", "--find", "--show", img.to_str().unwrap()])
+            .trim()
+            .to_string();
+        // From here on a failure still detaches the device.
+        let fs = LoopFs {
+            dir,
+            mnt,
+            dev,
+            mounted: Cell::new(false),
+        };
+        mkfs.push(&fs.dev);
+        sh(&mkfs);
+        fs.mount(mount_opts);
+        fs
+    }
+
+    pub fn mnt(&self) -> &Path {
+        &self.mnt
+    }
+
+    pub fn dev(&self) -> &str {
+        &self.dev
+    }
+
+    /// The temporary dir: the image and, unless mounted elsewhere, the mount
+    /// point live here; a test may keep scratch files here too.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The backing file.
+    pub fn img(&self) -> PathBuf {
+        self.dir.path().join("img")
+    }
+
+    fn mount(&self, opts: &str) {
+        let mut argv = vec!["mount"];
+        if !opts.is_empty() {
+            argv.extend(["-o", opts]);
+        }
+        argv.extend([self.dev.as_str(), self.mnt.to_str().unwrap()]);
+        sh(&argv);
+        self.mounted.set(true);
+    }
+
+    /// Unmounts and mounts again with `opts`: a new mount, not a remount,
+    /// for options that stay with the superblock (user_subvol_rm_allowed).
+    pub fn mount_again(&self, opts: &str) {
+        sh(&["umount", self.mnt.to_str().unwrap()]);
+        self.mounted.set(false);
+        self.mount(opts);
+    }
+
+    /// The options of the mount at `mnt`, as the kernel shows them.
+    pub fn options(&self) -> Vec<String> {
+        let text = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let l = text
+            .lines()
+            .find(|l| l.split(' ').nth(1) == self.mnt.to_str())
+            .unwrap_or_else(|| panic!("{} is not mounted", self.mnt.display()));
+        l.split(' ').nth(3).unwrap().split(',').map(String::from).collect()
+    }
+
+    /// Loop devices whose backing file lies on this filesystem.
+    pub fn attached(&self) -> Vec<String> {
+        attached_under(&self.mnt)
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // Read before the unmount: a lazily unmounted file's path no longer
+        // starts with the mount point.
+        let mut devs = attached_under(&self.mnt);
+        devs.extend(attached_under(self.dir.path()).into_iter().filter(|d| *d != self.dev));
+        if self.mounted.get() {
+            let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
+        }
+        for d in devs {
+            let _ = Command::new("losetup").arg("-d").arg(d).status();
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
