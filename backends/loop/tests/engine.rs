@@ -4,82 +4,17 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use strata_core::engine::{CloneRequest, CreateRequest, DestroyRequest, Engine, RootfsSource};
 use strata_core::{BackendOpts, Backends, ContainerRef, ErrorKind, RootfsSpec, Store};
+use strata_testkit::{no_leak, LoopFs};
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// A host filesystem of `kind` (2 GiB) mounted in its own temporary dir.
+fn host_fs(kind: &str) -> LoopFs {
+    LoopFs::new(kind, 2 << 30, None, "")
 }
 
-struct HostFs {
-    t: tempfile::TempDir,
-    mnt: PathBuf,
-    dev: String,
-}
-
-impl HostFs {
-    fn new(kind: &str) -> Self {
-        let t = tempfile::Builder::new()
-            .prefix("strata-loop-eng")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let img = t.path().join("img");
-        std::fs::File::create(&img).unwrap().set_len(2 << 30).unwrap();
-        let dev = run(&["losetup", "--find", "--show", img.to_str().unwrap()])
-            .trim()
-            .to_string();
-        let mnt = t.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let fs = HostFs { t, mnt, dev };
-        match kind {
-            "xfs" => run(&["mkfs.xfs", "-q", "-f", "-m", "reflink=1", &fs.dev]),
-            _ => run(&["mkfs.ext4", "-q", "-F", &fs.dev]),
-        };
-        run(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
-        fs
-    }
-    fn lxc(&self) -> PathBuf {
-        self.mnt.join("lxc")
-    }
-}
-
-impl Drop for HostFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
-        for d in attached_under(&self.mnt) {
-            let _ = Command::new("losetup").arg("-d").arg(d).status();
-        }
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
-fn attached_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-            if Path::new(b.trim_end()).starts_with(dir) {
-                out.push(format!("/dev/{}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    out
-}
-
-fn no_leak(dir: &Path) {
-    for _ in 0..100 {
-        if attached_under(dir).is_empty() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("loop devices left attached: {:?}", attached_under(dir));
+fn lxc(fs: &LoopFs) -> PathBuf {
+    fs.mnt().join("lxc")
 }
 
 fn engine() -> Engine {
@@ -92,8 +27,8 @@ fn engine() -> Engine {
     Engine::new(b)
 }
 
-fn create(e: &Engine, fs: &HostFs, name: &str, fstype: &str, size: u64) -> ContainerRef {
-    let src = fs.t.path().join("tree");
+fn create(e: &Engine, fs: &LoopFs, name: &str, fstype: &str, size: u64) -> ContainerRef {
+    let src = fs.dir().join("tree");
     if !src.exists() {
         std::fs::create_dir_all(src.join("etc")).unwrap();
         std::fs::write(src.join("etc/hostname"), "orig\n").unwrap();
@@ -101,7 +36,7 @@ fn create(e: &Engine, fs: &HostFs, name: &str, fstype: &str, size: u64) -> Conta
         std::fs::write(src.join("big"), vec![5u8; 2 << 20]).unwrap();
     }
     e.create(&CreateRequest {
-        lxcpath: fs.lxc(),
+        lxcpath: lxc(fs),
         name: name.into(),
         backend: Some("loop".into()),
         opts: BackendOpts {
@@ -113,7 +48,7 @@ fn create(e: &Engine, fs: &HostFs, name: &str, fstype: &str, size: u64) -> Conta
         ..Default::default()
     })
     .unwrap();
-    ContainerRef::new(fs.lxc(), name)
+    ContainerRef::new(lxc(fs), name)
 }
 
 fn rootfs(r: &ContainerRef) -> RootfsSpec {
@@ -156,10 +91,10 @@ fn destroy_all(e: &Engine, lxc: &Path) {
 #[test]
 fn copy_clone_is_a_sparse_image_copy() {
     let e = engine();
-    let fs = HostFs::new("ext4");
+    let fs = host_fs("ext4");
     let r = create(&e, &fs, "c1", "ext4", 256 << 20);
     let spec = rootfs(&r);
-    assert_eq!(spec.to_string(), format!("loop:{}/c1/rootdev", fs.lxc().display()));
+    assert_eq!(spec.to_string(), format!("loop:{}/c1/rootdev", lxc(&fs).display()));
     assert_eq!(read_in(&spec, "etc/os-release"), "ID=test\n");
     let c2 = clone(&e, &r, "c2", false).unwrap();
     let spec2 = rootfs(&c2);
@@ -191,42 +126,42 @@ fn copy_clone_is_a_sparse_image_copy() {
     .unwrap();
     assert_eq!(std::fs::metadata(rootfs(&c3).path()).unwrap().len(), 128 << 20);
     assert_eq!(read_in(&rootfs(&c3), "big").len(), 2 << 20);
-    no_leak(&fs.mnt);
-    destroy_all(&e, &fs.lxc());
-    no_leak(&fs.mnt);
+    no_leak(fs.mnt());
+    destroy_all(&e, &lxc(&fs));
+    no_leak(fs.mnt());
 }
 
 #[test]
 fn snapshot_clone_on_xfs_host_and_refused_on_ext4() {
     let e = engine();
-    let xfs = HostFs::new("xfs");
+    let xfs = host_fs("xfs");
     let r = create(&e, &xfs, "c1", "xfs", 300 << 20);
     let c2 = clone(&e, &r, "c2", true).unwrap();
     let spec2 = rootfs(&c2);
     assert_eq!(spec2.kind(), "loop");
     assert_eq!(read_in(&spec2, "etc/hostname"), "c2\n");
     assert_eq!(read_in(&rootfs(&r), "etc/hostname"), "orig\n");
-    no_leak(&xfs.mnt);
-    destroy_all(&e, &xfs.lxc());
+    no_leak(xfs.mnt());
+    destroy_all(&e, &lxc(&xfs));
 
-    let ext4 = HostFs::new("ext4");
+    let ext4 = host_fs("ext4");
     let r = create(&e, &ext4, "c1", "ext4", 64 << 20);
     let err = clone(&e, &r, "c2", true).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    let names: Vec<_> = std::fs::read_dir(ext4.lxc())
+    let names: Vec<_> = std::fs::read_dir(lxc(&ext4))
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
     assert_eq!(names, [std::ffi::OsString::from("c1")], "refused clone left something");
-    no_leak(&ext4.mnt);
+    no_leak(ext4.mnt());
 }
 
 #[test]
 fn lxc_snapshot_and_restore() {
     let e = engine();
     for host in ["ext4", "xfs"] {
-        let fs = HostFs::new(host);
+        let fs = host_fs(host);
         let size = if host == "xfs" { 300 << 20 } else { 64 << 20 };
         let fstype = if host == "xfs" { "xfs" } else { "ext4" };
         let r = create(&e, &fs, "c1", fstype, size);
@@ -247,8 +182,8 @@ fn lxc_snapshot_and_restore() {
         assert_eq!(e.snapshots(&r).unwrap().len(), 2);
         e.restore(&r, "snap1", None).unwrap();
         assert_eq!(read_in(&rootfs(&r), "etc/os-release"), "ID=changed\n", "{host}");
-        no_leak(&fs.mnt);
-        destroy_all(&e, &fs.lxc());
-        no_leak(&fs.mnt);
+        no_leak(fs.mnt());
+        destroy_all(&e, &lxc(&fs));
+        no_leak(fs.mnt());
     }
 }

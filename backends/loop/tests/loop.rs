@@ -6,81 +6,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use strata_core::{Backend, BackendOpts, ErrorKind, RootfsSpec, Target};
+use strata_testkit::{attached_under, no_leak, sh, LoopFs};
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A host filesystem of `kind` mounted under a tempdir; gone on drop.
-struct HostFs {
-    _t: tempfile::TempDir,
-    mnt: PathBuf,
-    dev: String,
-}
-
-impl HostFs {
-    fn new(kind: &str) -> Self {
-        let t = tempfile::Builder::new()
-            .prefix("strata-loophost")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let img = t.path().join("img");
-        std::fs::File::create(&img).unwrap().set_len(3 << 30).unwrap();
-        let dev = run(&["losetup", "--find", "--show", img.to_str().unwrap()])
-            .trim()
-            .to_string();
-        let mnt = t.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let fs = HostFs { _t: t, mnt, dev };
-        match kind {
-            "xfs" => run(&["mkfs.xfs", "-q", "-f", "-m", "reflink=1", &fs.dev]),
-            "btrfs" => run(&["mkfs.btrfs", "-q", "-f", &fs.dev]),
-            _ => run(&["mkfs.ext4", "-q", "-F", &fs.dev]),
-        };
-        run(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
-        fs
-    }
-}
-
-impl Drop for HostFs {
-    fn drop(&mut self) {
-        // Loop-backed containers mounted inside go first.
-        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
-        for d in attached_under(&self.mnt) {
-            let _ = Command::new("losetup").arg("-d").arg(d).status();
-        }
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
-/// Loop devices whose backing file lies under `dir`.
-fn attached_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-            if Path::new(b.trim_end()).starts_with(dir) {
-                out.push(format!("/dev/{name}"));
-            }
-        }
-    }
-    out
-}
-
-fn no_leak(dir: &Path) {
-    for _ in 0..100 {
-        if attached_under(dir).is_empty() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("loop devices left attached: {:?}", attached_under(dir));
+/// A host filesystem of `kind` (3 GiB) mounted in its own temporary dir.
+fn host_fs(kind: &str) -> LoopFs {
+    LoopFs::new(kind, 3 << 30, None, "")
 }
 
 struct T {
@@ -142,8 +72,8 @@ fn with_mounted<R>(spec: &RootfsSpec, ro: bool, f: impl FnOnce(&Path) -> R) -> R
 
 #[test]
 fn create_mount_umount_each_fstype() {
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     for (fstype, size) in [("ext4", None), ("xfs", Some(300 << 20)), ("btrfs", Some(200 << 20))] {
         let spec = make(&lxc, &format!("c-{fstype}"), Some(fstype), size);
         assert_eq!(spec.to_string(), format!("loop:{}/c-{fstype}/rootdev", lxc.display()));
@@ -186,18 +116,18 @@ fn create_mount_umount_each_fstype() {
 
 #[test]
 fn a_failed_mount_detaches_its_device() {
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
-    let e = b().mount(&spec, &host.mnt.join("no-such-dir"), false).unwrap_err();
+    let e = b().mount(&spec, &host.mnt().join("no-such-dir"), false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     no_leak(&lxc);
 }
 
 #[test]
 fn bad_options_are_refused_at_plan_time() {
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     for (fstype, size, what) in [
         (Some("vfat"), None, "fstype"),
         (Some("xfs"), Some(100 << 20), "too small"),
@@ -222,8 +152,8 @@ fn bad_options_are_refused_at_plan_time() {
 #[test]
 fn fast_copy_is_sparse_and_both_mount() {
     // ext4 host: no reflink, so this is the copy_file_range path.
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     for fstype in ["ext4", "xfs", "btrfs"] {
         let spec = make(&lxc, &format!("src-{fstype}"), Some(fstype), Some(320 << 20));
         with_mounted(&spec, false, |p| {
@@ -251,7 +181,7 @@ fn fast_copy_is_sparse_and_both_mount() {
             m2.blocks()
         );
         // Own filesystem UUID where the kernel refuses duplicates, and both mount at once.
-        let uuid = |p: &Path| run(&["blkid", "-p", "-s", "UUID", "-o", "value", p.to_str().unwrap()]);
+        let uuid = |p: &Path| sh(&["blkid", "-p", "-s", "UUID", "-o", "value", p.to_str().unwrap()]);
         if fstype != "ext4" {
             assert_ne!(uuid(&spec.path()), uuid(&spec2.path()), "{fstype}");
         }
@@ -281,8 +211,8 @@ fn fast_copy_is_sparse_and_both_mount() {
 }
 
 fn reflink_snapshot_on(host_kind: &str) {
-    let host = HostFs::new(host_kind);
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs(host_kind);
+    let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", Some("xfs"), Some(300 << 20));
     with_mounted(&spec, false, |p| {
         std::fs::write(p.join("data"), vec![3u8; 8 << 20]).unwrap()
@@ -323,8 +253,8 @@ fn reflink_snapshot_on_btrfs_host() {
 
 #[test]
 fn snapshot_refused_on_ext4_host() {
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
     assert!(!b().snapshotter().unwrap().can_snapshot(&spec));
     // No reflinks here: what the image holds is all its own.
@@ -351,8 +281,8 @@ fn snapshot_refused_on_ext4_host() {
 
 #[test]
 fn legacy_ioctls_attach_with_autoclear_too() {
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
     for legacy in [true, false] {
         let dev = strata_loop::dev::attach_with(&spec.path(), false, 4096, legacy).unwrap();
@@ -376,8 +306,8 @@ fn legacy_ioctls_attach_with_autoclear_too() {
 #[test]
 fn concurrent_attaches_each_get_their_own_device() {
     // Threads race for the same free device: the losers claim another.
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     let specs: Vec<_> = (0..6)
         .map(|i| make(&lxc, &format!("c{i}"), None, Some(8 << 20)))
         .collect();
@@ -409,8 +339,8 @@ fn concurrent_attaches_each_get_their_own_device() {
 #[test]
 fn a_copy_takes_its_edit_through_the_device_it_was_made_with() {
     // ext4 host, ext4 image: the copy_file_range path, with a device ready.
-    let host = HostFs::new("ext4");
-    let lxc = host.mnt.join("lxc");
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "src", None, Some(64 << 20));
     with_mounted(&spec, false, |p| {
         std::fs::create_dir(p.join("etc")).unwrap();
