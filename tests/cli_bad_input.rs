@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use strata_testkit::LoopFs;
 
 fn fixture() -> Env {
     let env = Env::new();
@@ -175,58 +176,9 @@ fn missing_lxcpath_is_not_created() {
     assert!(!missing.exists());
 }
 
-/// An ext4 filesystem on a sparse file mounted at the lxcpath (loop
-/// containers' images live on it); unmounted, its devices detached, on drop.
-struct Ext4Lxcpath {
-    mnt: std::path::PathBuf,
-}
-
-impl Ext4Lxcpath {
-    fn new(env: &Env) -> Self {
-        let img = env.tmp.path().join("host.img");
-        std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
-        let sh = |args: &[&str]| {
-            let o = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
-            assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        };
-        sh(&["mkfs.ext4", "-q", "-F", img.to_str().unwrap()]);
-        sh(&[
-            "mount",
-            "-o",
-            "loop",
-            img.to_str().unwrap(),
-            env.lxcpath.to_str().unwrap(),
-        ]);
-        Ext4Lxcpath {
-            mnt: env.lxcpath.clone(),
-        }
-    }
-
-    /// Loop devices whose image is on this filesystem.
-    fn attached(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
-            if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-                if std::path::Path::new(b.trim_end()).starts_with(&self.mnt) {
-                    out.push(format!("/dev/{}", e.file_name().to_string_lossy()));
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Ext4Lxcpath {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-R")
-            .arg("-l")
-            .arg(&self.mnt)
-            .status();
-        for d in self.attached() {
-            let _ = std::process::Command::new("losetup").arg("-d").arg(d).status();
-        }
-    }
+/// A 1 GiB ext4 mounted at the lxcpath: loop containers' images live on it.
+fn ext4_lxcpath(env: &Env) -> LoopFs {
+    LoopFs::new("ext4", 1 << 30, Some(&env.lxcpath), "")
 }
 
 /// A rootfs with `mib` MiB in one file besides the usual small tree (about 2 MiB).
@@ -240,7 +192,7 @@ fn rootfs_with(env: &Env, name: &str, mib: usize) -> String {
 #[test]
 fn loop_refusals_say_why_and_change_nothing() {
     let env = Env::new();
-    let host = Ext4Lxcpath::new(&env);
+    let host = ext4_lxcpath(&env);
     let small = rootfs_with(&env, "small", 1);
     let big = rootfs_with(&env, "big", 20);
     env.ok(
@@ -298,7 +250,7 @@ fn a_rootfs_that_only_just_does_not_fit_is_refused_cleanly() {
     // About 11 MiB of files, 16 MiB image (10 MiB free): within the estimate,
     // refused when the copy runs out of space.
     let env = Env::new();
-    let host = Ext4Lxcpath::new(&env);
+    let host = ext4_lxcpath(&env);
     let tight = rootfs_with(&env, "tight", 9);
     env.ok("lxc-create", &["-n", "d1", "--rootfs-from", &tight]);
     let names = || {

@@ -6,78 +6,34 @@
 mod common;
 
 use common::Env;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use strata_core::durable::{self, Flush};
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A filesystem on a sparse file, loop-mounted; unmounted on drop.
-struct Fs {
-    mnt: PathBuf,
-}
-
-impl Fs {
-    fn new(dir: &Path, mnt: &Path, mkfs: &[&str], opts: &str) -> Fs {
-        let img = dir.join("fs.img");
-        std::fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
-        let mnt = mnt.to_path_buf();
-        let mut argv = mkfs.to_vec();
-        argv.push(img.to_str().unwrap());
-        sh(&argv);
-        let o = if opts.is_empty() {
-            "loop".to_string()
-        } else {
-            format!("loop,{opts}")
-        };
-        sh(&["mount", "-o", &o, img.to_str().unwrap(), mnt.to_str().unwrap()]);
-        Fs { mnt }
-    }
-}
-
-impl Drop for Fs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-R").arg(&self.mnt).status();
-    }
-}
+use strata_testkit::LoopFs;
 
 #[test]
 fn flush_rule_follows_the_filesystem() {
-    let cases: [(&str, &[&str], &str, Flush); 7] = [
-        ("ordered", &["mkfs.ext4", "-q", "-F"], "", Flush::Ordered),
-        ("journal", &["mkfs.ext4", "-q", "-F"], "data=journal", Flush::Ordered),
-        ("nobarrier", &["mkfs.ext4", "-q", "-F"], "nobarrier", Flush::Wait),
-        ("writeback", &["mkfs.ext4", "-q", "-F"], "data=writeback", Flush::Wait),
-        (
-            "nojournal",
-            &["mkfs.ext4", "-q", "-F", "-O", "^has_journal"],
-            "",
-            Flush::Wait,
-        ),
-        ("xfs", &["mkfs.xfs", "-q", "-f"], "", Flush::Wait),
-        ("btrfs", &["mkfs.btrfs", "-q", "-f"], "", Flush::FileSync),
+    let cases: [(&str, &str, &[&str], &str, Flush); 7] = [
+        ("ordered", "ext4", &[], "", Flush::Ordered),
+        ("journal", "ext4", &[], "data=journal", Flush::Ordered),
+        ("nobarrier", "ext4", &[], "nobarrier", Flush::Wait),
+        ("writeback", "ext4", &[], "data=writeback", Flush::Wait),
+        ("nojournal", "ext4", &["-O", "^has_journal"], "", Flush::Wait),
+        ("xfs", "xfs", &[], "", Flush::Wait),
+        ("btrfs", "btrfs", &[], "", Flush::FileSync),
     ];
-    for (name, mkfs, opts, want) in cases {
+    for (name, kind, mkfs_args, opts, want) in cases {
         let env = Env::new();
-        let fs = Fs::new(env.tmp.path(), &env.lxcpath, mkfs, opts);
-        assert_eq!(durable::mode(&fs.mnt), want, "{name}");
+        let fs = LoopFs::with_mkfs(kind, mkfs_args, 512 << 20, Some(&env.lxcpath), opts);
+        assert_eq!(durable::mode(fs.mnt()), want, "{name}");
         {
             let _v = durable::volatile();
             assert_eq!(
-                durable::mode(&fs.mnt),
+                durable::mode(fs.mnt()),
                 Flush::Volatile,
                 "{name} in a throwaway operation"
             );
         }
         // The same user-visible result under either rule.
-        let lp = fs.mnt.clone();
+        let lp = fs.mnt().to_path_buf();
         let rootfs = lp.join("c1/rootfs");
         common::make_rootfs(&rootfs);
         std::fs::write(

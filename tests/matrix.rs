@@ -12,62 +12,8 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use strata_core::{Backend, Opened, Store};
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A btrfs filesystem mounted over the lxcpath; unmounted (with every
-/// container mount below it) and detached on drop.
-struct BtrfsLxcpath {
-    mnt: PathBuf,
-    dev: String,
-}
-
-impl BtrfsLxcpath {
-    fn new(env: &Env) -> Self {
-        let img = env.tmp.path().join("lxcpath.img");
-        std::fs::File::create(&img).unwrap().set_len(4 << 30).unwrap();
-        let dev = sh(&["losetup", "--find", "--show", img.to_str().unwrap()])
-            .trim()
-            .to_string();
-        let g = BtrfsLxcpath {
-            mnt: env.lxcpath.clone(),
-            dev,
-        };
-        sh(&["mkfs.btrfs", "-q", "-f", &g.dev]);
-        sh(&["mount", &g.dev, g.mnt.to_str().unwrap()]);
-        g
-    }
-}
-
-impl Drop for BtrfsLxcpath {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
-        // Loop-backed containers' devices (autoclear normally has them gone).
-        if let Ok(rd) = std::fs::read_dir("/sys/block") {
-            for e in rd.flatten() {
-                if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-                    if Path::new(b.trim_end()).starts_with(&self.mnt) {
-                        let _ = Command::new("losetup")
-                            .arg("-d")
-                            .arg(format!("/dev/{}", e.file_name().to_string_lossy()))
-                            .status();
-                    }
-                }
-            }
-        }
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
+use strata_testkit::{sh, LoopFs};
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
@@ -240,7 +186,9 @@ fn rootfs_view(env: &Env, name: &str) -> (String, View) {
 #[test]
 fn copy_clones_between_every_pair_of_backends() {
     let env = Env::new();
-    let _fs = BtrfsLxcpath::new(&env);
+    // The lxcpath on a btrfs of its own, with every container mount below it
+    // gone on drop.
+    let _fs = LoopFs::new("btrfs", 4 << 30, Some(&env.lxcpath), "");
     let src = env.src.join("special");
     special_tree(&src);
     let input = view(&src);

@@ -14,84 +14,15 @@ mod unpriv;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use strata_core::idmap::SubIds;
+use strata_testkit::{sh, LoopFs};
 use unpriv::*;
 
 const PHASE: &str = "STRATA_BTRFS_PHASE";
 const RM_OPT: &str = "user_subvol_rm_allowed";
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A btrfs in a loop file, mounted at `mnt`; unmounted and detached on drop,
-/// also when the test fails.
-struct LoopBtrfs {
-    mnt: PathBuf,
-    dev: String,
-}
-
-impl LoopBtrfs {
-    fn new(img: &Path, mnt: &Path) -> LoopBtrfs {
-        std::fs::File::create(img).unwrap().set_len(512 << 20).unwrap();
-        let dev = run(&["losetup", "--find", "--show", img.to_str().unwrap()])
-            .trim()
-            .to_string();
-        std::fs::create_dir(mnt).unwrap();
-        let fs = LoopBtrfs {
-            mnt: mnt.to_path_buf(),
-            dev,
-        };
-        run(&["mkfs.btrfs", "-q", "-f", &fs.dev]);
-        fs.mount(Some(RM_OPT));
-        fs
-    }
-
-    fn mount(&self, opts: Option<&str>) {
-        let mut a = vec!["mount"];
-        if let Some(o) = opts {
-            a.extend(["-o", o]);
-        }
-        a.extend([self.dev.as_str(), self.mnt.to_str().unwrap()]);
-        run(&a);
-    }
-
-    /// user_subvol_rm_allowed stays with the superblock through a remount:
-    /// only a new mount drops it.
-    fn mount_again(&self, opts: Option<&str>) {
-        run(&["umount", self.mnt.to_str().unwrap()]);
-        self.mount(opts);
-    }
-
-    fn options(&self) -> Vec<String> {
-        let text = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        let l = text.lines().find(|l| l.split(' ').nth(1) == self.mnt.to_str()).unwrap();
-        l.split(' ').nth(3).unwrap().split(',').map(String::from).collect()
-    }
-}
-
-impl Drop for LoopBtrfs {
-    fn drop(&mut self) {
-        if Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
 fn subvolumes(mnt: &Path) -> Vec<String> {
-    run(&["btrfs", "subvolume", "list", "-o", mnt.to_str().unwrap()])
+    sh(&["btrfs", "subvolume", "list", "-o", mnt.to_str().unwrap()])
         .lines()
         .filter_map(|l| l.split(" path ").nth(1).map(String::from))
         .collect()
@@ -99,7 +30,7 @@ fn subvolumes(mnt: &Path) -> Vec<String> {
 
 /// A field of `btrfs subvolume show` (as root).
 fn subvolume_field(p: &Path, field: &str) -> String {
-    run(&["btrfs", "subvolume", "show", p.to_str().unwrap()])
+    sh(&["btrfs", "subvolume", "show", p.to_str().unwrap()])
         .lines()
         .find_map(|l| {
             l.trim()
@@ -144,8 +75,10 @@ fn btrfs_as_test_user() {
             .keep(),
     );
     std::fs::set_permissions(&area.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fs = LoopBtrfs::new(&area.0.join("btrfs.img"), &area.0.join("mnt"));
-    let lxcpath = fs.mnt.join("lxc");
+    // A btrfs the user can reach (the area is 0755), unmounted and detached on
+    // drop, also when the test fails.
+    let fs = LoopFs::new("btrfs", 512 << 20, Some(&area.0.join("mnt")), RM_OPT);
+    let lxcpath = fs.mnt().join("lxc");
     // Root's input: a busybox tree with files of a container user, as a tarball.
     let src = area.0.join("src");
     helpers::make_rootfs(&src);
@@ -153,7 +86,7 @@ fn btrfs_as_test_user() {
     std::fs::create_dir_all(src.join("home/alice")).unwrap();
     std::fs::write(src.join("home/alice/f"), "alice\n").unwrap();
     std::os::unix::fs::chown(src.join("home/alice/f"), Some(1000), Some(100)).unwrap();
-    run(&[
+    sh(&[
         "tar",
         "--numeric-owner",
         "-cpf",
@@ -213,14 +146,14 @@ fn btrfs_as_test_user() {
     assert_eq!(subvolume_field(&snap, "Flags"), "readonly");
 
     as_test_user("use");
-    assert_eq!(subvolumes(&fs.mnt), Vec::<String>::new(), "subvolumes left");
+    assert_eq!(subvolumes(fs.mnt()), Vec::<String>::new(), "subvolumes left");
     assert_eq!(std::fs::read_dir(&lxcpath).unwrap().count(), 0, "lxcpath not empty");
 
-    fs.mount_again(None);
+    fs.mount_again("");
     assert!(!fs.options().iter().any(|o| o == RM_OPT), "{:?}", fs.options());
     as_test_user("refused");
     assert_eq!(
-        subvolumes(&fs.mnt),
+        subvolumes(fs.mnt()),
         ["lxc/k1/rootfs", "lxc/k1/snaps/snap0/rootfs"],
         "the refused destroy changed the subvolumes"
     );
