@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use strata_testkit::LoopFs;
 
 pub const TOOLS: &[&str] = &[
     "lxc-start",
@@ -22,6 +23,9 @@ pub const TOOLS: &[&str] = &[
 ];
 
 pub struct Rt {
+    /// The filesystem under the lxcpath, if the test made one: a field before
+    /// `tmp`, so that it goes before the dir it is mounted in.
+    pub fs: Option<LoopFs>,
     pub tmp: tempfile::TempDir,
     pub bin: PathBuf,
     pub lxcpath: PathBuf,
@@ -53,6 +57,7 @@ impl Rt {
             std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
         }
         Rt {
+            fs: None,
             tmp,
             bin,
             lxcpath,
@@ -66,23 +71,7 @@ impl Rt {
     /// The lxcpath on a fresh `fstype` filesystem (btrfs, xfs) in a loop file.
     pub fn on_fs(fstype: &str) -> Rt {
         let mut rt = Rt::new();
-        let img = rt.tmp.path().join(format!("{fstype}.img"));
-        let f = std::fs::File::create(&img).unwrap();
-        f.set_len(512 << 20).unwrap();
-        let st = Command::new(format!("mkfs.{fstype}"))
-            .arg("-q")
-            .arg(&img)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let st = Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&rt.lxcpath)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        rt.fs = Some(LoopFs::new(fstype, 512 << 20, Some(&rt.lxcpath), ""));
         rt.base_mounts = rt.mounts();
         rt.base_loops = rt.loops();
         rt
