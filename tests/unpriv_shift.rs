@@ -12,19 +12,7 @@ use std::process::Command;
 use strata_core::idmap::IdMap;
 use strata_core::shift;
 use strata_core::{ContainerRef, ErrorKind};
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
+use strata_testkit::need_root;
 
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-ec").arg(cmd).status().unwrap();

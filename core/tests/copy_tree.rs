@@ -10,19 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use strata_core::copy::{copy_tree, CopyOptions, IdShift};
 use strata_core::ErrorKind;
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
+use strata_testkit::{need_root, LoopFs};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -466,15 +454,12 @@ fn copy_to_fs(fstype: &str) {
     fs::create_dir(&s).unwrap();
     fs::create_dir(&d).unwrap();
     build_tree(&s);
-    let _m = if fstype == "tmpfs" {
-        Mount::new("tmpfs", Path::new("tmpfs"), &d, "size=200m")
+    let (_tmpfs, _ext4) = if fstype == "tmpfs" {
+        (Some(Mount::new("tmpfs", Path::new("tmpfs"), &d, "size=200m")), None)
     } else {
-        let img = t.path().join("img");
-        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-        sh("mkfs.ext4", &[OsStr::new("-q"), img.as_os_str()]);
-        let m = Mount::new("ext4", &img, &d, "loop");
+        let ext4 = LoopFs::new("ext4", 256 << 20, Some(&d), "");
         fs::remove_dir(d.join("lost+found")).unwrap();
-        m
+        (None, Some(ext4))
     };
     let mut opts = CopyOptions {
         threads: 2,
@@ -587,14 +572,8 @@ fn bench() {
 #[test]
 fn reflinks_within_btrfs() {
     need_root!();
-    let t = tmp();
-    let img = t.path().join("img");
-    fs::File::create(&img).unwrap().set_len(300 << 20).unwrap();
-    sh("mkfs.btrfs", &[OsStr::new("-q"), img.as_os_str()]);
-    let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let _m = Mount::new("btrfs", &img, &mnt, "loop");
-    let (s, d) = (mnt.join("src"), mnt.join("dst"));
+    let btrfs = LoopFs::new("btrfs", 300 << 20, None, "");
+    let (s, d) = (btrfs.mnt().join("src"), btrfs.mnt().join("dst"));
     fs::create_dir(&s).unwrap();
     fs::create_dir(&d).unwrap();
     build_tree(&s);
