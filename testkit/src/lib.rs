@@ -1,6 +1,6 @@
 //! Fixtures for strata's root-only tests: a real filesystem on a sparse file
 //! behind a loop device, torn down on drop even when the test fails, and the
-//! small command helpers that go with it. Dev-only: never a normal dependency.
+//! command and root checks that go with it. Dev-only: never a normal dependency.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
