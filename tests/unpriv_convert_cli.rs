@@ -146,3 +146,113 @@ fn bad_input_is_one_line_and_changes_nothing() {
         assert_eq!(state(&lxcpath), before, "{args:?} changed something");
     }
 }
+
+/// Owner and group of every entry below `root`, by relative path.
+fn owners(root: &Path) -> BTreeMap<PathBuf, (u32, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.insert(p.strip_prefix(root).unwrap().to_path_buf(), (m.uid(), m.gid()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+fn acl(p: &Path) -> String {
+    let o = Command::new("getfacl")
+        .args(["-n", "-c", "-p"])
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn copy_into_another_map_shifts_in_the_copy() {
+    if !ready() {
+        return;
+    }
+    let (_tmp, lxcpath) = setup();
+    let lp = lxcpath.to_str().unwrap();
+    let c1 = lxcpath.join("c1/rootfs");
+    let acl_ok = Command::new("setfacl")
+        .args(["-m", "u:1000:r,g:100:w"])
+        .arg(c1.join("etc/f"))
+        .status()
+        .is_ok_and(|s| s.success());
+    let c1_before = state(&lxcpath);
+    let copy = |args: &[&str]| {
+        let mut a = vec!["clone", "-P", lp];
+        a.extend(args);
+        strata(&a, &lxcpath)
+    };
+    // Privileged -> mapped, in the copy pass.
+    let out = copy(&[
+        "-n",
+        "c1",
+        "-N",
+        "u1",
+        "--idmap",
+        "u 0 100000 65536",
+        "--idmap",
+        "g 0 200000 65536",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let u1 = lxcpath.join("u1/rootfs");
+    let f = std::fs::metadata(u1.join("etc/f")).unwrap();
+    assert_eq!((f.uid(), f.gid()), (101000, 200100));
+    let top = std::fs::metadata(&u1).unwrap();
+    assert_eq!((top.uid(), top.gid()), (100000, 200000));
+    assert_eq!(std::fs::read_link(u1.join("etc/s")).unwrap(), Path::new("/etc/shadow"));
+    if acl_ok {
+        let a = acl(&u1.join("etc/f"));
+        assert!(a.contains("user:101000:r--") && a.contains("group:200100:-w-"), "{a}");
+    }
+    let cfg = std::fs::read_to_string(lxcpath.join("u1/config")).unwrap();
+    assert!(
+        cfg.contains("lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 200000 65536\n"),
+        "{cfg}"
+    );
+    assert!(lxcpath.join("u1/strata_shifted").is_file());
+    assert_eq!(std::fs::metadata("/etc/shadow").unwrap().uid(), 0);
+    // Mapped -> privileged again: the same owners as the original.
+    let out = copy(&["-n", "u1", "-N", "p1", "--idmap", "none"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(owners(&lxcpath.join("p1/rootfs")), owners(&c1));
+    if acl_ok {
+        assert_eq!(acl(&lxcpath.join("p1/rootfs/etc/f")), acl(&c1.join("etc/f")));
+    }
+    let cfg = std::fs::read_to_string(lxcpath.join("p1/config")).unwrap();
+    assert!(!cfg.contains("lxc.idmap"), "{cfg}");
+    assert!(!lxcpath.join("p1/strata_shifted").exists());
+    // The sources are untouched.
+    let now = state(&lxcpath);
+    for (p, v) in &c1_before.0 {
+        assert_eq!(now.0.get(p), Some(v), "{} changed", p.display());
+    }
+    // Bad input: one line, nothing made.
+    std::fs::write(c1.join("far"), b"x").unwrap();
+    std::os::unix::fs::chown(c1.join("far"), Some(70000), Some(0)).unwrap();
+    let before = state(&lxcpath);
+    for (args, want) in [
+        (
+            vec!["-n", "c1", "-N", "x", "-s", "--idmap", "b 0 100000 65536"],
+            "snapshot clone",
+        ),
+        (vec!["-n", "c1", "-N", "x", "--idmap", "b 0 100000 65536"], "70000"),
+        (vec!["-n", "c1", "-N", "x", "--idmap", "u 0 100000 0"], "count is zero"),
+        (vec!["-n", "c1", "-N", "x", "-R", "--idmap", "b 0 100000 65536"], "-R"),
+    ] {
+        let out = copy(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(state(&lxcpath), before, "{args:?} changed something");
+    }
+}

@@ -97,6 +97,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         rename: a.rename,
         run_hooks: true,
         progress: super::progress(),
+        idmap: None,
     };
     super::copy::clone(req)?;
     if !a.quiet && !a.rename {

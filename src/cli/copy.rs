@@ -5,6 +5,7 @@ use anyhow::anyhow;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use strata_core::engine::CloneRequest;
+use strata_core::idmap::IdMap;
 use strata_core::{BackendOpts, ContainerRef};
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -48,6 +49,10 @@ pub struct Args {
     pub lvname: Option<String>,
     #[arg(long = "zfsroot")]
     pub zfsroot: Option<String>,
+    /// Copy into this id map, shifting owners in the copy (strata; as
+    /// lxc.idmap, e.g. "b 0 100000 65536"; "none" for privileged); repeatable
+    #[arg(long = "idmap", value_name = "RANGE")]
+    pub idmap: Vec<String>,
     /// Start an ephemeral copy
     #[arg(short = 'e', long = "ephemeral")]
     pub ephemeral: bool,
@@ -126,7 +131,15 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         rename: a.rename,
         run_hooks: true,
         progress: super::progress(),
+        idmap: match a.idmap.as_slice() {
+            [] => None,
+            [none] if none == "none" => Some(IdMap::default()),
+            v => Some(IdMap::parse(v.iter().map(String::as_str))?),
+        },
     };
+    if req.rename && req.idmap.is_some() {
+        return Err(anyhow!("-R cannot be combined with --idmap"));
+    }
     clone(req)?;
     Ok(0)
 }

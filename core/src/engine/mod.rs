@@ -99,6 +99,9 @@ pub struct CloneRequest {
     pub run_hooks: bool,
     /// Shown while copying.
     pub progress: bool,
+    /// `--idmap`: the copy's id map, its rootfs owners shifted in the same
+    /// pass as the copy (an empty map: privileged). `None` keeps the source's.
+    pub idmap: Option<crate::idmap::IdMap>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -68,6 +68,8 @@ pub(super) struct Params<'a> {
     pub readonly: bool,
     /// Extra files written into the staging dir (`ts`, `comment`).
     pub files: Vec<(&'static str, String)>,
+    /// A map other than the source's for a copy (see [`super::CloneRequest::idmap`]).
+    pub idmap: Option<&'a IdMap>,
 }
 
 /// A container built in its staging dir, not yet renamed into place.
@@ -654,9 +656,17 @@ impl Engine {
         };
         let spec = dst_b.plan(&probe, snapshot.then_some(&p.src.rootfs))?;
         let mut cfg = Config::load(&p.src.r.config_path())?;
-        // The clone has the source's map: a user's clone is made by the container's root.
-        let map = IdMap::from_config(&cfg)?;
-        map.check_caller()?;
+        // The clone has the source's map (a user's clone is made by the
+        // container's root), unless root copies it into another one: then the
+        // owners are shifted in the copy pass itself.
+        let from = IdMap::from_config(&cfg)?;
+        from.check_caller()?;
+        let (map, shift) = match p.idmap {
+            Some(to) if to.config_values() != from.config_values() && !snapshot => {
+                (to.clone(), Some(crate::shift::compose(&from, to)?))
+            }
+            _ => (from.clone(), None),
+        };
         check_backend_allowed(dst_b)?;
         let hooks = p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty();
         let hostname = format!("{}\n", p.dst.name);
@@ -703,6 +713,9 @@ impl Engine {
             if !p.keep_name {
                 cfg.set("lxc.uts.name", &p.dst.name);
             }
+            if shift.is_some() {
+                map.write_to_config(&mut cfg);
+            }
             cfg.save(&staging.join("config"))?;
             copy_referenced_files(&cfg, &p.src.r.dir(), &dir, &staging)?;
             for (name, data) in &p.files {
@@ -725,8 +738,11 @@ impl Engine {
                     let s = dst_b.snapshotter().expect("chosen for its snapshotter");
                     s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
                 } else {
+                    // A whole-image or snapshot copy cannot change owners: shifting copies file by file.
                     let fast = match dst_b.fast_copier() {
-                        Some(fc) if src_b.kind() == dst_b.kind() => fc.fast_copy(&p.src.rootfs, &spec, &t)?,
+                        Some(fc) if src_b.kind() == dst_b.kind() && shift.is_none() => {
+                            fc.fast_copy(&p.src.rootfs, &spec, &t)?
+                        }
                         _ => false,
                     };
                     if !fast {
@@ -734,8 +750,21 @@ impl Engine {
                         let s = Opened::open(src_b, &p.src.rootfs, true)?;
                         let d = Opened::open(dst_b, &building, false)?;
                         remove_lost_found(d.path());
+                        // From the owners as they are on disk: a mapped container
+                        // started through an idmapped mount has them unshifted.
+                        let shift = match &shift {
+                            Some(_) => {
+                                let disk = match crate::shift::ownership(&p.src.r.dir(), s.path(), &from)? {
+                                    crate::shift::Ownership::Shifted => from.clone(),
+                                    crate::shift::Ownership::Unshifted => IdMap::default(),
+                                };
+                                Some(crate::shift::compose(&disk, &map)?)
+                            }
+                            None => None,
+                        };
                         let opts = CopyOptions {
                             progress: p.progress,
+                            shift,
                             ..CopyOptions::default()
                         };
                         copy_tree(s.path(), d.path(), &opts).map_err(|e| no_space(dst_b, e))?;
@@ -763,6 +792,9 @@ impl Engine {
                     }
                     opened.close()
                 })?;
+            }
+            if shift.is_some() && !map.is_empty() {
+                crate::shift::record_shifted(&staging, &map)?;
             }
             if let Some((origin, clone)) = &dep {
                 if !store::dependents(origin)?.contains(clone) {
@@ -864,11 +896,34 @@ impl Engine {
             progress: req.progress,
             readonly: false,
             files: vec![],
+            idmap: req.idmap.as_ref(),
         };
         // Checked before anything is made: a bad -B/-s combination changes nothing.
         let (b, snap) = self.choose(&params)?;
         check_backend_allowed(b)?;
-        IdMap::from_config(&src.config)?.check_caller()?;
+        let from = IdMap::from_config(&src.config)?;
+        from.check_caller()?;
+        if let Some(to) = req
+            .idmap
+            .as_ref()
+            .filter(|to| to.config_values() != from.config_values())
+        {
+            to.validate()?;
+            if !crate::paths::is_root() {
+                return Err(err!(
+                    PermissionDenied,
+                    OP,
+                    "a copy into another id map needs root (a user moves its containers between its own maps with strata convert)"
+                ));
+            }
+            if snap {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "a snapshot clone shares its source's files and keeps its id map; copy without -s to shift owners"
+                ));
+            }
+        }
         if running && !may_snapshot_running(b.kind(), snap) {
             return Err(err!(
                 Busy,
@@ -930,6 +985,7 @@ impl Engine {
                 progress: req.progress,
                 readonly: false,
                 files: vec![],
+                idmap: None,
             };
             let st = self.stage_clone(&params)?;
             let c = self.finish_staged(st, &req.dst)?;
@@ -994,6 +1050,7 @@ impl Engine {
             progress: false,
             readonly: true,
             files: vec![],
+            idmap: None,
         };
         if crate::state::is_running(r) {
             let (b, snap) = self.choose(&params)?;
@@ -1067,6 +1124,7 @@ impl Engine {
                 progress: false,
                 readonly: false,
                 files: vec![],
+                idmap: None,
             };
             let st = self.stage_clone(&params)?;
             return self.finish_staged(st, &dst);
@@ -1098,6 +1156,7 @@ impl Engine {
             progress: false,
             readonly: false,
             files: vec![],
+            idmap: None,
         };
         let mut st = self.stage_clone(&params)?;
         let dir = r.dir();
