@@ -661,11 +661,13 @@ impl Engine {
         // owners are shifted in the copy pass itself.
         let from = IdMap::from_config(&cfg)?;
         from.check_caller()?;
-        let (map, shift) = match p.idmap {
-            Some(to) if to.config_values() != from.config_values() && !snapshot => {
-                (to.clone(), Some(crate::shift::compose(&from, to)?))
+        let (map, shifting) = match p.idmap {
+            Some(to) if !snapshot => {
+                // The maps must share container ids: refused before anything is made.
+                crate::shift::compose(&from, to)?;
+                (to.clone(), true)
             }
-            _ => (from.clone(), None),
+            _ => (from.clone(), false),
         };
         check_backend_allowed(dst_b)?;
         let hooks = p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty();
@@ -713,7 +715,7 @@ impl Engine {
             if !p.keep_name {
                 cfg.set("lxc.uts.name", &p.dst.name);
             }
-            if shift.is_some() {
+            if shifting {
                 map.write_to_config(&mut cfg);
             }
             cfg.save(&staging.join("config"))?;
@@ -740,7 +742,7 @@ impl Engine {
                 } else {
                     // A whole-image or snapshot copy cannot change owners: shifting copies file by file.
                     let fast = match dst_b.fast_copier() {
-                        Some(fc) if src_b.kind() == dst_b.kind() && shift.is_none() => {
+                        Some(fc) if src_b.kind() == dst_b.kind() && !shifting => {
                             fc.fast_copy(&p.src.rootfs, &spec, &t)?
                         }
                         _ => false,
@@ -752,15 +754,14 @@ impl Engine {
                         remove_lost_found(d.path());
                         // From the owners as they are on disk: a mapped container
                         // started through an idmapped mount has them unshifted.
-                        let shift = match &shift {
-                            Some(_) => {
-                                let disk = match crate::shift::ownership(&p.src.r.dir(), s.path(), &from)? {
-                                    crate::shift::Ownership::Shifted => from.clone(),
-                                    crate::shift::Ownership::Unshifted => IdMap::default(),
-                                };
-                                Some(crate::shift::compose(&disk, &map)?)
-                            }
-                            None => None,
+                        let shift = if shifting {
+                            let disk = match crate::shift::ownership(&p.src.r.dir(), s.path(), &from)? {
+                                crate::shift::Ownership::Shifted => from.clone(),
+                                crate::shift::Ownership::Unshifted => IdMap::default(),
+                            };
+                            Some(crate::shift::compose(&disk, &map)?)
+                        } else {
+                            None
                         };
                         let opts = CopyOptions {
                             progress: p.progress,
@@ -793,7 +794,7 @@ impl Engine {
                     opened.close()
                 })?;
             }
-            if shift.is_some() && !map.is_empty() {
+            if shifting && !map.is_empty() {
                 crate::shift::record_shifted(&staging, &map)?;
             }
             if let Some((origin, clone)) = &dep {
@@ -884,6 +885,13 @@ impl Engine {
             }
             return self.rename(req, &src);
         }
+        let from = IdMap::from_config(&src.config)?;
+        from.check_caller()?;
+        // Another map than the source's: owners are shifted while copying.
+        let idmap = req
+            .idmap
+            .as_ref()
+            .filter(|to| to.config_values() != from.config_values());
         let params = Params {
             src: &src,
             dst: &req.dst,
@@ -896,18 +904,12 @@ impl Engine {
             progress: req.progress,
             readonly: false,
             files: vec![],
-            idmap: req.idmap.as_ref(),
+            idmap,
         };
         // Checked before anything is made: a bad -B/-s combination changes nothing.
         let (b, snap) = self.choose(&params)?;
         check_backend_allowed(b)?;
-        let from = IdMap::from_config(&src.config)?;
-        from.check_caller()?;
-        if let Some(to) = req
-            .idmap
-            .as_ref()
-            .filter(|to| to.config_values() != from.config_values())
-        {
+        if let Some(to) = idmap {
             to.validate()?;
             if !crate::paths::is_root() {
                 return Err(err!(
