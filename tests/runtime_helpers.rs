@@ -160,13 +160,7 @@ impl Rt {
 
     /// Mounts under the scratch area, from the host's view.
     pub fn mounts(&self) -> Vec<String> {
-        let root = self.tmp.path().display().to_string();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&root))
-            .collect()
+        mounts_below(self.tmp.path())
     }
 
     /// Names of entries in the lxcpath (containers and leftovers alike).
@@ -278,4 +272,15 @@ pub fn listing(root: &Path) -> Vec<String> {
 
 pub fn pid_alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Mount points at or below `root`, from the host's view.
+pub fn mounts_below(root: &Path) -> Vec<String> {
+    let root = root.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&root))
+        .collect()
 }

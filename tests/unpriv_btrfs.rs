@@ -52,12 +52,7 @@ fn btrfs_as_test_user() {
         }
         return;
     }
-    if !is_root() {
-        eprintln!("skipped: run as root (the test switches to user {USER})");
-        return;
-    }
-    let Some(u) = test_user() else {
-        eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+    let Some(u) = root_side_ready() else {
         return;
     };
     for tool in ["newuidmap", "mkfs.btrfs"] {

@@ -3,8 +3,10 @@
 //! setuid bits, hard links and symlinks, refusals that change nothing, and
 //! completion of an interrupted conversion.
 
+#[path = "common/xattr.rs"]
+mod xattr;
+
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,22 +15,11 @@ use strata_core::idmap::IdMap;
 use strata_core::shift;
 use strata_core::{ContainerRef, ErrorKind};
 use strata_testkit::need_root;
+use xattr::{acl_ids, lgetxattr};
 
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-ec").arg(cmd).status().unwrap();
     assert!(st.success(), "{cmd}");
-}
-
-fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let cn = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
 }
 
 /// What a user would compare: owner, mode, type, times, id-carrying xattrs, content, link targets.
@@ -81,20 +72,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Info> {
         }
     }
     out
-}
-
-/// `(tag, id)` of the user (2) and group (8) entries of an ACL xattr.
-fn acl_ids(v: &[u8]) -> Vec<(u16, u32)> {
-    v[4..]
-        .chunks(8)
-        .map(|e| {
-            (
-                u16::from_le_bytes([e[0], e[1]]),
-                u32::from_le_bytes(e[4..8].try_into().unwrap()),
-            )
-        })
-        .filter(|(t, _)| *t == 2 || *t == 8)
-        .collect()
 }
 
 struct Area {

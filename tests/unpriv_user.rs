@@ -9,6 +9,8 @@ mod helpers;
 #[path = "common/unpriv.rs"]
 #[macro_use]
 mod unpriv;
+#[path = "common/xattr.rs"]
+mod xattr;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -17,6 +19,7 @@ use std::process::{Command, Output};
 use strata_core::idmap::{write_maps, IdMap, SubIds};
 use strata_core::{paths, ErrorKind};
 use unpriv::*;
+use xattr::{acl_ids, lgetxattr};
 
 /// A child in a new, unmapped user namespace (as the caller).
 struct NsChild(std::process::Child);
@@ -217,19 +220,6 @@ struct Info {
     data: Vec<u8>,
 }
 
-fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let cn = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
-}
-
 /// Every entry under `root` by relative path, never following a symlink.
 fn tree(root: &Path) -> BTreeMap<PathBuf, Info> {
     use std::os::unix::ffi::OsStrExt;
@@ -267,20 +257,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Info> {
         }
     }
     out
-}
-
-/// `(tag, id)` of the named user (2) and group (8) entries of an ACL xattr.
-fn acl_ids(v: &[u8]) -> Vec<(u16, u32)> {
-    v[4..]
-        .chunks(8)
-        .map(|e| {
-            (
-                u16::from_le_bytes([e[0], e[1]]),
-                u32::from_le_bytes(e[4..8].try_into().unwrap()),
-            )
-        })
-        .filter(|(t, _)| *t == 2 || *t == 8)
-        .collect()
 }
 
 /// Check every entry of `got` against the fixture tree `src` (container
@@ -381,16 +357,6 @@ fn mapped_owned_in_tmp(s: &SubIds) -> Vec<PathBuf> {
     v
 }
 
-fn mounts_under(p: &Path) -> Vec<String> {
-    let root = p.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&root))
-        .collect()
-}
-
 /// End to end as the test user, through the CLI: create from a tarball
 /// with a custom map (container uid 1005 is host uid 1005), conversion to
 /// another map and back, snapshot clone, snapshots, restores, ephemeral
@@ -404,12 +370,7 @@ fn e2e_flows_as_test_user() {
         e2e_body();
         return;
     }
-    if !is_root() {
-        eprintln!("skipped: run as root (the test switches to user {USER})");
-        return;
-    }
-    let Some(u) = test_user() else {
-        eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+    let Some(u) = root_side_ready() else {
         return;
     };
     if strata_core::idmap::find_in_path("newuidmap").is_none() {
@@ -460,7 +421,7 @@ fn e2e_flows_as_test_user() {
         tmp_before,
         "files of mapped ids left in /tmp or /var/tmp"
     );
-    assert_eq!(mounts_under(&area.0), Vec::<String>::new());
+    assert_eq!(helpers::mounts_below(&area.0), Vec::<String>::new());
     assert_eq!(
         walk_files(&area.0.join("run/state")),
         Vec::<PathBuf>::new(),

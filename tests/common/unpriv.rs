@@ -9,12 +9,24 @@ use std::process::{Command, Output};
 pub const USER: &str = "stratatest";
 pub const CHILD: &str = "STRATA_AS_TEST_USER";
 
-pub fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
+pub use strata_testkit::is_root;
 
 pub fn test_user() -> Option<nix::unistd::User> {
     nix::unistd::User::from_name(USER).ok().flatten()
+}
+
+/// The root side of a test that switches to the test user: the user, or
+/// `None` with the reason printed when the test cannot run here.
+pub fn root_side_ready() -> Option<nix::unistd::User> {
+    if !is_root() {
+        eprintln!("skipped: run as root (the test switches to user {USER})");
+        return None;
+    }
+    let u = test_user();
+    if u.is_none() {
+        eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+    }
+    u
 }
 
 /// Run test `name` of this binary as the test user.
@@ -50,12 +62,7 @@ macro_rules! user_test {
                 $body
                 return;
             }
-            if !is_root() {
-                eprintln!("skipped: run as root (the test switches to user {USER})");
-                return;
-            }
-            if test_user().is_none() {
-                eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+            if root_side_ready().is_none() {
                 return;
             }
             let out = as_user(stringify!($name), $env);
