@@ -74,26 +74,18 @@ pub fn mode(dir: &Path) -> Flush {
     if std::env::var_os("STRATA_SYNC").is_some_and(|v| v == "full") {
         return Flush::Wait;
     }
-    if ordered_journal(dir) {
-        Flush::Ordered
-    } else if is_btrfs(dir) {
-        Flush::FileSync
-    } else {
-        Flush::Wait
-    }
-}
-
-fn is_btrfs(dir: &Path) -> bool {
-    const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
-    nix::sys::statfs::statfs(dir).is_ok_and(|st| st.filesystem_type().0 == BTRFS_SUPER_MAGIC)
-}
-
-fn ordered_journal(dir: &Path) -> bool {
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-    match nix::sys::statfs::statfs(dir) {
-        Ok(st) if st.filesystem_type().0 == EXT4_SUPER_MAGIC => {}
-        _ => return false,
+    const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
+    match nix::sys::statfs::statfs(dir).map(|st| st.filesystem_type().0) {
+        Ok(EXT4_SUPER_MAGIC) if ordered_journal(dir) => Flush::Ordered,
+        Ok(BTRFS_SUPER_MAGIC) => Flush::FileSync,
+        _ => Flush::Wait,
     }
+}
+
+/// Whether the ext4 holding `dir` has a journal in ordered (or journal)
+/// data mode, with barriers.
+fn ordered_journal(dir: &Path) -> bool {
     let Ok(m) = std::fs::metadata(dir) else {
         return false;
     };
