@@ -21,6 +21,11 @@ pub struct RunRecord {
     #[serde(default)]
     pub monitor_start: Option<u64>,
     pub ephemeral: bool,
+    /// The container's cgroup directories, recorded before they are made,
+    /// so that whoever tears the container down (or reconcile, after a
+    /// kill -9 of the monitor) removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl RunRecord {

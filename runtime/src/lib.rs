@@ -11,8 +11,10 @@
 //! An ephemeral container's init dies with its monitor, and
 //! [`reap_ephemeral`] removes what a killed monitor left.
 
+pub mod cgroup;
 pub mod conf;
 mod container;
+pub mod seccomp;
 mod scan;
 mod sys;
 pub mod userns;
@@ -56,6 +58,7 @@ fn my_record(ephemeral: bool) -> RunRecord {
         monitor_pid: Some(me),
         monitor_start: state::proc_start_time(me),
         ephemeral,
+        cgroups: Vec::new(),
     }
 }
 

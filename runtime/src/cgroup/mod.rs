@@ -1,0 +1,1 @@
+//! Container cgroups (being written).

@@ -1,0 +1,1 @@
+//! LXC seccomp policies (being written).
