@@ -1,0 +1,292 @@
+//! The monitor: clone init into its namespaces, wait for it, tear down.
+
+use crate::*;
+
+fn ns_flags(cfg: &RunConfig, map: &IdMap) -> u64 {
+    let mut f =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP;
+    if cfg.net != Net::Host {
+        f |= libc::CLONE_NEWNET;
+    }
+    if !map.is_empty() {
+        // The other namespaces are created owned by this one.
+        f |= libc::CLONE_NEWUSER;
+    }
+    f as u64
+}
+
+/// The monitor: prepare, clone init, wait, tear down.
+pub(crate) fn run_monitor(
+    engine: &Engine,
+    r: &ContainerRef,
+    opts: &StartOpts,
+    ephemeral_run: bool,
+    n: &mut Notifier,
+) -> Result<i32> {
+    let lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+    let mut p = prepare(engine, r, opts, ephemeral_run)?;
+    let ephemeral = ephemeral_run || p.cfg.ephemeral;
+    let fail = |p: &mut Prepared, e: Error| -> Error {
+        p.undo(engine);
+        let _ = state::remove(r);
+        e
+    };
+    let (sync_r, sync_w) = match sys::pipe() {
+        Ok(x) => x,
+        Err(e) => return Err(fail(&mut p, e)),
+    };
+    let (err_r, err_w) = match sys::pipe() {
+        Ok(x) => x,
+        Err(e) => return Err(fail(&mut p, e)),
+    };
+    // Held back while we wait, and forwarded to init.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+    }
+    let restore = || unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    };
+    let (pid, pidfd) = match sys::clone_into(ns_flags(&p.cfg, &p.map)) {
+        Ok(None) => {
+            drop(sync_w);
+            drop(err_r);
+            let mount = |via: &[(PathBuf, String)], target: &Path| -> Result<()> {
+                let mut spec = p.c.rootfs.clone();
+                for (from, to) in via {
+                    spec = spec.rebase(from, Path::new(to));
+                }
+                engine
+                    .backends
+                    .for_spec(&p.c.rootfs)?
+                    .mount(&spec, target, false)
+                    .map_err(|e| err!(Io, "start", "rootfs {} does not mount: {e}", p.c.rootfs))
+            };
+            let a = container::ChildArgs {
+                cfg: &p.cfg,
+                rootfs: p.view.as_deref().unwrap_or(&p.mp),
+                cmd: &opts.cmd,
+                kill_with_parent: ephemeral,
+                userns: !p.map.is_empty(),
+                mount_inside: p.mount_inside.then(|| container::MountInside {
+                    pin: pinned_dirs(&p.c),
+                    mount: &mount,
+                }),
+            };
+            container::child_main(&a, sync_r, err_w)
+        }
+        Ok(Some(x)) => x,
+        Err(e) => {
+            restore();
+            return Err(fail(&mut p, e));
+        }
+    };
+    drop(sync_r);
+    drop(err_w);
+    if !p.map.is_empty() {
+        // Init waits for "go" before it becomes root of its namespace: the maps must be there by then.
+        if let Err(e) = userns::write_maps(pid, &p.map) {
+            sys::kill(pid, libc::SIGKILL);
+            drop(sync_w);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            restore();
+            return Err(fail(&mut p, e));
+        }
+    }
+    let rec = RunRecord {
+        init_pid: pid,
+        init_start: state::proc_start_time(pid).unwrap_or(0),
+        ..my_record(ephemeral)
+    };
+    let mut veth = None;
+    // Without a veth to move in, init may go at once; the record is written meanwhile.
+    let early = !matches!(p.cfg.net, Net::Veth { .. });
+    if early {
+        sys::write_all(sync_w.as_raw_fd(), b"g");
+    }
+    let pre = state::write(r, &rec).and_then(|_| match &p.cfg.net {
+        Net::Veth {
+            link,
+            name,
+            pair,
+            hwaddr,
+            ..
+        } => {
+            let host = pair.clone().unwrap_or_else(|| format!("veth{}", random_suffix(7)));
+            let pid_s = pid.to_string();
+            let mut args = vec!["link", "add", &host, "type", "veth", "peer", "name", name];
+            if let Some(h) = hwaddr {
+                args.extend(["address", h]);
+            }
+            args.extend(["netns", &pid_s]);
+            sys::run("ip", &args)?;
+            veth = Some(host.clone());
+            sys::run("ip", &["link", "set", &host, "master", link, "up"])
+        }
+        _ => Ok(()),
+    });
+    let started = match pre {
+        Ok(()) => {
+            if !early {
+                sys::write_all(sync_w.as_raw_fd(), b"g");
+            }
+            drop(sync_w);
+            let msg = sys::read_all(err_r.as_raw_fd());
+            if msg.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::Io,
+                    "start",
+                    String::from_utf8_lossy(&msg).into_owned(),
+                ))
+            }
+        }
+        Err(e) => {
+            if early {
+                sys::kill(pid, libc::SIGKILL);
+            }
+            drop(sync_w);
+            Err(e)
+        }
+    };
+    if let Err(e) = started {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        if let Some(h) = veth {
+            let _ = sys::run("ip", &["link", "del", &h]);
+        }
+        restore();
+        return Err(fail(&mut p, e));
+    }
+    drop(lock);
+    n.ok();
+    tracing::info!(pid, "container {} started", r.name);
+    let status = wait_init(pid, &pidfd, &set);
+    restore();
+    teardown(engine, r, ephemeral)?;
+    Ok(status)
+}
+
+/// Wait for init, forwarding the held-back signals; its exit status.
+fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t) -> i32 {
+    let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
+    let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
+    loop {
+        let mut fds = vec![libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(s) = &sfd {
+            fds.push(libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
+        if r < 0 && sys::errno() != nix::errno::Errno::EINTR {
+            break;
+        }
+        if fds.get(1).is_some_and(|f| f.revents & libc::POLLIN != 0) {
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+            let fd = sfd.as_ref().map_or(-1, |s| s.as_raw_fd());
+            if unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), sz) } == sz as isize {
+                let sig = info.ssi_signo as i32;
+                // Pid 1 drops signals it does not catch; stopping the monitor then stops the container.
+                sys::kill(pid, if catches(pid, sig) { sig } else { libc::SIGKILL });
+            }
+        }
+        if fds[0].revents != 0 {
+            break;
+        }
+    }
+    loop {
+        let mut st = 0;
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            if libc::WIFEXITED(st) {
+                return libc::WEXITSTATUS(st);
+            }
+            if libc::WIFSIGNALED(st) {
+                return 128 + libc::WTERMSIG(st);
+            }
+        } else if !(r < 0 && sys::errno() == nix::errno::Errno::EINTR) {
+            return 1;
+        }
+    }
+}
+
+/// Whether `pid` has a handler for `sig` (SigCgt in /proc/PID/status).
+fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    st.lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
+}
+
+/// Unmount what a run mounted and remove its record. The caller holds the lock.
+pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
+    let mp = mount_point(r);
+    let view = userns::idmapped_path(&mp);
+    if std::fs::symlink_metadata(&view).is_ok() {
+        userns::remove_idmapped(&view)?;
+    }
+    let mounts = fsutil::mount_points();
+    if let Ok(c) = Store::new(&r.lxcpath).load(&r.name) {
+        if mounts.iter().any(|m| m == &mp) {
+            engine.backends.for_spec(&c.rootfs)?.umount(&c.rootfs, &mp)?;
+        }
+        if let Some((_, upper)) = c.rootfs.overlay_parts() {
+            if let Some(dir) = Path::new(upper).parent() {
+                if mounts.iter().any(|m| m == dir) {
+                    nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+                        .map_err(|e| Error::errno("unmount tmpfs", dir, e))?;
+                }
+            }
+        }
+    } else if mounts.iter().any(|m| m == &mp) {
+        // The container is gone: nothing to ask a backend, just detach.
+        nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| Error::errno("unmount rootfs", &mp, e))?;
+    }
+    let _ = std::fs::remove_dir(&mp);
+    state::remove(r)
+}
+
+/// After init is gone: unmount, remove the record, destroy an ephemeral container.
+pub(crate) fn teardown(engine: &Engine, r: &ContainerRef, ephemeral: bool) -> Result<()> {
+    {
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        if state::read(r).is_some_and(|rec| rec.init_alive()) {
+            // Started again by someone else meanwhile.
+            return Ok(());
+        }
+        cleanup_locked(engine, r)?;
+    }
+    if ephemeral {
+        destroy_quietly(engine, r)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn destroy_quietly(engine: &Engine, r: &ContainerRef) -> Result<()> {
+    let req = DestroyRequest {
+        r: r.clone(),
+        with_snapshots: true,
+        force: false,
+    };
+    match engine.destroy(&req) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        x => x,
+    }
+}

@@ -1,0 +1,275 @@
+//! Everything a start does before init exists: checks, the run record,
+//! the rootfs mount (or an idmapped view of it), a tmpfs upper.
+
+use crate::*;
+
+/// Everything made before init runs, undone by [`Prepared::undo`] on failure.
+pub(crate) struct Prepared {
+    pub(crate) c: Container,
+    pub(crate) cfg: RunConfig,
+    pub(crate) mp: PathBuf,
+    pub(crate) mounted: bool,
+    pub(crate) tmpfs: Option<PathBuf>,
+    /// `lxc.idmap`: empty for a privileged container.
+    pub(crate) map: IdMap,
+    /// The idmapped view of the rootfs init uses instead of `mp`.
+    pub(crate) view: Option<PathBuf>,
+    /// A non-root monitor cannot mount on the host: init mounts the rootfs
+    /// inside its user and mount namespaces.
+    pub(crate) mount_inside: bool,
+}
+
+impl Prepared {
+    pub(crate) fn undo(&mut self, engine: &Engine) {
+        if let Some(v) = self.view.take() {
+            if let Err(e) = userns::remove_idmapped(&v) {
+                tracing::warn!("remove idmapped rootfs: {e}");
+            }
+        }
+        if self.mounted {
+            if let Ok(b) = engine.backends.for_spec(&self.c.rootfs) {
+                if let Err(e) = b.umount(&self.c.rootfs, &self.mp) {
+                    tracing::warn!("unmount rootfs: {e}");
+                }
+            }
+            self.mounted = false;
+        }
+        let _ = std::fs::remove_dir(&self.mp);
+        if let Some(t) = self.tmpfs.take() {
+            let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Checks, run record, rootfs mount. The caller holds the lock.
+pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: bool) -> Result<Prepared> {
+    const OP: &str = "start";
+    let store = Store::new(&r.lxcpath);
+    if !store.exists(&r.name) {
+        return Err(err!(
+            NotFound,
+            OP,
+            "container {} does not exist in {}",
+            r.name,
+            r.lxcpath.display()
+        ));
+    }
+    if let Some(rec) = state::read(r) {
+        let mine = rec.monitor_pid == Some(std::process::id() as i32) && rec.monitor_alive();
+        if rec.init_alive() {
+            return Err(err!(Busy, OP, "container {} is already running", r.name));
+        }
+        if !mine && rec.monitor_alive() {
+            return Err(err!(Busy, OP, "container {} is being started or stopped", r.name));
+        }
+        if !mine {
+            cleanup_locked(engine, r)?;
+        }
+    }
+    let c = store.load(&r.name)?;
+    let map = IdMap::from_config(&c.config)?;
+    map.check_caller()?;
+    if !map.is_empty() && (map.root_uid().is_none() || map.root_gid().is_none()) {
+        return Err(err!(
+            InvalidConfig,
+            OP,
+            "lxc.idmap does not map container root (uid and gid 0): init would have no identity"
+        ));
+    }
+    let rootfs_path = c
+        .rootfs
+        .overlay_parts()
+        .map(|_| String::new())
+        .unwrap_or_else(|| c.rootfs.source().to_string());
+    let mut cfg = RunConfig::from_config(
+        &r.name,
+        &c.config,
+        Some(&rootfs_path).filter(|p| !p.is_empty()).map(|s| s.as_str()),
+    )?;
+    cfg.mounts.extend(opts.extra_mounts.iter().cloned());
+    for m in &cfg.mounts {
+        if m.is_bind() && !m.optional && std::fs::symlink_metadata(&m.source).is_err() {
+            return Err(err!(NotFound, OP, "bind source {} does not exist", m.source));
+        }
+    }
+    if let Net::Veth { link, .. } = &cfg.net {
+        if !Path::new("/sys/class/net").join(link).join("bridge").exists() {
+            return Err(err!(NotFound, OP, "lxc.net.0.link: bridge {link:?} does not exist"));
+        }
+    }
+    let backend = engine.backends.for_spec(&c.rootfs)?;
+    let ephemeral = ephemeral_run || cfg.ephemeral;
+    state::write(r, &my_record(ephemeral))?;
+    let mp = mount_point(r);
+    let mut p = Prepared {
+        c,
+        cfg,
+        mp,
+        mounted: false,
+        tmpfs: None,
+        mount_inside: !paths::is_root() && !map.is_empty(),
+        map,
+        view: None,
+    };
+    let res = (|| {
+        paths::ensure_dir(&p.mp)?;
+        if opts.tmpfs_upper {
+            p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);
+        }
+        if p.mount_inside {
+            // No idmapped mounts without host privileges: the files must be the mapped ids' already.
+            if !owned_by_map(r, &p.c, &p.map)? {
+                return Err(err!(
+                    PermissionDenied,
+                    OP,
+                    "the rootfs is owned by container ids, not by the mapped host ids, and idmapped mounts need root: run strata convert --to-unprivileged"
+                )
+                .at(rootfs_top(&p.c)));
+            }
+            // Init, as the mapped root, looks its mount point up in this dir of ours.
+            if let Some(d) = p.mp.parent() {
+                search_for_others(d)?;
+            }
+            return own_overlay_dirs(&p.c, &p.map);
+        }
+        backend
+            .mount(&p.c.rootfs, &p.mp, false)
+            .map_err(|e| err!(Io, OP, "rootfs {} does not mount: {e}", p.c.rootfs))?;
+        p.mounted = true;
+        let overlay_shifted = p.c.rootfs.overlay_parts().is_some() && owned_by_map(r, &p.c, &p.map)?;
+        if !p.map.is_empty() && !overlay_shifted {
+            if let userns::RootfsView::Idmapped(v) = userns::idmap_rootfs(&r.dir(), &p.mp, &p.map)? {
+                p.view = Some(v);
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        p.undo(engine);
+        let _ = state::remove(r);
+        return Err(e);
+    }
+    Ok(p)
+}
+
+/// The directory whose owner tells how the rootfs is owned: an overlay's
+/// top lower (its upper dir is made by the clone, owned by whoever made it).
+fn rootfs_top(c: &Container) -> PathBuf {
+    match c.rootfs.overlay_parts() {
+        Some((lower, _)) => PathBuf::from(lower.split(':').next().unwrap_or(lower)),
+        None => c.rootfs.path(),
+    }
+}
+
+/// The host dirs a rootfs spec's paths start with: an overlay's lowers and
+/// its upper's parent (which holds the work dir too), else the rootfs dir.
+pub(crate) fn pinned_dirs(c: &Container) -> Vec<PathBuf> {
+    match c.rootfs.overlay_parts() {
+        Some((lower, upper)) => {
+            let mut v: Vec<PathBuf> = lower.split(':').map(PathBuf::from).collect();
+            // The backend finds the work dir by the names above the upper: keep two of them.
+            v.extend(Path::new(upper).parent().and_then(Path::parent).map(Path::to_path_buf));
+            v
+        }
+        None => vec![c.rootfs.path()],
+    }
+}
+
+/// Give an overlay clone's upper and work dirs, made by the caller, to the
+/// container's root (as LXC's clone does), so that the mapped root can
+/// mount and write them. Dirs owned by anyone else are left alone.
+fn own_overlay_dirs(c: &Container, map: &IdMap) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some((_, upper)) = c.rootfs.overlay_parts() else {
+        return Ok(());
+    };
+    let upper = PathBuf::from(upper);
+    let parent = upper.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let me = nix::unistd::geteuid().as_raw();
+    let mut dirs = vec![upper];
+    for w in ["work", "olwork"] {
+        dirs.push(parent.join(w));
+        dirs.push(parent.join(w).join("work"));
+    }
+    dirs.retain(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == me));
+    // The mapped root walks from the upper's grandparent down to the upper
+    // and work dirs: those two levels need search permission for it (LXC
+    // hands the container dir to the mapped root for the same reason).
+    for d in [parent.parent(), Some(parent.as_path())].into_iter().flatten() {
+        search_for_others(d)?;
+    }
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    strata_core::idmap::run_in_userns_with_caller(map, || {
+        for d in &dirs {
+            std::os::unix::fs::lchown(d, Some(0), Some(0))
+                .map_err(|e| Error::io("give overlay dir to container root", d, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Add search (not read) permission for others to `d` if the caller owns it.
+fn search_for_others(d: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(d).map_err(|e| Error::io("stat", d, e))?;
+    if m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o001 == 0 {
+        let mode = (m.mode() & 0o7777) | 0o001;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", d, e))?;
+    }
+    Ok(())
+}
+
+/// Whether the rootfs's files are owned by `map`'s host ids already.
+fn owned_by_map(r: &ContainerRef, c: &Container, map: &IdMap) -> Result<bool> {
+    use strata_core::shift::{ownership, Ownership};
+    Ok(map.is_empty() || ownership(&r.dir(), &rootfs_top(c), map)? == Ownership::Shifted)
+}
+
+/// `-t`: a tmpfs on the dir holding an overlay's upper (and work) dir.
+fn mount_tmpfs_upper(c: &Container) -> Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const OP: &str = "mount tmpfs upper";
+    let Some((_, upper)) = c.rootfs.overlay_parts() else {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "-t needs an overlay clone, and {} is {}",
+            c.r.name,
+            c.rootfs.kind()
+        ));
+    };
+    let upper = PathBuf::from(upper);
+    let dir = upper
+        .parent()
+        .ok_or_else(|| err!(InvalidSpec, OP, "bad upper dir {}", upper.display()))?
+        .to_path_buf();
+    let meta = std::fs::metadata(&upper).map_err(|e| Error::io(OP, &upper, e))?;
+    if std::fs::read_dir(&upper)
+        .map_err(|e| Error::io(OP, &upper, e))?
+        .next()
+        .is_some()
+    {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "-t needs an empty upper dir (the base is an overlay clone with changes)"
+        ));
+    }
+    sys::mount(
+        Some("tmpfs"),
+        &dir.display().to_string(),
+        Some("tmpfs"),
+        0,
+        Some("mode=0755"),
+    )?;
+    let r = std::fs::create_dir(&upper)
+        .and_then(|_| std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777)))
+        .and_then(|_| std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid())));
+    if let Err(e) = r {
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        return Err(Error::io(OP, &upper, e));
+    }
+    Ok(dir)
+}

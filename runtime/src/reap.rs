@@ -1,0 +1,75 @@
+//! Reconcile for runs: what killed monitors left behind.
+
+use crate::*;
+
+/// Whether LXC itself runs `name` (its command socket is bound).
+fn lxc_runs(lxcpath: &Path, name: &str) -> bool {
+    let Ok(t) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let needle = format!("{}/{name}/command", lxcpath.display());
+    t.lines().any(|l| l.contains(&needle))
+}
+
+/// Clean up after killed runs in `lxcpath`: unmount rootfs of containers
+/// whose monitor and init are gone, and destroy ephemeral containers that
+/// are not running and have no live monitor. Returns the names destroyed.
+/// Every strata command calls this before looking at `lxcpath`.
+pub fn reap_ephemeral(engine: &Engine, lxcpath: &Path) -> Result<Vec<String>> {
+    let _s = tracing::debug_span!("reap", lxcpath = %lxcpath.display()).entered();
+    let lxcpath: PathBuf = std::path::absolute(lxcpath)
+        .map_err(|e| Error::io("reap", lxcpath, e))?
+        .components()
+        .collect();
+    let mut destroyed = Vec::new();
+    let mut recorded = Vec::new();
+    for name in state::recorded(&lxcpath) {
+        let r = ContainerRef::new(&lxcpath, &name);
+        recorded.push(name.clone());
+        let Some(rec) = state::read(&r) else { continue };
+        if rec.monitor_alive() {
+            continue;
+        }
+        if rec.init_alive() {
+            if !rec.ephemeral {
+                continue; // runs on without its monitor, as LXC's containers do
+            }
+            // Doomed anyway (init dies with its monitor): make it so now.
+            if let Some(fd) = sys::pidfd_open(rec.init_pid) {
+                sys::kill(rec.init_pid, libc::SIGKILL);
+                sys::wait_pidfd(&fd, Some(Duration::from_secs(10)));
+            }
+        }
+        {
+            let _lock = ContainerLock::acquire(&lxcpath, &name)?;
+            match state::read(&r) {
+                Some(now) if now.monitor_alive() || now.init_alive() => continue,
+                None => continue,
+                _ => {}
+            }
+            cleanup_locked(engine, &r)?;
+        }
+        if rec.ephemeral && std::fs::symlink_metadata(r.dir()).is_ok() {
+            destroy_quietly(engine, &r)?;
+            destroyed.push(name);
+        }
+    }
+    // Plain entries: the scan's one stat per config tells containers apart.
+    let unrecorded: Vec<String> = std::fs::read_dir(&lxcpath)
+        .map_err(|e| Error::io("reap", &lxcpath, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && !recorded.contains(n))
+        .collect();
+    for name in scan::ephemeral(&lxcpath, &unrecorded) {
+        let r = ContainerRef::new(&lxcpath, &name);
+        if state::read(&r).is_none() && !lxc_runs(&lxcpath, &name) {
+            destroy_quietly(engine, &r)?;
+            destroyed.push(name);
+        }
+    }
+    for n in &destroyed {
+        tracing::info!("removed leftover ephemeral container {n}");
+    }
+    Ok(destroyed)
+}
