@@ -12,13 +12,29 @@
 //! They are read as `lxc.net.N.*` with N counted that way; editing any of
 //! them rewrites all of them under their indexed names so the meaning stays.
 
+pub use crate::config_keys::{key_known, unknown_key_reason};
 use crate::err;
 use crate::error::{IoContext, Result};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-/// Nesting limit for `lxc.include` (catches include loops).
+/// Nesting limit for `lxc.include` (cycles are caught before it, by file identity).
 const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Largest config file read. LXC maps the whole file; this bounds what one
+/// file may make us allocate.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Longest line. LXC's parser has no limit (it walks a mapping of the whole
+/// file; LXC 5.0.2 reads a 4 MiB line); this is a generous bound.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Bytes read over all the files of one `lxc.include` expansion.
+const MAX_EXPANDED_BYTES: u64 = 64 << 20;
+
+/// Files opened by one `lxc.include` expansion (the same file included
+/// twice at every level would otherwise double the work at each level).
+const MAX_INCLUDED_FILES: usize = 4096;
 
 /// Mode of a newly written config, as LXC writes it.
 const NEW_CONFIG_MODE: u32 = 0o640;
@@ -143,6 +159,7 @@ impl Config {
     /// Parse config text. A line that is neither blank, a comment nor
     /// `key = value` with a `lxc.` key is an `InvalidConfig` error naming the line.
     pub fn parse(text: &str) -> Result<Config> {
+        check_text(text.as_bytes())?;
         if text.is_empty() {
             return Ok(Config::default());
         }
@@ -181,11 +198,12 @@ impl Config {
     }
 
     /// Read and parse a file (without following `lxc.include`).
+    /// The file is opened without blocking and must be a regular file (a
+    /// symlink to one is followed, as LXC does); a fifo, socket, device or
+    /// directory is an `InvalidConfig` error, as are a NUL byte, a line
+    /// over [`MAX_LINE_BYTES`] and a file over [`MAX_CONFIG_BYTES`].
     pub fn load(path: &Path) -> Result<Config> {
-        let bytes = std::fs::read(path).ctx("read config", path)?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, "read config", "not valid UTF-8").at(path))?;
-        Config::parse(&text).map_err(|e| e.at(path))
+        Ok(read_config(path)?.0)
     }
 
     /// Canonical key of every line (`None` for non-entries), legacy
@@ -373,57 +391,252 @@ impl Config {
     /// files in name order; a relative include is taken from the including
     /// file's directory. As in LXC, an empty include and a missing
     /// directory include (`dir/`) are skipped; a missing file is `NotFound`.
+    ///
+    /// Each file is read as [`Config::load`] reads it. A file that includes
+    /// itself, directly or through others (the same device and inode on the
+    /// include stack), is an `InvalidConfig` error naming the cycle.
     pub fn load_effective(path: &Path) -> Result<Config> {
-        let mut lines = Vec::new();
-        expand(path, 0, &mut lines)?;
-        Ok(Config {
-            lines,
-            no_final_newline: false,
-        })
+        Ok(Expansion::run(path)?.config)
     }
 }
 
-fn expand(path: &Path, depth: usize, out: &mut Vec<Line>) -> Result<()> {
-    const OP: &str = "expand lxc.include";
-    if depth > MAX_INCLUDE_DEPTH {
-        return Err(err!(
-            InvalidConfig,
-            OP,
-            "includes nested deeper than {MAX_INCLUDE_DEPTH} levels (an include loop?)"
-        )
-        .at(path));
+/// [`Config::load_effective`], then every key checked against the keys
+/// LXC 5.0 knows ([`key_known`]): a key LXC refuses (a typo, an LXC 2.x
+/// name, an `lxc.conf` key) is an `InvalidConfig` error naming the key, the
+/// file it is in and the line, and the file that included that file.
+/// This is the check of `lxc-create -f`, `lxc-copy` and the start path.
+pub fn check_keys(cfg_path: &Path) -> Result<Config> {
+    let _s = tracing::debug_span!("check config keys", path = %cfg_path.display()).entered();
+    let x = Expansion::run(cfg_path)?;
+    for (line, origin) in x.config.lines.iter().zip(&x.origins) {
+        let Line::Entry { key, .. } = line else { continue };
+        if let Some(why) = unknown_key_reason(key) {
+            let file = &x.files[origin.file];
+            let from = match origin.from {
+                Some(f) => format!(" (included from {})", x.files[f].display()),
+                None => String::new(),
+            };
+            return Err(err!(InvalidConfig, "check config", "line {}: {why}{from}", origin.line).at(file));
+        }
     }
-    let cfg = Config::load(path)?;
-    let base = path.parent().unwrap_or(Path::new("/"));
-    for line in cfg.lines {
-        let include = match &line {
-            Line::Entry { key, value, .. } if canonical_key(key) == "lxc.include" => Some(value.clone()),
-            _ => None,
-        };
-        out.push(line);
-        let Some(value) = include else { continue };
-        if value.is_empty() {
-            continue; // LXC reads an empty include as "clear", not an error
+    Ok(x.config)
+}
+
+/// NUL bytes, over-long lines and bad UTF-8, named by line.
+fn check_text(b: &[u8]) -> Result<()> {
+    const OP: &str = "parse config";
+    for (n, line) in b.split(|&c| c == b'\n').enumerate() {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(err!(
+                InvalidConfig,
+                OP,
+                "line {}: longer than {} bytes ({} bytes)",
+                n + 1,
+                MAX_LINE_BYTES,
+                line.len()
+            ));
         }
-        let target = base.join(&value);
-        // A directory include (trailing '/') that does not exist is skipped
-        // as LXC does: its own userns.conf includes a usually absent
-        // userns.conf.d/.
-        if value.ends_with('/') && !target.exists() {
-            continue;
+        if line.contains(&0) {
+            return Err(err!(InvalidConfig, OP, "line {}: NUL byte", n + 1));
         }
-        if target.is_dir() {
-            for f in conf_files(&target)? {
-                expand(&f, depth + 1, out)?;
-            }
-        } else {
-            expand(&target, depth + 1, out)?;
+        if std::str::from_utf8(line).is_err() {
+            return Err(err!(InvalidConfig, OP, "line {}: not valid UTF-8", n + 1));
         }
     }
     Ok(())
 }
 
-/// Regular `*.conf` files of `dir`, sorted by name.
+/// What a config path is, for an error: `None` for a regular file.
+fn not_regular(ft: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        None
+    } else if ft.is_dir() {
+        Some("a directory")
+    } else if ft.is_fifo() {
+        Some("a fifo")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_block_device() {
+        Some("a block device")
+    } else if ft.is_char_device() {
+        Some("a character device")
+    } else {
+        Some("a special file")
+    }
+}
+
+/// Identity of a file read: device and inode.
+type FileId = (u64, u64);
+
+/// Read and parse one config file safely: never blocks (a fifo, socket,
+/// device or directory is refused before and after opening), never reads
+/// more than [`MAX_CONFIG_BYTES`].
+fn read_config(path: &Path) -> Result<(Config, FileId, u64)> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    const OP: &str = "read config";
+    // Looked at first so that a device is never opened.
+    let md = std::fs::metadata(path).ctx(OP, path)?;
+    if let Some(what) = not_regular(md.file_type()) {
+        return Err(err!(InvalidConfig, OP, "is {what}, not a config file").at(path));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .ctx(OP, path)?;
+    // And again on what was opened: the path may have changed in between.
+    let md = f.metadata().ctx(OP, path)?;
+    if let Some(what) = not_regular(md.file_type()) {
+        return Err(err!(InvalidConfig, OP, "is {what}, not a config file").at(path));
+    }
+    let too_big = || {
+        err!(
+            InvalidConfig,
+            OP,
+            "larger than {} MiB: not a config file",
+            MAX_CONFIG_BYTES >> 20
+        )
+        .at(path)
+    };
+    if md.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(md.len() as usize);
+    f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).ctx(OP, path)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    check_text(&bytes).map_err(|e| e.at(path))?;
+    let n = bytes.len() as u64;
+    let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(path))?;
+    let cfg = Config::parse(&text).map_err(|e| e.at(path))?;
+    Ok((cfg, (md.dev(), md.ino()), n))
+}
+
+/// Where an expanded line came from: its file, its line number there, and
+/// the file that included that file.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    file: usize,
+    line: usize,
+    from: Option<usize>,
+}
+
+/// One `lxc.include` expansion: the lines, where each came from, and the
+/// bounds that keep it finite.
+struct Expansion {
+    config: Config,
+    origins: Vec<Origin>,
+    files: Vec<PathBuf>,
+    /// The files being expanded, outermost first: (identity, index in `files`).
+    stack: Vec<(FileId, usize)>,
+    bytes: u64,
+}
+
+impl Expansion {
+    fn run(path: &Path) -> Result<Expansion> {
+        let mut x = Expansion {
+            config: Config::default(),
+            origins: Vec::new(),
+            files: Vec::new(),
+            stack: Vec::new(),
+            bytes: 0,
+        };
+        x.expand(path)?;
+        Ok(x)
+    }
+
+    fn expand(&mut self, path: &Path) -> Result<()> {
+        const OP: &str = "expand lxc.include";
+        let from = self.stack.last().map(|&(_, i)| i);
+        let included_from = || match from {
+            Some(i) => format!(" (included from {})", self.files[i].display()),
+            None => String::new(),
+        };
+        if self.stack.len() > MAX_INCLUDE_DEPTH {
+            return Err(err!(
+                InvalidConfig,
+                OP,
+                "includes nested deeper than {MAX_INCLUDE_DEPTH} levels{}",
+                included_from()
+            )
+            .at(path));
+        }
+        if self.files.len() >= MAX_INCLUDED_FILES {
+            return Err(err!(
+                InvalidConfig,
+                OP,
+                "more than {MAX_INCLUDED_FILES} files included{}",
+                included_from()
+            )
+            .at(path));
+        }
+        let (cfg, id, n) = read_config(path).map_err(|mut e| {
+            e.msg.push_str(&included_from());
+            e
+        })?;
+        if let Some(pos) = self.stack.iter().position(|(s, _)| *s == id) {
+            let mut chain: Vec<String> = self.stack[pos..]
+                .iter()
+                .map(|&(_, i)| self.files[i].display().to_string())
+                .collect();
+            chain.push(path.display().to_string());
+            return Err(err!(InvalidConfig, OP, "lxc.include cycle: {}", chain.join(" -> ")).at(path));
+        }
+        self.bytes += n;
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(err!(
+                InvalidConfig,
+                OP,
+                "includes add up to more than {} MiB{}",
+                MAX_EXPANDED_BYTES >> 20,
+                included_from()
+            )
+            .at(path));
+        }
+        let me = self.files.len();
+        self.files.push(path.to_path_buf());
+        self.stack.push((id, me));
+        let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        for (i, line) in cfg.lines.into_iter().enumerate() {
+            let include = match &line {
+                Line::Entry { key, value, .. } if key == "lxc.include" => Some(value.clone()),
+                _ => None,
+            };
+            self.config.lines.push(line);
+            self.origins.push(Origin {
+                file: me,
+                line: i + 1,
+                from,
+            });
+            let Some(value) = include else { continue };
+            if value.is_empty() {
+                continue; // LXC reads an empty include as "clear", not an error
+            }
+            let target = base.join(&value);
+            // A directory include (trailing '/') that does not exist is skipped
+            // as LXC does: its own userns.conf includes a usually absent
+            // userns.conf.d/.
+            if value.ends_with('/') && !target.exists() {
+                continue;
+            }
+            if target.is_dir() {
+                for f in conf_files(&target)? {
+                    self.expand(&f)?;
+                }
+            } else {
+                self.expand(&target)?;
+            }
+        }
+        self.stack.pop();
+        Ok(())
+    }
+}
+
+/// The `*.conf` entries of `dir` that are not directories, sorted by name
+/// (a fifo or device among them is refused when it is read).
 fn conf_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir).ctx("read include directory", dir)? {
@@ -434,7 +647,7 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>> {
             continue;
         }
         let p = e.path();
-        if p.is_file() {
+        if !p.is_dir() {
             files.push(p);
         }
     }
@@ -808,7 +1021,7 @@ lxc.log.level =
         std::fs::write(&b, "lxc.include = a.conf\n").unwrap();
         let e = Config::load_effective(&a).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
-        assert!(e.to_string().contains("nested"), "{e}");
+        assert!(e.to_string().contains("cycle"), "{e}");
         std::fs::write(&b, "lxc.include = missing.conf\n").unwrap();
         assert_eq!(Config::load_effective(&a).unwrap_err().kind(), ErrorKind::NotFound);
         std::fs::write(&b, "lxc.ok = 1\nbad line\n").unwrap();
@@ -820,6 +1033,210 @@ lxc.log.level =
         assert_eq!(Config::load_effective(&a).unwrap().get("lxc.ok"), Some("1"));
         std::fs::write(&b, "lxc.include = absent.d\n").unwrap();
         assert_eq!(Config::load_effective(&a).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    /// Runs `f` on another thread; panics if it has not returned within 10 s.
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("config read blocked")
+    }
+
+    fn one_line(e: &crate::Error) -> String {
+        let m = e.to_string();
+        assert!(!m.contains('\n'), "one line: {m:?}");
+        m
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let sock = d.path().join("sock.conf");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let main = d.path().join("config");
+        for (target, what) in [
+            (fifo.clone(), "a fifo"),
+            (sock.clone(), "a socket"),
+            (PathBuf::from("/dev/null"), "a character device"),
+            (d.path().to_path_buf(), "a directory"),
+        ] {
+            // Read directly, and through an include.
+            let t = target.clone();
+            let e = within_10s(move || Config::load(&t).unwrap_err());
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+            let m = one_line(&e);
+            assert!(m.contains(what) && m.contains(&target.display().to_string()), "{m}");
+            if target.is_dir() {
+                continue; // a directory include is a directory of *.conf files
+            }
+            std::fs::write(&main, format!("lxc.uts.name = a\nlxc.include = {}\n", target.display())).unwrap();
+            let m2 = main.clone();
+            let e = within_10s(move || Config::load_effective(&m2).unwrap_err());
+            let m = one_line(&e);
+            assert!(m.contains(what) && m.contains(&target.display().to_string()), "{m}");
+            assert!(m.contains(&format!("included from {}", main.display())), "{m}");
+            let m2 = main.clone();
+            within_10s(move || check_keys(&m2).unwrap_err());
+        }
+        // A symlink to a config is followed; a symlink to a fifo is refused.
+        std::fs::write(d.path().join("real.conf"), "lxc.arch = x86_64\n").unwrap();
+        std::os::unix::fs::symlink("real.conf", d.path().join("link.conf")).unwrap();
+        std::os::unix::fs::symlink("fifo.conf", d.path().join("fifolink.conf")).unwrap();
+        std::fs::write(&main, "lxc.include = link.conf\n").unwrap();
+        assert_eq!(Config::load_effective(&main).unwrap().get("lxc.arch"), Some("x86_64"));
+        std::fs::write(&main, "lxc.include = fifolink.conf\n").unwrap();
+        let m2 = main.clone();
+        let e = within_10s(move || Config::load_effective(&m2).unwrap_err());
+        assert!(one_line(&e).contains("a fifo"), "{e}");
+        // A fifo named *.conf in an included directory.
+        std::fs::create_dir(d.path().join("conf.d")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("conf.d/10-x.conf"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::write(&main, "lxc.include = conf.d\n").unwrap();
+        let m2 = main.clone();
+        let e = within_10s(move || Config::load_effective(&m2).unwrap_err());
+        assert!(one_line(&e).contains("10-x.conf"), "{e}");
+    }
+
+    #[test]
+    fn include_cycles_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.conf");
+        let b = d.path().join("b.conf");
+        // Itself, by relative and absolute name, and through a symlink.
+        for body in [
+            "lxc.include = a.conf\n".to_string(),
+            format!("lxc.include = {}\n", a.display()),
+            "lxc.include = alias.conf\n".to_string(),
+        ] {
+            let _ = std::fs::remove_file(d.path().join("alias.conf"));
+            std::os::unix::fs::symlink("a.conf", d.path().join("alias.conf")).unwrap();
+            std::fs::write(&a, &body).unwrap();
+            let e = Config::load_effective(&a).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+            let m = one_line(&e);
+            assert!(m.contains("cycle") && m.contains("a.conf"), "{m}");
+        }
+        std::fs::write(&a, "lxc.arch = x86_64\nlxc.include = b.conf\n").unwrap();
+        std::fs::write(&b, "lxc.include = a.conf\n").unwrap();
+        let m = one_line(&check_keys(&a).unwrap_err());
+        let (ad, bd) = (a.display().to_string(), b.display().to_string());
+        assert!(m.contains(&format!("{ad} -> {bd} -> {ad}")), "{m}");
+        // The same file twice (not nested) is fine, as in LXC.
+        let c = d.path().join("c.conf");
+        std::fs::write(&c, "lxc.cap.drop = sys_time\n").unwrap();
+        std::fs::write(&b, "lxc.include = c.conf\n").unwrap();
+        std::fs::write(&a, "lxc.include = c.conf\nlxc.include = b.conf\nlxc.include = c.conf\n").unwrap();
+        assert_eq!(Config::load_effective(&a).unwrap().get_all("lxc.cap.drop").len(), 3);
+        // Doubling at every level is bounded.
+        for i in 0..16 {
+            let next = format!("l{}.conf", i + 1);
+            std::fs::write(
+                d.path().join(format!("l{i}.conf")),
+                format!("lxc.include = {next}\nlxc.include = {next}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(d.path().join("l16.conf"), "lxc.arch = x86_64\n").unwrap();
+        let e = Config::load_effective(&d.path().join("l0.conf")).unwrap_err();
+        assert!(one_line(&e).contains("files included"), "{e}");
+    }
+
+    #[test]
+    fn nul_long_lines_and_huge_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config");
+        let main = d.path().join("main");
+        std::fs::write(&main, "lxc.include = config\n").unwrap();
+        let long = format!("lxc.environment = A={}\n", "a".repeat(MAX_LINE_BYTES));
+        for (bytes, what) in [
+            (b"lxc.arch = x86_64\nlxc.uts.name = a\0b\n".to_vec(), "line 2: NUL byte"),
+            (b"\0".to_vec(), "line 1: NUL byte"),
+            (format!("# c\n{long}").into_bytes(), "line 2: longer than"),
+            (
+                b"lxc.arch = x\nlxc.uts.name = \xff\n".to_vec(),
+                "line 2: not valid UTF-8",
+            ),
+        ] {
+            std::fs::write(&p, &bytes).unwrap();
+            for e in [
+                Config::load(&p).unwrap_err(),
+                Config::load_effective(&main).unwrap_err(),
+                check_keys(&main).unwrap_err(),
+            ] {
+                assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+                let m = one_line(&e);
+                assert!(m.contains(what) && m.contains(&p.display().to_string()), "{what}: {m}");
+            }
+        }
+        // A line just under the bound is fine.
+        std::fs::write(&p, format!("lxc.environment = A={}\n", "a".repeat(MAX_LINE_BYTES - 40))).unwrap();
+        Config::load(&p).unwrap();
+        // A huge (sparse) file is refused before it is read.
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(one_line(&e).contains("larger than 16 MiB"), "{e}");
+        let e = check_keys(&main).unwrap_err();
+        assert!(one_line(&e).contains("larger than 16 MiB"), "{e}");
+        assert!(Config::parse("lxc.a = \0\n").is_err());
+    }
+
+    #[test]
+    fn check_keys_names_key_file_and_includer() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("config");
+        let inc = d.path().join("inc.conf");
+        std::fs::write(&inc, "# x\nlxc.cap.dorp = sys_time\n").unwrap();
+        std::fs::write(&main, "lxc.uts.name = a\nlxc.include = inc.conf\n").unwrap();
+        let e = check_keys(&main).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        let m = one_line(&e);
+        assert!(m.contains("\"lxc.cap.dorp\""), "{m}");
+        assert!(m.contains(&format!("{}: line 2:", inc.display())), "{m}");
+        assert!(m.contains(&format!("included from {}", main.display())), "{m}");
+        // Legacy names are refused as LXC 5 refuses them, with the new name.
+        std::fs::write(&main, "lxc.utsname = a\n").unwrap();
+        let m = one_line(&check_keys(&main).unwrap_err());
+        assert!(
+            m.contains("lxc.utsname") && m.contains("lxc.uts.name") && !m.contains("included"),
+            "{m}"
+        );
+        // Known keys pass, and the expansion is returned.
+        std::fs::write(&inc, "lxc.cap.drop = sys_time\n").unwrap();
+        std::fs::write(
+            &main,
+            "lxc.uts.name = a\nlxc.include = inc.conf\nlxc.net.0.type = empty\n",
+        )
+        .unwrap();
+        let c = check_keys(&main).unwrap();
+        assert_eq!(c.get("lxc.cap.drop"), Some("sys_time"));
+        // Loading without the check still reads unknown and legacy keys.
+        std::fs::write(&main, "lxc.utsname = a\nlxc.bogus = 1\n").unwrap();
+        assert_eq!(Config::load_effective(&main).unwrap().get("lxc.uts.name"), Some("a"));
+    }
+
+    #[test]
+    fn lxc_shipped_configs_pass_the_key_check() {
+        let dir = Path::new("/usr/share/lxc/config");
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            eprintln!("skipped: no {}", dir.display());
+            return;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "conf") && p.is_file() {
+                check_keys(&p).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod config_keys;
 pub mod copy;
 pub mod durable;
 pub mod engine;
