@@ -1,1 +1,69 @@
-//! Container cgroups (being written).
+//! Container cgroups as LXC 5 makes them (its `cgfsng` driver).
+//!
+//! * [`Layout::detect`] finds every cgroup v1 hierarchy and the unified
+//!   (cgroup2) one, and the caller's and init's cgroup in each.
+//! * [`Spec::from_config`] reads the `lxc.cgroup.*` / `lxc.cgroup2.*` keys.
+//! * [`plan`] picks the container's cgroup (`lxc.payload.NAME`, `-1`, `-2`..
+//!   when taken) and checks every key against the host; [`Plan::paths`] are
+//!   the directories [`create`] will make, for the caller to record first
+//!   (crash safety: whoever finds the record removes them with [`remove`]).
+//! * [`create`] makes them and writes the limits (v1 files, v2 files, the v1
+//!   device rules, the cgroup2 eBPF device program); [`attach`] moves a pid in.
+//! * [`remove`], [`freeze`]/[`thaw`], [`stats`] work from the recorded paths
+//!   alone, so that `reconcile`, `lxc-freeze` and `lxc-info` need no plan.
+//! * [`mount_in_container`] is `lxc.mount.auto = cgroup...` inside init.
+//!
+//! Plain cgroupfs files are written with `std::fs`: every `lxc.cgroup.X = V`
+//! is the string V written to the file X, which neither `cgroups-rs` nor
+//! youki's `libcgroups` models (they type known controller settings, and
+//! know nothing of LXC's naming, cpuset initialisation or device-list rules);
+//! the cgroup2 device program is emitted here (a dozen instructions).
+
+mod create;
+mod devices;
+mod devices_bpf;
+mod freezer;
+mod layout;
+mod mount;
+mod remove;
+mod spec;
+mod stats;
+
+pub use create::{attach, create, plan, Plan, PlannedDir};
+pub use devices::{DeviceList, DeviceRule};
+pub use devices_bpf::{attach_device_program, device_program, Insn};
+pub use freezer::{freeze, thaw};
+pub use layout::{Hierarchy, Layout, LayoutKind, Version};
+pub use mount::{auto_mode, mount_in_container, wants_mount, CgroupAccess, CgroupAuto};
+pub use remove::remove;
+pub use spec::{Setting, Spec};
+pub use stats::{format_stats, humanize_size, stats, Stats};
+
+use std::path::Path;
+use strata_core::Error;
+
+/// Write `value` to the cgroup file `dir/file` in one write, as the kernel wants.
+fn write_file(dir: &Path, file: &str, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(dir.join(file))?;
+    f.write_all(value.as_bytes())
+}
+
+/// The content of `dir/file`, or `None` when it cannot be read.
+fn read_file(dir: &Path, file: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(file)).ok()
+}
+
+fn io_err(op: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(op, path, e)
+}
+
+/// The name of the calling user, for messages.
+fn user_name() -> String {
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
