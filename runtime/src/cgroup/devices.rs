@@ -125,20 +125,11 @@ impl DeviceRule {
 }
 
 /// The cgroup2 device list: a default and the rules that differ from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceList {
     /// Allow what no rule matches (a "denylist"); LXC's default is to deny.
     pub default_allow: bool,
     pub rules: Vec<DeviceRule>,
-}
-
-impl Default for DeviceList {
-    fn default() -> Self {
-        DeviceList {
-            default_allow: false,
-            rules: Vec::new(),
-        }
-    }
 }
 
 impl DeviceList {

@@ -23,7 +23,7 @@ const BPF_DEVCG_ACC_WRITE: i32 = 4;
 const BPF_DEVCG_DEV_BLOCK: i32 = 1;
 const BPF_DEVCG_DEV_CHAR: i32 = 2;
 
-const LDX_MEM_W: u8 = 0x01 | 0x00 | 0x60; // BPF_LDX | BPF_W | BPF_MEM
+const LDX_MEM_W: u8 = 0x01 | 0x60; // BPF_LDX | BPF_W (0) | BPF_MEM
 const ALU32_AND_K: u8 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
 const ALU32_RSH_K: u8 = 0x04 | 0x70; // BPF_ALU | BPF_RSH | BPF_K
 const ALU32_MOV_X: u8 = 0x04 | 0xb0 | 0x08; // BPF_ALU | BPF_MOV | BPF_X
@@ -208,6 +208,7 @@ pub fn attach_device_program(list: &DeviceList, dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::real_tests::{probe_devices, with_child};
     use super::super::{DeviceRule, Layout};
     use super::*;
     use std::ffi::CString;
@@ -244,57 +245,10 @@ mod tests {
         nix::unistd::geteuid().is_root()
     }
 
-    /// Run `f` in a forked child attached to `procs` and return its exit
-    /// status. `f` must not allocate (the test harness has other threads).
-    pub(crate) fn in_child(procs: &Path, f: impl FnOnce() -> i32) -> i32 {
-        let (r, w) = nix::unistd::pipe().unwrap();
-        let pid_s;
-        // SAFETY: the child only makes system calls and exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                drop(w);
-                let mut b = [0u8; 1];
-                // SAFETY: plain read of a pipe we own into a local buffer.
-                unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
-                let code = f();
-                // SAFETY: leaving the forked child without unwinding.
-                unsafe { libc::_exit(code) }
-            }
-            pid => {
-                drop(r);
-                pid_s = pid.to_string();
-                let moved = std::fs::write(procs, &pid_s);
-                drop(w);
-                let mut st = 0;
-                // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(pid, &mut st, 0) };
-                moved.unwrap();
-                libc::WEXITSTATUS(st)
-            }
-        }
-    }
-
-    /// Bit 0: /dev/null opens; bit 1: mknod of 1:11 at `node` works; bit 2: opening it is EPERM.
-    pub(crate) fn probe_devices(node: &std::ffi::CStr) -> i32 {
-        let mut out = 0;
-        // SAFETY: system calls on NUL-terminated strings that outlive them.
-        unsafe {
-            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            if fd >= 0 {
-                out |= 1;
-                libc::close(fd);
-            }
-            if libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 11)) == 0 {
-                out |= 2;
-            }
-            let fd = libc::open(node.as_ptr(), libc::O_RDONLY);
-            if fd < 0 && *libc::__errno_location() == libc::EPERM {
-                out |= 4;
-            } else if fd >= 0 {
-                libc::close(fd);
-            }
-        }
-        out
+    fn in_child(procs: &Path, f: impl FnOnce() -> i32) -> i32 {
+        let (moved, st) = with_child(|pid| std::fs::write(procs, pid.to_string()), f);
+        moved.unwrap();
+        st
     }
 
     #[test]

@@ -25,6 +25,8 @@ mod devices_bpf;
 mod freezer;
 mod layout;
 mod mount;
+#[cfg(test)]
+mod real_tests;
 mod remove;
 mod spec;
 mod stats;

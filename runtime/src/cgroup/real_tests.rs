@@ -1,0 +1,285 @@
+//! Tests on the host's real cgroups (as root; skipped otherwise): what the
+//! kernel reports after create/attach, limits enforced on a child, removal.
+
+use super::*;
+use std::ffi::{CStr, CString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+use strata_core::config::Config;
+
+/// A forked child that waits until `setup(pid)` is done, then runs `f`
+/// (which must not allocate: the test harness has other threads) and
+/// exits with its result. Returns (setup's result, exit status).
+pub(crate) fn with_child<T>(setup: impl FnOnce(i32) -> T, f: impl FnOnce() -> i32) -> (T, i32) {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only makes system calls and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            drop(w);
+            let mut b = [0u8; 1];
+            // SAFETY: plain read of a pipe we own into a local buffer.
+            unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            let code = f();
+            // SAFETY: leaving the forked child without unwinding.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            drop(r);
+            let t = setup(pid);
+            drop(w);
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            (
+                t,
+                if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    255
+                },
+            )
+        }
+    }
+}
+
+/// Bit 0: /dev/null opens read-write; bit 1: mknod of a 1:11 node at
+/// `node` works; bit 2: opening that node fails with EPERM.
+pub(crate) fn probe_devices(node: &CStr) -> i32 {
+    let mut out = 0;
+    // SAFETY: system calls on NUL-terminated strings that outlive them.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            out |= 1;
+            libc::close(fd);
+        }
+        if libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 11)) == 0 {
+            out |= 2;
+        }
+        let fd = libc::open(node.as_ptr(), libc::O_RDONLY);
+        if fd < 0 && *libc::__errno_location() == libc::EPERM {
+            out |= 4;
+        } else if fd >= 0 {
+            libc::close(fd);
+        }
+    }
+    out
+}
+
+/// Fork until the kernel refuses; the children wait and are killed after.
+/// Returns how many forks worked (at most 63).
+fn fork_bomb() -> i32 {
+    let mut pids = [0i32; 64];
+    let mut n = 0;
+    while n < 63 {
+        // SAFETY: the grandchild only pauses until it is killed.
+        let p = unsafe { libc::fork() };
+        if p == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::pause();
+                libc::_exit(0)
+            }
+        }
+        if p < 0 {
+            break;
+        }
+        pids[n] = p;
+        n += 1;
+    }
+    for &p in &pids[..n] {
+        // SAFETY: our own children.
+        unsafe {
+            libc::kill(p, libc::SIGKILL);
+            libc::waitpid(p, std::ptr::null_mut(), 0);
+        }
+    }
+    n as i32
+}
+
+fn ready(ctls: &[&str]) -> Option<Layout> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let l = Layout::detect().ok()?;
+    if let Some(c) = ctls.iter().find(|c| l.v1(c).is_none()) {
+        eprintln!("skipped: no cgroup v1 {c} controller");
+        return None;
+    }
+    Some(l)
+}
+
+fn name(tag: &str) -> String {
+    format!("strata-test-{}-{tag}", std::process::id())
+}
+
+fn spec(text: &str) -> Spec {
+    Spec::from_config(&Config::parse(text).unwrap()).unwrap()
+}
+
+fn leaf(p: &Plan, ctl: &str) -> PathBuf {
+    p.dirs
+        .iter()
+        .find(|d| d.controllers.iter().any(|c| c == ctl))
+        .unwrap()
+        .leaf
+        .clone()
+}
+
+#[test]
+fn cgroup_real_limits_devices_attach_remove() {
+    let Some(layout) = ready(&["memory", "pids", "cpuset", "devices"]) else {
+        return;
+    };
+    let common = std::fs::read_to_string("/usr/share/lxc/config/common.conf").unwrap_or_else(|_| {
+        "lxc.cgroup.devices.deny = a\nlxc.cgroup.devices.allow = c *:* m\nlxc.cgroup.devices.allow = c 1:3 rwm\n\
+         lxc.cgroup2.devices.deny = a\nlxc.cgroup2.devices.allow = c *:* m\nlxc.cgroup2.devices.allow = c 1:3 rwm\n"
+            .into()
+    });
+    let s = spec(&format!(
+        "{common}\nlxc.cgroup.memory.limit_in_bytes = 64M\nlxc.cgroup.pids.max = 20\nlxc.cgroup.cpuset.cpus = 0\n"
+    ));
+    let p = plan(&layout, &s, &name("a")).unwrap();
+    let paths = p.paths();
+    assert_eq!(paths.len(), layout.hierarchies.len());
+    assert!(paths.iter().all(|d| !d.exists()));
+    assert_eq!(p.has_device_program(), layout.unified().is_some());
+    create(&p).unwrap();
+    let res = std::panic::catch_unwind(|| {
+        let mem = leaf(&p, "memory");
+        assert!(mem.ends_with(format!("lxc.payload.{}", name("a"))));
+        assert_eq!(read_file(&mem, "memory.limit_in_bytes").unwrap().trim(), "67108864");
+        assert_eq!(read_file(&leaf(&p, "pids"), "pids.max").unwrap().trim(), "20");
+        assert_eq!(read_file(&leaf(&p, "cpuset"), "cpuset.cpus").unwrap().trim(), "0");
+        let dl = read_file(&leaf(&p, "devices"), "devices.list").unwrap();
+        assert!(dl.contains("c 1:3 rwm") && !dl.contains("a *:* rwm"), "{dl}");
+        let tmp = tempfile::tempdir().unwrap();
+        let node = CString::new(tmp.path().join("kmsg").as_os_str().as_bytes()).unwrap();
+        let (cg, st) = with_child(
+            |pid| {
+                attach(&p, pid).unwrap();
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap()
+            },
+            || probe_devices(&node) | (fork_bomb() << 3),
+        );
+        for d in &p.dirs {
+            let line = if d.version == Version::V2 {
+                format!("0::/{}", p.name)
+            } else {
+                format!(":{}:/{}", d.controllers.join(","), p.name)
+            };
+            assert!(cg.contains(&line), "{line} not in {cg}");
+        }
+        assert_eq!(
+            st & 7,
+            7,
+            "/dev/null opens, mknod works (c *:* m), the 1:11 node gives EPERM"
+        );
+        assert_eq!(st >> 3, 19, "pids.max = 20 stops the fork bomb at 19 children");
+        let stats = stats(&paths);
+        assert!(stats.cpu_ns.is_some() && stats.memory_bytes.is_some(), "{stats:?}");
+        assert!(format_stats(&stats, true).contains("CPU use:"));
+    });
+    remove(&paths).unwrap();
+    assert!(paths.iter().all(|d| !d.exists()));
+    remove(&paths).unwrap();
+    if let Err(e) = res {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn cgroup_real_remove_busy_nested_and_suffix() {
+    let Some(layout) = ready(&["memory"]) else { return };
+    let n = name("b");
+    let p = plan(&layout, &spec(""), &n).unwrap();
+    create(&p).unwrap();
+    // The same name again: LXC's -1 suffix.
+    let p2 = plan(&layout, &spec(""), &n).unwrap();
+    assert_eq!(p2.name, format!("lxc.payload.{n}-1"));
+    let paths = p.paths();
+    // Cgroups made inside (a container's systemd does that).
+    let mem = leaf(&p, "memory");
+    std::fs::create_dir_all(mem.join("init.scope/sub")).unwrap();
+    let (err, _) = with_child(
+        |pid| {
+            attach(&p, pid).unwrap();
+            let e = remove(&paths).unwrap_err();
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            e
+        },
+        || {
+            // SAFETY: waits to be killed.
+            unsafe { libc::pause() };
+            0
+        },
+    );
+    assert_eq!(err.kind(), strata_core::ErrorKind::Busy);
+    assert!(err.to_string().contains("processes remain"), "{err}");
+    remove(&paths).unwrap();
+    assert!(paths.iter().all(|d| !d.exists()));
+}
+
+#[test]
+fn cgroup_real_freeze_and_missing_file() {
+    let Some(layout) = ready(&["freezer"]) else { return };
+    let p = plan(&layout, &spec(""), &name("c")).unwrap();
+    create(&p).unwrap();
+    let paths = p.paths();
+    let (r, _) = with_child(
+        |pid| {
+            attach(&p, pid).unwrap();
+            let f = freeze(&paths, Duration::from_secs(2));
+            let state = read_file(&leaf(&p, "freezer"), "freezer.state").unwrap_or_default();
+            let t = thaw(&paths, Duration::from_secs(2));
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            (f, state, t)
+        },
+        || {
+            // SAFETY: waits to be killed.
+            unsafe { libc::pause() };
+            0
+        },
+    );
+    remove(&paths).unwrap();
+    r.0.unwrap();
+    assert_eq!(r.1.trim(), "FROZEN");
+    r.2.unwrap();
+    // A file the controller does not have: an error naming the key, nothing left behind.
+    let s = spec("lxc.cgroup.freezer.nonsense = 1\n");
+    let p = plan(&layout, &s, &name("d")).unwrap();
+    let e = create(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("lxc.cgroup.freezer.nonsense: the freezer controller has no file"),
+        "{e}"
+    );
+    assert!(p.paths().iter().all(|d| !d.exists()));
+    // A value the kernel refuses: named with its key.
+    if layout.v1("pids").is_some() {
+        let p = plan(&layout, &spec("lxc.cgroup.pids.max = lots\n"), &name("e")).unwrap();
+        let e = create(&p).unwrap_err().to_string();
+        assert!(e.contains("lxc.cgroup.pids.max = lots: the kernel refused it"), "{e}");
+        assert!(p.paths().iter().all(|d| !d.exists()));
+    }
+}
+
+#[test]
+fn cgroup_real_v2_key_on_hybrid_is_an_error() {
+    let Some(layout) = ready(&["memory"]) else { return };
+    if layout.kind() != LayoutKind::Hybrid {
+        eprintln!("skipped: not a hybrid host");
+        return;
+    }
+    let e = plan(&layout, &spec("lxc.cgroup2.memory.max = 64M\n"), &name("f"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lxc.cgroup2.memory.max:") && e.contains("cgroup v1 controller here"),
+        "{e}"
+    );
+}
