@@ -128,8 +128,9 @@ fn build_probe(dir: &Path) -> PathBuf {
     out
 }
 
-/// Run with a deadline; stdout, and a description of what went wrong if anything did.
-fn run_for(mut c: Command, secs: u64) -> (String, Option<String>) {
+/// Run with a deadline; the probe's lines (stdout, or `out_file` when given),
+/// and a description of what went wrong if anything did.
+fn run_for(mut c: Command, secs: u64, out_file: Option<&Path>) -> (String, Option<String>) {
     let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -159,7 +160,10 @@ fn run_for(mut c: Command, secs: u64) -> (String, Option<String>) {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let (out, err) = (t_out.join().unwrap(), t_err.join().unwrap());
+    let (mut out, err) = (t_out.join().unwrap(), t_err.join().unwrap());
+    if let Some(f) = out_file {
+        out = std::fs::read_to_string(f).unwrap_or_default();
+    }
     let problem = match status {
         None => Some(format!("timed out after {secs} s; stderr: {err}")),
         Some(st) if !st.success() || !out.lines().any(|l| l == "done") => {
@@ -194,7 +198,7 @@ fn host_results(probe: &Path, scratch: &Path) -> &'static Results {
                 Ok(())
             });
         }
-        let (out, problem) = run_for(c, 30);
+        let (out, problem) = run_for(c, 30, None);
         assert!(problem.is_none(), "probe on the host: {problem:?}\n{out}");
         let r = parse(&out);
         // The probe can see these succeed: otherwise it could not tell a refusal from its own bug.
@@ -258,6 +262,8 @@ fn bare_config(rootfs: &Path, name: &str) -> String {
 /// Where the probe runs.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
+    /// `lxc-start -F -- /probe`: the probe is the container's init.
+    Start,
     Execute,
     Ephemeral,
     Attach,
@@ -266,6 +272,7 @@ enum Mode {
 impl Mode {
     fn label(self) -> &'static str {
         match self {
+            Mode::Start => "lxc-start -F",
             Mode::Execute => "lxc-execute",
             Mode::Ephemeral => "lxc-copy -e -F",
             Mode::Attach => "lxc-attach into lxc-start -d",
@@ -318,14 +325,22 @@ impl Side<'_> {
     fn probe(&self, name: &str, mode: Mode, cases: &[&str]) -> Result<Results, String> {
         let args = probe_args(cases);
         let mut argv: Vec<&str> = vec!["-n", name];
+        let out_file = self.lxcpath().join(name).join("rootfs/probe.out");
         let run = |argv: &[&str]| {
-            let (out, problem) = run_for(self.cmd(argv[0], &argv[1..]), 30);
+            let f = (mode == Mode::Start).then_some(out_file.as_path());
+            let (out, problem) = run_for(self.cmd(argv[0], &argv[1..]), 30, f);
             match problem {
                 None => Ok(parse(&out)),
                 Some(p) => Err(format!("{}: {p}\n{out}", argv[..3].join(" "))),
             }
         };
         match mode {
+            Mode::Start => {
+                argv.extend(["-F", "--", "/probe", "--out", "/probe.out"]);
+                argv.insert(0, "lxc-start");
+                argv.extend(args.iter().map(String::as_str));
+                run(&argv)
+            }
             Mode::Execute | Mode::Ephemeral => {
                 let tool = if mode == Mode::Execute {
                     "lxc-execute"
@@ -442,7 +457,8 @@ fn suite(mode: Mode) {
     let rt = Rt::new();
     let probe = build_probe(rt.tmp.path());
     let host = host_results(&probe, &rt.outside);
-    let name = format!("esc{}", std::process::id());
+    // One name per mode: LXC's cgroups are named after the container.
+    let name = format!("esc{}{}", mode.label().as_bytes()[4] as char, std::process::id());
     let lxc = if lxc_installed() {
         let side = Side {
             rt: &rt,
@@ -474,9 +490,14 @@ fn suite(mode: Mode) {
         // LXC itself gives what its config says: the harness reads it right.
         assert_eq!(l["status_CapBnd"].1, expected_confined_capbnd(), "LXC's bounding set");
     }
+    rt.assert_clean(&[&name]);
     let bad = judge(mode, lxc.as_ref().and_then(|r| r.as_ref().ok()), &strata, host);
     assert!(bad.is_empty(), "{} escape(s):\n{}", bad.len(), bad.join("\n"));
-    rt.assert_clean(&[&name]);
+}
+
+#[test]
+fn escapes_are_refused_in_lxc_start() {
+    suite(Mode::Start);
 }
 
 #[test]
@@ -570,6 +591,6 @@ fn nothing_is_dropped_without_the_keys() {
             }
         }
     }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
     rt.assert_clean(&[&name]);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

@@ -12,8 +12,10 @@
  * the permission checks instead of unloading a loaded image, and a mount
  * that succeeds is unmounted at once.
  *
- * Usage: escape_probe [--dir D] [--rootdev MAJ:MIN] [--rootfstype T] CASE... | all
- * D is where device nodes are made and the mount point lives (default /dev).
+ * Usage: escape_probe [--dir D] [--rootdev MAJ:MIN] [--rootfstype T] [--out F] CASE... | all
+ * D is where device nodes are made and the mount point lives (default /dev);
+ * F takes the lines instead of stdout (LXC's lxc-start -F gives stdout to
+ * the container's console).
  * Called as .../init it is a container's init that waits for SIGPWR.
  */
 #define _GNU_SOURCE
@@ -411,9 +413,11 @@ int main(int argc, char **argv)
 			have_root = sscanf(argv[i + 1], "%u:%u", &rmaj, &rmin) == 2;
 		else if (strcmp(argv[i], "--rootfstype") == 0)
 			rfstype = argv[i + 1];
+		else if (strcmp(argv[i], "--out") == 0 && !freopen(argv[i + 1], "w", stdout))
+			return 2;
 	}
 	if (i >= argc) {
-		fprintf(stderr, "usage: escape_probe [--dir D] [--rootdev MAJ:MIN] [--rootfstype T] CASE...|all\n");
+		fprintf(stderr, "usage: escape_probe [--dir D] [--rootdev MAJ:MIN] [--rootfstype T] [--out F] CASE...|all\n");
 		return 2;
 	}
 	for (; i < argc; i++)
