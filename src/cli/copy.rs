@@ -147,6 +147,8 @@ fn run(a: &Args) -> anyhow::Result<i32> {
 /// Checks shared by lxc-copy and lxc-clone, then the engine's clone.
 pub fn clone(mut req: CloneRequest) -> anyhow::Result<()> {
     super::check_exists(&req.src.lxcpath, &req.src.name)?;
+    // Keys LXC 5 refuses in the source's config (or its includes) are refused here.
+    strata_core::config::check_keys(&req.src.config_path())?;
     super::check_name(&req.dst.name)?;
     if req.src == req.dst {
         return Err(anyhow!("the copy needs another name or another lxcpath"));

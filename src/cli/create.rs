@@ -133,9 +133,18 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             }
         }
     };
-    if let Some(f) = &a.config {
-        if !f.is_file() {
-            return Err(anyhow!("config file {} not found", f.display()));
+    // The config that seeds the container (-f, else default.conf): keys
+    // LXC 5 refuses are refused here, before anything is made.
+    match &a.config {
+        Some(f) if !f.exists() => return Err(anyhow!("config file {} not found", f.display())),
+        Some(f) => {
+            strata_core::config::check_keys(f)?;
+        }
+        None => {
+            let d = strata_core::paths::default_conf();
+            if d.exists() {
+                strata_core::config::check_keys(&d)?;
+            }
         }
     }
     let backend = match a.bdev.as_deref() {
