@@ -114,7 +114,7 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
     let (limit_rel, inner_rel, suffixed) = match (&spec.container_dir, &spec.dir, &spec.pattern) {
         (Some(c), _, _) => (c.clone(), spec.container_inner.clone(), false),
         (None, Some(d), _) => (format!("{d}/{PAYLOAD_PREFIX}{name}"), None, true),
-        (None, None, Some(p)) if !p.is_empty() => (format!("{}/lxc.payload", p.replace("%n", name)), None, true),
+        (None, None, Some(p)) if !p.is_empty() => (format!("{}/payload", p.replace("%n", name)), None, true),
         _ => (format!("{PAYLOAD_PREFIX}{name}"), None, true),
     };
     let taken = |rel: &str| {
@@ -483,7 +483,14 @@ fn create_inner(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     if let Some(u) = plan.unified() {
-        delegate(u)?;
+        match delegate(u) {
+            Ok(()) => {}
+            // Only the v2 files need the controllers: without any, a refusal
+            // (the caller's own cgroup holds processes) costs the container
+            // nothing but nested controllers.
+            Err(e) if plan.v2.is_empty() => tracing::warn!("{e}"),
+            Err(e) => return Err(e),
+        }
         for s in &plan.v2 {
             set(&u.limit, s)?;
         }
@@ -522,6 +529,39 @@ fn delegate(u: &PlannedDir) -> Result<()> {
             )
         })?;
         cur.push(c);
+    }
+    Ok(())
+}
+
+/// Give the container's root group the container's cgroups, as LXC's
+/// cgfsng_chown does for a container with `lxc.idmap`: each cgroup dir
+/// becomes group `gid` (the host gid of the container's root) with mode
+/// 0775, and the files that move processes and delegate (v1 `tasks` and
+/// `cgroup.procs`; v2 those listed in /sys/kernel/cgroup/delegate) 0664,
+/// so that the container's init can make and fill cgroups of its own.
+pub fn chown(plan: &Plan, gid: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    const OP: &str = "hand cgroup to the container";
+    let gid = Some(nix::unistd::Gid::from_raw(gid));
+    let give = |p: &Path, mode: u32| -> Result<()> {
+        match nix::unistd::chown(p, None, gid) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(Error::errno(OP, p, e)),
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| io_err(OP, p, e))
+    };
+    let delegate = std::fs::read_to_string("/sys/kernel/cgroup/delegate")
+        .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\nmemory.oom.group\n".into());
+    for d in &plan.dirs {
+        give(&d.leaf, 0o775)?;
+        let files: Vec<&str> = match d.version {
+            Version::V1 => vec!["tasks", "cgroup.procs"],
+            Version::V2 => delegate.split_whitespace().collect(),
+        };
+        for f in files {
+            give(&d.leaf.join(f), 0o664)?;
+        }
     }
     Ok(())
 }
@@ -602,7 +642,7 @@ mod tests {
         // Pattern from lxc.conf.
         let mut s = spec("");
         s.pattern = Some("lxc/%n".into());
-        assert_eq!(plan_as(&l, &s, "c1", true).unwrap().name, "lxc/c1/lxc.payload");
+        assert_eq!(plan_as(&l, &s, "c1", true).unwrap().name, "lxc/c1/payload");
         // Explicit container dir with inner: no suffix; taken is an error.
         let s =
             spec("lxc.cgroup.dir.container = ct\nlxc.cgroup.dir.monitor = mon\nlxc.cgroup.dir.container.inner = ns\n");

@@ -197,6 +197,16 @@ fn cgroup_real_remove_busy_nested_and_suffix() {
     let n = name("b");
     let p = plan(&layout, &spec(""), &n).unwrap();
     create(&p).unwrap();
+    // An idmapped container's root group gets the cgroups (LXC's chown).
+    chown(&p, 54321).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = leaf(&p, "memory");
+        let md = std::fs::metadata(&m).unwrap();
+        assert_eq!((md.gid(), md.mode() & 0o7777), (54321, 0o775));
+        let md = std::fs::metadata(m.join("cgroup.procs")).unwrap();
+        assert_eq!((md.gid(), md.mode() & 0o777), (54321, 0o664));
+    }
     // The same name again: LXC's -1 suffix.
     let p2 = plan(&layout, &spec(""), &n).unwrap();
     assert_eq!(p2.name, format!("lxc.payload.{n}-1"));

@@ -49,7 +49,7 @@ pub struct Spec {
     pub relative: bool,
     /// `lxc.cgroup.pattern` from the global `lxc.conf` (LXC 5 reads it only
     /// there; `%n` is the name): the container's cgroup is
-    /// `PATTERN/lxc.payload`. The caller fills it in.
+    /// `PATTERN/payload` (`-1`, `-2`.. when taken). The caller fills it in.
     pub pattern: Option<String>,
 }
 
