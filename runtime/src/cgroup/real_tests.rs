@@ -293,3 +293,65 @@ fn cgroup_real_v2_key_on_hybrid_is_an_error() {
         "{e}"
     );
 }
+
+/// In a child that joined the container's cgroups and unshared its mount
+/// and cgroup namespaces, mount the cgroups into a scratch root and look:
+/// exit 0 when every check passes, else the number of the failed one.
+#[test]
+fn cgroup_real_mount_in_container() {
+    let Some(layout) = ready(&["memory"]) else { return };
+    let p = plan(&layout, &spec("lxc.cgroup.memory.limit_in_bytes = 32M\n"), &name("m")).unwrap();
+    create(&p).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root_path = tmp.path().to_path_buf();
+    let (_, st) = with_child(
+        |pid| attach(&p, pid).unwrap(),
+        || {
+            let top = root_path.join("sys/fs/cgroup");
+            let run = || -> std::result::Result<i32, String> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(|e| e.to_string())?;
+                crate::sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(|e| e.to_string())?;
+                let root = crate::sys::open_dir(&root_path).map_err(|e| e.to_string())?;
+                let auto = CgroupAuto {
+                    mode: Some(CgroupAccess::Mixed),
+                    full: false,
+                    force: true,
+                };
+                mount_in_container(&auto, true, &layout, &root, &mut crate::container::RealSyscall)
+                    .map_err(|e| e.to_string())?;
+                let me = std::process::id().to_string();
+                // The memory hierarchy, rooted at the container's cgroup by the namespace.
+                let lim = std::fs::read_to_string(top.join("memory/memory.limit_in_bytes")).unwrap_or_default();
+                if lim.trim() != "33554432" {
+                    return Ok(2);
+                }
+                let procs = std::fs::read_to_string(top.join("memory/cgroup.procs")).unwrap_or_default();
+                if !procs.lines().any(|l| l == me) {
+                    return Ok(3);
+                }
+                // Every hierarchy has its directory; named ones too.
+                for h in &layout.hierarchies {
+                    if !top.join(h.mount_name()).join("cgroup.procs").exists() {
+                        return Ok(4);
+                    }
+                }
+                // Mixed in a cgroup namespace: the container's cgroup is writable.
+                if std::fs::create_dir(top.join("memory/sub")).is_err() {
+                    return Ok(5);
+                }
+                let _ = std::fs::remove_dir(top.join("memory/sub"));
+                Ok(0)
+            };
+            match run() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            }
+        },
+    );
+    remove(&p.paths()).unwrap();
+    assert_eq!(st, 0, "check {st} failed in the child");
+}
