@@ -566,6 +566,35 @@ pub fn chown(plan: &Plan, gid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Move `pid` into a running container's cgroups from the recorded list
+/// alone (`lxc-attach`): the container cgroups are the list's leaves. When
+/// the container has made its cgroup2 cgroup an inner node (its init
+/// enabled controllers below it), the pid goes into a `.lxc` cgroup made
+/// under it, as LXC's cgroup_attach_leaf does.
+pub fn enter(paths: &[PathBuf], pid: i32) -> Result<()> {
+    let op = format!("move {pid} into cgroup");
+    let pid_s = pid.to_string();
+    for d in paths
+        .iter()
+        .filter(|p| !paths.iter().any(|q| q != *p && q.starts_with(p)))
+    {
+        match write_file(d, "cgroup.procs", &pid_s) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let leaf = d.join(".lxc");
+                match std::fs::create_dir(&leaf) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(&op, &leaf, e)),
+                }
+                write_file(&leaf, "cgroup.procs", &pid_s).map_err(|e| io_err(&op, &leaf, e))?;
+            }
+            Err(e) => return Err(io_err(&op, d, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Move `pid` into the container's cgroup in every hierarchy.
 pub fn attach(plan: &Plan, pid: i32) -> Result<()> {
     for d in &plan.dirs {

@@ -216,7 +216,10 @@ fn cgroup_real_remove_busy_nested_and_suffix() {
     std::fs::create_dir_all(mem.join("init.scope/sub")).unwrap();
     let (err, _) = with_child(
         |pid| {
-            attach(&p, pid).unwrap();
+            // From the recorded list alone, as lxc-attach does.
+            enter(&paths, pid).unwrap();
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            assert!(cg.contains(&format!(":memory:/{}\n", p.name)), "{cg}");
             let e = remove(&paths).unwrap_err();
             // SAFETY: our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
