@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -192,7 +193,8 @@ fn fifo_includes_never_hang() {
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 }
 
-use std::os::unix::fs::FileTypeExt;
+/// The included file's bytes, a second file's (for a cycle), what the error says.
+type Case<'a> = (Vec<u8>, Option<Vec<u8>>, &'a str);
 
 #[test]
 fn include_loops_and_bad_bytes_are_one_line_errors() {
@@ -204,7 +206,7 @@ fn include_loops_and_bad_bytes_are_one_line_errors() {
     let huge = env.src.join("huge.conf");
     std::fs::File::create(&huge).unwrap().set_len(17 << 20).unwrap();
     let long = format!("lxc.environment = A={}\n", "a".repeat(2 << 20));
-    let cases: Vec<(Vec<u8>, Option<Vec<u8>>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (format!("lxc.include = {}\n", a.display()).into_bytes(), None, "cycle"),
         (
             format!("lxc.arch = x86_64\nlxc.include = {}\n", b.display()).into_bytes(),
