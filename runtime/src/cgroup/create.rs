@@ -92,8 +92,8 @@ pub fn plan(layout: &Layout, spec: &Spec, name: &str) -> Result<Plan> {
 }
 
 pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> Result<Plan> {
-    const OP: &str = "cgroups";
-    // (hierarchy, base) for each hierarchy the caller can make cgroups in.
+    const OP: &str = ""; // the messages start with the key
+                         // (hierarchy, base) for each hierarchy the caller can make cgroups in.
     let mut usable = Vec::new();
     let mut refused = Vec::new();
     for h in &layout.hierarchies {
@@ -372,7 +372,7 @@ fn set(dir: &Path, s: &Setting) -> Result<()> {
     if !f.exists() {
         return Err(err!(
             NotFound,
-            "cgroups",
+            "",
             "{}: the {} controller has no file {} (in {})",
             s.key,
             s.controller(),
@@ -387,7 +387,7 @@ fn set(dir: &Path, s: &Setting) -> Result<()> {
             } else {
                 ErrorKind::InvalidConfig
             },
-            "cgroups",
+            "",
             format!("{} = {}: the kernel refused it: {e}", s.key, s.value),
         )
     })
@@ -410,13 +410,7 @@ fn set_devices(dir: &Path, rules: &[(usize, Setting)]) -> Result<()> {
                 );
                 continue;
             }
-            return Err(err!(
-                Io,
-                "cgroups",
-                "{} = {}: the kernel refused it: {e}",
-                s.key,
-                s.value
-            ));
+            return Err(err!(Io, "", "{} = {}: the kernel refused it: {e}", s.key, s.value));
         }
     }
     Ok(())

@@ -27,19 +27,24 @@ pub(crate) fn with_child<T>(setup: impl FnOnce(i32) -> T, f: impl FnOnce() -> i3
         }
         pid => {
             drop(r);
-            let t = setup(pid);
+            let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup(pid)));
+            if t.is_err() {
+                // SAFETY: our own child, which must not outlive a failed setup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             drop(w);
             let mut st = 0;
             // SAFETY: waiting for our own child.
             unsafe { libc::waitpid(pid, &mut st, 0) };
-            (
-                t,
-                if libc::WIFEXITED(st) {
-                    libc::WEXITSTATUS(st)
-                } else {
-                    255
-                },
-            )
+            let code = if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                255
+            };
+            match t {
+                Ok(t) => (t, code),
+                Err(e) => std::panic::resume_unwind(e),
+            }
         }
     }
 }
@@ -356,5 +361,58 @@ fn cgroup_real_mount_in_container() {
         },
     );
     remove(&p.paths()).unwrap();
+    assert_eq!(st, 0, "check {st} failed in the child");
+}
+
+/// A user without a delegated cgroup (nobody, on this host): no cgroup is
+/// planned, device rules are no error, a resource limit is.
+#[test]
+fn cgroup_real_unprivileged_plan() {
+    let Some(_) = ready(&[]) else { return };
+    let n = name("u");
+    let (_, st) = with_child(
+        |_| (),
+        || {
+            let run = || -> i32 {
+                let nobody = 65534;
+                // SAFETY: plain credential calls in this single-threaded child.
+                let dropped = unsafe {
+                    libc::setgroups(0, std::ptr::null()) == 0
+                        && libc::setresgid(nobody, nobody, nobody) == 0
+                        && libc::setresuid(nobody, nobody, nobody) == 0
+                };
+                if !dropped {
+                    return 10;
+                }
+                let Ok(layout) = Layout::detect() else { return 11 };
+                match plan(
+                    &layout,
+                    &spec("lxc.cgroup.devices.deny = a\nlxc.cgroup2.devices.deny = a\n"),
+                    &n,
+                ) {
+                    Ok(p) if p.dirs.is_empty() && !p.has_device_program() => {}
+                    Ok(_) => return 2,
+                    Err(_) => return 3,
+                }
+                let who = super::user_name();
+                match plan(&layout, &spec("lxc.cgroup.memory.limit_in_bytes = 64M\n"), &n) {
+                    Err(e)
+                        if e.to_string()
+                            == format!(
+                                "lxc.cgroup.memory.limit_in_bytes: no cgroup can be delegated to {who} on this host"
+                            ) =>
+                    {
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        4
+                    }
+                    Ok(_) => 5,
+                }
+            };
+            run()
+        },
+    );
     assert_eq!(st, 0, "check {st} failed in the child");
 }
