@@ -7,6 +7,12 @@
 //! missing final newline. Values are read as LXC reads them: surrounding
 //! blanks trimmed, one pair of matching quotes removed.
 //!
+//! Reading never blocks or loops: a config or included file must be a
+//! regular file (opened non-blocking, checked after opening), of at most
+//! [`MAX_CONFIG_BYTES`], without NUL bytes or lines over [`MAX_LINE_BYTES`];
+//! an include cycle is found by device and inode. [`check_keys`] is the
+//! strict read: every key must be one LXC 5.0 knows ([`crate::config_keys`]).
+//!
 //! Legacy unindexed network keys (`lxc.network.type`, `lxc.network.link`, ...)
 //! are positional in LXC 2.0: each `lxc.network.type` starts the next network.
 //! They are read as `lxc.net.N.*` with N counted that way; editing any of
@@ -204,6 +210,20 @@ impl Config {
     /// over [`MAX_LINE_BYTES`] and a file over [`MAX_CONFIG_BYTES`].
     pub fn load(path: &Path) -> Result<Config> {
         Ok(read_config(path)?.0)
+    }
+
+    /// Every entry whose key LXC 5.0 refuses ([`key_known`]), as written
+    /// (legacy names are not mapped here): `(line number, key, reason)`.
+    /// For a config read from one file; [`check_keys`] names included files.
+    pub fn unknown_keys(&self) -> Vec<(usize, &str, String)> {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match l {
+                Line::Entry { key, .. } => unknown_key_reason(key).map(|why| (i + 1, key.as_str(), why)),
+                Line::Other(_) => None,
+            })
+            .collect()
     }
 
     /// Canonical key of every line (`None` for non-entries), legacy
@@ -1219,6 +1239,9 @@ lxc.log.level =
         .unwrap();
         let c = check_keys(&main).unwrap();
         assert_eq!(c.get("lxc.cap.drop"), Some("sys_time"));
+        let c = Config::parse("# c\nlxc.arch = x86_64\nlxc.utsname = a\nlxc.cap.dorp = x\n").unwrap();
+        let bad: Vec<(usize, &str)> = c.unknown_keys().into_iter().map(|(n, k, _)| (n, k)).collect();
+        assert_eq!(bad, [(3, "lxc.utsname"), (4, "lxc.cap.dorp")]);
         // Loading without the check still reads unknown and legacy keys.
         std::fs::write(&main, "lxc.utsname = a\nlxc.bogus = 1\n").unwrap();
         assert_eq!(Config::load_effective(&main).unwrap().get("lxc.uts.name"), Some("a"));
