@@ -138,74 +138,93 @@ static void mount_rootdev(void)
 	out(name, "ALLOWED", how);
 }
 
-/* The file CTL of this process's own cgroup of CONTROLLER (v1) as the
- * process sees it. */
-static int own_cgroup_file(const char *base, const char *controller, const char *ctl, char *p, size_t sz)
+/* This process's own cgroup in the v1 hierarchy of CONTROLLER, or, with
+ * no such hierarchy, in the unified one (*v2 set): the path in PATH ("" for
+ * the root). */
+static int own_cgroup(const char *controller, char *path, size_t sz, int *v2)
 {
-	char line[512];
+	char line[512], unified[512] = "";
+	int found = 0;
 	FILE *f = fopen("/proc/self/cgroup", "r");
 	if (!f)
 		return -1;
-	int found = -1;
 	while (fgets(line, sizeof line, f)) {
 		char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
 		if (!b)
 			continue;
 		*b = 0;
 		b[1 + strcspn(b + 1, "\n")] = 0;
+		const char *p = strcmp(b + 1, "/") == 0 ? "" : b + 1;
 		if (strcmp(a + 1, controller) == 0) {
-			const char *path = strcmp(b + 1, "/") == 0 ? "" : b + 1;
-			if (strcmp(base, "/sys/fs/cgroup") == 0)
-				snprintf(p, sz, "%s/%s%s/%s", base, controller, path, ctl);
-			else
-				snprintf(p, sz, "%s%s/%s", base, path, ctl);
-			found = 0;
+			snprintf(path, sz, "%s", p);
+			found = 1;
+		} else if (a[1] == 0 && strcmp(line, "0") == 0) {
+			snprintf(unified, sizeof unified, "%s", p);
 		}
 	}
 	fclose(f);
-	return found;
+	*v2 = !found;
+	if (!found)
+		snprintf(path, sz, "%s", unified);
+	return 0;
 }
 
-/* Write to the own cgroup's CTL what cannot change anything: the current
- * value, or VALUE when given. Succeeding means the container could have
- * lifted its own limit. Where the hierarchy is not mounted, mount it as an
- * attacker would (CAP_SYS_ADMIN suffices), in the probe's mount namespace. */
-static void cgroup_write(const char *name, const char *controller, const char *ctl, const char *value)
+/* Write to the own cgroup's control file what cannot change anything: the
+ * current value, or VALUE when given. Succeeding means the container could
+ * have lifted its own limit. Where the hierarchy is not mounted, mount it
+ * as an attacker would (CAP_SYS_ADMIN suffices), in the probe's mount
+ * namespace. V1CTL is the file in a v1 hierarchy, V2CTL in the unified one
+ * (NULL: none there). */
+static void cgroup_write(const char *name, const char *controller, const char *v1ctl, const char *v2ctl,
+			 const char *value)
 {
-	char p[1024], m[512], buf[256];
-	int mounted = 0;
-	if (own_cgroup_file("/sys/fs/cgroup", controller, ctl, p, sizeof p) < 0)
-		return out(name, "absent", "no v1 cgroup for the controller");
+	char path[512], p[1024], m[512], buf[256];
+	int v2, mounted = 0;
+	if (own_cgroup(controller, path, sizeof path, &v2) < 0)
+		return fail(name, "read", errno);
+	const char *ctl = v2 ? v2ctl : v1ctl;
+	if (!ctl)
+		return out(name, "absent", "no such file in cgroup v2");
+	if (v2)
+		snprintf(p, sizeof p, "/sys/fs/cgroup%s/%s", path, ctl);
+	else
+		snprintf(p, sizeof p, "/sys/fs/cgroup/%s%s/%s", controller, path, ctl);
 	if (access(p, F_OK) < 0) {
 		snprintf(m, sizeof m, "%s/.probe-cg", dir);
 		mkdir(m, 0700);
-		if (mount("cgroup", m, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, controller) < 0) {
+		int r = v2 ? mount("cgroup2", m, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)
+			   : mount("cgroup", m, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, controller);
+		if (r < 0) {
 			int e = errno;
 			rmdir(m);
 			return fail(name, "mount", e);
 		}
 		mounted = 1;
-		own_cgroup_file(m, controller, ctl, p, sizeof p);
+		snprintf(p, sizeof p, "%s%s/%s", m, path, ctl);
 	}
-	int r = -1, e = 0;
+	int r = -1, e = 0, fd;
 	const char *step = "read";
-	int fd = value ? -2 : open(p, O_RDONLY);
-	if (fd >= 0) {
-		ssize_t n = read(fd, buf, sizeof buf - 1);
-		close(fd);
-		buf[n > 0 ? n : 0] = 0;
-		value = buf;
+	if (!value) {
+		if ((fd = open(p, O_RDONLY)) < 0) {
+			e = errno;
+		} else {
+			ssize_t n = read(fd, buf, sizeof buf - 1);
+			e = n > 0 ? 0 : n == 0 ? ENODATA : errno;
+			close(fd);
+			buf[n > 0 ? n : 0] = 0;
+			value = buf;
+		}
 	}
-	if (fd == -1 || !value[0]) {
-		e = errno;
-	} else if ((fd = open(p, O_WRONLY)) < 0) {
-		e = errno;
-		step = "open";
-	} else {
-		r = write(fd, value, strlen(value)) < 0 ? -1 : 0;
-		e = errno;
-		step = "write";
-		close(fd);
+	if (e == 0) {
+		if ((fd = open(p, O_WRONLY)) < 0) {
+			e = errno;
+			step = "open";
+		} else {
+			r = write(fd, value, strlen(value)) < 0 ? -1 : 0;
+			e = errno;
+			step = "write";
+			close(fd);
+		}
 	}
 	if (mounted) {
 		umount2(m, MNT_DETACH);
@@ -377,12 +396,12 @@ static void run(const char *c)
 	if (IS("fork_bomb"))
 		fork_bomb();
 	if (IS("cgroup_pids"))
-		cgroup_write("cgroup_pids", "pids", "pids.max", NULL);
+		cgroup_write("cgroup_pids", "pids", "pids.max", "pids.max", NULL);
 	if (IS("cgroup_memory"))
-		cgroup_write("cgroup_memory", "memory", "memory.limit_in_bytes", NULL);
+		cgroup_write("cgroup_memory", "memory", "memory.limit_in_bytes", "memory.max", NULL);
 	if (IS("cgroup_devices"))
 		/* /dev/null, allowed everywhere: proves the write, widens nothing. */
-		cgroup_write("cgroup_devices", "devices", "devices.allow", "c 1:3 rwm");
+		cgroup_write("cgroup_devices", "devices", "devices.allow", NULL, "c 1:3 rwm");
 	if (IS("proc_sys_net"))
 		sysctl_same("proc_sys_net", "/proc/sys/net/ipv4/ip_forward");
 	if (IS("sys_net"))
