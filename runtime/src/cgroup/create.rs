@@ -265,9 +265,8 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
             return Err(err!(Unsupported, OP, "{}: this host has no cgroup2 tree", s.key));
         };
         if ctl != "cgroup" {
-            let have = layout.hierarchies[0..]
-                .iter()
-                .find(|h| h.version == Version::V2)
+            let have = layout
+                .unified()
                 .map(|u| u.controllers_at(&p.dirs[i].base))
                 .unwrap_or_default();
             if !have.iter().any(|c| c == ctl) {

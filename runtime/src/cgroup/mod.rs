@@ -14,10 +14,15 @@
 //! * [`mount_in_container`] is `lxc.mount.auto = cgroup...` inside init.
 //!
 //! Plain cgroupfs files are written with `std::fs`: every `lxc.cgroup.X = V`
-//! is the string V written to the file X, which neither `cgroups-rs` nor
-//! youki's `libcgroups` models (they type known controller settings, and
-//! know nothing of LXC's naming, cpuset initialisation or device-list rules);
-//! the cgroup2 device program is emitted here (a dozen instructions).
+//! is the string V written to the file X. `cgroups-rs` 0.5 (tried; it links
+//! statically) types known settings instead, drives either v1 or v2 but not
+//! both halves of a hybrid host, writes `*` device numbers as 0, has no
+//! cgroup2 device program, and brings zbus and a second nix; youki's
+//! `libcgroups` (not tried) is built around OCI specs. The cgroup2 device
+//! program (a dozen instructions) is emitted here.
+//!
+//! LXC 5 leaves v1 `memory.use_hierarchy` alone (current kernels fix it at
+//! 1), and so does strata.
 
 mod create;
 mod devices;
