@@ -613,3 +613,85 @@ fn nothing_is_dropped_without_the_keys() {
     rt.assert_clean(&[&name]);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// lxc.cap.drop and lxc.cap.keep as LXC reads them: the sets LXC gives (or
+/// its refusal of the config), under strata too. Without LXC the expected
+/// sets are computed from the host's bounding set.
+#[test]
+fn capability_keys_as_lxc() {
+    let rt = Rt::new();
+    let probe = build_probe(rt.tmp.path());
+    let host = host_capbnd();
+    let bits = |caps: &[u32]| caps.iter().fold(0u64, |b, c| b | 1 << c);
+    let include = "lxc.include = /usr/share/lxc/config/common.conf\n";
+    // (extra config, the bounding set LXC gives; None: LXC refuses the config)
+    let cases: Vec<(String, Option<u64>)> = vec![
+        (
+            "lxc.cap.drop = sys_module mknod\n".into(),
+            Some(host & !bits(&[16, 27])),
+        ),
+        (
+            "lxc.cap.keep = sys_admin net_admin chown\n".into(),
+            Some(host & bits(&[21, 12, 0])),
+        ),
+        ("lxc.cap.keep = none\n".into(), Some(0)),
+        (format!("{include}lxc.cap.drop =\n"), Some(host)),
+        (format!("{include}lxc.cap.keep = sys_admin\n"), None),
+        ("lxc.cap.drop = all\n".into(), None),
+    ];
+    let mut bad = vec![];
+    println!("\n== lxc.cap.drop / lxc.cap.keep (lxc-execute; CapBnd, or the refusal)");
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let name = format!("cap{i}x{}", std::process::id());
+        let config = format!(
+            "lxc.rootfs.path = dir:ROOTFS\nlxc.uts.name = {name}\nlxc.net.0.type = empty\n\
+             lxc.mount.auto = proc:mixed\n{extra}"
+        );
+        let mut got = vec![];
+        for lxcpath in [lxc_installed().then(|| rt.tmp.path().join("lxc-real")), None] {
+            let side = Side { rt: &rt, lxcpath };
+            let dir = side.lxcpath().join(&name);
+            make_rootfs(&dir.join("rootfs"));
+            std::fs::copy(&probe, dir.join("rootfs/probe")).unwrap();
+            let rootfs = dir.join("rootfs").display().to_string();
+            std::fs::write(dir.join("config"), config.replace("ROOTFS", &rootfs)).unwrap();
+            let r = side.probe(&name, Mode::Execute, &["status"]);
+            let caps = r
+                .as_ref()
+                .ok()
+                .map(|r| ["status_CapBnd", "status_CapEff", "status_CapPrm"].map(|k| r.get(k).map(|v| v.1.clone())));
+            got.push((side.lxcpath.is_some(), caps));
+        }
+        let show = |c: &Option<[Option<String>; 3]>| {
+            c.as_ref()
+                .map_or("refused".to_string(), |c| c[0].clone().unwrap_or_default())
+        };
+        let strata = &got.last().unwrap().1;
+        let lxc = got.iter().find(|g| g.0).map(|g| &g.1);
+        println!(
+            "{:<72} LXC {:<18} strata {}",
+            extra.trim().replace('\n', "; "),
+            lxc.map_or("(not installed)".into(), show),
+            show(strata)
+        );
+        // LXC gives what the keys say: the expectations are LXC's.
+        let want = want.map(|w| {
+            [
+                Some(format!("{w:016x}")),
+                Some(format!("{w:016x}")),
+                Some(format!("{w:016x}")),
+            ]
+        });
+        if let Some(l) = lxc {
+            assert_eq!(*l, want, "LXC with {extra:?}");
+        }
+        if *strata != want {
+            bad.push(format!("{extra:?}: strata {strata:?}, LXC {want:?}"));
+        }
+    }
+    let names: Vec<String> = (0..cases.len())
+        .map(|i| format!("cap{i}x{}", std::process::id()))
+        .collect();
+    rt.assert_clean(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
