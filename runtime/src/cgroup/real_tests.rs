@@ -416,3 +416,86 @@ fn cgroup_real_unprivileged_plan() {
     );
     assert_eq!(st, 0, "check {st} failed in the child");
 }
+
+/// The cgroup2 code paths for real, on this host's unified tree alone (as
+/// a cgroup2-only host would have it, minus controllers): a v2 core file,
+/// the device program, cgroup.freeze, cpu.stat, the cgroup2 mount.
+#[test]
+fn cgroup_real_unified_only() {
+    let Some(full) = ready(&[]) else { return };
+    let Some(u) = full.unified().cloned() else {
+        eprintln!("skipped: no unified cgroup tree");
+        return;
+    };
+    let layout = Layout { hierarchies: vec![u] };
+    let s = spec(
+        "lxc.cgroup2.devices.deny = a\nlxc.cgroup2.devices.allow = c *:* m\nlxc.cgroup2.devices.allow = c 1:3 rwm\n\
+         lxc.cgroup2.cgroup.max.depth = 2\n",
+    );
+    let p = plan(&layout, &s, &name("v2")).unwrap();
+    assert!(p.has_device_program());
+    create(&p).unwrap();
+    let paths = p.paths();
+    let dir = p.dirs[0].leaf.clone();
+    assert_eq!(read_file(&dir, "cgroup.max.depth").unwrap().trim(), "2");
+    let tmp = tempfile::tempdir().unwrap();
+    let node = CString::new(tmp.path().join("kmsg").as_os_str().as_bytes()).unwrap();
+    let root_path = tmp.path().join("root");
+    std::fs::create_dir(&root_path).unwrap();
+    let ((frozen, thawed, st2), st) = with_child(
+        |pid| {
+            attach(&p, pid).unwrap();
+            freeze(&paths, Duration::from_secs(2)).unwrap();
+            let frozen = read_file(&dir, "cgroup.events").unwrap_or_default();
+            thaw(&paths, Duration::from_secs(2)).unwrap();
+            let thawed = read_file(&dir, "cgroup.events").unwrap_or_default();
+            // The cgroup2 mount, in a second child in the same cgroup.
+            let (_, st2) = with_child(
+                |pid2| enter(&paths, pid2).unwrap(),
+                || {
+                    let run = || -> std::result::Result<i32, String> {
+                        nix::sched::unshare(
+                            nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_NEWCGROUP,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        crate::sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+                            .map_err(|e| e.to_string())?;
+                        let root = crate::sys::open_dir(&root_path).map_err(|e| e.to_string())?;
+                        let auto = CgroupAuto {
+                            mode: Some(CgroupAccess::Ro),
+                            full: false,
+                            force: false, // a cgroup2-only layout mounts without force
+                        };
+                        mount_in_container(&auto, true, &layout, &root, &mut crate::container::RealSyscall)
+                            .map_err(|e| e.to_string())?;
+                        let top = root_path.join("sys/fs/cgroup");
+                        let depth = std::fs::read_to_string(top.join("cgroup.max.depth")).unwrap_or_default();
+                        if depth.trim() != "2" {
+                            return Ok(2);
+                        }
+                        // Read-only.
+                        if std::fs::create_dir(top.join("sub")).map_err(|e| e.raw_os_error()) != Err(Some(libc::EROFS))
+                        {
+                            return Ok(3);
+                        }
+                        Ok(0)
+                    };
+                    run().unwrap_or_else(|e| {
+                        eprintln!("{e}");
+                        1
+                    })
+                },
+            );
+            (frozen, thawed, st2)
+        },
+        || probe_devices(&node),
+    );
+    let stats = stats(&paths);
+    remove(&paths).unwrap();
+    assert!(!dir.exists());
+    assert!(frozen.contains("frozen 1"), "{frozen}");
+    assert!(thawed.contains("frozen 0"), "{thawed}");
+    assert_eq!(st, 7, "/dev/null opens, mknod works, the 1:11 node gives EPERM");
+    assert_eq!(st2, 0, "check {st2} of the cgroup2 mount failed");
+    assert!(stats.cpu_ns.is_some(), "{stats:?}");
+}
