@@ -92,7 +92,9 @@ impl Rt {
         v
     }
 
-    /// A container with a busybox rootfs and `extra` config lines.
+    /// A container with a busybox rootfs and `extra` config lines; /proc
+    /// and /sys are mounted as LXC's `lxc.mount.auto` asks (nothing is
+    /// mounted without it, as in LXC).
     pub fn container(&self, name: &str, extra: &str) -> PathBuf {
         let dir = self.lxcpath.join(name);
         let rootfs = dir.join("rootfs");
@@ -100,7 +102,7 @@ impl Rt {
         std::fs::write(
             dir.join("config"),
             format!(
-                "lxc.rootfs.path = dir:{}\nlxc.uts.name = {name}\n{extra}",
+                "lxc.rootfs.path = dir:{}\nlxc.uts.name = {name}\nlxc.mount.auto = proc:mixed sys:ro\n{extra}",
                 rootfs.display()
             ),
         )

@@ -347,7 +347,7 @@ fn ephemeral_overlay_clone_of_a_shifted_container() {
     }
     let rt = Rt::new();
     // The legacy key name too.
-    let rootfs = rt.container("c1", "lxc.id_map = u 0 100000 65536\nlxc.id_map = g 0 100000 65536\n");
+    let rootfs = rt.container("c1", "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\n");
     shift_tree(&rootfs, 100000);
     let before = listing(&rootfs);
     let o = rt.run(

@@ -60,6 +60,111 @@ impl MountEntry {
     }
 }
 
+/// `proc:mixed` or `proc:rw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcMode {
+    Mixed,
+    Rw,
+}
+
+/// `sys:mixed`, `sys:ro` or `sys:rw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SysMode {
+    Mixed,
+    Ro,
+    Rw,
+}
+
+/// `cgroup[-full][:mixed|:ro|:rw][:force]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupAuto {
+    /// `None`: no access given (rw when init keeps CAP_SYS_ADMIN, else mixed).
+    pub mode: Option<SysMode>,
+    pub full: bool,
+    pub force: bool,
+}
+
+/// `lxc.mount.auto`: what LXC mounts without an `lxc.mount.entry`; nothing
+/// without the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoMounts {
+    pub proc: Option<ProcMode>,
+    pub sys: Option<SysMode>,
+    pub cgroup: Option<CgroupAuto>,
+}
+
+impl AutoMounts {
+    pub fn parse(cfg: &Config) -> Result<AutoMounts> {
+        let mut a = AutoMounts::default();
+        for v in cfg.get_all("lxc.mount.auto") {
+            if v.trim().is_empty() {
+                a = AutoMounts::default();
+            }
+            for t in v.split_whitespace() {
+                let bad = || {
+                    err!(
+                        InvalidConfig,
+                        "read lxc.mount.auto",
+                        "lxc.mount.auto: invalid filesystem to automount {t:?}"
+                    )
+                };
+                let (what, rest) = t.split_once(':').unwrap_or((t, ""));
+                match what {
+                    "proc" => {
+                        a.proc = Some(match rest {
+                            "" | "mixed" => ProcMode::Mixed,
+                            "rw" => ProcMode::Rw,
+                            _ => return Err(bad()),
+                        })
+                    }
+                    "sys" => {
+                        a.sys = Some(match rest {
+                            "" | "mixed" => SysMode::Mixed,
+                            "ro" => SysMode::Ro,
+                            "rw" => SysMode::Rw,
+                            _ => return Err(bad()),
+                        })
+                    }
+                    "cgroup" | "cgroup-full" => {
+                        let (mode, force) = match rest {
+                            "" => (None, false),
+                            "force" => (None, true),
+                            r => {
+                                let (m, f) = r.split_once(':').unwrap_or((r, ""));
+                                let m = match m {
+                                    "mixed" => SysMode::Mixed,
+                                    "ro" => SysMode::Ro,
+                                    "rw" => SysMode::Rw,
+                                    _ => return Err(bad()),
+                                };
+                                match f {
+                                    "" => (Some(m), false),
+                                    "force" => (Some(m), true),
+                                    _ => return Err(bad()),
+                                }
+                            }
+                        };
+                        a.cgroup = Some(CgroupAuto {
+                            mode,
+                            full: what == "cgroup-full",
+                            force,
+                        });
+                    }
+                    "shmounts" => {
+                        return Err(err!(
+                            Unsupported,
+                            "read lxc.mount.auto",
+                            "lxc.mount.auto: {t}: shmounts is not supported by strata"
+                        ))
+                    }
+                    _ => return Err(bad()),
+                }
+            }
+        }
+        Ok(a)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub hostname: String,
@@ -71,6 +176,14 @@ pub struct RunConfig {
     pub init: Vec<String>,
     pub halt_signal: i32,
     pub ephemeral: bool,
+    pub auto: AutoMounts,
+    /// `lxc.autodev` (default 1): a tmpfs /dev with the basic nodes.
+    pub autodev: bool,
+    pub confine: crate::confine::Confine,
+    /// `lxc.tty.max`, `lxc.tty.dir`, `lxc.pty.max`.
+    pub tty_max: u32,
+    pub tty_dir: Option<String>,
+    pub pty_max: Option<u32>,
 }
 
 impl RunConfig {
@@ -102,7 +215,45 @@ impl RunConfig {
             None => libc::SIGPWR,
         };
         let ephemeral = cfg.get("lxc.ephemeral").is_some_and(|v| v.trim() == "1");
+        let autodev = match cfg.get("lxc.autodev").map(str::trim) {
+            None | Some("") | Some("1") => true,
+            Some("0") => false,
+            Some(v) => return Err(err!(InvalidConfig, "read config", "lxc.autodev = {v}: expected 0 or 1")),
+        };
+        let num = |key: &str| -> Result<Option<u32>> {
+            match cfg.get(key).map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<u32>()
+                    .map(Some)
+                    .map_err(|_| err!(InvalidConfig, "read config", "{key} = {v}: not a number")),
+            }
+        };
+        let tty_dir = cfg.get("lxc.tty.dir").map(str::trim).filter(|d| !d.is_empty());
+        if let Some(d) = tty_dir {
+            if d.contains('/') || d == ".." || d == "." {
+                return Err(err!(
+                    InvalidConfig,
+                    "read config",
+                    "lxc.tty.dir = {d}: a single directory name under /dev"
+                ));
+            }
+        }
+        let tty_max = num("lxc.tty.max")?.unwrap_or(0);
+        if tty_max > 64 {
+            return Err(err!(
+                InvalidConfig,
+                "read config",
+                "lxc.tty.max = {tty_max}: at most 64"
+            ));
+        }
         Ok(RunConfig {
+            tty_max,
+            tty_dir: tty_dir.map(str::to_string),
+            pty_max: num("lxc.pty.max")?.filter(|n| *n > 0),
+            auto: AutoMounts::parse(cfg)?,
+            autodev,
+            confine: crate::confine::Confine::from_config(cfg)?,
             hostname,
             net: parse_net(cfg)?,
             mounts,
@@ -263,6 +414,115 @@ pub fn parse_mount_entry(line: &str, rootfs_path: Option<&str>) -> Result<MountE
     Ok(e)
 }
 
+/// The keys a start honours, as LXC does: a prefix ends with '.'. Keys LXC
+/// knows that are not here are refused at start, one line naming the key.
+const IMPLEMENTED: &[&str] = &[
+    "lxc.include",
+    "lxc.rootfs.path",
+    "lxc.rootfs.backend",
+    "lxc.uts.name",
+    "lxc.utsname",
+    "lxc.mount.entry",
+    "lxc.mount.auto",
+    "lxc.environment",
+    "lxc.init.cmd",
+    "lxc.execute.cmd",
+    "lxc.init.uid",
+    "lxc.init.gid",
+    "lxc.init.cwd",
+    "lxc.signal.halt",
+    "lxc.ephemeral",
+    "lxc.idmap",
+    "lxc.id_map",
+    "lxc.hook.clone",
+    "lxc.cap.drop",
+    "lxc.cap.keep",
+    "lxc.no_new_privs",
+    "lxc.prlimit.",
+    "lxc.sysctl.",
+    "lxc.apparmor.profile",
+    "lxc.apparmor.allow_incomplete",
+    "lxc.apparmor.allow_nesting",
+    "lxc.selinux.context",
+    "lxc.selinux.context.keyring",
+    "lxc.seccomp.profile",
+    "lxc.seccomp.allow_nesting",
+    "lxc.cgroup.",
+    "lxc.cgroup2.",
+    "lxc.autodev",
+    "lxc.arch",
+    "lxc.log.level",
+    "lxc.loglevel",
+    // Read by lxc-autostart, not by a start.
+    "lxc.start.auto",
+    "lxc.start.delay",
+    "lxc.start.order",
+    "lxc.group",
+];
+
+/// Keys honoured only with the value they have when LXC does nothing.
+const ONLY_DEFAULT: &[(&str, &[&str])] = &[
+    ("lxc.rootfs.managed", &["1"]),
+    ("lxc.keyring.session", &["1"]),
+    ("lxc.monitor.unshare", &["0"]),
+    ("lxc.apparmor.raw", &[""]),
+    ("lxc.console.path", &["none", "/dev/console"]),
+    ("lxc.tty.max", &[]),
+    ("lxc.tty.dir", &[]),
+    ("lxc.pty.max", &[]),
+    ("lxc.namespace.clone", &[]),
+    ("lxc.namespace.keep", &[]),
+];
+
+/// Refuse keys LXC knows and strata's runtime does not honour, so that no
+/// part of a config is dropped silently. `cfg` is the expanded config.
+pub fn check_implemented(cfg: &Config) -> Result<()> {
+    for (k, v) in cfg.entries() {
+        let k: &str = &k;
+        if !k.starts_with("lxc.") {
+            continue;
+        }
+        if IMPLEMENTED
+            .iter()
+            .any(|i| k == *i || (i.ends_with('.') && k.starts_with(i)))
+        {
+            continue;
+        }
+        if let Some(rest) = k.strip_prefix("lxc.net.") {
+            if net_key_ok(rest, v) {
+                continue;
+            }
+        }
+        if let Some((_, ok)) = ONLY_DEFAULT.iter().find(|(key, _)| *key == k) {
+            // An empty list: the runtime handles every value of the key.
+            if ok.is_empty() || ok.contains(&v.trim()) || v.trim().is_empty() {
+                continue;
+            }
+        }
+        return Err(err!(
+            Unsupported,
+            "start",
+            "{k} = {v}: not supported by strata's runtime (refused rather than ignored)"
+        ));
+    }
+    Ok(())
+}
+
+/// The network keys the runtime honours (see [`parse_net`]).
+fn net_key_ok(rest: &str, v: &str) -> bool {
+    let (idx, sub) = rest.split_once('.').unwrap_or((rest, ""));
+    if idx.parse::<u32>().is_err() {
+        return false;
+    }
+    match sub {
+        "type" | "link" | "name" | "flags" | "hwaddr" | "veth.pair" => true,
+        "mtu" | "ipv4.address" | "ipv6.address" | "ipv4.gateway" | "ipv6.gateway" | "script.up" | "script.down" => {
+            v.trim().is_empty()
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +554,53 @@ mod tests {
         assert_eq!(e.data, "size=10m");
         assert!(parse_mount_entry("/a ../../etc none bind", None).is_err());
         assert!(parse_mount_entry("/a", None).is_err());
+    }
+
+    #[test]
+    fn unimplemented_keys_refused() {
+        let c = |t: &str| check_implemented(&Config::parse(t).unwrap());
+        c("lxc.cap.drop = sys_time\nlxc.cgroup.devices.deny = a\nlxc.net.0.type = veth\nlxc.net.0.link = br0\n")
+            .unwrap();
+        c("lxc.tty.max = 0\nlxc.console.path = none\nlxc.net.0.ipv4.address =\n").unwrap();
+        for bad in [
+            "lxc.hook.pre-start = /bin/true",
+            "lxc.console.logfile = /tmp/x",
+            "lxc.net.0.ipv4.address = 10.0.0.2/24",
+            "lxc.time.offset.boot = 1s",
+            "lxc.rootfs.managed = 0",
+        ] {
+            let e = c(&format!("{bad}\n")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn auto_mounts() {
+        let a = |t: &str| AutoMounts::parse(&Config::parse(t).unwrap());
+        assert_eq!(a("").unwrap(), AutoMounts::default());
+        let m = a("lxc.mount.auto = cgroup:mixed proc:mixed sys:mixed\n").unwrap();
+        assert_eq!((m.proc, m.sys), (Some(ProcMode::Mixed), Some(SysMode::Mixed)));
+        assert_eq!(
+            m.cgroup,
+            Some(CgroupAuto {
+                mode: Some(SysMode::Mixed),
+                full: false,
+                force: false
+            })
+        );
+        let m = a("lxc.mount.auto = proc sys:ro\nlxc.mount.auto = cgroup-full:rw:force\n").unwrap();
+        assert_eq!((m.proc, m.sys), (Some(ProcMode::Mixed), Some(SysMode::Ro)));
+        assert!(m
+            .cgroup
+            .is_some_and(|c| c.full && c.force && c.mode == Some(SysMode::Rw)));
+        assert_eq!(
+            a("lxc.mount.auto = proc\nlxc.mount.auto =\n").unwrap(),
+            AutoMounts::default()
+        );
+        for bad in ["proc:ro", "sys:mixed:force", "cgroup:rw:x", "dev", "shmounts:/a"] {
+            assert!(a(&format!("lxc.mount.auto = {bad}\n")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! namespaces, until it execs init. Errors go back to the monitor as text
 //! through a close-on-exec pipe (EOF there means init was exec'd).
 
-use crate::conf::{Create, MountEntry, Net, RunConfig};
+use crate::conf::{Create, MountEntry, Net, ProcMode, RunConfig, SysMode};
 use crate::sys::{self, cstr, fd_path};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -17,6 +17,14 @@ pub struct ChildArgs<'a> {
     pub userns: bool,
     /// A non-root monitor cannot mount on the host: init mounts the rootfs itself.
     pub mount_inside: Option<MountInside<'a>>,
+    /// `lxc.seccomp.profile`, compiled by the monitor.
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
+    /// Where the ttys' master ends go (to the monitor).
+    pub tty_sock: Option<std::os::fd::RawFd>,
+    /// The ttys made, for init's `container_ttys`.
+    pub ttys: std::cell::RefCell<Vec<String>>,
+    /// The host's cgroup hierarchies, for `lxc.mount.auto = cgroup...`.
+    pub cg_layout: &'a crate::cgroup::Layout,
 }
 
 /// How init mounts its rootfs in its own namespaces, as the mapped root,
@@ -43,7 +51,18 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
         unsafe { libc::_exit(1) };
     }
     drop(sync_r);
-    let e = match enter(a).and_then(|root| setup_with(&mut RealSyscall, a, &root)) {
+    // The monitor has put us in our cgroups: they become our cgroup namespace's root.
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+        let e = Error::errno("unshare cgroup namespace", "", sys::errno());
+        sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+        unsafe { libc::_exit(1) };
+    }
+    let e = match enter(a)
+        .and_then(|root| a.cfg.confine.early().map(|_| root))
+        .and_then(|root| setup_with(&mut RealSyscall, a, &root))
+        .and_then(|_| confine(a))
+    {
         Ok(()) => exec(a),
         Err(e) => e,
     };
@@ -174,41 +193,109 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()>
             }
         }
     }
-    let proc_fd = sys::open_in_root(root, "proc", Some(Create::Dir))?;
-    s.mount(
-        Some("proc"),
-        &fd_path(&proc_fd),
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )?;
-    let sys_fd = sys::open_in_root(root, "sys", Some(Create::Dir))?;
-    let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    if let Err(e) = s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), ro, None) {
-        // A user namespace may mount sysfs only with a network namespace of its own
-        // (not with lxc.net.0.type = none): the host's, bound read-only, instead.
-        if !a.userns {
-            return Err(e);
-        }
-        s.mount(
-            Some("/sys"),
-            &fd_path(&sys_fd),
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )?;
-        let mnt = sys::open_in_root(root, "sys", None)?;
-        s.mount(None, &fd_path(&mnt), None, libc::MS_BIND | libc::MS_REMOUNT | ro, None)?;
+    auto_mounts(s, a, root)?;
+    if a.cfg.autodev {
+        make_dev(s, a, root)?;
     }
-    make_dev(s, root)?;
     for m in &a.cfg.mounts {
         mount_entry(s, root, m)?;
     }
     s.pivot_root(root, a.rootfs)
 }
 
+/// Bind `rel` onto itself and remount the new mount with `flags` (read-only or not).
+fn rebind(s: &mut impl Syscall, root: &OwnedFd, rel: &str, ro: bool) -> Result<()> {
+    let t = sys::open_in_root(root, rel, None)?;
+    s.mount(Some(&fd_path(&t)), &fd_path(&t), None, libc::MS_BIND, None)?;
+    // Reopen: the fd above is the dir under the new mount.
+    let t = sys::open_in_root(root, rel, None)?;
+    let flags = libc::MS_BIND | libc::MS_REMOUNT | if ro { libc::MS_RDONLY } else { 0 };
+    s.mount(None, &fd_path(&t), None, flags, None)
+}
+
+/// `lxc.mount.auto`: proc and sysfs as LXC mounts them (cgroups by the
+/// cgroup module); nothing without the key.
+fn auto_mounts(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
+    let nosx = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if let Some(mode) = a.cfg.auto.proc {
+        let proc_fd = sys::open_in_root(root, "proc", Some(Create::Dir))?;
+        s.mount(Some("proc"), &fd_path(&proc_fd), Some("proc"), nosx, None)?;
+        if mode == ProcMode::Mixed {
+            // /proc/sys read-only but for /proc/sys/net (when init may
+            // administer its network): net is parked on /proc/tty, /proc/sys
+            // made read-only, and net moved back on top.
+            let net = a.cfg.confine.keeps(caps::Capability::CAP_NET_ADMIN)
+                && sys::open_in_root(root, "proc/sys/net", None).is_ok();
+            if net {
+                let from = sys::open_in_root(root, "proc/sys/net", None)?;
+                let tty = sys::open_in_root(root, "proc/tty", None)?;
+                s.mount(Some(&fd_path(&from)), &fd_path(&tty), None, libc::MS_BIND, None)?;
+            }
+            rebind(s, root, "proc/sys", true)?;
+            if net {
+                let tty = sys::open_in_root(root, "proc/tty", None)?;
+                let to = sys::open_in_root(root, "proc/sys/net", None)?;
+                s.mount(Some(&fd_path(&tty)), &fd_path(&to), None, libc::MS_MOVE, None)?;
+            }
+            // A kernel without magic SysRq has no such file: nothing to protect (LXC skips it too).
+            if sys::open_in_root(root, "proc/sysrq-trigger", None).is_ok() {
+                rebind(s, root, "proc/sysrq-trigger", true)?;
+            }
+        }
+    }
+    if let Some(mode) = a.cfg.auto.sys {
+        let sys_fd = sys::open_in_root(root, "sys", Some(Create::Dir))?;
+        let ro = if mode == SysMode::Rw { 0 } else { libc::MS_RDONLY };
+        match s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), nosx | ro, None) {
+            Ok(()) => {
+                if mode == SysMode::Mixed {
+                    // As LXC: the container's own network devices stay writable.
+                    if sys::open_in_root(root, "sys/devices/virtual/net", None).is_ok() {
+                        rebind(s, root, "sys/devices/virtual/net", false)?;
+                    }
+                }
+            }
+            // A user namespace may mount sysfs only with a network namespace of its own
+            // (not with lxc.net.0.type = none): the host's, bound read-only, instead.
+            Err(_) if a.userns => {
+                s.mount(
+                    Some("/sys"),
+                    &fd_path(&sys_fd),
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )?;
+                let mnt = sys::open_in_root(root, "sys", None)?;
+                s.mount(
+                    None,
+                    &fd_path(&mnt),
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nosx,
+                    None,
+                )?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(c) = &a.cfg.auto.cgroup {
+        use crate::cgroup::{CgroupAccess, CgroupAuto};
+        let auto = CgroupAuto {
+            mode: c.mode.map(|m| match m {
+                SysMode::Mixed => CgroupAccess::Mixed,
+                SysMode::Ro => CgroupAccess::Ro,
+                SysMode::Rw => CgroupAccess::Rw,
+            }),
+            full: c.full,
+            force: c.force,
+        };
+        let admin = a.cfg.confine.keeps(caps::Capability::CAP_SYS_ADMIN);
+        crate::cgroup::mount_in_container(&auto, admin, a.cg_layout, root, s)?;
+    }
+    Ok(())
+}
+
 /// A tmpfs /dev with the host's harmless nodes bind-mounted, a private devpts and /dev/ptmx.
-fn make_dev(s: &mut impl Syscall, root: &OwnedFd) -> Result<()> {
+fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     let dev = sys::open_in_root(root, "dev", Some(Create::Dir))?;
     s.mount(
         Some("tmpfs"),
@@ -245,8 +332,12 @@ fn make_dev(s: &mut impl Syscall, root: &OwnedFd) -> Result<()> {
         &format!("{devp}/pts"),
         Some("devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(&match a.cfg.pty_max {
+            Some(n) => format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={n}"),
+            None => "newinstance,ptmxmode=0666,mode=0620,gid=5".to_string(),
+        }),
     )?;
+    make_ttys(s, a, root)?;
     s.mount(
         Some("shm"),
         &format!("{devp}/shm"),
@@ -264,6 +355,46 @@ fn make_dev(s: &mut impl Syscall, root: &OwnedFd) -> Result<()> {
         std::os::unix::fs::symlink(to, format!("{devp}/{link}"))
             .map_err(|e| Error::io("create", format!("/dev/{link}"), e))?;
     }
+    Ok(())
+}
+
+/// `lxc.tty.max` ttys, as LXC makes them: a pty of the container's own devpts
+/// per tty, bound on /dev/ttyN (or /dev/DIR/ttyN with a /dev/ttyN symlink
+/// for `lxc.tty.dir`). The ptys' other ends go to the monitor, which keeps
+/// them while the container runs; init gets their names in `container_ttys`.
+fn make_ttys(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
+    if a.cfg.tty_max == 0 {
+        return Ok(());
+    }
+    let dir = a.cfg.tty_dir.as_deref().filter(|d| !d.is_empty());
+    if let Some(d) = dir {
+        sys::open_in_root(root, &format!("dev/{d}"), Some(Create::Dir))?;
+    }
+    let mut masters = Vec::new();
+    let mut names = Vec::new();
+    for i in 1..=a.cfg.tty_max {
+        let ptmx = sys::open_in_root(root, "dev/pts/ptmx", None)?;
+        let (master, n) = sys::open_pty(&fd_path(&ptmx))?;
+        let pts = sys::open_in_root(root, &format!("dev/pts/{n}"), None)?;
+        let rel = match dir {
+            Some(d) => format!("dev/{d}/tty{i}"),
+            None => format!("dev/tty{i}"),
+        };
+        let target = sys::open_in_root(root, &rel, Some(Create::File))?;
+        s.mount(Some(&fd_path(&pts)), &fd_path(&target), None, libc::MS_BIND, None)?;
+        if let Some(d) = dir {
+            let devd = sys::open_in_root(root, "dev", None)?;
+            let _ = rustix::fs::unlinkat(&devd, format!("tty{i}"), rustix::fs::AtFlags::empty());
+            rustix::fs::symlinkat(format!("{d}/tty{i}"), &devd, format!("tty{i}"))
+                .map_err(|e| Error::io("create tty symlink", format!("/dev/tty{i}"), e.into()))?;
+        }
+        masters.push(master);
+        names.push(format!("pts/{n}"));
+    }
+    if let Some(sock) = a.tty_sock {
+        sys::send_fds(sock, &masters)?;
+    }
+    *a.ttys.borrow_mut() = names;
     Ok(())
 }
 
@@ -309,6 +440,18 @@ fn mount_entry(s: &mut impl Syscall, root: &OwnedFd, m: &MountEntry) -> Result<(
     Ok(())
 }
 
+/// After pivot_root, in LXC's order: the bounding set, init's working dir,
+/// LSM label and no_new_privs, the seccomp filter, then init's ids.
+fn confine(a: &ChildArgs) -> Result<()> {
+    let c = &a.cfg.confine;
+    c.drop_caps()?;
+    c.before_exec()?;
+    if let Some(f) = a.seccomp {
+        f.install()?;
+    }
+    c.switch_ids()
+}
+
 fn exec(a: &ChildArgs) -> Error {
     let argv: Vec<String> = if a.cmd.is_empty() {
         a.cfg.init.clone()
@@ -325,6 +468,10 @@ fn exec(a: &ChildArgs) -> Error {
     ];
     if let Ok(t) = std::env::var("TERM") {
         env.push(("TERM".into(), t));
+    }
+    let ttys = a.ttys.borrow();
+    if !ttys.is_empty() {
+        env.push(("container_ttys".into(), ttys.join(" ")));
     }
     for (k, v) in &a.cfg.env {
         env.retain(|(ek, _)| ek != k);
@@ -412,8 +559,10 @@ mod tests {
             let ro = if flags & libc::MS_RDONLY != 0 { " ro" } else { "" };
             let line = if flags & libc::MS_REMOUNT != 0 {
                 format!("remount {}{ro}", self.show(t))
+            } else if flags & libc::MS_MOVE != 0 {
+                format!("move {} {}", self.show(src.unwrap_or("-")), self.show(t))
             } else if flags & libc::MS_BIND != 0 {
-                format!("bind {} {}", src.unwrap_or("-"), self.show(t))
+                format!("bind {} {}", self.show(src.unwrap_or("-")), self.show(t))
             } else if flags & libc::MS_PRIVATE != 0 {
                 format!("private {t}")
             } else {
@@ -442,13 +591,18 @@ mod tests {
         let root = tmp.path().join("rootfs");
         std::fs::create_dir(&root).unwrap();
         std::fs::create_dir(root.join("etc")).unwrap();
+        // What the proc mount would show (the recorder mounts nothing).
+        for d in ["proc/sys/net", "proc/tty"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("proc/sysrq-trigger"), "").unwrap();
         // An absolute symlink: must resolve inside the rootfs.
         std::os::unix::fs::symlink("/etc", root.join("esc")).unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir(&src).unwrap();
         let s = src.display();
         let cfg = Config::parse(&format!(
-            "lxc.uts.name = h1\nlxc.mount.entry = {s} mnt/x none bind,ro,create=dir 0 0\n\
+            "lxc.uts.name = h1\nlxc.mount.auto = proc:mixed sys:ro\nlxc.mount.entry = {s} mnt/x none bind,ro,create=dir 0 0\n\
              lxc.mount.entry = {s} esc/y none bind,create=dir 0 0\n"
         ))
         .unwrap();
@@ -460,6 +614,10 @@ mod tests {
             kill_with_parent: false,
             userns: false,
             mount_inside: None,
+            seccomp: None,
+            tty_sock: None,
+            ttys: Default::default(),
+            cg_layout: &crate::cgroup::Layout::default(),
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),
@@ -472,6 +630,12 @@ mod tests {
             "hostname h1",
             "up lo",
             "mount proc /proc",
+            "bind /proc/sys/net /proc/tty",
+            "bind /proc/sys /proc/sys",
+            "remount /proc/sys ro",
+            "move /proc/tty /proc/sys/net",
+            "bind /proc/sysrq-trigger /proc/sysrq-trigger",
+            "remount /proc/sysrq-trigger ro",
             "mount sysfs /sys ro",
             "mount tmpfs /dev",
         ]

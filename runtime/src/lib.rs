@@ -14,6 +14,7 @@
 mod attach;
 pub mod cgroup;
 pub mod conf;
+pub mod confine;
 mod container;
 mod daemon;
 mod ephemeral;

@@ -3,8 +3,8 @@
 use crate::*;
 
 fn ns_flags(cfg: &RunConfig, map: &IdMap) -> u64 {
-    let mut f =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP;
+    // The cgroup namespace is unshared by init once it is in its cgroups, as LXC does.
+    let mut f = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if cfg.net != Net::Host {
         f |= libc::CLONE_NEWNET;
     }
@@ -38,6 +38,15 @@ pub(crate) fn run_monitor(
     let (err_r, err_w) = match sys::pipe() {
         Ok(x) => x,
         Err(e) => return Err(fail(&mut p, e)),
+    };
+    // The ttys' master ends come back to us over this.
+    let ttys = if p.cfg.tty_max > 0 {
+        match sys::socketpair() {
+            Ok(x) => Some(x),
+            Err(e) => return Err(fail(&mut p, e)),
+        }
+    } else {
+        None
     };
     // Held back while we wait, and forwarded to init.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -77,6 +86,10 @@ pub(crate) fn run_monitor(
                     pin: pinned_dirs(&p.c),
                     mount: &mount,
                 }),
+                seccomp: p.seccomp.as_ref(),
+                tty_sock: ttys.as_ref().map(|(_, c)| c.as_raw_fd()),
+                ttys: Default::default(),
+                cg_layout: &p.cg_layout,
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -88,6 +101,14 @@ pub(crate) fn run_monitor(
     };
     drop(sync_r);
     drop(err_w);
+    // Init waits for "go": it is in its cgroups before it runs anything.
+    if let Err(e) = cgroup::attach(&p.cg, pid) {
+        sys::kill(pid, libc::SIGKILL);
+        drop(sync_w);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        restore();
+        return Err(fail(&mut p, e));
+    }
     if !p.map.is_empty() {
         // Init waits for "go" before it becomes root of its namespace: the maps must be there by then.
         if let Err(e) = userns::write_maps(pid, &p.map) {
@@ -101,6 +122,7 @@ pub(crate) fn run_monitor(
     let rec = RunRecord {
         init_pid: pid,
         init_start: state::proc_start_time(pid).unwrap_or(0),
+        cgroups: p.cg.paths(),
         ..my_record(ephemeral)
     };
     let mut veth = None;
@@ -163,6 +185,11 @@ pub(crate) fn run_monitor(
         restore();
         return Err(fail(&mut p, e));
     }
+    // Held while the container runs: a pty whose master is closed is gone.
+    let _tty_masters = ttys.map(|(ours, theirs)| {
+        drop(theirs);
+        sys::recv_fds(ours.as_raw_fd())
+    });
     drop(lock);
     n.ok();
     tracing::info!(pid, "container {} started", r.name);
@@ -236,6 +263,10 @@ fn catches(pid: i32, sig: i32) -> bool {
 
 /// Unmount what a run mounted and remove its record. The caller holds the lock.
 pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
+    if let Some(rec) = state::read(r) {
+        // Init is gone, and with it every process of its pid namespace.
+        cgroup::remove(&rec.cgroups)?;
+    }
     let mp = mount_point(r);
     let view = userns::idmapped_path(&mp);
     if std::fs::symlink_metadata(&view).is_ok() {

@@ -17,6 +17,12 @@ pub(crate) struct Prepared {
     /// A non-root monitor cannot mount on the host: init mounts the rootfs
     /// inside its user and mount namespaces.
     pub(crate) mount_inside: bool,
+    /// `lxc.seccomp.profile`, compiled before init exists.
+    pub(crate) seccomp: Option<crate::seccomp::Filter>,
+    /// The host's cgroup hierarchies and the container's cgroups in them
+    /// (made, and recorded in the run record before they were).
+    pub(crate) cg_layout: cgroup::Layout,
+    pub(crate) cg: cgroup::Plan,
 }
 
 impl Prepared {
@@ -35,6 +41,9 @@ impl Prepared {
             self.mounted = false;
         }
         let _ = std::fs::remove_dir(&self.mp);
+        if let Err(e) = cgroup::remove(&self.cg.paths()) {
+            tracing::warn!("remove cgroups: {e}");
+        }
         if let Some(t) = self.tmpfs.take() {
             let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -81,9 +90,14 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         .overlay_parts()
         .map(|_| String::new())
         .unwrap_or_else(|| c.rootfs.source().to_string());
+    // The config as LXC reads it, includes expanded: what common.conf asks
+    // for is honoured, and what strata cannot honour is refused here.
+    let eff = strata_core::config::check_keys(&r.config_path())?;
+    conf::check_implemented(&eff)?;
+    let seccomp = crate::seccomp::Filter::from_config(&eff)?;
     let mut cfg = RunConfig::from_config(
         &r.name,
-        &c.config,
+        &eff,
         Some(&rootfs_path).filter(|p| !p.is_empty()).map(|s| s.as_str()),
     )?;
     cfg.mounts.extend(opts.extra_mounts.iter().cloned());
@@ -99,7 +113,18 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     }
     let backend = engine.backends.for_spec(&c.rootfs)?;
     let ephemeral = ephemeral_run || cfg.ephemeral;
-    state::write(r, &my_record(ephemeral))?;
+    // The container's cgroups, checked against this host before anything is made.
+    let cg_layout = cgroup::Layout::detect()?;
+    let cg_spec = cgroup::Spec::from_config(&eff)?;
+    let cg = cgroup::plan(&cg_layout, &cg_spec, &r.name)?;
+    // Recorded before they exist: whoever finds the record removes them.
+    state::write(
+        r,
+        &RunRecord {
+            cgroups: cg.paths(),
+            ..my_record(ephemeral)
+        },
+    )?;
     let mp = mount_point(r);
     let mut p = Prepared {
         c,
@@ -110,8 +135,12 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         mount_inside: !paths::is_root() && !map.is_empty(),
         map,
         view: None,
+        seccomp,
+        cg_layout,
+        cg,
     };
     let res = (|| {
+        cgroup::create(&p.cg)?;
         paths::ensure_dir(&p.mp)?;
         if opts.tmpfs_upper {
             p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);

@@ -250,3 +250,82 @@ pub fn run(prog: &str, args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A new pty from the devpts whose ptmx is at `ptmx`: (master, pty number).
+pub fn open_pty(ptmx: &str) -> Result<(OwnedFd, u32)> {
+    let p = cstr(ptmx);
+    // SAFETY: open of a NUL-terminated path; the fd is owned below.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::errno("open ptmx", ptmx, errno()));
+    }
+    // SAFETY: fd was just opened and is ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut unlock: libc::c_int = 0;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes an unsigned int; both point at locals.
+    unsafe {
+        if libc::ioctl(fd.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) != 0 {
+            return Err(Error::errno("unlock pty", ptmx, errno()));
+        }
+        if libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) != 0 {
+            return Err(Error::errno("pty number", ptmx, errno()));
+        }
+    }
+    Ok((fd, n))
+}
+
+/// A connected unix socket pair, close-on-exec.
+pub fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills the two-int array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(Error::errno("socketpair", "", errno()));
+    }
+    // SAFETY: both fds were just made and are ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Send `fds` in one message (SCM_RIGHTS).
+pub fn send_fds(sock: RawFd, fds: &[OwnedFd]) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [std::io::IoSlice::new(b"t")];
+    sendmsg::<()>(sock, &iov, &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
+        .map_err(|e| Error::errno("send tty fds", "", e))?;
+    Ok(())
+}
+
+/// Receive the fds of one message from [`send_fds`], without blocking.
+pub fn recv_fds(sock: RawFd) -> Vec<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 64]);
+    let Ok(msg) = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Ok(cms) = msg.cmsgs() {
+        for c in cms {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel installed these fds in our table for us.
+                out.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
+        }
+    }
+    out
+}
