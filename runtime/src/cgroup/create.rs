@@ -1,13 +1,15 @@
 //! Plan, make and enter the container's cgroups (cgfsng's payload_create,
 //! setup_limits_legacy, setup_limits, devices_activate and payload_enter).
 
-use super::{io_err, read_file, remove, write_file, DeviceList, DeviceRule, Layout, Setting, Spec, Version};
+use super::{io_err, read_file, remove, write_file, DeviceList, DeviceRule, Hierarchy, Layout, Setting, Spec, Version};
 use nix::unistd::AccessFlags;
 use std::path::{Path, PathBuf};
 use strata_core::{err, Error, ErrorKind, Result};
 
 /// LXC's name for a container's cgroup, before the `-N` suffix.
 const PAYLOAD_PREFIX: &str = "lxc.payload.";
+/// And for the monitor's.
+const MONITOR_PREFIX: &str = "lxc.monitor.";
 
 /// The container's cgroup in one hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +93,24 @@ pub fn plan(layout: &Layout, spec: &Spec, name: &str) -> Result<Plan> {
     plan_as(layout, spec, name, is_root())
 }
 
-pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> Result<Plan> {
-    const OP: &str = ""; // the messages start with the key
-                         // (hierarchy, base) for each hierarchy the caller can make cgroups in.
+/// Which of LXC's two cgroups to plan.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The container's (`lxc.payload.NAME`).
+    Payload,
+    /// The monitor's (`lxc.monitor.NAME`).
+    Monitor,
+}
+
+/// The directories of the payload or monitor cgroup in every hierarchy the
+/// caller can make cgroups in, and the hierarchies it cannot.
+fn plan_dirs<'a>(
+    layout: &'a Layout,
+    spec: &Spec,
+    name: &str,
+    root: bool,
+    role: Role,
+) -> Result<(Plan, Vec<&'a Hierarchy>)> {
     let mut usable = Vec::new();
     let mut refused = Vec::new();
     for h in &layout.hierarchies {
@@ -102,37 +119,38 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
             _ => refused.push(h),
         }
     }
-    let user = || super::user_name();
-    let no_delegation = |key: &str| {
-        err!(
-            PermissionDenied,
-            OP,
-            "{key}: no cgroup can be delegated to {} on this host",
-            user()
-        )
+    let (prefix, leaf) = match role {
+        Role::Payload => (PAYLOAD_PREFIX, "payload"),
+        Role::Monitor => (MONITOR_PREFIX, "monitor"),
     };
-    let (limit_rel, inner_rel, suffixed) = match (&spec.container_dir, &spec.dir, &spec.pattern) {
-        (Some(c), _, _) => (c.clone(), spec.container_inner.clone(), false),
-        (None, Some(d), _) => (format!("{d}/{PAYLOAD_PREFIX}{name}"), None, true),
-        (None, None, Some(p)) if !p.is_empty() => (format!("{}/payload", p.replace("%n", name)), None, true),
-        _ => (format!("{PAYLOAD_PREFIX}{name}"), None, true),
+    let fixed = match role {
+        Role::Payload => spec.container_dir.as_ref().map(|c| ("lxc.cgroup.dir.container", c)),
+        Role::Monitor => spec.monitor_dir.as_ref().map(|c| ("lxc.cgroup.dir.monitor", c)),
+    };
+    let (limit_rel, inner_rel) = match (fixed, &spec.dir, &spec.pattern) {
+        (Some((_, c)), _, _) if role == Role::Payload => (c.clone(), spec.container_inner.clone()),
+        (Some((_, c)), _, _) => (c.clone(), None),
+        (None, Some(d), _) => (format!("{d}/{prefix}{name}"), None),
+        (None, None, Some(p)) if !p.is_empty() => (format!("{}/{leaf}", p.replace("%n", name)), None),
+        _ => (format!("{prefix}{name}"), None),
     };
     let taken = |rel: &str| {
         usable
             .iter()
             .any(|(_, b)| std::fs::symlink_metadata(b.join(rel)).is_ok())
     };
-    let limit_rel = if !suffixed {
-        if taken(&limit_rel) {
-            return Err(err!(
-                AlreadyExists,
-                OP,
-                "lxc.cgroup.dir.container = {limit_rel}: that cgroup already exists"
-            ));
+    let limit_rel = match fixed {
+        Some((key, _)) => {
+            if taken(&limit_rel) {
+                return Err(err!(
+                    AlreadyExists,
+                    "",
+                    "{key} = {limit_rel}: that cgroup already exists"
+                ));
+            }
+            limit_rel
         }
-        limit_rel
-    } else {
-        (0..1000)
+        None => (0..1000)
             .map(|i| {
                 if i == 0 {
                     limit_rel.clone()
@@ -141,7 +159,7 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
                 }
             })
             .find(|r| !taken(r))
-            .ok_or_else(|| err!(AlreadyExists, OP, "{limit_rel}: every suffix up to -999 is taken"))?
+            .ok_or_else(|| err!(AlreadyExists, "", "{limit_rel}: every suffix up to -999 is taken"))?,
     };
     let leaf_rel = match &inner_rel {
         Some(i) => format!("{limit_rel}/{i}"),
@@ -171,6 +189,61 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
             make,
         });
     }
+    Ok((p, refused))
+}
+
+/// LXC's monitor cgroup (`lxc.monitor.NAME`, or `lxc.cgroup.dir.monitor`,
+/// or `DIR/lxc.monitor.NAME`) in every hierarchy, without limits: make it
+/// with [`create`] and put the monitor in with [`attach`]. Before removing
+/// it, move the monitor out with [`leave`].
+pub fn plan_monitor(layout: &Layout, spec: &Spec, name: &str) -> Result<Plan> {
+    Ok(plan_dirs(layout, spec, name, is_root(), Role::Monitor)?.0)
+}
+
+/// Move `pid` (the monitor) into LXC's pivot cgroup, `lxc.pivot` below
+/// `lxc.cgroup.dir.monitor.pivot`, `lxc.cgroup.dir` or the base, made when
+/// missing and left in place (shared, as LXC leaves it), so that its own
+/// cgroup can be removed.
+pub fn leave(layout: &Layout, spec: &Spec, pid: i32) -> Result<()> {
+    let rel = match (&spec.monitor_pivot, &spec.dir) {
+        (Some(p), _) | (None, Some(p)) => format!("{p}/lxc.pivot"),
+        _ => "lxc.pivot".to_string(),
+    };
+    let root = is_root();
+    for h in &layout.hierarchies {
+        let Some(base) = h.base(root, spec.relative).filter(|b| delegated(h.version, b)) else {
+            continue;
+        };
+        let dir = base.join(&rel);
+        let mut cur = base.clone();
+        for c in rel.split('/') {
+            cur.push(c);
+            match std::fs::create_dir(&cur) {
+                Ok(()) if h.version == Version::V1 && h.has("cpuset") => init_cpuset(&cur)?,
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("make pivot cgroup", &cur, e)),
+            }
+        }
+        write_file(&dir, "cgroup.procs", &pid.to_string())
+            .map_err(|e| io_err(&format!("move {pid} into cgroup"), &dir, e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> Result<Plan> {
+    // The messages start with the key.
+    const OP: &str = "";
+    let (mut p, refused) = plan_dirs(layout, spec, name, root, Role::Payload)?;
+    let user = || super::user_name();
+    let no_delegation = |key: &str| {
+        err!(
+            PermissionDenied,
+            OP,
+            "{key}: no cgroup can be delegated to {} on this host",
+            user()
+        )
+    };
     let index = |v: Version, ctl: Option<&str>| {
         p.dirs
             .iter()
@@ -671,6 +744,11 @@ mod tests {
         let p = plan_as(&l, &s, "c1", true).unwrap();
         assert_eq!(p.dirs[1].limit, t.path().join("devices/ct"));
         assert_eq!(p.dirs[1].leaf, t.path().join("devices/ct/ns"));
+        // The monitor's cgroup.
+        assert_eq!(plan_dirs(&l, &s, "c1", true, Role::Monitor).unwrap().0.name, "mon");
+        let m = plan_dirs(&l, &spec(""), "c1", true, Role::Monitor).unwrap().0;
+        assert_eq!(m.name, "lxc.monitor.c1");
+        assert_eq!(m.paths().len(), 4);
         std::fs::create_dir(t.path().join("memory/ct")).unwrap();
         let e = plan_as(&l, &s, "c1", true).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists);

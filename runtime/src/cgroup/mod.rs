@@ -36,7 +36,7 @@ mod remove;
 mod spec;
 mod stats;
 
-pub use create::{attach, chown, create, enter, plan, Plan, PlannedDir};
+pub use create::{attach, chown, create, enter, leave, plan, plan_monitor, Plan, PlannedDir};
 pub use devices::{DeviceList, DeviceRule};
 pub use devices_bpf::{attach_device_program, device_program, Insn};
 pub use freezer::{freeze, thaw};

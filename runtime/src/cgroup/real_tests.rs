@@ -499,3 +499,34 @@ fn cgroup_real_unified_only() {
     assert_eq!(st2, 0, "check {st2} of the cgroup2 mount failed");
     assert!(stats.cpu_ns.is_some(), "{stats:?}");
 }
+
+/// LXC's monitor cgroup: made, entered, left for lxc.pivot, removed.
+#[test]
+fn cgroup_real_monitor_cgroup() {
+    let Some(layout) = ready(&["memory"]) else { return };
+    let s = spec("");
+    let m = plan_monitor(&layout, &s, &name("mon")).unwrap();
+    assert!(m.name.starts_with("lxc.monitor."));
+    create(&m).unwrap();
+    let (cg, _) = with_child(
+        |pid| {
+            attach(&m, pid).unwrap();
+            leave(&layout, &s, pid).unwrap();
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            cg
+        },
+        || {
+            // SAFETY: waits to be killed.
+            unsafe { libc::pause() };
+            0
+        },
+    );
+    remove(&m.paths()).unwrap();
+    // lxc.pivot is shared and stays for LXC; the test's own leftovers go when empty.
+    for d in &m.dirs {
+        let _ = std::fs::remove_dir(d.base.join("lxc.pivot"));
+    }
+    assert!(cg.contains(":memory:/lxc.pivot\n"), "{cg}");
+}
