@@ -467,19 +467,19 @@ fn set(dir: &Path, s: &Setting) -> Result<()> {
 
 /// v1 device rules, in config order, as LXC writes them. The kernel
 /// refusing an allow rule (a parent cgroup denies that device) leaves the
-/// device denied: warned, not fatal, as in LXC. A refused deny rule is fatal.
+/// device denied: warned, not fatal, as in LXC. A refused deny rule is
+/// fatal, except in a user namespace below the host's (strata nested in a
+/// container), where the kernel refuses every rule and the outer
+/// container's device cgroup already holds (LXC warns there too).
 fn set_devices(dir: &Path, rules: &[(usize, Setting)]) -> Result<()> {
     for (_, s) in rules {
         let r = DeviceRule::parse(&s.key, &s.value)?;
         let file = if r.allow { "devices.allow" } else { "devices.deny" };
         let line = r.v1_line();
         if let Err(e) = write_file(dir, file, &line) {
-            if r.allow && matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
-                tracing::warn!(
-                    "{} = {}: refused by the kernel ({e}); the device stays denied",
-                    s.key,
-                    s.value
-                );
+            let refused = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+            if refused && (r.allow || !super::in_initial_userns()) {
+                tracing::warn!("{} = {}: refused by the kernel ({e})", s.key, s.value);
                 continue;
             }
             return Err(err!(Io, "", "{} = {}: the kernel refused it: {e}", s.key, s.value));

@@ -186,7 +186,17 @@ fn load(prog: &[Insn]) -> Result<OwnedFd> {
 /// Load the program for `list` and attach it to the cgroup2 directory `dir`.
 pub fn attach_device_program(list: &DeviceList, dir: &Path) -> Result<()> {
     let prog = device_program(list);
-    let pfd = load(&prog)?;
+    let pfd = match load(&prog) {
+        Ok(fd) => fd,
+        // Nested in a container's user namespace, the kernel loads no
+        // program for us; the outer container's device rules hold (LXC
+        // then runs without one too).
+        Err(e) if !super::in_initial_userns() && e.kind() == strata_core::ErrorKind::PermissionDenied => {
+            tracing::warn!("{e}: no cgroup2 device program in a nested user namespace");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let cg = std::fs::File::open(dir).map_err(|e| Error::io("open cgroup", dir, e))?;
     let mut attr = ProgAttachAttr {
         target_fd: cg.as_raw_fd() as u32,

@@ -65,6 +65,14 @@ fn io_err(op: &str, path: &Path, e: std::io::Error) -> Error {
     Error::io(op, path, e)
 }
 
+/// Whether this process is in the host's user namespace (whose uid map is
+/// the identity over the whole range).
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
+}
+
 /// The name of the calling user, for messages.
 fn user_name() -> String {
     let uid = nix::unistd::geteuid();
