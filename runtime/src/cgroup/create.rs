@@ -291,7 +291,7 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
                         if u.base(root, spec.relative)
                             .is_some_and(|b| u.controllers_at(&b).iter().any(|c| c == ctl)) =>
                     {
-                        format!("; {ctl} is a cgroup2 controller here: use lxc.cgroup2.{}", s.file)
+                        format!("; {ctl} is a cgroup2 controller here: use lxc.cgroup2.{ctl}.*")
                     }
                     _ => String::new(),
                 };
@@ -349,7 +349,7 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
                     have.join(" ")
                 };
                 let hint = if layout.v1(ctl).is_some() {
-                    format!("; {ctl} is a cgroup v1 controller here: use lxc.cgroup.{}", s.file)
+                    format!("; {ctl} is a cgroup v1 controller here: use lxc.cgroup.{ctl}.*")
                 } else {
                     String::new()
                 };
@@ -764,7 +764,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("lxc.cgroup2.memory.max:") && e.contains("has: none") && e.contains("lxc.cgroup.memory.max"),
+            e.contains("lxc.cgroup2.memory.max:") && e.contains("has: none") && e.contains("use lxc.cgroup.memory.*"),
             "{e}"
         );
         // A v1 controller the host lacks.
