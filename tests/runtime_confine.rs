@@ -620,35 +620,41 @@ fn nothing_is_dropped_without_the_keys() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// lxc.cap.drop and lxc.cap.keep as LXC reads them: the sets LXC gives (or
-/// its refusal of the config), under strata too. Without LXC the expected
-/// sets are computed from the host's bounding set.
+/// lxc.cap.drop, lxc.cap.keep and lxc.no_new_privs as LXC reads them: the
+/// sets and flag LXC gives (or its refusal of the config), under strata too.
+/// Without LXC the expectations are computed from the host's bounding set.
 #[test]
 fn capability_keys_as_lxc() {
+    const KEYS: [&str; 4] = ["status_CapBnd", "status_CapEff", "status_CapPrm", "status_NoNewPrivs"];
     let rt = Rt::new();
     let probe = build_probe(rt.tmp.path());
     let host = host_capbnd();
     let bits = |caps: &[u32]| caps.iter().fold(0u64, |b, c| b | 1 << c);
     let include = "lxc.include = /usr/share/lxc/config/common.conf\n";
-    // (extra config, the bounding set LXC gives; None: LXC refuses the config)
-    let cases: Vec<(String, Option<u64>)> = vec![
+    // (extra config, the bounding set and no_new_privs LXC gives; None: LXC refuses the config)
+    let cases: Vec<(String, Option<(u64, &str)>)> = vec![
         (
             "lxc.cap.drop = sys_module mknod\n".into(),
-            Some(host & !bits(&[16, 27])),
+            Some((host & !bits(&[16, 27]), "0")),
         ),
         (
             "lxc.cap.keep = sys_admin net_admin chown\n".into(),
-            Some(host & bits(&[21, 12, 0])),
+            Some((host & bits(&[21, 12, 0]), "0")),
         ),
-        ("lxc.cap.keep = none\n".into(), Some(0)),
-        (format!("{include}lxc.cap.drop =\n"), Some(host)),
+        ("lxc.cap.keep = none\n".into(), Some((0, "0"))),
+        (format!("{include}lxc.cap.drop =\n"), Some((host, "0"))),
         (format!("{include}lxc.cap.keep = sys_admin\n"), None),
         ("lxc.cap.drop = all\n".into(), None),
+        ("lxc.no_new_privs = 1\n".into(), Some((host, "1"))),
     ];
+    let names: Vec<String> = (0..cases.len())
+        .map(|i| format!("cap{i}x{}", std::process::id()))
+        .collect();
     let mut bad = vec![];
-    println!("\n== lxc.cap.drop / lxc.cap.keep (lxc-execute; CapBnd, or the refusal)");
-    for (i, (extra, want)) in cases.iter().enumerate() {
-        let name = format!("cap{i}x{}", std::process::id());
+    println!(
+        "\n== lxc.cap.drop / lxc.cap.keep / lxc.no_new_privs (lxc-execute; CapBnd and NoNewPrivs, or the refusal)"
+    );
+    for ((extra, want), name) in cases.iter().zip(&names) {
         let config = format!(
             "lxc.rootfs.path = dir:ROOTFS\nlxc.uts.name = {name}\nlxc.net.0.type = empty\n\
              lxc.mount.auto = proc:mixed\n{extra}"
@@ -656,37 +662,36 @@ fn capability_keys_as_lxc() {
         let mut got = vec![];
         for lxcpath in [lxc_installed().then(|| rt.tmp.path().join("lxc-real")), None] {
             let side = Side { rt: &rt, lxcpath };
-            let dir = side.lxcpath().join(&name);
+            let dir = side.lxcpath().join(name);
             make_rootfs(&dir.join("rootfs"));
             std::fs::copy(&probe, dir.join("rootfs/probe")).unwrap();
             let rootfs = dir.join("rootfs").display().to_string();
             std::fs::write(dir.join("config"), config.replace("ROOTFS", &rootfs)).unwrap();
-            let r = side.probe(&name, Mode::Execute, &["status"]);
-            let caps = r
-                .as_ref()
-                .ok()
-                .map(|r| ["status_CapBnd", "status_CapEff", "status_CapPrm"].map(|k| r.get(k).map(|v| v.1.clone())));
-            got.push((side.lxcpath.is_some(), caps));
+            let r = side.probe(name, Mode::Execute, &["status"]);
+            let values = r.as_ref().ok().map(|r| KEYS.map(|k| r.get(k).map(|v| v.1.clone())));
+            got.push((side.lxcpath.is_some(), values));
         }
-        let show = |c: &Option<[Option<String>; 3]>| {
-            c.as_ref()
-                .map_or("refused".to_string(), |c| c[0].clone().unwrap_or_default())
+        let show = |c: &Option<[Option<String>; 4]>| {
+            c.as_ref().map_or("refused".to_string(), |c| {
+                format!(
+                    "{} nnp={}",
+                    c[0].clone().unwrap_or_default(),
+                    c[3].clone().unwrap_or_default()
+                )
+            })
         };
         let strata = &got.last().unwrap().1;
         let lxc = got.iter().find(|g| g.0).map(|g| &g.1);
         println!(
-            "{:<72} LXC {:<18} strata {}",
+            "{:<72} LXC {:<24} strata {}",
             extra.trim().replace('\n', "; "),
             lxc.map_or("(not installed)".into(), show),
             show(strata)
         );
         // LXC gives what the keys say: the expectations are LXC's.
-        let want = want.map(|w| {
-            [
-                Some(format!("{w:016x}")),
-                Some(format!("{w:016x}")),
-                Some(format!("{w:016x}")),
-            ]
+        let want = want.map(|(caps, nnp)| {
+            let c = format!("{caps:016x}");
+            [Some(c.clone()), Some(c.clone()), Some(c), Some(nnp.to_string())]
         });
         if let Some(l) = lxc {
             assert_eq!(*l, want, "LXC with {extra:?}");
@@ -695,9 +700,6 @@ fn capability_keys_as_lxc() {
             bad.push(format!("{extra:?}: strata {strata:?}, LXC {want:?}"));
         }
     }
-    let names: Vec<String> = (0..cases.len())
-        .map(|i| format!("cap{i}x{}", std::process::id()))
-        .collect();
     rt.assert_clean(&names.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
