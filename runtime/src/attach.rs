@@ -29,6 +29,11 @@ pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_
         let f = std::fs::File::open(&p).map_err(|e| Error::io(OP, &p, e))?;
         fds.push((ns, f));
     }
+    // The container's confinement, as LXC's attach applies it: its cgroups,
+    // bounding set, no_new_privs, LSM label and seccomp profile.
+    let eff = strata_core::config::check_keys(&r.config_path())?;
+    let confine = crate::confine::Confine::from_config(&eff)?;
+    let filter = crate::seccomp::Filter::from_config(&eff)?;
     let root_p = format!("/proc/{pid}/root");
     let root = std::fs::File::open(&root_p).map_err(|e| Error::io(OP, &root_p, e))?;
     if !rec.init_alive() {
@@ -62,6 +67,8 @@ pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_
             drop(err_r);
             // The child joins; the pid namespace takes effect for its own child.
             let res = (|| -> Result<()> {
+                // As host root, before any namespace is joined.
+                cgroup::enter(&rec.cgroups, std::process::id() as i32)?;
                 for (ns, f) in &fds {
                     if unsafe { libc::setns(f.as_raw_fd(), 0) } != 0 {
                         return Err(Error::errno("setns", *ns, sys::errno()));
@@ -73,6 +80,12 @@ pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_
                 nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| Error::errno("enter root", "/", e))?;
                 nix::unistd::chroot(".").map_err(|e| Error::errno("chroot", "/", e))?;
                 nix::unistd::chdir("/").map_err(|e| Error::errno("chdir", "/", e))?;
+                // Inherited by the command forked below.
+                confine.drop_caps()?;
+                confine.before_exec_attach()?;
+                if let Some(f) = &filter {
+                    f.install()?;
+                }
                 Ok(())
             })();
             if let Err(e) = res {

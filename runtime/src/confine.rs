@@ -376,6 +376,16 @@ impl Confine {
         Ok(())
     }
 
+    /// [`Confine::before_exec`] for `lxc-attach`: the label and
+    /// no_new_privs, not init's working dir.
+    pub fn before_exec_attach(&self) -> Result<()> {
+        Confine {
+            cwd: None,
+            ..self.clone()
+        }
+        .before_exec()
+    }
+
     /// In init, after seccomp: become `lxc.init.uid`/`gid` (which drops
     /// init's capabilities, as it does under LXC).
     pub fn switch_ids(&self) -> Result<()> {

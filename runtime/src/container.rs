@@ -82,6 +82,10 @@ pub trait Syscall {
         data: Option<&str>,
     ) -> Result<()>;
     fn sethostname(&mut self, name: &str) -> Result<()>;
+    /// Detach the mount at `target`.
+    fn umount(&mut self, target: &str) -> Result<()> {
+        nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::errno("unmount", target, e))
+    }
     fn link_up(&mut self, name: &str) -> Result<()>;
     /// Make `root` the root and detach the old one.
     fn pivot_root(&mut self, root: &OwnedFd, path: &Path) -> Result<()>;
@@ -245,14 +249,32 @@ fn auto_mounts(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()
     }
     if let Some(mode) = a.cfg.auto.sys {
         let sys_fd = sys::open_in_root(root, "sys", Some(Create::Dir))?;
-        let ro = if mode == SysMode::Rw { 0 } else { libc::MS_RDONLY };
-        match s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), nosx | ro, None) {
+        // sys:mixed as LXC: a read-write sysfs first (its superblock stays
+        // writable), then a read-only mount of it on top, and the container's
+        // own network devices bound back from the writable one.
+        let first = if mode == SysMode::Ro { libc::MS_RDONLY } else { 0 };
+        match s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), nosx | first, None) {
             Ok(()) => {
                 if mode == SysMode::Mixed {
-                    // As LXC: the container's own network devices stay writable.
-                    if sys::open_in_root(root, "sys/devices/virtual/net", None).is_ok() {
-                        rebind(s, root, "sys/devices/virtual/net", false)?;
+                    // Mounting the same sysfs on itself is EBUSY: the writable
+                    // one moves to a staging dir (/dev, not yet mounted) first.
+                    let stage = sys::open_in_root(root, "dev", Some(Create::Dir))?;
+                    let top = sys::open_in_root(root, "sys", None)?;
+                    s.mount(Some(&fd_path(&top)), &fd_path(&stage), None, libc::MS_MOVE, None)?;
+                    let sys_fd = sys::open_in_root(root, "sys", None)?;
+                    s.mount(
+                        Some("sysfs"),
+                        &fd_path(&sys_fd),
+                        Some("sysfs"),
+                        nosx | libc::MS_RDONLY,
+                        None,
+                    )?;
+                    if let Ok(net) = sys::open_in_root(root, "dev/devices/virtual/net", None) {
+                        let to = sys::open_in_root(root, "sys/devices/virtual/net", None)?;
+                        s.mount(Some(&fd_path(&net)), &fd_path(&to), None, libc::MS_BIND, None)?;
                     }
+                    let stage = sys::open_in_root(root, "dev", None)?;
+                    s.umount(&fd_path(&stage))?;
                 }
             }
             // A user namespace may mount sysfs only with a network namespace of its own
@@ -573,6 +595,11 @@ mod tests {
         }
         fn sethostname(&mut self, name: &str) -> Result<()> {
             self.log.push(format!("hostname {name}"));
+            Ok(())
+        }
+        fn umount(&mut self, target: &str) -> Result<()> {
+            let t = self.show(target);
+            self.log.push(format!("umount {t}"));
             Ok(())
         }
         fn link_up(&mut self, name: &str) -> Result<()> {
