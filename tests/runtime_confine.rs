@@ -13,8 +13,9 @@
 //! it, LXC's privileged container mounts the host's root filesystem
 //! read-write (`mount_rootdev`: the superblock exists already, so the device
 //! cgroup is never asked). LXC's container can also mount its own cgroup
-//! hierarchies and rewrite its own limits; the `cgroup_*` cases only follow
-//! LXC. Without the include and the limits neither runtime confines
+//! hierarchies and rewrite its own limits, and mount a fresh procfs or
+//! sysfs where no read-only bind mount covers /proc/sys or /sys; those cases
+//! (`cgroup_*`, `*_fresh_*`) only follow LXC. Without the include and the limits neither runtime confines
 //! anything, and `lxc.cap.drop`/`lxc.cap.keep` give LXC's sets.
 
 #[path = "runtime_helpers.rs"]
@@ -60,6 +61,7 @@ const CASES: &[(&str, Want)] = &[
     ("status_Seccomp", SameValue),
     ("status_NoNewPrivs", Info),
     ("core_pattern", Refused),
+    ("core_pattern_fresh_proc", AsLxcRefuses),
     ("sysrq_trigger", Refused),
     ("dev_kmsg", Refused),
     ("dev_mem", Refused),
@@ -72,6 +74,7 @@ const CASES: &[(&str, Want)] = &[
     ("kexec_load", Refused),
     ("open_by_handle_at", Refused),
     ("sys_write", Refused),
+    ("sys_write_fresh_sysfs", AsLxcRefuses),
     ("memory_hog", Refused),
     ("fork_bomb", Refused),
     ("cgroup_pids", AsLxcRefuses),
@@ -213,7 +216,13 @@ fn host_results(probe: &Path, scratch: &Path) -> &'static Results {
         // The probe can see these succeed (or get past every check, to a
         // driver or a kernel without the feature): otherwise it could not
         // tell a refusal from its own bug.
-        for case in ["core_pattern", "memory_hog", "fork_bomb", "proc_sys_net"] {
+        for case in [
+            "core_pattern",
+            "core_pattern_fresh_proc",
+            "memory_hog",
+            "fork_bomb",
+            "proc_sys_net",
+        ] {
             assert_eq!(r[case].0, "ALLOWED", "probe on the host, {case}: {:?}\n{out}", r[case]);
         }
         for case in [
@@ -399,20 +408,25 @@ impl Side<'_> {
     }
 }
 
+/// A table cell: verdict and detail, cut to 40 characters.
 fn cell(r: &Result<Results, String>, case: &str) -> String {
-    match r {
+    let text = match r {
         Err(e) if e.starts_with("not installed") => "(not installed)".into(),
         Err(_) => "(did not run)".into(),
         Ok(r) => r
             .get(case)
             .map_or("(no line)".into(), |(v, d)| format!("{v} {d}").trim().to_string()),
+    };
+    match text.char_indices().nth(39) {
+        Some((i, _)) => format!("{}~", &text[..i]),
+        None => text,
     }
 }
 
 fn print_table(title: &str, cases: &[&str], lxc: &Result<Results, String>, strata: &Results, host: &Results) {
     println!("\n== {title}");
     println!(
-        "{:<18} {:<9} {:<40} {:<40} host, outside any container",
+        "{:<24} {:<8} {:<40} {:<40} host, outside any container",
         "case", "must", "LXC 5.0.2", "strata"
     );
     for c in cases {
@@ -423,10 +437,8 @@ fn print_table(title: &str, cases: &[&str], lxc: &Result<Results, String>, strat
             _ => "",
         };
         let s = cell(&Ok(strata.clone()), c);
-        let h = host
-            .get(*c)
-            .map_or(String::new(), |(v, d)| format!("{v} {d}").trim().to_string());
-        println!("{c:<18} {want:<9} {:<40} {s:<40} {h}", cell(lxc, c));
+        let h = cell(&Ok(host.clone()), c);
+        println!("{c:<24} {want:<8} {:<40} {s:<40} {h}", cell(lxc, c));
     }
     if let Err(e) = lxc {
         println!("LXC: {e}");

@@ -4,7 +4,9 @@
  *   ALLOWED  - it worked (and was undone at once),
  *   reached  - the kernel got past the permission checks and failed later
  *              (the errno says why): as bad as ALLOWED,
- *   value    - a state, not an attempt (capability sets, seccomp mode).
+ *   value    - a state, not an attempt (capability sets, seccomp mode),
+ *   absent   - the target does not exist here (this kernel has no such file),
+ *   skipped  - the probe was not told enough (no --rootdev).
  * Nothing here may harm the host if a case succeeds: sysctls get their
  * current value written back, devices are opened read-only and never read,
  * /proc/sysrq-trigger and the /sys file are only opened, kexec_load gets
@@ -61,6 +63,8 @@ static void sysctl_same(const char *name, const char *path)
 {
 	char buf[4096];
 	int fd = open(path, O_RDONLY);
+	if (fd < 0 && errno == ENOENT)
+		return out(name, "absent", path);
 	if (fd < 0)
 		return fail(name, "read", errno);
 	ssize_t n = read(fd, buf, sizeof buf);
@@ -237,6 +241,39 @@ static void cgroup_write(const char *name, const char *controller, const char *v
 	out(name, "ALLOWED", mounted ? "after mounting the hierarchy" : p);
 }
 
+/* A fresh instance of procfs or sysfs mounted in dir, where no read-only
+ * bind mount covers it: the same writes through it. */
+static void fresh_mount(const char *name, const char *fstype)
+{
+	char m[512], p[600];
+	snprintf(m, sizeof m, "%s/.probe-%s", dir, fstype);
+	mkdir(m, 0700);
+	if (mount(fstype, m, fstype, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		int e = errno;
+		rmdir(m);
+		return fail(name, "mount", e);
+	}
+	if (strcmp(fstype, "proc") == 0) {
+		snprintf(p, sizeof p, "%s/sys/kernel/core_pattern", m);
+		sysctl_same(name, p);
+	} else {
+		static const char *c[] = {"kernel/uevent_helper", "kernel/mm/transparent_hugepage/enabled", "power/state",
+					  "kernel/profiling", NULL};
+		int i = 0;
+		for (; c[i]; i++) {
+			snprintf(p, sizeof p, "%s/%s", m, c[i]);
+			if (access(p, F_OK) == 0)
+				break;
+		}
+		if (c[i])
+			open_only(name, p);
+		else
+			out(name, "skipped", "no candidate file");
+	}
+	umount2(m, MNT_DETACH);
+	rmdir(m);
+}
+
 static void sys_call(const char *name, long r)
 {
 	if (r < 0)
@@ -362,6 +399,10 @@ static void run(const char *c)
 		status_values();
 	if (IS("core_pattern"))
 		sysctl_same("core_pattern", "/proc/sys/kernel/core_pattern");
+	if (IS("core_pattern_fresh_proc"))
+		fresh_mount("core_pattern_fresh_proc", "proc");
+	if (IS("sys_write_fresh_sysfs"))
+		fresh_mount("sys_write_fresh_sysfs", "sysfs");
 	if (IS("sysrq_trigger"))
 		open_only("sysrq_trigger", "/proc/sysrq-trigger");
 	if (IS("dev_kmsg"))
