@@ -156,6 +156,9 @@ struct InfoArgs {
     /// Only the pid
     #[arg(short = 'p', long = "pid")]
     pid: bool,
+    /// Only the resource use (CPU, BlkIO, Memory, KMem)
+    #[arg(short = 'S', long = "stats")]
+    stats: bool,
     /// Raw values, no labels
     #[arg(short = 'H', long = "no-humanize")]
     raw: bool,
@@ -186,7 +189,7 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    let all = !a.state && !a.pid;
+    let all = !a.state && !a.pid && !a.stats;
     if all {
         line("Name", &a.name);
     }
@@ -196,6 +199,13 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
     if all || a.pid {
         if let Some(rec) = &rec {
             line("PID", &rec.init_pid.to_string());
+        }
+    }
+    if all || a.stats {
+        if let Some(rec) = &rec {
+            // From the container's cgroups, as LXC's lxc-info reads them.
+            let st = strata_runtime::cgroup::stats(&rec.cgroups);
+            print!("{}", strata_runtime::cgroup::format_stats(&st, !a.raw));
         }
     }
     Ok(0)

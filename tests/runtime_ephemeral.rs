@@ -336,3 +336,27 @@ fn throwaway_upper_is_volatile_a_kept_one_is_not() {
     rt.ok("lxc-execute", &["-n", "v2", "--", "/bin/true"]);
     rt.assert_clean(&["base", "v2"]);
 }
+
+/// `lxc.ephemeral = 1` means "destroyed when it stops" (LXC): a container
+/// that has never run stays, whatever commands run meanwhile; after its first
+/// run it is gone.
+#[test]
+fn ephemeral_key_keeps_a_container_that_never_ran() {
+    let rt = Rt::new();
+    rt.container("eph", "lxc.ephemeral = 1\n");
+    for _ in 0..2 {
+        rt.ok("lxc-ls", &[]);
+        rt.ok("lxc-info", &["-n", "eph"]);
+    }
+    assert!(
+        rt.lxcpath.join("eph/config").exists(),
+        "a never-run ephemeral container was destroyed"
+    );
+    let o = rt.run("lxc-start", &["-n", "eph", "-F", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !rt.lxcpath.join("eph").exists(),
+        "an ephemeral container outlived its run"
+    );
+    rt.assert_clean(&[]);
+}

@@ -73,6 +73,7 @@ pub(crate) fn run_ephemeral(
     let _volatile = (!o.keep).then(strata_core::durable::volatile);
     let made = engine.clone_container(&req).and_then(|c| {
         if !o.keep {
+            crate::reap::mark_ran(&dst)?;
             let mut cfg = c.config.clone();
             cfg.set("lxc.ephemeral", "1");
             cfg.save(&dst.config_path())?;

@@ -103,7 +103,7 @@ pub(crate) fn run_monitor(
     drop(err_w);
     // Init waits for "go": it is in its cgroups before it runs anything.
     if let Err(e) = cgroup::attach(&p.cg, pid) {
-        sys::kill(pid, libc::SIGKILL);
+        sys::signal(&pidfd, libc::SIGKILL);
         drop(sync_w);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         restore();
@@ -112,7 +112,7 @@ pub(crate) fn run_monitor(
     if !p.map.is_empty() {
         // Init waits for "go" before it becomes root of its namespace: the maps must be there by then.
         if let Err(e) = userns::write_maps(pid, &p.map) {
-            sys::kill(pid, libc::SIGKILL);
+            sys::signal(&pidfd, libc::SIGKILL);
             drop(sync_w);
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             restore();
@@ -171,7 +171,7 @@ pub(crate) fn run_monitor(
         }
         Err(e) => {
             if early {
-                sys::kill(pid, libc::SIGKILL);
+                sys::signal(&pidfd, libc::SIGKILL);
             }
             drop(sync_w);
             Err(e)
@@ -227,7 +227,7 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t) -> i32 {
             if unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), sz) } == sz as isize {
                 let sig = info.ssi_signo as i32;
                 // Pid 1 drops signals it does not catch; stopping the monitor then stops the container.
-                sys::kill(pid, if catches(pid, sig) { sig } else { libc::SIGKILL });
+                sys::signal(pidfd, if catches(pid, sig) { sig } else { libc::SIGKILL });
             }
         }
         if fds[0].revents != 0 {

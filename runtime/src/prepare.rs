@@ -113,6 +113,9 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     }
     let backend = engine.backends.for_spec(&c.rootfs)?;
     let ephemeral = ephemeral_run || cfg.ephemeral;
+    if ephemeral {
+        crate::reap::mark_ran(r)?;
+    }
     // The container's cgroups, checked against this host before anything is made.
     let cg_layout = cgroup::Layout::detect()?;
     let cg_spec = cgroup::Spec::from_config(&eff)?;

@@ -2,6 +2,17 @@
 
 use crate::*;
 
+/// In the dir of an ephemeral container once a run of it began; survives a
+/// reboot (unlike the run record), so that its leftover can be told from a
+/// container that has never run.
+pub(crate) const RAN_MARKER: &str = ".strata-ephemeral-ran";
+
+/// Mark `r` as an ephemeral container that has been started.
+pub(crate) fn mark_ran(r: &ContainerRef) -> Result<()> {
+    let p = r.dir().join(RAN_MARKER);
+    std::fs::write(&p, b"").map_err(|e| Error::io("mark ephemeral run", &p, e))
+}
+
 /// Whether LXC itself runs `name` (its command socket is bound).
 fn lxc_runs(lxcpath: &Path, name: &str) -> bool {
     let Ok(t) = std::fs::read_to_string("/proc/net/unix") else {
@@ -35,8 +46,10 @@ pub fn reap_ephemeral(engine: &Engine, lxcpath: &Path) -> Result<Vec<String>> {
                 continue; // runs on without its monitor, as LXC's containers do
             }
             // Doomed anyway (init dies with its monitor): make it so now.
-            if let Some(fd) = sys::pidfd_open(rec.init_pid) {
-                sys::kill(rec.init_pid, libc::SIGKILL);
+            // The pidfd first, then proof that it is still the recorded init
+            // (its start time): a reused pid gets no signal.
+            if let Some(fd) = sys::pidfd_open(rec.init_pid).filter(|_| rec.init_alive()) {
+                sys::signal(&fd, libc::SIGKILL);
                 sys::wait_pidfd(&fd, Some(Duration::from_secs(10)));
             }
         }
@@ -63,7 +76,10 @@ pub fn reap_ephemeral(engine: &Engine, lxcpath: &Path) -> Result<Vec<String>> {
         .collect();
     for name in scan::ephemeral(&lxcpath, &unrecorded) {
         let r = ContainerRef::new(&lxcpath, &name);
-        if state::read(&r).is_none() && !lxc_runs(&lxcpath, &name) {
+        // Only one that was started (a run cut short by a reboot): a stopped
+        // container that never ran keeps its lxc.ephemeral = 1 for its first run.
+        let ran = std::fs::symlink_metadata(r.dir().join(RAN_MARKER)).is_ok();
+        if ran && state::read(&r).is_none() && !lxc_runs(&lxcpath, &name) {
             destroy_quietly(engine, &r)?;
             destroyed.push(name);
         }

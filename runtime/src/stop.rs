@@ -53,7 +53,7 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
         let c = Store::new(&r.lxcpath).load(&r.name)?;
         RunConfig::from_config(&r.name, &c.config, None)?.halt_signal
     };
-    sys::kill(rec.init_pid, sig);
+    sys::signal(&pidfd, sig);
     if o.nowait {
         return Ok(());
     }
@@ -68,7 +68,7 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
             ));
         }
         tracing::info!("container {} ignored signal {sig}: SIGKILL", r.name);
-        sys::kill(rec.init_pid, libc::SIGKILL);
+        sys::signal(&pidfd, libc::SIGKILL);
         sys::wait_pidfd(&pidfd, Some(Duration::from_secs(30)));
     }
     // The monitor unmounts and removes the record; without one, we do.

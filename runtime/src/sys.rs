@@ -125,8 +125,18 @@ pub fn wait_pidfd(pidfd: &OwnedFd, timeout: Option<std::time::Duration>) -> bool
     }
 }
 
-pub fn kill(pid: i32, sig: i32) -> bool {
-    unsafe { libc::kill(pid, sig) == 0 }
+/// Send `sig` to the process behind `pidfd` (never by pid: a pid can be reused).
+pub fn signal(pidfd: &OwnedFd, sig: i32) -> bool {
+    // SAFETY: pidfd_send_signal with a valid fd, a signal number and no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
 }
 
 pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Result<()> {
