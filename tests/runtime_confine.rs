@@ -489,6 +489,27 @@ fn judge(mode: Mode, lxc: Option<&Results>, strata: &Results, host: &Results) ->
     bad.into_iter().map(|b| format!("[{}] {b}", mode.label())).collect()
 }
 
+/// LXC 5.0.2's ephemeral runs leave their (empty) monitor cgroup, named
+/// after the clone, in every hierarchy: remove those of NAME's clones.
+fn remove_lxc_leftover_cgroups(name: &str) {
+    fn walk(dir: &Path, prefixes: &[String], depth: u32) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if prefixes.iter().any(|p| n.starts_with(p.as_str())) {
+                std::fs::remove_dir(e.path()).ok();
+            } else if depth > 0 {
+                walk(&e.path(), prefixes, depth - 1);
+            }
+        }
+    }
+    let prefixes = [format!("lxc.monitor.{name}_"), format!("lxc.payload.{name}_")];
+    walk(Path::new("/sys/fs/cgroup"), &prefixes, 3);
+}
+
 /// The whole suite in one mode, under LXC (when installed) and strata.
 fn suite(mode: Mode) {
     let rt = Rt::new();
@@ -511,6 +532,7 @@ fn suite(mode: Mode) {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
+        remove_lxc_leftover_cgroups(&name);
         Some(r)
     } else {
         None
