@@ -194,10 +194,10 @@ impl Ctr<'_> {
              lxc.rootfs.path = dir:{}\n\
              lxc.uts.name = {}\n\
              lxc.net.0.type = empty\n\
-             lxc.cgroup.memory.limit_in_bytes = 512M\n\
-             lxc.cgroup2.memory.max = 512M\n",
+             {}\n",
             rootfs.display(),
-            self.name
+            self.name,
+            memory_limit_key()
         );
         if self.runtime == Runtime::Lxc {
             config += &format!(
@@ -242,6 +242,22 @@ impl Ctr<'_> {
     }
 }
 
+/// The 512M memory limit in the key of the hierarchy that has the memory
+/// controller here: cgroup2's if the unified tree has it, else cgroup v1's.
+fn memory_limit_key() -> &'static str {
+    let v2 = [
+        "/sys/fs/cgroup/cgroup.controllers",
+        "/sys/fs/cgroup/unified/cgroup.controllers",
+    ]
+    .iter()
+    .any(|f| std::fs::read_to_string(f).is_ok_and(|c| c.split_whitespace().any(|w| w == "memory")));
+    if v2 {
+        "lxc.cgroup2.memory.max = 512M"
+    } else {
+        "lxc.cgroup.memory.limit_in_bytes = 512M"
+    }
+}
+
 /// Kills an LXC container a failed test left running.
 struct LxcGuard<'a>(&'a Ctr<'a>);
 
@@ -262,6 +278,7 @@ struct Boot {
     console_getty: String,
     /// The memory limit the container sees for its own cgroup.
     mem_limit: Option<u64>,
+    started: bool,
     /// How long `lxc-stop` took, if it returned within `STOP`.
     stop: Option<Duration>,
     stopped: bool,
@@ -280,8 +297,13 @@ fn boot(c: &Ctr) -> Boot {
     let o = c.run("lxc-start", &["-d"], CMD);
     if !o.ok() {
         b.state = format!("lxc-start failed: {}", o.text());
+        if c.state() == "RUNNING" {
+            c.run("lxc-stop", &["-k"], CMD);
+        }
+        b.stopped = true;
         return b;
     }
+    b.started = true;
     // Started with -d, the container is RUNNING at once; STOPPED for a second
     // means init is gone.
     let t = Instant::now();
@@ -548,11 +570,12 @@ fn systemd_boots(mapped: bool) {
     }
     if b.booted() && b.mem_limit != Some(LIMIT) {
         problems.push(format!(
-            "strata: the container's cgroup shows memory limit {:?}, not {LIMIT} (lxc.cgroup.memory.limit_in_bytes = 512M)",
-            b.mem_limit
+            "strata: the container's cgroup shows memory limit {:?}, not {LIMIT} ({})",
+            b.mem_limit,
+            memory_limit_key()
         ));
     }
-    if b.stop.is_none() {
+    if b.started && b.stop.is_none() {
         problems.push(format!("strata: lxc-stop did not return within {STOP:?} (killed)"));
     }
     if !b.stopped {
