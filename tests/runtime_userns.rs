@@ -403,3 +403,109 @@ fn test_user_runs_an_overlay_snapshot_clone() {
     assert_eq!(listing(&rootfs), before, "the base changed");
     rt.assert_clean(&["c1", "s1"]);
 }
+
+/// LXC's own config for unprivileged containers (common.conf, then
+/// userns.conf), with limits, run by root: the container gets its cgroups
+/// (handed to its root), the limits, the seccomp profile and a read-only
+/// /proc/sys, and its cgroups are gone after it stops.
+#[test]
+fn root_runs_an_unprivileged_container_with_lxcs_config_confined() {
+    if !is_root() || !Path::new("/usr/share/lxc/config/userns.conf").exists() {
+        eprintln!("skipped: needs root and LXC's config files");
+        return;
+    }
+    let rt = Rt::new();
+    let rootfs = rt.container(
+        "c1",
+        &format!(
+            "{MAP}lxc.include = /usr/share/lxc/config/common.conf\nlxc.include = /usr/share/lxc/config/userns.conf\n\
+             lxc.cgroup.pids.max = 32\nlxc.cgroup.memory.limit_in_bytes = 64M\n"
+        ),
+    );
+    shift_tree(&rootfs, 100000);
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let pid = wait_running(&rt, "c1");
+    let cgroups: Vec<String> = rt.record("c1").unwrap()["cgroups"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let leaf = |ctl: &str| {
+        cgroups
+            .iter()
+            .filter(|p| p.contains(&format!("/{ctl}/")) || p.contains(&format!("/{ctl},")))
+            .max_by_key(|p| p.len())
+            .unwrap_or_else(|| panic!("no {ctl} cgroup in {cgroups:?}"))
+            .clone()
+    };
+    let read = |p: String| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(read(format!("{}/pids.max", leaf("pids"))), "32");
+    assert_eq!(read(format!("{}/memory.limit_in_bytes", leaf("memory"))), "67108864");
+    assert!(read(format!("{}/cgroup.procs", leaf("pids")))
+        .lines()
+        .any(|l| l == pid.to_string()));
+    // Handed to the container's root group, as LXC does.
+    assert_eq!(Path::new(&leaf("pids")).metadata().unwrap().gid(), 100000);
+    let out = rt.ok(
+        "lxc-attach",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; echo x > /proc/sys/kernel/core_pattern && echo WROTE; true",
+        ],
+    );
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(!out.contains("WROTE"), "{out}");
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    assert!(!pid_alive(pid));
+    for c in &cgroups {
+        assert!(!Path::new(c).exists(), "cgroup {c} left after stop");
+    }
+    rt.assert_clean(&["c1"]);
+}
+
+/// A user without a delegated cgroup (this host offers none to it): limits
+/// are refused by name with nothing made, and without them LXC's
+/// unprivileged config runs.
+#[test]
+fn test_user_limits_without_a_delegated_cgroup_are_refused() {
+    let Some(u) = user_ready() else { return };
+    if !Path::new("/usr/share/lxc/config/userns.conf").exists() {
+        eprintln!("skipped: needs LXC's config files");
+        return;
+    }
+    let rt = Rt::new();
+    let inc = "lxc.include = /usr/share/lxc/config/common.conf\nlxc.include = /usr/share/lxc/config/userns.conf\n";
+    let rootfs = rt.container("c1", &format!("{MAP}{inc}lxc.cgroup.pids.max = 32\n"));
+    chown_tree(rt.tmp.path(), u.uid.as_raw(), u.gid.as_raw());
+    shift_tree(&rootfs, 100000 - u.uid.as_raw());
+    let run = |tool: &str, args: &[&str]| as_user(&rt, &rt.run_dir, tool, args);
+    let o = run("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("lxc.cgroup.pids.max"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    rt.assert_clean(&["c1"]);
+    let cfg = rt.lxcpath.join("c1/config");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("lxc.cgroup.pids.max = 32\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(
+        "lxc-execute",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; grep ^Seccomp: /proc/self/status",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.starts_with("0\nSeccomp:\t2"), "{out}");
+    rt.assert_clean(&["c1"]);
+}

@@ -144,6 +144,10 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     };
     let res = (|| {
         cgroup::create(&p.cg)?;
+        // The container's root manages its own cgroups below these, as under LXC.
+        if let Some(gid) = p.map.root_gid().filter(|_| paths::is_root()) {
+            cgroup::chown(&p.cg, gid)?;
+        }
         paths::ensure_dir(&p.mp)?;
         if opts.tmpfs_upper {
             p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);
