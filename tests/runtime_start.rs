@@ -356,3 +356,71 @@ fn veth_on_an_existing_bridge() {
     assert_eq!(brif(), 0);
     rt.assert_clean(&["c1"]);
 }
+
+/// `lxc.namespace.share.*` joins another container's namespaces (by name or
+/// pid), `lxc.namespace.keep` keeps the host's, and what LXC refuses is
+/// refused in one line.
+#[test]
+fn namespaces_shared_kept_and_refused() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let pid: i64 = rt.ok("lxc-info", &["-n", "c1", "-p", "-H"]).trim().parse().unwrap();
+    let ns = |p: &str, n: &str| std::fs::read_link(format!("/proc/{p}/ns/{n}")).unwrap();
+    let p1 = pid.to_string();
+    rt.container(
+        "c2",
+        &format!("lxc.namespace.share.net = c1\nlxc.namespace.share.uts = {pid}\nlxc.namespace.share.ipc = c1\n"),
+    );
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c2",
+            "--",
+            "/bin/sh",
+            "-c",
+            "hostname; for n in net ipc uts; do readlink /proc/self/ns/$n; done",
+        ],
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "c1", "a shared uts namespace is not renamed: {out}");
+    assert_eq!(l[1], ns(&p1, "net").to_str().unwrap(), "{out}");
+    assert_eq!(l[2], ns(&p1, "ipc").to_str().unwrap(), "{out}");
+    assert_eq!(l[3], ns(&p1, "uts").to_str().unwrap(), "{out}");
+
+    rt.container("c3", "lxc.namespace.keep = net ipc\n");
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c3",
+            "--",
+            "/bin/sh",
+            "-c",
+            "for n in net ipc pid; do readlink /proc/self/ns/$n; done",
+        ],
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], ns("self", "net").to_str().unwrap());
+    assert_eq!(l[1], ns("self", "ipc").to_str().unwrap());
+    assert_ne!(l[2], ns("self", "pid").to_str().unwrap());
+
+    for (name, cfg, says) in [
+        ("b1", "lxc.namespace.keep = mnt\n", "mount namespace"),
+        (
+            "b2",
+            "lxc.namespace.clone = mnt pid\nlxc.namespace.keep = net\n",
+            "cannot both",
+        ),
+        ("b3", "lxc.namespace.share.net = nosuch\n", "nosuch is not running"),
+        ("b4", "lxc.namespace.share.mnt = c1\n", "lxc.namespace.share.mnt"),
+        ("b5", "lxc.namespace.clone = mnt bogus\n", "bogus"),
+    ] {
+        rt.container(name, cfg);
+        let e = rt.fails("lxc-execute", &["-n", name, "--", "/bin/true"]);
+        assert!(e.contains(says), "{name}: {e}");
+    }
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.assert_clean(&["b1", "b2", "b3", "b4", "b5", "c1", "c2", "c3"]);
+}

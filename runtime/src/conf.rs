@@ -165,6 +165,101 @@ impl AutoMounts {
     }
 }
 
+/// The namespace names LXC takes, with their clone flags.
+pub const NAMESPACES: &[(&str, i32)] = &[
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("mnt", libc::CLONE_NEWNS),
+    ("net", libc::CLONE_NEWNET),
+    ("pid", libc::CLONE_NEWPID),
+    ("time", libc::CLONE_NEWTIME),
+    ("user", libc::CLONE_NEWUSER),
+    ("uts", libc::CLONE_NEWUTS),
+];
+
+/// `lxc.namespace.clone`, `lxc.namespace.keep` and `lxc.namespace.share.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// `lxc.namespace.clone`: only these are made (None: LXC's default set).
+    pub clone: Option<i32>,
+    /// `lxc.namespace.keep`: these are the monitor's, not new ones.
+    pub keep: i32,
+    /// `lxc.namespace.share.NS = container name | pid | /proc/PID/ns/NS`.
+    pub share: Vec<(String, i32, String)>,
+}
+
+impl Namespaces {
+    pub fn parse(cfg: &Config) -> Result<Namespaces> {
+        const OP: &str = "read namespace config";
+        let flags = |key: &str, v: &str| -> Result<i32> {
+            let mut f = 0;
+            for t in v.split_whitespace() {
+                f |= NAMESPACES
+                    .iter()
+                    .find(|(n, _)| *n == t)
+                    .map(|(_, fl)| *fl)
+                    .ok_or_else(|| err!(InvalidConfig, OP, "{key}: unknown namespace {t:?}"))?;
+            }
+            Ok(f)
+        };
+        let mut n = Namespaces::default();
+        for v in cfg.get_all("lxc.namespace.clone") {
+            n.clone = (!v.trim().is_empty())
+                .then(|| flags("lxc.namespace.clone", v))
+                .transpose()?;
+        }
+        for v in cfg.get_all("lxc.namespace.keep") {
+            n.keep = if v.trim().is_empty() {
+                0
+            } else {
+                flags("lxc.namespace.keep", v)?
+            };
+        }
+        if n.clone.is_some() && n.keep != 0 {
+            return Err(err!(
+                InvalidConfig,
+                OP,
+                "lxc.namespace.clone and lxc.namespace.keep cannot both be set (as in LXC)"
+            ));
+        }
+        for (k, v) in cfg.entries() {
+            let Some(ns) = k.strip_prefix("lxc.namespace.share.") else {
+                continue;
+            };
+            let flag = NAMESPACES
+                .iter()
+                .find(|(n, _)| *n == ns)
+                .map(|(_, f)| *f)
+                .ok_or_else(|| err!(InvalidConfig, OP, "{k}: unknown namespace {ns:?}"))?;
+            n.share.retain(|(s, _, _)| s != ns);
+            if v.trim().is_empty() {
+                continue;
+            }
+            if matches!(ns, "user" | "mnt" | "time") {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "{k} = {v}: strata shares the net, ipc, uts, pid and cgroup namespaces only"
+                ));
+            }
+            n.share.push((ns.to_string(), flag, v.trim().to_string()));
+        }
+        Ok(n)
+    }
+
+    /// Whether the container gets a new namespace of this kind, given what
+    /// it would get by default.
+    pub fn makes(&self, flag: i32, default: bool) -> bool {
+        if self.share.iter().any(|(_, f, _)| *f == flag) || self.keep & flag != 0 {
+            return false;
+        }
+        match self.clone {
+            Some(c) => c & flag != 0,
+            None => default,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub hostname: String,
@@ -180,6 +275,7 @@ pub struct RunConfig {
     /// `lxc.autodev` (default 1): a tmpfs /dev with the basic nodes.
     pub autodev: bool,
     pub confine: crate::confine::Confine,
+    pub ns: Namespaces,
     /// `lxc.tty.max`, `lxc.tty.dir`, `lxc.pty.max`.
     pub tty_max: u32,
     pub tty_dir: Option<String>,
@@ -248,6 +344,7 @@ impl RunConfig {
             ));
         }
         Ok(RunConfig {
+            ns: Namespaces::parse(cfg)?,
             tty_max,
             tty_dir: tty_dir.map(str::to_string),
             pty_max: num("lxc.pty.max")?.filter(|n| *n > 0),
@@ -472,6 +569,11 @@ const ONLY_DEFAULT: &[(&str, &[&str])] = &[
     ("lxc.pty.max", &[]),
     ("lxc.namespace.clone", &[]),
     ("lxc.namespace.keep", &[]),
+    ("lxc.namespace.share.net", &[]),
+    ("lxc.namespace.share.ipc", &[]),
+    ("lxc.namespace.share.uts", &[]),
+    ("lxc.namespace.share.pid", &[]),
+    ("lxc.namespace.share.cgroup", &[]),
 ];
 
 /// Refuse keys LXC knows and strata's runtime does not honour, so that no

@@ -53,7 +53,7 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     drop(sync_r);
     // The monitor has put us in our cgroups: they become our cgroup namespace's root.
     // SAFETY: unshare takes flags only.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+    if a.cfg.ns.makes(libc::CLONE_NEWCGROUP, true) && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
         let e = Error::errno("unshare cgroup namespace", "", sys::errno());
         sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
         unsafe { libc::_exit(1) };
@@ -186,8 +186,12 @@ fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
 fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
     s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-    s.sethostname(&a.cfg.hostname)?;
+    // Only in a uts namespace of its own: a kept or shared one is not the container's to rename.
+    if a.cfg.ns.makes(libc::CLONE_NEWUTS, true) {
+        s.sethostname(&a.cfg.hostname)?;
+    }
     match &a.cfg.net {
+        _ if !a.cfg.ns.makes(libc::CLONE_NEWNET, true) => {}
         Net::Host => {}
         Net::Empty => s.link_up("lo")?,
         Net::Veth { name, up, .. } => {

@@ -2,17 +2,112 @@
 
 use crate::*;
 
-fn ns_flags(cfg: &RunConfig, map: &IdMap) -> u64 {
-    // The cgroup namespace is unshared by init once it is in its cgroups, as LXC does.
-    let mut f = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if cfg.net != Net::Host {
-        f |= libc::CLONE_NEWNET;
+/// The namespaces init is cloned into: LXC's set (a network namespace
+/// unless `lxc.net.0.type = none`, a user namespace with `lxc.idmap`) as
+/// `lxc.namespace.clone/keep/share.*` change it. The cgroup namespace is
+/// unshared by init once it is in its cgroups, as LXC does.
+fn ns_flags(cfg: &RunConfig, map: &IdMap) -> Result<u64> {
+    const OP: &str = "start";
+    let ns = &cfg.ns;
+    let mut f = 0;
+    for (flag, default) in [
+        (libc::CLONE_NEWNS, true),
+        (libc::CLONE_NEWPID, true),
+        (libc::CLONE_NEWUTS, true),
+        (libc::CLONE_NEWIPC, true),
+        (libc::CLONE_NEWNET, cfg.net != Net::Host),
+        (libc::CLONE_NEWUSER, !map.is_empty()),
+        (libc::CLONE_NEWTIME, false),
+    ] {
+        if ns.makes(flag, default) {
+            f |= flag;
+        }
     }
-    if !map.is_empty() {
-        // The other namespaces are created owned by this one.
-        f |= libc::CLONE_NEWUSER;
+    if f & libc::CLONE_NEWNS == 0 {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "lxc.namespace: the container needs a mount namespace of its own (its rootfs is pivoted into)"
+        ));
     }
-    f as u64
+    if !map.is_empty() && f & libc::CLONE_NEWUSER == 0 {
+        return Err(err!(
+            InvalidConfig,
+            OP,
+            "lxc.idmap needs a user namespace, and lxc.namespace.* does not make one"
+        ));
+    }
+    if map.is_empty() && f & libc::CLONE_NEWUSER != 0 {
+        return Err(err!(InvalidConfig, OP, "lxc.namespace.clone = user needs lxc.idmap"));
+    }
+    if f & libc::CLONE_NEWNET == 0 && matches!(cfg.net, Net::Veth { .. }) {
+        return Err(err!(
+            InvalidConfig,
+            OP,
+            "lxc.net.0.type = veth needs a network namespace of the container's own"
+        ));
+    }
+    Ok(f as u64)
+}
+
+/// The namespace file `target` names for `lxc.namespace.share.NS`: a path,
+/// a pid, or a running container of the same lxcpath.
+fn share_fd(lxcpath: &Path, ns: &str, target: &str) -> Result<std::fs::File> {
+    const OP: &str = "share namespace";
+    let key = format!("lxc.namespace.share.{ns}");
+    let open = |p: &str| std::fs::File::open(p).map_err(|e| err!(NotFound, OP, "{key} = {target}: {p}: {e}"));
+    if target.starts_with('/') {
+        return open(target);
+    }
+    if let Ok(pid) = target.parse::<i32>() {
+        if pid <= 0 {
+            return Err(err!(InvalidConfig, OP, "{key} = {target}: not a pid"));
+        }
+        return open(&format!("/proc/{pid}/ns/{ns}"));
+    }
+    let other = ContainerRef::new(lxcpath, target);
+    let rec = state::running(&other).ok_or_else(|| err!(NotFound, OP, "{key}: container {target} is not running"))?;
+    let f = open(&format!("/proc/{}/ns/{ns}", rec.init_pid))?;
+    // Opened first, then proven to be that container's init still.
+    if !rec.init_alive() {
+        return Err(err!(NotFound, OP, "{key}: container {target} is not running"));
+    }
+    Ok(f)
+}
+
+/// Join the shared namespaces for the clone; returns how to go back.
+fn join_shared(lxcpath: &Path, cfg: &RunConfig) -> Result<Vec<(std::fs::File, i32)>> {
+    let mut back = Vec::new();
+    let mut targets = Vec::new();
+    for (ns, flag, target) in &cfg.ns.share {
+        targets.push((share_fd(lxcpath, ns, target)?, *flag, ns.clone()));
+    }
+    for (fd, flag, ns) in targets {
+        let own = if flag == libc::CLONE_NEWPID {
+            "pid".to_string()
+        } else {
+            ns.clone()
+        };
+        let mine = std::fs::File::open(format!("/proc/self/ns/{own}"))
+            .map_err(|e| Error::io("share namespace", format!("/proc/self/ns/{own}"), e))?;
+        // SAFETY: setns on an open namespace fd with its own type.
+        if unsafe { libc::setns(fd.as_raw_fd(), flag) } != 0 {
+            let e = Error::errno("share namespace", format!("lxc.namespace.share.{ns}"), sys::errno());
+            leave_shared(back);
+            return Err(e);
+        }
+        back.push((mine, flag));
+    }
+    Ok(back)
+}
+
+fn leave_shared(back: Vec<(std::fs::File, i32)>) {
+    for (fd, flag) in back.into_iter().rev() {
+        // SAFETY: setns back into our own namespace of that type.
+        if unsafe { libc::setns(fd.as_raw_fd(), flag) } != 0 {
+            tracing::warn!("could not return to the monitor's namespace: {}", sys::errno());
+        }
+    }
 }
 
 /// The monitor: prepare, clone init, wait, tear down.
@@ -61,7 +156,27 @@ pub(crate) fn run_monitor(
     let restore = || unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     };
-    let (pid, pidfd) = match sys::clone_into(ns_flags(&p.cfg, &p.map)) {
+    let flags = match ns_flags(&p.cfg, &p.map) {
+        Ok(f) => f,
+        Err(e) => {
+            restore();
+            return Err(fail(&mut p, e));
+        }
+    };
+    // Shared namespaces: the monitor joins them, init is cloned in them, the
+    // monitor goes back (a pid namespace only applies to children).
+    let shared = match join_shared(&r.lxcpath, &p.cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            restore();
+            return Err(fail(&mut p, e));
+        }
+    };
+    let cloned = sys::clone_into(flags);
+    if !matches!(cloned, Ok(None)) {
+        leave_shared(shared);
+    }
+    let (pid, pidfd) = match cloned {
         Ok(None) => {
             drop(sync_w);
             drop(err_r);
