@@ -424,3 +424,42 @@ fn namespaces_shared_kept_and_refused() {
     rt.ok("lxc-stop", &["-n", "c1", "-k"]);
     rt.assert_clean(&["b1", "b2", "b3", "b4", "b5", "c1", "c2", "c3"]);
 }
+
+/// `lxc.rootfs.options` remounts the rootfs with its flags (read-only here),
+/// `lxc.rootfs.mount` must name a directory, and options strata cannot
+/// apply are refused by name.
+#[test]
+fn rootfs_options_and_mount() {
+    let rt = Rt::new();
+    let mnt = rt.outside.join("rootfs-mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    rt.container(
+        "c1",
+        &format!("lxc.rootfs.options = ro,nosuid\nlxc.rootfs.mount = {}\n", mnt.display()),
+    );
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "touch /etc/x 2>&1 || echo REFUSED; grep ' / ' /proc/mounts",
+        ],
+    );
+    assert!(out.contains("REFUSED"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" / ") && l.contains(" ro,") && l.contains("nosuid")),
+        "{out}"
+    );
+    assert!(!rt.lxcpath.join("c1/rootfs/etc/x").exists());
+    rt.container("c2", "lxc.rootfs.options = discard\n");
+    let e = rt.fails("lxc-execute", &["-n", "c2", "--", "/bin/true"]);
+    assert!(e.contains("lxc.rootfs.options") && e.contains("discard"), "{e}");
+    rt.container("c3", "lxc.rootfs.mount = /nonexistent/dir\n");
+    let e = rt.fails("lxc-execute", &["-n", "c3", "--", "/bin/true"]);
+    assert!(e.contains("lxc.rootfs.mount"), "{e}");
+    rt.assert_clean(&["c1", "c2", "c3"]);
+}

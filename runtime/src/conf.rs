@@ -276,6 +276,11 @@ pub struct RunConfig {
     pub autodev: bool,
     pub confine: crate::confine::Confine,
     pub ns: Namespaces,
+    /// `lxc.rootfs.options`: mount flags for the rootfs (applied by a
+    /// remount of it just before pivot_root).
+    pub rootfs_flags: u64,
+    /// `lxc.console.path = none`: no console.
+    pub console: bool,
     /// `lxc.tty.max`, `lxc.tty.dir`, `lxc.pty.max`.
     pub tty_max: u32,
     pub tty_dir: Option<String>,
@@ -343,7 +348,28 @@ impl RunConfig {
                 "lxc.tty.max = {tty_max}: at most 64"
             ));
         }
+        let console = match cfg.get("lxc.console.path").map(str::trim) {
+            None | Some("") | Some("/dev/console") => true,
+            Some("none") => false,
+            Some(v) => {
+                return Err(err!(
+                    Unsupported,
+                    "read config",
+                    "lxc.console.path = {v}: strata gives the container its own terminal or none"
+                ))
+            }
+        };
+        if let Some(m) = cfg.get("lxc.rootfs.mount").map(str::trim).filter(|m| !m.is_empty()) {
+            // LXC mounts the rootfs there inside the container's mount
+            // namespace, so it must be a directory; strata mounts it in its
+            // run dir instead, which no one else sees either.
+            if !std::path::Path::new(m).is_dir() {
+                return Err(err!(NotFound, "read config", "lxc.rootfs.mount = {m}: not a directory"));
+            }
+        }
         Ok(RunConfig {
+            rootfs_flags: rootfs_flags(cfg)?,
+            console,
             ns: Namespaces::parse(cfg)?,
             tty_max,
             tty_dir: tty_dir.map(str::to_string),
@@ -511,6 +537,37 @@ pub fn parse_mount_entry(line: &str, rootfs_path: Option<&str>) -> Result<MountE
     Ok(e)
 }
 
+/// `lxc.rootfs.options`: the mount flags LXC takes for the rootfs.
+fn rootfs_flags(cfg: &Config) -> Result<u64> {
+    let mut f = 0;
+    let Some(v) = cfg.get("lxc.rootfs.options") else {
+        return Ok(0);
+    };
+    for o in v.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        f |= match o {
+            "defaults" | "rw" => 0,
+            "ro" => libc::MS_RDONLY,
+            "nosuid" => libc::MS_NOSUID,
+            "nodev" => libc::MS_NODEV,
+            "noexec" => libc::MS_NOEXEC,
+            "noatime" => libc::MS_NOATIME,
+            "nodiratime" => libc::MS_NODIRATIME,
+            "relatime" => libc::MS_RELATIME,
+            "strictatime" => libc::MS_STRICTATIME,
+            // strata maps an unshifted rootfs through an idmapped mount by itself.
+            "idmap=container" => 0,
+            o => {
+                return Err(err!(
+                    Unsupported,
+                    "read config",
+                    "lxc.rootfs.options: {o:?} is not supported by strata (mount flags only)"
+                ))
+            }
+        };
+    }
+    Ok(f)
+}
+
 /// The keys a start honours, as LXC does: a prefix ends with '.'. Keys LXC
 /// knows that are not here are refused at start, one line naming the key.
 const IMPLEMENTED: &[&str] = &[
@@ -547,6 +604,9 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.cgroup.",
     "lxc.cgroup2.",
     "lxc.autodev",
+    "lxc.rootfs.options",
+    "lxc.rootfs.mount",
+    "lxc.console.path",
     "lxc.arch",
     "lxc.log.level",
     "lxc.loglevel",
@@ -563,7 +623,6 @@ const ONLY_DEFAULT: &[(&str, &[&str])] = &[
     ("lxc.keyring.session", &["1"]),
     ("lxc.monitor.unshare", &["0"]),
     ("lxc.apparmor.raw", &[""]),
-    ("lxc.console.path", &["none", "/dev/console"]),
     ("lxc.tty.max", &[]),
     ("lxc.tty.dir", &[]),
     ("lxc.pty.max", &[]),

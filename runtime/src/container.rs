@@ -208,6 +208,17 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()>
     for m in &a.cfg.mounts {
         mount_entry(s, root, m)?;
     }
+    if a.cfg.rootfs_flags != 0 {
+        // Last, so that the mount points above could still be made in it.
+        s.mount(
+            None,
+            &fd_path(root),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | a.cfg.rootfs_flags,
+            None,
+        )
+        .map_err(|e| err!(Io, "mount", "lxc.rootfs.options: remount the rootfs: {}", e.msg))?;
+    }
     s.pivot_root(root, a.rootfs)
 }
 
@@ -334,8 +345,7 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     let dev = sys::open_in_root(root, "dev", None)?;
     let devp = fd_path(&dev);
     let mut nodes = vec!["null", "zero", "full", "random", "urandom", "tty"];
-    let console = nix::unistd::isatty(0)
-        .unwrap_or(false)
+    let console = (a.cfg.console && nix::unistd::isatty(0).unwrap_or(false))
         .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
         .flatten();
     if console.is_some() {
