@@ -119,6 +119,36 @@ pub fn running(r: &ContainerRef) -> Option<RunRecord> {
     read(r).filter(RunRecord::init_alive)
 }
 
+/// Send `sig` to the recorded init only while it is still that process: a
+/// pidfd is opened first and the start time checked after, so a pid reused
+/// by another process meanwhile gets nothing (and never 0 or a negative pid).
+pub fn signal_init(rec: &RunRecord, sig: i32) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if rec.init_pid <= 0 {
+        return false;
+    }
+    // SAFETY: pidfd_open takes a pid and flags; the fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, rec.init_pid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the fd was just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !rec.init_alive() {
+        return false;
+    }
+    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
 pub fn is_running(r: &ContainerRef) -> bool {
     running(r).is_some()
 }

@@ -54,8 +54,22 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             }
         }
     }
+    let r = ContainerRef::new(&lxcpath, &a.name);
+    if a.force && strata_core::state::is_running(&r) {
+        // Stopped through the runtime, which unmounts, removes the cgroups
+        // and the record even when the container's monitor is gone.
+        let o = strata_runtime::StopOpts {
+            kill: true,
+            ..Default::default()
+        };
+        if let Err(e) = strata_runtime::stop(&engine, &r, &o) {
+            if strata_core::state::is_running(&r) {
+                return Err(e.into());
+            }
+        }
+    }
     engine.destroy(&DestroyRequest {
-        r: ContainerRef::new(&lxcpath, &a.name),
+        r: r.clone(),
         with_snapshots: a.snapshots,
         force: a.force,
     })?;

@@ -1391,7 +1391,7 @@ impl Engine {
                     r.name
                 ));
             }
-            kill_and_wait(r, rec.init_pid)?;
+            kill_and_wait(r, &rec)?;
         }
         self.destroy_unchecked(&r.lxcpath, &r.name)
     }
@@ -1502,8 +1502,8 @@ fn rootfs_elsewhere(dir: &Path) -> bool {
         .any(|p| p.join("config").is_file() && outside(&p))
 }
 
-fn kill_and_wait(r: &ContainerRef, pid: i32) -> Result<()> {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+fn kill_and_wait(r: &ContainerRef, rec: &crate::state::RunRecord) -> Result<()> {
+    crate::state::signal_init(rec, libc::SIGKILL);
     for _ in 0..500 {
         if !crate::state::is_running(r) {
             return Ok(());
