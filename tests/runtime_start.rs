@@ -463,3 +463,86 @@ fn rootfs_options_and_mount() {
     assert!(e.contains("lxc.rootfs.mount"), "{e}");
     rt.assert_clean(&["c1", "c2", "c3"]);
 }
+
+/// `lxc.sysctl.*` (in the container's own network namespace), `lxc.prlimit.*`,
+/// `lxc.init.uid/gid/cwd` and `lxc.no_new_privs`, seen from inside.
+#[test]
+fn sysctls_limits_ids_and_cwd_apply_inside() {
+    let rt = Rt::new();
+    let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let want_fwd = if host_fwd.trim() == "1" { "0" } else { "1" };
+    rt.container(
+        "c1",
+        &format!(
+            "lxc.sysctl.net.ipv4.ip_forward = {want_fwd}\nlxc.prlimit.nofile = 512:1024\nlxc.prlimit.core = 0\n\
+             lxc.init.uid = 1000\nlxc.init.gid = 1001\nlxc.init.cwd = /tmp\nlxc.no_new_privs = 1\n"
+        ),
+    );
+    let out = rt.ok(
+        "lxc-execute",
+        &[
+            "-n",
+            "c1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/sys/net/ipv4/ip_forward; ulimit -n; ulimit -Hn; ulimit -c; id -u; id -g; pwd; \
+             grep -E '^(NoNewPrivs|CapEff):' /proc/self/status",
+        ],
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[..7], [want_fwd, "512", "1024", "0", "1000", "1001", "/tmp"], "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_fwd
+    );
+    rt.assert_clean(&["c1"]);
+}
+
+/// The container's cgroups go when it stops, and after a kill -9 of both
+/// monitor and init, with the next command (reconcile).
+#[test]
+fn cgroups_are_removed_at_stop_and_by_reconcile() {
+    let rt = Rt::new();
+    rt.container("c1", "lxc.cgroup.pids.max = 50\n");
+    let cgroups = |rt: &Rt| -> Vec<String> {
+        rt.record("c1").unwrap()["cgroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let cg = cgroups(&rt);
+    assert!(
+        !cg.is_empty() && cg.iter().all(|c| std::path::Path::new(c).is_dir()),
+        "{cg:?}"
+    );
+    assert!(cg
+        .iter()
+        .any(|c| std::fs::read_to_string(format!("{c}/pids.max")).is_ok_and(|v| v.trim() == "50")));
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    assert!(
+        cg.iter().all(|c| !std::path::Path::new(c).exists()),
+        "left at stop: {cg:?}"
+    );
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let cg = cgroups(&rt);
+    let rec = rt.record("c1").unwrap();
+    for k in ["monitor_pid", "init_pid"] {
+        unsafe { libc::kill(rec[k].as_i64().unwrap() as i32, libc::SIGKILL) };
+    }
+    let t = Instant::now();
+    while cg.iter().any(|c| std::path::Path::new(c).exists()) && t.elapsed() < Duration::from_secs(10) {
+        rt.ok("lxc-ls", &[]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        cg.iter().all(|c| !std::path::Path::new(c).exists()),
+        "left after reconcile: {cg:?}"
+    );
+    rt.assert_clean(&["c1"]);
+}
