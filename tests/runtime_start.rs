@@ -546,3 +546,39 @@ fn cgroups_are_removed_at_stop_and_by_reconcile() {
     );
     rt.assert_clean(&["c1"]);
 }
+
+/// A daemonized container gets a console of its own (a pty the monitor
+/// holds and drains), and `lxc.console.logfile` records what it says.
+#[test]
+fn daemon_console_is_a_pty_logged_to_the_logfile() {
+    let rt = Rt::new();
+    let log = rt.outside.join("console.log");
+    let rootfs = rt.container("c1", &format!("lxc.console.logfile = {}\n", log.display()));
+    std::fs::write(
+        rootfs.join("bin/hello"),
+        "#!/bin/sh\nfor i in $(seq 1 2000); do echo hello-console-$i > /dev/console; done\nexec sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        rootfs.join("bin/hello"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    rt.ok("lxc-start", &["-n", "c1", "--", "/bin/hello"]);
+    let t = Instant::now();
+    // 2000 lines are far more than a pty buffers: init would block if no one drained it.
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("hello-console-2000")
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("hello-console-1\r\n") && text.contains("hello-console-2000"),
+        "{text:.200}"
+    );
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.assert_clean(&["c1"]);
+}

@@ -585,6 +585,7 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.init.gid",
     "lxc.init.cwd",
     "lxc.signal.halt",
+    "lxc.signal.stop",
     "lxc.ephemeral",
     "lxc.idmap",
     "lxc.id_map",
@@ -607,6 +608,7 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.rootfs.options",
     "lxc.rootfs.mount",
     "lxc.console.path",
+    "lxc.console.logfile",
     "lxc.arch",
     "lxc.log.level",
     "lxc.loglevel",
@@ -725,7 +727,7 @@ mod tests {
         c("lxc.tty.max = 0\nlxc.console.path = none\nlxc.net.0.ipv4.address =\n").unwrap();
         for bad in [
             "lxc.hook.pre-start = /bin/true",
-            "lxc.console.logfile = /tmp/x",
+            "lxc.console.rotate = 1",
             "lxc.net.0.ipv4.address = 10.0.0.2/24",
             "lxc.time.offset.boot = 1s",
             "lxc.rootfs.managed = 0",

@@ -25,6 +25,8 @@ pub struct ChildArgs<'a> {
     pub ttys: std::cell::RefCell<Vec<String>>,
     /// The host's cgroup hierarchies, for `lxc.mount.auto = cgroup...`.
     pub cg_layout: &'a crate::cgroup::Layout,
+    /// The console pty the monitor made (its host path), if any.
+    pub console: Option<&'a str>,
 }
 
 /// How init mounts its rootfs in its own namespaces, as the mapped root,
@@ -345,9 +347,12 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     let dev = sys::open_in_root(root, "dev", None)?;
     let devp = fd_path(&dev);
     let mut nodes = vec!["null", "zero", "full", "random", "urandom", "tty"];
-    let console = (a.cfg.console && nix::unistd::isatty(0).unwrap_or(false))
-        .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
-        .flatten();
+    let console = match a.console {
+        Some(c) => Some(std::path::PathBuf::from(c)),
+        None => (a.cfg.console && nix::unistd::isatty(0).unwrap_or(false))
+            .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
+            .flatten(),
+    };
     if console.is_some() {
         nodes.push("console");
     }
@@ -659,6 +664,7 @@ mod tests {
             tty_sock: None,
             ttys: Default::default(),
             cg_layout: &crate::cgroup::Layout::default(),
+            console: None,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),

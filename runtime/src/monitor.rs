@@ -1,6 +1,7 @@
 //! The monitor: clone init into its namespaces, wait for it, tear down.
 
 use crate::*;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// The namespaces init is cloned into: LXC's set (a network namespace
 /// unless `lxc.net.0.type = none`, a user namespace with `lxc.idmap`) as
@@ -110,6 +111,44 @@ fn leave_shared(back: Vec<(std::fs::File, i32)>) {
     }
 }
 
+/// A console pty held by the monitor.
+pub(crate) struct Console {
+    pub(crate) master: OwnedFd,
+    /// Kept open so that the master never sees a hangup while init has none.
+    _slave: std::fs::File,
+    /// The slave's host path, bound on the container's /dev/console.
+    pub(crate) path: String,
+    log: Option<PathBuf>,
+}
+
+fn open_console(p: &Prepared) -> Result<Console> {
+    use std::os::unix::fs::PermissionsExt;
+    let (master, n) = sys::open_pty("/dev/ptmx")?;
+    let path = format!("/dev/pts/{n}");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| Error::io("open console", &path, e))?;
+    // The container's root must be able to open it, as LXC arranges.
+    if let (Some(u), Some(g)) = (p.map.root_uid(), p.map.root_gid()) {
+        if paths::is_root() {
+            std::os::unix::fs::fchown(&slave, Some(u), Some(g)).map_err(|e| Error::io("chown console", &path, e))?;
+        }
+    }
+    slave
+        .set_permissions(std::fs::Permissions::from_mode(0o620))
+        .map_err(|e| Error::io("chmod console", &path, e))?;
+    let log = p.eff_console_log.clone();
+    Ok(Console {
+        master,
+        _slave: slave,
+        path,
+        log,
+    })
+}
+
 /// The monitor: prepare, clone init, wait, tear down.
 pub(crate) fn run_monitor(
     engine: &Engine,
@@ -133,6 +172,18 @@ pub(crate) fn run_monitor(
     let (err_r, err_w) = match sys::pipe() {
         Ok(x) => x,
         Err(e) => return Err(fail(&mut p, e)),
+    };
+    // The container's console: a pty of ours whose other end is its
+    // /dev/console, as LXC gives one, when the caller's terminal is not
+    // lent to it (a daemon, or no terminal). We drain it (into
+    // lxc.console.logfile if set) so that init never blocks on it.
+    let console = if p.cfg.console && (opts.daemon || !nix::unistd::isatty(0).unwrap_or(false)) {
+        match open_console(&p) {
+            Ok(c) => Some(c),
+            Err(e) => return Err(fail(&mut p, e)),
+        }
+    } else {
+        None
     };
     // The ttys' master ends come back to us over this.
     let ttys = if p.cfg.tty_max > 0 {
@@ -205,6 +256,7 @@ pub(crate) fn run_monitor(
                 tty_sock: ttys.as_ref().map(|(_, c)| c.as_raw_fd()),
                 ttys: Default::default(),
                 cg_layout: &p.cg_layout,
+                console: console.as_ref().map(|c| c.path.as_str()),
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -308,29 +360,40 @@ pub(crate) fn run_monitor(
     drop(lock);
     n.ok();
     tracing::info!(pid, "container {} started", r.name);
-    let status = wait_init(pid, &pidfd, &set);
+    let status = wait_init(pid, &pidfd, &set, console.as_ref());
     restore();
     teardown(engine, r, ephemeral)?;
     Ok(status)
 }
 
 /// Wait for init, forwarding the held-back signals; its exit status.
-fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t) -> i32 {
+fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, console: Option<&Console>) -> i32 {
     let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
     let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
+    let mut log = console.and_then(|c| c.log.as_ref()).and_then(|p| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .map_err(|e| tracing::warn!("lxc.console.logfile {}: {e}", p.display()))
+            .ok()
+    });
     loop {
         let mut fds = vec![libc::pollfd {
             fd: pidfd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
-        if let Some(s) = &sfd {
-            fds.push(libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
+        fds.push(libc::pollfd {
+            fd: sfd.as_ref().map_or(-1, |s| s.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        fds.push(libc::pollfd {
+            fd: console.map_or(-1, |c| c.master.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
         if r < 0 && sys::errno() != nix::errno::Errno::EINTR {
             break;
@@ -343,6 +406,17 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t) -> i32 {
                 let sig = info.ssi_signo as i32;
                 // Pid 1 drops signals it does not catch; stopping the monitor then stops the container.
                 sys::signal(pidfd, if catches(pid, sig) { sig } else { libc::SIGKILL });
+            }
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            let mut buf = [0u8; 4096];
+            // SAFETY: read into a local buffer from our console master.
+            let n = unsafe { libc::read(fds[2].fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = f.write_all(&buf[..n as usize]);
+                }
             }
         }
         if fds[0].revents != 0 {

@@ -23,6 +23,8 @@ pub(crate) struct Prepared {
     /// (made, and recorded in the run record before they were).
     pub(crate) cg_layout: cgroup::Layout,
     pub(crate) cg: cgroup::Plan,
+    /// `lxc.console.logfile`.
+    pub(crate) eff_console_log: Option<PathBuf>,
 }
 
 impl Prepared {
@@ -141,6 +143,11 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         seccomp,
         cg_layout,
         cg,
+        eff_console_log: eff
+            .get("lxc.console.logfile")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
     };
     let res = (|| {
         cgroup::create(&p.cg)?;

@@ -47,11 +47,20 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
     if !rec.init_alive() {
         return Err(err!(InvalidArgument, OP, "container {} is not running", r.name));
     }
+    // The config as the start read it (includes expanded); only the signals matter here.
+    let eff = strata_core::config::Config::load_effective(&r.config_path())?;
+    let signal_of = |key: &str| eff.get(key).filter(|v| !v.trim().is_empty()).map(conf::parse_signal);
+    // lxc.signal.stop: what a hard stop sends (SIGKILL unless set), as LXC.
+    let kill_sig = signal_of("lxc.signal.stop").transpose()?.unwrap_or(libc::SIGKILL);
     let sig = if o.kill {
-        libc::SIGKILL
+        kill_sig
     } else {
-        let c = Store::new(&r.lxcpath).load(&r.name)?;
-        RunConfig::from_config(&r.name, &c.config, None)?.halt_signal
+        match signal_of("lxc.signal.halt").transpose()? {
+            Some(s) => s,
+            // As LXC: an init that blocks SIGRTMIN+3 (systemd) halts on it; others on SIGPWR.
+            None if blocks(rec.init_pid, libc::SIGRTMIN() + 3) => libc::SIGRTMIN() + 3,
+            None => libc::SIGPWR,
+        }
     };
     sys::signal(&pidfd, sig);
     if o.nowait {
@@ -68,8 +77,11 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
             ));
         }
         tracing::info!("container {} ignored signal {sig}: SIGKILL", r.name);
-        sys::signal(&pidfd, libc::SIGKILL);
-        sys::wait_pidfd(&pidfd, Some(Duration::from_secs(30)));
+        sys::signal(&pidfd, kill_sig);
+        if !sys::wait_pidfd(&pidfd, Some(Duration::from_secs(30))) && kill_sig != libc::SIGKILL {
+            sys::signal(&pidfd, libc::SIGKILL);
+            sys::wait_pidfd(&pidfd, Some(Duration::from_secs(30)));
+        }
     }
     // The monitor unmounts and removes the record; without one, we do.
     if let Some(mpid) = rec.monitor_pid.filter(|_| rec.monitor_alive()) {
@@ -85,4 +97,46 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
 /// `lxc-info`: the record when running.
 pub fn info(r: &ContainerRef) -> Option<RunRecord> {
     state::running(r)
+}
+
+/// Whether `pid` blocks `sig` (SigBlk in /proc/PID/status), as LXC's
+/// task_blocks_signal reads it.
+fn blocks(pid: i32, sig: i32) -> bool {
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    st.lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_a_blocked_signal() {
+        let sig = libc::SIGRTMIN() + 3;
+        // SAFETY: the child only blocks a signal and sleeps; the parent kills and reaps it.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                libc::sleep(10);
+                libc::_exit(0);
+            }
+        }
+        let t = std::time::Instant::now();
+        while !super::blocks(child, sig) && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(super::blocks(child, sig));
+        assert!(!super::blocks(child, libc::SIGPWR));
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+    }
 }
