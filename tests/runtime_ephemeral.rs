@@ -132,7 +132,8 @@ fn killed_monitor_leaves_nothing_after_the_next_command() {
     assert!(out.contains("STOPPED"));
     rt.assert_clean(&["base"]);
 
-    // A crash before the monitor wrote its record: the config marks it.
+    // A run cut short with its record gone (a reboot empties the run dir):
+    // the config and the mark a started ephemeral run leaves tell it.
     rt.ok(
         "lxc-copy",
         &["-n", "base", "-N", "e3", "-e", "-D", "-F", "--", "/bin/true"],
@@ -141,6 +142,9 @@ fn killed_monitor_leaves_nothing_after_the_next_command() {
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str("lxc.ephemeral = 1\n");
     std::fs::write(&cfg, text).unwrap();
+    rt.ok("lxc-info", &["-n", "base"]);
+    assert!(rt.entries().contains(&"e3".to_string()), "never started as ephemeral: kept");
+    std::fs::write(rt.lxcpath.join("e3/.strata-ephemeral-ran"), "").unwrap();
     rt.ok("lxc-info", &["-n", "base"]);
     rt.assert_clean(&["base"]);
 }
