@@ -8,7 +8,7 @@ use crate::copy::{copy_tree, CopyOptions};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::{as_container_root, needs_container_root, IdMap};
-use crate::lock::ContainerLock;
+use crate::lock::{self, ContainerLock, LockSet};
 use crate::names;
 use crate::spec::RootfsSpec;
 use crate::store::{self, Container, ContainerRef, Store};
@@ -82,14 +82,106 @@ pub(super) struct Staged {
     pub sync: Option<store::SyncBatch>,
 }
 
-/// Lock two containers in a fixed order so that two operations never deadlock.
-pub(super) fn lock_pair(a: &ContainerRef, b: &ContainerRef) -> Result<Vec<ContainerLock>> {
-    let (x, y) = if a <= b { (a, b) } else { (b, a) };
-    let mut v = vec![ContainerLock::acquire(&x.lxcpath, &x.name)?];
-    if x != y {
-        v.push(ContainerLock::acquire(&y.lxcpath, &y.name)?);
+/// What a step run under [`locked`] found: done, or more containers whose
+/// locks it needs before it may change anything.
+pub(super) enum Step<T> {
+    Done(T),
+    Need(Vec<ContainerRef>),
+}
+
+/// The value of a [`Step`], or return its `Need` from the enclosing step.
+macro_rules! step {
+    ($e:expr) => {
+        match $e? {
+            Step::Done(t) => t,
+            Step::Need(v) => return Ok(Step::Need(v)),
+        }
+    };
+}
+
+/// Those of `refs` whose locks this thread does not hold (and could take).
+pub(super) fn unlocked(refs: impl IntoIterator<Item = ContainerRef>) -> Vec<ContainerRef> {
+    let mut v: Vec<ContainerRef> = refs
+        .into_iter()
+        .filter(|r| lock::lockable(r) && !lock::held(r))
+        .collect();
+    v.dedup();
+    v
+}
+
+/// `Need` of those of `refs` not locked yet, if any.
+pub(super) fn need<T>(refs: impl IntoIterator<Item = ContainerRef>) -> Option<Step<T>> {
+    let v = unlocked(refs);
+    (!v.is_empty()).then_some(Step::Need(v))
+}
+
+/// Run `f` holding the locks of `base` and of every container `f` asks for
+/// (its `Need`): all are taken afresh, in one global order ([`LockSet`]),
+/// so that no two operations deadlock, and `f` runs again from the start
+/// (what it checked may have changed while no lock was held). `f` asks
+/// before it changes anything.
+pub(super) fn locked<T>(base: &[ContainerRef], mut f: impl FnMut() -> Result<Step<T>>) -> Result<T> {
+    let mut want: Vec<ContainerRef> = base.to_vec();
+    for _ in 0..16 {
+        let _locks = LockSet::acquire(&want)?;
+        match f()? {
+            Step::Done(t) => return Ok(t),
+            Step::Need(more) => {
+                let n = want.len();
+                for m in more {
+                    if !want.contains(&m) {
+                        want.push(m);
+                    }
+                }
+                if want.len() == n {
+                    break;
+                }
+                tracing::debug!("relocking with {} containers", want.len());
+            }
+        }
     }
-    Ok(v)
+    Err(err!(
+        Busy,
+        "lock containers",
+        "the containers this operation depends on kept changing; try again"
+    ))
+}
+
+/// The containers `r` and its snapshots depend on (their `lxc_rdepends`).
+pub(super) fn origins_of(r: &ContainerRef) -> Vec<ContainerRef> {
+    let mut v = store::depends_on(r).unwrap_or_default();
+    if let Ok(rd) = std::fs::read_dir(r.dir().join("snaps")) {
+        let snaps = r.dir().join("snaps");
+        for e in rd.flatten() {
+            let s = ContainerRef::new(&snaps, e.file_name().to_string_lossy());
+            v.extend(store::depends_on(&s).unwrap_or_default());
+        }
+    }
+    v.retain(|o| !o.is_unknown());
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Dependency files are rewritten only under the lock of the container
+/// that holds them: a read-modify-write without it loses others' updates.
+fn guarded(origin: &ContainerRef, op: &str) -> Result<()> {
+    if !lock::lockable(origin) || lock::held(origin) {
+        return Ok(());
+    }
+    Err(err!(Busy, op, "internal error: {origin} is not locked"))
+}
+
+/// [`store::add_dependency`], with the origin's lock held.
+pub(super) fn add_dep(origin: &ContainerRef, clone: &ContainerRef, clone_dir: &Path) -> Result<()> {
+    guarded(origin, "record dependency")?;
+    store::add_dependency(origin, clone, clone_dir)
+}
+
+/// [`store::remove_dependency`], with the origin's lock held.
+pub(super) fn remove_dep(origin: &ContainerRef, clone: &ContainerRef) -> Result<()> {
+    guarded(origin, "update dependencies")?;
+    store::remove_dependency(origin, clone)
 }
 
 pub(super) fn mkdir(p: &Path, mode: u32) -> Result<()> {
@@ -641,8 +733,10 @@ impl Engine {
     }
 
     /// Build a clone of `p.src` in a staging dir for `p.dst`. The caller holds
-    /// the locks and has checked names and existence.
-    pub(super) fn stage_clone(&self, p: &Params) -> Result<Staged> {
+    /// the locks and has checked names and existence; the lock of the
+    /// container the clone will depend on is asked for (`Need`) before
+    /// anything is made.
+    pub(super) fn stage_clone(&self, p: &Params) -> Result<Step<Staged>> {
         const OP: &str = "clone";
         let (dst_b, snapshot) = self.choose(p)?;
         let src_b = self.backend_of(&p.src.rootfs)?;
@@ -680,6 +774,9 @@ impl Engine {
             None
         };
         let dep = origin.filter(|o| o != p.dst).map(|o| (o, p.dst.clone()));
+        if let Some(n) = need(dep.iter().map(|(o, _)| o.clone())) {
+            return Ok(n);
+        }
         // A copy into a new filesystem of a given size (not an image copy of the same one).
         let resized = p.opts.fssize.is_some() || p.opts.fstype.is_some() || src_b.kind() != dst_b.kind();
         if !snapshot && resized {
@@ -799,7 +896,7 @@ impl Engine {
             }
             if let Some((origin, clone)) = &dep {
                 if !store::dependents(origin)?.contains(clone) {
-                    store::add_dependency(origin, clone, &staging)?;
+                    add_dep(origin, clone, &staging)?;
                     dep_added = true;
                 } else if !staging.join("lxc_rdepends").exists() {
                     let text = format!("{}\n{}\n", origin.lxcpath.display(), origin.name);
@@ -809,17 +906,17 @@ impl Engine {
             Ok(())
         })();
         match res {
-            Ok(()) => Ok(Staged {
+            Ok(()) => Ok(Step::Done(Staged {
                 path: staging,
                 spec,
                 config: cfg,
                 dep: if dep_added { dep } else { None },
                 sync: Some(sync),
-            }),
+            })),
             Err(e) => {
                 if dep_added {
                     if let Some((o, c)) = &dep {
-                        let _ = store::remove_dependency(o, c);
+                        let _ = remove_dep(o, c);
                     }
                 }
                 self.abort_staging(&staging, &dir, Some(&spec));
@@ -842,7 +939,7 @@ impl Engine {
         })();
         if let Err(e) = res {
             if let Some((o, c)) = &st.dep {
-                let _ = store::remove_dependency(o, c);
+                let _ = remove_dep(o, c);
             }
             self.abort_staging(&st.path, &dir, Some(&st.spec));
             return Err(e);
@@ -869,7 +966,11 @@ impl Engine {
                 req.src.name
             ));
         }
-        let _locks = lock_pair(&req.src, &req.dst)?;
+        locked(&[req.src.clone(), req.dst.clone()], || self.clone_locked(req))
+    }
+
+    fn clone_locked(&self, req: &CloneRequest) -> Result<Step<Container>> {
+        const OP: &str = "clone";
         let src_store = Store::new(&req.src.lxcpath);
         if !src_store.exists(&req.src.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", req.src.name));
@@ -941,15 +1042,19 @@ impl Engine {
                 .create(&req.dst.lxcpath)
                 .ctx(OP, &req.dst.lxcpath)?;
         }
-        let st = self.stage_clone(&params)?;
-        self.finish_staged(st, &req.dst)
+        let st = step!(self.stage_clone(&params));
+        self.finish_staged(st, &req.dst).map(Step::Done)
     }
 
     /// `-R`: a directory rename plus config rewrite when the rootfs lives in
     /// the container dir (dir, overlay) of the same lxcpath; otherwise clone
     /// then destroy, as LXC does. MAC addresses are kept, as in LXC.
-    fn rename(&self, req: &CloneRequest, src: &Container) -> Result<Container> {
+    fn rename(&self, req: &CloneRequest, src: &Container) -> Result<Step<Container>> {
         const OP: &str = "rename";
+        // The origins' lxc_snapshots learn the new name (or lose the old one).
+        if let Some(n) = need(origins_of(&req.src)) {
+            return Ok(n);
+        }
         let store = Store::new(&req.src.lxcpath);
         if !store.snapshots(&req.src.name)?.is_empty() {
             return Err(err!(
@@ -989,11 +1094,11 @@ impl Engine {
                 files: vec![],
                 idmap: None,
             };
-            let st = self.stage_clone(&params)?;
+            let st = step!(self.stage_clone(&params));
             let c = self.finish_staged(st, &req.dst)?;
             failpoint("rename-after-clone");
             self.destroy_unchecked(&req.src.lxcpath, &req.src.name)?;
-            return Ok(c);
+            return Ok(Step::Done(c));
         }
         let (old_dir, new_dir) = (req.src.dir(), req.dst.dir());
         let (old_s, new_s) = (old_dir.display().to_string(), new_dir.display().to_string());
@@ -1021,19 +1126,22 @@ impl Engine {
             fsutil::write_in_rootfs_if_regular(o.path(), "etc/hostname", format!("{}\n", req.dst.name).as_bytes())?;
             o.close()?;
         }
-        Ok(Container {
+        Ok(Step::Done(Container {
             r: req.dst.clone(),
             config: cfg,
             rootfs: spec,
-        })
+        }))
     }
 
     // -------------------------------------------------------------- snapshot
 
     pub(super) fn do_snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
-        const OP: &str = "snapshot";
         names::validate(&r.name)?;
-        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        locked(std::slice::from_ref(r), || self.snapshot_locked(r, comment))
+    }
+
+    fn snapshot_locked(&self, r: &ContainerRef, comment: Option<&str>) -> Result<Step<String>> {
+        const OP: &str = "snapshot";
         let store = Store::new(&r.lxcpath);
         if !store.exists(&r.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", r.name));
@@ -1075,14 +1183,14 @@ impl Engine {
             files,
             ..params
         };
-        let res = self.stage_clone(&params).and_then(|st| self.finish_staged(st, &dst));
-        if let Err(e) = res {
-            if made_snaps {
-                let _ = std::fs::remove_dir(&snaps);
-            }
-            return Err(e);
+        let res = self.stage_clone(&params).and_then(|st| match st {
+            Step::Done(st) => self.finish_staged(st, &dst).map(|_| Step::Done(name)),
+            Step::Need(v) => Ok(Step::Need(v)),
+        });
+        if made_snaps && !matches!(res, Ok(Step::Done(_))) {
+            let _ = std::fs::remove_dir(&snaps);
         }
-        Ok(name)
+        res
     }
 
     fn load_snapshot(&self, r: &ContainerRef, snap: &str) -> Result<Container> {
@@ -1095,17 +1203,22 @@ impl Engine {
     }
 
     pub(super) fn do_restore(&self, r: &ContainerRef, snap: &str, new_name: Option<&str>) -> Result<Container> {
-        const OP: &str = "restore";
         names::validate(&r.name)?;
         names::validate_snapshot(snap)?;
         if let Some(n) = new_name {
             names::validate(n)?;
         }
         let new_name = new_name.filter(|n| *n != r.name);
+        let mut base = vec![r.clone()];
+        base.extend(new_name.map(|n| ContainerRef::new(&r.lxcpath, n)));
+        locked(&base, || self.restore_locked(r, snap, new_name))
+    }
+
+    fn restore_locked(&self, r: &ContainerRef, snap: &str, new_name: Option<&str>) -> Result<Step<Container>> {
+        const OP: &str = "restore";
         let store = Store::new(&r.lxcpath);
         if let Some(n) = new_name {
             let dst = ContainerRef::new(&r.lxcpath, n);
-            let _locks = lock_pair(r, &dst)?;
             if !store.exists(&r.name) {
                 return Err(err!(NotFound, OP, "container {} does not exist", r.name));
             }
@@ -1128,12 +1241,15 @@ impl Engine {
                 files: vec![],
                 idmap: None,
             };
-            let st = self.stage_clone(&params)?;
-            return self.finish_staged(st, &dst);
+            let st = step!(self.stage_clone(&params));
+            return self.finish_staged(st, &dst).map(Step::Done);
         }
-        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
         if !store.exists(&r.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        // The origins the current rootfs depends on may lose it.
+        if let Some(n) = need(store::depends_on(r)?) {
+            return Ok(n);
         }
         let s = self.load_snapshot(r, snap)?;
         if crate::state::is_running(r) {
@@ -1160,7 +1276,7 @@ impl Engine {
             files: vec![],
             idmap: None,
         };
-        let mut st = self.stage_clone(&params)?;
+        let mut st = step!(self.stage_clone(&params));
         let dir = r.dir();
         let new_all = entries_of(&st.spec, &dir);
         let new_entries: Vec<String> = new_all
@@ -1214,11 +1330,11 @@ impl Engine {
         };
         failpoint("restore-after-journal");
         self.roll_forward_restore(&st.path, &j)?;
-        Ok(Container {
+        Ok(Step::Done(Container {
             r: r.clone(),
             config: st.config,
             rootfs: st.spec,
-        })
+        }))
     }
 
     /// Finish a restore from its journal; every step can be repeated.
@@ -1269,7 +1385,7 @@ impl Engine {
             j.dir.file_name().unwrap_or_default().to_string_lossy(),
         );
         for o in &j.drop_origins {
-            if let Err(e) = store::remove_dependency(o, &clone) {
+            if let Err(e) = remove_dep(o, &clone) {
                 tracing::warn!("update dependencies of {}: {e}", o.name);
             }
         }
@@ -1291,15 +1407,22 @@ impl Engine {
     // --------------------------------------------------------------- destroy
 
     pub(super) fn do_destroy_snapshot(&self, r: &ContainerRef, snap: &str) -> Result<()> {
-        const OP: &str = "destroy snapshot";
         names::validate(&r.name)?;
         if snap != "ALL" {
             names::validate_snapshot(snap)?;
         }
-        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        locked(std::slice::from_ref(r), || self.destroy_snapshot_locked(r, snap))
+    }
+
+    fn destroy_snapshot_locked(&self, r: &ContainerRef, snap: &str) -> Result<Step<()>> {
+        const OP: &str = "destroy snapshot";
         let store = Store::new(&r.lxcpath);
         if !store.exists(&r.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        // The origins of the snapshots lose them from their lxc_snapshots.
+        if let Some(n) = need(origins_of(r)) {
+            return Ok(n);
         }
         let snaps = store.snaps_path(&r.name);
         let list: Vec<String> = if snap == "ALL" {
@@ -1330,17 +1453,27 @@ impl Engine {
         for s in &list {
             self.destroy_unchecked(&snaps, s)?;
         }
-        Ok(())
+        Ok(Step::Done(()))
     }
 
     pub(super) fn do_destroy(&self, req: &DestroyRequest) -> Result<()> {
-        const OP: &str = "destroy";
         let r = &req.r;
         names::validate(&r.name)?;
-        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        locked(std::slice::from_ref(r), || self.destroy_locked(req))
+    }
+
+    /// Under the container's lock: no clone can be added to it between the
+    /// check of its dependents and its destroy (a clone takes its origin's lock).
+    fn destroy_locked(&self, req: &DestroyRequest) -> Result<Step<()>> {
+        const OP: &str = "destroy";
+        let r = &req.r;
         let store = Store::new(&r.lxcpath);
         if !store.exists(&r.name) {
             return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        // The origins of it and of its snapshots lose them from their lxc_snapshots.
+        if let Some(n) = need(origins_of(r)) {
+            return Ok(n);
         }
         let snaps = store.snapshots(&r.name)?;
         if !snaps.is_empty() && !req.with_snapshots {
@@ -1393,7 +1526,7 @@ impl Engine {
             }
             kill_and_wait(r, &rec)?;
         }
-        self.destroy_unchecked(&r.lxcpath, &r.name)
+        self.destroy_unchecked(&r.lxcpath, &r.name).map(Step::Done)
     }
 
     /// Refuse when the backend knows rootfs (outside `own`) that destroying `spec` would lose.
@@ -1472,7 +1605,7 @@ impl Engine {
         if let Ok(origins) = store::depends_on(&del_ref) {
             let me = ContainerRef::new(lxcpath, &name);
             for o in origins {
-                if let Err(e) = store::remove_dependency(&o, &me) {
+                if let Err(e) = remove_dep(&o, &me) {
                     tracing::warn!("update dependencies of {}: {e}", o.name);
                 }
             }
@@ -1549,9 +1682,9 @@ pub(super) fn finish_rename(lxcpath: &Path, old: &str, new: &str) -> Result<()> 
     }
     let (old_r, new_r) = (ContainerRef::new(lxcpath, old), ContainerRef::new(lxcpath, new));
     for o in store::depends_on(&new_r).unwrap_or_default() {
-        store::remove_dependency(&o, &old_r)?;
+        remove_dep(&o, &old_r)?;
         if !store::dependents(&o)?.contains(&new_r) {
-            store::add_dependency(&o, &new_r, &dir)?;
+            add_dep(&o, &new_r, &dir)?;
         }
     }
     Ok(())

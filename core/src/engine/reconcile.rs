@@ -1,11 +1,11 @@
 //! Finishing or undoing what a crashed operation left in an lxcpath.
 
 use super::fsutil::remove_tree;
-use super::ops::{self, read_record, spec_of, Journal, DEL, JOURNAL, OLD, REN, TMP};
+use super::ops::{self, origins_of, read_record, remove_dep, spec_of, Journal, DEL, JOURNAL, OLD, REN, TMP};
 use super::Engine;
 use crate::config::Config;
 use crate::error::Result;
-use crate::lock::ContainerLock;
+use crate::lock::{ContainerLock, LockSet};
 use crate::store::{self, ContainerRef};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,90 @@ fn owner_name(n: &str) -> Option<&str> {
 }
 
 impl Engine {
+    /// Scratch mounts (and the loop devices behind them) of killed commands,
+    /// whatever their lxcpath: released before the staging dirs whose images
+    /// they may hold go.
+    fn release_scratch_mounts(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for st in crate::scratch::stale() {
+            let _span = tracing::info_span!("release scratch mount", path = %st.mountpoint.display()).entered();
+            let res = crate::spec::RootfsSpec::parse(&st.spec)
+                .and_then(|spec| self.backends.for_spec(&spec)?.release(&spec, &st.mountpoint));
+            if let Err(e) = res {
+                tracing::warn!("release {}: {e}", st.mountpoint.display());
+            }
+            if st.mounted() {
+                let _ = nix::mount::umount2(&st.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            }
+            let mp = st.mountpoint.clone();
+            if st.finish() {
+                out.push(mp);
+            }
+        }
+        out
+    }
+
+    /// Temp files of atomic writes whose writer is dead (a killed rewrite of
+    /// `lxc_snapshots`, say): in the lxcpath, and in a container's dir, its
+    /// `snaps` and its snapshots' dirs while the container's lock is free.
+    fn remove_stale_temp_files(&self, lxcpath: &Path) -> Vec<PathBuf> {
+        let stale_in = |d: &Path| -> Vec<PathBuf> {
+            let Ok(rd) = std::fs::read_dir(d) else {
+                return Vec::new();
+            };
+            rd.flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.contains(".strata-tmp-")))
+                .map(|e| e.path())
+                .filter(|p| crate::scratch::stale_temp_file(p))
+                .collect()
+        };
+        let mut out = stale_in(lxcpath);
+        out.retain(|p| std::fs::remove_file(p).is_ok());
+        let Ok(rd) = std::fs::read_dir(lxcpath) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let dir = e.path();
+            let mut found = stale_in(&dir);
+            let snaps = dir.join("snaps");
+            found.extend(stale_in(&snaps));
+            if let Ok(srd) = std::fs::read_dir(&snaps) {
+                for s in srd.flatten() {
+                    if s.file_type().is_ok_and(|t| t.is_dir()) {
+                        found.extend(stale_in(&s.path()));
+                    }
+                }
+            }
+            if found.is_empty() {
+                continue;
+            }
+            let Ok(Some(_lock)) = ContainerLock::try_acquire(lxcpath, &n) else {
+                continue;
+            };
+            for p in found {
+                if crate::scratch::stale_temp_file(&p) && std::fs::remove_file(&p).is_ok() {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     pub(super) fn do_reconcile(&self, lxcpath: &Path) -> Result<Vec<PathBuf>> {
+        // Not in the lxcpath: logged, not returned.
+        for p in self.release_scratch_mounts() {
+            tracing::info!("released the scratch mount {} of a killed command", p.display());
+        }
+        let mut removed = self.reconcile_staging(lxcpath)?;
+        removed.extend(self.remove_stale_temp_files(lxcpath));
+        Ok(removed)
+    }
+
+    fn reconcile_staging(&self, lxcpath: &Path) -> Result<Vec<PathBuf>> {
         let Ok(rd) = std::fs::read_dir(lxcpath) else {
             return Ok(Vec::new());
         };
@@ -68,6 +151,8 @@ impl Engine {
     }
 
     /// Handle one leftover `parent/n`; the owner's lock is held by the caller.
+    /// The containers whose dependency files it edits are locked here
+    /// without waiting: when one is busy the leftover waits for a later run.
     pub(super) fn reconcile_entry(&self, parent: &Path, n: &str, _held: Option<()>) -> Result<Option<PathBuf>> {
         let path = parent.join(n);
         if !path.exists() && std::fs::symlink_metadata(&path).is_err() {
@@ -81,6 +166,9 @@ impl Engine {
                 .ok()
                 .and_then(|d| serde_json::from_slice::<Journal>(&d).ok())
             {
+                let Some(_locks) = LockSet::try_acquire(&j.drop_origins)? else {
+                    return Ok(None);
+                };
                 self.roll_forward_restore(&path, &j)?;
                 return Ok(Some(path));
             }
@@ -102,9 +190,12 @@ impl Engine {
             for o in store::depends_on(&ContainerRef::new(parent, n)).unwrap_or_default() {
                 deps.push((o, me.clone()));
             }
+            let Some(_locks) = LockSet::try_acquire(deps.iter().map(|(o, _)| o))? else {
+                return Ok(None);
+            };
             for (o, c) in deps {
                 if !c.config_path().is_file() {
-                    let _ = store::remove_dependency(&o, &c);
+                    let _ = remove_dep(&o, &c);
                 }
             }
             self.abort_staging(&path, &dir, spec.as_ref());
@@ -136,6 +227,9 @@ impl Engine {
             return Ok(None);
         }
         if n.starts_with(DEL) {
+            let Some(_locks) = LockSet::try_acquire(&origins_of(&ContainerRef::new(parent, n)))? else {
+                return Ok(None);
+            };
             self.finish_destroy(&path, &final_dir)?;
             return Ok(Some(path));
         }
@@ -147,6 +241,9 @@ impl Engine {
             if !old.is_empty() && crate::names::validate(old).is_ok() {
                 if staged_new.exists() || (!parent.join(old).exists() && final_dir.is_dir()) {
                     let _lock = ContainerLock::try_acquire(parent, old)?;
+                    let Some(_locks) = LockSet::try_acquire(&origins_of(&ContainerRef::new(parent, name)))? else {
+                        return Ok(None);
+                    };
                     ops::finish_rename(parent, old, name)?;
                 } else if staged_old.exists() {
                     let _ = std::fs::remove_file(&staged_old);
