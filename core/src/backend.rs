@@ -139,6 +139,17 @@ pub trait Backend: Send + Sync {
     /// Undo [`Backend::mount`], releasing loop devices and the like.
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()>;
 
+    /// Release what a killed process held for a mount of `spec` at
+    /// `target` (a scratch mount point, see [`crate::scratch`]): the mount
+    /// if it is still there, and whatever the backend attached for it
+    /// (loop devices). The spec's files may be gone by now.
+    fn release(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        if crate::scratch::is_mount_point(target) {
+            self.umount(spec, target)?;
+        }
+        Ok(())
+    }
+
     /// Copy-on-write clones, if the backend can make them.
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
         None
@@ -275,7 +286,7 @@ pub struct Opened<'a> {
     spec: RootfsSpec,
     path: PathBuf,
     mounted: bool,
-    _tmp: Option<crate::paths::TempDir>,
+    _tmp: Option<crate::scratch::ScratchMount>,
 }
 
 impl<'a> Opened<'a> {
@@ -289,7 +300,8 @@ impl<'a> Opened<'a> {
                 _tmp: None,
             });
         }
-        let tmp = crate::paths::TempDir::new("mnt")?;
+        // Recorded before the mount: reconcile releases it if this process is killed.
+        let tmp = crate::scratch::ScratchMount::new(&spec.to_string())?;
         backend.mount(spec, tmp.path(), readonly)?;
         Ok(Opened {
             backend,

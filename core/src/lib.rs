@@ -14,6 +14,7 @@ pub mod lock;
 pub mod names;
 pub mod paths;
 pub mod runner;
+pub mod scratch;
 pub mod shift;
 pub mod spec;
 pub mod state;
