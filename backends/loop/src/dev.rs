@@ -262,3 +262,48 @@ pub fn detach_if_bound(dev: &Path, image: &Path) {
         let _ = ioctl_val(&f, LOOP_CLR_FD, 0);
     }
 }
+
+/// Detach every loop device bound to `image` (also once it is deleted:
+/// the kernel then shows `IMAGE (deleted)`) that nothing holds: not
+/// mounted, no holders. One in use is left alone (the kernel would only
+/// mark it autoclear anyway).
+pub fn detach_unused(image: &Path) -> Vec<PathBuf> {
+    let deleted = format!("{} (deleted)", image.display());
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return out;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let b = b.trim_end_matches('\n');
+        if Path::new(b) != image && b != deleted {
+            continue;
+        }
+        let dev = PathBuf::from(format!("/dev/{name}"));
+        let devs = dev.display().to_string();
+        let mounted = mounts.lines().any(|l| {
+            l.split(" - ")
+                .nth(1)
+                .and_then(|r| r.split(' ').nth(1))
+                .is_some_and(|src| src == devs)
+        });
+        let held = std::fs::read_dir(e.path().join("holders")).is_ok_and(|mut d| d.next().is_some());
+        if mounted || held {
+            continue;
+        }
+        if let Ok(f) = File::open(&dev) {
+            if ioctl_val(&f, LOOP_CLR_FD, 0).is_ok() {
+                tracing::info!(dev = %dev.display(), image = %image.display(), "detached a leftover loop device");
+                out.push(dev);
+            }
+        }
+    }
+    out
+}

@@ -547,6 +547,16 @@ impl Backend for LoopBackend {
         Ok(())
     }
 
+    // A killed process's mount goes, and with it (autoclear) the device;
+    // a device still bound to the image and used by nobody is detached.
+    fn release(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        if strata_core::scratch::is_mount_point(target) {
+            self.umount(spec, target)?;
+        }
+        dev::detach_unused(&spec.path());
+        Ok(())
+    }
+
     // Only for an image just copied with its device ready (see `prepared`).
     // Mounted without barriers: a flush would wait for the whole copy to
     // reach the disk. Like the files of any copied rootfs, the image's data
@@ -559,7 +569,8 @@ impl Backend for LoopBackend {
             return Ok(None);
         };
         let _span = tracing::debug_span!("loop edit", image = %image.display(), rel).entered();
-        let mnt = strata_core::paths::TempDir::new("mnt")?;
+        // Recorded before the mount: reconcile releases it if this process is killed.
+        let mnt = strata_core::scratch::ScratchMount::new(&spec.to_string())?;
         mount(
             Some(&dev.path),
             mnt.path(),
