@@ -180,3 +180,43 @@ impl ContainerLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_guarded_by_their_container() {
+        let snap = ContainerRef::new("/l/c/snaps", "snap0");
+        assert_eq!(guard_of(&snap), ContainerRef::new("/l", "c"));
+        assert_eq!(guard_of(&ContainerRef::new("/l", "c")), ContainerRef::new("/l", "c"));
+        assert!(!lockable(&ContainerRef::unknown("/l")));
+        assert!(!lockable(&ContainerRef::new("/l", "../x")));
+        assert!(!lockable(&ContainerRef::new("l", "c")));
+    }
+
+    #[test]
+    fn held_locks_are_known_and_taken_once_per_thread() {
+        let d = tempfile::tempdir().unwrap();
+        let a = ContainerRef::new(d.path(), "a");
+        let b = ContainerRef::new(d.path(), "b");
+        let snap = ContainerRef::new(d.path().join("a/snaps"), "snap0");
+        let busy = |name: &'static str| {
+            let p = d.path().to_path_buf();
+            std::thread::spawn(move || ContainerLock::try_acquire(&p, name).unwrap().is_none())
+                .join()
+                .unwrap()
+        };
+        assert!(!held(&a) && !held(&snap));
+        let set = LockSet::acquire([&snap, &b, &a]).unwrap();
+        assert!(held(&a) && held(&b) && held(&snap));
+        // Again in this thread: no wait for itself, and the inner guard releases nothing.
+        drop(ContainerLock::acquire(d.path(), "a").unwrap());
+        assert!(held(&a) && busy("a"));
+        // Held by this thread: busy to a try, covered for a set.
+        assert!(ContainerLock::try_acquire(d.path(), "a").unwrap().is_none());
+        assert!(LockSet::try_acquire([&a, &snap]).unwrap().is_some());
+        drop(set);
+        assert!(!held(&a) && !busy("a") && !busy("b"));
+    }
+}
