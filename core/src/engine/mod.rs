@@ -17,6 +17,18 @@
 //!
 //! The same leftovers inside `NAME/snaps/` belong to container NAME.
 //!
+//! Outside the rules above, reconcile also releases the scratch mounts (and
+//! loop devices) of killed commands, from the records written before they
+//! were made ([`crate::scratch`]), and removes temp files of atomic writes
+//! whose writer is dead (`.lxc_snapshots.strata-tmp-PID-X`, say).
+//!
+//! Dependency files (`lxc_snapshots` of an origin, `lxc_rdepends` of a
+//! clone) are rewritten only under the lock of the container they belong
+//! to (a snapshot's is its container's): an operation finds the origins it
+//! will edit, then takes every lock it needs at once, in one order
+//! (`ops::locked`), and checks again. A destroy checks its dependents under
+//! its own lock, which every clone of it holds while it records itself.
+//!
 //! Templates (`lxc-create -t`) run against the staging dir: `--path` is the
 //! staging dir and `--rootfs` the rootfs as reachable now; afterwards every
 //! config value naming the staging dir is rewritten to the final dir.
