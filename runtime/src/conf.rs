@@ -276,6 +276,7 @@ pub struct RunConfig {
     pub autodev: bool,
     pub confine: crate::confine::Confine,
     pub ns: Namespaces,
+    pub hooks: crate::hooks::Hooks,
     /// `lxc.rootfs.options`: mount flags for the rootfs (applied by a
     /// remount of it just before pivot_root).
     pub rootfs_flags: u64,
@@ -371,6 +372,7 @@ impl RunConfig {
             rootfs_flags: rootfs_flags(cfg)?,
             console,
             ns: Namespaces::parse(cfg)?,
+            hooks: crate::hooks::Hooks::from_config(cfg)?,
             tty_max,
             tty_dir: tty_dir.map(str::to_string),
             pty_max: num("lxc.pty.max")?.filter(|n| *n > 0),
@@ -589,7 +591,7 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.ephemeral",
     "lxc.idmap",
     "lxc.id_map",
-    "lxc.hook.clone",
+    "lxc.hook.",
     "lxc.cap.drop",
     "lxc.cap.keep",
     "lxc.no_new_privs",
@@ -726,7 +728,7 @@ mod tests {
             .unwrap();
         c("lxc.tty.max = 0\nlxc.console.path = none\nlxc.net.0.ipv4.address =\n").unwrap();
         for bad in [
-            "lxc.hook.pre-start = /bin/true",
+            "lxc.monitor.unshare = 1",
             "lxc.console.rotate = 1",
             "lxc.net.0.ipv4.address = 10.0.0.2/24",
             "lxc.time.offset.boot = 1s",

@@ -27,6 +27,11 @@ pub struct ChildArgs<'a> {
     pub cg_layout: &'a crate::cgroup::Layout,
     /// The console pty the monitor made (its host path), if any.
     pub console: Option<&'a str>,
+    /// What the hooks run in the container's namespaces are told.
+    pub hook_env: crate::hooks::HookEnv,
+    /// For `lxc.hook.start-host`: init says it is about to exec on the
+    /// first fd and waits for a byte on the second while the monitor runs them.
+    pub host_sync: Option<(std::os::fd::RawFd, std::os::fd::RawFd)>,
 }
 
 /// How init mounts its rootfs in its own namespaces, as the mapped root,
@@ -188,6 +193,7 @@ fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
 fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
     s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    a.cfg.hooks.run("pre-mount", &a.hook_env, &[], &[])?;
     // Only in a uts namespace of its own: a kept or shared one is not the container's to rename.
     if a.cfg.ns.makes(libc::CLONE_NEWUTS, true) {
         s.sethostname(&a.cfg.hostname)?;
@@ -209,6 +215,10 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()>
     }
     for m in &a.cfg.mounts {
         mount_entry(s, root, m)?;
+    }
+    a.cfg.hooks.run("mount", &a.hook_env, &[], &[])?;
+    if a.cfg.autodev {
+        a.cfg.hooks.run("autodev", &a.hook_env, &[], &[])?;
     }
     if a.cfg.rootfs_flags != 0 {
         // Last, so that the mount points above could still be made in it.
@@ -484,13 +494,28 @@ fn mount_entry(s: &mut impl Syscall, root: &OwnedFd, m: &MountEntry) -> Result<(
 /// After pivot_root, in LXC's order: the bounding set, init's working dir,
 /// LSM label and no_new_privs, the seccomp filter, then init's ids.
 fn confine(a: &ChildArgs) -> Result<()> {
+    // In the container, its root now, immediately before init (LXC's order).
+    let env = crate::hooks::HookEnv {
+        rootfs_mount: "/".into(),
+        ..a.hook_env.clone()
+    };
+    a.cfg.hooks.run("start", &env, &[], &[])?;
     let c = &a.cfg.confine;
     c.drop_caps()?;
     c.before_exec()?;
     if let Some(f) = a.seccomp {
         f.install()?;
     }
-    c.switch_ids()
+    c.switch_ids()?;
+    if let Some((tell, wait)) = a.host_sync {
+        sys::write_all(tell, b"h");
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte read into a local from our pipe end.
+        if unsafe { libc::read(wait, b.as_mut_ptr().cast(), 1) } != 1 {
+            return Err(err!(Io, "start", "lxc.hook.start-host: the monitor went away"));
+        }
+    }
+    Ok(())
 }
 
 fn exec(a: &ChildArgs) -> Error {
@@ -665,6 +690,8 @@ mod tests {
             ttys: Default::default(),
             cg_layout: &crate::cgroup::Layout::default(),
             console: None,
+            hook_env: Default::default(),
+            host_sync: None,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),

@@ -185,6 +185,15 @@ pub(crate) fn run_monitor(
     } else {
         None
     };
+    // lxc.hook.start-host: init tells us it is set up, waits while they run.
+    let host_sync = if p.cfg.hooks.has("start-host") {
+        match sys::pipe().and_then(|t| sys::pipe().map(|w| (t, w))) {
+            Ok(x) => Some(x),
+            Err(e) => return Err(fail(&mut p, e)),
+        }
+    } else {
+        None
+    };
     // The ttys' master ends come back to us over this.
     let ttys = if p.cfg.tty_max > 0 {
         match sys::socketpair() {
@@ -231,6 +240,14 @@ pub(crate) fn run_monitor(
         Ok(None) => {
             drop(sync_w);
             drop(err_r);
+            if let Some(((tell_r, _), (_, go_w))) = &host_sync {
+                // The monitor's ends: init must see EOF if the monitor dies.
+                // SAFETY: closing our copies in the child, which never returns to drop them.
+                unsafe {
+                    libc::close(tell_r.as_raw_fd());
+                    libc::close(go_w.as_raw_fd());
+                }
+            }
             let mount = |via: &[(PathBuf, String)], target: &Path| -> Result<()> {
                 let mut spec = p.c.rootfs.clone();
                 for (from, to) in via {
@@ -257,6 +274,8 @@ pub(crate) fn run_monitor(
                 ttys: Default::default(),
                 cg_layout: &p.cg_layout,
                 console: console.as_ref().map(|c| c.path.as_str()),
+                hook_env: p.hook_env(r),
+                host_sync: host_sync.as_ref().map(|(t, w)| (t.1.as_raw_fd(), w.0.as_raw_fd())),
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -325,15 +344,38 @@ pub(crate) fn run_monitor(
                 sys::write_all(sync_w.as_raw_fd(), b"g");
             }
             drop(sync_w);
-            let msg = sys::read_all(err_r.as_raw_fd());
-            if msg.is_empty() {
-                Ok(())
+            let hooked = match host_sync {
+                Some(((tell_r, tell_w), (go_r, go_w))) => {
+                    drop(tell_w);
+                    drop(go_r);
+                    let mut b = [0u8; 1];
+                    // SAFETY: a one-byte read into a local; EOF means init failed before.
+                    let said = unsafe { libc::read(tell_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) } == 1;
+                    if said {
+                        let env = [("LXC_PID".to_string(), pid.to_string())];
+                        p.cfg.hooks.run("start-host", &p.hook_env(r), &[], &env).inspect(|_| {
+                            sys::write_all(go_w.as_raw_fd(), b"g");
+                        })
+                    } else {
+                        Ok(())
+                    }
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = hooked {
+                sys::signal(&pidfd, libc::SIGKILL);
+                Err(e)
             } else {
-                Err(Error::new(
-                    ErrorKind::Io,
-                    "start",
-                    String::from_utf8_lossy(&msg).into_owned(),
-                ))
+                let msg = sys::read_all(err_r.as_raw_fd());
+                if msg.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Io,
+                        "start",
+                        String::from_utf8_lossy(&msg).into_owned(),
+                    ))
+                }
             }
         }
         Err(e) => {
@@ -360,9 +402,39 @@ pub(crate) fn run_monitor(
     drop(lock);
     n.ok();
     tracing::info!(pid, "container {} started", r.name);
+    // lxc.hook.stop gets the container's namespaces, held from here.
+    let ns_held: Vec<(String, std::fs::File)> = if p.cfg.hooks.has("stop") {
+        ["mnt", "net", "ipc", "uts", "pid", "cgroup", "user"]
+            .iter()
+            .filter_map(|n| {
+                std::fs::File::open(format!("/proc/{pid}/ns/{n}"))
+                    .ok()
+                    .map(|f| (n.to_string(), f))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let status = wait_init(pid, &pidfd, &set, console.as_ref());
     restore();
-    teardown(engine, r, ephemeral)?;
+    let target = [("LXC_TARGET".to_string(), "stop".to_string())];
+    let hook_env = p.hook_env(r);
+    if p.cfg.hooks.has("stop") {
+        let me = std::process::id();
+        let args: Vec<String> = ns_held
+            .iter()
+            .map(|(n, f)| format!("{n}:/proc/{me}/fd/{}", f.as_raw_fd()))
+            .collect();
+        if let Err(e) = p.cfg.hooks.run("stop", &hook_env, &args, &target) {
+            tracing::error!("{e}");
+        }
+    }
+    drop(ns_held);
+    teardown_then(engine, r, ephemeral, || {
+        if let Err(e) = p.cfg.hooks.run("post-stop", &hook_env, &[], &target) {
+            tracing::error!("{e}");
+        }
+    })?;
     Ok(status)
 }
 
@@ -485,6 +557,12 @@ pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
 
 /// After init is gone: unmount, remove the record, destroy an ephemeral container.
 pub(crate) fn teardown(engine: &Engine, r: &ContainerRef, ephemeral: bool) -> Result<()> {
+    teardown_then(engine, r, ephemeral, || {})
+}
+
+/// [`teardown`], with `after` run once the container is cleaned up and
+/// before an ephemeral one is destroyed (where LXC runs post-stop hooks).
+pub(crate) fn teardown_then(engine: &Engine, r: &ContainerRef, ephemeral: bool, after: impl FnOnce()) -> Result<()> {
     {
         let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
         if state::read(r).is_some_and(|rec| rec.init_alive()) {
@@ -493,6 +571,7 @@ pub(crate) fn teardown(engine: &Engine, r: &ContainerRef, ephemeral: bool) -> Re
         }
         cleanup_locked(engine, r)?;
     }
+    after();
     if ephemeral {
         destroy_quietly(engine, r)?;
     }

@@ -28,6 +28,16 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// What the container's hooks are told.
+    pub(crate) fn hook_env(&self, r: &ContainerRef) -> crate::hooks::HookEnv {
+        crate::hooks::env_of(
+            &r.name,
+            &r.config_path(),
+            self.view.as_deref().unwrap_or(&self.mp),
+            &self.c.rootfs.to_string(),
+        )
+    }
+
     pub(crate) fn undo(&mut self, engine: &Engine) {
         if let Some(v) = self.view.take() {
             if let Err(e) = userns::remove_idmapped(&v) {
@@ -159,6 +169,8 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         if opts.tmpfs_upper {
             p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);
         }
+        // In the host's namespaces, before the rootfs is mounted, as LXC runs it.
+        p.cfg.hooks.run("pre-start", &p.hook_env(r), &[], &[])?;
         if p.mount_inside {
             // No idmapped mounts without host privileges: the files must be the mapped ids' already.
             if !owned_by_map(r, &p.c, &p.map)? {

@@ -2,6 +2,7 @@
 
 use super::Common;
 use std::ffi::OsString;
+use std::path::Path;
 use strata_core::engine::DestroyRequest;
 use strata_core::ContainerRef;
 
@@ -66,6 +67,16 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             if strata_core::state::is_running(&r) {
                 return Err(e.into());
             }
+        }
+    }
+    // lxc.hook.destroy, before anything is removed; a failing one stops the destroy.
+    if let Ok(eff) = strata_core::config::Config::load_effective(&r.config_path()) {
+        let hooks = strata_runtime::hooks::Hooks::from_config(&eff)?;
+        if hooks.has("destroy") {
+            let spec = eff.get("lxc.rootfs.path").unwrap_or_default().to_string();
+            let mnt = eff.get("lxc.rootfs.mount").unwrap_or_default().to_string();
+            let env = strata_runtime::hooks::env_of(&a.name, &r.config_path(), Path::new(&mnt), &spec);
+            hooks.run("destroy", &env, &[], &[])?;
         }
     }
     engine.destroy(&DestroyRequest {
