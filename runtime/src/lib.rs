@@ -18,6 +18,7 @@ pub mod confine;
 mod container;
 mod daemon;
 mod ephemeral;
+pub mod hooks;
 mod monitor;
 mod prepare;
 mod reap;
