@@ -352,6 +352,28 @@ fn mixed_load_keeps_dependency_files_exact() {
 
 // ------------------------------------------------------------------ kill -9
 
+#[test]
+fn reconcile_removes_temp_files_of_dead_writers_only() {
+    let Some(env) = overlay_env() else { return };
+    let _c = Cleanup(&env);
+    env.ok("lxc-copy", &["-s", "-n", "base", "-N", "c"]);
+    env.ok("lxc-snapshot", &["-n", "base"]);
+    // A pid above any pid_max: its writer is dead. This test's own pid: alive.
+    let dead = env.c("base").join(".lxc_snapshots.strata-tmp-2147483646-1a2b");
+    let in_snap = env.c("base").join("snaps/snap0/.ts.strata-tmp-2147483646-1a2c");
+    let live = env
+        .c("base")
+        .join(format!(".lxc_snapshots.strata-tmp-{}-1a2d", std::process::id()));
+    for f in [&dead, &in_snap, &live] {
+        std::fs::write(f, "half\n").unwrap();
+    }
+    env.ok("lxc-ls", &[]);
+    assert!(!dead.exists() && !in_snap.exists(), "{:?}", leftovers(&env.lxcpath));
+    assert!(live.exists(), "a live writer's temp file was removed");
+    std::fs::remove_file(&live).unwrap();
+    assert_eq!(dep_mismatches(&env.lxcpath), Vec::<String>::new());
+}
+
 fn spawn(env: &Env, tool: &str, args: &[&str]) -> Child {
     let mut c = env.cmd(tool);
     c.arg("-P").arg(&env.lxcpath).args(args);
