@@ -73,7 +73,7 @@ fn dep_file(p: &Path) -> BTreeSet<PathBuf> {
         return BTreeSet::new();
     };
     let l: Vec<&str> = t.lines().collect();
-    assert!(l.len() % 2 == 0, "{}: {t:?}", p.display());
+    assert!(l.len().is_multiple_of(2), "{}: {t:?}", p.display());
     l.chunks(2).map(|c| Path::new(c[0]).join(c[1])).collect()
 }
 
