@@ -254,8 +254,10 @@ impl DepFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DepFile::default()),
             Err(e) => return Err(Error::io(OP, path, e)),
         };
-        let mut lines: Vec<&str> = text.lines().collect();
-        while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        // Lines end at '\n' only, as written: an lxcpath may end in '\r'
+        // and a name may be all blanks.
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
         }
         let mut f = DepFile::default();
