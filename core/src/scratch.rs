@@ -160,7 +160,13 @@ pub fn stale() -> Vec<Stale> {
             }
             continue;
         };
-        if crate::state::alive(rec.pid, rec.start) {
+        // A start time unknown when it was written: judged by the record's age.
+        let alive = if rec.start == 0 {
+            writer_alive(rec.pid, e.metadata().ok().and_then(|m| m.modified().ok()))
+        } else {
+            crate::state::alive(rec.pid, rec.start)
+        };
+        if alive {
             continue;
         }
         // Only our own scratch dirs: the record may not point elsewhere.
