@@ -239,6 +239,34 @@ fn load_dir(dir: &Path, missing: impl FnOnce() -> Error) -> Result<(Config, Root
 const SNAPSHOTS_FILE: &str = "lxc_snapshots";
 const RDEPENDS_FILE: &str = "lxc_rdepends";
 
+/// Largest dependency file read (a line pair per clone).
+const MAX_DEP_FILE_BYTES: u64 = 16 << 20;
+
+/// The bytes of a regular file of at most `max` bytes. A fifo, socket,
+/// device or directory is an error, never a read that blocks or does not end.
+fn read_regular(path: &Path, max: u64, op: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    // Looked at before opening, so that a device is never opened, and after.
+    let md = std::fs::metadata(path).ctx(op, path)?;
+    if !md.is_file() {
+        return Err(err!(InvalidConfig, op, "not a regular file").at(path));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .ctx(op, path)?;
+    if !f.metadata().ctx(op, path)?.is_file() {
+        return Err(err!(InvalidConfig, op, "not a regular file").at(path));
+    }
+    let mut b = Vec::new();
+    f.take(max + 1).read_to_end(&mut b).ctx(op, path)?;
+    if b.len() as u64 > max {
+        return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(path));
+    }
+    Ok(b)
+}
+
 /// A dependency file as read: the old count (0 if none) and the pairs.
 #[derive(Debug, Default)]
 struct DepFile {
@@ -249,11 +277,12 @@ struct DepFile {
 impl DepFile {
     fn read(path: &Path) -> Result<DepFile> {
         const OP: &str = "read dependency file";
-        let text = match std::fs::read(path) {
-            Ok(b) => String::from_utf8(b).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(path))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DepFile::default()),
-            Err(e) => return Err(Error::io(OP, path, e)),
+        let bytes = match read_regular(path, MAX_DEP_FILE_BYTES, OP) {
+            Ok(b) => b,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(DepFile::default()),
+            Err(e) => return Err(e),
         };
+        let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(path))?;
         // Lines end at '\n' only, as written: an lxcpath may end in '\r'
         // and a name may be all blanks.
         let mut lines: Vec<&str> = text.split('\n').collect();
