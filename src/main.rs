@@ -4,6 +4,7 @@
 mod cli;
 mod convert;
 mod run;
+mod tools;
 mod wiring;
 
 use std::ffi::OsString;

@@ -31,6 +31,7 @@ pub fn dispatch(tool: &str, args: Vec<OsString>) -> anyhow::Result<i32> {
         "lxc-attach" => attach(parse!(AttachArgs)),
         "lxc-copy" => copy_ephemeral(parse!(CopyArgs)),
         "lxc-start-ephemeral" => start_ephemeral(parse!(EphArgs)),
+        t if crate::tools::TOOLS.contains(&t) => crate::tools::dispatch(t, argv),
         t => bail!("{t}: not a runtime tool"),
     }
 }
@@ -156,56 +157,117 @@ struct InfoArgs {
     /// Only the pid
     #[arg(short = 'p', long = "pid")]
     pid: bool,
-    /// Only the resource use (CPU, BlkIO, Memory, KMem)
+    /// Only the IP addresses
+    #[arg(short = 'i', long = "ips")]
+    ips: bool,
+    /// Only the resource use (CPU, BlkIO, Memory, KMem, the veth's bytes)
     #[arg(short = 'S', long = "stats")]
     stats: bool,
     /// Raw values, no labels
     #[arg(short = 'H', long = "no-humanize")]
     raw: bool,
-    /// Print a config item
+    /// Print a config item (several allowed)
     #[arg(short = 'c', long = "config")]
     config: Vec<String>,
     #[command(flatten)]
     common: Common,
 }
 
+/// lxc-info as LXC's tools/lxc_info.c prints it: `-H` drops the label only
+/// when a single item is asked for (`-S` counts as five), and `-c` keys
+/// come last, from the expanded config, as LXC's get_config_item prints them.
 fn info(a: InfoArgs) -> anyhow::Result<i32> {
+    use crate::tools::{config_item, netinfo};
+    use strata_runtime::state_view;
     let (lxcpath, _engine) = setup(&a.common)?;
     let r = existing(&lxcpath, &a.name)?;
-    let rec = strata_runtime::info(&r);
-    let line = |k: &str, v: &str| {
-        if a.raw {
-            println!("{v}");
+    let (st, rec) = state_view::state(&r);
+    let (mut state, mut pid, mut ips, mut stats) = (a.state, a.pid, a.ips, a.stats);
+    let filter_count = state as usize + pid as usize + ips as usize + 5 * stats as usize;
+    let humanize = !a.raw;
+    let msg = |k: &str, v: &str| {
+        if humanize || filter_count != 1 {
+            println!("{k:<15} {v}");
         } else {
-            println!("{:<15} {v}", format!("{k}:"));
+            println!("{v}");
         }
     };
-    if !a.config.is_empty() {
-        let c = strata_core::Store::new(&lxcpath).load(&a.name)?;
-        for k in &a.config {
-            for v in c.config.get_all(k) {
-                println!("{k} = {v}");
+    if !state && !pid && !ips && !stats && a.config.is_empty() {
+        (state, pid, ips, stats) = (true, true, true, true);
+        msg("Name:", &a.name);
+    }
+    if state {
+        msg("State:", st.name());
+    }
+    let cfg = || strata_core::config::Config::load_effective(&r.config_path());
+    // The veth inside (lxc.net.0.name) whose host side the stats show.
+    let veth = if stats && rec.is_some() {
+        cfg().ok().and_then(|c| {
+            (c.get("lxc.net.0.type").map(str::trim) == Some("veth"))
+                .then(|| c.get("lxc.net.0.name").unwrap_or("eth0").trim().to_string())
+        })
+    } else {
+        None
+    };
+    let net = match &rec {
+        Some(rec) if ips || veth.is_some() => match netinfo::inspect(rec.init_pid, veth.as_deref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
+    if let Some(rec) = &rec {
+        if pid {
+            msg("PID:", &rec.init_pid.to_string());
+        }
+        if ips {
+            for ip in net.iter().flat_map(|n| n.ips()) {
+                msg("IP:", ip);
             }
         }
-        return Ok(0);
     }
-    let all = !a.state && !a.pid && !a.stats;
-    if all {
-        line("Name", &a.name);
-    }
-    if all || a.state {
-        line("State", if rec.is_some() { "RUNNING" } else { "STOPPED" });
-    }
-    if all || a.pid {
-        if let Some(rec) = &rec {
-            line("PID", &rec.init_pid.to_string());
-        }
-    }
-    if all || a.stats {
+    if stats {
         if let Some(rec) = &rec {
             // From the container's cgroups, as LXC's lxc-info reads them.
-            let st = strata_runtime::cgroup::stats(&rec.cgroups);
-            print!("{}", strata_runtime::cgroup::format_stats(&st, !a.raw));
+            let s = strata_runtime::cgroup::stats(&rec.cgroups);
+            print!("{}", strata_runtime::cgroup::format_stats(&s, humanize));
+        }
+        let peer = net
+            .as_ref()
+            .and_then(|n| n.link)
+            .and_then(|(index, link)| netinfo::host_peer(index, link));
+        if let Some(host) = peer {
+            let size = |v: u64| {
+                if humanize {
+                    strata_runtime::cgroup::humanize_size(v)
+                } else {
+                    v.to_string()
+                }
+            };
+            println!("{:<15} {host}", "Link:");
+            // The host's rx is what the container sent: LXC prints them from inside.
+            let (rx, tx) = netinfo::host_bytes(&host);
+            if let Some(rx) = rx {
+                println!("{:<15} {}", " TX bytes:", size(rx));
+            }
+            if let Some(tx) = tx {
+                println!("{:<15} {}", " RX bytes:", size(tx));
+            }
+            println!("{:<15} {}", " Total bytes:", size(rx.unwrap_or(0) + tx.unwrap_or(0)));
+        }
+    }
+    if !a.config.is_empty() {
+        let c = cfg()?;
+        for k in &a.config {
+            match config_item::get(&c, k) {
+                Some(v) if !humanize && a.config.len() == 1 => println!("{v}"),
+                Some(v) if v.is_empty() => println!("{k} ="),
+                Some(v) => println!("{k} = {v}"),
+                None => eprintln!("{k} invalid"),
+            }
         }
     }
     Ok(0)

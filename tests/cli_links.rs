@@ -24,6 +24,11 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-attach",
         "lxc-info",
         "lxc-start-ephemeral",
+        "lxc-wait",
+        "lxc-freeze",
+        "lxc-unfreeze",
+        "lxc-cgroup",
+        "lxc-monitor",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

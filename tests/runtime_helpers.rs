@@ -20,6 +20,11 @@ pub const TOOLS: &[&str] = &[
     "lxc-start-ephemeral",
     "lxc-destroy",
     "lxc-create",
+    "lxc-wait",
+    "lxc-freeze",
+    "lxc-unfreeze",
+    "lxc-cgroup",
+    "lxc-monitor",
 ];
 
 pub struct Rt {

@@ -24,6 +24,7 @@ mod prepare;
 mod reap;
 mod scan;
 pub mod seccomp;
+pub mod state_view;
 mod stop;
 mod sys;
 pub mod userns;

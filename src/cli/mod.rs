@@ -41,6 +41,11 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-attach",
     "lxc-info",
     "lxc-start-ephemeral",
+    "lxc-wait",
+    "lxc-freeze",
+    "lxc-unfreeze",
+    "lxc-cgroup",
+    "lxc-monitor",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

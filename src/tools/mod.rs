@@ -1,0 +1,36 @@
+//! State tools under LXC's names: lxc-wait, lxc-freeze, lxc-unfreeze,
+//! lxc-cgroup, lxc-monitor; and what lxc-info and lxc-ls share with them
+//! (config items as LXC prints them, a running container's network).
+
+pub mod cgroup;
+pub mod config_item;
+pub mod freeze;
+pub mod monitor;
+pub mod netinfo;
+pub mod wait;
+pub mod watch;
+
+use std::ffi::OsString;
+
+/// The tools here, dispatched from [`crate::run::dispatch`].
+pub const TOOLS: &[&str] = &["lxc-wait", "lxc-freeze", "lxc-unfreeze", "lxc-cgroup", "lxc-monitor"];
+
+/// Run `tool` with `argv` (argv[0] included).
+pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
+    macro_rules! parse {
+        ($t:ty) => {
+            match crate::cli::parse::<$t>(tool, argv) {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            }
+        };
+    }
+    match tool {
+        "lxc-wait" => wait::run(parse!(wait::Args)),
+        "lxc-freeze" => freeze::run(parse!(freeze::Args), true),
+        "lxc-unfreeze" => freeze::run(parse!(freeze::Args), false),
+        "lxc-cgroup" => cgroup::run(parse!(cgroup::Args)),
+        "lxc-monitor" => monitor::run(parse!(monitor::Args)),
+        t => anyhow::bail!("{t}: not a state tool"),
+    }
+}
