@@ -400,7 +400,13 @@ fn delays(n: u32, span: Duration) -> Vec<Duration> {
 fn source_state(env: &Env) -> (BTreeMap<PathBuf, common::Entry>, (String, String)) {
     let b = env.c("base");
     let text = |n: &str| std::fs::read_to_string(b.join(n)).unwrap_or_default();
-    (common::tree(&b.join("rootfs")), (text("config"), text("lxc_snapshots")))
+    // A loop container's rootfs is its image.
+    let root = if b.join("rootdev").is_file() {
+        b.join("rootdev")
+    } else {
+        b.join("rootfs")
+    };
+    (common::tree(&root), (text("config"), text("lxc_snapshots")))
 }
 
 /// Kill `args` at spread delays; after each kill `lxc-ls` must leave
@@ -472,4 +478,31 @@ fn killed_overlay_snapshot_clone_leaves_nothing_behind() {
     env.ok("lxc-copy", &["-s", "-n", "base", "-N", "keep"]);
     let (dirty, tries) = kill_loop(&env, &["lxc-copy", "-s", "-n", "base", "-N", "d"], "d", 20);
     eprintln!("overlay snapshot clone: {dirty} of {tries} kills left something for reconcile");
+}
+
+#[test]
+fn killed_loop_image_copy_leaves_nothing_behind() {
+    if !strata_testkit::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let r = env.rootfs("tree");
+    env.ok(
+        "lxc-create",
+        &[
+            "-n",
+            "base",
+            "-B",
+            "loop",
+            "--fssize",
+            "64M",
+            "--rootfs-from",
+            r.to_str().unwrap(),
+        ],
+    );
+    // An image copy: a device attached before the data goes in, then an edit mount.
+    let (dirty, tries) = kill_loop(&env, &["lxc-copy", "-n", "base", "-N", "d"], "d", 20);
+    eprintln!("loop image copy: {dirty} of {tries} kills left something for reconcile");
 }
