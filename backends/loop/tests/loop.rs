@@ -399,3 +399,39 @@ fn a_copy_takes_its_edit_through_the_device_it_was_made_with() {
     drop(be);
     no_leak(&lxc);
 }
+
+/// What a killed process left: a mount of the image at a scratch mount
+/// point, and a device bound to the image without autoclear (then the image
+/// deleted). `release` unmounts, detaches, and leaves a device in use alone.
+#[test]
+fn release_unmounts_and_detaches_what_a_killed_process_held() {
+    strata_testkit::need_root!();
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
+    let spec = make(&lxc, "c1", Some("ext4"), Some(64 << 20));
+    let image = spec.path();
+    // Mounted, as a killed copy leaves it; a second device bound by hand, no autoclear.
+    let mnt = strata_core::scratch::ScratchMount::new(&spec.to_string()).unwrap();
+    b().mount(&spec, mnt.path(), false).unwrap();
+    let _bound = sh(&["losetup", "-f", "--show", image.to_str().unwrap()]);
+    assert_eq!(attached_under(host.mnt()).len(), 2);
+    b().release(&spec, mnt.path()).unwrap();
+    assert!(!strata_core::scratch::is_mount_point(mnt.path()));
+    no_leak(host.mnt());
+    drop(mnt);
+    // Bound to an image deleted since: found by "IMAGE (deleted)".
+    let bound2 = sh(&["losetup", "-f", "--show", image.to_str().unwrap()]);
+    std::fs::remove_file(&image).unwrap();
+    assert_eq!(
+        strata_loop::dev::detach_unused(&image),
+        vec![PathBuf::from(bound2.trim())]
+    );
+    no_leak(host.mnt());
+    // One in use (mounted) is left alone.
+    let spec = make(&lxc, "c2", Some("ext4"), Some(64 << 20));
+    with_mounted(&spec, false, |_| {
+        assert!(strata_loop::dev::detach_unused(&spec.path()).is_empty());
+        assert_eq!(attached_under(host.mnt()).len(), 1);
+    });
+    no_leak(host.mnt());
+}
