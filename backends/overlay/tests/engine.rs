@@ -1220,3 +1220,56 @@ fn clone_into_another_lxcpath_and_bad_combinations_change_nothing() {
     .unwrap();
     assert!(!s.lxc.join("c1/lxc_snapshots").exists());
 }
+
+/// A clone of a clone, a snapshot of a clone and a destroy of a clone all
+/// rewrite the base's lxc_snapshots: each waits for the base's lock.
+#[test]
+fn dependency_edits_wait_for_the_origins_lock() {
+    use std::time::Duration;
+    let e = engine();
+    let s = scratch();
+    s.create(&e, "base");
+    e.clone_container(&s.clone_req("base", "c1", true)).unwrap();
+    e.clone_container(&s.clone_req("base", "gone", true)).unwrap();
+    let deps = || {
+        let mut v: Vec<String> = strata_core::store::dependents(&s.r("base"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.dir().strip_prefix(&s.lxc).unwrap().display().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let lock = strata_core::lock::ContainerLock::acquire(&s.lxc, "base").unwrap();
+    std::thread::scope(|sc| {
+        let ops = [
+            sc.spawn(|| e.clone_container(&s.clone_req("c1", "c2", true)).map(drop)),
+            sc.spawn(|| e.snapshot(&s.r("c1"), None).map(drop)),
+            sc.spawn(|| {
+                e.destroy(&DestroyRequest {
+                    r: s.r("gone"),
+                    ..Default::default()
+                })
+            }),
+        ];
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            ops.iter().all(|h| !h.is_finished()),
+            "an edit went ahead without the base's lock"
+        );
+        assert_eq!(deps(), ["c1", "gone"]);
+        drop(lock);
+        for h in ops {
+            h.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(deps(), ["c1", "c1/snaps/snap0", "c2"]);
+    // The base is refused while they need it.
+    let err = e
+        .destroy(&DestroyRequest {
+            r: s.r("base"),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HasDependents);
+}
