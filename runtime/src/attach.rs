@@ -1,6 +1,9 @@
 //! `lxc-attach`: a command in the namespaces and root of a running container.
 
-use crate::*;
+use crate::{cgroup, sys, userns};
+use std::os::fd::AsRawFd;
+use strata_core::state::{self};
+use strata_core::{err, ContainerRef, Error, ErrorKind, Result};
 
 /// `lxc-attach -- cmd`: run `cmd` in the namespaces and root of the running
 /// container; returns its exit status.

@@ -1,7 +1,9 @@
 //! Daemon mode: the monitor forks into the background and reports the
 //! start's outcome to the waiting front end through a pipe.
 
-use crate::*;
+use crate::sys;
+use std::os::fd::{AsRawFd, OwnedFd};
+use strata_core::{err, Error, ErrorKind, Result};
 
 /// Reports the outcome of a start to a waiting front end (daemon mode).
 pub(crate) struct Notifier(pub(crate) Option<OwnedFd>);

@@ -1,6 +1,11 @@
 //! Ephemeral runs: a snapshot clone started and destroyed when it stops.
 
-use crate::*;
+use crate::daemon::{daemonize, Notifier};
+use crate::monitor::{destroy_quietly, run_monitor};
+use crate::{my_record, random_suffix, StartOpts};
+use strata_core::engine::{CloneRequest, Engine};
+use strata_core::state::{self};
+use strata_core::{err, ContainerRef, Result, Store};
 
 /// An ephemeral run.
 #[derive(Debug, Clone, Default)]

@@ -32,7 +32,7 @@ pub mod userns;
 pub use attach::attach;
 use daemon::{daemonize, Notifier};
 pub use ephemeral::{ephemeral, ephemeral_name, EphemeralOpts};
-use monitor::{cleanup_locked, destroy_quietly, run_monitor, teardown};
+use monitor::run_monitor;
 use prepare::{pinned_dirs, prepare, Prepared};
 pub use reap::reap_ephemeral;
 pub use stop::{info, stop, StopOpts};
@@ -40,12 +40,11 @@ pub use stop::{info, stop, StopOpts};
 use conf::{MountEntry, Net, RunConfig};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use strata_core::engine::{fsutil, CloneRequest, DestroyRequest, Engine};
+use strata_core::engine::{fsutil, DestroyRequest, Engine};
 use strata_core::idmap::IdMap;
 use strata_core::lock::ContainerLock;
 use strata_core::state::{self, RunRecord};
-use strata_core::{err, paths, Container, ContainerRef, Error, ErrorKind, Result, Store};
+use strata_core::{err, paths, ContainerRef, Error, ErrorKind, Result, Store};
 
 /// How to start a container.
 #[derive(Debug, Clone, Default)]

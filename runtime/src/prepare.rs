@@ -1,7 +1,14 @@
 //! Everything a start does before init exists: checks, the run record,
 //! the rootfs mount (or an idmapped view of it), a tmpfs upper.
 
-use crate::*;
+use crate::conf::{self, Net, RunConfig};
+use crate::monitor::cleanup_locked;
+use crate::{cgroup, mount_point, my_record, sys, userns, StartOpts};
+use std::path::{Path, PathBuf};
+use strata_core::engine::Engine;
+use strata_core::idmap::IdMap;
+use strata_core::state::{self, RunRecord};
+use strata_core::{err, paths, Container, ContainerRef, Error, Result, Store};
 
 /// Everything made before init runs, undone by [`Prepared::undo`] on failure.
 pub(crate) struct Prepared {

@@ -1,6 +1,13 @@
 //! Reconcile for runs: what killed monitors left behind.
 
-use crate::*;
+use crate::monitor::{cleanup_locked, destroy_quietly};
+use crate::{scan, sys};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use strata_core::engine::Engine;
+use strata_core::lock::ContainerLock;
+use strata_core::state::{self};
+use strata_core::{ContainerRef, Error, Result};
 
 /// In the dir of an ephemeral container once a run of it began; survives a
 /// reboot (unlike the run record), so that its leftover can be told from a

@@ -1,6 +1,12 @@
 //! `lxc-stop` and `lxc-info`'s run state.
 
-use crate::*;
+use crate::conf::{self};
+use crate::monitor::teardown;
+use crate::sys;
+use std::time::Duration;
+use strata_core::engine::Engine;
+use strata_core::state::{self, RunRecord};
+use strata_core::{err, ContainerRef, Result, Store};
 
 /// How to stop.
 #[derive(Debug, Clone, Copy)]
