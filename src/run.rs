@@ -136,6 +136,12 @@ fn stop(a: StopArgs) -> anyhow::Result<i32> {
     if a.kill && a.nokill {
         bail!("-k and --nokill exclude each other");
     }
+    // A frozen container acts on no signal: thaw it, as LXC's stop does.
+    if let (strata_runtime::state_view::State::Frozen | strata_runtime::state_view::State::Freezing, Some(rec)) =
+        strata_runtime::state_view::state(&r)
+    {
+        strata_runtime::cgroup::thaw(&rec.cgroups, std::time::Duration::from_secs(30))?;
+    }
     let o = StopOpts {
         kill: a.kill,
         timeout: (a.timeout >= 0).then_some(a.timeout as u64),

@@ -1,11 +1,14 @@
 //! `lxc-ls` / `strata ls`.
 
 use super::Common;
+use crate::tools::netinfo;
 use anyhow::anyhow;
 use serde_json::json;
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::path::Path;
 use strata_core::{state, store, Container, Store};
+use strata_runtime::state_view::{self, State};
 
 pub const COLUMNS: &[&str] = &[
     "NAME",
@@ -34,15 +37,27 @@ pub struct Args {
     /// Columns of the fancy table, comma separated
     #[arg(short = 'F', long = "fancy-format")]
     pub fancy_format: Option<String>,
-    /// Only running containers
-    #[arg(long = "running", alias = "active")]
+    /// Only running containers (frozen ones too, as LXC's is_running)
+    #[arg(long = "running")]
     pub running: bool,
+    /// Only active containers (running or frozen)
+    #[arg(long = "active")]
+    pub active: bool,
+    /// Only frozen containers
+    #[arg(long = "frozen")]
+    pub frozen: bool,
     /// Only stopped containers
     #[arg(long = "stopped")]
     pub stopped: bool,
-    /// Only containers in these groups (comma separated)
+    /// Only defined containers (with a config)
+    #[arg(long = "defined")]
+    pub defined: bool,
+    /// Nested containers too, up to NUM levels (default 5)
+    #[arg(long = "nesting", value_name = "NUM", num_args = 0..=1, require_equals = true, default_missing_value = "5")]
+    pub nesting: Option<String>,
+    /// Only containers in all these groups (comma separated; the last -g counts)
     #[arg(short = 'g', long = "groups")]
-    pub groups: Option<String>,
+    pub groups: Vec<String>,
     /// Only containers whose name matches this regular expression
     #[arg(long = "filter", value_name = "REGEX")]
     pub filter: Option<String>,
@@ -69,9 +84,14 @@ pub fn run_args(tool: &str, a: Args) -> i32 {
 
 struct Row {
     name: String,
+    /// Depth below the listed lxcpath (`--nesting`).
+    nestlvl: usize,
+    state: State,
     running: Option<state::RunRecord>,
     c: Option<Container>,
     error: Option<String>,
+    /// The network inside, read for the fancy columns that show it.
+    net: Option<netinfo::Net>,
 }
 
 impl Row {
@@ -84,7 +104,7 @@ impl Row {
         c.config
             .get_all("lxc.group")
             .iter()
-            .flat_map(|g| g.split([',', ' ']))
+            .flat_map(|g| g.split([',', ' ', '\t']))
             .filter(|g| !g.is_empty())
             .map(str::to_string)
             .collect()
@@ -96,13 +116,38 @@ impl Row {
             .is_some_and(|c| !c.config.get_all("lxc.idmap").is_empty())
     }
 
+    /// A cgroup figure in MiB, as lxc-ls prints RAM and SWAP.
+    fn mib(&self, col: &str) -> Option<f64> {
+        let rec = self.running.as_ref()?;
+        let read = |f: &str| state_view::cgroup_file(&rec.cgroups, f).and_then(|p| std::fs::read_to_string(p).ok());
+        // RAM in fractions of a MiB, SWAP in whole ones: as lxc-ls computes them.
+        if col == "RAM" {
+            let b: u64 = read("memory.usage_in_bytes")
+                .or_else(|| read("memory.current"))?
+                .trim()
+                .parse()
+                .ok()?;
+            return Some(b as f64 / 1024.0 / 1024.0);
+        }
+        let bytes: u64 = {
+            let stat = read("memory.stat")?;
+            stat.lines()
+                .find_map(|l| l.strip_prefix("swap "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Some((bytes / 1024 / 1024) as f64)
+    }
+
     fn column(&self, col: &str) -> String {
+        let list = |v: Vec<&str>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
         match col {
             "NAME" => self.name.clone(),
-            "STATE" => if self.running.is_some() { "RUNNING" } else { "STOPPED" }.into(),
+            "STATE" => self.state.name().into(),
             "PID" => self.running.as_ref().map_or("-".into(), |r| r.init_pid.to_string()),
+            "RAM" | "SWAP" => self.mib(col).map_or("-".into(), |m| format!("{m:.2}MB")),
             "AUTOSTART" => match self.get("lxc.start.auto") {
-                Some(v) if v.trim() != "0" => "1".into(),
+                Some(v) if v.trim() == "1" => "1".into(),
                 _ => "0".into(),
             },
             "GROUPS" => {
@@ -113,16 +158,129 @@ impl Row {
                     g.join(", ")
                 }
             }
+            "INTERFACE" => list(
+                self.net
+                    .iter()
+                    .flat_map(|n| n.interfaces.iter().map(String::as_str))
+                    .collect(),
+            ),
+            "IPV4" | "IPV6" => list(
+                self.net
+                    .iter()
+                    .flat_map(|n| if col == "IPV4" { &n.ipv4 } else { &n.ipv6 })
+                    .filter(|(i, _)| i != "lo")
+                    .map(|(_, a)| a.as_str())
+                    .collect(),
+            ),
             "UNPRIVILEGED" => self.unprivileged().to_string(),
-            // Network and memory figures belong to the runtime; not known here.
             _ => "-".into(),
         }
     }
 }
 
+/// What a listing keeps, as LXC's lxc-ls filters.
+struct Filter<'a> {
+    a: &'a Args,
+    name: Option<regex_automata::meta::Regex>,
+    groups: Vec<&'a str>,
+    /// Read the network of running containers (fancy columns).
+    net: bool,
+}
+
+impl Filter<'_> {
+    fn keeps(&self, row: &Row) -> bool {
+        let a = self.a;
+        if a.defined && row.c.is_none() {
+            return false;
+        }
+        if (a.running || a.active) && !row.state.is_active() {
+            return false;
+        }
+        if a.frozen && !a.active && row.state != State::Frozen {
+            return false;
+        }
+        if a.stopped && row.state != State::Stopped {
+            return false;
+        }
+        // Every group asked for, as LXC's ls_has_all_grps.
+        let has = row.groups();
+        self.groups.iter().all(|g| has.iter().any(|h| h == g))
+    }
+}
+
+/// The rows of `lxcpath` (and, to `max` levels, of the lxcpaths nested in
+/// its containers: in a running one's root, or a stopped one's rootfs).
+fn collect(
+    store: &Store,
+    f: &Filter,
+    parent: Option<&str>,
+    lvl: usize,
+    max: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let mut names = store.list()?;
+    // A running container whose config is gone is listed as LXC lists it.
+    names.extend(state::recorded(store.lxcpath()));
+    names.sort();
+    names.dedup();
+    for name in names {
+        if f.name.as_ref().is_some_and(|re| !re.is_match(name.as_str())) {
+            continue;
+        }
+        let r = store.r(&name);
+        let (c, error) = match store.load(&name) {
+            Ok(c) => (Some(c), None),
+            Err(e) if store.exists(&name) => (None, Some(e.to_string())),
+            Err(_) => (None, None),
+        };
+        let (st, running) = state_view::state(&r);
+        if c.is_none() && error.is_none() && !st.is_active() {
+            continue;
+        }
+        let shown = match parent {
+            Some(p) if f.a.line || !(f.a.fancy || f.a.fancy_format.is_some()) => format!("{p}/{name}"),
+            _ => name.clone(),
+        };
+        let net = match &running {
+            Some(rec) if f.net => netinfo::inspect(rec.init_pid, None).ok(),
+            _ => None,
+        };
+        let row = Row {
+            name: shown,
+            nestlvl: lvl,
+            state: st,
+            running,
+            c,
+            error,
+            net,
+        };
+        if !f.keeps(&row) {
+            continue;
+        }
+        // Nested lxcpaths: the same path inside the container's root.
+        let inner = if lvl < max {
+            let inside = |root: &Path| root.join(store.lxcpath().strip_prefix("/").unwrap_or(store.lxcpath()));
+            match (&row.running, &row.c) {
+                (Some(rec), _) => Some(inside(Path::new(&format!("/proc/{}/root", rec.init_pid)))),
+                (None, Some(c)) if matches!(c.rootfs.kind(), "dir" | "btrfs") => Some(inside(&c.rootfs.path())),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let shown = row.name.clone();
+        rows.push(row);
+        if let Some(p) = inner.filter(|p| p.is_dir()) {
+            let _ = collect(&Store::new(&p), f, Some(&shown), lvl + 1, max, rows);
+        }
+    }
+    Ok(())
+}
+
 fn run(a: &Args) -> anyhow::Result<i32> {
     super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    let fancy = a.fancy || a.fancy_format.is_some();
     let cols: Vec<String> = match &a.fancy_format {
         Some(f) => f.split(',').map(|c| c.trim().to_ascii_uppercase()).collect(),
         None => DEFAULT_FANCY.split(',').map(str::to_string).collect(),
@@ -130,13 +288,15 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     if let Some(bad) = cols.iter().find(|c| !COLUMNS.contains(&c.as_str())) {
         return Err(anyhow!("invalid column {bad:?} (valid: {})", COLUMNS.join(", ")));
     }
-    let filter = match a.filter.as_deref().or(a.filter_pos.as_deref()) {
+    let name = match a.filter.as_deref().or(a.filter_pos.as_deref()) {
         Some(f) => Some(
             regex_automata::meta::Regex::new(f)
                 .map_err(|e| anyhow!("invalid filter {f:?}: {}", super::one_line(&e.to_string())))?,
         ),
         None => None,
     };
+    // LXC takes the nesting depth as a number; anything else is its default.
+    let max = a.nesting.as_deref().map_or(0, |n| n.parse::<usize>().unwrap_or(5));
     if !lxcpath.is_dir() {
         if a.json {
             println!("[]");
@@ -146,36 +306,21 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let engine = super::engine();
     super::reconcile(&engine, &lxcpath);
     let store = Store::new(&lxcpath);
-    let want_groups: Vec<&str> = a.groups.as_deref().map_or(vec![], |g| g.split(',').collect());
+    let filter = Filter {
+        a,
+        name,
+        groups: a.groups.last().map_or(vec![], |g| {
+            g.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()
+        }),
+        net: fancy && cols.iter().any(|c| matches!(c.as_str(), "INTERFACE" | "IPV4" | "IPV6")),
+    };
     let mut rows = vec![];
-    for name in store.list()? {
-        if filter.as_ref().is_some_and(|f| !f.is_match(name.as_str())) {
-            continue;
-        }
-        let r = store.r(&name);
-        let (c, error) = match store.load(&name) {
-            Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        let row = Row {
-            running: state::running(&r),
-            name,
-            c,
-            error,
-        };
-        if (a.running && row.running.is_none()) || (a.stopped && row.running.is_some()) {
-            continue;
-        }
-        if !want_groups.is_empty() && !row.groups().iter().any(|g| want_groups.contains(&g.as_str())) {
-            continue;
-        }
-        rows.push(row);
-    }
+    collect(&store, &filter, None, 0, max, &mut rows)?;
     if a.json {
         let arr: Vec<_> = rows.iter().map(|row| json_row(&store, row)).collect();
         println!("{}", serde_json::to_string_pretty(&arr)?);
-    } else if a.fancy || a.fancy_format.is_some() {
-        print!("{}", fancy(&rows, &cols));
+    } else if fancy {
+        print!("{}", fancy_table(&rows, &cols));
     } else {
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         let width = if a.line { 0 } else { term_width() };
@@ -216,11 +361,23 @@ fn json_row(store: &Store, row: &Row) -> serde_json::Value {
     })
 }
 
-/// LXC's fancy table: every column padded to its widest cell, each followed by a space.
-fn fancy(rows: &[Row], cols: &[String]) -> String {
+/// LXC's fancy table: every column padded to its widest cell, each followed
+/// by a space; nested names indented by their depth after a `\\`; RAM and
+/// SWAP figures right-aligned.
+fn fancy_table(rows: &[Row], cols: &[String]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| cols.iter().map(|c| r.column(c)).collect())
+        .map(|r| {
+            cols.iter()
+                .map(|c| match c.as_str() {
+                    "NAME" if r.nestlvl > 0 => format!("{:>w$}{}", "\\", r.name, w = r.nestlvl),
+                    _ => r.column(c),
+                })
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = cols
         .iter()
@@ -235,18 +392,20 @@ fn fancy(rows: &[Row], cols: &[String]) -> String {
         })
         .collect();
     let mut out = String::new();
-    let mut line = |cells: &[String]| {
+    let mut line = |cells: &[String], head: bool| {
         for (i, c) in cells.iter().enumerate() {
-            out.push_str(&format!("{c:<w$} ", w = widths[i]));
+            let w = widths[i];
+            if !head && matches!(cols[i].as_str(), "RAM" | "SWAP") && c.ends_with("MB") {
+                out.push_str(&format!("{c:>w$} "));
+            } else {
+                out.push_str(&format!("{c:<w$} "));
+            }
         }
         out.push('\n');
     };
-    line(cols);
+    line(cols, true);
     for r in &cells {
-        line(r);
-    }
-    if rows.is_empty() {
-        return String::new();
+        line(r, false);
     }
     out
 }

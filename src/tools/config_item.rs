@@ -74,17 +74,7 @@ fn mount_auto(cfg: &Config) -> String {
     slots.iter().flatten().copied().collect::<Vec<_>>().join(" ")
 }
 
-const BACKENDS: &[&str] = &[
-    "dir",
-    "overlay",
-    "overlayfs",
-    "btrfs",
-    "zfs",
-    "lvm",
-    "loop",
-    "rbd",
-    "nbd",
-];
+use strata_core::spec::KNOWN_PREFIXES as BACKENDS;
 
 /// The value LXC prints for `key`, or `None` when LXC calls the key invalid.
 pub fn get(cfg: &Config, key: &str) -> Option<String> {
