@@ -5,6 +5,7 @@
 //! interface's iflink and whose iflink is that interface's ifindex).
 
 use anyhow::{anyhow, Context};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, Clone, Default)]
@@ -31,10 +32,16 @@ impl Net {
 }
 
 /// The network of the namespace of `pid`; `link_of` names an interface
-/// whose ifindex/iflink to read.
+/// whose ifindex/iflink to read. Root joins the namespace in a thread; a
+/// user (who may not join a network namespace from the host's user
+/// namespace) in a child that joins the container's user namespace first.
 pub fn inspect(pid: i32, link_of: Option<&str>) -> anyhow::Result<Net> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .with_context(|| format!("open the network namespace of {pid}"))?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return inspect_forked(pid, &ns, link_of);
+    }
     let link_of = link_of.map(str::to_string);
     std::thread::spawn(move || -> anyhow::Result<Net> {
         // SAFETY: setns on this thread only (a network namespace is per thread); the thread ends here.
@@ -52,6 +59,76 @@ pub fn inspect(pid: i32, link_of: Option<&str>) -> anyhow::Result<Net> {
     })
     .join()
     .map_err(|_| anyhow!("network inspection failed"))?
+}
+
+/// [`inspect`] in a forked child that joins the user namespace of `pid`
+/// (where the user who owns it has the capabilities), then its network
+/// namespace; the child reports in lines on a pipe.
+fn inspect_forked(pid: i32, net: &std::fs::File, link_of: Option<&str>) -> anyhow::Result<Net> {
+    use std::io::Read;
+    let user = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+        .with_context(|| format!("open the user namespace of {pid}"))?;
+    let (r, w) = nix::unistd::pipe()?;
+    // SAFETY: this front end runs no other thread; the child only joins
+    // namespaces, reads addresses, writes to the pipe and _exits.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let code = (|| -> Option<()> {
+                // SAFETY: setns with fds we own, in a single-threaded child.
+                let same_user = std::fs::read_link("/proc/self/ns/user").ok()
+                    == std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+                if !same_user && unsafe { libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) } != 0 {
+                    return None;
+                }
+                if unsafe { libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return None;
+                }
+                let mut n = addresses().ok()?;
+                if let Some(name) = link_of {
+                    n.link = iflink(name);
+                }
+                let mut out = String::new();
+                for i in &n.interfaces {
+                    out.push_str(&format!("I {i}\n"));
+                }
+                for (i, a) in &n.ipv4 {
+                    out.push_str(&format!("4 {i} {a}\n"));
+                }
+                for (i, a) in &n.ipv6 {
+                    out.push_str(&format!("6 {i} {a}\n"));
+                }
+                if let Some((x, l)) = n.link {
+                    out.push_str(&format!("L {x} {l}\n"));
+                }
+                std::fs::File::from(w).write_all(out.as_bytes()).ok()
+            })()
+            .map_or(1, |_| 0);
+            // SAFETY: leave the child at once, running no destructor of the parent's state.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut text = String::new();
+            std::fs::File::from(r).read_to_string(&mut text)?;
+            let st = nix::sys::wait::waitpid(child, None)?;
+            if !matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)) {
+                return Err(anyhow!("could not join the namespaces of {pid}"));
+            }
+            let mut n = Net::default();
+            for l in text.lines() {
+                let f: Vec<&str> = l.splitn(3, ' ').collect();
+                match f.as_slice() {
+                    ["I", i] => n.interfaces.push(i.to_string()),
+                    ["4", i, a] => n.ipv4.push((i.to_string(), a.to_string())),
+                    ["6", i, a] => n.ipv6.push((i.to_string(), a.to_string())),
+                    ["L", x, l] => n.link = Some((x.parse()?, l.parse()?)),
+                    _ => {}
+                }
+            }
+            Ok(n)
+        }
+    }
 }
 
 fn addresses() -> anyhow::Result<Net> {
