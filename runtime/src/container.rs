@@ -52,24 +52,42 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     if a.kill_with_parent {
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
-    // The monitor says go once it has done its part (record, veth); EOF means it died.
+    // Without a user namespace (whose maps the monitor writes first) and
+    // without hooks that expect the container's cgroups, the rootfs is set
+    // up while the monitor puts us in our cgroups (a cgroup v1 attach waits
+    // for an RCU grace period, milliseconds): only what needs the cgroups
+    // waits for "go".
+    let early = !a.userns && !["pre-mount", "mount", "autodev"].iter().any(|h| a.cfg.hooks.has(h));
+    let prepared = early.then(|| {
+        enter(a)
+            .and_then(|root| a.cfg.confine.early().map(|_| root))
+            .and_then(|root| setup_with(&mut RealSyscall, a, &root).map(|_| root))
+    });
+    // The monitor says go once it has done its part (cgroups, record, network); EOF means it died.
     let mut b = [0u8; 1];
     if unsafe { libc::read(sync_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {
         unsafe { libc::_exit(1) };
     }
     drop(sync_r);
-    // The monitor has put us in our cgroups: they become our cgroup namespace's root.
-    // SAFETY: unshare takes flags only.
-    if a.cfg.ns.makes(libc::CLONE_NEWCGROUP, true) && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-        let e = Error::errno("unshare cgroup namespace", "", sys::errno());
-        sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
-        unsafe { libc::_exit(1) };
-    }
-    let e = match enter(a)
-        .and_then(|root| a.cfg.confine.early().map(|_| root))
-        .and_then(|root| setup_with(&mut RealSyscall, a, &root))
-        .and_then(|_| confine(a))
-    {
+    let res = (|| {
+        // In our cgroups now: they become our cgroup namespace's root.
+        // SAFETY: unshare takes flags only.
+        if a.cfg.ns.makes(libc::CLONE_NEWCGROUP, true) && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+            return Err(Error::errno("unshare cgroup namespace", "", sys::errno()));
+        }
+        let root = match prepared {
+            Some(r) => r?,
+            None => {
+                let root = enter(a)?;
+                a.cfg.confine.early()?;
+                setup_with(&mut RealSyscall, a, &root)?;
+                root
+            }
+        };
+        cgroup_mounts(&mut RealSyscall, a, &root)?;
+        confine(a)
+    })();
+    let e = match res {
         Ok(()) => exec(a),
         Err(e) => e,
     };
@@ -283,25 +301,20 @@ fn auto_mounts(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()
         match s.mount(Some("sysfs"), &fd_path(&sys_fd), Some("sysfs"), nosx | first, None) {
             Ok(()) => {
                 if mode == SysMode::Mixed {
-                    // Mounting the same sysfs on itself is EBUSY: the writable
-                    // one moves to a staging dir (/dev, not yet mounted) first.
-                    let stage = sys::open_in_root(root, "dev", Some(Create::Dir))?;
+                    // The container's own network devices stay writable
+                    // (a bind of them, from the writable sysfs), the rest
+                    // is made read-only by a remount of the top mount.
+                    if let Ok(net) = sys::open_in_root(root, "sys/devices/virtual/net", None) {
+                        s.mount(Some(&fd_path(&net)), &fd_path(&net), None, libc::MS_BIND, None)?;
+                    }
                     let top = sys::open_in_root(root, "sys", None)?;
-                    s.mount(Some(&fd_path(&top)), &fd_path(&stage), None, libc::MS_MOVE, None)?;
-                    let sys_fd = sys::open_in_root(root, "sys", None)?;
                     s.mount(
-                        Some("sysfs"),
-                        &fd_path(&sys_fd),
-                        Some("sysfs"),
-                        nosx | libc::MS_RDONLY,
+                        None,
+                        &fd_path(&top),
+                        None,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nosx,
                         None,
                     )?;
-                    if let Ok(net) = sys::open_in_root(root, "dev/devices/virtual/net", None) {
-                        let to = sys::open_in_root(root, "sys/devices/virtual/net", None)?;
-                        s.mount(Some(&fd_path(&net)), &fd_path(&to), None, libc::MS_BIND, None)?;
-                    }
-                    let stage = sys::open_in_root(root, "dev", None)?;
-                    s.umount(&fd_path(&stage))?;
                 }
             }
             // A user namespace may mount sysfs only with a network namespace of its own
@@ -326,6 +339,12 @@ fn auto_mounts(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// `lxc.mount.auto = cgroup...`, in the container's cgroup namespace (after
+/// pivot_root: `root` is the container's root then).
+fn cgroup_mounts(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     if let Some(c) = &a.cfg.auto.cgroup {
         use crate::cgroup::{CgroupAccess, CgroupAuto};
         let auto = CgroupAuto {
