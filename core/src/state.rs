@@ -26,6 +26,11 @@ pub struct RunRecord {
     /// kill -9 of the monitor) removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroups: Vec<PathBuf>,
+    /// Host network devices of the run (veth host ends), recorded before
+    /// they are made, so that whoever tears the container down (or
+    /// reconcile, after a kill -9 of the monitor) removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_links: Vec<String>,
 }
 
 impl RunRecord {

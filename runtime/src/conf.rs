@@ -3,22 +3,8 @@
 use strata_core::config::Config;
 use strata_core::{err, Result};
 
-/// Network of the container (`lxc.net.0.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Net {
-    /// `none`: the host's network namespace, as LXC.
-    Host,
-    /// `empty` (or nothing configured): a new namespace with only `lo`.
-    Empty,
-    /// `veth` attached to the bridge `link`.
-    Veth {
-        link: String,
-        name: String,
-        pair: Option<String>,
-        up: bool,
-        hwaddr: Option<String>,
-    },
-}
+/// Network of the container (`lxc.net.N.*`): see [`crate::net`].
+pub use crate::net::{Net, Netdev};
 
 /// How a missing mount target is made (`create=dir|file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,45 +377,7 @@ impl RunConfig {
 }
 
 fn parse_net(cfg: &Config) -> Result<Net> {
-    const OP: &str = "read network config";
-    let Some(ty) = cfg.get("lxc.net.0.type") else {
-        return Ok(Net::Empty);
-    };
-    for (k, v) in cfg.entries() {
-        if let Some(rest) = k.strip_prefix("lxc.net.") {
-            if rest.split('.').next().is_some_and(|i| i != "0") && rest.ends_with(".type") && v != "empty" {
-                return Err(err!(Unsupported, OP, "only one network (lxc.net.0) is supported"));
-            }
-        }
-    }
-    match ty.trim() {
-        "none" => Ok(Net::Host),
-        "empty" | "" => Ok(Net::Empty),
-        "veth" => {
-            let link = cfg.get("lxc.net.0.link").filter(|l| !l.is_empty()).ok_or_else(|| {
-                err!(
-                    InvalidConfig,
-                    OP,
-                    "lxc.net.0.type = veth needs lxc.net.0.link (a bridge)"
-                )
-            })?;
-            Ok(Net::Veth {
-                link: link.to_string(),
-                name: cfg.get("lxc.net.0.name").unwrap_or("eth0").to_string(),
-                pair: cfg.get("lxc.net.0.veth.pair").map(str::to_string),
-                up: cfg.get("lxc.net.0.flags").is_some_and(|f| f.trim() == "up"),
-                hwaddr: cfg
-                    .get("lxc.net.0.hwaddr")
-                    .filter(|h| !h.contains('x'))
-                    .map(str::to_string),
-            })
-        }
-        t => Err(err!(
-            Unsupported,
-            OP,
-            "network type {t:?} is not supported (none, empty, veth)"
-        )),
-    }
+    crate::net::parse(cfg)
 }
 
 /// `SIGPWR`, `PWR`, `30`, `SIGRTMIN+3`.
@@ -574,6 +522,7 @@ fn rootfs_flags(cfg: &Config) -> Result<u64> {
 /// knows that are not here are refused at start, one line naming the key.
 const IMPLEMENTED: &[&str] = &[
     "lxc.include",
+    "lxc.net",
     "lxc.rootfs.path",
     "lxc.rootfs.backend",
     "lxc.uts.name",
@@ -673,19 +622,9 @@ pub fn check_implemented(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The network keys the runtime honours (see [`parse_net`]).
-fn net_key_ok(rest: &str, v: &str) -> bool {
-    let (idx, sub) = rest.split_once('.').unwrap_or((rest, ""));
-    if idx.parse::<u32>().is_err() {
-        return false;
-    }
-    match sub {
-        "type" | "link" | "name" | "flags" | "hwaddr" | "veth.pair" => true,
-        "mtu" | "ipv4.address" | "ipv6.address" | "ipv4.gateway" | "ipv6.gateway" | "script.up" | "script.down" => {
-            v.trim().is_empty()
-        }
-        _ => false,
-    }
+/// The network keys the runtime honours (see [`parse_net`]), every value.
+fn net_key_ok(rest: &str, _v: &str) -> bool {
+    crate::net::key_ok(rest)
 }
 
 #[cfg(test)]
@@ -727,10 +666,12 @@ mod tests {
         c("lxc.cap.drop = sys_time\nlxc.cgroup.devices.deny = a\nlxc.net.0.type = veth\nlxc.net.0.link = br0\n")
             .unwrap();
         c("lxc.tty.max = 0\nlxc.console.path = none\nlxc.net.0.ipv4.address =\n").unwrap();
+        c("lxc.net.0.ipv4.address = 10.0.0.2/24\nlxc.net.1.macvlan.mode = vepa\nlxc.net =\n").unwrap();
         for bad in [
             "lxc.monitor.unshare = 1",
             "lxc.console.rotate = 1",
-            "lxc.net.0.ipv4.address = 10.0.0.2/24",
+            "lxc.net.0.l2proxy = 1",
+            "lxc.net.0.veth.mode = router",
             "lxc.time.offset.boot = 1s",
             "lxc.rootfs.managed = 0",
         ] {
@@ -775,10 +716,8 @@ mod tests {
         let c = Config::parse("lxc.net.0.type = macvlan\n").unwrap();
         assert!(RunConfig::from_config("c", &c, None).is_err());
         let c = Config::parse("lxc.net.0.type = veth\nlxc.net.0.link = br0\nlxc.net.0.flags = up\n").unwrap();
-        assert!(matches!(
-            RunConfig::from_config("c", &c, None).unwrap().net,
-            Net::Veth { up: true, .. }
-        ));
+        let net = RunConfig::from_config("c", &c, None).unwrap().net;
+        assert!(net.devices()[0].up && net.devices()[0].name.as_deref() == Some("eth0"));
         let c = Config::parse("lxc.uts.name = h\nlxc.signal.halt = SIGTERM\nlxc.ephemeral = 1\n").unwrap();
         let rc = RunConfig::from_config("c", &c, None).unwrap();
         assert_eq!(

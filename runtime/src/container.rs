@@ -216,16 +216,9 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()>
     if a.cfg.ns.makes(libc::CLONE_NEWUTS, true) {
         s.sethostname(&a.cfg.hostname)?;
     }
-    match &a.cfg.net {
-        _ if !a.cfg.ns.makes(libc::CLONE_NEWNET, true) => {}
-        Net::Host => {}
-        Net::Empty => s.link_up("lo")?,
-        Net::Veth { name, up, .. } => {
-            s.link_up("lo")?;
-            if *up {
-                s.link_up(name)?;
-            }
-        }
+    // The monitor has set up the other devices (crate::net) before "go".
+    if a.cfg.ns.makes(libc::CLONE_NEWNET, true) && a.cfg.net != Net::Host {
+        s.link_up("lo")?;
     }
     auto_mounts(s, a, root)?;
     if a.cfg.autodev {

@@ -20,6 +20,7 @@ mod daemon;
 mod ephemeral;
 pub mod hooks;
 mod monitor;
+pub mod net;
 mod prepare;
 mod reap;
 mod scan;
@@ -76,6 +77,7 @@ fn my_record(ephemeral: bool) -> RunRecord {
         monitor_start: state::proc_start_time(me),
         ephemeral,
         cgroups: Vec::new(),
+        net_links: Vec::new(),
     }
 }
 

@@ -41,11 +41,12 @@ fn ns_flags(cfg: &RunConfig, map: &IdMap) -> Result<u64> {
     if map.is_empty() && f & libc::CLONE_NEWUSER != 0 {
         return Err(err!(InvalidConfig, OP, "lxc.namespace.clone = user needs lxc.idmap"));
     }
-    if f & libc::CLONE_NEWNET == 0 && matches!(cfg.net, Net::Veth { .. }) {
+    if f & libc::CLONE_NEWNET == 0 && !cfg.net.devices().is_empty() {
         return Err(err!(
             InvalidConfig,
             OP,
-            "lxc.net.0.type = veth needs a network namespace of the container's own"
+            "lxc.net.N.type = {}: needs a network namespace of the container's own",
+            cfg.net.devices()[0].kind.as_str()
         ));
     }
     Ok(f as u64)
@@ -305,39 +306,25 @@ pub(crate) fn run_monitor(
             return Err(fail(&mut p, e));
         }
     }
+    // The container's network: made by us in its namespace before it goes.
+    let scripts = crate::net::ScriptCtx {
+        env: p.hook_env(r),
+        version: p.cfg.hooks.version,
+    };
+    let mut net = crate::net::Setup::new(&p.cfg.net, paths::is_root(), scripts, &r.lxcpath);
     let rec = RunRecord {
         init_pid: pid,
         init_start: state::proc_start_time(pid).unwrap_or(0),
         cgroups: p.cg.paths(),
+        net_links: net.host_links(),
         ..my_record(ephemeral)
     };
-    let mut veth = None;
-    // Without a veth to move in, init may go at once; the record is written meanwhile.
-    let early = !matches!(p.cfg.net, Net::Veth { .. });
+    // Without devices to make, init may go at once; the record is written meanwhile.
+    let early = !p.cfg.net.needs_monitor();
     if early {
         sys::write_all(sync_w.as_raw_fd(), b"g");
     }
-    let pre = state::write(r, &rec).and_then(|_| match &p.cfg.net {
-        Net::Veth {
-            link,
-            name,
-            pair,
-            hwaddr,
-            ..
-        } => {
-            let host = pair.clone().unwrap_or_else(|| format!("veth{}", random_suffix(7)));
-            let pid_s = pid.to_string();
-            let mut args = vec!["link", "add", &host, "type", "veth", "peer", "name", name];
-            if let Some(h) = hwaddr {
-                args.extend(["address", h]);
-            }
-            args.extend(["netns", &pid_s]);
-            sys::run("ip", &args)?;
-            veth = Some(host.clone());
-            sys::run("ip", &["link", "set", &host, "master", link, "up"])
-        }
-        _ => Ok(()),
-    });
+    let pre = state::write(r, &rec).and_then(|_| net.start(&r.name, pid));
     let started = match pre {
         Ok(()) => {
             if !early {
@@ -388,9 +375,7 @@ pub(crate) fn run_monitor(
     };
     if let Err(e) = started {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        if let Some(h) = veth {
-            let _ = sys::run("ip", &["link", "del", &h]);
-        }
+        net.stop();
         restore();
         return Err(fail(&mut p, e));
     }
@@ -417,6 +402,8 @@ pub(crate) fn run_monitor(
     };
     let status = wait_init(pid, &pidfd, &set, console.as_ref());
     restore();
+    // As LXC: phys devices back to the host, down scripts, host ends deleted.
+    net.stop();
     let target = [("LXC_TARGET".to_string(), "stop".to_string())];
     let hook_env = p.hook_env(r);
     if p.cfg.hooks.has("stop") {
@@ -527,6 +514,7 @@ pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
     if let Some(rec) = state::read(r) {
         // Init is gone, and with it every process of its pid namespace.
         cgroup::remove(&rec.cgroups)?;
+        crate::net::remove_leftovers(&rec.net_links);
     }
     let mp = mount_point(r);
     let view = userns::idmapped_path(&mp);

@@ -1,7 +1,7 @@
 //! Everything a start does before init exists: checks, the run record,
 //! the rootfs mount (or an idmapped view of it), a tmpfs upper.
 
-use crate::conf::{self, Net, RunConfig};
+use crate::conf::{self, RunConfig};
 use crate::monitor::cleanup_locked;
 use crate::{cgroup, mount_point, my_record, sys, userns, StartOpts};
 use std::path::{Path, PathBuf};
@@ -125,11 +125,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             return Err(err!(NotFound, OP, "bind source {} does not exist", m.source));
         }
     }
-    if let Net::Veth { link, .. } = &cfg.net {
-        if !Path::new("/sys/class/net").join(link).join("bridge").exists() {
-            return Err(err!(NotFound, OP, "lxc.net.0.link: bridge {link:?} does not exist"));
-        }
-    }
+    crate::net::check_host(&cfg.net, paths::is_root())?;
     let backend = engine.backends.for_spec(&c.rootfs)?;
     let ephemeral = ephemeral_run || cfg.ephemeral;
     if ephemeral {
