@@ -48,51 +48,30 @@ impl Engine {
     }
 
     /// Temp files of atomic writes whose writer is dead (a killed rewrite of
-    /// `lxc_snapshots`, say): in the lxcpath, and in a container's dir, its
-    /// `snaps` and its snapshots' dirs while the container's lock is free.
-    fn remove_stale_temp_files(&self, lxcpath: &Path) -> Vec<PathBuf> {
-        let stale_in = |d: &Path| -> Vec<PathBuf> {
-            let Ok(rd) = std::fs::read_dir(d) else {
-                return Vec::new();
+    /// `lxc_snapshots`, say), found by [`Engine::reconcile_staging`]: each
+    /// `(owning container, file)`, the lxcpath's own with no owner. Those of
+    /// a container go while its lock is free.
+    fn remove_stale_temp_files(&self, lxcpath: &Path, mut temp: Vec<(String, PathBuf)>) -> Vec<PathBuf> {
+        temp.retain(|(_, p)| crate::scratch::stale_temp_file(p));
+        temp.sort();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < temp.len() {
+            let owner = temp[i].0.clone();
+            let n = temp[i..].iter().take_while(|(o, _)| *o == owner).count();
+            let lock = if owner.is_empty() {
+                Ok(None)
+            } else {
+                ContainerLock::try_acquire(lxcpath, &owner)
             };
-            rd.flatten()
-                .filter(|e| e.file_name().to_str().is_some_and(|n| n.contains(".strata-tmp-")))
-                .map(|e| e.path())
-                .filter(|p| crate::scratch::stale_temp_file(p))
-                .collect()
-        };
-        let mut out = stale_in(lxcpath);
-        out.retain(|p| std::fs::remove_file(p).is_ok());
-        let Ok(rd) = std::fs::read_dir(lxcpath) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let dir = e.path();
-            let mut found = stale_in(&dir);
-            let snaps = dir.join("snaps");
-            found.extend(stale_in(&snaps));
-            if let Ok(srd) = std::fs::read_dir(&snaps) {
-                for s in srd.flatten() {
-                    if s.file_type().is_ok_and(|t| t.is_dir()) {
-                        found.extend(stale_in(&s.path()));
+            if owner.is_empty() || matches!(lock, Ok(Some(_))) {
+                for (_, p) in &temp[i..i + n] {
+                    if crate::scratch::stale_temp_file(p) && std::fs::remove_file(p).is_ok() {
+                        out.push(p.clone());
                     }
                 }
             }
-            if found.is_empty() {
-                continue;
-            }
-            let Ok(Some(_lock)) = ContainerLock::try_acquire(lxcpath, &n) else {
-                continue;
-            };
-            for p in found {
-                if crate::scratch::stale_temp_file(&p) && std::fs::remove_file(&p).is_ok() {
-                    out.push(p);
-                }
-            }
+            i += n;
         }
         out
     }
@@ -102,15 +81,21 @@ impl Engine {
         for p in self.release_scratch_mounts() {
             tracing::info!("released the scratch mount {} of a killed command", p.display());
         }
-        let mut removed = self.reconcile_staging(lxcpath)?;
-        removed.extend(self.remove_stale_temp_files(lxcpath));
+        let mut temp = Vec::new();
+        let mut removed = self.reconcile_staging(lxcpath, &mut temp)?;
+        removed.extend(self.remove_stale_temp_files(lxcpath, temp));
         Ok(removed)
     }
 
-    fn reconcile_staging(&self, lxcpath: &Path) -> Result<Vec<PathBuf>> {
+    /// Staging leftovers, handled here; temp files of atomic writes
+    /// (`.NAME.strata-tmp-PID-X`) in the lxcpath, container dirs, `snaps`
+    /// and snapshot dirs, pushed to `temp` with their container. One
+    /// listing of each dir serves both.
+    fn reconcile_staging(&self, lxcpath: &Path, temp: &mut Vec<(String, PathBuf)>) -> Result<Vec<PathBuf>> {
         let Ok(rd) = std::fs::read_dir(lxcpath) else {
             return Ok(Vec::new());
         };
+        let is_temp = |n: &str| n.starts_with('.') && n.contains(".strata-tmp-");
         // (dir holding the leftover, its name, owning container)
         let mut found: Vec<(PathBuf, String, String)> = Vec::new();
         for e in rd.flatten() {
@@ -119,13 +104,39 @@ impl Engine {
                 if let Some(owner) = owner_name(&n) {
                     found.push((lxcpath.to_path_buf(), n.clone(), owner.to_string()));
                 }
+            } else if is_temp(&n) {
+                temp.push((String::new(), e.path()));
             } else if !n.starts_with('.') {
+                let Ok(crd) = std::fs::read_dir(e.path()) else {
+                    continue;
+                };
+                let mut has_snaps = false;
+                for ce in crd.flatten() {
+                    let cn = ce.file_name();
+                    let cn = cn.to_string_lossy();
+                    if cn == "snaps" {
+                        has_snaps = true;
+                    } else if is_temp(&cn) {
+                        temp.push((n.clone(), ce.path()));
+                    }
+                }
+                if !has_snaps {
+                    continue;
+                }
                 let snaps = e.path().join("snaps");
                 if let Ok(srd) = std::fs::read_dir(&snaps) {
                     for s in srd.flatten() {
                         let sn = s.file_name().to_string_lossy().into_owned();
                         if kind_rank(&sn).is_some() {
                             found.push((snaps.clone(), sn, n.clone()));
+                        } else if is_temp(&sn) {
+                            temp.push((n.clone(), s.path()));
+                        } else if let Ok(xrd) = std::fs::read_dir(s.path()) {
+                            let t = xrd
+                                .flatten()
+                                .filter(|x| is_temp(&x.file_name().to_string_lossy()))
+                                .map(|x| (n.clone(), x.path()));
+                            temp.extend(t);
                         }
                     }
                 }
