@@ -291,10 +291,11 @@ impl DepFile {
         }
         let mut f = DepFile::default();
         let mut rest = &lines[..];
-        // The old form is a bare count; an lxcpath line is never all digits.
+        // The old form is a bare count, before any pairs: an odd number of
+        // lines (a relative lxcpath may be all digits too).
         if let Some(first) = rest.first() {
             let t = first.trim();
-            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            if !rest.len().is_multiple_of(2) && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
                 f.count = t
                     .parse()
                     .map_err(|_| err!(InvalidConfig, OP, "bad dependent count {t:?}").at(path))?;
