@@ -658,6 +658,31 @@ fn deps_file_regressions() {
     }
 }
 
+/// Regression (found by the deps_file fuzz target): a count line of 0
+/// followed by a pair whose lxcpath is all digits. The count is not
+/// written back when it is 0, so the lxcpath line was then read as the
+/// count and the file no longer parsed.
+#[test]
+fn deps_file_digit_lxcpath() {
+    let _no_fsync = strata_core::durable::volatile();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = ContainerRef::new(dir.path(), "c");
+    std::fs::create_dir(origin.dir()).unwrap();
+    std::fs::write(origin.dir().join("lxc_snapshots"), "0\n2\nv").unwrap();
+    assert_eq!(dependents(&origin).unwrap(), vec![ContainerRef::new("2", "v")]);
+    let other = ContainerRef::new(dir.path(), "d");
+    add_dependency(&origin, &other, &origin.dir()).unwrap();
+    assert_eq!(
+        dependents(&origin).unwrap(),
+        vec![ContainerRef::new("2", "v"), other.clone()]
+    );
+    remove_dependency(&origin, &other).unwrap();
+    assert_eq!(dependents(&origin).unwrap(), vec![ContainerRef::new("2", "v")]);
+    // The old count-only form still reads as a count.
+    std::fs::write(origin.dir().join("lxc_snapshots"), "3\n").unwrap();
+    assert_eq!(dependents(&origin).unwrap(), vec![ContainerRef::unknown(dir.path())]);
+}
+
 /// Runs `f` on a thread; whether it finished within `secs`.
 fn finishes_within(secs: u64, f: impl FnOnce() + Send + 'static) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
