@@ -26,6 +26,9 @@ pub(super) const RECORD: &str = ".strata-op";
 /// A restore past its point of no return.
 pub(super) const JOURNAL: &str = ".strata-restore";
 const RENAME_CONFIG: &str = "config.strata-rename";
+/// Second line of a rename journal whose rename is a copy, then a destroy
+/// of the source.
+pub(super) const RENAME_BY_COPY: &str = "copy";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Record {
@@ -1094,10 +1097,33 @@ impl Engine {
                 files: vec![],
                 idmap: None,
             };
-            let st = step!(self.stage_clone(&params));
-            let c = self.finish_staged(st, &req.dst)?;
+            // A journal: once the copy is in place, the next command
+            // finishes a killed rename by destroying the source.
+            let journal =
+                (req.src.lxcpath == req.dst.lxcpath).then(|| aside_name(&req.src.lxcpath, REN, &req.dst.name));
+            if let Some(j) = &journal {
+                write_atomic(j, format!("{}\n{RENAME_BY_COPY}\n", req.src.name).as_bytes())?;
+            }
+            let drop_journal = || {
+                if let Some(j) = &journal {
+                    let _ = std::fs::remove_file(j);
+                }
+            };
+            let res = self.stage_clone(&params).and_then(|st| match st {
+                Step::Done(st) => self.finish_staged(st, &req.dst).map(Step::Done),
+                Step::Need(v) => Ok(Step::Need(v)),
+            });
+            let c = match res {
+                Ok(Step::Done(c)) => c,
+                other => {
+                    drop_journal();
+                    return other;
+                }
+            };
             failpoint("rename-after-clone");
-            self.destroy_unchecked(&req.src.lxcpath, &req.src.name)?;
+            let res = self.destroy_unchecked(&req.src.lxcpath, &req.src.name);
+            drop_journal();
+            res?;
             return Ok(Step::Done(c));
         }
         let (old_dir, new_dir) = (req.src.dir(), req.dst.dir());

@@ -245,8 +245,26 @@ impl Engine {
             return Ok(Some(path));
         }
         if n.starts_with(REN) {
-            let old = std::fs::read_to_string(&path).unwrap_or_default();
-            let old = old.trim();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut lines = text.lines();
+            let old = lines.next().unwrap_or_default().trim();
+            if lines.next() == Some(ops::RENAME_BY_COPY) {
+                // A rename by copy: finished (the source destroyed) once the copy is in place.
+                if crate::names::validate(old).is_ok()
+                    && final_dir.join("config").is_file()
+                    && parent.join(old).join("config").is_file()
+                {
+                    let Some(_lock) = ContainerLock::try_acquire(parent, old)? else {
+                        return Ok(None);
+                    };
+                    let Some(_locks) = LockSet::try_acquire(&origins_of(&ContainerRef::new(parent, old)))? else {
+                        return Ok(None);
+                    };
+                    self.destroy_unchecked(parent, old)?;
+                }
+                std::fs::remove_file(&path).map_err(|e| crate::error::Error::io("reconcile", &path, e))?;
+                return Ok(Some(path));
+            }
             let staged_new = final_dir.join("config.strata-rename");
             let staged_old = parent.join(old).join("config.strata-rename");
             if !old.is_empty() && crate::names::validate(old).is_ok() {
