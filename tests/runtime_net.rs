@@ -759,3 +759,41 @@ fn test_user_gets_a_veth_through_lxc_user_nic() {
     drop(br);
     assert_links(&before);
 }
+
+/// A host end named in the record of a run whose monitor and init are gone
+/// (a kill -9 before the namespace took the pair away) is deleted by the
+/// next command; an interface that is not a veth is never touched.
+#[test]
+fn reconcile_deletes_recorded_host_ends_only_if_veths() {
+    let _l = serial();
+    let before = host_links();
+    let v = format!("strtrc{}", std::process::id() % 100000);
+    let keep = Link::new("bridge", "rk");
+    ip(&["link", "add", &v, "type", "veth", "peer", "name", &format!("{v}p")]);
+    let _g = Link(v.clone());
+    {
+        let rt = Rt::new();
+        rt.container("c1", "");
+        let key = rt.lxcpath.display().to_string().replace('_', "__").replace('/', "_");
+        let dir = rt.run_dir.join("state").join(key);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("c1.json"),
+            format!(
+                r#"{{"init_pid":0,"init_start":0,"monitor_pid":null,"ephemeral":false,"net_links":["{v}","{}"]}}"#,
+                keep.0
+            ),
+        )
+        .unwrap();
+        ok(&rt, "lxc-ls", &[]);
+        assert!(rt.record("c1").is_none());
+        assert!(!Path::new("/sys/class/net").join(&v).exists(), "recorded veth left");
+        assert!(
+            Path::new("/sys/class/net").join(&keep.0).exists(),
+            "a bridge was deleted"
+        );
+        rt.assert_clean(&["c1"]);
+    }
+    drop(keep);
+    assert_links(&before);
+}

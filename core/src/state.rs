@@ -31,6 +31,11 @@ pub struct RunRecord {
     /// reconcile, after a kill -9 of the monitor) removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub net_links: Vec<String>,
+    /// Host interfaces lent to the container (`phys`): name and ifindex, so
+    /// that one the kernel hands back under another name when the
+    /// namespace goes without the monitor gets its own name again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_phys: Vec<(String, u32)>,
 }
 
 impl RunRecord {

@@ -78,6 +78,7 @@ fn my_record(ephemeral: bool) -> RunRecord {
         ephemeral,
         cgroups: Vec::new(),
         net_links: Vec::new(),
+        net_phys: Vec::new(),
     }
 }
 

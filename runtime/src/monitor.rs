@@ -317,6 +317,7 @@ pub(crate) fn run_monitor(
         init_start: state::proc_start_time(pid).unwrap_or(0),
         cgroups: p.cg.paths(),
         net_links: net.host_links(),
+        net_phys: net.lent_links(),
         ..my_record(ephemeral)
     };
     // Without devices to make, init may go at once; the record is written meanwhile.
@@ -514,7 +515,7 @@ pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
     if let Some(rec) = state::read(r) {
         // Init is gone, and with it every process of its pid namespace.
         cgroup::remove(&rec.cgroups)?;
-        crate::net::remove_leftovers(&rec.net_links);
+        crate::net::remove_leftovers(&rec.net_links, &rec.net_phys);
     }
     let mp = mount_point(r);
     let view = userns::idmapped_path(&mp);

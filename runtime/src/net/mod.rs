@@ -335,6 +335,16 @@ impl Setup {
         self.hosts.iter().flatten().cloned().collect()
     }
 
+    /// Host interfaces this run will lend (`phys`), with their ifindex.
+    pub(crate) fn lent_links(&self) -> Vec<(String, u32)> {
+        self.devs
+            .iter()
+            .filter(|d| d.kind == Kind::Phys)
+            .filter_map(|d| d.link.clone())
+            .filter_map(|l| phys::ifindex(&l).map(|i| (l, i)))
+            .collect()
+    }
+
     /// Make every device, configure it inside, run the up scripts. On an
     /// error, what was done is undone (phys devices given back).
     pub(crate) fn start(&mut self, name: &str, pid: i32) -> Result<()> {
@@ -417,9 +427,14 @@ impl Setup {
     }
 }
 
-/// Remove host ends a killed monitor's run left (its init is gone).
-pub(crate) fn remove_leftovers(links: &[String]) {
+/// Clean up after a run whose monitor was killed (its init is gone too):
+/// delete its veth host ends, and give a physical interface the kernel
+/// handed back (under the name it had inside) its own name again.
+pub(crate) fn remove_leftovers(links: &[String], lent: &[(String, u32)]) {
     for l in links {
         veth::delete(l);
+    }
+    for (name, ifindex) in lent {
+        phys::rename_returned(name, *ifindex);
     }
 }

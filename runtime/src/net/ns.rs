@@ -29,7 +29,7 @@ impl NsFds {
 
     /// `ip ARGS` in the namespace; its output.
     pub(super) fn ip(&self, args: &[&str]) -> Result<String> {
-        let mut c = Command::new("ip");
+        let mut c = ip_command();
         c.args(args).stdin(Stdio::null());
         let net = self.net.as_raw_fd();
         let user = self.user.as_ref().map(|u| u.as_raw_fd());
@@ -56,9 +56,23 @@ impl NsFds {
 
 /// `ip ARGS` in the monitor's namespace; its output.
 pub(super) fn ip_host(args: &[&str]) -> Result<String> {
-    let mut c = Command::new("ip");
+    let mut c = ip_command();
     c.args(args).stdin(Stdio::null());
     output(c, args)
+}
+
+/// iproute2's `ip`: from PATH, else where distributions put it (a user's
+/// PATH often lacks the sbin dirs).
+fn ip_command() -> Command {
+    let prog = strata_core::idmap::find_in_path("ip")
+        .or_else(|| {
+            ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| "ip".into());
+    Command::new(prog)
 }
 
 fn output(mut c: Command, args: &[&str]) -> Result<String> {
