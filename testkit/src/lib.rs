@@ -2,6 +2,8 @@
 //! behind a loop device, torn down on drop even when the test fails, and the
 //! command and root checks that go with it. Dev-only: never a normal dependency.
 
+pub mod conformance;
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
