@@ -265,6 +265,8 @@ fn monitor_prints_the_changes_others_make() {
     // c10 does not match: the name is a whole-name regular expression.
     rt.ok("lxc-start", &["-n", "c10"]);
     rt.ok("lxc-start", &["-n", "c1"]);
+    // lxc-monitor samples the state as it changes: give each a moment.
+    std::thread::sleep(Duration::from_millis(150));
     rt.ok("lxc-freeze", &["-n", "c1"]);
     std::thread::sleep(Duration::from_millis(150));
     rt.ok("lxc-unfreeze", &["-n", "c1"]);
