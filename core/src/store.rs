@@ -244,7 +244,7 @@ const MAX_DEP_FILE_BYTES: u64 = 16 << 20;
 
 /// The bytes of a regular file of at most `max` bytes. A fifo, socket,
 /// device or directory is an error, never a read that blocks or does not end.
-fn read_regular(path: &Path, max: u64, op: &str) -> Result<Vec<u8>> {
+pub fn read_regular(path: &Path, max: u64, op: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     // Looked at before opening, so that a device is never opened, and after.
     let md = std::fs::metadata(path).ctx(op, path)?;

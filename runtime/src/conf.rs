@@ -393,23 +393,28 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     }
     let u = t.to_ascii_uppercase();
     let name = u.strip_prefix("SIG").unwrap_or(&u);
-    if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off: i32 = if rest.is_empty() {
-            0
-        } else {
-            rest.trim_start_matches('+').parse().map_err(|_| bad())?
-        };
-        let n = libc::SIGRTMIN() + off;
-        return if n <= libc::SIGRTMAX() { Ok(n) } else { Err(bad()) };
-    }
-    if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off: i32 = if rest.is_empty() {
-            0
-        } else {
-            rest.trim_start_matches('-').parse().map_err(|_| bad())?
-        };
-        let n = libc::SIGRTMAX() - off;
-        return if n >= libc::SIGRTMIN() { Ok(n) } else { Err(bad()) };
+    // As LXC: RTMIN+N and RTMAX-N, landing between SIGRTMIN and SIGRTMAX.
+    let offset = |rest: &str, sign: char| -> Result<i32> {
+        if rest.is_empty() {
+            return Ok(0);
+        }
+        let digits = rest.strip_prefix(sign).ok_or_else(bad)?;
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        digits.parse::<i32>().map_err(|_| bad())
+    };
+    let rt = if let Some(rest) = name.strip_prefix("RTMIN") {
+        Some(libc::SIGRTMIN().checked_add(offset(rest, '+')?))
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        Some(libc::SIGRTMAX().checked_sub(offset(rest, '-')?))
+    } else {
+        None
+    };
+    if let Some(n) = rt {
+        return n
+            .filter(|n| (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(n))
+            .ok_or_else(bad);
     }
     let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().map_err(|_| bad())?;
     Ok(sig as i32)
@@ -421,7 +426,12 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        // An octal escape of one byte (\000..\377); anything else stays as written.
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {

@@ -120,7 +120,8 @@ impl Filter {
 
     /// Parses and compiles one profile file for this host.
     fn from_file(profile: &Path) -> Result<Filter> {
-        let bytes = std::fs::read(profile).ctx(&format!("read {KEY_PROFILE}"), profile)?;
+        // A regular file of bounded size: a fifo or a device would block or never end.
+        let bytes = strata_core::store::read_regular(profile, 4 << 20, &format!("read {KEY_PROFILE}"))?;
         let text =
             String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, KEY_PROFILE, "not valid UTF-8").at(profile))?;
         Filter::from_text(&text, profile)

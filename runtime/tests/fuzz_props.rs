@@ -426,14 +426,13 @@ proptest! {
     }
 }
 
-// ---------------------------------------------------------------- regressions
+// ---------------------------------------------------------------- regressions (fixed)
 
 /// Found by `mount_entry`: an fstab escape above `\377` (`\400`..`\777`)
 /// in `lxc.mount.entry` panics in `conf::unescape` (u8 multiply overflow in
 /// a debug build; wraps silently to another byte in a release build).
 /// Expected: an error, or the escape kept as written.
 #[test]
-#[ignore = "known bug: conf::unescape overflows on \\400..\\777"]
 fn regression_mount_entry_escape_overflow() {
     for line in ["\\777 0 0", "\\400 /mnt none bind 0 0", "/src /mnt\\777 none bind 0 0"] {
         assert!(
@@ -449,7 +448,6 @@ fn regression_mount_entry_escape_overflow() {
 /// overflows an i32 (a panic in a debug build, a negative signal in a
 /// release build).
 #[test]
-#[ignore = "known bug: conf::parse_signal RTMIN offsets unchecked"]
 fn regression_signal_rtmin_offset() {
     for s in [
         "RTMIN-34",
@@ -472,7 +470,6 @@ fn regression_signal_rtmin_offset() {
 /// without end. Expected: an error for anything but a regular file of a
 /// bounded size, as `Config::load` does.
 #[test]
-#[ignore = "known bug: seccomp profile read without a file type or size check"]
 fn regression_seccomp_profile_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("profile.seccomp");
