@@ -48,6 +48,9 @@ pub struct IdMap {
 
 const OP: &str = "parse id map";
 
+/// Most ranges of one uid_map or gid_map (the kernel's UID_GID_MAP_MAX_EXTENTS).
+const MAX_RANGES: usize = 340;
+
 fn map_in(ranges: &[Range], id: u32) -> Option<u32> {
     ranges
         .iter()
@@ -122,9 +125,19 @@ impl IdMap {
         Ok(())
     }
 
-    /// Refuse overlapping ranges (container side or host side) and zero counts.
+    /// Refuse overlapping ranges (container side or host side), zero
+    /// counts and more ranges than the kernel takes.
     pub fn validate(&self) -> Result<()> {
         for (kind, ranges) in [("uid", &self.uids), ("gid", &self.gids)] {
+            // Checked first: the overlap check below is quadratic.
+            if ranges.len() > MAX_RANGES {
+                return Err(err!(
+                    InvalidConfig,
+                    OP,
+                    "{} {kind} ranges: the kernel takes at most {MAX_RANGES}",
+                    ranges.len()
+                ));
+            }
             for (i, a) in ranges.iter().enumerate() {
                 if a.count == 0 {
                     return Err(err!(InvalidConfig, OP, "{}: count is zero", a.display()));
