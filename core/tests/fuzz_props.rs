@@ -721,3 +721,18 @@ fn deps_file_not_regular() {
     big.set_len(1 << 30).unwrap();
     assert!(depends_on(&r).is_err(), "a sparse 1 GiB lxc_rdepends is read");
 }
+
+/// Regression: the overlap check of an id map is quadratic, and a config
+/// within the reader's bounds holds hundreds of thousands of `lxc.idmap`
+/// lines (40000 took seconds, a 16 MiB config minutes). More ranges than
+/// the kernel takes (340 per map) are refused before that check.
+#[test]
+fn idmap_many_ranges() {
+    let lines = |n: u32| (0..n).map(|i| format!("u {i} {} 1", 100000 + i)).collect::<Vec<_>>();
+    let ok = lines(340);
+    assert!(IdMap::parse(ok.iter().map(String::as_str)).is_ok());
+    let many = lines(100_000);
+    let t = std::time::Instant::now();
+    assert!(IdMap::parse(many.iter().map(String::as_str)).is_err());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+}
