@@ -9,23 +9,10 @@ use strata_runtime::cgroup::{device_program, DeviceList, Spec};
 use strata_runtime::conf::{check_implemented, AutoMounts, RunConfig};
 use strata_runtime::confine::Confine;
 
-/// Inputs of known, not yet fixed bugs (see runtime/tests/fuzz_props.rs):
-/// an fstab escape over `\377`, and an `RTMIN` signal with an offset.
-fn known_bug(text: &str) -> bool {
-    let b = text.as_bytes();
-    let escape = b
-        .windows(4)
-        .any(|w| w[0] == b'\\' && (b'4'..=b'7').contains(&w[1]) && w[2..].iter().all(|c| (b'0'..=b'7').contains(c)));
-    escape || text.to_ascii_uppercase().contains("RTMIN")
-}
-
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if known_bug(text) {
-        return;
-    }
     let Ok(cfg) = Config::parse(text) else {
         return;
     };

@@ -47,26 +47,6 @@ fn config_of(lines: &[(String, String)]) -> Config {
     Config::parse(&text).unwrap_or_default()
 }
 
-// ---------------------------------------------------------------- known bugs
-//
-// Inputs of bugs found by these tests and not fixed yet (see the ignored
-// regression tests at the end): left out of the properties so that the
-// rest still runs. Delete each with its fix.
-
-/// An fstab escape `\NNN` above `\377` overflows a u8 in `conf::unescape`.
-fn known_escape_bug(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.windows(4)
-        .any(|w| w[0] == b'\\' && (b'4'..=b'7').contains(&w[1]) && w[2..].iter().all(|c| (b'0'..=b'7').contains(c)))
-}
-
-/// `RTMIN` with a signed or huge offset: below SIGRTMIN, or an i32 overflow.
-fn known_signal_bug(s: &str) -> bool {
-    let u = s.trim().to_ascii_uppercase();
-    let name = u.strip_prefix("SIG").unwrap_or(&u);
-    name.strip_prefix("RTMIN").is_some_and(|rest| !rest.is_empty())
-}
-
 // ---------------------------------------------------------------- mounts
 
 const MOUNT_WORDS: &[&str] = &[
@@ -109,9 +89,6 @@ proptest! {
     /// `lxc.mount.entry`: never a panic; an accepted target stays under the rootfs.
     #[test]
     fn mount_entry(line in words(MOUNT_WORDS, 8), root in prop_oneof![Just(None), Just(Some("/var/lib/lxc/c/rootfs")), Just(Some("/")), Just(Some(""))]) {
-        if known_escape_bug(&line) {
-            return Ok(());
-        }
         if let Ok(e) = parse_mount_entry(&line, root) {
             prop_assert!(!e.target.starts_with('/'), "{:?}", e);
             prop_assert!(!e.target.split('/').any(|c| c == ".."), "{:?}", e);
@@ -136,9 +113,6 @@ proptest! {
         ("(SIG)?RT(MIN|MAX)[+-]{0,2}", any::<i32>()).prop_map(|(a, n)| format!("{a}{n}")),
         any::<String>(),
     ]) {
-        if known_signal_bug(&s) {
-            return Ok(());
-        }
         if let Ok(n) = parse_signal(&s) {
             prop_assert!((1..=libc::SIGRTMAX()).contains(&n), "{:?} -> {}", s, n);
             if s.to_ascii_uppercase().contains("RTM") {
@@ -215,9 +189,6 @@ proptest! {
                 "lxc.net.x.type", "lxc.network.type", "lxc.net.0.mtu", "lxc.console.path", "lxc.rootfs.managed"]),
          words(&["veth", "none", "empty", "br0", "1", "0", "64", "65", "SIGRTMIN+1", "..", "a/b", "A=b", "PATH", "up"], 2)),
     ], 0..8)) {
-        if lines.iter().any(|(k, v)| known_escape_bug(v) || (k == "lxc.signal.halt" && known_signal_bug(v))) {
-            return Ok(());
-        }
         let cfg = config_of(&lines);
         let _ = RunConfig::from_config("c", &cfg, Some("/var/lib/lxc/c/rootfs"));
         let _ = check_implemented(&cfg);
