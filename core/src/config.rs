@@ -675,6 +675,12 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Whether `value` written bare would read back as something else.
+fn needs_quotes(value: &str) -> bool {
+    let b = value.as_bytes();
+    value.trim() != value || (b.len() > 1 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0])
+}
+
 impl std::fmt::Display for Config {
     /// The file text: unchanged lines byte for byte as read.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -682,6 +688,9 @@ impl std::fmt::Display for Config {
         for (i, l) in self.lines.iter().enumerate() {
             match l {
                 Line::Entry { raw: Some(raw), .. } => write!(f, "{raw}")?,
+                // Quoted when reading would change it (surrounding blanks, or
+                // a pair of quotes of its own that reading would strip).
+                Line::Entry { key, value, raw: None } if needs_quotes(value) => write!(f, "{key} = \"{value}\"")?,
                 Line::Entry { key, value, raw: None } => write!(f, "{key} = {value}")?,
                 Line::Other(s) => write!(f, "{s}")?,
             }
