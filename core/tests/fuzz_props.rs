@@ -110,16 +110,13 @@ fn key() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A value as an edit writes it: no newline, no NUL, not padded, not quoted.
+/// A value as an edit writes it: anything but a newline or a NUL, with
+/// surrounding blanks and quotes among them (written quoted).
 fn value() -> impl Strategy<Value = String> {
-    "[^\n\u{0}]{0,24}".prop_map(|v| {
-        let mut v = v.trim().to_string();
-        let b = v.as_bytes();
-        if b.len() > 1 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
-            v.push('x');
-        }
-        v
-    })
+    prop_oneof![
+        3 => "[^\n\u{0}]{0,24}",
+        1 => ("[ \t\"'\u{a0}]{0,2}", "[^\n\u{0}]{0,12}", "[ \t\"'\r]{0,2}").prop_map(|(a, b, c)| format!("{a}{b}{c}")),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -634,6 +631,19 @@ fn config_line_kinds() {
     let c = Config::parse("# c\n\nlxc.a = 1\n").unwrap();
     assert!(matches!(c.lines[0], Line::Other(_)));
     assert!(matches!(c.lines[2], Line::Entry { .. }));
+}
+
+/// Regression (found by the config_parse fuzz target): an edited value
+/// with surrounding blanks, or wrapped in a pair of quotes of its own, was
+/// written bare and read back trimmed or unquoted.
+#[test]
+fn config_edited_value_quoted() {
+    for v in [" a", "a ", "\"x\"", "'x'", "\"", "\"\"", " 1c:3 rwm", "a\r", "\u{a0}x"] {
+        let mut c = Config::parse("lxc.uts.name = old\n").unwrap();
+        c.set("lxc.uts.name", v);
+        let back = Config::parse(&c.to_string()).unwrap();
+        assert_eq!(back.get("lxc.uts.name"), Some(v), "{:?}", c.to_string());
+    }
 }
 
 /// Regression: `lxc_snapshots` was read with `str::lines`, which also ends
