@@ -120,7 +120,7 @@ struct StopArgs {
     /// Do not wait for the container to stop
     #[arg(short = 'W', long = "nowait")]
     nowait: bool,
-    /// Reboot (not supported)
+    /// Reboot: send lxc.signal.reboot (SIGINT) and wait for the new init
     #[arg(short = 'r', long = "reboot")]
     reboot: bool,
     #[command(flatten)]
@@ -130,8 +130,8 @@ struct StopArgs {
 fn stop(a: StopArgs) -> anyhow::Result<i32> {
     let (lxcpath, engine) = setup(&a.common)?;
     let r = existing(&lxcpath, &a.name)?;
-    if a.reboot {
-        bail!("-r (reboot) is not supported");
+    if a.reboot && (a.kill || a.nokill) {
+        bail!("-r excludes -k and --nokill");
     }
     if a.kill && a.nokill {
         bail!("-k and --nokill exclude each other");
@@ -147,6 +147,7 @@ fn stop(a: StopArgs) -> anyhow::Result<i32> {
         timeout: (a.timeout >= 0).then_some(a.timeout as u64),
         nokill: a.nokill,
         nowait: a.nowait,
+        reboot: a.reboot,
     };
     strata_runtime::stop(&engine, &r, &o)?;
     Ok(0)

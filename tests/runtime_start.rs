@@ -582,3 +582,39 @@ fn daemon_console_is_a_pty_logged_to_the_logfile() {
     rt.ok("lxc-stop", &["-n", "c1", "-k"]);
     rt.assert_clean(&["c1"]);
 }
+
+/// `lxc-stop -r` sends `lxc.signal.reboot` (SIGINT unless set); an init that
+/// then calls reboot(2) is started again by its monitor, as under LXC.
+#[test]
+fn reboot_restarts_the_container() {
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", "lxc.signal.reboot = SIGUSR1\n");
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\necho boot >> /boots\ntrap '/bin/busybox reboot -f' USR1\nwhile :; do sleep 0.1; done\n",
+    )
+    .unwrap();
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let boots = || {
+        std::fs::read_to_string(rootfs.join("boots"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let t = Instant::now();
+    while boots() < 1 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid1 = rt.record("c1").unwrap()["init_pid"].as_i64().unwrap();
+    rt.ok("lxc-stop", &["-n", "c1", "-r", "-t", "10"]);
+    let pid2 = rt.record("c1").unwrap()["init_pid"].as_i64().unwrap();
+    assert_ne!(pid1, pid2);
+    assert_eq!(rt.state("c1"), "RUNNING");
+    let t = Instant::now();
+    while boots() < 2 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(boots(), 2);
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.assert_clean(&["c1"]);
+}

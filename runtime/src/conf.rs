@@ -547,6 +547,7 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.init.cwd",
     "lxc.signal.halt",
     "lxc.signal.stop",
+    "lxc.signal.reboot",
     "lxc.ephemeral",
     "lxc.idmap",
     "lxc.id_map",

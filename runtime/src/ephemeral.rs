@@ -1,7 +1,7 @@
 //! Ephemeral runs: a snapshot clone started and destroyed when it stops.
 
 use crate::daemon::{daemonize, Notifier};
-use crate::monitor::{destroy_quietly, run_monitor};
+use crate::monitor::{destroy_quietly, monitor_loop};
 use crate::{my_record, random_suffix, StartOpts};
 use strata_core::engine::{CloneRequest, Engine};
 use strata_core::state::{self};
@@ -92,7 +92,7 @@ pub(crate) fn run_ephemeral(
         }
         return Err(e);
     }
-    let res = run_monitor(engine, &dst, &o.start, !o.keep, n);
+    let res = monitor_loop(engine, &dst, &o.start, !o.keep, n);
     if res.is_err() && !o.keep {
         let _ = state::remove(&dst);
         let _ = destroy_quietly(engine, &dst);

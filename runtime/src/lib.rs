@@ -33,7 +33,7 @@ pub mod userns;
 pub use attach::attach;
 use daemon::{daemonize, Notifier};
 pub use ephemeral::{ephemeral, ephemeral_name, EphemeralOpts};
-use monitor::run_monitor;
+use monitor::monitor_loop;
 use prepare::{pinned_dirs, prepare, Prepared};
 pub use reap::reap_ephemeral;
 pub use stop::{info, stop, StopOpts};
@@ -88,9 +88,9 @@ fn my_record(ephemeral: bool) -> RunRecord {
 pub fn start(engine: &Engine, r: &ContainerRef, opts: &StartOpts) -> Result<i32> {
     let _s = tracing::info_span!("start", name = %r.name).entered();
     if opts.daemon {
-        daemonize(|n| run_monitor(engine, r, opts, false, n))
+        daemonize(|n| monitor_loop(engine, r, opts, false, n))
     } else {
-        run_monitor(engine, r, opts, false, &mut Notifier(None))
+        monitor_loop(engine, r, opts, false, &mut Notifier(None))
     }
 }
 

@@ -150,6 +150,24 @@ fn open_console(p: &Prepared) -> Result<Console> {
     })
 }
 
+/// [`run_monitor`] again as long as init asks for a reboot (it exits on
+/// SIGHUP), as LXC's monitor restarts a container; the last status.
+pub(crate) fn monitor_loop(
+    engine: &Engine,
+    r: &ContainerRef,
+    opts: &StartOpts,
+    ephemeral_run: bool,
+    n: &mut Notifier,
+) -> Result<i32> {
+    loop {
+        let status = run_monitor(engine, r, opts, ephemeral_run, n)?;
+        if status != 128 + libc::SIGHUP {
+            return Ok(status);
+        }
+        tracing::info!("container {} rebooting", r.name);
+    }
+}
+
 /// The monitor: prepare, clone init, wait, tear down.
 pub(crate) fn run_monitor(
     engine: &Engine,
@@ -418,7 +436,10 @@ pub(crate) fn run_monitor(
         }
     }
     drop(ns_held);
-    teardown_then(engine, r, ephemeral, || {
+    // Init killed by SIGHUP: reboot(2) in its pid namespace asked for a
+    // restart (LXC's test); the container stays to be started again.
+    let reboot = status == 128 + libc::SIGHUP;
+    teardown_then(engine, r, ephemeral && !reboot, || {
         if let Err(e) = p.cfg.hooks.run("post-stop", &hook_env, &[], &target) {
             tracing::error!("{e}");
         }

@@ -19,6 +19,9 @@ pub struct StopOpts {
     pub nokill: bool,
     /// `-W`: do not wait.
     pub nowait: bool,
+    /// `-r`: ask init to reboot (`lxc.signal.reboot`, SIGINT unless set) and
+    /// wait (`timeout`) for the new init.
+    pub reboot: bool,
 }
 
 impl Default for StopOpts {
@@ -28,6 +31,7 @@ impl Default for StopOpts {
             timeout: Some(60),
             nokill: false,
             nowait: false,
+            reboot: false,
         }
     }
 }
@@ -58,6 +62,29 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
     let signal_of = |key: &str| eff.get(key).filter(|v| !v.trim().is_empty()).map(conf::parse_signal);
     // lxc.signal.stop: what a hard stop sends (SIGKILL unless set), as LXC.
     let kill_sig = signal_of("lxc.signal.stop").transpose()?.unwrap_or(libc::SIGKILL);
+    if o.reboot {
+        let sig = signal_of("lxc.signal.reboot").transpose()?.unwrap_or(libc::SIGINT);
+        sys::signal(&pidfd, sig);
+        if o.nowait {
+            return Ok(());
+        }
+        let deadline = o.timeout.map(|t| std::time::Instant::now() + Duration::from_secs(t));
+        loop {
+            if state::running(r).is_some_and(|now| now.init_pid != rec.init_pid) {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                return Err(err!(
+                    Busy,
+                    OP,
+                    "container {} did not reboot within {}s",
+                    r.name,
+                    o.timeout.unwrap_or(0)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let sig = if o.kill {
         kill_sig
     } else {
