@@ -368,8 +368,8 @@ pub(super) fn plan_as(layout: &Layout, spec: &Spec, name: &str, root: bool) -> R
         // On a hybrid host the v1 devices controller already enforces the
         // same list (common.conf gives both): LXC loads no program then, and
         // neither does strata; a different cgroup2 list is still applied.
-        let v1_same = !p.v1_devices.is_empty()
-            && DeviceList::from_settings(p.v1_devices.iter().map(|(_, s)| s))? == list;
+        let v1_same =
+            !p.v1_devices.is_empty() && DeviceList::from_settings(p.v1_devices.iter().map(|(_, s)| s))? == list;
         if !v1_same {
             p.bpf = Some(list);
         }

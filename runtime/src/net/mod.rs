@@ -358,11 +358,7 @@ impl Setup {
     fn start_inner(&mut self, name: &str, pid: i32) -> Result<()> {
         // Nothing for us to make (Net::needs_monitor): init may have gone,
         // and even exited, already; its namespace is not ours to open.
-        if self
-            .devs
-            .iter()
-            .all(|d| d.kind == Kind::Empty && d.script_up.is_none())
-        {
+        if self.devs.iter().all(|d| d.kind == Kind::Empty && d.script_up.is_none()) {
             return Ok(());
         }
         self.ns = Some(NsFds::open(pid, !self.privileged)?);
