@@ -143,7 +143,10 @@ fn killed_monitor_leaves_nothing_after_the_next_command() {
     text.push_str("lxc.ephemeral = 1\n");
     std::fs::write(&cfg, text).unwrap();
     rt.ok("lxc-info", &["-n", "base"]);
-    assert!(rt.entries().contains(&"e3".to_string()), "never started as ephemeral: kept");
+    assert!(
+        rt.entries().contains(&"e3".to_string()),
+        "never started as ephemeral: kept"
+    );
     std::fs::write(rt.lxcpath.join("e3/.strata-ephemeral-ran"), "").unwrap();
     rt.ok("lxc-info", &["-n", "base"]);
     rt.assert_clean(&["base"]);

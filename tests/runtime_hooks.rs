@@ -108,7 +108,11 @@ fn failing_hooks_stop_what_they_guard() {
     rt.container("d1", &format!("lxc.hook.destroy = {}\n", hook.display()));
     rt.container("d2", "lxc.hook.destroy = /bin/false\n");
     rt.ok("lxc-destroy", &["-n", "d1"]);
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "destroy d1\n", "the destroy hook did not run");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "destroy d1\n",
+        "the destroy hook did not run"
+    );
     let e = rt.fails("lxc-destroy", &["-n", "d2"]);
     assert!(e.contains("lxc.hook.destroy"), "{e}");
     rt.assert_clean(&["d2", "p1", "p2", "p3"]);
