@@ -396,7 +396,8 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
         Some("devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some(&match a.cfg.pty_max {
-            Some(n) => format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={n}"),
+            // As LXC 5: the ttys come from this instance too.
+            Some(n) => format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={}", n + a.cfg.tty_max),
             None => "newinstance,ptmxmode=0666,mode=0620,gid=5".to_string(),
         }),
     )?;
