@@ -294,6 +294,12 @@ struct AttachArgs {
     /// Set VAR=VALUE
     #[arg(short = 'v', long = "set-var")]
     set_var: Vec<String>,
+    /// Run the command as this uid inside the container
+    #[arg(short = 'u', long = "uid")]
+    uid: Option<u32>,
+    /// Run the command as this gid inside the container
+    #[arg(short = 'g', long = "gid")]
+    gid: Option<u32>,
     #[command(flatten)]
     common: Common,
     #[arg(last = true)]
@@ -310,7 +316,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<i32> {
             .ok_or_else(|| anyhow!("-v {v:?}: expected VAR=VALUE"))?;
         env.push((k.to_string(), val.to_string()));
     }
-    Ok(strata_runtime::attach(&r, &a.cmd, &env, a.clear_env)?)
+    Ok(strata_runtime::attach_as(&r, &a.cmd, &env, a.clear_env, a.uid, a.gid)?)
 }
 
 #[derive(clap::Parser, Debug)]

@@ -8,6 +8,19 @@ use strata_core::{err, ContainerRef, Error, ErrorKind, Result};
 /// `lxc-attach -- cmd`: run `cmd` in the namespaces and root of the running
 /// container; returns its exit status.
 pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_env: bool) -> Result<i32> {
+    attach_as(r, cmd, env, clear_env, None, None)
+}
+
+/// [`attach`] as `uid`/`gid` inside the container (`lxc-attach --uid/--gid`;
+/// the container's root by default).
+pub fn attach_as(
+    r: &ContainerRef,
+    cmd: &[String],
+    env: &[(String, String)],
+    clear_env: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<i32> {
     const OP: &str = "attach";
     let _s = tracing::info_span!("attach", name = %r.name).entered();
     let rec = state::running(r).ok_or_else(|| err!(InvalidArgument, OP, "container {} is not running", r.name))?;
@@ -97,6 +110,20 @@ pub fn attach(r: &ContainerRef, cmd: &[String], env: &[(String, String)], clear_
             }
             match unsafe { libc::fork() } {
                 0 => {
+                    if uid.is_some() || gid.is_some() {
+                        let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+                        // SAFETY: plain system calls in the forked child before exec.
+                        let ok = unsafe {
+                            libc::setgroups(0, std::ptr::null()) == 0
+                                && libc::setresgid(g, g, g) == 0
+                                && libc::setresuid(u, u, u) == 0
+                        };
+                        if !ok {
+                            let msg = format!("switch to uid {u} gid {g}: {}", sys::errno().desc());
+                            sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                            unsafe { libc::_exit(126) }
+                        }
+                    }
                     let mut envp: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
                     envp.push(std::ptr::null());
                     let mut argp: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();

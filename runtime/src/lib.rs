@@ -30,7 +30,7 @@ mod stop;
 mod sys;
 pub mod userns;
 
-pub use attach::attach;
+pub use attach::{attach, attach_as};
 use daemon::{daemonize, Notifier};
 pub use ephemeral::{ephemeral, ephemeral_name, EphemeralOpts};
 use monitor::monitor_loop;
