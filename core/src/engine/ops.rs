@@ -349,6 +349,40 @@ pub(super) fn random_mac() -> String {
     format!("00:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
+/// LXC's template MACs (`00:16:3e:xx:xx:xx`): each `x`/`X` a random hex
+/// digit, the first octet kept unicast; LXC expands them when it writes a
+/// new config, so that the container keeps one address.
+pub(super) fn expand_hwaddrs(cfg: &mut Config) {
+    cfg.rewrite(|k, v| {
+        if !is_hwaddr(k) || !v.contains(['x', 'X']) {
+            return None;
+        }
+        let mut rnd = vec![0u8; v.len()];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            use std::io::Read;
+            let _ = f.read_exact(&mut rnd);
+        }
+        const HEX: &[u8] = b"0123456789abcdef";
+        let mut out: Vec<u8> = v
+            .bytes()
+            .zip(&rnd)
+            .map(|(c, r)| {
+                if c == b'x' || c == b'X' {
+                    HEX[(*r & 15) as usize]
+                } else {
+                    c
+                }
+            })
+            .collect();
+        // The second hex digit of the first octet holds the multicast bit.
+        if v.as_bytes().get(1).is_some_and(|c| *c == b'x' || *c == b'X') {
+            let d = (out[1] as char).to_digit(16).unwrap_or(0) & !1;
+            out[1] = HEX[d as usize];
+        }
+        Some(String::from_utf8(out).unwrap_or_else(|_| v.to_string()))
+    });
+}
+
 fn is_hwaddr(key: &str) -> bool {
     key.starts_with("lxc.net.") && key.ends_with(".hwaddr")
 }
@@ -620,6 +654,7 @@ impl Engine {
                 ..probe
             };
             let mut cfg = seed.clone();
+            expand_hwaddrs(&mut cfg);
             cfg.set("lxc.rootfs.path", &spec.to_string());
             cfg.set("lxc.uts.name", &r.name);
             let cfg_path = staging.join("config");
@@ -661,6 +696,7 @@ impl Engine {
                 cfg = Config::load(&cfg_path)?;
                 let (s, d) = (staging.display().to_string(), dir.display().to_string());
                 cfg.rewrite(|_, v| v.contains(&s).then(|| replace_dir(v, &s, &d)));
+                expand_hwaddrs(&mut cfg);
                 cfg.set("lxc.rootfs.path", &spec.to_string());
                 if cfg.get("lxc.uts.name").is_none() {
                     cfg.set("lxc.uts.name", &r.name);
@@ -1812,6 +1848,28 @@ impl CtxOp for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_macs_expand_once_and_stay_unicast() {
+        let mut c = Config::parse(
+            "lxc.net.0.hwaddr = 00:16:3e:xx:xx:xx\nlxc.net.1.hwaddr = xx:XX:xx:xx:xx:xx\nlxc.net.2.hwaddr = 00:16:3e:01:02:03\n",
+        )
+        .unwrap();
+        for _ in 0..50 {
+            let mut e = c.clone();
+            expand_hwaddrs(&mut e);
+            let a = e.get("lxc.net.0.hwaddr").unwrap().to_string();
+            assert!(a.starts_with("00:16:3e:") && !a.contains('x') && a.len() == 17, "{a}");
+            let b = e.get("lxc.net.1.hwaddr").unwrap();
+            let first = u8::from_str_radix(&b[..2], 16).unwrap();
+            assert_eq!(first & 1, 0, "multicast MAC {b}");
+            assert_eq!(e.get("lxc.net.2.hwaddr"), Some("00:16:3e:01:02:03"));
+        }
+        expand_hwaddrs(&mut c);
+        let once = c.get("lxc.net.0.hwaddr").unwrap().to_string();
+        expand_hwaddrs(&mut c);
+        assert_eq!(c.get("lxc.net.0.hwaddr").unwrap(), once);
+    }
 
     #[test]
     fn replace_dir_only_whole_path_prefixes() {
