@@ -29,6 +29,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-unfreeze",
         "lxc-cgroup",
         "lxc-monitor",
+        "lxc-autostart",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

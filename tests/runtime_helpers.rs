@@ -25,6 +25,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-unfreeze",
     "lxc-cgroup",
     "lxc-monitor",
+    "lxc-autostart",
 ];
 
 pub struct Rt {

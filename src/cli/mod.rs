@@ -46,6 +46,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-unfreeze",
     "lxc-cgroup",
     "lxc-monitor",
+    "lxc-autostart",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

@@ -2,6 +2,7 @@
 //! lxc-cgroup, lxc-monitor; and what lxc-info and lxc-ls share with them
 //! (config items as LXC prints them, a running container's network).
 
+pub mod autostart;
 pub mod cgroup;
 pub mod config_item;
 pub mod freeze;
@@ -13,7 +14,14 @@ pub mod watch;
 use std::ffi::OsString;
 
 /// The tools here, dispatched from [`crate::run::dispatch`].
-pub const TOOLS: &[&str] = &["lxc-wait", "lxc-freeze", "lxc-unfreeze", "lxc-cgroup", "lxc-monitor"];
+pub const TOOLS: &[&str] = &[
+    "lxc-wait",
+    "lxc-freeze",
+    "lxc-unfreeze",
+    "lxc-cgroup",
+    "lxc-monitor",
+    "lxc-autostart",
+];
 
 /// Run `tool` with `argv` (argv[0] included).
 pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
@@ -31,6 +39,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
         "lxc-unfreeze" => freeze::run(parse!(freeze::Args), false),
         "lxc-cgroup" => cgroup::run(parse!(cgroup::Args)),
         "lxc-monitor" => monitor::run(parse!(monitor::Args)),
+        "lxc-autostart" => autostart::run(parse!(autostart::Args)),
         t => anyhow::bail!("{t}: not a state tool"),
     }
 }
