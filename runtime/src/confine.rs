@@ -256,24 +256,38 @@ fn parse_labels(cfg: &Config) -> Result<Vec<Label>> {
 impl Confine {
     pub fn from_config(cfg: &Config) -> Result<Confine> {
         let mut prlimits = Vec::new();
-        let mut sysctls = Vec::new();
+        let mut sysctls: Vec<(String, String)> = Vec::new();
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (k, v) in cfg.entries() {
             if let Some(name) = k.strip_prefix("lxc.prlimit.") {
-                prlimits.retain(|p: &Prlimit| p.name != name);
-                if !v.trim().is_empty() {
-                    prlimits.push(parse_prlimit(&k, name, v)?);
+                // The last line of a key wins; an empty value clears it.
+                let new = (!v.trim().is_empty()).then(|| parse_prlimit(&k, name, v)).transpose()?;
+                match (prlimits.iter().position(|p: &Prlimit| p.name == name), new) {
+                    (Some(i), Some(p)) => prlimits[i] = p,
+                    (Some(i), None) => {
+                        prlimits.remove(i);
+                    }
+                    (None, Some(p)) => prlimits.push(p),
+                    (None, None) => {}
                 }
             } else if let Some(name) = k.strip_prefix("lxc.sysctl.") {
                 if name.is_empty() || name.split('.').any(|c| c.is_empty() || c == "..") || name.contains('/') {
                     return Err(err!(InvalidConfig, OP, "{k}: not a sysctl name"));
                 }
                 let path = name.replace('.', "/");
-                sysctls.retain(|(p, _): &(String, String)| *p != path);
-                if !v.trim().is_empty() {
-                    sysctls.push((path, v.trim().to_string()));
+                // The last line of a key wins (an index by path keeps this linear).
+                match (seen.get(&path).copied(), v.trim()) {
+                    (Some(i), "") => sysctls[i].1.clear(),
+                    (Some(i), val) => sysctls[i].1 = val.to_string(),
+                    (None, "") => {}
+                    (None, val) => {
+                        seen.insert(path.clone(), sysctls.len());
+                        sysctls.push((path, val.to_string()));
+                    }
                 }
             }
         }
+        sysctls.retain(|(_, v)| !v.is_empty());
         let no_new_privs = match cfg.get("lxc.no_new_privs").map(str::trim) {
             None | Some("") | Some("0") => false,
             Some("1") => true,

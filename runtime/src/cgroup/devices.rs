@@ -166,8 +166,19 @@ impl DeviceList {
 
     /// Build the list from `devices.allow`/`devices.deny` settings.
     pub fn from_settings<'a>(settings: impl IntoIterator<Item = &'a super::Setting>) -> Result<DeviceList> {
+        // Each rule is a few instructions of a program the kernel caps at
+        // 4096, and a merge with the rules before it: bounded here.
+        const MAX_RULES: usize = 1024;
         let mut l = DeviceList::default();
-        for s in settings.into_iter().filter(|s| s.is_device_rule()) {
+        for (n, s) in settings.into_iter().filter(|s| s.is_device_rule()).enumerate() {
+            if n >= MAX_RULES {
+                return Err(strata_core::err!(
+                    InvalidConfig,
+                    "read device rules",
+                    "{}: more than {MAX_RULES} device rules",
+                    s.key
+                ));
+            }
             l.add(DeviceRule::parse(&s.key, &s.value)?);
         }
         Ok(l)
