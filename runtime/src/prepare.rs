@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use strata_core::engine::Engine;
 use strata_core::idmap::IdMap;
 use strata_core::state::{self, RunRecord};
-use strata_core::{err, paths, Container, ContainerRef, Error, Result, Store};
+use strata_core::{err, paths, Container, ContainerRef, Error, ErrorKind, Result, Store};
 
 /// Everything made before init runs, undone by [`Prepared::undo`] on failure.
 pub(crate) struct Prepared {
@@ -30,6 +30,8 @@ pub(crate) struct Prepared {
     /// (made, and recorded in the run record before they were).
     pub(crate) cg_layout: cgroup::Layout,
     pub(crate) cg: cgroup::Plan,
+    /// Whether [`cgroup::create`] made them (undo removes only its own).
+    pub(crate) cg_made: bool,
     /// `lxc.console.logfile`.
     pub(crate) eff_console_log: Option<PathBuf>,
 }
@@ -60,8 +62,11 @@ impl Prepared {
             self.mounted = false;
         }
         let _ = std::fs::remove_dir(&self.mp);
-        if let Err(e) = cgroup::remove(&self.cg.paths()) {
-            tracing::warn!("remove cgroups: {e}");
+        if self.cg_made {
+            if let Err(e) = cgroup::remove(&self.cg.paths()) {
+                tracing::warn!("remove cgroups: {e}");
+            }
+            self.cg_made = false;
         }
         if let Some(t) = self.tmpfs.take() {
             let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
@@ -134,6 +139,10 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     // The container's cgroups, checked against this host before anything is made.
     let cg_layout = cgroup::Layout::detect()?;
     let cg_spec = cgroup::Spec::from_config(&eff)?;
+    // Names are picked (lxc.payload.NAME, -1, ...) and made under one host
+    // lock, so that two starts of same-named containers of different
+    // lxcpaths never pick the same one.
+    let cg_lock = cgroup_names_lock();
     let cg = cgroup::plan(&cg_layout, &cg_spec, &r.name)?;
     // Recorded before they exist: whoever finds the record removes them.
     state::write(
@@ -156,6 +165,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         seccomp,
         cg_layout,
         cg,
+        cg_made: false,
         eff_console_log: eff
             .get("lxc.console.logfile")
             .map(str::trim)
@@ -163,7 +173,28 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             .map(PathBuf::from),
     };
     let res = (|| {
-        cgroup::create(&p.cg)?;
+        let mut tries = 0;
+        loop {
+            match cgroup::create(&p.cg) {
+                Ok(()) => break,
+                // A container of the same name in another lxcpath took the
+                // name between plan and create: the next one, recorded first.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && tries < 8 => {
+                    tries += 1;
+                    p.cg = cgroup::plan(&p.cg_layout, &cg_spec, &r.name)?;
+                    state::write(
+                        r,
+                        &RunRecord {
+                            cgroups: p.cg.paths(),
+                            ..my_record(ephemeral)
+                        },
+                    )?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        p.cg_made = true;
+        drop(cg_lock);
         // The container's root manages its own cgroups below these, as under LXC.
         if let Some(gid) = p.map.root_gid().filter(|_| paths::is_root()) {
             cgroup::chown(&p.cg, gid)?;
@@ -208,6 +239,27 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         return Err(e);
     }
     Ok(p)
+}
+
+/// An exclusive lock held while a container's cgroup names are chosen and
+/// made (root only: others make none but in their own delegated tree).
+fn cgroup_names_lock() -> Option<std::fs::File> {
+    if !paths::is_root() {
+        return None;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/strata-cgroup-names.lock")
+        .ok()?;
+    // SAFETY: flock on our open fd; released when the file is dropped or the process dies.
+    while unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+        if sys::errno() != nix::errno::Errno::EINTR {
+            return None;
+        }
+    }
+    Some(f)
 }
 
 /// The directory whose owner tells how the rootfs is owned: an overlay's
