@@ -589,7 +589,13 @@ impl Backend for LoopBackend {
                 return Err(Error::errno(OP, &image, e));
             }
         }
-        wrote.map(Some)
+        match wrote {
+            // Not found through the device made before the data went in: a
+            // block it cached then may still hide the copy (seen under heavy
+            // load). The engine's own path looks again through a new device.
+            Ok(false) => Ok(None),
+            w => w.map(Some),
+        }
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
