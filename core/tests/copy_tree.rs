@@ -8,9 +8,19 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use strata_core::copy::{copy_tree, CopyOptions, IdShift};
+use strata_core::copy::{CopyOptions, IdShift};
 use strata_core::ErrorKind;
 use strata_testkit::{need_root, LoopFs};
+
+/// The umask is the process's: the test that changes it holds this for
+/// writing, every other copy for reading (the engine reads the umask once
+/// per copy, and the tests of this file run in parallel threads).
+static UMASK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn copy_tree(src: &Path, dst: &Path, o: &CopyOptions) -> strata_core::Result<strata_core::copy::CopyStats> {
+    let _g = UMASK.read().unwrap_or_else(|e| e.into_inner());
+    strata_core::copy::copy_tree(src, dst, o)
+}
 
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -342,6 +352,7 @@ fn modes_and_owners_exact_whatever_the_umask_and_destination() {
     }
     lchown(&s.join("sub/f6"), 0, 1234);
     lchown(&s.join("sub/f7"), 1234, 0);
+    let umask_held = UMASK.write().unwrap_or_else(|e| e.into_inner());
     let old = unsafe { libc::umask(0o077) };
     let mut dsts = Vec::new();
     for kind in ["plain", "setgid", "acl"] {
@@ -363,9 +374,10 @@ fn modes_and_owners_exact_whatever_the_umask_and_destination() {
             ),
             _ => {}
         }
-        dsts.push((copy_tree(&s, &d, &CopyOptions::default()), d));
+        dsts.push((strata_core::copy::copy_tree(&s, &d, &CopyOptions::default()), d));
     }
     unsafe { libc::umask(old) };
+    drop(umask_held);
     for (res, d) in dsts {
         res.unwrap();
         for e in [
