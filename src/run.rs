@@ -92,11 +92,20 @@ fn start(a: StartArgs, execute: bool) -> anyhow::Result<i32> {
     if a.rcfile.is_some() || !a.define.is_empty() {
         bail!("-f and -s are not supported: edit the container's config");
     }
-    if execute && a.cmd.is_empty() {
-        bail!("lxc-execute needs a command: lxc-execute -n NAME -- COMMAND");
+    let mut cmd = a.cmd;
+    if execute && cmd.is_empty() {
+        // As LXC: without a command, lxc.execute.cmd.
+        let eff = strata_core::config::Config::load_effective(&r.config_path())?;
+        cmd = eff
+            .get("lxc.execute.cmd")
+            .map(|c| c.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        if cmd.is_empty() {
+            bail!("lxc-execute needs a command: lxc-execute -n NAME -- COMMAND, or lxc.execute.cmd");
+        }
     }
     let opts = StartOpts {
-        cmd: a.cmd,
+        cmd,
         daemon: if execute { a.daemon } else { !a.foreground },
         ..Default::default()
     };

