@@ -630,3 +630,19 @@ fn execute_runs_lxc_execute_cmd() {
     assert!(e.contains("lxc.execute.cmd"), "{e}");
     rt.assert_clean(&["c2", "c3"]);
 }
+
+/// `lxc.arch = i686` runs init with the linux32 personality (uname says
+/// i686), `amd64` as the host; another architecture is refused by name.
+#[test]
+fn lxc_arch_sets_the_personality() {
+    let rt = Rt::new();
+    rt.container("c1", "lxc.arch = i686\n");
+    rt.container("c2", "lxc.arch = amd64\n");
+    rt.container("c3", "lxc.arch = arm64\n");
+    let m = |n: &str| rt.ok("lxc-execute", &["-n", n, "--", "/bin/busybox", "uname", "-m"]);
+    assert_eq!(m("c1").trim(), "i686");
+    assert_eq!(m("c2").trim(), "x86_64");
+    let e = rt.fails("lxc-execute", &["-n", "c3", "--", "/bin/true"]);
+    assert!(e.contains("lxc.arch"), "{e}");
+    rt.assert_clean(&["c1", "c2", "c3"]);
+}

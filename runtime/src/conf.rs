@@ -572,8 +572,6 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.console.path",
     "lxc.console.logfile",
     "lxc.arch",
-    "lxc.log.level",
-    "lxc.loglevel",
     // Read by lxc-autostart, not by a start.
     "lxc.start.auto",
     "lxc.start.delay",

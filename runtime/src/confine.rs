@@ -55,6 +55,8 @@ pub struct Confine {
     pub gid: Option<u32>,
     pub cwd: Option<String>,
     pub labels: Vec<Label>,
+    /// `lxc.arch` of a 32-bit x86: init runs with the linux32 personality.
+    pub linux32: bool,
 }
 
 /// `sys_admin`, `CAP_SYS_ADMIN`, `21`.
@@ -299,7 +301,19 @@ impl Confine {
                 return Err(err!(InvalidConfig, OP, "lxc.init.cwd = {c}: must be an absolute path"));
             }
         }
+        let linux32 = match cfg.get("lxc.arch").map(str::trim) {
+            None | Some("") | Some("x86_64") | Some("amd64") | Some("linux64") => false,
+            Some("i386" | "i486" | "i586" | "i686" | "x86" | "linux32") => true,
+            Some(a) => {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "lxc.arch = {a}: not an architecture this x86_64 host runs"
+                ))
+            }
+        };
         Ok(Confine {
+            linux32,
             caps: parse_caps(cfg)?,
             no_new_privs,
             prlimits,
@@ -380,6 +394,13 @@ impl Confine {
         for l in &self.labels {
             std::fs::write(l.attr, l.value.as_bytes())
                 .map_err(|e| err!(PermissionDenied, "set LSM label", "{} ({}): {e}", l.value, l.attr))?;
+        }
+        if self.linux32 {
+            const PER_LINUX32: libc::c_ulong = 0x0008;
+            // SAFETY: personality takes a flag word only.
+            if unsafe { libc::personality(PER_LINUX32) } < 0 {
+                return Err(Error::errno("lxc.arch", "linux32", nix::errno::Errno::last()));
+            }
         }
         if self.no_new_privs {
             // SAFETY: prctl with integer arguments only.
