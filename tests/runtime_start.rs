@@ -461,7 +461,7 @@ fn rootfs_options_and_mount() {
     rt.container("c3", "lxc.rootfs.mount = /nonexistent/dir\n");
     let e = rt.fails("lxc-execute", &["-n", "c3", "--", "/bin/true"]);
     assert!(e.contains("lxc.rootfs.mount"), "{e}");
-    rt.assert_clean(&["c2", "c3"]);
+    rt.assert_clean(&["c1", "c2", "c3"]);
 }
 
 /// `lxc.sysctl.*` (in the container's own network namespace), `lxc.prlimit.*`,
