@@ -414,18 +414,20 @@ fn root_runs_an_unprivileged_container_with_lxcs_config_confined() {
         eprintln!("skipped: needs root and LXC's config files");
         return;
     }
+    // Its own name: cgroup names are per host, and another test's "c1" may
+    // take lxc.payload.c1 the moment this one frees it.
     let rt = Rt::new();
     let rootfs = rt.container(
-        "c1",
+        "uconfined",
         &format!(
             "{MAP}lxc.include = /usr/share/lxc/config/common.conf\nlxc.include = /usr/share/lxc/config/userns.conf\n\
              lxc.cgroup.pids.max = 32\nlxc.cgroup.memory.limit_in_bytes = 64M\n"
         ),
     );
     shift_tree(&rootfs, 100000);
-    rt.ok("lxc-start", &["-n", "c1"]);
-    let pid = wait_running(&rt, "c1");
-    let cgroups: Vec<String> = rt.record("c1").unwrap()["cgroups"]
+    rt.ok("lxc-start", &["-n", "uconfined"]);
+    let pid = wait_running(&rt, "uconfined");
+    let cgroups: Vec<String> = rt.record("uconfined").unwrap()["cgroups"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
@@ -449,7 +451,7 @@ fn root_runs_an_unprivileged_container_with_lxcs_config_confined() {
         "lxc-attach",
         &[
             "-n",
-            "c1",
+            "uconfined",
             "--",
             "/bin/sh",
             "-c",
@@ -458,12 +460,12 @@ fn root_runs_an_unprivileged_container_with_lxcs_config_confined() {
     );
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(!out.contains("WROTE"), "{out}");
-    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.ok("lxc-stop", &["-n", "uconfined", "-k"]);
     assert!(!pid_alive(pid));
     for c in &cgroups {
         assert!(!Path::new(c).exists(), "cgroup {c} left after stop");
     }
-    rt.assert_clean(&["c1"]);
+    rt.assert_clean(&["uconfined"]);
 }
 
 /// A user without a delegated cgroup (this host offers none to it): limits
