@@ -30,6 +30,8 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-cgroup",
         "lxc-monitor",
         "lxc-autostart",
+        "lxc-usernsexec",
+        "lxc-unshare",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

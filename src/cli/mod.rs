@@ -47,6 +47,8 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-cgroup",
     "lxc-monitor",
     "lxc-autostart",
+    "lxc-usernsexec",
+    "lxc-unshare",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

@@ -1,6 +1,7 @@
 //! State tools under LXC's names: lxc-wait, lxc-freeze, lxc-unfreeze,
 //! lxc-cgroup, lxc-monitor; and what lxc-info and lxc-ls share with them
-//! (config items as LXC prints them, a running container's network).
+//! (config items as LXC prints them, a running container's network); and
+//! the namespace tools lxc-usernsexec and lxc-unshare.
 
 pub mod autostart;
 pub mod cgroup;
@@ -8,6 +9,9 @@ pub mod config_item;
 pub mod freeze;
 pub mod monitor;
 pub mod netinfo;
+pub mod nschild;
+pub mod unshare;
+pub mod usernsexec;
 pub mod wait;
 pub mod watch;
 
@@ -21,6 +25,8 @@ pub const TOOLS: &[&str] = &[
     "lxc-cgroup",
     "lxc-monitor",
     "lxc-autostart",
+    "lxc-usernsexec",
+    "lxc-unshare",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -40,6 +46,8 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
         "lxc-cgroup" => cgroup::run(parse!(cgroup::Args)),
         "lxc-monitor" => monitor::run(parse!(monitor::Args)),
         "lxc-autostart" => autostart::run(parse!(autostart::Args)),
+        "lxc-usernsexec" => usernsexec::run(parse!(usernsexec::Args)),
+        "lxc-unshare" => unshare::run(parse!(unshare::Args)),
         t => anyhow::bail!("{t}: not a state tool"),
     }
 }
