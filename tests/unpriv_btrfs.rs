@@ -91,7 +91,9 @@ fn btrfs_as_test_user() {
         ".",
     ]);
     // The user's own: a home with its default map, the lxcpath, a run dir.
-    let s = SubIds::load(USER, uid, gid, Path::new("/etc/subuid"), Path::new("/etc/subgid")).unwrap();
+    let s = SubIds::load(USER, uid, gid, Path::new("/etc/subuid"), Path::new("/etc/subgid"))
+        .unwrap()
+        .widest_first();
     let home = area.0.join("home");
     std::fs::create_dir_all(home.join(".config/lxc")).unwrap();
     std::fs::write(
@@ -212,7 +214,7 @@ fn owner(p: &Path) -> (u32, u32) {
 /// owned by the mapped ids, in container dirs laid out as LXC does.
 fn make_body() {
     let e = UserEnv::new();
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let (_, gid) = own_ids();
     let tar = e.area.join("rootfs.tar");
@@ -247,7 +249,7 @@ fn make_body() {
 /// Restores, an ephemeral run, and the destroy of everything.
 fn use_body() {
     let e = UserEnv::new();
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let root = e.lxcpath.join("b1/rootfs");
     // A change made inside, gone after a restore in place.

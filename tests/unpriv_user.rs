@@ -86,7 +86,7 @@ user_test!(per_user_paths, &[], {
 });
 
 user_test!(maps_checked_against_subordinate_ranges, &[], {
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     assert_eq!(s.name, USER);
     let (u0, c) = s.uids[0];
     let (g0, gc) = s.gids[0];
@@ -127,7 +127,7 @@ user_test!(maps_checked_against_subordinate_ranges, &[], {
 });
 
 user_test!(maps_written_with_newuidmap, &[], {
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, _) = s.uids[0];
     let (g0, _) = s.gids[0];
     let (uid, gid) = own_ids();
@@ -174,7 +174,7 @@ user_test!(
 );
 
 user_test!(missing_newuidmap_is_a_clear_error, &[], {
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let child = NsChild::spawn();
     let empty = tempfile::tempdir().unwrap();
     std::env::set_var("PATH", empty.path());
@@ -451,7 +451,7 @@ fn e2e_body() {
         a.extend_from_slice(args);
         ok(&bin, tool, &a)
     };
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (uid, gid) = own_ids();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     assert!(
@@ -632,7 +632,7 @@ fn e2e_body() {
 
 user_test!(files_made_in_a_user_namespace_are_owned_by_mapped_ids, &[], {
     use std::os::unix::fs::MetadataExt;
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let (uid, gid) = own_ids();
     let map = IdMap::parse([
@@ -676,7 +676,7 @@ user_test!(files_made_in_a_user_namespace_are_owned_by_mapped_ids, &[], {
 
 user_test!(user_files_readable_in_a_user_namespace_with_the_caller_mapped, &[], {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let map = IdMap::parse([format!("u 0 {u0} 65536").as_str(), format!("g 0 {g0} 65536").as_str()]).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -707,7 +707,7 @@ user_test!(user_files_readable_in_a_user_namespace_with_the_caller_mapped, &[], 
 user_test!(user_converts_own_container_between_maps_in_its_ranges, &[], {
     use std::os::unix::fs::MetadataExt;
     use strata_core::shift;
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let a = IdMap::parse([format!("u 0 {u0} 2000").as_str(), format!("g 0 {g0} 2000").as_str()]).unwrap();
     let b = IdMap::parse([
@@ -780,7 +780,7 @@ fn state_of(root: &Path) -> Vec<String> {
 user_test!(bad_input_as_user_is_one_line_and_changes_nothing, &[], {
     let tmp = scratch();
     let bin = tool_dir(tmp.path());
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let lxcpath = tmp.path().join("lxc");
     let lp = lxcpath.to_str().unwrap().to_string();
@@ -880,7 +880,7 @@ user_test!(user_creates_from_its_dir_a_template_and_another_container, &[], {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let tmp = scratch();
     let bin = tool_dir(tmp.path());
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let (u0, g0) = (s.uids[0].0, s.gids[0].0);
     let lp = tmp.path().join("lxc").to_str().unwrap().to_string();
     let conf = tmp.path().join("c.conf");
@@ -1129,7 +1129,7 @@ user_test!(lxc_runs_a_users_strata_containers, &[], {
     let lxcpath = tmp.path().join("lxc");
     std::fs::create_dir(&lxcpath).unwrap();
     let lp = lxcpath.to_str().unwrap();
-    let s = SubIds::for_caller().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
     let conf = tmp.path().join("c.conf");
     std::fs::write(
         &conf,

@@ -369,6 +369,15 @@ impl SubIds {
         )
     }
 
+    /// The same ranges, the widest first: a user may hold a one-id range
+    /// (its own id, say) listed before its main one, and callers that want
+    /// "the user's range" want the wide one whatever the order in the file.
+    pub fn widest_first(mut self) -> SubIds {
+        self.uids.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+        self.gids.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+        self
+    }
+
     /// Ranges of user `name` (uid `uid`) from the given files; a missing file has no ranges.
     pub fn load(name: &str, uid: u32, gid: u32, subuid: &Path, subgid: &Path) -> Result<SubIds> {
         let read = |p: &Path| -> Result<Vec<(u32, u32)>> {
