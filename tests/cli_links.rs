@@ -32,6 +32,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-autostart",
         "lxc-usernsexec",
         "lxc-unshare",
+        "lxc-config",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

@@ -19,9 +19,8 @@ use clap::Parser;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use strata_core::config::Config;
 use strata_core::engine::Engine;
-use strata_core::{paths, BackendOpts};
+use strata_core::{lxc_conf, paths, BackendOpts};
 
 /// LXC tool names handled by the storage front ends here.
 pub const STORAGE_TOOLS: &[&str] = &[
@@ -49,6 +48,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-autostart",
     "lxc-usernsexec",
     "lxc-unshare",
+    "lxc-config",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.
@@ -213,24 +213,13 @@ pub fn init_logging(prio: Option<&str>, logfile: Option<&Path>) -> anyhow::Resul
     Ok(())
 }
 
-/// The global `lxc.conf`, if there is one.
-pub fn global_conf() -> anyhow::Result<Option<Config>> {
-    let p = paths::global_conf();
-    if !p.exists() {
-        return Ok(None);
-    }
-    Ok(Some(Config::load(&p)?))
-}
-
-/// `-P`, else `lxc.lxcpath` from lxc.conf, else the built-in default.
+/// `-P`, else `lxc.lxcpath` from lxc.conf (read as LXC reads it), else the
+/// built-in default.
 pub fn resolve_lxcpath(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let p = match given {
         Some(p) => p.to_path_buf(),
-        None => match global_conf()?
-            .as_ref()
-            .and_then(|c| c.get("lxc.lxcpath").map(PathBuf::from))
-        {
-            Some(p) => p,
+        None => match lxc_conf::value_at(&paths::global_conf(), "lxc.lxcpath")? {
+            Some(p) => PathBuf::from(p),
             None => paths::builtin_lxcpath(),
         },
     };
@@ -242,13 +231,22 @@ pub fn resolve_lxcpath(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// The `lxc.bdev.*` keys of lxc.conf the backends take defaults from.
+const BDEV_KEYS: &[&str] = &[
+    "lxc.bdev.lvm.vg",
+    "lxc.bdev.lvm.thin_pool",
+    "lxc.bdev.lvm.fstype",
+    "lxc.bdev.zfs.root",
+    "lxc.bdev.fstype",
+    "lxc.bdev.fssize",
+];
+
 /// Backend options with the `lxc.bdev.*` defaults of lxc.conf filled in.
 pub fn backend_opts(mut opts: BackendOpts) -> anyhow::Result<BackendOpts> {
-    if let Some(conf) = global_conf()? {
-        for (k, v) in conf.entries() {
-            if k.starts_with("lxc.bdev.") {
-                opts.defaults.insert(k.to_string(), v.to_string());
-            }
+    let conf = paths::global_conf();
+    for k in BDEV_KEYS {
+        if let Some(v) = lxc_conf::value_at(&conf, k)? {
+            opts.defaults.insert(k.to_string(), v);
         }
     }
     let d = |k: &str| opts.defaults.get(k).cloned();

@@ -5,6 +5,7 @@
 
 pub mod autostart;
 pub mod cgroup;
+pub mod config;
 pub mod config_item;
 pub mod freeze;
 pub mod monitor;
@@ -27,6 +28,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-autostart",
     "lxc-usernsexec",
     "lxc-unshare",
+    "lxc-config",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -40,6 +42,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
         };
     }
     match tool {
+        "lxc-config" => config::run(argv),
         "lxc-wait" => wait::run(parse!(wait::Args)),
         "lxc-freeze" => freeze::run(parse!(freeze::Args), true),
         "lxc-unfreeze" => freeze::run(parse!(freeze::Args), false),

@@ -1,0 +1,261 @@
+//! The host tools that need no container: lxc-config, lxc-checkconfig and
+//! lxc-update-config, side by side with Debian's LXC 5 where it is
+//! installed (same lxc.conf, same kernel config, same input file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn strata() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// A scratch dir with the binary linked under LXC's names.
+struct Scratch {
+    tmp: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let tmp = tempfile::Builder::new()
+            .prefix("strata-host-tools-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for t in [
+            "lxc-config",
+            "lxc-checkconfig",
+            "lxc-update-config",
+            "lxc-ls",
+            "lxc-start",
+        ] {
+            std::os::unix::fs::symlink(strata(), bin.join(t)).unwrap();
+        }
+        Scratch { tmp, bin }
+    }
+
+    fn tool(&self, t: &str) -> PathBuf {
+        self.bin.join(t)
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn lxc(tool: &str) -> Option<PathBuf> {
+    let p = Path::new("/usr/bin").join(tool);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("note: {tool} of LXC is not installed; strata checked against the expected values alone");
+        None
+    }
+}
+
+/// Run `prog args` in a private mount namespace where `etc` is mounted
+/// over /etc/lxc: both LXC and strata then read `etc/lxc.conf` as root's
+/// lxc.conf, and the host's /etc/lxc is not touched.
+fn with_etc(etc: &Path, prog: &Path, args: &[&str]) -> Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc/lxc && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(etc)
+        .arg(prog)
+        .args(args)
+        .env_remove("LXC_GLOBAL_CONF")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, i32) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        o.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn config_items_as_lxc_reads_lxc_conf() {
+    if !root() {
+        eprintln!("skipped: needs root (a private mount namespace over /etc/lxc)");
+        return;
+    }
+    let s = Scratch::new();
+    let etc = s.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let lxc_config = lxc("lxc-config");
+    let args = [
+        "-l",
+        "lxc.lxcpath",
+        "lxc.default_config",
+        "lxc.bdev.lvm.vg",
+        "lxc.bdev.lvm.thin_pool",
+        "lxc.bdev.zfs.root",
+        "lxc.cgroup.use",
+        "lxc.cgroup.pattern",
+        "lxc.bdev",
+        "lxc.cg",
+    ];
+    // No lxc.conf: LXC's defaults for root.
+    let want_default = [
+        ("lxc.lxcpath", "/var/lib/lxc\n"),
+        ("lxc.default_config", "/etc/lxc/default.conf\n"),
+        ("lxc.bdev.lvm.vg", "lxc\n"),
+        ("lxc.bdev.zfs.root", "lxc\n"),
+        ("lxc.cgroup.use", "lxc.cgroup.use is not set.\n"),
+    ];
+    for (k, v) in want_default {
+        assert_eq!(
+            text(&with_etc(&etc, &s.tool("lxc-config"), &[k])),
+            (v.to_string(), 0),
+            "{k}"
+        );
+    }
+    // The first line of a key wins; values are kept as written; an empty
+    // value is a value; lines LXC does not understand are skipped.
+    std::fs::write(
+        etc.join("lxc.conf"),
+        "# a comment\nnot a config line\n  lxc.lxcpath   =   /srv/lxc\nlxc.lxcpath = /second\n\
+         lxc.lxcpathx = /nope\n\tlxc.bdev.lvm.vg\t=\tvg2\nlxc.bdev.lvm.thin_pool =\n\
+         lxc.bdev.zfs.root=tank/lxc\nlxc.cgroup.use = memory,cpu\nlxc.cgroup.pattern = \"lxc/%n\"\n\
+         lxc.default_config = /etc/lxc/other.conf\n",
+    )
+    .unwrap();
+    let want = [
+        ("lxc.lxcpath", "/srv/lxc\n"),
+        ("lxc.bdev.lvm.vg", "vg2\n"),
+        ("lxc.bdev.lvm.thin_pool", "\n"),
+        ("lxc.bdev.zfs.root", "tank/lxc\n"),
+        ("lxc.cgroup.use", "memory,cpu\n"),
+        ("lxc.cgroup.pattern", "\"lxc/%n\"\n"),
+        ("lxc.default_config", "/etc/lxc/other.conf\n"),
+        // An abbreviation is the first item it starts.
+        ("lxc.bdev", "vg2\n"),
+    ];
+    for (k, v) in want {
+        assert_eq!(
+            text(&with_etc(&etc, &s.tool("lxc-config"), &[k])),
+            (v.to_string(), 0),
+            "{k}"
+        );
+    }
+    let list = text(&with_etc(&etc, &s.tool("lxc-config"), &["-l"])).0;
+    assert_eq!(list.lines().count(), 7, "{list}");
+    if let Some(l) = &lxc_config {
+        for a in args {
+            assert_eq!(
+                text(&with_etc(&etc, &s.tool("lxc-config"), &[a])),
+                text(&with_etc(&etc, l, &[a])),
+                "lxc-config {a}"
+            );
+        }
+    }
+    // An unknown item: one line naming it, exit 1.
+    let o = with_etc(&etc, &s.tool("lxc-config"), &["lxc.foo"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Unknown configuration item: lxc.foo"), "{err}");
+    if let Some(l) = &lxc_config {
+        assert_eq!(with_etc(&etc, l, &["lxc.foo"]).status.code(), Some(1));
+    }
+    // The usage, exit 0, as LXC.
+    for a in [&[][..], &["-h"], &["--help"]] {
+        let (out, code) = text(&with_etc(&etc, &s.tool("lxc-config"), a));
+        assert_eq!(code, 0);
+        assert!(out.starts_with("Usage: "), "{out}");
+    }
+    // strata's tools use the lxcpath lxc-config shows: the first line's.
+    let first = s.path().join("first");
+    let second = s.path().join("second");
+    for (dir, name) in [(&first, "in-first"), (&second, "in-second")] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("config"), "lxc.uts.name = x\n").unwrap();
+    }
+    std::fs::write(
+        etc.join("lxc.conf"),
+        format!(
+            "lxc.lxcpath = {}\nlxc.lxcpath = {}\n",
+            first.display(),
+            second.display()
+        ),
+    )
+    .unwrap();
+    let shown = text(&with_etc(&etc, &s.tool("lxc-config"), &["lxc.lxcpath"])).0;
+    assert_eq!(shown.trim_end(), first.display().to_string());
+    let ls = text(&with_etc(&etc, &s.tool("lxc-ls"), &["-1"])).0;
+    assert_eq!(ls, "in-first\n");
+    if let Some(l) = &lxc_config {
+        assert_eq!(text(&with_etc(&etc, l, &["lxc.lxcpath"])).0, shown);
+    }
+}
+
+#[test]
+fn config_defaults_of_a_user() {
+    if !root() {
+        eprintln!("skipped: needs root (it switches to the test user)");
+        return;
+    }
+    let Some(u) = nix::unistd::User::from_name("stratatest").ok().flatten() else {
+        eprintln!("skipped: no user stratatest (run scripts/setup-test-user)");
+        return;
+    };
+    let s = Scratch::new();
+    // The binary must be reachable by the user.
+    let exe = PathBuf::from("/var/tmp").join(format!("strata-host-tools-user-{}", std::process::id()));
+    std::fs::create_dir(&exe).unwrap();
+    let _cleanup = RemoveDir(exe.clone());
+    std::fs::copy(strata(), exe.join("strata")).unwrap();
+    std::os::unix::fs::symlink(exe.join("strata"), exe.join("lxc-config")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |prog: &Path, k: &str| {
+        let o = Command::new("setpriv")
+            .arg(format!("--reuid={}", u.uid))
+            .arg(format!("--regid={}", u.gid))
+            .arg("--init-groups")
+            .args(["env", "-i"])
+            .arg(format!("HOME={}", u.dir.display()))
+            .arg(prog)
+            .arg(k)
+            .current_dir("/")
+            .output()
+            .unwrap();
+        text(&o)
+    };
+    let _ = s;
+    let home = u.dir.display().to_string();
+    assert_eq!(
+        run(&exe.join("lxc-config"), "lxc.lxcpath"),
+        (format!("{home}/.local/share/lxc\n"), 0)
+    );
+    assert_eq!(
+        run(&exe.join("lxc-config"), "lxc.default_config"),
+        (format!("{home}/.config/lxc/default.conf\n"), 0)
+    );
+    if let Some(l) = lxc("lxc-config") {
+        for k in [
+            "lxc.lxcpath",
+            "lxc.default_config",
+            "lxc.bdev.lvm.vg",
+            "lxc.cgroup.pattern",
+        ] {
+            assert_eq!(run(&exe.join("lxc-config"), k), run(&l, k), "{k}");
+        }
+    }
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
