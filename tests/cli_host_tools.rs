@@ -259,3 +259,197 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// An LXC 2.x config as LXC's templates wrote it, with the keys LXC's
+/// script renames, drops and numbers.
+const LEGACY: &str = "# Template used to create this container: /usr/share/lxc/templates/lxc-ubuntu
+# For additional config options, please look at lxc.container.conf(5)
+
+# Uncomment the following line to support nesting containers:
+#lxc.include = /usr/share/lxc/config/nesting.conf
+
+# Container specific configuration
+lxc.rootfs = /var/lib/lxc/u1/rootfs
+lxc.rootfs.backend = dir
+lxc.utsname = u1
+lxc.arch = amd64
+lxc.id_map = u 0 100000 65536
+lxc.id_map = g 0 100000 65536
+lxc.aa_profile = lxc-container-default-with-nesting
+#lxc.aa_allow_incomplete = 1
+lxc.tty = 4
+lxc.pts = 1024
+lxc.devttydir = lxc
+lxc.haltsignal = SIGPWR
+lxc.loglevel = 1
+lxc.logfile = /var/log/lxc/u1.log
+lxc.mount = /var/lib/lxc/u1/fstab
+lxc.mount.entry = proc proc proc nodev,noexec,nosuid 0 0
+lxc.console = none
+lxc.seccomp = /usr/share/lxc/config/common.seccomp
+lxc.init_cmd = /sbin/init
+lxc.pivotdir = lxc_putold
+lxc.kmsg = 0
+lxc.start.auto = 1
+
+# Network configuration
+lxc.network.type = veth
+lxc.network.link = lxcbr0
+lxc.network.flags = up
+lxc.network.hwaddr = 00:16:3e:8d:4c:0f
+lxc.network.ipv4 = 10.0.3.5/24
+lxc.network.ipv4.gateway = auto
+
+lxc.network.type = veth
+lxc.network.link= br1
+lxc.network.name=eth1
+lxc.network.ipv6 = fe80::2/64
+";
+
+fn update(tool: &Path, file: &Path) -> Output {
+    Command::new(tool).arg("-c").arg(file).output().unwrap()
+}
+
+/// Every file in `dir` with its content and mode.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap_or_default(),
+                md.mode(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn update_config_as_lxc_converts() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Scratch::new();
+    let dir = s.path().join("c");
+    std::fs::create_dir(&dir).unwrap();
+    let f = dir.join("config");
+    std::fs::write(&f, LEGACY).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o = update(&s.tool("lxc-update-config"), &f);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"");
+    let new = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("config.backup")).unwrap(), LEGACY);
+    assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o7777, 0o640);
+    for line in [
+        "lxc.rootfs.path = dir:/var/lib/lxc/u1/rootfs\n",
+        "lxc.uts.name = u1\n",
+        "#lxc.apparmor.allow_incomplete = 1\n",
+        "lxc.mount.fstab = /var/lib/lxc/u1/fstab\n",
+        "lxc.net.0.ipv4.address = 10.0.3.5/24\n",
+        "lxc.net.0.ipv4.gateway = auto\n",
+        "lxc.net.1.link= br1\n",
+        "lxc.net.1.ipv6.address = fe80::2/64\n",
+    ] {
+        assert!(new.contains(line), "{line:?} not in:\n{new}");
+    }
+    for gone in [
+        "lxc.pivotdir",
+        "lxc.kmsg",
+        "lxc.rootfs.backend",
+        "lxc.network",
+        "lxc.utsname",
+    ] {
+        assert!(!new.contains(gone), "{gone} left in:\n{new}");
+    }
+    // Comments and blank lines stay where they were.
+    assert_eq!(new.lines().filter(|l| l.starts_with("# ")).count(), 5);
+    // Every key of the result is one LXC 5 reads: strata's lxc-start check agrees.
+    for l in new.lines().filter(|l| l.starts_with("lxc.")) {
+        let k = l.split('=').next().unwrap().trim();
+        assert!(strata_core::config_keys::key_known(k), "{k}");
+    }
+    // Again: nothing left to convert, the file as it was.
+    assert!(update(&s.tool("lxc-update-config"), &f).status.success());
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), new);
+    assert_eq!(std::fs::read_to_string(dir.join("config.backup")).unwrap(), new);
+    // LXC's script on the same input writes the same file.
+    if lxc("lxc-update-config").is_some() {
+        let g = s.path().join("lxc-config");
+        std::fs::write(&g, LEGACY).unwrap();
+        let o = update(Path::new("/usr/bin/lxc-update-config"), &g);
+        assert!(o.status.success());
+        assert_eq!(std::fs::read_to_string(&g).unwrap(), new);
+        assert_eq!(
+            std::fs::read_to_string(s.path().join("lxc-config.backup")).unwrap(),
+            LEGACY
+        );
+    }
+}
+
+#[test]
+fn update_config_writes_keys_lxc5_reads_where_lxcs_script_does_not() {
+    let s = Scratch::new();
+    let f = s.path().join("config");
+    let input = "lxc.rootfs = /dev/vg0/c1\nlxc.rootfs.backend = lvm\nlxc.network.0.type = veth\n\
+                 lxc.network.0.ipv4 = 10.0.3.7/24\nlxc.limit.nofile = 1024\n";
+    std::fs::write(&f, input).unwrap();
+    assert!(update(&s.tool("lxc-update-config"), &f).status.success());
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "lxc.rootfs.path = lvm:/dev/vg0/c1\nlxc.net.0.type = veth\nlxc.net.0.ipv4.address = 10.0.3.7/24\n\
+         lxc.prlimit.nofile = 1024\n"
+    );
+    if lxc("lxc-update-config").is_some() {
+        // LXC's script leaves keys that LXC 5 itself refuses.
+        let g = s.path().join("lxc-config");
+        std::fs::write(&g, input).unwrap();
+        assert!(update(Path::new("/usr/bin/lxc-update-config"), &g).status.success());
+        let theirs = std::fs::read_to_string(&g).unwrap();
+        let refused: Vec<&str> = theirs
+            .lines()
+            .map(|l| l.split('=').next().unwrap().trim())
+            .filter(|k| !strata_core::config_keys::key_known(k))
+            .collect();
+        assert_eq!(refused, ["lxc.net.0.ipv4", "lxc.limit.nofile"], "{theirs}");
+    }
+}
+
+#[test]
+fn update_config_refuses_what_it_cannot_convert() {
+    let s = Scratch::new();
+    let tool = s.tool("lxc-update-config");
+    for (input, named) in [
+        (
+            "lxc.utsname = a\nlxc.network.flags = up\nlxc.network.type = veth\n",
+            "lxc.network.flags",
+        ),
+        ("lxc.utsname = a\nlxc.bogus = 1\n", "lxc.bogus"),
+        ("lxc.utsname = a\nthis is not a config line\n", "line 2"),
+    ] {
+        let dir = s.path().join("refuse");
+        std::fs::create_dir(&dir).unwrap();
+        let f = dir.join("config");
+        std::fs::write(&f, input).unwrap();
+        let before = files(&dir);
+        let o = update(&tool, &f);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{input:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("lxc-update-config: ") && err.contains(named), "{err}");
+        assert_eq!(files(&dir), before, "{input:?}: the disk changed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // A file that is not there: one line, and no backup made.
+    let o = update(&tool, &s.path().join("nosuch"));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+    assert!(!s.path().join("nosuch.backup").exists());
+    // No file given: the usage, exit 0, as LXC's script.
+    let o = Command::new(&tool).output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("-c|--config"));
+}

@@ -33,6 +33,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-usernsexec",
         "lxc-unshare",
         "lxc-config",
+        "lxc-update-config",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

@@ -49,6 +49,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-usernsexec",
     "lxc-unshare",
     "lxc-config",
+    "lxc-update-config",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod netinfo;
 pub mod nschild;
 pub mod unshare;
+pub mod update_config;
 pub mod usernsexec;
 pub mod wait;
 pub mod watch;
@@ -29,6 +30,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-usernsexec",
     "lxc-unshare",
     "lxc-config",
+    "lxc-update-config",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -43,6 +45,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
     }
     match tool {
         "lxc-config" => config::run(argv),
+        "lxc-update-config" => update_config::run(parse!(update_config::Args)),
         "lxc-wait" => wait::run(parse!(wait::Args)),
         "lxc-freeze" => freeze::run(parse!(freeze::Args), true),
         "lxc-unfreeze" => freeze::run(parse!(freeze::Args), false),
