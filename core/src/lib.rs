@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod idmap;
 pub mod lock;
+pub mod lxc_cmd;
 pub mod lxc_conf;
 pub mod mountinfo;
 pub mod names;

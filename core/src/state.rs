@@ -36,6 +36,10 @@ pub struct RunRecord {
     /// namespace goes without the monitor gets its own name again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub net_phys: Vec<(String, u32)>,
+    /// Made up from the answer of LXC's command socket for a container LXC
+    /// runs (never stored): no monitor of ours, nothing of ours to undo.
+    #[serde(skip)]
+    pub by_lxc: bool,
 }
 
 impl RunRecord {
@@ -124,9 +128,92 @@ pub fn recorded(lxcpath: &Path) -> Vec<String> {
     v
 }
 
-/// The record, if the container is running (its init is alive and is the same process).
+/// The record, if the container is running (its init is alive and is the
+/// same process): strata's own run, or else one LXC runs (its command
+/// socket answers with a live init).
 pub fn running(r: &ContainerRef) -> Option<RunRecord> {
-    read(r).filter(RunRecord::init_alive)
+    match read(r) {
+        Some(rec) if rec.init_alive() => Some(rec),
+        // Our monitor holds the command socket: no LXC can run it meanwhile.
+        Some(rec) if rec.monitor_alive() => None,
+        _ => lxc_running(r),
+    }
+}
+
+/// A record for `r` if LXC runs it: its monitor answers LXC's command
+/// socket with a running state and a live init. One failed connect when
+/// nothing listens.
+pub fn lxc_running(r: &ContainerRef) -> Option<RunRecord> {
+    let a = crate::lxc_cmd::probe(&r.lxcpath, &r.name)?;
+    // RUNNING, FREEZING, FROZEN, THAWED: init runs.
+    if !matches!(a.state, 2 | 5 | 6 | 7) {
+        return None;
+    }
+    lxc_record(a.init_pid)
+}
+
+/// The record of a run LXC's monitor told us init `init_pid` of.
+pub fn lxc_record(init_pid: i32) -> Option<RunRecord> {
+    if init_pid <= 0 {
+        return None;
+    }
+    let init_start = proc_start_time(init_pid)?;
+    Some(RunRecord {
+        init_pid,
+        init_start,
+        monitor_pid: None,
+        monitor_start: None,
+        ephemeral: false,
+        cgroups: proc_cgroup_dirs(init_pid),
+        net_links: Vec::new(),
+        net_phys: Vec::new(),
+        by_lxc: true,
+    })
+}
+
+/// The cgroup directories of `pid` on this host's cgroup mounts, from
+/// /proc/PID/cgroup and our mountinfo (a v1 hierarchy by its controllers,
+/// the unified one by its empty list).
+pub fn proc_cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let (Ok(cg), Ok(mi)) = (
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")),
+        std::fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return Vec::new();
+    };
+    // (fstype, mount point, super options) of cgroup mounts of the whole hierarchy.
+    let mounts: Vec<(&str, PathBuf, Vec<&str>)> = mi
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let mut p = post.split(' ');
+            let fstype = p.next()?;
+            let sopts = p.nth(1).unwrap_or("").split(',').collect();
+            let mp = PathBuf::from(crate::mountinfo::unescape(f.get(4)?));
+            (f.get(3) == Some(&"/") && (fstype == "cgroup" || fstype == "cgroup2")).then_some((fstype, mp, sopts))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for line in cg.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let rel = path.trim_start_matches('/');
+        let m = if ctrls.is_empty() {
+            mounts.iter().find(|(t, _, _)| *t == "cgroup2")
+        } else {
+            mounts
+                .iter()
+                .find(|(t, _, o)| *t == "cgroup" && ctrls.split(',').all(|c| o.contains(&c)))
+        };
+        if let Some((_, mp, _)) = m {
+            let d = mp.join(rel);
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
 }
 
 /// Send `sig` to the recorded init only while it is still that process: a

@@ -13,6 +13,7 @@
 
 mod attach;
 pub mod cgroup;
+mod cmdsock;
 pub mod conf;
 pub mod confine;
 mod container;
@@ -79,6 +80,7 @@ fn my_record(ephemeral: bool) -> RunRecord {
         cgroups: Vec::new(),
         net_links: Vec::new(),
         net_phys: Vec::new(),
+        by_lxc: false,
     }
 }
 

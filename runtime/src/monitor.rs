@@ -177,6 +177,9 @@ pub(crate) fn run_monitor(
     n: &mut Notifier,
 ) -> Result<i32> {
     let lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+    // LXC's command socket, ours from before anything is made: taken means
+    // LXC (or another monitor) runs the container.
+    let mut srv = crate::cmdsock::Server::bind(r)?;
     let mut p = prepare(engine, r, opts, ephemeral_run)?;
     let ephemeral = ephemeral_run || p.cfg.ephemeral;
     let fail = |p: &mut Prepared, e: Error| -> Error {
@@ -403,6 +406,12 @@ pub(crate) fn run_monitor(
         drop(theirs);
         sys::recv_fds(ours.as_raw_fd())
     });
+    srv.started(crate::cmdsock::Running {
+        init_pid: pid,
+        pidfd: pidfd.try_clone().ok(),
+        clone_flags: flags,
+        cgroups: p.cg.paths(),
+    });
     drop(lock);
     n.ok();
     tracing::info!(pid, "container {} started", r.name);
@@ -419,7 +428,8 @@ pub(crate) fn run_monitor(
     } else {
         Vec::new()
     };
-    let status = wait_init(pid, &pidfd, &set, console.as_ref());
+    let status = wait_init(pid, &pidfd, &set, console.as_ref(), &mut srv);
+    srv.init_gone();
     restore();
     // As LXC: phys devices back to the host, down scripts, host ends deleted.
     net.stop();
@@ -444,11 +454,18 @@ pub(crate) fn run_monitor(
             tracing::error!("{e}");
         }
     })?;
+    srv.finish();
     Ok(status)
 }
 
 /// Wait for init, forwarding the held-back signals; its exit status.
-fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, console: Option<&Console>) -> i32 {
+fn wait_init(
+    pid: i32,
+    pidfd: &OwnedFd,
+    set: &libc::sigset_t,
+    console: Option<&Console>,
+    srv: &mut crate::cmdsock::Server,
+) -> i32 {
     let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
     let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
     let mut log = console.and_then(|c| c.log.as_ref()).and_then(|p| {
@@ -475,7 +492,13 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, console: Option<&C
             events: libc::POLLIN,
             revents: 0,
         });
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
+        fds.push(libc::pollfd {
+            fd: srv.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: poll on our own array of pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, srv.poll_timeout()) };
         if r < 0 && sys::errno() != nix::errno::Errno::EINTR {
             break;
         }
@@ -502,6 +525,10 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, console: Option<&C
         }
         if fds[0].revents != 0 {
             break;
+        }
+        // Clients of LXC's command socket; freezer states on a timeout.
+        if fds[3].revents != 0 || r == 0 {
+            srv.serve();
         }
     }
     loop {

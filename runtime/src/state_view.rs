@@ -6,7 +6,9 @@
 //! * init alive: `RUNNING`, or `FREEZING`/`FROZEN` as the container's freezer
 //!   cgroup says (v1 `freezer.state`, else cgroup2 `cgroup.freeze` and
 //!   `cgroup.events`);
-//! * init gone while its monitor still tears down: `STOPPING`.
+//! * init gone while its monitor still tears down: `STOPPING`;
+//! * no run of ours: what LXC's command socket answers for a container LXC
+//!   runs (`STOPPED` when nothing listens).
 
 use std::path::{Path, PathBuf};
 use strata_core::state::{self, RunRecord};
@@ -71,7 +73,7 @@ impl std::fmt::Display for State {
 /// running container).
 pub fn state(r: &ContainerRef) -> (State, Option<RunRecord>) {
     let Some(rec) = state::read(r) else {
-        return (State::Stopped, None);
+        return lxc_state(r);
     };
     if rec.init_alive() {
         let st = freezer_state(&rec.cgroups).unwrap_or(State::Running);
@@ -85,7 +87,20 @@ pub fn state(r: &ContainerRef) -> (State, Option<RunRecord>) {
         };
         return (st, None);
     }
-    (State::Stopped, None)
+    lxc_state(r)
+}
+
+/// The state LXC's monitor gives for `r` (one failed connect when LXC does
+/// not run it), with a record when its init runs.
+fn lxc_state(r: &ContainerRef) -> (State, Option<RunRecord>) {
+    let Some(a) = strata_core::lxc_cmd::probe(&r.lxcpath, &r.name) else {
+        return (State::Stopped, None);
+    };
+    let st = State::ALL.get(a.state as usize).copied().unwrap_or(State::Stopped);
+    let rec = matches!(st, State::Running | State::Freezing | State::Frozen | State::Thawed)
+        .then(|| state::lxc_record(a.init_pid))
+        .flatten();
+    (st, rec)
 }
 
 /// The leaves of a recorded cgroup list (the container's own cgroups).

@@ -1,0 +1,199 @@
+//! LXC's command socket: the abstract unix socket a running container's
+//! monitor answers on (LXC's own, or strata's), its wire format, and the
+//! two questions strata asks of a container LXC runs (state, init pid).
+//!
+//! Wire format (LXC 5, native byte order): a request is a 16-byte header
+//! `{i32 cmd, i32 datalen, u64 unused}` then `datalen` bytes; a response
+//! is `{i32 ret, i32 datalen, u64 value}` (fds attached to it with
+//! SCM_RIGHTS) then `datalen` bytes. Small answers (pid, state, clone
+//! flags) travel in `value`.
+
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+/// Commands by LXC's numbers (`lxc_cmd_t`).
+pub mod cmd {
+    pub const GET_TTY_FD: i32 = 0;
+    pub const STOP: i32 = 2;
+    pub const GET_STATE: i32 = 3;
+    pub const GET_INIT_PID: i32 = 4;
+    pub const GET_CLONE_FLAGS: i32 = 5;
+    pub const GET_CGROUP: i32 = 6;
+    pub const GET_CONFIG_ITEM: i32 = 7;
+    pub const GET_NAME: i32 = 8;
+    pub const GET_LXCPATH: i32 = 9;
+    pub const ADD_STATE_CLIENT: i32 = 10;
+    pub const GET_INIT_PIDFD: i32 = 18;
+    pub const GET_CGROUP_CTX: i32 = 23;
+}
+
+/// LXC's `MAX_STATE`: the number of states, and the answer to
+/// `ADD_STATE_CLIENT` meaning "the state will come on this socket".
+pub const MAX_STATE: i32 = 8;
+
+/// Size of LXC's `struct lxc_msg` (type, name[NAME_MAX + 1], value): a
+/// state notification to a state client.
+pub const MSG_SIZE: usize = 264;
+
+/// The largest request payload accepted (LXC's is two paths).
+pub const DATA_MAX: usize = 8192;
+
+/// FNV-1a, 64 bit, as LXC hashes a too-long socket name.
+fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The abstract socket name (without its leading NUL) of the command socket
+/// of `name` in `lxcpath`: `LXCPATH/NAME/command`, or LXC's hashed form when
+/// that does not fit in `sun_path` with a NUL on both ends.
+pub fn socket_name(lxcpath: &Path, name: &str) -> Vec<u8> {
+    const ROOM: usize = 108 - 2;
+    let lp = lxcpath.as_os_str().as_encoded_bytes();
+    let mut plain = Vec::with_capacity(lp.len() + name.len() + 10);
+    plain.extend_from_slice(lp);
+    plain.push(b'/');
+    plain.extend_from_slice(name.as_bytes());
+    let hash_input_len = plain.len();
+    plain.extend_from_slice(b"/command");
+    if plain.len() < ROOM {
+        return plain;
+    }
+    format!("lxc/{:016x}/command", fnv1a64(&plain[..hash_input_len])).into_bytes()
+}
+
+/// The address of that socket.
+pub fn socket_addr(lxcpath: &Path, name: &str) -> std::io::Result<SocketAddr> {
+    SocketAddr::from_abstract_name(socket_name(lxcpath, name))
+}
+
+/// A response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rsp {
+    pub ret: i32,
+    pub datalen: i32,
+    pub value: u64,
+}
+
+impl Rsp {
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&self.ret.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.datalen.to_ne_bytes());
+        b[8..].copy_from_slice(&self.value.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; 16]) -> Rsp {
+        Rsp {
+            ret: i32::from_ne_bytes(b[..4].try_into().unwrap_or_default()),
+            datalen: i32::from_ne_bytes(b[4..8].try_into().unwrap_or_default()),
+            value: u64::from_ne_bytes(b[8..].try_into().unwrap_or_default()),
+        }
+    }
+}
+
+/// A request header: command and payload length.
+pub fn req_bytes(cmd: i32, datalen: i32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&cmd.to_ne_bytes());
+    b[4..8].copy_from_slice(&datalen.to_ne_bytes());
+    b
+}
+
+/// Command and payload length from a request header.
+pub fn parse_req(b: &[u8; 16]) -> (i32, i32) {
+    (
+        i32::from_ne_bytes(b[..4].try_into().unwrap_or_default()),
+        i32::from_ne_bytes(b[4..8].try_into().unwrap_or_default()),
+    )
+}
+
+/// A bounded wait: a monitor that accepts but never answers costs a caller
+/// this much, never a hang.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ask a payload-less command of the monitor of `name`; `None` when nothing
+/// listens (the common case, one failed connect) or the answer is short.
+fn ask(lxcpath: &Path, name: &str, cmd: i32) -> Option<Rsp> {
+    let addr = socket_addr(lxcpath, name).ok()?;
+    let mut s = UnixStream::connect_addr(&addr).ok()?;
+    s.set_read_timeout(Some(TIMEOUT)).ok()?;
+    s.set_write_timeout(Some(TIMEOUT)).ok()?;
+    s.write_all(&req_bytes(cmd, 0)).ok()?;
+    let mut b = [0u8; 16];
+    s.read_exact(&mut b).ok()?;
+    Some(Rsp::from_bytes(&b))
+}
+
+/// What the monitor of a container run by LXC (or any monitor answering
+/// LXC's socket) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// LXC's state number (`lxc_state_t`: 0 STOPPED, 1 STARTING, 2 RUNNING, ...).
+    pub state: i32,
+    /// Init's pid in our pid namespace (0 while there is none).
+    pub init_pid: i32,
+}
+
+/// Ask the command socket of `name` for its state and init pid, as LXC's
+/// own tools do; `None` when nothing answers (not running under LXC).
+pub fn probe(lxcpath: &Path, name: &str) -> Option<Answer> {
+    let _s = tracing::debug_span!("lxc_cmd_probe", name).entered();
+    let st = ask(lxcpath, name, cmd::GET_STATE)?;
+    if st.ret < 0 {
+        return None;
+    }
+    let state = st.value as i32;
+    if !(0..MAX_STATE).contains(&state) {
+        return None;
+    }
+    let init_pid = match ask(lxcpath, name, cmd::GET_INIT_PID) {
+        Some(r) if r.ret >= 0 => i32::try_from(r.value).unwrap_or(0).max(0),
+        _ => 0,
+    };
+    Some(Answer { state, init_pid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_plain_and_hashed() {
+        assert_eq!(
+            socket_name(Path::new("/var/lib/lxc"), "c1"),
+            b"/var/lib/lxc/c1/command".to_vec()
+        );
+        // 106 bytes or more with the suffix: LXC's hashed form of "LXCPATH/NAME".
+        let long = format!("/{}", "x".repeat(100));
+        let n = socket_name(Path::new(&long), "c1");
+        let h = fnv1a64(format!("{long}/c1").as_bytes());
+        assert_eq!(n, format!("lxc/{h:016x}/command").into_bytes());
+        // The FNV-1a reference value of "a".
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let r = Rsp {
+            ret: -38,
+            datalen: 5,
+            value: 1234,
+        };
+        assert_eq!(Rsp::from_bytes(&r.to_bytes()), r);
+        assert_eq!(parse_req(&req_bytes(cmd::GET_CGROUP_CTX, 96)), (23, 96));
+    }
+
+    #[test]
+    fn nothing_listening_is_none() {
+        assert_eq!(probe(Path::new("/nonexistent-strata-test"), "nobody"), None);
+    }
+}

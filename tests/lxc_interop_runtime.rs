@@ -1,0 +1,295 @@
+//! Running state shared with LXC, through LXC's command socket: a container
+//! Debian's LXC runs is running for strata's tools (shown, and copy,
+//! restore, destroy, rename, snapshot and a second start refused with
+//! nothing changed), and one strata runs is running for LXC's own
+//! lxc-info, lxc-ls, lxc-wait, lxc-attach, lxc-stop and lxc-destroy.
+//!
+//! LXC's binaries are called by their full path (/usr/bin): strata's
+//! lxc-* links shadow the names. Without LXC installed the tests say so and
+//! skip, unless `STRATA_REQUIRE_LXC` is set.
+
+#[path = "runtime_helpers.rs"]
+mod helpers;
+
+use helpers::*;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LXC: &str = "/usr/bin";
+
+fn have_lxc() -> bool {
+    if Path::new(LXC).join("lxc-start").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("STRATA_REQUIRE_LXC").is_none(),
+        "LXC is not installed and STRATA_REQUIRE_LXC is set"
+    );
+    eprintln!("LXC is not installed (/usr/bin/lxc-start): skipped");
+    false
+}
+
+/// LXC's own tool on the test's lxcpath, never hanging the test.
+fn lxc_cmd(rt: &Rt, tool: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("30")
+        .arg(Path::new(LXC).join(tool))
+        .arg("-P")
+        .arg(&rt.lxcpath)
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+fn lxc(rt: &Rt, tool: &str, args: &[&str]) -> Output {
+    lxc_cmd(rt, tool, args).output().unwrap()
+}
+
+fn lxc_ok(rt: &Rt, tool: &str, args: &[&str]) -> String {
+    let o = lxc(rt, tool, args);
+    assert!(
+        o.status.success(),
+        "LXC's {tool} {args:?}: {:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stops (LXC's way, which works on both runtimes' containers) whatever a
+/// failed test left running.
+struct Stopper<'a>(&'a Rt, &'a str);
+
+impl Drop for Stopper<'_> {
+    fn drop(&mut self) {
+        let _ = lxc(self.0, "lxc-stop", &["-n", self.1, "-k"]);
+    }
+}
+
+/// A child killed (and reaped) when the test ends, passed or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exit_within(c: &mut Child, t: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s.code();
+        }
+        if start.elapsed() > t {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const NET: &str = "lxc.net.0.type = empty\n";
+
+/// `lxc-snapshot`, which the shared helpers do not link.
+fn link_snapshot(rt: &Rt) {
+    let l = rt.bin.join("lxc-snapshot");
+    if !l.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), l).unwrap();
+    }
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    listing(dir)
+}
+
+#[test]
+fn a_container_lxc_runs_is_running_for_strata() {
+    if !have_lxc() {
+        return;
+    }
+    let rt = Rt::new();
+    link_snapshot(&rt);
+    let name = "ilx1";
+    let rootfs = rt.container(name, NET);
+    // A snapshot of the stopped container, to try a restore over the running one.
+    rt.ok("lxc-snapshot", &["-n", name]);
+    std::fs::write(rootfs.join("root/after-snap"), "kept\n").unwrap();
+
+    lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
+    let _stop = Stopper(&rt, name);
+    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    let lxc_pid = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+    assert!(pid_alive(lxc_pid.parse().unwrap()));
+
+    // Shown as LXC shows it.
+    assert_eq!(rt.state(name), "RUNNING");
+    assert_eq!(rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim(), lxc_pid);
+    let info = rt.ok("lxc-info", &["-n", name]);
+    assert!(info.contains("State:          RUNNING"), "{info}");
+    assert!(info.contains(&format!("PID:            {lxc_pid}")), "{info}");
+    assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), name);
+    assert_eq!(rt.ok("lxc-ls", &["--active"]).trim(), name);
+    assert_eq!(rt.ok("lxc-ls", &["--stopped"]).trim(), "");
+    let fancy = rt.ok("lxc-ls", &["-f", "-F", "NAME,STATE,PID"]);
+    assert!(
+        fancy
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [name, "RUNNING", lxc_pid.as_str()]),
+        "{fancy}"
+    );
+    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
+    rt.ok("lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
+
+    // Refused, one line each, and nothing changes on disk or in the run dir.
+    let before = (rt.entries(), files(&rt.lxcpath.join(name)), rt.mounts());
+    for (tool, args, says) in [
+        ("lxc-copy", vec!["-n", name, "-N", "ilx1copy"], "running"),
+        ("lxc-copy", vec!["-n", name, "-R", "-N", "ilx1new"], "running"),
+        ("lxc-destroy", vec!["-n", name, "-s"], "running"),
+        ("lxc-start", vec!["-n", name, "-d"], "already running"),
+        ("lxc-execute", vec!["-n", name, "--", "/bin/true"], "already running"),
+        ("lxc-snapshot", vec!["-n", name], "running"),
+        ("lxc-snapshot", vec!["-n", name, "-r", "snap0"], "running"),
+    ] {
+        let e = rt.fails(tool, &args);
+        assert!(e.contains(says), "{tool} {args:?}: {e}");
+        assert_eq!(
+            (rt.entries(), files(&rt.lxcpath.join(name)), rt.mounts()),
+            before,
+            "{tool} {args:?} changed something"
+        );
+        assert_eq!(rt.records(), Vec::<String>::new(), "{tool} {args:?} left a run record");
+    }
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("root/after-snap")).unwrap(),
+        "kept\n"
+    );
+    // Still LXC's one init, untouched.
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim(), lxc_pid);
+
+    // Stopped by LXC: stopped for strata too, and then strata acts on it.
+    lxc_ok(&rt, "lxc-stop", &["-n", name]);
+    assert_eq!(rt.state(name), "STOPPED");
+    assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), "");
+    rt.ok("lxc-start", &["-n", name, "-d"]);
+    rt.ok("lxc-stop", &["-n", name]);
+    rt.ok("lxc-snapshot", &["-n", name, "-d", "snap0"]);
+    rt.assert_clean(&[name]);
+}
+
+#[test]
+fn lxc_tools_act_on_a_container_strata_runs() {
+    if !have_lxc() {
+        return;
+    }
+    let rt = Rt::new();
+    let name = "ilx2";
+    rt.container(name, NET);
+    rt.ok("lxc-start", &["-n", name, "-d"]);
+    let _stop = Stopper(&rt, name);
+    let pid = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+
+    // lxc-info, lxc-ls, lxc-wait see it running, with strata's init.
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim(), pid);
+    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
+    let fancy = lxc_ok(&rt, "lxc-ls", &["-f", "-F", "NAME,STATE,PID"]);
+    assert!(
+        fancy
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [name, "RUNNING", pid.as_str()]),
+        "{fancy}"
+    );
+    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "5"]);
+
+    // lxc-attach runs in its namespaces and root.
+    let out = lxc_ok(
+        &rt,
+        "lxc-attach",
+        &["-n", name, "--", "/bin/sh", "-c", "cat /etc/base-marker; hostname"],
+    );
+    assert_eq!(out, format!("base\n{name}\n"));
+    lxc_ok(&rt, "lxc-attach", &["-n", name, "--", "/bin/true"]);
+    let o = lxc(&rt, "lxc-attach", &["-n", name, "--", "/bin/false"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+
+    // A second start and a destroy without -f are refused, nothing changed.
+    let _ = lxc(&rt, "lxc-start", &["-n", name]);
+    let o = lxc(&rt, "lxc-destroy", &["-n", name]);
+    assert!(!o.status.success(), "LXC's lxc-destroy removed a running container");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is running"), "{o:?}");
+    assert_eq!(rt.entries(), [name]);
+    assert_eq!(rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim(), pid);
+
+    // lxc-wait for STOPPED, then lxc-stop: both return once strata tore it down.
+    let mut w = Reaped(
+        lxc_cmd(&rt, "lxc-wait", &["-n", name, "-s", "STOPPED", "-t", "20"])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        exit_within(&mut w.0, Duration::from_millis(300)),
+        None,
+        "lxc-wait returned early"
+    );
+    let t = Instant::now();
+    lxc_ok(&rt, "lxc-stop", &["-n", name]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
+    assert_eq!(rt.state(name), "STOPPED");
+    assert!(!pid_alive(pid.parse().unwrap()));
+    rt.assert_clean(&[name]);
+
+    // lxc-stop -k.
+    rt.ok("lxc-start", &["-n", name, "-d"]);
+    lxc_ok(&rt, "lxc-stop", &["-n", name, "-k"]);
+    assert_eq!(rt.state(name), "STOPPED");
+    rt.assert_clean(&[name]);
+
+    // lxc-destroy -f stops it, strata tears down, then LXC removes it.
+    rt.ok("lxc-start", &["-n", name, "-d"]);
+    lxc_ok(&rt, "lxc-destroy", &["-n", name, "-f"]);
+    rt.assert_clean(&[]);
+}
+
+#[test]
+fn long_lxcpath_uses_lxcs_hashed_socket_name() {
+    if !have_lxc() {
+        return;
+    }
+    let mut rt = Rt::new();
+    // Past sun_path with "/NAME/command": LXC hashes the name.
+    let long = rt.tmp.path().join("l".repeat(60)).join("m".repeat(40));
+    std::fs::create_dir_all(&long).unwrap();
+    rt.lxcpath = long;
+    let (a, b) = ("ilx3", "ilx4");
+    rt.container(a, NET);
+    rt.container(b, NET);
+    rt.ok("lxc-start", &["-n", a, "-d"]);
+    let _sa = Stopper(&rt, a);
+    lxc_ok(&rt, "lxc-start", &["-n", b, "-d"]);
+    let _sb = Stopper(&rt, b);
+    lxc_ok(&rt, "lxc-wait", &["-n", b, "-s", "RUNNING", "-t", "10"]);
+    // Each side sees the other's.
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", a, "-s", "-H"]).trim(), "RUNNING");
+    assert_eq!(rt.state(b), "RUNNING");
+    // LXC's lxc-ls finds hashed sockets and asks them their name and lxcpath.
+    assert_eq!(
+        lxc_ok(&rt, "lxc-ls", &["--active"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [a, b]
+    );
+    assert_eq!(
+        rt.ok("lxc-ls", &["--active"]).split_whitespace().collect::<Vec<_>>(),
+        [a, b]
+    );
+    lxc_ok(&rt, "lxc-stop", &["-n", a]);
+    rt.ok("lxc-stop", &["-n", b]);
+    assert_eq!(rt.state(a), "STOPPED");
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", b, "-s", "-H"]).trim(), "STOPPED");
+    rt.assert_clean(&[a, b]);
+}
