@@ -501,3 +501,77 @@ fn unshare_refuses_bad_input_with_one_line() {
     let e = one_line_failure(&bin.run("lxc-unshare", &["-s", "PID"]), "lxc-unshare", &[]);
     assert!(e.contains("command"), "{e}");
 }
+
+/// LXC's own tool, when installed, for side-by-side checks.
+fn lxc_tool(name: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new("/usr/bin").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipped the comparison: LXC's {name} is not installed");
+        None
+    }
+}
+
+user_test!(usernsexec_sees_what_lxcs_sees, &[], {
+    let Some(lxc) = lxc_tool("lxc-usernsexec") else {
+        return;
+    };
+    let bin = Bin::new();
+    let (u0, g0) = big_ranges(200);
+    let (uid, gid) = own_ids();
+    let w = open_scratch();
+    let show = "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; touch f; stat -c '%u:%g' f";
+    // The default map may be a single id (the first range listed): no chown there.
+    let chown = "; chown 1:1 f; stat -c '%u:%g' f";
+    let custom = [
+        format!("-mu:0:{uid}:1"),
+        format!("-mg:0:{gid}:1"),
+        format!("-mu:1:{u0}:100"),
+        format!("-mg:1:{g0}:100"),
+    ];
+    let self_map = [format!("-mu:0:{u0}:100"), format!("-mg:0:{g0}:100"), "-s".to_string()];
+    for maps in [&[][..], &custom[..], &self_map[..]] {
+        let mut args: Vec<&str> = maps.iter().map(String::as_str).collect();
+        let extra = if maps.is_empty() { "" } else { chown };
+        let script = format!("cd {} && {show}{extra}; rm f", w.path().display());
+        args.extend(["--", "sh", "-c", &script]);
+        let theirs = Command::new(&lxc).args(&args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            theirs.status.success(),
+            "LXC {args:?}: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        let ours = bin.ok("lxc-usernsexec", &args);
+        assert_eq!(ours, String::from_utf8_lossy(&theirs.stdout), "{args:?}");
+    }
+});
+
+#[test]
+fn unshare_sees_what_lxcs_sees() {
+    if !root_only() {
+        return;
+    }
+    let Some(lxc) = lxc_tool("lxc-unshare") else {
+        return;
+    };
+    let bin = Bin::new();
+    let show = "echo $$; hostname; readlink /proc/self/ns/uts >/dev/null && echo uts; ip -o link | cut -d: -f2";
+    for ns in ["UTSNAME|PID|NETWORK", "UTSNAME|IPC|MOUNT"] {
+        let args = ["-s", ns, "-H", "side-by-side", "--", "sh", "-c", show];
+        let theirs = Command::new(&lxc).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            theirs.status.success(),
+            "LXC {args:?}: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        let ours = bin.ok("lxc-unshare", &args);
+        let theirs = String::from_utf8_lossy(&theirs.stdout);
+        // The pid differs outside a new PID namespace; the rest must not.
+        let rest = |s: &str| s.lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(rest(&ours), rest(&theirs), "{args:?}");
+        if ns.contains("PID") {
+            assert_eq!(ours.lines().next(), theirs.lines().next());
+        }
+    }
+}
