@@ -453,3 +453,96 @@ fn update_config_refuses_what_it_cannot_convert() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("-c|--config"));
 }
+
+fn checkconfig(tool: &Path, config: Option<&Path>) -> (String, String, i32) {
+    let mut c = Command::new(tool);
+    if let Some(p) = config {
+        c.env("CONFIG", p);
+    } else {
+        c.env_remove("CONFIG");
+    }
+    let o = c.output().unwrap();
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status.code().unwrap_or(-1),
+    )
+}
+
+/// The output without its last `usage :` line, which names the program as called.
+fn without_usage(out: &str, prog: &Path) -> String {
+    let usage = format!("usage : CONFIG=/path/to/config {}\n", prog.display());
+    assert!(out.contains(&usage), "{out}");
+    out.replace(&usage, "")
+}
+
+#[test]
+fn checkconfig_reports_the_kernel_as_lxc() {
+    let s = Scratch::new();
+    let tool = s.tool("lxc-checkconfig");
+    // A 4.9 kernel's config without cpusets, veth and namespaces: LXC's
+    // version-dependent lines and its states.
+    let k = s.path().join("config-4.9");
+    std::fs::write(
+        &k,
+        "#\n# Automatically generated file; DO NOT EDIT.\n# Linux/x86 4.9.120 Kernel Configuration\n#\n\
+         CONFIG_SMP=y\nCONFIG_UTS_NS=y\nCONFIG_IPC_NS=y\nCONFIG_PID_NS=y\nCONFIG_NET_NS=y\n\
+         # CONFIG_USER_NS is not set\nCONFIG_CGROUPS=y\nCONFIG_CGROUP_DEVICE=y\nCONFIG_MEMCG=y\n\
+         CONFIG_MACVLAN=m\nCONFIG_BRIDGE=m\nCONFIG_NF_NAT_IPV4=m\nCONFIG_FUSE_FS=y\nCONFIG_EPOLL=y\n",
+    )
+    .unwrap();
+    let (out, err, code) = checkconfig(&tool, Some(&k));
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    for line in [
+        "\n--- Namespaces ---\nNamespaces: required\nUtsname namespace: enabled\n",
+        "User namespace: missing\nNetwork namespace: enabled\n\n--- Control groups ---\nCgroups: enabled\n",
+        "Cgroup device: enabled\nCgroup sched: missing\nCgroup cpu account: missing\nCgroup memory controller: enabled\n",
+        // No cpuset: the script's line loses its blank line.
+        "Cgroup cpuset: missing\n--- Misc ---\nVeth pair device: missing\n",
+        "CONFIG_NF_NAT_IPV4: enabled",
+        "FUSE (for use with lxcfs): enabled",
+        "\n--- Checkpoint/Restore ---\ncheckpoint restore: missing\n",
+        "CONFIG_EPOLL: enabled\n",
+        "File capabilities: enabled\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+    // The cgroup mounts of this host, as /proc/self/mounts has them.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f[2] == "cgroup" || f[2] == "cgroup2" {
+            assert!(out.contains(&format!(" - {}\n", f[1])), "{} not listed:\n{out}", f[1]);
+        }
+    }
+    // A gzip'd config reads the same.
+    let gz = s.path().join("config.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {} > {}", k.display(), gz.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(checkconfig(&tool, Some(&gz)).0, out);
+    // No config anywhere: one line, exit 1, nothing on stdout but the version.
+    let (out2, err2, code2) = checkconfig(&tool, Some(&s.path().join("nosuch")));
+    assert_eq!(code2, 1);
+    assert_eq!(err2.lines().count(), 1, "{err2}");
+    assert!(err2.contains("unable to retrieve kernel configuration"), "{err2}");
+    assert!(!out2.contains("---"), "{out2}");
+    // Side by side with LXC's script: this kernel's config and the 4.9 one.
+    if let Some(l) = lxc("lxc-checkconfig") {
+        let mut configs = vec![Some(k.clone()), Some(gz.clone())];
+        if Path::new("/proc/config.gz").exists() || Path::new("/boot").read_dir().is_ok() {
+            configs.push(None);
+        }
+        for c in configs {
+            let ours = checkconfig(&tool, c.as_deref());
+            let theirs = checkconfig(&l, c.as_deref());
+            assert_eq!(ours.2, theirs.2, "{c:?}");
+            if ours.2 == 0 {
+                assert_eq!(without_usage(&ours.0, &tool), without_usage(&theirs.0, &l), "{c:?}");
+            }
+        }
+    }
+}

@@ -34,6 +34,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-unshare",
         "lxc-config",
         "lxc-update-config",
+        "lxc-checkconfig",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

@@ -50,6 +50,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-unshare",
     "lxc-config",
     "lxc-update-config",
+    "lxc-checkconfig",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

@@ -5,6 +5,7 @@
 
 pub mod autostart;
 pub mod cgroup;
+pub mod checkconfig;
 pub mod config;
 pub mod config_item;
 pub mod freeze;
@@ -31,6 +32,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-unshare",
     "lxc-config",
     "lxc-update-config",
+    "lxc-checkconfig",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -45,6 +47,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
     }
     match tool {
         "lxc-config" => config::run(argv),
+        "lxc-checkconfig" => checkconfig::run(parse!(checkconfig::Args)),
         "lxc-update-config" => update_config::run(parse!(update_config::Args)),
         "lxc-wait" => wait::run(parse!(wait::Args)),
         "lxc-freeze" => freeze::run(parse!(freeze::Args), true),
