@@ -213,6 +213,9 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     );
     assert_eq!(out, format!("base\n{name}\n"));
     lxc_ok(&rt, "lxc-attach", &["-n", name, "--", "/bin/true"]);
+    // In the container's cgroup namespace: its cgroups are its roots there.
+    let cg = lxc_ok(&rt, "lxc-attach", &["-n", name, "--", "/bin/cat", "/proc/self/cgroup"]);
+    assert!(!cg.is_empty() && !cg.contains("lxc.payload"), "{cg}");
     let o = lxc(&rt, "lxc-attach", &["-n", name, "--", "/bin/false"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 

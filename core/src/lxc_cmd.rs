@@ -26,6 +26,7 @@ pub mod cmd {
     pub const GET_NAME: i32 = 8;
     pub const GET_LXCPATH: i32 = 9;
     pub const ADD_STATE_CLIENT: i32 = 10;
+    pub const GET_DEVPTS_FD: i32 = 21;
     pub const GET_INIT_PIDFD: i32 = 18;
     pub const GET_CGROUP_CTX: i32 = 23;
 }

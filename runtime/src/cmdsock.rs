@@ -194,7 +194,9 @@ impl Server {
                 Some(fd) => reply(&mut s, 0, 0, &[], &[fd.as_raw_fd()]),
                 None => reply(&mut s, -libc::EBADF, 0, &[], &[]),
             },
-            cmd::GET_CLONE_FLAGS if live => reply(&mut s, 0, self.run.clone_flags, &[], &[]),
+            cmd::GET_CLONE_FLAGS if live => reply(&mut s, 0, self.clone_flags(), &[], &[]),
+            // LXC's answer when it holds no devpts fd of the container.
+            cmd::GET_DEVPTS_FD => reply(&mut s, -libc::EBADF, 0, &[], &[]),
             cmd::GET_NAME => reply(&mut s, 0, 0, &cstr(&self.name), &[]),
             cmd::GET_LXCPATH => reply(&mut s, 0, 0, &cstr(&self.lxcpath), &[]),
             cmd::GET_CONFIG_ITEM => {
@@ -230,6 +232,20 @@ impl Server {
             // What LXC answers for a command it does not support.
             _ => reply(&mut s, -libc::ENOSYS, 0, &[], &[]),
         }
+    }
+
+    /// The namespaces init was cloned into, and its cgroup namespace (which
+    /// init unshares itself once in its cgroups): what LXC reports, so that
+    /// lxc-attach enters them all.
+    fn clone_flags(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |p: String| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let own = ns(format!("/proc/{}/ns/cgroup", self.run.init_pid));
+        let mut f = self.run.clone_flags;
+        if own.is_some() && own != ns("/proc/self/ns/cgroup".into()) {
+            f |= libc::CLONE_NEWCGROUP as u64;
+        }
+        f
     }
 
     /// `lxc.signal.stop` (SIGKILL unless set) to init, and a frozen

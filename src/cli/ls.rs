@@ -185,6 +185,9 @@ struct Filter<'a> {
     groups: Vec<&'a str>,
     /// Read the network of running containers (fancy columns).
     net: bool,
+    /// Something shown or filtered needs each container's run state (a
+    /// plain listing does not: no look at run records or LXC's sockets).
+    state: bool,
 }
 
 impl Filter<'_> {
@@ -233,7 +236,11 @@ fn collect(
             Err(e) if store.exists(&name) => (None, Some(e.to_string())),
             Err(_) => (None, None),
         };
-        let (st, running) = state_view::state(&r);
+        let (st, running) = if f.state || c.is_none() {
+            state_view::state(&r)
+        } else {
+            (State::Stopped, None)
+        };
         if c.is_none() && error.is_none() && !st.is_active() {
             continue;
         }
@@ -313,6 +320,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             g.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()
         }),
         net: fancy && cols.iter().any(|c| matches!(c.as_str(), "INTERFACE" | "IPV4" | "IPV6")),
+        state: fancy || a.json || a.running || a.active || a.frozen || a.stopped || max > 0,
     };
     let mut rows = vec![];
     collect(&store, &filter, None, 0, max, &mut rows)?;
