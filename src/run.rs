@@ -79,6 +79,12 @@ struct StartArgs {
     /// Set a config item KEY=VALUE
     #[arg(short = 's', long = "define")]
     define: Vec<String>,
+    /// Use specified FILE (a terminal) for the container console
+    #[arg(short = 'c', long = "console", value_name = "FILE")]
+    console: Option<PathBuf>,
+    /// Log container console output to FILE
+    #[arg(short = 'L', long = "console-log", value_name = "FILE")]
+    console_log: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     /// The command to run as init
@@ -92,6 +98,9 @@ fn start(a: StartArgs, execute: bool) -> anyhow::Result<i32> {
     if a.rcfile.is_some() || !a.define.is_empty() {
         bail!("-f and -s are not supported: edit the container's config");
     }
+    if execute && (a.console.is_some() || a.console_log.is_some()) {
+        bail!("unknown option --console/--console-log: they are lxc-start's");
+    }
     let mut cmd = a.cmd;
     if execute && cmd.is_empty() {
         // As LXC: without a command, lxc.execute.cmd.
@@ -104,9 +113,15 @@ fn start(a: StartArgs, execute: bool) -> anyhow::Result<i32> {
             bail!("lxc-execute needs a command: lxc-execute -n NAME -- COMMAND, or lxc.execute.cmd");
         }
     }
+    // The daemon runs from /: relative paths are the caller's.
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let opts = StartOpts {
         cmd,
         daemon: if execute { a.daemon } else { !a.foreground },
+        console: a
+            .console
+            .map(|c| if c.as_os_str() == "none" { c } else { abs(c) }.display().to_string()),
+        console_log: a.console_log.map(abs),
         ..Default::default()
     };
     Ok(strata_runtime::start(&engine, &r, &opts)?)
@@ -433,6 +448,7 @@ fn copy_ephemeral(a: CopyArgs) -> anyhow::Result<i32> {
             cmd: a.cmd.clone(),
             extra_mounts: mounts,
             tmpfs_upper: a.tmpfs,
+            ..Default::default()
         },
     };
     run_ephemeral(&a.common, &a.name, opts, "lxc-copy", true)
@@ -503,6 +519,7 @@ fn start_ephemeral(a: EphArgs) -> anyhow::Result<i32> {
             cmd: a.cmd.clone(),
             extra_mounts: mounts,
             tmpfs_upper: tmpfs,
+            ..Default::default()
         },
     };
     run_ephemeral(&common, &a.orig, opts, "lxc-start-ephemeral", true)

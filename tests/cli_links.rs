@@ -35,6 +35,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-config",
         "lxc-update-config",
         "lxc-checkconfig",
+        "lxc-console",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

@@ -26,6 +26,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-cgroup",
     "lxc-monitor",
     "lxc-autostart",
+    "lxc-console",
 ];
 
 pub struct Rt {

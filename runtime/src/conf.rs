@@ -1,5 +1,6 @@
 //! What the runtime needs from an LXC config, checked before anything is made.
 
+use std::path::PathBuf;
 use strata_core::config::Config;
 use strata_core::{err, Result};
 
@@ -268,6 +269,8 @@ pub struct RunConfig {
     pub rootfs_flags: u64,
     /// `lxc.console.path = none`: no console.
     pub console: bool,
+    /// `lxc.console.path = DEVICE`: a host terminal the console is copied to and read from.
+    pub console_peer: Option<PathBuf>,
     /// `lxc.tty.max`, `lxc.tty.dir`, `lxc.pty.max`.
     pub tty_max: u32,
     pub tty_dir: Option<String>,
@@ -335,17 +338,7 @@ impl RunConfig {
                 "lxc.tty.max = {tty_max}: at most 64"
             ));
         }
-        let console = match cfg.get("lxc.console.path").map(str::trim) {
-            None | Some("") | Some("/dev/console") => true,
-            Some("none") => false,
-            Some(v) => {
-                return Err(err!(
-                    Unsupported,
-                    "read config",
-                    "lxc.console.path = {v}: strata gives the container its own terminal or none"
-                ))
-            }
-        };
+        let (console, console_peer) = console_path(cfg.get("lxc.console.path").unwrap_or(""))?;
         if let Some(m) = cfg.get("lxc.rootfs.mount").map(str::trim).filter(|m| !m.is_empty()) {
             // LXC mounts the rootfs there inside the container's mount
             // namespace, so it must be a directory; strata mounts it in its
@@ -357,6 +350,7 @@ impl RunConfig {
         Ok(RunConfig {
             rootfs_flags: rootfs_flags(cfg)?,
             console,
+            console_peer,
             ns: Namespaces::parse(cfg)?,
             hooks: crate::hooks::Hooks::from_config(cfg)?,
             tty_max,
@@ -579,12 +573,32 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.group",
 ];
 
+/// `lxc.console.path` (or `lxc-start --console`): whether the container has a
+/// console, and the host terminal it is copied to, if one is named. As in
+/// LXC, that must be a terminal; `none` means no console at all.
+pub fn console_path(v: &str) -> Result<(bool, Option<PathBuf>)> {
+    match v.trim() {
+        "" | "/dev/console" => Ok((true, None)),
+        "none" => Ok((false, None)),
+        p if !p.starts_with('/') => Err(err!(
+            InvalidConfig,
+            "read config",
+            "lxc.console.path = {p}: not an absolute path"
+        )),
+        p => Ok((true, Some(PathBuf::from(p)))),
+    }
+}
+
 /// Keys honoured only with the value they have when LXC does nothing.
 const ONLY_DEFAULT: &[(&str, &[&str])] = &[
     ("lxc.rootfs.managed", &["1"]),
     ("lxc.keyring.session", &["1"]),
     ("lxc.monitor.unshare", &["0"]),
     ("lxc.apparmor.raw", &[""]),
+    // No ring buffer, no size limit or rotation of the console log.
+    ("lxc.console.buffer.size", &["0"]),
+    ("lxc.console.size", &["0"]),
+    ("lxc.console.rotate", &["0"]),
     ("lxc.tty.max", &[]),
     ("lxc.tty.dir", &[]),
     ("lxc.pty.max", &[]),
@@ -679,6 +693,8 @@ mod tests {
         for bad in [
             "lxc.monitor.unshare = 1",
             "lxc.console.rotate = 1",
+            "lxc.console.buffer.size = 128k",
+            "lxc.console.size = auto",
             "lxc.net.0.l2proxy = 1",
             "lxc.net.0.veth.mode = router",
             "lxc.time.offset.boot = 1s",

@@ -16,6 +16,8 @@ pub mod cgroup;
 mod cmdsock;
 pub mod conf;
 pub mod confine;
+mod console;
+mod console_hub;
 mod container;
 mod daemon;
 mod ephemeral;
@@ -32,6 +34,7 @@ mod sys;
 pub mod userns;
 
 pub use attach::{attach, attach_as};
+pub use console::{console, ConsoleOpts};
 use daemon::{daemonize, Notifier};
 pub use ephemeral::{ephemeral, ephemeral_name, EphemeralOpts};
 use monitor::monitor_loop;
@@ -59,6 +62,10 @@ pub struct StartOpts {
     pub extra_mounts: Vec<MountEntry>,
     /// Put an overlay rootfs's upper dir on a tmpfs.
     pub tmpfs_upper: bool,
+    /// `lxc-start --console`: `lxc.console.path` for this start.
+    pub console: Option<String>,
+    /// `lxc-start --console-log`: `lxc.console.logfile` for this start.
+    pub console_log: Option<PathBuf>,
 }
 
 /// The mount point of a container's rootfs while it runs.

@@ -1,5 +1,6 @@
 //! The monitor: clone init into its namespaces, wait for it, tear down.
 
+use crate::console_hub::{Hub, RawTerminal, Slot};
 use crate::*;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -116,14 +117,32 @@ fn leave_shared(back: Vec<(std::fs::File, i32)>) {
 pub(crate) struct Console {
     pub(crate) master: OwnedFd,
     /// Kept open so that the master never sees a hangup while init has none.
-    _slave: std::fs::File,
+    slave: std::fs::File,
     /// The slave's host path, bound on the container's /dev/console.
     pub(crate) path: String,
-    log: Option<PathBuf>,
+    /// `lxc.console.logfile` (or `lxc-start --console-log`), opened.
+    log: Option<std::fs::File>,
+    /// `lxc.console.path` (or `lxc-start --console`): a host terminal.
+    peer: Option<(RawTerminal, PathBuf)>,
 }
 
 fn open_console(p: &Prepared) -> Result<Console> {
     use std::os::unix::fs::PermissionsExt;
+    // Both opened first: a bad path fails the start, before init exists.
+    let log = match &p.eff_console_log {
+        Some(l) => Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(l)
+                .map_err(|e| Error::io("open lxc.console.logfile", l, e))?,
+        ),
+        None => None,
+    };
+    let peer = match &p.cfg.console_peer {
+        Some(d) => Some((RawTerminal::open(d)?, d.clone())),
+        None => None,
+    };
     let (master, n) = sys::open_pty("/dev/ptmx")?;
     let path = format!("/dev/pts/{n}");
     let slave = std::fs::OpenOptions::new()
@@ -141,13 +160,25 @@ fn open_console(p: &Prepared) -> Result<Console> {
     slave
         .set_permissions(std::fs::Permissions::from_mode(0o620))
         .map_err(|e| Error::io("chmod console", &path, e))?;
-    let log = p.eff_console_log.clone();
     Ok(Console {
         master,
-        _slave: slave,
+        slave,
         path,
         log,
+        peer,
     })
+}
+
+/// `lxc-start --console`/`--console-log`: this start's console settings in
+/// place of the config's.
+fn console_overrides(p: &mut Prepared, opts: &StartOpts) -> Result<()> {
+    if let Some(c) = &opts.console {
+        (p.cfg.console, p.cfg.console_peer) = conf::console_path(c)?;
+    }
+    if let Some(l) = &opts.console_log {
+        p.eff_console_log = Some(l.clone());
+    }
+    Ok(())
 }
 
 /// [`run_monitor`] again as long as init asks for a reboot (it exits on
@@ -197,9 +228,13 @@ pub(crate) fn run_monitor(
     };
     // The container's console: a pty of ours whose other end is its
     // /dev/console, as LXC gives one, when the caller's terminal is not
-    // lent to it (a daemon, or no terminal). We drain it (into
-    // lxc.console.logfile if set) so that init never blocks on it.
-    let console = if p.cfg.console && (opts.daemon || !nix::unistd::isatty(0).unwrap_or(false)) {
+    // lent to it (a daemon, no terminal, or lxc.console.path names one).
+    // The hub below drains it, logs it and lends it to lxc-console.
+    if let Err(e) = console_overrides(&mut p, opts) {
+        return Err(fail(&mut p, e));
+    }
+    let lent = opts.daemon || !nix::unistd::isatty(0).unwrap_or(false) || p.cfg.console_peer.is_some();
+    let console = if p.cfg.console && lent {
         match open_console(&p) {
             Ok(c) => Some(c),
             Err(e) => return Err(fail(&mut p, e)),
@@ -402,16 +437,23 @@ pub(crate) fn run_monitor(
         return Err(fail(&mut p, e));
     }
     // Held while the container runs: a pty whose master is closed is gone.
-    let _tty_masters = ttys.map(|(ours, theirs)| {
-        drop(theirs);
-        sys::recv_fds(ours.as_raw_fd())
-    });
+    let tty_masters = ttys
+        .map(|(ours, theirs)| {
+            drop(theirs);
+            sys::recv_fds(ours.as_raw_fd())
+        })
+        .unwrap_or_default();
     srv.started(crate::cmdsock::Running {
         init_pid: pid,
         pidfd: pidfd.try_clone().ok(),
         clone_flags: flags,
         cgroups: p.cg.paths(),
     });
+    let (master, _console_slave, log, peer) = match console {
+        Some(c) => (Some(c.master), Some(c.slave), c.log, c.peer),
+        None => (None, None, None, None),
+    };
+    let mut hub = Hub::new(r, master, log, peer, tty_masters);
     drop(lock);
     n.ok();
     tracing::info!(pid, "container {} started", r.name);
@@ -428,9 +470,11 @@ pub(crate) fn run_monitor(
     } else {
         Vec::new()
     };
-    let status = wait_init(pid, &pidfd, &set, console.as_ref(), &mut srv);
+    let status = wait_init(pid, &pidfd, &set, &mut hub, &mut srv);
     srv.init_gone();
     restore();
+    // lxc-console users see the end; the socket goes before the record.
+    drop(hub);
     // As LXC: phys devices back to the host, down scripts, host ends deleted.
     net.stop();
     let target = [("LXC_TARGET".to_string(), "stop".to_string())];
@@ -458,76 +502,68 @@ pub(crate) fn run_monitor(
     Ok(status)
 }
 
-/// Wait for init, forwarding the held-back signals; its exit status.
-fn wait_init(
-    pid: i32,
-    pidfd: &OwnedFd,
-    set: &libc::sigset_t,
-    console: Option<&Console>,
-    srv: &mut crate::cmdsock::Server,
-) -> i32 {
+/// Wait for init, forwarding the held-back signals and serving its
+/// terminals and LXC's command socket meanwhile; its exit status.
+fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, hub: &mut Hub, srv: &mut crate::cmdsock::Server) -> i32 {
+    // SAFETY: a signalfd for the blocked set; owned below.
     let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
+    // SAFETY: a new fd of ours when non-negative.
     let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
-    let mut log = console.and_then(|c| c.log.as_ref()).and_then(|p| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(p)
-            .map_err(|e| tracing::warn!("lxc.console.logfile {}: {e}", p.display()))
-            .ok()
-    });
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: pidfd.as_raw_fd(),
+        let served = hub.fds();
+        let mut fds = vec![
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sfd.as_ref().map_or(-1, |s| s.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: srv.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        fds.extend(served.iter().map(|(_, fd)| libc::pollfd {
+            fd: *fd,
             events: libc::POLLIN,
             revents: 0,
-        }];
-        fds.push(libc::pollfd {
-            fd: sfd.as_ref().map_or(-1, |s| s.as_raw_fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        fds.push(libc::pollfd {
-            fd: console.map_or(-1, |c| c.master.as_raw_fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        fds.push(libc::pollfd {
-            fd: srv.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: poll on our own array of pollfds.
+        }));
+        // SAFETY: poll on a local array of pollfds.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, srv.poll_timeout()) };
         if r < 0 && sys::errno() != nix::errno::Errno::EINTR {
             break;
         }
-        if fds.get(1).is_some_and(|f| f.revents & libc::POLLIN != 0) {
+        if fds[1].revents & libc::POLLIN != 0 {
+            // SAFETY: a zeroed plain C struct, filled by the read below.
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let sz = std::mem::size_of::<libc::signalfd_siginfo>();
             let fd = sfd.as_ref().map_or(-1, |s| s.as_raw_fd());
+            // SAFETY: read of one siginfo into the local above.
             if unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), sz) } == sz as isize {
                 let sig = info.ssi_signo as i32;
                 // Pid 1 drops signals it does not catch; stopping the monitor then stops the container.
                 sys::signal(pidfd, if catches(pid, sig) { sig } else { libc::SIGKILL });
             }
         }
-        if fds[2].revents & libc::POLLIN != 0 {
-            let mut buf = [0u8; 4096];
-            // SAFETY: read into a local buffer from our console master.
-            let n = unsafe { libc::read(fds[2].fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                if let Some(f) = log.as_mut() {
-                    use std::io::Write;
-                    let _ = f.write_all(&buf[..n as usize]);
-                }
+        for (f, (slot, _)) in fds[3..].iter().zip(&served) {
+            if r > 0 && f.revents != 0 {
+                hub.ready(*slot);
             }
         }
         if fds[0].revents != 0 {
+            // What init wrote last is still logged.
+            if served.iter().any(|(s, _)| matches!(s, Slot::Master)) {
+                hub.drain();
+            }
             break;
         }
         // Clients of LXC's command socket; freezer states on a timeout.
-        if fds[3].revents != 0 || r == 0 {
+        if fds[2].revents != 0 || r == 0 {
             srv.serve();
         }
     }
@@ -589,6 +625,8 @@ pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
             .map_err(|e| Error::errno("unmount rootfs", &mp, e))?;
     }
     let _ = std::fs::remove_dir(&mp);
+    // The console socket of a monitor that was killed.
+    let _ = std::fs::remove_file(console::socket_dir(&r.lxcpath).join(console::socket_name(&r.name)));
     state::remove(r)
 }
 

@@ -51,6 +51,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-config",
     "lxc-update-config",
     "lxc-checkconfig",
+    "lxc-console",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

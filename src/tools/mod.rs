@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod checkconfig;
 pub mod config;
 pub mod config_item;
+pub mod console;
 pub mod freeze;
 pub mod monitor;
 pub mod netinfo;
@@ -33,6 +34,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-config",
     "lxc-update-config",
     "lxc-checkconfig",
+    "lxc-console",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -57,6 +59,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
         "lxc-autostart" => autostart::run(parse!(autostart::Args)),
         "lxc-usernsexec" => usernsexec::run(parse!(usernsexec::Args)),
         "lxc-unshare" => unshare::run(parse!(unshare::Args)),
+        "lxc-console" => console::run(parse!(console::Args)),
         t => anyhow::bail!("{t}: not a state tool"),
     }
 }

@@ -1,0 +1,235 @@
+//! `lxc-console`: attach the caller's terminal to a running container's
+//! console or one of its ttys, lent by the container's monitor (see
+//! `console_hub`), until the escape sequence or the container's end.
+
+use crate::console_hub::RawTerminal;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use strata_core::state;
+use strata_core::{err, ContainerRef, Error, Result};
+
+/// How to attach.
+#[derive(Debug, Clone)]
+pub struct ConsoleOpts {
+    /// 0: the console; N: ttyN; -1: the first free tty (LXC's default).
+    pub tty: i64,
+    /// The escape character (Ctrl-a is 1); `ESC q` detaches.
+    pub escape: u8,
+    /// Say nothing on attach.
+    pub quiet: bool,
+}
+
+/// Where the monitors of `lxcpath` serve their consoles.
+pub(crate) fn socket_dir(lxcpath: &Path) -> PathBuf {
+    state::record_dir(lxcpath)
+}
+
+/// The socket's file name for container `name`: short enough for sun_path
+/// once reached through a directory fd.
+pub(crate) fn socket_name(name: &str) -> String {
+    if name.len() <= 64 {
+        return format!("{name}.console");
+    }
+    // FNV-1a: any stable hash will do, both ends compute it.
+    let h = name
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("{h:016x}.console")
+}
+
+/// Attach to `r`'s terminal as `o` asks; returns when detached or when the
+/// container stops.
+pub fn console(r: &ContainerRef, o: &ConsoleOpts) -> Result<()> {
+    const OP: &str = "console";
+    let _s = tracing::info_span!("console", name = %r.name, tty = o.tty).entered();
+    if state::running(r).is_none() {
+        return Err(err!(NotFound, OP, "{} is not running", r.name));
+    }
+    let dir = socket_dir(&r.lxcpath);
+    let d = std::fs::File::open(&dir).map_err(|e| Error::io(OP, &dir, e))?;
+    let short = format!("/proc/self/fd/{}/{}", d.as_raw_fd(), socket_name(&r.name));
+    let mut s = UnixStream::connect(&short).map_err(|_| {
+        err!(
+            NotFound,
+            OP,
+            "{} has no console to attach to (no ttys and no console, or its monitor is gone)",
+            r.name
+        )
+    })?;
+    drop(d);
+    s.write_all(format!("tty {}\n", o.tty).as_bytes())
+        .map_err(|e| Error::io(OP, &r.name, e))?;
+    let (reply, fd) = recv_reply(&s)?;
+    let reply = reply.trim_end();
+    if let Some(msg) = reply.strip_prefix("err ") {
+        return Err(err!(Busy, OP, "{}: {msg}", r.name));
+    }
+    let (Some(n), Some(master)) = (reply.strip_prefix("ok ").and_then(|n| n.parse::<i64>().ok()), fd) else {
+        return Err(err!(Io, OP, "{}: the monitor answered {reply:?}", r.name));
+    };
+    if !o.quiet {
+        let c = (b'a' + o.escape.saturating_sub(1)) as char;
+        eprint!("\r\nConnected to tty {n}\r\nType <Ctrl+{c} q> to exit the console, <Ctrl+{c} Ctrl+{c}> to enter Ctrl+{c} itself\r\n");
+    }
+    // The console's output comes through the monitor (it logs it too); a
+    // tty's straight from its master. Input always goes to the master.
+    let out_fd = if n == 0 { s.as_raw_fd() } else { master.as_raw_fd() };
+    pump(&s, &master, out_fd, o.escape)
+}
+
+/// The monitor's answer line and the fd that came with it.
+fn recv_reply(s: &UnixStream) -> Result<(String, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 512];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| Error::errno("console", "", e))?;
+    let mut fd = None;
+    if let Ok(cms) = msg.cmsgs() {
+        for c in cms {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    // SAFETY: the kernel installed this fd in our table for us.
+                    let f = unsafe { OwnedFd::from_raw_fd(f) };
+                    fd.get_or_insert(f);
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), fd))
+}
+
+/// Copy between the caller's terminal and the pty until `ESC q`, or the
+/// monitor closing the connection (the container stopped).
+fn pump(sock: &UnixStream, master: &OwnedFd, out_fd: RawFd, escape: u8) -> Result<()> {
+    let tty = nix::unistd::isatty(0).unwrap_or(false);
+    // Raw while attached, the caller's settings back on every way out.
+    let _raw = tty.then(|| {
+        // SAFETY: dup of stdin, a terminal (checked above): a new fd of ours.
+        let fd = unsafe { libc::dup(0) };
+        // SAFETY: that fd is owned by the File from here on.
+        RawTerminal::raw(unsafe { std::fs::File::from_raw_fd(fd) })
+    });
+    // SIGWINCH as an fd: the new size is passed on to the pty.
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGWINCH);
+    let _ = set.thread_block();
+    let sfd = nix::sys::signalfd::SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC).ok();
+    if tty {
+        copy_winsize(master.as_raw_fd());
+    }
+    let mut stdout = std::io::stdout();
+    let mut stdin_open = true;
+    let mut saw_escape = false;
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = vec![
+            libc::pollfd {
+                fd: out_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if stdin_open { 0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sfd.as_ref().map_or(-1, |s| s.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if out_fd != sock.as_raw_fd() {
+            fds.push(libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: poll on a local array of pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
+        if r < 0 {
+            if sys_errno() == libc::EINTR {
+                continue;
+            }
+            return Err(Error::errno("console", "poll", nix::errno::Errno::last()));
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: read into a local buffer.
+            let n = unsafe { libc::read(out_fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                if n < 0 && matches!(sys_errno(), libc::EINTR | libc::EAGAIN) {
+                    continue;
+                }
+                // EOF on the monitor's connection, EIO on a tty whose container is gone.
+                return Ok(());
+            }
+            let _ = stdout.write_all(&buf[..n as usize]);
+            let _ = stdout.flush();
+        }
+        if fds[1].revents != 0 {
+            // SAFETY: read into a local buffer (not std's Stdin: its buffer would hide input from poll).
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 && sys_errno() == libc::EINTR {
+                continue;
+            }
+            let n = n.max(0) as usize;
+            if n == 0 {
+                stdin_open = false;
+            }
+            let mut out = Vec::with_capacity(n);
+            for &c in &buf[..n] {
+                if saw_escape {
+                    saw_escape = false;
+                    if c == b'q' {
+                        write_master(master, &out);
+                        return Ok(());
+                    }
+                    out.push(c);
+                } else if c == escape {
+                    saw_escape = true;
+                } else {
+                    out.push(c);
+                }
+            }
+            write_master(master, &out);
+        }
+        if fds[2].revents != 0 {
+            if let Some(s) = sfd.as_ref() {
+                let _ = s.read_signal();
+            }
+            copy_winsize(master.as_raw_fd());
+        }
+        if fds.get(3).is_some_and(|f| f.revents != 0) {
+            // The monitor closed the connection: the container stopped.
+            return Ok(());
+        }
+    }
+}
+
+fn sys_errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+fn write_master(master: &OwnedFd, b: &[u8]) {
+    if !b.is_empty() {
+        crate::sys::write_all(master.as_raw_fd(), b);
+    }
+}
+
+/// The caller's terminal size onto the pty (the container sees SIGWINCH).
+fn copy_winsize(master: RawFd) {
+    // SAFETY: a plain C struct, all zeroes is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills the local winsize, TIOCSWINSZ reads it.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}

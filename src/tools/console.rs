@@ -1,0 +1,116 @@
+//! `lxc-console -n NAME [-t N] [-e ^C]`: the caller's terminal on a running
+//! container's console (`-t 0`) or one of its ttys (the first free one by
+//! default, as LXC picks), until `<escape> q`.
+
+use crate::cli::{self, Common};
+use anyhow::{anyhow, bail};
+use clap::CommandFactory;
+use std::path::PathBuf;
+use strata_core::ContainerRef;
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    about = "Attach to the console or a tty of a running container",
+    version,
+    disable_help_flag = true
+)]
+pub struct Args {
+    /// NAME of the container
+    #[arg(short = 'n', long = "name")]
+    name: Option<String>,
+    /// Console tty number: 0 the console, N ttyN (default: the first free tty)
+    #[arg(short = 't', long = "tty", value_name = "NUMBER", allow_negative_numbers = true)]
+    tty: Option<i64>,
+    /// Prefix for escape command: ^LETTER or LETTER (default ^a)
+    #[arg(short = 'e', long = "escape", value_name = "PREFIX")]
+    escape: Option<String>,
+    /// Load configuration file FILE (checked; the console is the running container's)
+    #[arg(long = "rcfile", value_name = "FILE")]
+    rcfile: Option<PathBuf>,
+    /// Give a short usage message
+    #[arg(long = "usage")]
+    usage: bool,
+    /// Give this help list
+    #[arg(short = 'h', long = "help", visible_short_alias = '?', action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `^a`, `a`, `^A`: the control character of that letter, as LXC reads `-e`.
+fn escape_char(s: &str) -> anyhow::Result<u8> {
+    let l = s.strip_prefix('^').unwrap_or(s);
+    match l.as_bytes() {
+        [c] if c.is_ascii_alphabetic() => Ok(c.to_ascii_lowercase() - b'a' + 1),
+        _ => Err(anyhow!("invalid escape character {s:?}: ^LETTER or LETTER")),
+    }
+}
+
+/// LXC's `--usage`: every option on one bracketed list.
+fn usage() -> String {
+    let cmd = Args::command();
+    let mut parts = Vec::new();
+    for a in cmd.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        let takes = a.get_action().takes_values();
+        let mut p = String::from("[");
+        if let Some(s) = a.get_short() {
+            p.push_str(&format!("-{s}|"));
+        }
+        p.push_str(&format!("--{long}"));
+        if takes {
+            p.push_str(&format!("={}", long.to_ascii_uppercase()));
+        }
+        p.push(']');
+        parts.push(p);
+    }
+    format!("Usage: lxc-console {}", parts.join(" "))
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    if a.usage {
+        println!("{}", usage());
+        return Ok(0);
+    }
+    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let Some(name) = &a.name else {
+        bail!("missing container name, use --name option");
+    };
+    let escape = match &a.escape {
+        Some(e) => escape_char(e)?,
+        None => 1,
+    };
+    if let Some(rc) = &a.rcfile {
+        strata_core::config::Config::load(rc).map_err(|e| anyhow!("--rcfile {}: {e}", rc.display()))?;
+    }
+    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    cli::check_exists(&lxcpath, name)?;
+    let r = ContainerRef::new(&lxcpath, name);
+    let o = strata_runtime::ConsoleOpts {
+        tty: a.tty.unwrap_or(-1),
+        escape,
+        quiet: a.common.quiet,
+    };
+    strata_runtime::console(&r, &o)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_as_lxc_reads_them() {
+        assert_eq!(escape_char("^a").unwrap(), 1);
+        assert_eq!(escape_char("b").unwrap(), 2);
+        assert_eq!(escape_char("^Z").unwrap(), 26);
+        for bad in ["", "^", "ab", "^1", "^^"] {
+            assert!(escape_char(bad).is_err(), "{bad}");
+        }
+        let u = usage();
+        assert!(
+            u.contains("[-t|--tty=TTY]") && u.contains("[--usage]") && u.contains("[-P|--lxcpath=LXCPATH]"),
+            "{u}"
+        );
+    }
+}
