@@ -36,6 +36,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-update-config",
         "lxc-checkconfig",
         "lxc-console",
+        "lxc-top",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

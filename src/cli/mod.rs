@@ -52,6 +52,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-update-config",
     "lxc-checkconfig",
     "lxc-console",
+    "lxc-top",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

@@ -13,6 +13,7 @@ pub mod freeze;
 pub mod monitor;
 pub mod netinfo;
 pub mod nschild;
+pub mod top;
 pub mod unshare;
 pub mod update_config;
 pub mod usernsexec;
@@ -35,6 +36,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-update-config",
     "lxc-checkconfig",
     "lxc-console",
+    "lxc-top",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -49,6 +51,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
     }
     match tool {
         "lxc-config" => config::run(argv),
+        "lxc-top" => top::run(parse!(top::Args)),
         "lxc-checkconfig" => checkconfig::run(parse!(checkconfig::Args)),
         "lxc-update-config" => update_config::run(parse!(update_config::Args)),
         "lxc-wait" => wait::run(parse!(wait::Args)),
