@@ -2,7 +2,8 @@
 //! Debian's LXC runs is running for strata's tools (shown, and copy,
 //! restore, destroy, rename, snapshot and a second start refused with
 //! nothing changed), and one strata runs is running for LXC's own
-//! lxc-info, lxc-ls, lxc-wait, lxc-attach, lxc-stop and lxc-destroy.
+//! lxc-info, lxc-ls, lxc-wait, lxc-attach, lxc-freeze, lxc-stop and
+//! lxc-destroy.
 //!
 //! LXC's binaries are called by their full path (/usr/bin): strata's
 //! lxc-* links shadow the names. Without LXC installed the tests say so and
@@ -142,6 +143,14 @@ fn a_container_lxc_runs_is_running_for_strata() {
     );
     lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
     rt.ok("lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
+    // Its cgroups are LXC's: resource use, and a freeze LXC sees.
+    let stats = rt.ok("lxc-info", &["-n", name, "-S"]);
+    assert!(stats.contains("Memory use:"), "{stats}");
+    rt.ok("lxc-freeze", &["-n", name]);
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "FROZEN");
+    assert_eq!(rt.state(name), "FROZEN");
+    rt.ok("lxc-unfreeze", &["-n", name]);
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
 
     // Refused, one line each, and nothing changes on disk or in the run dir.
     let before = (rt.entries(), files(&rt.lxcpath.join(name)), rt.mounts());
@@ -195,6 +204,11 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     // lxc-info, lxc-ls, lxc-wait see it running, with strata's init.
     assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
     assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim(), pid);
+    // Its resource use, read through the cgroup fds strata's monitor hands out.
+    let stats = lxc_ok(&rt, "lxc-info", &["-n", name, "-S"]);
+    for k in ["CPU use:", "BlkIO use:", "Memory use:"] {
+        assert!(stats.contains(k), "{k} missing from LXC's lxc-info -S:\n{stats}");
+    }
     assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
     let fancy = lxc_ok(&rt, "lxc-ls", &["-f", "-F", "NAME,STATE,PID"]);
     assert!(
@@ -226,6 +240,39 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is running"), "{o:?}");
     assert_eq!(rt.entries(), [name]);
     assert_eq!(rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim(), pid);
+
+    // LXC's lxc-freeze (through the v1 freezer or cgroup2, as the host has
+    // it) wakes LXC's lxc-wait, and strata sees it frozen; then the other way.
+    let mut w = Reaped(
+        lxc_cmd(&rt, "lxc-wait", &["-n", name, "-s", "FROZEN", "-t", "20"])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        exit_within(&mut w.0, Duration::from_millis(300)),
+        None,
+        "lxc-wait returned early"
+    );
+    lxc_ok(&rt, "lxc-freeze", &["-n", name]);
+    assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
+    assert_eq!(rt.state(name), "FROZEN");
+    lxc_ok(&rt, "lxc-unfreeze", &["-n", name]);
+    assert_eq!(rt.state(name), "RUNNING");
+    let mut w = Reaped(
+        lxc_cmd(&rt, "lxc-wait", &["-n", name, "-s", "FROZEN", "-t", "20"])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        exit_within(&mut w.0, Duration::from_millis(300)),
+        None,
+        "lxc-wait returned early"
+    );
+    rt.ok("lxc-freeze", &["-n", name]);
+    assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "FROZEN");
+    rt.ok("lxc-unfreeze", &["-n", name]);
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
 
     // lxc-wait for STOPPED, then lxc-stop: both return once strata tore it down.
     let mut w = Reaped(

@@ -26,9 +26,15 @@ pub mod cmd {
     pub const GET_NAME: i32 = 8;
     pub const GET_LXCPATH: i32 = 9;
     pub const ADD_STATE_CLIENT: i32 = 10;
+    pub const SERVE_STATE_CLIENTS: i32 = 12;
+    pub const GET_CGROUP2_FD: i32 = 17;
+    pub const GET_LIMIT_CGROUP: i32 = 19;
+    pub const GET_LIMIT_CGROUP2_FD: i32 = 20;
     pub const GET_DEVPTS_FD: i32 = 21;
     pub const GET_INIT_PIDFD: i32 = 18;
     pub const GET_CGROUP_CTX: i32 = 23;
+    pub const GET_CGROUP_FD: i32 = 24;
+    pub const GET_LIMIT_CGROUP_FD: i32 = 25;
 }
 
 /// LXC's `MAX_STATE`: the number of states, and the answer to
@@ -132,6 +138,26 @@ fn ask(lxcpath: &Path, name: &str, cmd: i32) -> Option<Rsp> {
     let mut b = [0u8; 16];
     s.read_exact(&mut b).ok()?;
     Some(Rsp::from_bytes(&b))
+}
+
+/// Tell the monitor of `name` that its state became `state` (LXC's number),
+/// as LXC's own lxc-freeze does after writing the freezer: LXC's monitor
+/// keeps it as the container's state and wakes its state clients. Whether a
+/// monitor took it.
+pub fn serve_state_clients(lxcpath: &Path, name: &str, state: i32) -> bool {
+    let Ok(addr) = socket_addr(lxcpath, name) else {
+        return false;
+    };
+    let Ok(mut s) = UnixStream::connect_addr(&addr) else {
+        return false;
+    };
+    let mut h = req_bytes(cmd::SERVE_STATE_CLIENTS, 0);
+    h[8..].copy_from_slice(&(state as u64).to_ne_bytes());
+    let mut b = [0u8; 16];
+    s.set_read_timeout(Some(TIMEOUT)).is_ok()
+        && s.write_all(&h).is_ok()
+        && s.read_exact(&mut b).is_ok()
+        && Rsp::from_bytes(&b).ret >= 0
 }
 
 /// What the monitor of a container run by LXC (or any monitor answering

@@ -171,43 +171,59 @@ pub fn lxc_record(init_pid: i32) -> Option<RunRecord> {
     })
 }
 
-/// The cgroup directories of `pid` on this host's cgroup mounts, from
-/// /proc/PID/cgroup and our mountinfo (a v1 hierarchy by its controllers,
-/// the unified one by its empty list).
-pub fn proc_cgroup_dirs(pid: i32) -> Vec<PathBuf> {
-    let (Ok(cg), Ok(mi)) = (
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup")),
-        std::fs::read_to_string("/proc/self/mountinfo"),
-    ) else {
+/// A cgroup hierarchy mounted whole: v2 or not, mount point, and (v1)
+/// the controllers and names in its super options.
+#[derive(Debug, Clone)]
+pub struct CgroupMount {
+    pub v2: bool,
+    pub path: PathBuf,
+    pub options: Vec<String>,
+}
+
+/// The cgroup hierarchies mounted whole in our mount namespace.
+pub fn cgroup_mounts() -> Vec<CgroupMount> {
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    // (fstype, mount point, super options) of cgroup mounts of the whole hierarchy.
-    let mounts: Vec<(&str, PathBuf, Vec<&str>)> = mi
-        .lines()
+    mi.lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
             let f: Vec<&str> = pre.split(' ').collect();
             let mut p = post.split(' ');
             let fstype = p.next()?;
-            let sopts = p.nth(1).unwrap_or("").split(',').collect();
-            let mp = PathBuf::from(crate::mountinfo::unescape(f.get(4)?));
-            (f.get(3) == Some(&"/") && (fstype == "cgroup" || fstype == "cgroup2")).then_some((fstype, mp, sopts))
+            let options = p.nth(1).unwrap_or("").split(',').map(str::to_string).collect();
+            let path = PathBuf::from(crate::mountinfo::unescape(f.get(4)?));
+            (f.get(3) == Some(&"/") && (fstype == "cgroup" || fstype == "cgroup2")).then_some(CgroupMount {
+                v2: fstype == "cgroup2",
+                path,
+                options,
+            })
         })
-        .collect();
+        .collect()
+}
+
+/// The cgroup directories of `pid` on this host's cgroup mounts, from
+/// /proc/PID/cgroup and our mountinfo (a v1 hierarchy by its controllers,
+/// the unified one by its empty list).
+pub fn proc_cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let mounts = cgroup_mounts();
     let mut out = Vec::new();
     for line in cg.lines() {
         let mut f = line.splitn(3, ':');
         let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
         let rel = path.trim_start_matches('/');
         let m = if ctrls.is_empty() {
-            mounts.iter().find(|(t, _, _)| *t == "cgroup2")
+            mounts.iter().find(|m| m.v2)
         } else {
             mounts
                 .iter()
-                .find(|(t, _, o)| *t == "cgroup" && ctrls.split(',').all(|c| o.contains(&c)))
+                .find(|m| !m.v2 && ctrls.split(',').all(|c| m.options.iter().any(|o| o == c)))
         };
-        if let Some((_, mp, _)) = m {
-            let d = mp.join(rel);
+        if let Some(m) = m {
+            let d = m.path.join(rel);
             if !out.contains(&d) {
                 out.push(d);
             }

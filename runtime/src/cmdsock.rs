@@ -172,6 +172,7 @@ impl Server {
         let mut h = [0u8; 16];
         s.read_exact(&mut h)?;
         let (c, len) = lxc_cmd::parse_req(&h);
+        let value = u64::from_ne_bytes(h[8..].try_into().unwrap_or_default());
         if len < 0 || len as usize > DATA_MAX {
             return Ok(()); // closed unanswered, as LXC drops a malformed request
         }
@@ -180,10 +181,12 @@ impl Server {
         if !peer_allowed(&s) {
             return reply(&mut s, -libc::EACCES, 0, &[], &[]);
         }
-        self.dispatch(s, c, &data)
+        self.dispatch(s, c, &data, value)
     }
 
-    fn dispatch(&mut self, mut s: UnixStream, c: i32, data: &[u8]) -> std::io::Result<()> {
+    /// Answer command `c` with payload `data` (or `value` in the header's
+    /// pointer field, where LXC's client encodes small arguments).
+    fn dispatch(&mut self, mut s: UnixStream, c: i32, data: &[u8], value: u64) -> std::io::Result<()> {
         let _span = tracing::debug_span!("lxc_cmd", cmd = c).entered();
         let pid = self.run.init_pid;
         let live = pid > 0 && !self.stopping;
@@ -229,6 +232,19 @@ impl Server {
                 Ok(())
             }
             cmd::GET_CGROUP_CTX if live => self.cgroup_ctx(&mut s),
+            // Strata's container cgroups are its limit cgroups too.
+            cmd::GET_CGROUP_FD | cmd::GET_LIMIT_CGROUP_FD if live => self.cgroup_fd(&mut s, data),
+            cmd::GET_CGROUP | cmd::GET_LIMIT_CGROUP if live => self.cgroup_path(&mut s, data),
+            cmd::GET_CGROUP2_FD | cmd::GET_LIMIT_CGROUP2_FD if live => self.cgroup2_fd(&mut s),
+            // A client that changed the state itself (lxc-freeze writing the
+            // v1 freezer) tells the state clients through us.
+            cmd::SERVE_STATE_CLIENTS => {
+                let st = State::ALL.get(value as usize).copied();
+                if let Some(st) = st {
+                    self.notify(st);
+                }
+                reply(&mut s, if st.is_some() { 0 } else { -libc::EINVAL }, 0, &[], &[])
+            }
             // What LXC answers for a command it does not support.
             _ => reply(&mut s, -libc::ENOSYS, 0, &[], &[]),
         }
@@ -283,6 +299,84 @@ impl Server {
         }
     }
 
+    /// `struct cgroup_fd` for one controller (lxc-info's resource use): the
+    /// container's cgroup of the v1 hierarchy that has it, else the unified one.
+    fn cgroup_fd(&self, s: &mut UnixStream, data: &[u8]) -> std::io::Result<()> {
+        const CGROUP_SUPER_MAGIC: i32 = 0x0027_e0eb;
+        const CGROUP2_SUPER_MAGIC: i32 = 0x6367_7270;
+        if data.len() != 80 {
+            return reply(s, -libc::EINVAL, 0, &[], &[]);
+        }
+        let controller = c_string(&data[16..]);
+        let Some((dir, v2, _)) = self.find_cgroup(&controller) else {
+            return reply(s, -libc::ENOENT, 0, &[], &[]);
+        };
+        let magic = if v2 { CGROUP2_SUPER_MAGIC } else { CGROUP_SUPER_MAGIC };
+        let dirs = state_view::leaves(&self.run.cgroups);
+        let f = match std::fs::File::open(&dir) {
+            Ok(f) => f,
+            Err(e) => return reply(s, -e.raw_os_error().unwrap_or(libc::EIO), 0, &[], &[]),
+        };
+        let mut out = [0u8; 80];
+        out[..4].copy_from_slice(&layout(&dirs).to_ne_bytes());
+        out[8..12].copy_from_slice(&magic.to_ne_bytes());
+        out[12..16].copy_from_slice(&f.as_raw_fd().to_ne_bytes());
+        out[16..].copy_from_slice(&data[16..]);
+        reply(s, 0, 0, &out, &[f.as_raw_fd()])
+    }
+
+    /// The container's cgroup for `controller`: of the v1 hierarchy that has
+    /// it, else the unified one; whether that is v2, and its mount point.
+    fn find_cgroup(&self, controller: &str) -> Option<(PathBuf, bool, PathBuf)> {
+        let dirs = state_view::leaves(&self.run.cgroups);
+        let mounts = strata_core::state::cgroup_mounts();
+        let mount_of = |d: &PathBuf| {
+            mounts
+                .iter()
+                .filter(|m| d.starts_with(&m.path))
+                .max_by_key(|m| m.path.components().count())
+                .cloned()
+        };
+        if !controller.is_empty() {
+            for d in &dirs {
+                if let Some(m) = mount_of(d).filter(|m| !m.v2 && m.options.iter().any(|o| o == controller)) {
+                    return Some(((*d).clone(), false, m.path));
+                }
+            }
+        }
+        let d = dirs.iter().find(|d| state_view::is_unified(d))?;
+        let m = mount_of(d).filter(|m| m.v2)?;
+        Some(((*d).clone(), true, m.path))
+    }
+
+    /// `GET_CGROUP`/`GET_LIMIT_CGROUP`: the path of the container's cgroup
+    /// for a controller, below its hierarchy's mount (lxc-freeze and
+    /// lxc-cgroup on a v1 controller write the files themselves).
+    fn cgroup_path(&self, s: &mut UnixStream, data: &[u8]) -> std::io::Result<()> {
+        let controller = c_string(data);
+        match self.find_cgroup(&controller) {
+            Some((dir, _, mount)) => {
+                let rel = dir.strip_prefix(&mount).unwrap_or(&dir);
+                reply(s, 0, 0, &cstr(&format!("/{}", rel.display())), &[])
+            }
+            None => reply(s, -libc::ENOENT, 0, &[], &[]),
+        }
+    }
+
+    /// `GET_CGROUP2_FD`/`GET_LIMIT_CGROUP2_FD`: the unified cgroup, only when
+    /// the layout is unified (LXC's `EINVAL` otherwise sends its client to
+    /// the v1 hierarchies).
+    fn cgroup2_fd(&self, s: &mut UnixStream) -> std::io::Result<()> {
+        let dirs = state_view::leaves(&self.run.cgroups);
+        if dirs.is_empty() || layout(&dirs) != 2 {
+            return reply(s, -libc::EINVAL, 0, &[], &[]);
+        }
+        match std::fs::File::open(dirs[0]) {
+            Ok(f) => reply(s, 0, 0, &[], &[f.as_raw_fd()]),
+            Err(e) => reply(s, -e.raw_os_error().unwrap_or(libc::EIO), 0, &[], &[]),
+        }
+    }
+
     /// `struct cgroup_ctx`: the layout and an fd per cgroup of the container.
     fn cgroup_ctx(&self, s: &mut UnixStream) -> std::io::Result<()> {
         const MAX_FD: usize = 20;
@@ -300,15 +394,7 @@ impl Server {
         if fds.is_empty() {
             return reply(s, -libc::ENOENT, 0, &[], &[]);
         }
-        let unified = dirs.iter().filter(|d| state_view::is_unified(d)).count();
-        // CGROUP_LAYOUT_LEGACY 0, HYBRID 1, UNIFIED 2.
-        let layout: i32 = if unified == dirs.len() {
-            2
-        } else if unified > 0 {
-            1
-        } else {
-            0
-        };
+        let layout = layout(&dirs);
         let mut ctx = [0u8; 96];
         ctx[..4].copy_from_slice(&layout.to_ne_bytes());
         ctx[8..12].copy_from_slice(&(fds.len() as u32).to_ne_bytes());
@@ -318,6 +404,23 @@ impl Server {
         let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
         reply(s, 0, 0, &ctx, &raw)
     }
+}
+
+/// LXC's `cgroup_layout_t` of the container's cgroups: LEGACY 0, HYBRID 1, UNIFIED 2.
+fn layout(dirs: &[&PathBuf]) -> i32 {
+    let unified = dirs.iter().filter(|d| state_view::is_unified(d)).count();
+    if unified == dirs.len() {
+        2
+    } else if unified > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// The string up to the first NUL.
+fn c_string(data: &[u8]) -> String {
+    String::from_utf8_lossy(data.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
 }
 
 /// `s` NUL-terminated, as LXC sends strings.

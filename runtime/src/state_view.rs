@@ -96,10 +96,17 @@ fn lxc_state(r: &ContainerRef) -> (State, Option<RunRecord>) {
     let Some(a) = strata_core::lxc_cmd::probe(&r.lxcpath, &r.name) else {
         return (State::Stopped, None);
     };
-    let st = State::ALL.get(a.state as usize).copied().unwrap_or(State::Stopped);
+    let mut st = State::ALL.get(a.state as usize).copied().unwrap_or(State::Stopped);
     let rec = matches!(st, State::Running | State::Freezing | State::Frozen | State::Thawed)
         .then(|| state::lxc_record(a.init_pid))
         .flatten();
+    // LXC's monitor knows of freezes only from those who tell it: the
+    // freezer itself says.
+    if let Some(r) = &rec {
+        if let Some(f @ (State::Frozen | State::Freezing)) = freezer_state(&r.cgroups) {
+            st = f;
+        }
+    }
     (st, rec)
 }
 

@@ -4,7 +4,7 @@
 use crate::cli::{self, Common};
 use anyhow::bail;
 use std::time::Duration;
-use strata_core::ContainerRef;
+use strata_core::{lxc_cmd, ContainerRef};
 use strata_runtime::state_view::{self, State};
 
 #[derive(clap::Parser, Debug)]
@@ -33,10 +33,18 @@ pub fn run(a: Args, freeze: bool) -> anyhow::Result<i32> {
         // Nothing of a stopped container is frozen: LXC's lxc-unfreeze succeeds too.
         return Ok(0);
     };
+    // The monitor is told, as LXC's tools tell it: LXC's keeps the state it
+    // reports from this, and either wakes its lxc-wait clients.
+    let tell = |s: State| lxc_cmd::serve_state_clients(&r.lxcpath, &r.name, s as i32);
     if freeze {
-        strata_runtime::cgroup::freeze(&rec.cgroups, TIMEOUT)?;
+        tell(State::Freezing);
+        let res = strata_runtime::cgroup::freeze(&rec.cgroups, TIMEOUT);
+        tell(if res.is_ok() { State::Frozen } else { State::Running });
+        res?;
     } else if st != State::Running {
+        tell(State::Thawed);
         strata_runtime::cgroup::thaw(&rec.cgroups, TIMEOUT)?;
+        tell(State::Running);
     }
     Ok(0)
 }
