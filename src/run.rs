@@ -24,8 +24,8 @@ pub fn dispatch(tool: &str, args: Vec<OsString>) -> anyhow::Result<i32> {
         };
     }
     match tool {
-        "lxc-start" => start(parse!(StartArgs), false),
-        "lxc-execute" => start(parse!(StartArgs), true),
+        "lxc-start" => start(parse!(StartArgs)),
+        "lxc-execute" => execute(parse!(ExecuteArgs)),
         "lxc-stop" => stop(parse!(StopArgs)),
         "lxc-info" => info(parse!(InfoArgs)),
         "lxc-attach" => attach(parse!(AttachArgs)),
@@ -67,17 +67,20 @@ struct StartArgs {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]
     name: String,
-    /// Run in the foreground
-    #[arg(short = 'F', long = "foreground")]
-    foreground: bool,
-    /// Daemonize (the default of lxc-start)
+    /// Daemonize the container (the default)
     #[arg(short = 'd', long = "daemon", conflicts_with = "foreground")]
     daemon: bool,
-    /// Use this config file instead of the container's
-    #[arg(short = 'f', long = "rcfile")]
-    rcfile: Option<PathBuf>,
-    /// Set a config item KEY=VALUE
-    #[arg(short = 's', long = "define")]
+    /// Start with the current tty attached to /dev/console
+    #[arg(short = 'F', long = "foreground")]
+    foreground: bool,
+    /// Create a file with the process id (the monitor's, while it runs)
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// If any fds are inherited, close them (--daemon implies it)
+    #[arg(short = 'C', long = "close-all-fds")]
+    close_all_fds: bool,
+    /// Assign VAL to configuration variable KEY
+    #[arg(short = 's', long = "define", value_name = "KEY=VAL")]
     define: Vec<String>,
     /// Use specified FILE (a terminal) for the container console
     #[arg(short = 'c', long = "console", value_name = "FILE")]
@@ -85,6 +88,18 @@ struct StartArgs {
     /// Log container console output to FILE
     #[arg(short = 'L', long = "console-log", value_name = "FILE")]
     console_log: Option<PathBuf>,
+    /// Share the network namespace with another container (NAME) or process (PID)
+    #[arg(long = "share-net", value_name = "NAME|PID")]
+    share_net: Option<String>,
+    /// Share the IPC namespace with another container or process
+    #[arg(long = "share-ipc", value_name = "NAME|PID")]
+    share_ipc: Option<String>,
+    /// Share the UTS namespace with another container or process
+    #[arg(long = "share-uts", value_name = "NAME|PID")]
+    share_uts: Option<String>,
+    /// Share the PID namespace with another container or process
+    #[arg(long = "share-pid", value_name = "NAME|PID")]
+    share_pid: Option<String>,
     #[command(flatten)]
     common: Common,
     /// The command to run as init
@@ -92,36 +107,127 @@ struct StartArgs {
     cmd: Vec<String>,
 }
 
-fn start(a: StartArgs, execute: bool) -> anyhow::Result<i32> {
+#[derive(clap::Parser, Debug)]
+#[command(about = "Run COMMAND in container NAME (with a minimal init)", version)]
+struct ExecuteArgs {
+    /// NAME of the container
+    #[arg(short = 'n', long = "name")]
+    name: String,
+    /// Daemonize the container
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Assign VAL to configuration variable KEY
+    #[arg(short = 's', long = "define", value_name = "KEY=VAL")]
+    define: Vec<String>,
+    /// Execute COMMAND with UID inside the container
+    #[arg(short = 'u', long = "uid", value_name = "UID")]
+    uid: Option<u32>,
+    /// Execute COMMAND with GID inside the container
+    #[arg(short = 'g', long = "gid", value_name = "GID")]
+    gid: Option<u32>,
+    #[command(flatten)]
+    common: Common,
+    /// The command to run
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+/// `-s KEY=VAL` as LXC splits it: at the first `=`, blanks around both trimmed.
+fn parse_defines(defs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    defs.iter()
+        .map(|d| {
+            let (k, v) = d.split_once('=').ok_or_else(|| anyhow!("-s {d:?}: expected KEY=VAL"))?;
+            let k = k.trim();
+            if k.is_empty() {
+                bail!("-s {d:?}: expected KEY=VAL");
+            }
+            Ok((k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// A path the daemonized monitor (whose working dir is /) still finds.
+fn absolute(p: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    Ok(match p {
+        Some(p) => Some(std::path::absolute(&p)?),
+        None => None,
+    })
+}
+
+fn start(a: StartArgs) -> anyhow::Result<i32> {
     let (lxcpath, engine) = setup(&a.common)?;
     let r = existing(&lxcpath, &a.name)?;
-    if a.rcfile.is_some() || !a.define.is_empty() {
-        bail!("-f and -s are not supported: edit the container's config");
+    let mut defines = parse_defines(&a.define)?;
+    // As LXC: --share-NS is lxc.namespace.share.NS, set after the config is read.
+    for (ns, v) in [
+        ("net", &a.share_net),
+        ("ipc", &a.share_ipc),
+        ("uts", &a.share_uts),
+        ("pid", &a.share_pid),
+    ] {
+        if let Some(v) = v {
+            defines.push((format!("lxc.namespace.share.{ns}"), v.clone()));
+        }
     }
-    if execute && (a.console.is_some() || a.console_log.is_some()) {
-        bail!("unknown option --console/--console-log: they are lxc-start's");
+    let opts = StartOpts {
+        cmd: a.cmd,
+        daemon: !a.foreground,
+        rcfile: absolute(a.common.rcfile.clone())?,
+        defines,
+        pidfile: absolute(a.pidfile)?,
+        close_fds: a.close_all_fds,
+        console: a
+            .console
+            .map(|c| {
+                if c.as_os_str() == "none" {
+                    Ok(c)
+                } else {
+                    std::path::absolute(&c)
+                }
+            })
+            .transpose()?
+            .map(|c| c.display().to_string()),
+        console_log: absolute(a.console_log)?,
+        ..Default::default()
+    };
+    Ok(strata_runtime::start(&engine, &r, &opts)?)
+}
+
+fn execute(a: ExecuteArgs) -> anyhow::Result<i32> {
+    let (lxcpath, engine) = setup(&a.common)?;
+    let r = existing(&lxcpath, &a.name)?;
+    let mut defines = parse_defines(&a.define)?;
+    // As LXC's lxc-execute: -u/-g are init's ids.
+    if let Some(u) = a.uid {
+        defines.push(("lxc.init.uid".into(), u.to_string()));
     }
+    if let Some(g) = a.gid {
+        defines.push(("lxc.init.gid".into(), g.to_string()));
+    }
+    let rcfile = absolute(a.common.rcfile.clone())?;
     let mut cmd = a.cmd;
-    if execute && cmd.is_empty() {
+    if cmd.is_empty() {
         // As LXC: without a command, lxc.execute.cmd.
-        let eff = strata_core::config::Config::load_effective(&r.config_path())?;
-        cmd = eff
-            .get("lxc.execute.cmd")
+        let cfg_file = rcfile.clone().unwrap_or_else(|| r.config_path());
+        let eff = strata_core::config::Config::load_effective(&cfg_file)?;
+        let set = defines
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "lxc.execute.cmd")
+            .map(|(_, v)| v.as_str());
+        cmd = set
+            .or(eff.get("lxc.execute.cmd"))
             .map(|c| c.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
         if cmd.is_empty() {
             bail!("lxc-execute needs a command: lxc-execute -n NAME -- COMMAND, or lxc.execute.cmd");
         }
     }
-    // The daemon runs from /: relative paths are the caller's.
-    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let opts = StartOpts {
         cmd,
-        daemon: if execute { a.daemon } else { !a.foreground },
-        console: a
-            .console
-            .map(|c| if c.as_os_str() == "none" { c } else { abs(c) }.display().to_string()),
-        console_log: a.console_log.map(abs),
+        daemon: a.daemon,
+        rcfile,
+        defines,
         ..Default::default()
     };
     Ok(strata_runtime::start(&engine, &r, &opts)?)
@@ -230,7 +336,9 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
     if state {
         msg("State:", st.name());
     }
-    let cfg = || strata_core::config::Config::load_effective(&r.config_path());
+    // `--rcfile`: its items instead of the container's, as LXC's lxc-info.
+    let cfg_file = a.common.rcfile.clone().unwrap_or_else(|| r.config_path());
+    let cfg = || strata_core::config::Config::load_effective(&cfg_file);
     // The veth inside (lxc.net.0.name) whose host side the stats show.
     let veth = if stats && rec.is_some() {
         cfg().ok().and_then(|c| {
@@ -508,8 +616,8 @@ fn start_ephemeral(a: EphArgs) -> anyhow::Result<i32> {
     let common = Common {
         lxcpath: a.lxcpath.clone(),
         logpriority: a.logpriority.clone(),
-        logfile: None,
         quiet: a.quiet,
+        ..Default::default()
     };
     let opts = EphemeralOpts {
         name: a.name.clone(),

@@ -66,6 +66,14 @@ pub struct StartOpts {
     pub console: Option<String>,
     /// `lxc-start --console-log`: `lxc.console.logfile` for this start.
     pub console_log: Option<PathBuf>,
+    /// `-f`: read this config file instead of the container's (LXC's rcfile).
+    pub rcfile: Option<PathBuf>,
+    /// `-s KEY=VAL` (and `--share-*`): set on the config read, as if appended to it.
+    pub defines: Vec<(String, String)>,
+    /// `-p`: the monitor's pid is written here while it runs.
+    pub pidfile: Option<PathBuf>,
+    /// `-C`: close inherited fds first (a daemon always does).
+    pub close_fds: bool,
 }
 
 /// The mount point of a container's rootfs while it runs.
@@ -96,10 +104,48 @@ fn my_record(ephemeral: bool) -> RunRecord {
 /// daemonized container runs.
 pub fn start(engine: &Engine, r: &ContainerRef, opts: &StartOpts) -> Result<i32> {
     let _s = tracing::info_span!("start", name = %r.name).entered();
+    let run = |n: &mut Notifier| {
+        // As LXC: a daemon never passes on what it inherited, -C does the same in the foreground.
+        if opts.daemon || opts.close_fds {
+            sys::close_inherited_fds();
+        }
+        let _pidfile = match &opts.pidfile {
+            Some(p) => Some(PidFile::write(p)?),
+            None => None,
+        };
+        monitor_loop(engine, r, opts, false, n)
+    };
     if opts.daemon {
-        daemonize(|n| monitor_loop(engine, r, opts, false, n))
+        daemonize(run)
     } else {
-        monitor_loop(engine, r, opts, false, &mut Notifier(None))
+        run(&mut Notifier(None))
+    }
+}
+
+/// `lxc-start -p`: the monitor's pid (LXC writes its own, after it
+/// daemonized), removed when the start ends.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(p: &Path) -> Result<PidFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(p)
+            .map_err(|e| Error::io("write pidfile", p, e))?;
+        f.write_all(std::process::id().to_string().as_bytes())
+            .map_err(|e| Error::io("write pidfile", p, e))?;
+        Ok(PidFile(p.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct Prepared {
     pub(crate) cg_made: bool,
     /// `lxc.console.logfile`.
     pub(crate) eff_console_log: Option<PathBuf>,
+    /// The config file read (the container's, or `lxc-start -f`'s).
+    pub(crate) cfg_file: PathBuf,
 }
 
 impl Prepared {
@@ -41,7 +43,7 @@ impl Prepared {
     pub(crate) fn hook_env(&self, r: &ContainerRef) -> crate::hooks::HookEnv {
         crate::hooks::env_of(
             &r.name,
-            &r.config_path(),
+            &self.cfg_file,
             self.view.as_deref().unwrap_or(&self.mp),
             &self.c.rootfs.to_string(),
         )
@@ -99,7 +101,15 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             cleanup_locked(engine, r)?;
         }
     }
-    let c = store.load(&r.name)?;
+    let mut c = store.load(&r.name)?;
+    // The config as LXC reads it, includes expanded (`-f` names another
+    // file, `-s` adds to it): what common.conf asks for is honoured, and
+    // what strata cannot honour is refused here.
+    let cfg_file = opts.rcfile.clone().unwrap_or_else(|| r.config_path());
+    let eff = read_config(&c, &cfg_file, &opts.defines)?;
+    if opts.rcfile.is_some() || !opts.defines.is_empty() {
+        c.config = eff.clone();
+    }
     let map = IdMap::from_config(&c.config)?;
     map.check_caller()?;
     if !map.is_empty() && (map.root_uid().is_none() || map.root_gid().is_none()) {
@@ -114,9 +124,6 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         .overlay_parts()
         .map(|_| String::new())
         .unwrap_or_else(|| c.rootfs.source().to_string());
-    // The config as LXC reads it, includes expanded: what common.conf asks
-    // for is honoured, and what strata cannot honour is refused here.
-    let eff = strata_core::config::check_keys(&r.config_path())?;
     conf::check_implemented(&eff)?;
     let seccomp = crate::seccomp::Filter::from_config(&eff)?;
     let mut cfg = RunConfig::from_config(
@@ -171,6 +178,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
+        cfg_file,
     };
     let res = (|| {
         let mut tries = 0;
@@ -239,6 +247,39 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         return Err(e);
     }
     Ok(p)
+}
+
+/// The checked config of `cfg_file` with `defines` set on it, as LXC's
+/// `-s` sets items after the file is read. Another rootfs than the
+/// container's is refused: the container runs on its own storage.
+fn read_config(c: &Container, cfg_file: &Path, defines: &[(String, String)]) -> Result<strata_core::config::Config> {
+    const OP: &str = "read config";
+    let mut eff = strata_core::config::check_keys(cfg_file)?;
+    for (k, v) in defines {
+        let k = k.trim();
+        if !strata_core::config_keys::key_known(k) {
+            return Err(err!(InvalidConfig, OP, "-s {k}: unknown configuration key"));
+        }
+        eff.append(k, v.trim());
+    }
+    let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
+    let value = match eff.get("lxc.rootfs.backend").map(str::trim) {
+        Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
+        _ => value.to_string(),
+    };
+    let same = strata_core::RootfsSpec::parse(&value).is_ok_and(|s| s == c.rootfs);
+    if !same {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "lxc.rootfs.path = {value} from {}{}: strata starts {} on its own rootfs ({})",
+            cfg_file.display(),
+            if defines.is_empty() { "" } else { " and -s" },
+            c.r.name,
+            c.rootfs
+        ));
+    }
+    Ok(eff)
 }
 
 /// An exclusive lock held while a container's cgroup names are chosen and

@@ -339,3 +339,26 @@ pub fn recv_fds(sock: RawFd) -> Vec<OwnedFd> {
     }
     out
 }
+
+/// Close what this process inherited beyond stdin, stdout and stderr: the
+/// fds without close-on-exec (every fd strata opens has it), which would
+/// otherwise reach the container's init.
+pub fn close_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl and close on an fd number; one of ours carries FD_CLOEXEC and is left alone.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                tracing::info!("closed inherited fd {fd}");
+                libc::close(fd);
+            }
+        }
+    }
+}

@@ -82,7 +82,9 @@ pub fn runtime(tool: &str, args: Vec<OsString>) -> i32 {
 }
 
 /// Parse `args` (with argv[0]) for `tool`; `Err(code)` when the process
-/// should exit now (help printed, or a usage error printed as one line).
+/// should exit now (help or usage printed, or a usage error printed as one
+/// line). `--usage` and `--rcfile` are handled here for every tool, as
+/// LXC's common arguments are.
 pub fn parse<T: Parser>(tool: &str, args: Vec<OsString>) -> Result<T, i32> {
     let mut cmd_args = args;
     if cmd_args.is_empty() {
@@ -90,7 +92,88 @@ pub fn parse<T: Parser>(tool: &str, args: Vec<OsString>) -> Result<T, i32> {
     } else {
         cmd_args[0] = tool.into();
     }
-    T::try_parse_from(cmd_args).map_err(|e| usage_error(tool, e))
+    let mut cmd = T::command().bin_name(tool.to_string());
+    let has_rcfile = cmd.get_arguments().any(|a| a.get_id() == "rcfile");
+    if has_rcfile && RCFILE_SHORT_F.contains(&tool) {
+        cmd = cmd.mut_arg("rcfile", |a| a.short('f'));
+    }
+    // As LXC's --usage: the short synopsis, exit 0, whatever else is given.
+    let before_dashes = cmd_args.iter().skip(1).take_while(|a| *a != "--");
+    if before_dashes.clone().any(|a| a == "--usage") {
+        println!("{}", cmd.render_usage().to_string().trim_end());
+        return Err(0);
+    }
+    let m = cmd.try_get_matches_from(cmd_args).map_err(|e| usage_error(tool, e))?;
+    let t = T::from_arg_matches(&m).map_err(|e| usage_error(tool, e))?;
+    if let Err(e) = check_rcfile(tool, &m) {
+        eprintln!("{tool}: {}", one_line(&format!("{e:#}")));
+        return Err(1);
+    }
+    Ok(t)
+}
+
+/// The tools whose `--rcfile` LXC also spells `-f`.
+const RCFILE_SHORT_F: &[&str] = &["lxc-start", "lxc-execute", "lxc-attach"];
+
+/// Tools that read the rcfile instead of the container's config.
+const RCFILE_READ: &[&str] = &["lxc-start", "lxc-execute", "lxc-attach", "lxc-info"];
+
+/// Tools that act on a running container through its state, not its config
+/// (as LXC's, which ask the container's monitor): the rcfile must load.
+const RCFILE_RUNNING: &[&str] = &[
+    "lxc-stop",
+    "lxc-freeze",
+    "lxc-unfreeze",
+    "lxc-wait",
+    "lxc-cgroup",
+    "lxc-console",
+    "lxc-device",
+];
+
+/// Tools that act on the container's storage: its own config only (LXC
+/// would take the rootfs to copy or destroy from another file).
+const RCFILE_STORAGE: &[&str] = &["lxc-destroy", "lxc-copy", "lxc-snapshot"];
+
+/// `--rcfile FILE`: loads, and is one `tool` can honour.
+fn check_rcfile(tool: &str, m: &clap::ArgMatches) -> anyhow::Result<()> {
+    // A subcommand's own (the strata subcommands flatten the common options too).
+    let mut m = m;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    let Some(rc) = m.try_get_one::<PathBuf>("rcfile").ok().flatten() else {
+        return Ok(());
+    };
+    let known = [RCFILE_READ, RCFILE_RUNNING, RCFILE_STORAGE]
+        .iter()
+        .any(|l| l.contains(&tool));
+    if !known {
+        return Err(anyhow!("--rcfile: {tool} reads no container config"));
+    }
+    strata_core::config::Config::load_effective(rc)
+        .with_context(|| format!("--rcfile {}: failed to load rcfile", rc.display()))?;
+    if RCFILE_STORAGE.contains(&tool) {
+        let name = m
+            .try_get_one::<String>("name")
+            .ok()
+            .flatten()
+            .cloned()
+            .unwrap_or_default();
+        let given = m.try_get_one::<PathBuf>("lxcpath").ok().flatten();
+        let own = resolve_lxcpath(given.map(PathBuf::as_path))?.join(&name).join("config");
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same(rc, &own) {
+            return Err(anyhow!(
+                "--rcfile {}: {tool} acts on {name}'s storage as its own config ({}) describes it, not another file",
+                rc.display(),
+                own.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn usage_error(tool: &str, e: clap::Error) -> i32 {
@@ -175,6 +258,12 @@ pub struct Common {
     /// Do not print anything but errors
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
+    /// Load configuration file FILE
+    #[arg(long = "rcfile", value_name = "FILE")]
+    pub rcfile: Option<PathBuf>,
+    /// Give a short usage message
+    #[arg(long = "usage")]
+    pub usage: bool,
 }
 
 /// Map an LXC log priority to a tracing level.
