@@ -413,25 +413,53 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
 }
 
 #[derive(clap::Parser, Debug)]
-#[command(about = "Run a command in a running container", version)]
+#[command(about = "Execute the specified COMMAND - enter the container NAME", version)]
 struct AttachArgs {
+    /// NAME of the container
     #[arg(short = 'n', long = "name")]
     name: String,
-    /// Start with an empty environment
+    /// Use elevated privileges instead of those of the container: an OR'd
+    /// list of CAP, CGROUP and LSM (capabilities, cgroup and restrictions);
+    /// all of them if none is given. WARNING: this may leak privileges into
+    /// the container.
+    #[arg(short = 'e', long = "elevated-privileges", value_name = "PRIVILEGES", num_args = 0..=1, require_equals = true)]
+    elevated: Option<Option<String>>,
+    /// Use ARCH for the program instead of the container's own architecture
+    #[arg(short = 'a', long = "arch", value_name = "ARCH")]
+    arch: Option<String>,
+    /// Attach to only these namespaces, an OR'd list of MOUNT, PID, UTSNAME,
+    /// IPC, USER or NETWORK (implies -e with all privileges elevated)
+    #[arg(short = 's', long = "namespaces", value_name = "FLAGS")]
+    namespaces: Option<String>,
+    /// Remount /sys and /proc when -s leaves out the mount namespace, so
+    /// that they show the joined namespaces
+    #[arg(short = 'R', long = "remount-sys-proc")]
+    remount_sys_proc: bool,
+    /// Clear all environment variables before attaching (the program starts
+    /// with only container=lxc and a default PATH)
     #[arg(long = "clear-env")]
     clear_env: bool,
-    /// Keep the environment (the default)
+    /// Keep all current environment variables (the default)
     #[arg(long = "keep-env", conflicts_with = "clear_env")]
     keep_env: bool,
-    /// Set VAR=VALUE
-    #[arg(short = 'v', long = "set-var")]
+    /// Log pty output to FILE
+    #[arg(short = 'L', long = "pty-log", value_name = "FILE")]
+    pty_log: Option<PathBuf>,
+    /// Set an additional variable VAR=VALUE seen by the attached program (may be repeated)
+    #[arg(short = 'v', long = "set-var", value_name = "VAR=VALUE")]
     set_var: Vec<String>,
-    /// Run the command as this uid inside the container
-    #[arg(short = 'u', long = "uid")]
+    /// Keep an additional environment variable with --clear-env (may be repeated)
+    #[arg(long = "keep-var", value_name = "VAR")]
+    keep_var: Vec<String>,
+    /// Execute COMMAND with UID inside the container
+    #[arg(short = 'u', long = "uid", value_name = "UID")]
     uid: Option<u32>,
-    /// Run the command as this gid inside the container
-    #[arg(short = 'g', long = "gid")]
+    /// Execute COMMAND with GID inside the container
+    #[arg(short = 'g', long = "gid", value_name = "GID")]
     gid: Option<u32>,
+    /// SELinux context to transition into
+    #[arg(short = 'c', long = "context", value_name = "CONTEXT")]
+    context: Option<String>,
     #[command(flatten)]
     common: Common,
     #[arg(last = true)]
@@ -439,6 +467,28 @@ struct AttachArgs {
 }
 
 fn attach(a: AttachArgs) -> anyhow::Result<i32> {
+    if let Some(l) = &a.pty_log {
+        bail!(
+            "-L {}: strata's lxc-attach runs the command on your own terminal, without a pty of its own to log",
+            l.display()
+        );
+    }
+    let mut elevated = match &a.elevated {
+        Some(v) => strata_runtime::Elevated::parse(v.as_deref())?,
+        None => strata_runtime::Elevated::default(),
+    };
+    let namespaces = match &a.namespaces {
+        Some(v) => {
+            // As LXC: -s implies -e with everything elevated.
+            elevated = strata_runtime::Elevated::ALL;
+            Some(strata_runtime::parse_namespaces(v)?)
+        }
+        None => None,
+    };
+    let linux32 = match &a.arch {
+        Some(v) => Some(strata_runtime::confine::arch_is_linux32(v).map_err(|e| anyhow!("-a {e}"))?),
+        None => None,
+    };
     let (lxcpath, _engine) = setup(&a.common)?;
     let r = existing(&lxcpath, &a.name)?;
     let mut env = Vec::new();
@@ -448,7 +498,20 @@ fn attach(a: AttachArgs) -> anyhow::Result<i32> {
             .ok_or_else(|| anyhow!("-v {v:?}: expected VAR=VALUE"))?;
         env.push((k.to_string(), val.to_string()));
     }
-    Ok(strata_runtime::attach_as(&r, &a.cmd, &env, a.clear_env, a.uid, a.gid)?)
+    let o = strata_runtime::AttachOpts {
+        env,
+        clear_env: a.clear_env,
+        keep_vars: a.keep_var.clone(),
+        uid: a.uid,
+        gid: a.gid,
+        elevated,
+        namespaces,
+        remount_sys_proc: a.remount_sys_proc,
+        linux32,
+        context: a.context.clone(),
+        rcfile: absolute(a.common.rcfile.clone())?,
+    };
+    Ok(strata_runtime::attach_with(&r, &a.cmd, &o)?)
 }
 
 #[derive(clap::Parser, Debug)]

@@ -234,3 +234,239 @@ fn start_shares_namespaces() {
     rt.ok("lxc-stop", &["-n", "c1", "-k"]);
     rt.assert_clean(&["c1", "c2"]);
 }
+
+/// The container's bounding set as a number, from inside an attach.
+fn cap_bnd(out: &str) -> u64 {
+    let v = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap_or_else(|| panic!("no CapBnd in {out}"));
+    u64::from_str_radix(v.trim(), 16).unwrap()
+}
+
+#[test]
+fn attach_elevated_namespaces_env_arch_and_rcfile() {
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", "lxc.cap.drop = sys_time\n");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let pid: i64 = rt.ok("lxc-info", &["-n", "c1", "-p", "-H"]).trim().parse().unwrap();
+    let ns = |p: &str, n: &str| std::fs::read_link(format!("/proc/{p}/ns/{n}")).unwrap();
+    let p1 = pid.to_string();
+    let sys_time = 1u64 << 25;
+    let sys_admin = 1u64 << 21;
+
+    // -e CAP keeps the caller's bounding set; by default it is the container's.
+    let status = ["--", "/bin/cat", "/proc/self/status"];
+    let mut a = vec!["-n", "c1"];
+    a.extend(status);
+    assert_eq!(cap_bnd(&rt.ok("lxc-attach", &a)) & sys_time, 0);
+    let mut a = vec!["-n", "c1", "--elevated-privileges=CAP"];
+    a.extend(status);
+    assert_ne!(cap_bnd(&rt.ok("lxc-attach", &a)) & sys_time, 0);
+    // -f: the rcfile's confinement instead of the container's.
+    let rc = rt.outside.join("rc.conf");
+    std::fs::write(
+        &rc,
+        format!("lxc.rootfs.path = dir:{}\nlxc.cap.drop = sys_admin\n", rootfs.display()),
+    )
+    .unwrap();
+    let mut a = vec!["-n", "c1", "-f", rc.to_str().unwrap()];
+    a.extend(status);
+    let b = cap_bnd(&rt.ok("lxc-attach", &a));
+    assert_eq!(b & sys_admin, 0, "{b:x}");
+    assert_ne!(b & sys_time, 0, "{b:x}");
+
+    // -e CGROUP leaves the command in the caller's cgroups (outside the
+    // container's cgroup namespace root, so shown with ..).
+    let cg = ["--", "/bin/cat", "/proc/self/cgroup"];
+    let mut a = vec!["-n", "c1"];
+    a.extend(cg);
+    let inside = rt.ok("lxc-attach", &a);
+    assert!(!inside.contains(".."), "{inside}");
+    let mut a = vec!["-n", "c1", "-e=CGROUP"];
+    a.extend(cg);
+    let outside = rt.ok("lxc-attach", &a);
+    assert!(outside.contains("/.."), "{outside}");
+    let mut a = vec!["-n", "c1", "-e"];
+    a.extend(status);
+    assert_ne!(cap_bnd(&rt.ok("lxc-attach", &a)) & sys_time, 0);
+
+    // -s: only the named namespaces; without MOUNT the command runs on the host's files.
+    let out = rt.ok(
+        "lxc-attach",
+        &[
+            "-n",
+            "c1",
+            "-s",
+            "UTSNAME|NETWORK",
+            "--",
+            "/bin/sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; test -e /etc/os-release && echo host-fs",
+        ],
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "c1", "{out}");
+    assert_eq!(l[1], ns(&p1, "net").to_str().unwrap(), "{out}");
+    assert_eq!(l[2], ns("self", "mnt").to_str().unwrap(), "{out}");
+    assert_eq!(l[3], "host-fs", "{out}");
+    assert!(!rootfs.join("etc/os-release").exists());
+    // -R: /proc and /sys of the joined pid and network namespaces.
+    let script = "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /sys/class/net";
+    let plain = rt.ok(
+        "lxc-attach",
+        &["-n", "c1", "-s", "PID|NETWORK", "--", "/bin/sh", "-c", script],
+    );
+    let remounted = rt.ok(
+        "lxc-attach",
+        &["-n", "c1", "-s", "PID|NETWORK", "-R", "--", "/bin/sh", "-c", script],
+    );
+    let cmdline = |p: &str| {
+        let c = std::fs::read(format!("/proc/{p}/cmdline")).unwrap();
+        let mut s: String = String::from_utf8_lossy(&c).replace('\0', " ");
+        s.push('\n');
+        s
+    };
+    assert!(remounted.starts_with(&cmdline(&p1)), "{remounted}");
+    assert_eq!(remounted.lines().skip(1).collect::<Vec<_>>(), ["lo"], "{remounted}");
+    assert!(plain.starts_with(&cmdline("1")), "the host's /proc without -R: {plain}");
+    // The host's /proc is untouched.
+    assert!(std::fs::read_to_string("/proc/1/cmdline").is_ok());
+
+    // --clear-env keeps only container=lxc, a PATH, and --keep-var's.
+    let o = rt
+        .cmd(
+            "lxc-attach",
+            &[
+                "-n",
+                "c1",
+                "--clear-env",
+                "--keep-var",
+                "FOO",
+                "-v",
+                "BAR=2",
+                "--",
+                "/bin/sh",
+                "-c",
+                "env | sort",
+            ],
+        )
+        .env("FOO", "1")
+        .env("OTHER", "x")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env = String::from_utf8_lossy(&o.stdout);
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k).collect();
+    for want in ["BAR", "FOO", "PATH", "container"] {
+        assert!(names.contains(&want), "{want}: {env}");
+    }
+    assert!(!names.contains(&"OTHER"), "{env}");
+    assert!(env.contains("FOO=1\n") && env.contains("container=lxc\n"), "{env}");
+    let o = rt
+        .cmd(
+            "lxc-attach",
+            &["-n", "c1", "--keep-env", "--", "/bin/sh", "-c", "echo $OTHER"],
+        )
+        .env("OTHER", "x")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "x\n");
+
+    // -a: the personality.
+    assert_eq!(
+        rt.ok(
+            "lxc-attach",
+            &["-n", "c1", "-a", "i686", "--", "/bin/sh", "-c", "uname -m"]
+        ),
+        "i686\n"
+    );
+    assert_eq!(
+        rt.ok("lxc-attach", &["-n", "c1", "--", "/bin/sh", "-c", "uname -m"]),
+        "x86_64\n"
+    );
+
+    // What cannot be honoured: one line, nothing run.
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let mut refusals = vec![
+        (vec!["-e=BOGUS"], "BOGUS"),
+        (vec!["-s", "MOUNT|BOGUS"], "BOGUS"),
+        (vec!["-a", "arm64"], "arm64"),
+        (vec!["--keep-var", "FOO"], "--clear-env"),
+        (vec!["-R"], "-s without MOUNT"),
+        (vec!["-s", "MOUNT|PID", "-R"], "-s without MOUNT"),
+        (vec!["-e", "-c", "system_u:system_r:unconfined_t:s0"], "LSM"),
+        (vec!["-L", "/tmp/never-written.log"], "-L"),
+    ];
+    if !selinux {
+        refusals.push((
+            vec!["-c", "system_u:system_r:unconfined_t:s0"],
+            "SELinux is not enabled",
+        ));
+    }
+    for (args, says) in refusals {
+        let mut a = vec!["-n", "c1"];
+        a.extend(args.iter().copied());
+        a.extend(["--", "/bin/touch", "/ran"]);
+        let e = rt.fails("lxc-attach", &a);
+        assert!(e.contains(says), "{a:?}: {e}");
+        assert!(!rootfs.join("ran").exists(), "{a:?} ran the command");
+    }
+    assert!(!std::path::Path::new("/tmp/never-written.log").exists());
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn usage_and_rcfile_everywhere() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    for t in [
+        "lxc-start",
+        "lxc-stop",
+        "lxc-execute",
+        "lxc-attach",
+        "lxc-info",
+        "lxc-copy",
+        "lxc-ls",
+        "lxc-destroy",
+        "lxc-create",
+        "lxc-wait",
+        "lxc-freeze",
+        "lxc-unfreeze",
+        "lxc-cgroup",
+        "lxc-monitor",
+        "lxc-autostart",
+    ] {
+        let o = rt.run(t, &["--usage"]);
+        assert!(o.status.success(), "{t}: {}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with(&format!("Usage: {t} ")), "{t}: {out}");
+        let help = rt.ok(t, &["--help"]);
+        assert!(help.contains("--usage") && help.contains("--rcfile"), "{t}: {help}");
+    }
+    let own = rt.lxcpath.join("c1/config");
+    let own = own.to_str().unwrap();
+    let other = rt.outside.join("other.conf");
+    std::fs::write(&other, "lxc.uts.name = x\n").unwrap();
+    let other = other.to_str().unwrap();
+    // Tools without a container config of their own refuse it by name.
+    for t in ["lxc-ls", "lxc-autostart", "lxc-monitor"] {
+        let e = rt.fails(t, &["--rcfile", own]);
+        assert!(e.contains("--rcfile"), "{t}: {e}");
+    }
+    // Storage tools take the container's own config only.
+    let e = rt.fails("lxc-destroy", &["-n", "c1", "--rcfile", other]);
+    assert!(e.contains("own config"), "{e}");
+    let e = rt.fails("lxc-copy", &["-n", "c1", "-N", "c2", "--rcfile", other]);
+    assert!(e.contains("own config"), "{e}");
+    rt.ok("lxc-copy", &["-n", "c1", "-N", "c2", "--rcfile", own]);
+    // One that does not load is refused.
+    let e = rt.fails("lxc-freeze", &["-n", "c1", "--rcfile", "/nonexistent"]);
+    assert!(e.contains("rcfile"), "{e}");
+    rt.ok(
+        "lxc-destroy",
+        &["-n", "c2", "--rcfile", rt.lxcpath.join("c2/config").to_str().unwrap()],
+    );
+    rt.assert_clean(&["c1"]);
+}

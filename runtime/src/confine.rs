@@ -59,6 +59,16 @@ pub struct Confine {
     pub linux32: bool,
 }
 
+/// Whether an architecture name (`lxc.arch`, `lxc-attach -a`) asks for
+/// the linux32 personality; `Err` names one this x86_64 host does not run.
+pub fn arch_is_linux32(a: &str) -> std::result::Result<bool, String> {
+    match a.trim() {
+        "x86_64" | "amd64" | "linux64" => Ok(false),
+        "i386" | "i486" | "i586" | "i686" | "x86" | "linux32" => Ok(true),
+        a => Err(format!("{a}: not an architecture this x86_64 host runs")),
+    }
+}
+
 /// `sys_admin`, `CAP_SYS_ADMIN`, `21`.
 pub fn parse_cap(s: &str) -> Result<Capability> {
     let up = s.trim().to_ascii_uppercase();
@@ -302,15 +312,8 @@ impl Confine {
             }
         }
         let linux32 = match cfg.get("lxc.arch").map(str::trim) {
-            None | Some("") | Some("x86_64") | Some("amd64") | Some("linux64") => false,
-            Some("i386" | "i486" | "i586" | "i686" | "x86" | "linux32") => true,
-            Some(a) => {
-                return Err(err!(
-                    Unsupported,
-                    OP,
-                    "lxc.arch = {a}: not an architecture this x86_64 host runs"
-                ))
-            }
+            None | Some("") => false,
+            Some(a) => arch_is_linux32(a).map_err(|e| err!(Unsupported, OP, "lxc.arch = {e}"))?,
         };
         Ok(Confine {
             linux32,

@@ -33,7 +33,7 @@ mod stop;
 mod sys;
 pub mod userns;
 
-pub use attach::{attach, attach_as};
+pub use attach::{attach, attach_as, attach_with, parse_namespaces, AttachOpts, Elevated};
 pub use console::{console, ConsoleOpts};
 use daemon::{daemonize, Notifier};
 pub use ephemeral::{ephemeral, ephemeral_name, EphemeralOpts};

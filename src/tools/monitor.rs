@@ -38,6 +38,12 @@ pub struct Args {
     /// Do not print anything but errors
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
+    /// Load configuration file FILE (lxc-monitor reads none: refused)
+    #[arg(id = "rcfile", long = "rcfile", value_name = "FILE")]
+    _rcfile: Option<PathBuf>,
+    /// Give a short usage message
+    #[arg(id = "usage", long = "usage")]
+    _usage: bool,
 }
 
 /// The states printed for a change from `prev` to `cur`, as LXC reports them.
