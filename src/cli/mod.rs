@@ -100,7 +100,7 @@ pub fn parse<T: Parser>(tool: &str, args: Vec<OsString>) -> Result<T, i32> {
     // As LXC's --usage: the short synopsis, exit 0, whatever else is given.
     let before_dashes = cmd_args.iter().skip(1).take_while(|a| *a != "--");
     if before_dashes.clone().any(|a| a == "--usage") {
-        println!("{}", cmd.render_usage().to_string().trim_end());
+        println!("{}", lxc_usage(tool, &cmd));
         return Err(0);
     }
     let m = cmd.try_get_matches_from(cmd_args).map_err(|e| usage_error(tool, e))?;
@@ -110,6 +110,25 @@ pub fn parse<T: Parser>(tool: &str, args: Vec<OsString>) -> Result<T, i32> {
         return Err(1);
     }
     Ok(t)
+}
+
+/// LXC's `--usage`: every option in one bracketed list.
+pub fn lxc_usage(tool: &str, cmd: &clap::Command) -> String {
+    let mut parts = Vec::new();
+    for a in cmd.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        let mut p = String::from("[");
+        if let Some(s) = a.get_short() {
+            p.push_str(&format!("-{s}|"));
+        }
+        p.push_str(&format!("--{long}"));
+        if a.get_action().takes_values() {
+            p.push_str(&format!("={}", long.to_ascii_uppercase()));
+        }
+        p.push(']');
+        parts.push(p);
+    }
+    format!("Usage: {tool} {}", parts.join(" "))
 }
 
 /// The tools whose `--rcfile` LXC also spells `-f`.

@@ -4,8 +4,6 @@
 
 use crate::cli::{self, Common};
 use anyhow::{anyhow, bail};
-use clap::CommandFactory;
-use std::path::PathBuf;
 use strata_core::ContainerRef;
 
 #[derive(clap::Parser, Debug)]
@@ -24,12 +22,6 @@ pub struct Args {
     /// Prefix for escape command: ^LETTER or LETTER (default ^a)
     #[arg(short = 'e', long = "escape", value_name = "PREFIX")]
     escape: Option<String>,
-    /// Load configuration file FILE (checked; the console is the running container's)
-    #[arg(long = "rcfile", value_name = "FILE")]
-    rcfile: Option<PathBuf>,
-    /// Give a short usage message
-    #[arg(long = "usage")]
-    usage: bool,
     /// Give this help list
     #[arg(short = 'h', long = "help", visible_short_alias = '?', action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -46,32 +38,7 @@ fn escape_char(s: &str) -> anyhow::Result<u8> {
     }
 }
 
-/// LXC's `--usage`: every option on one bracketed list.
-fn usage() -> String {
-    let cmd = Args::command();
-    let mut parts = Vec::new();
-    for a in cmd.get_arguments() {
-        let Some(long) = a.get_long() else { continue };
-        let takes = a.get_action().takes_values();
-        let mut p = String::from("[");
-        if let Some(s) = a.get_short() {
-            p.push_str(&format!("-{s}|"));
-        }
-        p.push_str(&format!("--{long}"));
-        if takes {
-            p.push_str(&format!("={}", long.to_ascii_uppercase()));
-        }
-        p.push(']');
-        parts.push(p);
-    }
-    format!("Usage: lxc-console {}", parts.join(" "))
-}
-
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    if a.usage {
-        println!("{}", usage());
-        return Ok(0);
-    }
     cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let Some(name) = &a.name else {
         bail!("missing container name, use --name option");
@@ -80,9 +47,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         Some(e) => escape_char(e)?,
         None => 1,
     };
-    if let Some(rc) = &a.rcfile {
-        strata_core::config::Config::load(rc).map_err(|e| anyhow!("--rcfile {}: {e}", rc.display()))?;
-    }
     let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     cli::check_exists(&lxcpath, name)?;
     let r = ContainerRef::new(&lxcpath, name);
@@ -107,7 +71,8 @@ mod tests {
         for bad in ["", "^", "ab", "^1", "^^"] {
             assert!(escape_char(bad).is_err(), "{bad}");
         }
-        let u = usage();
+        use clap::CommandFactory;
+        let u = crate::cli::lxc_usage("lxc-console", &Args::command());
         assert!(
             u.contains("[-t|--tty=TTY]") && u.contains("[--usage]") && u.contains("[-P|--lxcpath=LXCPATH]"),
             "{u}"
