@@ -1195,6 +1195,72 @@ user_test!(lxc_runs_a_users_strata_containers, &[], {
     assert_eq!(std::fs::read_dir(&lxcpath).unwrap().count(), 0);
 });
 
+// A user's container strata runs is running for the user's LXC tools (its
+// monitor answers LXC's command socket for its own user): lxc-info,
+// lxc-attach into its user namespace, lxc-stop.
+user_test!(lxc_tools_act_on_a_users_strata_run_container, &[], {
+    if !Path::new(LXC_BIN).join("lxc-info").exists() {
+        eprintln!("skipped: LXC is not installed");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = scratch();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let bin = tool_dir(tmp.path());
+    let lxcpath = tmp.path().join("lxc");
+    let lp = lxcpath.to_str().unwrap();
+    let s = SubIds::for_caller().unwrap().widest_first();
+    let conf = tmp.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "lxc.idmap = u 0 {} 65536\nlxc.idmap = g 0 {} 65536\nlxc.net.0.type = empty\n",
+            s.uids[0].0, s.gids[0].0
+        ),
+    )
+    .unwrap();
+    let src = tmp.path().join("src");
+    helpers::make_rootfs(&src);
+    let run = |tool: &str, args: &[&str]| {
+        let mut a = vec!["-P", lp];
+        a.extend_from_slice(args);
+        ok(&bin, tool, &a)
+    };
+    run(
+        "lxc-create",
+        &[
+            "-n",
+            "u1",
+            "-f",
+            conf.to_str().unwrap(),
+            "--rootfs-from",
+            src.to_str().unwrap(),
+        ],
+    );
+    run("lxc-start", &["-n", "u1", "-d"]);
+    let pid = run("lxc-info", &["-n", "u1", "-p", "-H"]).trim().to_string();
+    let stopped = || run("lxc-info", &["-n", "u1", "-s", "-H"]).trim() == "STOPPED";
+    let res = std::panic::catch_unwind(|| {
+        assert_eq!(
+            lxc_ok("lxc-info", &["-P", lp, "-n", "u1", "-s", "-H"]).trim(),
+            "RUNNING"
+        );
+        assert_eq!(lxc_ok("lxc-info", &["-P", lp, "-n", "u1", "-p", "-H"]).trim(), pid);
+        let out = lxc_ok(
+            "lxc-attach",
+            &["-P", lp, "-n", "u1", "--", "/bin/sh", "-c", "id -u; hostname"],
+        );
+        assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "u1"]);
+        lxc_ok("lxc-stop", &["-P", lp, "-n", "u1"]);
+        assert!(stopped());
+    });
+    if res.is_err() {
+        let _ = tool_output(&bin, "lxc-stop", &["-P", lp, "-n", "u1", "-k"]);
+        std::panic::resume_unwind(res.unwrap_err());
+    }
+    run("lxc-destroy", &["-n", "u1"]);
+});
+
 /// Root's containers: a dir laid out as LXC's lxc-create makes it, with id
 /// maps (the mapped root's) and without (root's); convert moves the owner.
 #[test]
