@@ -37,6 +37,7 @@ fn install_links_is_idempotent_and_careful() {
         "lxc-checkconfig",
         "lxc-console",
         "lxc-top",
+        "lxc-device",
     ];
     for n in names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");

@@ -53,6 +53,7 @@ pub const RUNTIME_TOOLS: &[&str] = &[
     "lxc-checkconfig",
     "lxc-console",
     "lxc-top",
+    "lxc-device",
 ];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.

@@ -9,6 +9,7 @@ pub mod checkconfig;
 pub mod config;
 pub mod config_item;
 pub mod console;
+pub mod device;
 pub mod freeze;
 pub mod monitor;
 pub mod netinfo;
@@ -37,6 +38,7 @@ pub const TOOLS: &[&str] = &[
     "lxc-checkconfig",
     "lxc-console",
     "lxc-top",
+    "lxc-device",
 ];
 
 /// Run `tool` with `argv` (argv[0] included).
@@ -52,6 +54,7 @@ pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
     match tool {
         "lxc-config" => config::run(argv),
         "lxc-top" => top::run(parse!(top::Args)),
+        "lxc-device" => device::run(parse!(device::Args)),
         "lxc-checkconfig" => checkconfig::run(parse!(checkconfig::Args)),
         "lxc-update-config" => update_config::run(parse!(update_config::Args)),
         "lxc-wait" => wait::run(parse!(wait::Args)),

@@ -14,6 +14,7 @@ use strata_core::{err, Error, Result};
 // From the kernel's uapi (linux/bpf.h, linux/bpf_common.h).
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -183,6 +184,38 @@ fn load(prog: &[Insn]) -> Result<OwnedFd> {
     Err(err!(Io, OP, "the kernel refused it ({errno}): {last}"))
 }
 
+/// union bpf_attr as BPF_PROG_QUERY reads and fills it.
+#[repr(C)]
+#[derive(Default)]
+struct ProgQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+}
+
+/// How many device programs are attached to the cgroup2 directory `dir`
+/// itself (programs attached above it are not counted).
+pub fn device_programs_attached(dir: &Path) -> Result<u32> {
+    let cg = std::fs::File::open(dir).map_err(|e| Error::io("open cgroup", dir, e))?;
+    let mut attr = ProgQueryAttr {
+        target_fd: cg.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        ..Default::default()
+    };
+    // With no id buffer the kernel only fills in the count.
+    if bpf(BPF_PROG_QUERY, &mut attr) != 0 {
+        return Err(Error::errno(
+            "query cgroup2 device programs",
+            dir,
+            nix::errno::Errno::last(),
+        ));
+    }
+    Ok(attr.prog_cnt)
+}
+
 /// Load the program for `list` and attach it to the cgroup2 directory `dir`.
 pub fn attach_device_program(list: &DeviceList, dir: &Path) -> Result<()> {
     let prog = device_program(list);
@@ -278,7 +311,11 @@ mod tests {
         let dir = u.mount.join(format!("strata-bpf-test-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
         let l = list(&[("deny", "a"), ("allow", "c 1:3 rwm"), ("allow", "c *:* m")]);
+        assert_eq!(device_programs_attached(&dir).unwrap(), 0);
         let res = attach_device_program(&l, &dir);
+        if res.is_ok() {
+            assert_eq!(device_programs_attached(&dir).unwrap(), 1);
+        }
         let st = res
             .as_ref()
             .map(|_| in_child(&dir.join("cgroup.procs"), || probe_devices(&c)));

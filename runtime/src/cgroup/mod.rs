@@ -38,7 +38,7 @@ mod stats;
 
 pub use create::{attach, chown, create, enter, leave, plan, plan_monitor, Plan, PlannedDir};
 pub use devices::{DeviceList, DeviceRule};
-pub use devices_bpf::{attach_device_program, device_program, Insn};
+pub use devices_bpf::{attach_device_program, device_program, device_programs_attached, Insn};
 pub use freezer::{freeze, thaw};
 pub use layout::{Hierarchy, Layout, LayoutKind, Version};
 pub use mount::{auto_mode, mount_in_container, wants_mount, CgroupAccess, CgroupAuto};
