@@ -187,6 +187,23 @@ fn a_container_lxc_runs_is_running_for_strata() {
     rt.ok("lxc-stop", &["-n", name]);
     rt.ok("lxc-snapshot", &["-n", name, "-d", "snap0"]);
     rt.assert_clean(&[name]);
+
+    // strata's lxc-stop and lxc-destroy -f on a container LXC runs: done
+    // once LXC's monitor is gone, as LXC's own would be.
+    lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
+    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    rt.ok("lxc-stop", &["-n", name]);
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "STOPPED");
+    lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
+    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    let pid: i64 = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"])
+        .trim()
+        .parse()
+        .unwrap();
+    rt.ok("lxc-destroy", &["-n", name, "-f"]);
+    assert!(!pid_alive(pid));
+    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--active"]).trim(), "");
+    rt.assert_clean(&[]);
 }
 
 #[test]

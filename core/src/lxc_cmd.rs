@@ -160,6 +160,24 @@ pub fn serve_state_clients(lxcpath: &Path, name: &str, state: i32) -> bool {
         && Rsp::from_bytes(&b).ret >= 0
 }
 
+/// Wait (up to `timeout`) until no monitor answers for `name` any more:
+/// LXC's monitor has finished tearing the container down. Whether it did.
+pub fn wait_gone(lxcpath: &Path, name: &str, timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let Ok(addr) = socket_addr(lxcpath, name) else {
+            return true;
+        };
+        if UnixStream::connect_addr(&addr).is_err() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What the monitor of a container run by LXC (or any monitor answering
 /// LXC's socket) says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

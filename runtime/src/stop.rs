@@ -116,6 +116,18 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
             sys::wait_pidfd(&pidfd, Some(Duration::from_secs(30)));
         }
     }
+    // LXC's monitor tears its run down itself: done once it is gone.
+    if rec.by_lxc {
+        if !strata_core::lxc_cmd::wait_gone(&r.lxcpath, &r.name, Duration::from_secs(60)) {
+            return Err(err!(
+                Busy,
+                OP,
+                "container {}: LXC's monitor did not exit within 60s",
+                r.name
+            ));
+        }
+        return Ok(());
+    }
     // The monitor unmounts and removes the record; without one, we do.
     if let Some(mpid) = rec.monitor_pid.filter(|_| rec.monitor_alive()) {
         if let Some(mfd) = sys::pidfd_open(mpid) {

@@ -1701,6 +1701,10 @@ fn kill_and_wait(r: &ContainerRef, rec: &crate::state::RunRecord) -> Result<()> 
     crate::state::signal_init(rec, libc::SIGKILL);
     for _ in 0..500 {
         if !crate::state::is_running(r) {
+            // LXC's monitor tears down after init: its rootfs is ours once it is gone.
+            if rec.by_lxc && !crate::lxc_cmd::wait_gone(&r.lxcpath, &r.name, std::time::Duration::from_secs(30)) {
+                break;
+            }
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
