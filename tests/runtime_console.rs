@@ -263,11 +263,11 @@ fn start_console_flags_and_console_keys() {
     t.wait_for("EXITED=0", T);
     drop(t);
 
-    // Console keys strata cannot honour are refused by name at start.
+    // Console keys strata cannot honour, or bad values, are refused by name at start.
     for bad in [
         "lxc.console.buffer.size = 128k",
-        "lxc.console.size = 1M",
-        "lxc.console.rotate = 1",
+        "lxc.console.size = 1TB",
+        "lxc.console.rotate = 2",
     ] {
         std::fs::write(&cfg, format!("{base}{bad}\n")).unwrap();
         let e = rt.fails("lxc-start", &["-n", "c1"]);
@@ -295,6 +295,52 @@ fn start_console_flags_and_console_keys() {
         assert!(h.contains(opt), "{opt} missing from --help:\n{h}");
     }
     rt.assert_clean(&["c1"]);
+}
+
+/// `lxc.console.size` keeps the log within its size: without
+/// `lxc.console.rotate` it starts over when full, with it the full log
+/// moves to FILE.1 first. The latest output is always in FILE.
+#[test]
+fn console_log_size_and_rotate() {
+    let rt = Rt::new();
+    for (name, rotate) in [("c1", false), ("c2", true)] {
+        let log = rt.outside.join(format!("{name}.log"));
+        let root = rt.container(
+            name,
+            &format!(
+                "lxc.console.logfile = {}\nlxc.console.size = 4KB\nlxc.console.rotate = {}\n",
+                log.display(),
+                rotate as u8
+            ),
+        );
+        std::fs::write(
+            root.join("sbin/init"),
+            "#!/bin/sh\ntrap 'exit 0' PWR\ni=0\nwhile [ $i -lt 2000 ]; do i=$((i+1)); echo line-$i; done > /dev/console\n\
+             while :; do sleep 0.05; done\n",
+        )
+        .unwrap();
+        rt.ok("lxc-start", &["-n", name]);
+        let t = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("line-2000\r\n")
+        {
+            assert!(t.elapsed() < T, "{name}: line-2000 never logged");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rt.ok("lxc-stop", &["-n", name]);
+        let size = std::fs::metadata(&log).unwrap().len();
+        assert!(size > 0 && size <= 4096, "{name}: log of {size} bytes");
+        let old = rt.outside.join(format!("{name}.log.1"));
+        if rotate {
+            let prev = std::fs::read_to_string(&old).unwrap();
+            assert_eq!(prev.len(), 4096, "{name}: rotated log");
+            assert!(prev.contains("line-"), "{prev}");
+        } else {
+            assert!(!old.exists(), "{name}: rotated without lxc.console.rotate");
+        }
+    }
+    rt.assert_clean(&["c1", "c2"]);
 }
 
 const CACHE: &str = "/var/cache/strata-test/bookworm-systemd.tar";

@@ -271,6 +271,10 @@ pub struct RunConfig {
     pub console: bool,
     /// `lxc.console.path = DEVICE`: a host terminal the console is copied to and read from.
     pub console_peer: Option<PathBuf>,
+    /// `lxc.console.size`: the most `lxc.console.logfile` holds (None: no limit).
+    pub console_log_size: Option<u64>,
+    /// `lxc.console.rotate`: a full log moves to FILE.1 rather than starting over.
+    pub console_rotate: bool,
     /// `lxc.tty.max`, `lxc.tty.dir`, `lxc.pty.max`.
     pub tty_max: u32,
     pub tty_dir: Option<String>,
@@ -339,6 +343,18 @@ impl RunConfig {
             ));
         }
         let (console, console_peer) = console_path(cfg.get("lxc.console.path").unwrap_or(""))?;
+        let console_log_size = console_size(cfg.get("lxc.console.size").unwrap_or(""))?;
+        let console_rotate = match cfg.get("lxc.console.rotate").map(str::trim) {
+            None | Some("") | Some("0") => false,
+            Some("1") => true,
+            Some(v) => {
+                return Err(err!(
+                    InvalidConfig,
+                    "read config",
+                    "lxc.console.rotate = {v}: expected 0 or 1"
+                ))
+            }
+        };
         if let Some(m) = cfg.get("lxc.rootfs.mount").map(str::trim).filter(|m| !m.is_empty()) {
             // LXC mounts the rootfs there inside the container's mount
             // namespace, so it must be a directory; strata mounts it in its
@@ -351,6 +367,8 @@ impl RunConfig {
             rootfs_flags: rootfs_flags(cfg)?,
             console,
             console_peer,
+            console_log_size,
+            console_rotate,
             ns: Namespaces::parse(cfg)?,
             hooks: crate::hooks::Hooks::from_config(cfg)?,
             tty_max,
@@ -565,6 +583,8 @@ const IMPLEMENTED: &[&str] = &[
     "lxc.rootfs.mount",
     "lxc.console.path",
     "lxc.console.logfile",
+    "lxc.console.size",
+    "lxc.console.rotate",
     "lxc.arch",
     // Read by lxc-autostart, not by a start.
     "lxc.start.auto",
@@ -589,16 +609,46 @@ pub fn console_path(v: &str) -> Result<(bool, Option<PathBuf>)> {
     }
 }
 
+/// `lxc.console.size` as LXC reads it: `auto` is 128 KiB, `0` or nothing no
+/// limit, else a number with an optional KB/MB/GB suffix (powers of 1024,
+/// any case), at least a page.
+pub fn console_size(v: &str) -> Result<Option<u64>> {
+    let v = v.trim();
+    if v.is_empty() || v == "0" {
+        return Ok(None);
+    }
+    if v == "auto" {
+        return Ok(Some(128 << 10));
+    }
+    let bad = || {
+        err!(
+            InvalidConfig,
+            "read config",
+            "lxc.console.size = {v}: a size (4096, 64KB, 1MB) or auto"
+        )
+    };
+    let lower = v.to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim_end();
+    let shift = match lower[digits.len()..].trim() {
+        "" | "b" => 0,
+        "k" | "kb" => 10,
+        "m" | "mb" => 20,
+        "g" | "gb" => 30,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let n = n.checked_shl(shift).filter(|x| x >> shift == n).ok_or_else(bad)?;
+    Ok(Some(n.max(4096)))
+}
+
 /// Keys honoured only with the value they have when LXC does nothing.
 const ONLY_DEFAULT: &[(&str, &[&str])] = &[
     ("lxc.rootfs.managed", &["1"]),
     ("lxc.keyring.session", &["1"]),
     ("lxc.monitor.unshare", &["0"]),
     ("lxc.apparmor.raw", &[""]),
-    // No ring buffer, no size limit or rotation of the console log.
+    // No in-memory ring buffer (only LXC's API reads it).
     ("lxc.console.buffer.size", &["0"]),
-    ("lxc.console.size", &["0"]),
-    ("lxc.console.rotate", &["0"]),
     ("lxc.tty.max", &[]),
     ("lxc.tty.dir", &[]),
     ("lxc.pty.max", &[]),
@@ -692,9 +742,7 @@ mod tests {
         c("lxc.net.0.ipv4.address = 10.0.0.2/24\nlxc.net.1.macvlan.mode = vepa\nlxc.net =\n").unwrap();
         for bad in [
             "lxc.monitor.unshare = 1",
-            "lxc.console.rotate = 1",
             "lxc.console.buffer.size = 128k",
-            "lxc.console.size = auto",
             "lxc.net.0.l2proxy = 1",
             "lxc.net.0.veth.mode = router",
             "lxc.time.offset.boot = 1s",
@@ -703,6 +751,19 @@ mod tests {
             let e = c(&format!("{bad}\n")).unwrap_err();
             let key = bad.split(' ').next().unwrap();
             assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn console_sizes() {
+        assert_eq!(console_size("").unwrap(), None);
+        assert_eq!(console_size("0").unwrap(), None);
+        assert_eq!(console_size("auto").unwrap(), Some(128 << 10));
+        assert_eq!(console_size("64KB").unwrap(), Some(64 << 10));
+        assert_eq!(console_size("1mb").unwrap(), Some(1 << 20));
+        assert_eq!(console_size("100").unwrap(), Some(4096));
+        for bad in ["x", "1TB", "-1", "KB", "99999999999GB"] {
+            assert!(console_size(bad).is_err(), "{bad}");
         }
     }
 

@@ -62,6 +62,71 @@ impl Drop for RawTerminal {
     }
 }
 
+/// `lxc.console.logfile`, kept within `lxc.console.size` if set: when full
+/// it starts over, or with `lxc.console.rotate` moves to FILE.1 first.
+pub(crate) struct ConsoleLog {
+    file: File,
+    path: PathBuf,
+    limit: Option<u64>,
+    rotate: bool,
+}
+
+impl ConsoleLog {
+    pub(crate) fn open(path: &Path, limit: Option<u64>, rotate: bool) -> Result<ConsoleLog> {
+        Ok(ConsoleLog {
+            file: Self::append(path)?,
+            path: path.to_path_buf(),
+            limit,
+            rotate,
+        })
+    }
+
+    fn append(path: &Path) -> Result<File> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| Error::io("open lxc.console.logfile", path, e))
+    }
+
+    fn write(&mut self, mut b: &[u8]) {
+        // A fifo or a device has no size to keep.
+        let size = match (self.limit, self.file.metadata()) {
+            (Some(limit), Ok(m)) if m.is_file() => Some((limit, m.len())),
+            _ => None,
+        };
+        let Some((limit, mut size)) = size else {
+            let _ = self.file.write_all(b);
+            return;
+        };
+        while !b.is_empty() {
+            if size >= limit {
+                if self.rotate {
+                    let old = PathBuf::from(format!("{}.1", self.path.display()));
+                    let moved = std::fs::rename(&self.path, &old).map_err(|e| Error::io("rotate", &old, e));
+                    match moved.and_then(|_| Self::append(&self.path)) {
+                        Ok(f) => self.file = f,
+                        Err(e) => {
+                            tracing::warn!("lxc.console.rotate: {e}");
+                            return;
+                        }
+                    }
+                } else if let Err(e) = self.file.set_len(0) {
+                    tracing::warn!("lxc.console.size: truncate {}: {e}", self.path.display());
+                    return;
+                }
+                size = 0;
+            }
+            let n = (limit - size).min(b.len() as u64) as usize;
+            if self.file.write_all(&b[..n]).is_err() {
+                return;
+            }
+            size += n as u64;
+            b = &b[n..];
+        }
+    }
+}
+
 /// What a polled fd of the hub is.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Slot {
@@ -76,7 +141,7 @@ pub(crate) struct Hub {
     name: String,
     listener: Option<(UnixListener, PathBuf)>,
     master: Option<OwnedFd>,
-    log: Option<File>,
+    log: Option<ConsoleLog>,
     peer: Option<RawTerminal>,
     peer_path: Option<PathBuf>,
     ttys: Vec<OwnedFd>,
@@ -89,7 +154,7 @@ impl Hub {
     pub(crate) fn new(
         r: &ContainerRef,
         master: Option<OwnedFd>,
-        log: Option<File>,
+        log: Option<ConsoleLog>,
         peer: Option<(RawTerminal, PathBuf)>,
         ttys: Vec<OwnedFd>,
     ) -> Hub {
@@ -197,8 +262,8 @@ impl Hub {
             return;
         }
         let out = &buf[..n as usize];
-        if let Some(f) = self.log.as_mut() {
-            let _ = f.write_all(out);
+        if let Some(l) = self.log.as_mut() {
+            l.write(out);
         }
         if let Some(p) = self.peer.as_mut() {
             let _ = p.file.write_all(out);

@@ -1,6 +1,6 @@
 //! The monitor: clone init into its namespaces, wait for it, tear down.
 
-use crate::console_hub::{Hub, RawTerminal, Slot};
+use crate::console_hub::{ConsoleLog, Hub, RawTerminal, Slot};
 use crate::*;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -121,7 +121,7 @@ pub(crate) struct Console {
     /// The slave's host path, bound on the container's /dev/console.
     pub(crate) path: String,
     /// `lxc.console.logfile` (or `lxc-start --console-log`), opened.
-    log: Option<std::fs::File>,
+    log: Option<ConsoleLog>,
     /// `lxc.console.path` (or `lxc-start --console`): a host terminal.
     peer: Option<(RawTerminal, PathBuf)>,
 }
@@ -130,13 +130,7 @@ fn open_console(p: &Prepared) -> Result<Console> {
     use std::os::unix::fs::PermissionsExt;
     // Both opened first: a bad path fails the start, before init exists.
     let log = match &p.eff_console_log {
-        Some(l) => Some(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(l)
-                .map_err(|e| Error::io("open lxc.console.logfile", l, e))?,
-        ),
+        Some(l) => Some(ConsoleLog::open(l, p.cfg.console_log_size, p.cfg.console_rotate)?),
         None => None,
     };
     let peer = match &p.cfg.console_peer {
