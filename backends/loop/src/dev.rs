@@ -163,8 +163,9 @@ fn attach_opts(image: &Path, readonly: bool, block_size: u32, legacy: bool, dire
             .open(&path)
         {
             Ok(f) => f,
-            // Not yet made by devtmpfs, or taken and removed meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Not yet made by devtmpfs, or taken and removed meanwhile
+            // (a device being removed answers ENXIO).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENXIO) => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 continue;
             }
@@ -179,8 +180,9 @@ fn attach_opts(image: &Path, readonly: bool, block_size: u32, legacy: bool, dire
                     keep: false,
                 });
             }
-            // Another process bound it between GET_FREE and our call.
-            Err(Errno::EBUSY) => continue,
+            // Another process bound it between GET_FREE and our call, or
+            // removed it (ENXIO).
+            Err(Errno::EBUSY) | Err(Errno::ENXIO) => continue,
             Err(e) => return Err(Error::errno(OP, &path, e)),
         }
     }
@@ -263,17 +265,24 @@ pub fn detach_if_bound(dev: &Path, image: &Path) {
     }
 }
 
-/// Detach every loop device bound to `image` (also once it is deleted:
-/// the kernel then shows `IMAGE (deleted)`) that nothing holds: not
-/// mounted, no holders. One in use is left alone (the kernel would only
-/// mark it autoclear anyway).
-pub fn detach_unused(image: &Path) -> Vec<PathBuf> {
-    let deleted = format!("{} (deleted)", image.display());
+/// A loop device bound to an image, and whether this mount namespace
+/// uses it (mounted here, or held by another block device).
+struct Bound {
+    dev: PathBuf,
+    in_use_here: bool,
+}
+
+/// Every loop device bound to `image` (also once it is deleted: the kernel
+/// then shows `IMAGE (deleted)`).
+fn bound(image: &Path) -> Vec<Bound> {
+    let canon = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
+    let names = [image.to_path_buf(), canon];
+    let deleted: Vec<String> = names.iter().map(|n| format!("{} (deleted)", n.display())).collect();
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/sys/block") else {
         return out;
     };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts = None;
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {
@@ -283,11 +292,12 @@ pub fn detach_unused(image: &Path) -> Vec<PathBuf> {
             continue;
         };
         let b = b.trim_end_matches('\n');
-        if Path::new(b) != image && b != deleted {
+        if !names.iter().any(|n| Path::new(b) == n) && !deleted.iter().any(|d| d == b) {
             continue;
         }
         let dev = PathBuf::from(format!("/dev/{name}"));
         let devs = dev.display().to_string();
+        let mounts = mounts.get_or_insert_with(|| std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
         let mounted = mounts.lines().any(|l| {
             l.split(" - ")
                 .nth(1)
@@ -295,15 +305,65 @@ pub fn detach_unused(image: &Path) -> Vec<PathBuf> {
                 .is_some_and(|src| src == devs)
         });
         let held = std::fs::read_dir(e.path().join("holders")).is_ok_and(|mut d| d.next().is_some());
-        if mounted || held {
-            continue;
-        }
-        if let Ok(f) = File::open(&dev) {
+        out.push(Bound {
+            dev,
+            in_use_here: mounted || held,
+        });
+    }
+    out
+}
+
+/// Detach every loop device bound to `image` that nothing holds: not
+/// mounted, no holders. One in use is left alone (the kernel would only
+/// mark it autoclear anyway).
+pub fn detach_unused(image: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for b in bound(image).into_iter().filter(|b| !b.in_use_here) {
+        if let Ok(f) = File::open(&b.dev) {
             if ioctl_val(&f, LOOP_CLR_FD, 0).is_ok() {
-                tracing::info!(dev = %dev.display(), image = %image.display(), "detached a leftover loop device");
-                out.push(dev);
+                tracing::info!(dev = %b.dev.display(), image = %image.display(), "detached a leftover loop device");
+                out.push(b.dev);
             }
         }
     }
     out
+}
+
+/// Wait until no loop device is bound to `image`, so that a mount never
+/// makes a second live filesystem on the same image (two superblocks on
+/// one ext4 or xfs image corrupt it). A device mounted here is a live use:
+/// refused at once. One that is not is a mount that has ended here but is
+/// still pinned by a copy of this mount namespace taken just before (a
+/// container being started clones the host's mounts, and releases them
+/// when it drops its old root): that ends in milliseconds, so wait for it.
+pub fn wait_unbound(image: &Path, timeout: std::time::Duration) -> Result<()> {
+    const OP: &str = "mount loop rootfs";
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let b = bound(image);
+        let Some(first) = b.first() else { return Ok(()) };
+        if let Some(live) = b.iter().find(|b| b.in_use_here) {
+            return Err(err!(
+                Busy,
+                OP,
+                "the image is in use through {} (mounted or held here); a second mount of it would corrupt it",
+                live.dev.display()
+            )
+            .at(image));
+        }
+        if std::time::Instant::now() >= until {
+            return Err(err!(
+                Busy,
+                OP,
+                "the image is still bound to {} after {} s (its filesystem is in use in another mount namespace); a second mount of it would corrupt it",
+                first.dev.display(),
+                timeout.as_secs()
+            )
+            .at(image));
+        }
+        // A device nobody holds any more but that autoclear has not yet
+        // released is let go at once; the others are waited for.
+        detach_unused(image);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -518,7 +518,10 @@ impl Backend for LoopBackend {
         };
         let dev = match self.take_prepared(&image) {
             Some(d) => d,
-            None => dev::attach(&image, readonly, block)?,
+            None => {
+                dev::wait_unbound(&image, std::time::Duration::from_secs(10))?;
+                dev::attach(&image, readonly, block)?
+            }
         };
         let mut flags = MsFlags::empty();
         if readonly {

@@ -441,3 +441,51 @@ fn release_unmounts_and_detaches_what_a_killed_process_held() {
     });
     no_leak(host.mnt());
 }
+
+/// A mount of an image whose previous mount still lives in another mount
+/// namespace (a container started at that moment copies the host's mounts)
+/// waits for it to end instead of making a second live filesystem on the
+/// same image; an image mounted here is refused at once.
+#[test]
+fn a_mount_never_makes_a_second_live_filesystem_on_one_image() {
+    let host = host_fs("ext4");
+    let lxc = host.mnt().join("lxc");
+    let spec = make(&lxc, "twice", Some("ext4"), None);
+    let img = spec.path();
+    let m1 = tempfile::tempdir().unwrap();
+    b().mount(&spec, m1.path(), false).unwrap();
+    std::fs::write(m1.path().join("file"), "data").unwrap();
+    // Mounted here: a second mount is refused at once, nothing attached.
+    let m2 = tempfile::tempdir().unwrap();
+    let e = b().mount(&spec, m2.path(), true).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains("in use"), "{e}");
+    assert_eq!(attached_under(&img).len(), 1);
+    // A copy of this mount namespace holds the filesystem for a second.
+    let mut holder = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "1"])
+        .spawn()
+        .unwrap();
+    let m1s = m1.path().display().to_string();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{}/mountinfo", holder.id()))
+        .is_ok_and(|m| m.contains(&m1s) && !m.contains("/sleep"))
+        || std::fs::read_link(format!("/proc/{}/exe", holder.id())).is_ok_and(|e| !e.ends_with("sleep"))
+    {
+        assert!(t0.elapsed().as_secs() < 10, "the holder never got its namespace");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    b().umount(&spec, m1.path()).unwrap();
+    // Still bound: the holder's copy keeps the filesystem alive.
+    assert_eq!(attached_under(&img).len(), 1, "the holder did not pin the filesystem");
+    with_mounted(&spec, true, |root| {
+        assert!(
+            holder.try_wait().unwrap().is_some(),
+            "mounted while another namespace still held it"
+        );
+        assert_eq!(std::fs::read_to_string(root.join("file")).unwrap(), "data");
+        assert_eq!(attached_under(&img).len(), 1, "two devices on one image");
+    });
+    holder.wait().unwrap();
+    no_leak(&img);
+}
