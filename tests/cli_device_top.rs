@@ -296,53 +296,7 @@ fn device_lends_a_node_and_an_interface_to_a_running_container() {
         .fails("lxc-device", &["-n", "d1", "add", "/dev/zero", "/dev/z"])
         .contains("is not running"));
     rt.ok("lxc-start", &["-n", "d1"]);
-    let zero = "/bin/busybox head -c 4 /dev/zero | /bin/busybox wc -c";
-    let (_, out) = inside(&rt, "d1", zero);
-    assert!(out.contains("Operation not permitted"), "{out}");
-    let v1 = Path::new("/sys/fs/cgroup/devices").is_dir();
-    if !v1 {
-        // cgroup2 alone: the container's rules are its device program, which
-        // lxc-device does not extend; refused with nothing made.
-        let e = rt.fails("lxc-device", &["-n", "d1", "add", "/dev/zero", "/dev/sub/z2"]);
-        assert!(e.contains("cgroup2 device program"), "{e}");
-        assert_ne!(inside(&rt, "d1", "/bin/busybox test -e /dev/sub").0, 0);
-    } else {
-        let list = || {
-            let d = cgroups(&rt, "d1")
-                .into_iter()
-                .find(|d| d.join("devices.list").exists())
-                .unwrap();
-            std::fs::read_to_string(d.join("devices.list")).unwrap()
-        };
-        assert!(!list().contains("c 1:5 rwm"));
-        rt.ok("lxc-device", &["-n", "d1", "add", "/dev/zero", "/dev/sub/z2"]);
-        // The node, as the host's (type, numbers, mode), in a new directory.
-        let (code, out) = inside(&rt, "d1", "/bin/busybox stat -c '%F %t:%T %a' /dev/sub/z2");
-        assert_eq!((code, out.as_str()), (0, "character special file 1:5 666\n"));
-        let (_, out) = inside(&rt, "d1", "/bin/busybox head -c 4 /dev/sub/z2 | /bin/busybox wc -c");
-        assert_eq!(out.trim(), "4");
-        assert!(list().contains("c 1:5 rwm"), "{}", list());
-        // Errors: one line, exit 1, nothing changed.
-        assert!(rt
-            .fails("lxc-device", &["-n", "d1", "add", "/dev/zero", "/dev/sub/z2"])
-            .contains("exists already"));
-        assert!(rt
-            .fails("lxc-device", &["-n", "d1", "del", "/dev/null", "/dev/sub/z2"])
-            .contains("not the device /dev/null"));
-        assert_eq!(inside(&rt, "d1", "/bin/busybox test -c /dev/sub/z2").0, 0);
-        // No symlink of the container is followed: /dev/evil -> /tmp.
-        inside(&rt, "d1", "/bin/busybox ln -s /tmp /dev/evil");
-        assert!(rt
-            .fails("lxc-device", &["-n", "d1", "add", "/dev/zero", "/dev/evil/z"])
-            .contains("symlink"));
-        assert!(!rootfs.join("tmp/z").exists());
-        // del: denied again and the node gone.
-        rt.ok("lxc-device", &["-n", "d1", "del", "/dev/zero", "/dev/sub/z2"]);
-        assert_ne!(inside(&rt, "d1", "/bin/busybox test -e /dev/sub/z2").0, 0);
-        assert!(!list().contains("c 1:5 rwm"), "{}", list());
-        let (_, out) = inside(&rt, "d1", zero);
-        assert!(out.contains("Operation not permitted"), "{out}");
-    }
+    node_round_trip(&rt, "d1", &rootfs);
     for (args, msg) in [
         (&["-n", "d1", "add", "/etc/passwd"][..], "not a device node"),
         (&["-n", "d1", "add", "/dev/zero", "rel/z"], "absolute"),
@@ -376,4 +330,80 @@ fn device_lends_a_node_and_an_interface_to_a_running_container() {
     drop(v);
     rt.ok("lxc-stop", &["-n", "d1"]);
     rt.assert_clean(&["d1", "d2"]);
+}
+
+/// /dev/zero (refused by the container's rules) lent at /dev/sub/z2 and
+/// taken back; the v1 devices list follows where the host has one.
+fn node_round_trip(rt: &Rt, name: &str, rootfs: &Path) {
+    let zero = "/bin/busybox head -c 4 /dev/zero | /bin/busybox wc -c";
+    let (_, out) = inside(rt, name, zero);
+    assert!(out.contains("Operation not permitted"), "{out}");
+    let list = || {
+        cgroups(rt, name)
+            .into_iter()
+            .find(|d| d.join("devices.list").exists())
+            .map(|d| std::fs::read_to_string(d.join("devices.list")).unwrap())
+            .unwrap_or_default()
+    };
+    let v1_rules = list().contains("c 1:3 rwm");
+    assert!(!list().contains("c 1:5 rwm"));
+    rt.ok("lxc-device", &["-n", name, "add", "/dev/zero", "/dev/sub/z2"]);
+    // The node, as the host's (type, numbers, mode), in a new directory.
+    let (code, out) = inside(rt, name, "/bin/busybox stat -c '%F %t:%T %a' /dev/sub/z2");
+    assert_eq!((code, out.as_str()), (0, "character special file 1:5 666\n"));
+    let (_, out) = inside(rt, name, "/bin/busybox head -c 4 /dev/sub/z2 | /bin/busybox wc -c");
+    assert_eq!(out.trim(), "4");
+    assert_eq!(list().contains("c 1:5 rwm"), v1_rules, "{}", list());
+    // Errors: one line, exit 1, nothing changed.
+    assert!(rt
+        .fails("lxc-device", &["-n", name, "add", "/dev/zero", "/dev/sub/z2"])
+        .contains("exists already"));
+    assert!(rt
+        .fails("lxc-device", &["-n", name, "del", "/dev/null", "/dev/sub/z2"])
+        .contains("not the device /dev/null"));
+    assert_eq!(inside(rt, name, "/bin/busybox test -c /dev/sub/z2").0, 0);
+    // No symlink of the container is followed: /dev/evil -> /tmp.
+    inside(rt, name, "/bin/busybox ln -s /tmp /dev/evil");
+    assert!(rt
+        .fails("lxc-device", &["-n", name, "add", "/dev/zero", "/dev/evil/z"])
+        .contains("symlink"));
+    assert!(!rootfs.join("tmp/z").exists());
+    // del: denied again and the node gone.
+    rt.ok("lxc-device", &["-n", name, "del", "/dev/zero", "/dev/sub/z2"]);
+    assert_ne!(inside(rt, name, "/bin/busybox test -e /dev/sub/z2").0, 0);
+    assert!(!list().contains("c 1:5 rwm"), "{}", list());
+    let (_, out) = inside(rt, name, zero);
+    assert!(out.contains("Operation not permitted"), "{out}");
+}
+
+#[test]
+fn device_extends_a_cgroup2_device_program() {
+    let Some(unified) = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .find(|p| Path::new(p).join("cgroup.controllers").exists())
+    else {
+        eprintln!("skipped: no cgroup2 tree");
+        return;
+    };
+    let rt = Rt::new();
+    link_tools(&rt);
+    // cgroup2 rules alone: on a hybrid host too they are a device program.
+    let rootfs = rt.container(
+        "p1",
+        "lxc.cgroup2.devices.deny = a\nlxc.cgroup2.devices.allow = c 1:3 rwm\nlxc.cgroup2.devices.allow = c *:* m\n",
+    );
+    rt.ok("lxc-start", &["-n", "p1"]);
+    let dirs: Vec<PathBuf> = cgroups(&rt, "p1")
+        .into_iter()
+        .filter(|d| d.starts_with(unified) && !strata_runtime::cgroup::device_program_ids(d).unwrap().is_empty())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{:?}", cgroups(&rt, "p1"));
+    let before = strata_runtime::cgroup::device_program_ids(&dirs[0]).unwrap();
+    node_round_trip(&rt, "p1", &rootfs);
+    // Replaced, not stacked: still one program, a new one.
+    let after = strata_runtime::cgroup::device_program_ids(&dirs[0]).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+    rt.ok("lxc-stop", &["-n", "p1"]);
+    rt.assert_clean(&["p1"]);
 }

@@ -13,8 +13,9 @@
 //!   the container back to the caller's namespace, renamed NAME.
 //!
 //! On cgroup2 the device rules of a container are an eBPF program of its
-//! own: a container that has one is refused (the program is not extended
-//! yet), with nothing changed. An unprivileged container's /dev is mounted
+//! own: it is replaced by one with the rule added (read back from the
+//! kernel, so successive adds add up), as LXC's monitor does. An
+//! unprivileged container's /dev is mounted
 //! in its user namespace, where the kernel opens no device node: a node is
 //! refused there too; its interfaces are lent as to any container.
 
@@ -40,9 +41,6 @@ pub struct Args {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]
     name: String,
-    /// Load configuration file FILE (checked; the device goes to the running container)
-    #[arg(long = "rcfile", value_name = "FILE")]
-    rcfile: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     /// add or del
@@ -94,9 +92,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("lxc-device must be run as root");
     }
-    if let Some(rc) = &a.rcfile {
-        strata_core::config::Config::load(rc).map_err(|e| anyhow!("--rcfile {}: {e}", rc.display()))?;
-    }
     let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     cli::check_exists(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
@@ -136,22 +131,26 @@ fn in_userns(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// The container's devices rules: the v1 `devices.allow`/`deny` directory,
-/// or `None` with no v1 devices controller; refused when a cgroup2 device
-/// program guards the container (it cannot be extended here).
-fn devices_dir(cgroups: &[PathBuf]) -> anyhow::Result<Option<PathBuf>> {
-    if let Some(f) = state_view::cgroup_file(cgroups, "devices.allow") {
-        return Ok(f.parent().map(Path::to_path_buf));
-    }
-    for d in state_view::leaves(cgroups) {
-        if state_view::is_unified(d) && strata_runtime::cgroup::device_programs_attached(d)? > 0 {
-            bail!(
-                "its device rules are a cgroup2 device program, which lxc-device does not extend: \
-                 add lxc.cgroup2.devices.allow to its config and restart it"
-            );
+/// Allow (or deny) `rule` (`c 1:5 rwm`) for the container: in its v1
+/// devices cgroup, and in the cgroup2 device program of each of its cgroup2
+/// directories that has one (replaced by one with the rule added, as the
+/// config's rules are added). A failure on cgroup2 undoes the v1 change.
+fn apply_rule(cgroups: &[PathBuf], rule: &str, allow: bool) -> anyhow::Result<()> {
+    let (file, undo) = if allow {
+        ("devices.allow", "devices.deny")
+    } else {
+        ("devices.deny", "devices.allow")
+    };
+    let v1 = state_view::cgroup_file(cgroups, file).and_then(|f| f.parent().map(Path::to_path_buf));
+    write_rule(v1.as_deref(), file, rule)?;
+    let r = strata_runtime::cgroup::DeviceRule::parse(file, rule)?;
+    for d in cgroups.iter().filter(|d| state_view::is_unified(d)) {
+        if let Err(e) = strata_runtime::cgroup::extend_device_program(d, &r) {
+            let _ = write_rule(v1.as_deref(), undo, rule);
+            return Err(e.into());
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 fn write_rule(dir: Option<&Path>, file: &str, rule: &str) -> anyhow::Result<()> {
@@ -231,7 +230,6 @@ fn node(add: bool, dev: &str, dst: &str, pid: i32, cgroups: &[PathBuf]) -> anyho
              bind-mount the device with lxc.mount.entry instead"
         );
     }
-    let cg = devices_dir(cgroups)?;
     let rule = n.rule();
     let (dir, name) = container_parent(pid, dst, add)?;
     let at = |f: &str| format!("{dst} in the container{f}");
@@ -246,7 +244,7 @@ fn node(add: bool, dev: &str, dst: &str, pid: i32, cgroups: &[PathBuf]) -> anyho
             nix::errno::Errno::EEXIST => anyhow!("{}", at(" exists already")),
             e => anyhow!("mknod {}: {e}", at("")),
         })?;
-        if let Err(e) = write_rule(cg.as_deref(), "devices.allow", &rule) {
+        if let Err(e) = apply_rule(cgroups, &rule, true) {
             let _ = unlinkat(Some(dir.as_raw_fd()), name.as_str(), UnlinkatFlags::NoRemoveDir);
             return Err(e);
         }
@@ -260,7 +258,7 @@ fn node(add: bool, dev: &str, dst: &str, pid: i32, cgroups: &[PathBuf]) -> anyho
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != n.kind || st.st_rdev != n.rdev {
             bail!("{} is not the device {dev}: not removing it", at(""));
         }
-        write_rule(cg.as_deref(), "devices.deny", &rule)?;
+        apply_rule(cgroups, &rule, false)?;
         unlinkat(Some(dir.as_raw_fd()), name.as_str(), UnlinkatFlags::NoRemoveDir)
             .map_err(|e| anyhow!("remove {}: {e}", at("")))?;
     }

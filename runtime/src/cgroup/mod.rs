@@ -27,6 +27,7 @@
 mod create;
 mod devices;
 mod devices_bpf;
+mod devices_extend;
 mod freezer;
 mod layout;
 mod mount;
@@ -38,7 +39,8 @@ mod stats;
 
 pub use create::{attach, chown, create, enter, leave, plan, plan_monitor, Plan, PlannedDir};
 pub use devices::{DeviceList, DeviceRule};
-pub use devices_bpf::{attach_device_program, device_program, device_programs_attached, Insn};
+pub use devices_bpf::{attach_device_program, device_program, Insn};
+pub use devices_extend::{decode_device_program, device_program_ids, extend_device_program};
 pub use freezer::{freeze, thaw};
 pub use layout::{Hierarchy, Layout, LayoutKind, Version};
 pub use mount::{auto_mode, mount_in_container, wants_mount, CgroupAccess, CgroupAuto};
