@@ -310,6 +310,27 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     assert!(!pid_alive(pid.parse().unwrap()));
     rt.assert_clean(&[name]);
 
+    // lxc-stop -r: the new init comes on the same socket, lxc-stop sees it.
+    let rootfs = rt.lxcpath.join(name).join("rootfs");
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\necho boot >> /boots\ntrap 'exit 0' PWR\ntrap '/bin/busybox reboot -f' USR1\nwhile :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+    let cfg = rt.lxcpath.join(name).join("config");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("lxc.signal.reboot = SIGUSR1\n");
+    std::fs::write(&cfg, text).unwrap();
+    rt.ok("lxc-start", &["-n", name, "-d"]);
+    let pid1 = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+    lxc_ok(&rt, "lxc-stop", &["-n", name, "-r", "-t", "10"]);
+    let pid2 = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+    assert_ne!(pid1, pid2);
+    assert_eq!(rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim(), pid2);
+    assert_eq!(std::fs::read_to_string(rootfs.join("boots")).unwrap(), "boot\nboot\n");
+    lxc_ok(&rt, "lxc-stop", &["-n", name]);
+    rt.assert_clean(&[name]);
+
     // lxc-stop -k.
     rt.ok("lxc-start", &["-n", name, "-d"]);
     lxc_ok(&rt, "lxc-stop", &["-n", name, "-k"]);

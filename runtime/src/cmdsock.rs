@@ -19,10 +19,11 @@ use std::time::Duration;
 use strata_core::lxc_cmd::{self, cmd, Rsp, DATA_MAX, MAX_STATE, MSG_SIZE};
 use strata_core::{err, ContainerRef, Error, Result};
 
-/// A client that waits for one of `states`.
+/// A client that waits for one of `states` (LXC's flags: 1 means "now
+/// or later", 2 "the next time", as lxc-stop -r waits for RUNNING).
 struct StateClient {
     sock: UnixStream,
-    states: [bool; MAX_STATE as usize],
+    states: [i32; MAX_STATE as usize],
 }
 
 /// What a running container answers with.
@@ -94,7 +95,7 @@ impl Server {
         if self
             .state_clients
             .iter()
-            .any(|c| watch.iter().any(|s| c.states[*s as usize]))
+            .any(|c| watch.iter().any(|s| c.states[*s as usize] != 0))
         {
             200
         } else {
@@ -122,13 +123,20 @@ impl Server {
         msg[4..4 + n].copy_from_slice(&self.name.as_bytes()[..n]);
         msg[MSG_SIZE - 4..].copy_from_slice(&(i as i32).to_ne_bytes());
         self.state_clients.retain_mut(|c| {
-            if c.states[i] {
+            if c.states[i] != 0 {
                 let _ = c.sock.write_all(&msg);
                 false
             } else {
                 true
             }
         });
+    }
+
+    /// The container reboots: a new init comes, on the same socket.
+    pub(crate) fn rebooting(&mut self) {
+        self.run = Running::default();
+        self.stopping = false;
+        self.notify(State::Starting);
     }
 
     /// Init has exited.
@@ -210,12 +218,12 @@ impl Server {
                 }
             }
             cmd::ADD_STATE_CLIENT => {
-                let mut states = [false; MAX_STATE as usize];
+                let mut states = [0; MAX_STATE as usize];
                 for (i, w) in data.chunks_exact(4).take(MAX_STATE as usize).enumerate() {
-                    states[i] = i32::from_ne_bytes([w[0], w[1], w[2], w[3]]) != 0;
+                    states[i] = i32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
                 }
                 let now = self.state();
-                if states[now as usize] {
+                if states[now as usize] == 1 {
                     reply(&mut s, now as i32, now as u64, &[], &[])
                 } else {
                     reply(&mut s, MAX_STATE, MAX_STATE as u64, &[], &[])?;

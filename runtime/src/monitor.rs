@@ -184,9 +184,15 @@ pub(crate) fn monitor_loop(
     ephemeral_run: bool,
     n: &mut Notifier,
 ) -> Result<i32> {
+    // LXC's command socket, held across reboots as LXC's monitor holds it
+    // (lxc-stop -r waits on it for the new init).
+    let mut srv = None;
     loop {
-        let status = run_monitor(engine, r, opts, ephemeral_run, n)?;
+        let status = run_monitor(engine, r, opts, ephemeral_run, n, &mut srv)?;
         if status != 128 + libc::SIGHUP {
+            if let Some(s) = srv {
+                s.finish();
+            }
             return Ok(status);
         }
         tracing::info!("container {} rebooting", r.name);
@@ -200,11 +206,18 @@ pub(crate) fn run_monitor(
     opts: &StartOpts,
     ephemeral_run: bool,
     n: &mut Notifier,
+    srv: &mut Option<crate::cmdsock::Server>,
 ) -> Result<i32> {
     let lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
     // LXC's command socket, ours from before anything is made: taken means
     // LXC (or another monitor) runs the container.
-    let mut srv = crate::cmdsock::Server::bind(r)?;
+    let srv = match srv {
+        Some(s) => {
+            s.rebooting();
+            s
+        }
+        None => srv.insert(crate::cmdsock::Server::bind(r)?),
+    };
     let mut p = prepare(engine, r, opts, ephemeral_run)?;
     let ephemeral = ephemeral_run || p.cfg.ephemeral;
     let fail = |p: &mut Prepared, e: Error| -> Error {
@@ -464,7 +477,7 @@ pub(crate) fn run_monitor(
     } else {
         Vec::new()
     };
-    let status = wait_init(pid, &pidfd, &set, &mut hub, &mut srv);
+    let status = wait_init(pid, &pidfd, &set, &mut hub, srv);
     srv.init_gone();
     restore();
     // lxc-console users see the end; the socket goes before the record.
@@ -492,7 +505,6 @@ pub(crate) fn run_monitor(
             tracing::error!("{e}");
         }
     })?;
-    srv.finish();
     Ok(status)
 }
 
