@@ -170,7 +170,15 @@ fn config_items_as_lxc_reads_lxc_conf() {
     for a in [&[][..], &["-h"], &["--help"]] {
         let (out, code) = text(&with_etc(&etc, &s.tool("lxc-config"), a));
         assert_eq!(code, 0);
-        assert!(out.starts_with("Usage: "), "{out}");
+        let me = s.tool("lxc-config").display().to_string();
+        let want = format!(
+            "Usage: {me} -l: list all available configuration items\n       {me} item: print configuration item\n"
+        );
+        assert_eq!(out, want);
+        if let Some(l) = &lxc_config {
+            let theirs = text(&with_etc(&etc, l, a)).0;
+            assert_eq!(theirs.replace(&l.display().to_string(), &me), want);
+        }
     }
     // strata's tools use the lxcpath lxc-config shows: the first line's.
     let first = s.path().join("first");

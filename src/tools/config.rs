@@ -14,9 +14,10 @@ fn abbrev(arg: &str, word: &str) -> bool {
 
 pub fn run(argv: Vec<OsString>) -> anyhow::Result<i32> {
     let _span = tracing::info_span!("lxc-config").entered();
-    // The usage names the program as it was called, as LXC's does.
-    let me = argv
-        .first()
+    // The usage names the program as it was called (the path too), as LXC's does.
+    let me = std::env::args_os()
+        .next()
+        .or_else(|| argv.first().cloned())
         .map_or("lxc-config".into(), |a| a.to_string_lossy().into_owned());
     let tool = me.as_str();
     let Some(arg) = argv.get(1) else {
