@@ -297,6 +297,62 @@ fn start_console_flags_and_console_keys() {
     rt.assert_clean(&["c1"]);
 }
 
+/// strata's lxc-console on a container Debian's LXC runs: LXC's monitor
+/// lends its ttys and console through its command socket.
+#[test]
+fn strata_console_on_a_container_lxc_runs() {
+    if !Path::new("/usr/bin/lxc-start").exists() {
+        eprintln!("skipped: LXC is not installed");
+        return;
+    }
+    let rt = Rt::new();
+    shells_container(&rt, "c1", "lxc.apparmor.profile = unconfined\n");
+    let lxc = |tool: &str, args: &[&str]| {
+        let o = Command::new(Path::new("/usr/bin").join(tool))
+            .arg("-P")
+            .arg(&rt.lxcpath)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tool}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    lxc("lxc-start", &["-n", "c1", "-d"]);
+    struct Stop<'a>(&'a Rt);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("/usr/bin/lxc-stop")
+                .arg("-P")
+                .arg(&self.0.lxcpath)
+                .args(["-n", "c1", "-k"])
+                .output();
+        }
+    }
+    let _stop = Stop(&rt);
+    lxc("lxc-wait", &["-n", "c1", "-s", "RUNNING", "-t", "10"]);
+    let t = Tmux::new(&strata_line(&rt, "lxc-console", "-n c1 -t 2"));
+    t.wait_for("Connected to tty 2", T);
+    t.line("echo lxc-$((6*7))");
+    let s = t.wait_for("lxc-42", T);
+    assert!(s.contains("tty2# "), "not tty2's shell:\n{s}");
+    t.resize(80, 25);
+    std::thread::sleep(Duration::from_millis(300));
+    t.line("stty size");
+    t.wait_for("25 80", T);
+    t.keys(&["C-a", "q"]);
+    t.wait_for("EXITED=0", T);
+    drop(t);
+    let e = rt.fails("lxc-console", &["-n", "c1", "-t", "9"]);
+    assert!(e.contains("tty 9"), "{e}");
+    // The console; LXC stopping the container ends lxc-console.
+    let t = Tmux::new(&strata_line(&rt, "lxc-console", "-n c1 -t 0"));
+    t.wait_for("Connected to tty 0", T);
+    t.line("echo con-$((6*7))");
+    t.wait_for("con-42", T);
+    lxc("lxc-stop", &["-n", "c1", "-k"]);
+    t.wait_for("EXITED=0", T);
+}
+
 /// `lxc.console.size` keeps the log within its size: without
 /// `lxc.console.rotate` it starts over when full, with it the full log
 /// moves to FILE.1 first. The latest output is always in FILE.
@@ -426,9 +482,9 @@ impl Tools<'_> {
 }
 
 /// Boot `name` in `lxcpath` with `tools`: RUNNING, systemd up, a login
-/// prompt on lxc-console with each of `ttys` (its arguments, and the
+/// prompt on each of `consoles` (an lxc-console command line, and the
 /// banner it prints), lxc-stop in under 5 s.
-fn boot_and_login(tools: &Tools, lxcpath: &Path, tarball: &Path, name: &str, ttys: &[(&str, &str)]) {
+fn boot_and_login(tools: &Tools, lxcpath: &Path, tarball: &Path, name: &str, consoles: &[(String, &str)]) {
     let who = tools.who();
     let rootfs = lxcpath.join(name).join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
@@ -480,8 +536,8 @@ fn boot_and_login(tools: &Tools, lxcpath: &Path, tarball: &Path, name: &str, tty
         "{who}: systemd says {state:?}"
     );
     // A getty on each: Enter shows the login prompt.
-    for (args, banner) in ttys {
-        let t = Tmux::new(&tools.console_line(&format!("-n {name} {args}")));
+    for (line, banner) in consoles {
+        let t = Tmux::new(line);
         t.wait_for(banner, T);
         let start = Instant::now();
         let s = loop {
@@ -493,10 +549,7 @@ fn boot_and_login(tools: &Tools, lxcpath: &Path, tarball: &Path, name: &str, tty
             }
         };
         // The rootfs's /etc/hostname names the host in the prompt.
-        assert!(
-            s.contains(" login:"),
-            "{who}: no login prompt on lxc-console {args}:\n{s}"
-        );
+        assert!(s.contains(" login:"), "{who}: no login prompt on {line}:\n{s}");
         t.keys(&["C-a", "q"]);
         t.wait_for("EXITED=0", T);
     }
@@ -521,22 +574,31 @@ fn systemd_container_login_prompt_under_strata_and_lxc() {
     let Some(tarball) = cached_rootfs() else { return };
     let rt = Rt::new();
     // The first free tty (container-getty@ on tty1), and the console (console-getty).
-    let ttys = [("", "Connected to tty 1"), ("-t 0", "Connected to tty 0")];
-    boot_and_login(&Tools { rt: &rt, lxc: None }, &rt.lxcpath, &tarball, "sd1", &ttys);
+    let own = Tools { rt: &rt, lxc: None };
+    let consoles = [
+        (own.console_line("-n sd1"), "Connected to tty 1"),
+        (own.console_line("-n sd1 -t 0"), "Connected to tty 0"),
+    ];
+    boot_and_login(&own, &rt.lxcpath, &tarball, "sd1", &consoles);
     rt.assert_clean(&["sd1"]);
     if Path::new("/usr/bin/lxc-start").exists() {
         let lxcpath = rt.tmp.path().join("lxc-own");
         std::fs::create_dir_all(&lxcpath).unwrap();
-        boot_and_login(
-            &Tools {
-                rt: &rt,
-                lxc: Some(lxcpath.clone()),
-            },
-            &lxcpath,
-            &tarball,
-            "sd2",
-            &ttys[1..],
+        let lxc = Tools {
+            rt: &rt,
+            lxc: Some(lxcpath.clone()),
+        };
+        // LXC's own lxc-console, and strata's on the container LXC runs
+        // (through LXC's command socket). Under LXC the console has the getty.
+        let strata_on_lxc = strata_line(&rt, "lxc-console", "-n sd2 -t 0").replace(
+            &format!("-P {}", rt.lxcpath.display()),
+            &format!("-P {}", lxcpath.display()),
         );
+        let consoles = [
+            (lxc.console_line("-n sd2 -t 0"), "Connected to tty 0"),
+            (strata_on_lxc, "Connected to tty 0"),
+        ];
+        boot_and_login(&lxc, &lxcpath, &tarball, "sd2", &consoles);
     } else {
         eprintln!("LXC is not installed: its side skipped");
     }

@@ -1,6 +1,7 @@
 //! `lxc-console`: attach the caller's terminal to a running container's
 //! console or one of its ttys, lent by the container's monitor (see
-//! `console_hub`), until the escape sequence or the container's end.
+//! `console_hub`) or by LXC's monitor for a container LXC runs, until the
+//! escape sequence or the container's end.
 
 use crate::console_hub::RawTerminal;
 use std::io::Write;
@@ -44,7 +45,11 @@ pub(crate) fn socket_name(name: &str) -> String {
 pub fn console(r: &ContainerRef, o: &ConsoleOpts) -> Result<()> {
     const OP: &str = "console";
     let _s = tracing::info_span!("console", name = %r.name, tty = o.tty).entered();
-    if state::running(r).is_none() {
+    if !state::read(r).is_some_and(|rec| rec.init_alive()) {
+        // A container LXC runs: its monitor lends the tty the same way.
+        if state::lxc_running(r).is_some() {
+            return from_lxc(r, o);
+        }
         return Err(err!(NotFound, OP, "{} is not running", r.name));
     }
     let dir = socket_dir(&r.lxcpath);
@@ -69,20 +74,64 @@ pub fn console(r: &ContainerRef, o: &ConsoleOpts) -> Result<()> {
     let (Some(n), Some(master)) = (reply.strip_prefix("ok ").and_then(|n| n.parse::<i64>().ok()), fd) else {
         return Err(err!(Io, OP, "{}: the monitor answered {reply:?}", r.name));
     };
-    if !o.quiet {
-        let c = (b'a' + o.escape.saturating_sub(1)) as char;
-        eprint!("\r\nConnected to tty {n}\r\nType <Ctrl+{c} q> to exit the console, <Ctrl+{c} Ctrl+{c}> to enter Ctrl+{c} itself\r\n");
-    }
+    banner(o, n);
     // The console's output comes through the monitor (it logs it too); a
     // tty's straight from its master. Input always goes to the master.
     let out_fd = if n == 0 { s.as_raw_fd() } else { master.as_raw_fd() };
     pump(&s, &master, out_fd, o.escape)
 }
 
+/// Attach to a container LXC runs: LXC's GET_TTY_FD command on its command
+/// socket (the tty number in the request's data field; the answer carries
+/// the number given and the pty's master, kept busy while the connection is open).
+fn from_lxc(r: &ContainerRef, o: &ConsoleOpts) -> Result<()> {
+    use strata_core::lxc_cmd::{self, cmd, Rsp};
+    const OP: &str = "console";
+    let addr = lxc_cmd::socket_addr(&r.lxcpath, &r.name).map_err(|e| Error::io(OP, &r.name, e))?;
+    let mut s = UnixStream::connect_addr(&addr).map_err(|_| err!(NotFound, OP, "{} is not running", r.name))?;
+    let mut req = lxc_cmd::req_bytes(cmd::GET_TTY_FD, 0);
+    req[8..].copy_from_slice(&o.tty.to_ne_bytes());
+    s.write_all(&req).map_err(|e| Error::io(OP, &r.name, e))?;
+    let (b, fd) = recv_with_fd(&s, 16)?;
+    let Ok(head) = <[u8; 16]>::try_from(b.as_slice()) else {
+        return Err(err!(Io, OP, "{}: LXC's monitor gave no answer", r.name));
+    };
+    let rsp = Rsp::from_bytes(&head);
+    let (0.., Some(master)) = (rsp.ret, fd) else {
+        return Err(err!(
+            Busy,
+            OP,
+            "{}: LXC's monitor has no {} to lend (a missing or busy one)",
+            r.name,
+            match o.tty {
+                -1 => "free tty".to_string(),
+                0 => "console".to_string(),
+                n => format!("tty {n}"),
+            }
+        ));
+    };
+    banner(o, rsp.value as i64);
+    pump(&s, &master, master.as_raw_fd(), o.escape)
+}
+
+/// LXC's words on attaching, unless quiet.
+fn banner(o: &ConsoleOpts, n: i64) {
+    if !o.quiet {
+        let c = (b'a' + o.escape.saturating_sub(1)) as char;
+        eprint!("\r\nConnected to tty {n}\r\nType <Ctrl+{c} q> to exit the console, <Ctrl+{c} Ctrl+{c}> to enter Ctrl+{c} itself\r\n");
+    }
+}
+
 /// The monitor's answer line and the fd that came with it.
 fn recv_reply(s: &UnixStream) -> Result<(String, Option<OwnedFd>)> {
+    let (b, fd) = recv_with_fd(s, 512)?;
+    Ok((String::from_utf8_lossy(&b).into_owned(), fd))
+}
+
+/// One message of up to `max` bytes and the fd that came with it.
+fn recv_with_fd(s: &UnixStream, max: usize) -> Result<(Vec<u8>, Option<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 512];
+    let mut buf = vec![0u8; max];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
@@ -100,7 +149,8 @@ fn recv_reply(s: &UnixStream) -> Result<(String, Option<OwnedFd>)> {
         }
     }
     let n = msg.bytes;
-    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), fd))
+    buf.truncate(n);
+    Ok((buf, fd))
 }
 
 /// Copy between the caller's terminal and the pty until `ESC q`, or the
