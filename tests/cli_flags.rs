@@ -470,3 +470,66 @@ fn usage_and_rcfile_everywhere() {
     );
     rt.assert_clean(&["c1"]);
 }
+
+/// `tool args` on a pseudo-terminal (util-linux `script`); what it drew.
+fn on_pty(rt: &Rt, tool: &str, args: &[&str]) -> String {
+    let ts = rt.outside.join("typescript");
+    let mut line = format!("{} -P {}", rt.bin.join(tool).display(), rt.lxcpath.display());
+    for a in args {
+        line.push(' ');
+        line.push_str(a);
+    }
+    let o = Command::new("script")
+        .args(["-qec", &line])
+        .arg(&ts)
+        .env("STRATA_RUN_DIR", &rt.run_dir)
+        .env("LXC_GLOBAL_CONF", rt.tmp.path().join("lxc.conf"))
+        .env("COLUMNS", "100")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{line}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&std::fs::read(&ts).unwrap()).into_owned()
+}
+
+#[test]
+fn copies_show_a_bar_and_a_summary_on_a_terminal_only() {
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", "");
+    std::fs::write(rootfs.join("big"), vec![7u8; 3 << 20]).unwrap();
+    let n = walk_count(&rootfs);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), rt.bin.join("lxc-snapshot")).unwrap();
+    let shown = on_pty(&rt, "lxc-copy", &["-n", "c1", "-N", "c2"]);
+    // The bar at 0% with the totals known before the copy, and the summary.
+    assert!(shown.contains("  0% 0 B/"), "{shown}");
+    assert!(shown.contains(&format!("0/{n} entries")), "{shown}");
+    assert!(shown.contains("ETA"), "{shown}");
+    assert!(shown.contains(&format!("copied {n} entries, ")), "{shown}");
+    // Snapshots and restores go through the same engine.
+    let shown = on_pty(&rt, "lxc-snapshot", &["-n", "c2"]);
+    assert!(shown.contains(&format!("copied {n} entries, ")), "{shown}");
+    let shown = on_pty(&rt, "lxc-snapshot", &["-n", "c2", "-r", "snap0", "-N", "c3"]);
+    assert!(shown.contains(&format!("copied {n} entries, ")), "{shown}");
+    // Without a terminal: nothing extra.
+    let o = rt.run("lxc-copy", &["-n", "c1", "-N", "c4"]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    for c in ["c4", "c3", "c2"] {
+        rt.ok("lxc-destroy", &["-n", c, "-s"]);
+    }
+    rt.assert_clean(&["c1"]);
+}
+
+/// Entries below `d`, as the copy counts them.
+fn walk_count(d: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(d).unwrap() {
+        let e = e.unwrap();
+        n += 1;
+        if e.file_type().unwrap().is_dir() {
+            n += walk_count(&e.path());
+        }
+    }
+    n
+}

@@ -58,6 +58,8 @@ pub const RUNTIME_TOOLS: &[&str] = &[
 
 /// Entry point: `argv0` is the basename the binary was invoked as.
 pub fn main(argv0: &str, args: Vec<OsString>) -> i32 {
+    // Copies (clone, snapshot, restore, create from a dir) show a bar on a terminal.
+    strata_core::copy::show_progress_on_terminal(true);
     let rest: Vec<OsString> = args.iter().skip(1).cloned().collect();
     match argv0 {
         "lxc-create" => create::main(argv0, args),

@@ -7,15 +7,16 @@
 //! set after their contents are complete. On error the partial copy is left
 //! in `dst` for the caller to remove.
 
+mod progress;
 mod shift;
 mod usage;
 
+pub use progress::show_progress_on_terminal;
 pub use shift::{shift_acl, shift_fcaps};
 pub use usage::{tree_usage, TreeUsage};
 
 use crate::err;
 use crate::error::{Error, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,7 +41,8 @@ pub struct IdShift {
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
-    /// Show a progress bar (the caller decides: stderr is a terminal).
+    /// Show a progress bar if stderr is a terminal (every copy does after
+    /// [`show_progress_on_terminal`]).
     pub progress: bool,
     /// Shift owners while copying.
     pub shift: Option<IdShift>,
@@ -77,15 +79,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         return Err(err!(InvalidArgument, OP, "destination is not empty").at(dst));
     }
     let st = statx(src_fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(|e| Error::errno(OP, src, e))?;
-    let progress = opts.progress.then(|| {
-        let pb = ProgressBar::new_spinner();
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} copying: {pos} entries, {msg} [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        pb.enable_steady_tick(std::time::Duration::from_millis(120));
-        pb
-    });
+    let progress = progress::wanted(opts.progress).then(|| progress::Progress::start(src));
     let ctx = Ctx {
         fresh: fresh_nodes(dst_fd.as_raw_fd()),
         src_root: src,
@@ -109,8 +103,8 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         ctx.copy_dir(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), Path::new(""), &st)?;
         ctx.apply_meta(dst_fd.as_raw_fd(), &st, Path::new(""), src_fd.as_raw_fd())
     });
-    if let Some(pb) = &ctx.progress {
-        pb.finish_and_clear();
+    if let Some(p) = &ctx.progress {
+        p.finish(res.is_ok());
     }
     res?;
     let s = &ctx.stats;
@@ -192,7 +186,7 @@ struct Ctx<'a> {
     reflink: AtomicU8,
     cfr: AtomicU8,
     stats: Stats,
-    progress: Option<ProgressBar>,
+    progress: Option<progress::Progress>,
 }
 
 thread_local! {
@@ -346,12 +340,8 @@ impl Ctx<'_> {
     }
 
     fn tick(&self, bytes: u64) {
-        if let Some(pb) = &self.progress {
-            pb.inc(1);
-            if bytes > 0 {
-                let total = self.stats.bytes.load(Relaxed);
-                pb.set_message(indicatif::HumanBytes(total).to_string());
-            }
+        if let Some(p) = &self.progress {
+            p.tick(bytes);
         }
     }
 
