@@ -407,3 +407,111 @@ fn device_extends_a_cgroup2_device_program() {
     rt.ok("lxc-stop", &["-n", "p1"]);
     rt.assert_clean(&["p1"]);
 }
+
+/// Stops, LXC's way, a container LXC runs, whatever the test did.
+struct LxcStopper<'a>(&'a Rt, &'a str);
+
+impl Drop for LxcStopper<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("timeout")
+            .args(["30", "/usr/bin/lxc-stop", "-P"])
+            .arg(&self.0.lxcpath)
+            .args(["-n", self.1, "-k"])
+            .output();
+    }
+}
+
+fn lxc_ok(rt: &Rt, tool: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new("timeout")
+        .arg("30")
+        .arg(Path::new("/usr/bin").join(tool))
+        .arg("-P")
+        .arg(&rt.lxcpath)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "LXC's {tool} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn top_and_device_on_a_container_lxc_runs() {
+    if !Path::new("/usr/bin/lxc-start").exists() || !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: LXC (/usr/bin/lxc-start) or script(1) is not installed");
+        return;
+    }
+    let rt = Rt::new();
+    link_tools(&rt);
+    rt.container(
+        "lx1",
+        "lxc.net.0.type = empty\nlxc.cgroup.devices.deny = a\nlxc.cgroup.devices.allow = c 1:3 rwm\n\
+         lxc.cgroup.devices.allow = c *:* m\n",
+    );
+    lxc_ok(&rt, "lxc-start", &["-n", "lx1", "-d"]);
+    let _stop = LxcStopper(&rt, "lx1");
+    lxc_ok(&rt, "lxc-wait", &["-n", "lx1", "-s", "RUNNING", "-t", "10"]);
+    // LXC's lxc-top first (it wants a terminal, even with -b), then strata's.
+    // Its rows are as many as the terminal has lines, less three: give it some.
+    let line = format!(
+        "stty rows 40 cols 200; timeout 3 /usr/bin/lxc-top -P '{}' -b -d 1",
+        rt.lxcpath.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let theirs = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let their_row: Vec<u64> = theirs
+        .lines()
+        .find(|l| l.contains(",lx1,"))
+        .unwrap_or_else(|| panic!("no row for lx1 in LXC's lxc-top:\n{theirs}"))
+        .split(',')
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let mut c = Reaped(
+        rt.cmd("lxc-top", &["-b", "-d", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (header, rounds) = batch_rounds(&mut c.0, 1, 1);
+    drop(c);
+    assert_eq!(theirs.lines().next().unwrap(), header, "{theirs}");
+    let ours = &rounds[0][0];
+    assert_eq!(ours.name, "lx1");
+    // Same fields; CPU time only grows, memory moves little.
+    assert_eq!(their_row.len(), ours.f.len(), "{theirs}");
+    assert!(ours.f[1] >= their_row[1], "cpu: ours {:?}, LXC's {their_row:?}", ours.f);
+    assert!(
+        ours.f[6].abs_diff(their_row[6]) < 4 << 20,
+        "mem: ours {:?}, LXC's {their_row:?}",
+        ours.f
+    );
+    // A device node into the container LXC runs, and out again.
+    if Path::new("/sys/fs/cgroup/devices").is_dir() {
+        let attach = |script: &str| {
+            std::process::Command::new("timeout")
+                .args(["30", "/usr/bin/lxc-attach", "-P"])
+                .arg(&rt.lxcpath)
+                .args(["-n", "lx1", "--", "/bin/sh", "-c", script])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let read = "/bin/busybox head -c 4 /dev/z9 | /bin/busybox wc -c";
+        rt.ok("lxc-device", &["-n", "lx1", "add", "/dev/zero", "/dev/z9"]);
+        assert_eq!(String::from_utf8_lossy(&attach(read).stdout).trim(), "4");
+        rt.ok("lxc-device", &["-n", "lx1", "del", "/dev/zero", "/dev/z9"]);
+        assert!(!attach("/bin/busybox test -e /dev/z9").status.success());
+    } else {
+        eprintln!("note: no v1 devices controller here; lxc-device on LXC's container not tried");
+    }
+    lxc_ok(&rt, "lxc-stop", &["-n", "lx1"]);
+    rt.assert_clean(&["lx1"]);
+}
