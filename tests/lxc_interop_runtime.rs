@@ -13,9 +13,12 @@
 mod helpers;
 
 use helpers::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use strata_core::lxc_cmd::{self, Rsp};
 
 const LXC: &str = "/usr/bin";
 
@@ -250,6 +253,41 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     let o = lxc(&rt, "lxc-attach", &["-n", name, "--", "/bin/false"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 
+    // What LXC's tools do not ask gets LXC's answer for an unsupported
+    // command; a malformed or abandoned request costs nothing.
+    let raw = |cmd: i32, value: u64, payload: &[u8]| -> Option<Rsp> {
+        let addr = lxc_cmd::socket_addr(&rt.lxcpath, name).unwrap();
+        let mut s = UnixStream::connect_addr(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut h = lxc_cmd::req_bytes(cmd, payload.len() as i32);
+        h[8..].copy_from_slice(&value.to_ne_bytes());
+        s.write_all(&h).unwrap();
+        s.write_all(payload).unwrap();
+        let mut b = [0u8; 16];
+        s.read_exact(&mut b).ok()?;
+        Some(Rsp::from_bytes(&b))
+    };
+    for cmd in [lxc_cmd::cmd::GET_TTY_FD, 1, 11, 13, 14, 15, 16, 22, 26, 99, -1] {
+        let r = raw(cmd, 0, &[]).unwrap_or_else(|| panic!("command {cmd}: no answer"));
+        assert_eq!((r.ret, r.datalen), (-libc::ENOSYS, 0), "command {cmd}");
+    }
+    // A payload longer than any command's: closed unanswered.
+    assert_eq!(raw(lxc_cmd::cmd::GET_CONFIG_ITEM, 0, &vec![b'x'; 70000]), None);
+    {
+        // Half a header, then gone.
+        let addr = lxc_cmd::socket_addr(&rt.lxcpath, name).unwrap();
+        let mut s = UnixStream::connect_addr(&addr).unwrap();
+        s.write_all(&[3, 0, 0]).unwrap();
+    }
+    let r = raw(lxc_cmd::cmd::GET_CONFIG_ITEM, 0, b"lxc.uts.name\0").unwrap();
+    assert_eq!(r.ret, 0);
+    assert_eq!(
+        raw(lxc_cmd::cmd::GET_CONFIG_ITEM, 0, b"lxc.nosuch.key\0").unwrap().ret,
+        -1
+    );
+    assert_eq!(raw(lxc_cmd::cmd::GET_INIT_PID, 0, &[]).unwrap().value.to_string(), pid);
+    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
+
     // A second start and a destroy without -f are refused, nothing changed.
     let _ = lxc(&rt, "lxc-start", &["-n", name]);
     let o = lxc(&rt, "lxc-destroy", &["-n", name]);
@@ -327,7 +365,13 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     let pid2 = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
     assert_ne!(pid1, pid2);
     assert_eq!(rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim(), pid2);
-    assert_eq!(std::fs::read_to_string(rootfs.join("boots")).unwrap(), "boot\nboot\n");
+    // The new init runs its script (it is RUNNING from its exec on).
+    let boots = || std::fs::read_to_string(rootfs.join("boots")).unwrap_or_default();
+    let t = Instant::now();
+    while boots() != "boot\nboot\n" && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(boots(), "boot\nboot\n");
     lxc_ok(&rt, "lxc-stop", &["-n", name]);
     rt.assert_clean(&[name]);
 

@@ -44,6 +44,8 @@ pub(crate) struct Server {
     run: Running,
     /// Init is gone: the container is being torn down.
     stopping: bool,
+    /// The state last told to state clients: they hear of changes only.
+    told: State,
     state_clients: Vec<StateClient>,
     stop_clients: Vec<UnixStream>,
 }
@@ -72,6 +74,7 @@ impl Server {
             config,
             run: Running::default(),
             stopping: false,
+            told: State::Starting,
             state_clients: Vec::new(),
             stop_clients: Vec::new(),
         })
@@ -80,7 +83,7 @@ impl Server {
     /// Init runs: answer with it from now on.
     pub(crate) fn started(&mut self, run: Running) {
         self.run = run;
-        self.notify(self.state());
+        self.changed(self.state());
     }
 
     /// The listening fd, for the monitor's poll (-1 once closed).
@@ -114,8 +117,16 @@ impl Server {
         }
     }
 
+    /// The state is now `st`: tell the clients if that is news.
+    fn changed(&mut self, st: State) {
+        if st != self.told {
+            self.told = st;
+            self.notify(st);
+        }
+    }
+
     /// Tell the state clients waiting for `st`, and let them go.
-    pub(crate) fn notify(&mut self, st: State) {
+    fn notify(&mut self, st: State) {
         let i = st as usize;
         let mut msg = [0u8; MSG_SIZE];
         // struct lxc_msg: type lxc_msg_state (0), the name, the state.
@@ -136,19 +147,20 @@ impl Server {
     pub(crate) fn rebooting(&mut self) {
         self.run = Running::default();
         self.stopping = false;
-        self.notify(State::Starting);
+        self.changed(State::Stopping);
+        self.changed(State::Starting);
     }
 
     /// Init has exited.
     pub(crate) fn init_gone(&mut self) {
         self.stopping = true;
-        self.notify(State::Stopping);
+        self.changed(State::Stopping);
     }
 
     /// Serve what is waiting on the listener, without blocking on it.
     pub(crate) fn serve(&mut self) {
         if self.poll_timeout() >= 0 && !self.stopping {
-            self.notify(self.state());
+            self.changed(self.state());
         }
         loop {
             let Some(l) = self.listener.as_ref() else { return };
@@ -169,7 +181,7 @@ impl Server {
     /// does on its way out.
     pub(crate) fn finish(mut self) {
         self.listener = None;
-        self.notify(State::Stopped);
+        self.changed(State::Stopped);
     }
 
     fn client(&mut self, mut s: UnixStream) -> std::io::Result<()> {
@@ -249,7 +261,7 @@ impl Server {
             cmd::SERVE_STATE_CLIENTS => {
                 let st = State::ALL.get(value as usize).copied();
                 if let Some(st) = st {
-                    self.notify(st);
+                    self.changed(st);
                 }
                 reply(&mut s, if st.is_some() { 0 } else { -libc::EINVAL }, 0, &[], &[])
             }
