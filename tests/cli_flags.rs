@@ -533,3 +533,62 @@ fn walk_count(d: &std::path::Path) -> usize {
     }
     n
 }
+
+#[test]
+fn create_template_help_shows_the_templates_options() {
+    let rt = Rt::new();
+    let tdir = rt.outside.join("templates");
+    std::fs::create_dir(&tdir).unwrap();
+    let tpl = tdir.join("lxc-mine");
+    std::fs::write(
+        &tpl,
+        "#!/bin/sh\n[ \"$1\" = -h ] && { echo 'mine template: --release R'; exit 0; }\ntouch \"$0.ran\"; exit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tpl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let help = |args: &[&str]| {
+        let o = rt
+            .cmd("lxc-create", args)
+            .env("STRATA_TEMPLATE_DIR", &tdir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for args in [
+        &["-t", "mine", "-h"][..],
+        &["--template", "mine", "--help"],
+        &["--template=mine", "-h"],
+        &["-tmine", "-h"],
+    ] {
+        let out = help(args);
+        // lxc-create's own help, then the template's.
+        let own = out.find("--template").unwrap_or_else(|| panic!("{args:?}: {out}"));
+        let theirs = out
+            .find("mine template: --release R")
+            .unwrap_or_else(|| panic!("{args:?}: {out}"));
+        assert!(own < theirs, "{out}");
+    }
+    // As LXC: a template named after -h is not known yet.
+    assert!(!help(&["-h", "-t", "mine"]).contains("mine template"));
+    assert!(
+        !tdir.join("lxc-mine.ran").exists(),
+        "the template was only asked for its help"
+    );
+    let e = rt.fails("lxc-create", &["-t", "nosuch", "-h"]);
+    assert!(e.contains("nosuch"), "{e}");
+    assert!(rt.entries().is_empty());
+    // The template section is what Debian's LXC shows for its busybox template.
+    let busybox = std::path::Path::new("/usr/share/lxc/templates/lxc-busybox");
+    if busybox.exists() && std::path::Path::new("/usr/bin/lxc-create").exists() {
+        let theirs = Command::new("/usr/bin/lxc-create")
+            .args(["-t", "busybox", "-h"])
+            .output()
+            .unwrap();
+        let ours = rt.ok("lxc-create", &["-t", "busybox", "-h"]);
+        let tpl = Command::new(busybox).arg("-h").output().unwrap();
+        let tpl = String::from_utf8_lossy(&tpl.stdout).into_owned();
+        assert!(String::from_utf8_lossy(&theirs.stdout).contains(&tpl));
+        assert!(ours.ends_with(&tpl), "{ours}");
+    }
+}

@@ -53,10 +53,54 @@ pub struct Args {
 }
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
+    let template_help = template_before_help(&args);
     match super::parse::<Args>(tool, args) {
         Ok(a) => run_args(tool, a),
+        // As LXC: `-t NAME -h` shows lxc-create's help, then the template's own (`NAME -h`).
+        Err(0) => match template_help {
+            Some(t) => super::finish(tool, None, show_template_help(&t)),
+            None => 0,
+        },
         Err(code) => code,
     }
+}
+
+/// The template named before `-h`/`--help` (LXC knows it only if it came first).
+fn template_before_help(args: &[OsString]) -> Option<String> {
+    let mut template = None;
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--" => return None,
+            "-h" | "--help" => return template,
+            "-t" | "--template" => template = it.next(),
+            _ => {
+                if let Some(v) = a.strip_prefix("--template=") {
+                    template = Some(v.to_string());
+                } else if let Some(v) = a.strip_prefix("-t").filter(|v| !v.is_empty() && !a.starts_with("--")) {
+                    template = Some(v.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Run the template with `-h`, on our stdout and stderr.
+fn show_template_help(t: &str) -> anyhow::Result<i32> {
+    let Some(path) = resolve_template(t)? else {
+        return Ok(0);
+    };
+    println!();
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let status = std::process::Command::new(&path)
+        .arg("-h")
+        .status()
+        .map_err(|e| anyhow!("run template {}: {e}", path.display()))?;
+    // LXC shows what the template printed whatever it returned.
+    let _ = status;
+    Ok(0)
 }
 
 pub fn run_args(tool: &str, a: Args) -> i32 {
