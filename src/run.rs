@@ -247,6 +247,9 @@ struct StopArgs {
     /// Never SIGKILL
     #[arg(long = "nokill")]
     nokill: bool,
+    /// Avoid using API locks (only with -k; strata's stop takes none)
+    #[arg(long = "nolock")]
+    nolock: bool,
     /// Do not wait for the container to stop
     #[arg(short = 'W', long = "nowait")]
     nowait: bool,
@@ -262,6 +265,9 @@ fn stop(a: StopArgs) -> anyhow::Result<i32> {
     let r = existing(&lxcpath, &a.name)?;
     if a.reboot && (a.kill || a.nokill) {
         bail!("-r excludes -k and --nokill");
+    }
+    if a.nolock && !a.kill {
+        bail!("--nolock may only be used with -k");
     }
     if a.kill && a.nokill {
         bail!("-k and --nokill exclude each other");

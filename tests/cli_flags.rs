@@ -444,6 +444,7 @@ fn usage_and_rcfile_everywhere() {
         assert!(out.starts_with(&format!("Usage: {t} ")), "{t}: {out}");
         let help = rt.ok(t, &["--help"]);
         assert!(help.contains("--usage") && help.contains("--rcfile"), "{t}: {help}");
+        assert_eq!(rt.ok(t, &["-?"]), help, "{t}: -? is --help, as in LXC");
     }
     let own = rt.lxcpath.join("c1/config");
     let own = own.to_str().unwrap();
@@ -591,4 +592,19 @@ fn create_template_help_shows_the_templates_options() {
         assert!(String::from_utf8_lossy(&theirs.stdout).contains(&tpl));
         assert!(ours.ends_with(&tpl), "{ours}");
     }
+}
+
+#[test]
+fn stop_nolock_and_create_rbd_flags() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    let e = rt.fails("lxc-stop", &["-n", "c1", "--nolock"]);
+    assert!(e.contains("-k"), "{e}");
+    assert_eq!(rt.state("c1"), "RUNNING");
+    rt.ok("lxc-stop", &["-n", "c1", "-k", "--nolock"]);
+    assert_eq!(rt.state("c1"), "STOPPED");
+    let e = rt.fails("lxc-create", &["-n", "c2", "-t", "none", "--rbdname", "x"]);
+    assert!(e.contains("RBD"), "{e}");
+    rt.assert_clean(&["c1"]);
 }

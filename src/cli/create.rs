@@ -42,6 +42,12 @@ pub struct Args {
     pub fssize: Option<String>,
     #[arg(long = "zfsroot")]
     pub zfsroot: Option<String>,
+    /// Ceph RBD name (-B rbd; strata has no RBD backend: refused)
+    #[arg(long = "rbdname")]
+    pub rbdname: Option<String>,
+    /// Ceph RBD pool (-B rbd; refused)
+    #[arg(long = "rbdpool")]
+    pub rbdpool: Option<String>,
     /// Fill the rootfs from an existing directory or a tarball (strata)
     #[arg(long = "rootfs-from", value_name = "DIR|TARBALL")]
     pub rootfs_from: Option<PathBuf>,
@@ -134,6 +140,9 @@ pub fn resolve_template(t: &str) -> anyhow::Result<Option<PathBuf>> {
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
+    if a.rbdname.is_some() || a.rbdpool.is_some() {
+        return Err(anyhow!("--rbdname/--rbdpool: strata has no Ceph RBD backend"));
+    }
     super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     super::check_free(&lxcpath, &a.name)?;

@@ -100,6 +100,13 @@ pub fn parse<T: Parser>(tool: &str, args: Vec<OsString>) -> Result<T, i32> {
     if has_rcfile && RCFILE_SHORT_F.contains(&tool) {
         cmd = cmd.mut_arg("rcfile", |a| a.short('f'));
     }
+    // As LXC: `-?` is --help too.
+    let dashes = cmd_args.iter().position(|a| a == "--").unwrap_or(cmd_args.len());
+    for a in cmd_args[1..dashes].iter_mut() {
+        if a == "-?" {
+            *a = "--help".into();
+        }
+    }
     // As LXC's --usage: the short synopsis, exit 0, whatever else is given.
     let before_dashes = cmd_args.iter().skip(1).take_while(|a| *a != "--");
     if before_dashes.clone().any(|a| a == "--usage") {
