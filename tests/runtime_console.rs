@@ -353,6 +353,85 @@ fn strata_console_on_a_container_lxc_runs() {
     t.wait_for("EXITED=0", T);
 }
 
+const USER: &str = "stratatest";
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+    if p.symlink_metadata().unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+/// A shell line that runs strata's `tool` as the test user.
+fn user_line(rt: &Rt, tool: &str, args: &str) -> String {
+    format!(
+        "setpriv --reuid={USER} --regid={USER} --init-groups env -i HOME=/home/{USER} PATH=/usr/bin:/bin \
+         STRATA_RUN_DIR={} {} -P {} {args}",
+        rt.run_dir.display(),
+        rt.bin.join(tool).display(),
+        rt.lxcpath.display()
+    )
+}
+
+/// A user's unprivileged container (started by the user, its monitor not
+/// root): its console comes from the container's own devpts, so that its
+/// mapped root can open it, and lxc-console reaches it and the ttys.
+#[test]
+fn test_users_container_console_and_ttys() {
+    if !strata_testkit::is_root() || strata_core::idmap::find_in_path("newuidmap").is_none() {
+        eprintln!("skipped: needs root and newuidmap");
+        return;
+    }
+    let Some(u) = nix::unistd::User::from_name(USER).ok().flatten() else {
+        eprintln!("skipped: no user {USER} (run scripts/setup-test-user)");
+        return;
+    };
+    let rt = Rt::new();
+    let log = rt.outside.join("u1.log");
+    let root = shells_container(
+        &rt,
+        "u1",
+        &format!(
+            "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\nlxc.console.logfile = {}\n",
+            log.display()
+        ),
+    );
+    chown_tree(rt.tmp.path(), u.uid.as_raw(), u.gid.as_raw());
+    chown_tree(&root, 100000, 100000);
+    let run = |line: String| {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{line}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(user_line(&rt, "lxc-start", "-n u1"));
+    let t = Tmux::new(&user_line(&rt, "lxc-console", "-n u1 -t 0"));
+    t.wait_for("Connected to tty 0", T);
+    t.line("echo con-$((6*7)); id -u");
+    let s = t.wait_for("con-42", T);
+    assert!(s.contains("console# "), "{s}");
+    t.keys(&["C-a", "q"]);
+    t.wait_for("EXITED=0", T);
+    drop(t);
+    let t = Tmux::new(&user_line(&rt, "lxc-console", "-n u1"));
+    t.wait_for("Connected to tty 1", T);
+    t.line("echo one-$((6*7))");
+    let s = t.wait_for("one-42", T);
+    assert!(s.contains("tty1# "), "{s}");
+    t.keys(&["C-a", "q"]);
+    t.wait_for("EXITED=0", T);
+    drop(t);
+    run(user_line(&rt, "lxc-stop", "-n u1"));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("con-42"), "{logged}");
+    rt.assert_clean(&["u1"]);
+}
+
 /// `lxc.console.size` keeps the log within its size: without
 /// `lxc.console.rotate` it starts over when full, with it the full log
 /// moves to FILE.1 first. The latest output is always in FILE.

@@ -5,6 +5,7 @@
 use crate::conf::{Create, MountEntry, Net, ProcMode, RunConfig, SysMode};
 use crate::sys::{self, cstr, fd_path};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use strata_core::{err, Error, Result};
 
@@ -27,6 +28,10 @@ pub struct ChildArgs<'a> {
     pub cg_layout: &'a crate::cgroup::Layout,
     /// The console pty the monitor made (its host path), if any.
     pub console: Option<&'a str>,
+    /// The console comes from the container's own devpts instead, its
+    /// master sent to the monitor over `tty_sock` before the ttys': a
+    /// monitor that is not root cannot give a host pty to the mapped root.
+    pub console_in_devpts: bool,
     /// What the hooks run in the container's namespaces are told.
     pub hook_env: crate::hooks::HookEnv,
     /// For `lxc.hook.start-host`: init says it is about to exec on the
@@ -371,6 +376,7 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     let mut nodes = vec!["null", "zero", "full", "random", "urandom", "tty"];
     let console = match a.console {
         Some(c) => Some(std::path::PathBuf::from(c)),
+        None if a.console_in_devpts => None,
         None => (a.cfg.console && nix::unistd::isatty(0).unwrap_or(false))
             .then(|| nix::unistd::ttyname(std::io::stdin()).ok())
             .flatten(),
@@ -397,10 +403,16 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some(&match a.cfg.pty_max {
             // As LXC 5: the ttys come from this instance too.
-            Some(n) => format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={}", n + a.cfg.tty_max),
+            Some(n) => format!(
+                "newinstance,ptmxmode=0666,mode=0620,gid=5,max={}",
+                n + a.cfg.tty_max + a.console_in_devpts as u32
+            ),
             None => "newinstance,ptmxmode=0666,mode=0620,gid=5".to_string(),
         }),
     )?;
+    if a.console_in_devpts {
+        make_console(s, a, root)?;
+    }
     make_ttys(s, a, root)?;
     s.mount(
         Some("shm"),
@@ -418,6 +430,27 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     ] {
         std::os::unix::fs::symlink(to, format!("{devp}/{link}"))
             .map_err(|e| Error::io("create", format!("/dev/{link}"), e))?;
+    }
+    Ok(())
+}
+
+/// The console from the container's devpts (as LXC 4+ makes it), bound on
+/// /dev/console; its master goes to the monitor.
+fn make_console(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
+    let ptmx = sys::open_in_root(root, "dev/pts/ptmx", None)?;
+    let (master, n) = sys::open_pty(&fd_path(&ptmx))?;
+    let pts = sys::open_in_root(root, &format!("dev/pts/{n}"), None)?;
+    let target = sys::open_in_root(root, "dev/console", Some(Create::File))?;
+    s.mount(Some(&fd_path(&pts)), &fd_path(&target), None, libc::MS_BIND, None)?;
+    // The monitor keeps a slave open too: no hangup while init has none.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(fd_path(&pts))
+        .map_err(|e| Error::io("open console", "/dev/console", e))?;
+    if let Some(sock) = a.tty_sock {
+        sys::send_fds(sock, &[master, OwnedFd::from(slave)])?;
     }
     Ok(())
 }
@@ -703,6 +736,7 @@ mod tests {
             ttys: Default::default(),
             cg_layout: &crate::cgroup::Layout::default(),
             console: None,
+            console_in_devpts: false,
             hook_env: Default::default(),
             host_sync: None,
         };

@@ -115,15 +115,22 @@ fn leave_shared(back: Vec<(std::fs::File, i32)>) {
 
 /// A console pty held by the monitor.
 pub(crate) struct Console {
-    pub(crate) master: OwnedFd,
-    /// Kept open so that the master never sees a hangup while init has none.
-    slave: std::fs::File,
-    /// The slave's host path, bound on the container's /dev/console.
-    pub(crate) path: String,
+    /// The pty when the monitor makes it: its master, the slave (kept open
+    /// so that the master never sees a hangup while init has none) and the
+    /// slave's host path, bound on the container's /dev/console. None when
+    /// the container's devpts gives it (see `console_in_devpts`).
+    pty: Option<(OwnedFd, std::fs::File, String)>,
     /// `lxc.console.logfile` (or `lxc-start --console-log`), opened.
     log: Option<ConsoleLog>,
     /// `lxc.console.path` (or `lxc-start --console`): a host terminal.
     peer: Option<(RawTerminal, PathBuf)>,
+}
+
+/// Whether the console must come from the container's own devpts: a
+/// monitor that is not root cannot hand a host pty to the mapped root
+/// (LXC 4+ takes it from there always; strata where it must).
+fn console_in_devpts(p: &Prepared) -> bool {
+    !paths::is_root() && !p.map.is_empty() && p.cfg.autodev
 }
 
 fn open_console(p: &Prepared) -> Result<Console> {
@@ -137,6 +144,9 @@ fn open_console(p: &Prepared) -> Result<Console> {
         Some(d) => Some((RawTerminal::open(d)?, d.clone())),
         None => None,
     };
+    if console_in_devpts(p) {
+        return Ok(Console { pty: None, log, peer });
+    }
     let (master, n) = sys::open_pty("/dev/ptmx")?;
     let path = format!("/dev/pts/{n}");
     let slave = std::fs::OpenOptions::new()
@@ -155,9 +165,7 @@ fn open_console(p: &Prepared) -> Result<Console> {
         .set_permissions(std::fs::Permissions::from_mode(0o620))
         .map_err(|e| Error::io("chmod console", &path, e))?;
     Ok(Console {
-        master,
-        slave,
-        path,
+        pty: Some((master, slave, path)),
         log,
         peer,
     })
@@ -259,7 +267,8 @@ pub(crate) fn run_monitor(
         None
     };
     // The ttys' master ends come back to us over this.
-    let ttys = if p.cfg.tty_max > 0 {
+    let dev_console = console.as_ref().is_some_and(|c| c.pty.is_none());
+    let ttys = if p.cfg.tty_max > 0 || dev_console {
         match sys::socketpair() {
             Ok(x) => Some(x),
             Err(e) => return Err(fail(&mut p, e)),
@@ -337,7 +346,11 @@ pub(crate) fn run_monitor(
                 tty_sock: ttys.as_ref().map(|(_, c)| c.as_raw_fd()),
                 ttys: Default::default(),
                 cg_layout: &p.cg_layout,
-                console: console.as_ref().map(|c| c.path.as_str()),
+                console: console
+                    .as_ref()
+                    .and_then(|c| c.pty.as_ref())
+                    .map(|(_, _, path)| path.as_str()),
+                console_in_devpts: dev_console,
                 hook_env: p.hook_env(r),
                 host_sync: host_sync.as_ref().map(|(t, w)| (t.1.as_raw_fd(), w.0.as_raw_fd())),
             };
@@ -444,12 +457,19 @@ pub(crate) fn run_monitor(
         return Err(fail(&mut p, e));
     }
     // Held while the container runs: a pty whose master is closed is gone.
-    let tty_masters = ttys
-        .map(|(ours, theirs)| {
+    // The console's ends first (from the container's devpts), then the ttys'.
+    let (from_devpts, tty_masters) = match ttys {
+        Some((ours, theirs)) => {
             drop(theirs);
-            sys::recv_fds(ours.as_raw_fd())
-        })
-        .unwrap_or_default();
+            let c = if dev_console {
+                sys::recv_fds(ours.as_raw_fd())
+            } else {
+                Vec::new()
+            };
+            (c, sys::recv_fds(ours.as_raw_fd()))
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     srv.started(crate::cmdsock::Running {
         init_pid: pid,
         pidfd: pidfd.try_clone().ok(),
@@ -457,7 +477,16 @@ pub(crate) fn run_monitor(
         cgroups: p.cg.paths(),
     });
     let (master, _console_slave, log, peer) = match console {
-        Some(c) => (Some(c.master), Some(c.slave), c.log, c.peer),
+        Some(c) => {
+            let (m, s) = match c.pty {
+                Some((m, s, _)) => (Some(m), Some(OwnedFd::from(s))),
+                None => {
+                    let mut it = from_devpts.into_iter();
+                    (it.next(), it.next())
+                }
+            };
+            (m, s, c.log, c.peer)
+        }
         None => (None, None, None, None),
     };
     let mut hub = Hub::new(r, master, log, peer, tty_masters);
