@@ -247,8 +247,11 @@ struct Veth(String, String);
 
 impl Veth {
     fn new() -> Veth {
+        // Unique across the tests of this process too (they run in parallel).
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = std::process::id() % 100_000;
-        let v = Veth(format!("sdv{id}a"), format!("sdv{id}b"));
+        let v = Veth(format!("sdv{id}{n}a"), format!("sdv{id}{n}b"));
         let st = std::process::Command::new("ip")
             .args(["link", "add", &v.0, "type", "veth", "peer", "name", &v.1])
             .status()
@@ -514,4 +517,48 @@ fn top_and_device_on_a_container_lxc_runs() {
     }
     lxc_ok(&rt, "lxc-stop", &["-n", "lx1"]);
     rt.assert_clean(&["lx1"]);
+}
+
+/// Owners under `p` moved up by `by` (the container's map), no symlink followed.
+fn shift_tree(p: &Path, by: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let md = p.symlink_metadata().unwrap();
+    std::os::unix::fs::lchown(p, Some(md.uid() + by), Some(md.gid() + by)).unwrap();
+    if md.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            shift_tree(&e.unwrap().path(), by);
+        }
+    }
+}
+
+#[test]
+fn device_on_an_unprivileged_container() {
+    let rt = Rt::new();
+    link_tools(&rt);
+    let rootfs = rt.container(
+        "u1",
+        "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\nlxc.net.0.type = empty\n",
+    );
+    shift_tree(&rootfs, 100000);
+    rt.ok("lxc-start", &["-n", "u1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inside(&rt, "u1", "true").0 != 0 {
+        assert!(Instant::now() < deadline, "u1 did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its /dev belongs to its user namespace, where no node opens: refused,
+    // nothing made.
+    let e = rt.fails("lxc-device", &["-n", "u1", "add", "/dev/zero", "/dev/sub/z"]);
+    assert!(e.contains("unprivileged"), "{e}");
+    assert_ne!(inside(&rt, "u1", "/bin/busybox test -e /dev/sub").0, 0);
+    // An interface goes into its network namespace and back as to any other.
+    let v = Veth::new();
+    rt.ok("lxc-device", &["-n", "u1", "add", &v.0, "eth7"]);
+    assert!(!host_has(&v.0));
+    assert!(inside(&rt, "u1", "ip -o link").1.contains(": eth7@"));
+    rt.ok("lxc-device", &["-n", "u1", "del", "eth7", &v.0]);
+    assert!(host_has(&v.0));
+    drop(v);
+    rt.ok("lxc-stop", &["-n", "u1", "-t", "10"]);
+    rt.assert_clean(&["u1"]);
 }
