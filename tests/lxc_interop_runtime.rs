@@ -97,6 +97,52 @@ fn exit_within(c: &mut Child, t: Duration) -> Option<i32> {
 
 const NET: &str = "lxc.net.0.type = empty\n";
 
+/// The `ret` of command `cmd` asked as user `uid` on abstract socket `name`
+/// (from a forked child that takes that uid; 1000 when it had no answer).
+fn ask_as(uid: u32, name: &[u8], cmd: i32) -> i32 {
+    let (rd, wr) = {
+        let mut p = [0; 2];
+        // SAFETY: pipe fills the two-int array.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        (p[0], p[1])
+    };
+    // SAFETY: the child makes raw syscalls only, then _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: all on local buffers; the child never returns.
+        unsafe {
+            let mut ret: i32 = 1000;
+            if libc::setgid(uid) == 0 && libc::setuid(uid) == 0 {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                addr.sun_family = libc::AF_UNIX as u16;
+                for (i, b) in name.iter().enumerate() {
+                    addr.sun_path[i + 1] = *b as libc::c_char;
+                }
+                let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
+                if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) == 0 {
+                    let h = lxc_cmd::req_bytes(cmd, 0);
+                    let mut b = [0u8; 16];
+                    if libc::write(fd, h.as_ptr().cast(), 16) == 16 && libc::read(fd, b.as_mut_ptr().cast(), 16) == 16 {
+                        ret = Rsp::from_bytes(&b).ret;
+                    }
+                }
+            }
+            libc::write(wr, (&ret as *const i32).cast(), 4);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: our pipe ends and child.
+    unsafe {
+        libc::close(wr);
+        let mut ret: i32 = 1000;
+        libc::read(rd, (&mut ret as *mut i32).cast(), 4);
+        libc::close(rd);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+        ret
+    }
+}
+
 /// `lxc-snapshot`, which the shared helpers do not link.
 fn link_snapshot(rt: &Rt) {
     let l = rt.bin.join("lxc-snapshot");
@@ -287,6 +333,16 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     );
     assert_eq!(raw(lxc_cmd::cmd::GET_INIT_PID, 0, &[]).unwrap().value.to_string(), pid);
     assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
+
+    // Another user gets EACCES, and nothing else.
+    assert_eq!(
+        ask_as(65534, &lxc_cmd::socket_name(&rt.lxcpath, name), lxc_cmd::cmd::GET_STATE),
+        -libc::EACCES
+    );
+    assert_eq!(
+        ask_as(0, &lxc_cmd::socket_name(&rt.lxcpath, name), lxc_cmd::cmd::GET_STATE),
+        0
+    );
 
     // A second start and a destroy without -f are refused, nothing changed.
     let _ = lxc(&rt, "lxc-start", &["-n", name]);

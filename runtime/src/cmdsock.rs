@@ -189,6 +189,10 @@ impl Server {
         // A client that stalls costs the monitor this much, never a hang.
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
         s.set_write_timeout(Some(Duration::from_secs(1)))?;
+        // Before reading anything: another user cannot even make us wait.
+        if !peer_allowed(&s) {
+            return reply(&mut s, -libc::EACCES, 0, &[], &[]);
+        }
         let mut h = [0u8; 16];
         s.read_exact(&mut h)?;
         let (c, len) = lxc_cmd::parse_req(&h);
@@ -198,9 +202,6 @@ impl Server {
         }
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data)?;
-        if !peer_allowed(&s) {
-            return reply(&mut s, -libc::EACCES, 0, &[], &[]);
-        }
         self.dispatch(s, c, &data, value)
     }
 
