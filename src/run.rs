@@ -473,12 +473,6 @@ struct AttachArgs {
 }
 
 fn attach(a: AttachArgs) -> anyhow::Result<i32> {
-    if let Some(l) = &a.pty_log {
-        bail!(
-            "-L {}: strata's lxc-attach runs the command on your own terminal, without a pty of its own to log",
-            l.display()
-        );
-    }
     let mut elevated = match &a.elevated {
         Some(v) => strata_runtime::Elevated::parse(v.as_deref())?,
         None => strata_runtime::Elevated::default(),
@@ -516,6 +510,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<i32> {
         linux32,
         context: a.context.clone(),
         rcfile: absolute(a.common.rcfile.clone())?,
+        pty_log: a.pty_log.clone(),
     };
     Ok(strata_runtime::attach_with(&r, &a.cmd, &o)?)
 }

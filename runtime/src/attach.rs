@@ -102,6 +102,8 @@ pub struct AttachOpts {
     pub context: Option<String>,
     /// `-f`: the config read instead of the container's.
     pub rcfile: Option<PathBuf>,
+    /// `-L`: the command on a pty of its own whose output is also appended here.
+    pub pty_log: Option<PathBuf>,
 }
 
 /// `lxc-attach -- cmd`: run `cmd` in the namespaces and root of the running
@@ -158,6 +160,10 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
         }
     }
     let rec = state::running(r).ok_or_else(|| err!(InvalidArgument, OP, "container {} is not running", r.name))?;
+    let pty = match &o.pty_log {
+        Some(l) => Some(crate::attach_pty::open(l, joins("mnt").then_some(rec.init_pid))?),
+        None => None,
+    };
     let pid = rec.init_pid;
     let mut fds = Vec::new();
     // An unprivileged container's namespaces belong to its user namespace: join that first.
@@ -270,6 +276,13 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
             }
             match unsafe { libc::fork() } {
                 0 => {
+                    if let Some(p) = &pty {
+                        if !p.become_terminal() {
+                            let msg = format!("-L: make the pty the terminal: {}", sys::errno().desc());
+                            sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                            unsafe { libc::_exit(126) }
+                        }
+                    }
                     // In the joined pid namespace now: a proc of it can be mounted.
                     if o.remount_sys_proc {
                         if let Err(e) = remount_sys_proc(net) {
@@ -333,6 +346,11 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
         child => {
             drop(err_w);
             let msg = sys::read_all(err_r.as_raw_fd());
+            if let Some(p) = pty {
+                if msg.is_empty() {
+                    p.proxy();
+                }
+            }
             let code = wait_status(child);
             if !msg.is_empty() {
                 return Err(Error::new(

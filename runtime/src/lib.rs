@@ -12,6 +12,7 @@
 //! [`reap_ephemeral`] removes what a killed monitor left.
 
 mod attach;
+mod attach_pty;
 pub mod cgroup;
 mod cmdsock;
 pub mod conf;
