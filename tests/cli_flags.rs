@@ -500,7 +500,7 @@ fn copies_show_a_bar_and_a_summary_on_a_terminal_only() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), rt.bin.join("lxc-snapshot")).unwrap();
     let shown = on_pty(&rt, "lxc-copy", &["-n", "c1", "-N", "c2"]);
     // The bar with the totals known before the copy, and the summary.
-    assert!(shown.contains("% ") && shown.contains(" MiB/"), "{shown}");
+    assert!(shown.contains("  0% 0 B/"), "{shown}");
     assert!(shown.contains(&format!("/{n} entries")), "{shown}");
     assert!(shown.contains("ETA"), "{shown}");
     assert!(shown.contains(&format!("copied {n} entries, ")), "{shown}");
@@ -681,5 +681,110 @@ fn attach_pty_log() {
     assert!(e.contains("/nonexistent/dir/log"), "{e}");
     assert!(!rootfs.join("ran").exists());
     rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.assert_clean(&["c1"]);
+}
+
+/// Debian's LXC, if installed with its init for lxc-execute.
+fn lxc_installed() -> bool {
+    std::path::Path::new("/usr/bin/lxc-execute").exists()
+        && (std::path::Path::new("/usr/sbin/init.lxc.static").exists()
+            || std::path::Path::new("/usr/sbin/init.lxc").exists())
+}
+
+/// The same flags under strata and under Debian's LXC, on the same kind of container.
+#[test]
+fn start_and_execute_flags_match_lxc() {
+    if !lxc_installed() {
+        eprintln!("skipped: Debian's lxc is not installed");
+        return;
+    }
+    let rt = Rt::new();
+    let lxc_path = rt.tmp.path().join("lxc-side");
+    std::fs::create_dir(&lxc_path).unwrap();
+    let config = |rootfs: &std::path::Path, name: &str| {
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.uts.name = {name}\nlxc.mount.auto = proc:mixed sys:ro\nlxc.net.0.type = empty\n",
+            rootfs.display()
+        )
+    };
+    let ours = rt.lxcpath.join("c1");
+    make_rootfs(&ours.join("rootfs"));
+    std::fs::write(ours.join("config"), config(&ours.join("rootfs"), "c1")).unwrap();
+    let theirs = lxc_path.join("c1");
+    make_rootfs(&theirs.join("rootfs"));
+    std::fs::write(theirs.join("config"), config(&theirs.join("rootfs"), "c1")).unwrap();
+    let lxc = |tool: &str, args: &[&str]| {
+        Command::new(format!("/usr/bin/{tool}"))
+            .arg("-P")
+            .arg(&lxc_path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // -s and -u/-g of lxc-execute.
+    let args = [
+        "-n",
+        "c1",
+        "-s",
+        "lxc.uts.name=fromdefine",
+        "-u",
+        "1234",
+        "-g",
+        "4321",
+        "--",
+        "/bin/sh",
+        "-c",
+        "hostname; id -u; id -g",
+    ];
+    let o = lxc("lxc-execute", &args);
+    assert!(o.status.success(), "LXC: {}", String::from_utf8_lossy(&o.stderr));
+    let want = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(want, "fromdefine\n1234\n4321\n", "LXC itself");
+    assert_eq!(rt.ok("lxc-execute", &args), want);
+    // -p: the monitor's pid, without a newline, 0600, gone after the stop.
+    for (side, pf) in [("lxc", lxc_path.join("c1.pid")), ("strata", rt.outside.join("c1.pid"))] {
+        let pfs = pf.to_str().unwrap();
+        if side == "lxc" {
+            let o = lxc("lxc-start", &["-n", "c1", "-d", "-p", pfs]);
+            assert!(o.status.success(), "LXC: {}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            rt.ok("lxc-start", &["-n", "c1", "-d", "-p", pfs]);
+        }
+        wait_for("pidfile", || pf.exists());
+        let text = std::fs::read_to_string(&pf).unwrap();
+        let pid: i32 = text.parse().unwrap_or_else(|_| panic!("{side}: {text:?}"));
+        assert!(!text.ends_with('\n'), "{side}");
+        assert_eq!(
+            std::fs::metadata(&pf).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{side}"
+        );
+        // The monitor: the parent of the container's init.
+        let init = if side == "lxc" {
+            String::from_utf8_lossy(&lxc("lxc-info", &["-n", "c1", "-p", "-H"]).stdout)
+                .trim()
+                .to_string()
+        } else {
+            rt.ok("lxc-info", &["-n", "c1", "-p", "-H"]).trim().to_string()
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, pid, "{side}: the pidfile holds the monitor's pid");
+        if side == "lxc" {
+            assert!(lxc("lxc-stop", &["-n", "c1", "-k"]).status.success());
+        } else {
+            rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+        }
+        wait_for("pidfile removed", || !pf.exists());
+    }
     rt.assert_clean(&["c1"]);
 }

@@ -99,8 +99,9 @@ impl Progress {
         })
         .progress_chars("=> ");
         let bar = ProgressBar::with_draw_target(Some(totals.bytes), ProgressDrawTarget::stderr()).with_style(style);
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        // Drawn now, at 0% (a tick does nothing once the steady ticker runs).
         bar.tick();
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
         Progress {
             bar,
             entries,
