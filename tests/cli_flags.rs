@@ -77,6 +77,30 @@ fn start_define_and_rcfile() {
         rt.ok("lxc-execute", &["-n", "c1", "-f", rcs, "-s", "lxc.uts.name=both"]),
         "both\n"
     );
+    // The hooks are told which file was read.
+    let hook = rt.outside.join("hook.sh");
+    let seen = rt.outside.join("hook.seen");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$LXC_CONFIG_FILE\" > {}\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rc2 = rt.outside.join("rc2.conf");
+    std::fs::write(
+        &rc2,
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.hook.pre-start = {}\n",
+            rootfs.display(),
+            hook.display()
+        ),
+    )
+    .unwrap();
+    rt.ok(
+        "lxc-execute",
+        &["-n", "c1", "-f", rc2.to_str().unwrap(), "--", "/bin/true"],
+    );
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), rc2.to_str().unwrap());
     // lxc-info reads it too.
     assert_eq!(
         rt.ok("lxc-info", &["-n", "c1", "--rcfile", rcs, "-c", "lxc.uts.name", "-H"]),
