@@ -534,6 +534,9 @@ struct CopyArgs {
     keepmac: bool,
     #[arg(short = 'e', long = "ephemeral")]
     ephemeral: bool,
+    /// Allow an ephemeral copy of a running container
+    #[arg(short = 'a', long = "allowrunning")]
+    allowrunning: bool,
     /// Keep the container after it stops
     #[arg(short = 'D', long = "keepdata")]
     keepdata: bool,
@@ -606,6 +609,9 @@ fn copy_ephemeral(a: CopyArgs) -> anyhow::Result<i32> {
     if a.newpath.is_some() || a.backingstorage.is_some() {
         bail!("-p and -B are not supported with -e");
     }
+    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    cli::check_exists(&lxcpath, &a.name)?;
+    crate::cli::copy::refuse_running(&ContainerRef::new(&lxcpath, &a.name), a.allowrunning)?;
     let mounts = a
         .mount
         .iter()

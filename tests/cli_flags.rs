@@ -812,3 +812,66 @@ fn start_and_execute_flags_match_lxc() {
     }
     rt.assert_clean(&["c1"]);
 }
+
+#[test]
+fn copy_of_a_running_container_needs_allowrunning() {
+    let rt = Rt::new();
+    rt.container("c1", "");
+    rt.ok("lxc-start", &["-n", "c1"]);
+    for args in [
+        vec!["-n", "c1", "-N", "c2"],
+        vec!["-n", "c1", "-N", "c2", "-s"],
+        vec!["-n", "c1", "-R", "-N", "c2"],
+        vec!["-n", "c1", "-N", "c2", "-e", "-F", "--", "/bin/true"],
+    ] {
+        let e = rt.fails("lxc-copy", &args);
+        assert!(e.contains("--allowrunning"), "{args:?}: {e}");
+        assert_eq!(rt.entries(), ["c1"], "{args:?}");
+    }
+    // Frozen is not stopped either.
+    rt.ok("lxc-freeze", &["-n", "c1"]);
+    let e = rt.fails("lxc-copy", &["-n", "c1", "-N", "c2"]);
+    assert!(e.contains("FROZEN"), "{e}");
+    rt.ok("lxc-unfreeze", &["-n", "c1"]);
+    // With -a a live dir tree is still not copied (strata's rule: only
+    // btrfs, zfs and lvm snapshots of a running container).
+    let e = rt.fails("lxc-copy", &["-n", "c1", "-N", "c2", "--allowrunning"]);
+    assert!(e.contains("stop it first"), "{e}");
+    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.ok("lxc-copy", &["-n", "c1", "-N", "c2"]);
+    rt.ok("lxc-destroy", &["-n", "c2"]);
+    rt.assert_clean(&["c1"]);
+}
+
+#[test]
+fn allowrunning_lets_a_btrfs_snapshot_of_a_running_container_through() {
+    if std::process::Command::new("mkfs.btrfs")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no mkfs.btrfs");
+        return;
+    }
+    let rt = Rt::on_fs("btrfs");
+    let src = rt.outside.join("tree");
+    make_rootfs(&src);
+    rt.ok(
+        "lxc-create",
+        &["-n", "b1", "-B", "btrfs", "--rootfs-from", src.to_str().unwrap()],
+    );
+    std::fs::write(
+        rt.lxcpath.join("b1/config"),
+        std::fs::read_to_string(rt.lxcpath.join("b1/config")).unwrap() + "lxc.mount.auto = proc:mixed sys:ro\n",
+    )
+    .unwrap();
+    rt.ok("lxc-start", &["-n", "b1"]);
+    let e = rt.fails("lxc-copy", &["-n", "b1", "-N", "b2", "-s"]);
+    assert!(e.contains("--allowrunning"), "{e}");
+    rt.ok("lxc-copy", &["-n", "b1", "-N", "b2", "-s", "-a"]);
+    assert!(rt.lxcpath.join("b2/rootfs/bin/busybox").exists());
+    rt.ok("lxc-stop", &["-n", "b1", "-k"]);
+    rt.ok("lxc-destroy", &["-n", "b2"]);
+    rt.ok("lxc-destroy", &["-n", "b1"]);
+    rt.assert_clean(&[]);
+}

@@ -53,6 +53,10 @@ pub struct Args {
     /// lxc.idmap, e.g. "b 0 100000 65536"; "none" for privileged); repeatable
     #[arg(long = "idmap", value_name = "RANGE")]
     pub idmap: Vec<String>,
+    /// Allow the copy of a running container (refused without it, as in LXC;
+    /// even with it only a btrfs, zfs or lvm snapshot of a running one is made)
+    #[arg(short = 'a', long = "allowrunning")]
+    pub allowrunning: bool,
     /// Start an ephemeral copy
     #[arg(short = 'e', long = "ephemeral")]
     pub ephemeral: bool,
@@ -112,6 +116,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         (None, Some(_)) => a.name.clone(),
         (None, None) => return Err(anyhow!("a new name is needed: -N NEWNAME (or -p NEWPATH)")),
     };
+    refuse_running(&ContainerRef::new(&lxcpath, &a.name), a.allowrunning)?;
     let req = CloneRequest {
         src: ContainerRef::new(&lxcpath, &a.name),
         dst: ContainerRef::new(&newpath, &newname),
@@ -142,6 +147,21 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     }
     clone(req)?;
     Ok(0)
+}
+
+/// As LXC's lxc-copy: a source that is not stopped (running, frozen, or
+/// run by LXC) needs `-a`.
+pub fn refuse_running(src: &ContainerRef, allowed: bool) -> anyhow::Result<()> {
+    use strata_runtime::state_view::{state, State};
+    let (st, _) = state(src);
+    if !allowed && st != State::Stopped {
+        return Err(anyhow!(
+            "container {} is running ({}): use -a/--allowrunning to copy it anyway",
+            src.name,
+            st.name()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks shared by lxc-copy and lxc-clone, then the engine's clone.
