@@ -399,3 +399,26 @@ pub(crate) fn wait_status(pid: i32) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elevated_and_namespaces_as_lxc_reads_them() {
+        assert_eq!(Elevated::parse(None).unwrap(), Elevated::ALL);
+        let e = Elevated::parse(Some("CAP|LSM")).unwrap();
+        assert!(e.caps && e.lsm && !e.cgroup);
+        for bad in ["cap", "CAP|", "ALL", ""] {
+            assert!(Elevated::parse(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_namespaces("MOUNT|PID|NETWORK").unwrap(), ["mnt", "pid", "net"]);
+        assert_eq!(
+            parse_namespaces("UTSNAME|uts|IPC|USER|cgroup").unwrap(),
+            ["uts", "ipc", "user", "cgroup"]
+        );
+        for bad in ["MNT", "NET|", "time", ""] {
+            assert!(parse_namespaces(bad).is_err(), "{bad:?}");
+        }
+    }
+}
