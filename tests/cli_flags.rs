@@ -117,6 +117,7 @@ fn start_define_and_rcfile() {
         (vec!["-f", other.to_str().unwrap()], "own rootfs"),
         (vec!["-f", "/nonexistent/rc"], "rcfile"),
         (vec!["-s", "lxc.rootfs.path=dir:/var/empty"], "own rootfs"),
+        (vec!["-s", "lxc.signal.halt=SIGUSR1"], "lxc-stop reads it"),
     ] {
         let mut a = vec!["-n", "c1"];
         a.extend(args.iter().copied());
