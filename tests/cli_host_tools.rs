@@ -119,10 +119,10 @@ fn config_items_as_lxc_reads_lxc_conf() {
         );
     }
     // The first line of a key wins; values are kept as written; an empty
-    // value is a value; lines LXC does not understand are skipped.
+    // value is a value.
     std::fs::write(
         etc.join("lxc.conf"),
-        "# a comment\nnot a config line\n  lxc.lxcpath   =   /srv/lxc\nlxc.lxcpath = /second\n\
+        "# a comment\n\n  lxc.lxcpath   =   /srv/lxc\nlxc.lxcpath = /second\n\
          lxc.lxcpathx = /nope\n\tlxc.bdev.lvm.vg\t=\tvg2\nlxc.bdev.lvm.thin_pool =\n\
          lxc.bdev.zfs.root=tank/lxc\nlxc.cgroup.use = memory,cpu\nlxc.cgroup.pattern = \"lxc/%n\"\n\
          lxc.default_config = /etc/lxc/other.conf\n",
@@ -157,6 +157,18 @@ fn config_items_as_lxc_reads_lxc_conf() {
             );
         }
     }
+    // A line that is not KEY = VALUE, which LXC skips: one line naming it,
+    // exit 1 (a typo must not send containers elsewhere unseen).
+    let good = std::fs::read_to_string(etc.join("lxc.conf")).unwrap();
+    std::fs::write(etc.join("lxc.conf"), format!("{good}not a config line\n")).unwrap();
+    let o = with_etc(&etc, &s.tool("lxc-config"), &["lxc.lxcpath"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not a config line") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    std::fs::write(etc.join("lxc.conf"), good).unwrap();
     // An unknown item: one line naming it, exit 1.
     let o = with_etc(&etc, &s.tool("lxc-config"), &["lxc.foo"]);
     assert_eq!(o.status.code(), Some(1));

@@ -59,20 +59,17 @@ fn loopback_is_up_and_dev_nodes_work() {
 fn exit_status_and_signals_pass_through() {
     let rt = Rt::new();
     rt.container("c1", "");
-    assert_eq!(
-        rt.run("lxc-execute", &["-n", "c1", "--", "/bin/true"]).status.code(),
-        Some(0)
-    );
-    assert_eq!(
-        rt.run("lxc-execute", &["-n", "c1", "--", "/bin/false"]).status.code(),
-        Some(1)
-    );
-    assert_eq!(
-        rt.run("lxc-start", &["-F", "-n", "c1", "--", "/bin/sh", "-c", "exit 42"])
-            .status
-            .code(),
-        Some(42)
-    );
+    // The exit code, and stderr to say why when it is not the one expected.
+    let code = |tool: &str, args: &[&str]| {
+        let o = rt.run(tool, args);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (c, err) = code("lxc-execute", &["-n", "c1", "--", "/bin/true"]);
+    assert_eq!(c, Some(0), "{err}");
+    let (c, err) = code("lxc-execute", &["-n", "c1", "--", "/bin/false"]);
+    assert_eq!(c, Some(1), "{err}");
+    let (c, err) = code("lxc-start", &["-F", "-n", "c1", "--", "/bin/sh", "-c", "exit 42"]);
+    assert_eq!(c, Some(42), "{err}");
     // Init killed by a signal: 128 + N, as a shell reports it.
     let child = rt
         .cmd("lxc-start", &["-F", "-n", "c1", "--", "/bin/sleep", "1000"])
@@ -505,17 +502,19 @@ fn sysctls_limits_ids_and_cwd_apply_inside() {
 /// monitor and init, with the next command (reconcile).
 #[test]
 fn cgroups_are_removed_at_stop_and_by_reconcile() {
+    // Its own name: cgroup names are per host, and another test's "c1"
+    // may take lxc.payload.c1 the moment this one frees it.
     let rt = Rt::new();
-    rt.container("c1", "lxc.cgroup.pids.max = 50\n");
+    rt.container("cgrm", "lxc.cgroup.pids.max = 50\n");
     let cgroups = |rt: &Rt| -> Vec<String> {
-        rt.record("c1").unwrap()["cgroups"]
+        rt.record("cgrm").unwrap()["cgroups"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap().to_string())
             .collect()
     };
-    rt.ok("lxc-start", &["-n", "c1"]);
+    rt.ok("lxc-start", &["-n", "cgrm"]);
     let cg = cgroups(&rt);
     assert!(
         !cg.is_empty() && cg.iter().all(|c| std::path::Path::new(c).is_dir()),
@@ -524,14 +523,14 @@ fn cgroups_are_removed_at_stop_and_by_reconcile() {
     assert!(cg
         .iter()
         .any(|c| std::fs::read_to_string(format!("{c}/pids.max")).is_ok_and(|v| v.trim() == "50")));
-    rt.ok("lxc-stop", &["-n", "c1", "-k"]);
+    rt.ok("lxc-stop", &["-n", "cgrm", "-k"]);
     assert!(
         cg.iter().all(|c| !std::path::Path::new(c).exists()),
         "left at stop: {cg:?}"
     );
-    rt.ok("lxc-start", &["-n", "c1"]);
+    rt.ok("lxc-start", &["-n", "cgrm"]);
     let cg = cgroups(&rt);
-    let rec = rt.record("c1").unwrap();
+    let rec = rt.record("cgrm").unwrap();
     for k in ["monitor_pid", "init_pid"] {
         unsafe { libc::kill(rec[k].as_i64().unwrap() as i32, libc::SIGKILL) };
     }
@@ -544,7 +543,7 @@ fn cgroups_are_removed_at_stop_and_by_reconcile() {
         cg.iter().all(|c| !std::path::Path::new(c).exists()),
         "left after reconcile: {cg:?}"
     );
-    rt.assert_clean(&["c1"]);
+    rt.assert_clean(&["cgrm"]);
 }
 
 /// A daemonized container gets a console of its own (a pty the monitor

@@ -4,8 +4,10 @@
 //! LXC's tools see:
 //!
 //! * the first line naming the key wins (later ones are ignored);
-//! * leading blanks and `#` comment lines are skipped, and so is any line
-//!   that is not `KEY`, blanks, `=`; other lines are ignored, not errors;
+//! * leading blanks, blank lines and `#` comment lines are skipped;
+//! * unlike LXC, a line that is not `KEY`, blanks, `=` is an error naming
+//!   it: LXC skips it, so a typo (`lxc.lxcpath /srv/lxc`) silently sends
+//!   every container to the default lxcpath;
 //! * the value is what follows `=` and any blanks, up to the end of the
 //!   line, kept as written (trailing blanks and quotes included);
 //! * an empty value is a value (it does not bring the default back).
@@ -42,11 +44,41 @@ pub fn value_in(text: &str, key: &str) -> Option<String> {
     None
 }
 
+/// The first line of `text` that is neither blank, a comment nor
+/// `KEY = VALUE` (1-based number and text), if any.
+pub fn malformed_line(text: &str) -> Option<(usize, &str)> {
+    let blank = |c: char| c == ' ' || c == '\t';
+    text.lines().enumerate().find_map(|(i, line)| {
+        let l = line.trim_start_matches(blank);
+        if l.is_empty() || l.starts_with('#') {
+            return None;
+        }
+        let key_len = l
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'))
+            .unwrap_or(l.len());
+        let ok = key_len > 0 && l[key_len..].trim_start_matches(blank).starts_with('=');
+        (!ok).then_some((i + 1, line))
+    })
+}
+
 /// The value of `key` in the `lxc.conf` at `path`; `None` when the file or
-/// the key is not there. A file that cannot be read is an error.
+/// the key is not there. A file that cannot be read, or with a line that is
+/// not `KEY = VALUE`, is an error.
 pub fn value_at(path: &Path, key: &str) -> Result<Option<String>> {
     match std::fs::read(path) {
-        Ok(b) => Ok(value_in(&String::from_utf8_lossy(&b), key)),
+        Ok(b) => {
+            let text = String::from_utf8_lossy(&b);
+            if let Some((n, line)) = malformed_line(&text) {
+                return Err(crate::err!(
+                    InvalidArgument,
+                    "read lxc.conf",
+                    "line {n} is not KEY = VALUE: {}",
+                    line.trim()
+                )
+                .at(path));
+            }
+            Ok(value_in(&text, key))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).ctx("read", path),
     }
@@ -83,5 +115,11 @@ mod tests {
         assert_eq!(value_in(t, "lxc.cgroup.use").as_deref(), Some("'a b'"));
         assert_eq!(value_in(t, "lxc.bdev.lvm.thin_pool"), None);
         assert_eq!(value_in(t, "lxc.cgroup.pattern"), None);
+        assert_eq!(malformed_line(t), Some((1, "garbage line")));
+        assert_eq!(malformed_line("# c\n\n  lxc.a.b_c = 1\nlxc.x=\n"), None);
+        assert_eq!(
+            malformed_line("lxc.lxcpath /srv/lxc\n"),
+            Some((1, "lxc.lxcpath /srv/lxc"))
+        );
     }
 }
