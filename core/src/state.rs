@@ -103,7 +103,21 @@ pub fn write(r: &ContainerRef, rec: &RunRecord) -> Result<()> {
     let data = serde_json::to_vec(rec).map_err(|e| crate::err!(Io, "write run record", "{e}"))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, data).map_err(|e| Error::io("write run record", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("write run record", &path, e))
+    // Swapped with the old record rather than renamed over it: ext4 (a run
+    // dir that is not a tmpfs) writes a file renamed over another to disk at
+    // once, and a filesystem mounted with `discard` then trims its blocks,
+    // synchronously, when the record is removed at stop (milliseconds a
+    // run). Readers see the old record or the new one either way.
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(None, &tmp, None, &path, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => {
+            // The old record, under the temporary name: never written out.
+            let _ = std::fs::remove_file(&tmp);
+            Ok(())
+        }
+        // No record yet, or a filesystem that cannot exchange.
+        Err(_) => std::fs::rename(&tmp, &path).map_err(|e| Error::io("write run record", &path, e)),
+    }
 }
 
 /// Remove the record of `r` (gone already is fine).
