@@ -139,6 +139,14 @@ pub trait Backend: Send + Sync {
     /// Undo [`Backend::mount`], releasing loop devices and the like.
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()>;
 
+    /// Whether a [`Backend::mount`] holds nothing but the mount itself (no
+    /// device to detach, no unmount that must not be lazy): such a mount
+    /// can be made in a container's own mount namespace and left to the
+    /// kernel, which drops it with the namespace.
+    fn mount_is_self_contained(&self) -> bool {
+        false
+    }
+
     /// Release what a killed process held for a mount of `spec` at
     /// `target` (a scratch mount point, see [`crate::scratch`]): the mount
     /// if it is still there, and whatever the backend attached for it

@@ -16,7 +16,9 @@ pub struct ChildArgs<'a> {
     pub kill_with_parent: bool,
     /// In a new user namespace whose maps the monitor writes before saying go.
     pub userns: bool,
-    /// A non-root monitor cannot mount on the host: init mounts the rootfs itself.
+    /// Init mounts the rootfs itself: a non-root monitor cannot mount on
+    /// the host (in a user namespace), and a privileged container's rootfs
+    /// is mounted in its own mount namespace only (without one).
     pub mount_inside: Option<MountInside<'a>>,
     /// `lxc.seccomp.profile`, compiled by the monitor.
     pub seccomp: Option<&'a crate::seccomp::Filter>,
@@ -37,13 +39,19 @@ pub struct ChildArgs<'a> {
     /// For `lxc.hook.start-host`: init says it is about to exec on the
     /// first fd and waits for a byte on the second while the monitor runs them.
     pub host_sync: Option<(std::os::fd::RawFd, std::os::fd::RawFd)>,
+    /// The container's cgroups, whose v1 hierarchies init enters itself
+    /// before anything else (cloned into the unified one already); `None`:
+    /// the monitor moves it.
+    pub cg_self: Option<&'a crate::cgroup::Plan>,
 }
 
-/// How init mounts its rootfs in its own namespaces, as the mapped root,
-/// which may not be able to walk the host paths to the rootfs's dirs.
+/// How init mounts its rootfs in its own namespaces: as the mapped root
+/// (which may not be able to walk the host paths to the rootfs's dirs), or
+/// without a user namespace as the host's root.
 pub struct MountInside<'a> {
     /// Host dirs the rootfs spec names (or their parents): opened before
-    /// init becomes root, and reached through `/proc/self/fd` after.
+    /// init becomes root, and reached through `/proc/self/fd` after (none
+    /// without a user namespace).
     pub pin: Vec<std::path::PathBuf>,
     /// Mount at the target, with each pinned dir replaced by its fd path.
     pub mount: &'a MountFn<'a>,
@@ -57,10 +65,17 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     if a.kill_with_parent {
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
+    // In our cgroups before anything else, as if the monitor had moved us.
+    if let Some(plan) = a.cg_self {
+        if let Err(e) = crate::cgroup::attach_self_v1(plan) {
+            sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+            unsafe { libc::_exit(1) }
+        }
+    }
     // Without a user namespace (whose maps the monitor writes first) and
     // without hooks that expect the container's cgroups, the rootfs is set
-    // up while the monitor puts us in our cgroups (a cgroup v1 attach waits
-    // for an RCU grace period, milliseconds): only what needs the cgroups
+    // up while the monitor writes the run record (and, when it moves us
+    // into our cgroups, while it waits for that): only what needs them
     // waits for "go".
     let early = !a.userns && !["pre-mount", "mount", "autodev"].iter().any(|h| a.cfg.hooks.has(h));
     let prepared = early.then(|| {
@@ -160,6 +175,13 @@ impl Syscall for RealSyscall {
 /// is opened first, with the monitor's host ids: its parent dirs on the
 /// host need not be reachable by the mapped ids.
 fn enter(a: &ChildArgs) -> Result<OwnedFd> {
+    if !a.userns {
+        if let Some(m) = &a.mount_inside {
+            // Private first: the mount must not propagate to the host.
+            sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+            (m.mount)(&[], a.rootfs)?;
+        }
+    }
     let mut root = sys::open_dir(a.rootfs)?;
     if a.userns {
         // Mounts copied from the host are locked to their parents here, and
@@ -739,6 +761,7 @@ mod tests {
             console_in_devpts: false,
             hook_env: Default::default(),
             host_sync: None,
+            cg_self: None,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),

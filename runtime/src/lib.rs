@@ -5,9 +5,13 @@
 //! destroy) and never knows which backend holds it.
 //!
 //! Process model: the monitor (the strata process in the foreground, or a
-//! daemonized child with `-d`) mounts the rootfs under the run dir, clones
-//! init into new namespaces, writes the run record, waits for init, then
-//! unmounts and removes the record (and destroys an ephemeral container).
+//! daemonized child with `-d`) writes the run record, makes the cgroups,
+//! clones init into new namespaces (and into its cgroup2 cgroup), waits for
+//! init, then removes the cgroups and the record (and destroys an
+//! ephemeral container). A privileged container's rootfs is mounted by
+//! init in its own mount namespace when the backend's mount holds nothing
+//! else (dir, btrfs, overlay), and goes with it; otherwise (and for an
+//! idmapped view) the monitor mounts it under the run dir and unmounts it.
 //! An ephemeral container's init dies with its monitor, and
 //! [`reap_ephemeral`] removes what a killed monitor left.
 

@@ -296,6 +296,23 @@ pub(crate) fn run_monitor(
             return Err(fail(&mut p, e));
         }
     };
+    // Without a user namespace init enters its cgroups itself: cloned into
+    // the unified one, moving itself into the v1 ones (see
+    // cgroup::attach_self_v1). Kernels before 5.7 cannot clone into a
+    // cgroup: the monitor moves it into the unified one then. Not in a
+    // user namespace (no cgroup files of the host are its), nor with
+    // namespaces joined (the host's paths may not be those it sees).
+    let self_attach = p.map.is_empty() && p.cfg.ns.share.is_empty();
+    let cg_fd = match p.cg.unified().filter(|_| self_attach) {
+        Some(u) => match sys::open_dir(&u.leaf) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                restore();
+                return Err(fail(&mut p, e));
+            }
+        },
+        None => None,
+    };
     // Shared namespaces: the monitor joins them, init is cloned in them, the
     // monitor goes back (a pid namespace only applies to children).
     let shared = match join_shared(&r.lxcpath, &p.cfg) {
@@ -305,7 +322,13 @@ pub(crate) fn run_monitor(
             return Err(fail(&mut p, e));
         }
     };
-    let cloned = sys::clone_into(flags);
+    let mut cloned = sys::clone_into(flags, cg_fd.as_ref().map(|f| f.as_raw_fd()));
+    let mut into_cgroup = cg_fd.is_some();
+    if into_cgroup && cloned.is_err() {
+        cloned = sys::clone_into(flags, None);
+        into_cgroup = false;
+    }
+    drop(cg_fd);
     if !matches!(cloned, Ok(None)) {
         leave_shared(shared);
     }
@@ -338,8 +361,8 @@ pub(crate) fn run_monitor(
                 cmd: &opts.cmd,
                 kill_with_parent: ephemeral,
                 userns: !p.map.is_empty(),
-                mount_inside: p.mount_inside.then(|| container::MountInside {
-                    pin: pinned_dirs(&p.c),
+                mount_inside: (p.mount_inside || p.mount_private).then(|| container::MountInside {
+                    pin: if p.mount_inside { pinned_dirs(&p.c) } else { Vec::new() },
                     mount: &mount,
                 }),
                 seccomp: p.seccomp.as_ref(),
@@ -353,6 +376,7 @@ pub(crate) fn run_monitor(
                 console_in_devpts: dev_console,
                 hook_env: p.hook_env(r),
                 host_sync: host_sync.as_ref().map(|(t, w)| (t.1.as_raw_fd(), w.0.as_raw_fd())),
+                cg_self: self_attach.then_some(&p.cg),
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -365,7 +389,12 @@ pub(crate) fn run_monitor(
     drop(sync_r);
     drop(err_w);
     // Init waits for "go": it is in its cgroups before it runs anything.
-    if let Err(e) = cgroup::attach(&p.cg, pid) {
+    let attached = match (self_attach, into_cgroup) {
+        (false, _) => cgroup::attach(&p.cg, pid),
+        (true, false) => cgroup::attach_unified(&p.cg, pid),
+        (true, true) => Ok(()),
+    };
+    if let Err(e) = attached {
         sys::signal(&pidfd, libc::SIGKILL);
         drop(sync_w);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
@@ -529,7 +558,12 @@ pub(crate) fn run_monitor(
     // Init killed by SIGHUP: reboot(2) in its pid namespace asked for a
     // restart (LXC's test); the container stays to be started again.
     let reboot = status == 128 + libc::SIGHUP;
-    teardown_then(engine, r, ephemeral && !reboot, || {
+    // Cleanup is complete when this returns: the cgroups are removed and
+    // the record too; a rootfs mounted in the container's namespace went
+    // with it (before init's exit was seen), so nothing is looked for on
+    // the host then.
+    let host_mounts = !p.mount_private || p.tmpfs.is_some();
+    teardown_then(engine, r, ephemeral && !reboot, host_mounts, || {
         if let Err(e) = p.cfg.hooks.run("post-stop", &hook_env, &[], &target) {
             tracing::error!("{e}");
         }
@@ -631,11 +665,29 @@ fn catches(pid: i32, sig: i32) -> bool {
 
 /// Unmount what a run mounted and remove its record. The caller holds the lock.
 pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
+    cleanup(engine, r, true)
+}
+
+/// [`cleanup_locked`]; `host_mounts` false (from the monitor of a run that
+/// mounted nothing on the host: its rootfs was mounted in the container's
+/// own mount namespace, which the kernel dropped before init's exit was
+/// seen) skips looking for mounts.
+fn cleanup(engine: &Engine, r: &ContainerRef, host_mounts: bool) -> Result<()> {
     if let Some(rec) = state::read(r) {
         // Init is gone, and with it every process of its pid namespace.
         cgroup::remove(&rec.cgroups)?;
         crate::net::remove_leftovers(&rec.net_links, &rec.net_phys);
     }
+    if host_mounts {
+        unmount_rootfs(engine, r)?;
+    }
+    // The console socket of a monitor that was killed.
+    let _ = std::fs::remove_file(console::socket_dir(&r.lxcpath).join(console::socket_name(&r.name)));
+    state::remove(r)
+}
+
+/// The host-side rootfs mount of a run, its idmapped view and tmpfs upper.
+fn unmount_rootfs(engine: &Engine, r: &ContainerRef) -> Result<()> {
     let mp = mount_point(r);
     let view = userns::idmapped_path(&mp);
     if std::fs::symlink_metadata(&view).is_ok() {
@@ -660,26 +712,31 @@ pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
             .map_err(|e| Error::errno("unmount rootfs", &mp, e))?;
     }
     let _ = std::fs::remove_dir(&mp);
-    // The console socket of a monitor that was killed.
-    let _ = std::fs::remove_file(console::socket_dir(&r.lxcpath).join(console::socket_name(&r.name)));
-    state::remove(r)
+    Ok(())
 }
 
 /// After init is gone: unmount, remove the record, destroy an ephemeral container.
 pub(crate) fn teardown(engine: &Engine, r: &ContainerRef, ephemeral: bool) -> Result<()> {
-    teardown_then(engine, r, ephemeral, || {})
+    teardown_then(engine, r, ephemeral, true, || {})
 }
 
 /// [`teardown`], with `after` run once the container is cleaned up and
-/// before an ephemeral one is destroyed (where LXC runs post-stop hooks).
-pub(crate) fn teardown_then(engine: &Engine, r: &ContainerRef, ephemeral: bool, after: impl FnOnce()) -> Result<()> {
+/// before an ephemeral one is destroyed (where LXC runs post-stop hooks);
+/// `host_mounts` as for [`cleanup`].
+pub(crate) fn teardown_then(
+    engine: &Engine,
+    r: &ContainerRef,
+    ephemeral: bool,
+    host_mounts: bool,
+    after: impl FnOnce(),
+) -> Result<()> {
     {
         let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
         if state::read(r).is_some_and(|rec| rec.init_alive()) {
             // Started again by someone else meanwhile.
             return Ok(());
         }
-        cleanup_locked(engine, r)?;
+        cleanup(engine, r, host_mounts)?;
     }
     after();
     if ephemeral {

@@ -24,6 +24,13 @@ pub(crate) struct Prepared {
     /// A non-root monitor cannot mount on the host: init mounts the rootfs
     /// inside its user and mount namespaces.
     pub(crate) mount_inside: bool,
+    /// A privileged container whose rootfs mount holds nothing else (no
+    /// loop device): init mounts it in its own mount namespace, at the
+    /// shared [`rootfs_mount_dir`]. The kernel drops it with the namespace,
+    /// once init and every process of the container are gone (before the
+    /// monitor sees init exit): the host has nothing to unmount at stop,
+    /// and nothing to clean up after a kill -9.
+    pub(crate) mount_private: bool,
     /// `lxc.seccomp.profile`, compiled before init exists.
     pub(crate) seccomp: Option<crate::seccomp::Filter>,
     /// The host's cgroup hierarchies and the container's cgroups in them
@@ -63,7 +70,10 @@ impl Prepared {
             }
             self.mounted = false;
         }
-        let _ = std::fs::remove_dir(&self.mp);
+        // The shared dir stays: other containers' namespaces mount on it.
+        if !self.mount_private {
+            let _ = std::fs::remove_dir(&self.mp);
+        }
         if self.cg_made {
             if let Err(e) = cgroup::remove(&self.cg.paths()) {
                 tracing::warn!("remove cgroups: {e}");
@@ -159,7 +169,12 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             ..my_record(ephemeral)
         },
     )?;
-    let mp = mount_point(r);
+    let mount_private = paths::is_root() && map.is_empty() && backend.mount_is_self_contained();
+    let mp = if mount_private {
+        rootfs_mount_dir()
+    } else {
+        mount_point(r)
+    };
     let mut p = Prepared {
         c,
         cfg,
@@ -167,6 +182,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         mounted: false,
         tmpfs: None,
         mount_inside: !paths::is_root() && !map.is_empty(),
+        mount_private,
         map,
         view: None,
         seccomp,
@@ -228,6 +244,9 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
                 search_for_others(d)?;
             }
             return own_overlay_dirs(&p.c, &p.map);
+        }
+        if p.mount_private {
+            return Ok(());
         }
         backend
             .mount(&p.c.rootfs, &p.mp, false)
@@ -299,6 +318,15 @@ fn read_config(c: &Container, cfg_file: &Path, defines: &[(String, String)]) -> 
         ));
     }
     Ok(eff)
+}
+
+/// Where init mounts a rootfs in its own mount namespace (see
+/// [`Prepared::mount_private`]): one empty dir for all containers, made
+/// once and never removed (removing it would unmount what other
+/// containers' namespaces have on it while they are being set up), as
+/// LXC's `lxc.rootfs.mount` dir.
+pub(crate) fn rootfs_mount_dir() -> PathBuf {
+    paths::run_dir().join("rootfs")
 }
 
 /// An exclusive lock held while a container's cgroup names are chosen and

@@ -68,13 +68,19 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// fork() into new namespaces: `Ok(None)` in the child, `Ok(Some((pid, pidfd)))` in the parent.
-pub fn clone_into(ns_flags: u64) -> Result<Option<(i32, OwnedFd)>> {
+/// CLONE_INTO_CGROUP (Linux 5.7), not in the libc crate.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork() into new namespaces, and into the cgroup2 cgroup `cgroup` (a
+/// directory fd) if given: `Ok(None)` in the child, `Ok(Some((pid,
+/// pidfd)))` in the parent.
+pub fn clone_into(ns_flags: u64, cgroup: Option<RawFd>) -> Result<Option<(i32, OwnedFd)>> {
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
-        flags: ns_flags | libc::CLONE_PIDFD as u64,
+        flags: ns_flags | libc::CLONE_PIDFD as u64 | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..Default::default()
     };
     let r = unsafe {

@@ -417,6 +417,11 @@ impl Backend for BtrfsBackend {
         Ok(())
     }
 
+    // A bind mount of the subvolume: nothing else to release.
+    fn mount_is_self_contained(&self) -> bool {
+        true
+    }
+
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
         umount2(target, MntFlags::MNT_DETACH).ctx("unmount rootfs", target)
     }

@@ -90,6 +90,11 @@ impl Backend for DirBackend {
         Ok(())
     }
 
+    // A bind mount: nothing else to release.
+    fn mount_is_self_contained(&self) -> bool {
+        true
+    }
+
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
         // Detach: the recursive bind carries submounts that must go with it.
         umount2(target, MntFlags::MNT_DETACH).ctx("unmount rootfs", target)

@@ -185,6 +185,11 @@ impl Backend for OverlayBackend {
         Err(last).ctx("mount overlay", target)
     }
 
+    // Nothing but the overlay mount: its dirs stay where they are.
+    fn mount_is_self_contained(&self) -> bool {
+        true
+    }
+
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
         // A plain unmount is done when it returns (the mount point can go at
         // once); detach only if something still holds it.

@@ -480,11 +480,22 @@ fn set(dir: &Path, s: &Setting) -> Result<()> {
 /// container), where the kernel refuses every rule and the outer
 /// container's device cgroup already holds (LXC warns there too).
 fn set_devices(dir: &Path, rules: &[(usize, Setting)]) -> Result<()> {
+    use std::io::Write;
+    // Each rule is one write; the two files are opened once.
+    let mut files: [Option<std::fs::File>; 2] = [None, None];
     for (_, s) in rules {
         let r = DeviceRule::parse(&s.key, &s.value)?;
         let file = if r.allow { "devices.allow" } else { "devices.deny" };
         let line = r.v1_line();
-        if let Err(e) = write_file(dir, file, &line) {
+        let slot = &mut files[r.allow as usize];
+        let written = match slot {
+            Some(f) => f.write_all(line.as_bytes()),
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(file))
+                .and_then(|mut f| f.write_all(line.as_bytes()).map(|_| *slot = Some(f))),
+        };
+        if let Err(e) = written {
             let refused = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
             if refused && (r.allow || !super::in_initial_userns()) {
                 tracing::warn!("{} = {}: refused by the kernel ({e})", s.key, s.value);
@@ -671,9 +682,33 @@ pub fn enter(paths: &[PathBuf], pid: i32) -> Result<()> {
 
 /// Move `pid` into the container's cgroup in every hierarchy.
 pub fn attach(plan: &Plan, pid: i32) -> Result<()> {
-    for d in &plan.dirs {
+    attach_in(plan, pid, None)
+}
+
+/// Move `pid` into the container's cgroup in the unified hierarchy only.
+pub fn attach_unified(plan: &Plan, pid: i32) -> Result<()> {
+    attach_in(plan, pid, Some(Version::V2))
+}
+
+fn attach_in(plan: &Plan, pid: i32, version: Option<Version>) -> Result<()> {
+    for d in plan.dirs.iter().filter(|d| version.is_none_or(|v| d.version == v)) {
         write_file(&d.leaf, "cgroup.procs", &pid.to_string())
             .map_err(|e| io_err(&format!("move {pid} into cgroup"), &d.leaf, e))?;
+    }
+    Ok(())
+}
+
+/// Move the calling process, which must have a single thread (init
+/// before it execs), into the container's cgroup in every v1 hierarchy:
+/// "0" written to each `tasks` file moves the writing thread. A thread
+/// moving itself needs no global lock, where a write to `cgroup.procs`
+/// takes a per-cpu rwsem whose first writer after a quiet spell waits for
+/// an RCU grace period (milliseconds, tens of them on a busy host, twice
+/// per run for LXC). The unified hierarchy's cgroup is entered at clone
+/// ([`Plan::unified`], CLONE_INTO_CGROUP), without that lock either.
+pub fn attach_self_v1(plan: &Plan) -> Result<()> {
+    for d in plan.dirs.iter().filter(|d| d.version == Version::V1) {
+        write_file(&d.leaf, "tasks", "0").map_err(|e| io_err("move init into cgroup", &d.leaf, e))?;
     }
     Ok(())
 }

@@ -37,7 +37,9 @@ mod remove;
 mod spec;
 mod stats;
 
-pub use create::{attach, chown, create, enter, leave, plan, plan_monitor, Plan, PlannedDir};
+pub use create::{
+    attach, attach_self_v1, attach_unified, chown, create, enter, leave, plan, plan_monitor, Plan, PlannedDir,
+};
 pub use devices::{DeviceList, DeviceRule};
 pub use devices_bpf::{attach_device_program, device_program, Insn};
 pub use devices_extend::{decode_device_program, device_program_ids, extend_device_program};

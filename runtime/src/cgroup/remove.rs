@@ -73,6 +73,11 @@ pub fn remove(paths: &[PathBuf]) -> Result<()> {
     let mut first_err = None;
     for p in order {
         let parent_only = paths.iter().any(|q| q != p && q.starts_with(p));
+        // The usual case (nothing left below it, no process in it) in one
+        // call; anything else takes the walk below, which names what is left.
+        if !parent_only && std::fs::remove_dir(p).is_ok() {
+            continue;
+        }
         let r = if parent_only {
             match rmdir(p) {
                 Ok(()) => Ok(()),
