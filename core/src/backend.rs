@@ -42,6 +42,10 @@ pub struct BackendOpts {
     pub zfsroot: Option<String>,
     /// `lxc.bdev.*` and other global defaults from lxc.conf, by key.
     pub defaults: BTreeMap<String, String>,
+    /// Set by the engine for a copy (not a snapshot): the rootfs it is made
+    /// from. A backend may place the new one beside it, as LXC places a
+    /// copy of an LV in its VG and of a dataset beside it.
+    pub copy_of: Option<RootfsSpec>,
 }
 
 /// Where a new rootfs goes.

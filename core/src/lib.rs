@@ -22,6 +22,7 @@ pub mod shift;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod toollock;
 
 pub use backend::{
     Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Snapshotter, Target, Usage, UsageReport,

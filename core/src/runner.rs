@@ -1,5 +1,7 @@
 //! Running external tools: argv only, never a shell. A trait so that unit
-//! tests can record argv and return canned output.
+//! tests can record argv and return canned output. Each tool holds a lock
+//! recorded before it starts ([`crate::toollock`]): a killed command's
+//! tools are waited for before its leftovers are reconciled.
 
 use crate::{err, Result};
 use std::io::Read;
@@ -49,6 +51,12 @@ fn command(argv: &[String]) -> Result<Command> {
     Ok(c)
 }
 
+/// The lock the tools of one run hold; none when it cannot be made (a run
+/// dir that cannot be written): the tool still runs, unrecorded.
+fn tool_lock() -> Option<crate::toollock::ToolLock> {
+    crate::toollock::ToolLock::new().map_err(|e| tracing::warn!("{e}")).ok()
+}
+
 fn spawn_err(argv: &[String], e: std::io::Error) -> crate::Error {
     err!(Command, "run command", "cannot run {}: {e}", argv[0])
 }
@@ -56,7 +64,13 @@ fn spawn_err(argv: &[String], e: std::io::Error) -> crate::Error {
 impl Runner for SystemRunner {
     fn run(&self, argv: &[String]) -> Result<Out> {
         tracing::debug!(?argv, "run");
-        let o = command(argv)?.output().map_err(|e| spawn_err(argv, e))?;
+        let lock = tool_lock();
+        let mut c = command(argv)?;
+        if let Some(l) = &lock {
+            l.pass_to(&mut c);
+        }
+        let o = c.output().map_err(|e| spawn_err(argv, e))?;
+        drop(lock);
         Ok(Out {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -66,13 +80,19 @@ impl Runner for SystemRunner {
 
     fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
         tracing::debug!(?a, ?b, "pipe");
-        let mut pa = command(a)?
+        let lock = tool_lock();
+        let (mut ca, mut cb) = (command(a)?, command(b)?);
+        if let Some(l) = &lock {
+            l.pass_to(&mut ca);
+            l.pass_to(&mut cb);
+        }
+        let mut pa = ca
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| spawn_err(a, e))?;
         let out = pa.stdout.take().expect("piped");
-        let pb = command(b)?
+        let pb = cb
             .stdin(Stdio::from(out))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

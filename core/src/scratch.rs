@@ -159,14 +159,14 @@ pub fn stale() -> Vec<Stale> {
 }
 
 /// The pid in `mnt-PID-X.rec`.
-fn pid_in(p: &Path) -> Option<i32> {
+pub(crate) fn pid_in(p: &Path) -> Option<i32> {
     p.file_name()?.to_str()?.split('-').nth(1)?.parse().ok()
 }
 
 /// Whether process `pid` may be the one that wrote a file last modified at
 /// `mtime`: it exists, is not a zombie, and started no later (a process
 /// started after the file was written reuses the pid of a dead writer).
-fn writer_alive(pid: i32, mtime: Option<SystemTime>) -> bool {
+pub(crate) fn writer_alive(pid: i32, mtime: Option<SystemTime>) -> bool {
     let Some((state, start)) = crate::state::proc_stat(pid) else {
         return false;
     };

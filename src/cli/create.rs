@@ -156,6 +156,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         lvname: a.lvname.clone(),
         zfsroot: a.zfsroot.clone(),
         defaults: Default::default(),
+        copy_of: None,
     })?;
     let template = match a.template.as_deref() {
         Some(t) => resolve_template(t)?,

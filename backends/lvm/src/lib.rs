@@ -371,6 +371,39 @@ impl LvmBackend {
     }
 }
 
+/// The VG of a new rootfs: `--vgname`; for a copy of an LV, its VG (as
+/// LXC places it); `lxc.bdev.lvm.vg`; `lxc`.
+fn vg_opt(t: &Target) -> String {
+    let copied = t
+        .opts
+        .copy_of
+        .as_ref()
+        .filter(|s| s.kind() == "lvm")
+        .and_then(|s| parse_spec(s).ok())
+        .map(|(vg, _)| vg);
+    t.opts
+        .vgname
+        .clone()
+        .or(copied)
+        .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.vg").cloned())
+        .unwrap_or_else(|| "lxc".into())
+}
+
+/// The thin pool asked for: `--thinpool`; `lxc.bdev.lvm.thin_pool`; for a
+/// copy of a thin LV of `vg` (listed in `lvs`), its pool. None: the default.
+fn pool_opt(t: &Target, vg: &str, lvs: &[Lv]) -> Option<String> {
+    let copied = || {
+        let (svg, slv) = parse_spec(t.opts.copy_of.as_ref().filter(|s| s.kind() == "lvm")?).ok()?;
+        let l = lvs.iter().find(|l| svg == vg && l.name == slv && l.is_thin())?;
+        Some(l.pool.clone()).filter(|p| !p.is_empty())
+    };
+    t.opts
+        .thinpool
+        .clone()
+        .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.thin_pool").cloned())
+        .or_else(copied)
+}
+
 fn size_opt(t: &Target) -> Result<u64> {
     let size = t.opts.fssize.unwrap_or(DEFAULT_SIZE);
     if size == 0 {
@@ -456,22 +489,13 @@ impl Backend for LvmBackend {
         }
         Self::fstype_opt(t)?;
         let size = size_opt(t)?;
-        let vg = t
-            .opts
-            .vgname
-            .clone()
-            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.vg").cloned())
-            .unwrap_or_else(|| "lxc".into());
-        let explicit_pool = t
-            .opts
-            .thinpool
-            .clone()
-            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.thin_pool").cloned());
-        let pool = explicit_pool.clone().unwrap_or_else(|| "lxc".into());
+        let vg = vg_opt(t);
         validate_name("volume group", &vg)?;
-        validate_name("logical volume", &pool)?;
         let vgi = self.vg(OP, &vg)?;
         let lvs = self.lvs(&vg)?;
+        let explicit_pool = pool_opt(t, &vg, &lvs);
+        let pool = explicit_pool.clone().unwrap_or_else(|| "lxc".into());
+        validate_name("logical volume", &pool)?;
         match lvs.iter().find(|l| l.name == pool && l.is_thin_pool()) {
             Some(p) => {
                 // Thin volumes may overcommit the pool together, but one volume
@@ -517,13 +541,9 @@ impl Backend for LvmBackend {
         let _span = tracing::info_span!("lvm create", vg = %vg, lv = %lv).entered();
         let fstype = Self::fstype_opt(t)?;
         let size = size_opt(t)?;
-        let pool = t
-            .opts
-            .thinpool
-            .clone()
-            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.thin_pool").cloned())
-            .unwrap_or_else(|| "lxc".into());
-        let thin = self.lvs(&vg)?.iter().any(|l| l.name == pool && l.is_thin_pool());
+        let lvs = self.lvs(&vg)?;
+        let pool = pool_opt(t, &vg, &lvs).unwrap_or_else(|| "lxc".into());
+        let thin = lvs.iter().any(|l| l.name == pool && l.is_thin_pool());
         let sz = format!("{size}b");
         let argv = if thin {
             s(&[

@@ -223,3 +223,38 @@ fn usage_of_thin_volume() {
     let u = b.usage(&RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap()).unwrap();
     assert_eq!(u.referenced, Some(53687091));
 }
+
+#[test]
+fn a_copy_goes_to_its_sources_vg_and_thin_pool() {
+    let (b, f) = setup();
+    // No --vgname, no lxc.conf: the VG and thin pool of the LV copied (as LXC places it).
+    let o = BackendOpts {
+        copy_of: Some(RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap()),
+        ..BackendOpts::default()
+    };
+    assert_eq!(plan(&b, "c2", "/l", &o, None).unwrap().to_string(), "lvm:/dev/vg0/c2");
+    let lp = PathBuf::from("/l");
+    let dir = lp.join("c2");
+    let t = Target {
+        name: "c2",
+        lxcpath: &lp,
+        dir: &dir,
+        build_dir: &dir,
+        opts: &o,
+    };
+    b.create(&RootfsSpec::parse("lvm:/dev/vg0/c2").unwrap(), &t).unwrap();
+    assert!(
+        f.calls()
+            .iter()
+            .any(|c| c.starts_with("lvcreate -y -Wy -n c2 -V ") && c.ends_with("--thinpool vg0/lxc")),
+        "{:?}",
+        f.calls()
+    );
+    // --vgname wins over the source's VG.
+    let o = BackendOpts {
+        vgname: Some("other".into()),
+        copy_of: Some(RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap()),
+        ..BackendOpts::default()
+    };
+    assert_eq!(plan(&b, "c2", "/l", &o, None).unwrap_err().kind(), ErrorKind::NotFound);
+}

@@ -36,6 +36,9 @@ use strata_core::{
 
 /// Prefix of the snapshots this backend makes.
 const SNAP_PREFIX: &str = "strata-";
+/// The user property naming the dataset a snapshot was made for (a clone's
+/// origin, a copy's source): what a killed clone or copy left is found by it.
+const FOR_PROP: &str = "strata:for";
 
 pub struct ZfsBackend {
     run: Box<dyn Runner>,
@@ -316,6 +319,41 @@ impl ZfsBackend {
         Err(err!(Command, "promote clone", "{ds}: clones left after 64 promotions"))
     }
 
+    /// Snapshots this backend made for `ds` that nothing is cloned from:
+    /// a clone or copy of `ds` killed between its `zfs snapshot` and the
+    /// end left them (the engine recorded `ds`, not its origin). One
+    /// `zfs list` of the pool's snapshots.
+    fn drop_made_for(&self, ds: &str) {
+        let listing = self.tool(
+            "list snapshots",
+            s(&[
+                "zfs",
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                &format!("name,{FOR_PROP},clones"),
+                "-t",
+                "snapshot",
+                "-r",
+                pool_of(ds),
+            ]),
+        );
+        let Ok(o) = listing else { return };
+        for r in rows(&o.stdout) {
+            let ours = r.len() >= 3
+                && r[1] == ds
+                && (r[2].is_empty() || r[2] == "-")
+                && r[0].split_once('@').is_some_and(|(_, n)| n.starts_with(SNAP_PREFIX));
+            if ours {
+                let _span = tracing::info_span!("zfs destroy leftover snapshot", snap = %r[0]).entered();
+                if let Err(e) = self.tool("destroy leftover snapshot", s(&["zfs", "destroy", &r[0]])) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+
     /// Destroy a snapshot made by this backend if nothing is cloned from it.
     fn drop_origin(&self, origin: &str) {
         let Some((_, snap)) = origin.split_once('@') else {
@@ -421,7 +459,17 @@ impl Backend for ZfsBackend {
                 (parent, taken)
             }
             None => {
-                let root = Self::zfsroot(t);
+                // A copy of a dataset goes beside it (as LXC places it) unless a
+                // zfsroot is given.
+                let beside = t
+                    .opts
+                    .copy_of
+                    .as_ref()
+                    .filter(|s| s.kind() == "zfs" && t.opts.zfsroot.is_none())
+                    .filter(|_| !t.opts.defaults.contains_key("lxc.bdev.zfs.root"))
+                    .and_then(|s| parse_spec(s).ok())
+                    .and_then(|ds| ds.rsplit_once('/').map(|(p, _)| p.to_string()));
+                let root = beside.unwrap_or_else(|| Self::zfsroot(t));
                 validate_dataset(&root)?;
                 let listed = self.list_with_children(&[&root])?;
                 if !listed.contains(&root) {
@@ -454,8 +502,14 @@ impl Backend for ZfsBackend {
         let ds = parse_spec(spec)?;
         let _span = tracing::info_span!("zfs destroy", ds = %ds).entered();
         let Some((origin, snaps)) = self.state(&ds)? else {
+            self.drop_made_for(&ds);
             return Ok(());
         };
+        // A snapshot of ours with no clone: a copy into it was killed before
+        // it dropped the snapshot it sent (on the source, made for this one).
+        let killed_copy = snaps
+            .iter()
+            .any(|s| s.clones.is_empty() && s.name.split_once('@').is_some_and(|(_, n)| n.starts_with(SNAP_PREFIX)));
         let mut origins = vec![origin];
         if snaps.iter().any(|s| !s.clones.is_empty()) {
             self.promote_dependents(spec)?;
@@ -466,6 +520,9 @@ impl Backend for ZfsBackend {
         self.tool("destroy zfs rootfs", s(&["zfs", "destroy", "-r", &ds]))?;
         for o in origins.iter().filter(|o| o.contains('@')) {
             self.drop_origin(o);
+        }
+        if killed_copy {
+            self.drop_made_for(&ds);
         }
         Ok(())
     }
@@ -532,7 +589,8 @@ impl Snapshotter for ZfsBackend {
             ));
         }
         let snap = format!("{ods}@{}", unique_snap());
-        self.tool(OP, s(&["zfs", "snapshot", &snap]))?;
+        let made_for = format!("{FOR_PROP}={ds}");
+        self.tool(OP, s(&["zfs", "snapshot", "-o", &made_for, &snap]))?;
         if let Err(e) = self.tool("zfs clone", s(&["zfs", "clone", "-o", "mountpoint=legacy", &snap, &ds])) {
             let _ = self.tool(OP, s(&["zfs", "destroy", &snap]));
             return Err(e);
@@ -546,7 +604,8 @@ impl FastCopy for ZfsBackend {
         let (ods, ds) = (parse_spec(src)?, parse_spec(spec)?);
         let _span = tracing::info_span!("zfs send/receive", src = %ods, dst = %ds).entered();
         let snap = format!("{ods}@{}", unique_snap());
-        self.tool("zfs send", s(&["zfs", "snapshot", &snap]))?;
+        let made_for = format!("{FOR_PROP}={ds}");
+        self.tool("zfs send", s(&["zfs", "snapshot", "-o", &made_for, &snap]))?;
         let res = self.run.pipe(
             &s(&["zfs", "send", &snap]),
             &s(&["zfs", "receive", "-u", "-o", "mountpoint=legacy", &ds]),

@@ -138,7 +138,10 @@ fn snapshot_clone_and_send_receive_argv() {
     let dst = RootfsSpec::parse("zfs:tank/lxc/c2").unwrap();
     b.snapshot(&src, &dst, &t, false).unwrap();
     let c = f.calls();
-    assert!(c[0].starts_with("zfs snapshot tank/lxc/c1@strata-"), "{c:?}");
+    assert!(
+        c[0].starts_with("zfs snapshot -o strata:for=tank/lxc/c2 tank/lxc/c1@strata-"),
+        "{c:?}"
+    );
     let snap = c[0].rsplit(' ').next().unwrap().to_string();
     assert_eq!(c[1], format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c2"));
     assert!(b.fast_copy(&src, &dst, &t).unwrap());
@@ -237,7 +240,42 @@ fn usage_parses_used_and_referenced() {
 fn destroy_of_missing_dataset_is_fine() {
     let (b, f) = setup();
     b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap()).unwrap();
-    assert_eq!(f.calls(), [format!("{STATE} tank/lxc/gone")]);
+    assert_eq!(
+        f.calls(),
+        [
+            format!("{STATE} tank/lxc/gone"),
+            "zfs list -H -p -o name,strata:for,clones -t snapshot -r tank".into()
+        ]
+    );
+}
+
+#[test]
+fn destroy_drops_what_a_killed_clone_or_copy_left() {
+    let (b, f) = setup();
+    // Killed between its `zfs snapshot` and `zfs clone`: the dataset never came.
+    f.on(
+        "zfs list -H -p -o name,strata:for,clones -t snapshot -r tank",
+        true,
+        "tank/lxc/c1@strata-a\ttank/lxc/gone\t-\n\
+         tank/lxc/c1@strata-b\ttank/lxc/c2\t-\n\
+         tank/lxc/c1@strata-c\ttank/lxc/gone\ttank/lxc/other\n\
+         tank/lxc/c1@mine\ttank/lxc/gone\t-\n",
+    );
+    b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap()).unwrap();
+    let c = f.calls();
+    let destroyed: Vec<&String> = c.iter().filter(|c| c.starts_with("zfs destroy")).collect();
+    // Only ours, for this dataset, with no clone.
+    assert_eq!(destroyed, ["zfs destroy tank/lxc/c1@strata-a"], "{c:?}");
+    // Killed in a copy after the receive: the received snapshot has no clone.
+    f.on(
+        &format!("{STATE} tank/lxc/c2"),
+        true,
+        "tank/lxc/c2\t-\t40\t-\ntank/lxc/c2@strata-b\t-\t41\t-\n",
+    );
+    b.destroy(&RootfsSpec::parse("zfs:tank/lxc/c2").unwrap()).unwrap();
+    let c = f.calls();
+    assert!(c.contains(&"zfs destroy -r tank/lxc/c2".to_string()), "{c:?}");
+    assert!(c.contains(&"zfs destroy tank/lxc/c1@strata-b".to_string()), "{c:?}");
 }
 
 #[test]
@@ -383,7 +421,8 @@ fn engine_with_c1() -> Option<(
 fn made_snapshot(calls: &[String]) -> String {
     calls
         .iter()
-        .find_map(|c| c.strip_prefix("zfs snapshot "))
+        .find(|c| c.starts_with("zfs snapshot "))
+        .and_then(|c| c.rsplit(' ').next())
         .unwrap_or_else(|| panic!("no zfs snapshot in {calls:?}"))
         .to_string()
 }
@@ -414,7 +453,7 @@ fn snapshot_clone_runs_three_zfs_commands() {
         calls,
         [
             format!("{LIST} tank/lxc"),
-            format!("zfs snapshot {snap}"),
+            format!("zfs snapshot -o strata:for=tank/lxc/c2 {snap}"),
             format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c2"),
             "mount(2) tank/lxc/c2".into(),
             "umount(2) tank/lxc/c2".into(),
@@ -437,7 +476,7 @@ fn snapshot_create_runs_three_zfs_commands() {
         calls,
         [
             format!("{LIST} tank/lxc"),
-            format!("zfs snapshot {snap}"),
+            format!("zfs snapshot -o strata:for=tank/lxc/c1_snap0_1 {snap}"),
             format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c1_snap0_1"),
         ]
     );
@@ -510,4 +549,35 @@ fn destroying_a_clone_runs_four_zfs_commands() {
         ]
     );
     assert!(!tmp.path().join("c2").exists());
+}
+
+#[test]
+fn a_copy_goes_beside_its_source_unless_a_zfsroot_is_given() {
+    let (b, f) = setup();
+    f.on(&format!("{LIST} tank/ct"), true, "tank/ct\ntank/ct/c1\n");
+    let lp = PathBuf::from("/l");
+    let dir = lp.join("c2");
+    let mut opts = BackendOpts {
+        copy_of: Some(RootfsSpec::parse("zfs:tank/ct/c1").unwrap()),
+        ..BackendOpts::default()
+    };
+    let spec = |opts: &BackendOpts| {
+        b.plan(
+            &Target {
+                name: "c2",
+                lxcpath: &lp,
+                dir: &dir,
+                build_dir: &dir,
+                opts,
+            },
+            None,
+        )
+        .map(|s| s.to_string())
+    };
+    assert_eq!(spec(&opts).unwrap(), "zfs:tank/ct/c2");
+    opts.zfsroot = Some("tank/lxc".into());
+    assert_eq!(spec(&opts).unwrap(), "zfs:tank/lxc/c2");
+    opts.zfsroot = None;
+    opts.defaults.insert("lxc.bdev.zfs.root".into(), "tank/lxc".into());
+    assert_eq!(spec(&opts).unwrap(), "zfs:tank/lxc/c2");
 }

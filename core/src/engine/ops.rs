@@ -572,21 +572,24 @@ impl Engine {
         self.backends.for_spec(spec)
     }
 
-    /// Destroy what a failed build made and remove its staging dir.
-    pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) {
+    /// Destroy what a failed build made and remove its staging dir. When
+    /// the rootfs cannot be destroyed (an LV still open, say) the staging
+    /// dir stays, with the record naming it, for a later reconcile: without
+    /// it nothing would name the volume again. Returns whether it went.
+    pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) -> bool {
         if let Some(spec) = spec {
-            match self.backend_of(spec) {
-                Ok(b) => {
-                    if let Err(e) = b.destroy(&spec.rebase(final_dir, staging)) {
-                        tracing::warn!("cleanup of {spec}: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("cleanup of {spec}: {e}"),
+            let gone = self
+                .backend_of(spec)
+                .and_then(|b| b.destroy(&spec.rebase(final_dir, staging)));
+            if let Err(e) = gone {
+                tracing::warn!("cleanup of {spec}: {e}; {} left for a later command", staging.display());
+                return false;
             }
         }
         if let Err(e) = remove_tree(staging) {
             tracing::warn!("cleanup of {}: {e}", staging.display());
         }
+        true
     }
 
     // ---------------------------------------------------------------- create
@@ -786,6 +789,19 @@ impl Engine {
             dir: &dir,
             build_dir: &dir,
             opts: p.opts,
+        };
+        let copy_opts;
+        let probe = if snapshot {
+            probe
+        } else {
+            copy_opts = BackendOpts {
+                copy_of: Some(p.src.rootfs.clone()),
+                ..p.opts.clone()
+            };
+            Target {
+                opts: &copy_opts,
+                ..probe
+            }
         };
         let spec = dst_b.plan(&probe, snapshot.then_some(&p.src.rootfs))?;
         let mut cfg = Config::load(&p.src.r.config_path())?;

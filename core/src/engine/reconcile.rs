@@ -9,6 +9,9 @@ use crate::lock::{ContainerLock, LockSet};
 use crate::store::{self, ContainerRef};
 use std::path::{Path, PathBuf};
 
+/// How long the next command waits for a killed command's tools.
+const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn kind_rank(n: &str) -> Option<u8> {
     // Restores roll forward (tmp) before their old dirs are looked at.
     [TMP, REN, OLD, DEL]
@@ -77,6 +80,12 @@ impl Engine {
     }
 
     pub(super) fn do_reconcile(&self, lxcpath: &Path) -> Result<Vec<PathBuf>> {
+        // A killed command's tools (lvcreate, mkfs, zfs receive) may still be
+        // making what its leftovers name: nothing is undone before they exit.
+        if !crate::toollock::wait_for_orphans(ORPHAN_WAIT) {
+            tracing::warn!("tools of a killed command still run: its leftovers wait for a later command");
+            return Ok(Vec::new());
+        }
         // Not in the lxcpath: logged, not returned.
         for p in self.release_scratch_mounts() {
             tracing::info!("released the scratch mount {} of a killed command", p.display());
@@ -209,7 +218,9 @@ impl Engine {
                     let _ = remove_dep(&o, &c);
                 }
             }
-            self.abort_staging(&path, &dir, spec.as_ref());
+            if !self.abort_staging(&path, &dir, spec.as_ref()) {
+                return Ok(None);
+            }
             if std::fs::symlink_metadata(&path).is_ok() {
                 remove_tree(&path)?;
             }

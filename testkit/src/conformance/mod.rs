@@ -23,6 +23,7 @@
 pub mod contracts;
 pub mod crash;
 pub mod flows;
+pub mod pool;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,9 @@ pub struct Fixture {
     /// Every backend the binary wires in (a dir container's snapshot
     /// clone is an overlay one).
     pub backends: Backends,
+    /// The VG or zfs pool of a guest backend and its volumes when the
+    /// fixture was made ([`Fixture::with_pool`]): leaks include its volumes.
+    pub pool: Option<(pool::Pool, std::collections::BTreeSet<String>)>,
 }
 
 impl Fixture {
@@ -147,7 +151,16 @@ impl Fixture {
             snapshot,
             rename: true,
             backends,
+            pool: None,
         }
+    }
+
+    /// Volumes of `pool` that no config names, and mounts of them, count
+    /// as leaks from now on.
+    pub fn with_pool(mut self, pool: pool::Pool) -> Fixture {
+        let now = pool.volumes();
+        self.pool = Some((pool, now));
+        self
     }
 
     /// A command for one lxc-* tool with the fixture's environment.
@@ -258,17 +271,22 @@ pub struct CaseResult {
 #[derive(Debug, Default)]
 pub struct Report {
     pub results: Vec<CaseResult>,
+    /// When the last case ended: each line says how long its case took.
+    last: Option<std::time::Instant>,
 }
 
 impl Report {
     pub fn push(&mut self, case: impl Into<String>, result: Result<String, String>) {
         let case = case.into();
+        let now = std::time::Instant::now();
+        let took = self.last.map_or(0.0, |t| (now - t).as_secs_f64());
+        self.last = Some(now);
         match &result {
             Ok(n) => eprintln!(
-                "ok   {case}{}",
+                "ok   {case}{} [{took:.1}s]",
                 if n.is_empty() { String::new() } else { format!(": {n}") }
             ),
-            Err(e) => eprintln!("FAIL {case}: {e}"),
+            Err(e) => eprintln!("FAIL {case}: {e} [{took:.1}s]"),
         }
         self.results.push(CaseResult { case, result });
     }
@@ -280,7 +298,10 @@ impl Report {
 
 /// Runs every case for `fx` and panics naming each failure.
 pub fn run_all(fx: &Fixture) -> Report {
-    let mut rep = Report::default();
+    let mut rep = Report {
+        last: Some(std::time::Instant::now()),
+        ..Report::default()
+    };
     contracts::run(fx, &mut rep);
     flows::run(fx, &mut rep);
     crash::run(fx, &mut rep);

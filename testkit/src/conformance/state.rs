@@ -122,12 +122,14 @@ pub fn rootfs_spec(dir: &Path) -> Result<RootfsSpec, String> {
 /// or a read-only mount on a temporary dir.
 pub fn rootfs_tree(fx: &Fixture, spec: &RootfsSpec) -> Result<Tree, String> {
     let b = fx.backends.for_spec(spec).map_err(|e| e.to_string())?;
-    if !b.exists(spec) {
-        return Err(format!("rootfs {spec} does not exist"));
-    }
     if let Some(p) = b.local_path(spec) {
+        if !b.exists(spec) {
+            return Err(format!("rootfs {spec} does not exist"));
+        }
         return Ok(tree(&p));
     }
+    // A rootfs that must be mounted: one that is not there fails to mount
+    // (no separate look, which costs an lvs or a zfs list).
     let d = tempfile::Builder::new()
         .prefix("strata-conf-mnt-")
         .tempdir_in(&fx.scratch)
@@ -320,7 +322,8 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 
 /// What a killed command may hold once the next command has run: staging
 /// dirs and temp files, mounts below the lxcpath or the run dir, loop
-/// devices on files in the lxcpath, scratch records in the run dir.
+/// devices on files in the lxcpath, scratch records in the run dir; with
+/// a pool, its volumes no config names and mounts of them.
 pub fn leaks(fx: &Fixture, lxcpath: &Path) -> Vec<String> {
     let mut out: Vec<String> = leftovers(lxcpath).iter().map(|p| p.display().to_string()).collect();
     out.extend(mounts_under(lxcpath).into_iter().map(|m| format!("mount {m}")));
@@ -338,6 +341,9 @@ pub fn leaks(fx: &Fixture, lxcpath: &Path) -> Vec<String> {
     }
     if let Ok(rd) = std::fs::read_dir(fx.run_dir.join("tmp")) {
         out.extend(rd.flatten().map(|e| format!("scratch {}", e.path().display())));
+    }
+    if let Some((pool, baseline)) = &fx.pool {
+        out.extend(pool.leaks(baseline, &fx.root));
     }
     out
 }
