@@ -222,15 +222,35 @@ fn rename(fx: &Fixture, lx: &Path, st: &mut State) -> Result<String, String> {
 }
 
 fn destroy_snapshot(fx: &Fixture, lx: &Path, st: &mut State) -> Result<String, String> {
-    fx.ok(lx, "lxc-snapshot", &["-n", "c1", "-d", "snap1"])?;
+    let mut note = String::new();
+    let o = fx.run(lx, "lxc-snapshot", &["-n", "c1", "-d", "snap1"], None);
+    if !o.status.success() {
+        // Where a restore to a new name is a clone of the snapshot (zfs), the
+        // snapshot has a dependent: refused in one line naming it, nothing
+        // changed; once r1 is gone it may go.
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let r1 = state::rootfs_spec(&lx.join("r1"))?;
+        ensure!(
+            o.status.code() == Some(1) && err.lines().count() == 1 && err.contains(r1.source()),
+            "lxc-snapshot -d snap1: {:?}: {err:?}",
+            o.status
+        );
+        check(fx, lx, st)?;
+        fx.ok(lx, "lxc-destroy", &["-n", "r1"])?;
+        st.remove("r1");
+        fx.ok(lx, "lxc-snapshot", &["-n", "c1", "-d", "snap1"])?;
+        note = format!("refused while r1 lived: {}", err.trim());
+    }
     st.remove("c1@snap1");
-    Ok(String::new())
+    Ok(note)
 }
 
 fn destroy(fx: &Fixture, lx: &Path, st: &mut State) -> Result<String, String> {
     for n in ["c3", "r1"] {
-        fx.ok(lx, "lxc-destroy", &["-n", n])?;
-        st.remove(n);
+        if st.contains_key(n) {
+            fx.ok(lx, "lxc-destroy", &["-n", n])?;
+            st.remove(n);
+        }
     }
     fx.ok(lx, "lxc-destroy", &["-n", "c1", "-s"])?;
     st.retain(|n, _| n != "c1" && !n.starts_with("c1@"));
