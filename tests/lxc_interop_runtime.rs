@@ -2,8 +2,8 @@
 //! Debian's LXC runs is running for strata's tools (shown, and copy,
 //! restore, destroy, rename, snapshot and a second start refused with
 //! nothing changed), and one strata runs is running for LXC's own
-//! lxc-info, lxc-ls, lxc-wait, lxc-attach, lxc-freeze, lxc-stop and
-//! lxc-destroy.
+//! lxc-info, lxc-ls, lxc-wait, lxc-attach, lxc-freeze, lxc-console,
+//! lxc-stop and lxc-destroy.
 //!
 //! LXC's binaries are called by their full path (/usr/bin): strata's
 //! lxc-* links shadow the names. Without LXC installed the tests say so and
@@ -96,6 +96,30 @@ fn exit_within(c: &mut Child, t: Duration) -> Option<i32> {
 }
 
 const NET: &str = "lxc.net.0.type = empty\n";
+
+/// Wait until the container's init (either runtime's) has its SIGPWR trap:
+/// a halt sent before that is ignored by a pid 1 and lxc-stop waits its
+/// whole timeout.
+fn trapped(rt: &Rt, name: &str) {
+    let t = Instant::now();
+    loop {
+        let pid = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+        let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGPWR - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{name}: init never trapped SIGPWR"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// The `ret` of command `cmd` asked as user `uid` on abstract socket `name`
 /// (from a forked child that takes that uid; 1000 when it had no answer).
@@ -229,10 +253,12 @@ fn a_container_lxc_runs_is_running_for_strata() {
     assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim(), lxc_pid);
 
     // Stopped by LXC: stopped for strata too, and then strata acts on it.
+    trapped(&rt, name);
     lxc_ok(&rt, "lxc-stop", &["-n", name]);
     assert_eq!(rt.state(name), "STOPPED");
     assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), "");
     rt.ok("lxc-start", &["-n", name, "-d"]);
+    trapped(&rt, name);
     rt.ok("lxc-stop", &["-n", name]);
     rt.ok("lxc-snapshot", &["-n", name, "-d", "snap0"]);
     rt.assert_clean(&[name]);
@@ -241,6 +267,7 @@ fn a_container_lxc_runs_is_running_for_strata() {
     // once LXC's monitor is gone, as LXC's own would be.
     lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
     lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    trapped(&rt, name);
     rt.ok("lxc-stop", &["-n", name]);
     assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "STOPPED");
     lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
@@ -307,13 +334,16 @@ fn lxc_tools_act_on_a_container_strata_runs() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut h = lxc_cmd::req_bytes(cmd, payload.len() as i32);
         h[8..].copy_from_slice(&value.to_ne_bytes());
-        s.write_all(&h).unwrap();
-        s.write_all(payload).unwrap();
+        // The monitor may close before taking a refused payload.
+        s.write_all(&h).ok()?;
+        s.write_all(payload).ok()?;
         let mut b = [0u8; 16];
         s.read_exact(&mut b).ok()?;
         Some(Rsp::from_bytes(&b))
     };
-    for cmd in [lxc_cmd::cmd::GET_TTY_FD, 1, 11, 13, 14, 15, 16, 22, 26, 99, -1] {
+    // The console (tty 0) is the monitor's own: LXC's answer for no free tty.
+    assert_eq!(raw(lxc_cmd::cmd::GET_TTY_FD, 0, &[]).unwrap().ret, -libc::EBADF);
+    for cmd in [11, 13, 14, 15, 16, 22, 26, 99, -1] {
         let r = raw(cmd, 0, &[]).unwrap_or_else(|| panic!("command {cmd}: no answer"));
         assert_eq!((r.ret, r.datalen), (-libc::ENOSYS, 0), "command {cmd}");
     }
@@ -397,6 +427,7 @@ fn lxc_tools_act_on_a_container_strata_runs() {
         "lxc-wait returned early"
     );
     let t = Instant::now();
+    trapped(&rt, name);
     lxc_ok(&rt, "lxc-stop", &["-n", name]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
@@ -408,7 +439,7 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     let rootfs = rt.lxcpath.join(name).join("rootfs");
     std::fs::write(
         rootfs.join("sbin/init"),
-        "#!/bin/sh\necho boot >> /boots\ntrap 'exit 0' PWR\ntrap '/bin/busybox reboot -f' USR1\nwhile :; do sleep 0.05; done\n",
+        "#!/bin/sh\ntrap 'exit 0' PWR\ntrap '/bin/busybox reboot -f' USR1\necho boot >> /boots\nwhile :; do sleep 0.05; done\n",
     )
     .unwrap();
     let cfg = rt.lxcpath.join(name).join("config");
@@ -417,6 +448,7 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     std::fs::write(&cfg, text).unwrap();
     rt.ok("lxc-start", &["-n", name, "-d"]);
     let pid1 = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+    trapped(&rt, name);
     lxc_ok(&rt, "lxc-stop", &["-n", name, "-r", "-t", "10"]);
     let pid2 = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
     assert_ne!(pid1, pid2);
@@ -428,6 +460,7 @@ fn lxc_tools_act_on_a_container_strata_runs() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(boots(), "boot\nboot\n");
+    trapped(&rt, name);
     lxc_ok(&rt, "lxc-stop", &["-n", name]);
     rt.assert_clean(&[name]);
 
@@ -475,9 +508,115 @@ fn long_lxcpath_uses_lxcs_hashed_socket_name() {
         rt.ok("lxc-ls", &["--active"]).split_whitespace().collect::<Vec<_>>(),
         [a, b]
     );
+    trapped(&rt, a);
     lxc_ok(&rt, "lxc-stop", &["-n", a]);
+    trapped(&rt, b);
     rt.ok("lxc-stop", &["-n", b]);
     assert_eq!(rt.state(a), "STOPPED");
     assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", b, "-s", "-H"]).trim(), "STOPPED");
     rt.assert_clean(&[a, b]);
+}
+
+/// A tmux server of the test's own, one window running `cmd`; killed on drop.
+struct Term(String);
+
+impl Term {
+    fn new(cmd: &str) -> Term {
+        let t = Term(format!("strata-lxcconsole-{}", std::process::id()));
+        let script = format!("{cmd}; echo EXITED=$?; sleep 600");
+        let o = t
+            .tmux(&["new-session", "-d", "-x", "100", "-y", "30", "-s", "s", &script])
+            .output()
+            .expect("tmux is needed (scripts/install-test-deps installs it)");
+        assert!(o.status.success(), "tmux: {}", String::from_utf8_lossy(&o.stderr));
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.0, "-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut a = vec!["send-keys", "-t", "s"];
+        a.extend(keys);
+        assert!(self.tmux(&a).status().unwrap().success());
+    }
+
+    /// The screen once it shows `needle` (fails with the screen after 10 s).
+    fn wait_for(&self, needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let o = self.tmux(&["capture-pane", "-p", "-J", "-t", "s"]).output().unwrap();
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no {needle:?} on the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]).output();
+    }
+}
+
+#[test]
+fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
+    if !have_lxc() {
+        return;
+    }
+    let rt = Rt::new();
+    let name = "ilx5";
+    let rootfs = rt.container(name, &format!("{NET}lxc.tty.max = 2\n"));
+    // A shell on tty1, as a getty would be.
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\ntrap 'exit 0' PWR\n(while :; do /bin/sh -i </dev/tty1 >/dev/tty1 2>&1; done) &\nwhile :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+    rt.ok("lxc-start", &["-n", name, "-d"]);
+    let _stop = Stopper(&rt, name);
+    let lp = rt.lxcpath.display().to_string();
+    // LXC's default: the first free tty.
+    let t = Term::new(&format!("{LXC}/lxc-console -P {lp} -n {name}"));
+    t.wait_for("Connected to tty 1");
+    t.keys(&["-l", "echo hello-$((6*7))"]);
+    t.keys(&["Enter"]);
+    t.wait_for("hello-42");
+    // The escape detaches; the container runs on.
+    t.keys(&["C-a", "q"]);
+    t.wait_for("EXITED=0");
+    assert_eq!(rt.state(name), "RUNNING");
+    // tty1 is free again once LXC's client has gone: strata's lxc-console takes it.
+    let t2 = Term(format!("strata-lxcconsole2-{}", std::process::id()));
+    let script = format!(
+        "{} -P {lp} -n {name} -t 1; echo EXITED=$?; sleep 600",
+        rt.bin.join("lxc-console").display()
+    );
+    let o = t2
+        .tmux(&["new-session", "-d", "-x", "100", "-y", "30", "-s", "s", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    t2.wait_for("tty 1");
+    t2.keys(&["Enter"]);
+    t2.keys(&["-l", "echo again-$((6*7))"]);
+    t2.keys(&["Enter"]);
+    t2.wait_for("again-42");
+    // The console itself is the monitor's: LXC's -t 0 is refused, nothing hangs.
+    let o = lxc(&rt, "lxc-console", &["-n", name, "-t", "0"]);
+    assert!(!o.status.success(), "{o:?}");
+    trapped(&rt, name);
+    rt.ok("lxc-stop", &["-n", name]);
+    rt.assert_clean(&[name]);
 }

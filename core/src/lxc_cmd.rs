@@ -17,6 +17,7 @@ use std::time::Duration;
 /// Commands by LXC's numbers (`lxc_cmd_t`).
 pub mod cmd {
     pub const GET_TTY_FD: i32 = 0;
+    pub const TERMINAL_WINCH: i32 = 1;
     pub const STOP: i32 = 2;
     pub const GET_STATE: i32 = 3;
     pub const GET_INIT_PID: i32 = 4;

@@ -9,6 +9,7 @@
 //! What LXC's clients of those tools do not ask gets LXC's answer for an
 //! unsupported command: `-ENOSYS`.
 
+use crate::console_hub::Hub;
 use crate::state_view::{self, State};
 use crate::sys;
 use std::io::{Read, Write};
@@ -158,7 +159,7 @@ impl Server {
     }
 
     /// Serve what is waiting on the listener, without blocking on it.
-    pub(crate) fn serve(&mut self) {
+    pub(crate) fn serve(&mut self, hub: &mut Hub) {
         if self.poll_timeout() >= 0 && !self.stopping {
             self.changed(self.state());
         }
@@ -166,7 +167,7 @@ impl Server {
             let Some(l) = self.listener.as_ref() else { return };
             match l.accept() {
                 Ok((s, _)) => {
-                    if let Err(e) = self.client(s) {
+                    if let Err(e) = self.client(s, hub) {
                         tracing::debug!("command socket client: {e}");
                     }
                 }
@@ -184,14 +185,14 @@ impl Server {
         self.changed(State::Stopped);
     }
 
-    fn client(&mut self, mut s: UnixStream) -> std::io::Result<()> {
+    fn client(&mut self, mut s: UnixStream, hub: &mut Hub) -> std::io::Result<()> {
         s.set_nonblocking(false)?;
         // A client that stalls costs the monitor this much, never a hang.
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
         s.set_write_timeout(Some(Duration::from_secs(1)))?;
         // Before reading anything: another user cannot even make us wait.
         if !peer_allowed(&s) {
-            return reply(&mut s, -libc::EACCES, 0, &[], &[]);
+            return reply(&s, -libc::EACCES, 0, &[], &[]);
         }
         let mut h = [0u8; 16];
         s.read_exact(&mut h)?;
@@ -202,32 +203,45 @@ impl Server {
         }
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data)?;
-        self.dispatch(s, c, &data, value)
+        self.dispatch(s, c, &data, value, hub)
     }
 
     /// Answer command `c` with payload `data` (or `value` in the header's
     /// pointer field, where LXC's client encodes small arguments).
-    fn dispatch(&mut self, mut s: UnixStream, c: i32, data: &[u8], value: u64) -> std::io::Result<()> {
+    fn dispatch(&mut self, mut s: UnixStream, c: i32, data: &[u8], value: u64, hub: &mut Hub) -> std::io::Result<()> {
         let _span = tracing::debug_span!("lxc_cmd", cmd = c).entered();
         let pid = self.run.init_pid;
         let live = pid > 0 && !self.stopping;
         match c {
-            cmd::GET_STATE => reply(&mut s, 0, self.state() as u64, &[], &[]),
-            cmd::GET_INIT_PID if live => reply(&mut s, 0, pid as u64, &[], &[]),
+            cmd::GET_STATE => reply(&s, 0, self.state() as u64, &[], &[]),
+            // LXC's lxc-console: a tty's master (the number in the header),
+            // the client's until it hangs up. The console is not lent this
+            // way: the monitor reads its output itself.
+            cmd::GET_TTY_FD if live => {
+                let want = value as i32 as i64;
+                match hub.lend_tty(want, s, |s, n, fd| reply(s, 0, n as u64, &[], &[fd])) {
+                    Ok(_) => Ok(()),
+                    // LXC's answer when it has no such tty free.
+                    Err(s) => reply(&s, -libc::EBADF, 0, &[], &[]),
+                }
+            }
+            // The client sized the tty itself; nothing to pass on.
+            cmd::TERMINAL_WINCH => reply(&s, 0, 0, &[], &[]),
+            cmd::GET_INIT_PID if live => reply(&s, 0, pid as u64, &[], &[]),
             cmd::GET_INIT_PIDFD if live => match &self.run.pidfd {
-                Some(fd) => reply(&mut s, 0, 0, &[], &[fd.as_raw_fd()]),
-                None => reply(&mut s, -libc::EBADF, 0, &[], &[]),
+                Some(fd) => reply(&s, 0, 0, &[], &[fd.as_raw_fd()]),
+                None => reply(&s, -libc::EBADF, 0, &[], &[]),
             },
-            cmd::GET_CLONE_FLAGS if live => reply(&mut s, 0, self.clone_flags(), &[], &[]),
+            cmd::GET_CLONE_FLAGS if live => reply(&s, 0, self.clone_flags(), &[], &[]),
             // LXC's answer when it holds no devpts fd of the container.
-            cmd::GET_DEVPTS_FD => reply(&mut s, -libc::EBADF, 0, &[], &[]),
-            cmd::GET_NAME => reply(&mut s, 0, 0, &cstr(&self.name), &[]),
-            cmd::GET_LXCPATH => reply(&mut s, 0, 0, &cstr(&self.lxcpath), &[]),
+            cmd::GET_DEVPTS_FD => reply(&s, -libc::EBADF, 0, &[], &[]),
+            cmd::GET_NAME => reply(&s, 0, 0, &cstr(&self.name), &[]),
+            cmd::GET_LXCPATH => reply(&s, 0, 0, &cstr(&self.lxcpath), &[]),
             cmd::GET_CONFIG_ITEM => {
                 let key = String::from_utf8_lossy(data.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
                 match self.config_item(&key) {
-                    Some(v) => reply(&mut s, 0, 0, &cstr(&v), &[]),
-                    None => reply(&mut s, -1, 0, &[], &[]),
+                    Some(v) => reply(&s, 0, 0, &cstr(&v), &[]),
+                    None => reply(&s, -1, 0, &[], &[]),
                 }
             }
             cmd::ADD_STATE_CLIENT => {
@@ -237,9 +251,9 @@ impl Server {
                 }
                 let now = self.state();
                 if states[now as usize] == 1 {
-                    reply(&mut s, now as i32, now as u64, &[], &[])
+                    reply(&s, now as i32, now as u64, &[], &[])
                 } else {
-                    reply(&mut s, MAX_STATE, MAX_STATE as u64, &[], &[])?;
+                    reply(&s, MAX_STATE, MAX_STATE as u64, &[], &[])?;
                     self.state_clients.push(StateClient { sock: s, states });
                     Ok(())
                 }
@@ -264,10 +278,10 @@ impl Server {
                 if let Some(st) = st {
                     self.changed(st);
                 }
-                reply(&mut s, if st.is_some() { 0 } else { -libc::EINVAL }, 0, &[], &[])
+                reply(&s, if st.is_some() { 0 } else { -libc::EINVAL }, 0, &[], &[])
             }
             // What LXC answers for a command it does not support.
-            _ => reply(&mut s, -libc::ENOSYS, 0, &[], &[]),
+            _ => reply(&s, -libc::ENOSYS, 0, &[], &[]),
         }
     }
 
@@ -462,7 +476,7 @@ fn peer_allowed(s: &UnixStream) -> bool {
 }
 
 /// A response: the header (with `fds` attached), then `data`.
-fn reply(s: &mut UnixStream, ret: i32, value: u64, data: &[u8], fds: &[i32]) -> std::io::Result<()> {
+fn reply(s: &UnixStream, ret: i32, value: u64, data: &[u8], fds: &[i32]) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let h = Rsp {
         ret,
@@ -475,7 +489,8 @@ fn reply(s: &mut UnixStream, ret: i32, value: u64, data: &[u8], fds: &[i32]) -> 
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
     sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)?;
     if !data.is_empty() {
-        s.write_all(data)?;
+        let mut w = s;
+        w.write_all(data)?;
     }
     Ok(())
 }

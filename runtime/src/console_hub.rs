@@ -321,6 +321,31 @@ impl Hub {
         }
     }
 
+    /// Lend tty `want` (N, or -1 the first free one; not the console, whose
+    /// output we read ourselves) to a client of LXC's command socket: `send`
+    /// passes it the master; the tty is its until `s` hangs up. The number,
+    /// or `s` back when there is no such tty free.
+    pub(crate) fn lend_tty(
+        &mut self,
+        want: i64,
+        s: UnixStream,
+        send: impl FnOnce(&UnixStream, i64, RawFd) -> std::io::Result<()>,
+    ) -> std::result::Result<i64, UnixStream> {
+        let Ok((n, fd)) = self.lend(want).map_err(|e| tracing::info!("{}: {e}", self.name)) else {
+            return Err(s);
+        };
+        if n == 0 {
+            return Err(s);
+        }
+        if send(&s, n, fd).is_err() {
+            return Ok(n); // the client is gone already; the tty stays free
+        }
+        let _ = s.set_nonblocking(true);
+        self.tty_users[n as usize - 1] = Some(s);
+        tracing::info!("{}: LXC's lxc-console attached to tty {n}", self.name);
+        Ok(n)
+    }
+
     /// Pick the pty for a request (LXC's numbering: 0 the console, N ttyN,
     /// -1 the first free tty); its number and master fd.
     fn lend(&self, want: i64) -> std::result::Result<(i64, RawFd), String> {

@@ -633,7 +633,7 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, hub: &mut Hub, srv
         }
         // Clients of LXC's command socket; freezer states on a timeout.
         if fds[2].revents != 0 || r == 0 {
-            srv.serve();
+            srv.serve(hub);
         }
     }
     loop {
