@@ -20,13 +20,11 @@ pub(crate) fn mark_ran(r: &ContainerRef) -> Result<()> {
     std::fs::write(&p, b"").map_err(|e| Error::io("mark ephemeral run", &p, e))
 }
 
-/// Whether LXC itself runs `name` (its command socket is bound).
+/// Whether LXC itself runs `name`: its command socket (plain or hashed
+/// name) takes a connection.
 fn lxc_runs(lxcpath: &Path, name: &str) -> bool {
-    let Ok(t) = std::fs::read_to_string("/proc/net/unix") else {
-        return false;
-    };
-    let needle = format!("{}/{name}/command", lxcpath.display());
-    t.lines().any(|l| l.contains(&needle))
+    strata_core::lxc_cmd::socket_addr(lxcpath, name)
+        .is_ok_and(|a| std::os::unix::net::UnixStream::connect_addr(&a).is_ok())
 }
 
 /// Clean up after killed runs in `lxcpath`: unmount rootfs of containers
