@@ -364,13 +364,35 @@ fn reconcile_removes_temp_files_of_dead_writers_only() {
     let live = env
         .c("base")
         .join(format!(".lxc_snapshots.strata-tmp-{}-1a2d", std::process::id()));
+    // As a killed command leaves them: noted in its entry of the in-flight
+    // record before they were made. A temp file of a live writer named
+    // there (a pid reused) stays.
+    let entry = env.run_dir.join("inflight/op.2147483646-1");
+    std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+    let listed = format!("{}\n{}\n{}\n", dead.display(), in_snap.display(), live.display());
+    std::fs::write(&entry, &listed).unwrap();
     for f in [&dead, &in_snap, &live] {
         std::fs::write(f, "half\n").unwrap();
     }
     env.ok("lxc-ls", &[]);
     assert!(!dead.exists() && !in_snap.exists(), "{:?}", leftovers(&env.lxcpath));
     assert!(live.exists(), "a live writer's temp file was removed");
+    assert!(entry.exists(), "the entry went while a path it names is left");
     std::fs::remove_file(&live).unwrap();
+    env.ok("lxc-ls", &[]);
+    assert!(!entry.exists(), "the entry stayed once nothing it names is left");
+    assert_eq!(dep_mismatches(&env.lxcpath), Vec::<String>::new());
+
+    // Each command reads only that record, not every container: a leftover
+    // nobody noted (a strata from before the record, a power cut) waits for
+    // the first command after a boot, which empties the run dir.
+    let unnoted = env.c("c").join(".config.strata-tmp-2147483646-1a2e");
+    std::fs::write(&unnoted, "half\n").unwrap();
+    env.ok("lxc-ls", &[]);
+    assert!(unnoted.exists(), "every container was scanned again");
+    std::fs::remove_dir_all(env.run_dir.join("inflight")).unwrap();
+    env.ok("lxc-ls", &[]);
+    assert!(!unnoted.exists(), "{:?}", leftovers(&env.lxcpath));
     assert_eq!(dep_mismatches(&env.lxcpath), Vec::<String>::new());
 }
 

@@ -147,9 +147,46 @@ fn killed_monitor_leaves_nothing_after_the_next_command() {
         rt.entries().contains(&"e3".to_string()),
         "never started as ephemeral: kept"
     );
+    // Began before a reboot: the mark it left, and the run dir emptied.
     std::fs::write(rt.lxcpath.join("e3/.strata-ephemeral-ran"), "").unwrap();
+    std::fs::remove_dir_all(&rt.run_dir).unwrap();
+    std::fs::create_dir(&rt.run_dir).unwrap();
     rt.ok("lxc-info", &["-n", "base"]);
     rt.assert_clean(&["base"]);
+
+    // Killed in this boot after its mark, before its record: the mark and
+    // the registration the reaper reads (of a dead command) tell it.
+    rt.ok(
+        "lxc-copy",
+        &["-n", "base", "-N", "e4", "-e", "-D", "-F", "--", "/bin/true"],
+    );
+    let cfg = rt.lxcpath.join("e4/config");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("lxc.ephemeral = 1\n");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(rt.lxcpath.join("e4/.strata-ephemeral-ran"), "").unwrap();
+    rt.ok("lxc-info", &["-n", "base"]);
+    assert!(
+        rt.entries().contains(&"e4".to_string()),
+        "reaped with no registration: every config was read again"
+    );
+    let key: String = rt
+        .lxcpath
+        .display()
+        .to_string()
+        .chars()
+        .flat_map(|c| match c {
+            '/' => vec!['_'],
+            '_' => vec!['_', '_'],
+            c => vec![c],
+        })
+        .collect();
+    let reg = rt.run_dir.join("inflight/ran").join(key);
+    std::fs::create_dir_all(&reg).unwrap();
+    std::fs::write(reg.join("e4"), "2147483646 1\n").unwrap();
+    rt.ok("lxc-info", &["-n", "base"]);
+    rt.assert_clean(&["base"]);
+    assert!(!reg.join("e4").exists(), "the registration outlived its container");
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod idmap;
+pub mod inflight;
 pub mod lock;
 pub mod lxc_cmd;
 pub mod lxc_conf;

@@ -595,6 +595,8 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
         std::process::id(),
         crate::paths::unique()
     ));
+    // Noted before it exists, so that a kill leaves nothing unaccounted for.
+    crate::inflight::note(&tmp)?;
     let mut sync_dir = false;
     let res = (|| -> Result<()> {
         let mut f = std::fs::OpenOptions::new()

@@ -198,7 +198,7 @@ pub(super) fn mkdir(p: &Path, mode: u32) -> Result<()> {
 /// A fresh `$lxcpath/PREFIX NAME.XXXX` directory.
 pub(super) fn make_aside(lxcpath: &Path, prefix: &str, name: &str, mode: u32) -> Result<PathBuf> {
     for _ in 0..100 {
-        let p = lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()));
+        let p = aside_name(lxcpath, prefix, name)?;
         match std::fs::DirBuilder::new().mode(mode).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -242,8 +242,12 @@ fn own_dir_as_container_root(dir: &Path) -> Result<()> {
     std::os::unix::fs::lchown(dir, Some(0), None).ctx("chown container dir", dir)
 }
 
-pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> PathBuf {
-    lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()))
+/// A fresh `$lxcpath/PREFIX NAME.XXXX` path, noted as in flight before
+/// the caller makes it (see [`crate::inflight`]).
+pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> Result<PathBuf> {
+    let p = lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()));
+    crate::inflight::note(&p)?;
+    Ok(p)
 }
 
 fn exists_any(p: &Path) -> bool {
@@ -1151,8 +1155,9 @@ impl Engine {
             };
             // A journal: once the copy is in place, the next command
             // finishes a killed rename by destroying the source.
-            let journal =
-                (req.src.lxcpath == req.dst.lxcpath).then(|| aside_name(&req.src.lxcpath, REN, &req.dst.name));
+            let journal = (req.src.lxcpath == req.dst.lxcpath)
+                .then(|| aside_name(&req.src.lxcpath, REN, &req.dst.name))
+                .transpose()?;
             if let Some(j) = &journal {
                 write_atomic(j, format!("{}\n{RENAME_BY_COPY}\n", req.src.name).as_bytes())?;
             }
@@ -1187,7 +1192,7 @@ impl Engine {
         }
         let spec = spec_of(&cfg, &new_dir)?;
         cfg.save(&old_dir.join(RENAME_CONFIG))?;
-        let journal = aside_name(&req.src.lxcpath, REN, &req.dst.name);
+        let journal = aside_name(&req.src.lxcpath, REN, &req.dst.name)?;
         let res = write_atomic(&journal, format!("{}\n", req.src.name).as_bytes())
             .and_then(|_| rename_noreplace(&old_dir, &new_dir));
         if let Err(e) = res {
@@ -1641,7 +1646,7 @@ impl Engine {
         if let Some(m) = busy.first() {
             return Err(err!(Busy, "destroy", "{} is mounted; unmount it first", m.display()).at(&dir));
         }
-        let del = aside_name(lxcpath, DEL, name);
+        let del = aside_name(lxcpath, DEL, name)?;
         let elsewhere = rootfs_elsewhere(&dir);
         rename_noreplace(&dir, &del)?;
         if elsewhere {

@@ -26,6 +26,45 @@ fn owner_name(n: &str) -> Option<&str> {
     rest.rsplit_once('.').map(|(name, _)| name).filter(|s| !s.is_empty())
 }
 
+/// The marker of the full scan (see [`crate::inflight::scanned_this_boot`]).
+const SCAN: &str = "staging";
+
+/// (dir holding a staging leftover, its name, owning container)
+type Found = (PathBuf, String, String);
+
+fn is_temp(n: &str) -> bool {
+    n.starts_with('.') && n.contains(".strata-tmp-")
+}
+
+/// Sort a path a killed command noted into `found` or `temp`, as the full
+/// scan would have, when it is in `lxcpath` and still there.
+fn classify(lxcpath: &Path, p: &Path, found: &mut Vec<Found>, temp: &mut Vec<(String, PathBuf)>) {
+    let (Ok(rel), Some(parent), Some(n)) = (p.strip_prefix(lxcpath), p.parent(), p.file_name()) else {
+        return;
+    };
+    if std::fs::symlink_metadata(p).is_err() {
+        return;
+    }
+    let n = n.to_string_lossy().into_owned();
+    let mut comps = rel.components();
+    let first = comps.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let top = comps.next().is_none();
+    let Some(first) = first else { return };
+    if is_temp(&n) {
+        temp.push((if top { String::new() } else { first }, p.to_path_buf()));
+    } else if kind_rank(&n).is_some() {
+        // In the lxcpath, or in a container's `snaps` (as the full scan finds them).
+        let owner = if top {
+            owner_name(&n).map(str::to_string)
+        } else {
+            (parent == lxcpath.join(&first).join("snaps")).then_some(first)
+        };
+        if let Some(owner) = owner {
+            found.push((parent.to_path_buf(), n, owner));
+        }
+    }
+}
+
 impl Engine {
     /// Scratch mounts (and the loop devices behind them) of killed commands,
     /// whatever their lxcpath: released before the staging dirs whose images
@@ -91,22 +130,62 @@ impl Engine {
             tracing::info!("released the scratch mount {} of a killed command", p.display());
         }
         let mut temp = Vec::new();
-        let mut removed = self.reconcile_staging(lxcpath, &mut temp)?;
+        let mut found = Vec::new();
+        // Once per boot (and per lxcpath new to this record): every container.
+        let full = !crate::inflight::scanned_this_boot(lxcpath, SCAN);
+        if full {
+            self.scan_staging(lxcpath, &mut found, &mut temp);
+        }
+        // Otherwise exactly what killed commands noted as in flight.
+        let dead = crate::inflight::dead();
+        // Paths noted under another spelling of this lxcpath (a symlink to
+        // it), found through the real path of their dir.
+        let (mut found_real, mut temp_real) = (Vec::new(), Vec::new());
+        let mut real: Option<Option<PathBuf>> = None;
+        for d in &dead {
+            for p in &d.paths {
+                if p.starts_with(lxcpath) {
+                    classify(lxcpath, p, &mut found, &mut temp);
+                    continue;
+                }
+                let Some(real_lp) = real.get_or_insert_with(|| std::fs::canonicalize(lxcpath).ok()) else {
+                    continue;
+                };
+                let in_real = p
+                    .parent()
+                    .and_then(|d| std::fs::canonicalize(d).ok())
+                    .zip(p.file_name())
+                    .map(|(d, n)| d.join(n));
+                if let Some(q) = in_real.filter(|q| q.starts_with(&*real_lp) && *real_lp != lxcpath) {
+                    classify(real_lp, &q, &mut found_real, &mut temp_real);
+                }
+            }
+        }
+        let mut removed = self.handle_found(lxcpath, found)?;
+        temp.sort();
+        temp.dedup();
         removed.extend(self.remove_stale_temp_files(lxcpath, temp));
+        if let Some(Some(real_lp)) = &real {
+            removed.extend(self.handle_found(real_lp, found_real)?);
+            removed.extend(self.remove_stale_temp_files(real_lp, temp_real));
+        }
+        for d in &dead {
+            crate::inflight::forget_if_done(d);
+        }
+        if full {
+            crate::inflight::mark_scanned(lxcpath, SCAN);
+        }
         Ok(removed)
     }
 
-    /// Staging leftovers, handled here; temp files of atomic writes
-    /// (`.NAME.strata-tmp-PID-X`) in the lxcpath, container dirs, `snaps`
-    /// and snapshot dirs, pushed to `temp` with their container. One
-    /// listing of each dir serves both.
-    fn reconcile_staging(&self, lxcpath: &Path, temp: &mut Vec<(String, PathBuf)>) -> Result<Vec<PathBuf>> {
+    /// The full scan: staging leftovers pushed to `found`; temp files of
+    /// atomic writes (`.NAME.strata-tmp-PID-X`) in the lxcpath, container
+    /// dirs, `snaps` and snapshot dirs, pushed to `temp` with their
+    /// container. One listing of each dir serves both.
+    fn scan_staging(&self, lxcpath: &Path, found: &mut Vec<Found>, temp: &mut Vec<(String, PathBuf)>) {
         let Ok(rd) = std::fs::read_dir(lxcpath) else {
-            return Ok(Vec::new());
+            return;
         };
-        let is_temp = |n: &str| n.starts_with('.') && n.contains(".strata-tmp-");
-        // (dir holding the leftover, its name, owning container)
-        let mut found: Vec<(PathBuf, String, String)> = Vec::new();
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if kind_rank(&n).is_some() {
@@ -151,10 +230,15 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Handle staging leftovers, each while its owner's lock is free.
+    fn handle_found(&self, lxcpath: &Path, mut found: Vec<Found>) -> Result<Vec<PathBuf>> {
         if found.is_empty() {
             return Ok(Vec::new());
         }
-        found.sort_by_key(|(_, n, _)| kind_rank(n));
+        found.sort_by(|a, b| (kind_rank(&a.1), a).cmp(&(kind_rank(&b.1), b)));
+        found.dedup();
         let mut removed = Vec::new();
         for (parent, n, owner) in found {
             let Some(_lock) = ContainerLock::try_acquire(lxcpath, &owner)? else {

@@ -1,0 +1,285 @@
+//! What is in flight: every path a command may leave behind when it is
+//! killed (a staging or aside dir `.strata-xxx.NAME.X`, the temp file of
+//! an atomic write `.NAME.strata-tmp-PID-X`) is noted in the command's
+//! entry, `RUN/inflight/op.PID-START`, before the path is made. The next
+//! command's reconcile reads the entries whose writer is dead and looks at
+//! exactly the paths they name: its cost follows what was in flight, not
+//! the number of containers in the lxcpath. An entry goes once nothing it
+//! names is left.
+//!
+//! The run dir is emptied at boot (and is not synced): the first command
+//! after a boot scans the whole lxcpath once instead ([`scanned_this_boot`]
+//! tells it), which also finds what a strata from before this record left,
+//! and what a power cut left without its entry.
+
+use crate::error::{IoContext, Result};
+use crate::paths;
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const OP: &str = "record operation in flight";
+/// Lines an entry of a long-lived process holds before it drops those
+/// whose paths are gone.
+const TRIM: usize = 512;
+
+fn root() -> PathBuf {
+    paths::run_dir().join("inflight")
+}
+
+/// This process's entry (one per run dir: tests use several).
+struct Mine {
+    root: PathBuf,
+    pid: u32,
+    file: std::fs::File,
+    path: PathBuf,
+    noted: HashSet<PathBuf>,
+}
+
+static MINE: Mutex<Vec<Mine>> = Mutex::new(Vec::new());
+
+fn start_of(pid: u32) -> Option<u64> {
+    crate::state::proc_stat(pid as i32).map(|(_, s)| s)
+}
+
+fn open_entry(path: &Path, truncate: bool) -> Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    if truncate {
+        o.write(true).create(true).truncate(true);
+    } else {
+        o.append(true).create(true);
+    }
+    o.mode(0o600).custom_flags(libc::O_CLOEXEC).open(path).ctx(OP, path)
+}
+
+/// Note `path`, which this process is about to create, in its entry. Must
+/// come before the path exists: a kill between the two leaves an entry
+/// naming nothing, which the next reconcile drops.
+pub fn note(path: &Path) -> Result<()> {
+    note_in(&root(), path)
+}
+
+fn note_in(root: &Path, path: &Path) -> Result<()> {
+    let path = std::path::absolute(path).ctx(OP, path)?;
+    if path.as_os_str().as_bytes().contains(&b'\n') {
+        return Err(crate::err!(InvalidArgument, OP, "a newline in the path").at(&path));
+    }
+    let pid = std::process::id();
+    let mut g = MINE.lock().unwrap_or_else(|e| e.into_inner());
+    // A forked child: an entry of its own, dead when it is.
+    g.retain(|m| m.pid == pid);
+    let i = match g.iter().position(|m| m.root == root) {
+        Some(i) => i,
+        None => {
+            paths::ensure_dir(root)?;
+            let p = root.join(format!("op.{pid}-{}", start_of(pid).unwrap_or(0)));
+            let file = open_entry(&p, false)?;
+            g.push(Mine {
+                root: root.to_path_buf(),
+                pid,
+                file,
+                path: p,
+                noted: HashSet::new(),
+            });
+            g.len() - 1
+        }
+    };
+    let m = &mut g[i];
+    if m.noted.contains(&path) {
+        return Ok(());
+    }
+    if m.noted.len() >= TRIM {
+        trim(m)?;
+    }
+    let mut line = path.as_os_str().as_bytes().to_vec();
+    line.push(b'\n');
+    // One write of one line: a kill leaves it whole or (torn) naming nothing.
+    m.file.write_all(&line).ctx(OP, &m.path)?;
+    m.noted.insert(path);
+    Ok(())
+}
+
+/// Rewrite a long-lived process's entry with only the paths that exist:
+/// a new file renamed over it, so a kill leaves one or the other.
+fn trim(m: &mut Mine) -> Result<()> {
+    m.noted.retain(|p| std::fs::symlink_metadata(p).is_ok());
+    let tmp = m.root.join(format!("trim.{}", m.pid));
+    let mut f = open_entry(&tmp, true)?;
+    let mut text = Vec::new();
+    for p in &m.noted {
+        text.extend_from_slice(p.as_os_str().as_bytes());
+        text.push(b'\n');
+    }
+    f.write_all(&text).ctx(OP, &tmp)?;
+    std::fs::rename(&tmp, &m.path).ctx(OP, &m.path)?;
+    m.file = open_entry(&m.path, false)?;
+    Ok(())
+}
+
+/// The entry of a dead command and the paths it named.
+#[derive(Debug)]
+pub struct Dead {
+    pub entry: PathBuf,
+    pub paths: Vec<PathBuf>,
+}
+
+/// Whether `pid` is the live process that started at `start` (clock ticks after boot).
+pub fn process_alive(pid: u32, start: u64) -> bool {
+    matches!(crate::state::proc_stat(pid as i32), Some((s, st)) if s != 'Z' && s != 'X' && st == start)
+}
+
+/// The entries whose writer is dead.
+pub fn dead() -> Vec<Dead> {
+    dead_in(&root())
+}
+
+fn dead_in(root: &Path) -> Vec<Dead> {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let Some(id) = n.to_str().and_then(|n| n.strip_prefix("op.")) else {
+            continue;
+        };
+        let Some((pid, start)) = id
+            .split_once('-')
+            .and_then(|(p, s)| Some((p.parse::<u32>().ok()?, s.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        if process_alive(pid, start) {
+            continue;
+        }
+        let Ok(data) = std::fs::read(e.path()) else { continue };
+        let paths = data
+            .split(|b| *b == b'\n')
+            .filter(|l| l.first() == Some(&b'/'))
+            .map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l)))
+            .collect();
+        out.push(Dead { entry: e.path(), paths });
+    }
+    out
+}
+
+/// Drop a dead entry once none of its paths is left (those of another
+/// lxcpath wait for a reconcile of theirs).
+pub fn forget_if_done(d: &Dead) {
+    if d.paths.iter().all(|p| std::fs::symlink_metadata(p).is_err()) {
+        let _ = std::fs::remove_file(&d.entry);
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn marker(lxcpath: &Path, what: &str) -> PathBuf {
+    marker_in(&root(), lxcpath, what)
+}
+
+fn marker_in(root: &Path, lxcpath: &Path, what: &str) -> PathBuf {
+    root.join("scanned")
+        .join(format!("{}.{what}", paths::lxcpath_key(lxcpath)))
+}
+
+/// Whether the full scan `what` of `lxcpath` was done since the last boot
+/// (the marker holds the boot id, should the run dir outlive a boot).
+pub fn scanned_this_boot(lxcpath: &Path, what: &str) -> bool {
+    scanned(&marker(lxcpath, what))
+}
+
+fn scanned(marker: &Path) -> bool {
+    std::fs::read_to_string(marker).is_ok_and(|s| s.trim() == boot_id())
+}
+
+/// Record that the full scan `what` of `lxcpath` was done in this boot.
+pub fn mark_scanned(lxcpath: &Path, what: &str) {
+    mark(&marker(lxcpath, what))
+}
+
+fn mark(p: &Path) {
+    // Only an optimisation: failing costs the next command another full scan.
+    let Some(dir) = p.parent() else { return };
+    if paths::ensure_dir(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+    if std::fs::write(&tmp, boot_id()).is_err() || std::fs::rename(&tmp, p).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_name_paths_until_their_writer_dies() {
+        let run = tempfile::tempdir().unwrap();
+        let root = run.path().join("inflight");
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join(".strata-tmp.a.1");
+        note_in(&root, &a).unwrap();
+        note_in(&root, &a).unwrap();
+        let me = root.join(format!(
+            "op.{}-{}",
+            std::process::id(),
+            start_of(std::process::id()).unwrap()
+        ));
+        assert_eq!(std::fs::read_to_string(&me).unwrap(), format!("{}\n", a.display()));
+        // Alive: not listed.
+        assert!(dead_in(&root).is_empty());
+        // A dead writer's entry (a pid above any pid_max), its last line torn.
+        let gone = root.join("op.2147483646-5");
+        std::fs::write(&gone, format!("{}\nbroken-half-line", a.display())).unwrap();
+        std::fs::create_dir(&a).unwrap();
+        let ds = dead_in(&root);
+        assert_eq!(ds.len(), 1);
+        assert_eq!(ds[0].paths, vec![a.clone()]);
+        forget_if_done(&ds[0]);
+        assert!(gone.exists(), "dropped while its path is left");
+        std::fs::remove_dir(&a).unwrap();
+        forget_if_done(&ds[0]);
+        assert!(!gone.exists());
+        // The boot marker.
+        let m = marker_in(&root, d.path(), "staging");
+        assert!(!scanned(&m));
+        mark(&m);
+        assert!(scanned(&m));
+        assert!(!scanned(&marker_in(&root, d.path(), "ephemeral")));
+        std::fs::write(&m, "another-boot\n").unwrap();
+        assert!(!scanned(&m));
+    }
+
+    #[test]
+    fn a_long_lived_entry_drops_what_is_gone() {
+        let run = tempfile::tempdir().unwrap();
+        let root = run.path().join("inflight");
+        let d = tempfile::tempdir().unwrap();
+        let kept = d.path().join("kept");
+        note_in(&root, &kept).unwrap();
+        std::fs::write(&kept, "").unwrap();
+        for i in 0..TRIM + 10 {
+            note_in(&root, &d.path().join(format!("gone{i}"))).unwrap();
+        }
+        let me = root.join(format!(
+            "op.{}-{}",
+            std::process::id(),
+            start_of(std::process::id()).unwrap()
+        ));
+        let text = std::fs::read_to_string(&me).unwrap();
+        assert!(text.lines().count() < 20, "{} lines", text.lines().count());
+        assert!(
+            text.lines().any(|l| l == kept.to_str().unwrap()),
+            "a path that is left was dropped"
+        );
+        assert!(!root.join(format!("trim.{}", std::process::id())).exists());
+    }
+}
