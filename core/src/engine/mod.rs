@@ -17,6 +17,11 @@
 //!
 //! The same leftovers inside `NAME/snaps/` belong to container NAME.
 //!
+//! Reconcile finds them through the record of what is in flight
+//! ([`crate::inflight`]): each is noted by its maker before it exists, and
+//! only the entries of dead commands are read. The first reconcile of an
+//! lxcpath after a boot scans every container instead.
+//!
 //! Outside the rules above, reconcile also releases the scratch mounts (and
 //! loop devices) of killed commands, from the records written before they
 //! were made ([`crate::scratch`]), and removes temp files of atomic writes
