@@ -59,6 +59,17 @@ fn open_entry(path: &Path, truncate: bool) -> Result<std::fs::File> {
 /// come before the path exists: a kill between the two leaves an entry
 /// naming nothing, which the next reconcile drops.
 pub fn note(path: &Path) -> Result<()> {
+    if crate::idmap::in_ns_child() {
+        // A forked copy of a threaded process, as the container's root, who
+        // may not write the run dir: best effort, never waiting on a lock
+        // a thread that is not here held at the fork. What it writes lies in
+        // a staging dir (noted by its parent) or is found by the scan after
+        // a boot.
+        if let Err(e) = note_in(&root(), path) {
+            tracing::debug!("not noted as in flight: {e}");
+        }
+        return Ok(());
+    }
     note_in(&root(), path)
 }
 
@@ -68,7 +79,17 @@ fn note_in(root: &Path, path: &Path) -> Result<()> {
         return Err(crate::err!(InvalidArgument, OP, "a newline in the path").at(&path));
     }
     let pid = std::process::id();
-    let mut g = MINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = if crate::idmap::in_ns_child() {
+        match MINE.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(crate::err!(Busy, OP, "held by a thread of the parent"));
+            }
+        }
+    } else {
+        MINE.lock().unwrap_or_else(|e| e.into_inner())
+    };
     // A forked child: an entry of its own, dead when it is.
     g.retain(|m| m.pid == pid);
     let i = match g.iter().position(|m| m.root == root) {

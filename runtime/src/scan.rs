@@ -1,5 +1,6 @@
 //! Which containers of an lxcpath are marked `lxc.ephemeral = 1`, for the
-//! reaper that every command runs. Reading every config each time costs
+//! reaper: the registered runs of every command, and every container in
+//! its first pass per lxcpath after a boot. Reading every config costs
 //! about 14 µs per container (3 ms with 200 of them): the answer is kept in
 //! the run directory per config file (inode, size, mtime) and a config is
 //! read again only when it changed. The run directory is emptied at boot,
