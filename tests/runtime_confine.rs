@@ -741,3 +741,86 @@ fn capability_keys_as_lxc() {
     rt.assert_clean(&names.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// The host's nodes the test changes from inside: mode bits and owner.
+const NODES: [&str; 3] = ["/dev/null", "/dev/zero", "/dev/tty"];
+
+fn host_nodes() -> Vec<(u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    NODES
+        .iter()
+        .map(|n| {
+            let m = std::fs::metadata(n).unwrap();
+            (m.mode() & 0o7777, m.uid(), m.gid())
+        })
+        .collect()
+}
+
+/// Puts the host's nodes back as they were, whatever the test saw.
+struct NodesGuard(Vec<(u32, u32, u32)>);
+
+impl Drop for NodesGuard {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        for (n, &(mode, uid, gid)) in NODES.iter().zip(&self.0) {
+            let _ = std::os::unix::fs::chown(n, Some(uid), Some(gid));
+            let _ = std::fs::set_permissions(n, std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+/// A privileged container's root changes the owner and mode of its
+/// /dev/null: the host's stays as it is (its /dev holds nodes of its own,
+/// as LXC makes them; a bind of the host's node handed that root the host's
+/// inode). Under LXC too, with the same config.
+#[test]
+fn a_privileged_container_cannot_change_the_hosts_dev_nodes() {
+    let before = host_nodes();
+    let _guard = NodesGuard(before.clone());
+    let rt = Rt::new();
+    let sides = [
+        ("strata", Side { rt: &rt, lxcpath: None }),
+        (
+            "LXC",
+            Side {
+                rt: &rt,
+                lxcpath: Some(rt.tmp.path().join("lxc-side")),
+            },
+        ),
+    ];
+    for (label, side) in &sides {
+        if *label == "LXC" && !lxc_installed() {
+            eprintln!("LXC side skipped: not installed");
+            continue;
+        }
+        let dir = side.lxcpath().join("devnull");
+        let rootfs = dir.join("rootfs");
+        make_rootfs(&rootfs);
+        std::fs::write(dir.join("config"), confined_config(&rootfs, "devnull")).unwrap();
+        let o = side
+            .cmd(
+                "lxc-execute",
+                &[
+                    "-n",
+                    "devnull",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "chmod 600 /dev/null /dev/zero /dev/tty; chown 1:1 /dev/null /dev/zero /dev/tty; stat -c '%a %u' /dev/null",
+                ],
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{label}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Inside, root changed its own node...
+        assert_eq!(out.trim(), "600 1", "{label}: {out}");
+        // ...and the host's is as it was.
+        assert_eq!(host_nodes(), before, "{label}: the host's {NODES:?} changed");
+    }
+}

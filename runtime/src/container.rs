@@ -132,6 +132,18 @@ pub trait Syscall {
         nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::errno("unmount", target, e))
     }
     fn link_up(&mut self, name: &str) -> Result<()>;
+    /// Make a character device node at `target` with exactly `mode`.
+    fn mknod_char(&mut self, target: &str, mode: u32, major: u32, minor: u32) -> Result<()> {
+        let c = std::ffi::CString::new(target)
+            .map_err(|_| Error::errno("create device node", target, nix::errno::Errno::EINVAL))?;
+        // SAFETY: mknod on a NUL-terminated path we own; no memory is shared.
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | mode, libc::makedev(major, minor)) } != 0 {
+            return Err(Error::errno("create device node", target, nix::errno::Errno::last()));
+        }
+        // The umask took bits off; the node is in a tmpfs only this setup sees yet.
+        std::fs::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| Error::io("create device node", target, e))
+    }
     /// Make `root` the root and detach the old one.
     fn pivot_root(&mut self, root: &OwnedFd, path: &Path) -> Result<()>;
 }
@@ -383,6 +395,16 @@ fn cgroup_mounts(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<
 }
 
 /// A tmpfs /dev with the host's harmless nodes bind-mounted, a private devpts and /dev/ptmx.
+/// The nodes LXC's autodev makes: name, major, minor.
+const HOST_NODES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
 fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     let dev = sys::open_in_root(root, "dev", Some(Create::Dir))?;
     s.mount(
@@ -408,6 +430,19 @@ fn make_dev(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     }
     for n in nodes {
         let target = format!("{devp}/{n}");
+        // As LXC: a privileged container gets nodes of its own. A bind of the
+        // host's node would let its root chmod or chown the host's /dev/null.
+        // Where mknod is not allowed (a user namespace, a devices cgroup
+        // without "m"), the host's node is bound, which that root cannot change.
+        if let Some(&(_, major, minor)) = HOST_NODES.iter().find(|(name, ..)| *name == n) {
+            if !a.userns {
+                match s.mknod_char(&target, 0o666, major, minor) {
+                    Ok(()) => continue,
+                    Err(e) if e.source.as_ref().and_then(|s| s.raw_os_error()) == Some(libc::EPERM) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         std::fs::File::create(&target).map_err(|e| Error::io("create device node", &target, e))?;
         let src = match (n, &console) {
             ("console", Some(c)) => c.display().to_string(),
@@ -718,6 +753,11 @@ mod tests {
             self.log.push(format!("up {name}"));
             Ok(())
         }
+        fn mknod_char(&mut self, t: &str, mode: u32, major: u32, minor: u32) -> Result<()> {
+            let t = self.show(t);
+            self.log.push(format!("mknod {t} {mode:o} {major}:{minor}"));
+            Ok(())
+        }
         fn pivot_root(&mut self, _: &OwnedFd, _: &Path) -> Result<()> {
             self.log.push("pivot_root".into());
             Ok(())
@@ -786,8 +826,8 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-            want.push(format!("bind /dev/{n} /dev/{n}"));
+        for (n, major, minor) in HOST_NODES {
+            want.push(format!("mknod /dev/{n} 666 {major}:{minor}"));
         }
         want.extend(["mount devpts /dev/pts".into(), "mount tmpfs /dev/shm".into()]);
         want.extend([
