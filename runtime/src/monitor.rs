@@ -214,17 +214,17 @@ pub(crate) fn run_monitor(
     opts: &StartOpts,
     ephemeral_run: bool,
     n: &mut Notifier,
-    srv: &mut Option<crate::cmdsock::Server>,
+    slot: &mut Option<crate::cmdsock::Server>,
 ) -> Result<i32> {
     let lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
     // LXC's command socket, ours from before anything is made: taken means
     // LXC (or another monitor) runs the container.
-    let srv = match srv {
+    let srv = match slot {
         Some(s) => {
             s.rebooting();
             s
         }
-        None => srv.insert(crate::cmdsock::Server::bind(r)?),
+        None => slot.insert(crate::cmdsock::Server::bind(r)?),
     };
     let mut p = prepare(engine, r, opts, ephemeral_run)?;
     let ephemeral = ephemeral_run || p.cfg.ephemeral;
@@ -563,9 +563,18 @@ pub(crate) fn run_monitor(
     // with it (before init's exit was seen), so nothing is looked for on
     // the host then.
     let host_mounts = !p.mount_private || p.tmpfs.is_some();
-    teardown_then(engine, r, ephemeral && !reboot, host_mounts, || {
+    let destroy = ephemeral && !reboot;
+    teardown_then(engine, r, destroy, host_mounts, || {
         if let Err(e) = p.cfg.hooks.run("post-stop", &hook_env, &[], &target) {
             tracing::error!("{e}");
+        }
+        // The command socket goes before the container it names: the
+        // destroy's check for a container LXC runs would find it still
+        // bound, and wait its whole timeout for an answer from us.
+        if destroy {
+            if let Some(s) = slot.take() {
+                s.finish();
+            }
         }
     })?;
     Ok(status)
