@@ -400,14 +400,13 @@ fn test_users_container_console_and_ttys() {
     );
     chown_tree(rt.tmp.path(), u.uid.as_raw(), u.gid.as_raw());
     chown_tree(&root, 100000, 100000);
+    // Output to a file, under a time limit: a daemonized monitor holding
+    // the caller's pipe must not hang the test.
     let run = |line: String| {
-        let o = Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{line}: {}", String::from_utf8_lossy(&o.stderr));
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(&line);
+        let (code, out, _) = run_for(c, Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{line}: {out}");
     };
     run(user_line(&rt, "lxc-start", "-n u1"));
     let t = Tmux::new(&user_line(&rt, "lxc-console", "-n u1 -t 0"));
