@@ -341,10 +341,15 @@ impl ZfsBackend {
         );
         let Ok(o) = listing else { return };
         for r in rows(&o.stdout) {
+            // Also one on the very dataset it was made for: a promotion moved
+            // it there (a destroy that let a clone of its origin go on), and
+            // the command was killed before it dropped it. No live command
+            // makes such a snapshot: a new one is on its source.
             let ours = r.len() >= 3
-                && r[1] == ds
                 && (r[2].is_empty() || r[2] == "-")
-                && r[0].split_once('@').is_some_and(|(_, n)| n.starts_with(SNAP_PREFIX));
+                && r[0]
+                    .split_once('@')
+                    .is_some_and(|(on, n)| n.starts_with(SNAP_PREFIX) && (r[1] == ds || (r[1] == on && on != "-")));
             if ours {
                 let _span = tracing::info_span!("zfs destroy leftover snapshot", snap = %r[0]).entered();
                 if let Err(e) = self.tool("destroy leftover snapshot", s(&["zfs", "destroy", &r[0]])) {

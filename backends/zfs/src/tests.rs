@@ -266,6 +266,18 @@ fn destroy_drops_what_a_killed_clone_or_copy_left() {
     let destroyed: Vec<&String> = c.iter().filter(|c| c.starts_with("zfs destroy")).collect();
     // Only ours, for this dataset, with no clone.
     assert_eq!(destroyed, ["zfs destroy tank/lxc/c1@strata-a"], "{c:?}");
+    // One a promotion moved onto the dataset it was made for, its clone gone.
+    f.on(
+        "zfs list -H -p -o name,strata:for,clones -t snapshot -r tank",
+        true,
+        "tank/lxc/s0@strata-p\ttank/lxc/s0\t-\n\
+         tank/lxc/s1@strata-q\ttank/lxc/s1\ttank/lxc/c9\n\
+         tank/lxc/c1@strata-b\ttank/lxc/c2\t-\n",
+    );
+    b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone2").unwrap()).unwrap();
+    let c = f.calls();
+    assert!(c.contains(&"zfs destroy tank/lxc/s0@strata-p".to_string()), "{c:?}");
+    assert!(!c.contains(&"zfs destroy tank/lxc/s1@strata-q".to_string()), "{c:?}");
     // Killed in a copy after the receive: the received snapshot has no clone.
     f.on(
         &format!("{STATE} tank/lxc/c2"),
