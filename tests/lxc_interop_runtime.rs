@@ -147,7 +147,10 @@ fn ask_as(uid: u32, name: &[u8], cmd: i32) -> i32 {
                 if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) == 0 {
                     let h = lxc_cmd::req_bytes(cmd, 0);
                     let mut b = [0u8; 16];
-                    if libc::write(fd, h.as_ptr().cast(), 16) == 16 && libc::read(fd, b.as_mut_ptr().cast(), 16) == 16 {
+                    // The monitor may answer a refusal and close before the
+                    // request is written: the answer is read either way.
+                    libc::write(fd, h.as_ptr().cast(), 16);
+                    if libc::read(fd, b.as_mut_ptr().cast(), 16) == 16 {
                         ret = Rsp::from_bytes(&b).ret;
                     }
                 }
