@@ -432,28 +432,6 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     Ok(sig as i32)
 }
 
-/// fstab escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        // An octal escape of one byte (\000..\377); anything else stays as written.
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && (b'0'..=b'3').contains(&b[i + 1])
-            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub fn parse_mount_entry(line: &str, rootfs_path: Option<&str>) -> Result<MountEntry> {
     const OP: &str = "parse lxc.mount.entry";
     let f: Vec<&str> = line.split_whitespace().collect();
@@ -464,8 +442,9 @@ pub fn parse_mount_entry(line: &str, rootfs_path: Option<&str>) -> Result<MountE
             "{line:?}: expected SOURCE TARGET TYPE [OPTIONS]"
         ));
     }
-    let source = unescape(f[0]);
-    let mut target = unescape(f[1]);
+    // fstab escapes (`\040` for a space), the same octal form as mountinfo.
+    let source = strata_core::mountinfo::unescape(f[0]);
+    let mut target = strata_core::mountinfo::unescape(f[1]);
     if let Some(root) = rootfs_path.map(|r| r.trim_end_matches('/')) {
         if let Some(rest) = target.strip_prefix(root).filter(|r| r.is_empty() || r.starts_with('/')) {
             target = rest.to_string();
