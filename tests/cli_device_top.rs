@@ -460,16 +460,42 @@ fn top_and_device_on_a_container_lxc_runs() {
     lxc_ok(&rt, "lxc-wait", &["-n", "lx1", "-s", "RUNNING", "-t", "10"]);
     // LXC's lxc-top first (it wants a terminal, even with -b), then strata's.
     // Its rows are as many as the terminal has lines, less three: give it some.
+    // Read until its row for lx1 shows: on a loaded machine its first round
+    // can take seconds. A `timeout` inside is the backstop if it never does.
     let line = format!(
-        "stty rows 40 cols 200; timeout 3 /usr/bin/lxc-top -P '{}' -b -d 1",
+        "stty rows 40 cols 200; exec timeout 30 /usr/bin/lxc-top -P '{}' -b -d 1",
         rt.lxcpath.display()
     );
-    let o = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let theirs = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let mut script = Reaped(
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = script.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l.replace('\r', "")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut theirs = String::new();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !theirs.contains(",lx1,") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                theirs.push_str(&l);
+                theirs.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    drop(script);
     let their_row: Vec<u64> = theirs
         .lines()
         .find(|l| l.contains(",lx1,"))
