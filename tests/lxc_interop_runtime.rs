@@ -580,11 +580,16 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     }
     let rt = Rt::new();
     let name = "ilx5";
-    let rootfs = rt.container(name, &format!("{NET}lxc.tty.max = 2\n"));
-    // A shell on tty1, as a getty would be.
+    let log = rt.outside.join("console.log");
+    let rootfs = rt.container(
+        name,
+        &format!("{NET}lxc.tty.max = 2\nlxc.console.logfile = {}\n", log.display()),
+    );
+    // A shell on tty1 and one on the console, as gettys would be.
     std::fs::write(
         rootfs.join("sbin/init"),
-        "#!/bin/sh\ntrap 'exit 0' PWR\n(while :; do /bin/sh -i </dev/tty1 >/dev/tty1 2>&1; done) &\nwhile :; do sleep 0.05; done\n",
+        "#!/bin/sh\ntrap 'exit 0' PWR\n(while :; do /bin/sh -i </dev/tty1 >/dev/tty1 2>&1; done) &\n\
+         (while :; do /bin/sh -i </dev/console >/dev/console 2>&1; done) &\nwhile :; do sleep 0.05; done\n",
     )
     .unwrap();
     rt.ok("lxc-start", &["-n", name, "-d"]);
@@ -616,9 +621,47 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     t2.keys(&["-l", "echo again-$((6*7))"]);
     t2.keys(&["Enter"]);
     t2.wait_for("again-42");
-    // The console itself is the monitor's: LXC's -t 0 is refused, nothing hangs.
-    let o = lxc(&rt, "lxc-console", &["-n", name, "-t", "0"]);
-    assert!(!o.status.success(), "{o:?}");
+    // The console (-t 0) through a pty of the monitor's, as LXC's monitor
+    // lends it: what the shell there prints still reaches the console log.
+    let t3 = Term(format!("strata-lxcconsole3-{}", std::process::id()));
+    let script = format!("{LXC}/lxc-console -P {lp} -n {name} -t 0; echo EXITED=$?; sleep 600");
+    let o = t3
+        .tmux(&["new-session", "-d", "-x", "100", "-y", "30", "-s", "s", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    t3.wait_for("Connected to tty 0");
+    t3.keys(&["Enter"]);
+    t3.keys(&["-l", "echo console-$((6*7))"]);
+    t3.keys(&["Enter"]);
+    t3.wait_for("console-42");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("console-42") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "console-42 not in the console log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One user at a time: strata's lxc-console is refused the console meanwhile.
+    let err = rt.fails("lxc-console", &["-n", name, "-t", "0"]);
+    assert!(err.contains("in use"), "{err}");
+    t3.keys(&["C-a", "q"]);
+    t3.wait_for("EXITED=0");
+    // Free again once LXC's client left: LXC's next client gets it.
+    let t4 = Term(format!("strata-lxcconsole4-{}", std::process::id()));
+    let script = format!("{LXC}/lxc-console -P {lp} -n {name} -t 0; echo EXITED=$?; sleep 600");
+    let o = t4
+        .tmux(&["new-session", "-d", "-x", "100", "-y", "30", "-s", "s", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    t4.wait_for("Connected to tty 0");
+    t4.keys(&["Enter"]);
+    t4.keys(&["-l", "echo again-console-$((6*7))"]);
+    t4.keys(&["Enter"]);
+    t4.wait_for("again-console-42");
+    drop(t4);
     trapped(&rt, name);
     rt.ok("lxc-stop", &["-n", name]);
     rt.assert_clean(&[name]);

@@ -215,8 +215,8 @@ impl Server {
         match c {
             cmd::GET_STATE => reply(&s, 0, self.state() as u64, &[], &[]),
             // LXC's lxc-console: a tty's master (the number in the header),
-            // the client's until it hangs up. The console is not lent this
-            // way: the monitor reads its output itself.
+            // the client's until it hangs up; for the console (0), the master
+            // of a proxy pty between it and the console, as LXC lends it.
             cmd::GET_TTY_FD if live => {
                 let want = value as i32 as i64;
                 match hub.lend_tty(want, s, |s, n, fd| reply(s, 0, n as u64, &[], &[fd])) {

@@ -135,6 +135,18 @@ pub(crate) enum Slot {
     Peer,
     ConsoleUser,
     TtyUser(usize),
+    ProxySlave,
+    ProxyClient,
+}
+
+/// LXC's lxc-console on the console (`-t 0`): as LXC's monitor does, a pty
+/// of its own between the client and the console, so that the monitor
+/// still reads (and logs) what init writes. The client gets the master; we
+/// copy console output to the slave and what the slave reads to the console.
+struct Proxy {
+    slave: OwnedFd,
+    /// The client's command socket connection: it hangs up when it leaves.
+    client: UnixStream,
 }
 
 pub(crate) struct Hub {
@@ -147,6 +159,7 @@ pub(crate) struct Hub {
     ttys: Vec<OwnedFd>,
     tty_users: Vec<Option<UnixStream>>,
     console_user: Option<UnixStream>,
+    proxy: Option<Proxy>,
 }
 
 impl Hub {
@@ -183,6 +196,7 @@ impl Hub {
             tty_users: ttys.iter().map(|_| None).collect(),
             ttys,
             console_user: None,
+            proxy: None,
         }
     }
 
@@ -206,6 +220,10 @@ impl Hub {
                 v.push((Slot::TtyUser(i), u.as_raw_fd()));
             }
         }
+        if let Some(p) = &self.proxy {
+            v.push((Slot::ProxySlave, p.slave.as_raw_fd()));
+            v.push((Slot::ProxyClient, p.client.as_raw_fd()));
+        }
         v
     }
 
@@ -226,6 +244,21 @@ impl Hub {
             // The user sends nothing after its request: readable means gone.
             Slot::ConsoleUser => self.console_user = None,
             Slot::TtyUser(i) => self.tty_users[i] = None,
+            Slot::ProxySlave => {
+                let mut buf = [0u8; 4096];
+                let fd = self.proxy.as_ref().map_or(-1, |p| p.slave.as_raw_fd());
+                // SAFETY: read into a local buffer from our (non-blocking) proxy slave.
+                let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0 {
+                    if let Some(m) = &self.master {
+                        sys::write_all(m.as_raw_fd(), &buf[..n as usize]);
+                    }
+                } else if n == 0 || sys::errno() != nix::errno::Errno::EAGAIN {
+                    // The client closed its master: EIO here.
+                    self.proxy = None;
+                }
+            }
+            Slot::ProxyClient => self.proxy = None,
         }
     }
 
@@ -267,6 +300,11 @@ impl Hub {
         }
         if let Some(p) = self.peer.as_mut() {
             let _ = p.file.write_all(out);
+        }
+        if let Some(p) = &self.proxy {
+            // Non-blocking: a client that does not read loses output, never stalls us.
+            // SAFETY: write from a local buffer to our proxy slave.
+            let _ = unsafe { libc::write(p.slave.as_raw_fd(), out.as_ptr().cast(), out.len()) };
         }
         if let Some(u) = self.console_user.as_mut() {
             // Never held up by a slow reader: what does not fit is dropped.
@@ -321,10 +359,10 @@ impl Hub {
         }
     }
 
-    /// Lend tty `want` (N, or -1 the first free one; not the console, whose
-    /// output we read ourselves) to a client of LXC's command socket: `send`
-    /// passes it the master; the tty is its until `s` hangs up. The number,
-    /// or `s` back when there is no such tty free.
+    /// Lend tty `want` (N, or -1 the first free one; 0 the console, through
+    /// a [`Proxy`], as its output is ours to read) to a client of LXC's
+    /// command socket: `send` passes it the master; the tty is its until `s`
+    /// hangs up. The number, or `s` back when there is no such tty free.
     pub(crate) fn lend_tty(
         &mut self,
         want: i64,
@@ -335,7 +373,19 @@ impl Hub {
             return Err(s);
         };
         if n == 0 {
-            return Err(s);
+            let (pm, slave) = match proxy_pty() {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("{}: console proxy for lxc-console: {e}", self.name);
+                    return Err(s);
+                }
+            };
+            if send(&s, 0, pm.as_raw_fd()).is_ok() {
+                let _ = s.set_nonblocking(true);
+                self.proxy = Some(Proxy { slave, client: s });
+                tracing::info!("{}: LXC's lxc-console attached to the console", self.name);
+            }
+            return Ok(0);
         }
         if send(&s, n, fd).is_err() {
             return Ok(n); // the client is gone already; the tty stays free
@@ -358,7 +408,7 @@ impl Hub {
                 if let Some(p) = &self.peer_path {
                     return Err(format!("the console is on {} (lxc.console.path)", p.display()));
                 }
-                if self.console_user.is_some() {
+                if self.console_user.is_some() || self.proxy.is_some() {
                     return Err("the console is in use by another lxc-console".into());
                 }
                 Ok((0, m.as_raw_fd()))
@@ -408,6 +458,26 @@ fn listen(r: &ContainerRef) -> Result<(UnixListener, PathBuf)> {
     l.set_nonblocking(true)
         .map_err(|e| Error::io("bind console socket", &path, e))?;
     Ok((l, path))
+}
+
+/// A new host pty for a [`Proxy`]: its master, and its slave in raw mode
+/// (bytes pass as they are) and non-blocking.
+fn proxy_pty() -> Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let (master, _) = sys::open_pty("/dev/ptmx")?;
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER on our pty master opens its slave; the fd is owned below.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(Error::errno("open console proxy", "/dev/ptmx", sys::errno()));
+    }
+    // SAFETY: a new fd of ours.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut t = nix::sys::termios::tcgetattr(&slave).map_err(|e| Error::errno("console proxy", "/dev/ptmx", e))?;
+    nix::sys::termios::cfmakeraw(&mut t);
+    nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &t)
+        .map_err(|e| Error::errno("console proxy", "/dev/ptmx", e))?;
+    Ok((master, slave))
 }
 
 /// `msg` with `fd` attached (SCM_RIGHTS).
