@@ -34,12 +34,15 @@ pub enum ErrorKind {
 }
 
 /// An error with its kind, the operation that failed and, where known, the path.
-#[derive(Debug)]
+/// `thiserror` derives `std::error::Error` (with the I/O error as its source);
+/// `Display` is written by hand below because its parts are optional.
+#[derive(Debug, thiserror::Error)]
 pub struct Error {
     pub kind: ErrorKind,
     pub op: String,
     pub path: Option<PathBuf>,
     pub msg: String,
+    #[source]
     pub source: Option<std::io::Error>,
 }
 
@@ -98,12 +101,6 @@ impl fmt::Display for Error {
             write!(f, "{}: ", p.display())?;
         }
         write!(f, "{}", self.msg)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
     }
 }
 
