@@ -46,6 +46,7 @@ use monitor::monitor_loop;
 use prepare::{pinned_dirs, prepare, Prepared};
 pub use reap::reap_ephemeral;
 pub use stop::{info, stop, StopOpts};
+pub use sys::{clone3, CloneArgs};
 
 use conf::{MountEntry, Net, RunConfig};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

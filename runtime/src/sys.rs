@@ -52,24 +52,49 @@ pub fn read_all(fd: RawFd) -> Vec<u8> {
     }
 }
 
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2,
+/// Linux 5.7); fields the caller leaves at zero are unused by the kernel.
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 /// CLONE_INTO_CGROUP (Linux 5.7), not in the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3(2) without a stack, i.e. a fork with the flags in `args`: `Ok(0)`
+/// in the child, `Ok(pid)` in the parent.
+///
+/// # Safety
+/// As for fork(): in a multi-threaded caller the child may only make
+/// async-signal-safe calls until it execs or `_exit`s, and every pointer
+/// stored in `args` (pidfd, tids) must be valid for the kernel to write.
+pub unsafe fn clone3(args: &mut CloneArgs) -> std::io::Result<libc::pid_t> {
+    // SAFETY: `args` is a live, properly sized `repr(C)` clone_args; the
+    // caller vouches for the pointers inside it and for the child's conduct.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r as libc::pid_t)
+}
 
 /// fork() into new namespaces, and into the cgroup2 cgroup `cgroup` (a
 /// directory fd) if given: `Ok(None)` in the child, `Ok(Some((pid,
@@ -83,17 +108,15 @@ pub fn clone_into(ns_flags: u64, cgroup: Option<RawFd>) -> Result<Option<(i32, O
         cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..Default::default()
     };
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    match r {
-        -1 => Err(Error::errno("clone container process", "", errno())),
-        0 => Ok(None),
-        pid => Ok(Some((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }))),
+    // SAFETY: `pidfd` outlives the call, so the kernel's write through
+    // `args.pidfd` lands in it; the callers' children (container init, the
+    // attach child) only make raw system calls until they exec or _exit.
+    match unsafe { clone3(&mut args) } {
+        Err(e) => Err(Error::io("clone container process", "", e)),
+        Ok(0) => Ok(None),
+        // SAFETY: with CLONE_PIDFD a successful clone3 stored a new fd in
+        // `pidfd` that nothing else owns.
+        Ok(pid) => Ok(Some((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::cli::Common;
 use anyhow::{anyhow, bail};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use strata_runtime::{clone3, CloneArgs};
 
 #[derive(clap::Parser, Debug)]
 #[command(about = "Run a COMMAND in a new set of NAMESPACES", version)]
@@ -121,20 +122,6 @@ struct Plan {
     cmd: Command,
 }
 
-/// The first fields of the kernel's `struct clone_args` (CLONE_ARGS_SIZE_VER0).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-}
-
 pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let _s = tracing::info_span!("unshare").entered();
@@ -168,29 +155,25 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         cmd: Command::new(&a.command, "")?,
     };
     let (go_r, go_w) = nschild::pipe()?;
-    let args = CloneArgs {
+    let mut args = CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: clone3 without a stack is a fork into the new namespaces; the
-    // child below only makes system calls and execs or leaves with _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
+    // SAFETY: no pointers in `args`. lxc-unshare starts no thread, so the
+    // child is a copy of a single-threaded process (no lock held elsewhere,
+    // allocating is fine) and ends in exec or `die`'s _exit, never returning.
+    let pid = match unsafe { clone3(&mut args) } {
+        Ok(pid) => pid,
+        Err(e) => {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) && !has(libc::CLONE_NEWUSER) {
+                " (without root, add USER to the namespaces)"
+            } else {
+                ""
+            };
+            bail!("clone into {ns}: {e}{hint}");
+        }
     };
-    if pid < 0 {
-        let e = std::io::Error::last_os_error();
-        let hint = if e.raw_os_error() == Some(libc::EPERM) && !has(libc::CLONE_NEWUSER) {
-            " (without root, add USER to the namespaces)"
-        } else {
-            ""
-        };
-        bail!("clone into {ns}: {e}{hint}");
-    }
     let pid = pid as libc::pid_t;
     if pid == 0 {
         drop(go_w);
