@@ -284,6 +284,7 @@ fn stop(a: StopArgs) -> anyhow::Result<i32> {
         nokill: a.nokill,
         nowait: a.nowait,
         reboot: a.reboot,
+        rcfile: absolute(a.common.rcfile.clone())?,
     };
     strata_runtime::stop(&engine, &r, &o)?;
     Ok(0)

@@ -117,7 +117,6 @@ fn start_define_and_rcfile() {
         (vec!["-f", other.to_str().unwrap()], "own rootfs"),
         (vec!["-f", "/nonexistent/rc"], "rcfile"),
         (vec!["-s", "lxc.rootfs.path=dir:/var/empty"], "own rootfs"),
-        (vec!["-s", "lxc.signal.halt=SIGUSR1"], "lxc-stop reads it"),
     ] {
         let mut a = vec!["-n", "c1"];
         a.extend(args.iter().copied());
@@ -127,6 +126,87 @@ fn start_define_and_rcfile() {
         let e = rt.fails("lxc-start", &a);
         assert!(e.contains(says), "{a:?}: {e}");
     }
+    rt.assert_clean(&["c1"]);
+}
+
+/// Init of `rootfs`: notes which of SIGPWR, SIGUSR1, SIGUSR2 stopped it in
+/// /tmp/how, and writes /tmp/ready once its traps are set.
+fn signal_noting_init(rootfs: &std::path::Path) {
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\nfor s in PWR USR1 USR2; do trap \"echo $s > /tmp/how; exit 0\" $s; done\n\
+         rm -f /tmp/how; touch /tmp/ready\nwhile :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+}
+
+/// Start `name` with `args`, wait for its traps, stop it with `stop`; the
+/// signal that stopped it.
+fn stopped_by(rt: &Rt, rootfs: &std::path::Path, name: &str, args: &[&str], stop: &[&str]) -> String {
+    let _ = std::fs::remove_file(rootfs.join("tmp/ready"));
+    let mut a = vec!["-n", name, "-d"];
+    a.extend(args);
+    rt.ok("lxc-start", &a);
+    wait_for("init's traps", || rootfs.join("tmp/ready").exists());
+    let mut a = vec!["-n", name];
+    a.extend(stop);
+    let t = std::time::Instant::now();
+    rt.ok("lxc-stop", &a);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "lxc-stop {a:?} waited"
+    );
+    assert_eq!(rt.state(name), "STOPPED");
+    std::fs::read_to_string(rootfs.join("tmp/how"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `lxc.signal.*` given to the start (`-s`, `-f`) are the ones lxc-stop
+/// uses: the monitor records them; `lxc-stop --rcfile` gives the halt
+/// signal, as LXC's lxc-stop reads it from the file it loaded.
+#[test]
+fn stop_signals_from_the_start() {
+    let rt = Rt::new();
+    let rootfs = rt.container("c1", "");
+    signal_noting_init(&rootfs);
+    // The container's own config: LXC's default halt signal.
+    assert_eq!(stopped_by(&rt, &rootfs, "c1", &[], &[]), "PWR");
+    assert_eq!(
+        stopped_by(&rt, &rootfs, "c1", &["-s", "lxc.signal.halt=SIGUSR1"], &[]),
+        "USR1"
+    );
+    // A hard stop sends lxc.signal.stop.
+    assert_eq!(
+        stopped_by(&rt, &rootfs, "c1", &["-s", "lxc.signal.stop=USR2"], &["-k"]),
+        "USR2"
+    );
+    let rc = rt.outside.join("rc.conf");
+    std::fs::write(
+        &rc,
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.mount.auto = proc:mixed\nlxc.signal.halt = SIGUSR2\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    let rcs = rc.to_str().unwrap();
+    assert_eq!(stopped_by(&rt, &rootfs, "c1", &["-f", rcs], &[]), "USR2");
+    // lxc-stop --rcfile: that file's halt signal.
+    assert_eq!(
+        stopped_by(
+            &rt,
+            &rootfs,
+            "c1",
+            &["-s", "lxc.signal.halt=SIGUSR1"],
+            &["--rcfile", rcs]
+        ),
+        "USR2"
+    );
+    // A bad one is refused by the start, naming the key, nothing left.
+    let e = rt.fails("lxc-start", &["-n", "c1", "-s", "lxc.signal.halt=SIGNOPE"]);
+    assert!(e.contains("lxc.signal.halt"), "{e}");
     rt.assert_clean(&["c1"]);
 }
 

@@ -666,3 +666,32 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     rt.ok("lxc-stop", &["-n", name]);
     rt.assert_clean(&[name]);
 }
+
+/// LXC's `lxc-stop -k` asks the monitor to stop the container: strata's
+/// sends the `lxc.signal.stop` its start read (`-s` here), as LXC's monitor
+/// sends its own config's.
+#[test]
+fn lxc_hard_stop_sends_the_starts_stop_signal() {
+    if !have_lxc() {
+        return;
+    }
+    let rt = Rt::new();
+    let name = "ilx6";
+    let rootfs = rt.container(name, NET);
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\ntrap 'echo USR2 > /tmp/how; exit 0' USR2\ntouch /tmp/ready\nwhile :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+    rt.ok("lxc-start", &["-n", name, "-d", "-s", "lxc.signal.stop=SIGUSR2"]);
+    let _stop = Stopper(&rt, name);
+    let t = Instant::now();
+    while !rootfs.join("tmp/ready").exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "init never set its trap");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lxc_ok(&rt, "lxc-stop", &["-n", name, "-k"]);
+    assert_eq!(std::fs::read_to_string(rootfs.join("tmp/how")).unwrap().trim(), "USR2");
+    assert_eq!(rt.state(name), "STOPPED");
+    rt.assert_clean(&[name]);
+}

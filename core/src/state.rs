@@ -36,10 +36,31 @@ pub struct RunRecord {
     /// namespace goes without the monitor gets its own name again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub net_phys: Vec<(String, u32)>,
+    /// `lxc.signal.halt/reboot/stop` as the start read them (the config,
+    /// `-f` FILE, `-s`), for whoever stops the container.
+    #[serde(default, skip_serializing_if = "Signals::is_unset")]
+    pub signals: Signals,
     /// Made up from the answer of LXC's command socket for a container LXC
     /// runs (never stored): no monitor of ours, nothing of ours to undo.
     #[serde(skip)]
     pub by_lxc: bool,
+}
+
+/// A run's `lxc.signal.*` values (`None`: unset, LXC's default applies).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Signals {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<i32>,
+}
+
+impl Signals {
+    pub fn is_unset(&self) -> bool {
+        *self == Signals::default()
+    }
 }
 
 impl RunRecord {
@@ -181,6 +202,7 @@ pub fn lxc_record(init_pid: i32) -> Option<RunRecord> {
         cgroups: proc_cgroup_dirs(init_pid),
         net_links: Vec::new(),
         net_phys: Vec::new(),
+        signals: Signals::default(),
         by_lxc: true,
     })
 }

@@ -81,6 +81,12 @@ impl Server {
         })
     }
 
+    /// The config as the start read it (`-f` FILE, `-s`), in place of the
+    /// container's own file.
+    pub(crate) fn set_config(&mut self, config: strata_core::config::Config) {
+        self.config = config;
+    }
+
     /// Init runs: answer with it from now on.
     pub(crate) fn started(&mut self, run: Running) {
         self.run = run;

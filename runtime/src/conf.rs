@@ -256,7 +256,8 @@ pub struct RunConfig {
     pub env: Vec<(String, String)>,
     /// `lxc.init.cmd` split, or `/sbin/init`.
     pub init: Vec<String>,
-    pub halt_signal: i32,
+    /// `lxc.signal.halt/reboot/stop`, recorded for lxc-stop.
+    pub signals: strata_core::state::Signals,
     pub ephemeral: bool,
     pub auto: AutoMounts,
     /// `lxc.autodev` (default 1): a tmpfs /dev with the basic nodes.
@@ -305,9 +306,18 @@ impl RunConfig {
             Some(c) if !c.trim().is_empty() => c.split_whitespace().map(str::to_string).collect(),
             _ => vec!["/sbin/init".to_string()],
         };
-        let halt_signal = match cfg.get("lxc.signal.halt") {
-            Some(s) => parse_signal(s)?,
-            None => libc::SIGPWR,
+        let signal = |key: &str| -> Result<Option<i32>> {
+            match cfg.get(key).map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => parse_signal(v)
+                    .map(Some)
+                    .map_err(|_| err!(InvalidConfig, "read config", "{key} = {v}: unknown signal")),
+            }
+        };
+        let signals = strata_core::state::Signals {
+            halt: signal("lxc.signal.halt")?,
+            reboot: signal("lxc.signal.reboot")?,
+            stop: signal("lxc.signal.stop")?,
         };
         let ephemeral = cfg.get("lxc.ephemeral").is_some_and(|v| v.trim() == "1");
         let autodev = match cfg.get("lxc.autodev").map(str::trim) {
@@ -382,7 +392,7 @@ impl RunConfig {
             mounts,
             env,
             init,
-            halt_signal,
+            signals,
             ephemeral,
         })
     }
@@ -783,11 +793,21 @@ mod tests {
         let c = Config::parse("lxc.net.0.type = veth\nlxc.net.0.link = br0\nlxc.net.0.flags = up\n").unwrap();
         let net = RunConfig::from_config("c", &c, None).unwrap().net;
         assert!(net.devices()[0].up && net.devices()[0].name.as_deref() == Some("eth0"));
-        let c = Config::parse("lxc.uts.name = h\nlxc.signal.halt = SIGTERM\nlxc.ephemeral = 1\n").unwrap();
+        let c = Config::parse("lxc.uts.name = h\nlxc.signal.halt = SIGTERM\nlxc.signal.stop = 12\nlxc.ephemeral = 1\n")
+            .unwrap();
         let rc = RunConfig::from_config("c", &c, None).unwrap();
         assert_eq!(
-            (rc.hostname.as_str(), rc.halt_signal, rc.ephemeral),
-            ("h", libc::SIGTERM, true)
+            (
+                rc.hostname.as_str(),
+                rc.signals.halt,
+                rc.signals.reboot,
+                rc.signals.stop,
+                rc.ephemeral
+            ),
+            ("h", Some(libc::SIGTERM), None, Some(12), true)
         );
+        let c = Config::parse("lxc.signal.reboot = SIGNOPE\n").unwrap();
+        let e = RunConfig::from_config("c", &c, None).unwrap_err().to_string();
+        assert!(e.contains("lxc.signal.reboot"), "{e}");
     }
 }

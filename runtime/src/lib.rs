@@ -101,6 +101,7 @@ fn my_record(ephemeral: bool) -> RunRecord {
         cgroups: Vec::new(),
         net_links: Vec::new(),
         net_phys: Vec::new(),
+        signals: Default::default(),
         by_lxc: false,
     }
 }

@@ -227,6 +227,8 @@ pub(crate) fn run_monitor(
         None => slot.insert(crate::cmdsock::Server::bind(r)?),
     };
     let mut p = prepare(engine, r, opts, ephemeral_run)?;
+    // LXC's tools asking the running container get what this start read.
+    srv.set_config(p.eff.clone());
     let ephemeral = ephemeral_run || p.cfg.ephemeral;
     let fail = |p: &mut Prepared, e: Error| -> Error {
         p.undo(engine);
@@ -423,6 +425,7 @@ pub(crate) fn run_monitor(
         cgroups: p.cg.paths(),
         net_links: net.host_links(),
         net_phys: net.lent_links(),
+        signals: p.cfg.signals,
         ..my_record(ephemeral)
     };
     // Without devices to make, init may go at once; the record is written meanwhile.

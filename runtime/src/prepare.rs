@@ -43,6 +43,8 @@ pub(crate) struct Prepared {
     pub(crate) eff_console_log: Option<PathBuf>,
     /// The config file read (the container's, or `lxc-start -f`'s).
     pub(crate) cfg_file: PathBuf,
+    /// That file as read, includes expanded and `-s` set on it.
+    pub(crate) eff: strata_core::config::Config,
 }
 
 impl Prepared {
@@ -195,6 +197,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
         cfg_file,
+        eff,
     };
     let res = (|| {
         let mut tries = 0;
@@ -280,25 +283,6 @@ fn read_config(c: &Container, cfg_file: &Path, defines: &[(String, String)]) -> 
             return Err(err!(InvalidConfig, OP, "-s {k}: unknown configuration key"));
         }
         eff.append(k, v.trim());
-    }
-    // lxc-stop reads these from the container's own config when it stops
-    // it: a start may not set them otherwise.
-    if !defines.is_empty() || cfg_file != c.r.config_path() {
-        let own = strata_core::config::Config::load_effective(&c.r.config_path())?;
-        for k in ["lxc.signal.halt", "lxc.signal.reboot", "lxc.signal.stop"] {
-            let (mine, theirs) = (eff.get(k).map(str::trim), own.get(k).map(str::trim));
-            if mine.unwrap_or("") != theirs.unwrap_or("") {
-                return Err(err!(
-                    Unsupported,
-                    OP,
-                    "{k} = {} from {}{}: lxc-stop reads it from {}'s own config, set it there",
-                    mine.unwrap_or(""),
-                    cfg_file.display(),
-                    if defines.is_empty() { "" } else { " and -s" },
-                    c.r.name
-                ));
-            }
-        }
     }
     let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
     let value = match eff.get("lxc.rootfs.backend").map(str::trim) {

@@ -9,7 +9,7 @@ use strata_core::state::{self, RunRecord};
 use strata_core::{err, ContainerRef, Result, Store};
 
 /// How to stop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StopOpts {
     /// `-k`: SIGKILL at once.
     pub kill: bool,
@@ -22,6 +22,9 @@ pub struct StopOpts {
     /// `-r`: ask init to reboot (`lxc.signal.reboot`, SIGINT unless set) and
     /// wait (`timeout`) for the new init.
     pub reboot: bool,
+    /// `--rcfile`: the halt and reboot signals from this file, as LXC's
+    /// lxc-stop reads them from the config it loaded.
+    pub rcfile: Option<std::path::PathBuf>,
 }
 
 impl Default for StopOpts {
@@ -32,6 +35,7 @@ impl Default for StopOpts {
             nokill: false,
             nowait: false,
             reboot: false,
+            rcfile: None,
         }
     }
 }
@@ -57,13 +61,11 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
     if !rec.init_alive() {
         return Err(err!(InvalidArgument, OP, "container {} is not running", r.name));
     }
-    // The config as the start read it (includes expanded); only the signals matter here.
-    let eff = strata_core::config::Config::load_effective(&r.config_path())?;
-    let signal_of = |key: &str| eff.get(key).filter(|v| !v.trim().is_empty()).map(conf::parse_signal);
+    let signals = signals_for(r, &rec, o)?;
     // lxc.signal.stop: what a hard stop sends (SIGKILL unless set), as LXC.
-    let kill_sig = signal_of("lxc.signal.stop").transpose()?.unwrap_or(libc::SIGKILL);
+    let kill_sig = signals.stop.unwrap_or(libc::SIGKILL);
     if o.reboot {
-        let sig = signal_of("lxc.signal.reboot").transpose()?.unwrap_or(libc::SIGINT);
+        let sig = signals.reboot.unwrap_or(libc::SIGINT);
         sys::signal(&pidfd, sig);
         if o.nowait {
             return Ok(());
@@ -88,7 +90,7 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
     let sig = if o.kill {
         kill_sig
     } else {
-        match signal_of("lxc.signal.halt").transpose()? {
+        match signals.halt {
             Some(s) => s,
             // As LXC: an init that blocks SIGRTMIN+3 (systemd) halts on it; others on SIGPWR.
             None if blocks(rec.init_pid, libc::SIGRTMIN() + 3) => libc::SIGRTMIN() + 3,
@@ -142,6 +144,45 @@ pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
 /// `lxc-info`: the record when running.
 pub fn info(r: &ContainerRef) -> Option<RunRecord> {
     state::running(r)
+}
+
+/// The signals to stop `r` with: those its start read (`-f` FILE and `-s`
+/// included), recorded by our monitor; for a container LXC runs, its own
+/// config's (LXC's lxc-stop reads the same). `--rcfile` gives the halt and
+/// reboot signals, as LXC's lxc-stop takes them from the file it loaded
+/// (the hard stop's stays the start's: LXC's monitor sends that one).
+fn signals_for(r: &ContainerRef, rec: &RunRecord, o: &StopOpts) -> Result<state::Signals> {
+    let from_file = |f: &std::path::Path| -> Result<state::Signals> {
+        let eff = strata_core::config::Config::load_effective(f)?;
+        let get = |key: &str| -> Result<Option<i32>> {
+            match eff.get(key).map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => conf::parse_signal(v)
+                    .map(Some)
+                    .map_err(|_| err!(InvalidConfig, "stop", "{key} = {v}: unknown signal")),
+            }
+        };
+        Ok(state::Signals {
+            halt: get("lxc.signal.halt")?,
+            reboot: get("lxc.signal.reboot")?,
+            stop: get("lxc.signal.stop")?,
+        })
+    };
+    let mut s = if rec.by_lxc {
+        if r.config_path().is_file() {
+            from_file(&r.config_path())?
+        } else {
+            state::Signals::default()
+        }
+    } else {
+        rec.signals
+    };
+    if let Some(f) = &o.rcfile {
+        let given = from_file(f)?;
+        s.halt = given.halt;
+        s.reboot = given.reboot;
+    }
+    Ok(s)
 }
 
 /// Whether `pid` blocks `sig` (SigBlk in /proc/PID/status), as LXC's
