@@ -31,7 +31,7 @@
 //! clone) are rewritten only under the lock of the container they belong
 //! to (a snapshot's is its container's): an operation finds the origins it
 //! will edit, then takes every lock it needs at once, in one order
-//! (`ops::locked`), and checks again. A destroy checks its dependents under
+//! (`deps::locked`), and checks again. A destroy checks its dependents under
 //! its own lock, which every clone of it holds while it records itself.
 //!
 //! Templates (`lxc-create -t`) run against the staging dir: `--path` is the
@@ -53,16 +53,35 @@
 //!   then a destroy. MACs are kept, as in LXC; containers with snapshots or
 //!   dependents are refused.
 //! - A running container can be the source only of btrfs, zfs or lvm
-//!   snapshots (atomic); see `ops::may_snapshot_running`.
+//!   snapshots (atomic); see `rootfs::may_snapshot_running`.
 //!
 //! Crash tests set `STRATA_FAILPOINT` to one of: `create-before-rename`,
 //! `clone-after-rootfs`, `clone-before-rename`, `restore-after-journal`,
 //! `restore-after-swap-out`, `restore-after-swap-in`, `destroy-after-rename`,
 //! `rename-after-move`, `rename-after-clone` (see [`failpoint`]).
 
+/// The value of a [`deps::Step`], or return its `Need` from the enclosing step.
+macro_rules! step {
+    ($e:expr) => {
+        match $e? {
+            Step::Done(t) => t,
+            Step::Need(v) => return Ok(Step::Need(v)),
+        }
+    };
+}
+
+mod clone;
+mod create;
+mod deps;
+mod destroy;
 pub mod fsutil;
-mod ops;
 mod reconcile;
+mod rename;
+mod restore;
+mod rewrite;
+mod rootfs;
+mod snapshot;
+mod staging;
 
 use crate::backend::{BackendOpts, Backends};
 use crate::error::Result;

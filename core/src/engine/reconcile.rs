@@ -1,7 +1,10 @@
 //! Finishing or undoing what a crashed operation left in an lxcpath.
 
+use super::deps::{origins_of, remove_dep};
 use super::fsutil::remove_tree;
-use super::ops::{self, origins_of, read_record, remove_dep, spec_of, Journal, DEL, JOURNAL, OLD, REN, TMP};
+use super::rename::finish_rename;
+use super::rootfs::spec_of;
+use super::staging::{read_record, Journal, DEL, JOURNAL, OLD, REN, RENAME_BY_COPY, RENAME_CONFIG, TMP};
 use super::Engine;
 use crate::config::Config;
 use crate::error::Result;
@@ -343,7 +346,7 @@ impl Engine {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let mut lines = text.lines();
             let old = lines.next().unwrap_or_default().trim();
-            if lines.next() == Some(ops::RENAME_BY_COPY) {
+            if lines.next() == Some(RENAME_BY_COPY) {
                 // A rename by copy: finished (the source destroyed) once the copy is in place.
                 if crate::names::validate(old).is_ok()
                     && final_dir.join("config").is_file()
@@ -360,15 +363,15 @@ impl Engine {
                 std::fs::remove_file(&path).map_err(|e| crate::error::Error::io("reconcile", &path, e))?;
                 return Ok(Some(path));
             }
-            let staged_new = final_dir.join("config.strata-rename");
-            let staged_old = parent.join(old).join("config.strata-rename");
+            let staged_new = final_dir.join(RENAME_CONFIG);
+            let staged_old = parent.join(old).join(RENAME_CONFIG);
             if !old.is_empty() && crate::names::validate(old).is_ok() {
                 if staged_new.exists() || (!parent.join(old).exists() && final_dir.is_dir()) {
                     let _lock = ContainerLock::try_acquire(parent, old)?;
                     let Some(_locks) = LockSet::try_acquire(&origins_of(&ContainerRef::new(parent, name)))? else {
                         return Ok(None);
                     };
-                    ops::finish_rename(parent, old, name)?;
+                    finish_rename(parent, old, name)?;
                 } else if staged_old.exists() {
                     let _ = std::fs::remove_file(&staged_old);
                 }

@@ -1,0 +1,104 @@
+//! `lxc-snapshot`: a read-only clone in the container's `snaps` dir.
+
+use super::clone::{Mode, Params};
+use super::deps::{locked, Step};
+use super::rootfs::may_snapshot_running;
+use super::staging::mkdir;
+use super::Engine;
+use crate::backend::BackendOpts;
+use crate::error::Result;
+use crate::store::{ContainerRef, Store};
+use crate::{err, names};
+
+/// LXC's `ts`: local time `%Y:%m:%d %H:%M:%S`.
+pub(super) fn timestamp() -> String {
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            c"%Y:%m:%d %H:%M:%S".as_ptr(),
+            &tm,
+        );
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Engine {
+    pub(super) fn do_snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
+        names::validate(&r.name)?;
+        locked(std::slice::from_ref(r), || self.snapshot_locked(r, comment))
+    }
+
+    fn snapshot_locked(&self, r: &ContainerRef, comment: Option<&str>) -> Result<Step<String>> {
+        const OP: &str = "snapshot";
+        let store = Store::new(&r.lxcpath);
+        if !store.exists(&r.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        let src = store.load(&r.name)?;
+        let snaps = store.snaps_path(&r.name);
+        let params = Params {
+            src: &src,
+            dst: &ContainerRef::new(&snaps, "snap0"),
+            mode: Mode::Auto,
+            backend: None,
+            opts: &BackendOpts::default(),
+            keep_name: true,
+            keep_mac: true,
+            run_hooks: false,
+            progress: false,
+            readonly: true,
+            files: vec![],
+            idmap: None,
+        };
+        if crate::state::is_running(r) {
+            let (b, snap) = self.choose(&params)?;
+            if !may_snapshot_running(b.kind(), snap) {
+                return Err(err!(Busy, OP, "container {} is running; stop it first", r.name));
+            }
+        }
+        let made_snaps = !snaps.is_dir();
+        if made_snaps {
+            mkdir(&snaps, 0o755)?;
+        }
+        let name = store.next_snapshot_name(&r.name)?;
+        let dst = ContainerRef::new(&snaps, &name);
+        let mut files = vec![("ts", timestamp())];
+        if let Some(c) = comment {
+            files.push(("comment", c.to_string()));
+        }
+        let params = Params {
+            dst: &dst,
+            files,
+            ..params
+        };
+        let res = self.stage_clone(&params).and_then(|st| match st {
+            Step::Done(st) => self.finish_staged(st, &dst).map(|_| Step::Done(name)),
+            Step::Need(v) => Ok(Step::Need(v)),
+        });
+        if made_snaps && !matches!(res, Ok(Step::Done(_))) {
+            let _ = std::fs::remove_dir(&snaps);
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rewrite::random_mac;
+    use super::*;
+
+    #[test]
+    fn macs_and_timestamps_have_lxc_shapes() {
+        let m = random_mac();
+        assert!(m.starts_with("00:16:3e:") && m.len() == 17, "{m}");
+        let t = timestamp();
+        let b = t.as_bytes();
+        assert_eq!(t.len(), 19, "{t}");
+        assert_eq!((b[4], b[7], b[10], b[13], b[16]), (b':', b':', b' ', b':', b':'));
+    }
+}

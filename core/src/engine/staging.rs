@@ -1,0 +1,207 @@
+//! The on-disk protocol of every operation: the `.strata-*` dirs built
+//! beside a container (their names noted in flight before they exist), the
+//! record of what a staging dir holds, the restore journal, and how a
+//! staged container is renamed into place or aborted. Reconcile reads these.
+
+use super::deps::remove_dep;
+use super::fsutil::{remove_tree, rename_noreplace, write_atomic};
+use super::{failpoint, Engine};
+use crate::config::Config;
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use crate::idmap::IdMap;
+use crate::spec::RootfsSpec;
+use crate::store::{self, Container, ContainerRef};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+pub(super) const TMP: &str = ".strata-tmp.";
+
+pub(super) const DEL: &str = ".strata-del.";
+
+pub(super) const OLD: &str = ".strata-old.";
+
+pub(super) const REN: &str = ".strata-ren.";
+
+/// What a staging or old dir holds, for reconcile.
+pub(super) const RECORD: &str = ".strata-op";
+
+/// A restore past its point of no return.
+pub(super) const JOURNAL: &str = ".strata-restore";
+
+pub(super) const RENAME_CONFIG: &str = "config.strata-rename";
+
+/// Second line of a rename journal whose rename is a copy, then a destroy
+/// of the source.
+pub(super) const RENAME_BY_COPY: &str = "copy";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Record {
+    /// The final container dir the spec's paths are written against.
+    pub dir: PathBuf,
+    pub spec: Option<String>,
+    /// `(origin, clone)` dependency recorded for this build.
+    pub dep: Option<(ContainerRef, ContainerRef)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Journal {
+    pub dir: PathBuf,
+    pub old: PathBuf,
+    pub old_spec: String,
+    pub old_entries: Vec<String>,
+    pub new_entries: Vec<String>,
+    /// Origins the old rootfs depended on and the new one does not.
+    pub drop_origins: Vec<ContainerRef>,
+}
+
+/// A container built in its staging dir, not yet renamed into place.
+pub(super) struct Staged {
+    pub path: PathBuf,
+    pub spec: RootfsSpec,
+    pub config: Config,
+    pub dep: Option<(ContainerRef, ContainerRef)>,
+    /// The fsyncs of the files written while staging, done before the final rename.
+    pub sync: Option<store::SyncBatch>,
+}
+
+pub(super) fn write_record(
+    dir: &Path,
+    final_dir: &Path,
+    spec: Option<&RootfsSpec>,
+    dep: Option<&(ContainerRef, ContainerRef)>,
+    durable: bool,
+) -> Result<()> {
+    let rec = Record {
+        dir: final_dir.to_path_buf(),
+        spec: spec.map(|s| s.to_string()),
+        dep: dep.cloned(),
+    };
+    let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, "write record", "{e}"))?;
+    if durable {
+        return write_atomic(&dir.join(RECORD), &data);
+    }
+    // In a fresh staging dir: a torn record reads as none, and reconcile
+    // then goes by the config or just removes the dir.
+    std::fs::write(dir.join(RECORD), &data).ctx("write record", dir)
+}
+
+pub(super) fn read_record(dir: &Path) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(dir.join(RECORD)).ok()?).ok()
+}
+
+pub(super) fn mkdir(p: &Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(p)
+        .ctx("create directory", p)?;
+    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).ctx("create directory", p)
+}
+
+/// A fresh `$lxcpath/PREFIX NAME.XXXX` directory.
+pub(super) fn make_aside(lxcpath: &Path, prefix: &str, name: &str, mode: u32) -> Result<PathBuf> {
+    for _ in 0..100 {
+        let p = aside_name(lxcpath, prefix, name)?;
+        match std::fs::DirBuilder::new().mode(mode).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create staging directory", &p, e)),
+        }
+    }
+    Err(err!(
+        Io,
+        "create staging directory",
+        "no free name in {}",
+        lxcpath.display()
+    ))
+}
+
+/// A fresh `$lxcpath/PREFIX NAME.XXXX` path, noted as in flight before
+/// the caller makes it (see [`crate::inflight`]).
+pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> Result<PathBuf> {
+    let p = lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()));
+    crate::inflight::note(&p)?;
+    Ok(p)
+}
+
+/// A staging dir for a new container, laid out as LXC's do_create_container_dir
+/// makes one: mode 0770 whatever the umask and, with id maps, owned by the
+/// container's root (LXC's chown_mapped_root), who must get through it to the
+/// rootfs when LXC starts the container. Root gives it the mapped root's uid
+/// and gid here; a user's keeps the user's group, through which the user
+/// still reaches it, and gets its owner from [`own_dir_as_container_root`].
+pub(super) fn make_container_dir(lxcpath: &Path, name: &str, map: &IdMap) -> Result<PathBuf> {
+    let p = make_aside(lxcpath, TMP, name, 0o770)?;
+    let res = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o770))
+        .ctx("create staging directory", &p)
+        .and_then(|()| {
+            if crate::paths::is_root() && !crate::idmap::in_ns_child() && !map.is_empty() {
+                crate::shift::own_container_dir(&p, map)?;
+            }
+            Ok(())
+        });
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir(&p);
+        return Err(e);
+    }
+    Ok(p)
+}
+
+/// For a user's container with id maps, run by the container's root (see
+/// [`as_container_root`]): the container dir becomes its own, group kept.
+pub(super) fn own_dir_as_container_root(dir: &Path) -> Result<()> {
+    std::os::unix::fs::lchown(dir, Some(0), None).ctx("chown container dir", dir)
+}
+
+pub(super) fn exists_any(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+impl Engine {
+    /// Destroy what a failed build made and remove its staging dir. When
+    /// the rootfs cannot be destroyed (an LV still open, say) the staging
+    /// dir stays, with the record naming it, for a later reconcile: without
+    /// it nothing would name the volume again. Returns whether it went.
+    pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) -> bool {
+        if let Some(spec) = spec {
+            let gone = self
+                .backend_of(spec)
+                .and_then(|b| b.destroy(&spec.rebase(final_dir, staging)));
+            if let Err(e) = gone {
+                tracing::warn!("cleanup of {spec}: {e}; {} left for a later command", staging.display());
+                return false;
+            }
+        }
+        if let Err(e) = remove_tree(staging) {
+            tracing::warn!("cleanup of {}: {e}", staging.display());
+        }
+        true
+    }
+
+    /// Rename a staged clone into place.
+    pub(super) fn finish_staged(&self, st: Staged, dst: &ContainerRef) -> Result<Container> {
+        let dir = dst.dir();
+        let res = (|| {
+            if let Some(sync) = &st.sync {
+                sync.commit()?;
+            }
+            std::fs::remove_file(st.path.join(RECORD)).ctx("clone", &st.path)?;
+            failpoint("clone-before-rename");
+            rename_noreplace(&st.path, &dir)?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            if let Some((o, c)) = &st.dep {
+                let _ = remove_dep(o, c);
+            }
+            self.abort_staging(&st.path, &dir, Some(&st.spec));
+            return Err(e);
+        }
+        Ok(Container {
+            r: dst.clone(),
+            config: st.config,
+            rootfs: st.spec,
+        })
+    }
+}
