@@ -44,6 +44,74 @@ pub(super) struct Params<'a> {
     pub idmap: Option<&'a IdMap>,
 }
 
+/// Options of the clones the engine makes for itself: none.
+static NO_OPTS: std::sync::LazyLock<BackendOpts> = std::sync::LazyLock::new(BackendOpts::default);
+
+impl<'a> Params<'a> {
+    /// `lxc-copy` as `req` asks, into `idmap` when it differs from the source's.
+    pub fn copy(src: &'a Container, req: &'a CloneRequest, idmap: Option<&'a IdMap>) -> Self {
+        Params {
+            src,
+            dst: &req.dst,
+            mode: if req.snapshot { Mode::Snapshot } else { Mode::Copy },
+            backend: req.backend.as_deref(),
+            opts: &req.opts,
+            keep_name: req.keep_name,
+            keep_mac: req.keep_mac,
+            run_hooks: req.run_hooks,
+            progress: req.progress,
+            readonly: false,
+            files: vec![],
+            idmap,
+        }
+    }
+
+    /// A clone made on the engine's own account (snapshot, restore): a
+    /// snapshot where the source's backend can make one, else a copy; name
+    /// and MACs kept, no hooks.
+    fn own(src: &'a Container, dst: &'a ContainerRef) -> Self {
+        Params {
+            src,
+            dst,
+            mode: Mode::Auto,
+            backend: None,
+            opts: &NO_OPTS,
+            keep_name: true,
+            keep_mac: true,
+            run_hooks: false,
+            progress: false,
+            readonly: false,
+            files: vec![],
+            idmap: None,
+        }
+    }
+
+    /// `lxc-snapshot`: read-only, with its extra files (`ts`, `comment`).
+    pub fn snapshot(src: &'a Container, dst: &'a ContainerRef, files: Vec<(&'static str, String)>) -> Self {
+        Params {
+            readonly: true,
+            files,
+            ..Self::own(src, dst)
+        }
+    }
+
+    /// `lxc-snapshot -r SNAP -N NEW`: a new container beside the original,
+    /// with its own name and MAC addresses.
+    pub fn restore_to_new(snap: &'a Container, dst: &'a ContainerRef) -> Self {
+        Params {
+            keep_name: false,
+            keep_mac: false,
+            ..Self::own(snap, dst)
+        }
+    }
+
+    /// `lxc-snapshot -r SNAP` in place: as LXC, the snapshot's config (its
+    /// name and MACs) under the container's name.
+    pub fn restore_in_place(snap: &'a Container, dst: &'a ContainerRef) -> Self {
+        Self::own(snap, dst)
+    }
+}
+
 /// The container whose rootfs dir is the (single) lower of an overlay spec.
 fn lower_owner(spec: &RootfsSpec) -> Option<ContainerRef> {
     let (lower, _) = spec.overlay_parts()?;
@@ -418,20 +486,7 @@ impl Engine {
             .idmap
             .as_ref()
             .filter(|to| to.config_values() != from.config_values());
-        let params = Params {
-            src: &src,
-            dst: &req.dst,
-            mode: if req.snapshot { Mode::Snapshot } else { Mode::Copy },
-            backend: req.backend.as_deref(),
-            opts: &req.opts,
-            keep_name: req.keep_name,
-            keep_mac: req.keep_mac,
-            run_hooks: req.run_hooks,
-            progress: req.progress,
-            readonly: false,
-            files: vec![],
-            idmap,
-        };
+        let params = Params::copy(&src, req, idmap);
         // Checked before anything is made: a bad -B/-s combination changes nothing.
         let (b, snap) = self.choose(&params)?;
         check_backend_allowed(b)?;

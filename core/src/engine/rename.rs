@@ -1,7 +1,7 @@
 //! `lxc-copy -R`: a directory rename with a journal when the rootfs lives
 //! in the container dir, otherwise a clone then a destroy.
 
-use super::clone::{Mode, Params};
+use super::clone::Params;
 use super::deps::{add_dep, live_dependents, need, origins_of, refuse_dependents, remove_dep, Step};
 use super::fsutil::{self, rename_noreplace, write_atomic};
 use super::rewrite::replace_dir;
@@ -69,19 +69,10 @@ impl Engine {
                 .mode(0o755)
                 .create(&req.dst.lxcpath)
                 .ctx(OP, &req.dst.lxcpath)?;
+            // MACs kept, as LXC's rename keeps them.
             let params = Params {
-                src,
-                dst: &req.dst,
-                mode: if req.snapshot { Mode::Snapshot } else { Mode::Copy },
-                backend: req.backend.as_deref(),
-                opts: &req.opts,
-                keep_name: req.keep_name,
                 keep_mac: true,
-                run_hooks: req.run_hooks,
-                progress: req.progress,
-                readonly: false,
-                files: vec![],
-                idmap: None,
+                ..Params::copy(src, req, None)
             };
             // A journal: once the copy is in place, the next command
             // finishes a killed rename by destroying the source.

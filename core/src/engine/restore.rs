@@ -1,13 +1,12 @@
 //! `lxc-snapshot -r`: to a new name a clone of the snapshot; in place a
 //! staged clone swapped in under a journal, rolled forward after a crash.
 
-use super::clone::{Mode, Params};
+use super::clone::Params;
 use super::deps::{live_dependents, locked, need, refuse_dependents, remove_dep, Step};
 use super::fsutil::{self, remove_tree, rename_noreplace, write_atomic};
 use super::rootfs::{entries_of, CtxOp};
 use super::staging::{exists_any, make_aside, read_record, write_record, Journal, JOURNAL, OLD};
 use super::{failpoint, Engine};
-use crate::backend::BackendOpts;
 use crate::error::{IoContext, Result};
 use crate::spec::RootfsSpec;
 use crate::store::{self, Container, ContainerRef, Store};
@@ -65,21 +64,7 @@ impl Engine {
             if exists_any(&dst.dir()) {
                 return Err(err!(AlreadyExists, OP, "container {n} already exists").at(dst.dir()));
             }
-            // A new container beside the original: its own name and MAC addresses.
-            let params = Params {
-                src: &s,
-                dst: &dst,
-                mode: Mode::Auto,
-                backend: None,
-                opts: &BackendOpts::default(),
-                keep_name: false,
-                keep_mac: false,
-                run_hooks: false,
-                progress: false,
-                readonly: false,
-                files: vec![],
-                idmap: None,
-            };
+            let params = Params::restore_to_new(&s, &dst);
             let st = step!(self.stage_clone(&params));
             return self.finish_staged(st, &dst).map(Step::Done);
         }
@@ -100,21 +85,7 @@ impl Engine {
         let cur = store.load(&r.name)?;
         // The current rootfs goes once the snapshot's is in place.
         self.backend_of(&cur.rootfs)?.check_destroy(&cur.rootfs)?;
-        // As LXC: the snapshot's config (its name and MACs) under this container's name.
-        let params = Params {
-            src: &s,
-            dst: r,
-            mode: Mode::Auto,
-            backend: None,
-            opts: &BackendOpts::default(),
-            keep_name: true,
-            keep_mac: true,
-            run_hooks: false,
-            progress: false,
-            readonly: false,
-            files: vec![],
-            idmap: None,
-        };
+        let params = Params::restore_in_place(&s, r);
         let mut st = step!(self.stage_clone(&params));
         let dir = r.dir();
         let new_all = entries_of(&st.spec, &dir);

@@ -1,11 +1,10 @@
 //! `lxc-snapshot`: a read-only clone in the container's `snaps` dir.
 
-use super::clone::{Mode, Params};
+use super::clone::Params;
 use super::deps::{locked, Step};
 use super::rootfs::may_snapshot_running;
 use super::staging::mkdir;
 use super::Engine;
-use crate::backend::BackendOpts;
 use crate::error::Result;
 use crate::store::{ContainerRef, Store};
 use crate::{err, names};
@@ -41,20 +40,8 @@ impl Engine {
         }
         let src = store.load(&r.name)?;
         let snaps = store.snaps_path(&r.name);
-        let params = Params {
-            src: &src,
-            dst: &ContainerRef::new(&snaps, "snap0"),
-            mode: Mode::Auto,
-            backend: None,
-            opts: &BackendOpts::default(),
-            keep_name: true,
-            keep_mac: true,
-            run_hooks: false,
-            progress: false,
-            readonly: true,
-            files: vec![],
-            idmap: None,
-        };
+        let probe = ContainerRef::new(&snaps, "snap0");
+        let params = Params::snapshot(&src, &probe, vec![]);
         if crate::state::is_running(r) {
             let (b, snap) = self.choose(&params)?;
             if !may_snapshot_running(b.kind(), snap) {
