@@ -31,7 +31,7 @@ pub fn dispatch(tool: &str, args: Vec<OsString>) -> anyhow::Result<i32> {
         "lxc-attach" => attach(parse!(AttachArgs)),
         "lxc-copy" => copy_ephemeral(parse!(CopyArgs)),
         "lxc-start-ephemeral" => start_ephemeral(parse!(EphArgs)),
-        t if crate::tools::TOOLS.contains(&t) => crate::tools::dispatch(t, argv),
+        t if cli::names::STATE_TOOLS.contains(&t) => crate::tools::dispatch(t, argv),
         t => bail!("{t}: not a runtime tool"),
     }
 }

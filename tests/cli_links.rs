@@ -11,35 +11,8 @@ fn install_links_is_idempotent_and_careful() {
     let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_strata")).unwrap();
     let o = env.cmd("strata").arg("install-links").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let names = [
-        "lxc-create",
-        "lxc-destroy",
-        "lxc-copy",
-        "lxc-clone",
-        "lxc-snapshot",
-        "lxc-ls",
-        "lxc-start",
-        "lxc-stop",
-        "lxc-execute",
-        "lxc-attach",
-        "lxc-info",
-        "lxc-start-ephemeral",
-        "lxc-wait",
-        "lxc-freeze",
-        "lxc-unfreeze",
-        "lxc-cgroup",
-        "lxc-monitor",
-        "lxc-autostart",
-        "lxc-usernsexec",
-        "lxc-unshare",
-        "lxc-config",
-        "lxc-update-config",
-        "lxc-checkconfig",
-        "lxc-console",
-        "lxc-top",
-        "lxc-device",
-    ];
-    for n in names {
+    let names: Vec<&str> = names::all().collect();
+    for n in &names {
         assert_eq!(std::fs::read_link(dir.join(n)).unwrap(), exe, "{n}");
     }
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), names.len());

@@ -9,25 +9,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use strata_testkit::LoopFs;
 
-pub const TOOLS: &[&str] = &[
-    "lxc-start",
-    "lxc-stop",
-    "lxc-execute",
-    "lxc-attach",
-    "lxc-info",
-    "lxc-copy",
-    "lxc-ls",
-    "lxc-start-ephemeral",
-    "lxc-destroy",
-    "lxc-create",
-    "lxc-wait",
-    "lxc-freeze",
-    "lxc-unfreeze",
-    "lxc-cgroup",
-    "lxc-monitor",
-    "lxc-autostart",
-    "lxc-console",
-];
+#[path = "../src/cli/names.rs"]
+pub mod names;
 
 pub struct Rt {
     /// The filesystem under the lxcpath, if the test made one: a field before
@@ -60,7 +43,7 @@ impl Rt {
         for d in [&bin, &lxcpath, &run_dir, &outside] {
             std::fs::create_dir_all(d).unwrap();
         }
-        for t in TOOLS {
+        for t in names::all() {
             std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
         }
         Rt {

@@ -440,7 +440,7 @@ fn e2e_body() {
     let fixture = PathBuf::from(std::env::var("STRATA_E2E_FIXTURE").unwrap());
     let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for t in helpers::TOOLS.iter().chain(&["strata", "lxc-snapshot"]) {
+    for t in helpers::names::all().chain(["strata"]) {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
     }
     let lxcpath = dir.join("lxc");

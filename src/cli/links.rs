@@ -4,11 +4,7 @@ use anyhow::{anyhow, Context};
 use std::path::{Path, PathBuf};
 
 pub fn all_tools() -> Vec<&'static str> {
-    super::STORAGE_TOOLS
-        .iter()
-        .chain(super::RUNTIME_TOOLS)
-        .copied()
-        .collect()
+    super::names::all().collect()
 }
 
 /// Create or refresh the links; refuses to replace anything that is not a symlink.

@@ -11,6 +11,7 @@ pub mod destroy;
 pub mod info;
 pub mod links;
 pub mod ls;
+pub mod names;
 pub mod snapshot;
 pub mod strata;
 
@@ -21,40 +22,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use strata_core::engine::Engine;
 use strata_core::{lxc_conf, paths, BackendOpts};
-
-/// LXC tool names handled by the storage front ends here.
-pub const STORAGE_TOOLS: &[&str] = &[
-    "lxc-create",
-    "lxc-destroy",
-    "lxc-copy",
-    "lxc-clone",
-    "lxc-snapshot",
-    "lxc-ls",
-];
-
-/// LXC tool names handled by the runtime.
-pub const RUNTIME_TOOLS: &[&str] = &[
-    "lxc-start",
-    "lxc-stop",
-    "lxc-execute",
-    "lxc-attach",
-    "lxc-info",
-    "lxc-start-ephemeral",
-    "lxc-wait",
-    "lxc-freeze",
-    "lxc-unfreeze",
-    "lxc-cgroup",
-    "lxc-monitor",
-    "lxc-autostart",
-    "lxc-usernsexec",
-    "lxc-unshare",
-    "lxc-config",
-    "lxc-update-config",
-    "lxc-checkconfig",
-    "lxc-console",
-    "lxc-top",
-    "lxc-device",
-];
 
 /// Entry point: `argv0` is the basename the binary was invoked as.
 pub fn main(argv0: &str, args: Vec<OsString>) -> i32 {
@@ -68,7 +35,7 @@ pub fn main(argv0: &str, args: Vec<OsString>) -> i32 {
         "lxc-clone" => clone::main(argv0, args),
         "lxc-snapshot" => snapshot::main(argv0, args),
         "lxc-ls" => ls::main(argv0, args),
-        t if RUNTIME_TOOLS.contains(&t) => runtime(t, rest),
+        t if names::RUNTIME_TOOLS.contains(&t) || names::STATE_TOOLS.contains(&t) => runtime(t, rest),
         _ => strata::main(args),
     }
 }

@@ -23,24 +23,6 @@ pub mod watch;
 
 use std::ffi::OsString;
 
-/// The tools here, dispatched from [`crate::run::dispatch`].
-pub const TOOLS: &[&str] = &[
-    "lxc-wait",
-    "lxc-freeze",
-    "lxc-unfreeze",
-    "lxc-cgroup",
-    "lxc-monitor",
-    "lxc-autostart",
-    "lxc-usernsexec",
-    "lxc-unshare",
-    "lxc-config",
-    "lxc-update-config",
-    "lxc-checkconfig",
-    "lxc-console",
-    "lxc-top",
-    "lxc-device",
-];
-
 /// Run `tool` with `argv` (argv[0] included).
 pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
     macro_rules! parse {

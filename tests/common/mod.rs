@@ -9,14 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const TOOLS: &[&str] = &[
-    "lxc-create",
-    "lxc-destroy",
-    "lxc-copy",
-    "lxc-clone",
-    "lxc-snapshot",
-    "lxc-ls",
-];
+#[path = "../../src/cli/names.rs"]
+pub mod names;
 
 pub struct Env {
     pub tmp: tempfile::TempDir,
@@ -49,7 +43,7 @@ impl Env {
             std::fs::create_dir_all(d).unwrap();
         }
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
-        for t in TOOLS {
+        for t in names::all() {
             std::os::unix::fs::symlink(&exe, bin.join(t)).unwrap();
         }
         // No lxc.conf unless a test writes one.

@@ -173,7 +173,7 @@ pub fn scratch() -> Scratch {
 pub fn tool_dir(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for t in super::helpers::TOOLS.iter().chain(&["strata", "lxc-snapshot"]) {
+    for t in super::helpers::names::all().chain(["strata"]) {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
     }
     bin
