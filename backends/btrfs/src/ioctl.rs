@@ -76,29 +76,40 @@ fn put_name(dst: &mut [u8], name: &[u8]) -> nix::Result<()> {
 
 /// New empty subvolume `name` in directory `parent`.
 pub fn create_subvol(parent: BorrowedFd, name: &[u8]) -> nix::Result<()> {
+    // SAFETY: VolArgsV2 is repr(C) integers and byte arrays only, for which all-zero bytes are a valid value (and
+    // what the kernel expects in the unused fields).
     let mut a: Box<VolArgsV2> = Box::new(unsafe { std::mem::zeroed() });
     put_name(&mut a.name, name)?;
+    // SAFETY: `parent` is a borrowed, open fd for the call's duration and `a` a fully initialised VolArgsV2 of the
+    // size the ioctl number encodes; the kernel only reads it, and put_name left the name NUL-terminated.
     unsafe { subvol_create_v2(parent.as_raw_fd(), &*a) }.map(drop)
 }
 
 /// Snapshot of the subvolume open at `src` as `name` in directory `parent`.
 pub fn snapshot(src: BorrowedFd, parent: BorrowedFd, name: &[u8], readonly: bool) -> nix::Result<()> {
+    // SAFETY: VolArgsV2 is repr(C) integers and byte arrays only: all-zero is a valid value.
     let mut a: Box<VolArgsV2> = Box::new(unsafe { std::mem::zeroed() });
     a.fd = src.as_raw_fd() as i64;
     a.flags = if readonly { SUBVOL_RDONLY } else { 0 };
     put_name(&mut a.name, name)?;
+    // SAFETY: Both fds are borrowed and open for the call; `a` is a fully initialised VolArgsV2 (the ioctl's
+    // declared size) with a NUL-terminated name, read and not kept by the kernel.
     unsafe { snap_create_v2(parent.as_raw_fd(), &*a) }.map(drop)
 }
 
 /// Delete subvolume `name` in directory `parent`.
 pub fn destroy(parent: BorrowedFd, name: &[u8]) -> nix::Result<()> {
+    // SAFETY: VolArgs is repr(C) integers and a byte array only: all-zero is a valid value.
     let mut a: Box<VolArgs> = Box::new(unsafe { std::mem::zeroed() });
     put_name(&mut a.name, name)?;
+    // SAFETY: `parent` is borrowed and open for the call; `a` is a fully initialised VolArgs (the ioctl's declared
+    // size) with a NUL-terminated name, only read by the kernel.
     unsafe { snap_destroy(parent.as_raw_fd(), &*a) }.map(drop)
 }
 
 pub fn get_flags(fd: BorrowedFd) -> nix::Result<u64> {
     let mut f = 0u64;
+    // SAFETY: `fd` is borrowed and open; `f` is a live u64, the size SUBVOL_GETFLAGS writes.
     unsafe { subvol_getflags(fd.as_raw_fd(), &mut f) }?;
     Ok(f)
 }
@@ -109,13 +120,17 @@ pub fn set_readonly(fd: BorrowedFd, ro: bool) -> nix::Result<()> {
     if new == cur {
         return Ok(());
     }
+    // SAFETY: `fd` is borrowed and open; `new` is a live u64, the size SUBVOL_SETFLAGS reads.
     unsafe { subvol_setflags(fd.as_raw_fd(), &new) }.map(drop)
 }
 
 /// The subvolume (tree) id of the subvolume `fd` is in.
 pub fn subvol_id(fd: BorrowedFd) -> nix::Result<u64> {
+    // SAFETY: InoLookupArgs is repr(C) integers and a byte array only: all-zero is a valid value.
     let mut a: Box<InoLookupArgs> = Box::new(unsafe { std::mem::zeroed() });
     a.objectid = FIRST_FREE_OBJECTID;
+    // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed InoLookupArgs of the ioctl's
+    // declared size, which the kernel fills in place.
     unsafe { ino_lookup(fd.as_raw_fd(), &mut *a) }?;
     Ok(a.treeid)
 }
@@ -123,6 +138,8 @@ pub fn subvol_id(fd: BorrowedFd) -> nix::Result<u64> {
 /// The filesystem's UUID: equal for every subvolume of one filesystem.
 pub fn fsid(fd: BorrowedFd) -> nix::Result<[u8; 16]> {
     let mut buf = [0u8; 1024];
+    // SAFETY: `fd` is borrowed and open; FS_INFO writes at most its 1 KiB struct, and `buf` is that size and
+    // exclusively borrowed (the macro passes its pointer; its length encodes the ioctl size).
     unsafe { fs_info(fd.as_raw_fd(), &mut buf) }?;
     let mut id = [0u8; 16];
     id.copy_from_slice(&buf[16..32]);
@@ -133,6 +150,7 @@ pub fn fsid(fd: BorrowedFd) -> nix::Result<[u8; 16]> {
 /// off or their numbers are not consistent (rescan pending).
 pub fn qgroup_usage(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> {
     let search = |ty: u32, offset: u64| -> nix::Result<Option<Vec<u8>>> {
+        // SAFETY: SearchArgs is repr(C) integers and a byte array only: all-zero is a valid value.
         let mut a: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
         a.key.tree_id = QUOTA_TREE_OBJECTID;
         a.key.min_type = ty;
@@ -141,6 +159,8 @@ pub fn qgroup_usage(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> 
         a.key.max_offset = offset;
         a.key.max_transid = u64::MAX;
         a.key.nr_items = 1;
+        // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed 4 KiB SearchArgs, the size
+        // TREE_SEARCH reads the key from and writes items into.
         match unsafe { tree_search(fd.as_raw_fd(), &mut *a) } {
             Err(nix::errno::Errno::ENOENT) => return Ok(None),
             r => r?,
@@ -176,6 +196,7 @@ pub fn child_subvols(fd: BorrowedFd, id: u64) -> nix::Result<Vec<(u64, u64, Vec<
     let mut out = Vec::new();
     let mut min_offset = 0u64;
     loop {
+        // SAFETY: SearchArgs is repr(C) integers and a byte array only: all-zero is a valid value.
         let mut a: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
         a.key.tree_id = ROOT_TREE_OBJECTID;
         a.key.min_objectid = id;
@@ -186,6 +207,8 @@ pub fn child_subvols(fd: BorrowedFd, id: u64) -> nix::Result<Vec<(u64, u64, Vec<
         a.key.max_offset = u64::MAX;
         a.key.max_transid = u64::MAX;
         a.key.nr_items = 4096;
+        // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed 4 KiB SearchArgs, the size
+        // TREE_SEARCH reads the key from and writes items into.
         unsafe { tree_search(fd.as_raw_fd(), &mut *a) }?;
         let n = a.key.nr_items;
         if n == 0 {
@@ -219,9 +242,12 @@ pub fn child_subvols(fd: BorrowedFd, id: u64) -> nix::Result<Vec<(u64, u64, Vec<
 /// Path of directory inode `dirid` inside subvolume `tree`, relative to its
 /// root, with a trailing `/` (empty for the root). Needs CAP_SYS_ADMIN.
 pub fn dir_path(fd: BorrowedFd, tree: u64, dirid: u64) -> nix::Result<Vec<u8>> {
+    // SAFETY: InoLookupArgs is repr(C) integers and a byte array only: all-zero is a valid value.
     let mut a: Box<InoLookupArgs> = Box::new(unsafe { std::mem::zeroed() });
     a.treeid = tree;
     a.objectid = dirid;
+    // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed InoLookupArgs of the ioctl's
+    // declared size, which the kernel fills in place.
     unsafe { ino_lookup(fd.as_raw_fd(), &mut *a) }?;
     let end = a.name.iter().position(|b| *b == 0).unwrap_or(a.name.len());
     Ok(a.name[..end].to_vec())

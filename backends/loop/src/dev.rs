@@ -49,14 +49,22 @@ struct LoopConfig {
 }
 
 fn ioctl_ptr<T>(fd: &File, req: libc::c_ulong, arg: *const T) -> nix::Result<libc::c_int> {
+    // SAFETY: `fd` is an open File borrowed for the call; the callers pass `arg` pointing to a live, initialised
+    // LoopConfig or LoopInfo64 whose size and layout are what `req` (LOOP_CONFIGURE, LOOP_SET_STATUS64) reads, and
+    // the kernel keeps no pointer to it.
     Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) })
 }
 
 fn ioctl_val(fd: &File, req: libc::c_ulong, arg: libc::c_ulong) -> nix::Result<libc::c_int> {
+    // SAFETY: `fd` is an open File borrowed for the call; every request passed here (LOOP_SET_FD, LOOP_CLR_FD,
+    // LOOP_CTL_GET_FREE, BLKFLSBUF, LOOP_SET_BLOCK_SIZE, LOOP_SET_DIRECT_IO) takes its argument by value, so no
+    // memory is touched.
     Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) })
 }
 
 fn info(flags: u32, image: &Path) -> LoopInfo64 {
+    // SAFETY: LoopInfo64 is repr(C) integers and byte arrays only: all-zero is a valid value (and the kernel's
+    // default for every field left alone).
     let mut i: LoopInfo64 = unsafe { std::mem::zeroed() };
     i.lo_flags = flags;
     let name = image.as_os_str().as_encoded_bytes();

@@ -237,6 +237,8 @@ fn reflink_probe(image: &Path, dir: &Path) -> std::result::Result<(), Errno> {
         src_length: 4096,
         dest_offset: 0,
     };
+    // SAFETY: both fds are open Files borrowed for the call; `r` is a live, initialised repr(C) FileCloneRange, the
+    // struct FICLONERANGE reads, and the kernel keeps no pointer to it.
     let res = Errno::result(unsafe { libc::ioctl(tmp.as_raw_fd(), FICLONERANGE as _, &r) }).map(drop);
     if let Some(p) = named {
         let _ = std::fs::remove_file(p);
@@ -292,6 +294,7 @@ fn copy_image_with(src: &Path, dst: &Path, before_data: impl FnOnce() -> Result<
         .mode(0o600)
         .open(dst)
         .ctx(OP, dst)?;
+    // SAFETY: both fds are open Files held for the call; FICLONE takes the source fd by value.
     if unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0 {
         return Ok(true);
     }
@@ -299,6 +302,7 @@ fn copy_image_with(src: &Path, dst: &Path, before_data: impl FnOnce() -> Result<
     before_data()?;
     let mut off: i64 = 0;
     while (off as u64) < len {
+        // SAFETY: `s` is an open File; lseek only moves its offset and reads no memory of ours.
         let data = unsafe { libc::lseek(s.as_raw_fd(), off, libc::SEEK_DATA) };
         if data < 0 {
             match Errno::last() {
@@ -306,10 +310,13 @@ fn copy_image_with(src: &Path, dst: &Path, before_data: impl FnOnce() -> Result<
                 e => return Err(Error::errno(OP, src, e)),
             }
         }
+        // SAFETY: `s` is an open File; lseek only moves its offset and reads no memory of ours.
         let hole = unsafe { libc::lseek(s.as_raw_fd(), data, libc::SEEK_HOLE) };
         let end = if hole < 0 { len as i64 } else { hole };
         let (mut so, mut dof) = (data, data);
         while so < end {
+            // SAFETY: both fds are open Files held for the call; `so` and `dof` are live i64s the kernel reads and
+            // advances, and no buffer of ours is involved.
             let n = unsafe {
                 libc::copy_file_range(s.as_raw_fd(), &mut so, d.as_raw_fd(), &mut dof, (end - so) as usize, 0)
             };
@@ -657,6 +664,7 @@ impl Snapshotter for LoopBackend {
             .mode(0o600)
             .open(&dst)
             .ctx("loop snapshot", &dst)?;
+        // SAFETY: both fds are open Files held for the call; FICLONE takes the source fd by value.
         let res = if unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0 {
             drop(d);
             new_uuid(&dst)

@@ -224,6 +224,8 @@ fn fmt_of(st: &FileStat) -> SFlag {
 fn has_xattrs(dirfd: RawFd, name: &str) -> bool {
     let path = CString::new(format!("/proc/self/fd/{dirfd}/{name}")).expect("no NUL");
     // Size query only; an error counts as "has some" so that we fall back to a mount.
+    // SAFETY: `path` is a NUL-terminated CString alive for the call; with a null buffer of size 0 llistxattr only
+    // returns the size and writes nothing.
     unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) != 0 }
 }
 
@@ -288,6 +290,8 @@ fn write_upper(lower: &str, upper: &Path, rel: &str, data: &[u8]) -> Result<Opti
             Mode::from_bits_truncate(0o600),
         )
         .ctx(OP, &target)?;
+        // SAFETY: `fd` was just returned by a successful openat (O_CREAT|O_EXCL) and is owned by nothing else, so
+        // the File takes sole ownership and closes it once.
         let file = unsafe { std::fs::File::from_raw_fd(fd) };
         fchown(file.as_raw_fd(), Some(fst.st_uid.into()), Some(fst.st_gid.into())).ctx(OP, &target)?;
         fchmod(file.as_raw_fd(), perm(&fst)).ctx(OP, &target)?;
