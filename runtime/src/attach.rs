@@ -237,6 +237,9 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
     let cenv: Vec<_> = envs.iter().map(|(k, v)| sys::cstr(&format!("{k}={v}"))).collect();
     let cargs: Vec<_> = argv.iter().map(|a| sys::cstr(a)).collect();
     let (err_r, err_w) = sys::pipe()?;
+    // SAFETY: fork takes no arguments. The attaching strata process runs no other thread (the runtime starts none),
+    // so the child is a copy of a single-threaded process and may allocate and format as the parent does; it ends
+    // in exec or _exit, never returning into the caller.
     match unsafe { libc::fork() } {
         -1 => Err(Error::errno("fork", "", sys::errno())),
         0 => {
@@ -248,6 +251,8 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
                     cgroup::enter(&rec.cgroups, std::process::id() as i32)?;
                 }
                 for (ns, f) in &fds {
+                    // SAFETY: `f` is an open namespace fd owned by `fds` for the whole call; nstype 0 lets the
+                    // kernel take the type from the fd.
                     if unsafe { libc::setns(f.as_raw_fd(), 0) } != 0 {
                         return Err(Error::errno("setns", *ns, sys::errno()));
                     }
@@ -272,14 +277,20 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
             })();
             if let Err(e) = res {
                 sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+                // SAFETY: _exit ends this forked child at once without unwinding or running the parent's
+                // destructors, which belong to the parent.
                 unsafe { libc::_exit(1) };
             }
+            // SAFETY: fork again from the child, still single-threaded; the grandchild ends in execve or _exit and
+            // the child in _exit, neither returns.
             match unsafe { libc::fork() } {
                 0 => {
                     if let Some(p) = &pty {
                         if !p.become_terminal() {
                             let msg = format!("-L: make the pty the terminal: {}", sys::errno().desc());
                             sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                            // SAFETY: _exit ends the forked command process without unwinding into the parent's
+                            // state.
                             unsafe { libc::_exit(126) }
                         }
                     }
@@ -287,6 +298,8 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
                     if o.remount_sys_proc {
                         if let Err(e) = remount_sys_proc(net) {
                             sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+                            // SAFETY: _exit ends the forked command process without unwinding into the parent's
+                            // state.
                             unsafe { libc::_exit(126) }
                         }
                     }
@@ -301,6 +314,8 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
                         if !ok {
                             let msg = format!("switch to uid {u} gid {g}: {}", sys::errno().desc());
                             sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                            // SAFETY: _exit ends the forked command process without unwinding into the parent's
+                            // state.
                             unsafe { libc::_exit(126) }
                         }
                     }
@@ -320,6 +335,8 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
                     };
                     for c in cands {
                         let cp = sys::cstr(&c);
+                        // SAFETY: `cp`, `argp` and `envp` point into CStrings (`cp`, `cargs`, `cenv`) alive until
+                        // after the call, and both pointer arrays end with a null; execve only returns on failure.
                         unsafe { libc::execve(cp.as_ptr(), argp.as_ptr(), envp.as_ptr()) };
                     }
                     let e = sys::errno();
@@ -333,12 +350,17 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
                         }
                     );
                     sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                    // SAFETY: _exit ends the forked command process without unwinding into the parent's state.
                     unsafe { libc::_exit(127) }
                 }
+                // SAFETY: _exit ends the forked child (the second fork failed) without unwinding into the parent's
+                // state.
                 -1 => unsafe { libc::_exit(1) },
                 child => {
                     drop(err_w);
                     let code = wait_status(child);
+                    // SAFETY: _exit ends the forked child with the command's status, without unwinding into the
+                    // parent's state.
                     unsafe { libc::_exit(code) }
                 }
             }
@@ -386,6 +408,7 @@ fn remount_sys_proc(net: bool) -> Result<()> {
 pub(crate) fn wait_status(pid: i32) -> i32 {
     loop {
         let mut st = 0;
+        // SAFETY: `st` is a live c_int for waitpid to write the status into.
         let r = unsafe { libc::waitpid(pid, &mut st, 0) };
         if r == pid {
             if libc::WIFEXITED(st) {

@@ -63,12 +63,15 @@ pub type MountFn<'a> = dyn Fn(&[(std::path::PathBuf, String)], &Path) -> Result<
 /// Never returns: execs init or exits after reporting the error on `err_w`.
 pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     if a.kill_with_parent {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and touches no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
     // In our cgroups before anything else, as if the monitor had moved us.
     if let Some(plan) = a.cg_self {
         if let Err(e) = crate::cgroup::attach_self_v1(plan) {
             sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+            // SAFETY: _exit ends container init before exec without unwinding the monitor's state it was cloned
+            // with.
             unsafe { libc::_exit(1) }
         }
     }
@@ -85,7 +88,10 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     });
     // The monitor says go once it has done its part (cgroups, record, network); EOF means it died.
     let mut b = [0u8; 1];
+    // SAFETY: `b` is a live, exclusively borrowed 1-byte buffer and read writes at most 1 byte; `sync_r` is open
+    // for the call.
     if unsafe { libc::read(sync_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {
+        // SAFETY: _exit ends container init (the monitor is gone or said no) without unwinding the monitor's state.
         unsafe { libc::_exit(1) };
     }
     drop(sync_r);
@@ -112,6 +118,7 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
         Err(e) => e,
     };
     sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+    // SAFETY: _exit ends container init after reporting the error, without unwinding the monitor's state.
     unsafe { libc::_exit(1) }
 }
 
@@ -174,6 +181,7 @@ impl Syscall for RealSyscall {
         // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the rootfs alone.
         nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| Error::errno("enter rootfs", path, e))?;
         let dot = cstr(".");
+        // SAFETY: `dot` is a CString alive for the call; pivot_root only reads the two paths.
         if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
             return Err(Error::errno("pivot_root", path, sys::errno()));
         }
@@ -213,6 +221,7 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
         crate::userns::become_root()?;
         if a.kill_with_parent {
             // A change of credentials clears the parent-death signal.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and touches no memory.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         }
     }
@@ -232,6 +241,7 @@ fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
     let parent_fd = sys::open_dir(parent)?;
     crate::userns::become_root()?;
     if a.kill_with_parent {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and touches no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
     let via: Vec<(std::path::PathBuf, String)> = pins.iter().map(|(p, fd)| (p.clone(), fd_path(fd))).collect();
@@ -668,6 +678,8 @@ fn exec(a: &ChildArgs) -> Error {
     };
     let mut last = nix::errno::Errno::ENOENT;
     // The signals the monitor holds back must reach init normally.
+    // SAFETY: sigset_t is a plain bit array (all-zero is a valid, empty set); `set` is live for both calls and the
+    // old mask is not asked for (null).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -675,6 +687,8 @@ fn exec(a: &ChildArgs) -> Error {
     }
     for c in &candidates {
         let cp = cstr(c);
+        // SAFETY: `cp`, `argp` and `envp` point into CStrings alive until after the call, and both pointer arrays
+        // end with a null; execve only returns on failure.
         unsafe { libc::execve(cp.as_ptr(), argp.as_ptr(), envp.as_ptr()) };
         let e = sys::errno();
         if e != nix::errno::Errno::ENOENT || last == nix::errno::Errno::ENOENT {

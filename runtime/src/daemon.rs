@@ -24,10 +24,16 @@ impl Notifier {
 /// Run `f` as a daemonized monitor; returns once it reported the start.
 pub(crate) fn daemonize(f: impl FnOnce(&mut Notifier) -> Result<i32>) -> Result<i32> {
     let (rd, wr) = sys::pipe()?;
+    // SAFETY: fork takes no arguments. lxc-start runs no other thread when it daemonizes (the runtime starts none),
+    // so the child is a whole copy of a single-threaded process and may go on to run the monitor as ordinary Rust
+    // code; it leaves only through _exit below.
     match unsafe { libc::fork() } {
         -1 => Err(Error::errno("fork monitor", "", sys::errno())),
         0 => {
             drop(rd);
+            // SAFETY: setsid, open, dup2, close and chdir get integers and NUL-terminated C string literals only;
+            // `null` is a new fd this child owns: it is duplicated onto 0-2 (which no Rust object owns) and closed
+            // once unless it already is one of them.
             unsafe {
                 libc::setsid();
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -49,6 +55,8 @@ pub(crate) fn daemonize(f: impl FnOnce(&mut Notifier) -> Result<i32>) -> Result<
                     1
                 }
             };
+            // SAFETY: _exit ends the daemonized monitor with its status, without unwinding into the caller of
+            // daemonize, which belongs to the parent.
             unsafe { libc::_exit(code) }
         }
         _ => {

@@ -160,6 +160,7 @@ impl Drop for PidFile {
 pub fn random_suffix(n: usize) -> String {
     const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut buf = vec![0u8; n];
+    // SAFETY: `buf` is a live Vec of exactly `n` bytes, and getrandom writes at most `n` into it.
     let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), n, 0) };
     if got != n as isize {
         let seed = paths::unique();

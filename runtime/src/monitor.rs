@@ -279,8 +279,12 @@ pub(crate) fn run_monitor(
         None
     };
     // Held back while we wait, and forwarded to init.
+    // SAFETY: sigset_t is a plain bit array: all-zero is a valid (empty) set.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigset_t is a plain bit array: all-zero is a valid (empty) set.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` and `old` are live, exclusively borrowed sigset_ts; the signal numbers are valid, and
+    // sigprocmask only changes this thread's mask (the monitor's only thread).
     unsafe {
         libc::sigemptyset(&mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
@@ -288,6 +292,7 @@ pub(crate) fn run_monitor(
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
     }
+    // SAFETY: `old` is a live sigset_t filled by the sigprocmask above; the old mask is not asked for (null).
     let restore = || unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     };
@@ -650,6 +655,7 @@ fn wait_init(pid: i32, pidfd: &OwnedFd, set: &libc::sigset_t, hub: &mut Hub, srv
     }
     loop {
         let mut st = 0;
+        // SAFETY: `st` is a live c_int for waitpid to write the status into.
         let r = unsafe { libc::waitpid(pid, &mut st, 0) };
         if r == pid {
             if libc::WIFEXITED(st) {

@@ -1271,8 +1271,9 @@ mod tests {
         }
         const I386_GETPPID: u32 = 64;
         const I386_INIT_MODULE: u32 = 128;
-        // SAFETY: getppid takes no arguments.
         let probe = in_child(|| {
+            // SAFETY: i386 getppid takes no arguments, so the zeros passed
+            // for them are never read; libc's getppid takes none either.
             i32::from(unsafe { int80(I386_GETPPID, 0, 0, 0) } as libc::pid_t != unsafe { libc::getppid() })
         });
         if exited(probe) != Some(0) {

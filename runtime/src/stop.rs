@@ -205,6 +205,9 @@ mod tests {
         // SAFETY: the child only blocks a signal and sleeps; the parent kills and reaps it.
         let child = unsafe { libc::fork() };
         if child == 0 {
+            // SAFETY: in the forked test child (the test harness has other threads, so only async-signal-safe calls
+            // here): sigemptyset/sigaddset/sigprocmask on a live local sigset_t, sleep, then _exit; nothing returns
+            // into the harness.
             unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
@@ -220,6 +223,8 @@ mod tests {
         }
         assert!(super::blocks(child, sig));
         assert!(!super::blocks(child, libc::SIGPWR));
+        // SAFETY: `child` is our own unreaped child, so the pid cannot have been reused; a null status pointer is
+        // allowed.
         unsafe {
             libc::kill(child, libc::SIGKILL);
             libc::waitpid(child, std::ptr::null_mut(), 0);

@@ -17,14 +17,18 @@ pub fn cstr(s: &str) -> CString {
 /// A pipe, both ends close-on-exec: (read, write).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
+    // SAFETY: `fds` is a live [c_int; 2], the two slots pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(Error::errno("create pipe", "", errno()));
     }
+    // SAFETY: pipe2 succeeded, so both fds are new and owned by nothing else; each OwnedFd closes its own once.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 pub fn write_all(fd: RawFd, mut b: &[u8]) {
     while !b.is_empty() {
+        // SAFETY: `b` is a live slice and write reads at most `b.len()` bytes from its start; `fd` is the caller's
+        // open fd (a bad one only gives EBADF). write is async-signal-safe, so forked children may call this too.
         let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
         if n <= 0 {
             if n < 0 && errno() == nix::errno::Errno::EINTR {
@@ -41,6 +45,8 @@ pub fn read_all(fd: RawFd) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
+        // SAFETY: `buf` is a live, exclusively borrowed 4 KiB array and read writes at most `buf.len()` bytes into
+        // it.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 && errno() == nix::errno::Errno::EINTR {
             continue;
@@ -121,7 +127,9 @@ pub fn clone_into(ns_flags: u64, cgroup: Option<RawFd>) -> Result<Option<(i32, O
 }
 
 pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a new pidfd owned by nothing else.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
@@ -141,6 +149,7 @@ pub fn wait_pidfd(pidfd: &OwnedFd, timeout: Option<std::time::Duration>) -> bool
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: `p` is one live pollfd and the count passed is 1.
         let r = unsafe { libc::poll(&mut p, 1, ms) };
         if r > 0 {
             return true;
@@ -170,6 +179,8 @@ pub fn signal(pidfd: &OwnedFd, sig: i32) -> bool {
 
 pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Result<()> {
     let (s, t, f, d) = (src.map(cstr), cstr(target), fstype.map(cstr), data.map(cstr));
+    // SAFETY: every pointer is null or a CString that lives until the end of this function, so each stays NUL-
+    // terminated and valid for the call; the kernel copies them.
     let r = unsafe {
         libc::mount(
             s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
@@ -252,11 +263,14 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd> {
 /// Set interface flags (IFF_UP) on `name` in the current network namespace.
 pub fn link_up(name: &str) -> Result<()> {
     const OP: &str = "bring up interface";
+    // SAFETY: socket takes only integers; the result is checked before use.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
         return Err(Error::errno(OP, name, errno()));
     }
+    // SAFETY: socket succeeded, so `sock` is a new fd owned by nothing else.
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is a C struct of integers, byte arrays and a union of those: all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
         return Err(err!(InvalidArgument, OP, "interface name {name:?} too long"));
@@ -264,6 +278,9 @@ pub fn link_up(name: &str) -> Result<()> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
+    // SAFETY: `sock` is open for both calls and `req` is a live ifreq with a NUL-terminated name (the length check
+    // above left a zero byte); SIOCGIFFLAGS writes the flags member of the union, which is then read as the short
+    // it is, and SIOCSIFFLAGS only reads it.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
             return Err(Error::errno(OP, name, errno()));

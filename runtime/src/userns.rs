@@ -127,6 +127,9 @@ pub fn userns_fd(map: &IdMap) -> Result<OwnedFd> {
     }
     if pid == 0 {
         use std::os::fd::AsRawFd;
+        // SAFETY: in the forked child, which only makes async-signal-safe calls (close, unshare, write, read,
+        // _exit): the closed fds are this child's copies of open pipe ends, never used again because _exit follows
+        // without running destructors; `ok` and `b` are live single bytes.
         unsafe {
             // Our copies of the parent's ends, or the read below never sees EOF.
             libc::close(go_w.as_raw_fd());
