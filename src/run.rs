@@ -61,6 +61,22 @@ fn existing(lxcpath: &Path, name: &str) -> anyhow::Result<ContainerRef> {
     Ok(ContainerRef::new(lxcpath, name))
 }
 
+/// A container to start: defined in the lxcpath, or (LXC's volatile
+/// container) not, and started from `-f FILE` alone.
+fn to_start(lxcpath: &Path, name: &str, rcfile: Option<&Path>) -> anyhow::Result<ContainerRef> {
+    if rcfile.is_some() {
+        cli::check_name(name)?;
+        return Ok(ContainerRef::new(lxcpath, name));
+    }
+    existing(lxcpath, name)
+}
+
+/// A container to act on while it runs (see [`cli::check_exists_or_running`]).
+fn running_or_existing(lxcpath: &Path, name: &str) -> anyhow::Result<ContainerRef> {
+    cli::check_exists_or_running(lxcpath, name)?;
+    Ok(ContainerRef::new(lxcpath, name))
+}
+
 #[derive(clap::Parser, Debug)]
 #[command(about = "Start a container", version)]
 struct StartArgs {
@@ -156,7 +172,7 @@ fn absolute(p: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
 
 fn start(a: StartArgs) -> anyhow::Result<i32> {
     let (lxcpath, engine) = setup(&a.common)?;
-    let r = existing(&lxcpath, &a.name)?;
+    let r = to_start(&lxcpath, &a.name, a.common.rcfile.as_deref())?;
     let mut defines = parse_defines(&a.define)?;
     // As LXC: --share-NS is lxc.namespace.share.NS, set after the config is read.
     for (ns, v) in [
@@ -195,7 +211,7 @@ fn start(a: StartArgs) -> anyhow::Result<i32> {
 
 fn execute(a: ExecuteArgs) -> anyhow::Result<i32> {
     let (lxcpath, engine) = setup(&a.common)?;
-    let r = existing(&lxcpath, &a.name)?;
+    let r = to_start(&lxcpath, &a.name, a.common.rcfile.as_deref())?;
     let mut defines = parse_defines(&a.define)?;
     // As LXC's lxc-execute: -u/-g are init's ids.
     if let Some(u) = a.uid {
@@ -262,7 +278,7 @@ struct StopArgs {
 
 fn stop(a: StopArgs) -> anyhow::Result<i32> {
     let (lxcpath, engine) = setup(&a.common)?;
-    let r = existing(&lxcpath, &a.name)?;
+    let r = running_or_existing(&lxcpath, &a.name)?;
     if a.reboot && (a.kill || a.nokill) {
         bail!("-r excludes -k and --nokill");
     }
@@ -324,7 +340,7 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
     use crate::tools::{config_item, netinfo};
     use strata_runtime::state_view;
     let (lxcpath, _engine) = setup(&a.common)?;
-    let r = existing(&lxcpath, &a.name)?;
+    let r = running_or_existing(&lxcpath, &a.name)?;
     let (st, rec) = state_view::state(&r);
     let (mut state, mut pid, mut ips, mut stats) = (a.state, a.pid, a.ips, a.stats);
     let filter_count = state as usize + pid as usize + ips as usize + 5 * stats as usize;
@@ -491,7 +507,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let (lxcpath, _engine) = setup(&a.common)?;
-    let r = existing(&lxcpath, &a.name)?;
+    let r = running_or_existing(&lxcpath, &a.name)?;
     let mut env = Vec::new();
     for v in &a.set_var {
         let (k, val) = v

@@ -956,3 +956,63 @@ fn allowrunning_lets_a_btrfs_snapshot_of_a_running_container_through() {
     rt.ok("lxc-destroy", &["-n", "b1"]);
     rt.assert_clean(&[]);
 }
+
+/// LXC's volatile container: not defined in the lxcpath, started from
+/// `-f FILE` alone. It runs, the tools that act on a running container
+/// reach it, and nothing of it is ever written in the lxcpath.
+#[test]
+fn volatile_container_from_a_file_alone() {
+    let rt = Rt::new();
+    let rootfs = rt.outside.join("vrootfs");
+    make_rootfs(&rootfs);
+    let rc = rt.outside.join("vol.conf");
+    std::fs::write(
+        &rc,
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.uts.name = volhost\nlxc.mount.auto = proc:mixed\nlxc.signal.halt = SIGPWR\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    let rcs = rc.to_str().unwrap();
+    let o = rt.run(
+        "lxc-execute",
+        &["-n", "vol1", "-f", rcs, "--", "/bin/sh", "-c", "hostname; exit 3"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "volhost\n");
+    assert_eq!(rt.entries(), Vec::<String>::new(), "nothing in the lxcpath");
+    // In the background: seen running, attached to, stopped.
+    rt.ok("lxc-start", &["-n", "vol1", "-d", "-f", rcs]);
+    assert_eq!(rt.state("vol1"), "RUNNING");
+    assert_eq!(
+        rt.entries(),
+        Vec::<String>::new(),
+        "nothing in the lxcpath while it runs"
+    );
+    assert_eq!(rt.ok("lxc-attach", &["-n", "vol1", "--", "/bin/hostname"]), "volhost\n");
+    assert!(rt.ok("lxc-ls", &["--running"]).contains("vol1"));
+    // A second start is refused while it runs.
+    let e = rt.fails("lxc-start", &["-n", "vol1", "-d", "-f", rcs]);
+    assert!(e.contains("already running"), "{e}");
+    rt.ok("lxc-stop", &["-n", "vol1", "-t", "10"]);
+    // Stopped, it is gone: as in LXC, a name not defined and not running.
+    let e = rt.fails("lxc-info", &["-n", "vol1"]);
+    assert!(e.contains("does not exist"), "{e}");
+    // Without -f there is nothing to start.
+    let e = rt.fails("lxc-start", &["-n", "vol1", "-d"]);
+    assert!(e.contains("does not exist"), "{e}");
+    // What strata cannot run from a file alone: one line naming the key.
+    for (text, says) in [
+        ("lxc.uts.name = x\n".to_string(), "lxc.rootfs.path"),
+        (
+            format!("lxc.rootfs.path = dir:{}\nlxc.ephemeral = 1\n", rootfs.display()),
+            "lxc.ephemeral",
+        ),
+    ] {
+        std::fs::write(&rc, text).unwrap();
+        let e = rt.fails("lxc-start", &["-n", "vol2", "-d", "-f", rcs]);
+        assert!(e.contains(says), "{e}");
+    }
+    rt.assert_clean(&[]);
+}

@@ -40,6 +40,10 @@ pub struct RunRecord {
     /// `-f` FILE, `-s`), for whoever stops the container.
     #[serde(default, skip_serializing_if = "Signals::is_unset")]
     pub signals: Signals,
+    /// The config file the start read when it was not the container's own
+    /// (`-f`): a volatile container has no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
     /// Made up from the answer of LXC's command socket for a container LXC
     /// runs (never stored): no monitor of ours, nothing of ours to undo.
     #[serde(skip)]
@@ -203,6 +207,7 @@ pub fn lxc_record(init_pid: i32) -> Option<RunRecord> {
         net_links: Vec::new(),
         net_phys: Vec::new(),
         signals: Signals::default(),
+        config_file: None,
         by_lxc: true,
     })
 }

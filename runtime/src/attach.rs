@@ -187,7 +187,14 @@ pub fn attach_with(r: &ContainerRef, cmd: &[String], o: &AttachOpts) -> Result<i
     }
     // The container's confinement, as LXC's attach applies it: its cgroups,
     // bounding set, no_new_privs, LSM label and seccomp profile.
-    let cfg_file = o.rcfile.clone().unwrap_or_else(|| r.config_path());
+    // A volatile container's is the file its start read.
+    let own = Some(r.config_path()).filter(|p| p.is_file());
+    let cfg_file = o
+        .rcfile
+        .clone()
+        .or(own)
+        .or(rec.config_file.clone())
+        .unwrap_or_else(|| r.config_path());
     let eff = strata_core::config::check_keys(&cfg_file)?;
     let mut confine = crate::confine::Confine::from_config(&eff)?;
     if o.elevated.lsm {

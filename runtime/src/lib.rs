@@ -102,6 +102,7 @@ fn my_record(ephemeral: bool) -> RunRecord {
         net_links: Vec::new(),
         net_phys: Vec::new(),
         signals: Default::default(),
+        config_file: None,
         by_lxc: false,
     }
 }

@@ -431,6 +431,7 @@ pub(crate) fn run_monitor(
         net_links: net.host_links(),
         net_phys: net.lent_links(),
         signals: p.cfg.signals,
+        config_file: opts.rcfile.clone(),
         ..my_record(ephemeral)
     };
     // Without devices to make, init may go at once; the record is written meanwhile.

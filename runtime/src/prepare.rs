@@ -92,11 +92,14 @@ impl Prepared {
 pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephemeral_run: bool) -> Result<Prepared> {
     const OP: &str = "start";
     let store = Store::new(&r.lxcpath);
-    if !store.exists(&r.name) {
+    // LXC's volatile container: not defined in the lxcpath, started from
+    // `-f FILE` alone. Nothing of it is written in the lxcpath.
+    let volatile = !store.exists(&r.name);
+    if volatile && opts.rcfile.is_none() {
         return Err(err!(
             NotFound,
             OP,
-            "container {} does not exist in {}",
+            "container {} does not exist in {} (a container not defined there runs from -f FILE)",
             r.name,
             r.lxcpath.display()
         ));
@@ -113,12 +116,18 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             cleanup_locked(engine, r)?;
         }
     }
-    let mut c = store.load(&r.name)?;
     // The config as LXC reads it, includes expanded (`-f` names another
     // file, `-s` adds to it): what common.conf asks for is honoured, and
     // what strata cannot honour is refused here.
     let cfg_file = opts.rcfile.clone().unwrap_or_else(|| r.config_path());
-    let eff = read_config(&c, &cfg_file, &opts.defines)?;
+    let (mut c, eff) = if volatile {
+        let eff = read_config(None, &cfg_file, &opts.defines)?;
+        (volatile_container(r, &cfg_file, &eff, ephemeral_run)?, eff)
+    } else {
+        let c = store.load(&r.name)?;
+        let eff = read_config(Some(&c), &cfg_file, &opts.defines)?;
+        (c, eff)
+    };
     if opts.rcfile.is_some() || !opts.defines.is_empty() {
         c.config = eff.clone();
     }
@@ -271,10 +280,54 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     Ok(p)
 }
 
+/// A volatile container (LXC's: started from a config file, not defined
+/// in the lxcpath): its rootfs is the file's `lxc.rootfs.path`.
+fn volatile_container(
+    r: &ContainerRef,
+    cfg_file: &Path,
+    eff: &strata_core::config::Config,
+    ephemeral_run: bool,
+) -> Result<Container> {
+    const OP: &str = "start";
+    let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
+    if value.is_empty() {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "{}: no lxc.rootfs.path: strata runs a container not defined in {} on a rootfs of its own, not on the host's /",
+            cfg_file.display(),
+            r.lxcpath.display()
+        ));
+    }
+    if ephemeral_run || eff.get("lxc.ephemeral").is_some_and(|v| v.trim() == "1") {
+        return Err(err!(
+            Unsupported,
+            OP,
+            "lxc.ephemeral = 1: {} is not defined in {}, there is no container to destroy at stop",
+            r.name,
+            r.lxcpath.display()
+        ));
+    }
+    let value = match eff.get("lxc.rootfs.backend").map(str::trim) {
+        Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
+        _ => value.to_string(),
+    };
+    let rootfs = strata_core::RootfsSpec::parse(&value).map_err(|e| e.at(cfg_file))?;
+    Ok(Container {
+        r: r.clone(),
+        config: eff.clone(),
+        rootfs,
+    })
+}
+
 /// The checked config of `cfg_file` with `defines` set on it, as LXC's
-/// `-s` sets items after the file is read. Another rootfs than the
-/// container's is refused: the container runs on its own storage.
-fn read_config(c: &Container, cfg_file: &Path, defines: &[(String, String)]) -> Result<strata_core::config::Config> {
+/// `-s` sets items after the file is read. For a defined container `c`,
+/// another rootfs than its own is refused: it runs on its own storage.
+fn read_config(
+    c: Option<&Container>,
+    cfg_file: &Path,
+    defines: &[(String, String)],
+) -> Result<strata_core::config::Config> {
     const OP: &str = "read config";
     let mut eff = strata_core::config::check_keys(cfg_file)?;
     for (k, v) in defines {
@@ -284,6 +337,9 @@ fn read_config(c: &Container, cfg_file: &Path, defines: &[(String, String)]) -> 
         }
         eff.append(k, v.trim());
     }
+    let Some(c) = c else {
+        return Ok(eff);
+    };
     let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
     let value = match eff.get("lxc.rootfs.backend").map(str::trim) {
         Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),

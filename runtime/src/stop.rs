@@ -44,7 +44,8 @@ impl Default for StopOpts {
 pub fn stop(engine: &Engine, r: &ContainerRef, o: &StopOpts) -> Result<()> {
     const OP: &str = "stop";
     let _s = tracing::info_span!("stop", name = %r.name).entered();
-    if !Store::new(&r.lxcpath).exists(&r.name) {
+    // A volatile container (not defined, started from a file) only while it runs.
+    if !Store::new(&r.lxcpath).exists(&r.name) && state::running(r).is_none() {
         return Err(err!(
             NotFound,
             OP,

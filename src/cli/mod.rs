@@ -429,6 +429,18 @@ pub fn check_exists(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A container to act on while it runs: defined, or a volatile one (LXC's
+/// container started from a config file alone, never defined in the
+/// lxcpath) running, ours or LXC's, as LXC's tools ask its monitor.
+pub fn check_exists_or_running(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
+    check_name(name)?;
+    let r = strata_core::ContainerRef::new(lxcpath, name);
+    if !strata_core::Store::new(lxcpath).exists(name) && strata_core::state::is_running(&r) {
+        return Ok(());
+    }
+    check_exists(lxcpath, name)
+}
+
 /// Check that a new container's name is free.
 pub fn check_free(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
     check_name(name)?;

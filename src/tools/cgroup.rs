@@ -30,7 +30,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         bail!("missing state object");
     };
     let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists(&lxcpath, &a.name)?;
+    cli::check_exists_or_running(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let (_, rec) = state_view::state(&r);
     let Some(rec) = rec else {

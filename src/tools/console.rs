@@ -48,7 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         None => 1,
     };
     let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists(&lxcpath, name)?;
+    cli::check_exists_or_running(&lxcpath, name)?;
     let r = ContainerRef::new(&lxcpath, name);
     let o = strata_runtime::ConsoleOpts {
         tty: a.tty.unwrap_or(-1),

@@ -93,7 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         bail!("lxc-device must be run as root");
     }
     let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists(&lxcpath, &a.name)?;
+    cli::check_exists_or_running(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let (_, rec) = state_view::state(&r);
     let Some(rec) = rec else {

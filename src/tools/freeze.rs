@@ -23,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(a: Args, freeze: bool) -> anyhow::Result<i32> {
     cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists(&lxcpath, &a.name)?;
+    cli::check_exists_or_running(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let (st, rec) = state_view::state(&r);
     let Some(rec) = rec else {
