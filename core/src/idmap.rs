@@ -555,6 +555,8 @@ where
     crate::paths::ensure_dir(&crate::paths::run_dir().join("tmp"))?;
     let bytes = run_in_ns(&with_caller(map)?, true, || {
         // Its own mount namespace: a rootfs it mounts (an overlay) is gone with it.
+        // SAFETY: unshare takes flags only and touches no memory; it changes only this (single-threaded, forked)
+        // process.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
             return Err(Error::io(
                 "run as container root",
@@ -658,6 +660,8 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
         return Err(Error::io(OP, "fork", std::io::Error::last_os_error()));
     }
     if pid == 0 {
+        // SAFETY: in the forked child: closing its copies of the parent's pipe ends, which the OwnedFds here never
+        // close again (the child leaves through _exit, running no destructors).
         unsafe {
             libc::close(ready_r.as_raw_fd());
             libc::close(go_w.as_raw_fd());
@@ -666,6 +670,7 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
         IN_NS_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut out = std::fs::File::from(res_w);
         let res = (|| -> Result<Vec<u8>> {
+            // SAFETY: unshare takes flags only and touches no memory.
             let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
             let mut w = std::fs::File::from(ready_w);
             let _ = w.write_all(&[ok as u8]);
@@ -696,6 +701,8 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
                 1
             }
         };
+        // SAFETY: _exit ends the forked child without unwinding into the caller's stack, which belongs to the
+        // parent.
         unsafe { libc::_exit(code) };
     }
     drop(ready_w);
@@ -704,6 +711,8 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
     let wait = || -> i32 {
         let mut st = 0;
         loop {
+            // SAFETY: `st` is a live c_int for waitpid to write the status into, and `pid` is our own unreaped
+            // child.
             let r = unsafe { libc::waitpid(pid, &mut st, 0) };
             if r == pid || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
                 return st;

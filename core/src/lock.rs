@@ -132,6 +132,7 @@ impl ContainerLock {
             .ctx("open lock", &path)?;
         // flock: released by the kernel when the process dies, so a crash never leaves a stale lock.
         loop {
+            // SAFETY: flock takes integers only; `file` is open for the whole call.
             let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
             if r == 0 {
                 break;
@@ -166,6 +167,7 @@ impl ContainerLock {
             .open(&path)
             .ctx("open lock", &path)?;
         loop {
+            // SAFETY: flock takes integers only; `file` is open for the whole call.
             let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if r == 0 {
                 HELD.with(|h| h.borrow_mut().push(path.clone()));

@@ -176,6 +176,7 @@ pub(crate) fn writer_alive(pid: i32, mtime: Option<SystemTime>) -> bool {
     let (Some(mtime), Some(boot)) = (mtime, boot_time()) else {
         return true;
     };
+    // SAFETY: sysconf takes an integer and reads no memory of ours.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let started = boot + Duration::from_millis(start * 1000 / hz);
     // Boot time is known to the second: err on the side of alive.

@@ -533,6 +533,7 @@ impl SyncBatch {
             use std::os::fd::AsRawFd;
             let flags =
                 libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: sync_file_range takes integers only; `f` is an open File held in `open` for the call.
             unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) };
         }
         for (f, p) in &open {

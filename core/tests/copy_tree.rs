@@ -61,15 +61,20 @@ impl Drop for Mount {
 }
 
 fn mknod(p: &Path, mode: u32, dev: u64) {
+    // SAFETY: the temporary CString from `c(p)` lives to the end of this statement, so the path stays NUL-
+    // terminated for the call; mknod takes the rest by value.
     assert_eq!(unsafe { libc::mknod(c(p).as_ptr(), mode, dev) }, 0, "mknod {p:?}");
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) {
+    // SAFETY: the temporary CString from `c(p)` lives to the end of this statement, so the path stays NUL-
+    // terminated for the call.
     assert_eq!(unsafe { libc::lchown(c(p).as_ptr(), uid, gid) }, 0, "lchown {p:?}");
 }
 
 fn set_xattr(p: &Path, k: &str, v: &[u8]) {
     let k = CString::new(k).unwrap();
+    // SAFETY: the path and key CStrings live for the call and `v` is a live slice whose own length is passed.
     let r = unsafe { libc::lsetxattr(c(p).as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
     assert_eq!(r, 0, "lsetxattr {p:?} {k:?}: {}", std::io::Error::last_os_error());
 }
@@ -77,12 +82,16 @@ fn set_xattr(p: &Path, k: &str, v: &[u8]) {
 fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let cp = c(p);
     let mut list = vec![0u8; 65536];
+    // SAFETY: `list` is a live 64 KiB buffer and llistxattr writes at most `list.len()` bytes; `cp` is NUL-
+    // terminated.
     let n = unsafe { libc::llistxattr(cp.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
     assert!(n >= 0, "llistxattr {p:?}");
     let mut out = Vec::new();
     for k in list[..n as usize].split(|&b| b == 0).filter(|k| !k.is_empty()) {
         let kc = CString::new(k).unwrap();
         let mut v = vec![0u8; 65536];
+        // SAFETY: `v` is a live 64 KiB buffer and lgetxattr writes at most `v.len()` bytes; `cp` and `kc` are NUL-
+        // terminated.
         let m = unsafe { libc::lgetxattr(cp.as_ptr(), kc.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
         assert!(m >= 0);
         v.truncate(m as usize);
@@ -103,6 +112,7 @@ fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
             tv_nsec: mtime.1,
         },
     ];
+    // SAFETY: `ts` is a live [timespec; 2] and the temporary path CString lives to the end of the statement.
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     assert_eq!(r, 0);
 }
@@ -353,6 +363,8 @@ fn modes_and_owners_exact_whatever_the_umask_and_destination() {
     lchown(&s.join("sub/f6"), 0, 1234);
     lchown(&s.join("sub/f7"), 1234, 0);
     let umask_held = UMASK.write().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: umask takes an integer; the UMASK lock held here keeps the other tests of this binary from copying
+    // while the process umask is changed.
     let old = unsafe { libc::umask(0o077) };
     let mut dsts = Vec::new();
     for kind in ["plain", "setgid", "acl"] {
@@ -376,6 +388,7 @@ fn modes_and_owners_exact_whatever_the_umask_and_destination() {
         }
         dsts.push((strata_core::copy::copy_tree(&s, &d, &CopyOptions::default()), d));
     }
+    // SAFETY: umask takes an integer; it puts back the mask saved above, still under the UMASK lock.
     unsafe { libc::umask(old) };
     drop(umask_held);
     for (res, d) in dsts {

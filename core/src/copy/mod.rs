@@ -164,6 +164,8 @@ fn fresh_nodes(dst: RawFd) -> Option<Fresh> {
     if st.stx_mode as u32 & libc::S_ISGID != 0 {
         return None;
     }
+    // SAFETY: the attribute name is a NUL-terminated literal and a null buffer of size 0 only asks for the value's
+    // size; `dst` is the caller's open destination dir fd.
     let acl = unsafe { libc::fgetxattr(dst, c"system.posix_acl_default".as_ptr(), std::ptr::null_mut(), 0) };
     if acl >= 0 || errno() != nix::errno::Errno::ENODATA && errno() != nix::errno::Errno::EOPNOTSUPP {
         return None;
@@ -172,6 +174,7 @@ fn fresh_nodes(dst: RawFd) -> Option<Fresh> {
     let umask = status.lines().find_map(|l| l.strip_prefix("Umask:"))?.trim();
     let umask = u32::from_str_radix(umask, 8).ok()?;
     Some(Fresh {
+        // SAFETY: geteuid and getegid take no arguments and cannot fail.
         owner: unsafe { (libc::geteuid(), libc::getegid()) },
         umask,
     })
@@ -211,6 +214,8 @@ fn check(r: libc::c_int) -> nix::Result<libc::c_int> {
 }
 
 fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
+    // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `dirfd` is an open dir fd the caller holds (a
+    // stale one only gives EBADF).
     let fd = check(unsafe {
         libc::openat(
             dirfd,
@@ -218,11 +223,14 @@ fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     })?;
+    // SAFETY: openat succeeded (check above), so `fd` is a new fd owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn raise_nofile_limit() {
     // Deep trees keep two fds per level open.
+    // SAFETY: rlimit is two integers (all-zero is valid); `rl` is live and exclusively borrowed for getrlimit to
+    // fill and setrlimit to read.
     unsafe {
         let mut rl: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
@@ -233,7 +241,10 @@ fn raise_nofile_limit() {
 }
 
 fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<libc::statx> {
+    // SAFETY: statx is a C struct of integers: all-zero is a valid value.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a NUL-terminated CStr and `st` a live, exclusively borrowed statx for the kernel to fill;
+    // `dirfd` is the caller's open dir fd.
     check(unsafe {
         libc::statx(
             dirfd,
@@ -250,6 +261,8 @@ fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<libc::sta
 fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
+        // SAFETY: `buf` is a live, exclusively borrowed Vec and getdents64 writes at most `buf.len()` bytes into
+        // it; `fd` is the caller's open dir fd.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
         if n < 0 {
             return Err(errno());
@@ -373,6 +386,8 @@ impl Ctx<'_> {
         let fmt = st.stx_mode as u32 & libc::S_IFMT;
         let path = || join(rel, name);
         if fmt == libc::S_IFDIR {
+            // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `ddir` is an open dir fd held by the
+            // caller for the whole walk.
             check(unsafe { libc::mkdirat(ddir, name.as_ptr(), 0o700) }).map_err(|e| self.fail(&path(), e))?;
             let p = path();
             let d = open_dir(ddir, name).map_err(|e| self.fail(&p, e))?;
@@ -395,6 +410,8 @@ impl Ctx<'_> {
                         Some(LinkState::Done(first)) => {
                             let first = first.clone();
                             drop(map);
+                            // SAFETY: `first` (an owned CString) and `name` are NUL-terminated for the call;
+                            // `self.dst_fd` and `ddir` are dir fds held open for the whole copy.
                             check(unsafe { libc::linkat(self.dst_fd, first.as_ptr(), ddir, name.as_ptr(), 0) })
                                 .map_err(|e| self.fail(&path(), e))?;
                             self.stats.hardlinks.fetch_add(1, Relaxed);
@@ -429,16 +446,23 @@ impl Ctx<'_> {
                     None
                 } else {
                     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                    // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `sdir` is an open dir fd held
+                    // by the caller.
                     let mut fd = unsafe { libc::openat(sdir, name.as_ptr(), flags | libc::O_NOATIME) };
                     if fd < 0 && errno() == nix::errno::Errno::EPERM {
+                        // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `sdir` is an open dir fd
+                        // held by the caller.
                         fd = unsafe { libc::openat(sdir, name.as_ptr(), flags) };
                     }
                     let fd = check(fd).map_err(|e| self.fail(&join(rel, name), e))?;
+                    // SAFETY: openat succeeded (check above), so `fd` is a new fd owned by nothing else.
                     Some(unsafe { OwnedFd::from_raw_fd(fd) })
                 };
                 // Created with its final permission bits (the staging dir
                 // keeps others out) so that most files need no chmod.
                 let create_mode = st.stx_mode as u32 & 0o777;
+                // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `ddir` is an open dir fd held by
+                // the caller.
                 let dfd = check(unsafe {
                     libc::openat(
                         ddir,
@@ -448,6 +472,7 @@ impl Ctx<'_> {
                     )
                 })
                 .map_err(|e| self.fail(&join(rel, name), e))?;
+                // SAFETY: openat succeeded (check above), so `dfd` is a new fd owned by nothing else.
                 let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
                 if let Some(sfd) = &sfd {
                     if st.stx_size > 0 {
@@ -467,12 +492,17 @@ impl Ctx<'_> {
             libc::S_IFLNK => {
                 let target = BUF
                     .with_borrow_mut(|buf| {
+                        // SAFETY: xcall passes either `buf`'s own pointer with its length or null with 0, so
+                        // readlinkat never writes past the buffer; `name` is a NUL-terminated CStr and `sdir` an
+                        // open dir fd.
                         let n = xcall(buf, |p, l| unsafe {
                             libc::readlinkat(sdir, name.as_ptr(), p.cast(), l)
                         })?;
                         if n == buf.len() {
                             buf.resize(buf.len() * 4, 0);
                             let n =
+                                // SAFETY: `buf` was just resized and readlinkat writes at most `buf.len()` bytes
+                                // into it; `name` is NUL-terminated and `sdir` open.
                                 unsafe { libc::readlinkat(sdir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
                             if n < 0 {
                                 return Err(errno());
@@ -482,6 +512,8 @@ impl Ctx<'_> {
                         Ok(CString::new(&buf[..n]).expect("no NUL"))
                     })
                     .map_err(|e| self.fail(&join(rel, name), e))?;
+                // SAFETY: `target` and `name` are NUL-terminated for the call; `ddir` is an open dir fd held by the
+                // caller.
                 check(unsafe { libc::symlinkat(target.as_ptr(), ddir, name.as_ptr()) })
                     .map_err(|e| self.fail(&join(rel, name), e))?;
                 self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name, Some(0o777))?;
@@ -490,6 +522,8 @@ impl Ctx<'_> {
             }
             _ => {
                 let rdev = libc::makedev(st.stx_rdev_major, st.stx_rdev_minor);
+                // SAFETY: `name` is NUL-terminated for the call and `ddir` an open dir fd held by the caller;
+                // mknodat reads nothing else of ours.
                 check(unsafe { libc::mknodat(ddir, name.as_ptr(), fmt | 0o600, rdev) })
                     .map_err(|e| self.fail(&join(rel, name), e))?;
                 self.apply_meta_at(At::Name(ddir, name), At::Name(sdir, name), st, rel, name, Some(0o600))?;
@@ -502,6 +536,8 @@ impl Ctx<'_> {
 
     fn copy_data(&self, sfd: RawFd, dfd: RawFd, st: &libc::statx) -> nix::Result<()> {
         if self.reflink.load(Relaxed) != BROKEN {
+            // SAFETY: FICLONE takes the source fd by value; both fds are open Files held by copy_nondir for this
+            // call.
             if unsafe { libc::ioctl(dfd, libc::FICLONE, sfd) } == 0 {
                 self.reflink.store(WORKS, Relaxed);
                 self.stats.reflinked.fetch_add(1, Relaxed);
@@ -523,6 +559,8 @@ impl Ctx<'_> {
             // Sparse: copy only the data extents so holes stay holes.
             let mut off: i64 = 0;
             while off < size {
+                // SAFETY: lseek only moves the offset of `sfd`, an open fd held by the caller, and reads no memory
+                // of ours.
                 let data = unsafe { libc::lseek(sfd, off, libc::SEEK_DATA) };
                 if data < 0 {
                     if errno() == nix::errno::Errno::ENXIO {
@@ -530,6 +568,8 @@ impl Ctx<'_> {
                     }
                     return Err(errno());
                 }
+                // SAFETY: lseek only moves the offset of `sfd`, an open fd held by the caller, and reads no memory
+                // of ours.
                 let hole = unsafe { libc::lseek(sfd, data, libc::SEEK_HOLE) };
                 if hole < 0 {
                     return Err(errno());
@@ -537,6 +577,7 @@ impl Ctx<'_> {
                 self.copy_range(sfd, dfd, data, hole.min(size) - data)?;
                 off = hole;
             }
+            // SAFETY: ftruncate takes integers only; `dfd` is an open fd held by the caller.
             return check(unsafe { libc::ftruncate(dfd, size) }).map(drop);
         }
         self.copy_range(sfd, dfd, 0, size)
@@ -548,6 +589,8 @@ impl Ctx<'_> {
         let end = off + len;
         if self.cfr.load(Relaxed) != BROKEN {
             while so < end {
+                // SAFETY: `so` and `d_off` are live i64s the kernel reads and advances; no buffer of ours is
+                // involved, and both fds are held open by the caller.
                 let n = unsafe { libc::copy_file_range(sfd, &mut so, dfd, &mut d_off, (end - so) as usize, 0) };
                 if n > 0 {
                     continue;
@@ -579,6 +622,8 @@ impl Ctx<'_> {
             }
             while so < end {
                 let want = ((end - so) as usize).min(buf.len());
+                // SAFETY: `buf` is at least `want` bytes long (resized above, `want` capped at its length) and
+                // exclusively borrowed for pread to write into.
                 let n = unsafe { libc::pread(sfd, buf.as_mut_ptr().cast(), want, so) };
                 if n < 0 {
                     if errno() == nix::errno::Errno::EINTR {
@@ -591,6 +636,7 @@ impl Ctx<'_> {
                 }
                 let mut w = 0usize;
                 while w < n as usize {
+                    // SAFETY: `w < n <= buf.len()`, so `buf[w..]` holds the `n - w` bytes pwrite reads.
                     let m = unsafe { libc::pwrite(dfd, buf[w..].as_ptr().cast(), n as usize - w, so + w as i64) };
                     if m < 0 {
                         if errno() == nix::errno::Errno::EINTR {
@@ -633,7 +679,10 @@ impl Ctx<'_> {
         let fresh = created.zip(self.fresh);
         if fresh.is_none_or(|(_, f)| f.owner != (uid, gid)) {
             let r = match d {
+                // SAFETY: fchown takes integers only; `fd` is an open fd held by the caller.
                 At::Fd(fd) => unsafe { libc::fchown(fd, uid, gid) },
+                // SAFETY: `n` is a NUL-terminated CStr borrowed for the call and `dir` an open dir fd held by the
+                // caller; AT_SYMLINK_NOFOLLOW changes a symlink itself, never its target.
                 At::Name(dir, n) => unsafe { libc::fchownat(dir, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) },
             };
             check(r).map_err(|e| self.fail(&path(), e))?;
@@ -644,15 +693,21 @@ impl Ctx<'_> {
         let mode_right = !had_xattrs && fresh.is_some_and(|(c, f)| c & !f.umask == mode);
         if fmt != libc::S_IFLNK && !mode_right {
             let r = match d {
+                // SAFETY: fchmod takes integers only; `fd` is an open fd held by the caller.
                 At::Fd(fd) => unsafe { libc::fchmod(fd, mode) },
                 // Our own fresh node; not a symlink, so no follow risk.
+                // SAFETY: `n` is a NUL-terminated CStr borrowed for the call and `dir` an open dir fd held by the
+                // caller.
                 At::Name(dir, n) => unsafe { libc::fchmodat(dir, n.as_ptr(), mode, 0) },
             };
             check(r).map_err(|e| self.fail(&path(), e))?;
         }
         let ts = times(st);
         let r = match d {
+            // SAFETY: `ts` is a live [timespec; 2], the two entries futimens reads.
             At::Fd(fd) => unsafe { libc::futimens(fd, ts.as_ptr()) },
+            // SAFETY: `ts` is a live [timespec; 2], the two entries utimensat reads; `n` is NUL-terminated and
+            // `dir` open.
             At::Name(dir, n) => unsafe { libc::utimensat(dir, n.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) },
         };
         check(r).map_err(|e| self.fail(&path(), e))?;
@@ -670,6 +725,9 @@ impl Ctx<'_> {
             At::Fd(_) => None,
         };
         XBUF.with_borrow_mut(|(list, val)| {
+            // SAFETY: xcall passes either `list`'s own pointer with its length or null with 0, so the kernel never
+            // writes past the buffer; `sp` is a NUL-terminated CString alive for the closure, and `fd` an open fd
+            // held by the caller.
             let n = match xcall(list, |p, l| unsafe {
                 match (s, &sp) {
                     (At::Fd(fd), _) => libc::flistxattr(fd, p.cast(), l),
@@ -686,6 +744,8 @@ impl Ctx<'_> {
             }
             for key in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
                 let key = CString::new(key).expect("no NUL");
+                // SAFETY: xcall passes either `val`'s own pointer with its length or null with 0, so the kernel
+                // never writes past the buffer; `key` and `sp` are NUL-terminated CStrings alive for the closure.
                 let len = match xcall(val, |p, l| unsafe {
                     match (s, &sp) {
                         (At::Fd(fd), _) => libc::fgetxattr(fd, key.as_ptr(), p, l),
@@ -713,6 +773,8 @@ impl Ctx<'_> {
                         value = &shifted;
                     }
                 }
+                // SAFETY: `value` is a live slice and the length passed is its own; `key` and `dp` are NUL-
+                // terminated CStrings alive for the call, and `fd` an open fd held by the caller.
                 let r = unsafe {
                     match (d, &dp) {
                         (At::Fd(fd), _) => libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0),

@@ -75,6 +75,7 @@ fn walk(fd: &OwnedFd, path: &Path, u: &mut TreeUsage, links: &mut HashSet<(u64, 
 
 /// Whether the open directory is the root of another mount.
 fn is_mount_root(fd: &OwnedFd) -> bool {
+    // SAFETY: statx is a C struct of integers: all-zero is a valid value.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: statx on an open fd with an empty path fills `st`.
     let r = unsafe { libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, 0, &mut st) };

@@ -87,6 +87,8 @@ fn remove_tree_here(path: &Path) -> Result<()> {
 /// Open a directory below `dirfd` without following a symlink at `name`.
 pub fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
     let c = std::ffi::CString::new(name).map_err(|_| nix::errno::Errno::EINVAL)?;
+    // SAFETY: `c` is a NUL-terminated CString alive for the call; `dirfd` is the caller's open dir fd (a stale one
+    // only gives EBADF).
     let fd = unsafe {
         libc::openat(
             dirfd,
@@ -97,6 +99,7 @@ pub fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
     if fd < 0 {
         return Err(nix::errno::Errno::last());
     }
+    // SAFETY: openat succeeded, so `fd` is a new fd owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -245,6 +248,8 @@ pub fn write_in_rootfs_if_regular(rootfs: &Path, rel: &str, data: &[u8]) -> Resu
         Mode::empty(),
     )
     .ctx(OP, &target)?;
+    // SAFETY: `fd` was just returned by a successful openat and is owned by nothing else, so the File takes sole
+    // ownership and closes it once.
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
     // Re-check on the open file: it may have been swapped since the stat.
     if !file.metadata().ctx(OP, &target)?.is_file() {

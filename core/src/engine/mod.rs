@@ -158,6 +158,8 @@ pub struct Engine {
 pub fn failpoint(name: &str) {
     if std::env::var_os("STRATA_FAILPOINT").is_some_and(|v| v == name) {
         tracing::warn!("failpoint {name}: exiting");
+        // SAFETY: _exit takes an integer and ends the process at once; skipping
+        // unwinding and destructors is the point: it stands in for a kill -9.
         unsafe { libc::_exit(99) };
     }
 }

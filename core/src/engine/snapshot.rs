@@ -11,6 +11,9 @@ use crate::{err, names};
 
 /// LXC's `ts`: local time `%Y:%m:%d %H:%M:%S`.
 pub(super) fn timestamp() -> String {
+    // SAFETY: `time` accepts a null out-pointer; tm is a C struct of integers and a pointer that localtime_r fills
+    // (all-zero is a valid start); strftime writes at most `buf.len()` bytes into the live local `buf` and gets a
+    // NUL-terminated format and the filled `tm`.
     unsafe {
         let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
