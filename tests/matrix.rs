@@ -18,6 +18,8 @@ use strata_testkit::{sh, LoopFs};
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
+    // SAFETY: `c` and `n` are NUL-terminated CStrings alive for the call, and `value` is a live slice whose own
+    // length is passed.
     let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr() as *const _, value.len(), 0) };
     assert_eq!(
         r,
@@ -40,6 +42,7 @@ fn set_mtime(p: &Path, secs: i64, nsec: i64) {
             tv_nsec: nsec,
         },
     ];
+    // SAFETY: `c` is a NUL-terminated CString and `ts` a live [timespec; 2], both alive for the call.
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     assert_eq!(r, 0, "utimensat {}", p.display());
 }

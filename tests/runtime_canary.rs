@@ -74,6 +74,8 @@ fn the_canary_survives_every_operation() {
     canary.alive("execute, ephemeral run");
     rt.ok("lxc-start", &["-n", "c1"]);
     let monitor = rt.record("c1").unwrap()["monitor_pid"].as_i64().unwrap();
+    // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container this
+    // test started.
     unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
     wait_gone(monitor);
     rt.ok("lxc-ls", &[]);

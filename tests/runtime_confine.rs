@@ -198,6 +198,9 @@ fn host_results(probe: &Path, scratch: &Path) -> &'static Results {
     HOST.get_or_init(|| {
         let mut c = Command::new(probe);
         c.arg("--dir").arg(scratch).args(probe_args(&["all"]));
+        // SAFETY: the pre_exec closure runs in the forked child before exec and only makes two raw system calls
+        // (unshare with flags, mount with null pointers and a NUL-terminated literal), which are async-signal-safe;
+        // it allocates nothing.
         unsafe {
             c.pre_exec(|| {
                 if libc::unshare(libc::CLONE_NEWNS) != 0

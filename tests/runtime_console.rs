@@ -511,6 +511,8 @@ fn run_for(mut c: Command, limit: Duration) -> (Option<i32>, String, Duration) {
             break st.code();
         }
         if t.elapsed() > limit {
+            // SAFETY: kill takes integers only and touches no memory; the negative pid is the process group of the
+            // child this test spawned and still holds (not yet waited for).
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             break None;

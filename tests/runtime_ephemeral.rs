@@ -120,6 +120,8 @@ fn killed_monitor_leaves_nothing_after_the_next_command() {
     for n in ["e1", "e2"] {
         let rec = rt.record(n).unwrap();
         let m = rec["monitor_pid"].as_i64().unwrap();
+        // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container
+        // this test started.
         unsafe { libc::kill(m as i32, libc::SIGKILL) };
         let t = Instant::now();
         while pid_alive(m) && t.elapsed() < Duration::from_secs(5) {
@@ -286,6 +288,8 @@ fn ephemeral_on(backend: &str, fstype: &str) {
     // Killed while running: the next command removes it all.
     rt.ok("lxc-copy", &["-n", "base", "-N", "e2", "-e"]);
     let m = rt.record("e2").unwrap()["monitor_pid"].as_i64().unwrap();
+    // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container this
+    // test started.
     unsafe { libc::kill(m as i32, libc::SIGKILL) };
     let t = Instant::now();
     while pid_alive(m) && t.elapsed() < Duration::from_secs(5) {
@@ -328,6 +332,8 @@ fn sigterm_to_a_foreground_run_stops_and_destroys_it() {
     while rt.record("e1").is_none_or(|r| r["init_pid"] == 0) && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // SAFETY: kill takes integers only and touches no memory; `child` is this test's own process, not yet waited
+    // for, so its pid cannot be reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(128 + libc::SIGKILL));

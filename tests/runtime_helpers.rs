@@ -198,6 +198,8 @@ impl Drop for Rt {
                     {
                         for k in ["monitor_pid", "init_pid"] {
                             if let Some(p) = v[k].as_i64().filter(|p| *p > 1) {
+                                // SAFETY: kill takes integers only and touches no memory; the pids come from run
+                                // records of this test's own lxcpath (a stale one only gives ESRCH).
                                 unsafe { libc::kill(p as i32, libc::SIGKILL) };
                             }
                         }
@@ -214,6 +216,7 @@ impl Drop for Rt {
             m.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for p in m {
                 let c = std::ffi::CString::new(p).unwrap();
+                // SAFETY: `c` is a NUL-terminated CString alive for the call; umount2 reads nothing else of ours.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
         }

@@ -454,6 +454,8 @@ fn kill_9_of_the_monitor_then_reconcile_leaves_no_host_veth() {
         assert_eq!(links.len(), 1, "{rec}");
         assert!(Path::new("/sys/class/net").join(&links[0]).join("brport").exists());
         for k in ["monitor_pid", "init_pid"] {
+            // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a
+            // container this test started.
             unsafe { libc::kill(rec[k].as_i64().unwrap() as i32, libc::SIGKILL) };
         }
         let t = Instant::now();
@@ -677,6 +679,7 @@ fn test_user_gets_a_veth_through_lxc_user_nic() {
     const USER: &str = "stratatest";
     let helper = Path::new("/usr/libexec/lxc/lxc-user-nic");
     let user = nix::unistd::User::from_name(USER).ok().flatten();
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     if unsafe { libc::geteuid() } != 0
         || !helper.exists()
         || user.is_none()

@@ -177,6 +177,8 @@ fn state_is_right_after_the_monitor_is_killed() {
     rt.ok("lxc-start", &["-n", "c1"]);
     let rec = rt.record("c1").unwrap();
     let (monitor, init) = (rec["monitor_pid"].as_i64().unwrap(), rec["init_pid"].as_i64().unwrap());
+    // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container this
+    // test started.
     unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
     let t = Instant::now();
     while pid_alive(monitor) && t.elapsed() < Duration::from_secs(5) {
@@ -192,7 +194,11 @@ fn state_is_right_after_the_monitor_is_killed() {
     // And init gone while its monitor is dead: STOPPED, and cleaned by the next start.
     rt.ok("lxc-start", &["-n", "c1"]);
     let rec = rt.record("c1").unwrap();
+    // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container this
+    // test started.
     unsafe { libc::kill(rec["monitor_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container this
+    // test started.
     unsafe { libc::kill(rec["init_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
     let t = Instant::now();
     while rt.state("c1") != "STOPPED" && t.elapsed() < Duration::from_secs(5) {
@@ -533,6 +539,8 @@ fn cgroups_are_removed_at_stop_and_by_reconcile() {
     let cg = cgroups(&rt);
     let rec = rt.record("cgrm").unwrap();
     for k in ["monitor_pid", "init_pid"] {
+        // SAFETY: kill takes integers only and touches no memory; the pid comes from the run record of a container
+        // this test started.
         unsafe { libc::kill(rec[k].as_i64().unwrap() as i32, libc::SIGKILL) };
     }
     let t = Instant::now();

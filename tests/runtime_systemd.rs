@@ -104,6 +104,8 @@ fn run_for(mut c: Command, logs: &Path, limit: Duration) -> Out {
             break Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
         }
         if t.elapsed() > limit {
+            // SAFETY: kill takes integers only and touches no memory; the negative pid is the process group of the
+            // child this test spawned and still holds (not yet waited for).
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             break None;

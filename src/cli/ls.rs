@@ -442,6 +442,7 @@ fn term_width() -> usize {
     if !std::io::stdout().is_terminal() {
         return 0;
     }
+    // SAFETY: winsize is four u16s: all-zero is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ fills a winsize struct we own.
     let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };

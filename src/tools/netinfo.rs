@@ -75,12 +75,15 @@ fn inspect_forked(pid: i32, net: &std::fs::File, link_of: Option<&str>) -> anyho
         nix::unistd::ForkResult::Child => {
             drop(r);
             let code = (|| -> Option<()> {
-                // SAFETY: setns with fds we own, in a single-threaded child.
                 let same_user = std::fs::read_link("/proc/self/ns/user").ok()
                     == std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+                // SAFETY: `user` is an open namespace fd borrowed for the call, in this single-threaded forked
+                // child; setns reads no memory of ours.
                 if !same_user && unsafe { libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) } != 0 {
                     return None;
                 }
+                // SAFETY: `net` is an open namespace fd borrowed for the call, in this single-threaded forked
+                // child; setns reads no memory of ours.
                 if unsafe { libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return None;
                 }
@@ -155,11 +158,15 @@ fn addresses() -> anyhow::Result<Net> {
             libc::AF_PACKET if !n.interfaces.contains(&name) => n.interfaces.push(name),
             libc::AF_PACKET => {}
             libc::AF_INET => {
+                // SAFETY: the family is AF_INET, so `ifa_addr` points to a sockaddr_in that lives as long as the
+                // getifaddrs list, freed only after this loop.
                 let sa = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
                 let a = std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
                 n.ipv4.push((name, a.to_string()));
             }
             libc::AF_INET6 => {
+                // SAFETY: the family is AF_INET6, so `ifa_addr` points to a sockaddr_in6 that lives as long as the
+                // getifaddrs list, freed only after this loop.
                 let sa = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
                 // LXC lists only addresses without a scope id (no link-local).
                 if sa.sin6_scope_id == 0 {
@@ -194,6 +201,7 @@ fn iflink(name: &str) -> Option<(u32, u32)> {
     if fd < 0 {
         return None;
     }
+    // SAFETY: socket succeeded, so `fd` is a new fd owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // nlmsghdr (len, type, flags, seq, pid) + ifinfomsg (family, pad, type, index, flags, change).
     let mut req = Vec::with_capacity(32);

@@ -22,6 +22,7 @@ impl Watcher {
     pub fn new(lxcpaths: &[PathBuf]) -> Watcher {
         // SAFETY: inotify_init1 takes flags only; the fd is owned below.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        // SAFETY: a non-negative return is a new inotify fd owned by nothing else.
         let fd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
         let dirs = lxcpaths
             .iter()

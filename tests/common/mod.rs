@@ -259,6 +259,8 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let mut buf = vec![0u8; 65536];
+    // SAFETY: `buf` is a live 64 KiB buffer and llistxattr writes at most `buf.len()` bytes; `c` is a NUL-
+    // terminated CString alive for the call.
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     if n <= 0 {
         return vec![];
@@ -267,6 +269,8 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     for name in buf[..n as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let cn = CString::new(name).unwrap();
         let mut val = vec![0u8; 65536];
+        // SAFETY: `val` is a live 64 KiB buffer and lgetxattr writes at most `val.len()` bytes; `c` and `cn` are
+        // NUL-terminated CStrings alive for the call.
         let m = unsafe {
             libc::lgetxattr(
                 c.as_ptr(),

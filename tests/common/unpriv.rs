@@ -89,6 +89,8 @@ impl Drop for UserArea {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&f).unwrap_or_default()) {
                 for k in ["init_pid", "monitor_pid"] {
                     if let Some(pid) = v[k].as_i64().filter(|p| *p > 0) {
+                        // SAFETY: kill takes integers only and touches no memory; the pids come from run records of
+                        // this test's own run dir.
                         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                     }
                 }

@@ -9,6 +9,8 @@ pub fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let cn = std::ffi::CString::new(name).unwrap();
     let mut buf = vec![0u8; 65536];
+    // SAFETY: `buf` is a live 64 KiB buffer and lgetxattr writes at most `buf.len()` bytes; `cp` and `cn` are NUL-
+    // terminated CStrings alive for the call.
     let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return None;
