@@ -492,6 +492,39 @@ fn killed_loop_copy_leaves_nothing_behind() {
     eprintln!("loop copy: {dirty} of {tries} kills left something for reconcile");
 }
 
+/// A kill that lands between a tool's fork and its exec leaves a child that
+/// still holds copies of the command's descriptors, its container locks
+/// among them, until it reaches exec (on a loaded machine, long after the
+/// command is gone). The next command must not take the leftover for a live
+/// command's and leave it: it waits for the tool, then cleans up.
+#[test]
+fn a_kill_between_a_tools_fork_and_exec_leaves_nothing_behind() {
+    let Some(env) = overlay_env() else { return };
+    let _c = Cleanup(&env);
+    let args = ["-n", "base", "-N", "d", "-B", "loop", "--fssize", "64M"];
+    let o = env
+        .cmd("lxc-copy")
+        .arg("-P")
+        .arg(&env.lxcpath)
+        .args(args)
+        .env("STRATA_FAILPOINT", "tool-before-exec")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(9), "not killed at its tool: {o:?}");
+    assert!(
+        !leftovers(&env.lxcpath).is_empty(),
+        "killed before its staging dir was made"
+    );
+    env.ok("lxc-ls", &[]);
+    assert_eq!(leftovers(&env.lxcpath), Vec::<PathBuf>::new());
+    assert_eq!(mounts_under(env.tmp.path()), Vec::<String>::new());
+    strata_testkit::no_leak(env.tmp.path());
+    assert!(!env.c("d").exists());
+    env.ok("lxc-copy", &args);
+    env.ok("lxc-destroy", &["-n", "d"]);
+}
+
 #[test]
 fn killed_overlay_snapshot_clone_leaves_nothing_behind() {
     let Some(env) = overlay_env() else { return };

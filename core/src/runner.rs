@@ -64,13 +64,8 @@ fn spawn_err(argv: &[String], e: std::io::Error) -> crate::Error {
 impl Runner for SystemRunner {
     fn run(&self, argv: &[String]) -> Result<Out> {
         tracing::debug!(?argv, "run");
-        let lock = tool_lock();
         let mut c = command(argv)?;
-        if let Some(l) = &lock {
-            l.pass_to(&mut c);
-        }
-        let o = c.output().map_err(|e| spawn_err(argv, e))?;
-        drop(lock);
+        let o = crate::toollock::output(&mut c).map_err(|e| spawn_err(argv, e))?;
         Ok(Out {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

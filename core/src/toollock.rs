@@ -83,6 +83,53 @@ impl ToolLock {
     }
 }
 
+/// The test hook `STRATA_FAILPOINT=tool-before-exec`: the first tool a
+/// command starts kills the command (SIGKILL) between its fork and its
+/// exec, then waits a second before it goes on to exec. That is the window
+/// in which a tool still holds copies of every descriptor of the command,
+/// its container locks included: a kill -9 that lands there leaves a child
+/// holding them for as long as the child takes to reach exec (long, on a
+/// loaded machine).
+const KILL_BEFORE_EXEC: &str = "tool-before-exec";
+
+fn kill_before_exec(c: &mut Command) {
+    if std::env::var_os("STRATA_FAILPOINT").is_none_or(|v| v != KILL_BEFORE_EXEC) {
+        return;
+    }
+    // SAFETY: getppid, kill and nanosleep are async-signal-safe; nothing
+    // is allocated between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::kill(libc::getppid(), libc::SIGKILL);
+            let t = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+            libc::nanosleep(&t, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+/// Runs `c` as a tool of this command and waits for its output: its lock
+/// recorded first and passed to it (see the module doc), so that the next
+/// command's reconcile waits for it, and for a tool not yet exec'd, which
+/// still holds this command's locks, before it undoes anything. A run dir
+/// that cannot be written: the tool still runs, unrecorded.
+pub fn output(c: &mut Command) -> std::io::Result<std::process::Output> {
+    // A forked child as the container's root may not write the run dir;
+    // its parent is the command, whose own tools are recorded.
+    let lock = if crate::idmap::in_ns_child() {
+        None
+    } else {
+        ToolLock::new().map_err(|e| tracing::warn!("{e}")).ok()
+    };
+    if let Some(l) = &lock {
+        l.pass_to(c);
+    }
+    kill_before_exec(c);
+    let out = c.output();
+    drop(lock);
+    out
+}
+
 /// `pid` in decimal and a newline at the start of `buf`; returns the length.
 fn pid_line(pid: i32, buf: &mut [u8; 16]) -> usize {
     let mut digits = [0u8; 12];

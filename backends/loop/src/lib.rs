@@ -117,11 +117,12 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 fn run(op: &str, argv: &[&std::ffi::OsStr]) -> Result<()> {
     let name = argv[0].to_string_lossy().into_owned();
     let tool = find_tool(&name).ok_or_else(|| err!(NotFound, op, "{name} not found; install it"))?;
-    let out = Command::new(&tool)
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ctx(op, &tool)?;
+    let mut c = Command::new(&tool);
+    c.args(&argv[1..]).stdin(std::process::Stdio::null());
+    // A tool (mkfs, tune2fs...): recorded, so that after a kill -9 of this
+    // command the next one waits for it (and for one not yet exec'd, which
+    // holds this command's locks) before it undoes anything.
+    let out = strata_core::toollock::output(&mut c).ctx(op, &tool)?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
         let msg = msg.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();

@@ -65,13 +65,13 @@ fn run_template(tp: &Path, staging: &Path, name: &str, rootfs: &Path, args: &[St
 
 fn untar(tarball: &Path, dst: &Path) -> Result<()> {
     let _s = tracing::info_span!("untar", tarball = %tarball.display()).entered();
-    let out = Command::new("tar")
-        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf"])
+    let mut c = Command::new("tar");
+    c.args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-xpf"])
         .arg(tarball)
         .arg("-C")
-        .arg(dst)
-        .output()
-        .ctx("run tar", tarball)?;
+        .arg(dst);
+    // A tool: a kill -9 of this command leaves the next one waiting for it.
+    let out = crate::toollock::output(&mut c).ctx("run tar", tarball)?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
         let line = msg.lines().next().unwrap_or("").trim();
