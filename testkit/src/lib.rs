@@ -52,6 +52,28 @@ pub fn attached_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Mount points (deepest first) whose source is one of `devs`, in this
+/// mount namespace.
+pub fn mounts_of(devs: &[String]) -> Vec<PathBuf> {
+    if devs.is_empty() {
+        return Vec::new();
+    }
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let source = tail.split(' ').nth(1)?;
+            let mp = head.split(' ').nth(4)?;
+            devs.iter()
+                .any(|d| d == source)
+                .then(|| PathBuf::from(mp.replace("\\040", " ")))
+        })
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
 /// Panics unless every loop device backed by a file under `dir` is gone
 /// within a second (autoclear detaches after the last close, not at once).
 pub fn no_leak(dir: &Path) {
@@ -176,6 +198,13 @@ impl Drop for LoopFs {
         // starts with the mount point.
         let mut devs = attached_under(&self.mnt);
         devs.extend(attached_under(self.dir.path()).into_iter().filter(|d| *d != self.dev));
+        // Mounts of those devices wherever they are (a test that failed while
+        // an image on this filesystem was mounted on a temporary dir of its
+        // own): left, they would keep the device, the image and this
+        // filesystem alive after the lazy unmount below.
+        for m in mounts_of(&devs) {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
         if self.mounted.get() {
             let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
         }
