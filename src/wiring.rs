@@ -24,15 +24,17 @@ impl RegisterReady for Backends {
         self.register(strata_loop::backend());
         self.register(strata_lvm::backend());
         self.register(strata_zfs::backend());
+        self.register(strata_rbd::backend());
     }
 }
 
-/// Promote the clones that hold on to `spec`'s snapshots (zfs), so that it
-/// can be destroyed; the clones keep their data. Nothing to do elsewhere.
+/// Promote the clones that hold on to `spec`'s snapshots (zfs) or flatten
+/// them (rbd), so that it can be destroyed; the clones keep their data.
+/// Nothing to do elsewhere.
 pub fn promote_dependents(spec: &strata_core::RootfsSpec) -> strata_core::Result<Vec<String>> {
-    if spec.kind() == "zfs" {
-        strata_zfs::ZfsBackend::new().promote_dependents(spec)
-    } else {
-        Ok(Vec::new())
+    match spec.kind() {
+        "zfs" => strata_zfs::ZfsBackend::new().promote_dependents(spec),
+        "rbd" => strata_rbd::RbdBackend::new().flatten_dependents(spec),
+        _ => Ok(Vec::new()),
     }
 }

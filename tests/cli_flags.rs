@@ -708,7 +708,7 @@ fn stop_nolock_and_create_rbd_flags() {
     rt.ok("lxc-stop", &["-n", "c1", "-k", "--nolock"]);
     assert_eq!(rt.state("c1"), "STOPPED");
     let e = rt.fails("lxc-create", &["-n", "c2", "-t", "none", "--rbdname", "x"]);
-    assert!(e.contains("RBD"), "{e}");
+    assert!(e.contains("-B rbd"), "{e}");
     rt.assert_clean(&["c1"]);
 }
 

@@ -1,7 +1,8 @@
-//! The conformance suite (`strata_testkit::conformance`) for LVM thin and
-//! zfs: runs inside the QEMU guest, where `STRATA_VM=1`, the VG
+//! The conformance suite (`strata_testkit::conformance`) for LVM thin,
+//! zfs and Ceph RBD: runs inside the QEMU guest, where `STRATA_VM=1`, the VG
 //! `$STRATA_VM_VG` with thin pool `pool` and the pool `$STRATA_VM_POOL`
-//! exist. Elsewhere each test says it was skipped and passes. Leaks
+//! exist (and, for rbd, the Ceph pool `$STRATA_VM_RBD_POOL` of a running
+//! one-node cluster). Elsewhere each test says it was skipped and passes. Leaks
 //! include the VG's LVs and the pool's datasets (and snapshots) that no
 //! config names, and mounts of them. `STRATA_VM_STRATA` names the strata
 //! binary to run (the guest's copy in memory: one from the 9p share takes
@@ -25,6 +26,7 @@ fn backends() -> Backends {
     b.register(strata_overlay::backend());
     b.register(strata_lvm::backend());
     b.register(strata_zfs::backend());
+    b.register(strata_rbd::backend());
     b
 }
 
@@ -70,6 +72,30 @@ fn conformance_zfs() {
     let mut fx = fixture("zfs", "zfs", t.path()).with_pool(Pool::Zfs(pool.clone()));
     fx.create_args = vec!["--zfsroot".into(), pool.clone()];
     fx.opts.zfsroot = Some(pool);
+    fx.snapshot = true;
+    conformance::run_all(&fx);
+}
+
+#[test]
+fn conformance_rbd() {
+    if !vm() {
+        return;
+    }
+    let Ok(pool) = std::env::var("STRATA_VM_RBD_POOL") else {
+        eprintln!("SKIPPED: no Ceph cluster in this guest (STRATA_VM_RBD_POOL unset)");
+        return;
+    };
+    let t = tempfile::Builder::new()
+        .prefix("conf-rbd")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let mut fx = fixture("rbd", "rbd", t.path()).with_pool(Pool::Rbd(pool.clone()));
+    fx.create_args = ["--rbdpool", &pool, "--fssize", "64M"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    fx.opts.defaults.insert(strata_rbd::KEY_POOL.into(), pool);
+    fx.opts.fssize = Some(64 << 20);
     fx.snapshot = true;
     conformance::run_all(&fx);
 }

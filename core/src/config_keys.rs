@@ -152,6 +152,8 @@ const GLOBAL: &[&str] = &[
     "lxc.bdev.lvm.thin_pool",
     "lxc.bdev.zfs.root",
     "lxc.bdev.rbd.rbdpool",
+    // strata's: the cephx user of the rbd backend (LXC 5 has no such key).
+    "lxc.bdev.rbd.rbduser",
     "lxc.cgroup.use",
     "lxc.cgroup.pattern",
 ];

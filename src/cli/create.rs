@@ -42,12 +42,15 @@ pub struct Args {
     pub fssize: Option<String>,
     #[arg(long = "zfsroot")]
     pub zfsroot: Option<String>,
-    /// Ceph RBD name (-B rbd; strata has no RBD backend: refused)
+    /// Ceph RBD image name (-B rbd; default: the container name)
     #[arg(long = "rbdname")]
     pub rbdname: Option<String>,
-    /// Ceph RBD pool (-B rbd; refused)
+    /// Ceph RBD pool (-B rbd; default: lxc.bdev.rbd.rbdpool, else lxc)
     #[arg(long = "rbdpool")]
     pub rbdpool: Option<String>,
+    /// Ceph user the rbd commands run as (-B rbd; default: lxc.bdev.rbd.rbduser, else Ceph's)
+    #[arg(long = "rbduser")]
+    pub rbduser: Option<String>,
     /// Fill the rootfs from an existing directory or a tarball (strata)
     #[arg(long = "rootfs-from", value_name = "DIR|TARBALL")]
     pub rootfs_from: Option<PathBuf>,
@@ -140,14 +143,15 @@ pub fn resolve_template(t: &str) -> anyhow::Result<Option<PathBuf>> {
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    if a.rbdname.is_some() || a.rbdpool.is_some() {
-        return Err(anyhow!("--rbdname/--rbdpool: strata has no Ceph RBD backend"));
+    let rbd_flags = a.rbdname.is_some() || a.rbdpool.is_some() || a.rbduser.is_some();
+    if rbd_flags && a.bdev.as_deref() != Some("rbd") {
+        return Err(anyhow!("--rbdname/--rbdpool/--rbduser need -B rbd"));
     }
     super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     super::check_free(&lxcpath, &a.name)?;
     let engine = super::engine();
-    let opts = super::backend_opts(BackendOpts {
+    let mut opts = super::backend_opts(BackendOpts {
         fssize: a.fssize.as_deref().map(super::parse_size).transpose()?,
         fstype: a.fstype.clone(),
         dir: a.dir.as_deref().map(std::path::absolute).transpose()?,
@@ -158,6 +162,16 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         defaults: Default::default(),
         copy_of: None,
     })?;
+    // The rbd flags override lxc.conf's defaults, where the backend reads them.
+    for (k, v) in [
+        (strata_rbd::OPT_RBDNAME, &a.rbdname),
+        (strata_rbd::KEY_POOL, &a.rbdpool),
+        (strata_rbd::KEY_USER, &a.rbduser),
+    ] {
+        if let Some(v) = v {
+            opts.defaults.insert(k.to_string(), v.clone());
+        }
+    }
     let template = match a.template.as_deref() {
         Some(t) => resolve_template(t)?,
         None if a.rootfs_from.is_some() => None,

@@ -326,6 +326,8 @@ const BDEV_KEYS: &[&str] = &[
     "lxc.bdev.lvm.thin_pool",
     "lxc.bdev.lvm.fstype",
     "lxc.bdev.zfs.root",
+    "lxc.bdev.rbd.rbdpool",
+    "lxc.bdev.rbd.rbduser",
     "lxc.bdev.fstype",
     "lxc.bdev.fssize",
 ];

@@ -1,4 +1,4 @@
-//! The volumes of the guest backends (LVM thin, zfs): what a killed
+//! The volumes of the guest backends (LVM thin, zfs, Ceph RBD): what a killed
 //! command may leave outside the lxcpath. A volume is leaked when no
 //! container or snapshot config of the fixture names it and it was not
 //! there when the fixture was made; a zfs snapshot nothing is cloned from
@@ -18,6 +18,44 @@ pub enum Pool {
     Lvm(String),
     /// A zfs pool (or any dataset under which the fixture's ones go).
     Zfs(String),
+    /// A Ceph pool of RBD images: its images, its snapshots nothing is
+    /// cloned from, and the kernel's mappings of its images.
+    Rbd(String),
+}
+
+/// `rbd ls -l` of `pool` as `name` / `name@snap` (snapshots with no clone),
+/// and `mapped name` for each mapping of one of its images.
+fn rbd_volumes(pool: &str) -> BTreeSet<String> {
+    let ls = run(&["rbd", "ls", "-l", "--format", "json", "--pool", pool]);
+    let v: Vec<serde_json::Value> = if ls.trim().is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&ls).unwrap()
+    };
+    let s = |e: &serde_json::Value, k: &str| e.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let parents: BTreeSet<String> = v
+        .iter()
+        .filter_map(|e| e.get("parent"))
+        .filter(|p| s(p, "pool") == pool)
+        .map(|p| format!("{}@{}", s(p, "image"), s(p, "snapshot")))
+        .collect();
+    let mut out: BTreeSet<String> = v
+        .iter()
+        .map(|e| match e.get("snapshot") {
+            Some(sn) => format!("{}@{}", s(e, "image"), sn.as_str().unwrap_or("")),
+            None => s(e, "image"),
+        })
+        .filter(|n| !parents.contains(n))
+        .map(|n| format!("{pool}/{n}"))
+        .collect();
+    let maps: Vec<serde_json::Value> =
+        serde_json::from_str(&run(&["rbd", "device", "list", "--format", "json"])).unwrap();
+    out.extend(
+        maps.iter()
+            .filter(|m| s(m, "pool") == pool)
+            .map(|m| format!("mapped {pool}/{} at {}", s(m, "name"), s(m, "device"))),
+    );
+    out
 }
 
 fn run(argv: &[&str]) -> String {
@@ -57,6 +95,7 @@ impl Pool {
             .filter(|(n, clones)| !n.contains('@') || clones.trim() == "-" || clones.trim().is_empty())
             .map(|(n, _)| n.to_string())
             .collect(),
+            Pool::Rbd(pool) => rbd_volumes(pool),
         }
     }
 
@@ -71,6 +110,10 @@ impl Pool {
                 let v = spec.source();
                 v.starts_with(&format!("{root}/")).then(|| v.to_string())
             }
+            Pool::Rbd(pool) if spec.kind() == "rbd" => {
+                let v = spec.source().strip_prefix("/dev/rbd/")?;
+                v.starts_with(&format!("{pool}/")).then(|| v.to_string())
+            }
             _ => None,
         }
     }
@@ -80,7 +123,7 @@ impl Pool {
         let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mapper = match self {
             Pool::Lvm(vg) => format!("/dev/mapper/{}-", vg.replace('-', "--")),
-            Pool::Zfs(_) => String::new(),
+            Pool::Zfs(_) | Pool::Rbd(_) => String::new(),
         };
         t.lines()
             .filter_map(|l| {
@@ -91,6 +134,8 @@ impl Pool {
                 let ours = match self {
                     Pool::Lvm(vg) => source.starts_with(&mapper) || source.starts_with(&format!("/dev/{vg}/")),
                     Pool::Zfs(root) => fstype == "zfs" && (source == root || source.starts_with(&format!("{root}/"))),
+                    // Any rbd device: the guest maps nothing else.
+                    Pool::Rbd(_) => source.starts_with("/dev/rbd"),
                 };
                 ours.then(|| format!("mount of {source} on {mp}"))
             })

@@ -1,0 +1,841 @@
+//! The rbd backend: Ceph RADOS block device images, `rbd:/dev/rbd/POOL/NAME`
+//! as LXC writes it.
+//!
+//! A new rootfs is an image of `--fssize` (1G) in `--rbdpool`
+//! (`lxc.bdev.rbd.rbdpool`, else `lxc`), named `--rbdname` or after the
+//! container, with a filesystem (`--fstype`, ext4). LXC creates, maps,
+//! formats and leaves the image mapped, and refuses to mount one that is not
+//! mapped; here an image is mapped when it is mounted and unmapped when the
+//! last user is done (the kernel refuses a plain unmap while the device is
+//! open, in any mount namespace), so after a reboot or a lost mapping the
+//! next mount maps it again. The device is found in `rbd device list`, not
+//! through udev's `/dev/rbd/POOL/NAME` link, which the spec keeps only
+//! because LXC writes it.
+//!
+//! What LXC's backend lacks: a snapshot clone is `rbd snap create
+//! SRC@strata-NEW`, `snap protect` and `rbd clone` (layering); the
+//! snapshot's name says which image it was made for, so what a killed
+//! clone left is found from that image. A destroy of an image whose
+//! snapshots have clones is refused by the engine (naming them) unless it
+//! goes on (restore's old rootfs, `lxc-destroy --promote`): the clones are
+//! then flattened first, so none loses data. An origin snapshot this
+//! backend made is removed with its last clone.
+//!
+//! Every command is an argv (never a shell) with `--format json` where it
+//! reports, and a bound on how long a missing cluster is waited for. The
+//! cephx user is `--rbduser` (at create) or `lxc.bdev.rbd.rbduser` from
+//! lxc.conf, else Ceph's default; its key comes from the ceph config.
+
+pub mod runner;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use runner::{Out, Runner, SystemRunner};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport};
+
+/// `BackendOpts::defaults` key of `--rbdname` (the front end puts it there).
+pub const OPT_RBDNAME: &str = "strata.rbd.rbdname";
+/// The pool key of lxc.conf (LXC's); `--rbdpool` overrides it.
+pub const KEY_POOL: &str = "lxc.bdev.rbd.rbdpool";
+/// The cephx user key of lxc.conf (strata's; LXC 5 has none); `--rbduser`
+/// overrides it.
+pub const KEY_USER: &str = "lxc.bdev.rbd.rbduser";
+
+const DEFAULT_SIZE: u64 = 1 << 30;
+const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
+/// Prefix of the snapshots this backend makes: `strata-NEWIMAGE`.
+const SNAP_PREFIX: &str = "strata-";
+/// Seconds a command waits for a cluster that does not answer.
+const CONNECT_TIMEOUT: &str = "30";
+
+pub struct RbdBackend {
+    run: Box<dyn Runner>,
+    /// The cephx user of every command: `--rbduser` (set by `plan`), else
+    /// lxc.conf's, read when first needed. `Some(None)`: Ceph's default.
+    user: std::sync::Mutex<Option<Option<String>>>,
+}
+
+pub fn backend() -> Arc<dyn Backend> {
+    Arc::new(RbdBackend::new())
+}
+
+impl Default for RbdBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Check a pool or image name before any tool sees it: `[A-Za-z0-9_.+-]`,
+/// not starting with `-` (an option) or `.`, at most 255 bytes. Ceph allows
+/// more; these are what a path component `/dev/rbd/POOL/NAME` and an argv
+/// can carry unambiguously.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    const OP: &str = "check rbd name";
+    let bad = |why: &str| Err(err!(InvalidName, OP, "invalid {what} name {name:?}: {why}"));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.starts_with('-') || name.starts_with('.') {
+        return bad("starts with '-' or '.'");
+    }
+    if name.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-')))
+    {
+        return bad(&format!("character {c:?} not allowed (only a-z A-Z 0-9 + _ . -)"));
+    }
+    Ok(())
+}
+
+/// `(POOL, NAME)` of an `rbd:/dev/rbd/POOL/NAME` spec, both checked.
+pub fn parse_spec(spec: &RootfsSpec) -> Result<(String, String)> {
+    let rest = spec
+        .source()
+        .strip_prefix("/dev/rbd/")
+        .filter(|_| spec.kind() == "rbd")
+        .ok_or_else(|| err!(InvalidSpec, "rbd", "not an rbd spec: {spec}"))?;
+    let (pool, image) = rest
+        .split_once('/')
+        .filter(|(_, i)| !i.contains('/'))
+        .ok_or_else(|| err!(InvalidSpec, "rbd", "{spec}: expected rbd:/dev/rbd/POOL/NAME"))?;
+    validate_name("pool", pool)?;
+    validate_name("image", image)?;
+    Ok((pool.to_string(), image.to_string()))
+}
+
+/// The spec of image `image` of `pool`, exactly as LXC writes it.
+pub fn spec_for(pool: &str, image: &str) -> RootfsSpec {
+    RootfsSpec::new("rbd", format!("/dev/rbd/{pool}/{image}"))
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// A snapshot of an image as `rbd ls -l` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snap {
+    pub name: String,
+    pub protected: bool,
+}
+
+/// One image of a pool, with its snapshots and its parent (a clone's
+/// origin: pool, image, snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Image {
+    pub name: String,
+    pub size: u64,
+    pub snaps: Vec<Snap>,
+    pub parent: Option<(String, String, String)>,
+}
+
+/// A pool's images, from one `rbd ls -l --format json`.
+#[derive(Debug, Clone, Default)]
+pub struct PoolState {
+    pub pool: String,
+    pub images: Vec<Image>,
+}
+
+impl PoolState {
+    pub fn image(&self, name: &str) -> Option<&Image> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// Images cloned from snapshot `snap` of `image` (of this pool).
+    pub fn children(&self, image: &str, snap: &str) -> Vec<String> {
+        self.images
+            .iter()
+            .filter(|i| {
+                i.parent
+                    .as_ref()
+                    .is_some_and(|(p, im, sn)| *p == self.pool && im == image && sn == snap)
+            })
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
+    /// Images cloned from any snapshot of `image`.
+    pub fn dependents(&self, image: &str) -> Vec<String> {
+        let Some(me) = self.image(image) else {
+            return Vec::new();
+        };
+        me.snaps.iter().flat_map(|sn| self.children(image, &sn.name)).collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.images.iter().map(|i| i.name.clone()).collect()
+    }
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// Parse `rbd ls -l --format json` of `pool`: one entry per image and one
+/// per snapshot (with a `snapshot` key); clones carry a `parent`.
+pub fn parse_ls(pool: &str, json: &str) -> Result<PoolState> {
+    let v: Value =
+        serde_json::from_str(json.trim()).map_err(|e| err!(Command, "parse rbd ls", "bad JSON from rbd ls: {e}"))?;
+    let mut st = PoolState {
+        pool: pool.to_string(),
+        images: Vec::new(),
+    };
+    for e in v.as_array().into_iter().flatten() {
+        let name = text(e, "image");
+        if name.is_empty() {
+            continue;
+        }
+        let idx = match st.images.iter().position(|i| i.name == name) {
+            Some(i) => i,
+            None => {
+                st.images.push(Image {
+                    name: name.clone(),
+                    ..Image::default()
+                });
+                st.images.len() - 1
+            }
+        };
+        let img = &mut st.images[idx];
+        if let Some(snap) = e.get("snapshot").and_then(Value::as_str) {
+            let protected = match e.get("protected") {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => s == "true",
+                _ => false,
+            };
+            img.snaps.push(Snap {
+                name: snap.to_string(),
+                protected,
+            });
+        } else {
+            img.size = e.get("size").and_then(Value::as_u64).unwrap_or(0);
+            if let Some(p) = e.get("parent") {
+                img.parent = Some((text(p, "pool"), text(p, "image"), text(p, "snapshot")));
+            }
+        }
+    }
+    Ok(st)
+}
+
+/// A mapping from `rbd device list --format json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub pool: String,
+    pub image: String,
+    pub snap: String,
+    pub device: String,
+}
+
+pub fn parse_mappings(json: &str) -> Result<Vec<Mapping>> {
+    let v: Value = serde_json::from_str(json.trim())
+        .map_err(|e| err!(Command, "parse rbd device list", "bad JSON from rbd device list: {e}"))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| Mapping {
+            pool: text(m, "pool"),
+            image: text(m, "name"),
+            snap: text(m, "snap"),
+            device: text(m, "device"),
+        })
+        .collect())
+}
+
+/// The first of `base`, `base_1`, `base_2`, ... not in `taken`.
+pub fn free_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (1..)
+        .map(|i| format!("{base}_{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("unbounded")
+}
+
+/// The image a new rootfs for `t` wants: `--rbdname`, else the container
+/// name, else for `snapN` of container `c1` (lxcpath `.../c1/snaps`)
+/// `c1_snapN`.
+fn wanted_name(t: &Target) -> String {
+    if let Some(n) = t.opts.defaults.get(OPT_RBDNAME) {
+        return n.clone();
+    }
+    if t.lxcpath.file_name().is_some_and(|n| n == "snaps") {
+        if let Some(owner) = t.lxcpath.parent().and_then(|p| p.file_name()) {
+            return format!("{}_{}", owner.to_string_lossy(), t.name);
+        }
+    }
+    t.name.to_string()
+}
+
+/// The pool of a new rootfs: `--rbdpool` or lxc.conf's (both in the
+/// defaults, the flag winning); for a copy of an image, its pool; `lxc`.
+fn pool_opt(t: &Target) -> String {
+    t.opts
+        .defaults
+        .get(KEY_POOL)
+        .cloned()
+        .or_else(|| {
+            t.opts
+                .copy_of
+                .as_ref()
+                .filter(|s| s.kind() == "rbd")
+                .and_then(|s| parse_spec(s).ok())
+                .map(|(p, _)| p)
+        })
+        .unwrap_or_else(|| "lxc".into())
+}
+
+fn fstype_opt(t: &Target) -> Result<String> {
+    let fstype = t.opts.fstype.clone().unwrap_or_else(|| "ext4".into());
+    if !FSTYPES.contains(&fstype.as_str()) {
+        return Err(err!(
+            InvalidArgument,
+            "plan rbd rootfs",
+            "unsupported --fstype {fstype:?} (ext4, xfs, btrfs)"
+        ));
+    }
+    Ok(fstype)
+}
+
+fn size_opt(t: &Target) -> Result<u64> {
+    let size = t.opts.fssize.unwrap_or(DEFAULT_SIZE);
+    if size < 1 << 20 {
+        return Err(err!(InvalidArgument, "plan rbd rootfs", "--fssize must be at least 1M"));
+    }
+    Ok(size)
+}
+
+/// The snapshot of a source image made for clone `image`.
+fn snap_for(image: &str) -> String {
+    format!("{SNAP_PREFIX}{image}")
+}
+
+/// Whether `rbd unmap` failed because the device is still open.
+fn busy(o: &Out) -> bool {
+    o.stderr.contains("(16)") || o.stderr.contains("busy")
+}
+
+impl RbdBackend {
+    pub fn new() -> Self {
+        Self::with_runner(Box::new(SystemRunner))
+    }
+
+    pub fn with_runner(run: Box<dyn Runner>) -> Self {
+        RbdBackend {
+            run,
+            user: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A backend whose commands run as cephx user `user`.
+    pub fn with_user(self, user: Option<String>) -> Self {
+        *self.user.lock().unwrap_or_else(|e| e.into_inner()) = Some(user);
+        self
+    }
+
+    fn user(&self) -> Option<String> {
+        let mut u = self.user.lock().unwrap_or_else(|e| e.into_inner());
+        u.get_or_insert_with(|| {
+            let conf = strata_core::paths::global_conf();
+            strata_core::lxc_conf::value_at(&conf, KEY_USER).ok().flatten()
+        })
+        .clone()
+    }
+
+    /// `rbd [--id USER] OPTIONS ARGS...`
+    fn argv(&self, args: &[&str]) -> Result<Vec<String>> {
+        let mut v = s(&["rbd"]);
+        if let Some(u) = self.user() {
+            validate_name("rbd user", &u)?;
+            v.extend(s(&["--id", &u]));
+        }
+        // A missing cluster is waited for this long, not for librados's 300 s.
+        v.extend(s(&["--client_mount_timeout", CONNECT_TIMEOUT]));
+        v.extend(s(args));
+        Ok(v)
+    }
+
+    fn raw(&self, args: &[&str]) -> Result<Out> {
+        self.run.run(&self.argv(args)?)
+    }
+
+    fn tool(&self, op: &str, args: &[&str]) -> Result<Out> {
+        let o = self.raw(args)?;
+        if !o.ok {
+            return Err(err!(Command, op, "rbd {} failed: {}", args[0], o.first_err_line()));
+        }
+        Ok(o)
+    }
+
+    /// The pool's images and snapshots, in one command; a missing pool or
+    /// an unreachable cluster is a one-line error.
+    pub fn pool_state(&self, op: &str, pool: &str) -> Result<PoolState> {
+        validate_name("pool", pool)?;
+        let o = self.raw(&["ls", "-l", "--format", "json", "--pool", pool])?;
+        if !o.ok {
+            let line = o.first_err_line();
+            if line.contains("(2) No such file") || line.contains("error opening pool") {
+                return Err(err!(NotFound, op, "ceph pool {pool:?} does not exist"));
+            }
+            return Err(err!(Command, op, "rbd ls {pool} failed: {line}"));
+        }
+        // rbd ls -l says nothing at all for an empty pool.
+        if o.stdout.trim().is_empty() {
+            return Ok(PoolState {
+                pool: pool.to_string(),
+                images: Vec::new(),
+            });
+        }
+        parse_ls(pool, &o.stdout)
+    }
+
+    /// The kernel's mappings of this host.
+    pub fn mappings(&self) -> Result<Vec<Mapping>> {
+        // Read by the tool from sysfs: no cluster needed.
+        let o = self.tool("list rbd mappings", &["device", "list", "--format", "json"])?;
+        if o.stdout.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        parse_mappings(&o.stdout)
+    }
+
+    fn mapped(&self, pool: &str, image: &str) -> Result<Vec<String>> {
+        Ok(self
+            .mappings()?
+            .into_iter()
+            .filter(|m| m.pool == pool && m.image == image && (m.snap.is_empty() || m.snap == "-"))
+            .map(|m| m.device)
+            .collect())
+    }
+
+    /// Map `pool/image` (or find its mapping) and return the device.
+    fn map(&self, pool: &str, image: &str) -> Result<String> {
+        if let Some(d) = self.mapped(pool, image)?.into_iter().next() {
+            return Ok(d);
+        }
+        let _span = tracing::info_span!("rbd map", pool, image).entered();
+        let o = self.tool("map rbd image", &["map", "--pool", pool, image])?;
+        let dev = o.stdout.trim().to_string();
+        if !dev.starts_with("/dev/rbd") {
+            return Err(err!(
+                Command,
+                "map rbd image",
+                "rbd map printed no device for {pool}/{image}"
+            ));
+        }
+        Ok(dev)
+    }
+
+    /// Unmap every mapping of `pool/image` that no one holds open; with
+    /// `strict`, one still open is an error (a destroy needs it gone).
+    fn unmap(&self, pool: &str, image: &str, strict: bool) -> Result<()> {
+        for dev in self.mapped(pool, image)? {
+            let _span = tracing::info_span!("rbd unmap", dev = %dev).entered();
+            let o = self.raw(&["unmap", &dev])?;
+            if o.ok {
+                continue;
+            }
+            if busy(&o) && !strict {
+                tracing::debug!("{dev} still in use: left mapped");
+                continue;
+            }
+            if busy(&o) {
+                return Err(err!(Busy, "unmap rbd image", "{pool}/{image} is in use ({dev})"));
+            }
+            return Err(err!(
+                Command,
+                "unmap rbd image",
+                "rbd unmap {dev} failed: {}",
+                o.first_err_line()
+            ));
+        }
+        Ok(())
+    }
+
+    fn fstype_of(&self, dev: &str) -> Result<String> {
+        let o = self.run.run(&s(&["blkid", "-p", "-o", "value", "-s", "TYPE", dev]))?;
+        let t = o.stdout.trim().to_string();
+        if !o.ok || t.is_empty() {
+            return Err(err!(InvalidSpec, "probe filesystem", "no filesystem found").at(dev));
+        }
+        Ok(t)
+    }
+
+    /// Give a clone's filesystem its own UUID where the filesystem refuses
+    /// two mounted with one (xfs, btrfs); ext4 does not care.
+    fn new_fs_uuid(&self, dev: &str) -> Result<()> {
+        let tool = |argv: &[&str]| -> Result<()> {
+            let o = self.run.run(&s(argv))?;
+            if o.ok {
+                Ok(())
+            } else {
+                Err(err!(
+                    Command,
+                    "new filesystem uuid",
+                    "{} failed: {}",
+                    argv[0],
+                    o.first_err_line()
+                ))
+            }
+        };
+        match self.fstype_of(dev)?.as_str() {
+            // A snapshot of a mounted xfs has a dirty log: replay it by mounting once.
+            "xfs" if tool(&["xfs_admin", "-U", "generate", dev]).is_err() => {
+                let tmp = strata_core::paths::TempDir::new("xfs-log")?;
+                mount(Some(dev), tmp.path(), Some("xfs"), MsFlags::empty(), Some("nouuid"))
+                    .ctx("mount xfs clone to replay its log", tmp.path())?;
+                umount2(tmp.path(), MntFlags::empty()).ctx("unmount xfs clone", tmp.path())?;
+                tool(&["xfs_admin", "-U", "generate", dev])?;
+            }
+            "btrfs" => tool(&["btrfstune", "-f", "-u", dev])?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Unprotect and remove snapshot `snap` of `pool/image` if nothing is
+    /// cloned from it any more.
+    fn drop_snap(&self, st: &PoolState, image: &str, snap: &str) -> Result<()> {
+        if !st.children(image, snap).is_empty() {
+            return Ok(());
+        }
+        let full = format!("{}/{image}@{snap}", st.pool);
+        let _span = tracing::info_span!("rbd drop snapshot", snap = %full).entered();
+        let protected = st
+            .image(image)
+            .and_then(|i| i.snaps.iter().find(|s| s.name == snap))
+            .is_none_or(|s| s.protected);
+        if protected {
+            let o = self.raw(&["snap", "unprotect", &full])?;
+            if !o.ok && !o.stderr.contains("not protected") {
+                return Err(err!(Command, "unprotect snapshot", "{full}: {}", o.first_err_line()));
+            }
+        }
+        self.tool("remove snapshot", &["snap", "rm", &full])?;
+        Ok(())
+    }
+
+    /// Snapshots made for `image` (`strata-IMAGE` on any image of the pool)
+    /// that nothing is cloned from: a clone killed between its `snap
+    /// create` and its end left them.
+    fn drop_made_for(&self, st: &PoolState, image: &str) {
+        let want = snap_for(image);
+        for i in &st.images {
+            if i.snaps.iter().any(|s| s.name == want) {
+                if let Err(e) = self.drop_snap(st, &i.name, &want) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+
+    /// Flatten every clone of `spec`'s snapshots, so that it can go without
+    /// them losing data (`lxc-destroy --promote`). Returns them.
+    pub fn flatten_dependents(&self, spec: &RootfsSpec) -> Result<Vec<String>> {
+        let (pool, image) = parse_spec(spec)?;
+        let st = self.pool_state("flatten clones", &pool)?;
+        let deps = st.dependents(&image);
+        for d in &deps {
+            let full = format!("{pool}/{d}");
+            let _span = tracing::info_span!("rbd flatten", clone = %full).entered();
+            self.tool("flatten clone", &["flatten", "--no-progress", &full])?;
+        }
+        Ok(deps.into_iter().map(|d| format!("{pool}/{d}")).collect())
+    }
+}
+
+impl Backend for RbdBackend {
+    fn kind(&self) -> &'static str {
+        "rbd"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            snapshot: true,
+            snapshot_of_snapshot: true,
+            needs_root: true,
+            sized: true,
+            block_backed: true,
+        }
+    }
+
+    fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
+        const OP: &str = "plan rbd rootfs";
+        let _span = tracing::debug_span!("rbd plan", name = t.name).entered();
+        // --rbduser (or lxc.conf's, both in the defaults) for every command from here on.
+        if let Some(u) = t.opts.defaults.get(KEY_USER) {
+            *self.user.lock().unwrap_or_else(|e| e.into_inner()) = Some(Some(u.clone()));
+        }
+        let explicit = t.opts.defaults.contains_key(OPT_RBDNAME);
+        let want = wanted_name(t);
+        if !explicit && validate_name("image", &want).is_err() {
+            return Err(err!(
+                InvalidName,
+                OP,
+                "container name {:?} is not a valid rbd image name; pass --rbdname",
+                t.name
+            ));
+        }
+        validate_name("image", &want)?;
+        let pool = match origin {
+            Some(o) if o.kind() != "rbd" => {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "cannot make an rbd clone of a {} rootfs",
+                    o.kind()
+                ));
+            }
+            Some(o) => parse_spec(o)?.0,
+            None => {
+                fstype_opt(t)?;
+                size_opt(t)?;
+                pool_opt(t)
+            }
+        };
+        let st = self.pool_state(OP, &pool)?;
+        if let Some(o) = origin {
+            let (_, src) = parse_spec(o)?;
+            if st.image(&src).is_none() {
+                return Err(err!(NotFound, OP, "rbd image {pool}/{src} does not exist"));
+            }
+        }
+        let taken = st.names();
+        let name = if explicit {
+            if taken.contains(&want) {
+                return Err(err!(AlreadyExists, OP, "rbd image {pool}/{want} already exists"));
+            }
+            want
+        } else {
+            free_name(&want, &taken)
+        };
+        Ok(spec_for(&pool, &name))
+    }
+
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
+        const OP: &str = "create rbd rootfs";
+        let (pool, image) = parse_spec(spec)?;
+        let _span = tracing::info_span!("rbd create", pool = %pool, image = %image).entered();
+        let fstype = fstype_opt(t)?;
+        // In MiB, as LXC passes it, rounded up.
+        let mb = size_opt(t)?.div_ceil(1 << 20).to_string();
+        self.tool(OP, &["create", "--pool", &pool, &image, "--size", &mb])?;
+        let made = (|| {
+            let dev = self.map(&pool, &image)?;
+            let mkfs = match fstype.as_str() {
+                "xfs" => s(&["mkfs.xfs", "-q", "-f", &dev]),
+                "btrfs" => s(&["mkfs.btrfs", "-q", "-f", &dev]),
+                _ => s(&["mkfs.ext4", "-q", "-F", &dev]),
+            };
+            let o = self.run.run(&mkfs)?;
+            if !o.ok {
+                return Err(err!(
+                    Command,
+                    "make filesystem",
+                    "{} failed: {}",
+                    mkfs[0],
+                    o.first_err_line()
+                ));
+            }
+            self.unmap(&pool, &image, false)
+        })();
+        if let Err(e) = made {
+            let _ = self.destroy(spec);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
+        const OP: &str = "destroy rbd rootfs";
+        let (pool, image) = parse_spec(spec)?;
+        let _span = tracing::info_span!("rbd destroy", pool = %pool, image = %image).entered();
+        let st = self.pool_state(OP, &pool)?;
+        let Some(me) = st.image(&image).cloned() else {
+            // Half made: a killed clone may have left its origin snapshot.
+            self.drop_made_for(&st, &image);
+            return Ok(());
+        };
+        // The engine went on despite dependents: they get their data first.
+        let deps = st.dependents(&image);
+        if !deps.is_empty() {
+            self.flatten_dependents(spec)?;
+        }
+        self.unmap(&pool, &image, true)?;
+        let full = format!("{pool}/{image}");
+        for sn in me.snaps.iter().filter(|s| s.protected) {
+            let at = format!("{full}@{}", sn.name);
+            let o = self.raw(&["snap", "unprotect", &at])?;
+            if !o.ok && !o.stderr.contains("not protected") {
+                return Err(err!(
+                    Command,
+                    OP,
+                    "rbd snap unprotect {at} failed: {}",
+                    o.first_err_line()
+                ));
+            }
+        }
+        if !me.snaps.is_empty() {
+            self.tool(OP, &["snap", "purge", "--no-progress", &full])?;
+        }
+        self.tool(OP, &["rm", "--no-progress", &full])?;
+        // Its origin snapshot, if this backend made it and this was its last clone.
+        if let Some((ppool, pimage, psnap)) = &me.parent {
+            if psnap.starts_with(SNAP_PREFIX) {
+                let pst = if *ppool == pool {
+                    let mut after = st.clone();
+                    after.images.retain(|i| i.name != image);
+                    after
+                } else {
+                    self.pool_state(OP, ppool)?
+                };
+                if let Err(e) = self.drop_snap(&pst, pimage, psnap) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn exists(&self, spec: &RootfsSpec) -> bool {
+        let Ok((pool, image)) = parse_spec(spec) else {
+            return false;
+        };
+        self.raw(&["info", "--format", "json", &format!("{pool}/{image}")])
+            .is_ok_and(|o| o.ok)
+    }
+
+    fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
+        let (pool, image) = parse_spec(spec)?;
+        let _span = tracing::info_span!("rbd mount", pool = %pool, image = %image).entered();
+        let dev = self.map(&pool, &image)?;
+        let mounted = (|| {
+            let fstype = self.fstype_of(&dev)?;
+            let mut flags = MsFlags::empty();
+            if readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            // Naming the type loads its module (ext4/xfs are modules in distro kernels).
+            mount(Some(dev.as_str()), target, Some(fstype.as_str()), flags, None::<&str>)
+                .ctx("mount rbd rootfs", target)
+        })();
+        if mounted.is_err() {
+            let _ = self.unmap(&pool, &image, false);
+        }
+        mounted
+    }
+
+    fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        // Not lazy: the unmap right after needs the device closed.
+        match umount2(target, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount rbd rootfs", target)?,
+            Err(e) => return Err(e).ctx("unmount rbd rootfs", target),
+        }
+        let (pool, image) = parse_spec(spec)?;
+        // Left mapped while another mount (a running container) holds it.
+        self.unmap(&pool, &image, false)
+    }
+
+    fn release(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        if strata_core::scratch::is_mount_point(target) {
+            return self.umount(spec, target);
+        }
+        // Killed between the map and the mount: the mapping alone is left.
+        let (pool, image) = parse_spec(spec)?;
+        self.unmap(&pool, &image, false)
+    }
+
+    fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
+        let (pool, image) = parse_spec(spec)?;
+        let st = self.pool_state("list rbd clones", &pool)?;
+        Ok(st.dependents(&image).iter().map(|d| spec_for(&pool, d)).collect())
+    }
+
+    fn destroy_keeps_dependents(&self) -> bool {
+        true
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl Snapshotter for RbdBackend {
+    fn can_snapshot(&self, src: &RootfsSpec) -> bool {
+        src.kind() == "rbd"
+    }
+
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target, _readonly: bool) -> Result<()> {
+        const OP: &str = "rbd snapshot clone";
+        let (spool, simage) = parse_spec(src)?;
+        let (pool, image) = parse_spec(spec)?;
+        let _span = tracing::info_span!("rbd clone", src = %src, dst = %spec).entered();
+        if spool != pool {
+            return Err(err!(
+                Unsupported,
+                OP,
+                "a clone of {spool}/{simage} must be in pool {spool}"
+            ));
+        }
+        let snap = snap_for(&image);
+        let at = format!("{pool}/{simage}@{snap}");
+        let st = self.pool_state(OP, &pool)?;
+        let src_img = st
+            .image(&simage)
+            .ok_or_else(|| err!(NotFound, OP, "rbd image {pool}/{simage} does not exist"))?;
+        // One a killed clone into this very name left: its data is old.
+        if src_img.snaps.iter().any(|s| s.name == snap) {
+            self.drop_snap(&st, &simage, &snap)?;
+        }
+        self.tool(OP, &["snap", "create", "--no-progress", &at])?;
+        let cloned = (|| {
+            self.tool(OP, &["snap", "protect", &at])?;
+            self.tool(OP, &["clone", &at, &format!("{pool}/{image}")])?;
+            let dev = self.map(&pool, &image)?;
+            let uuid = self.new_fs_uuid(&dev);
+            self.unmap(&pool, &image, false)?;
+            uuid
+        })();
+        if let Err(e) = cloned {
+            let _ = self.destroy(spec);
+            if let Ok(st) = self.pool_state(OP, &pool) {
+                self.drop_made_for(&st, &image);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn clone_depends_on_source(&self) -> bool {
+        true
+    }
+}
+
+impl UsageReport for RbdBackend {
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        let (pool, image) = parse_spec(spec)?;
+        let o = self.tool("rbd usage", &["du", "--format", "json", &format!("{pool}/{image}")])?;
+        let v: Value = serde_json::from_str(o.stdout.trim())
+            .map_err(|e| err!(Command, "rbd usage", "bad JSON from rbd du: {e}"))?;
+        let img = v
+            .get("images")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|i| i.get("snapshot").is_none()));
+        Ok(Usage {
+            exclusive: None,
+            referenced: img.and_then(|i| i.get("used_size")).and_then(Value::as_u64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
