@@ -271,21 +271,17 @@ fn wanted_name(t: &Target) -> String {
     t.name.to_string()
 }
 
-/// The pool of a new rootfs: `--rbdpool` or lxc.conf's (both in the
-/// defaults, the flag winning); for a copy of an image, its pool; `lxc`.
+/// The pool of a new rootfs: for a copy of an image, its pool (as LXC
+/// places copies beside their source); `--rbdpool` or lxc.conf's (both in
+/// the defaults, the flag winning; a copy has no such flag); `lxc`.
 fn pool_opt(t: &Target) -> String {
     t.opts
-        .defaults
-        .get(KEY_POOL)
-        .cloned()
-        .or_else(|| {
-            t.opts
-                .copy_of
-                .as_ref()
-                .filter(|s| s.kind() == "rbd")
-                .and_then(|s| parse_spec(s).ok())
-                .map(|(p, _)| p)
-        })
+        .copy_of
+        .as_ref()
+        .filter(|s| s.kind() == "rbd")
+        .and_then(|s| parse_spec(s).ok())
+        .map(|(p, _)| p)
+        .or_else(|| t.opts.defaults.get(KEY_POOL).cloned())
         .unwrap_or_else(|| "lxc".into())
 }
 
