@@ -90,7 +90,10 @@ impl Server {
     /// Init runs: answer with it from now on.
     pub(crate) fn started(&mut self, run: Running) {
         self.run = run;
-        self.changed(self.state());
+        // Init has just exec'd: RUNNING, as LXC's monitor sets it then (a
+        // freeze can only come later, and serve() reads the freezer for
+        // clients waiting on one).
+        self.changed(State::Running);
     }
 
     /// The listening fd, for the monitor's poll (-1 once closed).

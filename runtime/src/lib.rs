@@ -92,11 +92,25 @@ pub fn mount_point(r: &ContainerRef) -> PathBuf {
 
 fn my_record(ephemeral: bool) -> RunRecord {
     let me = std::process::id() as i32;
+    // Read once per process (keyed by pid: a daemon is a fork): a start
+    // writes the record two or three times.
+    static START: std::sync::Mutex<Option<(i32, Option<u64>)>> = std::sync::Mutex::new(None);
+    let monitor_start = {
+        let mut g = START.lock().unwrap_or_else(|e| e.into_inner());
+        match *g {
+            Some((pid, t)) if pid == me => t,
+            _ => {
+                let t = state::proc_start_time(me);
+                *g = Some((me, t));
+                t
+            }
+        }
+    };
     RunRecord {
         init_pid: 0,
         init_start: 0,
         monitor_pid: Some(me),
-        monitor_start: state::proc_start_time(me),
+        monitor_start,
         ephemeral,
         cgroups: Vec::new(),
         net_links: Vec::new(),

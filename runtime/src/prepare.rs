@@ -240,7 +240,9 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);
         }
         // In the host's namespaces, before the rootfs is mounted, as LXC runs it.
-        p.cfg.hooks.run("pre-start", &p.hook_env(r), &[], &[])?;
+        if p.cfg.hooks.has("pre-start") {
+            p.cfg.hooks.run("pre-start", &p.hook_env(r), &[], &[])?;
+        }
         if p.mount_inside {
             // No idmapped mounts without host privileges: the files must be the mapped ids' already.
             if !owned_by_map(r, &p.c, &p.map)? {
