@@ -1,6 +1,9 @@
 //! A Debian bookworm container with systemd as init boots under strata as it
-//! does under LXC: `systemctl is-system-running --wait` says `running` or
-//! `degraded` with no failed unit that LXC's own run does not also fail, the
+//! does under LXC: `lxc-wait -s RUNNING` returns after `lxc-start -d`,
+//! `systemctl is-system-running --wait` says `running` or
+//! `degraded` with no failed unit that LXC's own run does not also fail,
+//! `lxc-console -t 0` (strata's, and LXC's through the command socket) shows
+//! the console getty's login prompt when it does under LXC, the
 //! memory limit of the config is what the container sees in its cgroup,
 //! `lxc-stop` returns within 5 s, and nothing is left running, mounted or in
 //! the caller's cgroups. Privileged, and unprivileged (an unshifted rootfs
@@ -278,6 +281,13 @@ struct Boot {
     state: String,
     failed: BTreeSet<String>,
     console_getty: String,
+    /// `lxc-wait -s RUNNING` returned 0 after `lxc-start -d`.
+    waited: bool,
+    /// The runtime's own `lxc-console -t 0` showed the getty's login prompt.
+    login: bool,
+    /// So did LXC's `lxc-console -t 0` (on strata's container: through its
+    /// command socket).
+    login_lxc: bool,
     /// The memory limit the container sees for its own cgroup.
     mem_limit: Option<u64>,
     started: bool,
@@ -306,6 +316,7 @@ fn boot(c: &Ctr) -> Boot {
         return b;
     }
     b.started = true;
+    b.waited = c.run("lxc-wait", &["-s", "RUNNING", "-t", "10"], CMD).ok();
     // Started with -d, the container is RUNNING at once; STOPPED for a second
     // means init is gone.
     let t = Instant::now();
@@ -355,6 +366,19 @@ fn boot(c: &Ctr) -> Boot {
             .stdout
             .trim()
             .to_string();
+        if b.console_getty == "active" {
+            let own = match c.runtime {
+                Runtime::Strata => format!(
+                    "env STRATA_RUN_DIR={} LXC_GLOBAL_CONF={} {}",
+                    c.rt.run_dir.display(),
+                    c.rt.tmp.path().join("lxc.conf").display(),
+                    c.rt.bin.join("lxc-console").display()
+                ),
+                Runtime::Lxc => Path::new(LXC_BIN).join("lxc-console").display().to_string(),
+            };
+            b.login = login_prompt(c, &own);
+            b.login_lxc = login_prompt(c, &Path::new(LXC_BIN).join("lxc-console").display().to_string());
+        }
         let o = c.attach(
             "for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max; do \
              [ -r $f ] && exec cat $f; done",
@@ -381,12 +405,52 @@ fn boot(c: &Ctr) -> Boot {
     b
 }
 
+/// `console` (an lxc-console binary, with its environment) attached to
+/// `c`'s console in a tmux of its own: whether Enter brings up the getty's
+/// login prompt within 20 s; detached with the escape.
+fn login_prompt(c: &Ctr, console: &str) -> bool {
+    let sock = format!(
+        "strata-sd-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmux = |args: &[&str]| {
+        let mut t = Command::new("timeout");
+        t.args(["10", "tmux", "-L", &sock, "-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        t.output()
+            .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned()))
+    };
+    let script = format!("{console} -P {} -n {} -t 0; sleep 600", c.lxcpath.display(), c.name);
+    if !matches!(
+        tmux(&["new-session", "-d", "-x", "120", "-y", "30", "-s", "s", &script]),
+        Ok((true, _))
+    ) {
+        return false;
+    }
+    let t = Instant::now();
+    let mut seen = false;
+    while !seen && t.elapsed() < Duration::from_secs(20) {
+        let _ = tmux(&["send-keys", "-t", "s", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        seen = tmux(&["capture-pane", "-p", "-J", "-t", "s"]).is_ok_and(|(_, s)| s.contains("login:"));
+    }
+    let _ = tmux(&["send-keys", "-t", "s", "C-a", "q"]);
+    let _ = tmux(&["kill-server"]);
+    seen
+}
+
 fn show(label: &str, b: &Boot) {
     eprintln!(
-        "{label}: state {:?}, failed units {:?}, console-getty {:?}, memory limit {:?}, lxc-stop {}",
+        "{label}: state {:?}, lxc-wait {}, failed units {:?}, console-getty {:?}, login prompt {}/{} (own/LXC's lxc-console), memory limit {:?}, lxc-stop {}",
         b.state,
+        b.waited,
         b.failed,
         b.console_getty,
+        b.login,
+        b.login_lxc,
         b.mem_limit,
         b.stop
             .map_or(format!("did not return in {STOP:?}"), |d| format!("{d:.2?}"))
@@ -569,6 +633,19 @@ fn systemd_boots(mapped: bool) {
             "strata: console-getty.service is {:?}, not active (no /dev/console in the container?)",
             b.console_getty
         ));
+    }
+    if b.started && !b.waited {
+        problems.push("strata: lxc-wait -s RUNNING did not return 0 after lxc-start -d".to_string());
+    }
+    // A login prompt on the console, as under LXC, through strata's
+    // lxc-console and LXC's.
+    if let Some(l) = baseline.as_ref().filter(|l| l.login) {
+        if b.booted() && !b.login {
+            problems.push("strata: lxc-console -t 0 showed no login prompt (LXC's run did)".to_string());
+        }
+        if b.booted() && l.login_lxc && !b.login_lxc {
+            problems.push("strata: LXC's lxc-console -t 0 showed no login prompt (LXC's run did)".to_string());
+        }
     }
     if b.booted() && b.mem_limit != Some(LIMIT) {
         problems.push(format!(
