@@ -310,6 +310,23 @@ fn snap_for(image: &str) -> String {
     format!("{SNAP_PREFIX}{image}")
 }
 
+/// One line for a failed `rbd` command: what the user can act on (a
+/// missing key, an unreachable cluster) before the tool's own first line,
+/// which for those is a log line about something else.
+fn explain(o: &Out) -> String {
+    let find = |pat: &str| o.stderr.lines().find(|l| l.contains(pat)).map(str::trim);
+    if let Some(l) = find("unable to find a keyring on ") {
+        let path = l.split("unable to find a keyring on ").nth(1).unwrap_or("");
+        let path = path.split(": (").next().unwrap_or(path);
+        return format!("no key for this ceph user (no keyring at {path})");
+    }
+    if find("couldn't connect to the cluster").is_some() || find("RADOS timed out").is_some() {
+        let why = find("monclient").or_else(|| find("error")).unwrap_or("no answer");
+        return format!("cannot connect to the ceph cluster ({why})");
+    }
+    o.first_err_line()
+}
+
 /// Whether `rbd unmap` failed because the device is still open.
 fn busy(o: &Out) -> bool {
     o.stderr.contains("(16)") || o.stderr.contains("busy")
@@ -362,7 +379,7 @@ impl RbdBackend {
     fn tool(&self, op: &str, args: &[&str]) -> Result<Out> {
         let o = self.raw(args)?;
         if !o.ok {
-            return Err(err!(Command, op, "rbd {} failed: {}", args[0], o.first_err_line()));
+            return Err(err!(Command, op, "rbd {} failed: {}", args[0], explain(&o)));
         }
         Ok(o)
     }
@@ -373,11 +390,10 @@ impl RbdBackend {
         validate_name("pool", pool)?;
         let o = self.raw(&["ls", "-l", "--format", "json", "--pool", pool])?;
         if !o.ok {
-            let line = o.first_err_line();
-            if line.contains("(2) No such file") || line.contains("error opening pool") {
+            if o.stderr.contains("error opening pool") {
                 return Err(err!(NotFound, op, "ceph pool {pool:?} does not exist"));
             }
-            return Err(err!(Command, op, "rbd ls {pool} failed: {line}"));
+            return Err(err!(Command, op, "rbd ls {pool} failed: {}", explain(&o)));
         }
         // rbd ls -l says nothing at all for an empty pool.
         if o.stdout.trim().is_empty() {

@@ -277,3 +277,24 @@ fn clone_snapshots_protects_and_clones() {
         ]
     );
 }
+
+#[test]
+fn a_missing_key_is_not_a_missing_pool() {
+    let (b, f) = setup();
+    f.canned.lock().unwrap().push((
+        format!("{RBD} ls -l --format json --pool lxc"),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "2026-12-01T21:20:00.000+0000 7f -1 auth: unable to find a keyring on /etc/ceph/ceph.client.nobody.keyring,/etc/ceph/ceph.keyring: (2) No such file or directory\nrbd: couldn't connect to the cluster!\n".into(),
+        },
+    ));
+    let e = plan(&b, "x", "/l", &target_opts(None, None), None).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("no key for this ceph user") && m.contains("ceph.client.nobody.keyring"),
+        "{m}"
+    );
+    assert!(!m.contains("does not exist"), "{m}");
+    assert_eq!(m.lines().count(), 1, "{m}");
+}
