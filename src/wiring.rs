@@ -16,7 +16,7 @@ trait RegisterReady {
 
 impl RegisterReady for Backends {
     // Each backend crate exports `pub fn backend() -> Arc<dyn strata_core::Backend>`;
-    // add one line per backend once it is ready.
+    // add one line per backend once it is ready. The first is the default (`lxc-create` without -B).
     fn register_all_ready(&mut self) {
         self.register(strata_dir::backend());
         self.register(strata_overlay::backend());
@@ -25,16 +25,5 @@ impl RegisterReady for Backends {
         self.register(strata_lvm::backend());
         self.register(strata_zfs::backend());
         self.register(strata_rbd::backend());
-    }
-}
-
-/// Promote the clones that hold on to `spec`'s snapshots (zfs) or flatten
-/// them (rbd), so that it can be destroyed; the clones keep their data.
-/// Nothing to do elsewhere.
-pub fn promote_dependents(spec: &strata_core::RootfsSpec) -> strata_core::Result<Vec<String>> {
-    match spec.kind() {
-        "zfs" => strata_zfs::ZfsBackend::new().promote_dependents(spec),
-        "rbd" => strata_rbd::RbdBackend::new().flatten_dependents(spec),
-        _ => Ok(Vec::new()),
     }
 }

@@ -14,16 +14,25 @@ use std::sync::Arc;
 /// What a backend can do, asked by the engine before acting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
-    /// Can make a copy-on-write clone (`lxc-copy -s`).
-    pub snapshot: bool,
-    /// Can make a copy-on-write clone of such a clone.
-    pub snapshot_of_snapshot: bool,
     /// Only root may use it (loop, lvm, zfs).
     pub needs_root: bool,
     /// Takes a size (`--fssize`).
     pub sized: bool,
-    /// The rootfs is a block device or image that must be mounted to be read.
+    /// The rootfs is a block device or image that must be mounted to be
+    /// read (the conformance suite writes a half-made one as an image).
     pub block_backed: bool,
+    /// Its snapshots are taken at one instant (a filesystem or volume
+    /// snapshot), so they are consistent even of a running container, the
+    /// only snapshots the engine makes of one.
+    pub atomic_snapshot: bool,
+    /// The rootfs is host paths that a rename of the container dir carries
+    /// along (those under it; those outside stay where they are): `-R` in
+    /// the same lxcpath renames the dir and rewrites the config instead of
+    /// copying and destroying, as LXC does for dir and overlay.
+    pub renamed_with_dir: bool,
+    /// The backend whose snapshots stand in for this one's when it makes
+    /// none (LXC snapshots a dir container as an overlay).
+    pub snapshot_fallback: Option<&'static str>,
 }
 
 /// Options a user may pass for a new rootfs (`lxc-create`/`lxc-copy` flags and
@@ -195,6 +204,15 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// Make the rootfs that hold on to `spec` (see [`Backend::dependents`])
+    /// stand on their own, losing nothing, so that `spec` can be destroyed
+    /// (zfs promotes the clones of its snapshots, rbd flattens them):
+    /// `lxc-destroy --promote`.
+    /// Returns what was changed, for the user. Nothing to do by default.
+    fn release_dependents(&self, _spec: &RootfsSpec) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Disk usage, if the backend can tell.
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
         None
@@ -283,6 +301,15 @@ impl Backends {
                     self.kinds().join(", ")
                 )
             })
+    }
+
+    /// The backend of `lxc-create` without `-B`: the first registered (the
+    /// binary registers LXC's default, dir, first).
+    pub fn default_backend(&self) -> Result<&dyn Backend> {
+        self.list
+            .first()
+            .map(|b| b.as_ref())
+            .ok_or_else(|| err!(InvalidSpec, "find backend", "no backend registered"))
     }
 
     /// The backend that handles `spec`.

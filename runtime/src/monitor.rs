@@ -769,6 +769,7 @@ pub(crate) fn destroy_quietly(engine: &Engine, r: &ContainerRef) -> Result<()> {
         r: r.clone(),
         with_snapshots: true,
         force: false,
+        promote: false,
     };
     match engine.destroy(&req) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

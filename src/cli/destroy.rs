@@ -42,19 +42,6 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     super::check_exists(&lxcpath, &a.name)?;
     let engine = super::engine();
     super::reconcile(&engine, &lxcpath);
-    if a.promote {
-        let store = strata_core::Store::new(&lxcpath);
-        let c = store.load(&a.name)?;
-        let mut specs = vec![c.rootfs];
-        if a.snapshots {
-            specs.extend(store.snapshots(&a.name)?.into_iter().map(|s| s.rootfs));
-        }
-        for spec in specs {
-            for p in crate::wiring::promote_dependents(&spec)? {
-                eprintln!("promoted {p}");
-            }
-        }
-    }
     let r = ContainerRef::new(&lxcpath, &a.name);
     if a.force && strata_core::state::is_running(&r) {
         // Stopped through the runtime, which unmounts, removes the cgroups
@@ -79,10 +66,14 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             hooks.run("destroy", &env, &[], &[])?;
         }
     }
-    engine.destroy(&DestroyRequest {
+    let promoted = engine.destroy_reporting(&DestroyRequest {
         r: r.clone(),
         with_snapshots: a.snapshots,
         force: a.force,
+        promote: a.promote,
     })?;
+    for p in promoted {
+        eprintln!("promoted {p}");
+    }
     Ok(0)
 }

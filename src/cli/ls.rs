@@ -214,6 +214,7 @@ impl Filter<'_> {
 /// The rows of `lxcpath` (and, to `max` levels, of the lxcpaths nested in
 /// its containers: in a running one's root, or a stopped one's rootfs).
 fn collect(
+    backends: &strata_core::Backends,
     store: &Store,
     f: &Filter,
     parent: Option<&str>,
@@ -269,7 +270,12 @@ fn collect(
             let inside = |root: &Path| root.join(store.lxcpath().strip_prefix("/").unwrap_or(store.lxcpath()));
             match (&row.running, &row.c) {
                 (Some(rec), _) => Some(inside(Path::new(&format!("/proc/{}/root", rec.init_pid)))),
-                (None, Some(c)) if matches!(c.rootfs.kind(), "dir" | "btrfs") => Some(inside(&c.rootfs.path())),
+                // A rootfs the host reads at a path (dir, btrfs), without mounting it.
+                (None, Some(c)) => backends
+                    .for_spec(&c.rootfs)
+                    .ok()
+                    .and_then(|b| b.local_path(&c.rootfs))
+                    .map(|p| inside(&p)),
                 _ => None,
             }
         } else {
@@ -278,7 +284,7 @@ fn collect(
         let shown = row.name.clone();
         rows.push(row);
         if let Some(p) = inner.filter(|p| p.is_dir()) {
-            let _ = collect(&Store::new(&p), f, Some(&shown), lvl + 1, max, rows);
+            let _ = collect(backends, &Store::new(&p), f, Some(&shown), lvl + 1, max, rows);
         }
     }
     Ok(())
@@ -323,7 +329,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         state: fancy || a.json || a.running || a.active || a.frozen || a.stopped || max > 0,
     };
     let mut rows = vec![];
-    collect(&store, &filter, None, 0, max, &mut rows)?;
+    collect(&engine.backends, &store, &filter, None, 0, max, &mut rows)?;
     if a.json {
         let arr: Vec<_> = rows.iter().map(|row| json_row(&store, row)).collect();
         println!("{}", serde_json::to_string_pretty(&arr)?);

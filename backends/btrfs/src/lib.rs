@@ -342,8 +342,7 @@ impl Backend for BtrfsBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            snapshot: true,
-            snapshot_of_snapshot: true,
+            atomic_snapshot: true,
             ..Caps::default()
         }
     }

@@ -20,7 +20,12 @@ impl Backend for DirBackend {
     }
 
     fn caps(&self) -> Caps {
-        Caps::default()
+        Caps {
+            renamed_with_dir: true,
+            // LXC snapshots a dir container as an overlay on it.
+            snapshot_fallback: Some("overlay"),
+            ..Caps::default()
+        }
     }
 
     fn plan(&self, t: &Target, _origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {

@@ -392,11 +392,10 @@ impl Backend for LoopBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            snapshot: true,
-            snapshot_of_snapshot: true,
             needs_root: true,
-            sized: true,
             block_backed: true,
+            sized: true,
+            ..Caps::default()
         }
     }
 

@@ -419,11 +419,11 @@ impl Backend for LvmBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            snapshot: true,
-            snapshot_of_snapshot: true,
             needs_root: true,
-            sized: true,
             block_backed: true,
+            sized: true,
+            atomic_snapshot: true,
+            ..Caps::default()
         }
     }
 

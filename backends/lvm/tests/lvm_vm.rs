@@ -111,7 +111,7 @@ fn destroy(e: &Engine, lxcpath: &Path, name: &str) {
     e.destroy(&DestroyRequest {
         r: ContainerRef::new(lxcpath, name),
         with_snapshots: true,
-        force: false,
+        ..Default::default()
     })
     .unwrap();
 }

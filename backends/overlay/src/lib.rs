@@ -72,8 +72,7 @@ impl Backend for OverlayBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            snapshot: true,
-            snapshot_of_snapshot: true,
+            renamed_with_dir: true,
             ..Caps::default()
         }
     }

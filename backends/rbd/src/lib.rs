@@ -567,11 +567,10 @@ impl Backend for RbdBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            snapshot: true,
-            snapshot_of_snapshot: true,
             needs_root: true,
             sized: true,
             block_backed: true,
+            ..Caps::default()
         }
     }
 
@@ -770,6 +769,10 @@ impl Backend for RbdBackend {
 
     fn destroy_keeps_dependents(&self) -> bool {
         true
+    }
+
+    fn release_dependents(&self, spec: &RootfsSpec) -> Result<Vec<String>> {
+        self.flatten_dependents(spec)
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {

@@ -410,11 +410,10 @@ impl Backend for ZfsBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            snapshot: true,
-            snapshot_of_snapshot: true,
             needs_root: true,
-            sized: false,
             block_backed: true,
+            atomic_snapshot: true,
+            ..Caps::default()
         }
     }
 
@@ -560,6 +559,10 @@ impl Backend for ZfsBackend {
 
     fn destroy_keeps_dependents(&self) -> bool {
         true
+    }
+
+    fn release_dependents(&self, spec: &RootfsSpec) -> Result<Vec<String>> {
+        self.promote_dependents(spec)
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {

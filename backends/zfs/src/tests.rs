@@ -547,7 +547,7 @@ fn destroying_a_clone_runs_four_zfs_commands() {
     e.destroy(&strata_core::engine::DestroyRequest {
         r: strata_core::ContainerRef::new(tmp.path(), "c2"),
         with_snapshots: true,
-        force: false,
+        ..Default::default()
     })
     .unwrap();
     // Its dependents (none), then the dataset and the snapshot it was cloned from.

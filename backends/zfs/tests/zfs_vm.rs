@@ -100,7 +100,7 @@ fn destroy(e: &Engine, lxcpath: &Path, name: &str) {
     e.destroy(&DestroyRequest {
         r: ContainerRef::new(lxcpath, name),
         with_snapshots: true,
-        force: false,
+        ..Default::default()
     })
     .unwrap();
 }
@@ -203,17 +203,23 @@ fn destroy_with_clones_names_them_or_promotes() {
         .destroy(&DestroyRequest {
             r: ContainerRef::new(&lp, "o1"),
             with_snapshots: true,
-            force: false,
+            ..Default::default()
         })
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HasDependents);
     assert!(err.to_string().contains(&format!("{pool}/lxc/o2")), "{err}");
     assert!(lp.join("o1/config").is_file() && b.exists(&c1.rootfs));
-    // --promote: the clone takes over the snapshot, then the destroy goes on.
-    let promoted = strata_zfs::ZfsBackend::new().promote_dependents(&c1.rootfs).unwrap();
+    // --promote: inside the engine's destroy, the clone takes over the snapshot, then the destroy goes on.
+    let promoted = e
+        .destroy_reporting(&DestroyRequest {
+            r: ContainerRef::new(&lp, "o1"),
+            with_snapshots: true,
+            promote: true,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(promoted, vec![format!("{pool}/lxc/o2")]);
-    assert!(b.dependents(&c1.rootfs).unwrap().is_empty());
-    destroy(&e, &lp, "o1");
+    assert!(!lp.join("o1").exists());
     assert!(!b.exists(&c1.rootfs));
     assert_eq!(read(&e, &c2.rootfs, "data").as_deref(), Some("mine"));
     assert_eq!(read(&e, &c2.rootfs, "link").as_deref(), Some("mine"));

@@ -190,6 +190,21 @@ fn run_clone_hooks(
 }
 
 impl Engine {
+    /// The kinds whose snapshots may be made of a running container, for messages.
+    fn atomic_snapshot_kinds(&self) -> String {
+        let kinds: Vec<&str> = self
+            .backends
+            .kinds()
+            .into_iter()
+            .filter(|k| self.backends.get(k).is_ok_and(|b| b.caps().atomic_snapshot))
+            .collect();
+        match kinds.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            Some((last, _)) => last.to_string(),
+            None => "no".to_string(),
+        }
+    }
+
     /// Pick the backend and whether to snapshot, for `p`.
     pub(super) fn choose(&self, p: &Params) -> Result<(&dyn Backend, bool)> {
         const OP: &str = "clone";
@@ -221,9 +236,8 @@ impl Engine {
                     Ok((b, true))
                 } else if can(src_b) {
                     Ok((src_b, true))
-                } else if src.kind() == "dir" {
-                    let b = self.backends.get("overlay")?;
-                    Ok((b, true))
+                } else if let Some(k) = src_b.caps().snapshot_fallback {
+                    Ok((self.backends.get(k)?, true))
                 } else {
                     Err(why(src_b).unwrap_or_else(|| {
                         err!(
@@ -285,7 +299,8 @@ impl Engine {
         check_backend_allowed(dst_b)?;
         let hooks = p.run_hooks && !cfg.get_all("lxc.hook.clone").is_empty();
         let hostname = format!("{}\n", p.dst.name);
-        let origin = if spec.kind() == "overlay" {
+        // An overlay depends on the owner of its lower, whoever it was cloned from.
+        let origin = if spec.overlay_parts().is_some() {
             lower_owner(&spec)
         } else if snapshot && dst_b.snapshotter().is_some_and(|s| s.clone_depends_on_source()) {
             Some(p.src.r.clone())
@@ -507,12 +522,13 @@ impl Engine {
                 ));
             }
         }
-        if running && !may_snapshot_running(b.kind(), snap) {
+        if running && !may_snapshot_running(b, snap) {
             return Err(err!(
                 Busy,
                 OP,
-                "container {} is running; stop it first (only btrfs, zfs and lvm snapshots of a running container are allowed)",
-                req.src.name
+                "container {} is running; stop it first (only {} snapshots of a running container are allowed)",
+                req.src.name,
+                self.atomic_snapshot_kinds()
             ));
         }
         if !req.dst.lxcpath.is_dir() {

@@ -102,7 +102,10 @@ impl Engine {
         const OP: &str = "create";
         names::validate(&req.name)?;
         let r = ContainerRef::new(&req.lxcpath, &req.name);
-        let backend = self.backends.get(req.backend.as_deref().unwrap_or("dir"))?;
+        let backend = match req.backend.as_deref() {
+            Some(k) => self.backends.get(k)?,
+            None => self.backends.default_backend()?,
+        };
         match &req.source {
             RootfsSource::Empty => {}
             RootfsSource::Dir(p) if !p.is_dir() => {

@@ -100,7 +100,7 @@ impl Engine {
         Ok(Step::Done(()))
     }
 
-    pub(super) fn do_destroy(&self, req: &DestroyRequest) -> Result<()> {
+    pub(super) fn do_destroy(&self, req: &DestroyRequest) -> Result<Vec<String>> {
         let r = &req.r;
         names::validate(&r.name)?;
         locked(std::slice::from_ref(r), || self.destroy_locked(req))
@@ -108,7 +108,7 @@ impl Engine {
 
     /// Under the container's lock: no clone can be added to it between the
     /// check of its dependents and its destroy (a clone takes its origin's lock).
-    fn destroy_locked(&self, req: &DestroyRequest) -> Result<Step<()>> {
+    fn destroy_locked(&self, req: &DestroyRequest) -> Result<Step<Vec<String>>> {
         const OP: &str = "destroy";
         let r = &req.r;
         let store = Store::new(&r.lxcpath);
@@ -144,10 +144,17 @@ impl Engine {
                 .collect();
             refuse_dependents(OP, &sr, &deps)?;
         }
-        // What the backend itself knows (clones of zfs snapshots, ...); our own snapshots go first.
         let mut own: Vec<RootfsSpec> = snaps.iter().map(|s| s.rootfs.clone()).collect();
         let cur = store.load(&r.name)?;
         own.push(cur.rootfs.clone());
+        // `--promote`: what holds on to them is made to stand on its own first, under the lock.
+        let mut released = Vec::new();
+        if req.promote {
+            for spec in std::iter::once(&cur.rootfs).chain(snaps.iter().map(|s| &s.rootfs)) {
+                released.extend(self.backend_of(spec)?.release_dependents(spec)?);
+            }
+        }
+        // What the backend itself knows (clones of zfs snapshots, ...); our own snapshots go first.
         for (who, spec) in std::iter::once((r.name.clone(), cur.rootfs.clone())).chain(
             snaps
                 .iter()
@@ -170,7 +177,8 @@ impl Engine {
             }
             kill_and_wait(r, &rec)?;
         }
-        self.destroy_unchecked(&r.lxcpath, &r.name).map(Step::Done)
+        self.destroy_unchecked(&r.lxcpath, &r.name)
+            .map(|()| Step::Done(released))
     }
 
     /// Refuse when the backend knows rootfs (outside `own`) that destroying `spec` would lose.
@@ -200,8 +208,10 @@ impl Engine {
         // Refuse before the rename: a mount below would stop the removal half-way.
         let mut busy = fsutil::mounts_under(&dir);
         if let Ok(spec) = Config::load(&dir.join("config")).and_then(|c| spec_of(&c, &dir)) {
-            if spec.kind() == "dir" && !spec.path().starts_with(&dir) {
-                busy.extend(fsutil::mounts_under(&spec.path()));
+            // A rootfs at a host path outside the dir (`--dir`) is destroyed with it.
+            let local = self.backend_of(&spec).ok().and_then(|b| b.local_path(&spec));
+            if let Some(p) = local.filter(|p| !p.starts_with(&dir)) {
+                busy.extend(fsutil::mounts_under(&p));
             }
         }
         if let Some(m) = busy.first() {

@@ -52,8 +52,9 @@
 //!   directory rename with a journal (`.strata-ren.*`); otherwise a clone
 //!   then a destroy. MACs are kept, as in LXC; containers with snapshots or
 //!   dependents are refused.
-//! - A running container can be the source only of btrfs, zfs or lvm
-//!   snapshots (atomic); see `rootfs::may_snapshot_running`.
+//! - A running container can be the source only of snapshots its backend
+//!   declares atomic ([`crate::Caps::atomic_snapshot`]: btrfs, zfs, lvm);
+//!   see `rootfs::may_snapshot_running`.
 //!
 //! Crash tests set `STRATA_FAILPOINT` to one of: `create-before-rename`,
 //! `clone-after-rootfs`, `clone-before-rename`, `restore-after-journal`,
@@ -104,7 +105,7 @@ pub enum RootfsSource {
 pub struct CreateRequest {
     pub lxcpath: PathBuf,
     pub name: String,
-    /// `-B`; `None` means dir.
+    /// `-B`; `None`: the default backend (dir, see [`Backends::default_backend`]).
     pub backend: Option<String>,
     pub opts: BackendOpts,
     pub source: RootfsSource,
@@ -121,8 +122,8 @@ pub struct CloneRequest {
     pub dst: ContainerRef,
     /// `-s`: copy-on-write clone.
     pub snapshot: bool,
-    /// `-B`: target backend (`None`: same as the source, or overlay for a
-    /// snapshot of a dir container).
+    /// `-B`: target backend (`None`: same as the source, or for a snapshot
+    /// the source backend's [`crate::Caps::snapshot_fallback`]).
     pub backend: Option<String>,
     pub opts: BackendOpts,
     /// `-K`: keep the hostname.
@@ -147,6 +148,9 @@ pub struct DestroyRequest {
     pub with_snapshots: bool,
     /// `-f`: stop it first if running.
     pub force: bool,
+    /// `--promote`: first make the rootfs that hold on to it (or to its
+    /// snapshots, with `-s`) stand on their own ([`crate::Backend::release_dependents`]).
+    pub promote: bool,
 }
 
 pub struct Engine {
@@ -228,6 +232,11 @@ impl Engine {
     }
 
     pub fn destroy(&self, req: &DestroyRequest) -> Result<()> {
+        self.destroy_reporting(req).map(drop)
+    }
+
+    /// [`Engine::destroy`], returning what `promote` released (the zfs clones promoted).
+    pub fn destroy_reporting(&self, req: &DestroyRequest) -> Result<Vec<String>> {
         let _span = tracing::info_span!("destroy", name = %req.r.name).entered();
         let mut req = req.clone();
         req.r = absref(&req.r)?;

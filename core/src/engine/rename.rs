@@ -55,7 +55,7 @@ impl Engine {
         refuse_dependents(OP, &req.src, &live_dependents(&req.src)?)?;
         let kind = src.rootfs.kind();
         let in_place = req.src.lxcpath == req.dst.lxcpath
-            && matches!(kind, "dir" | "overlay")
+            && self.backend_of(&src.rootfs).is_ok_and(|b| b.caps().renamed_with_dir)
             && !req.snapshot
             && req
                 .backend

@@ -39,8 +39,8 @@ pub(super) fn entries_of(spec: &RootfsSpec, dir: &Path) -> Vec<String> {
 
 /// Whether a running container may be the source of a clone or snapshot:
 /// only atomic copy-on-write snapshots see a consistent rootfs.
-pub(super) fn may_snapshot_running(kind: &str, snapshot: bool) -> bool {
-    snapshot && matches!(kind, "btrfs" | "zfs" | "lvm")
+pub(super) fn may_snapshot_running(b: &dyn Backend, snapshot: bool) -> bool {
+    snapshot && b.caps().atomic_snapshot
 }
 
 pub(super) fn remove_lost_found(dir: &Path) {

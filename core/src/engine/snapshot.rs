@@ -47,7 +47,7 @@ impl Engine {
         let params = Params::snapshot(&src, &probe, vec![]);
         if crate::state::is_running(r) {
             let (b, snap) = self.choose(&params)?;
-            if !may_snapshot_running(b.kind(), snap) {
+            if !may_snapshot_running(b, snap) {
                 return Err(err!(Busy, OP, "container {} is running; stop it first", r.name));
             }
         }

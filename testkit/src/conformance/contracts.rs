@@ -173,10 +173,12 @@ fn never_made(fx: &Fixture, b: &dyn Backend, lx: &Path) -> Result<String, String
 
 fn snapshot(fx: &Fixture, b: &dyn Backend, lx: &Path) -> Result<String, String> {
     let Some(s) = b.snapshotter() else {
-        ensure!(!b.caps().snapshot, "caps say snapshot but there is no snapshotter");
+        ensure!(
+            !b.caps().atomic_snapshot,
+            "caps say atomic snapshots but there is no snapshotter"
+        );
         return Ok("not declared".into());
     };
-    ensure!(b.caps().snapshot, "a snapshotter without the snapshot cap");
     let dir = lx.join("t4");
     let t = target(fx, lx, "t4", &dir);
     let src = e("plan", b.plan(&t, None))?;

@@ -135,7 +135,7 @@ impl Fixture {
         }
         let snapshot = backends
             .get(backend)
-            .map(|b| b.caps().snapshot && !b.caps().block_backed)
+            .map(|b| b.snapshotter().is_some() && !b.caps().block_backed)
             .unwrap_or(false)
             || backend == "dir";
         Fixture {
