@@ -7,6 +7,7 @@ mod helpers;
 use helpers::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use strata_testkit::wait_until;
 
 /// `tool args` run by a shell that first opens fd 7 (inherited, not close-on-exec).
 fn with_fd7(rt: &Rt, tool: &str, args: &[&str]) -> std::process::Output {
@@ -21,14 +22,6 @@ fn with_fd7(rt: &Rt, tool: &str, args: &[&str]) -> std::process::Output {
         .env("LXC_GLOBAL_CONF", rt.tmp.path().join("lxc.conf"))
         .stdin(std::process::Stdio::null());
     c.output().unwrap()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !f() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(20), "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -147,7 +140,7 @@ fn stopped_by(rt: &Rt, rootfs: &std::path::Path, name: &str, args: &[&str], stop
     let mut a = vec!["-n", name, "-d"];
     a.extend(args);
     rt.ok("lxc-start", &a);
-    wait_for("init's traps", || rootfs.join("tmp/ready").exists());
+    wait_until("init's traps", || rootfs.join("tmp/ready").exists());
     let mut a = vec!["-n", name];
     a.extend(stop);
     let t = std::time::Instant::now();
@@ -256,7 +249,7 @@ fn start_pidfile_is_the_monitor_and_goes_at_stop() {
     let mode = std::fs::metadata(&pf).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     rt.ok("lxc-stop", &["-n", "c1"]);
-    wait_for("pidfile removed", || !pf.exists());
+    wait_until("pidfile removed", || !pf.exists());
     // A relative path is taken from where lxc-start was run (the daemon works in /).
     let o = rt
         .cmd("lxc-start", &["-n", "c1", "--pidfile", "rel.pid"])
@@ -266,7 +259,7 @@ fn start_pidfile_is_the_monitor_and_goes_at_stop() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(rt.outside.join("rel.pid").exists());
     rt.ok("lxc-stop", &["-n", "c1", "-k"]);
-    wait_for("pidfile removed", || !rt.outside.join("rel.pid").exists());
+    wait_until("pidfile removed", || !rt.outside.join("rel.pid").exists());
     // One that cannot be written: the start fails, nothing runs.
     let e = rt.fails("lxc-start", &["-n", "c1", "-p", "/nonexistent/dir/x.pid"]);
     assert!(e.contains("pidfile"), "{e}");
@@ -284,7 +277,7 @@ fn close_all_fds() {
         a.extend(["--", "/bin/sh", "-c", "ls /proc/self/fd > /fds"]);
         let o = with_fd7(&rt, "lxc-start", &a);
         assert!(o.status.success(), "{a:?}: {}", String::from_utf8_lossy(&o.stderr));
-        wait_for("the command ran", || {
+        wait_until("the command ran", || {
             std::fs::read_to_string(rootfs.join("fds")).is_ok_and(|s| !s.is_empty()) && rt.records().is_empty()
         });
         std::fs::read_to_string(rootfs.join("fds")).unwrap()
@@ -856,7 +849,7 @@ fn start_and_execute_flags_match_lxc() {
         } else {
             rt.ok("lxc-start", &["-n", "c1", "-d", "-p", pfs]);
         }
-        wait_for("pidfile", || pf.exists());
+        wait_until("pidfile", || pf.exists());
         let text = std::fs::read_to_string(&pf).unwrap();
         let pid: i32 = text.parse().unwrap_or_else(|_| panic!("{side}: {text:?}"));
         assert!(!text.ends_with('\n'), "{side}");
@@ -889,7 +882,7 @@ fn start_and_execute_flags_match_lxc() {
         } else {
             rt.ok("lxc-stop", &["-n", "c1", "-k"]);
         }
-        wait_for("pidfile removed", || !pf.exists());
+        wait_until("pidfile removed", || !pf.exists());
     }
     rt.assert_clean(&["c1"]);
 }

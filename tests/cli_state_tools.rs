@@ -11,6 +11,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use strata_testkit::exit_within;
 
 /// A child killed (and reaped) when the test ends, passed or not.
 struct Reaped(Child);
@@ -19,20 +20,6 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// The exit code of `c` once it exits, or `None` if it still runs after `t`.
-fn exit_within(c: &mut Child, t: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            return s.code();
-        }
-        if start.elapsed() > t {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use strata_core::lxc_cmd::{self, Rsp};
+use strata_testkit::exit_within;
 
 const LXC: &str = "/usr/bin";
 
@@ -79,19 +80,6 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn exit_within(c: &mut Child, t: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            return s.code();
-        }
-        if start.elapsed() > t {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -43,9 +43,7 @@ impl Rt {
         for d in [&bin, &lxcpath, &run_dir, &outside] {
             std::fs::create_dir_all(d).unwrap();
         }
-        for t in names::all() {
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
-        }
+        strata_testkit::link_tools(Path::new(env!("CARGO_BIN_EXE_strata")), &bin, names::all());
         Rt {
             fs: None,
             tmp,

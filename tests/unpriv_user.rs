@@ -440,9 +440,8 @@ fn e2e_body() {
     let fixture = PathBuf::from(std::env::var("STRATA_E2E_FIXTURE").unwrap());
     let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for t in helpers::names::all().chain(["strata"]) {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
-    }
+    let names = helpers::names::all().chain(["strata"]);
+    strata_testkit::link_tools(std::path::Path::new(env!("CARGO_BIN_EXE_strata")), &bin, names);
     let lxcpath = dir.join("lxc");
     std::fs::create_dir(&lxcpath).unwrap();
     let lp = lxcpath.to_str().unwrap();

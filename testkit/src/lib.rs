@@ -3,6 +3,7 @@
 //! command and root checks that go with it. Dev-only: never a normal dependency.
 
 pub mod conformance;
+pub mod tree;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -212,5 +213,36 @@ impl Drop for LoopFs {
             let _ = Command::new("losetup").arg("-d").arg(d).status();
         }
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// Symlinks in `dir` under each of `names`, all to the binary `exe`: the
+/// binary under LXC's tool names, as `strata install-links` makes them.
+pub fn link_tools<'a>(exe: &Path, dir: &Path, names: impl IntoIterator<Item = &'a str>) {
+    for n in names {
+        std::os::unix::fs::symlink(exe, dir.join(n)).unwrap_or_else(|e| panic!("link {n}: {e}"));
+    }
+}
+
+/// Poll `f` every 50 ms until it holds; fail the test naming `what` after 20 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The exit code of `c` once it exits, or `None` if it still runs after `t`.
+pub fn exit_within(c: &mut std::process::Child, t: Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s.code();
+        }
+        if start.elapsed() > t {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

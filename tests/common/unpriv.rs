@@ -143,13 +143,8 @@ pub fn try_ok(bin: &Path, tool: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
+#[allow(unused_imports)]
+pub use strata_testkit::wait_until;
 
 /// A scratch dir removed even when a failed test leaves files of the
 /// container's root in it (removed with the user's ids mapped, as strata does).
@@ -175,9 +170,8 @@ pub fn scratch() -> Scratch {
 pub fn tool_dir(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for t in super::helpers::names::all().chain(["strata"]) {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin.join(t)).unwrap();
-    }
+    let names = super::helpers::names::all().chain(["strata"]);
+    strata_testkit::link_tools(Path::new(env!("CARGO_BIN_EXE_strata")), &bin, names);
     bin
 }
 

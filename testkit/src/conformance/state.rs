@@ -3,8 +3,7 @@
 
 use super::Fixture;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::Hasher;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use strata_core::RootfsSpec;
 
@@ -44,27 +43,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Tree) {
     for p in names {
         let md = std::fs::symlink_metadata(&p).unwrap();
         let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_file() {
-            "file"
-        } else if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_socket() {
-            "socket"
-        } else if ft.is_block_device() {
-            "block"
-        } else {
-            "char"
-        };
-        let mut hash = 0;
-        if ft.is_file() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            h.write(&std::fs::read(&p).unwrap());
-            hash = h.finish();
-        }
+        let kind = crate::tree::kind_of(&ft);
+        let hash = if ft.is_file() { crate::tree::content_hash(&p) } else { 0 };
         out.insert(
             p.strip_prefix(root).unwrap().to_path_buf(),
             Entry {
