@@ -12,16 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The tools of this file, linked next to the helpers' ones.
-fn link_tools(rt: &Rt) {
-    for t in ["lxc-top", "lxc-device"] {
-        let p = rt.bin.join(t);
-        if !p.exists() {
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), p).unwrap();
-        }
-    }
-}
-
 /// A child killed (and reaped) when the test ends, passed or not.
 struct Reaped(Child);
 
@@ -83,7 +73,6 @@ fn batch_rounds(child: &mut Child, n: usize, rounds: usize) -> (String, Vec<Vec<
 #[test]
 fn top_batch_prints_the_containers_cgroup_figures() {
     let rt = Rt::new();
-    link_tools(&rt);
     let big = rt.container("big", "");
     rt.container("small", "");
     rt.container("idle", "");
@@ -190,7 +179,6 @@ fn top_batch_prints_the_containers_cgroup_figures() {
 fn top_table_on_a_terminal() {
     if Path::new("/usr/bin/script").exists() {
         let rt = Rt::new();
-        link_tools(&rt);
         rt.container("t1", "");
         rt.ok("lxc-start", &["-n", "t1"]);
         // `script` gives lxc-top a terminal; `q` ends it.
@@ -287,7 +275,6 @@ fn inside(rt: &Rt, name: &str, script: &str) -> (i32, String) {
 #[test]
 fn device_lends_a_node_and_an_interface_to_a_running_container() {
     let rt = Rt::new();
-    link_tools(&rt);
     // Only /dev/null to open, and any node made: /dev/zero (1:5) is refused.
     let rootfs = rt.container(
         "d1",
@@ -389,7 +376,6 @@ fn device_extends_a_cgroup2_device_program() {
         return;
     };
     let rt = Rt::new();
-    link_tools(&rt);
     // cgroup2 rules alone: on a hybrid host too they are a device program.
     let rootfs = rt.container(
         "p1",
@@ -449,7 +435,6 @@ fn top_and_device_on_a_container_lxc_runs() {
         return;
     }
     let rt = Rt::new();
-    link_tools(&rt);
     rt.container(
         "lx1",
         "lxc.net.0.type = empty\nlxc.cgroup.devices.deny = a\nlxc.cgroup.devices.allow = c 1:3 rwm\n\
@@ -560,7 +545,6 @@ fn shift_tree(p: &Path, by: u32) {
 #[test]
 fn device_on_an_unprivileged_container() {
     let rt = Rt::new();
-    link_tools(&rt);
     let rootfs = rt.container(
         "u1",
         "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\nlxc.net.0.type = empty\n",

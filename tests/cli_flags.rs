@@ -595,7 +595,6 @@ fn copies_show_a_bar_and_a_summary_on_a_terminal_only() {
     let rootfs = rt.container("c1", "");
     std::fs::write(rootfs.join("big"), vec![7u8; 3 << 20]).unwrap();
     let n = walk_count(&rootfs);
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), rt.bin.join("lxc-snapshot")).unwrap();
     let shown = on_pty(&rt, "lxc-copy", &["-n", "c1", "-N", "c2"]);
     // The bar with the totals known before the copy, and the summary.
     assert!(shown.contains("  0% 0 B/"), "{shown}");

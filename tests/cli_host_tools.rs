@@ -23,15 +23,14 @@ impl Scratch {
             .unwrap();
         let bin = tmp.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        for t in [
+        let tools = [
             "lxc-config",
             "lxc-checkconfig",
             "lxc-update-config",
             "lxc-ls",
             "lxc-start",
-        ] {
-            std::os::unix::fs::symlink(strata(), bin.join(t)).unwrap();
-        }
+        ];
+        strata_testkit::link_tools(&strata(), &bin, tools);
         Scratch { tmp, bin }
     }
 

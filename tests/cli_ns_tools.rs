@@ -24,9 +24,8 @@ impl Bin {
     fn new() -> Bin {
         let d = tempfile::Builder::new().prefix("strata-nstools-").tempdir().unwrap();
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        for t in ["lxc-usernsexec", "lxc-unshare"] {
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), d.path().join(t)).unwrap();
-        }
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_strata"));
+        strata_testkit::link_tools(exe, d.path(), ["lxc-usernsexec", "lxc-unshare"]);
         Bin(d)
     }
 

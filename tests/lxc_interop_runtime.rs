@@ -158,14 +158,6 @@ fn ask_as(uid: u32, name: &[u8], cmd: i32) -> i32 {
     }
 }
 
-/// `lxc-snapshot`, which the shared helpers do not link.
-fn link_snapshot(rt: &Rt) {
-    let l = rt.bin.join("lxc-snapshot");
-    if !l.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), l).unwrap();
-    }
-}
-
 fn files(dir: &Path) -> Vec<String> {
     listing(dir)
 }
@@ -176,7 +168,6 @@ fn a_container_lxc_runs_is_running_for_strata() {
         return;
     }
     let rt = Rt::new();
-    link_snapshot(&rt);
     let name = "ilx1";
     let rootfs = rt.container(name, NET);
     // A snapshot of the stopped container, to try a restore over the running one.
