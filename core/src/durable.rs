@@ -89,7 +89,31 @@ fn ordered_journal(dir: &Path) -> bool {
     let Ok(m) = std::fs::metadata(dir) else {
         return false;
     };
-    let (maj, min) = (libc::major(m.dev()), libc::minor(m.dev()));
+    // A forked child of a threaded process takes no lock (a thread that
+    // is not there may have held it at the fork).
+    if crate::idmap::in_ns_child() {
+        return ordered_journal_of(m.dev());
+    }
+    // Asked for every file an operation writes: the answer is kept per
+    // device for a second (a remount may change it in a long-lived process).
+    type Known = Vec<(u64, bool, std::time::Instant)>;
+    static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Vec::new());
+    let now = std::time::Instant::now();
+    let fresh = |t: &std::time::Instant| now.duration_since(*t) < std::time::Duration::from_secs(1);
+    {
+        let mut k = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        k.retain(|(_, _, t)| fresh(t));
+        if let Some(&(_, v, _)) = k.iter().find(|(d, _, _)| *d == m.dev()) {
+            return v;
+        }
+    }
+    let v = ordered_journal_of(m.dev());
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).push((m.dev(), v, now));
+    v
+}
+
+fn ordered_journal_of(dev: u64) -> bool {
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
     let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/uevent")) else {
         return false;
     };

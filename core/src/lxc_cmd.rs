@@ -179,6 +179,57 @@ pub fn wait_gone(lxcpath: &Path, name: &str, timeout: Duration) -> bool {
     }
 }
 
+/// The abstract unix socket names bound in this network namespace, read
+/// from `/proc/net/unix` in one go: a listing of many containers then
+/// connects only to the sockets that exist (a connect reaches only this
+/// namespace's sockets too, so the two agree). `None` when the table cannot
+/// be read; callers then connect as before.
+pub fn bound_abstract() -> Option<std::collections::HashSet<Vec<u8>>> {
+    let data = std::fs::read("/proc/net/unix").ok()?;
+    Some(parse_unix_table(&data))
+}
+
+/// The abstract names of a `/proc/net/unix` table: the path column (the
+/// eighth) of each row that starts with `@`, without it. The kernel prints
+/// each NUL of a name as `@`; a name bound with trailing NULs (a full
+/// `sun_path`) thus ends in `@`s, dropped here: the names looked up all end
+/// in `/command`.
+fn parse_unix_table(data: &[u8]) -> std::collections::HashSet<Vec<u8>> {
+    let mut out = std::collections::HashSet::new();
+    for line in data.split(|b| *b == b'\n').skip(1) {
+        // Seven space-separated columns (the inode one padded), then the path.
+        let mut rest = line;
+        let mut ok = true;
+        for _ in 0..7 {
+            let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+            rest = &rest[start..];
+            let end = rest.iter().position(|b| *b == b' ').unwrap_or(rest.len());
+            if end == 0 {
+                ok = false;
+                break;
+            }
+            rest = &rest[end..];
+        }
+        let Some(path) = rest.strip_prefix(b" @").filter(|_| ok) else {
+            continue;
+        };
+        let mut name = path.to_vec();
+        while name.last() == Some(&b'@') {
+            name.pop();
+        }
+        out.insert(name);
+    }
+    out
+}
+
+/// Whether the command socket of `name` may be bound, given the bound
+/// names of [`bound_abstract`]. A name the table cannot show faithfully (a
+/// newline or NUL in it) may be.
+pub fn may_listen(bound: &std::collections::HashSet<Vec<u8>>, lxcpath: &Path, name: &str) -> bool {
+    let n = socket_name(lxcpath, name);
+    n.contains(&b'\n') || n.contains(&0) || bound.contains(&n)
+}
+
 /// What the monitor of a container run by LXC (or any monitor answering
 /// LXC's socket) says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +287,34 @@ mod tests {
         };
         assert_eq!(Rsp::from_bytes(&r.to_bytes()), r);
         assert_eq!(parse_req(&req_bytes(cmd::GET_CGROUP_CTX, 96)), (23, 96));
+    }
+
+    #[test]
+    fn unix_table_abstract_names() {
+        let t = b"Num       RefCount Protocol Flags    Type St Inode Path\n\
+0000000000000000: 00000002 00000000 00010000 0001 01 12345 @/var/lib/lxc/c1/command\n\
+0000000000000000: 00000002 00000000 00010000 0001 01  1234 @/var/lib/lxc/a b/command@@@\n\
+0000000000000000: 00000003 00000000 00000000 0001 03  4321 /run/systemd/notify\n\
+0000000000000000: 00000003 00000000 00000000 0001 03  4322\n";
+        let s = parse_unix_table(t);
+        assert!(s.contains(b"/var/lib/lxc/c1/command".as_slice()));
+        assert!(s.contains(b"/var/lib/lxc/a b/command".as_slice()));
+        assert_eq!(s.len(), 2);
+        assert!(may_listen(&s, Path::new("/var/lib/lxc"), "c1"));
+        assert!(!may_listen(&s, Path::new("/var/lib/lxc"), "c2"));
+        assert!(may_listen(&s, Path::new("/var/lib/lxc"), "c\n2"));
+    }
+
+    #[test]
+    fn a_bound_socket_is_in_the_table() {
+        let name = format!("/strata-test-{}/c1/command", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        let s = bound_abstract().expect("/proc/net/unix readable");
+        assert!(s.contains(name.as_bytes()));
+        let lp = format!("/strata-test-{}", std::process::id());
+        assert!(may_listen(&s, Path::new(&lp), "c1"));
+        assert!(!may_listen(&s, Path::new(&lp), "c2"));
     }
 
     #[test]

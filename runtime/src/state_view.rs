@@ -90,6 +90,34 @@ pub fn state(r: &ContainerRef) -> (State, Option<RunRecord>) {
     lxc_state(r)
 }
 
+/// What a listing of many containers of one lxcpath reads once instead of
+/// once per container: the names with a run record, and the abstract
+/// sockets bound (so a stopped container costs no connect).
+pub struct Census {
+    recorded: std::collections::HashSet<String>,
+    bound: Option<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl Census {
+    pub fn of(lxcpath: &Path) -> Census {
+        Census {
+            recorded: state::recorded(lxcpath).into_iter().collect(),
+            bound: strata_core::lxc_cmd::bound_abstract(),
+        }
+    }
+}
+
+/// [`state`], with what `census` says is not there skipped.
+pub fn state_in(census: &Census, r: &ContainerRef) -> (State, Option<RunRecord>) {
+    if census.recorded.contains(&r.name) {
+        return state(r);
+    }
+    match &census.bound {
+        Some(b) if !strata_core::lxc_cmd::may_listen(b, &r.lxcpath, &r.name) => (State::Stopped, None),
+        _ => lxc_state(r),
+    }
+}
+
 /// The state LXC's monitor gives for `r` (one failed connect when LXC does
 /// not run it), with a record when its init runs.
 fn lxc_state(r: &ContainerRef) -> (State, Option<RunRecord>) {

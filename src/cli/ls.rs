@@ -188,6 +188,8 @@ struct Filter<'a> {
     /// Something shown or filtered needs each container's run state (a
     /// plain listing does not: no look at run records or LXC's sockets).
     state: bool,
+    /// Something shown or filtered needs each container's config.
+    config: bool,
 }
 
 impl Filter<'_> {
@@ -222,9 +224,11 @@ fn collect(
     max: usize,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let mut names = store.list()?;
+    let defined: std::collections::HashSet<String> = store.list()?.into_iter().collect();
+    let mut names: Vec<String> = defined.iter().cloned().collect();
     // A running container whose config is gone is listed as LXC lists it.
     names.extend(state::recorded(store.lxcpath()));
+    let census = f.state.then(|| state_view::Census::of(store.lxcpath()));
     names.sort();
     names.dedup();
     for name in names {
@@ -232,17 +236,30 @@ fn collect(
             continue;
         }
         let r = store.r(&name);
-        let (c, error) = match store.load(&name) {
-            Ok(c) => (Some(c), None),
-            Err(e) if store.exists(&name) => (None, Some(e.to_string())),
-            Err(_) => (None, None),
+        let is_defined = defined.contains(&name);
+        // A plain listing prints names only: no config is read.
+        let (c, error) = if !f.config && is_defined {
+            (None, None)
+        } else {
+            match store.load(&name) {
+                Ok(c) => (Some(c), None),
+                Err(e) if store.exists(&name) => (None, Some(e.to_string())),
+                Err(_) => (None, None),
+            }
         };
-        let (st, running) = if f.state || c.is_none() {
+        let (st, running) = if let Some(census) = &census {
+            state_view::state_in(census, &r)
+        } else if !is_defined {
             state_view::state(&r)
         } else {
             (State::Stopped, None)
         };
-        if c.is_none() && error.is_none() && !st.is_active() {
+        let shown_as_defined = if f.config {
+            c.is_some() || error.is_some()
+        } else {
+            is_defined
+        };
+        if !shown_as_defined && !st.is_active() {
             continue;
         }
         let shown = match parent {
@@ -319,14 +336,16 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let engine = super::engine();
     super::reconcile(&engine, &lxcpath);
     let store = Store::new(&lxcpath);
+    let groups: Vec<&str> = a.groups.last().map_or(vec![], |g| {
+        g.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()
+    });
     let filter = Filter {
         a,
         name,
-        groups: a.groups.last().map_or(vec![], |g| {
-            g.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()
-        }),
         net: fancy && cols.iter().any(|c| matches!(c.as_str(), "INTERFACE" | "IPV4" | "IPV6")),
         state: fancy || a.json || a.running || a.active || a.frozen || a.stopped || max > 0,
+        config: fancy || a.json || a.defined || max > 0 || !groups.is_empty(),
+        groups,
     };
     let mut rows = vec![];
     collect(&engine.backends, &store, &filter, None, 0, max, &mut rows)?;
