@@ -77,6 +77,28 @@ impl Target<'_> {
     pub fn building(&self, spec: &RootfsSpec) -> RootfsSpec {
         spec.rebase(self.dir, self.build_dir)
     }
+
+    /// [`build_mark`] of this build.
+    pub fn mark(&self) -> String {
+        build_mark(self.build_dir)
+    }
+}
+
+/// A mark for what the build in `build_dir` makes outside it (an LVM tag, a
+/// zfs property value): 16 hex digits of a hash of the build dir's name
+/// (`.strata-tmp.NAME.UNIQUE`, fresh for each build; see
+/// [`Backend::made_by`]). The name alone: the next command may reach the
+/// dir through another spelling of its lxcpath.
+pub fn build_mark(build_dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let name = build_dir.file_name().unwrap_or(build_dir.as_os_str());
+    // FNV-1a: stable across versions and builds, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Disk usage of one rootfs, where the backend can know it.
@@ -131,6 +153,17 @@ pub trait Backend: Send + Sync {
 
     /// Whether the rootfs exists.
     fn exists(&self, spec: &RootfsSpec) -> bool;
+
+    /// Whether `spec`, planned by the build in `build_dir`, is that build's
+    /// own, or does not exist: undoing a killed or failed build destroys
+    /// only what it made. A rootfs named outside the build dir (an LV, a
+    /// dataset) may instead have been made by another build that planned
+    /// the same name at the same time, in another lxcpath: such a backend
+    /// marks what it makes with [`build_mark`] of its build dir and answers
+    /// by that mark. The default, for a rootfs inside the build dir: true.
+    fn made_by(&self, _spec: &RootfsSpec, _build_dir: &Path) -> bool {
+        true
+    }
 
     /// A host path where the files can be read and written without mounting
     /// (dir, btrfs); `None` when it must be mounted first.

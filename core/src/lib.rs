@@ -26,7 +26,8 @@ pub mod store;
 pub mod toollock;
 
 pub use backend::{
-    Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Snapshotter, Target, Usage, UsageReport,
+    build_mark, Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Snapshotter, Target, Usage,
+    UsageReport,
 };
 pub use error::{Error, ErrorKind, IoContext, Result};
 pub use spec::RootfsSpec;

@@ -10,7 +10,10 @@
 //!
 //! Names never collide: a container's LV is `NAME` when free, else
 //! `NAME_1`, `NAME_2`...; the LV of snapshot `snapN` of container `c1` is
-//! `c1_snapN` (same rule). The lvm tools run with argv only, JSON reports and
+//! `c1_snapN` (same rule). Two builds in two lxcpaths may plan one name at
+//! once: each LV is made with its build's tag (`strata_build_MARK`), the
+//! loser's lvcreate fails, its build is undone without touching the
+//! winner's LV ([`Backend::made_by`]) and planned again. The lvm tools run with argv only, JSON reports and
 //! sizes in bytes; every VG/LV name is checked before any command runs.
 
 pub mod runner;
@@ -49,6 +52,8 @@ pub struct Lv {
     pub pool: String,
     pub origin: String,
     pub data_percent: Option<f64>,
+    /// `lv_tags`, comma-separated.
+    pub tags: Vec<String>,
 }
 
 impl Lv {
@@ -166,6 +171,11 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>> {
                     .get("data_percent")
                     .and_then(Value::as_str)
                     .and_then(|s| s.trim().parse().ok()),
+                tags: text(lv, "lv_tags")
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             });
         }
     }
@@ -200,6 +210,24 @@ fn wanted_name(t: &Target, explicit: Option<&str>) -> String {
         }
     }
     t.name.to_string()
+}
+
+/// The LVM tag of what the build of `t` makes (see [`Backend::made_by`]).
+fn build_tag(build_dir: &Path) -> String {
+    format!("strata_build_{}", strata_core::build_mark(build_dir))
+}
+
+/// `lvcreate` failed: the name taken meanwhile (another build in another
+/// lxcpath planned it too) is told apart, so that the engine plans again.
+fn create_failed(b: &LvmBackend, e: strata_core::Error, vg: &str, lv: &str) -> strata_core::Error {
+    if b.find(vg, lv).is_some() {
+        return err!(
+            AlreadyExists,
+            "create lvm rootfs",
+            "logical volume {vg}/{lv} was made meanwhile by another build: {e}"
+        );
+    }
+    e
 }
 
 /// The first of `base`, `base_1`, `base_2`, ... not in `taken`.
@@ -261,7 +289,7 @@ impl LvmBackend {
                 "b",
                 "--nosuffix",
                 "-o",
-                "lv_name,vg_name,lv_attr,lv_size,pool_lv,origin,data_percent",
+                "lv_name,vg_name,lv_attr,lv_size,pool_lv,origin,data_percent,lv_tags",
                 vg,
             ]),
         )?;
@@ -545,6 +573,7 @@ impl Backend for LvmBackend {
         let pool = pool_opt(t, &vg, &lvs).unwrap_or_else(|| "lxc".into());
         let thin = lvs.iter().any(|l| l.name == pool && l.is_thin_pool());
         let sz = format!("{size}b");
+        let tag = build_tag(t.build_dir);
         let argv = if thin {
             s(&[
                 "lvcreate",
@@ -556,11 +585,13 @@ impl Backend for LvmBackend {
                 &sz,
                 "--thinpool",
                 &format!("{vg}/{pool}"),
+                "--addtag",
+                &tag,
             ])
         } else {
-            s(&["lvcreate", "-y", "-Wy", "-n", &lv, "-L", &sz, &vg])
+            s(&["lvcreate", "-y", "-Wy", "-n", &lv, "-L", &sz, "--addtag", &tag, &vg])
         };
-        self.tool(OP, argv)?;
+        self.tool(OP, argv).map_err(|e| create_failed(self, e, &vg, &lv))?;
         let dev = format!("/dev/{vg}/{lv}");
         let mkfs = match fstype.as_str() {
             "xfs" => s(&["mkfs.xfs", "-q", "-f", &dev]),
@@ -595,6 +626,15 @@ impl Backend for LvmBackend {
 
     fn exists(&self, spec: &RootfsSpec) -> bool {
         parse_spec(spec).is_ok_and(|(vg, lv)| self.find(&vg, &lv).is_some())
+    }
+
+    // Every LV this backend makes carries its build's tag from lvcreate on.
+    fn made_by(&self, spec: &RootfsSpec, build_dir: &Path) -> bool {
+        let Ok((vg, lv)) = parse_spec(spec) else { return true };
+        match self.find(&vg, &lv) {
+            Some(l) => l.tags.contains(&build_tag(build_dir)),
+            None => true,
+        }
     }
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
@@ -648,7 +688,7 @@ impl Snapshotter for LvmBackend {
         self.find(&vg, &lv).is_some_and(|l| !l.is_classic_snapshot())
     }
 
-    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target, _readonly: bool) -> Result<()> {
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
         const OP: &str = "lvm snapshot";
         let (vg, olv) = parse_spec(src)?;
         let (nvg, lv) = parse_spec(spec)?;
@@ -671,8 +711,9 @@ impl Snapshotter for LvmBackend {
             ));
         }
         let origin = format!("{vg}/{olv}");
+        let tag = build_tag(t.build_dir);
         let argv = if o.is_thin() {
-            s(&["lvcreate", "-y", "-s", "-n", &lv, &origin])
+            s(&["lvcreate", "-y", "-s", "-n", &lv, "--addtag", &tag, &origin])
         } else {
             s(&[
                 "lvcreate",
@@ -682,10 +723,12 @@ impl Snapshotter for LvmBackend {
                 &lv,
                 "-L",
                 &format!("{}b", o.size),
+                "--addtag",
+                &tag,
                 &origin,
             ])
         };
-        self.tool(OP, argv)?;
+        self.tool(OP, argv).map_err(|e| create_failed(self, e, &vg, &lv))?;
         let res = (|| {
             if o.is_thin() {
                 self.activate(&vg, &lv)?;

@@ -7,7 +7,7 @@ use strata_core::{BackendOpts, ErrorKind};
 const VGS: &str = r#"{"report":[{"vg":[{"vg_name":"vg0","vg_size":"2143289344","vg_free":"1069547520"}]}]}"#;
 const LVS: &str = r#"{"report":[{"lv":[
  {"lv_name":"lxc","vg_name":"vg0","lv_attr":"twi-aotz--","lv_size":"1073741824","pool_lv":"","origin":"","data_percent":"3.00"},
- {"lv_name":"c1","vg_name":"vg0","lv_attr":"Vwi-a-tz--","lv_size":"536870912","pool_lv":"lxc","origin":"","data_percent":"10.00"},
+ {"lv_name":"c1","vg_name":"vg0","lv_attr":"Vwi-a-tz--","lv_size":"536870912","pool_lv":"lxc","origin":"","data_percent":"10.00","lv_tags":"strata_build_00000000000000aa,other"},
  {"lv_name":"plain","vg_name":"vg0","lv_attr":"owi-a-s---","lv_size":"104857600","pool_lv":"","origin":"","data_percent":""},
  {"lv_name":"psnap","vg_name":"vg0","lv_attr":"swi-a-s---","lv_size":"104857600","pool_lv":"","origin":"plain","data_percent":"0.01"}
 ]}]}"#;
@@ -178,8 +178,11 @@ fn create_thin_and_snapshot_argv() {
     let spec = RootfsSpec::parse("lvm:/dev/vg0/c2").unwrap();
     b.create(&spec, &t).unwrap();
     let calls = f.calls();
+    let tag = format!("strata_build_{}", strata_core::build_mark(&dir));
     assert!(
-        calls.contains(&"lvcreate -y -Wy -n c2 -V 1073741824b --thinpool vg0/lxc".to_string()),
+        calls.contains(&format!(
+            "lvcreate -y -Wy -n c2 -V 1073741824b --thinpool vg0/lxc --addtag {tag}"
+        )),
         "{calls:?}"
     );
     assert!(calls.contains(&"mkfs.ext4 -q -F /dev/vg0/c2".to_string()));
@@ -189,7 +192,7 @@ fn create_thin_and_snapshot_argv() {
     b.snapshot(&src, &snap, &t, true).unwrap();
     let calls = f.calls();
     assert!(
-        calls.contains(&"lvcreate -y -s -n c1_snap0 vg0/c1".to_string()),
+        calls.contains(&format!("lvcreate -y -s -n c1_snap0 --addtag {tag} vg0/c1")),
         "{calls:?}"
     );
     assert!(calls.contains(&"lvchange -ay -K vg0/c1_snap0".to_string()));
@@ -197,9 +200,9 @@ fn create_thin_and_snapshot_argv() {
     let p = RootfsSpec::parse("lvm:/dev/vg0/plain").unwrap();
     let ps = RootfsSpec::parse("lvm:/dev/vg0/plain_1").unwrap();
     b.snapshot(&p, &ps, &t, false).unwrap();
-    assert!(f
-        .calls()
-        .contains(&"lvcreate -y -s -n plain_1 -L 104857600b vg0/plain".to_string()));
+    assert!(f.calls().contains(&format!(
+        "lvcreate -y -s -n plain_1 -L 104857600b --addtag {tag} vg0/plain"
+    )));
 }
 
 #[test]
@@ -246,7 +249,7 @@ fn a_copy_goes_to_its_sources_vg_and_thin_pool() {
     assert!(
         f.calls()
             .iter()
-            .any(|c| c.starts_with("lvcreate -y -Wy -n c2 -V ") && c.ends_with("--thinpool vg0/lxc")),
+            .any(|c| c.starts_with("lvcreate -y -Wy -n c2 -V ") && c.contains(" --thinpool vg0/lxc ")),
         "{:?}",
         f.calls()
     );
@@ -257,4 +260,25 @@ fn a_copy_goes_to_its_sources_vg_and_thin_pool() {
         ..BackendOpts::default()
     };
     assert_eq!(plan(&b, "c2", "/l", &o, None).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn undoing_a_build_spares_a_volume_another_build_made() {
+    let (b, _) = setup();
+    let spec = RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap();
+    let lvs = parse_lvs(LVS).unwrap();
+    assert_eq!(lvs[1].tags, vec!["strata_build_00000000000000aa", "other"]);
+    // c1 carries another build's tag: not this build's to destroy.
+    assert!(!b.made_by(&spec, Path::new("/l/.strata-tmp.c1.1")));
+    // Gone: nothing to spare.
+    assert!(b.made_by(&RootfsSpec::parse("lvm:/dev/vg0/gone").unwrap(), Path::new("/l/x")));
+    // The mark goes by the build dir's own name, whatever the lxcpath's spelling.
+    assert_eq!(
+        strata_core::build_mark(Path::new("/a/.strata-tmp.c1.9")),
+        strata_core::build_mark(Path::new("/b/../a/.strata-tmp.c1.9"))
+    );
+    assert_ne!(
+        strata_core::build_mark(Path::new("/a/.strata-tmp.c1.9")),
+        strata_core::build_mark(Path::new("/a/.strata-tmp.c1.a"))
+    );
 }

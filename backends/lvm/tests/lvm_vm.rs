@@ -321,3 +321,80 @@ fn usage_reports_thin_data() {
     assert!(u.referenced.unwrap() > 0 && u.referenced.unwrap() < 64 << 20, "{u:?}");
     destroy(&e, &lp, "u1");
 }
+
+/// Two containers of one name in two lxcpaths, built at once on one VG:
+/// each plans the same free LV name; the one whose lvcreate loses undoes
+/// its build without touching the winner's LV and plans again. Both end
+/// whole, each config naming its own LV.
+#[test]
+fn same_named_containers_in_two_lxcpaths_built_at_once_get_their_own_lvs() {
+    let Some(vg) = vm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let before = lvs(&vg);
+    for round in 0..3 {
+        let name = format!("twin{round}");
+        let paths: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("lxc{round}-{i}"))).collect();
+        let go = std::sync::Barrier::new(2);
+        let made: Vec<strata_core::Container> = std::thread::scope(|s| {
+            let hs: Vec<_> = paths
+                .iter()
+                .map(|lp| {
+                    let (go, name, src, vg) = (&go, &name, &src, &vg);
+                    s.spawn(move || {
+                        let e = engine();
+                        go.wait();
+                        create(&e, lp, name, opts(vg), src)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let e = engine();
+        assert_ne!(
+            made[0].rootfs, made[1].rootfs,
+            "round {round}: one LV for two containers"
+        );
+        for (c, lp) in made.iter().zip(&paths) {
+            let cfg = std::fs::read_to_string(lp.join(&name).join("config")).unwrap();
+            assert!(cfg.contains(&format!("lxc.rootfs.path = {}", c.rootfs)), "{cfg}");
+            assert_eq!(read(&e, &c.rootfs, "data").as_deref(), Some("hello"));
+        }
+        for lp in &paths {
+            destroy(&e, lp, &name);
+        }
+    }
+    assert_eq!(lvs(&vg), before, "every LV removed");
+}
+
+/// A build killed between its plan and its lvcreate leaves a record naming
+/// an LV it never made; meanwhile a container of the same name in another
+/// lxcpath made that LV. Undoing the killed build must not destroy it.
+#[test]
+fn undoing_a_killed_build_spares_the_lv_another_lxcpath_made() {
+    let Some(vg) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let theirs = create(&e, &b, "same", opts(&vg), &src);
+    assert_eq!(theirs.rootfs.to_string(), format!("lvm:/dev/{vg}/same"));
+    // As the killed build in `a` left it: its staging dir with its record.
+    let staging = a.join(".strata-tmp.same.killed1");
+    std::fs::create_dir_all(&staging).unwrap();
+    let rec = format!(
+        r#"{{"dir":"{}","spec":"{}","dep":null}}"#,
+        a.join("same").display(),
+        theirs.rootfs
+    );
+    std::fs::write(staging.join(".strata-op"), rec).unwrap();
+    let removed = e.reconcile(&a).unwrap();
+    assert_eq!(removed, vec![staging.clone()]);
+    assert!(!staging.exists());
+    assert!(
+        lvs(&vg).iter().any(|l| l.0 == "same"),
+        "the other lxcpath's LV was destroyed"
+    );
+    assert_eq!(read(&e, &theirs.rootfs, "data").as_deref(), Some("hello"));
+    destroy(&e, &b, "same");
+}

@@ -6,7 +6,11 @@
 //! stale when the engine renames a staging dir into place.
 //!
 //! Dataset names never collide: `ROOT/NAME` when free, else `ROOT/NAME_1`,
-//! ...; snapshot `snapN` of container `c1` is `ROOT/c1_snapN`. A snapshot
+//! ...; snapshot `snapN` of container `c1` is `ROOT/c1_snapN`. Two builds
+//! in two lxcpaths may plan one name at once: each dataset is made with its
+//! build's mark (`strata:build`), the loser's `zfs create`/`clone`/`receive`
+//! fails, its build is undone without touching the winner's dataset
+//! ([`Backend::made_by`]) and planned again. A snapshot
 //! clone is `zfs snapshot ORIG@strata-X` + `zfs clone`; a copy inside zfs is
 //! `zfs send | zfs receive` (two processes, one pipe, no shell).
 //!
@@ -39,6 +43,13 @@ const SNAP_PREFIX: &str = "strata-";
 /// The user property naming the dataset a snapshot was made for (a clone's
 /// origin, a copy's source): what a killed clone or copy left is found by it.
 const FOR_PROP: &str = "strata:for";
+/// A dataset's maker: the [`strata_core::build_mark`] of the build that made
+/// it, set as it is made (see [`Backend::made_by`]).
+const BUILD_PROP: &str = "strata:build";
+
+fn build_opt(t: &Target) -> String {
+    format!("{BUILD_PROP}={}", t.mark())
+}
 
 pub struct ZfsBackend {
     run: Box<dyn Runner>,
@@ -174,6 +185,20 @@ impl ZfsBackend {
             ));
         }
         Ok(o)
+    }
+
+    /// A dataset command failed: the name taken meanwhile (another build in
+    /// another lxcpath planned it too) is told apart, so that the engine
+    /// plans again.
+    fn create_failed(&self, e: strata_core::Error, ds: &str) -> strata_core::Error {
+        if self.ds_exists(ds) {
+            return err!(
+                AlreadyExists,
+                "create zfs rootfs",
+                "dataset {ds} was made meanwhile by another build: {e}"
+            );
+        }
+        e
     }
 
     fn ds_exists(&self, ds: &str) -> bool {
@@ -492,14 +517,32 @@ impl Backend for ZfsBackend {
         Ok(RootfsSpec::new("zfs", name))
     }
 
-    fn create(&self, spec: &RootfsSpec, _t: &Target) -> Result<()> {
+    fn create(&self, spec: &RootfsSpec, t: &Target) -> Result<()> {
         let ds = parse_spec(spec)?;
         let _span = tracing::info_span!("zfs create", ds = %ds).entered();
         self.tool(
             "create zfs rootfs",
-            s(&["zfs", "create", "-o", "mountpoint=legacy", &ds]),
-        )?;
+            s(&["zfs", "create", "-o", "mountpoint=legacy", "-o", &build_opt(t), &ds]),
+        )
+        .map_err(|e| self.create_failed(e, &ds))?;
         Ok(())
+    }
+
+    // Every dataset this backend makes carries its build's mark from the
+    // command that makes it on (create, clone, receive).
+    fn made_by(&self, spec: &RootfsSpec, build_dir: &Path) -> bool {
+        let Ok(ds) = parse_spec(spec) else { return true };
+        if !self.ds_exists(&ds) {
+            return true;
+        }
+        let o = self.run.run(&s(&[
+            "zfs", "get", "-H", "-p", "-o", "value", "-s", "local", BUILD_PROP, &ds,
+        ]));
+        match o {
+            Ok(o) if o.ok => o.stdout.trim() == strata_core::build_mark(build_dir),
+            // Gone meanwhile, or unreadable: nothing of ours is destroyed blind.
+            _ => !self.ds_exists(&ds),
+        }
     }
 
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
@@ -583,7 +626,7 @@ impl Snapshotter for ZfsBackend {
         src.kind() == "zfs"
     }
 
-    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target, _readonly: bool) -> Result<()> {
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
         const OP: &str = "zfs snapshot";
         let ods = parse_spec(src)?;
         let ds = parse_spec(spec)?;
@@ -599,16 +642,26 @@ impl Snapshotter for ZfsBackend {
         let snap = format!("{ods}@{}", unique_snap());
         let made_for = format!("{FOR_PROP}={ds}");
         self.tool(OP, s(&["zfs", "snapshot", "-o", &made_for, &snap]))?;
-        if let Err(e) = self.tool("zfs clone", s(&["zfs", "clone", "-o", "mountpoint=legacy", &snap, &ds])) {
+        let argv = s(&[
+            "zfs",
+            "clone",
+            "-o",
+            "mountpoint=legacy",
+            "-o",
+            &build_opt(t),
+            &snap,
+            &ds,
+        ]);
+        if let Err(e) = self.tool("zfs clone", argv) {
             let _ = self.tool(OP, s(&["zfs", "destroy", &snap]));
-            return Err(e);
+            return Err(self.create_failed(e, &ds));
         }
         Ok(())
     }
 }
 
 impl FastCopy for ZfsBackend {
-    fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target) -> Result<bool> {
+    fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool> {
         let (ods, ds) = (parse_spec(src)?, parse_spec(spec)?);
         let _span = tracing::info_span!("zfs send/receive", src = %ods, dst = %ds).entered();
         let snap = format!("{ods}@{}", unique_snap());
@@ -616,7 +669,16 @@ impl FastCopy for ZfsBackend {
         self.tool("zfs send", s(&["zfs", "snapshot", "-o", &made_for, &snap]))?;
         let res = self.run.pipe(
             &s(&["zfs", "send", &snap]),
-            &s(&["zfs", "receive", "-u", "-o", "mountpoint=legacy", &ds]),
+            &s(&[
+                "zfs",
+                "receive",
+                "-u",
+                "-o",
+                "mountpoint=legacy",
+                "-o",
+                &build_opt(t),
+                &ds,
+            ]),
         );
         let _ = self.tool("zfs send", s(&["zfs", "destroy", &snap]));
         match res {
@@ -627,8 +689,16 @@ impl FastCopy for ZfsBackend {
                 Ok(true)
             }
             other => {
-                if self.ds_exists(&ds) {
+                // Only what this receive made: the name may have been taken
+                // meanwhile by another build.
+                if self.ds_exists(&ds) && self.made_by(spec, t.build_dir) {
                     let _ = self.tool("zfs receive", s(&["zfs", "destroy", "-r", &ds]));
+                } else if self.ds_exists(&ds) {
+                    return Err(err!(
+                        AlreadyExists,
+                        "zfs send/receive",
+                        "dataset {ds} was made meanwhile by another build"
+                    ));
                 }
                 match other {
                     Ok(o) => Err(err!(

@@ -143,11 +143,17 @@ fn snapshot_clone_and_send_receive_argv() {
         "{c:?}"
     );
     let snap = c[0].rsplit(' ').next().unwrap().to_string();
-    assert_eq!(c[1], format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c2"));
+    let mark = strata_core::build_mark(&dir);
+    assert_eq!(
+        c[1],
+        format!("zfs clone -o mountpoint=legacy -o strata:build={mark} {snap} tank/lxc/c2")
+    );
     assert!(b.fast_copy(&src, &dst, &t).unwrap());
     let c = f.calls();
     assert!(c.iter().any(|l| l.starts_with("zfs send tank/lxc/c1@strata-")));
-    assert!(c.contains(&"zfs receive -u -o mountpoint=legacy tank/lxc/c2".to_string()));
+    assert!(c.contains(&format!(
+        "zfs receive -u -o mountpoint=legacy -o strata:build={mark} tank/lxc/c2"
+    )));
     let other = RootfsSpec::parse("zfs:other/c2").unwrap();
     assert_eq!(
         b.snapshot(&src, &other, &t, false).unwrap_err().kind(),
@@ -430,6 +436,17 @@ fn engine_with_c1() -> Option<(
 }
 
 /// The snapshot made for a clone, from the recorded `zfs snapshot` argv.
+/// The build mark a clone was made with (its staging dir's).
+fn clone_mark(calls: &[String]) -> String {
+    calls
+        .iter()
+        .find(|c| c.starts_with("zfs clone "))
+        .and_then(|c| c.split("strata:build=").nth(1))
+        .and_then(|c| c.split(' ').next())
+        .unwrap_or_else(|| panic!("no marked zfs clone in {calls:?}"))
+        .to_string()
+}
+
 fn made_snapshot(calls: &[String]) -> String {
     calls
         .iter()
@@ -466,7 +483,10 @@ fn snapshot_clone_runs_three_zfs_commands() {
         [
             format!("{LIST} tank/lxc"),
             format!("zfs snapshot -o strata:for=tank/lxc/c2 {snap}"),
-            format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c2"),
+            format!(
+                "zfs clone -o mountpoint=legacy -o strata:build={} {snap} tank/lxc/c2",
+                clone_mark(&calls)
+            ),
             "mount(2) tank/lxc/c2".into(),
             "umount(2) tank/lxc/c2".into(),
         ]
@@ -489,7 +509,10 @@ fn snapshot_create_runs_three_zfs_commands() {
         [
             format!("{LIST} tank/lxc"),
             format!("zfs snapshot -o strata:for=tank/lxc/c1_snap0_1 {snap}"),
-            format!("zfs clone -o mountpoint=legacy {snap} tank/lxc/c1_snap0_1"),
+            format!(
+                "zfs clone -o mountpoint=legacy -o strata:build={} {snap} tank/lxc/c1_snap0_1",
+                clone_mark(&calls)
+            ),
         ]
     );
     assert!(
@@ -592,4 +615,25 @@ fn a_copy_goes_beside_its_source_unless_a_zfsroot_is_given() {
     opts.zfsroot = None;
     opts.defaults.insert("lxc.bdev.zfs.root".into(), "tank/lxc".into());
     assert_eq!(spec(&opts).unwrap(), "zfs:tank/lxc/c2");
+}
+
+#[test]
+fn undoing_a_build_spares_a_dataset_another_build_made() {
+    let (b, f) = setup();
+    let spec = RootfsSpec::parse("zfs:tank/lxc/c1").unwrap();
+    let mine = Path::new("/l/.strata-tmp.c1.1");
+    f.on(
+        "zfs get -H -p -o value -s local strata:build tank/lxc/c1",
+        true,
+        &format!("{}\n", strata_core::build_mark(Path::new("/other/.strata-tmp.c1.2"))),
+    );
+    assert!(!b.made_by(&spec, mine), "another build's dataset counted as this one's");
+    f.on(
+        "zfs get -H -p -o value -s local strata:build tank/lxc/c1",
+        true,
+        &format!("{}\n", strata_core::build_mark(mine)),
+    );
+    assert!(b.made_by(&spec, mine));
+    // Not there: nothing to spare.
+    assert!(b.made_by(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap(), mine));
 }

@@ -299,3 +299,99 @@ fn usage_from_used_and_referenced() {
     assert!(u.referenced.unwrap() > 0 && u.exclusive.unwrap() > 0, "{u:?}");
     destroy(&e, &lp, "u1");
 }
+
+/// Two containers of one name in two lxcpaths, built at once in one zfs
+/// root: each plans the same free dataset name; the one whose `zfs create`
+/// loses undoes its build without touching the winner's dataset and plans
+/// again. Both end whole, each config naming its own dataset.
+#[test]
+fn same_named_containers_in_two_lxcpaths_built_at_once_get_their_own_datasets() {
+    let Some(pool) = vm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let before = datasets(&pool);
+    for round in 0..3 {
+        let name = format!("twin{round}");
+        let paths: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("lxc{round}-{i}"))).collect();
+        let go = std::sync::Barrier::new(2);
+        let made: Vec<strata_core::Container> = std::thread::scope(|s| {
+            let hs: Vec<_> = paths
+                .iter()
+                .map(|lp| {
+                    let (go, name, src, pool) = (&go, &name, &src, &pool);
+                    s.spawn(move || {
+                        let e = engine();
+                        go.wait();
+                        create(&e, lp, name, opts(pool), src)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let e = engine();
+        assert_ne!(
+            made[0].rootfs, made[1].rootfs,
+            "round {round}: one dataset for two containers"
+        );
+        for (c, lp) in made.iter().zip(&paths) {
+            let cfg = std::fs::read_to_string(lp.join(&name).join("config")).unwrap();
+            assert!(cfg.contains(&format!("lxc.rootfs.path = {}", c.rootfs)), "{cfg}");
+            assert_eq!(read(&e, &c.rootfs, "data").as_deref(), Some("hello"));
+        }
+        // Snapshot clones of each, at once, to one planned name too.
+        let clones: Vec<strata_core::Container> = std::thread::scope(|s| {
+            let hs: Vec<_> = paths
+                .iter()
+                .map(|lp| {
+                    let (go, name) = (&go, &name);
+                    s.spawn(move || {
+                        let e = engine();
+                        go.wait();
+                        clone(&e, lp, name, "k", true, None, BackendOpts::default()).unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_ne!(
+            clones[0].rootfs, clones[1].rootfs,
+            "round {round}: one clone dataset for two"
+        );
+        for lp in &paths {
+            destroy(&e, lp, "k");
+            destroy(&e, lp, &name);
+        }
+    }
+    assert_eq!(datasets(&pool), before, "every dataset removed");
+}
+
+/// A build killed between its plan and its `zfs create` leaves a record
+/// naming a dataset it never made; meanwhile a container of the same name
+/// in another lxcpath made it. Undoing the killed build must not destroy it.
+#[test]
+fn undoing_a_killed_build_spares_the_dataset_another_lxcpath_made() {
+    let Some(pool) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let theirs = create(&e, &b, "same", opts(&pool), &src);
+    assert_eq!(theirs.rootfs.to_string(), format!("zfs:{pool}/lxc/same"));
+    let staging = a.join(".strata-tmp.same.killed1");
+    std::fs::create_dir_all(&staging).unwrap();
+    let rec = format!(
+        r#"{{"dir":"{}","spec":"{}","dep":null}}"#,
+        a.join("same").display(),
+        theirs.rootfs
+    );
+    std::fs::write(staging.join(".strata-op"), rec).unwrap();
+    let removed = e.reconcile(&a).unwrap();
+    assert_eq!(removed, vec![staging.clone()]);
+    assert!(!staging.exists());
+    assert!(
+        datasets(&pool).contains(&format!("{pool}/lxc/same")),
+        "the other lxcpath's dataset was destroyed"
+    );
+    assert_eq!(read(&e, &theirs.rootfs, "data").as_deref(), Some("hello"));
+    destroy(&e, &b, "same");
+}

@@ -5,7 +5,9 @@ use super::deps::{add_dep, locked, need, remove_dep, Step};
 use super::fsutil::{self, write_atomic};
 use super::rewrite::{is_hwaddr, random_mac, replace_dir};
 use super::rootfs::{check_backend_allowed, check_fits, may_snapshot_running, no_space, remove_lost_found, CtxOp};
-use super::staging::{exists_any, make_container_dir, own_dir_as_container_root, write_record, Staged};
+use super::staging::{
+    exists_any, make_container_dir, name_taken_meanwhile, own_dir_as_container_root, write_record, Staged,
+};
 use super::{failpoint, CloneRequest, Engine};
 use crate::backend::{Backend, BackendOpts, Opened, Target};
 use crate::config::Config;
@@ -257,6 +259,17 @@ impl Engine {
     /// container the clone will depend on is asked for (`Need`) before
     /// anything is made.
     pub(super) fn stage_clone(&self, p: &Params) -> Result<Step<Staged>> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.stage_clone_once(p) {
+                Err(e) if name_taken_meanwhile(&e, tries) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn stage_clone_once(&self, p: &Params) -> Result<Step<Staged>> {
         const OP: &str = "clone";
         let (dst_b, snapshot) = self.choose(p)?;
         let src_b = self.backend_of(&p.src.rootfs)?;

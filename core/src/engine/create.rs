@@ -4,7 +4,9 @@
 use super::fsutil::rename_noreplace;
 use super::rewrite::{expand_hwaddrs, replace_dir};
 use super::rootfs::{check_backend_allowed, check_fits, no_space, remove_lost_found};
-use super::staging::{exists_any, make_container_dir, own_dir_as_container_root, write_record, RECORD};
+use super::staging::{
+    exists_any, make_container_dir, name_taken_meanwhile, own_dir_as_container_root, write_record, RECORD,
+};
 use super::{failpoint, CreateRequest, Engine, RootfsSource};
 use crate::backend::{Opened, Target};
 use crate::config::Config;
@@ -152,81 +154,89 @@ impl Engine {
             build_dir: &dir,
             opts: &req.opts,
         };
-        let spec = backend.plan(&probe, None)?;
-        if let RootfsSource::Dir(p) = &req.source {
-            check_fits(backend, &probe, || crate::copy::tree_usage(p))?;
-        }
-        let staging = make_container_dir(&r.lxcpath, &r.name, &map)?;
-        let res = (|| -> Result<Config> {
-            write_record(&staging, &dir, Some(&spec), None, false)?;
-            let t = Target {
-                build_dir: &staging,
-                ..probe
-            };
-            let mut cfg = seed.clone();
-            expand_hwaddrs(&mut cfg);
-            cfg.set("lxc.rootfs.path", &spec.to_string());
-            cfg.set("lxc.uts.name", &r.name);
-            let cfg_path = staging.join("config");
-            // Written by the caller before the rootfs is filled: the config stays the caller's.
-            cfg.save(&cfg_path)?;
-            let shifted = needs_container_root(&map);
-            as_container_root(&map, || {
-                if shifted {
-                    own_dir_as_container_root(&staging)?;
-                }
-                backend.create(&spec, &t)?;
-                let building = t.building(&spec);
-                let opened = Opened::open(backend, &building, false)?;
-                if shifted {
-                    // Made by the caller or by the backend: the container's root owns its top dir.
-                    std::os::unix::fs::lchown(opened.path(), Some(0), Some(0)).ctx(OP, opened.path())?;
-                }
-                match &req.source {
-                    RootfsSource::Empty => {}
-                    RootfsSource::Dir(p) => {
-                        remove_lost_found(opened.path());
-                        let opts = CopyOptions {
-                            shift: shifted.then(|| caller_as_root(&map)),
-                            ..CopyOptions::default()
-                        };
-                        copy_tree(p, opened.path(), &opts).map_err(|e| no_space(backend, e))?;
-                    }
-                    RootfsSource::Tarball(p) => untar(p, opened.path())?,
-                }
-                if let Some(tp) = &template {
-                    run_template(tp, &staging, &r.name, opened.path(), &req.template_args)?;
-                }
-                opened.close()
-            })?;
-            if shifted {
-                crate::shift::record_shifted(&staging, &map)?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let spec = backend.plan(&probe, None)?;
+            if let RootfsSource::Dir(p) = &req.source {
+                check_fits(backend, &probe, || crate::copy::tree_usage(p))?;
             }
-            if template.is_some() {
-                cfg = Config::load(&cfg_path)?;
-                let (s, d) = (staging.display().to_string(), dir.display().to_string());
-                cfg.rewrite(|_, v| v.contains(&s).then(|| replace_dir(v, &s, &d)));
+            let staging = make_container_dir(&r.lxcpath, &r.name, &map)?;
+            let res = (|| -> Result<Config> {
+                write_record(&staging, &dir, Some(&spec), None, false)?;
+                let t = Target {
+                    build_dir: &staging,
+                    ..probe
+                };
+                let mut cfg = seed.clone();
                 expand_hwaddrs(&mut cfg);
                 cfg.set("lxc.rootfs.path", &spec.to_string());
-                if cfg.get("lxc.uts.name").is_none() {
-                    cfg.set("lxc.uts.name", &r.name);
-                }
+                cfg.set("lxc.uts.name", &r.name);
+                let cfg_path = staging.join("config");
+                // Written by the caller before the rootfs is filled: the config stays the caller's.
                 cfg.save(&cfg_path)?;
-            }
-            std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
-            failpoint("create-before-rename");
-            rename_noreplace(&staging, &dir)?;
-            Ok(cfg)
-        })();
-        match res {
-            Ok(config) => Ok(Container {
-                r,
-                config,
-                rootfs: spec,
-            }),
-            Err(e) => {
-                self.abort_staging(&staging, &dir, Some(&spec));
-                Err(e)
+                let shifted = needs_container_root(&map);
+                as_container_root(&map, || {
+                    if shifted {
+                        own_dir_as_container_root(&staging)?;
+                    }
+                    backend.create(&spec, &t)?;
+                    let building = t.building(&spec);
+                    let opened = Opened::open(backend, &building, false)?;
+                    if shifted {
+                        // Made by the caller or by the backend: the container's root owns its top dir.
+                        std::os::unix::fs::lchown(opened.path(), Some(0), Some(0)).ctx(OP, opened.path())?;
+                    }
+                    match &req.source {
+                        RootfsSource::Empty => {}
+                        RootfsSource::Dir(p) => {
+                            remove_lost_found(opened.path());
+                            let opts = CopyOptions {
+                                shift: shifted.then(|| caller_as_root(&map)),
+                                ..CopyOptions::default()
+                            };
+                            copy_tree(p, opened.path(), &opts).map_err(|e| no_space(backend, e))?;
+                        }
+                        RootfsSource::Tarball(p) => untar(p, opened.path())?,
+                    }
+                    if let Some(tp) = &template {
+                        run_template(tp, &staging, &r.name, opened.path(), &req.template_args)?;
+                    }
+                    opened.close()
+                })?;
+                if shifted {
+                    crate::shift::record_shifted(&staging, &map)?;
+                }
+                if template.is_some() {
+                    cfg = Config::load(&cfg_path)?;
+                    let (s, d) = (staging.display().to_string(), dir.display().to_string());
+                    cfg.rewrite(|_, v| v.contains(&s).then(|| replace_dir(v, &s, &d)));
+                    expand_hwaddrs(&mut cfg);
+                    cfg.set("lxc.rootfs.path", &spec.to_string());
+                    if cfg.get("lxc.uts.name").is_none() {
+                        cfg.set("lxc.uts.name", &r.name);
+                    }
+                    cfg.save(&cfg_path)?;
+                }
+                std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
+                failpoint("create-before-rename");
+                rename_noreplace(&staging, &dir)?;
+                Ok(cfg)
+            })();
+            match res {
+                Ok(config) => {
+                    return Ok(Container {
+                        r,
+                        config,
+                        rootfs: spec,
+                    })
+                }
+                Err(e) => {
+                    self.abort_staging(&staging, &dir, Some(&spec));
+                    if !name_taken_meanwhile(&e, tries) {
+                        return Err(e);
+                    }
+                }
             }
         }
     }

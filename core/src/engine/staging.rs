@@ -117,6 +117,20 @@ pub(super) fn make_aside(lxcpath: &Path, prefix: &str, name: &str, mode: u32) ->
     ))
 }
 
+/// A build whose rootfs name (an LV, a dataset: named outside the lxcpath,
+/// planned before it is made) was taken between its plan and its create by
+/// a build in another lxcpath: it is undone (sparing the other build's
+/// volume, see [`crate::Backend::made_by`]) and planned again, which picks
+/// the next free name. A few times at most.
+pub(super) fn name_taken_meanwhile(e: &Error, tries: u32) -> bool {
+    const TRIES: u32 = 3;
+    if e.kind() == crate::ErrorKind::AlreadyExists && tries < TRIES {
+        tracing::info!("planned again: {e}");
+        return true;
+    }
+    false
+}
+
 /// A fresh `$lxcpath/PREFIX NAME.XXXX` path, noted as in flight before
 /// the caller makes it (see [`crate::inflight`]).
 pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> Result<PathBuf> {
@@ -165,9 +179,16 @@ impl Engine {
     /// it nothing would name the volume again. Returns whether it went.
     pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) -> bool {
         if let Some(spec) = spec {
-            let gone = self
-                .backend_of(spec)
-                .and_then(|b| b.destroy(&spec.rebase(final_dir, staging)));
+            let spec = spec.rebase(final_dir, staging);
+            let gone = self.backend_of(&spec).and_then(|b| {
+                // A volume of the planned name that another build made (it
+                // planned the same name in another lxcpath) is not ours to undo.
+                if !b.made_by(&spec, staging) {
+                    tracing::info!("{spec} was made by another build: left alone");
+                    return Ok(());
+                }
+                b.destroy(&spec)
+            });
             if let Err(e) = gone {
                 tracing::warn!("cleanup of {spec}: {e}; {} left for a later command", staging.display());
                 return false;
