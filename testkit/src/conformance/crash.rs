@@ -177,8 +177,74 @@ pub fn world(fx: &Fixture, lx: &Path, op: Op) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs every (operation, failpoint) pair and checks that every site in
-/// [`FAILPOINTS`] was reached by at least one operation.
+/// The cases a sample always runs: every failpoint site once, on the
+/// operation that reaches it with the most at stake (a clone's dependency
+/// files, a restore's three steps, a rename's two ways).
+const SAMPLE: &[(Op, &str)] = &[
+    (Op::Create, "create-before-rename"),
+    (Op::Copy, "clone-after-rootfs"),
+    (Op::SnapClone, "clone-before-rename"),
+    (Op::Restore, "restore-after-journal"),
+    (Op::Restore, "restore-after-swap-out"),
+    (Op::Restore, "restore-after-swap-in"),
+    (Op::DestroyDependent, "destroy-after-rename"),
+    (Op::Rename, "rename-after-move"),
+    (Op::Rename, "rename-after-clone"),
+];
+
+/// How many of the other cases a sample adds, drawn afresh each run.
+const SAMPLE_EXTRA: usize = 2;
+
+/// Which (operation, failpoint) cases run: all of them, or with
+/// `STRATA_CONFORMANCE_CRASH=sample` (the guest tier in CI, where each case
+/// costs tens of seconds under emulation) [`SAMPLE`] and [`SAMPLE_EXTRA`]
+/// others drawn with the seed `STRATA_CONFORMANCE_SEED` (else the time),
+/// printed so that a failure can be run again.
+pub fn cases(fx: &Fixture) -> Vec<(Op, &'static str)> {
+    if std::env::var("STRATA_CONFORMANCE_CRASH").as_deref() != Ok("sample") {
+        return cases_of(fx, None);
+    }
+    let seed: u64 = std::env::var("STRATA_CONFORMANCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    cases_of(fx, Some(seed))
+}
+
+/// Every case, or with a seed the sample it draws.
+pub fn cases_of(fx: &Fixture, sample: Option<u64>) -> Vec<(Op, &'static str)> {
+    let all: Vec<(Op, &'static str)> = OPS
+        .iter()
+        .filter(|op| op.applies(fx))
+        .flat_map(|&op| op.failpoints().iter().map(move |&fp| (op, fp)))
+        .collect();
+    let Some(seed) = sample else { return all };
+    let mut rest: Vec<_> = all.iter().filter(|c| !SAMPLE.contains(c)).copied().collect();
+    let mut x = seed | 1;
+    let mut out: Vec<_> = SAMPLE.iter().filter(|(op, _)| op.applies(fx)).copied().collect();
+    for _ in 0..SAMPLE_EXTRA.min(rest.len()) {
+        // xorshift: a fixed draw for a given seed.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(rest.remove((x % rest.len() as u64) as usize));
+    }
+    eprintln!(
+        "{}: crash cases: a sample of {} of {} (STRATA_CONFORMANCE_SEED={seed}; STRATA_CONFORMANCE_CRASH=all runs every one)",
+        fx.label,
+        out.len(),
+        all.len()
+    );
+    out.sort();
+    out
+}
+
+/// Runs the (operation, failpoint) cases ([`cases`]) and checks that every
+/// site in [`FAILPOINTS`] was reached by at least one operation.
 pub fn run(fx: &Fixture, rep: &mut Report) {
     let mut hit: BTreeMap<&str, Vec<&str>> = FAILPOINTS.iter().map(|f| (*f, Vec::new())).collect();
     for &op in OPS {
@@ -187,16 +253,15 @@ pub fn run(fx: &Fixture, rep: &mut Report) {
                 format!("{}: crash: {}", fx.label, op.name()),
                 Ok("not applicable".into()),
             );
-            continue;
         }
-        for &fp in op.failpoints() {
-            let case = format!("{}: crash: {} at {fp}", fx.label, op.name());
-            let r = one(fx, op, fp);
-            if let Ok(Outcome::Crashed(_)) = &r {
-                hit.get_mut(fp).unwrap().push(op.name());
-            }
-            rep.push(case, r.map(|o| o.to_string()));
+    }
+    for (op, fp) in cases(fx) {
+        let case = format!("{}: crash: {} at {fp}", fx.label, op.name());
+        let r = one(fx, op, fp);
+        if let Ok(Outcome::Crashed(_)) = &r {
+            hit.get_mut(fp).unwrap().push(op.name());
         }
+        rep.push(case, r.map(|o| o.to_string()));
     }
     let missed: Vec<&str> = hit.iter().filter(|(_, v)| v.is_empty()).map(|(f, _)| *f).collect();
     let summary = hit
@@ -310,4 +375,36 @@ fn one(fx: &Fixture, op: Op, fp: &str) -> Result<Outcome, String> {
     let d = dep_mismatches(&lx);
     ensure!(d.is_empty(), "dependency files after the retry: {d:?}");
     Ok(Outcome::Crashed("rolled back, retried"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_reaches_every_site_and_draws_by_its_seed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut fx = Fixture::new(
+            "t",
+            "dir",
+            root.path(),
+            Path::new("/bin/true"),
+            strata_core::Backends::new(),
+        );
+        fx.snapshot = true;
+        let all = cases_of(&fx, None);
+        assert_eq!(all.len(), 22);
+        let s = cases_of(&fx, Some(7));
+        assert_eq!(s.len(), SAMPLE.len() + SAMPLE_EXTRA);
+        assert!(s.iter().all(|c| all.contains(c)), "{s:?}");
+        for fp in FAILPOINTS {
+            assert!(s.iter().any(|(_, f)| f == fp), "{fp} not in the sample {s:?}");
+        }
+        for (op, fp) in SAMPLE {
+            assert!(op.failpoints().contains(fp), "{op:?} never passes {fp}");
+        }
+        assert_eq!(s, cases_of(&fx, Some(7)), "not reproducible from its seed");
+        let draws: std::collections::BTreeSet<_> = (1..40u64).map(|x| cases_of(&fx, Some(x))).collect();
+        assert!(draws.len() > 5, "the extra cases hardly vary: {}", draws.len());
+    }
 }
