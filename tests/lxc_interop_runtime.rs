@@ -715,12 +715,16 @@ fn volatile_container_as_under_lxc() {
     let _stop = Stopper(&rt, "ilx7");
     assert_eq!(rt.state("ilx7"), "RUNNING");
     assert_eq!(rt.entries(), Vec::<String>::new());
+    // Listed while it runs, as LXC's lxc-ls lists it (from its bound socket).
+    assert_eq!(rt.ok("lxc-ls", &["--running"]), lxc_ok(&rt, "lxc-ls", &["--running"]));
+    assert!(rt.ok("lxc-ls", &["--running"]).contains("ilx7"));
     trapped(&rt, "ilx7");
     rt.ok("lxc-stop", &["-n", "ilx7", "-t", "10"]);
     assert!(!lxc(&rt, "lxc-info", &["-n", "ilx7"]).status.success());
     // Strata runs it: LXC's tools see it running and stop it.
     rt.ok("lxc-start", &["-n", "ilx7", "-d", "-f", rcs]);
     assert!(lxc_ok(&rt, "lxc-info", &["-n", "ilx7", "-s"]).contains("RUNNING"));
+    assert!(lxc_ok(&rt, "lxc-ls", &["--running"]).contains("ilx7"));
     assert_eq!(
         lxc_ok(&rt, "lxc-attach", &["-n", "ilx7", "--", "/bin/hostname"]),
         "volhost\n"

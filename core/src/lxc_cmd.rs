@@ -109,6 +109,27 @@ impl Rsp {
 }
 
 /// A request header: command and payload length.
+/// Names of the containers of `lxcpath` whose command socket is bound
+/// under its plain name (`@LXCPATH/NAME/command`), from /proc/net/unix,
+/// as LXC lists its active containers: a volatile one (running from a
+/// config file, never defined in the lxcpath) shows only there. A name
+/// hashed for a long lxcpath cannot be told from this.
+pub fn bound_names(lxcpath: &Path) -> Vec<String> {
+    let Some(bound) = bound_abstract() else {
+        return Vec::new();
+    };
+    let prefix = format!("{}/", lxcpath.display());
+    let mut v: Vec<String> = bound
+        .iter()
+        .filter_map(|n| std::str::from_utf8(n).ok())
+        .filter_map(|p| p.strip_prefix(prefix.as_str())?.strip_suffix("/command"))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn req_bytes(cmd: i32, datalen: i32) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..4].copy_from_slice(&cmd.to_ne_bytes());

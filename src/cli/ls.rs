@@ -226,8 +226,10 @@ fn collect(
 ) -> anyhow::Result<()> {
     let defined: std::collections::HashSet<String> = store.list()?.into_iter().collect();
     let mut names: Vec<String> = defined.iter().cloned().collect();
-    // A running container whose config is gone is listed as LXC lists it.
+    // A running container whose config is gone (or a volatile one, never
+    // defined: ours, or LXC's) is listed as LXC lists it.
     names.extend(state::recorded(store.lxcpath()));
+    names.extend(strata_core::lxc_cmd::bound_names(store.lxcpath()));
     let census = f.state.then(|| state_view::Census::of(store.lxcpath()));
     names.sort();
     names.dedup();
