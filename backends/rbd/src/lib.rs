@@ -830,9 +830,9 @@ impl Snapshotter for RbdBackend {
         Ok(())
     }
 
-    fn clone_depends_on_source(&self) -> bool {
-        true
-    }
+    // No clone_depends_on_source: as for zfs, the engine asks
+    // [`Backend::dependents`] (the pool's clones) instead of recording the
+    // dependency, so that `--promote` (a flatten) lets the destroy go on.
 }
 
 impl UsageReport for RbdBackend {
