@@ -23,6 +23,7 @@ pub mod shift;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod stream;
 pub mod toollock;
 
 pub use backend::{

@@ -8,10 +8,14 @@ pub mod clone;
 pub mod copy;
 pub mod create;
 pub mod destroy;
+pub mod export;
+pub mod import;
 pub mod info;
 pub mod links;
 pub mod ls;
 pub mod names;
+pub mod receive;
+pub mod send;
 pub mod snapshot;
 pub mod strata;
 

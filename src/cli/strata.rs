@@ -39,6 +39,14 @@ enum Cmd {
     Info(super::info::Args),
     /// Make a container unprivileged (shift owners to an id map) or privileged again
     Convert(crate::convert::Args),
+    /// Write a container (and with --snapshots its snapshots) as a stream to stdout
+    Send(super::send::Args),
+    /// Make a container from a stream on stdin (`strata send -n c1 | ssh host strata receive`)
+    Receive(super::receive::Args),
+    /// Write a container as a .tar.zst archive FILE
+    Export(super::export::Args),
+    /// Make a container from an archive written by export
+    Import(super::import::Args),
     /// Remove what an interrupted operation left behind in an lxcpath
     Reconcile(ReconcileArgs),
     /// Create the lxc-* symlinks to this binary in DIR
@@ -119,6 +127,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
             super::finish(TOOL, Some(&name), super::info::run(&a))
         }
         Cmd::Convert(a) => crate::convert::run_args(TOOL, a),
+        Cmd::Send(a) => super::finish(TOOL, Some(&a.name.clone()), super::send::run(&a)),
+        Cmd::Receive(a) => super::finish(TOOL, a.name.clone().as_deref(), super::receive::run(&a)),
+        Cmd::Export(a) => super::finish(TOOL, Some(&a.name.clone()), super::export::run(&a)),
+        Cmd::Import(a) => super::finish(TOOL, a.name.clone().as_deref(), super::import::run(&a)),
         Cmd::Reconcile(a) => super::finish(TOOL, None, reconcile(&a)),
         Cmd::InstallLinks(a) => super::finish(TOOL, None, super::links::install(&a.dir, a.quiet)),
         Cmd::Start(p) => super::runtime("lxc-start", p.args),

@@ -3,6 +3,8 @@
 //! refused command changed nothing.
 #![allow(dead_code)]
 
+pub mod special;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

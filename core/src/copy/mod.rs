@@ -213,7 +213,7 @@ fn check(r: libc::c_int) -> nix::Result<libc::c_int> {
     }
 }
 
-fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
+pub(crate) fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
     // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `dirfd` is an open dir fd the caller holds (a
     // stale one only gives EBADF).
     let fd = check(unsafe {
@@ -227,7 +227,7 @@ fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn raise_nofile_limit() {
+pub(crate) fn raise_nofile_limit() {
     // Deep trees keep two fds per level open.
     // SAFETY: rlimit is two integers (all-zero is valid); `rl` is live and exclusively borrowed for getrlimit to
     // fill and setrlimit to read.
@@ -240,7 +240,7 @@ fn raise_nofile_limit() {
     }
 }
 
-fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<libc::statx> {
+pub(crate) fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<libc::statx> {
     // SAFETY: statx is a C struct of integers: all-zero is a valid value.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: `name` is a NUL-terminated CStr and `st` a live, exclusively borrowed statx for the kernel to fill;
@@ -258,7 +258,7 @@ fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<libc::sta
 }
 
 /// All names in a directory except `.` and `..`, via getdents64.
-fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
+pub(crate) fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: `buf` is a live, exclusively borrowed Vec and getdents64 writes at most `buf.len()` bytes into
@@ -290,7 +290,7 @@ fn join(dir: &Path, name: &CStr) -> PathBuf {
 
 /// A mount point below src. The statx attribute is exact; the device
 /// fallback (old kernels) would also stop at btrfs subvolumes.
-fn is_mount_root(st: &libc::statx, parent_dev: (u32, u32)) -> bool {
+pub(crate) fn is_mount_root(st: &libc::statx, parent_dev: (u32, u32)) -> bool {
     let attr = libc::STATX_ATTR_MOUNT_ROOT as u64;
     if st.stx_attributes_mask & attr != 0 {
         return st.stx_attributes & attr != 0;
@@ -298,7 +298,7 @@ fn is_mount_root(st: &libc::statx, parent_dev: (u32, u32)) -> bool {
     (st.stx_dev_major, st.stx_dev_minor) != parent_dev
 }
 
-fn times(st: &libc::statx) -> [libc::timespec; 2] {
+pub(crate) fn times(st: &libc::statx) -> [libc::timespec; 2] {
     [
         libc::timespec {
             tv_sec: st.stx_atime.tv_sec,
@@ -319,14 +319,14 @@ enum At<'n> {
     Name(RawFd, &'n CStr),
 }
 
-fn proc_path(dirfd: RawFd, name: &CStr) -> CString {
+pub(crate) fn proc_path(dirfd: RawFd, name: &CStr) -> CString {
     let mut p = format!("/proc/self/fd/{dirfd}/").into_bytes();
     p.extend_from_slice(name.to_bytes());
     CString::new(p).expect("no NUL")
 }
 
 /// Call a get-style xattr syscall into `buf`, growing it on ERANGE.
-fn xcall(buf: &mut Vec<u8>, f: impl Fn(*mut libc::c_void, usize) -> isize) -> nix::Result<usize> {
+pub(crate) fn xcall(buf: &mut Vec<u8>, f: impl Fn(*mut libc::c_void, usize) -> isize) -> nix::Result<usize> {
     if buf.len() < 4096 {
         buf.resize(4096, 0);
     }

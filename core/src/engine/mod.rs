@@ -76,13 +76,18 @@ mod create;
 mod deps;
 mod destroy;
 pub mod fsutil;
+mod receive;
 mod reconcile;
 mod rename;
 mod restore;
 mod rewrite;
 mod rootfs;
+mod send;
 mod snapshot;
 mod staging;
+
+pub use receive::ReceiveRequest;
+pub use send::SendRequest;
 
 use crate::backend::{BackendOpts, Backends};
 use crate::error::Result;

@@ -279,14 +279,14 @@ impl Engine {
                 self.roll_forward_restore(&path, &j)?;
                 return Ok(Some(path));
             }
-            let (dir, spec, dep) = match read_record(&path) {
-                Some(r) => (r.dir, r.spec, r.dep),
+            let (dir, spec, dep, more) = match read_record(&path) {
+                Some(r) => (r.dir, r.spec, r.dep, r.more),
                 None => {
                     let spec = Config::load(&path.join("config"))
                         .ok()
                         .and_then(|c| spec_of(&c, &path).ok())
                         .map(|s| s.to_string());
-                    (final_dir.clone(), spec, None)
+                    (final_dir.clone(), spec, None, Vec::new())
                 }
             };
             let spec = spec.and_then(|s| crate::spec::RootfsSpec::parse(&s).ok());
@@ -303,6 +303,17 @@ impl Engine {
             for (o, c) in deps {
                 if !c.config_path().is_file() {
                     let _ = remove_dep(&o, &c);
+                }
+            }
+            // The other rootfs it was making (a received container's snapshots).
+            for m in more.iter().filter_map(|s| crate::spec::RootfsSpec::parse(s).ok()) {
+                let gone = self
+                    .backends
+                    .for_spec(&m)
+                    .and_then(|b| b.destroy(&m.rebase(&dir, &path)));
+                if let Err(e) = gone {
+                    tracing::warn!("cleanup of {m}: {e}; {} left for a later command", path.display());
+                    return Ok(None);
                 }
             }
             if !self.abort_staging(&path, &dir, spec.as_ref()) {

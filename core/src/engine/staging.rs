@@ -43,6 +43,9 @@ pub(super) struct Record {
     pub spec: Option<String>,
     /// `(origin, clone)` dependency recorded for this build.
     pub dep: Option<(ContainerRef, ContainerRef)>,
+    /// More rootfs this build makes (a received container's snapshots), by spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ pub(super) fn write_record(
         dir: final_dir.to_path_buf(),
         spec: spec.map(|s| s.to_string()),
         dep: dep.cloned(),
+        more: Vec::new(),
     };
     let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, "write record", "{e}"))?;
     if durable {

@@ -1,0 +1,403 @@
+//! `strata receive` / `import`: a container from a stream (see [`crate::stream`]).
+//!
+//! Built as every new container is: in a staging dir `.strata-tmp.NAME.X`
+//! whose record names every rootfs it makes (the container's and its
+//! snapshots'), renamed into place only once the whole stream has arrived
+//! and checked. A stream that ends early, or a receive killed anywhere,
+//! leaves nothing: reconcile destroys what the record names.
+
+use super::rewrite::replace_dir;
+use super::rootfs::{check_backend_allowed, no_space, remove_lost_found};
+use super::staging::{exists_any, make_container_dir, mkdir, Record, RECORD};
+use super::{absolute, Engine};
+use crate::backend::{Backend, BackendOpts, Opened, Target};
+use crate::config::Config;
+use crate::err;
+use crate::error::{Error, IoContext, Result};
+use crate::idmap::IdMap;
+use crate::lock::ContainerLock;
+use crate::names;
+use crate::spec::RootfsSpec;
+use crate::store::{Container, ContainerRef};
+use crate::stream::{Index, StreamStats, Unpacker, FORMAT, INDEX, MAX_INDEX, VERSION};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const OP: &str = "receive";
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveRequest {
+    pub lxcpath: PathBuf,
+    /// The new container's name; `None`: the name it was sent under.
+    pub name: Option<String>,
+    /// `-B`; `None` means dir.
+    pub backend: Option<String>,
+    pub opts: BackendOpts,
+}
+
+/// One tree of the stream: a snapshot (by index) or the container's own rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Snap(usize),
+    Main,
+}
+
+struct Plan {
+    final_dir: PathBuf,
+    staging: PathBuf,
+    main: RootfsSpec,
+    snaps: Vec<RootfsSpec>,
+}
+
+fn bad(msg: String) -> Error {
+    err!(InvalidArgument, OP, "{msg}")
+}
+
+/// Not a stream at all, or one cut short: say so in one line.
+fn stream_err(e: std::io::Error) -> Error {
+    let m = e.to_string();
+    if m.contains("Unknown frame descriptor") {
+        return bad("not a strata container stream (no zstd frame)".into());
+    }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof || m.contains("incomplete frame") {
+        return bad("the stream ends early (cut short)".into());
+    }
+    bad(format!("reading the stream: {m}"))
+}
+
+impl Engine {
+    /// Make a container from the stream on `input`; returns it and what was read.
+    pub fn receive(&self, req: &ReceiveRequest, input: &mut dyn Read) -> Result<(Container, StreamStats)> {
+        let lxcpath = absolute(&req.lxcpath)?;
+        let dec = zstd::stream::read::Decoder::new(input).map_err(stream_err)?;
+        let mut ar = tar::Archive::new(dec);
+        let mut entries = ar.entries().map_err(stream_err)?;
+        // The index first: nothing is made before it is read and checked.
+        let index: Index = {
+            let mut e = match entries.next() {
+                Some(e) => e.map_err(stream_err)?,
+                None => return Err(bad("empty stream".into())),
+            };
+            if e.path_bytes().as_ref() != INDEX.as_bytes() {
+                return Err(bad(format!(
+                    "not a strata container stream (first entry is not {INDEX})"
+                )));
+            }
+            if e.size() > MAX_INDEX {
+                return Err(bad("index too large".into()));
+            }
+            let mut buf = Vec::new();
+            e.read_to_end(&mut buf).map_err(stream_err)?;
+            serde_json::from_slice(&buf).map_err(|e| bad(format!("bad index: {e}")))?
+        };
+        if index.format != FORMAT || index.version != VERSION {
+            return Err(bad(format!(
+                "unsupported stream format {} version {} (this strata reads {FORMAT} version {VERSION})",
+                index.format, index.version
+            )));
+        }
+        let name = req.name.clone().unwrap_or_else(|| index.name.clone());
+        names::validate(&name)?;
+        let mut seen = std::collections::HashSet::new();
+        for s in &index.snapshots {
+            names::validate_snapshot(&s.name)?;
+            if !seen.insert(s.name.as_str()) {
+                return Err(bad(format!("snapshot {} listed twice", s.name)));
+            }
+        }
+        // The configs are checked before anything is made.
+        let cfg = Config::parse(&index.config)?;
+        check_config(&cfg, "config")?;
+        let map = IdMap::from_config(&cfg)?;
+        let mut snap_cfgs = Vec::new();
+        for s in &index.snapshots {
+            let c = Config::parse(&s.config)?;
+            check_config(&c, &format!("snaps/{}/config", s.name))?;
+            snap_cfgs.push(c);
+        }
+        if !crate::paths::is_root() {
+            return Err(err!(
+                PermissionDenied,
+                OP,
+                "receive needs root (owners, device nodes and capabilities are made as sent)"
+            ));
+        }
+        let backend = self.backends.get(req.backend.as_deref().unwrap_or("dir"))?;
+        check_backend_allowed(backend)?;
+        let r = ContainerRef::new(&lxcpath, &name);
+        if !lxcpath.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&lxcpath)
+                .ctx(OP, &lxcpath)?;
+        }
+        let _lock = ContainerLock::acquire(&lxcpath, &name)?;
+        let final_dir = r.dir();
+        if exists_any(&final_dir) {
+            return Err(err!(AlreadyExists, OP, "container {name} already exists").at(&final_dir));
+        }
+        let snaps_lxc = final_dir.join("snaps");
+        let main = backend.plan(
+            &Target {
+                name: &name,
+                lxcpath: &lxcpath,
+                dir: &final_dir,
+                build_dir: &final_dir,
+                opts: &req.opts,
+            },
+            None,
+        )?;
+        let mut snap_specs = Vec::new();
+        for s in &index.snapshots {
+            let d = snaps_lxc.join(&s.name);
+            snap_specs.push(backend.plan(
+                &Target {
+                    name: &s.name,
+                    lxcpath: &snaps_lxc,
+                    dir: &d,
+                    build_dir: &d,
+                    opts: &req.opts,
+                },
+                None,
+            )?);
+        }
+        let staging = make_container_dir(&lxcpath, &name, &map)?;
+        let plan = Plan {
+            final_dir: final_dir.clone(),
+            staging: staging.clone(),
+            main,
+            snaps: snap_specs,
+        };
+        let mut made: Vec<RootfsSpec> = Vec::new();
+        let res = self.fill(
+            backend,
+            &plan,
+            &index,
+            &name,
+            &lxcpath,
+            &req.opts,
+            &mut entries,
+            &mut made,
+        );
+        // What follows the archive: the rest of the zstd frame, whose end proves the stream whole.
+        let res = res.and_then(|st| {
+            let mut dec = ar.into_inner();
+            std::io::copy(&mut dec, &mut std::io::sink()).map_err(stream_err)?;
+            Ok(st)
+        });
+        let res = res.and_then(|st| {
+            self.write_configs(&plan, &index, &name, cfg, snap_cfgs)?;
+            settle(&staging)?;
+            std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
+            super::fsutil::rename_noreplace(&staging, &final_dir)?;
+            Ok(st)
+        });
+        match res {
+            Ok(st) => Ok((
+                Container {
+                    r,
+                    config: Config::load(&final_dir.join("config"))?,
+                    rootfs: plan.main.clone(),
+                },
+                st,
+            )),
+            Err(e) => {
+                let mut left = false;
+                for m in &made {
+                    if m == &plan.main {
+                        continue;
+                    }
+                    if let Err(e) = backend.destroy(&m.rebase(&final_dir, &staging)) {
+                        tracing::warn!("cleanup of {m}: {e}");
+                        left = true;
+                    }
+                }
+                if !left {
+                    self.abort_staging(&staging, &final_dir, Some(&plan.main));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill<R: Read>(
+        &self,
+        backend: &dyn Backend,
+        plan: &Plan,
+        index: &Index,
+        name: &str,
+        lxcpath: &Path,
+        opts: &BackendOpts,
+        entries: &mut tar::Entries<'_, R>,
+        made: &mut Vec<RootfsSpec>,
+    ) -> Result<StreamStats> {
+        let rec = Record {
+            dir: plan.final_dir.clone(),
+            spec: Some(plan.main.to_string()),
+            dep: None,
+            more: plan.snaps.iter().map(|s| s.to_string()).collect(),
+        };
+        let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, OP, "{e}"))?;
+        std::fs::write(plan.staging.join(RECORD), data).ctx(OP, &plan.staging)?;
+        let mut stats = StreamStats::default();
+        let mut cur: Option<(Part, Opened, Unpacker)> = None;
+        let mut done: Vec<Part> = Vec::new();
+        let snaps_build = plan.staging.join("snaps");
+        let snaps_final = plan.final_dir.join("snaps");
+        for e in entries {
+            let mut e = e.map_err(stream_err)?;
+            let path = e.path_bytes().into_owned();
+            let Some((part, prefix)) = part_of(index, &path) else {
+                if is_meta(index, &path) {
+                    continue;
+                }
+                return Err(bad(format!(
+                    "unexpected stream entry {:?}",
+                    String::from_utf8_lossy(&path)
+                )));
+            };
+            if cur.as_ref().map(|c| c.0) != Some(part) {
+                if let Some((p, o, u)) = cur.take() {
+                    stats.entries += u.entries;
+                    stats.bytes += u.bytes;
+                    u.finish()?;
+                    o.close()?;
+                    done.push(p);
+                }
+                if done.contains(&part) {
+                    return Err(bad(format!("tree {prefix} comes twice")));
+                }
+                let (spec, dir, build, tname, tlxc) = match part {
+                    Part::Main => (
+                        &plan.main,
+                        plan.final_dir.clone(),
+                        plan.staging.clone(),
+                        name.to_string(),
+                        lxcpath.to_path_buf(),
+                    ),
+                    Part::Snap(i) => {
+                        let n = &index.snapshots[i].name;
+                        if !snaps_build.is_dir() {
+                            mkdir(&snaps_build, 0o755)?;
+                        }
+                        let b = snaps_build.join(n);
+                        mkdir(&b, 0o770)?;
+                        (&plan.snaps[i], snaps_final.join(n), b, n.clone(), snaps_final.clone())
+                    }
+                };
+                let t = Target {
+                    name: &tname,
+                    lxcpath: &tlxc,
+                    dir: &dir,
+                    build_dir: &build,
+                    opts,
+                };
+                made.push(spec.clone());
+                backend.create(spec, &t)?;
+                let o = Opened::open(backend, &t.building(spec), false)?;
+                remove_lost_found(o.path());
+                let u = Unpacker::new(o.path(), &prefix, None)?;
+                cur = Some((part, o, u));
+            }
+            let (_, _, u) = cur.as_mut().expect("set above");
+            u.entry(&path, &mut e).map_err(|err| no_space(backend, err))?;
+        }
+        if let Some((p, o, u)) = cur.take() {
+            stats.entries += u.entries;
+            stats.bytes += u.bytes;
+            u.finish()?;
+            o.close()?;
+            done.push(p);
+        }
+        if !done.contains(&Part::Main) {
+            return Err(bad("the stream ends before the container's rootfs (cut short?)".into()));
+        }
+        for (i, s) in index.snapshots.iter().enumerate() {
+            if !done.contains(&Part::Snap(i)) {
+                return Err(bad(format!("the stream has no tree for snapshot {}", s.name)));
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The configs, their paths rewritten from the sender's container dir
+    /// to this one, each naming its new rootfs; snapshots' `ts` and `comment`.
+    fn write_configs(&self, plan: &Plan, index: &Index, name: &str, mut cfg: Config, snaps: Vec<Config>) -> Result<()> {
+        let (old, new) = (index.dir.display().to_string(), plan.final_dir.display().to_string());
+        let fix = |c: &mut Config, spec: &RootfsSpec| {
+            c.rewrite(|_, v| v.contains(&old).then(|| replace_dir(v, &old, &new)));
+            c.set("lxc.rootfs.path", &spec.to_string());
+            if name != index.name && c.get("lxc.uts.name") == Some(index.name.as_str()) {
+                c.set("lxc.uts.name", name);
+            }
+        };
+        fix(&mut cfg, &plan.main);
+        cfg.save(&plan.staging.join("config"))?;
+        for ((s, mut c), spec) in index.snapshots.iter().zip(snaps).zip(&plan.snaps) {
+            let d = plan.staging.join("snaps").join(&s.name);
+            fix(&mut c, spec);
+            c.save(&d.join("config"))?;
+            std::fs::write(d.join("ts"), &s.ts).ctx(OP, &d)?;
+            if let Some(cm) = &s.comment {
+                std::fs::write(d.join("comment"), cm).ctx(OP, &d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key LXC 5 does not know is refused here, as `lxc-create -f` refuses it.
+fn check_config(c: &Config, what: &str) -> Result<()> {
+    if let Some((line, key, why)) = c.unknown_keys().into_iter().next() {
+        return Err(err!(
+            InvalidConfig,
+            OP,
+            "{what} in the stream, line {line}: {key}: {why}"
+        ));
+    }
+    Ok(())
+}
+
+/// Which tree an archive name belongs to, with that tree's prefix.
+fn part_of(index: &Index, path: &[u8]) -> Option<(Part, String)> {
+    if crate::stream::strip_tree(b"rootfs", path).is_some() {
+        return Some((Part::Main, "rootfs".into()));
+    }
+    let rest = path.strip_prefix(b"snaps/")?;
+    for (i, s) in index.snapshots.iter().enumerate() {
+        let prefix = format!("{}/rootfs", s.name);
+        if crate::stream::strip_tree(prefix.as_bytes(), rest).is_some() {
+            return Some((Part::Snap(i), format!("snaps/{prefix}")));
+        }
+    }
+    None
+}
+
+/// The plain-text copies of what the index holds.
+fn is_meta(index: &Index, path: &[u8]) -> bool {
+    if path == b"config" {
+        return true;
+    }
+    index.snapshots.iter().any(|s| {
+        ["config", "ts", "comment"]
+            .iter()
+            .any(|f| path == format!("snaps/{}/{f}", s.name).as_bytes())
+    })
+}
+
+/// The staged files on disk before the rename that publishes them.
+fn settle(staging: &Path) -> Result<()> {
+    if crate::durable::is_volatile() {
+        return Ok(());
+    }
+    let f = std::fs::File::open(staging).ctx(OP, staging)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs on an fd we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } < 0 {
+        return Err(Error::io(OP, staging, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

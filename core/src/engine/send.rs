@@ -1,0 +1,103 @@
+//! `strata send` / `export`: a container as a stream (see [`crate::stream`]).
+
+use super::{absref, Engine};
+use crate::backend::Opened;
+use crate::err;
+use crate::error::{Error, Result};
+use crate::lock::ContainerLock;
+use crate::names;
+use crate::store::{read_regular, ContainerRef, Store};
+use crate::stream::{Index, Packer, SnapIndex, StreamStats, FORMAT, INDEX, VERSION};
+use std::io::Write;
+
+const OP: &str = "send";
+
+#[derive(Debug, Clone, Default)]
+pub struct SendRequest {
+    pub r: ContainerRef,
+    /// Every snapshot too, oldest first.
+    pub snapshots: bool,
+    /// zstd level (0: zstd's default).
+    pub level: i32,
+}
+
+fn text(path: &std::path::Path) -> Result<String> {
+    let b = read_regular(path, crate::config::MAX_CONFIG_BYTES, OP)?;
+    String::from_utf8(b).map_err(|_| err!(InvalidConfig, OP, "not UTF-8 text").at(path))
+}
+
+impl Engine {
+    /// Write the stream of `req.r` to `out`. The container is locked (no
+    /// copy, restore or destroy meanwhile) and must not be running: its
+    /// files would change while they are read.
+    pub fn send(&self, req: &SendRequest, out: &mut dyn Write) -> Result<StreamStats> {
+        let _span = tracing::info_span!("send", name = %req.r.name, snapshots = req.snapshots).entered();
+        names::validate(&req.r.name)?;
+        let r = absref(&req.r)?;
+        let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
+        let store = Store::new(&r.lxcpath);
+        if !store.exists(&r.name) {
+            return Err(err!(NotFound, OP, "container {} does not exist", r.name));
+        }
+        let c = store.load(&r.name)?;
+        if crate::state::is_running(&r) {
+            return Err(err!(
+                Busy,
+                OP,
+                "container {} is running; stop it first (its files would change while they are read)",
+                r.name
+            ));
+        }
+        let snaps = if req.snapshots {
+            store.snapshots(&r.name)?
+        } else {
+            Vec::new()
+        };
+        let ss = Store::new(store.snaps_path(&r.name));
+        let mut index = Index {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: r.name.clone(),
+            dir: r.dir(),
+            backend: c.rootfs.kind().to_string(),
+            config: text(&r.config_path())?,
+            snapshots: Vec::new(),
+        };
+        for s in &snaps {
+            index.snapshots.push(SnapIndex {
+                name: s.name.clone(),
+                ts: s.timestamp.clone(),
+                comment: s.comment.clone(),
+                config: text(&ss.r(&s.name).config_path())?,
+            });
+        }
+        let json = serde_json::to_vec_pretty(&index).map_err(|e| err!(Io, OP, "index: {e}"))?;
+        let enc = zstd::stream::write::Encoder::new(out, req.level).map_err(|e| err!(Io, OP, "zstd: {e}"))?;
+        let mut p = Packer::new(enc);
+        p.add_bytes(INDEX, &json)?;
+        p.add_bytes("config", index.config.as_bytes())?;
+        for s in &index.snapshots {
+            p.add_bytes(&format!("snaps/{}/config", s.name), s.config.as_bytes())?;
+            p.add_bytes(&format!("snaps/{}/ts", s.name), s.ts.as_bytes())?;
+            if let Some(cm) = &s.comment {
+                p.add_bytes(&format!("snaps/{}/comment", s.name), cm.as_bytes())?;
+            }
+        }
+        for s in &snaps {
+            let b = self.backends.for_spec(&s.rootfs)?;
+            let o = Opened::open(b, &s.rootfs, true)?;
+            p.add_tree(&format!("snaps/{}/rootfs", s.name), o.path())?;
+            o.close()?;
+        }
+        let b = self.backends.for_spec(&c.rootfs)?;
+        let o = Opened::open(b, &c.rootfs, true)?;
+        p.add_tree("rootfs", o.path())?;
+        o.close()?;
+        let stats = p.stats;
+        let enc = p.finish()?;
+        let out = enc.finish().map_err(|e| err!(Io, OP, "write stream: {e}"))?;
+        out.flush()
+            .map_err(|e| Error::new(crate::ErrorKind::Io, OP, format!("write stream: {e}")))?;
+        Ok(stats)
+    }
+}

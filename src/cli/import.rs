@@ -1,0 +1,37 @@
+//! `strata import`: a container from an archive `strata export` wrote.
+
+use super::receive::StoreArgs;
+use super::Common;
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The archive
+    pub file: PathBuf,
+    /// NAME of the new container (default: the name it was exported under)
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<i32> {
+    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    let md = std::fs::metadata(&a.file).with_context(|| format!("{}", a.file.display()))?;
+    if !md.is_file() {
+        anyhow::bail!("{}: not a regular file", a.file.display());
+    }
+    let f = std::fs::File::open(&a.file).with_context(|| format!("{}", a.file.display()))?;
+    let req = a.store.request(&lxcpath, a.name.clone())?;
+    let engine = super::engine();
+    if lxcpath.is_dir() {
+        super::reconcile(&engine, &lxcpath);
+    }
+    let mut input = std::io::BufReader::with_capacity(1 << 20, f);
+    engine.receive(&req, &mut input)?;
+    Ok(0)
+}

@@ -1,0 +1,83 @@
+//! `strata receive`: a container from a stream on stdin.
+
+use super::Common;
+use anyhow::anyhow;
+use std::io::IsTerminal;
+use strata_core::engine::ReceiveRequest;
+use strata_core::BackendOpts;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// NAME of the new container (default: the name it was sent under)
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Where the received container goes (as lxc-create's flags).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// Backing store: dir, overlay, btrfs, lvm, zfs or loop (default dir)
+    #[arg(short = 'B', long = "bdev")]
+    pub bdev: Option<String>,
+    /// Filesystem type for lvm or loop (ext4, xfs, btrfs)
+    #[arg(long = "fstype")]
+    pub fstype: Option<String>,
+    /// Filesystem size for lvm or loop: a number with unit B, K, M, G or T
+    #[arg(long = "fssize")]
+    pub fssize: Option<String>,
+    #[arg(long = "vgname")]
+    pub vgname: Option<String>,
+    #[arg(long = "thinpool")]
+    pub thinpool: Option<String>,
+    #[arg(long = "zfsroot")]
+    pub zfsroot: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn request(&self, lxcpath: &std::path::Path, name: Option<String>) -> anyhow::Result<ReceiveRequest> {
+        let engine = super::engine();
+        if let Some(b) = &self.bdev {
+            super::check_backend(&engine, b)?;
+        }
+        let opts = super::backend_opts(BackendOpts {
+            fssize: self.fssize.as_deref().map(super::parse_size).transpose()?,
+            fstype: self.fstype.clone(),
+            vgname: self.vgname.clone(),
+            thinpool: self.thinpool.clone(),
+            zfsroot: self.zfsroot.clone(),
+            ..BackendOpts::default()
+        })?;
+        if let Some(n) = &name {
+            super::check_name(n)?;
+        }
+        Ok(ReceiveRequest {
+            lxcpath: lxcpath.to_path_buf(),
+            name,
+            backend: self.bdev.clone(),
+            opts,
+        })
+    }
+}
+
+pub fn run(a: &Args) -> anyhow::Result<i32> {
+    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(anyhow!(
+            "refusing to read a stream from a terminal: redirect or pipe stdin"
+        ));
+    }
+    let req = a.store.request(&lxcpath, a.name.clone())?;
+    let engine = super::engine();
+    if lxcpath.is_dir() {
+        super::reconcile(&engine, &lxcpath);
+    }
+    let mut input = stdin.lock();
+    engine.receive(&req, &mut input)?;
+    Ok(0)
+}
