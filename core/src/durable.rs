@@ -65,8 +65,8 @@ pub fn is_volatile() -> bool {
     VOLATILE.with(|v| v.get()) > 0
 }
 
-/// How writes into the directory `dir` are made safe. Probed each time (a
-/// few small reads): a device number may come back as another filesystem.
+/// How writes into the directory `dir` are made safe. The journal's mode is
+/// probed at most once a second per filesystem (a few small reads).
 pub fn mode(dir: &Path) -> Flush {
     if is_volatile() {
         return Flush::Volatile;
@@ -94,21 +94,27 @@ fn ordered_journal(dir: &Path) -> bool {
     if crate::idmap::in_ns_child() {
         return ordered_journal_of(m.dev());
     }
-    // Asked for every file an operation writes: the answer is kept per
-    // device for a second (a remount may change it in a long-lived process).
-    type Known = Vec<(u64, bool, std::time::Instant)>;
+    // Asked for every file an operation writes: the answer is kept for a
+    // second per device and filesystem id (ext4's comes from its UUID), so a
+    // device number that comes back as another filesystem is probed afresh;
+    // a remount may still change it in a long-lived process.
+    let Ok(fsid) = nix::sys::statvfs::statvfs(dir).map(|st| st.filesystem_id()) else {
+        return false;
+    };
+    let key = (m.dev(), fsid);
+    type Known = Vec<((u64, u64), bool, std::time::Instant)>;
     static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Vec::new());
     let now = std::time::Instant::now();
     let fresh = |t: &std::time::Instant| now.duration_since(*t) < std::time::Duration::from_secs(1);
     {
         let mut k = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
         k.retain(|(_, _, t)| fresh(t));
-        if let Some(&(_, v, _)) = k.iter().find(|(d, _, _)| *d == m.dev()) {
+        if let Some(&(_, v, _)) = k.iter().find(|(d, _, _)| *d == key) {
             return v;
         }
     }
     let v = ordered_journal_of(m.dev());
-    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).push((m.dev(), v, now));
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).push((key, v, now));
     v
 }
 
