@@ -137,7 +137,10 @@ pub fn userns_fd(map: &IdMap) -> Result<OwnedFd> {
             let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 { 1 } else { 0 };
             libc::write(ready_w.as_raw_fd(), &ok as *const u8 as *const _, 1);
             let mut b = 0u8;
-            // Wait until the parent has what it needs (EOF when it closes its end).
+            // Wait until the parent has what it needs: its byte, or EOF if it
+            // died. Not EOF alone: a child another thread forks meanwhile
+            // holds a copy of the write end, and two such children would
+            // wait on each other for ever.
             libc::read(go_r.as_raw_fd(), &mut b as *mut u8 as *mut _, 1);
             libc::_exit(0);
         }
@@ -145,6 +148,7 @@ pub fn userns_fd(map: &IdMap) -> Result<OwnedFd> {
     drop(ready_w);
     drop(go_r);
     let reap = |go_w: OwnedFd| {
+        let _ = nix::unistd::write(&go_w, b"g");
         drop(go_w);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     };

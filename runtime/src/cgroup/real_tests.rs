@@ -19,6 +19,9 @@ pub(crate) fn with_child<T>(setup: impl FnOnce(i32) -> T, f: impl FnOnce() -> i3
         0 => {
             drop(w);
             let mut b = [0u8; 1];
+            // Wait for the parent's byte, not for end of file: a child that
+            // another test thread forks meanwhile inherits our write end,
+            // and end of file would then never come.
             // SAFETY: plain read of a pipe we own into a local buffer.
             unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
             let code = f();
@@ -31,6 +34,9 @@ pub(crate) fn with_child<T>(setup: impl FnOnce(i32) -> T, f: impl FnOnce() -> i3
             if t.is_err() {
                 // SAFETY: our own child, which must not outlive a failed setup.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+            } else {
+                // SAFETY: one byte from a local buffer to a pipe we own.
+                unsafe { libc::write(w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
             }
             drop(w);
             let mut st = 0;
