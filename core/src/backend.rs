@@ -265,7 +265,7 @@ pub trait Snapshotter {
 
     /// Whether making a snapshot commits the transaction of the filesystem
     /// it is made on (btrfs): the engine then settles the files it wrote
-    /// next to it before (see [`crate::store::SyncBatch::settle_before_commit`])
+    /// next to it before (see [`crate::durable::SyncBatch::settle_before_commit`])
     /// and they need no fsync of their own.
     fn commits_filesystem(&self) -> bool {
         false

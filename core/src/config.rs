@@ -402,7 +402,7 @@ impl Config {
     /// Refuses to write through a symlink.
     pub fn save(&self, path: &Path) -> Result<()> {
         let _s = tracing::debug_span!("save config", path = %path.display()).entered();
-        crate::store::write_atomic_mode(path, self.to_string().as_bytes(), NEW_CONFIG_MODE)
+        crate::durable::write_atomic_mode(path, self.to_string().as_bytes(), NEW_CONFIG_MODE)
     }
 
     /// This file with `lxc.include` files and directories expanded, for

@@ -19,16 +19,19 @@
 //!   directory fsync (each would be another log or transaction commit).
 //! - [`Flush::Wait`]: everything else (xfs, ext4 without a journal or in
 //!   `data=writeback`, tmpfs, ...): fsync the files and the directory
-//!   before the rename, batched by [`crate::store::SyncBatch`].
+//!   before the rename, batched by [`SyncBatch`].
 //!
 //! A throwaway container (an ephemeral run) needs neither: a crash leaves a
 //! leftover that the next command removes. [`volatile`] turns flushing off
 //! on this thread for as long as its guard lives.
 
+use crate::err;
+use crate::error::{Error, IoContext, Result};
 use std::cell::Cell;
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flush {
@@ -91,7 +94,7 @@ fn ordered_journal(dir: &Path) -> bool {
     };
     // A forked child of a threaded process takes no lock (a thread that
     // is not there may have held it at the fork).
-    if crate::idmap::in_ns_child() {
+    if crate::identity::in_ns_child() {
         return ordered_journal_of(m.dev());
     }
     // Asked for every file an operation writes: the answer is kept for a
@@ -193,9 +196,238 @@ pub fn start_writeback(f: &impl AsRawFd) {
     unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
+thread_local! {
+    static DEFERRED: std::cell::RefCell<Option<Vec<PathBuf>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Deferred fsyncs for a multi-step operation. While a batch is open on this
+/// thread, [`write_atomic`] (and the engine's own atomic writes) skip their
+/// fsyncs and note the file and its directory instead; [`SyncBatch::commit`]
+/// then fsyncs them all in a row, files first, which costs about one journal
+/// commit instead of two per file. Each write is still a temp file and a
+/// rename, so a killed process leaves old or new, never a torn file; the
+/// commit before the operation's final rename keeps that true across a
+/// power loss. Batches do not nest: an inner one is a no-op and the
+/// outermost commit covers everything.
+pub struct SyncBatch {
+    owner: bool,
+}
+
+impl SyncBatch {
+    pub fn begin() -> Self {
+        let owner = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_some() {
+                return false;
+            }
+            *d = Some(Vec::new());
+            true
+        });
+        SyncBatch { owner }
+    }
+
+    /// Before an operation that commits the filesystem's transaction (a
+    /// btrfs snapshot made in `dir`): the files noted so far below `dir`, on
+    /// a [`Flush::FileSync`] filesystem, are made part of the
+    /// running transaction (see [`settle_in_transaction`]).
+    /// Returns them, for [`SyncBatch::committed`] once the commit is done.
+    pub fn settle_before_commit(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        if !self.owner || mode(dir) != Flush::FileSync {
+            return Ok(Vec::new());
+        }
+        let noted = DEFERRED.with(|d| d.borrow().clone().unwrap_or_default());
+        let mut out: Vec<PathBuf> = Vec::new();
+        for p in noted.into_iter().filter(|p| p.starts_with(dir)) {
+            if out.contains(&p) {
+                continue;
+            }
+            match settle_in_transaction(&p) {
+                Ok(()) => out.push(p),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Not possible here (no direct I/O): left to the fsync at commit.
+                Err(e) => tracing::debug!("settle {}: {e}", p.display()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The transaction that followed [`SyncBatch::settle_before_commit`] has
+    /// committed: those files need no fsync (written again since, they do).
+    pub fn committed(&self, settled: &[PathBuf]) {
+        DEFERRED.with(|d| {
+            if let Some(v) = d.borrow_mut().as_mut() {
+                for p in settled {
+                    if let Some(i) = v.iter().position(|x| x == p) {
+                        v.remove(i);
+                    }
+                }
+            }
+        });
+    }
+
+    /// fsync everything written since [`SyncBatch::begin`] (or the last
+    /// commit). Missing paths (renamed or removed since) are skipped.
+    pub fn commit(&self) -> Result<()> {
+        if !self.owner {
+            return Ok(());
+        }
+        let paths = DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default());
+        let (mut files, mut dirs) = (Vec::new(), Vec::new());
+        for p in paths {
+            if !files.contains(&p) {
+                if let Some(dir) = p.parent() {
+                    if !dirs.iter().any(|d: &PathBuf| d == dir) {
+                        dirs.push(dir.to_path_buf());
+                    }
+                }
+                files.push(p);
+            }
+        }
+        // Where a file's fsync carries its name too (btrfs), no directory fsync.
+        dirs.retain(|d| mode(d) == Flush::Wait);
+        let mut open = Vec::new();
+        for p in files.iter().chain(dirs.iter()) {
+            match std::fs::File::open(p) {
+                Ok(f) => open.push((f, p)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("sync", p, e)),
+            }
+        }
+        // Write all the data out first: the first fsync then commits every
+        // allocation in one journal transaction and the others find little left to do.
+        for (f, _) in &open {
+            use std::os::fd::AsRawFd;
+            let flags =
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: sync_file_range takes integers only; `f` is an open File held in `open` for the call.
+            unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) };
+        }
+        for (f, p) in &open {
+            f.sync_all().ctx("sync", p)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SyncBatch {
+    fn drop(&mut self) {
+        if self.owner {
+            DEFERRED.with(|d| *d.borrow_mut() = None);
+        }
+    }
+}
+
+/// Whether a [`SyncBatch`] is open: if so `path` is noted for its commit
+/// and the caller skips its own fsyncs.
+pub fn defer_sync(path: &Path) -> bool {
+    DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push(path.to_path_buf());
+            true
+        }
+        None => false,
+    })
+}
+
+/// Write `data` to `path` atomically: a temp file in the same directory,
+/// fsync, rename, fsync of the directory (deferred inside a [`SyncBatch`]). An existing file keeps its mode and
+/// owner; a new one gets 0644. Refuses when `path` is a symlink.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// [`write_atomic`] with the mode a new file gets (an existing file keeps its own).
+pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> {
+    const OP: &str = "write file";
+    let (Some(dir), Some(fname)) = (path.parent(), path.file_name()) else {
+        return Err(err!(InvalidArgument, OP, "not a file path").at(path));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(err!(InvalidArgument, OP, "refusing to write through a symlink").at(path));
+        }
+        Ok(m) if !m.is_file() => return Err(err!(InvalidArgument, OP, "not a regular file").at(path)),
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(OP, path, e)),
+    };
+    let tmp = dir.join(format!(
+        ".{}.strata-tmp-{}-{}",
+        fname.to_string_lossy(),
+        std::process::id(),
+        crate::paths::unique()
+    ));
+    // Noted before it exists, so that a kill leaves nothing unaccounted for.
+    crate::inflight::note(&tmp)?;
+    let mut sync_dir = false;
+    let res = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .ctx(OP, &tmp)?;
+        f.write_all(data).ctx(OP, &tmp)?;
+        let mode = existing.as_ref().map_or(new_mode, |m| m.mode() & 0o7777);
+        if let Some(m) = &existing {
+            // Keep the owner (e.g. a user's config edited by root); only root can.
+            if nix::unistd::geteuid().is_root() {
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).ctx(OP, &tmp)?;
+            }
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).ctx(OP, &tmp)?;
+        sync_dir = settle(&f, &tmp, path)?;
+        drop(f);
+        std::fs::rename(&tmp, path).ctx(OP, path)?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return res;
+    }
+    if sync_dir {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ctx(OP, dir)?;
+    }
+    Ok(())
+}
+
+/// Make `f`, the temp file about to be renamed to `path`, safe to publish
+/// (see this module). Returns whether the directory still needs an
+/// fsync after the rename.
+pub fn settle(f: &std::fs::File, tmp: &Path, path: &Path) -> Result<bool> {
+    match mode(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    ) {
+        Flush::Volatile => Ok(false),
+        Flush::Ordered => {
+            start_writeback(f);
+            Ok(false)
+        }
+        Flush::Wait | Flush::FileSync if defer_sync(path) => Ok(false),
+        Flush::FileSync => {
+            f.sync_all().ctx("sync", tmp)?;
+            Ok(false)
+        }
+        Flush::Wait => {
+            f.sync_all().ctx("sync", tmp)?;
+            Ok(true)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use std::fs;
 
     #[test]
     fn volatile_nests_and_ends() {
@@ -219,5 +451,75 @@ mod tests {
         if Path::new("/dev/shm").is_dir() {
             assert_eq!(mode(Path::new("/dev/shm")), Flush::Wait);
         }
+    }
+
+    #[test]
+    fn sync_batch_defers_then_commits_what_was_written() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!defer_sync(&d.path().join("x")), "no batch open");
+        {
+            let b = SyncBatch::begin();
+            let inner = SyncBatch::begin();
+            write_atomic(&d.path().join("a"), b"one").unwrap();
+            inner.commit().unwrap();
+            drop(inner);
+            // The inner batch neither committed nor closed the outer one.
+            assert!(DEFERRED.with(|v| v.borrow().as_ref().map(|v| v.len())) == Some(1));
+            write_atomic(&d.path().join("b"), b"two").unwrap();
+            fs::remove_file(d.path().join("a")).unwrap();
+            b.commit().unwrap();
+            assert!(DEFERRED.with(|v| v.borrow().as_ref().map(|v| v.len())) == Some(0));
+        }
+        assert!(!defer_sync(&d.path().join("x")), "closed on drop");
+        assert_eq!(fs::read(d.path().join("b")).unwrap(), b"two");
+    }
+
+    #[test]
+    fn write_atomic_behaviour() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("file");
+        write_atomic(&f, b"one").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"one");
+        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o644);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"two");
+        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o600);
+        let target = d.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(
+            write_atomic(&link, b"x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert_eq!(
+            write_atomic(&dangling, b"x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(!d.path().join("nowhere").exists());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        fs::create_dir(d.path().join("adir")).unwrap();
+        assert_eq!(
+            write_atomic(&d.path().join("adir"), b"x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            write_atomic(&d.path().join("nodir/f"), b"x").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["adir", "dangling", "file", "link", "target"],
+            "no temp files left"
+        );
     }
 }

@@ -4,12 +4,23 @@
 //! and written to a process with `newuidmap`/`newgidmap` or directly as root.
 
 use crate::config::Config;
-use crate::copy::IdShift;
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
 
 /// One range of a map: `count` ids from `inside` (container) to `outside` (host).
+/// Map of ids applied while copying (`host_id = f(id)`), for unprivileged
+/// clones; `None` copies ids as they are. An id outside all ranges is an
+/// `InvalidArgument` error naming the path; an empty list leaves that kind
+/// of id unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct IdShift {
+    /// `(first id inside, first id outside, count)` ranges for uids.
+    pub uids: Vec<(u32, u32, u32)>,
+    /// Same for gids.
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Range {
     pub inside: u32,
@@ -512,31 +523,10 @@ fn write_maps_helpers(pid: i32, map: &IdMap) -> Result<()> {
     Ok(())
 }
 
-/// Set in the child of [`run_in_ns`]: a forked copy of a threaded process,
-/// where the global thread pool's workers do not exist.
-static IN_NS_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The caller's host uid, kept for the child of [`run_in_ns`] (root in its namespace).
-static HOST_EUID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Whether this process is the forked child of [`run_in_ns`].
-pub fn in_ns_child() -> bool {
-    IN_NS_CHILD.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The effective uid on the host: the caller's, also in the child of [`run_in_ns`].
-pub fn host_euid() -> u32 {
-    if in_ns_child() {
-        HOST_EUID.load(std::sync::atomic::Ordering::Relaxed)
-    } else {
-        nix::unistd::geteuid().as_raw()
-    }
-}
-
 /// Whether files of a container with `map` need the container's root to be
 /// made or changed: a non-root caller and a non-empty map.
 pub fn needs_container_root(map: &IdMap) -> bool {
-    !map.is_empty() && !crate::paths::is_root() && !in_ns_child()
+    !map.is_empty() && !crate::paths::is_root() && !crate::identity::in_ns_child()
 }
 
 /// Run `f` as the root of a container with `map` when
@@ -653,7 +643,7 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
     let (res_r, res_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(OP, "pipe")?;
-    HOST_EUID.store(host_euid(), std::sync::atomic::Ordering::Relaxed);
+    crate::identity::keep_host_euid();
     // SAFETY: the child runs `f` and leaves with _exit, never returning into the caller's stack.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -667,7 +657,7 @@ pub fn run_in_ns(map: &IdMap, as_root: bool, f: impl FnOnce() -> Result<Vec<u8>>
             libc::close(go_w.as_raw_fd());
             libc::close(res_r.as_raw_fd());
         }
-        IN_NS_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::identity::enter_ns_child();
         let mut out = std::fs::File::from(res_w);
         let res = (|| -> Result<Vec<u8>> {
             // SAFETY: unshare takes flags only and touches no memory.

@@ -42,7 +42,7 @@ struct Mine {
 static MINE: Mutex<Vec<Mine>> = Mutex::new(Vec::new());
 
 fn start_of(pid: u32) -> Option<u64> {
-    crate::state::proc_stat(pid as i32).map(|(_, s)| s)
+    crate::identity::proc_stat(pid as i32).map(|(_, s)| s)
 }
 
 fn open_entry(path: &Path, truncate: bool) -> Result<std::fs::File> {
@@ -59,7 +59,7 @@ fn open_entry(path: &Path, truncate: bool) -> Result<std::fs::File> {
 /// come before the path exists: a kill between the two leaves an entry
 /// naming nothing, which the next reconcile drops.
 pub fn note(path: &Path) -> Result<()> {
-    if crate::idmap::in_ns_child() {
+    if crate::identity::in_ns_child() {
         // A forked copy of a threaded process, as the container's root, who
         // may not write the run dir: best effort, never waiting on a lock
         // a thread that is not here held at the fork. What it writes lies in
@@ -79,7 +79,7 @@ fn note_in(root: &Path, path: &Path) -> Result<()> {
         return Err(crate::err!(InvalidArgument, OP, "a newline in the path").at(&path));
     }
     let pid = std::process::id();
-    let mut g = if crate::idmap::in_ns_child() {
+    let mut g = if crate::identity::in_ns_child() {
         match MINE.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -149,7 +149,7 @@ pub struct Dead {
 
 /// Whether `pid` is the live process that started at `start` (clock ticks after boot).
 pub fn process_alive(pid: u32, start: u64) -> bool {
-    matches!(crate::state::proc_stat(pid as i32), Some((s, st)) if s != 'Z' && s != 'X' && st == start)
+    matches!(crate::identity::proc_stat(pid as i32), Some((s, st)) if s != 'Z' && s != 'X' && st == start)
 }
 
 /// The entries whose writer is dead.

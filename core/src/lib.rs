@@ -9,6 +9,7 @@ pub mod copy;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod identity;
 pub mod idmap;
 pub mod inflight;
 pub mod lock;

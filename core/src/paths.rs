@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 /// Whether the caller is root on the host (root in a user namespace of
 /// [`crate::idmap::run_in_ns`] is not: it keeps the caller's paths).
 pub fn is_root() -> bool {
-    crate::idmap::host_euid() == 0
+    crate::identity::host_euid() == 0
 }
 
 /// `$HOME` of the calling user.
@@ -84,7 +84,7 @@ pub fn run_dir() -> PathBuf {
     } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
         PathBuf::from(x).join("strata")
     } else {
-        std::env::temp_dir().join(format!("strata-{}", crate::idmap::host_euid()))
+        std::env::temp_dir().join(format!("strata-{}", crate::identity::host_euid()))
     }
 }
 
@@ -111,7 +111,7 @@ pub fn check_own_lxcpath(lxcpath: &Path) -> Result<()> {
     if is_root() {
         return Ok(());
     }
-    let me = crate::idmap::host_euid();
+    let me = crate::identity::host_euid();
     let name = |uid: u32| user_by_uid(uid).map(|(n, _)| n).unwrap_or_else(|| format!("uid {uid}"));
     match std::fs::metadata(lxcpath) {
         Ok(m) if m.uid() == me => Ok(()),

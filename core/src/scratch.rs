@@ -13,7 +13,7 @@
 //! the mount is gone.
 //!
 //! Temp files of atomic writes (`.NAME.strata-tmp-PID-X`, see
-//! [`crate::store::write_atomic`]) name their writer's pid too:
+//! [`crate::durable::write_atomic`]) name their writer's pid too:
 //! [`stale_temp_file`] tells one whose writer is dead.
 
 use crate::error::Result;
@@ -167,7 +167,7 @@ pub(crate) fn pid_in(p: &Path) -> Option<i32> {
 /// `mtime`: it exists, is not a zombie, and started no later (a process
 /// started after the file was written reuses the pid of a dead writer).
 pub(crate) fn writer_alive(pid: i32, mtime: Option<SystemTime>) -> bool {
-    let Some((state, start)) = crate::state::proc_stat(pid) else {
+    let Some((state, start)) = crate::identity::proc_stat(pid) else {
         return false;
     };
     if state == 'Z' || state == 'X' {

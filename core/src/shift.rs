@@ -8,10 +8,10 @@
 //! and changes nothing; only then the second pass changes owners.
 
 use crate::config::Config;
-use crate::copy::{shift_acl, shift_fcaps, IdShift};
+use crate::copy::{shift_acl, shift_fcaps};
 use crate::err;
 use crate::error::{Error, IoContext, Result};
-use crate::idmap::{IdMap, Range};
+use crate::idmap::{IdMap, IdShift, Range};
 use crate::store::ContainerRef;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
@@ -455,7 +455,7 @@ pub fn record_shifted(dir: &Path, map: &IdMap) -> Result<()> {
     }
     let mut text = map.config_values().join("\n");
     text.push('\n');
-    crate::store::write_atomic(&p, text.as_bytes())
+    crate::durable::write_atomic(&p, text.as_bytes())
 }
 
 /// How a rootfs's owners relate to a container's map.
@@ -654,7 +654,7 @@ fn convert_locked(r: &ContainerRef, c: &crate::store::Container, to: &IdMap) -> 
                 fragile,
             };
             let json = serde_json::to_vec(&i).map_err(|e| err!(Io, OP, "{e}"))?;
-            crate::store::write_atomic(&intent_path, &json)?;
+            crate::durable::write_atomic(&intent_path, &json)?;
             i
         }
     };

@@ -72,7 +72,7 @@ impl RunRecord {
     pub fn monitor_alive(&self) -> bool {
         match (self.monitor_pid, self.monitor_start) {
             (Some(pid), Some(start)) => alive(pid, start),
-            (Some(pid), None) => proc_stat(pid).is_some_and(|(s, _)| s != 'Z'),
+            (Some(pid), None) => crate::identity::proc_stat(pid).is_some_and(|(s, _)| s != 'Z'),
             _ => false,
         }
     }
@@ -92,26 +92,14 @@ pub fn record_path(r: &ContainerRef) -> PathBuf {
     record_dir(&r.lxcpath).join(format!("{}.json", r.name))
 }
 
-/// State letter and start time of a process, from /proc/PID/stat.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split_whitespace();
-    let state = f.next()?.chars().next()?;
-    Some((state, f.nth(18)?.parse().ok()?))
-}
-
 /// Start time of a process, from /proc/PID/stat.
 pub fn proc_start_time(pid: i32) -> Option<u64> {
-    proc_stat(pid).map(|(_, t)| t)
+    crate::identity::proc_stat(pid).map(|(_, t)| t)
 }
 
 /// `pid` is alive (not a zombie) and started at `start`.
 pub fn alive(pid: i32, start: u64) -> bool {
-    proc_stat(pid).is_some_and(|(s, t)| t == start && s != 'Z' && s != 'X')
+    crate::identity::proc_stat(pid).is_some_and(|(s, t)| t == start && s != 'Z' && s != 'X')
 }
 
 /// The record as stored, running or not.

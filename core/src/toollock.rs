@@ -116,7 +116,7 @@ fn kill_before_exec(c: &mut Command) {
 pub fn output(c: &mut Command) -> std::io::Result<std::process::Output> {
     // A forked child as the container's root may not write the run dir;
     // its parent is the command, whose own tools are recorded.
-    let lock = if crate::idmap::in_ns_child() {
+    let lock = if crate::identity::in_ns_child() {
         None
     } else {
         ToolLock::new().map_err(|e| tracing::warn!("{e}")).ok()

@@ -8,7 +8,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use strata_core::copy::{CopyOptions, IdShift};
+use strata_core::copy::CopyOptions;
+use strata_core::idmap::IdShift;
 use strata_core::ErrorKind;
 use strata_testkit::{need_root, LoopFs};
 

@@ -46,7 +46,7 @@ pub(crate) fn mark_ran(r: &ContainerRef) -> Result<()> {
     strata_core::paths::ensure_dir(&dir)?;
     let reg = dir.join(&r.name);
     let pid = std::process::id();
-    let start = state::proc_stat(pid as i32).map_or(0, |(_, s)| s);
+    let start = strata_core::identity::proc_stat(pid as i32).map_or(0, |(_, s)| s);
     std::fs::write(&reg, format!("{pid} {start}\n")).map_err(|e| Error::io(OP, &reg, e))?;
     let p = r.dir().join(RAN_MARKER);
     std::fs::write(&p, b"").map_err(|e| Error::io(OP, &p, e))

@@ -264,7 +264,7 @@ pub fn destroy_tree(top: &Path) -> Result<()> {
         Err(e)
             if e.kind() == strata_core::ErrorKind::PermissionDenied
                 && !strata_core::paths::is_root()
-                && !strata_core::idmap::in_ns_child() =>
+                && !strata_core::identity::in_ns_child() =>
         {
             // An error from inside names what failed; one from setting up says less than the first.
             strata_core::idmap::as_own_ids(|| destroy_subvolumes(top)).map_err(|r| if r.path.is_some() { r } else { e })

@@ -17,6 +17,7 @@ pub use usage::{tree_usage, TreeUsage};
 
 use crate::err;
 use crate::error::{Error, Result};
+use crate::idmap::IdShift;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,18 +27,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
-
-/// Map of ids applied while copying (`host_id = f(id)`), for unprivileged
-/// clones; `None` copies ids as they are. An id outside all ranges is an
-/// `InvalidArgument` error naming the path; an empty list leaves that kind
-/// of id unchanged.
-#[derive(Debug, Clone, Default)]
-pub struct IdShift {
-    /// `(first id inside, first id outside, count)` ranges for uids.
-    pub uids: Vec<(u32, u32, u32)>,
-    /// Same for gids.
-    pub gids: Vec<(u32, u32, u32)>,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {

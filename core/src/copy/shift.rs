@@ -1,9 +1,9 @@
 //! Id shifting for unprivileged clones: owners, POSIX ACL xattrs and file
 //! capability xattrs. Public so an in-place converter can reuse them.
 
-use super::IdShift;
 use crate::err;
 use crate::error::Result;
+use crate::idmap::IdShift;
 
 const ACL_VERSION: u32 = 2;
 const ACL_USER: u16 = 0x02;

@@ -336,7 +336,7 @@ impl Engine {
         }
         let staging = make_container_dir(&p.dst.lxcpath, &p.dst.name, &map)?;
         let shifted = needs_container_root(&map);
-        let sync = store::SyncBatch::begin();
+        let sync = crate::durable::SyncBatch::begin();
         let mut dep_added = false;
         let res = (|| -> Result<()> {
             write_record(&staging, &dir, Some(&spec), dep.as_ref(), false)?;

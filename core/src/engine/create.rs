@@ -86,14 +86,14 @@ fn untar(tarball: &Path, dst: &Path) -> Result<()> {
 /// caller's own files (seen as [`crate::idmap::caller_inside_id`]) become
 /// the container root's, as a user's tree is its root's; container ids
 /// stay as they are.
-fn caller_as_root(map: &IdMap) -> crate::copy::IdShift {
+fn caller_as_root(map: &IdMap) -> crate::idmap::IdShift {
     let me = crate::idmap::caller_inside_id(map);
     let t = |v: &[crate::idmap::Range]| {
         let mut out = vec![(me, 0, 1)];
         out.extend(v.iter().map(|r| (r.inside, r.inside, r.count)));
         out
     };
-    crate::copy::IdShift {
+    crate::idmap::IdShift {
         uids: t(&map.uids),
         gids: t(&map.gids),
     }

@@ -33,7 +33,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         Err(e)
             if e.kind() == crate::ErrorKind::PermissionDenied
                 && !crate::paths::is_root()
-                && !crate::idmap::in_ns_child() =>
+                && !crate::identity::in_ns_child() =>
         {
             remove_tree_as_owner(path, e)
         }
@@ -151,7 +151,7 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
     // A forked child has none of the global pool's worker threads; and a
     // few subdirectories are not worth starting the pool for (an overlay's
     // delta and work, a small upper dir).
-    if crate::idmap::in_ns_child() || subdirs.len() < 4 {
+    if crate::identity::in_ns_child() || subdirs.len() < 4 {
         return subdirs.iter().try_for_each(one);
     }
     // Unlinks within one directory serialize on its lock: parallel across directories.
@@ -160,7 +160,7 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
 }
 
 /// Write `data` to `path` atomically: a temp file beside it, fsync (deferred
-/// inside a [`crate::store::SyncBatch`]), rename.
+/// inside a [`crate::durable::SyncBatch`]), rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     const OP: &str = "write file";
@@ -177,7 +177,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .open(&tmp)
             .ctx(OP, &tmp)?;
         f.write_all(data).ctx(OP, &tmp)?;
-        crate::store::settle(&f, &tmp, path)?;
+        crate::durable::settle(&f, &tmp, path)?;
         std::fs::rename(&tmp, path).ctx(OP, path)
     })();
     if res.is_err() {

@@ -21,7 +21,7 @@ fn move_entry(from: &Path, to: &Path) -> Result<()> {
         Err(e)
             if e.kind() == crate::ErrorKind::PermissionDenied
                 && !crate::paths::is_root()
-                && !crate::idmap::in_ns_child() =>
+                && !crate::identity::in_ns_child() =>
         {
             // An error from inside names what failed; one from setting up says less than the first.
             crate::idmap::as_own_ids(|| rename_noreplace(from, to)).map_err(|r| if r.path.is_some() { r } else { e })

@@ -11,7 +11,7 @@ use crate::err;
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::IdMap;
 use crate::spec::RootfsSpec;
-use crate::store::{self, Container, ContainerRef};
+use crate::store::{Container, ContainerRef};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -66,7 +66,7 @@ pub(super) struct Staged {
     pub config: Config,
     pub dep: Option<(ContainerRef, ContainerRef)>,
     /// The fsyncs of the files written while staging, done before the final rename.
-    pub sync: Option<store::SyncBatch>,
+    pub sync: Option<crate::durable::SyncBatch>,
 }
 
 pub(super) fn write_record(
@@ -154,7 +154,7 @@ pub(super) fn make_container_dir(lxcpath: &Path, name: &str, map: &IdMap) -> Res
     let res = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o770))
         .ctx("create staging directory", &p)
         .and_then(|()| {
-            if crate::paths::is_root() && !crate::idmap::in_ns_child() && !map.is_empty() {
+            if crate::paths::is_root() && !crate::identity::in_ns_child() && !map.is_empty() {
                 crate::shift::own_container_dir(&p, map)?;
             }
             Ok(())

@@ -6,9 +6,10 @@
 //! never redirect a write outside it; `..` and absolute names are refused;
 //! a hardlink may only point at an entry already made in the same tree.
 
-use crate::copy::{open_dir, proc_path, shift_acl, shift_fcaps, IdShift};
+use crate::copy::{open_dir, proc_path, shift_acl, shift_fcaps};
 use crate::err;
 use crate::error::{Error, Result};
+use crate::idmap::IdShift;
 use std::ffi::{CStr, CString, OsStr};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
