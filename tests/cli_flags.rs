@@ -101,15 +101,17 @@ fn start_define_and_rcfile() {
     );
 
     // Refused with one line, nothing left behind.
-    let other = rt.outside.join("other.conf");
-    std::fs::write(&other, "lxc.rootfs.path = dir:/var/empty\n").unwrap();
+    let norootfs = rt.outside.join("norootfs.conf");
+    std::fs::write(&norootfs, "lxc.uts.name = x\n").unwrap();
+    let eph = rt.outside.join("eph.conf");
+    std::fs::write(&eph, "lxc.rootfs.path = dir:/var/empty\nlxc.ephemeral = 1\n").unwrap();
     for (args, says) in [
         (vec!["-s", "lxc.bogus.key=1"], "unknown configuration key"),
         (vec!["-s", "lxc.utsname=old"], "unknown configuration key"),
         (vec!["-s", "novalue"], "KEY=VAL"),
-        (vec!["-f", other.to_str().unwrap()], "own rootfs"),
         (vec!["-f", "/nonexistent/rc"], "rcfile"),
-        (vec!["-s", "lxc.rootfs.path=dir:/var/empty"], "own rootfs"),
+        (vec!["-f", norootfs.to_str().unwrap()], "no lxc.rootfs.path"),
+        (vec!["-f", eph.to_str().unwrap()], "lxc.ephemeral = 1"),
     ] {
         let mut a = vec!["-n", "c1"];
         a.extend(args.iter().copied());
@@ -201,6 +203,106 @@ fn stop_signals_from_the_start() {
     let e = rt.fails("lxc-start", &["-n", "c1", "-s", "lxc.signal.halt=SIGNOPE"]);
     assert!(e.contains("lxc.signal.halt"), "{e}");
     rt.assert_clean(&["c1"]);
+}
+
+/// A run record an older strata wrote has no signals: lxc-stop then reads
+/// `lxc.signal.*` from the container's config as it is now, as LXC's
+/// lxc-stop reads them, instead of falling back to LXC's defaults.
+#[test]
+fn stop_signals_of_an_older_record_from_the_config() {
+    let rt = Rt::new();
+    let rootfs = rt.container("parsig1", "");
+    signal_noting_init(&rootfs);
+    let older = |name: &str| {
+        let key = rt.lxcpath.display().to_string().replace('_', "__").replace('/', "_");
+        let p = rt.run_dir.join("state").join(key).join(format!("{name}.json"));
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert!(v.get("signals").is_some(), "a new record has its signals: {v}");
+        v.as_object_mut().unwrap().remove("signals");
+        let tmp = p.with_extension("older");
+        std::fs::write(&tmp, serde_json::to_vec(&v).unwrap()).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+    };
+    let cfg = rt.lxcpath.join("parsig1/config");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    for (conf, stop, sig) in [
+        ("lxc.signal.halt = SIGUSR1\n", &[][..], "USR1"),
+        ("lxc.signal.stop = SIGUSR2\n", &["-k"][..], "USR2"),
+        ("", &[][..], "PWR"),
+    ] {
+        let _ = std::fs::remove_file(rootfs.join("tmp/ready"));
+        std::fs::write(&cfg, &base).unwrap();
+        rt.ok("lxc-start", &["-n", "parsig1", "-d"]);
+        wait_until("init's traps", || rootfs.join("tmp/ready").exists());
+        older("parsig1");
+        // Set after the start: only a stop that reads the config sees it.
+        std::fs::write(&cfg, format!("{base}{conf}")).unwrap();
+        let mut a = vec!["-n", "parsig1"];
+        a.extend(stop);
+        let t = std::time::Instant::now();
+        rt.ok("lxc-stop", &a);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "lxc-stop {a:?} waited"
+        );
+        assert_eq!(rt.state("parsig1"), "STOPPED");
+        let how = std::fs::read_to_string(rootfs.join("tmp/how")).unwrap_or_default();
+        assert_eq!(how.trim(), sig, "{conf}");
+    }
+    rt.assert_clean(&["parsig1"]);
+}
+
+/// `-f FILE` (or `-s`) naming another rootfs than the defined container's:
+/// LXC's lxc-start clears the container's config and loads the file alone,
+/// so the container runs on the file's rootfs, and so does strata's; its
+/// own rootfs is not touched, and the tools see the run under its name.
+#[test]
+fn rcfile_with_another_rootfs_runs_on_it() {
+    let rt = Rt::new();
+    let own = rt.container("parrc1", "");
+    let other = rt.outside.join("otherfs");
+    make_rootfs(&other);
+    std::fs::write(other.join("etc/base-marker"), "other\n").unwrap();
+    let before = listing(&own);
+    let rc = rt.outside.join("other.conf");
+    std::fs::write(
+        &rc,
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.uts.name = otherhost\nlxc.mount.auto = proc:mixed\n",
+            other.display()
+        ),
+    )
+    .unwrap();
+    let rcs = rc.to_str().unwrap();
+    let cat = ["--", "/bin/sh", "-c", "hostname; cat /etc/base-marker"];
+    let mut a = vec!["-n", "parrc1", "-f", rcs];
+    a.extend(cat);
+    assert_eq!(rt.ok("lxc-execute", &a), "otherhost\nother\n");
+    let spec = format!("lxc.rootfs.path=dir:{}", other.display());
+    let mut a = vec!["-n", "parrc1", "-s", spec.as_str()];
+    a.extend(cat);
+    assert_eq!(rt.ok("lxc-execute", &a), "parrc1\nother\n");
+    // Started in the background: running under its name, on that rootfs.
+    rt.ok("lxc-start", &["-n", "parrc1", "-d", "-f", rcs]);
+    assert_eq!(rt.state("parrc1"), "RUNNING");
+    assert_eq!(
+        rt.ok("lxc-attach", &["-n", "parrc1", "--", "/bin/cat", "/etc/base-marker"]),
+        "other\n"
+    );
+    // lxc-info -c reads the container's config file, as LXC's does.
+    assert_eq!(
+        rt.ok("lxc-info", &["-n", "parrc1", "-c", "lxc.rootfs.path", "-H"])
+            .trim(),
+        own.display().to_string()
+    );
+    // A second start of the same name is refused, whichever file it names.
+    let e = rt.fails("lxc-start", &["-n", "parrc1", "-d"]);
+    assert!(e.contains("running"), "{e}");
+    rt.ok("lxc-stop", &["-n", "parrc1", "-t", "10"]);
+    assert_eq!(rt.state("parrc1"), "STOPPED");
+    assert_eq!(listing(&own), before, "the container's own rootfs was touched");
+    assert_eq!(std::fs::read_to_string(own.join("etc/base-marker")).unwrap(), "base\n");
+    rt.assert_clean(&["parrc1"]);
 }
 
 #[test]

@@ -751,3 +751,64 @@ fn volatile_container_as_under_lxc() {
     }
     rt.assert_clean(&[]);
 }
+
+/// A volatile container in an lxcpath so long that LXC hashes its command
+/// socket's name (`@lxc/HASH/command`): each runtime's lxc-ls lists the one
+/// the other runs, as LXC's lxc-ls finds it (asking the hashed socket for
+/// its lxcpath and name).
+#[test]
+fn volatile_container_in_a_long_lxcpath() {
+    if !have_lxc() {
+        return;
+    }
+    let mut rt = Rt::new();
+    rt.lxcpath = rt.tmp.path().join("l".repeat(90));
+    std::fs::create_dir_all(&rt.lxcpath).unwrap();
+    let name = "ilxhash9";
+    assert!(
+        lxc_cmd::socket_name(&rt.lxcpath, name).starts_with(b"lxc/"),
+        "the lxcpath is not long enough to be hashed"
+    );
+    let rootfs = rt.outside.join("vrootfs");
+    make_rootfs(&rootfs);
+    let rc = rt.outside.join("vol.conf");
+    std::fs::write(
+        &rc,
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.uts.name = volhost\n{NET}lxc.mount.auto = proc:mixed\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    let rcs = rc.to_str().unwrap();
+    // LXC runs it: strata's lxc-ls lists it as LXC's does.
+    lxc_ok(&rt, "lxc-start", &["-n", name, "-d", "-f", rcs]);
+    let _stop = Stopper(&rt, name);
+    assert_eq!(rt.state(name), "RUNNING");
+    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
+    assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), name);
+    assert_eq!(rt.ok("lxc-ls", &[]).trim(), name);
+    // Another lxcpath's listing does not show it.
+    let other = rt.tmp.path().join("m".repeat(90));
+    std::fs::create_dir_all(&other).unwrap();
+    let o = Command::new(rt.bin.join("lxc-ls"))
+        .arg("-P")
+        .arg(&other)
+        .arg("--running")
+        .env("STRATA_RUN_DIR", &rt.run_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "");
+    trapped(&rt, name);
+    rt.ok("lxc-stop", &["-n", name, "-t", "10"]);
+    assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), "");
+    // Strata runs it: LXC's lxc-ls lists it.
+    rt.ok("lxc-start", &["-n", name, "-d", "-f", rcs]);
+    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
+    assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), name);
+    trapped(&rt, name);
+    rt.ok("lxc-stop", &["-n", name, "-t", "10"]);
+    rt.assert_clean(&[]);
+}

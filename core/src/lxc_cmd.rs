@@ -109,11 +109,12 @@ impl Rsp {
 }
 
 /// A request header: command and payload length.
-/// Names of the containers of `lxcpath` whose command socket is bound
-/// under its plain name (`@LXCPATH/NAME/command`), from /proc/net/unix,
-/// as LXC lists its active containers: a volatile one (running from a
-/// config file, never defined in the lxcpath) shows only there. A name
-/// hashed for a long lxcpath cannot be told from this.
+/// Names of the containers of `lxcpath` whose command socket is bound,
+/// from /proc/net/unix, as LXC's lxc-ls lists its active containers: a
+/// volatile one (running from a config file, never defined in the lxcpath)
+/// shows only there. A plain name (`@LXCPATH/NAME/command`) says it; a
+/// hashed one (`@lxc/HASH/command`, for a long lxcpath) is asked for its
+/// lxcpath and name, as LXC asks it.
 pub fn bound_names(lxcpath: &Path) -> Vec<String> {
     let Some(bound) = bound_abstract() else {
         return Vec::new();
@@ -126,8 +127,53 @@ pub fn bound_names(lxcpath: &Path) -> Vec<String> {
         .filter(|n| !n.is_empty() && !n.contains('/'))
         .map(str::to_string)
         .collect();
+    let want = lxcpath.as_os_str().as_encoded_bytes();
+    for sock in bound.iter().filter(|n| is_hashed(n)) {
+        if ask_data(sock, cmd::GET_LXCPATH).as_deref() != Some(want) {
+            continue;
+        }
+        if let Some(name) = ask_data(sock, cmd::GET_NAME).and_then(|n| String::from_utf8(n).ok()) {
+            if !name.is_empty() && !name.contains('/') && socket_name(lxcpath, &name) == *sock {
+                v.push(name);
+            }
+        }
+    }
     v.sort();
+    v.dedup();
     v
+}
+
+/// `lxc/` + 16 hex digits + `/command`: LXC's name of a command socket
+/// whose plain name would not fit.
+fn is_hashed(n: &[u8]) -> bool {
+    n.len() == 4 + 16 + 8
+        && n.starts_with(b"lxc/")
+        && n.ends_with(b"/command")
+        && n[4..20].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// The data of the answer to a payload-less command `cmd` on the abstract
+/// socket `sock`, without its trailing NULs; `None` when nothing answers,
+/// the answer is an error or longer than [`DATA_MAX`].
+fn ask_data(sock: &[u8], cmd: i32) -> Option<Vec<u8>> {
+    let addr = SocketAddr::from_abstract_name(sock).ok()?;
+    let mut s = UnixStream::connect_addr(&addr).ok()?;
+    s.set_read_timeout(Some(TIMEOUT)).ok()?;
+    s.set_write_timeout(Some(TIMEOUT)).ok()?;
+    s.write_all(&req_bytes(cmd, 0)).ok()?;
+    let mut b = [0u8; 16];
+    s.read_exact(&mut b).ok()?;
+    let rsp = Rsp::from_bytes(&b);
+    let len = usize::try_from(rsp.datalen).ok().filter(|l| *l <= DATA_MAX)?;
+    if rsp.ret < 0 {
+        return None;
+    }
+    let mut data = vec![0u8; len];
+    s.read_exact(&mut data).ok()?;
+    while data.last() == Some(&0) {
+        data.pop();
+    }
+    Some(data)
 }
 
 pub fn req_bytes(cmd: i32, datalen: i32) -> [u8; 16] {

@@ -37,13 +37,21 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub net_phys: Vec<(String, u32)>,
     /// `lxc.signal.halt/reboot/stop` as the start read them (the config,
-    /// `-f` FILE, `-s`), for whoever stops the container.
-    #[serde(default, skip_serializing_if = "Signals::is_unset")]
-    pub signals: Signals,
+    /// `-f` FILE, `-s`), for whoever stops the container. `None` in a record
+    /// an older strata wrote (it had no such field) and in one made up for
+    /// a container LXC runs: lxc-stop then reads the container's config, as
+    /// LXC's lxc-stop does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Signals>,
     /// The config file the start read when it was not the container's own
     /// (`-f`): a volatile container has no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<PathBuf>,
+    /// The rootfs this run mounts when it is not the container's own
+    /// (`lxc-start -f FILE` or `-s` naming another, as LXC allows), recorded
+    /// before it is mounted: teardown unmounts that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
     /// Made up from the answer of LXC's command socket for a container LXC
     /// runs (never stored): no monitor of ours, nothing of ours to undo.
     #[serde(skip)]
@@ -59,12 +67,6 @@ pub struct Signals {
     pub reboot: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<i32>,
-}
-
-impl Signals {
-    pub fn is_unset(&self) -> bool {
-        *self == Signals::default()
-    }
 }
 
 impl RunRecord {
@@ -194,8 +196,9 @@ pub fn lxc_record(init_pid: i32) -> Option<RunRecord> {
         cgroups: proc_cgroup_dirs(init_pid),
         net_links: Vec::new(),
         net_phys: Vec::new(),
-        signals: Signals::default(),
+        signals: None,
         config_file: None,
+        rootfs: None,
         by_lxc: true,
     })
 }

@@ -115,8 +115,9 @@ fn my_record(ephemeral: bool) -> RunRecord {
         cgroups: Vec::new(),
         net_links: Vec::new(),
         net_phys: Vec::new(),
-        signals: Default::default(),
+        signals: None,
         config_file: None,
+        rootfs: None,
         by_lxc: false,
     }
 }

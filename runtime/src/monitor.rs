@@ -430,8 +430,9 @@ pub(crate) fn run_monitor(
         cgroups: p.cg.paths(),
         net_links: net.host_links(),
         net_phys: net.lent_links(),
-        signals: p.cfg.signals,
+        signals: Some(p.cfg.signals),
         config_file: opts.rcfile.clone(),
+        rootfs: p.other_rootfs.clone(),
         ..my_record(ephemeral)
     };
     // Without devices to make, init may go at once; the record is written meanwhile.
@@ -698,7 +699,11 @@ fn cleanup(engine: &Engine, r: &ContainerRef, host_mounts: bool) -> Result<()> {
         crate::net::remove_leftovers(&rec.net_links, &rec.net_phys);
     }
     if host_mounts {
-        unmount_rootfs(engine, r)?;
+        // The rootfs the run mounted: `-f FILE`'s when it named another.
+        let other = state::read(r)
+            .and_then(|rec| rec.rootfs)
+            .and_then(|s| strata_core::RootfsSpec::parse(&s).ok());
+        unmount_rootfs(engine, r, other)?;
     }
     // The console socket of a monitor that was killed.
     let _ = std::fs::remove_file(console::socket_dir(&r.lxcpath).join(console::socket_name(&r.name)));
@@ -706,18 +711,18 @@ fn cleanup(engine: &Engine, r: &ContainerRef, host_mounts: bool) -> Result<()> {
 }
 
 /// The host-side rootfs mount of a run, its idmapped view and tmpfs upper.
-fn unmount_rootfs(engine: &Engine, r: &ContainerRef) -> Result<()> {
+fn unmount_rootfs(engine: &Engine, r: &ContainerRef, other: Option<strata_core::RootfsSpec>) -> Result<()> {
     let mp = mount_point(r);
     let view = userns::idmapped_path(&mp);
     if std::fs::symlink_metadata(&view).is_ok() {
         userns::remove_idmapped(&view)?;
     }
     let mounts = fsutil::mount_points();
-    if let Ok(c) = Store::new(&r.lxcpath).load(&r.name) {
+    if let Some(rootfs) = other.or_else(|| Store::new(&r.lxcpath).load(&r.name).ok().map(|c| c.rootfs)) {
         if mounts.iter().any(|m| m == &mp) {
-            engine.backends.for_spec(&c.rootfs)?.umount(&c.rootfs, &mp)?;
+            engine.backends.for_spec(&rootfs)?.umount(&rootfs, &mp)?;
         }
-        if let Some((_, upper)) = c.rootfs.overlay_parts() {
+        if let Some((_, upper)) = rootfs.overlay_parts() {
             if let Some(dir) = Path::new(upper).parent() {
                 if mounts.iter().any(|m| m == dir) {
                     nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)

@@ -45,6 +45,8 @@ pub(crate) struct Prepared {
     pub(crate) cfg_file: PathBuf,
     /// That file as read, includes expanded and `-s` set on it.
     pub(crate) eff: strata_core::config::Config,
+    /// The rootfs of `-f FILE` (or `-s`) when it is not the container's own.
+    pub(crate) other_rootfs: Option<String>,
 }
 
 impl Prepared {
@@ -120,15 +122,31 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     // file, `-s` adds to it): what common.conf asks for is honoured, and
     // what strata cannot honour is refused here.
     let cfg_file = opts.rcfile.clone().unwrap_or_else(|| r.config_path());
-    let (mut c, eff) = if volatile {
-        let eff = read_config(None, &cfg_file, &opts.defines)?;
-        (volatile_container(r, &cfg_file, &eff, ephemeral_run)?, eff)
+    let eff = read_config(&cfg_file, &opts.defines)?;
+    let mut other_rootfs = None;
+    let mut c = if volatile {
+        volatile_container(r, &cfg_file, &eff, ephemeral_run)?
     } else {
-        let c = store.load(&r.name)?;
-        let eff = read_config(Some(&c), &cfg_file, &opts.defines)?;
-        (c, eff)
+        store.load(&r.name)?
     };
-    if opts.rcfile.is_some() || !opts.defines.is_empty() {
+    if !volatile && (opts.rcfile.is_some() || !opts.defines.is_empty()) {
+        // As LXC's lxc-start: the file (and `-s`) stand for the container's
+        // config, its lxc.rootfs.path included.
+        let rootfs = rootfs_of(r, &cfg_file, &eff)?;
+        if rootfs != c.rootfs {
+            if ephemeral_run || eff.get("lxc.ephemeral").is_some_and(|v| v.trim() == "1") {
+                return Err(err!(
+                    Unsupported,
+                    OP,
+                    "lxc.ephemeral = 1 with lxc.rootfs.path = {rootfs} from {}: the rootfs destroyed at stop would not be {}'s own ({})",
+                    cfg_file.display(),
+                    r.name,
+                    c.rootfs
+                ));
+            }
+            other_rootfs = Some(rootfs.to_string());
+            c.rootfs = rootfs;
+        }
         c.config = eff.clone();
     }
     let map = IdMap::from_config(&c.config)?;
@@ -177,6 +195,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         r,
         &RunRecord {
             cgroups: cg.paths(),
+            rootfs: other_rootfs.clone(),
             ..my_record(ephemeral)
         },
     )?;
@@ -207,6 +226,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             .map(PathBuf::from),
         cfg_file,
         eff,
+        other_rootfs,
     };
     let res = (|| {
         let mut tries = 0;
@@ -222,6 +242,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
                         r,
                         &RunRecord {
                             cgroups: p.cg.paths(),
+                            rootfs: p.other_rootfs.clone(),
                             ..my_record(ephemeral)
                         },
                     )?;
@@ -291,16 +312,6 @@ fn volatile_container(
     ephemeral_run: bool,
 ) -> Result<Container> {
     const OP: &str = "start";
-    let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
-    if value.is_empty() {
-        return Err(err!(
-            Unsupported,
-            OP,
-            "{}: no lxc.rootfs.path: strata runs a container not defined in {} on a rootfs of its own, not on the host's /",
-            cfg_file.display(),
-            r.lxcpath.display()
-        ));
-    }
     if ephemeral_run || eff.get("lxc.ephemeral").is_some_and(|v| v.trim() == "1") {
         return Err(err!(
             Unsupported,
@@ -310,26 +321,37 @@ fn volatile_container(
             r.lxcpath.display()
         ));
     }
+    Ok(Container {
+        r: r.clone(),
+        config: eff.clone(),
+        rootfs: rootfs_of(r, cfg_file, eff)?,
+    })
+}
+
+/// The rootfs `eff` (read from `cfg_file`) names: `lxc.rootfs.path`, typed
+/// by `lxc.rootfs.backend` when it is a bare path. Without one LXC would
+/// run on the host's `/`; strata refuses that.
+fn rootfs_of(r: &ContainerRef, cfg_file: &Path, eff: &strata_core::config::Config) -> Result<strata_core::RootfsSpec> {
+    let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
+    if value.is_empty() {
+        return Err(err!(
+            Unsupported,
+            "start",
+            "{}: no lxc.rootfs.path: strata runs {} on a rootfs, not on the host's /",
+            cfg_file.display(),
+            r.name
+        ));
+    }
     let value = match eff.get("lxc.rootfs.backend").map(str::trim) {
         Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
         _ => value.to_string(),
     };
-    let rootfs = strata_core::RootfsSpec::parse(&value).map_err(|e| e.at(cfg_file))?;
-    Ok(Container {
-        r: r.clone(),
-        config: eff.clone(),
-        rootfs,
-    })
+    strata_core::RootfsSpec::parse(&value).map_err(|e| e.at(cfg_file))
 }
 
 /// The checked config of `cfg_file` with `defines` set on it, as LXC's
-/// `-s` sets items after the file is read. For a defined container `c`,
-/// another rootfs than its own is refused: it runs on its own storage.
-fn read_config(
-    c: Option<&Container>,
-    cfg_file: &Path,
-    defines: &[(String, String)],
-) -> Result<strata_core::config::Config> {
+/// `-s` sets items after the file is read.
+fn read_config(cfg_file: &Path, defines: &[(String, String)]) -> Result<strata_core::config::Config> {
     const OP: &str = "read config";
     let mut eff = strata_core::config::check_keys(cfg_file)?;
     for (k, v) in defines {
@@ -338,26 +360,6 @@ fn read_config(
             return Err(err!(InvalidConfig, OP, "-s {k}: unknown configuration key"));
         }
         eff.append(k, v.trim());
-    }
-    let Some(c) = c else {
-        return Ok(eff);
-    };
-    let value = eff.get("lxc.rootfs.path").map(str::trim).unwrap_or("");
-    let value = match eff.get("lxc.rootfs.backend").map(str::trim) {
-        Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
-        _ => value.to_string(),
-    };
-    let same = strata_core::RootfsSpec::parse(&value).is_ok_and(|s| s == c.rootfs);
-    if !same {
-        return Err(err!(
-            Unsupported,
-            OP,
-            "lxc.rootfs.path = {value} from {}{}: strata starts {} on its own rootfs ({})",
-            cfg_file.display(),
-            if defines.is_empty() { "" } else { " and -s" },
-            c.r.name,
-            c.rootfs
-        ));
     }
     Ok(eff)
 }

@@ -148,8 +148,9 @@ pub fn info(r: &ContainerRef) -> Option<RunRecord> {
 }
 
 /// The signals to stop `r` with: those its start read (`-f` FILE and `-s`
-/// included), recorded by our monitor; for a container LXC runs, its own
-/// config's (LXC's lxc-stop reads the same). `--rcfile` gives the halt and
+/// included), recorded by our monitor; for a container LXC runs or an older
+/// strata started (its record has none), its own config's (LXC's lxc-stop
+/// reads the same). `--rcfile` gives the halt and
 /// reboot signals, as LXC's lxc-stop takes them from the file it loaded
 /// (the hard stop's stays the start's: LXC's monitor sends that one).
 fn signals_for(r: &ContainerRef, rec: &RunRecord, o: &StopOpts) -> Result<state::Signals> {
@@ -169,14 +170,13 @@ fn signals_for(r: &ContainerRef, rec: &RunRecord, o: &StopOpts) -> Result<state:
             stop: get("lxc.signal.stop")?,
         })
     };
-    let mut s = if rec.by_lxc {
-        if r.config_path().is_file() {
-            from_file(&r.config_path())?
-        } else {
-            state::Signals::default()
-        }
-    } else {
-        rec.signals
+    // Not recorded (LXC runs it, or an older strata started it): the
+    // container's config as it is now, which is what LXC's lxc-stop reads
+    // (a volatile container has none: LXC's defaults).
+    let mut s = match rec.signals {
+        Some(s) if !rec.by_lxc => s,
+        _ if r.config_path().is_file() => from_file(&r.config_path())?,
+        _ => state::Signals::default(),
     };
     if let Some(f) = &o.rcfile {
         let given = from_file(f)?;
