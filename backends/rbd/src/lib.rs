@@ -846,8 +846,8 @@ impl UsageReport for RbdBackend {
             .and_then(Value::as_array)
             .and_then(|a| a.iter().find(|i| i.get("snapshot").is_none()));
         Ok(Usage {
-            exclusive: None,
             referenced: img.and_then(|i| i.get("used_size")).and_then(Value::as_u64),
+            ..Usage::default()
         })
     }
 }
