@@ -339,7 +339,7 @@ struct InfoArgs {
 fn info(a: InfoArgs) -> anyhow::Result<i32> {
     use crate::tools::{config_item, netinfo};
     use strata_runtime::state_view;
-    let (lxcpath, _engine) = setup(&a.common)?;
+    let (lxcpath, engine) = setup(&a.common)?;
     let r = running_or_existing(&lxcpath, &a.name)?;
     let (st, rec) = state_view::state(&r);
     let (mut state, mut pid, mut ips, mut stats) = (a.state, a.pid, a.ips, a.stats);
@@ -397,6 +397,8 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
             let s = strata_runtime::cgroup::stats(&rec.cgroups);
             print!("{}", strata_runtime::cgroup::format_stats(&s, humanize));
         }
+        // The rootfs's disk use, from its backend, running or not.
+        print!("{}", crate::cli::du::info_lines(&engine, &lxcpath, &a.name, humanize));
         let peer = net
             .as_ref()
             .and_then(|n| n.link)

@@ -108,6 +108,52 @@ pub struct Usage {
     pub exclusive: Option<u64>,
     /// Bytes this rootfs refers to, shared or not.
     pub referenced: Option<u64>,
+    /// Bytes held by the backend's own snapshots of this rootfs and no
+    /// longer by the rootfs itself (zfs `usedbysnapshots`), where known.
+    pub snapshots: Option<u64>,
+    /// Where the figures come from, as the backend declares it.
+    pub source: UsageSource,
+}
+
+impl Usage {
+    /// Bytes shared with other rootfs: referenced but not exclusive.
+    pub fn shared(&self) -> Option<u64> {
+        Some(self.referenced?.saturating_sub(self.exclusive?))
+    }
+}
+
+/// How a backend knows a rootfs's usage. `Accounting` and `Allocated` are
+/// the storage's own counts, read in constant time per rootfs; `Walk`
+/// visits every file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageSource {
+    /// Not known.
+    #[default]
+    None,
+    /// The storage's own accounting (btrfs qgroups, zfs properties, LVM
+    /// thin data percent, a project quota, `rbd du`): the name of it.
+    Accounting(&'static str),
+    /// The blocks allocated to one file (a loop image).
+    Allocated,
+    /// A walk of the tree (see [`crate::usage::walk`]).
+    Walk,
+}
+
+impl UsageSource {
+    /// A short name for listings: `qgroup`, `blocks`, `walk`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            UsageSource::None => "-",
+            UsageSource::Accounting(s) => s,
+            UsageSource::Allocated => "blocks",
+            UsageSource::Walk => "walk",
+        }
+    }
+
+    /// Whether the figure came without visiting the files.
+    pub fn is_cheap(&self) -> bool {
+        matches!(self, UsageSource::Accounting(_) | UsageSource::Allocated)
+    }
 }
 
 /// At most what a new rootfs can hold, for sized backends (see
@@ -294,9 +340,16 @@ pub trait FastCopy {
     fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool>;
 }
 
-/// Disk usage per rootfs.
+/// Disk usage per rootfs, from the backend's own accounting where it keeps
+/// one (the [`Usage::source`] it returns says which).
 pub trait UsageReport {
     fn usage(&self, spec: &RootfsSpec) -> Result<Usage>;
+
+    /// Usage of several rootfs at once, in order: a backend whose tool
+    /// reports a whole pool or filesystem in one call overrides it.
+    fn usage_many(&self, specs: &[&RootfsSpec]) -> Vec<Result<Usage>> {
+        specs.iter().map(|s| self.usage(s)).collect()
+    }
 }
 
 /// The backends the binary wires in, found by kind or by spec.

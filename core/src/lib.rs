@@ -26,10 +26,11 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod toollock;
+pub mod usage;
 
 pub use backend::{
     build_mark, Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Snapshotter, Target, Usage,
-    UsageReport,
+    UsageReport, UsageSource,
 };
 pub use error::{Error, ErrorKind, IoContext, Result};
 pub use spec::RootfsSpec;

@@ -8,6 +8,7 @@ pub mod clone;
 pub mod copy;
 pub mod create;
 pub mod destroy;
+pub mod du;
 pub mod export;
 pub mod import;
 pub mod info;

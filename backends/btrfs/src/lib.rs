@@ -16,6 +16,7 @@ use std::sync::Arc;
 use strata_core::engine::fsutil;
 use strata_core::{
     err, Backend, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
+    UsageSource,
 };
 
 pub use ioctl::BTRFS_SUPER_MAGIC;
@@ -481,22 +482,39 @@ impl FastCopy for BtrfsBackend {
 }
 
 impl UsageReport for BtrfsBackend {
+    // qgroups where quotas are on and consistent: referenced and exclusive
+    // as the filesystem counts them. Otherwise a walk (referenced only: what
+    // a subvolume shares with its snapshots is then unknown).
     fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
         let path = spec.path();
         let f = open_dir(&path)?;
+        let walked = || -> Result<Usage> {
+            Ok(Usage {
+                referenced: Some(strata_core::usage::walk(&path)?),
+                source: UsageSource::Walk,
+                ..Usage::default()
+            })
+        };
         let id = match ioctl::subvol_id(f.as_fd()) {
             Ok(id) => id,
-            Err(nix::errno::Errno::EPERM) => return Ok(Usage::default()),
+            Err(nix::errno::Errno::EPERM) => return walked(),
             Err(e) => return Err(Error::errno("btrfs usage", &path, e)),
         };
+        // Quotas off: no status item. Asked before the sync below, which
+        // only matters when there are numbers to bring up to date.
+        if !matches!(ioctl::qgroup_usage(f.as_fd(), id), Ok(Some(_))) {
+            return walked();
+        }
         // qgroup numbers are updated at transaction commit.
         let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
         match ioctl::qgroup_usage(f.as_fd(), id) {
             Ok(Some((referenced, exclusive))) => Ok(Usage {
                 exclusive: Some(exclusive),
                 referenced: Some(referenced),
+                snapshots: None,
+                source: UsageSource::Accounting("qgroup"),
             }),
-            Ok(None) | Err(nix::errno::Errno::EPERM) => Ok(Usage::default()),
+            Ok(None) | Err(nix::errno::Errno::EPERM) => walked(),
             Err(e) => Err(Error::errno("btrfs qgroup usage", &path, e)),
         }
     }

@@ -5,7 +5,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_core::engine::fsutil;
-use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Target};
+use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Target, Usage, UsageReport, UsageSource};
 
 #[derive(Debug, Default)]
 pub struct DirBackend;
@@ -103,5 +103,22 @@ impl Backend for DirBackend {
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
         // Detach: the recursive bind carries submounts that must go with it.
         umount2(target, MntFlags::MNT_DETACH).ctx("unmount rootfs", target)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl UsageReport for DirBackend {
+    // A plain directory keeps no count: walk it. Nothing in it is shared.
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        let bytes = strata_core::usage::walk(&spec.path())?;
+        Ok(Usage {
+            exclusive: Some(bytes),
+            referenced: Some(bytes),
+            snapshots: None,
+            source: UsageSource::Walk,
+        })
     }
 }

@@ -4,6 +4,7 @@
 //! snapshots are reflinks, where the host filesystem has them.
 
 pub mod dev;
+mod fiemap;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use strata_core::engine::fsutil;
 use strata_core::{
     err, Backend, Capacity, Caps, Error, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage,
-    UsageReport,
+    UsageReport, UsageSource,
 };
 
 /// LXC's default `--fssize`.
@@ -622,16 +623,28 @@ impl Backend for LoopBackend {
 }
 
 impl UsageReport for LoopBackend {
-    // What the image holds on the host. Where the host can reflink, its
-    // extents may be shared with copies: exclusive bytes are then unknown.
+    // The blocks the image holds on the host; of them, the extents it
+    // shares with reflinked copies (FIEMAP) are not exclusive.
     fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
         use std::os::unix::fs::MetadataExt;
         let img = spec.path();
-        let allocated = std::fs::metadata(&img).ctx("loop usage", &img)?.blocks() * 512;
-        let shared = img.parent().is_some_and(|d| reflink_probe(&img, d).is_ok());
+        // O_NONBLOCK: a fifo put in the image's place must not hang us.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&img)
+            .ctx("loop usage", &img)?;
+        let md = f.metadata().ctx("loop usage", &img)?;
+        if !md.is_file() {
+            return Err(err!(InvalidSpec, "loop usage", "not a regular file").at(&img));
+        }
+        let allocated = md.blocks() * 512;
+        let exclusive = fiemap::shared_bytes(&f).ok().map(|s| allocated.saturating_sub(s));
         Ok(Usage {
-            exclusive: (!shared).then_some(allocated),
+            exclusive,
             referenced: Some(allocated),
+            snapshots: None,
+            source: UsageSource::Allocated,
         })
     }
 }

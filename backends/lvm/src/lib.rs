@@ -23,7 +23,9 @@ use runner::{Out, Runner, SystemRunner};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport};
+use strata_core::{
+    err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport, UsageSource,
+};
 
 const DEFAULT_SIZE: u64 = 1 << 30;
 const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
@@ -749,15 +751,23 @@ impl UsageReport for LvmBackend {
         let l = self
             .find(&vg, &lv)
             .ok_or_else(|| err!(NotFound, "lvm usage", "logical volume {vg}/{lv} does not exist"))?;
-        // Thin volumes: the pool blocks mapped; plain volumes: all of it.
-        let used = match l.data_percent {
-            Some(p) if l.is_thin() => (l.size as f64 * p / 100.0) as u64,
-            _ => l.size,
-        };
-        Ok(Usage {
-            exclusive: None,
-            referenced: Some(used),
-        })
+        // Thin volumes: the pool blocks mapped (data_percent of the size,
+        // shared with thin snapshots as far as they have not diverged, which
+        // LVM does not count); plain volumes: all of it, their own.
+        match l.data_percent {
+            Some(p) if l.is_thin() => Ok(Usage {
+                exclusive: None,
+                referenced: Some((l.size as f64 * p / 100.0) as u64),
+                snapshots: None,
+                source: UsageSource::Accounting("thin data_percent"),
+            }),
+            _ => Ok(Usage {
+                exclusive: Some(l.size),
+                referenced: Some(l.size),
+                snapshots: None,
+                source: UsageSource::Accounting("lv size"),
+            }),
+        }
     }
 }
 

@@ -319,6 +319,35 @@ fn usage_reports_thin_data() {
     let b = e.backends.for_spec(&c.rootfs).unwrap();
     let u = b.usage_reporter().unwrap().usage(&c.rootfs).unwrap();
     assert!(u.referenced.unwrap() > 0 && u.referenced.unwrap() < 64 << 20, "{u:?}");
+    // 8 MiB written: the mapped share grows by at least that, and the
+    // figure is data_percent of the size as lvs reports them.
+    let big: String = (0..8 << 20).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    write(&e, &c.rootfs, "big", &big);
+    let u2 = b.usage_reporter().unwrap().usage(&c.rootfs).unwrap();
+    let lv = c.rootfs.source().trim_start_matches("/dev/").to_string();
+    let o = Command::new("lvs")
+        .args([
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "lv_size,data_percent",
+            &lv,
+        ])
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let f: Vec<&str> = out.split_whitespace().collect();
+    let size: f64 = f[0].parse().unwrap();
+    let pct: f64 = f[1].parse().unwrap();
+    assert_eq!(u2.referenced.unwrap(), (size * pct / 100.0) as u64, "{out}");
+    assert!(
+        u2.referenced.unwrap() >= u.referenced.unwrap() + (8 << 20) - (1 << 20),
+        "{u:?} {u2:?}"
+    );
+    assert_eq!(u2.source, strata_core::UsageSource::Accounting("thin data_percent"));
     destroy(&e, &lp, "u1");
 }
 

@@ -19,13 +19,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_core::copy::{copy_tree, CopyOptions};
 use strata_core::engine::fsutil;
-use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target};
+use strata_core::{
+    err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport, UsageSource,
+};
 
 #[derive(Debug, Default)]
-pub struct OverlayBackend;
+pub struct OverlayBackend {
+    /// Walks of lower dirs already made by this process: many overlay
+    /// clones share one lower, which `strata du` then walks once.
+    lowers: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
 
 pub fn backend() -> Arc<dyn Backend> {
-    Arc::new(OverlayBackend)
+    Arc::new(OverlayBackend::default())
 }
 
 /// The work dir that goes with an upper dir.
@@ -205,6 +211,47 @@ impl Backend for OverlayBackend {
     fn write_if_regular_unmounted(&self, spec: &RootfsSpec, rel: &str, data: &[u8]) -> Result<Option<bool>> {
         let (lower, upper) = parts(spec)?;
         write_upper(&lower, &upper, rel, data)
+    }
+
+    fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+}
+
+impl UsageReport for OverlayBackend {
+    // Exclusive: the upper dir, all this rootfs adds. Referenced: the upper
+    // and the lower it is seen through (files copied up count twice: an
+    // upper bound). A lower that is not a host dir (a block device's spec)
+    // leaves referenced unknown.
+    fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        let (lower, upper) = parts(spec)?;
+        let exclusive = strata_core::usage::walk(&upper)?;
+        let lower_path = RootfsSpec::parse(&lower)
+            .ok()
+            .filter(|l| l.kind() == "dir")
+            .map(|l| l.path());
+        let lower_bytes = match lower_path {
+            Some(p) => {
+                let known = self.lowers.lock().ok().and_then(|m| m.get(&lower).copied());
+                match known {
+                    Some(b) => Some(b),
+                    None => {
+                        let b = strata_core::usage::walk(&p)?;
+                        if let Ok(mut m) = self.lowers.lock() {
+                            m.insert(lower.clone(), b);
+                        }
+                        Some(b)
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Usage {
+            exclusive: Some(exclusive),
+            referenced: lower_bytes.map(|l| l + exclusive),
+            snapshots: None,
+            source: UsageSource::Walk,
+        })
     }
 }
 

@@ -57,7 +57,7 @@ fn overlay_old_style_spec_uses_olwork_and_snapshot_keeps_lower() {
     let lower = t.path().join("lower");
     std::fs::create_dir(&lower).unwrap();
     std::fs::write(lower.join("a"), "lower").unwrap();
-    let b = strata_overlay::OverlayBackend;
+    let b = strata_overlay::OverlayBackend::default();
     let spec = RootfsSpec::parse(&format!(
         "overlayfs:{}:{}/c2/delta0",
         lower.display(),

@@ -141,7 +141,7 @@ fn open(e: &Engine, spec: &RootfsSpec) -> Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Some(d) = &self.dir {
-            let _ = strata_overlay::OverlayBackend.umount(&self.spec, d.path());
+            let _ = strata_overlay::OverlayBackend::default().umount(&self.spec, d.path());
         }
     }
 }

@@ -35,7 +35,7 @@ use runner::{Out, Runner, SystemRunner};
 use std::path::Path;
 use std::sync::Arc;
 use strata_core::{
-    err, Backend, Caps, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport,
+    err, Backend, Caps, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport, UsageSource,
 };
 
 /// Prefix of the snapshots this backend makes.
@@ -719,10 +719,19 @@ impl UsageReport for ZfsBackend {
         let ds = parse_spec(spec)?;
         let o = self.tool(
             "zfs usage",
-            s(&["zfs", "get", "-H", "-p", "-o", "value", "used,referenced", &ds]),
+            s(&[
+                "zfs",
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "value",
+                "used,referenced,usedbysnapshots",
+                &ds,
+            ]),
         )?;
         let v: Vec<u64> = o.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        if v.len() != 2 {
+        if v.len() != 3 {
             return Err(err!(
                 Command,
                 "zfs usage",
@@ -730,9 +739,13 @@ impl UsageReport for ZfsBackend {
                 o.stdout
             ));
         }
+        // `used`: what destroying the dataset would free (its own blocks and
+        // its snapshots'); `referenced`: what it sees, shared or not.
         Ok(Usage {
             exclusive: Some(v[0]),
             referenced: Some(v[1]),
+            snapshots: Some(v[2]),
+            source: UsageSource::Accounting("zfs"),
         })
     }
 }

@@ -230,16 +230,19 @@ fn usage_parses_used_and_referenced() {
     f.canned.lock().unwrap().insert(
         0,
         (
-            "zfs get -H -p -o value used,referenced".into(),
+            "zfs get -H -p -o value used,referenced,usedbysnapshots".into(),
             Out {
                 ok: true,
-                stdout: "12345\n67890\n".into(),
+                stdout: "12345\n67890\n4096\n".into(),
                 stderr: String::new(),
             },
         ),
     );
     let u = b.usage(&RootfsSpec::parse("zfs:tank/lxc/c1").unwrap()).unwrap();
-    assert_eq!((u.exclusive, u.referenced), (Some(12345), Some(67890)));
+    assert_eq!(
+        (u.exclusive, u.referenced, u.snapshots),
+        (Some(12345), Some(67890), Some(4096))
+    );
 }
 
 #[test]

@@ -297,6 +297,35 @@ fn usage_from_used_and_referenced() {
     let b = e.backends.for_spec(&c.rootfs).unwrap();
     let u = b.usage_reporter().unwrap().usage(&c.rootfs).unwrap();
     assert!(u.referenced.unwrap() > 0 && u.exclusive.unwrap() > 0, "{u:?}");
+    // A snapshot clone, then 4 MiB written in the base: the base's
+    // snapshot (the clone's origin) keeps the old blocks, and every figure
+    // is what zfs itself says.
+    let cl = clone(&e, &lp, "u1", "u2", true, None, BackendOpts::default()).unwrap();
+    let big: String = (0..4 << 20).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    write(&e, &c.rootfs, "big", &big);
+    let zget = |ds: &str| -> Vec<u64> {
+        let o = Command::new("zfs")
+            .args(["get", "-H", "-p", "-o", "value", "used,referenced,usedbysnapshots", ds])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    for spec in [&c.rootfs, &cl.rootfs] {
+        let u = b.usage_reporter().unwrap().usage(spec).unwrap();
+        let ds = spec.source().to_string();
+        assert_eq!(
+            vec![u.exclusive.unwrap(), u.referenced.unwrap(), u.snapshots.unwrap()],
+            zget(&ds),
+            "{ds}"
+        );
+        assert_eq!(u.source, strata_core::UsageSource::Accounting("zfs"));
+    }
+    let u = b.usage_reporter().unwrap().usage(&c.rootfs).unwrap();
+    assert!(u.referenced.unwrap() >= 4 << 20, "{u:?}");
+    destroy(&e, &lp, "u2");
     destroy(&e, &lp, "u1");
 }
 
