@@ -847,6 +847,7 @@ impl UsageReport for RbdBackend {
             .and_then(|a| a.iter().find(|i| i.get("snapshot").is_none()));
         Ok(Usage {
             referenced: img.and_then(|i| i.get("used_size")).and_then(Value::as_u64),
+            source: strata_core::UsageSource::Accounting("rbd du"),
             ..Usage::default()
         })
     }
