@@ -333,7 +333,13 @@ fn info_config_items_as_lxc_prints_them() {
     let o = rt.cmd("lxc-info", &["-n", "c1", "-c", "lxc.foo"]).output().unwrap();
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr), "lxc.foo invalid\n");
-    assert_eq!(info(&["-H"]), "Name:           c1\nState:          STOPPED\n");
+    // LXC's two lines, then strata's disk lines (LXC's lxc-info has none).
+    let plain = info(&["-H"]);
+    assert!(
+        plain.starts_with("Name:           c1\nState:          STOPPED\nDisk use:       "),
+        "{plain}"
+    );
+    assert_eq!(plain.lines().count(), 4, "{plain}");
 
     let lxc_info = Path::new("/usr/bin/lxc-info");
     if !lxc_info.exists() || !common {

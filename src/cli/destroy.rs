@@ -66,14 +66,25 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             hooks.run("destroy", &env, &[], &[])?;
         }
     }
-    let promoted = engine.destroy_reporting(&DestroyRequest {
-        r: r.clone(),
-        with_snapshots: a.snapshots,
-        force: a.force,
-        promote: a.promote,
-    })?;
+    let promoted = engine
+        .destroy_reporting(&DestroyRequest {
+            r: r.clone(),
+            with_snapshots: a.snapshots,
+            force: a.force,
+            promote: a.promote,
+        })
+        .map_err(|e| with_tree_hint(e, &lxcpath, &a.name))?;
     for p in promoted {
         eprintln!("promoted {p}");
     }
     Ok(0)
+}
+
+/// A refusal because others depend on a container, with where to see them.
+pub fn with_tree_hint(e: strata_core::Error, lxcpath: &Path, name: &str) -> anyhow::Error {
+    if e.kind() == strata_core::ErrorKind::HasDependents {
+        anyhow::anyhow!("{e}; {}", super::tree::hint(lxcpath, name))
+    } else {
+        e.into()
+    }
 }

@@ -19,6 +19,7 @@ pub mod receive;
 pub mod send;
 pub mod snapshot;
 pub mod strata;
+pub mod tree;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;

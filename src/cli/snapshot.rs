@@ -96,7 +96,9 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         if snap != "ALL" && !engine.snapshots(&r)?.iter().any(|s| &s.name == snap) {
             return Err(anyhow!("snapshot {snap} does not exist"));
         }
-        engine.destroy_snapshot(&r, snap)?;
+        engine
+            .destroy_snapshot(&r, snap)
+            .map_err(|e| super::destroy::with_tree_hint(e, &lxcpath, &a.name))?;
     } else {
         let snap = engine.snapshot(&r, comment.as_deref())?;
         tracing::info!("created {snap}");

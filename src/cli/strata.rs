@@ -39,6 +39,8 @@ enum Cmd {
     Info(super::info::Args),
     /// Disk use of containers (and with --snapshots their snapshots): referenced, exclusive, shared
     Du(super::du::Args),
+    /// Containers, their snapshots and the clones made from them, as a tree (name, backend, size, age)
+    Tree(super::tree::Args),
     /// Make a container unprivileged (shift owners to an id map) or privileged again
     Convert(crate::convert::Args),
     /// Write a container (and with --snapshots its snapshots) as a stream to stdout
@@ -128,6 +130,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             let name = a.name.clone();
             super::finish(TOOL, Some(&name), super::info::run(&a))
         }
+        Cmd::Tree(a) => super::finish(TOOL, a.name.clone().as_deref(), super::tree::run(&a)),
         Cmd::Du(a) => super::finish(TOOL, a.name.clone().as_deref(), super::du::run(&a)),
         Cmd::Convert(a) => crate::convert::run_args(TOOL, a),
         Cmd::Send(a) => super::finish(TOOL, Some(&a.name.clone()), super::send::run(&a)),
@@ -173,6 +176,7 @@ mod tests {
         super::super::snapshot::Args::command().debug_assert();
         super::super::ls::Args::command().debug_assert();
         Cli::command().find_subcommand("du").unwrap().clone().debug_assert();
+        Cli::command().find_subcommand("tree").unwrap().clone().debug_assert();
     }
 
     #[test]
