@@ -36,6 +36,13 @@ pub struct ChildArgs<'a> {
     pub console_in_devpts: bool,
     /// What the hooks run in the container's namespaces are told.
     pub hook_env: crate::hooks::HookEnv,
+    /// In a user namespace with hooks run in the container's namespaces: a
+    /// dir every id may reach (LXC's `lxc.rootfs.mount`) where init binds
+    /// its rootfs in its own mount namespace before it becomes the mapped
+    /// root, so that those hooks (run as that root) find the rootfs at
+    /// `LXC_ROOTFS_MOUNT`; the monitor's mount point is in a dir only the
+    /// host's root may search.
+    pub hook_root: Option<&'a Path>,
     /// For `lxc.hook.start-host`: init says it is about to exec on the
     /// first fd and waits for a byte on the second while the monitor runs them.
     pub host_sync: Option<(std::os::fd::RawFd, std::os::fd::RawFd)>,
@@ -210,14 +217,15 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
         if let Some(m) = &a.mount_inside {
             return mount_inside(a, m);
         }
+        let at = a.hook_root.unwrap_or(a.rootfs);
         sys::mount(
             Some(&fd_path(&root)),
-            &a.rootfs.display().to_string(),
+            &at.display().to_string(),
             None,
             libc::MS_BIND | libc::MS_REC,
             None,
         )?;
-        root = sys::open_dir(a.rootfs)?;
+        root = sys::open_dir(at)?;
         crate::userns::become_root()?;
         if a.kill_with_parent {
             // A change of credentials clears the parent-death signal.
@@ -814,6 +822,7 @@ mod tests {
             console: None,
             console_in_devpts: false,
             hook_env: Default::default(),
+            hook_root: None,
             host_sync: None,
             cg_self: None,
         };

@@ -381,7 +381,14 @@ pub(crate) fn run_monitor(
                     .and_then(|c| c.pty.as_ref())
                     .map(|(_, _, path)| path.as_str()),
                 console_in_devpts: dev_console,
-                hook_env: p.hook_env(r),
+                hook_env: {
+                    let mut e = p.hook_env(r);
+                    if let Some(h) = &p.hook_root {
+                        e.rootfs_mount = h.display().to_string();
+                    }
+                    e
+                },
+                hook_root: p.hook_root.as_deref(),
                 host_sync: host_sync.as_ref().map(|(t, w)| (t.1.as_raw_fd(), w.0.as_raw_fd())),
                 cg_self: self_attach.then_some(&p.cg),
             };

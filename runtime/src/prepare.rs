@@ -47,6 +47,8 @@ pub(crate) struct Prepared {
     pub(crate) eff: strata_core::config::Config,
     /// The rootfs of `-f FILE` (or `-s`) when it is not the container's own.
     pub(crate) other_rootfs: Option<String>,
+    /// See [`crate::container::ChildArgs::hook_root`].
+    pub(crate) hook_root: Option<PathBuf>,
 }
 
 impl Prepared {
@@ -227,7 +229,16 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         cfg_file,
         eff,
         other_rootfs,
+        hook_root: None,
     };
+    // Hooks run in the container's namespaces run as its root: in a user
+    // namespace, the mapped root, who must reach the rootfs by path.
+    let in_ns_hook = ["pre-mount", "mount", "autodev"]
+        .into_iter()
+        .find(|h| p.cfg.hooks.has(h) && !p.map.is_empty());
+    if in_ns_hook.is_some() && !p.mount_inside {
+        p.hook_root = Some(rootfs_mount_dir());
+    }
     let res = (|| {
         let mut tries = 0;
         loop {
@@ -257,6 +268,17 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             cgroup::chown(&p.cg, gid)?;
         }
         paths::ensure_dir(&p.mp)?;
+        if let Some(ty) = in_ns_hook {
+            // The mapped root walks to it by path, as to LXC's rootfs mount dir.
+            let at = match &p.hook_root {
+                Some(h) => {
+                    paths::ensure_dir(h)?;
+                    h.clone()
+                }
+                None => p.mp.parent().map(Path::to_path_buf).unwrap_or_default(),
+            };
+            reachable_by_others(&at, ty)?;
+        }
         if opts.tmpfs_upper {
             p.tmpfs = Some(mount_tmpfs_upper(&p.c)?);
         }
@@ -459,6 +481,33 @@ fn search_for_others(d: &Path) -> Result<()> {
     if m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o001 == 0 {
         let mode = (m.mode() & 0o7777) | 0o001;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", d, e))?;
+    }
+    Ok(())
+}
+
+/// Every dir down to `dir` searchable by others (the container's mapped
+/// root, which runs an `lxc.hook.TY` hook): strata's own run dirs are made
+/// so (search only, no listing); any other dir that is not is refused,
+/// naming it, before anything runs.
+fn reachable_by_others(dir: &Path, ty: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let run = paths::run_dir();
+    let mut at = PathBuf::from("/");
+    for c in dir.components().skip(1) {
+        at.push(c);
+        if at.starts_with(&run) {
+            search_for_others(&at)?;
+        }
+        let m = std::fs::metadata(&at).map_err(|e| Error::io("stat", &at, e))?;
+        if m.mode() & 0o001 == 0 {
+            return Err(err!(
+                PermissionDenied,
+                "start",
+                "lxc.hook.{ty} runs as the container's mapped root, which cannot search {} (mode {:o}): it would not find the rootfs",
+                at.display(),
+                m.mode() & 0o7777
+            ));
+        }
     }
     Ok(())
 }
