@@ -211,6 +211,20 @@ pub trait Backend: Send + Sync {
         true
     }
 
+    /// Undo what the failed or killed build in `build_dir` made for the
+    /// planned `spec`: by default destroy it if [`Backend::made_by`] says
+    /// it is that build's own. A backend that builds under a temporary name
+    /// derived from [`build_mark`] removes what it left under that name too.
+    fn undo_build(&self, spec: &RootfsSpec, build_dir: &Path) -> Result<()> {
+        // A volume of the planned name that another build made (it planned
+        // the same name in another lxcpath) is not ours to undo.
+        if !self.made_by(spec, build_dir) {
+            tracing::info!("{spec} was made by another build: left alone");
+            return Ok(());
+        }
+        self.destroy(spec)
+    }
+
     /// A host path where the files can be read and written without mounting
     /// (dir, btrfs); `None` when it must be mounted first.
     fn local_path(&self, _spec: &RootfsSpec) -> Option<PathBuf> {

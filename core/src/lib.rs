@@ -3,6 +3,7 @@
 //! Core knows backends only through the traits in [`backend`].
 
 pub mod backend;
+pub mod block;
 pub mod config;
 pub mod config_keys;
 pub mod copy;

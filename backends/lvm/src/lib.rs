@@ -18,17 +18,14 @@
 
 pub mod runner;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use runner::{Out, Runner, SystemRunner};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use strata_core::{
-    err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport, UsageSource,
-};
+use strata_core::block::{self, pick_name, wanted_name};
+use strata_core::{err, Backend, Caps, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport, UsageSource};
 
 const DEFAULT_SIZE: u64 = 1 << 30;
-const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
 
 pub struct LvmBackend {
     run: Box<dyn Runner>,
@@ -98,10 +95,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     if name.len() > 127 {
         return bad("longer than 127 bytes");
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-')))
-    {
+    if let Some(c) = name.chars().find(|c| !block::volume_char(*c)) {
         return bad(&format!("character {c:?} not allowed (only a-z A-Z 0-9 + _ . -)"));
     }
     if what == "logical volume" {
@@ -200,20 +194,6 @@ pub fn parse_vgs(json: &str) -> Result<Vec<Vg>> {
     Ok(out)
 }
 
-/// The name a new rootfs for `t` wants: `--lvname`, else the container name,
-/// else for `snapN` of container `c1` (lxcpath `.../c1/snaps`) `c1_snapN`.
-fn wanted_name(t: &Target, explicit: Option<&str>) -> String {
-    if let Some(n) = explicit {
-        return n.to_string();
-    }
-    if t.lxcpath.file_name().is_some_and(|n| n == "snaps") {
-        if let Some(owner) = t.lxcpath.parent().and_then(|p| p.file_name()) {
-            return format!("{}_{}", owner.to_string_lossy(), t.name);
-        }
-    }
-    t.name.to_string()
-}
-
 /// The LVM tag of what the build of `t` makes (see [`Backend::made_by`]).
 fn build_tag(build_dir: &Path) -> String {
     format!("strata_build_{}", strata_core::build_mark(build_dir))
@@ -230,17 +210,6 @@ fn create_failed(b: &LvmBackend, e: strata_core::Error, vg: &str, lv: &str) -> s
         );
     }
     e
-}
-
-/// The first of `base`, `base_1`, `base_2`, ... not in `taken`.
-pub fn free_name(base: &str, taken: &[String]) -> String {
-    if !taken.iter().any(|t| t == base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|n| !taken.contains(n))
-        .expect("unbounded")
 }
 
 impl LvmBackend {
@@ -321,42 +290,6 @@ impl LvmBackend {
         Ok(())
     }
 
-    fn fstype_of(&self, dev: &str) -> Result<String> {
-        let o = self.tool(
-            "probe filesystem",
-            s(&["blkid", "-p", "-o", "value", "-s", "TYPE", dev]),
-        )?;
-        let t = o.stdout.trim().to_string();
-        if t.is_empty() {
-            return Err(err!(InvalidSpec, "probe filesystem", "no filesystem found").at(dev));
-        }
-        Ok(t)
-    }
-
-    /// Give a clone's filesystem its own UUID where the fs refuses duplicates.
-    fn new_fs_uuid(&self, dev: &str) -> Result<()> {
-        match self.fstype_of(dev)?.as_str() {
-            // A snapshot of a mounted xfs has a dirty log: replay it by mounting once.
-            "xfs"
-                if self
-                    .tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))
-                    .is_err() =>
-            {
-                let tmp = strata_core::paths::TempDir::new("xfs-log")?;
-                mount(Some(dev), tmp.path(), Some("xfs"), MsFlags::empty(), Some("nouuid"))
-                    .ctx("mount xfs clone to replay its log", tmp.path())?;
-                umount2(tmp.path(), MntFlags::empty()).ctx("unmount xfs clone", tmp.path())?;
-                self.tool("new xfs uuid", s(&["xfs_admin", "-U", "generate", dev]))?;
-            }
-            "btrfs" => {
-                self.tool("new btrfs uuid", s(&["btrfstune", "-f", "-u", dev]))?;
-            }
-            // ext4 mounts fine with a duplicate UUID.
-            _ => {}
-        }
-        Ok(())
-    }
-
     fn remove(&self, vg: &str, lv: &str) -> Result<()> {
         self.tool(
             "remove logical volume",
@@ -384,20 +317,7 @@ impl LvmBackend {
     }
 
     fn fstype_opt(t: &Target) -> Result<String> {
-        let fstype = t
-            .opts
-            .fstype
-            .clone()
-            .or_else(|| t.opts.defaults.get("lxc.bdev.lvm.fstype").cloned())
-            .unwrap_or_else(|| "ext4".into());
-        if !FSTYPES.contains(&fstype.as_str()) {
-            return Err(err!(
-                InvalidArgument,
-                "plan lvm rootfs",
-                "unsupported --fstype {fstype:?} (ext4, xfs, btrfs)"
-            ));
-        }
-        Ok(fstype)
+        block::fstype_opt("plan lvm rootfs", t, t.opts.defaults.get("lxc.bdev.lvm.fstype"))
     }
 }
 
@@ -461,11 +381,7 @@ impl Backend for LvmBackend {
         const OP: &str = "plan lvm rootfs";
         let _span = tracing::debug_span!("lvm plan", name = t.name).entered();
         let want = wanted_name(t, t.opts.lvname.as_deref());
-        if want
-            .chars()
-            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-')))
-            && t.opts.lvname.is_none()
-        {
+        if want.chars().any(|c| !block::volume_char(c)) && t.opts.lvname.is_none() {
             return Err(err!(
                 InvalidName,
                 OP,
@@ -507,14 +423,8 @@ impl Backend for LvmBackend {
                 ));
             }
             let taken: Vec<String> = lvs.into_iter().map(|l| l.name).collect();
-            let name = if t.opts.lvname.is_some() {
-                if taken.contains(&want) {
-                    return Err(err!(AlreadyExists, OP, "logical volume {vg}/{want} already exists"));
-                }
-                want
-            } else {
-                free_name(&want, &taken)
-            };
+            let full = format!("logical volume {vg}/{want}");
+            let name = pick_name(OP, want, t.opts.lvname.is_some(), &taken, &full)?;
             return Ok(spec_for(&vg, &name));
         }
         Self::fstype_opt(t)?;
@@ -554,14 +464,8 @@ impl Backend for LvmBackend {
             }
         }
         let taken: Vec<String> = lvs.into_iter().map(|l| l.name).collect();
-        let name = if t.opts.lvname.is_some() {
-            if taken.contains(&want) {
-                return Err(err!(AlreadyExists, OP, "logical volume {vg}/{want} already exists"));
-            }
-            want
-        } else {
-            free_name(&want, &taken)
-        };
+        let full = format!("logical volume {vg}/{want}");
+        let name = pick_name(OP, want, t.opts.lvname.is_some(), &taken, &full)?;
         Ok(spec_for(&vg, &name))
     }
 
@@ -595,12 +499,7 @@ impl Backend for LvmBackend {
         };
         self.tool(OP, argv).map_err(|e| create_failed(self, e, &vg, &lv))?;
         let dev = format!("/dev/{vg}/{lv}");
-        let mkfs = match fstype.as_str() {
-            "xfs" => s(&["mkfs.xfs", "-q", "-f", &dev]),
-            "btrfs" => s(&["mkfs.btrfs", "-q", "-f", &dev]),
-            _ => s(&["mkfs.ext4", "-q", "-F", &dev]),
-        };
-        if let Err(e) = self.tool("make filesystem", mkfs) {
+        if let Err(e) = block::mkfs(self.run.as_ref(), &fstype, &dev) {
             let _ = self.remove(&vg, &lv);
             return Err(e);
         }
@@ -651,22 +550,12 @@ impl Backend for LvmBackend {
                 self.activate(&vg, &lv)?;
             }
         }
-        let fstype = self.fstype_of(&dev)?;
-        let mut flags = MsFlags::empty();
-        if readonly {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        // Naming the type loads its module (ext4/xfs are modules in distro kernels).
-        mount(Some(dev.as_str()), target, Some(fstype.as_str()), flags, None::<&str>).ctx("mount lvm rootfs", target)
+        block::mount_dev(self.run.as_ref(), &dev, target, readonly, "mount lvm rootfs")
     }
 
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
         // Not lazy: lvremove right after needs the device closed.
-        match umount2(target, MntFlags::empty()) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount lvm rootfs", target),
-            Err(e) => Err(e).ctx("unmount lvm rootfs", target),
-        }
+        block::umount_strict(target, "unmount lvm rootfs")
     }
 
     fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
@@ -735,7 +624,7 @@ impl Snapshotter for LvmBackend {
             if o.is_thin() {
                 self.activate(&vg, &lv)?;
             }
-            self.new_fs_uuid(spec.source())
+            block::new_fs_uuid(self.run.as_ref(), spec.source())
         })();
         if let Err(e) = res {
             let _ = self.remove(&vg, &lv);

@@ -2,6 +2,7 @@ use super::runner::fake::FakeRunner;
 use super::*;
 use std::path::PathBuf;
 use std::sync::Arc as StdArc;
+use strata_core::block::testing;
 use strata_core::{BackendOpts, ErrorKind};
 
 const VGS: &str = r#"{"report":[{"vg":[{"vg_name":"vg0","vg_size":"2143289344","vg_free":"1069547520"}]}]}"#;
@@ -12,35 +13,15 @@ const LVS: &str = r#"{"report":[{"lv":[
  {"lv_name":"psnap","vg_name":"vg0","lv_attr":"swi-a-s---","lv_size":"104857600","pool_lv":"","origin":"plain","data_percent":"0.01"}
 ]}]}"#;
 
-struct Shared(StdArc<FakeRunner>);
-impl Runner for Shared {
-    fn run(&self, argv: &[String]) -> Result<Out> {
-        self.0.run(argv)
-    }
-    fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
-        self.0.pipe(a, b)
-    }
-}
-
 fn setup() -> (LvmBackend, StdArc<FakeRunner>) {
-    let f = StdArc::new(FakeRunner::default());
+    let (f, run) = testing::fake();
     f.on("vgs", true, VGS);
     f.on("lvs", true, LVS);
-    (LvmBackend::with_runner(Box::new(Shared(f.clone()))), f)
+    (LvmBackend::with_runner(run), f)
 }
 
 fn plan(b: &LvmBackend, name: &str, lxcpath: &str, opts: &BackendOpts, origin: Option<&str>) -> Result<RootfsSpec> {
-    let lp = PathBuf::from(lxcpath);
-    let dir = lp.join(name);
-    let t = Target {
-        name,
-        lxcpath: &lp,
-        dir: &dir,
-        build_dir: &dir,
-        opts,
-    };
-    let o = origin.map(|o| RootfsSpec::parse(o).unwrap());
-    b.plan(&t, o.as_ref())
+    testing::plan(b, name, lxcpath, opts, origin)
 }
 
 fn opts_vg() -> BackendOpts {

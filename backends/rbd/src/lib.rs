@@ -12,10 +12,21 @@
 //! through udev's `/dev/rbd/POOL/NAME` link, which the spec keeps only
 //! because LXC writes it.
 //!
+//! Every image is built under a name of its build's own,
+//! `NAME.strata-MARK` (MARK: [`strata_core::build_mark`] of the build
+//! dir), given the metadata `strata.build=MARK` and renamed to `NAME` once
+//! made: two builds in two lxcpaths that planned one name never touch each
+//! other's image (the loser's rename fails, it plans again), and what a
+//! killed build left is found by its name ([`Backend::undo_build`]).
+//!
 //! What LXC's backend lacks: a snapshot clone is `rbd snap create
-//! SRC@strata-NEW`, `snap protect` and `rbd clone` (layering); the
-//! snapshot's name says which image it was made for, so what a killed
-//! clone left is found from that image. A destroy of an image whose
+//! SRC@strata-NEW.strata-MARK`, `snap protect` and `rbd clone` (layering);
+//! the snapshot's name says which build it was made for, so what a killed
+//! clone left is found from that build. A snapshot of an image that is in
+//! use (mounted: a running container) is taken with its filesystem frozen
+//! (FIFREEZE through a second mount of the same device, recorded as a
+//! scratch mount so that reconcile thaws and releases it if the command is
+//! killed): the clone's filesystem is clean, not one to recover. A destroy of an image whose
 //! snapshots have clones is refused by the engine (naming them) unless it
 //! goes on (restore's old rootfs, `lxc-destroy --promote`): the clones are
 //! then flattened first, so none loses data. An origin snapshot this
@@ -26,14 +37,15 @@
 //! cephx user is `--rbduser` (at create) or `lxc.bdev.rbd.rbduser` from
 //! lxc.conf, else Ceph's default; its key comes from the ceph config.
 
+pub mod freeze;
 pub mod runner;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use runner::{Out, Runner, SystemRunner};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use strata_core::{err, Backend, Caps, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport};
+use strata_core::block::{self, pick_name};
+use strata_core::{err, Backend, Caps, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport};
 
 /// `BackendOpts::defaults` key of `--rbdname` (the front end puts it there).
 pub const OPT_RBDNAME: &str = "strata.rbd.rbdname";
@@ -44,9 +56,11 @@ pub const KEY_POOL: &str = "lxc.bdev.rbd.rbdpool";
 pub const KEY_USER: &str = "lxc.bdev.rbd.rbduser";
 
 const DEFAULT_SIZE: u64 = 1 << 30;
-const FSTYPES: &[&str] = &["ext4", "xfs", "btrfs"];
-/// Prefix of the snapshots this backend makes: `strata-NEWIMAGE`.
+/// Prefix of the snapshots this backend makes: `strata-NEWIMAGE` (older
+/// versions) or `strata-NEWIMAGE.strata-MARK`.
 const SNAP_PREFIX: &str = "strata-";
+/// The image metadata key holding the mark of the build that made it.
+pub const META_BUILD: &str = "strata.build";
 /// Seconds a command waits for a cluster that does not answer.
 const CONNECT_TIMEOUT: &str = "30";
 
@@ -83,10 +97,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     if name.len() > 255 {
         return bad("longer than 255 bytes");
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '_' | '.' | '-')))
-    {
+    if let Some(c) = name.chars().find(|c| !block::volume_char(*c)) {
         return bad(&format!("character {c:?} not allowed (only a-z A-Z 0-9 + _ . -)"));
     }
     Ok(())
@@ -245,30 +256,15 @@ pub fn parse_mappings(json: &str) -> Result<Vec<Mapping>> {
         .collect())
 }
 
-/// The first of `base`, `base_1`, `base_2`, ... not in `taken`.
-pub fn free_name(base: &str, taken: &[String]) -> String {
-    if !taken.iter().any(|t| t == base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|n| !taken.contains(n))
-        .expect("unbounded")
+/// The image a new rootfs for `t` wants: `--rbdname`, else as every block
+/// backend names it ([`block::wanted_name`]).
+fn wanted_name(t: &Target) -> String {
+    block::wanted_name(t, t.opts.defaults.get(OPT_RBDNAME).map(String::as_str))
 }
 
-/// The image a new rootfs for `t` wants: `--rbdname`, else the container
-/// name, else for `snapN` of container `c1` (lxcpath `.../c1/snaps`)
-/// `c1_snapN`.
-fn wanted_name(t: &Target) -> String {
-    if let Some(n) = t.opts.defaults.get(OPT_RBDNAME) {
-        return n.clone();
-    }
-    if t.lxcpath.file_name().is_some_and(|n| n == "snaps") {
-        if let Some(owner) = t.lxcpath.parent().and_then(|p| p.file_name()) {
-            return format!("{}_{}", owner.to_string_lossy(), t.name);
-        }
-    }
-    t.name.to_string()
+/// The name image `image` is built under by the build of `build_dir`.
+pub fn build_name(image: &str, build_dir: &Path) -> String {
+    format!("{image}.strata-{}", strata_core::build_mark(build_dir))
 }
 
 /// The pool of a new rootfs: for a copy of an image, its pool (as LXC
@@ -286,15 +282,7 @@ fn pool_opt(t: &Target) -> String {
 }
 
 fn fstype_opt(t: &Target) -> Result<String> {
-    let fstype = t.opts.fstype.clone().unwrap_or_else(|| "ext4".into());
-    if !FSTYPES.contains(&fstype.as_str()) {
-        return Err(err!(
-            InvalidArgument,
-            "plan rbd rootfs",
-            "unsupported --fstype {fstype:?} (ext4, xfs, btrfs)"
-        ));
-    }
-    Ok(fstype)
+    block::fstype_opt("plan rbd rootfs", t, None)
 }
 
 fn size_opt(t: &Target) -> Result<u64> {
@@ -468,47 +456,6 @@ impl RbdBackend {
         Ok(())
     }
 
-    fn fstype_of(&self, dev: &str) -> Result<String> {
-        let o = self.run.run(&s(&["blkid", "-p", "-o", "value", "-s", "TYPE", dev]))?;
-        let t = o.stdout.trim().to_string();
-        if !o.ok || t.is_empty() {
-            return Err(err!(InvalidSpec, "probe filesystem", "no filesystem found").at(dev));
-        }
-        Ok(t)
-    }
-
-    /// Give a clone's filesystem its own UUID where the filesystem refuses
-    /// two mounted with one (xfs, btrfs); ext4 does not care.
-    fn new_fs_uuid(&self, dev: &str) -> Result<()> {
-        let tool = |argv: &[&str]| -> Result<()> {
-            let o = self.run.run(&s(argv))?;
-            if o.ok {
-                Ok(())
-            } else {
-                Err(err!(
-                    Command,
-                    "new filesystem uuid",
-                    "{} failed: {}",
-                    argv[0],
-                    o.first_err_line()
-                ))
-            }
-        };
-        match self.fstype_of(dev)?.as_str() {
-            // A snapshot of a mounted xfs has a dirty log: replay it by mounting once.
-            "xfs" if tool(&["xfs_admin", "-U", "generate", dev]).is_err() => {
-                let tmp = strata_core::paths::TempDir::new("xfs-log")?;
-                mount(Some(dev), tmp.path(), Some("xfs"), MsFlags::empty(), Some("nouuid"))
-                    .ctx("mount xfs clone to replay its log", tmp.path())?;
-                umount2(tmp.path(), MntFlags::empty()).ctx("unmount xfs clone", tmp.path())?;
-                tool(&["xfs_admin", "-U", "generate", dev])?;
-            }
-            "btrfs" => tool(&["btrfstune", "-f", "-u", dev])?,
-            _ => {}
-        }
-        Ok(())
-    }
-
     /// Unprotect and remove snapshot `snap` of `pool/image` if nothing is
     /// cloned from it any more.
     fn drop_snap(&self, st: &PoolState, image: &str, snap: &str) -> Result<()> {
@@ -545,6 +492,77 @@ impl RbdBackend {
         }
     }
 
+    /// Unmap the mapping a build made of `pool/image` before the image is
+    /// renamed (a mapping keeps the name it was made under): strict, with a
+    /// few seconds for a prober (udev's blkid) that still has it open.
+    fn unmap_settled(&self, pool: &str, image: &str) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.unmap(pool, image, true) {
+                Err(e) if e.kind() == strata_core::ErrorKind::Busy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Give the image built as `tmp` its build's mark and the planned name
+    /// `image`. A name taken meanwhile (a build in another lxcpath planned
+    /// it too) is AlreadyExists: the engine undoes this build and plans
+    /// again.
+    fn finish_build(&self, pool: &str, tmp: &str, image: &str, mark: &str) -> Result<()> {
+        let from = format!("{pool}/{tmp}");
+        self.tool("mark rbd image", &["image-meta", "set", &from, META_BUILD, mark])?;
+        let o = self.raw(&["rename", &from, &format!("{pool}/{image}")])?;
+        if !o.ok {
+            if o.stderr.contains("(17)") {
+                return Err(err!(
+                    AlreadyExists,
+                    "create rbd rootfs",
+                    "rbd image {pool}/{image} was made meanwhile by another build"
+                ));
+            }
+            return Err(err!(
+                Command,
+                "rename rbd image",
+                "rbd rename {from} failed: {}",
+                explain(&o)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The build mark image `pool/image` carries; `Ok(None)` when it has
+    /// none (LXC's, or made by hand).
+    fn mark_of(&self, pool: &str, image: &str) -> Result<Option<String>> {
+        let o = self.raw(&["image-meta", "get", &format!("{pool}/{image}"), META_BUILD])?;
+        if o.ok {
+            return Ok(Some(o.stdout.trim().to_string()));
+        }
+        if o.stderr.contains("(2)") {
+            return Ok(None);
+        }
+        Err(err!(Command, "read rbd image mark", "{pool}/{image}: {}", explain(&o)))
+    }
+
+    /// `rbd snap create` of `at` (a snapshot of `pool/image`, the rootfs
+    /// `src`): with the filesystem frozen when the image is mounted (a
+    /// running container), so that the snapshot is consistent.
+    fn snap_create(&self, src: &RootfsSpec, pool: &str, image: &str, at: &str) -> Result<()> {
+        const OP: &str = "rbd snapshot clone";
+        let create = || self.tool(OP, &["snap", "create", "--no-progress", at]).map(drop);
+        match self.mapped(pool, image)?.into_iter().find(|d| freeze::in_use(d)) {
+            Some(dev) => {
+                let fstype = block::fstype_of(self.run.as_ref(), &dev)?;
+                let _span = tracing::info_span!("rbd snapshot frozen", dev = %dev).entered();
+                freeze::frozen(src, &dev, &fstype, create)
+            }
+            None => create(),
+        }
+    }
+
     /// Flatten every clone of `spec`'s snapshots, so that it can go without
     /// them losing data (`lxc-destroy --promote`). Returns them.
     pub fn flatten_dependents(&self, spec: &RootfsSpec) -> Result<Vec<String>> {
@@ -570,6 +588,9 @@ impl Backend for RbdBackend {
             needs_root: true,
             sized: true,
             block_backed: true,
+            // rbd snap create is one instant of the image; the filesystem of
+            // one in use is frozen around it (see snap_create).
+            atomic_snapshot: true,
             ..Caps::default()
         }
     }
@@ -592,6 +613,8 @@ impl Backend for RbdBackend {
             ));
         }
         validate_name("image", &want)?;
+        // Room for the build name's suffix (`.strata-` and 16 hex digits).
+        validate_name("image", &build_name(&want, t.build_dir))?;
         let pool = match origin {
             Some(o) if o.kind() != "rbd" => {
                 return Err(err!(
@@ -615,15 +638,8 @@ impl Backend for RbdBackend {
                 return Err(err!(NotFound, OP, "rbd image {pool}/{src} does not exist"));
             }
         }
-        let taken = st.names();
-        let name = if explicit {
-            if taken.contains(&want) {
-                return Err(err!(AlreadyExists, OP, "rbd image {pool}/{want} already exists"));
-            }
-            want
-        } else {
-            free_name(&want, &taken)
-        };
+        let full = format!("rbd image {pool}/{want}");
+        let name = pick_name(OP, want, explicit, &st.names(), &full)?;
         Ok(spec_for(&pool, &name))
     }
 
@@ -634,28 +650,18 @@ impl Backend for RbdBackend {
         let fstype = fstype_opt(t)?;
         // In MiB, as LXC passes it, rounded up.
         let mb = size_opt(t)?.div_ceil(1 << 20).to_string();
-        self.tool(OP, &["create", "--pool", &pool, &image, "--size", &mb])?;
+        let tmp = build_name(&image, t.build_dir);
+        validate_name("image", &tmp)?;
+        self.tool(OP, &["create", "--pool", &pool, &tmp, "--size", &mb])?;
         let made = (|| {
-            let dev = self.map(&pool, &image)?;
-            let mkfs = match fstype.as_str() {
-                "xfs" => s(&["mkfs.xfs", "-q", "-f", &dev]),
-                "btrfs" => s(&["mkfs.btrfs", "-q", "-f", &dev]),
-                _ => s(&["mkfs.ext4", "-q", "-F", &dev]),
-            };
-            let o = self.run.run(&mkfs)?;
-            if !o.ok {
-                return Err(err!(
-                    Command,
-                    "make filesystem",
-                    "{} failed: {}",
-                    mkfs[0],
-                    o.first_err_line()
-                ));
-            }
-            self.unmap(&pool, &image, false)
+            let dev = self.map(&pool, &tmp)?;
+            let mkfs = block::mkfs(self.run.as_ref(), &fstype, &dev);
+            self.unmap_settled(&pool, &tmp)?;
+            mkfs?;
+            self.finish_build(&pool, &tmp, &image, &t.mark())
         })();
         if let Err(e) = made {
-            let _ = self.destroy(spec);
+            let _ = self.destroy(&spec_for(&pool, &tmp));
             return Err(e);
         }
         Ok(())
@@ -720,20 +726,41 @@ impl Backend for RbdBackend {
             .is_ok_and(|o| o.ok)
     }
 
+    // An image of the planned name is this build's when it carries its
+    // mark: every image this backend makes gets it before its final name.
+    fn made_by(&self, spec: &RootfsSpec, build_dir: &Path) -> bool {
+        let Ok((pool, image)) = parse_spec(spec) else {
+            return true;
+        };
+        match self.mark_of(&pool, &image) {
+            Ok(Some(m)) => m == strata_core::build_mark(build_dir),
+            // Unmarked (LXC's, or made by hand), or gone meanwhile.
+            Ok(None) => !self.exists(spec),
+            // Unreadable: nothing is destroyed blind.
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        }
+    }
+
+    // First what the build left under its own name (an image not renamed
+    // yet, a snapshot made for it), then the planned image if it is its.
+    fn undo_build(&self, spec: &RootfsSpec, build_dir: &Path) -> Result<()> {
+        let (pool, image) = parse_spec(spec)?;
+        self.destroy(&spec_for(&pool, &build_name(&image, build_dir)))?;
+        if !self.made_by(spec, build_dir) {
+            tracing::info!("{spec} was made by another build: left alone");
+            return Ok(());
+        }
+        self.destroy(spec)
+    }
+
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
         let (pool, image) = parse_spec(spec)?;
         let _span = tracing::info_span!("rbd mount", pool = %pool, image = %image).entered();
         let dev = self.map(&pool, &image)?;
-        let mounted = (|| {
-            let fstype = self.fstype_of(&dev)?;
-            let mut flags = MsFlags::empty();
-            if readonly {
-                flags |= MsFlags::MS_RDONLY;
-            }
-            // Naming the type loads its module (ext4/xfs are modules in distro kernels).
-            mount(Some(dev.as_str()), target, Some(fstype.as_str()), flags, None::<&str>)
-                .ctx("mount rbd rootfs", target)
-        })();
+        let mounted = block::mount_dev(self.run.as_ref(), &dev, target, readonly, "mount rbd rootfs");
         if mounted.is_err() {
             let _ = self.unmap(&pool, &image, false);
         }
@@ -742,11 +769,7 @@ impl Backend for RbdBackend {
 
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
         // Not lazy: the unmap right after needs the device closed.
-        match umount2(target, MntFlags::empty()) {
-            Ok(()) => {}
-            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount rbd rootfs", target)?,
-            Err(e) => return Err(e).ctx("unmount rbd rootfs", target),
-        }
+        block::umount_strict(target, "unmount rbd rootfs")?;
         let (pool, image) = parse_spec(spec)?;
         // Left mapped while another mount (a running container) holds it.
         self.unmap(&pool, &image, false)
@@ -754,6 +777,8 @@ impl Backend for RbdBackend {
 
     fn release(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
         if strata_core::scratch::is_mount_point(target) {
+            // A snapshot killed while it froze the filesystem through this mount.
+            freeze::thaw(target);
             return self.umount(spec, target);
         }
         // Killed between the map and the mount: the mapping alone is left.
@@ -789,7 +814,7 @@ impl Snapshotter for RbdBackend {
         src.kind() == "rbd"
     }
 
-    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, _t: &Target, _readonly: bool) -> Result<()> {
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
         const OP: &str = "rbd snapshot clone";
         let (spool, simage) = parse_spec(src)?;
         let (pool, image) = parse_spec(spec)?;
@@ -801,29 +826,32 @@ impl Snapshotter for RbdBackend {
                 "a clone of {spool}/{simage} must be in pool {spool}"
             ));
         }
-        let snap = snap_for(&image);
+        let tmp = build_name(&image, t.build_dir);
+        validate_name("image", &tmp)?;
+        let snap = snap_for(&tmp);
         let at = format!("{pool}/{simage}@{snap}");
         let st = self.pool_state(OP, &pool)?;
         let src_img = st
             .image(&simage)
             .ok_or_else(|| err!(NotFound, OP, "rbd image {pool}/{simage} does not exist"))?;
-        // One a killed clone into this very name left: its data is old.
+        // One a killed build of this very name left: its data is old.
         if src_img.snaps.iter().any(|s| s.name == snap) {
             self.drop_snap(&st, &simage, &snap)?;
         }
-        self.tool(OP, &["snap", "create", "--no-progress", &at])?;
+        self.snap_create(src, &pool, &simage, &at)?;
         let cloned = (|| {
             self.tool(OP, &["snap", "protect", &at])?;
-            self.tool(OP, &["clone", &at, &format!("{pool}/{image}")])?;
-            let dev = self.map(&pool, &image)?;
-            let uuid = self.new_fs_uuid(&dev);
-            self.unmap(&pool, &image, false)?;
-            uuid
+            self.tool(OP, &["clone", &at, &format!("{pool}/{tmp}")])?;
+            let dev = self.map(&pool, &tmp)?;
+            let uuid = block::new_fs_uuid(self.run.as_ref(), &dev);
+            self.unmap_settled(&pool, &tmp)?;
+            uuid?;
+            self.finish_build(&pool, &tmp, &image, &t.mark())
         })();
         if let Err(e) = cloned {
-            let _ = self.destroy(spec);
+            let _ = self.destroy(&spec_for(&pool, &tmp));
             if let Ok(st) = self.pool_state(OP, &pool) {
-                self.drop_made_for(&st, &image);
+                self.drop_made_for(&st, &tmp);
             }
             return Err(e);
         }

@@ -5,18 +5,9 @@
 use super::*;
 use std::path::PathBuf;
 use std::sync::Arc as StdArc;
+use strata_core::block::testing;
 use strata_core::runner::fake::FakeRunner;
 use strata_core::{BackendOpts, ErrorKind};
-
-struct Shared(StdArc<FakeRunner>);
-impl Runner for Shared {
-    fn run(&self, argv: &[String]) -> Result<Out> {
-        self.0.run(argv)
-    }
-    fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
-        self.0.pipe(a, b)
-    }
-}
 
 const RBD: &str = "rbd --client_mount_timeout 30";
 
@@ -25,7 +16,7 @@ const RBD: &str = "rbd --client_mount_timeout 30";
 const LS: &str = r#"[{"image":"c1","id":"1","size":67108864,"format":2},{"image":"c1","id":"1","snapshot":"strata-c2","snapshot_id":4,"size":67108864,"protected":"true","format":2},{"image":"c2","id":"2","size":67108864,"parent":{"pool":"lxc","pool_namespace":"","image":"c1","snapshot":"strata-c2"},"format":2},{"image":"c3","id":"3","size":1073741824,"format":2}]"#;
 
 fn setup() -> (RbdBackend, StdArc<FakeRunner>) {
-    let f = StdArc::new(FakeRunner::default());
+    let (f, run) = testing::fake();
     f.on(&format!("{RBD} ls -l --format json --pool lxc"), true, LS);
     f.canned.lock().unwrap().push((
         format!("{RBD} ls -l --format json --pool nopool"),
@@ -36,7 +27,7 @@ fn setup() -> (RbdBackend, StdArc<FakeRunner>) {
         },
     ));
     f.on(&format!("{RBD} device list"), true, "[]");
-    let b = RbdBackend::with_runner(Box::new(Shared(f.clone()))).with_user(None);
+    let b = RbdBackend::with_runner(run).with_user(None);
     (b, f)
 }
 
@@ -55,17 +46,7 @@ fn target_opts(pool: Option<&str>, name: Option<&str>) -> BackendOpts {
 }
 
 fn plan(b: &RbdBackend, name: &str, lxcpath: &str, opts: &BackendOpts, origin: Option<&str>) -> Result<RootfsSpec> {
-    let lp = PathBuf::from(lxcpath);
-    let dir = lp.join(name);
-    let t = Target {
-        name,
-        lxcpath: &lp,
-        dir: &dir,
-        build_dir: &dir,
-        opts,
-    };
-    let origin = origin.map(|o| RootfsSpec::parse(o).unwrap());
-    b.plan(&t, origin.as_ref())
+    testing::plan(b, name, lxcpath, opts, origin)
 }
 
 fn changing(f: &FakeRunner) -> Vec<String> {
@@ -264,18 +245,155 @@ fn clone_snapshots_protects_and_clones() {
         build_dir: &dir,
         opts: &o,
     };
+    let tmp = build_name("c9", &dir);
+    f.on(&format!("{RBD} map --pool lxc {tmp}"), true, "/dev/rbd3\n");
     b.snapshot(&spec_for("lxc", "c3"), &spec_for("lxc", "c9"), &t, false)
         .unwrap();
-    let calls = changing(&f);
+    let mark = strata_core::build_mark(&dir);
+    assert_eq!(tmp, format!("c9.strata-{mark}"));
+    // Made under the build's own name, marked, then given its name.
     assert_eq!(
-        &calls[..4],
+        changing(&f),
         [
-            format!("{RBD} snap create --no-progress lxc/c3@strata-c9"),
-            format!("{RBD} snap protect lxc/c3@strata-c9"),
-            format!("{RBD} clone lxc/c3@strata-c9 lxc/c9"),
-            format!("{RBD} map --pool lxc c9"),
+            format!("{RBD} snap create --no-progress lxc/c3@strata-{tmp}"),
+            format!("{RBD} snap protect lxc/c3@strata-{tmp}"),
+            format!("{RBD} clone lxc/c3@strata-{tmp} lxc/{tmp}"),
+            format!("{RBD} map --pool lxc {tmp}"),
+            "blkid -p -o value -s TYPE /dev/rbd3".to_string(),
+            format!("{RBD} image-meta set lxc/{tmp} strata.build {mark}"),
+            format!("{RBD} rename lxc/{tmp} lxc/c9"),
         ]
     );
+}
+
+fn target<'a>(lp: &'a std::path::Path, dir: &'a std::path::Path, o: &'a BackendOpts) -> Target<'a> {
+    Target {
+        name: "c9",
+        lxcpath: lp,
+        dir,
+        build_dir: dir,
+        opts: o,
+    }
+}
+
+#[test]
+fn create_builds_under_its_own_name_then_renames() {
+    let (b, f) = setup();
+    let lp = PathBuf::from("/l");
+    let dir = lp.join(".strata-tmp.c9.abc");
+    let o = target_opts(None, None);
+    let tmp = build_name("c9", &dir);
+    f.on(&format!("{RBD} map --pool lxc {tmp}"), true, "/dev/rbd4\n");
+    b.create(&spec_for("lxc", "c9"), &target(&lp, &dir, &o)).unwrap();
+    let mark = strata_core::build_mark(&dir);
+    assert_eq!(
+        changing(&f),
+        [
+            format!("{RBD} create --pool lxc {tmp} --size 64"),
+            format!("{RBD} map --pool lxc {tmp}"),
+            "mkfs.ext4 -q -F /dev/rbd4".to_string(),
+            format!("{RBD} image-meta set lxc/{tmp} strata.build {mark}"),
+            format!("{RBD} rename lxc/{tmp} lxc/c9"),
+        ]
+    );
+}
+
+#[test]
+fn a_name_taken_meanwhile_is_already_exists_and_only_the_own_image_goes() {
+    let (b, f) = setup();
+    let lp = PathBuf::from("/l");
+    let dir = lp.join(".strata-tmp.c3.abc");
+    let o = target_opts(None, None);
+    let tmp = build_name("c3", &dir);
+    f.on(&format!("{RBD} map --pool lxc {tmp}"), true, "/dev/rbd4\n");
+    f.canned.lock().unwrap().push((
+        format!("{RBD} rename lxc/{tmp} lxc/c3"),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "rbd: rename error: (17) File exists\n".into(),
+        },
+    ));
+    // c3 was made by another build in another lxcpath.
+    f.on(
+        &format!("{RBD} image-meta get lxc/c3 strata.build"),
+        true,
+        "00000000000000ff\n",
+    );
+    let e = b.create(&spec_for("lxc", "c3"), &target(&lp, &dir, &o)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+    assert!(!b.made_by(&spec_for("lxc", "c3"), &dir));
+    f.calls.lock().unwrap().clear();
+    b.undo_build(&spec_for("lxc", "c3"), &dir).unwrap();
+    assert!(
+        !f.calls().iter().any(|c| c.contains(" rm ") && c.ends_with("lxc/c3")),
+        "{:?}",
+        f.calls()
+    );
+    // Its own mark: the planned image is this build's, and goes.
+    let mark = strata_core::build_mark(&dir);
+    f.on(
+        &format!("{RBD} image-meta get lxc/c3 strata.build"),
+        true,
+        &format!("{mark}\n"),
+    );
+    assert!(b.made_by(&spec_for("lxc", "c3"), &dir));
+    b.undo_build(&spec_for("lxc", "c3"), &dir).unwrap();
+    assert!(
+        f.calls().contains(&format!("{RBD} rm --no-progress lxc/c3")),
+        "{:?}",
+        f.calls()
+    );
+}
+
+#[test]
+fn undo_of_a_killed_build_removes_its_unrenamed_image_and_snapshot() {
+    let (b, f) = setup();
+    let dir = PathBuf::from("/l/.strata-tmp.c9.abc");
+    let tmp = build_name("c9", &dir);
+    // Killed after the clone, before the rename: the image under the
+    // build's name, cloned from c1's snapshot made for it.
+    let ls = LS.replace(
+        r#"{"image":"c3""#,
+        &format!(
+            r#"{{"image":"c1","id":"1","snapshot":"strata-{tmp}","snapshot_id":6,"size":1,"protected":"true","format":2}},{{"image":"{tmp}","id":"9","size":1,"parent":{{"pool":"lxc","pool_namespace":"","image":"c1","snapshot":"strata-{tmp}"}},"format":2}},{{"image":"c3""#
+        ),
+    );
+    f.on(&format!("{RBD} ls -l --format json --pool lxc"), true, &ls);
+    f.canned.lock().unwrap().push((
+        format!("{RBD} image-meta get lxc/c9 "),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "rbd: error opening image c9: (2) No such file or directory\n".into(),
+        },
+    ));
+    f.on(&format!("{RBD} info --format json lxc/c9"), false, "");
+    b.undo_build(&spec_for("lxc", "c9"), &dir).unwrap();
+    let calls = changing(&f);
+    assert!(
+        calls.contains(&format!("{RBD} rm --no-progress lxc/{tmp}")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&format!("{RBD} snap rm lxc/c1@strata-{tmp}")),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn an_unmarked_image_is_not_a_builds() {
+    let (b, f) = setup();
+    f.canned.lock().unwrap().push((
+        format!("{RBD} image-meta get lxc/c3 "),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "failed to get metadata strata.build of image : (2) No such file or directory\n".into(),
+        },
+    ));
+    assert!(!b.made_by(&spec_for("lxc", "c3"), &PathBuf::from("/l/.strata-tmp.c3.x")));
+    assert!(b.caps().atomic_snapshot);
 }
 
 #[test]

@@ -30,10 +30,11 @@
 
 pub mod runner;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 use runner::{Out, Runner, SystemRunner};
 use std::path::Path;
 use std::sync::Arc;
+use strata_core::block::{self, free_name};
 use strata_core::{
     err, Backend, Caps, FastCopy, IoContext, Result, RootfsSpec, Snapshotter, Target, Usage, UsageReport, UsageSource,
 };
@@ -146,17 +147,6 @@ pub fn parse_snaps(out: &str) -> Vec<Snap> {
                 .collect(),
         })
         .collect()
-}
-
-/// The first of `base`, `base_1`, ... not in `taken`.
-pub fn free_name(base: &str, taken: &[String]) -> String {
-    if !taken.iter().any(|t| t == base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|n| !taken.contains(n))
-        .expect("unbounded")
 }
 
 fn unique_snap() -> String {
@@ -405,15 +395,6 @@ impl ZfsBackend {
     }
 }
 
-fn wanted_name(t: &Target) -> String {
-    if t.lxcpath.file_name().is_some_and(|n| n == "snaps") {
-        if let Some(owner) = t.lxcpath.parent().and_then(|p| p.file_name()) {
-            return format!("{}_{}", owner.to_string_lossy(), t.name);
-        }
-    }
-    t.name.to_string()
-}
-
 fn pool_of(ds: &str) -> &str {
     ds.split('/').next().unwrap_or(ds)
 }
@@ -444,7 +425,7 @@ impl Backend for ZfsBackend {
 
     fn plan(&self, t: &Target, origin: Option<&RootfsSpec>) -> Result<RootfsSpec> {
         const OP: &str = "plan zfs rootfs";
-        let want = wanted_name(t);
+        let want = block::wanted_name(t, None);
         if let Some(c) = want
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
@@ -589,11 +570,7 @@ impl Backend for ZfsBackend {
 
     fn umount(&self, _spec: &RootfsSpec, target: &Path) -> Result<()> {
         // Not lazy: zfs destroy right after needs the dataset unmounted.
-        match umount2(target, MntFlags::empty()) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).ctx("unmount zfs rootfs", target),
-            Err(e) => Err(e).ctx("unmount zfs rootfs", target),
-        }
+        block::umount_strict(target, "unmount zfs rootfs")
     }
 
     fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {

@@ -3,17 +3,8 @@ use super::*;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc as StdArc;
+use strata_core::block::testing;
 use strata_core::{BackendOpts, ErrorKind};
-
-struct Shared(StdArc<FakeRunner>);
-impl Runner for Shared {
-    fn run(&self, argv: &[String]) -> Result<Out> {
-        self.0.run(argv)
-    }
-    fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
-        self.0.pipe(a, b)
-    }
-}
 
 /// What zfs says about a dataset that is not there: on stderr, exit 1.
 fn missing(f: &FakeRunner, prefix: &str, name: &str) {
@@ -31,7 +22,7 @@ const LIST: &str = "zfs list -H -p -o name -d 1 -t filesystem";
 const STATE: &str = "zfs list -H -p -o name,origin,createtxg,clones -t filesystem,volume,snapshot -d 1";
 
 fn setup() -> (ZfsBackend, StdArc<FakeRunner>) {
-    let f = StdArc::new(FakeRunner::default());
+    let (f, run) = testing::fake();
     missing(&f, "zfs list -H -p -o name ", "x");
     f.on("zfs list -H -p -o name tank/lxc", true, "tank/lxc\n");
     missing(&f, "zfs list -H -p -o name tank/lxc/", "tank/lxc/x");
@@ -43,25 +34,15 @@ fn setup() -> (ZfsBackend, StdArc<FakeRunner>) {
         true,
         "tank/lxc\ntank/lxc/c1\ntank/lxc/c1_snap0\n",
     );
-    (ZfsBackend::with_runner(Box::new(Shared(f.clone()))), f)
+    (ZfsBackend::with_runner(run), f)
 }
 
 fn plan(b: &ZfsBackend, name: &str, lxcpath: &str, root: Option<&str>, origin: Option<&str>) -> Result<RootfsSpec> {
-    let lp = PathBuf::from(lxcpath);
-    let dir = lp.join(name);
     let opts = BackendOpts {
         zfsroot: root.map(String::from),
         ..BackendOpts::default()
     };
-    let t = Target {
-        name,
-        lxcpath: &lp,
-        dir: &dir,
-        build_dir: &dir,
-        opts: &opts,
-    };
-    let o = origin.map(|o| RootfsSpec::parse(o).unwrap());
-    b.plan(&t, o.as_ref())
+    testing::plan(b, name, lxcpath, &opts, origin)
 }
 
 #[test]

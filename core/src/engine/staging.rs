@@ -184,15 +184,7 @@ impl Engine {
     pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) -> bool {
         if let Some(spec) = spec {
             let spec = spec.rebase(final_dir, staging);
-            let gone = self.backend_of(&spec).and_then(|b| {
-                // A volume of the planned name that another build made (it
-                // planned the same name in another lxcpath) is not ours to undo.
-                if !b.made_by(&spec, staging) {
-                    tracing::info!("{spec} was made by another build: left alone");
-                    return Ok(());
-                }
-                b.destroy(&spec)
-            });
+            let gone = self.backend_of(&spec).and_then(|b| b.undo_build(&spec, staging));
             if let Err(e) = gone {
                 tracing::warn!("cleanup of {spec}: {e}; {} left for a later command", staging.display());
                 return false;
