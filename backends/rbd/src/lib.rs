@@ -492,15 +492,16 @@ impl RbdBackend {
         }
     }
 
-    /// Unmap the mapping a build made of `pool/image` before the image is
-    /// renamed (a mapping keeps the name it was made under): strict, with a
-    /// few seconds for a prober (udev's blkid) that still has it open.
-    fn unmap_settled(&self, pool: &str, image: &str) -> Result<()> {
-        let mut tries = 0;
+    /// Unmap `pool/image`, strict, giving a holder that is about to let go
+    /// `tries` times 200 ms: a prober (udev's blkid) after a build, or the
+    /// mount namespace of a container that just stopped, which the kernel
+    /// tears down after its last process is reaped.
+    fn unmap_settled(&self, pool: &str, image: &str, tries: u32) -> Result<()> {
+        let mut n = 0;
         loop {
             match self.unmap(pool, image, true) {
-                Err(e) if e.kind() == strata_core::ErrorKind::Busy && tries < 50 => {
-                    tries += 1;
+                Err(e) if e.kind() == strata_core::ErrorKind::Busy && n < tries => {
+                    n += 1;
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 other => return other,
@@ -656,7 +657,8 @@ impl Backend for RbdBackend {
         let made = (|| {
             let dev = self.map(&pool, &tmp)?;
             let mkfs = block::mkfs(self.run.as_ref(), &fstype, &dev);
-            self.unmap_settled(&pool, &tmp)?;
+            // Before the rename: a mapping keeps the name it was made under.
+            self.unmap_settled(&pool, &tmp, 50)?;
             mkfs?;
             self.finish_build(&pool, &tmp, &image, &t.mark())
         })();
@@ -772,7 +774,13 @@ impl Backend for RbdBackend {
         block::umount_strict(target, "unmount rbd rootfs")?;
         let (pool, image) = parse_spec(spec)?;
         // Left mapped while another mount (a running container) holds it.
-        self.unmap(&pool, &image, false)
+        match self.unmap_settled(&pool, &image, 15) {
+            Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
+                tracing::debug!("{e}: left mapped");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn release(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
@@ -844,7 +852,7 @@ impl Snapshotter for RbdBackend {
             self.tool(OP, &["clone", &at, &format!("{pool}/{tmp}")])?;
             let dev = self.map(&pool, &tmp)?;
             let uuid = block::new_fs_uuid(self.run.as_ref(), &dev);
-            self.unmap_settled(&pool, &tmp)?;
+            self.unmap_settled(&pool, &tmp, 50)?;
             uuid?;
             self.finish_build(&pool, &tmp, &image, &t.mark())
         })();
