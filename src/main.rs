@@ -18,5 +18,7 @@ fn main() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "strata".into());
     let code = cli::main(&argv0, args);
+    // Its in-flight entry goes with a command that leaves nothing behind.
+    strata_core::inflight::finish();
     std::process::exit(code);
 }
