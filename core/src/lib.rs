@@ -16,6 +16,7 @@ pub mod inflight;
 pub mod lock;
 pub mod lxc_cmd;
 pub mod lxc_conf;
+pub mod lxcdir;
 pub mod mountinfo;
 pub mod names;
 pub mod paths;

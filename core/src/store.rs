@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::durable::write_atomic;
 use crate::err;
 use crate::error::{Error, IoContext, Result};
+use crate::lxcdir::LxcDir;
 use crate::spec::RootfsSpec;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -144,6 +145,22 @@ impl Store {
         Ok(Container { r, config, rootfs })
     }
 
+    /// [`Store::load`] through `dir`, this store's lxcpath opened once (a
+    /// listing of many containers): `None` when `name` has no config.
+    pub fn load_in(&self, dir: &LxcDir, name: &str) -> Result<Option<Container>> {
+        const OP: &str = "read config";
+        check_component(name)?;
+        let r = self.r(name);
+        let Some(bytes) = dir.read(&format!("{name}/config"), crate::config::MAX_CONFIG_BYTES, OP)? else {
+            return Ok(None);
+        };
+        let cfg_path = r.config_path();
+        let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(&cfg_path))?;
+        let config = Config::parse(&text).map_err(|e| e.at(&cfg_path))?;
+        let rootfs = rootfs_of(&config, &cfg_path)?;
+        Ok(Some(Container { r, config, rootfs }))
+    }
+
     /// The lxcpath holding `name`'s snapshots: `$lxcpath/NAME/snaps`.
     pub fn snaps_path(&self, name: &str) -> PathBuf {
         self.lxcpath.join(name).join("snaps")
@@ -218,13 +235,19 @@ fn load_dir(dir: &Path, missing: impl FnOnce() -> Error) -> Result<(Config, Root
         Err(e) if e.kind() == crate::ErrorKind::NotFound => return Err(missing()),
         r => r?,
     };
+    let rootfs = rootfs_of(&config, &cfg_path)?;
+    Ok((config, rootfs))
+}
+
+/// The rootfs spec of the config read from `cfg_path`.
+fn rootfs_of(config: &Config, cfg_path: &Path) -> Result<RootfsSpec> {
     let value = match config.get("lxc.rootfs.path") {
         Some(v) => v.to_string(),
         // The key may come from an lxc.include.
-        None => Config::load_effective(&cfg_path)?
+        None => Config::load_effective(cfg_path)?
             .get("lxc.rootfs.path")
             .map(str::to_string)
-            .ok_or_else(|| err!(InvalidConfig, "load container", "no lxc.rootfs.path in config").at(&cfg_path))?,
+            .ok_or_else(|| err!(InvalidConfig, "load container", "no lxc.rootfs.path in config").at(cfg_path))?,
     };
     // LXC 2.0 kept the backend apart (`lxc.rootfs.backend = lvm`); its
     // updater folds it into the spec as a prefix, and so do we.
@@ -232,8 +255,7 @@ fn load_dir(dir: &Path, missing: impl FnOnce() -> Error) -> Result<(Config, Root
         Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
         _ => value,
     };
-    let rootfs = RootfsSpec::parse(&value).map_err(|e| e.at(&cfg_path))?;
-    Ok((config, rootfs))
+    RootfsSpec::parse(&value).map_err(|e| e.at(cfg_path))
 }
 
 const SNAPSHOTS_FILE: &str = "lxc_snapshots";
@@ -282,6 +304,19 @@ impl DepFile {
             Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(DepFile::default()),
             Err(e) => return Err(e),
         };
+        DepFile::parse(bytes, path)
+    }
+
+    /// The file `rel` below `dir`'s lxcpath; missing is empty.
+    fn read_in(dir: &LxcDir, rel: &str) -> Result<DepFile> {
+        match dir.read(rel, MAX_DEP_FILE_BYTES, "read dependency file")? {
+            Some(b) => DepFile::parse(b, &dir.path().join(rel)),
+            None => Ok(DepFile::default()),
+        }
+    }
+
+    fn parse(bytes: Vec<u8>, path: &Path) -> Result<DepFile> {
+        const OP: &str = "read dependency file";
         let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(path))?;
         // Lines end at '\n' only, as written: an lxcpath may end in '\r'
         // and a name may be all blanks.
@@ -301,6 +336,12 @@ impl DepFile {
                     .map_err(|_| err!(InvalidConfig, OP, "bad dependent count {t:?}").at(path))?;
                 rest = &rest[1..];
             }
+        }
+        // An append cut short by a kill ([`append_pair`]) may leave an
+        // lxcpath without its name: a name never holds a '/', so a last
+        // line that does is that, and names no container.
+        if !rest.len().is_multiple_of(2) && rest.last().is_some_and(|l| l.contains('/')) {
+            rest = &rest[..rest.len() - 1];
         }
         if !rest.len().is_multiple_of(2) {
             return Err(err!(
@@ -386,6 +427,20 @@ pub fn dependents(origin: &ContainerRef) -> Result<Vec<ContainerRef>> {
     Ok(DepFile::read(&origin.dir().join(SNAPSHOTS_FILE))?.entries(origin))
 }
 
+/// [`dependents`] of the container `name` of `dir`'s lxcpath, read through it.
+pub fn dependents_in(dir: &LxcDir, name: &str) -> Result<Vec<ContainerRef>> {
+    check_component(name)?;
+    let owner = ContainerRef::new(dir.path(), name);
+    Ok(DepFile::read_in(dir, &format!("{name}/{SNAPSHOTS_FILE}"))?.entries(&owner))
+}
+
+/// [`depends_on`] of the container `name` of `dir`'s lxcpath, read through it.
+pub fn depends_on_in(dir: &LxcDir, name: &str) -> Result<Vec<ContainerRef>> {
+    check_component(name)?;
+    let owner = ContainerRef::new(dir.path(), name);
+    Ok(DepFile::read_in(dir, &format!("{name}/{RDEPENDS_FILE}"))?.entries(&owner))
+}
+
 /// The containers `clone` depends on (from its `lxc_rdepends`).
 pub fn depends_on(clone: &ContainerRef) -> Result<Vec<ContainerRef>> {
     Ok(DepFile::read(&clone.dir().join(RDEPENDS_FILE))?.entries(clone))
@@ -401,17 +456,82 @@ pub fn add_dependency(origin: &ContainerRef, clone: &ContainerRef, clone_dir: &P
     let _s = tracing::debug_span!("add dependency", origin = %origin, clone = %clone).entered();
     check_ref(origin, OP)?;
     check_ref(clone, OP)?;
-    let snaps = origin.dir().join(SNAPSHOTS_FILE);
-    let mut f = DepFile::read(&snaps)?;
-    if !f.refs.contains(clone) {
-        f.refs.push(clone.clone());
-        f.write(&snaps)?;
-    }
+    append_pair(&origin.dir().join(SNAPSHOTS_FILE), clone)?;
     let rdeps = clone_dir.join(RDEPENDS_FILE);
     let mut f = DepFile::read(&rdeps)?;
     if !f.refs.contains(origin) {
         f.refs.push(origin.clone());
         f.write(&rdeps)?;
+    }
+    Ok(())
+}
+
+/// Append the pair naming `r` to the dependency file `path` (made if
+/// missing): one write at its end, so that recording a dependent costs the
+/// same however many the file lists (a rewrite read and wrote all of them).
+/// Readers drop duplicates. A kill inside the write can leave only a
+/// prefix of the pair (a write is cut only where it crosses a page): an
+/// lxcpath without its name, which the reader drops, or a name cut short,
+/// which names a container that is not there (or, at worst, a real one,
+/// whose origin then refuses a destroy more, never one less). A file whose
+/// last line is not a whole name gets a newline or is rewritten whole first.
+fn append_pair(path: &Path, r: &ContainerRef) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    const OP: &str = "record dependency";
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ctx(OP, path)?;
+    let md = f.metadata().ctx(OP, path)?;
+    if !md.is_file() {
+        return Err(err!(InvalidConfig, OP, "not a regular file").at(path));
+    }
+    let len = md.len();
+    let mut text = Vec::new();
+    // A file with another name too is replaced, never written through.
+    let linked = {
+        use std::os::unix::fs::MetadataExt;
+        md.nlink() > 1
+    };
+    if linked || len > 0 {
+        // The last line, from at most 8 KiB before the end.
+        let n = len.min(8192);
+        let mut tail = vec![0u8; n as usize];
+        f.read_exact_at(&mut tail, len - n).ctx(OP, path)?;
+        let whole = tail.last() == Some(&b'\n');
+        let body = if whole { &tail[..tail.len() - 1] } else { &tail[..] };
+        let last = match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) => Some(&body[i + 1..]),
+            None if n == len => Some(body),
+            None => None,
+        };
+        match last {
+            // A name (or the old count alone): append after it.
+            Some(l) if !linked && !l.contains(&b'/') => {
+                if !whole {
+                    text.push(b'\n');
+                }
+            }
+            // An lxcpath without its name, or a line too long to judge here.
+            _ => {
+                drop(f);
+                let mut d = DepFile::read(path)?;
+                d.refs.push(r.clone());
+                return d.write(path);
+            }
+        }
+    }
+    text.extend_from_slice(format!("{}\n{}\n", r.lxcpath.display(), r.name).as_bytes());
+    // One write: cut short only by a kill where it crosses a page.
+    f.write_all(&text).ctx(OP, path)?;
+    if crate::durable::settle(&f, path, path)? && len == 0 {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ctx(OP, dir)?;
     }
     Ok(())
 }
@@ -603,12 +723,12 @@ mod tests {
         );
         assert!(dependents(&base).unwrap().is_empty());
         add_dependency(&base, &r1, &c1).unwrap();
-        add_dependency(&base, &r1, &c1).unwrap(); // no duplicate
+        add_dependency(&base, &r1, &c1).unwrap(); // appended again, read once
         add_dependency(&base, &r2, &c2).unwrap();
         let lx = p.display();
         assert_eq!(
             fs::read_to_string(p.join("base/lxc_snapshots")).unwrap(),
-            format!("{lx}\nc1\n{lx}\nc2\n")
+            format!("{lx}\nc1\n{lx}\nc1\n{lx}\nc2\n")
         );
         assert_eq!(
             fs::read_to_string(c1.join("lxc_rdepends")).unwrap(),
@@ -684,7 +804,7 @@ mod tests {
         mk(p, "base", &dir_cfg(p, "base"));
         let base = ContainerRef::new(p, "base");
         let f = p.join("base/lxc_snapshots");
-        for bad in ["/var/lib/lxc\n", "/a\nb\n/c\n", "/a\n\n"] {
+        for bad in ["lxc\n", "/a\nb\nc\n", "/a\n\n/c\nd\n"] {
             fs::write(&f, bad).unwrap();
             let e = dependents(&base).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad:?}");
@@ -695,6 +815,53 @@ mod tests {
         }
         fs::write(&f, "").unwrap();
         assert!(dependents(&base).unwrap().is_empty());
+    }
+
+    /// What a kill inside an append leaves is read as the pairs before it,
+    /// and the next append writes after whole lines only.
+    #[test]
+    fn an_append_cut_short_is_read_and_appended_after() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        mk(p, "base", &dir_cfg(p, "base"));
+        let base = ContainerRef::new(p, "base");
+        let f = p.join("base/lxc_snapshots");
+        let lx = p.display();
+        let (r1, r2) = (ContainerRef::new(p, "c1"), ContainerRef::new(p, "c2"));
+        let c2 = mk(p, "c2", "lxc.rootfs.path = /y\n");
+        // An lxcpath without its name, with or without its newline: dropped,
+        // and the file rewritten whole by the next append.
+        for torn in [
+            format!("{lx}\nc1\n{lx}\n"),
+            format!("{lx}\nc1\n{lx}"),
+            format!("{lx}\nc1\n/va"),
+        ] {
+            fs::write(&f, &torn).unwrap();
+            assert_eq!(dependents(&base).unwrap(), std::slice::from_ref(&r1), "{torn:?}");
+            add_dependency(&base, &r2, &c2).unwrap();
+            assert_eq!(
+                fs::read_to_string(&f).unwrap(),
+                format!("{lx}\nc1\n{lx}\nc2\n"),
+                "{torn:?}"
+            );
+        }
+        // A last name without its newline gets one before the new pair.
+        fs::write(&f, format!("{lx}\nc1")).unwrap();
+        add_dependency(&base, &r2, &c2).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), format!("{lx}\nc1\n{lx}\nc2\n"));
+        assert_eq!(dependents(&base).unwrap(), [r1.clone(), r2.clone()]);
+        // A file with a second name is replaced, not written through.
+        let other = p.join("other");
+        fs::write(&f, format!("{lx}\nc1\n")).unwrap();
+        fs::hard_link(&f, &other).unwrap();
+        add_dependency(&base, &r2, &c2).unwrap();
+        assert_eq!(fs::read_to_string(&other).unwrap(), format!("{lx}\nc1\n"));
+        assert_eq!(fs::read_to_string(&f).unwrap(), format!("{lx}\nc1\n{lx}\nc2\n"));
+        // A symlink is refused.
+        fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&other, &f).unwrap();
+        assert!(add_dependency(&base, &r2, &c2).is_err());
+        assert_eq!(fs::read_to_string(&other).unwrap(), format!("{lx}\nc1\n"));
     }
 
     /// Reads what LXC itself writes, and writes dependency files as LXC does.

@@ -7,6 +7,7 @@ use serde_json::json;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
+use strata_core::lxcdir::LxcDir;
 use strata_core::{state, store, Container, Store};
 use strata_runtime::state_view::{self, State};
 
@@ -224,7 +225,38 @@ fn collect(
     max: usize,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let defined: std::collections::HashSet<String> = store.list()?.into_iter().collect();
+    // The lxcpath is opened once and every file read relative to it.
+    let dir = LxcDir::open(store.lxcpath())?;
+    let listed = dir.as_ref().map(LxcDir::names).transpose()?.unwrap_or_default();
+    let wanted = |n: &str| f.name.as_ref().is_none_or(|re| re.is_match(n));
+    // Each config read once, by the open that tells whether there is one.
+    let mut configs: std::collections::HashMap<String, Result<Container, String>> = Default::default();
+    let defined: std::collections::HashSet<String> = match &dir {
+        Some(d) if f.config => {
+            for n in listed {
+                if !wanted(&n) {
+                    continue;
+                }
+                match store.load_in(d, &n) {
+                    Ok(Some(c)) => {
+                        configs.insert(n, Ok(c));
+                    }
+                    Ok(None) => {}
+                    // Not a container unless its config is a regular file.
+                    Err(e) if d.is_file(&format!("{n}/config")) => {
+                        configs.insert(n, Err(e.to_string()));
+                    }
+                    Err(_) => {}
+                }
+            }
+            configs.keys().cloned().collect()
+        }
+        Some(d) => listed
+            .into_iter()
+            .filter(|n| d.is_file(&format!("{n}/config")))
+            .collect(),
+        None => Default::default(),
+    };
     let mut names: Vec<String> = defined.iter().cloned().collect();
     // A running container whose config is gone (or a volatile one, never
     // defined: ours, or LXC's) is listed as LXC lists it.
@@ -234,20 +266,16 @@ fn collect(
     names.sort();
     names.dedup();
     for name in names {
-        if f.name.as_ref().is_some_and(|re| !re.is_match(name.as_str())) {
+        if !wanted(&name) {
             continue;
         }
         let r = store.r(&name);
         let is_defined = defined.contains(&name);
         // A plain listing prints names only: no config is read.
-        let (c, error) = if !f.config && is_defined {
-            (None, None)
-        } else {
-            match store.load(&name) {
-                Ok(c) => (Some(c), None),
-                Err(e) if store.exists(&name) => (None, Some(e.to_string())),
-                Err(_) => (None, None),
-            }
+        let (c, error) = match configs.remove(&name) {
+            Some(Ok(c)) => (Some(c), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
         };
         let (st, running) = if let Some(census) = &census {
             state_view::state_in(census, &r)
@@ -352,7 +380,8 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let mut rows = vec![];
     collect(&engine.backends, &store, &filter, None, 0, max, &mut rows)?;
     if a.json {
-        let arr: Vec<_> = rows.iter().map(|row| json_row(&store, row)).collect();
+        let dir = LxcDir::open(&lxcpath)?;
+        let arr: Vec<_> = rows.iter().map(|row| json_row(&store, dir.as_ref(), row)).collect();
         println!("{}", serde_json::to_string_pretty(&arr)?);
     } else if fancy {
         print!("{}", fancy_table(&rows, &cols));
@@ -364,10 +393,12 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn json_row(store: &Store, row: &Row) -> serde_json::Value {
-    let r = store.r(&row.name);
-    let snaps: Vec<_> = store
-        .snapshots(&row.name)
+fn json_row(store: &Store, dir: Option<&LxcDir>, row: &Row) -> serde_json::Value {
+    // Most containers have no snapshots: one look at `snaps` tells.
+    let has_snaps = dir.is_none_or(|d| d.is_dir(&format!("{}/snaps", row.name)));
+    let snaps: Vec<_> = has_snaps
+        .then(|| store.snapshots(&row.name).ok())
+        .flatten()
         .unwrap_or_default()
         .into_iter()
         .map(
@@ -390,8 +421,14 @@ fn json_row(store: &Store, row: &Row) -> serde_json::Value {
         "groups": row.groups(),
         "unprivileged": row.unprivileged(),
         "snapshots": snaps,
-        "dependents": refs(store::dependents(&r)),
-        "depends_on": refs(store::depends_on(&r)),
+        "dependents": refs(match dir {
+            Some(d) => store::dependents_in(d, &row.name),
+            None => store::dependents(&store.r(&row.name)),
+        }),
+        "depends_on": refs(match dir {
+            Some(d) => store::depends_on_in(d, &row.name),
+            None => store::depends_on(&store.r(&row.name)),
+        }),
         "error": row.error,
     })
 }

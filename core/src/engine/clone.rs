@@ -442,7 +442,12 @@ impl Engine {
                 crate::shift::record_shifted(&staging, &map)?;
             }
             if let Some((origin, clone)) = &dep {
-                if !store::dependents(origin)?.contains(clone) {
+                // A new name's entry is appended without reading the
+                // origin's list (readers drop duplicates); one for a
+                // container that exists (a restore in place) may be its
+                // current rootfs's, which a failed build must leave.
+                let listed = exists_any(&clone.dir()) && store::dependents(origin)?.contains(clone);
+                if !listed {
                     add_dep(origin, clone, &staging)?;
                     dep_added = true;
                 } else if !staging.join("lxc_rdepends").exists() {

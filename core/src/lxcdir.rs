@@ -1,0 +1,190 @@
+//! An lxcpath read through one open descriptor of it. A listing of many
+//! containers (`lxc-ls --fancy`, `--json`) reads each one's files relative
+//! to that descriptor, so the kernel walks the lxcpath's own path once
+//! instead of once per file: path walks were most of the kernel time of a
+//! listing over 1 000 containers. Each file is read as
+//! [`crate::store::read_regular`] reads it: a fifo, socket, device or
+//! directory is an error, never opened or waited on.
+
+use crate::err;
+use crate::error::{Error, Result};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub struct LxcDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn cstr(rel: &str) -> Result<CString> {
+    CString::new(rel).map_err(|_| err!(InvalidArgument, "read container file", "a NUL byte in {rel:?}"))
+}
+
+impl LxcDir {
+    /// The lxcpath opened, or `None` when it does not exist.
+    pub fn open(lxcpath: &Path) -> Result<Option<LxcDir>> {
+        let c = CString::new(lxcpath.as_os_str().as_bytes())
+            .map_err(|_| err!(InvalidArgument, "open lxcpath", "a NUL byte in the path"))?;
+        // SAFETY: `c` is a NUL-terminated string alive for the call.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(Error::io("open lxcpath", lxcpath, e));
+        }
+        Ok(Some(LxcDir {
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: lxcpath.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names in the lxcpath (UTF-8, dot names such as staging dirs
+    /// skipped), unsorted: one directory read, nothing looked at per entry.
+    pub fn names(&self) -> Result<Vec<String>> {
+        const OP: &str = "list containers";
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.path).map_err(|e| Error::io(OP, &self.path, e))? {
+            let e = e.map_err(|e| Error::io(OP, &self.path, e))?;
+            match e.file_name().to_str() {
+                Some(n) if !n.starts_with('.') => out.push(n.to_string()),
+                Some(_) => {}
+                None => tracing::warn!(path = %e.path().display(), "skipping non-UTF-8 entry in lxcpath"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn stat(&self, c: &CString) -> std::io::Result<libc::stat> {
+        // SAFETY: an all-zero stat is a valid value for the kernel to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is NUL-terminated and alive, `st` is ours, `self.fd` is an open dir.
+        if unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+
+    /// Whether `rel` (below the lxcpath) is a regular file, symlinks followed.
+    pub fn is_file(&self, rel: &str) -> bool {
+        cstr(rel)
+            .ok()
+            .and_then(|c| self.stat(&c).ok())
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    }
+
+    /// Whether `rel` (below the lxcpath) is a directory, symlinks followed.
+    pub fn is_dir(&self, rel: &str) -> bool {
+        cstr(rel)
+            .ok()
+            .and_then(|c| self.stat(&c).ok())
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    }
+
+    /// The bytes of the regular file `rel` below the lxcpath (symlinks
+    /// followed, as [`crate::store::read_regular`]), at most `max` of them;
+    /// `None` when it does not exist.
+    pub fn read(&self, rel: &str, max: u64, op: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path.join(rel);
+        let c = cstr(rel)?;
+        let not_regular = || err!(InvalidConfig, op, "not a regular file").at(&path);
+        // Looked at before opening, so that a device is never opened, and after.
+        match self.stat(&c) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {}
+            Ok(_) => return Err(not_regular()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(op, &path, e)),
+        }
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+        // SAFETY: `c` is NUL-terminated and alive, `self.fd` is an open dir.
+        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(Error::io(op, &path, e));
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let md = f.metadata().map_err(|e| Error::io(op, &path, e))?;
+        if !md.is_file() {
+            return Err(not_regular());
+        }
+        if md.len() > max {
+            return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(&path));
+        }
+        // One read of one byte more than the size asks for: a shorter read
+        // of a regular file is its end, so no second read for it.
+        let mut b = vec![0u8; md.len() as usize + 1];
+        let mut n = 0;
+        loop {
+            match nix::unistd::read(f.as_raw_fd(), &mut b[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if n < b.len() {
+                        // Short of what was asked: the file's end.
+                        break;
+                    }
+                    if n as u64 > max {
+                        return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(&path));
+                    }
+                    // It grew since the fstat: read on.
+                    b.resize(b.len() + 4096, 0);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::errno(op, &path, e)),
+            }
+        }
+        b.truncate(n);
+        if n as u64 > max {
+            return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(&path));
+        }
+        Ok(Some(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_relative_to_the_lxcpath() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("c1/snaps")).unwrap();
+        std::fs::write(d.path().join("c1/config"), "lxc.uts.name = c1\n").unwrap();
+        std::fs::create_dir(d.path().join(".strata-tmp.c2.1")).unwrap();
+        let big = "x".repeat(10_000);
+        std::fs::write(d.path().join("c1/big"), &big).unwrap();
+        std::fs::write(d.path().join("c1/empty"), "").unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("c1/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let l = LxcDir::open(d.path()).unwrap().unwrap();
+        assert_eq!(l.names().unwrap(), ["c1"]);
+        assert_eq!(
+            l.read("c1/config", 1 << 20, "t").unwrap().unwrap(),
+            b"lxc.uts.name = c1\n"
+        );
+        assert_eq!(l.read("c1/big", 1 << 20, "t").unwrap().unwrap(), big.as_bytes());
+        assert_eq!(l.read("c1/empty", 1 << 20, "t").unwrap().unwrap(), b"");
+        assert!(l.read("c1/missing", 1 << 20, "t").unwrap().is_none());
+        assert!(l.read("c1/big", 100, "t").is_err(), "over the limit");
+        assert!(l.read("c1/fifo", 100, "t").is_err(), "a fifo is never read");
+        assert!(l.read("c1/snaps", 100, "t").is_err(), "a directory is not a file");
+        assert!(l.is_dir("c1/snaps") && !l.is_dir("c1/config") && !l.is_dir("c2"));
+        assert!(l.is_file("c1/config") && !l.is_file("c1/snaps") && !l.is_file("c1/fifo"));
+        assert!(LxcDir::open(&d.path().join("nope")).unwrap().is_none());
+    }
+}
