@@ -1110,3 +1110,121 @@ fn volatile_container_from_a_file_alone() {
     }
     rt.assert_clean(&[]);
 }
+
+/// `lxc-stop -W` sends the halt signal and returns at once; `--nokill`
+/// never kills: an init that ignores the halt signal is still running after
+/// `-t`, and lxc-stop fails, as LXC's.
+#[test]
+fn stop_nowait_and_nokill() {
+    let rt = Rt::new();
+    let rootfs = rt.container("parstopw", "");
+    rt.ok("lxc-start", &["-n", "parstopw", "-d"]);
+    wait_until("init", || rt.state("parstopw") == "RUNNING");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    rt.ok("lxc-stop", &["-n", "parstopw", "-W"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "-W waited");
+    wait_until("stopped after -W", || rt.state("parstopw") == "STOPPED");
+    // An init that ignores SIGPWR.
+    std::fs::write(rootfs.join("sbin/init"), "#!/bin/sh\nwhile :; do sleep 0.05; done\n").unwrap();
+    rt.ok("lxc-start", &["-n", "parstopw", "-d"]);
+    wait_until("init", || rt.state("parstopw") == "RUNNING");
+    let e = rt.fails("lxc-stop", &["-n", "parstopw", "--nokill", "-t", "1"]);
+    assert!(e.contains("did not stop within 1s"), "{e}");
+    assert_eq!(rt.state("parstopw"), "RUNNING");
+    rt.ok("lxc-stop", &["-n", "parstopw", "-t", "1"]);
+    assert_eq!(rt.state("parstopw"), "STOPPED");
+    rt.assert_clean(&["parstopw"]);
+}
+
+/// `lxc.tty.dir`: the ttys live in /dev/DIR, /dev/ttyN point there, as in LXC.
+#[test]
+fn tty_dir_holds_the_ttys() {
+    let rt = Rt::new();
+    let rootfs = rt.container(
+        "parttyd",
+        "lxc.autodev = 1\nlxc.tty.max = 2\nlxc.tty.dir = lxc\nlxc.net.0.type = empty\n",
+    );
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/readlink")).unwrap();
+    rt.ok("lxc-start", &["-n", "parttyd", "-d"]);
+    let out = rt.ok(
+        "lxc-attach",
+        &[
+            "-n",
+            "parttyd",
+            "--",
+            "/bin/sh",
+            "-c",
+            "for t in 1 2; do readlink /dev/tty$t; test -c /dev/lxc/tty$t && echo char; done; test -e /dev/tty3 || echo no3",
+        ],
+    );
+    assert_eq!(out, "lxc/tty1\nchar\nlxc/tty2\nchar\nno3\n");
+    rt.ok("lxc-stop", &["-n", "parttyd", "-t", "10"]);
+    rt.assert_clean(&["parttyd"]);
+}
+
+/// `lxc-autostart -L`: the containers with `lxc.start.auto = 1`, one pass
+/// per group asked (none: those without `lxc.group`; `-a`: all; an empty
+/// field the no-group pass, LXC dropping what follows it), each pass in
+/// ascending `lxc.start.order` whatever the action, a start listing the
+/// stopped ones with their `lxc.start.delay`, a shutdown the running ones;
+/// the same listings as LXC's.
+#[test]
+fn autostart_lists_by_group_order_and_delay() {
+    let rt = Rt::new();
+    for (name, extra) in [
+        (
+            "paraua",
+            "lxc.start.auto = 1\nlxc.start.order = 1\nlxc.start.delay = 2\nlxc.group = web\n",
+        ),
+        ("paraub", "lxc.start.auto = 1\nlxc.start.order = 5\n"),
+        (
+            "parauc",
+            "lxc.start.auto = 1\nlxc.start.order = 3\nlxc.group = web\nlxc.group = db\n",
+        ),
+        ("paraud", "lxc.start.order = 9\n"),
+        ("paraue", "lxc.start.auto = 1\nlxc.start.order = -2\n"),
+    ] {
+        rt.container(name, extra);
+    }
+    let check = |cases: &[(&[&str], &str)]| {
+        for (args, want) in cases {
+            assert_eq!(rt.ok("lxc-autostart", args), *want, "{args:?}");
+            if std::path::Path::new("/usr/bin/lxc-autostart").exists() {
+                let o = Command::new("timeout")
+                    .arg("30")
+                    .arg("/usr/bin/lxc-autostart")
+                    .arg("-P")
+                    .arg(&rt.lxcpath)
+                    .args(*args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                assert_eq!(String::from_utf8_lossy(&o.stdout), *want, "LXC's {args:?}");
+            }
+        }
+    };
+    check(&[
+        (&["-L"], "paraue 0\nparaub 0\n"),
+        (&["-L", "-g", "web"], "paraua 2\nparauc 0\n"),
+        (&["-L", "-a"], "paraue 0\nparaua 2\nparauc 0\nparaub 0\n"),
+        (&["-L", "-A"], "paraue 0\nparaub 0\nparaud 0\n"),
+        (&["-L", "-a", "-s"], ""),
+        (&["-L", "-g", "db,"], "parauc 0\nparaue 0\nparaub 0\n"),
+        (&["-L", "-g", "db", "-g", "web"], "parauc 0\nparaua 2\n"),
+        (&["-L", "-g", ",web"], "paraue 0\nparaub 0\n"),
+    ]);
+    rt.ok("lxc-start", &["-n", "paraub", "-d"]);
+    rt.ok("lxc-start", &["-n", "paraue", "-d"]);
+    check(&[
+        (&["-L", "-a"], "paraua 2\nparauc 0\n"),
+        (&["-L", "-a", "-s"], "paraub\nparaue\n"),
+        (&["-L", "-a", "-k"], "paraub\nparaue\n"),
+        (&["-L", "-a", "-r"], "paraue 0\nparaub 0\n"),
+    ]);
+    // Acting: the no-group pass stops both.
+    rt.ok("lxc-autostart", &["-s", "-t", "10"]);
+    assert_eq!(rt.state("paraub"), "STOPPED");
+    assert_eq!(rt.state("paraue"), "STOPPED");
+    rt.assert_clean(&["paraua", "paraub", "parauc", "paraud", "paraue"]);
+}

@@ -1,8 +1,10 @@
 //! `lxc-autostart`: start, stop, kill or reboot the containers of an lxcpath
-//! that have `lxc.start.auto = 1`, in `lxc.start.order` (higher first when
-//! starting, the reverse when stopping) and waiting `lxc.start.delay`
-//! seconds after each start, filtered by `lxc.group` as LXC does: without
-//! `-g`/`-a` only containers in no group; `-L` lists instead of acting.
+//! that have `lxc.start.auto = 1`, as LXC 5's does: one pass per group of
+//! `-g` in the order given (without `-g`/`-a`, one pass for the containers
+//! in no group), each pass in ascending `lxc.start.order` (then name;
+//! descending for a shutdown or kill); `lxc.start.delay` seconds after each start or reboot; `-L`
+//! lists what would be acted on (a start the stopped ones, a stop or reboot
+//! the running ones) instead of acting.
 
 use crate::cli::{self, Common};
 use strata_core::config::Config;
@@ -43,33 +45,32 @@ struct Auto {
     name: String,
     order: i64,
     delay: u64,
+    /// `lxc.group`s; `None` when there are none (LXC's NULL group).
+    groups: Option<Vec<String>>,
 }
 
-fn selected(a: &Args, cfg: &Config) -> bool {
-    if !a.ignore_auto && cfg.get("lxc.start.auto").map(str::trim) != Some("1") {
-        return false;
-    }
-    if a.all {
-        return true;
-    }
-    let mine: Vec<&str> = cfg
-        .get_all("lxc.group")
-        .into_iter()
-        .flat_map(|g| g.split(','))
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .collect();
-    let wanted: Vec<&str> = a.groups.iter().flat_map(|g| g.split(',')).map(str::trim).collect();
-    if wanted.is_empty() {
-        return mine.is_empty();
-    }
-    wanted.iter().any(|w| {
-        if w.is_empty() {
-            mine.is_empty()
-        } else {
-            mine.contains(w)
+/// `-g` values as LXC's accumulate_list reads them: comma-separated, an
+/// empty field being the NULL group, an entry that an earlier one is a
+/// prefix of dropped as a duplicate (so everything after an empty field is).
+fn wanted_groups(args: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in args {
+        for f in a.split(',') {
+            if !out.iter().any(|g| f.starts_with(g.as_str())) {
+                out.push(f.to_string());
+            }
         }
-    })
+    }
+    out
+}
+
+/// Whether a container with `groups` is in group `g` (LXC's
+/// list_contains_entry: one of its groups is a prefix of `g`).
+fn in_group(g: &str, groups: &Option<Vec<String>>) -> bool {
+    match groups {
+        None => g.is_empty(),
+        Some(v) => v.iter().any(|c| g.starts_with(c.as_str())),
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -78,41 +79,68 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let engine = cli::engine();
     crate::run::reap(&engine, &lxcpath);
     let store = Store::new(&lxcpath);
-    let mut list = Vec::new();
+    let mut cands = Vec::new();
     for name in store.list()? {
         let r = ContainerRef::new(&lxcpath, &name);
         let Ok(cfg) = Config::load_effective(&r.config_path()) else {
             continue;
         };
-        if !selected(&a, &cfg) {
+        if !a.ignore_auto && cfg.get("lxc.start.auto").map(str::trim) != Some("1") {
             continue;
         }
         let num = |k: &str| cfg.get(k).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
-        list.push(Auto {
+        let groups: Vec<String> = cfg
+            .get_all("lxc.group")
+            .into_iter()
+            .flat_map(|g| g.split([',', ' ', '\t']))
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        cands.push(Auto {
             name,
             order: num("lxc.start.order"),
             delay: num("lxc.start.delay").max(0) as u64,
+            groups: (!groups.is_empty()).then_some(groups),
         });
     }
-    // Starts go by descending order, stops by ascending; ties by name.
-    list.sort_by(|x, y| y.order.cmp(&x.order).then(x.name.cmp(&y.name)));
-    let stopping = a.shutdown || a.kill;
-    if stopping {
-        list.reverse();
+    // Ascending order, then name; a shutdown or kill the reverse, as LXC
+    // 5.0 sorts them.
+    cands.sort_by(|x, y| x.order.cmp(&y.order).then(x.name.cmp(&y.name)));
+    if a.shutdown || a.kill {
+        cands.reverse();
     }
+    let passes = match wanted_groups(&a.groups) {
+        g if g.is_empty() || a.all => vec![String::new()],
+        g => g,
+    };
+    let mut taken = vec![false; cands.len()];
+    let mut list = Vec::new();
+    for g in &passes {
+        for (i, c) in cands.iter().enumerate() {
+            if !taken[i] && (a.all || in_group(g, &c.groups)) {
+                taken[i] = true;
+                list.push(c);
+            }
+        }
+    }
+    let stopping = a.shutdown || a.kill;
     let timeout = (a.timeout >= 0).then_some(a.timeout as u64);
     let mut failed = 0;
-    for c in &list {
+    for c in list {
+        let r = ContainerRef::new(&lxcpath, &c.name);
+        let running = strata_core::state::is_running(&r);
         if a.list {
-            if stopping || a.reboot {
-                println!("{}", c.name);
-            } else {
-                println!("{} {}", c.name, c.delay);
+            // What the action would touch: running ones for a stop or reboot, stopped ones for a start.
+            if running == (stopping || a.reboot) {
+                if stopping {
+                    println!("{}", c.name);
+                } else {
+                    println!("{} {}", c.name, c.delay);
+                }
             }
             continue;
         }
-        let r = ContainerRef::new(&lxcpath, &c.name);
-        let running = strata_core::state::is_running(&r);
         let res = if stopping {
             if !running {
                 continue;
@@ -132,7 +160,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 timeout,
                 ..Default::default()
             };
-            strata_runtime::stop(&engine, &r, &o)
+            let r2 = strata_runtime::stop(&engine, &r, &o);
+            if r2.is_ok() && c.delay > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(c.delay));
+            }
+            r2
         } else {
             if running {
                 continue;
