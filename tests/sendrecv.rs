@@ -9,7 +9,7 @@ mod common;
 use common::special::{diff, special_tree, view, View};
 use common::Env;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 use strata_core::{Backend, Opened, Store};
@@ -183,7 +183,7 @@ fn send_receive_between_every_pair_of_host_backends() {
             assert_eq!(env.config_get(&got, "lxc.uts.name").as_deref(), Some(got.as_str()));
             let cfg = env.config(&got);
             assert!(!cfg.contains(&format!("/{name}/")), "{cfg}");
-            if Path::new("/bin/busybox").is_file() && t != "overlay" {
+            if Path::new("/bin/busybox").is_file() {
                 let out = env.ok(
                     "strata",
                     &["execute", "-n", &got, "--", "/bin/sh", "-c", "cat /etc/hostname"],
@@ -468,4 +468,293 @@ fn receive_killed_anywhere_leaves_nothing_after_reconcile() {
     env.ok("lxc-destroy", &["-n", "c2", "-s"]);
     env.ok("lxc-destroy", &["-n", "c1", "-s"]);
     clean(&env, &[]);
+}
+
+#[test]
+fn files_the_config_names_travel_with_it() {
+    let env = Env::new();
+    let src = env.src.join("special");
+    busybox_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let dir = env.c("c1");
+    std::fs::create_dir(dir.join("hooks")).unwrap();
+    let log = env.src.join("hook.log");
+    std::fs::write(
+        dir.join("hooks/pre-start"),
+        format!("#!/bin/sh\necho \"$0 $1 $LXC_NAME\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.join("hooks/pre-start"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::write(dir.join("fstab"), "# nothing\n").unwrap();
+    let mut cfg = std::fs::read_to_string(dir.join("config")).unwrap();
+    cfg += &format!(
+        "lxc.net.0.type = none\nlxc.hook.pre-start = {d}/hooks/pre-start word\nlxc.hook.post-stop = /nonexistent/host-hook\nlxc.mount.fstab = {d}/fstab\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("config"), cfg).unwrap();
+    let o = strata(&env, &["send", "-n", "c1"], None);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lxc.hook.post-stop = /nonexistent/host-hook: not sent (outside the container dir)"),
+        "{err}"
+    );
+    let o2 = strata(&env, &["receive", "-n", "c2"], Some(&o.stdout));
+    assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
+    assert!(
+        String::from_utf8_lossy(&o2.stderr).contains("/nonexistent/host-hook: not carried by the stream"),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let d2 = env.c("c2");
+    let hook = d2.join("hooks/pre-start");
+    assert_eq!(
+        std::fs::read(&hook).unwrap(),
+        std::fs::read(dir.join("hooks/pre-start")).unwrap()
+    );
+    assert_eq!(std::fs::metadata(&hook).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(std::fs::read_to_string(d2.join("fstab")).unwrap(), "# nothing\n");
+    assert_eq!(
+        env.config_get("c2", "lxc.hook.pre-start").as_deref(),
+        Some(format!("{} word", hook.display()).as_str())
+    );
+    assert_eq!(
+        env.config_get("c2", "lxc.mount.fstab").as_deref(),
+        Some(d2.join("fstab").to_str().unwrap())
+    );
+    assert_eq!(
+        env.config_get("c2", "lxc.hook.post-stop").as_deref(),
+        Some("/nonexistent/host-hook")
+    );
+    // The hook the new config names is the one carried, and it runs (the
+    // fstab and the missing host hook are dropped for the start).
+    if Path::new("/bin/busybox").is_file() {
+        let mut c = std::fs::read_to_string(d2.join("config")).unwrap();
+        c = c
+            .lines()
+            .filter(|l| !l.starts_with("lxc.mount.fstab") && !l.starts_with("lxc.hook.post-stop"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(d2.join("config"), c).unwrap();
+        env.ok("strata", &["execute", "-n", "c2", "--", "/bin/sh", "-c", "true"]);
+        let l = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(l, format!("{} word c2\n", hook.display()));
+    }
+    // A stream whose carried file would land in the rootfs: refused.
+    let evil = hostile_with_files(&[("rootfs/etc/x", "pwned")]);
+    let e = fails(&env, &["receive", "-n", "evil"], Some(&evil));
+    assert!(e.contains("carried file"), "{e}");
+    clean(&env, &["c1", "c2"]);
+}
+
+/// A minimal good stream (an empty rootfs) carrying `files`.
+fn hostile_with_files(files: &[(&str, &str)]) -> Vec<u8> {
+    let index = serde_json::json!({
+        "format": "strata-container-stream", "version": 1, "name": "evil",
+        "dir": "/var/lib/lxc/evil", "backend": "dir",
+        "config": "lxc.uts.name = evil\n", "snapshots": [],
+        "files": files.iter().map(|(p, _)| serde_json::json!({"path": p, "mode": 0o644})).collect::<Vec<_>>(),
+    });
+    let enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    let mut b = tar::Builder::new(enc);
+    let idx = serde_json::to_vec(&index).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(idx.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "strata-index.json", &idx[..]).unwrap();
+    for (p, d) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(d.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        b.append_data(&mut h, format!("files/{p}"), d.as_bytes()).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    h.set_size(0);
+    b.append_data(&mut h, "rootfs/", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    h.set_size(0);
+    b.append_data(&mut h, "rootfs/etc/", std::io::empty()).unwrap();
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn export_killed_leaves_nothing_after_reconcile() {
+    let env = Env::new();
+    let src = env.src.join("big");
+    special_tree(&src);
+    // Enough incompressible data that the export is still writing when killed.
+    {
+        use std::io::Read;
+        let mut buf = vec![0u8; 64 << 20];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut buf)
+            .unwrap();
+        std::fs::write(src.join("random"), &buf).unwrap();
+    }
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let out = env.src.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let file = out.join("c1.tar.zst");
+    let mut rnd = std::process::id() as u64;
+    let mut killed_mid = 0;
+    for round in 0..4 {
+        let mut c = env.cmd("strata");
+        c.args(["export", "-P"])
+            .arg(&env.lxcpath)
+            .args(["-n", "c1", "--level", "19"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut ch = c.spawn().unwrap();
+        rnd = rnd.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        // Until its temp file shows (at most 10 s), then a moment more.
+        let t0 = std::time::Instant::now();
+        while std::fs::read_dir(&out).unwrap().next().is_none() && t0.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis((rnd >> 33) % 300));
+        ch.kill().unwrap();
+        ch.wait().unwrap();
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.iter().any(|n| n.contains(".strata-tmp-")) {
+            killed_mid += 1;
+        }
+        env.ok("strata", &["reconcile"]);
+        let left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        // Nothing, or the whole archive (the kill came after the rename).
+        assert!(left.is_empty() || left == ["c1.tar.zst"], "round {round}: {left:?}");
+        if !left.is_empty() {
+            ok(&env, &["import", file.to_str().unwrap(), "-n", "whole"], None);
+            diff(
+                "a whole export",
+                &rootfs_view(&env, "c1").1,
+                &rootfs_view(&env, "whole").1,
+            );
+            env.ok("lxc-destroy", &["-n", "whole"]);
+            std::fs::remove_file(&file).unwrap();
+        }
+    }
+    assert!(killed_mid > 0, "no export was killed while writing");
+    clean(&env, &["c1"]);
+}
+
+#[test]
+fn receive_into_an_id_map_shifts_owners() {
+    let env = Env::new();
+    let src = env.src.join("special");
+    busybox_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let stream = ok(&env, &["send", "-n", "c1"], None);
+    for b in ["dir", "overlay"] {
+        let name = format!("u-{b}");
+        ok(
+            &env,
+            &["receive", "-n", &name, "-B", b, "--map", "b 0 200000 65536"],
+            Some(&stream),
+        );
+        let (_, v) = rootfs_view(&env, &name);
+        let (_, orig) = rootfs_view(&env, "c1");
+        for (p, e) in &orig.entries {
+            let g = &v.entries[p];
+            assert_eq!(
+                (g.uid, g.gid),
+                (e.uid + 200000, e.gid + 200000),
+                "{name}: {}",
+                p.display()
+            );
+        }
+        assert_eq!(
+            env.config(&name)
+                .lines()
+                .filter(|l| l.starts_with("lxc.idmap"))
+                .collect::<Vec<_>>(),
+            ["lxc.idmap = u 0 200000 65536", "lxc.idmap = g 0 200000 65536"]
+        );
+        if Path::new("/bin/busybox").is_file() {
+            let out = env.ok(
+                "strata",
+                &[
+                    "execute",
+                    "-n",
+                    &name,
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "stat -c %u:%g /home/user/x",
+                ],
+            );
+            assert_eq!(out, "1000:100\n", "{name}");
+        }
+        env.ok("lxc-destroy", &["-n", &name]);
+    }
+    // An id outside the map: refused, nothing left.
+    let e = fails(&env, &["receive", "-n", "u3", "--map", "b 0 200000 100"], Some(&stream));
+    assert!(e.contains("not in the target map"), "{e}");
+    clean(&env, &["c1"]);
+}
+
+#[test]
+fn gnu_tar_posix_sparse_archives_import() {
+    let env = Env::new();
+    let src = env.src.join("special");
+    special_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let file = env.src.join("c1.tar.zst");
+    ok(&env, &["export", "-n", "c1", file.to_str().unwrap()], None);
+    // GNU tar unpacks it and packs it again in the POSIX format, its sparse
+    // files in each of GNU's three PAX sparse versions.
+    let x = env.src.join("x");
+    std::fs::create_dir(&x).unwrap();
+    let tar_x = |args: &[&str]| {
+        let mut a = vec!["tar", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner"];
+        a.extend(args);
+        strata_testkit::sh(&a);
+    };
+    tar_x(&["--zstd", "-xpf", file.to_str().unwrap(), "-C", x.to_str().unwrap()]);
+    let want = rootfs_view(&env, "c1").1;
+    for v in ["0.0", "0.1", "1.0"] {
+        let f = env.src.join(format!("gnu-{v}.tar"));
+        tar_x(&[
+            "--format=posix",
+            "--sparse",
+            &format!("--sparse-version={v}"),
+            "-cf",
+            f.to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+            "strata-index.json",
+            "config",
+            "rootfs",
+        ]);
+        let zst = env.src.join(format!("gnu-{v}.tar.zst"));
+        strata_testkit::sh(&["zstd", "-q", "--rm", f.to_str().unwrap(), "-o", zst.to_str().unwrap()]);
+        let name = format!("gnu{}", v.replace('.', ""));
+        ok(&env, &["import", zst.to_str().unwrap(), "-n", &name], None);
+        // The sparse file keeps its holes and its bytes (spec_view checks the holes).
+        let got = rootfs_view(&env, &name).1;
+        let sparse = |w: &View| w.entries[Path::new("var/sparse")].clone();
+        assert_eq!(sparse(&want), sparse(&got), "sparse version {v}");
+        env.ok("lxc-destroy", &["-n", &name]);
+    }
+    clean(&env, &["c1"]);
 }

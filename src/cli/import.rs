@@ -32,6 +32,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         super::reconcile(&engine, &lxcpath);
     }
     let mut input = std::io::BufReader::with_capacity(1 << 20, f);
-    engine.receive(&req, &mut input)?;
+    let (c, st) = engine.receive(&req, &mut input)?;
+    super::receive::report(&c.r.name, &st, a.common.quiet);
     Ok(0)
 }

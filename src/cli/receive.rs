@@ -4,6 +4,8 @@ use super::Common;
 use anyhow::anyhow;
 use std::io::IsTerminal;
 use strata_core::engine::ReceiveRequest;
+use strata_core::idmap::IdMap;
+use strata_core::stream::StreamStats;
 use strata_core::BackendOpts;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -35,6 +37,11 @@ pub struct StoreArgs {
     pub thinpool: Option<String>,
     #[arg(long = "zfsroot")]
     pub zfsroot: Option<String>,
+    /// Make the container unprivileged with this id map, as in lxc.idmap
+    /// ("u 0 100000 65536"; "b" for both); repeatable. Owners, ACLs and file
+    /// capabilities are shifted into it on the way in
+    #[arg(long = "map", value_name = "RANGE")]
+    pub map: Vec<String>,
 }
 
 impl StoreArgs {
@@ -54,11 +61,19 @@ impl StoreArgs {
         if let Some(n) = &name {
             super::check_name(n)?;
         }
+        let map = if self.map.is_empty() {
+            None
+        } else {
+            let m = IdMap::parse(self.map.iter().map(String::as_str))?;
+            m.check_caller()?;
+            Some(m)
+        };
         Ok(ReceiveRequest {
             lxcpath: lxcpath.to_path_buf(),
             name,
             backend: self.bdev.clone(),
             opts,
+            map,
         })
     }
 }
@@ -78,6 +93,22 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         super::reconcile(&engine, &lxcpath);
     }
     let mut input = stdin.lock();
-    engine.receive(&req, &mut input)?;
+    let (c, st) = engine.receive(&req, &mut input)?;
+    report(&c.r.name, &st, a.common.quiet);
     Ok(0)
+}
+
+/// What the received container needs and the stream did not carry.
+pub fn report(name: &str, st: &StreamStats, quiet: bool) {
+    if quiet {
+        return;
+    }
+    for x in &st.external {
+        eprintln!(
+            "strata: {name}: {} = {}: not carried by the stream ({}); it must exist here",
+            x.key,
+            x.path.display(),
+            x.why
+        );
+    }
 }

@@ -1,12 +1,17 @@
-//! `strata send`: a container as a stream on stdout.
+//! `strata send`: a container as a stream on stdout. Also what `strata
+//! export` shares with it: the arguments and the stream writer, so that
+//! the two differ only in where the bytes go.
 
 use super::Common;
 use anyhow::anyhow;
 use std::io::{IsTerminal, Write};
-use strata_core::engine::SendRequest;
+use std::os::fd::FromRawFd;
+use strata_core::engine::{Engine, SendRequest};
 use strata_core::store::ContainerRef;
+use strata_core::stream::StreamStats;
 
 #[derive(clap::Args, Debug, Clone)]
+#[group(id = "stream")]
 pub struct Args {
     /// NAME of the container
     #[arg(short = 'n', long = "name")]
@@ -21,14 +26,16 @@ pub struct Args {
     pub common: Common,
 }
 
-pub fn run(a: &Args) -> anyhow::Result<i32> {
+/// Write the stream `a` asks for through `write` (to stdout, to a file),
+/// then tell what it could not carry.
+pub fn write_stream(
+    a: &Args,
+    write: impl FnOnce(&Engine, &SendRequest) -> strata_core::Result<StreamStats>,
+) -> anyhow::Result<i32> {
     super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    let mut out = std::io::stdout().lock();
-    if out.is_terminal() {
-        return Err(anyhow!(
-            "refusing to write a stream to a terminal: redirect or pipe stdout"
-        ));
+    if !(1..=19).contains(&a.level) {
+        return Err(anyhow!("--level {}: not between 1 and 19", a.level));
     }
     super::check_exists(&lxcpath, &a.name)?;
     let engine = super::engine();
@@ -37,13 +44,42 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         snapshots: a.snapshots,
         level: a.level,
     };
-    let st = engine.send(&req, &mut out)?;
-    out.flush()?;
-    if st.skipped_sockets > 0 && !a.common.quiet {
-        eprintln!(
-            "strata: {}: {} sockets not sent (tar cannot carry them)",
-            a.name, st.skipped_sockets
-        );
+    let st = write(&engine, &req)?;
+    if !a.common.quiet {
+        if st.skipped_sockets > 0 {
+            eprintln!(
+                "strata: {}: {} sockets not sent (tar cannot carry them)",
+                a.name, st.skipped_sockets
+            );
+        }
+        for x in &st.external {
+            eprintln!(
+                "strata: {}: {} = {}: not sent ({}); the target needs its own",
+                a.name,
+                x.key,
+                x.path.display(),
+                x.why
+            );
+        }
     }
     Ok(0)
+}
+
+pub fn run(a: &Args) -> anyhow::Result<i32> {
+    // Written straight to fd 1 (the stream comes out of the compressor in
+    // large chunks): std's stdout is line-buffered, and cuts binary data at
+    // every newline byte.
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
+    let mut out = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
+    if out.is_terminal() {
+        return Err(anyhow!(
+            "refusing to write a stream to a terminal: redirect or pipe stdout"
+        ));
+    }
+    write_stream(a, |engine, req| {
+        let st = engine.send(req, &mut *out)?;
+        out.flush()
+            .map_err(|e| strata_core::Error::io("send", std::path::Path::new("stdout"), e))?;
+        Ok(st)
+    })
 }

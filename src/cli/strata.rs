@@ -135,7 +135,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Cmd::Convert(a) => crate::convert::run_args(TOOL, a),
         Cmd::Send(a) => super::finish(TOOL, Some(&a.name.clone()), super::send::run(&a)),
         Cmd::Receive(a) => super::finish(TOOL, a.name.clone().as_deref(), super::receive::run(&a)),
-        Cmd::Export(a) => super::finish(TOOL, Some(&a.name.clone()), super::export::run(&a)),
+        Cmd::Export(a) => super::finish(TOOL, Some(&a.stream.name.clone()), super::export::run(&a)),
         Cmd::Import(a) => super::finish(TOOL, a.name.clone().as_deref(), super::import::run(&a)),
         Cmd::Reconcile(a) => super::finish(TOOL, None, reconcile(&a)),
         Cmd::InstallLinks(a) => super::finish(TOOL, None, super::links::install(&a.dir, a.quiet)),

@@ -75,6 +75,7 @@ mod clone;
 mod create;
 mod deps;
 mod destroy;
+mod export;
 pub mod fsutil;
 mod receive;
 mod reconcile;

@@ -19,8 +19,10 @@ use crate::lock::ContainerLock;
 use crate::names;
 use crate::spec::RootfsSpec;
 use crate::store::{Container, ContainerRef};
+use crate::stream::files;
 use crate::stream::{Index, StreamStats, Unpacker, FORMAT, INDEX, MAX_INDEX, VERSION};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 const OP: &str = "receive";
@@ -33,6 +35,9 @@ pub struct ReceiveRequest {
     /// `-B`; `None` means dir.
     pub backend: Option<String>,
     pub opts: BackendOpts,
+    /// Make the container unprivileged with this map: owners, ACLs and
+    /// file capabilities shifted into it, its `lxc.idmap` lines written.
+    pub map: Option<IdMap>,
 }
 
 /// One tree of the stream: a snapshot (by index) or the container's own rootfs.
@@ -47,6 +52,8 @@ struct Plan {
     staging: PathBuf,
     main: RootfsSpec,
     snaps: Vec<RootfsSpec>,
+    /// `--map`: the target's id map.
+    map: Option<IdMap>,
 }
 
 fn bad(msg: String) -> Error {
@@ -70,6 +77,7 @@ impl Engine {
     pub fn receive(&self, req: &ReceiveRequest, input: &mut dyn Read) -> Result<(Container, StreamStats)> {
         let lxcpath = absolute(&req.lxcpath)?;
         let dec = zstd::stream::read::Decoder::new(input).map_err(stream_err)?;
+        let (dec, pax) = crate::stream::pax::Watched::new(dec);
         let mut ar = tar::Archive::new(dec);
         let mut entries = ar.entries().map_err(stream_err)?;
         // The index first: nothing is made before it is read and checked.
@@ -78,7 +86,8 @@ impl Engine {
                 Some(e) => e.map_err(stream_err)?,
                 None => return Err(bad("empty stream".into())),
             };
-            if e.path_bytes().as_ref() != INDEX.as_bytes() {
+            let rec = pax.take(e.raw_header_position()).map_err(bad)?;
+            if crate::stream::entry_name(&mut e, rec.as_ref()).map_err(stream_err)? != INDEX.as_bytes() {
                 return Err(bad(format!(
                     "not a strata container stream (first entry is not {INDEX})"
                 )));
@@ -105,10 +114,25 @@ impl Engine {
                 return Err(bad(format!("snapshot {} listed twice", s.name)));
             }
         }
+        for f in &index.files {
+            if files::components(&f.path).is_none() {
+                return Err(bad(format!("carried file {:?}: not a plain relative name", f.path)));
+            }
+        }
         // The configs are checked before anything is made.
         let cfg = Config::parse(&index.config)?;
         check_config(&cfg, "config")?;
-        let map = IdMap::from_config(&cfg)?;
+        let mut map = IdMap::from_config(&cfg)?;
+        if let Some(m) = &req.map {
+            if !map.is_empty() {
+                return Err(bad(
+                    "the stream is of an unprivileged container (its config has lxc.idmap): \
+                     receive it without a map, then use strata convert"
+                        .into(),
+                ));
+            }
+            map = m.clone();
+        }
         let mut snap_cfgs = Vec::new();
         for s in &index.snapshots {
             let c = Config::parse(&s.config)?;
@@ -169,8 +193,10 @@ impl Engine {
             staging: staging.clone(),
             main,
             snaps: snap_specs,
+            map: req.map.clone(),
         };
         let mut made: Vec<RootfsSpec> = Vec::new();
+        let mut carried: Vec<Option<Vec<u8>>> = vec![None; index.files.len()];
         let res = self.fill(
             backend,
             &plan,
@@ -179,7 +205,9 @@ impl Engine {
             &lxcpath,
             &req.opts,
             &mut entries,
+            &pax,
             &mut made,
+            &mut carried,
         );
         // What follows the archive: the rest of the zstd frame, whose end proves the stream whole.
         let res = res.and_then(|st| {
@@ -189,19 +217,23 @@ impl Engine {
         });
         let res = res.and_then(|st| {
             self.write_configs(&plan, &index, &name, cfg, snap_cfgs)?;
+            write_files(&plan.staging, &index, carried)?;
             settle(&staging)?;
             std::fs::remove_file(staging.join(RECORD)).ctx(OP, &staging)?;
             super::fsutil::rename_noreplace(&staging, &final_dir)?;
             Ok(st)
         });
         match res {
-            Ok(st) => Ok((
+            Ok(mut st) => Ok((
                 Container {
                     r,
                     config: Config::load(&final_dir.join("config"))?,
                     rootfs: plan.main.clone(),
                 },
-                st,
+                {
+                    st.external = index.external.clone();
+                    st
+                },
             )),
             Err(e) => {
                 let mut left = false;
@@ -232,7 +264,9 @@ impl Engine {
         lxcpath: &Path,
         opts: &BackendOpts,
         entries: &mut tar::Entries<'_, R>,
+        pax: &crate::stream::pax::PaxLog,
         made: &mut Vec<RootfsSpec>,
+        carried: &mut [Option<Vec<u8>>],
     ) -> Result<StreamStats> {
         let rec = Record {
             dir: plan.final_dir.clone(),
@@ -249,9 +283,25 @@ impl Engine {
         let snaps_final = plan.final_dir.join("snaps");
         for e in entries {
             let mut e = e.map_err(stream_err)?;
-            let path = e.path_bytes().into_owned();
+            let rec = pax.take(e.raw_header_position()).map_err(bad)?;
+            let path = crate::stream::entry_name(&mut e, rec.as_ref()).map_err(stream_err)?;
             let Some((part, prefix)) = part_of(index, &path) else {
                 if is_meta(index, &path) {
+                    continue;
+                }
+                if let Some(i) = path
+                    .strip_prefix(b"files/")
+                    .and_then(|rel| index.files.iter().position(|f| f.path.as_os_str().as_bytes() == rel))
+                {
+                    if carried[i].is_some() || e.header().entry_type() != tar::EntryType::Regular {
+                        return Err(bad(format!("bad stream entry {:?}", String::from_utf8_lossy(&path))));
+                    }
+                    if e.size() > files::MAX_FILE {
+                        return Err(bad(format!("{:?} is too large", String::from_utf8_lossy(&path))));
+                    }
+                    let mut d = Vec::new();
+                    e.read_to_end(&mut d).map_err(stream_err)?;
+                    carried[i] = Some(d);
                     continue;
                 }
                 return Err(bad(format!(
@@ -299,11 +349,12 @@ impl Engine {
                 backend.create(spec, &t)?;
                 let o = Opened::open(backend, &t.building(spec), false)?;
                 remove_lost_found(o.path());
-                let u = Unpacker::new(o.path(), &prefix, None)?;
+                let u = Unpacker::new(o.path(), &prefix, plan.map.as_ref().map(IdMap::to_shift))?;
                 cur = Some((part, o, u));
             }
             let (_, _, u) = cur.as_mut().expect("set above");
-            u.entry(&path, &mut e).map_err(|err| no_space(backend, err))?;
+            u.entry(&path, &mut e, rec.as_ref())
+                .map_err(|err| no_space(backend, err))?;
         }
         if let Some((p, o, u)) = cur.take() {
             stats.entries += u.entries;
@@ -329,6 +380,9 @@ impl Engine {
         let (old, new) = (index.dir.display().to_string(), plan.final_dir.display().to_string());
         let fix = |c: &mut Config, spec: &RootfsSpec| {
             c.rewrite(|_, v| v.contains(&old).then(|| replace_dir(v, &old, &new)));
+            if let Some(m) = &plan.map {
+                m.write_to_config(c);
+            }
             c.set("lxc.rootfs.path", &spec.to_string());
             if name != index.name && c.get("lxc.uts.name") == Some(index.name.as_str()) {
                 c.set("lxc.uts.name", name);
@@ -347,6 +401,20 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Carried files (hook scripts, fstabs) into the staged container dir,
+/// beside its config; only the `snaps` dirs may be entered on the way.
+fn write_files(staging: &Path, index: &Index, carried: Vec<Option<Vec<u8>>>) -> Result<()> {
+    let may_enter = |at: &Path| {
+        let c: Vec<_> = at.components().map(|c| c.as_os_str()).collect();
+        c[0] == "snaps" && (c.len() == 1 || (c.len() == 2 && index.snapshots.iter().any(|s| c[1] == s.name.as_str())))
+    };
+    for (f, d) in index.files.iter().zip(carried) {
+        let d = d.ok_or_else(|| bad(format!("the stream has no file {}", f.path.display())))?;
+        files::write_beneath(staging, &f.path, &d, f.mode, &may_enter)?;
+    }
+    Ok(())
 }
 
 /// A key LXC 5 does not know is refused here, as `lxc-create -f` refuses it.

@@ -145,10 +145,18 @@ impl Engine {
         // it), found through the real path of their dir.
         let (mut found_real, mut temp_real) = (Vec::new(), Vec::new());
         let mut real: Option<Option<PathBuf>> = None;
+        let mut exports = Vec::new();
         for d in &dead {
             for p in &d.paths {
                 if p.starts_with(lxcpath) {
                     classify(lxcpath, p, &mut found, &mut temp);
+                    continue;
+                }
+                // A killed export's temp file, wherever it was writing.
+                if super::export::is_export_temp(p) {
+                    if crate::scratch::stale_temp_file(p) && std::fs::remove_file(p).is_ok() {
+                        exports.push(p.clone());
+                    }
                     continue;
                 }
                 let Some(real_lp) = real.get_or_insert_with(|| std::fs::canonicalize(lxcpath).ok()) else {
@@ -165,6 +173,7 @@ impl Engine {
             }
         }
         let mut removed = self.handle_found(lxcpath, found)?;
+        removed.extend(exports);
         temp.sort();
         temp.dedup();
         removed.extend(self.remove_stale_temp_files(lxcpath, temp));

@@ -2,12 +2,14 @@
 
 use super::{absref, Engine};
 use crate::backend::Opened;
+use crate::config::Config;
 use crate::err;
 use crate::error::{Error, Result};
 use crate::lock::ContainerLock;
 use crate::names;
 use crate::store::{read_regular, ContainerRef, Store};
-use crate::stream::{Index, Packer, SnapIndex, StreamStats, FORMAT, INDEX, VERSION};
+use crate::stream::files;
+use crate::stream::{External, FileIndex, Index, Packer, SnapIndex, StreamStats, FORMAT, INDEX, VERSION};
 use std::io::Write;
 
 const OP: &str = "send";
@@ -62,6 +64,8 @@ impl Engine {
             backend: c.rootfs.kind().to_string(),
             config: text(&r.config_path())?,
             snapshots: Vec::new(),
+            files: Vec::new(),
+            external: Vec::new(),
         };
         for s in &snaps {
             index.snapshots.push(SnapIndex {
@@ -71,8 +75,12 @@ impl Engine {
                 config: text(&ss.r(&s.name).config_path())?,
             });
         }
+        let carried = config_files(&mut index)?;
         let json = serde_json::to_vec_pretty(&index).map_err(|e| err!(Io, OP, "index: {e}"))?;
-        let enc = zstd::stream::write::Encoder::new(out, req.level).map_err(|e| err!(Io, OP, "zstd: {e}"))?;
+        let mut enc = zstd::stream::write::Encoder::new(out, req.level).map_err(|e| err!(Io, OP, "zstd: {e}"))?;
+        // Compression in worker threads while this one reads the trees.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
+        enc.multithread(workers).map_err(|e| err!(Io, OP, "zstd: {e}"))?;
         let mut p = Packer::new(enc);
         p.add_bytes(INDEX, &json)?;
         p.add_bytes("config", index.config.as_bytes())?;
@@ -82,6 +90,9 @@ impl Engine {
             if let Some(cm) = &s.comment {
                 p.add_bytes(&format!("snaps/{}/comment", s.name), cm.as_bytes())?;
             }
+        }
+        for (f, data) in index.files.iter().zip(&carried) {
+            p.add_file(&format!("files/{}", f.path.display()), data, f.mode)?;
         }
         for s in &snaps {
             let b = self.backends.for_spec(&s.rootfs)?;
@@ -93,11 +104,63 @@ impl Engine {
         let o = Opened::open(b, &c.rootfs, true)?;
         p.add_tree("rootfs", o.path())?;
         o.close()?;
-        let stats = p.stats;
+        let mut stats = std::mem::take(&mut p.stats);
+        stats.external = index.external.clone();
         let enc = p.finish()?;
         let out = enc.finish().map_err(|e| err!(Io, OP, "write stream: {e}"))?;
         out.flush()
             .map_err(|e| Error::new(crate::ErrorKind::Io, OP, format!("write stream: {e}")))?;
         Ok(stats)
     }
+}
+
+/// Whether `rel` (in the container dir) lies in a rootfs dir, which
+/// travels as a tree.
+fn in_tree(rel: &std::path::Path) -> bool {
+    let c: Vec<_> = rel.components().map(|c| c.as_os_str()).collect();
+    c.first().is_some_and(|f| *f == "rootfs") || (c.len() > 2 && c[0] == "snaps" && c[2] == "rootfs")
+}
+
+/// The files the configs name: those in the container dir read (and listed
+/// in the index), the others listed as not carried. Returns the contents,
+/// in the order of `index.files`.
+fn config_files(index: &mut Index) -> Result<Vec<Vec<u8>>> {
+    let mut cfgs = vec![Config::parse(&index.config)?];
+    for s in &index.snapshots {
+        cfgs.push(Config::parse(&s.config)?);
+    }
+    let mut data = Vec::new();
+    for cfg in &cfgs {
+        for (key, path) in files::referenced(cfg) {
+            let why = match path.strip_prefix(&index.dir) {
+                Ok(rel) if in_tree(rel) => continue,
+                Ok(rel) => {
+                    if index.files.iter().any(|f| f.path == rel) {
+                        continue;
+                    }
+                    match files::read_beneath(&index.dir, rel)? {
+                        Some((d, mode)) => {
+                            index.files.push(FileIndex {
+                                path: rel.to_path_buf(),
+                                mode,
+                            });
+                            data.push(d);
+                            continue;
+                        }
+                        None => "not a regular file",
+                    }
+                }
+                Err(_) => "outside the container dir",
+            };
+            let e = External {
+                key,
+                path,
+                why: why.into(),
+            };
+            if !index.external.contains(&e) {
+                index.external.push(e);
+            }
+        }
+    }
+    Ok(data)
 }

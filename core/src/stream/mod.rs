@@ -9,6 +9,8 @@
 //! - `config`, `snaps/SNAP/{config,ts,comment}`: the same text as plain
 //!   files, for people and other tools reading the archive (the receiver
 //!   goes by the index);
+//! - `files/PATH`: files the configs name inside the container dir (hook
+//!   scripts, an fstab), at their path relative to it (see [`files`]);
 //! - `snaps/SNAP/rootfs/...` for each snapshot, oldest first, then
 //!   `rootfs/...`: each tree as GNU tar entries with numeric owners, PAX
 //!   records for nanosecond mtimes and every xattr (`SCHILY.xattr.*`:
@@ -20,11 +22,13 @@
 //! the tree it builds ([`Unpacker`]).
 
 mod acl;
+pub mod files;
 mod pack;
+pub mod pax;
 mod unpack;
 
 pub use pack::Packer;
-pub use unpack::{strip_tree, Unpacker};
+pub use unpack::{entry_name, strip_tree, Unpacker};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -48,6 +52,28 @@ pub struct Index {
     pub backend: String,
     pub config: String,
     pub snapshots: Vec<SnapIndex>,
+    /// Files the configs name inside the container dir, sent as `files/PATH`.
+    #[serde(default)]
+    pub files: Vec<FileIndex>,
+    /// Files the configs name outside it: not sent, the target must have them.
+    #[serde(default)]
+    pub external: Vec<External>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileIndex {
+    /// Relative to the container dir.
+    pub path: PathBuf,
+    pub mode: u32,
+}
+
+/// A config key naming a file the stream does not carry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct External {
+    pub key: String,
+    pub path: PathBuf,
+    /// Why it is not carried.
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,11 +85,13 @@ pub struct SnapIndex {
 }
 
 /// Counts of what went into or came out of a stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamStats {
     pub entries: u64,
     /// File data bytes (holes not counted).
     pub bytes: u64,
     /// Sockets, which tar cannot carry (a running service's, recreated at start).
     pub skipped_sockets: u64,
+    /// Files the configs name that the stream does not carry.
+    pub external: Vec<External>,
 }

@@ -6,7 +6,7 @@ use crate::err;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -21,6 +21,25 @@ pub struct Packer<W: Write> {
     pub stats: StreamStats,
     /// Called after each entry with the file bytes it carried.
     pub tick: Option<Box<dyn FnMut(u64)>>,
+    /// The data of the current small file (one read, kept between files).
+    buf: Vec<u8>,
+}
+
+/// Files up to this size are read whole with one read.
+const SMALL: u64 = 4 << 20;
+
+/// A reader that counts what it gave.
+struct Counted<R> {
+    r: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.r.read(b)?;
+        self.n += k as u64;
+        Ok(k)
+    }
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
@@ -32,12 +51,14 @@ impl<W: Write> Packer<W> {
         let mut b = tar::Builder::new(w);
         b.mode(tar::HeaderMode::Complete);
         b.follow_symlinks(false);
-        b.sparse(true);
+        // Per file, where it has holes (see add_entry).
+        b.sparse(false);
         Packer {
             b,
             links: HashMap::new(),
             stats: StreamStats::default(),
             tick: None,
+            buf: Vec::new(),
         }
     }
 
@@ -46,6 +67,18 @@ impl<W: Write> Packer<W> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(now());
+        self.b
+            .append_data(&mut h, name, data)
+            .map_err(|e| io_err(Path::new(name), e))
+    }
+
+    /// A file carried beside the trees (a hook script), with its mode, owned by root.
+    pub fn add_file(&mut self, name: &str, data: &[u8], mode: u32) -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode & 0o777);
         h.set_size(data.len() as u64);
         h.set_mtime(now());
         self.b
@@ -133,10 +166,44 @@ impl<W: Write> Packer<W> {
                 // SAFETY: fd was just opened and is owned by nobody else.
                 let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
                 self.pax(&st, Src::Fd(fd), host)?;
-                self.b
-                    .append_file(OsStr::from_bytes(name), &mut f)
-                    .map_err(|e| io_err(host, e))?;
-                self.counted(st.stx_size);
+                let size = st.stx_size;
+                if st.stx_blocks.saturating_mul(512) < size {
+                    // Fewer blocks than bytes: holes, found by the crate (SEEK_DATA/SEEK_HOLE).
+                    self.b.sparse(true);
+                    let r = self.b.append_file(OsStr::from_bytes(name), &mut f);
+                    self.b.sparse(false);
+                    r.map_err(|e| io_err(host, e))?;
+                } else {
+                    // The header from the statx above; the data in large reads.
+                    let mut h = base_header(&st, tar::EntryType::Regular);
+                    h.set_size(size);
+                    let changed = || err!(Io, OP, "changed while being read").at(host);
+                    if size <= SMALL {
+                        self.buf.clear();
+                        (&mut f)
+                            .take(size)
+                            .read_to_end(&mut self.buf)
+                            .map_err(|e| io_err(host, e))?;
+                        if self.buf.len() as u64 != size {
+                            return Err(changed());
+                        }
+                        self.b
+                            .append_data(&mut h, OsStr::from_bytes(name), &self.buf[..])
+                            .map_err(|e| io_err(host, e))?;
+                    } else {
+                        let mut r = Counted {
+                            r: std::io::BufReader::with_capacity(1 << 20, (&mut f).take(size)),
+                            n: 0,
+                        };
+                        self.b
+                            .append_data(&mut h, OsStr::from_bytes(name), &mut r)
+                            .map_err(|e| io_err(host, e))?;
+                        if r.n != size {
+                            return Err(changed());
+                        }
+                    }
+                }
+                self.counted(size);
                 Ok(())
             }
             libc::S_IFLNK => {

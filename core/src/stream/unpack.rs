@@ -6,6 +6,7 @@
 //! never redirect a write outside it; `..` and absolute names are refused;
 //! a hardlink may only point at an entry already made in the same tree.
 
+use super::pax::Records;
 use crate::copy::{open_dir, proc_path, shift_acl, shift_fcaps};
 use crate::err;
 use crate::error::{Error, Result};
@@ -24,8 +25,10 @@ pub struct Unpacker {
     root_path: PathBuf,
     /// The tree's archive name (`rootfs`): entry and hardlink names are below it.
     prefix: Vec<u8>,
-    /// The parent dir of the last entry, kept open: entries come dir by dir.
-    cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    /// The dirs from the root down to the last entry's parent, kept open:
+    /// entries come dir by dir, depth first, so the next one's parent is
+    /// almost always on this path (one `openat` per new dir, not per level).
+    stack: Vec<(Vec<u8>, OwnedFd)>,
     /// Directory times, set once everything below them is made.
     dirs: Vec<(Vec<Vec<u8>>, [libc::timespec; 2])>,
     shift: Option<IdShift>,
@@ -40,6 +43,65 @@ struct Meta {
     uid: Option<u64>,
     gid: Option<u64>,
     xattrs: Vec<(CString, Vec<u8>)>,
+    sparse: Option<PaxSparse>,
+}
+
+/// GNU tar's POSIX sparse records (`--format=posix --sparse`): formats 0.0
+/// (`GNU.sparse.offset`/`numbytes` pairs), 0.1 (`GNU.sparse.map`) and 1.0
+/// (the map at the start of the entry's data).
+#[derive(Default)]
+struct PaxSparse {
+    major: Option<u64>,
+    /// The file's real name (0.1 and 1.0 store a made-up one in the header).
+    name: Option<Vec<u8>>,
+    /// The file's real size.
+    size: Option<u64>,
+    /// Data regions (offset, length), in file order.
+    map: Vec<(u64, u64)>,
+    /// A 0.0 offset waiting for its `numbytes`.
+    offset: Option<u64>,
+}
+
+/// Most regions a sparse map may list (a real file has far fewer).
+const MAX_SPARSE_REGIONS: u64 = 1 << 20;
+
+fn last<'a>(pax: Option<&'a Records>, key: &[u8]) -> Option<&'a [u8]> {
+    pax?.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+}
+
+/// Whether the `tar` crate's own reading of the PAX header found `key`
+/// (then, where the length-framed records lack it, the crate took the
+/// tail of some value for a record: refused).
+fn crate_sees<R: Read>(e: &mut tar::Entry<'_, R>, key: &[u8]) -> std::io::Result<bool> {
+    Ok(e.pax_extensions()?
+        .is_some_and(|x| x.filter_map(|r| r.ok()).any(|r| r.key_bytes() == key)))
+}
+
+fn ambiguous(what: &str) -> std::io::Error {
+    std::io::Error::other(format!("a PAX header read two ways (its {what})"))
+}
+
+/// The archive name of an entry: from its PAX records (GNU's sparse
+/// `GNU.sparse.name`, then `path`), else the header's or a GNU long name.
+pub fn entry_name<R: Read>(e: &mut tar::Entry<'_, R>, pax: Option<&Records>) -> std::io::Result<Vec<u8>> {
+    if let Some(v) = last(pax, b"GNU.sparse.name").or_else(|| last(pax, b"path")) {
+        return Ok(v.to_vec());
+    }
+    if crate_sees(e, b"path")? {
+        return Err(ambiguous("path"));
+    }
+    Ok(e.path_bytes().into_owned())
+}
+
+/// A link's target, by the same rule as [`entry_name`].
+fn link_name<R: Read>(e: &mut tar::Entry<'_, R>, pax: Option<&Records>) -> std::io::Result<Option<Vec<u8>>> {
+    if let Some(v) = last(pax, b"linkpath") {
+        return Ok(Some(v.to_vec()));
+    }
+    if crate_sees(e, b"linkpath")? {
+        return Err(ambiguous("linkpath"));
+    }
+    Ok(e.link_name_bytes().map(|c| c.into_owned()))
 }
 
 fn errno() -> nix::errno::Errno {
@@ -57,7 +119,7 @@ impl Unpacker {
             root: fd,
             root_path: root.to_path_buf(),
             prefix: prefix.as_bytes().to_vec(),
-            cache: None,
+            stack: Vec::new(),
             dirs: Vec::new(),
             shift,
             entries: 0,
@@ -103,14 +165,10 @@ impl Unpacker {
     /// without following any symlink.
     fn parent(&mut self, comps: &[Vec<u8>]) -> Result<RawFd> {
         let dir = &comps[..comps.len() - 1];
-        if let Some((p, fd)) = &self.cache {
-            if p.as_slice() == dir {
-                return Ok(fd.as_raw_fd());
-            }
-        }
-        let mut fd: Option<OwnedFd> = None;
-        for (i, c) in dir.iter().enumerate() {
-            let cur = fd.as_ref().map_or(self.root.as_raw_fd(), |f| f.as_raw_fd());
+        let common = self.stack.iter().zip(dir).take_while(|((n, _), c)| n == *c).count();
+        self.stack.truncate(common);
+        for (i, c) in dir.iter().enumerate().skip(common) {
+            let cur = self.stack.last().map_or(self.root.as_raw_fd(), |(_, f)| f.as_raw_fd());
             let name = CString::new(c.as_slice()).expect("checked for NUL");
             let next = open_dir(cur, &name).map_err(|e| {
                 let why = match e {
@@ -128,15 +186,9 @@ impl Unpacker {
                     self.at(&comps[..=i]).display()
                 )
             })?;
-            fd = Some(next);
+            self.stack.push((c.clone(), next));
         }
-        let fd = match fd {
-            Some(f) => f,
-            None => self.root.try_clone().map_err(|e| Error::io(OP, &self.root_path, e))?,
-        };
-        let raw = fd.as_raw_fd();
-        self.cache = Some((dir.to_vec(), fd));
-        Ok(raw)
+        Ok(self.stack.last().map_or(self.root.as_raw_fd(), |(_, f)| f.as_raw_fd()))
     }
 
     fn owner(&self, uid: u64, gid: u64, path: &Path) -> Result<(u32, u32)> {
@@ -156,12 +208,12 @@ impl Unpacker {
     }
 
     /// Make one entry, given its archive name (below the prefix).
-    pub fn entry<R: Read>(&mut self, name: &[u8], e: &mut tar::Entry<'_, R>) -> Result<()> {
+    pub fn entry<R: Read>(&mut self, name: &[u8], e: &mut tar::Entry<'_, R>, pax: Option<&Records>) -> Result<()> {
         let rel = strip_tree(&self.prefix, name).ok_or_else(|| self.bad(name, "not in this tree"))?;
         let comps = self.components(rel)?;
         let path = self.at(&comps);
         let ioe = |e: std::io::Error| Error::io(OP, &path, e);
-        let meta = read_pax(e).map_err(ioe)?;
+        let mut meta = read_pax(pax).map_err(ioe)?;
         let h = e.header();
         let kind = h.entry_type();
         let mode = h.mode().map_err(ioe)? & 0o7777;
@@ -220,7 +272,10 @@ impl Unpacker {
                 }
                 let fd = open_dir(pfd, &name).map_err(fail)?;
                 set_meta(At::Fd(fd.as_raw_fd()), uid, gid, mode, &xattrs, &path)?;
+                // Its entries come next: keep it open on the dir stack.
+                let last = comps[comps.len() - 1].clone();
                 self.dirs.push((comps, ts));
+                self.stack.push((last, fd));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 // SAFETY: openat with a NUL-terminated name; O_EXCL|O_NOFOLLOW make a fresh file or fail.
@@ -237,7 +292,11 @@ impl Unpacker {
                 }
                 // SAFETY: fd was just opened and is owned by nobody else.
                 let f = unsafe { std::fs::File::from_raw_fd(fd) };
-                self.bytes += write_data(&f, e).map_err(|e| Error::io(OP, &path, e))?;
+                self.bytes += match meta.sparse.take() {
+                    Some(sp) => write_pax_sparse(&f, e, sp),
+                    None => write_data(&f, e),
+                }
+                .map_err(|e| Error::io(OP, &path, e))?;
                 set_meta(At::Fd(fd), uid, gid, mode, &xattrs, &path)?;
                 // SAFETY: futimens on our own open fd with two timespecs.
                 if unsafe { libc::futimens(fd, ts.as_ptr()) } < 0 {
@@ -245,10 +304,10 @@ impl Unpacker {
                 }
             }
             tar::EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
+                let target = link_name(e, pax)
+                    .map_err(ioe)?
                     .ok_or_else(|| self.bad(rel, "symlink without a target"))?;
-                let t = CString::new(target.as_ref()).map_err(|_| self.bad(rel, "target with a NUL byte"))?;
+                let t = CString::new(target).map_err(|_| self.bad(rel, "target with a NUL byte"))?;
                 // SAFETY: symlinkat with NUL-terminated strings; it never follows anything.
                 if unsafe { libc::symlinkat(t.as_ptr(), pfd, name.as_ptr()) } < 0 {
                     return Err(fail(errno()));
@@ -257,10 +316,9 @@ impl Unpacker {
                 utimes_at(pfd, &name, &ts).map_err(fail)?;
             }
             tar::EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| self.bad(rel, "hardlink without a target"))?
-                    .into_owned();
+                let target = link_name(e, pax)
+                    .map_err(ioe)?
+                    .ok_or_else(|| self.bad(rel, "hardlink without a target"))?;
                 let trel = strip_tree(&self.prefix, &target)
                     .ok_or_else(|| self.bad(rel, "hardlink to an entry outside the tree"))?;
                 let tcomps = self.components(trel)?;
@@ -268,7 +326,7 @@ impl Unpacker {
                     return Err(self.bad(rel, "hardlink to the tree's root"));
                 }
                 let tpath = self.at(&tcomps);
-                // The parent cache holds one dir: take the target's, then ours again.
+                // The dir stack holds one path: take the target's dir, then ours again.
                 let tdir = self.parent(&tcomps)?;
                 let tdir = nix::unistd::dup(tdir).map_err(fail)?;
                 // SAFETY: dup just gave us this fd; nothing else owns it.
@@ -334,7 +392,7 @@ impl Unpacker {
 
     /// Set directory times, deepest first (making an entry changes its dir's mtime).
     pub fn finish(mut self) -> Result<()> {
-        self.cache = None;
+        self.stack.clear();
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
         for (comps, ts) in dirs {
@@ -448,6 +506,8 @@ fn write_data(f: &std::fs::File, r: &mut impl Read) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut off: u64 = 0;
     let mut written = 0u64;
+    // Where data last ended: a hole at the end needs the size set.
+    let mut data_end = 0u64;
     loop {
         // Fill the buffer as far as the reader goes, so blocks stay aligned.
         let mut n = 0;
@@ -477,6 +537,7 @@ fn write_data(f: &std::fs::File, r: &mut impl Read) -> std::io::Result<u64> {
             if j > i {
                 f.write_all_at(&buf[i..j], off + i as u64)?;
                 written += (j - i) as u64;
+                data_end = off + j as u64;
                 i = j;
             } else {
                 i = end;
@@ -487,18 +548,84 @@ fn write_data(f: &std::fs::File, r: &mut impl Read) -> std::io::Result<u64> {
             break;
         }
     }
-    f.set_len(off)?;
+    if off > data_end {
+        f.set_len(off)?;
+    }
     Ok(written)
 }
 
-fn read_pax<R: Read>(e: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
+/// Write a GNU PAX sparse entry: its regions at their offsets, holes left
+/// as holes. Format 1.0 carries the map in front of the data, as decimal
+/// lines padded to a 512-byte block.
+fn write_pax_sparse(f: &std::fs::File, r: &mut impl Read, mut sp: PaxSparse) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let bad = |m: &str| std::io::Error::other(format!("GNU PAX sparse entry: {m}"));
+    let size = sp.size.ok_or_else(|| bad("no real size"))?;
+    if sp.major == Some(1) {
+        let mut used = 0u64;
+        let mut next = |r: &mut dyn Read| -> std::io::Result<u64> {
+            let mut v: u64 = 0;
+            for i in 0.. {
+                let mut b = [0u8];
+                r.read_exact(&mut b)?;
+                used += 1;
+                match b[0] {
+                    b'\n' if i > 0 => return Ok(v),
+                    c @ b'0'..=b'9' if i < 20 => {
+                        v = v
+                            .checked_mul(10)
+                            .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                            .ok_or_else(|| bad("number out of range"))?
+                    }
+                    _ => return Err(bad("bad map")),
+                }
+            }
+            unreachable!()
+        };
+        let count = next(r)?;
+        if count > MAX_SPARSE_REGIONS {
+            return Err(bad("too many regions"));
+        }
+        sp.map.clear();
+        for _ in 0..count {
+            let off = next(r)?;
+            let len = next(r)?;
+            sp.map.push((off, len));
+        }
+        let pad = (512 - used % 512) % 512;
+        std::io::copy(&mut r.take(pad), &mut std::io::sink())?;
+    } else if sp.major.is_some() {
+        return Err(bad("unknown format version"));
+    }
+    let mut end = 0u64;
+    for &(off, len) in &sp.map {
+        if off < end || off.checked_add(len).is_none_or(|e| e > size) {
+            return Err(bad("regions overlap or lie past the end"));
+        }
+        end = off + len;
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut written = 0u64;
+    for (off, len) in sp.map {
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..want])?;
+            f.write_all_at(&buf[..want], off + done)?;
+            done += want as u64;
+        }
+        written += len;
+    }
+    f.set_len(size)?;
+    Ok(written)
+}
+
+fn read_pax(pax: Option<&Records>) -> std::io::Result<Meta> {
     let mut m = Meta::default();
-    let Some(exts) = e.pax_extensions()? else { return Ok(m) };
+    let Some(exts) = pax else { return Ok(m) };
     let mut acls: Vec<(CString, Vec<u8>)> = Vec::new();
-    for x in exts {
-        let x = x?;
-        let key = x.key_bytes();
-        let val = x.value_bytes();
+    for (key, val) in exts {
+        let (key, val) = (key.as_slice(), val.as_slice());
         let num = || std::str::from_utf8(val).ok().and_then(|s| s.trim().parse::<u64>().ok());
         match key {
             b"mtime" => {
@@ -533,9 +660,44 @@ fn read_pax<R: Read>(e: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
                 acls.push((name.to_owned(), x));
             }
             k if k.starts_with(b"GNU.sparse.") => {
-                return Err(std::io::Error::other(
-                    "PAX sparse entries are not supported (GNU tar --format=posix --sparse); the GNU format's are",
-                ));
+                let sp = m.sparse.get_or_insert_with(PaxSparse::default);
+                let n = || {
+                    num().ok_or_else(|| {
+                        std::io::Error::other(format!("PAX record {} is not a number", String::from_utf8_lossy(k)))
+                    })
+                };
+                match &k[b"GNU.sparse.".len()..] {
+                    b"major" => sp.major = Some(n()?),
+                    b"minor" | b"numblocks" => {
+                        n()?;
+                    }
+                    b"name" => sp.name = Some(val.to_vec()),
+                    b"size" | b"realsize" => sp.size = Some(n()?),
+                    b"offset" => sp.offset = Some(n()?),
+                    b"numbytes" => {
+                        let off = sp
+                            .offset
+                            .take()
+                            .ok_or_else(|| std::io::Error::other("GNU.sparse.numbytes without an offset"))?;
+                        sp.map.push((off, n()?));
+                    }
+                    b"map" => {
+                        let v: Vec<u64> = std::str::from_utf8(val)
+                            .ok()
+                            .and_then(|s| s.split(',').map(|x| x.trim().parse().ok()).collect())
+                            .ok_or_else(|| std::io::Error::other("GNU.sparse.map does not parse"))?;
+                        if !v.len().is_multiple_of(2) {
+                            return Err(std::io::Error::other("GNU.sparse.map has an odd count"));
+                        }
+                        sp.map = v.chunks(2).map(|c| (c[0], c[1])).collect();
+                    }
+                    other => {
+                        return Err(std::io::Error::other(format!(
+                            "unknown PAX sparse record GNU.sparse.{}",
+                            String::from_utf8_lossy(other)
+                        )))
+                    }
+                }
             }
             _ => {}
         }
