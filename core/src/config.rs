@@ -426,6 +426,29 @@ impl Config {
 /// file it is in and the line, and the file that included that file.
 /// This is the check of `lxc-create -f`, `lxc-copy` and the start path.
 pub fn check_keys(cfg_path: &Path) -> Result<Config> {
+    Ok(check_expansion(cfg_path)?.config)
+}
+
+/// [`check_keys`], and from the same read the file's own lines as
+/// [`Config::load`] gives them (includes not expanded): a start needs both
+/// and reads the files once.
+pub fn check_keys_split(cfg_path: &Path) -> Result<(Config, Config)> {
+    let x = check_expansion(cfg_path)?;
+    let own = Config {
+        lines: x
+            .config
+            .lines
+            .iter()
+            .zip(&x.origins)
+            .filter(|(_, o)| o.file == 0)
+            .map(|(l, _)| l.clone())
+            .collect(),
+        no_final_newline: x.top_no_final_newline,
+    };
+    Ok((x.config, own))
+}
+
+fn check_expansion(cfg_path: &Path) -> Result<Expansion> {
     let _s = tracing::debug_span!("check config keys", path = %cfg_path.display()).entered();
     let x = Expansion::run(cfg_path)?;
     for (line, origin) in x.config.lines.iter().zip(&x.origins) {
@@ -439,7 +462,7 @@ pub fn check_keys(cfg_path: &Path) -> Result<Config> {
             return Err(err!(InvalidConfig, "check config", "line {}: {why}{from}", origin.line).at(file));
         }
     }
-    Ok(x.config)
+    Ok(x)
 }
 
 /// NUL bytes, over-long lines and bad UTF-8, named by line.
@@ -553,6 +576,8 @@ struct Expansion {
     /// The files being expanded, outermost first: (identity, index in `files`).
     stack: Vec<(FileId, usize)>,
     bytes: u64,
+    /// The top file did not end with a newline.
+    top_no_final_newline: bool,
 }
 
 impl Expansion {
@@ -563,6 +588,7 @@ impl Expansion {
             files: Vec::new(),
             stack: Vec::new(),
             bytes: 0,
+            top_no_final_newline: false,
         };
         x.expand(path)?;
         Ok(x)
@@ -617,6 +643,9 @@ impl Expansion {
             .at(path));
         }
         let me = self.files.len();
+        if me == 0 {
+            self.top_no_final_newline = cfg.no_final_newline;
+        }
         self.files.push(path.to_path_buf());
         self.stack.push((id, me));
         let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -1248,6 +1277,19 @@ lxc.log.level =
         .unwrap();
         let c = check_keys(&main).unwrap();
         assert_eq!(c.get("lxc.cap.drop"), Some("sys_time"));
+        // The split read gives the same expansion and the file's own lines
+        // as a plain load of it, byte for byte (no final newline kept too).
+        std::fs::write(
+            &main,
+            "lxc.uts.name = a\nlxc.include = inc.conf\n# end\nlxc.net.0.type = empty",
+        )
+        .unwrap();
+        let (eff, own) = check_keys_split(&main).unwrap();
+        assert_eq!(eff, check_keys(&main).unwrap());
+        assert_eq!(own, Config::load(&main).unwrap());
+        assert_eq!(own.to_string(), std::fs::read_to_string(&main).unwrap());
+        assert_eq!(own.get("lxc.cap.drop"), None);
+        assert_eq!(eff.get("lxc.cap.drop"), Some("sys_time"));
         let c = Config::parse("# c\nlxc.arch = x86_64\nlxc.utsname = a\nlxc.cap.dorp = x\n").unwrap();
         let bad: Vec<(usize, &str)> = c.unknown_keys().into_iter().map(|(n, k, _)| (n, k)).collect();
         assert_eq!(bad, [(3, "lxc.utsname"), (4, "lxc.cap.dorp")]);

@@ -157,8 +157,30 @@ impl Store {
         let cfg_path = r.config_path();
         let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(&cfg_path))?;
         let config = Config::parse(&text).map_err(|e| e.at(&cfg_path))?;
-        let rootfs = rootfs_of(&config, &cfg_path)?;
+        let rootfs = rootfs_of(&config, None, &cfg_path)?;
         Ok(Some(Container { r, config, rootfs }))
+    }
+
+    /// [`Store::load`] with the key check of [`crate::config::check_keys`]
+    /// from one read of the files: the container and its effective config.
+    pub fn load_checked(&self, name: &str) -> Result<(Container, Config)> {
+        let _s = tracing::debug_span!("load container", name).entered();
+        check_component(name)?;
+        let r = self.r(name);
+        let cfg_path = r.config_path();
+        let (eff, config) = match crate::config::check_keys_split(&cfg_path) {
+            Err(e) if e.kind() == crate::ErrorKind::NotFound && !cfg_path.exists() => {
+                return Err(err!(
+                    NotFound,
+                    "load container",
+                    "container {name} does not exist in {}",
+                    self.lxcpath.display()
+                ))
+            }
+            r => r?,
+        };
+        let rootfs = rootfs_of(&config, Some(&eff), &cfg_path)?;
+        Ok((Container { r, config, rootfs }, eff))
     }
 
     /// The lxcpath holding `name`'s snapshots: `$lxcpath/NAME/snaps`.
@@ -235,23 +257,34 @@ fn load_dir(dir: &Path, missing: impl FnOnce() -> Error) -> Result<(Config, Root
         Err(e) if e.kind() == crate::ErrorKind::NotFound => return Err(missing()),
         r => r?,
     };
-    let rootfs = rootfs_of(&config, &cfg_path)?;
+    let rootfs = rootfs_of(&config, None, &cfg_path)?;
     Ok((config, rootfs))
 }
 
-/// The rootfs spec of the config read from `cfg_path`.
-fn rootfs_of(config: &Config, cfg_path: &Path) -> Result<RootfsSpec> {
-    let value = match config.get("lxc.rootfs.path") {
+/// The rootfs spec of a container config (`own`, the file's own lines):
+/// its `lxc.rootfs.path`, else the one an include gives (from `effective`
+/// when the caller has it, else read here).
+fn rootfs_of(own: &Config, effective: Option<&Config>, cfg_path: &Path) -> Result<RootfsSpec> {
+    let value = match own.get("lxc.rootfs.path") {
         Some(v) => v.to_string(),
         // The key may come from an lxc.include.
-        None => Config::load_effective(cfg_path)?
-            .get("lxc.rootfs.path")
-            .map(str::to_string)
-            .ok_or_else(|| err!(InvalidConfig, "load container", "no lxc.rootfs.path in config").at(cfg_path))?,
+        None => {
+            let read;
+            let eff = match effective {
+                Some(e) => e,
+                None => {
+                    read = Config::load_effective(cfg_path)?;
+                    &read
+                }
+            };
+            eff.get("lxc.rootfs.path")
+                .map(str::to_string)
+                .ok_or_else(|| err!(InvalidConfig, "load container", "no lxc.rootfs.path in config").at(cfg_path))?
+        }
     };
     // LXC 2.0 kept the backend apart (`lxc.rootfs.backend = lvm`); its
     // updater folds it into the spec as a prefix, and so do we.
-    let value = match config.get("lxc.rootfs.backend") {
+    let value = match own.get("lxc.rootfs.backend") {
         Some(b) if !b.is_empty() && value.starts_with('/') => format!("{b}:{value}"),
         _ => value,
     };

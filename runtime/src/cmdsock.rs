@@ -67,12 +67,13 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::io(OP, "command socket", e))?;
-        let config = strata_core::config::Config::load_effective(&r.config_path()).unwrap_or_default();
         Ok(Server {
             listener: Some(listener),
             name: r.name.clone(),
             lxcpath: r.lxcpath.display().to_string(),
-            config,
+            // The start sets what it read (set_config) before anyone is
+            // answered: reading the file here too was a third read of it.
+            config: Default::default(),
             run: Running::default(),
             stopping: false,
             told: State::Starting,

@@ -124,13 +124,20 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     // file, `-s` adds to it): what common.conf asks for is honoured, and
     // what strata cannot honour is refused here.
     let cfg_file = opts.rcfile.clone().unwrap_or_else(|| r.config_path());
-    let eff = read_config(&cfg_file, &opts.defines)?;
-    let mut other_rootfs = None;
-    let mut c = if volatile {
-        volatile_container(r, &cfg_file, &eff, ephemeral_run)?
+    let (eff, mut c) = if !volatile && opts.rcfile.is_none() {
+        // The container's own file: its lines and the expansion from one read.
+        let (c, eff) = store.load_checked(&r.name)?;
+        (with_defines(eff, &opts.defines)?, c)
     } else {
-        store.load(&r.name)?
+        let eff = read_config(&cfg_file, &opts.defines)?;
+        let c = if volatile {
+            volatile_container(r, &cfg_file, &eff, ephemeral_run)?
+        } else {
+            store.load(&r.name)?
+        };
+        (eff, c)
     };
+    let mut other_rootfs = None;
     if !volatile && (opts.rcfile.is_some() || !opts.defines.is_empty()) {
         // As LXC's lxc-start: the file (and `-s`) stand for the container's
         // config, its lxc.rootfs.path included.
@@ -374,8 +381,15 @@ fn rootfs_of(r: &ContainerRef, cfg_file: &Path, eff: &strata_core::config::Confi
 /// The checked config of `cfg_file` with `defines` set on it, as LXC's
 /// `-s` sets items after the file is read.
 fn read_config(cfg_file: &Path, defines: &[(String, String)]) -> Result<strata_core::config::Config> {
+    with_defines(strata_core::config::check_keys(cfg_file)?, defines)
+}
+
+/// [`read_config`] on a config already read and checked.
+fn with_defines(
+    mut eff: strata_core::config::Config,
+    defines: &[(String, String)],
+) -> Result<strata_core::config::Config> {
     const OP: &str = "read config";
-    let mut eff = strata_core::config::check_keys(cfg_file)?;
     for (k, v) in defines {
         let k = k.trim();
         if !strata_core::config_keys::key_known(k) {
