@@ -158,6 +158,25 @@ const GLOBAL: &[&str] = &[
     "lxc.cgroup.pattern",
 ];
 
+/// strata's own container keys (`strata snapshot auto`'s schedule). LXC
+/// refuses keys it does not know, so they live in `strata.conf` in the
+/// container dir, which LXC never reads, and never in its config.
+const STRATA_FILE: &[&str] = &["lxc.snapshot.schedule", "lxc.snapshot.expire"];
+
+/// The file of a container dir holding strata's own keys.
+pub const STRATA_FILE_NAME: &str = "strata.conf";
+
+/// Whether `key` is one of strata's own container keys, read from
+/// [`STRATA_FILE_NAME`].
+pub fn strata_file_key_known(key: &str) -> bool {
+    STRATA_FILE.contains(&key)
+}
+
+/// strata's own keys, for messages.
+pub fn strata_file_keys() -> &'static [&'static str] {
+    STRATA_FILE
+}
+
 /// Every key matched exactly, for tests and tools.
 pub fn exact_keys() -> &'static [&'static str] {
     EXACT
@@ -220,6 +239,9 @@ pub fn unknown_key_reason(key: &str) -> Option<String> {
         ),
         None if key == "lxc.rootfs.backend" => format!(
             "config key {key:?} is an LXC 2.x key that LXC 5 no longer reads: put the backend in lxc.rootfs.path as BACKEND:PATH (lxc-update-config -c FILE converts a config)"
+        ),
+        None if strata_file_key_known(key) => format!(
+            "config key {key:?} is strata's own, which LXC refuses in a container's config: put it in {STRATA_FILE_NAME} in the container dir"
         ),
         None if global_key_known(key) => {
             format!("config key {key:?} belongs in lxc.conf, not in a container's config")

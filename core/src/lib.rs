@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod block;
+pub mod clock;
 pub mod config;
 pub mod config_keys;
 pub mod copy;

@@ -233,6 +233,30 @@ impl Store {
         Ok(out)
     }
 
+    /// When snapshot `snap` of `name` expires (Unix seconds, from the
+    /// `expire` file strata writes beside its `ts`); `None` if it never does.
+    pub fn snapshot_expiry(&self, name: &str, snap: &str) -> Result<Option<i64>> {
+        const OP: &str = "read snapshot expiry";
+        check_component(name)?;
+        check_component(snap)?;
+        let p = self.snaps_path(name).join(snap).join("expire");
+        let b = match read_regular(&p, 64, OP) {
+            Ok(b) => b,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let t = std::str::from_utf8(&b).ok().and_then(|s| s.trim().parse::<i64>().ok());
+        t.map(Some).ok_or_else(|| {
+            err!(
+                InvalidConfig,
+                OP,
+                "not a time in seconds: {:?}",
+                String::from_utf8_lossy(&b)
+            )
+            .at(&p)
+        })
+    }
+
     /// First free `snapN` (gaps reused, as LXC does). Any entry of that name,
     /// even one without a config, makes the number taken.
     pub fn next_snapshot_name(&self, name: &str) -> Result<String> {

@@ -18,6 +18,8 @@ pub mod names;
 pub mod receive;
 pub mod send;
 pub mod snapshot;
+pub mod snapshot_auto;
+pub mod snapshot_prune;
 pub mod strata;
 pub mod tree;
 

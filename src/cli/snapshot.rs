@@ -30,6 +30,9 @@ pub struct Args {
     /// Store the contents of FILE as the new snapshot's comment
     #[arg(short = 'c', long = "comment", value_name = "FILE")]
     pub comment: Option<PathBuf>,
+    /// The new snapshot expires after DURATION (7d, 12h, 30m, 2w; `strata snapshot prune` removes it then)
+    #[arg(long = "expire", value_name = "DURATION", conflicts_with_all = ["list", "restore", "destroy"])]
+    pub expire: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -59,6 +62,10 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     if let Some(n) = &a.newname {
         super::check_free(&lxcpath, n)?;
     }
+    let expire = match &a.expire {
+        Some(d) => Some(strata_core::clock::now().saturating_add(strata_core::clock::parse_duration(d)? as i64)),
+        None => None,
+    };
     let comment = match &a.comment {
         Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("read comment file {}", f.display()))?),
         None => None,
@@ -100,7 +107,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
             .destroy_snapshot(&r, snap)
             .map_err(|e| super::destroy::with_tree_hint(e, &lxcpath, &a.name))?;
     } else {
-        let snap = engine.snapshot(&r, comment.as_deref())?;
+        let snap = engine.snapshot_expiring(&r, comment.as_deref(), expire)?;
         tracing::info!("created {snap}");
     }
     Ok(0)

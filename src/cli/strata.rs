@@ -29,7 +29,8 @@ enum Cmd {
     /// Copy a container, or make a snapshot clone with -s (as lxc-copy)
     #[command(visible_alias = "copy")]
     Clone(super::copy::Args),
-    /// Create, list (-L), restore (-r) or destroy (-d) snapshots (as lxc-snapshot)
+    /// Create, list (-L), restore (-r) or destroy (-d) snapshots (as lxc-snapshot);
+    /// `strata snapshot prune [-n NAME]` removes expired ones, `strata snapshot auto [-n NAME]` takes scheduled ones
     Snapshot(super::snapshot::Args),
     /// Restore a snapshot, in place or as a new container
     Restore(RestoreArgs),
@@ -102,6 +103,14 @@ struct Passthrough {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
+    // `strata snapshot prune|auto`: strata's own, beside lxc-snapshot's flags.
+    if args.get(1).is_some_and(|a| a == "snapshot") {
+        match args.get(2).and_then(|a| a.to_str()) {
+            Some("prune") => return super::snapshot_prune::main(args[2..].to_vec()),
+            Some("auto") => return super::snapshot_auto::main(args[2..].to_vec()),
+            _ => {}
+        }
+    }
     let raw: Vec<OsString> = args.iter().skip(2).cloned().collect();
     let cli = match super::parse::<Cli>(TOOL, args) {
         Ok(c) => c,
@@ -122,6 +131,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 newname: a.newname,
                 destroy: None,
                 comment: None,
+                expire: None,
                 common: a.common,
             },
         ),

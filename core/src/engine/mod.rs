@@ -208,7 +208,14 @@ impl Engine {
     /// `lxc-snapshot -n NAME [-c commentfile]`: returns `snapN`.
     pub fn snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
         let _span = tracing::info_span!("snapshot", name = %r.name).entered();
-        self.do_snapshot(&absref(r)?, comment)
+        self.do_snapshot(&absref(r)?, comment, None)
+    }
+
+    /// As [`Engine::snapshot`], the snapshot expiring at `expire` (Unix
+    /// seconds; written beside its `ts`, see [`crate::store::Store::snapshot_expiry`]).
+    pub fn snapshot_expiring(&self, r: &ContainerRef, comment: Option<&str>, expire: Option<i64>) -> Result<String> {
+        let _span = tracing::info_span!("snapshot", name = %r.name, expire).entered();
+        self.do_snapshot(&absref(r)?, comment, expire)
     }
 
     pub fn snapshots(&self, r: &ContainerRef) -> Result<Vec<SnapshotInfo>> {

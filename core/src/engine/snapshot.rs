@@ -9,33 +9,22 @@ use crate::error::Result;
 use crate::store::{ContainerRef, Store};
 use crate::{err, names};
 
-/// LXC's `ts`: local time `%Y:%m:%d %H:%M:%S`.
+/// LXC's `ts`: local time `%Y:%m:%d %H:%M:%S` (of [`crate::clock::now`]).
 pub(super) fn timestamp() -> String {
-    // SAFETY: `time` accepts a null out-pointer; tm is a C struct of integers and a pointer that localtime_r fills
-    // (all-zero is a valid start); strftime writes at most `buf.len()` bytes into the live local `buf` and gets a
-    // NUL-terminated format and the filled `tm`.
-    unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        let mut buf = [0u8; 64];
-        let n = libc::strftime(
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            c"%Y:%m:%d %H:%M:%S".as_ptr(),
-            &tm,
-        );
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
+    crate::clock::format_ts(crate::clock::now())
 }
 
+/// strata's file beside a snapshot's `ts` and `comment`: when it expires,
+/// in Unix seconds (`strata snapshot prune` removes it after that).
+pub const EXPIRE_FILE: &str = "expire";
+
 impl Engine {
-    pub(super) fn do_snapshot(&self, r: &ContainerRef, comment: Option<&str>) -> Result<String> {
+    pub(super) fn do_snapshot(&self, r: &ContainerRef, comment: Option<&str>, expire: Option<i64>) -> Result<String> {
         names::validate(&r.name)?;
-        locked(std::slice::from_ref(r), || self.snapshot_locked(r, comment))
+        locked(std::slice::from_ref(r), || self.snapshot_locked(r, comment, expire))
     }
 
-    fn snapshot_locked(&self, r: &ContainerRef, comment: Option<&str>) -> Result<Step<String>> {
+    fn snapshot_locked(&self, r: &ContainerRef, comment: Option<&str>, expire: Option<i64>) -> Result<Step<String>> {
         const OP: &str = "snapshot";
         let store = Store::new(&r.lxcpath);
         if !store.exists(&r.name) {
@@ -60,6 +49,10 @@ impl Engine {
         let mut files = vec![("ts", timestamp())];
         if let Some(c) = comment {
             files.push(("comment", c.to_string()));
+        }
+        // In the staging dir with the rest: the snapshot appears with it.
+        if let Some(t) = expire {
+            files.push((EXPIRE_FILE, format!("{t}\n")));
         }
         let params = Params {
             dst: &dst,
