@@ -363,7 +363,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
         crate::paths::unique()
     ));
     // Noted before it exists, so that a kill leaves nothing unaccounted for.
-    crate::inflight::note(&tmp)?;
+    let noted = crate::inflight::note(&tmp)?;
     let mut sync_dir = false;
     let res = (|| -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -387,6 +387,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], new_mode: u32) -> Result<()> 
         std::fs::rename(&tmp, path).ctx(OP, path)?;
         Ok(())
     })();
+    drop(noted);
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
         return res;

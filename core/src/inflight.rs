@@ -7,6 +7,11 @@
 //! the number of containers in the lxcpath. An entry goes once nothing it
 //! names is left.
 //!
+//! A long-lived process's entry is compacted now and then (the paths that
+//! are gone dropped); a path noted and not made yet is not gone: each note
+//! is held ([`Noted`]) until the caller has made its path (or given up),
+//! and compaction waits until none is held.
+//!
 //! The run dir is emptied at boot (and is not synced): the first command
 //! after a boot scans the whole lxcpath once instead ([`scanned_this_boot`]
 //! tells it), which also finds what a strata from before this record left,
@@ -19,7 +24,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 const OP: &str = "record operation in flight";
 /// Lines an entry of a long-lived process holds before it drops those
@@ -37,6 +43,22 @@ struct Mine {
     file: std::fs::File,
     path: PathBuf,
     noted: HashSet<PathBuf>,
+    /// Notes held ([`Noted`]): paths noted whose maker has not made them
+    /// yet. The entry is compacted only while there are none.
+    held: Arc<AtomicUsize>,
+}
+
+/// A noted path until its maker has made it (or given up): drop it then.
+/// While one is held the entry keeps every line (see the module doc).
+#[must_use = "held until the noted path is made"]
+pub struct Noted(Option<Arc<AtomicUsize>>);
+
+impl Drop for Noted {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 static MINE: Mutex<Vec<Mine>> = Mutex::new(Vec::new());
@@ -57,23 +79,24 @@ fn open_entry(path: &Path, truncate: bool) -> Result<std::fs::File> {
 
 /// Note `path`, which this process is about to create, in its entry. Must
 /// come before the path exists: a kill between the two leaves an entry
-/// naming nothing, which the next reconcile drops.
-pub fn note(path: &Path) -> Result<()> {
+/// naming nothing, which the next reconcile drops. The returned note is
+/// held until the path is made.
+pub fn note(path: &Path) -> Result<Noted> {
     if crate::identity::in_ns_child() {
         // A forked copy of a threaded process, as the container's root, who
         // may not write the run dir: best effort, never waiting on a lock
         // a thread that is not here held at the fork. What it writes lies in
         // a staging dir (noted by its parent) or is found by the scan after
         // a boot.
-        if let Err(e) = note_in(&root(), path) {
+        return Ok(note_in(&root(), path).unwrap_or_else(|e| {
             tracing::debug!("not noted as in flight: {e}");
-        }
-        return Ok(());
+            Noted(None)
+        }));
     }
     note_in(&root(), path)
 }
 
-fn note_in(root: &Path, path: &Path) -> Result<()> {
+fn note_in(root: &Path, path: &Path) -> Result<Noted> {
     let path = std::path::absolute(path).ctx(OP, path)?;
     if path.as_os_str().as_bytes().contains(&b'\n') {
         return Err(crate::err!(InvalidArgument, OP, "a newline in the path").at(&path));
@@ -104,15 +127,21 @@ fn note_in(root: &Path, path: &Path) -> Result<()> {
                 file,
                 path: p,
                 noted: HashSet::new(),
+                held: Arc::new(AtomicUsize::new(0)),
             });
             g.len() - 1
         }
     };
     let m = &mut g[i];
+    // Counted under the lock, before it is released: a compaction by
+    // another thread sees it.
+    m.held.fetch_add(1, Ordering::AcqRel);
+    let held = Noted(Some(m.held.clone()));
     if m.noted.contains(&path) {
-        return Ok(());
+        return Ok(held);
     }
-    if m.noted.len() >= TRIM {
+    // This note is held too: only the others' count.
+    if m.noted.len() >= TRIM && m.held.load(Ordering::Acquire) == 1 {
         trim(m)?;
     }
     let mut line = path.as_os_str().as_bytes().to_vec();
@@ -120,7 +149,7 @@ fn note_in(root: &Path, path: &Path) -> Result<()> {
     // One write of one line: a kill leaves it whole or (torn) naming nothing.
     m.file.write_all(&line).ctx(OP, &m.path)?;
     m.noted.insert(path);
-    Ok(())
+    Ok(held)
 }
 
 /// At the end of a command: its entries that name nothing left are
@@ -155,7 +184,8 @@ fn finish_in(root: Option<&Path>) {
 }
 
 /// Rewrite a long-lived process's entry with only the paths that exist:
-/// a new file renamed over it, so a kill leaves one or the other.
+/// a new file renamed over it, so a kill leaves one or the other. Called
+/// under the lock while no note is held, so no path is noted and not made.
 fn trim(m: &mut Mine) -> Result<()> {
     m.noted.retain(|p| std::fs::symlink_metadata(p).is_ok());
     let tmp = m.root.join(format!("trim.{}", m.pid));
@@ -278,8 +308,8 @@ mod tests {
         let root = run.path().join("inflight");
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join(".strata-tmp.a.1");
-        note_in(&root, &a).unwrap();
-        note_in(&root, &a).unwrap();
+        drop(note_in(&root, &a).unwrap());
+        drop(note_in(&root, &a).unwrap());
         let me = root.join(format!(
             "op.{}-{}",
             std::process::id(),
@@ -316,10 +346,10 @@ mod tests {
         let root = run.path().join("inflight");
         let d = tempfile::tempdir().unwrap();
         let kept = d.path().join("kept");
-        note_in(&root, &kept).unwrap();
+        drop(note_in(&root, &kept).unwrap());
         std::fs::write(&kept, "").unwrap();
         for i in 0..TRIM + 10 {
-            note_in(&root, &d.path().join(format!("gone{i}"))).unwrap();
+            drop(note_in(&root, &d.path().join(format!("gone{i}"))).unwrap());
         }
         let me = root.join(format!(
             "op.{}-{}",
@@ -342,5 +372,91 @@ mod tests {
         // A later note opens a new entry rather than writing to the removed file.
         note_in(&root, &kept).unwrap();
         assert_eq!(std::fs::read_to_string(&me).unwrap(), format!("{}\n", kept.display()));
+    }
+
+    fn my_entry(root: &Path) -> Vec<String> {
+        let me = root.join(format!(
+            "op.{}-{}",
+            std::process::id(),
+            start_of(std::process::id()).unwrap()
+        ));
+        std::fs::read_to_string(me).unwrap().lines().map(String::from).collect()
+    }
+
+    /// A path noted and not made yet is kept through a compaction, even
+    /// when the compaction is the noting thread's own next note (a rename
+    /// notes its journal, then the journal's temp file).
+    #[test]
+    fn a_path_noted_and_not_yet_made_outlives_compaction() {
+        let run = tempfile::tempdir().unwrap();
+        let root = run.path().join("inflight");
+        let d = tempfile::tempdir().unwrap();
+        let pending = d.path().join("pending");
+        let held = note_in(&root, &pending).unwrap();
+        for i in 0..TRIM + 10 {
+            drop(note_in(&root, &d.path().join(format!("gone{i}"))).unwrap());
+        }
+        std::fs::write(&pending, "").unwrap();
+        drop(held);
+        let lines = my_entry(&root);
+        assert!(
+            lines.iter().any(|l| l == pending.to_str().unwrap()),
+            "a path noted before it was made was dropped"
+        );
+        // With no note held, the next compaction drops what is gone.
+        for i in 0..TRIM {
+            drop(note_in(&root, &d.path().join(format!("later{i}"))).unwrap());
+        }
+        let lines = my_entry(&root);
+        assert!(lines.len() < TRIM, "{} lines: never compacted", lines.len());
+        assert!(lines.iter().any(|l| l == pending.to_str().unwrap()));
+    }
+
+    /// Threads note paths and make them a moment later, while others'
+    /// notes compact the entry: every path made is in the entry.
+    #[test]
+    fn threads_noting_at_once_lose_no_path() {
+        let run = tempfile::tempdir().unwrap();
+        let root = run.path().join("inflight");
+        let d = tempfile::tempdir().unwrap();
+        let made: Vec<PathBuf> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|t| {
+                    let (root, d) = (&root, d.path());
+                    s.spawn(move || {
+                        let mut kept = Vec::new();
+                        for i in 0..200 {
+                            let p = d.join(format!("t{t}-{i}"));
+                            let held = note_in(root, &p).unwrap();
+                            // Others note (and compact) meanwhile.
+                            std::thread::yield_now();
+                            if i % 2 == 0 {
+                                std::thread::sleep(std::time::Duration::from_micros(200));
+                            }
+                            // Every tenth is kept (a leftover to be found);
+                            // the rest made and removed.
+                            std::fs::write(&p, "").unwrap();
+                            drop(held);
+                            if i % 10 == 0 {
+                                kept.push(p);
+                            } else {
+                                std::fs::remove_file(&p).unwrap();
+                            }
+                        }
+                        kept
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        // Once no note is held, the next one compacts.
+        drop(note_in(&root, &d.path().join("last")).unwrap());
+        let lines = my_entry(&root);
+        let missing: Vec<&PathBuf> = made
+            .iter()
+            .filter(|p| !lines.iter().any(|l| l == p.to_str().unwrap()))
+            .collect();
+        assert!(missing.is_empty(), "made but not in the entry: {missing:?}");
+        assert!(lines.len() <= TRIM, "{} lines: never compacted", lines.len());
     }
 }

@@ -217,9 +217,10 @@ impl Engine {
         if let Some(m) = busy.first() {
             return Err(err!(Busy, "destroy", "{} is mounted; unmount it first", m.display()).at(&dir));
         }
-        let del = aside_name(lxcpath, DEL, name)?;
+        let (del, noted) = aside_name(lxcpath, DEL, name)?;
         let elsewhere = rootfs_elsewhere(&dir);
         rename_noreplace(&dir, &del)?;
+        drop(noted);
         if elsewhere {
             fsutil::sync_dir_always(lxcpath);
         } else {

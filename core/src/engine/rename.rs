@@ -79,9 +79,10 @@ impl Engine {
             let journal = (req.src.lxcpath == req.dst.lxcpath)
                 .then(|| aside_name(&req.src.lxcpath, REN, &req.dst.name))
                 .transpose()?;
-            if let Some(j) = &journal {
+            if let Some((j, _noted)) = &journal {
                 write_atomic(j, format!("{}\n{RENAME_BY_COPY}\n", req.src.name).as_bytes())?;
             }
+            let journal = journal.map(|(j, _)| j);
             let drop_journal = || {
                 if let Some(j) = &journal {
                     let _ = std::fs::remove_file(j);
@@ -113,9 +114,10 @@ impl Engine {
         }
         let spec = spec_of(&cfg, &new_dir)?;
         cfg.save(&old_dir.join(RENAME_CONFIG))?;
-        let journal = aside_name(&req.src.lxcpath, REN, &req.dst.name)?;
-        let res = write_atomic(&journal, format!("{}\n", req.src.name).as_bytes())
-            .and_then(|_| rename_noreplace(&old_dir, &new_dir));
+        let (journal, noted) = aside_name(&req.src.lxcpath, REN, &req.dst.name)?;
+        let res = write_atomic(&journal, format!("{}\n", req.src.name).as_bytes());
+        drop(noted);
+        let res = res.and_then(|_| rename_noreplace(&old_dir, &new_dir));
         if let Err(e) = res {
             let _ = std::fs::remove_file(old_dir.join(RENAME_CONFIG));
             let _ = std::fs::remove_file(&journal);

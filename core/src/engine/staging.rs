@@ -106,7 +106,7 @@ pub(super) fn mkdir(p: &Path, mode: u32) -> Result<()> {
 /// A fresh `$lxcpath/PREFIX NAME.XXXX` directory.
 pub(super) fn make_aside(lxcpath: &Path, prefix: &str, name: &str, mode: u32) -> Result<PathBuf> {
     for _ in 0..100 {
-        let p = aside_name(lxcpath, prefix, name)?;
+        let (p, _noted) = aside_name(lxcpath, prefix, name)?;
         match std::fs::DirBuilder::new().mode(mode).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -136,11 +136,12 @@ pub(super) fn name_taken_meanwhile(e: &Error, tries: u32) -> bool {
 }
 
 /// A fresh `$lxcpath/PREFIX NAME.XXXX` path, noted as in flight before
-/// the caller makes it (see [`crate::inflight`]).
-pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> Result<PathBuf> {
+/// the caller makes it (see [`crate::inflight`]); the note is held until
+/// the caller has made it.
+pub(super) fn aside_name(lxcpath: &Path, prefix: &str, name: &str) -> Result<(PathBuf, crate::inflight::Noted)> {
     let p = lxcpath.join(format!("{prefix}{name}.{}", crate::paths::unique()));
-    crate::inflight::note(&p)?;
-    Ok(p)
+    let noted = crate::inflight::note(&p)?;
+    Ok((p, noted))
 }
 
 /// A staging dir for a new container, laid out as LXC's do_create_container_dir
