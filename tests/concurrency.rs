@@ -525,6 +525,77 @@ fn a_kill_between_a_tools_fork_and_exec_leaves_nothing_behind() {
     env.ok("lxc-destroy", &["-n", "d"]);
 }
 
+/// Runs `tool args` killed by the `tool-before-exec` failpoint at its
+/// first tool (a template, a hook), then checks that the next command waits
+/// for the child and cleans up, and that the retried command succeeds.
+fn killed_before_exec_then_retried(env: &Env, tool: &str, args: &[&str], made: &str) {
+    // Its output not read: the child shares it, and reading to its end
+    // would wait for the child to finish.
+    let st = env
+        .cmd(tool)
+        .arg("-P")
+        .arg(&env.lxcpath)
+        .args(args)
+        .env("STRATA_FAILPOINT", "tool-before-exec")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(9), "{tool}: not killed at its tool: {st:?}");
+    assert!(
+        !leftovers(&env.lxcpath).is_empty(),
+        "{tool}: killed before its staging dir was made"
+    );
+    env.ok("lxc-ls", &[]);
+    assert_eq!(leftovers(&env.lxcpath), Vec::<PathBuf>::new(), "{tool}");
+    assert_eq!(mounts_under(env.tmp.path()), Vec::<String>::new());
+    strata_testkit::no_leak(env.tmp.path());
+    assert!(!env.c(made).exists(), "{tool}: a killed build is in place");
+    env.ok(tool, args);
+    assert!(env.c(made).join("config").is_file());
+}
+
+/// A template's child and a clone hook's, killed in that window: the same
+/// as a tool's (above). The template or hook, once exec'd, still writes to
+/// the staging dir: the next command waits for it before removing it.
+#[test]
+fn a_kill_between_a_template_or_hooks_fork_and_exec_leaves_nothing_behind() {
+    let Some(env) = overlay_env() else { return };
+    let _c = Cleanup(&env);
+    use std::os::unix::fs::PermissionsExt;
+    let tpl = env.tmp.path().join("tpl");
+    std::fs::write(
+        &tpl,
+        "#!/bin/sh\nfor a; do case $a in --rootfs=*) r=${a#--rootfs=};; esac; done\n\
+         mkdir -p \"$r/etc\" && echo templated > \"$r/etc/hostname\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tpl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = ["-n", "t1", "-t", tpl.to_str().unwrap()];
+    killed_before_exec_then_retried(&env, "lxc-create", &args, "t1");
+    assert_eq!(
+        std::fs::read_to_string(env.c("t1").join("rootfs/etc/hostname")).unwrap(),
+        "templated\n"
+    );
+    // A clone hook, run in the copy's staging dir.
+    let hook = env.tmp.path().join("hook");
+    std::fs::write(&hook, "#!/bin/sh\necho hooked > \"$LXC_ROOTFS_MOUNT/hooked\"\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = env.c("t1").join("config");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("lxc.hook.clone = {}\n", hook.display()));
+    std::fs::write(&cfg, text).unwrap();
+    killed_before_exec_then_retried(&env, "lxc-copy", &["-n", "t1", "-N", "h1"], "h1");
+    assert!(
+        env.c("h1").join("rootfs/hooked").is_file(),
+        "the clone hook did not run"
+    );
+    env.ok("lxc-destroy", &["-n", "h1"]);
+    env.ok("lxc-destroy", &["-n", "t1"]);
+}
+
 #[test]
 fn killed_overlay_snapshot_clone_leaves_nothing_behind() {
     let Some(env) = overlay_env() else { return };

@@ -1,4 +1,5 @@
-//! A tool a command runs (lvcreate, mkfs, `zfs clone`, `zfs receive`) is
+//! A tool a command runs (lvcreate, mkfs, `zfs clone`, `zfs receive`, a
+//! template, a hook) is
 //! not killed with it: killed by `kill -9`, the command leaves the tool to
 //! finish on its own, and what the tool makes after the next command's
 //! reconcile has looked (an LV, a dataset) would be leaked; a tool that
@@ -114,6 +115,23 @@ fn kill_before_exec(c: &mut Command) {
 /// still holds this command's locks, before it undoes anything. A run dir
 /// that cannot be written: the tool still runs, unrecorded.
 pub fn output(c: &mut Command) -> std::io::Result<std::process::Output> {
+    let lock = prepare(c);
+    let out = c.output();
+    drop(lock);
+    out
+}
+
+/// [`output`] for a tool whose output goes where the command's goes (a
+/// template, a hook): waits for its exit status. What it starts inherits
+/// the lock: the next command's reconcile also waits for them.
+pub fn status(c: &mut Command) -> std::io::Result<std::process::ExitStatus> {
+    let lock = prepare(c);
+    let st = c.status();
+    drop(lock);
+    st
+}
+
+fn prepare(c: &mut Command) -> Option<ToolLock> {
     // A forked child as the container's root may not write the run dir;
     // its parent is the command, whose own tools are recorded.
     let lock = if crate::identity::in_ns_child() {
@@ -125,9 +143,7 @@ pub fn output(c: &mut Command) -> std::io::Result<std::process::Output> {
         l.pass_to(c);
     }
     kill_before_exec(c);
-    let out = c.output();
-    drop(lock);
-    out
+    lock
 }
 
 /// `pid` in decimal and a newline at the start of `buf`; returns the length.

@@ -268,7 +268,7 @@ fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
 fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
     s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-    a.cfg.hooks.run("pre-mount", &a.hook_env, &[], &[])?;
+    a.cfg.hooks.run_in_container("pre-mount", &a.hook_env, &[], &[])?;
     // Only in a uts namespace of its own: a kept or shared one is not the container's to rename.
     if a.cfg.ns.makes(libc::CLONE_NEWUTS, true) {
         s.sethostname(&a.cfg.hostname)?;
@@ -284,9 +284,9 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()>
     for m in &a.cfg.mounts {
         mount_entry(s, root, m)?;
     }
-    a.cfg.hooks.run("mount", &a.hook_env, &[], &[])?;
+    a.cfg.hooks.run_in_container("mount", &a.hook_env, &[], &[])?;
     if a.cfg.autodev {
-        a.cfg.hooks.run("autodev", &a.hook_env, &[], &[])?;
+        a.cfg.hooks.run_in_container("autodev", &a.hook_env, &[], &[])?;
     }
     if a.cfg.rootfs_flags != 0 {
         // Last, so that the mount points above could still be made in it.
@@ -620,7 +620,7 @@ fn confine(a: &ChildArgs) -> Result<()> {
         rootfs_mount: "/".into(),
         ..a.hook_env.clone()
     };
-    a.cfg.hooks.run("start", &env, &[], &[])?;
+    a.cfg.hooks.run_in_container("start", &env, &[], &[])?;
     let c = &a.cfg.confine;
     c.drop_caps()?;
     c.before_exec()?;

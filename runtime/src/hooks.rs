@@ -112,13 +112,44 @@ impl Hooks {
             .collect()
     }
 
-    /// Run the `ty` hooks in turn; the first that fails is the error.
+    /// Run the `ty` hooks in turn, from the command on the host; the first
+    /// that fails is the error. Each is a recorded tool of the command
+    /// ([`strata_core::toollock`]): a kill -9 of the command, even between
+    /// a hook's fork and its exec (when the child still holds the
+    /// command's locks), leaves the next command waiting for the hook.
     pub fn run(&self, ty: &str, env: &HookEnv, args: &[String], extra_env: &[(String, String)]) -> Result<()> {
+        self.run_as(ty, env, args, extra_env, true)
+    }
+
+    /// [`Hooks::run`] from the container's own process, in its namespaces:
+    /// not recorded (the run dir and the pids there are not the host's);
+    /// the command that started the container is the recorded one.
+    pub fn run_in_container(
+        &self,
+        ty: &str,
+        env: &HookEnv,
+        args: &[String],
+        extra_env: &[(String, String)],
+    ) -> Result<()> {
+        self.run_as(ty, env, args, extra_env, false)
+    }
+
+    fn run_as(
+        &self,
+        ty: &str,
+        env: &HookEnv,
+        args: &[String],
+        extra_env: &[(String, String)],
+        record: bool,
+    ) -> Result<()> {
         for mut c in self.commands(ty, env, args, extra_env) {
             let _s = tracing::info_span!("hook", ty, name = %env.name).entered();
-            let st = c
-                .status()
-                .map_err(|e| err!(Command, "run hook", "lxc.hook.{ty}: /bin/sh: {e}"))?;
+            let st = if record {
+                strata_core::toollock::status(&mut c)
+            } else {
+                c.status()
+            };
+            let st = st.map_err(|e| err!(Command, "run hook", "lxc.hook.{ty}: /bin/sh: {e}"))?;
             if !st.success() {
                 let line = c
                     .get_args()

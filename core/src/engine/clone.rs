@@ -174,16 +174,17 @@ fn run_clone_hooks(
     for hook in cfg.get_all("lxc.hook.clone") {
         let cmd = replace_dir(hook, &d, &s);
         let _span = tracing::info_span!("clone hook", hook = %cmd).entered();
-        let st = Command::new("/bin/sh")
-            .arg("-c")
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
             .arg(format!("{cmd} {} lxc clone", p.dst.name))
             .env("LXC_SRC_NAME", &p.src.r.name)
             .env("LXC_NAME", &p.dst.name)
             .env("LXC_CONFIG_FILE", staging.join("config"))
             .env("LXC_ROOTFS_MOUNT", mount)
-            .env("LXC_ROOTFS_PATH", building.to_string())
-            .status()
-            .ctx("run clone hook", Path::new(hook))?;
+            .env("LXC_ROOTFS_PATH", building.to_string());
+        // A tool: a kill -9 of this command leaves the next one waiting for
+        // it before it undoes the clone the hook works on.
+        let st = crate::toollock::status(&mut c).ctx("run clone hook", Path::new(hook))?;
         if !st.success() {
             return Err(err!(Command, "run clone hook", "{hook:?} failed: {st}"));
         }

@@ -52,13 +52,11 @@ fn run_template(tp: &Path, staging: &Path, name: &str, rootfs: &Path, args: &[St
     path_arg.push(staging);
     let mut rootfs_arg = std::ffi::OsString::from("--rootfs=");
     rootfs_arg.push(rootfs);
-    let st = Command::new(tp)
-        .arg(path_arg)
-        .arg(format!("--name={name}"))
-        .arg(rootfs_arg)
-        .args(args)
-        .status()
-        .ctx("run template", tp)?;
+    let mut c = Command::new(tp);
+    c.arg(path_arg).arg(format!("--name={name}")).arg(rootfs_arg).args(args);
+    // A tool: a kill -9 of this command leaves the next one waiting for it
+    // (and for what it started) before it removes the staging dir.
+    let st = crate::toollock::status(&mut c).ctx("run template", tp)?;
     if !st.success() {
         return Err(err!(Command, "run template", "{} failed: {st}", tp.display()));
     }
