@@ -175,7 +175,8 @@ fn finish_in(root: Option<&Path>) {
         if root.is_some_and(|r| r != m.root) {
             return true;
         }
-        if m.noted.iter().any(|p| std::fs::symlink_metadata(p).is_ok()) {
+        // A path noted and not made yet (a note held) is not gone either.
+        if m.held.load(Ordering::Acquire) > 0 || m.noted.iter().any(|p| std::fs::symlink_metadata(p).is_ok()) {
             return true;
         }
         // Dropped from the list with its file: a later note opens a new entry.
@@ -370,7 +371,7 @@ mod tests {
         finish_in(Some(&root));
         assert!(!me.exists(), "an entry naming nothing left is removed by its writer");
         // A later note opens a new entry rather than writing to the removed file.
-        note_in(&root, &kept).unwrap();
+        drop(note_in(&root, &kept).unwrap());
         assert_eq!(std::fs::read_to_string(&me).unwrap(), format!("{}\n", kept.display()));
     }
 
