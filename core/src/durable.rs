@@ -201,8 +201,8 @@ thread_local! {
 }
 
 /// Deferred fsyncs for a multi-step operation. While a batch is open on this
-/// thread, [`write_atomic`] (and the engine's own atomic writes) skip their
-/// fsyncs and note the file and its directory instead; [`SyncBatch::commit`]
+/// thread, [`write_atomic`] (every atomic write of the engine and the
+/// store) skips its fsyncs and notes the file and its directory instead; [`SyncBatch::commit`]
 /// then fsyncs them all in a row, files first, which costs about one journal
 /// commit instead of two per file. Each write is still a temp file and a
 /// rename, so a killed process leaves old or new, never a torn file; the

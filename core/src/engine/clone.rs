@@ -2,7 +2,8 @@
 //! copy-on-write snapshot of a container, built in a staging dir.
 
 use super::deps::{add_dep, locked, need, remove_dep, Step};
-use super::fsutil::{self, write_atomic};
+use super::fsutil;
+use crate::durable::write_atomic;
 use super::rewrite::{is_hwaddr, random_mac, replace_dir};
 use super::rootfs::{check_backend_allowed, check_fits, may_snapshot_running, no_space, remove_lost_found, CtxOp};
 use super::staging::{

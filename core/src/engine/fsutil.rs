@@ -1,6 +1,7 @@
 //! Small filesystem helpers shared by the engine and the backends: tree
-//! removal that never follows symlinks nor crosses mounts, atomic writes,
-//! no-replace renames and a symlink-safe write into a rootfs.
+//! removal that never follows symlinks nor crosses mounts, no-replace
+//! renames and a symlink-safe write into a rootfs. Atomic writes are
+//! [`crate::durable::write_atomic`].
 
 use crate::err;
 use crate::error::{Error, IoContext, Result};
@@ -157,33 +158,6 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
     // Unlinks within one directory serialize on its lock: parallel across directories.
     use rayon::prelude::*;
     subdirs.par_iter().try_for_each(one)
-}
-
-/// Write `data` to `path` atomically: a temp file beside it, fsync (deferred
-/// inside a [`crate::durable::SyncBatch`]), rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    const OP: &str = "write file";
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", crate::paths::unique()));
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx(OP, &tmp)?;
-        f.write_all(data).ctx(OP, &tmp)?;
-        crate::durable::settle(&f, &tmp, path)?;
-        std::fs::rename(&tmp, path).ctx(OP, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.

@@ -3,7 +3,8 @@
 
 use super::clone::Params;
 use super::deps::{live_dependents, locked, need, refuse_dependents, remove_dep, Step};
-use super::fsutil::{self, remove_tree, rename_noreplace, write_atomic};
+use super::fsutil::{self, remove_tree, rename_noreplace};
+use crate::durable::write_atomic;
 use super::rootfs::{entries_of, CtxOp};
 use super::staging::{exists_any, make_aside, read_record, write_record, Journal, JOURNAL, OLD};
 use super::{failpoint, Engine};

@@ -4,7 +4,8 @@
 //! staged container is renamed into place or aborted. Reconcile reads these.
 
 use super::deps::remove_dep;
-use super::fsutil::{remove_tree, rename_noreplace, write_atomic};
+use super::fsutil::{remove_tree, rename_noreplace};
+use crate::durable::write_atomic;
 use super::{failpoint, Engine};
 use crate::config::Config;
 use crate::err;
