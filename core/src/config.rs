@@ -18,7 +18,8 @@
 //! They are read as `lxc.net.N.*` with N counted that way; editing any of
 //! them rewrites all of them under their indexed names so the meaning stays.
 
-pub use crate::config_keys::{key_known, unknown_key_reason};
+pub use crate::config_keys::{canonical_key, key_known, unknown_key_reason};
+use crate::config_keys::{legacy_net, net_key};
 use crate::err;
 use crate::error::{IoContext, Result};
 use std::borrow::Cow;
@@ -64,79 +65,6 @@ pub struct Config {
     pub lines: Vec<Line>,
     /// The text read did not end with a newline (kept so printing is exact).
     no_final_newline: bool,
-}
-
-/// Exact legacy names and their LXC 2.1+ replacements.
-const RENAMED: &[(&str, &str)] = &[
-    ("lxc.utsname", "lxc.uts.name"),
-    ("lxc.rootfs", "lxc.rootfs.path"),
-    ("lxc.id_map", "lxc.idmap"),
-    ("lxc.pts", "lxc.pty.max"),
-    ("lxc.tty", "lxc.tty.max"),
-    ("lxc.devttydir", "lxc.tty.dir"),
-    ("lxc.aa_profile", "lxc.apparmor.profile"),
-    ("lxc.aa_allow_incomplete", "lxc.apparmor.allow_incomplete"),
-    ("lxc.se_context", "lxc.selinux.context"),
-    ("lxc.seccomp", "lxc.seccomp.profile"),
-    ("lxc.console", "lxc.console.path"),
-    ("lxc.haltsignal", "lxc.signal.halt"),
-    ("lxc.rebootsignal", "lxc.signal.reboot"),
-    ("lxc.stopsignal", "lxc.signal.stop"),
-    ("lxc.syslog", "lxc.log.syslog"),
-    ("lxc.logfile", "lxc.log.file"),
-    ("lxc.loglevel", "lxc.log.level"),
-    ("lxc.init_cmd", "lxc.init.cmd"),
-    ("lxc.init_uid", "lxc.init.uid"),
-    ("lxc.init_gid", "lxc.init.gid"),
-    ("lxc.limit", "lxc.prlimit"),
-    ("lxc.mount", "lxc.mount.fstab"),
-    ("lxc.network", "lxc.net"),
-];
-
-/// Network subkeys whose names changed besides the prefix.
-fn net_subkey(sub: &str) -> Cow<'_, str> {
-    match sub {
-        "ipv4" => Cow::Borrowed("ipv4.address"),
-        "ipv6" => Cow::Borrowed("ipv6.address"),
-        s => Cow::Borrowed(s),
-    }
-}
-
-/// `lxc.network.N.X` -> `Some((Some(N), X))`, `lxc.network.X` -> `Some((None, X))`.
-fn legacy_net(key: &str) -> Option<(Option<&str>, &str)> {
-    let rest = key.strip_prefix("lxc.network.")?;
-    if rest.is_empty() {
-        return None;
-    }
-    match rest.split_once('.') {
-        Some((idx, sub)) if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) => Some((Some(idx), sub)),
-        None if rest.bytes().all(|b| b.is_ascii_digit()) => Some((Some(rest), "")),
-        _ => Some((None, rest)),
-    }
-}
-
-fn net_key(idx: &str, sub: &str) -> String {
-    if sub.is_empty() {
-        format!("lxc.net.{idx}")
-    } else {
-        format!("lxc.net.{idx}.{}", net_subkey(sub))
-    }
-}
-
-/// The current name of a possibly legacy key (`lxc.utsname` -> `lxc.uts.name`,
-/// `lxc.network.0.hwaddr` -> `lxc.net.0.hwaddr`, ...). An unindexed legacy
-/// network key maps to network 0 here; [`Config`] counts networks by position.
-pub fn canonical_key(key: &str) -> Cow<'_, str> {
-    if let Some((_, new)) = RENAMED.iter().find(|(old, _)| *old == key) {
-        return Cow::Borrowed(new);
-    }
-    if let Some(sub) = key.strip_prefix("lxc.limit.") {
-        return Cow::Owned(format!("lxc.prlimit.{sub}"));
-    }
-    if let Some((idx, sub)) = legacy_net(key) {
-        return Cow::Owned(net_key(idx.unwrap_or("0"), sub));
-    }
-    Cow::Borrowed(key)
 }
 
 /// A legacy network key whose index comes from its position.
@@ -1407,5 +1335,33 @@ lxc.log.level =
                 }
             }
         }
+    }
+
+    /// Every key in LXC's own config files (installed with LXC) is known.
+    #[test]
+    fn lxc_shipped_config_keys_are_known() {
+        let dir = std::path::Path::new("/usr/share/lxc/config");
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            eprintln!("skipped: no {}", dir.display());
+            return;
+        };
+        let mut n = 0;
+        let mut files: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+        if let Ok(rd) = std::fs::read_dir(dir.join("common.conf.d")) {
+            files.extend(rd.map(|e| e.unwrap().path()));
+        }
+        for p in files {
+            if !(p.extension().is_some_and(|x| x == "conf") && p.is_file()) {
+                continue;
+            }
+            let c = Config::load(&p).unwrap();
+            for l in &c.lines {
+                if let Line::Entry { key, .. } = l {
+                    assert!(crate::config_keys::key_known(key), "{key} in {}", p.display());
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 10, "only {n} keys seen");
     }
 }

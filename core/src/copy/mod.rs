@@ -216,6 +216,12 @@ pub(crate) fn open_dir(dirfd: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// [`open_dir`] with a name of bytes (one holding a NUL is `EINVAL`).
+pub fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).map_err(|_| nix::errno::Errno::EINVAL)?;
+    open_dir(dirfd, &c)
+}
+
 pub(crate) fn raise_nofile_limit() {
     // Deep trees keep two fds per level open.
     // SAFETY: rlimit is two integers (all-zero is valid); `rl` is live and exclusively borrowed for getrlimit to

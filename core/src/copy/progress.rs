@@ -38,7 +38,7 @@ pub(super) struct Totals {
 pub(super) fn measure(root: &Path) -> Totals {
     let mut t = Totals::default();
     let mut links = HashSet::new();
-    if let Ok(fd) = crate::engine::fsutil::open_dir_at(libc::AT_FDCWD, root.as_os_str().as_bytes()) {
+    if let Ok(fd) = super::open_dir_at(libc::AT_FDCWD, root.as_os_str().as_bytes()) {
         if let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) {
             walk(&fd, st.st_dev, &mut t, &mut links);
         }
@@ -70,7 +70,7 @@ fn walk(fd: &OwnedFd, dev: u64, t: &mut Totals, links: &mut HashSet<(u64, u64)>)
         if fmt == SFlag::S_IFREG && (st.st_nlink <= 1 || links.insert((st.st_dev, st.st_ino))) {
             t.bytes += st.st_size.max(0) as u64;
         } else if fmt == SFlag::S_IFDIR && st.st_dev == dev {
-            if let Ok(sub) = crate::engine::fsutil::open_dir_at(fd.as_raw_fd(), name.as_bytes()) {
+            if let Ok(sub) = super::open_dir_at(fd.as_raw_fd(), name.as_bytes()) {
                 walk(&sub, dev, t, links);
             }
         }

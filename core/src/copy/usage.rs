@@ -1,7 +1,7 @@
 //! What a copy of a tree needs at least on a fresh filesystem, to refuse
 //! one that cannot fit before anything is made.
 
-use crate::engine::fsutil::open_dir_at;
+use super::open_dir_at;
 use crate::error::{Error, IoContext, Result};
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstatat, SFlag};

@@ -3,7 +3,6 @@
 
 use super::deps::{add_dep, locked, need, remove_dep, Step};
 use super::fsutil;
-use crate::durable::write_atomic;
 use super::rewrite::{is_hwaddr, random_mac, replace_dir};
 use super::rootfs::{check_backend_allowed, check_fits, may_snapshot_running, no_space, remove_lost_found, CtxOp};
 use super::staging::{
@@ -13,6 +12,7 @@ use super::{failpoint, CloneRequest, Engine};
 use crate::backend::{Backend, BackendOpts, Opened, Target};
 use crate::config::Config;
 use crate::copy::{copy_tree, CopyOptions};
+use crate::durable::write_atomic;
 use crate::error::{IoContext, Result};
 use crate::idmap::{as_container_root, needs_container_root, IdMap};
 use crate::spec::RootfsSpec;

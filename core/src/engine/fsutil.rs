@@ -8,10 +8,11 @@ use crate::error::{Error, IoContext, Result};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::copy::open_dir_at;
 pub use crate::mountinfo::mount_points;
 
 /// Mount points at or below `path`.
@@ -83,25 +84,6 @@ fn remove_tree_here(path: &Path) -> Result<()> {
     empty_dir(&fd, dev, path)?;
     drop(fd);
     std::fs::remove_dir(path).ctx(OP, path)
-}
-
-/// Open a directory below `dirfd` without following a symlink at `name`.
-pub fn open_dir_at(dirfd: RawFd, name: &[u8]) -> nix::Result<OwnedFd> {
-    let c = std::ffi::CString::new(name).map_err(|_| nix::errno::Errno::EINVAL)?;
-    // SAFETY: `c` is a NUL-terminated CString alive for the call; `dirfd` is the caller's open dir fd (a stale one
-    // only gives EBADF).
-    let fd = unsafe {
-        libc::openat(
-            dirfd,
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    // SAFETY: openat succeeded, so `fd` is a new fd owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {

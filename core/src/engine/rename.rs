@@ -4,12 +4,12 @@
 use super::clone::Params;
 use super::deps::{add_dep, live_dependents, need, origins_of, refuse_dependents, remove_dep, Step};
 use super::fsutil::{self, rename_noreplace};
-use crate::durable::write_atomic;
 use super::rewrite::replace_dir;
 use super::rootfs::spec_of;
 use super::staging::{aside_name, exists_any, REN, RENAME_BY_COPY, RENAME_CONFIG};
 use super::{failpoint, CloneRequest, Engine};
 use crate::backend::Opened;
+use crate::durable::write_atomic;
 use crate::err;
 use crate::error::{IoContext, Result};
 use crate::store::{self, Container, ContainerRef, Store};

@@ -4,10 +4,10 @@
 use super::clone::Params;
 use super::deps::{live_dependents, locked, need, refuse_dependents, remove_dep, Step};
 use super::fsutil::{self, remove_tree, rename_noreplace};
-use crate::durable::write_atomic;
 use super::rootfs::{entries_of, CtxOp};
 use super::staging::{exists_any, make_aside, read_record, write_record, Journal, JOURNAL, OLD};
 use super::{failpoint, Engine};
+use crate::durable::write_atomic;
 use crate::error::{IoContext, Result};
 use crate::spec::RootfsSpec;
 use crate::store::{self, Container, ContainerRef, Store};

@@ -5,9 +5,9 @@
 
 use super::deps::remove_dep;
 use super::fsutil::{remove_tree, rename_noreplace};
-use crate::durable::write_atomic;
 use super::{failpoint, Engine};
 use crate::config::Config;
+use crate::durable::write_atomic;
 use crate::err;
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::IdMap;
