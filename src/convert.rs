@@ -1,7 +1,7 @@
 //! `strata convert`: make a container unprivileged (shift its rootfs owners
 //! to an id map and write the `lxc.idmap` lines) or privileged again.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::{anyhow, Context};
 use strata_core::config::Config;
 use strata_core::idmap::{IdMap, SubIds};
@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run_args(tool: &str, a: Args) -> i32 {
-    cli::finish(tool, Some(&a.name.clone()), run(&a))
+    common::finish(tool, Some(&a.name.clone()), run(&a))
 }
 
 /// The map to convert to when none is given.
@@ -55,8 +55,8 @@ fn default_map() -> anyhow::Result<IdMap> {
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let to = if a.to_privileged {
         IdMap::default()
     } else if a.map.is_empty() {

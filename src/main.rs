@@ -2,7 +2,10 @@
 //! (dispatched on the name it is invoked as).
 
 mod cli;
+mod common;
 mod convert;
+mod du;
+mod names;
 mod run;
 mod tools;
 mod wiring;

@@ -1,7 +1,7 @@
 //! Front ends of the container runtime: lxc-start, lxc-stop, lxc-execute,
 //! lxc-attach, lxc-info, lxc-start-ephemeral and `lxc-copy -e`.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::{anyhow, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ pub fn dispatch(tool: &str, args: Vec<OsString>) -> anyhow::Result<i32> {
     argv.extend(args);
     macro_rules! parse {
         ($t:ty) => {
-            match cli::parse::<$t>(tool, argv) {
+            match common::parse::<$t>(tool, argv) {
                 Ok(a) => a,
                 Err(code) => return Ok(code),
             }
@@ -31,7 +31,7 @@ pub fn dispatch(tool: &str, args: Vec<OsString>) -> anyhow::Result<i32> {
         "lxc-attach" => attach(parse!(AttachArgs)),
         "lxc-copy" => copy_ephemeral(parse!(CopyArgs)),
         "lxc-start-ephemeral" => start_ephemeral(parse!(EphArgs)),
-        t if cli::names::STATE_TOOLS.contains(&t) => crate::tools::dispatch(t, argv),
+        t if crate::names::STATE_TOOLS.contains(&t) => crate::tools::dispatch(t, argv),
         t => bail!("{t}: not a runtime tool"),
     }
 }
@@ -39,25 +39,15 @@ pub fn dispatch(tool: &str, args: Vec<OsString>) -> anyhow::Result<i32> {
 /// Logging, the lxcpath (absolute, normalized), the engine, and the leftovers
 /// of killed runs removed.
 fn setup(c: &Common) -> anyhow::Result<(PathBuf, Engine)> {
-    cli::init_logging(c.logpriority.as_deref(), c.logfile.as_deref())?;
-    let lxcpath: PathBuf = cli::resolve_lxcpath(c.lxcpath.as_deref())?.components().collect();
-    let engine = cli::engine();
-    reap(&engine, &lxcpath);
+    common::init_logging(c.logpriority.as_deref(), c.logfile.as_deref())?;
+    let lxcpath: PathBuf = common::resolve_lxcpath(c.lxcpath.as_deref())?.components().collect();
+    let engine = common::engine();
+    common::reap(&engine, &lxcpath);
     Ok((lxcpath, engine))
 }
 
-/// Remove what killed runs left (ephemeral containers, stale mounts); errors are warnings.
-pub fn reap(engine: &Engine, lxcpath: &Path) {
-    if !lxcpath.is_dir() {
-        return;
-    }
-    if let Err(e) = strata_runtime::reap_ephemeral(engine, lxcpath) {
-        tracing::warn!("remove leftovers of ephemeral runs in {}: {e}", lxcpath.display());
-    }
-}
-
 fn existing(lxcpath: &Path, name: &str) -> anyhow::Result<ContainerRef> {
-    cli::check_exists(lxcpath, name)?;
+    common::check_exists(lxcpath, name)?;
     Ok(ContainerRef::new(lxcpath, name))
 }
 
@@ -65,15 +55,15 @@ fn existing(lxcpath: &Path, name: &str) -> anyhow::Result<ContainerRef> {
 /// container) not, and started from `-f FILE` alone.
 fn to_start(lxcpath: &Path, name: &str, rcfile: Option<&Path>) -> anyhow::Result<ContainerRef> {
     if rcfile.is_some() {
-        cli::check_name(name)?;
+        common::check_name(name)?;
         return Ok(ContainerRef::new(lxcpath, name));
     }
     existing(lxcpath, name)
 }
 
-/// A container to act on while it runs (see [`cli::check_exists_or_running`]).
+/// A container to act on while it runs (see [`common::check_exists_or_running`]).
 fn running_or_existing(lxcpath: &Path, name: &str) -> anyhow::Result<ContainerRef> {
-    cli::check_exists_or_running(lxcpath, name)?;
+    common::check_exists_or_running(lxcpath, name)?;
     Ok(ContainerRef::new(lxcpath, name))
 }
 
@@ -398,7 +388,7 @@ fn info(a: InfoArgs) -> anyhow::Result<i32> {
             print!("{}", strata_runtime::cgroup::format_stats(&s, humanize));
         }
         // The rootfs's disk use, from its backend, running or not.
-        print!("{}", crate::cli::du::info_lines(&engine, &lxcpath, &a.name, humanize));
+        print!("{}", crate::du::info_lines(&engine, &lxcpath, &a.name, humanize));
         let peer = net
             .as_ref()
             .and_then(|n| n.link)
@@ -609,9 +599,9 @@ fn run_ephemeral(common: &Common, base: &str, opts: EphemeralOpts, tool: &str, a
     let (lxcpath, engine) = setup(common)?;
     let base = existing(&lxcpath, base)?;
     if let Some(n) = &opts.name {
-        cli::check_free(&lxcpath, n)?;
+        common::check_free(&lxcpath, n)?;
     }
-    cli::reconcile_staging(&engine, &lxcpath); // setup reaped already
+    common::reconcile_staging(&engine, &lxcpath); // setup reaped already
     let name = strata_runtime::ephemeral_name(&base, &opts);
     let code = strata_runtime::ephemeral(&engine, &base, &name, &opts)?;
     if announce && opts.start.daemon && !common.quiet {
@@ -628,9 +618,9 @@ fn copy_ephemeral(a: CopyArgs) -> anyhow::Result<i32> {
     if a.newpath.is_some() || a.backingstorage.is_some() {
         bail!("-p and -B are not supported with -e");
     }
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists(&lxcpath, &a.name)?;
-    crate::cli::copy::refuse_running(&ContainerRef::new(&lxcpath, &a.name), a.allowrunning)?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::check_exists(&lxcpath, &a.name)?;
+    crate::common::refuse_running(&ContainerRef::new(&lxcpath, &a.name), a.allowrunning)?;
     let mounts = a
         .mount
         .iter()

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use strata_testkit::LoopFs;
 
-#[path = "../src/cli/names.rs"]
+#[path = "../src/names.rs"]
 pub mod names;
 
 pub struct Rt {

@@ -56,17 +56,17 @@ pub struct Args {
 }
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
-    match super::parse::<Args>(tool, args) {
+    match crate::common::parse::<Args>(tool, args) {
         Ok(a) => {
             let name = a.orig.clone().or_else(|| a.positional.first().cloned());
-            super::finish(tool, name.as_deref(), run(&a))
+            crate::common::finish(tool, name.as_deref(), run(&a))
         }
         Err(code) => code,
     }
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.logpriority.as_deref(), None)?;
+    crate::common::init_logging(a.logpriority.as_deref(), None)?;
     let mut pos = a.positional.iter();
     let orig = a.orig.clone().or_else(|| pos.next().cloned());
     let new = a.new.clone().or_else(|| pos.next().cloned());
@@ -76,7 +76,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let (Some(orig), Some(new)) = (orig, new) else {
         return Err(anyhow!("you must provide orig and new names (-o ORIG -n NEW)"));
     };
-    let lxcpath = super::resolve_lxcpath(a.lxcpath.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.lxcpath.as_deref())?;
     let newpath = match &a.newpath {
         Some(p) => std::path::absolute(p)?,
         None => lxcpath.clone(),
@@ -87,7 +87,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         snapshot: a.snapshot,
         backend: a.backingstore.clone(),
         opts: BackendOpts {
-            fssize: a.size.as_deref().map(super::parse_size).transpose()?,
+            fssize: a.size.as_deref().map(crate::common::parse_size).transpose()?,
             fstype: a.fstype.clone(),
             vgname: a.vgname.clone(),
             ..Default::default()
@@ -96,7 +96,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         keep_mac: a.keepmac,
         rename: a.rename,
         run_hooks: true,
-        progress: super::progress(),
+        progress: crate::common::progress(),
         idmap: None,
     };
     super::copy::clone(req)?;

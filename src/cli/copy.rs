@@ -1,6 +1,6 @@
 //! `lxc-copy` / `strata clone` (alias `copy`). With `-e` the runtime takes over.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ pub struct Args {
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
     let rest: Vec<OsString> = args.iter().skip(1).cloned().collect();
-    match super::parse::<Args>(tool, args) {
+    match crate::common::parse::<Args>(tool, args) {
         Ok(a) => run_args(tool, a, rest),
         Err(code) => code,
     }
@@ -95,18 +95,18 @@ pub fn run_args(tool: &str, a: Args, raw: Vec<OsString>) -> i32 {
     if a.ephemeral {
         return super::runtime("lxc-copy", raw);
     }
-    super::finish(tool, Some(&a.name.clone()), run(&a))
+    crate::common::finish(tool, Some(&a.name.clone()), run(&a))
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     if a.keepdata || a.foreground || a.daemon || a.tmpfs || !a.mount.is_empty() {
         return Err(anyhow!("-D, -F, -d, -t and -m only go with -e"));
     }
     if !a.hook_args.is_empty() {
         return Err(anyhow!("clone hook arguments are not supported"));
     }
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let newpath = match &a.newpath {
         Some(p) => std::path::absolute(p)?,
         None => lxcpath.clone(),
@@ -116,14 +116,14 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         (None, Some(_)) => a.name.clone(),
         (None, None) => return Err(anyhow!("a new name is needed: -N NEWNAME (or -p NEWPATH)")),
     };
-    refuse_running(&ContainerRef::new(&lxcpath, &a.name), a.allowrunning)?;
+    crate::common::refuse_running(&ContainerRef::new(&lxcpath, &a.name), a.allowrunning)?;
     let req = CloneRequest {
         src: ContainerRef::new(&lxcpath, &a.name),
         dst: ContainerRef::new(&newpath, &newname),
         snapshot: a.snapshot,
         backend: a.backingstorage.clone(),
         opts: BackendOpts {
-            fssize: a.fssize.as_deref().map(super::parse_size).transpose()?,
+            fssize: a.fssize.as_deref().map(crate::common::parse_size).transpose()?,
             fstype: a.fstype.clone(),
             vgname: a.vgname.clone(),
             thinpool: a.thinpool.clone(),
@@ -135,7 +135,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         keep_mac: a.keepmac,
         rename: a.rename,
         run_hooks: true,
-        progress: super::progress(),
+        progress: crate::common::progress(),
         idmap: match a.idmap.as_slice() {
             [] => None,
             [none] if none == "none" => Some(IdMap::default()),
@@ -149,42 +149,27 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// As LXC's lxc-copy: a source that is not stopped (running, frozen, or
-/// run by LXC) needs `-a`.
-pub fn refuse_running(src: &ContainerRef, allowed: bool) -> anyhow::Result<()> {
-    use strata_runtime::state_view::{state, State};
-    let (st, _) = state(src);
-    if !allowed && st != State::Stopped {
-        return Err(anyhow!(
-            "container {} is running ({}): use -a/--allowrunning to copy it anyway",
-            src.name,
-            st.name()
-        ));
-    }
-    Ok(())
-}
-
 /// Checks shared by lxc-copy and lxc-clone, then the engine's clone.
 pub fn clone(mut req: CloneRequest) -> anyhow::Result<()> {
-    super::check_exists(&req.src.lxcpath, &req.src.name)?;
+    crate::common::check_exists(&req.src.lxcpath, &req.src.name)?;
     // Keys LXC 5 refuses in the source's config (or its includes) are refused here.
     strata_core::config::check_keys(&req.src.config_path())?;
-    super::check_name(&req.dst.name)?;
+    crate::common::check_name(&req.dst.name)?;
     if req.src == req.dst {
         return Err(anyhow!("the copy needs another name or another lxcpath"));
     }
-    super::check_free(&req.dst.lxcpath, &req.dst.name)?;
-    let engine = super::engine();
+    crate::common::check_free(&req.dst.lxcpath, &req.dst.name)?;
+    let engine = crate::common::engine();
     if let Some(b) = &req.backend {
-        super::check_backend(&engine, b)?;
+        crate::common::check_backend(&engine, b)?;
     }
     if req.rename && (req.snapshot || req.backend.is_some()) {
         return Err(anyhow!("-R cannot be combined with -s or -B"));
     }
-    req.opts = super::backend_opts(std::mem::take(&mut req.opts))?;
-    super::reconcile(&engine, &req.src.lxcpath);
+    req.opts = crate::common::backend_opts(std::mem::take(&mut req.opts))?;
+    crate::common::reconcile(&engine, &req.src.lxcpath);
     if req.dst.lxcpath != req.src.lxcpath {
-        super::reconcile(&engine, &req.dst.lxcpath);
+        crate::common::reconcile(&engine, &req.dst.lxcpath);
     }
     engine.clone_container(&req)?;
     Ok(())

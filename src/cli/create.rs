@@ -1,6 +1,6 @@
 //! `lxc-create` / `strata create`.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -63,11 +63,11 @@ pub struct Args {
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
     let template_help = template_before_help(&args);
-    match super::parse::<Args>(tool, args) {
+    match crate::common::parse::<Args>(tool, args) {
         Ok(a) => run_args(tool, a),
         // As LXC: `-t NAME -h` shows lxc-create's help, then the template's own (`NAME -h`).
         Err(0) => match template_help {
-            Some(t) => super::finish(tool, None, show_template_help(&t)),
+            Some(t) => crate::common::finish(tool, None, show_template_help(&t)),
             None => 0,
         },
         Err(code) => code,
@@ -114,7 +114,7 @@ fn show_template_help(t: &str) -> anyhow::Result<i32> {
 
 pub fn run_args(tool: &str, a: Args) -> i32 {
     let name = a.name.clone();
-    super::finish(tool, Some(&name), run(&a))
+    crate::common::finish(tool, Some(&name), run(&a))
 }
 
 /// Where `-t` points: a path as given, `none`, or `$TEMPLATE_DIR/lxc-NAME`.
@@ -147,12 +147,12 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     if rbd_flags && a.bdev.as_deref() != Some("rbd") {
         return Err(anyhow!("--rbdname/--rbdpool/--rbduser need -B rbd"));
     }
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    super::check_free(&lxcpath, &a.name)?;
-    let engine = super::engine();
-    let mut opts = super::backend_opts(BackendOpts {
-        fssize: a.fssize.as_deref().map(super::parse_size).transpose()?,
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::check_free(&lxcpath, &a.name)?;
+    let engine = crate::common::engine();
+    let mut opts = crate::common::backend_opts(BackendOpts {
+        fssize: a.fssize.as_deref().map(crate::common::parse_size).transpose()?,
         fstype: a.fstype.clone(),
         dir: a.dir.as_deref().map(std::path::absolute).transpose()?,
         vgname: a.vgname.clone(),
@@ -219,11 +219,11 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         None => None,
         Some("best") => Some(best_backend(&engine, &lxcpath, &a.name, &opts)),
         Some(b) => {
-            super::check_backend(&engine, b)?;
+            crate::common::check_backend(&engine, b)?;
             Some(b.to_string())
         }
     };
-    super::reconcile(&engine, &lxcpath);
+    crate::common::reconcile(&engine, &lxcpath);
     let req = CreateRequest {
         lxcpath: lxcpath.clone(),
         name: a.name.clone(),

@@ -1,6 +1,6 @@
 //! `lxc-destroy` / `strata destroy`.
 
-use super::Common;
+use crate::common::Common;
 use std::ffi::OsString;
 use std::path::Path;
 use strata_core::engine::DestroyRequest;
@@ -26,22 +26,22 @@ pub struct Args {
 }
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
-    match super::parse::<Args>(tool, args) {
+    match crate::common::parse::<Args>(tool, args) {
         Ok(a) => run_args(tool, a),
         Err(code) => code,
     }
 }
 
 pub fn run_args(tool: &str, a: Args) -> i32 {
-    super::finish(tool, Some(&a.name.clone()), run(&a))
+    crate::common::finish(tool, Some(&a.name.clone()), run(&a))
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    super::check_exists(&lxcpath, &a.name)?;
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::check_exists(&lxcpath, &a.name)?;
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let r = ContainerRef::new(&lxcpath, &a.name);
     if a.force && strata_core::state::is_running(&r) {
         // Stopped through the runtime, which unmounts, removes the cgroups

@@ -1,7 +1,7 @@
 //! `strata import`: a container from an archive `strata export` wrote.
 
 use super::receive::StoreArgs;
-use super::Common;
+use crate::common::Common;
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -19,17 +19,17 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let md = std::fs::metadata(&a.file).with_context(|| format!("{}", a.file.display()))?;
     if !md.is_file() {
         anyhow::bail!("{}: not a regular file", a.file.display());
     }
     let f = std::fs::File::open(&a.file).with_context(|| format!("{}", a.file.display()))?;
     let req = a.store.request(&lxcpath, a.name.clone())?;
-    let engine = super::engine();
+    let engine = crate::common::engine();
     if lxcpath.is_dir() {
-        super::reconcile(&engine, &lxcpath);
+        crate::common::reconcile(&engine, &lxcpath);
     }
     let mut input = std::io::BufReader::with_capacity(1 << 20, f);
     let (c, st) = engine.receive(&req, &mut input)?;

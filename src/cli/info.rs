@@ -1,6 +1,6 @@
 //! `strata info NAME`: the storage side of a container.
 
-use super::Common;
+use crate::common::Common;
 use std::path::PathBuf;
 use strata_core::{state, store, Store};
 
@@ -17,11 +17,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    super::check_exists(&lxcpath, &a.name)?;
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::check_exists(&lxcpath, &a.name)?;
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let st = Store::new(&lxcpath);
     let c = st.load(&a.name)?;
     let r = st.r(&a.name);

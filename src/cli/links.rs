@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context};
 use std::path::{Path, PathBuf};
 
 pub fn all_tools() -> Vec<&'static str> {
-    super::names::all().collect()
+    crate::names::all().collect()
 }
 
 /// Create or refresh the links; refuses to replace anything that is not a symlink.

@@ -1,6 +1,6 @@
 //! `lxc-ls` / `strata ls`.
 
-use super::Common;
+use crate::common::Common;
 use crate::tools::netinfo;
 use anyhow::anyhow;
 use serde_json::json;
@@ -73,14 +73,14 @@ pub struct Args {
 }
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
-    match super::parse::<Args>(tool, args) {
+    match crate::common::parse::<Args>(tool, args) {
         Ok(a) => run_args(tool, a),
         Err(code) => code,
     }
 }
 
 pub fn run_args(tool: &str, a: Args) -> i32 {
-    super::finish(tool, None, run(&a))
+    crate::common::finish(tool, None, run(&a))
 }
 
 struct Row {
@@ -338,8 +338,8 @@ fn collect(
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let fancy = a.fancy || a.fancy_format.is_some();
     let cols: Vec<String> = match &a.fancy_format {
         Some(f) => f.split(',').map(|c| c.trim().to_ascii_uppercase()).collect(),
@@ -351,7 +351,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let name = match a.filter.as_deref().or(a.filter_pos.as_deref()) {
         Some(f) => Some(
             regex_automata::meta::Regex::new(f)
-                .map_err(|e| anyhow!("invalid filter {f:?}: {}", super::one_line(&e.to_string())))?,
+                .map_err(|e| anyhow!("invalid filter {f:?}: {}", crate::common::one_line(&e.to_string())))?,
         ),
         None => None,
     };
@@ -363,8 +363,8 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let store = Store::new(&lxcpath);
     let groups: Vec<&str> = a.groups.last().map_or(vec![], |g| {
         g.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()

@@ -1,6 +1,6 @@
 //! `strata receive`: a container from a stream on stdin.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use std::io::IsTerminal;
 use strata_core::engine::ReceiveRequest;
@@ -46,12 +46,12 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn request(&self, lxcpath: &std::path::Path, name: Option<String>) -> anyhow::Result<ReceiveRequest> {
-        let engine = super::engine();
+        let engine = crate::common::engine();
         if let Some(b) = &self.bdev {
-            super::check_backend(&engine, b)?;
+            crate::common::check_backend(&engine, b)?;
         }
-        let opts = super::backend_opts(BackendOpts {
-            fssize: self.fssize.as_deref().map(super::parse_size).transpose()?,
+        let opts = crate::common::backend_opts(BackendOpts {
+            fssize: self.fssize.as_deref().map(crate::common::parse_size).transpose()?,
             fstype: self.fstype.clone(),
             vgname: self.vgname.clone(),
             thinpool: self.thinpool.clone(),
@@ -59,7 +59,7 @@ impl StoreArgs {
             ..BackendOpts::default()
         })?;
         if let Some(n) = &name {
-            super::check_name(n)?;
+            crate::common::check_name(n)?;
         }
         let map = if self.map.is_empty() {
             None
@@ -79,8 +79,8 @@ impl StoreArgs {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         return Err(anyhow!(
@@ -88,9 +88,9 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         ));
     }
     let req = a.store.request(&lxcpath, a.name.clone())?;
-    let engine = super::engine();
+    let engine = crate::common::engine();
     if lxcpath.is_dir() {
-        super::reconcile(&engine, &lxcpath);
+        crate::common::reconcile(&engine, &lxcpath);
     }
     let mut input = stdin.lock();
     let (c, st) = engine.receive(&req, &mut input)?;

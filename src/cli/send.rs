@@ -2,7 +2,7 @@
 //! export` shares with it: the arguments and the stream writer, so that
 //! the two differ only in where the bytes go.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use std::io::{IsTerminal, Write};
 use std::os::fd::FromRawFd;
@@ -32,13 +32,13 @@ pub fn write_stream(
     a: &Args,
     write: impl FnOnce(&Engine, &SendRequest) -> strata_core::Result<StreamStats>,
 ) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     if !(1..=19).contains(&a.level) {
         return Err(anyhow!("--level {}: not between 1 and 19", a.level));
     }
-    super::check_exists(&lxcpath, &a.name)?;
-    let engine = super::engine();
+    crate::common::check_exists(&lxcpath, &a.name)?;
+    let engine = crate::common::engine();
     let req = SendRequest {
         r: ContainerRef::new(&lxcpath, &a.name),
         snapshots: a.snapshots,

@@ -1,6 +1,6 @@
 //! `lxc-snapshot` / `strata snapshot`: create, list, restore, destroy.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::{anyhow, Context};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -38,20 +38,20 @@ pub struct Args {
 }
 
 pub fn main(tool: &str, args: Vec<OsString>) -> i32 {
-    match super::parse::<Args>(tool, args) {
+    match crate::common::parse::<Args>(tool, args) {
         Ok(a) => run_args(tool, a),
         Err(code) => code,
     }
 }
 
 pub fn run_args(tool: &str, a: Args) -> i32 {
-    super::finish(tool, Some(&a.name.clone()), run(&a))
+    crate::common::finish(tool, Some(&a.name.clone()), run(&a))
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    super::check_exists(&lxcpath, &a.name)?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::check_exists(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     if let Some(s) = &a.restore {
         names::validate_snapshot(s)?;
@@ -60,7 +60,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         names::validate_snapshot(s)?;
     }
     if let Some(n) = &a.newname {
-        super::check_free(&lxcpath, n)?;
+        crate::common::check_free(&lxcpath, n)?;
     }
     let expire = match &a.expire {
         Some(d) => Some(strata_core::clock::now().saturating_add(strata_core::clock::parse_duration(d)? as i64)),
@@ -70,8 +70,8 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("read comment file {}", f.display()))?),
         None => None,
     };
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     if a.list {
         let snaps = engine.snapshots(&r)?;
         if snaps.is_empty() {

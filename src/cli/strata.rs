@@ -1,6 +1,6 @@
 //! `strata SUBCOMMAND`: the same front ends under one name.
 
-use super::Common;
+use crate::common::Common;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ enum Cmd {
     /// Storage of one container: backend, rootfs, snapshots, dependents, usage
     Info(super::info::Args),
     /// Disk use of containers (and with --snapshots their snapshots): referenced, exclusive, shared
-    Du(super::du::Args),
+    Du(crate::du::Args),
     /// Containers, their snapshots and the clones made from them, as a tree (name, backend, size, age)
     Tree(super::tree::Args),
     /// Make a container unprivileged (shift owners to an id map) or privileged again
@@ -112,7 +112,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     }
     let raw: Vec<OsString> = args.iter().skip(2).cloned().collect();
-    let cli = match super::parse::<Cli>(TOOL, args) {
+    let cli = match crate::common::parse::<Cli>(TOOL, args) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -138,17 +138,17 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Cmd::Ls(a) => super::ls::run_args(TOOL, a),
         Cmd::Info(a) => {
             let name = a.name.clone();
-            super::finish(TOOL, Some(&name), super::info::run(&a))
+            crate::common::finish(TOOL, Some(&name), super::info::run(&a))
         }
-        Cmd::Tree(a) => super::finish(TOOL, a.name.clone().as_deref(), super::tree::run(&a)),
-        Cmd::Du(a) => super::finish(TOOL, a.name.clone().as_deref(), super::du::run(&a)),
+        Cmd::Tree(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), super::tree::run(&a)),
+        Cmd::Du(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), crate::du::run(&a)),
         Cmd::Convert(a) => crate::convert::run_args(TOOL, a),
-        Cmd::Send(a) => super::finish(TOOL, Some(&a.name.clone()), super::send::run(&a)),
-        Cmd::Receive(a) => super::finish(TOOL, a.name.clone().as_deref(), super::receive::run(&a)),
-        Cmd::Export(a) => super::finish(TOOL, Some(&a.stream.name.clone()), super::export::run(&a)),
-        Cmd::Import(a) => super::finish(TOOL, a.name.clone().as_deref(), super::import::run(&a)),
-        Cmd::Reconcile(a) => super::finish(TOOL, None, reconcile(&a)),
-        Cmd::InstallLinks(a) => super::finish(TOOL, None, super::links::install(&a.dir, a.quiet)),
+        Cmd::Send(a) => crate::common::finish(TOOL, Some(&a.name.clone()), super::send::run(&a)),
+        Cmd::Receive(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), super::receive::run(&a)),
+        Cmd::Export(a) => crate::common::finish(TOOL, Some(&a.stream.name.clone()), super::export::run(&a)),
+        Cmd::Import(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), super::import::run(&a)),
+        Cmd::Reconcile(a) => crate::common::finish(TOOL, None, reconcile(&a)),
+        Cmd::InstallLinks(a) => crate::common::finish(TOOL, None, super::links::install(&a.dir, a.quiet)),
         Cmd::Start(p) => super::runtime("lxc-start", p.args),
         Cmd::Stop(p) => super::runtime("lxc-stop", p.args),
         Cmd::Execute(p) => super::runtime("lxc-execute", p.args),
@@ -157,12 +157,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn reconcile(a: &ReconcileArgs) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     if !lxcpath.is_dir() {
         return Ok(0);
     }
-    let engine = super::engine();
+    let engine = crate::common::engine();
     for p in engine.reconcile(&lxcpath)? {
         if !a.common.quiet {
             println!("removed {}", p.display());

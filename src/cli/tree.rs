@@ -7,8 +7,8 @@
 //! backend says hang on it (zfs clones, which are not recorded), matched to
 //! the containers whose rootfs they are.
 
-use super::du;
-use super::Common;
+use crate::common::Common;
+use crate::du;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -196,13 +196,13 @@ fn to_json(n: &Node, now: SystemTime) -> serde_json::Value {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     if let Some(n) = &a.name {
-        super::check_exists(&lxcpath, n)?;
+        crate::common::check_exists(&lxcpath, n)?;
     }
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let st = Store::new(&lxcpath);
     let names = st.list()?;
     // Sizes (exclusive where known, else referenced) of every container

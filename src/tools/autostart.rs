@@ -6,7 +6,7 @@
 //! lists what would be acted on (a start the stopped ones, a stop or reboot
 //! the running ones) instead of acting.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use strata_core::config::Config;
 use strata_core::{ContainerRef, Store};
 
@@ -74,10 +74,10 @@ fn in_group(g: &str, groups: &Option<Vec<String>>) -> bool {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    let engine = cli::engine();
-    crate::run::reap(&engine, &lxcpath);
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    let engine = common::engine();
+    crate::common::reap(&engine, &lxcpath);
     let store = Store::new(&lxcpath);
     let mut cands = Vec::new();
     for name in store.list()? {

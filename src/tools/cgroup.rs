@@ -2,7 +2,7 @@
 //! container's cgroups, in whichever recorded directory has it (a v1
 //! hierarchy's first, then the unified one).
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::{anyhow, bail};
 use std::io::Write;
 use strata_core::ContainerRef;
@@ -25,12 +25,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let Some(key) = a.key.as_deref() else {
         bail!("missing state object");
     };
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists_or_running(&lxcpath, &a.name)?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::check_exists_or_running(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let (_, rec) = state_view::state(&r);
     let Some(rec) = rec else {

@@ -2,7 +2,7 @@
 //! container's console (`-t 0`) or one of its ttys (the first free one by
 //! default, as LXC picks), until `<escape> q`.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::{anyhow, bail};
 use strata_core::ContainerRef;
 
@@ -39,7 +39,7 @@ fn escape_char(s: &str) -> anyhow::Result<u8> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let Some(name) = &a.name else {
         bail!("missing container name, use --name option");
     };
@@ -47,8 +47,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         Some(e) => escape_char(e)?,
         None => 1,
     };
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists_or_running(&lxcpath, name)?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::check_exists_or_running(&lxcpath, name)?;
     let r = ContainerRef::new(&lxcpath, name);
     let o = strata_runtime::ConsoleOpts {
         tty: a.tty.unwrap_or(-1),
@@ -72,7 +72,7 @@ mod tests {
             assert!(escape_char(bad).is_err(), "{bad}");
         }
         use clap::CommandFactory;
-        let u = crate::cli::lxc_usage("lxc-console", &Args::command());
+        let u = crate::common::lxc_usage("lxc-console", &Args::command());
         assert!(
             u.contains("[-t|--tty=TTY]") && u.contains("[--usage]") && u.contains("[-P|--lxcpath=LXCPATH]"),
             "{u}"

@@ -19,7 +19,7 @@
 //! in its user namespace, where the kernel opens no device node: a node is
 //! refused there too; its interfaces are lent as to any container.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::{anyhow, bail, Context};
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, mknodat, Mode, SFlag};
@@ -88,12 +88,12 @@ impl Node {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     if !nix::unistd::geteuid().is_root() {
         bail!("lxc-device must be run as root");
     }
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists_or_running(&lxcpath, &a.name)?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::check_exists_or_running(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let (_, rec) = state_view::state(&r);
     let Some(rec) = rec else {

@@ -1,7 +1,7 @@
 //! `lxc-freeze -n NAME` / `lxc-unfreeze -n NAME`: the container's freezer
 //! cgroup (v1 `freezer.state`, cgroup2 `cgroup.freeze`) from its run record.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::bail;
 use std::time::Duration;
 use strata_core::{lxc_cmd, ContainerRef};
@@ -21,9 +21,9 @@ pub struct Args {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(a: Args, freeze: bool) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_exists_or_running(&lxcpath, &a.name)?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::check_exists_or_running(&lxcpath, &a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let (st, rec) = state_view::state(&r);
     let Some(rec) = rec else {

@@ -27,7 +27,7 @@ use std::ffi::OsString;
 pub fn dispatch(tool: &str, argv: Vec<OsString>) -> anyhow::Result<i32> {
     macro_rules! parse {
         ($t:ty) => {
-            match crate::cli::parse::<$t>(tool, argv) {
+            match crate::common::parse::<$t>(tool, argv) {
                 Ok(a) => a,
                 Err(code) => return Ok(code),
             }

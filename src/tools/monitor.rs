@@ -9,7 +9,7 @@
 //! before `FROZEN`, `THAWED` before a thawed `RUNNING`).
 
 use super::watch::Watcher;
-use crate::cli;
+use crate::common;
 use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -70,13 +70,13 @@ pub fn transition(prev: State, cur: State) -> Vec<State> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.logpriority.as_deref(), a.logfile.as_deref())?;
+    common::init_logging(a.logpriority.as_deref(), a.logfile.as_deref())?;
     let mut paths = vec![];
     if a.lxcpath.is_empty() {
-        paths.push(cli::resolve_lxcpath(None)?);
+        paths.push(common::resolve_lxcpath(None)?);
     }
     for p in &a.lxcpath {
-        paths.push(cli::resolve_lxcpath(Some(p))?);
+        paths.push(common::resolve_lxcpath(Some(p))?);
     }
     if a.quit {
         return Ok(0);
@@ -85,7 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         anyhow!(
             "failed to compile the regex '{}': {}",
             a.name,
-            cli::one_line(&e.to_string())
+            common::one_line(&e.to_string())
         )
     })?;
     let mut w = Watcher::new(&paths);

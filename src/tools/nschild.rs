@@ -40,7 +40,7 @@ impl Command {
 
 /// In a child: print `TOOL: message` and leave without running the parent's exit handlers.
 pub fn die(tool: &str, msg: &str) -> ! {
-    eprintln!("{tool}: {}", crate::cli::one_line(msg));
+    eprintln!("{tool}: {}", crate::common::one_line(msg));
     // SAFETY: _exit ends this forked process at once; nothing of the parent's state is unwound.
     unsafe { libc::_exit(1) }
 }

@@ -13,7 +13,7 @@
 //! LXC shows as 0). Unlike LXC 5's, `-b` needs no terminal on stdin, and
 //! prints every container rather than a screenful.
 
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::bail;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -308,12 +308,12 @@ fn pause(d: Duration) {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let mut by = match a.sort.as_str() {
         s @ ("n" | "c" | "b" | "m" | "s" | "k") => s.chars().next().unwrap_or('n'),
         s => bail!("invalid sort key {s:?}: one of n, c, b, m, s, k"),
     };
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let _span = tracing::info_span!("lxc-top", lxcpath = %lxcpath.display()).entered();
     catch_signals()?;
     let mut reverse = a.reverse;

@@ -14,7 +14,7 @@
 //! any failure).
 
 use super::nschild::{self, Command};
-use crate::cli::Common;
+use crate::common::Common;
 use anyhow::{anyhow, bail};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -123,7 +123,7 @@ struct Plan {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    crate::cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let _s = tracing::info_span!("unshare").entered();
     let Some(ns) = a.namespaces.as_deref() else {
         bail!("a namespace to execute the command in is required (-s)");

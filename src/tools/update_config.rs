@@ -172,7 +172,7 @@ pub fn convert(text: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    crate::cli::init_logging(None, None)?;
+    crate::common::init_logging(None, None)?;
     let Some(path) = a.config else {
         // As LXC's script: no file, the usage, exit 0.
         println!("lxc-update-config -h|--help [-c|--config]");

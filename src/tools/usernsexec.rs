@@ -135,7 +135,7 @@ fn build_map(a: &Args) -> anyhow::Result<IdMap> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    crate::cli::init_logging(None, None)?;
+    crate::common::init_logging(None, None)?;
     let _s = tracing::info_span!("usernsexec").entered();
     let map = build_map(&a)?;
     let cmd = Command::new(&a.command, "/bin/sh")?;

@@ -2,7 +2,7 @@
 //! container is in one of the states, 1 when TIMEOUT seconds pass first.
 
 use super::watch::Watcher;
-use crate::cli::{self, Common};
+use crate::common::{self, Common};
 use anyhow::{anyhow, bail};
 use std::time::{Duration, Instant};
 use strata_core::ContainerRef;
@@ -32,13 +32,13 @@ pub fn parse_states(s: &str) -> anyhow::Result<Vec<State>> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    cli::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let Some(states) = &a.state else {
         bail!("missing state option to wait for");
     };
     let want = parse_states(states)?;
-    let lxcpath = cli::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    cli::check_name(&a.name)?;
+    let lxcpath = common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    common::check_name(&a.name)?;
     let r = ContainerRef::new(&lxcpath, &a.name);
     let deadline = (a.timeout >= 0).then(|| Instant::now() + Duration::from_secs(a.timeout as u64));
     let mut w = Watcher::new(std::slice::from_ref(&lxcpath));

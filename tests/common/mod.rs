@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[path = "../../src/cli/names.rs"]
+#[path = "../../src/names.rs"]
 pub mod names;
 
 pub struct Env {

@@ -2,7 +2,7 @@
 //! backend's own accounting (see `strata_core::UsageReport`), and the disk
 //! lines of `lxc-info`.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -114,17 +114,17 @@ fn size(v: Option<u64>, bytes: bool) -> String {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let names = match &a.name {
         Some(n) => {
-            super::check_exists(&lxcpath, n)?;
+            crate::common::check_exists(&lxcpath, n)?;
             vec![n.clone()]
         }
         None => Store::new(&lxcpath).list()?,
     };
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let rows = measure(&engine, &lxcpath, &names, a.snapshots);
     let failed: Vec<String> = rows
         .iter()
