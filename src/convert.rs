@@ -66,7 +66,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     };
     to.check_caller()?;
     let r = ContainerRef::new(&lxcpath, &a.name);
-    let rep = strata_core::shift::convert(&r, &to)?;
+    let rep = strata_core::shift::convert(&crate::wiring::backends(), &r, &to)?;
     if !a.common.quiet {
         println!(
             "{}{}: {} entries shifted ({} ACLs, {} file capabilities), now {}",

@@ -17,6 +17,15 @@ use strata_core::{ContainerRef, ErrorKind};
 use strata_testkit::need_root;
 use xattr::{acl_ids, lgetxattr};
 
+/// `strata convert`'s operation, with the backends a rootfs here may have.
+fn convert(r: &ContainerRef, to: &IdMap) -> strata_core::Result<shift::ConvertReport> {
+    let mut b = strata_core::Backends::new();
+    b.register(strata_dir::backend())
+        .register(strata_overlay::backend())
+        .register(strata_loop::backend());
+    shift::convert(&b, r, to)
+}
+
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-ec").arg(cmd).status().unwrap();
     assert!(st.success(), "{cmd}");
@@ -152,7 +161,7 @@ fn convert_both_ways_with_hole_map_checks_every_entry() {
     let r = ContainerRef::new(&a.lxcpath, "c1");
     let map = hole_map();
 
-    let rep = shift::convert(&r, &map).unwrap();
+    let rep = convert(&r, &map).unwrap();
     assert!(!rep.resumed);
     let after = snapshot(&a.rootfs);
     assert_eq!(after.len(), before.len());
@@ -209,10 +218,10 @@ fn convert_both_ways_with_hole_map_checks_every_entry() {
     );
     assert!(!r.dir().join(shift::INTENT).exists());
     // Converting again to the same map is refused.
-    assert_eq!(shift::convert(&r, &map).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(convert(&r, &map).unwrap_err().kind(), ErrorKind::InvalidArgument);
 
     // And back: byte for byte what it was (v3 capability back to v2).
-    shift::convert(&r, &IdMap::default()).unwrap();
+    convert(&r, &IdMap::default()).unwrap();
     assert_eq!(snapshot(&a.rootfs), before);
     let cfg = std::fs::read_to_string(a.lxcpath.join("c1/config")).unwrap();
     assert!(!cfg.contains("lxc.idmap"), "{cfg}");
@@ -227,8 +236,8 @@ fn map_to_map_shift() {
     let r = ContainerRef::new(&a.lxcpath, "c1");
     let m1 = IdMap::parse(["b 0 100000 65536"]).unwrap();
     let m2 = IdMap::parse(["b 0 300000 65536"]).unwrap();
-    shift::convert(&r, &m1).unwrap();
-    shift::convert(&r, &m2).unwrap();
+    convert(&r, &m1).unwrap();
+    convert(&r, &m2).unwrap();
     let after = snapshot(&a.rootfs);
     for (p, b) in &before {
         assert_eq!(
@@ -242,7 +251,7 @@ fn map_to_map_shift() {
     assert_eq!(u32::from_le_bytes(c[20..24].try_into().unwrap()), 300000);
     // Overlapping old and new host ranges are refused before anything changes.
     let m3 = IdMap::parse(["b 0 310000 65536"]).unwrap();
-    let e = shift::convert(&r, &m3).unwrap_err();
+    let e = convert(&r, &m3).unwrap_err();
     assert!(e.to_string().contains("overlap"), "{e}");
     assert_eq!(snapshot(&a.rootfs), after);
 }
@@ -251,7 +260,7 @@ fn assert_refused_unchanged(a: &Area, to: &IdMap, want: &str) {
     let r = ContainerRef::new(&a.lxcpath, "c1");
     let before = snapshot(&a.rootfs);
     let cfg = std::fs::read(a.lxcpath.join("c1/config")).unwrap();
-    let e = shift::convert(&r, to).unwrap_err();
+    let e = convert(&r, to).unwrap_err();
     assert!(e.to_string().contains(want), "{e}");
     assert_eq!(snapshot(&a.rootfs), before, "the rootfs changed");
     assert_eq!(
@@ -280,7 +289,7 @@ fn ids_outside_the_map_are_refused_before_any_change() {
     assert_refused_unchanged(&a, &small, "ACL gid 3000 is not mapped");
     sh(&format!("setfacl -d -x g:3000 {}/acl-dir", a.rootfs.display()));
     // Now it fits.
-    shift::convert(&ContainerRef::new(&a.lxcpath, "c1"), &small).unwrap();
+    convert(&ContainerRef::new(&a.lxcpath, "c1"), &small).unwrap();
 }
 
 #[test]
@@ -288,7 +297,7 @@ fn unprivileged_rootfs_with_host_root_files_is_refused_going_back() {
     need_root!();
     let a = area();
     let r = ContainerRef::new(&a.lxcpath, "c1");
-    shift::convert(&r, &IdMap::parse(["b 0 100000 65536"]).unwrap()).unwrap();
+    convert(&r, &IdMap::parse(["b 0 100000 65536"]).unwrap()).unwrap();
     // A file owned by host root in an unprivileged rootfs is outside its map.
     sh(&format!(
         "echo x > {0}/etc/planted && chown 100000:100000 {0}/etc/planted && chown -h 0:0 {0}/etc/rel",
@@ -300,7 +309,7 @@ fn unprivileged_rootfs_with_host_root_files_is_refused_going_back() {
 fn assert_refused_unchanged_mapped(a: &Area) {
     let r = ContainerRef::new(&a.lxcpath, "c1");
     let before = snapshot(&a.rootfs);
-    let e = shift::convert(&r, &IdMap::default()).unwrap_err();
+    let e = convert(&r, &IdMap::default()).unwrap_err();
     assert!(e.to_string().contains("uid 0 is outside the id map"), "{e}");
     assert!(e.to_string().contains("etc/rel"), "{e}");
     assert_eq!(snapshot(&a.rootfs), before);
@@ -317,18 +326,18 @@ fn interrupted_conversion_is_completed_by_a_rerun() {
     // An immutable file makes chown fail in the middle of the second pass.
     let stuck = a.rootfs.join("home/alice/f");
     sh(&format!("chattr +i {}", stuck.display()));
-    let e = shift::convert(&r, &map).unwrap_err();
+    let e = convert(&r, &map).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(r.dir().join(shift::INTENT).exists(), "the intent is recorded");
     // Another target while one is pending is refused.
     assert_eq!(
-        shift::convert(&r, &IdMap::parse(["b 0 300000 65536"]).unwrap())
+        convert(&r, &IdMap::parse(["b 0 300000 65536"]).unwrap())
             .unwrap_err()
             .kind(),
         ErrorKind::Busy
     );
     sh(&format!("chattr -i {}", stuck.display()));
-    let rep = shift::convert(&r, &map).unwrap();
+    let rep = convert(&r, &map).unwrap();
     assert!(rep.resumed);
     let after = snapshot(&a.rootfs);
     for (p, b) in &before {
@@ -356,7 +365,7 @@ fn non_dir_rootfs_kinds_and_unknown_containers_are_refused() {
     need_root!();
     let a = area();
     let map = IdMap::parse(["b 0 100000 65536"]).unwrap();
-    let e = shift::convert(&ContainerRef::new(&a.lxcpath, "nope"), &map).unwrap_err();
+    let e = convert(&ContainerRef::new(&a.lxcpath, "nope"), &map).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     std::fs::create_dir_all(a.lxcpath.join("ov/delta0")).unwrap();
     std::fs::write(
@@ -369,7 +378,30 @@ fn non_dir_rootfs_kinds_and_unknown_containers_are_refused() {
     )
     .unwrap();
     let before = snapshot(&a.rootfs);
-    let e = shift::convert(&ContainerRef::new(&a.lxcpath, "ov"), &map).unwrap_err();
+    let e = convert(&ContainerRef::new(&a.lxcpath, "ov"), &map).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert_eq!(snapshot(&a.rootfs), before);
+}
+
+#[test]
+fn a_rootfs_its_backend_cannot_shift_in_place_is_refused() {
+    need_root!();
+    let a = area();
+    let up = a.lxcpath.join("c2/delta");
+    std::fs::create_dir_all(&up).unwrap();
+    for spec in [
+        format!("overlay:{}:{}", a.rootfs.display(), up.display()),
+        format!("loop:{}", a.lxcpath.join("c2/rootdev").display()),
+    ] {
+        let cfg = format!("lxc.uts.name = c2\nlxc.rootfs.path = {spec}\n");
+        std::fs::write(a.lxcpath.join("c2/config"), &cfg).unwrap();
+        let before = snapshot(&a.rootfs);
+        let r = ContainerRef::new(&a.lxcpath, "c2");
+        let e = convert(&r, &IdMap::parse(["b 0 100000 65536"]).unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{spec}: {e}");
+        assert!(e.to_string().contains("cannot be converted in place"), "{spec}: {e}");
+        assert_eq!(snapshot(&a.rootfs), before, "{spec}: the tree changed");
+        assert_eq!(std::fs::read_to_string(a.lxcpath.join("c2/config")).unwrap(), cfg);
+        assert!(!r.dir().join(shift::INTENT).exists());
+    }
 }

@@ -741,7 +741,10 @@ user_test!(user_converts_own_container_between_maps_in_its_ranges, &[], {
     };
     assert_eq!(owner(&rootfs.join("home/f")), (u0 + 1000, g0 + 100));
     let r = strata_core::ContainerRef::new(&lxcpath, "c1");
-    shift::convert(&r, &b).unwrap();
+    let mut backends = strata_core::Backends::new();
+    backends.register(strata_dir::backend());
+    let convert = |r: &strata_core::ContainerRef, to: &IdMap| shift::convert(&backends, r, to);
+    convert(&r, &b).unwrap();
     assert_eq!(owner(&rootfs), (u0 + 2000, g0 + 2000));
     assert_eq!(owner(&rootfs.join("home/f")), (u0 + 3000, g0 + 2100));
     assert_eq!(owner(&rootfs.join("link")), (u0 + 2000, g0 + 2000));
@@ -749,15 +752,15 @@ user_test!(user_converts_own_container_between_maps_in_its_ranges, &[], {
     assert!(cfg.contains(&format!("lxc.idmap = u 0 {} 2000", u0 + 2000)), "{cfg}");
     assert!(!lxcpath.join("c1").join(shift::INTENT).exists());
     // Refused, with nothing changed: privileged, and a map outside the ranges.
-    let e = shift::convert(&r, &IdMap::default()).unwrap_err();
+    let e = convert(&r, &IdMap::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    let e = shift::convert(&r, &IdMap::parse(["b 0 5000 2000"]).unwrap()).unwrap_err();
+    let e = convert(&r, &IdMap::parse(["b 0 5000 2000"]).unwrap()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(e.to_string().contains("lxc.idmap = b 0 5000 2000"), "{e}");
     assert_eq!(owner(&rootfs.join("home/f")), (u0 + 3000, g0 + 2100));
     assert_eq!(std::fs::read_to_string(lxcpath.join("c1/config")).unwrap(), cfg);
     // And back to the first map.
-    shift::convert(&r, &a).unwrap();
+    convert(&r, &a).unwrap();
     assert_eq!(owner(&rootfs.join("home/f")), (u0 + 1000, g0 + 100));
     // Only the namespace's root can remove what it owns.
     strata_core::idmap::run_in_userns_with_caller(&a, || {

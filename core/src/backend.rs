@@ -33,6 +33,10 @@ pub struct Caps {
     /// The backend whose snapshots stand in for this one's when it makes
     /// none (LXC snapshots a dir container as an overlay).
     pub snapshot_fallback: Option<&'static str>,
+    /// The rootfs is a host directory tree of this container alone, whose
+    /// owners `strata convert` may shift in place (not an image to mount,
+    /// nor a tree other containers share, as an overlay's lower dir).
+    pub shift_in_place: bool,
 }
 
 /// Options a user may pass for a new rootfs (`lxc-create`/`lxc-copy` flags and

@@ -538,10 +538,10 @@ pub struct ConvertReport {
 }
 
 /// Convert container `r` in place to map `to` (empty = privileged): shift
-/// its rootfs owners and write its `lxc.idmap` lines. Only for rootfs kinds
-/// that are plain directories (dir, btrfs). A rerun after a crash completes
-/// the recorded conversion.
-pub fn convert(r: &ContainerRef, to: &IdMap) -> Result<ConvertReport> {
+/// its rootfs owners and write its `lxc.idmap` lines. Only for a rootfs
+/// whose backend (in `backends`) declares [`crate::Caps::shift_in_place`].
+/// A rerun after a crash completes the recorded conversion.
+pub fn convert(backends: &crate::Backends, r: &ContainerRef, to: &IdMap) -> Result<ConvertReport> {
     const OP: &str = "convert";
     let _s = tracing::info_span!("convert", name = %r.name).entered();
     to.validate()?;
@@ -551,7 +551,7 @@ pub fn convert(r: &ContainerRef, to: &IdMap) -> Result<ConvertReport> {
         return Err(err!(Busy, OP, "container {} is running", r.name));
     }
     if crate::paths::is_root() {
-        return convert_locked(r, &c, to);
+        return convert_locked(backends, r, &c, to);
     }
     // A user may move a rootfs between maps inside its own ranges: in a user
     // namespace mapping those ranges to themselves, with the ids unchanged.
@@ -567,14 +567,19 @@ pub fn convert(r: &ContainerRef, to: &IdMap) -> Result<ConvertReport> {
     to.check_caller()?;
     let ns = crate::idmap::caller_identity_map()?;
     let bytes = crate::idmap::run_in_ns(&ns, false, || {
-        let rep = convert_locked(r, &c, to)?;
+        let rep = convert_locked(backends, r, &c, to)?;
         serde_json::to_vec(&rep).map_err(|e| err!(Io, OP, "{e}"))
     })?;
     serde_json::from_slice(&bytes).map_err(|e| err!(Io, OP, "{e}"))
 }
 
 /// `convert` once the container is locked and loaded.
-fn convert_locked(r: &ContainerRef, c: &crate::store::Container, to: &IdMap) -> Result<ConvertReport> {
+fn convert_locked(
+    backends: &crate::Backends,
+    r: &ContainerRef,
+    c: &crate::store::Container,
+    to: &IdMap,
+) -> Result<ConvertReport> {
     const OP: &str = "convert";
     let dir = r.dir();
     let intent_path = dir.join(INTENT);
@@ -627,11 +632,11 @@ fn convert_locked(r: &ContainerRef, c: &crate::store::Container, to: &IdMap) -> 
                     .at(dir.join(MARKER)));
                 }
             }
-            if !matches!(c.rootfs.kind(), "dir" | "btrfs") {
+            if !backends.get(c.rootfs.kind())?.caps().shift_in_place {
                 return Err(err!(
                     Unsupported,
                     OP,
-                    "in-place conversion needs a dir or btrfs rootfs, not {}; clone the container with a map instead",
+                    "a {} rootfs cannot be converted in place; clone the container with a map instead",
                     c.rootfs.kind()
                 ));
             }

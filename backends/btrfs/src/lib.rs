@@ -5,7 +5,7 @@
 mod ioctl;
 
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -344,6 +344,7 @@ impl Backend for BtrfsBackend {
     fn caps(&self) -> Caps {
         Caps {
             atomic_snapshot: true,
+            shift_in_place: true,
             ..Caps::default()
         }
     }
@@ -404,17 +405,7 @@ impl Backend for BtrfsBackend {
     }
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
-        let src = spec.path();
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-        mount(Some(&src), target, None::<&str>, flags, None::<&str>).ctx("bind mount rootfs", target)?;
-        if readonly {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
-                let _ = umount2(target, MntFlags::MNT_DETACH);
-                return Err(e).ctx("remount rootfs read-only", target);
-            }
-        }
-        Ok(())
+        fsutil::bind_mount(&spec.path(), target, readonly)
     }
 
     // A bind mount of the subvolume: nothing else to release.

@@ -1,7 +1,7 @@
 //! The dir backend: the rootfs is a plain directory, `dir:$lxcpath/NAME/rootfs`
 //! (or `--dir PATH`). Mounting is a recursive bind mount.
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_core::engine::fsutil;
@@ -24,6 +24,7 @@ impl Backend for DirBackend {
             renamed_with_dir: true,
             // LXC snapshots a dir container as an overlay on it.
             snapshot_fallback: Some("overlay"),
+            shift_in_place: true,
             ..Caps::default()
         }
     }
@@ -76,23 +77,7 @@ impl Backend for DirBackend {
     }
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
-        let src = spec.path();
-        mount(
-            Some(&src),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .ctx("bind mount rootfs", target)?;
-        if readonly {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
-                let _ = umount2(target, MntFlags::MNT_DETACH);
-                return Err(e).ctx("remount rootfs read-only", target);
-            }
-        }
-        Ok(())
+        fsutil::bind_mount(&spec.path(), target, readonly)
     }
 
     // A bind mount: nothing else to release.

@@ -1,6 +1,6 @@
 //! Small filesystem helpers shared by the engine and the backends: tree
-//! removal that never follows symlinks nor crosses mounts, no-replace
-//! renames and a symlink-safe write into a rootfs. Atomic writes are
+//! removal that never follows symlinks nor crosses mounts, bind mounts,
+//! no-replace renames and a symlink-safe write into a rootfs. Atomic writes are
 //! [`crate::durable::write_atomic`].
 
 use crate::err;
@@ -140,6 +140,23 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
     // Unlinks within one directory serialize on its lock: parallel across directories.
     use rayon::prelude::*;
     subdirs.par_iter().try_for_each(one)
+}
+
+/// Bind `src` (recursively: its submounts come along) at `target`,
+/// read-only if asked; a failed read-only remount leaves nothing mounted.
+/// Undone by a lazy unmount of `target`, which takes the submounts too.
+pub fn bind_mount(src: &Path, target: &Path, readonly: bool) -> Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let none = None::<&str>;
+    mount(Some(src), target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none).ctx("bind mount", target)?;
+    if readonly {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = mount(none, target, none, flags, none) {
+            let _ = umount2(target, MntFlags::MNT_DETACH);
+            return Err(e).ctx("remount read-only", target);
+        }
+    }
+    Ok(())
 }
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
