@@ -15,7 +15,7 @@
 //! keys are refused (as LXC refuses them), pointing here.
 
 use super::snapshot_prune::{prune, report, Outcome};
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use clap::Parser;
 use std::ffi::OsString;
@@ -96,33 +96,35 @@ fn due(engine: &Engine, lxcpath: &Path, name: &str, now: i64) -> anyhow::Result<
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    match super::parse::<Args>("strata", args) {
-        Ok(a) => super::finish("strata", a.name.clone().as_deref(), run(&a)),
+    match crate::common::parse::<Args>("strata", args) {
+        Ok(a) => crate::common::finish("strata", a.name.clone().as_deref(), run(&a)),
         Err(code) => code,
     }
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let names = match &a.name {
         Some(n) => {
-            super::check_exists(&lxcpath, n)?;
+            crate::common::check_exists(&lxcpath, n)?;
             // A bad schedule of the one container asked for: nothing done.
             schedule(&lxcpath.join(n))?;
             vec![n.clone()]
         }
         None => Store::new(&lxcpath).list()?,
     };
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let now = clock::now();
     let mut out = Outcome::default();
     for n in &names {
         match due(&engine, &lxcpath, n, now) {
             Ok(Some(s)) if !a.common.quiet => println!("snapshot {n}/{s}"),
             Ok(_) => {}
-            Err(e) => out.failed.push(format!("{n}: {}", super::one_line(&format!("{e:#}")))),
+            Err(e) => out
+                .failed
+                .push(format!("{n}: {}", crate::common::one_line(&format!("{e:#}")))),
         }
         // Only containers with a schedule are pruned by `auto`.
         if matches!(schedule(&lxcpath.join(n)), Ok(Some(_))) {

@@ -1,7 +1,7 @@
 //! `strata snapshot prune [-n NAME]`: remove the snapshots whose expiry
 //! (`lxc-snapshot --expire`) has passed, never one that clones depend on.
 
-use super::Common;
+use crate::common::Common;
 use anyhow::anyhow;
 use clap::Parser;
 use std::ffi::OsString;
@@ -79,24 +79,24 @@ pub fn report(out: &Outcome, quiet: bool) -> anyhow::Result<i32> {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    match super::parse::<Args>("strata", args) {
-        Ok(a) => super::finish("strata", a.name.clone().as_deref(), run(&a)),
+    match crate::common::parse::<Args>("strata", args) {
+        Ok(a) => crate::common::finish("strata", a.name.clone().as_deref(), run(&a)),
         Err(code) => code,
     }
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    super::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
-    let lxcpath = super::resolve_lxcpath(a.common.lxcpath.as_deref())?;
+    crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
+    let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     let names = match &a.name {
         Some(n) => {
-            super::check_exists(&lxcpath, n)?;
+            crate::common::check_exists(&lxcpath, n)?;
             vec![n.clone()]
         }
         None => Store::new(&lxcpath).list()?,
     };
-    let engine = super::engine();
-    super::reconcile(&engine, &lxcpath);
+    let engine = crate::common::engine();
+    crate::common::reconcile(&engine, &lxcpath);
     let now = strata_core::clock::now();
     let mut out = Outcome::default();
     for n in &names {
