@@ -446,6 +446,13 @@ impl RbdBackend {
             if busy(&o) {
                 return Err(err!(Busy, "unmap rbd image", "{pool}/{image} is in use ({dev})"));
             }
+            // Unmapped meanwhile by another command (a build in another
+            // lxcpath releasing the same image): the device node is gone
+            // and rbd says it is "not a block device". Nothing left to do.
+            if !self.mapped(pool, image)?.contains(&dev) {
+                tracing::debug!("{dev} was unmapped meanwhile");
+                continue;
+            }
             return Err(err!(
                 Command,
                 "unmap rbd image",

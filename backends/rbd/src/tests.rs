@@ -416,3 +416,55 @@ fn a_missing_key_is_not_a_missing_pool() {
     assert!(!m.contains("does not exist"), "{m}");
     assert_eq!(m.lines().count(), 1, "{m}");
 }
+
+/// `rbd device list` shows the mapping once; the unmap then fails as it
+/// does when another command unmapped the device in between.
+struct UnmappedMeanwhile {
+    listed: std::sync::atomic::AtomicBool,
+    still_mapped: bool,
+}
+
+impl strata_core::runner::Runner for UnmappedMeanwhile {
+    fn run(&self, argv: &[String]) -> Result<Out> {
+        let line = argv.join(" ");
+        let fail = |e: &str| Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: e.into(),
+        };
+        Ok(if line.contains("device list") {
+            let first = !self.listed.swap(true, std::sync::atomic::Ordering::SeqCst);
+            Out {
+                ok: true,
+                stdout: if first || self.still_mapped {
+                    r#"[{"id":"0","pool":"lxc","namespace":"","name":"c3","snap":"-","device":"/dev/rbd0"}]"#.into()
+                } else {
+                    "[]".into()
+                },
+                stderr: String::new(),
+            }
+        } else if line.contains(" unmap ") {
+            fail("rbd: '/dev/rbd0' is not a block device\nrbd: unmap failed: (22) Invalid argument\n")
+        } else {
+            fail("unexpected")
+        })
+    }
+
+    fn pipe(&self, _: &[String], _: &[String]) -> Result<Out> {
+        unreachable!()
+    }
+}
+
+#[test]
+fn a_device_unmapped_meanwhile_is_not_an_error() {
+    let b = |still_mapped| {
+        RbdBackend::with_runner(Box::new(UnmappedMeanwhile {
+            listed: Default::default(),
+            still_mapped,
+        }))
+        .with_user(None)
+    };
+    b(false).unmap("lxc", "c3", true).unwrap();
+    let e = b(true).unmap("lxc", "c3", true).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Command, "{e}");
+}
