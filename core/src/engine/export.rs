@@ -49,7 +49,7 @@ impl Engine {
             std::process::id(),
             crate::paths::unique()
         ));
-        crate::inflight::note(&tmp)?;
+        let _noted = crate::inflight::note(&tmp)?;
         let res = (|| -> Result<StreamStats> {
             let f = std::fs::OpenOptions::new()
                 .write(true)
