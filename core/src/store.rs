@@ -568,8 +568,9 @@ fn append_pair(path: &Path, r: &ContainerRef) -> Result<()> {
             None => None,
         };
         match last {
-            // A name (or the old count alone): append after it.
-            Some(l) if !linked && !l.contains(&b'/') => {
+            // A name (or the old count alone): append after it. Not after
+            // an empty line, which the reader drops only at the end.
+            Some(l) if !linked && !l.is_empty() && !l.contains(&b'/') => {
                 if !whole {
                     text.push(b'\n');
                 }
