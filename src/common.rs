@@ -392,6 +392,28 @@ pub fn check_exists(lxcpath: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The container named, checked to exist, or every container of the
+/// lxcpath when none is named.
+pub fn named_or_all(lxcpath: &Path, name: Option<&str>) -> anyhow::Result<Vec<String>> {
+    match name {
+        Some(n) => {
+            check_exists(lxcpath, n)?;
+            Ok(vec![n.to_string()])
+        }
+        None => Ok(strata_core::Store::new(lxcpath).list()?),
+    }
+}
+
+/// Exit 0 when nothing failed; else an error naming the first failure and
+/// how many more there were.
+pub fn failures(failed: &[String]) -> anyhow::Result<i32> {
+    match failed {
+        [] => Ok(0),
+        [one] => Err(anyhow!("{one}")),
+        [first, rest @ ..] => Err(anyhow!("{first} (and {} more)", rest.len())),
+    }
+}
+
 /// A container to act on while it runs: defined, or a volatile one (LXC's
 /// container started from a config file alone, never defined in the
 /// lxcpath) running, ours or LXC's, as LXC's tools ask its monitor.

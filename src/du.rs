@@ -3,7 +3,6 @@
 //! lines of `lxc-info`.
 
 use crate::common::Common;
-use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use strata_core::engine::Engine;
@@ -116,13 +115,7 @@ fn size(v: Option<u64>, bytes: bool) -> String {
 pub fn run(a: &Args) -> anyhow::Result<i32> {
     crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    let names = match &a.name {
-        Some(n) => {
-            crate::common::check_exists(&lxcpath, n)?;
-            vec![n.clone()]
-        }
-        None => Store::new(&lxcpath).list()?,
-    };
+    let names = crate::common::named_or_all(&lxcpath, a.name.as_deref())?;
     let engine = crate::common::engine();
     crate::common::reconcile(&engine, &lxcpath);
     let rows = measure(&engine, &lxcpath, &names, a.snapshots);
@@ -191,11 +184,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         }
         print!("{out}");
     }
-    match failed.as_slice() {
-        [] => Ok(0),
-        [one] => Err(anyhow!("{one}")),
-        [first, rest @ ..] => Err(anyhow!("{first} (and {} more)", rest.len())),
-    }
+    crate::common::failures(&failed)
 }
 
 /// `lxc-info`'s disk lines, in LXC's `%-15s %s` form: what the rootfs

@@ -105,15 +105,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn run(a: &Args) -> anyhow::Result<i32> {
     crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    let names = match &a.name {
-        Some(n) => {
-            crate::common::check_exists(&lxcpath, n)?;
-            // A bad schedule of the one container asked for: nothing done.
-            schedule(&lxcpath.join(n))?;
-            vec![n.clone()]
-        }
-        None => Store::new(&lxcpath).list()?,
-    };
+    let names = crate::common::named_or_all(&lxcpath, a.name.as_deref())?;
+    if let Some(n) = &a.name {
+        // A bad schedule of the one container asked for: nothing done.
+        schedule(&lxcpath.join(n))?;
+    }
     let engine = crate::common::engine();
     crate::common::reconcile(&engine, &lxcpath);
     let now = clock::now();

@@ -2,7 +2,6 @@
 //! (`lxc-snapshot --expire`) has passed, never one that clones depend on.
 
 use crate::common::Common;
-use anyhow::anyhow;
 use clap::Parser;
 use std::ffi::OsString;
 use std::path::Path;
@@ -71,11 +70,7 @@ pub fn report(out: &Outcome, quiet: bool) -> anyhow::Result<i32> {
             println!("{k}");
         }
     }
-    match out.failed.as_slice() {
-        [] => Ok(0),
-        [one] => Err(anyhow!("{one}")),
-        [first, rest @ ..] => Err(anyhow!("{first} (and {} more)", rest.len())),
-    }
+    crate::common::failures(&out.failed)
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -88,13 +83,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn run(a: &Args) -> anyhow::Result<i32> {
     crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
-    let names = match &a.name {
-        Some(n) => {
-            crate::common::check_exists(&lxcpath, n)?;
-            vec![n.clone()]
-        }
-        None => Store::new(&lxcpath).list()?,
-    };
+    let names = crate::common::named_or_all(&lxcpath, a.name.as_deref())?;
     let engine = crate::common::engine();
     crate::common::reconcile(&engine, &lxcpath);
     let now = strata_core::clock::now();
