@@ -84,7 +84,7 @@ impl AttachPty {
         let tty = nix::unistd::isatty(0).unwrap_or(false);
         // SAFETY: fd 0 stays open for the whole run; the File is forgotten below, never closed.
         let stdin = unsafe { File::from_raw_fd(0) };
-        let raw = tty.then(|| crate::console_hub::RawTerminal::raw(stdin.try_clone().expect("dup stdin")));
+        let raw = tty.then(|| crate::term::RawTerminal::raw(stdin.try_clone().expect("dup stdin")));
         std::mem::forget(stdin);
         let mut stdin_open = true;
         let mut buf = [0u8; 8192];

@@ -7,12 +7,9 @@ use strata_core::{err, Result};
 /// Network of the container (`lxc.net.N.*`): see [`crate::net`].
 pub use crate::net::{Net, Netdev};
 
-/// How a missing mount target is made (`create=dir|file`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Create {
-    Dir,
-    File,
-}
+/// How a missing mount target is made (`create=dir|file`): the system-call
+/// layer makes it, so the type lives there.
+pub use crate::sys::Create;
 
 /// One `lxc.mount.entry` (fstab format).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,11 +3,11 @@
 //! `console_hub`) or by LXC's monitor for a container LXC runs, until the
 //! escape sequence or the container's end.
 
-use crate::console_hub::RawTerminal;
+use crate::console_hub::{socket_dir, socket_name};
+use crate::term::RawTerminal;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use strata_core::state;
 use strata_core::{err, ContainerRef, Error, Result};
 
@@ -20,24 +20,6 @@ pub struct ConsoleOpts {
     pub escape: u8,
     /// Say nothing on attach.
     pub quiet: bool,
-}
-
-/// Where the monitors of `lxcpath` serve their consoles.
-pub(crate) fn socket_dir(lxcpath: &Path) -> PathBuf {
-    state::record_dir(lxcpath)
-}
-
-/// The socket's file name for container `name`: short enough for sun_path
-/// once reached through a directory fd.
-pub(crate) fn socket_name(name: &str) -> String {
-    if name.len() <= 64 {
-        return format!("{name}.console");
-    }
-    // FNV-1a: any stable hash will do, both ends compute it.
-    let h = name
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    format!("{h:016x}.console")
 }
 
 /// Attach to `r`'s terminal as `o` asks; returns when detached or when the

@@ -4,62 +4,32 @@
 //! a pty to `lxc-console` through a unix socket in the run dir (the master
 //! fd passed with SCM_RIGHTS; the connection stays open while it is used).
 
-use crate::console::{socket_dir, socket_name};
 use crate::sys;
+use crate::term::RawTerminal;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use strata_core::{paths, ContainerRef, Error, Result};
+use strata_core::{paths, state, ContainerRef, Error, Result};
 
-/// A terminal whose settings are put back when it is dropped.
-pub(crate) struct RawTerminal {
-    pub(crate) file: File,
-    saved: Option<nix::sys::termios::Termios>,
+/// Where the monitors of `lxcpath` serve their consoles.
+pub(crate) fn socket_dir(lxcpath: &Path) -> PathBuf {
+    state::record_dir(lxcpath)
 }
 
-impl RawTerminal {
-    /// Open `path`, which must be a terminal, and put it in raw mode.
-    pub(crate) fn open(path: &Path) -> Result<RawTerminal> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io("open lxc.console.path", path, e))?;
-        if !nix::unistd::isatty(file.as_raw_fd()).unwrap_or(false) {
-            return Err(strata_core::err!(
-                InvalidConfig,
-                "start",
-                "lxc.console.path = {}: not a terminal",
-                path.display()
-            ));
-        }
-        Ok(RawTerminal::raw(file))
+/// The socket's file name for container `name`: short enough for sun_path
+/// once reached through a directory fd.
+pub(crate) fn socket_name(name: &str) -> String {
+    if name.len() <= 64 {
+        return format!("{name}.console");
     }
-
-    /// Raw mode on `file` (a terminal), restored on drop.
-    pub(crate) fn raw(file: File) -> RawTerminal {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let saved = tcgetattr(&file).ok();
-        if let Some(t) = &saved {
-            let mut raw = t.clone();
-            cfmakeraw(&mut raw);
-            let _ = tcsetattr(&file, SetArg::TCSAFLUSH, &raw);
-        }
-        RawTerminal { file, saved }
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(&self.file, nix::sys::termios::SetArg::TCSAFLUSH, t);
-        }
-    }
+    // FNV-1a: any stable hash will do, both ends compute it.
+    let h = name
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("{h:016x}.console")
 }
 
 /// `lxc.console.logfile`, kept within `lxc.console.size` if set: when full

@@ -2,7 +2,8 @@
 
 use crate::daemon::{daemonize, Notifier};
 use crate::monitor::{destroy_quietly, monitor_loop};
-use crate::{my_record, random_suffix, StartOpts};
+use crate::sys::random_suffix;
+use crate::{my_record, StartOpts};
 use strata_core::engine::{CloneRequest, Engine};
 use strata_core::state::{self};
 use strata_core::{err, ContainerRef, Result, Store};

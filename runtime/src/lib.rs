@@ -36,6 +36,8 @@ pub mod seccomp;
 pub mod state_view;
 mod stop;
 mod sys;
+mod syscall;
+mod term;
 pub mod userns;
 
 pub use attach::{attach, attach_as, attach_with, parse_namespaces, AttachOpts, Elevated};
@@ -46,7 +48,7 @@ use monitor::monitor_loop;
 use prepare::{pinned_dirs, prepare, Prepared};
 pub use reap::reap_ephemeral;
 pub use stop::{info, stop, StopOpts};
-pub use sys::{clone3, CloneArgs};
+pub use sys::{clone3, random_suffix, CloneArgs};
 
 use conf::{MountEntry, Net, RunConfig};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -170,19 +172,4 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// `[a-zA-Z0-9]{n}` from the kernel's random source.
-pub fn random_suffix(n: usize) -> String {
-    const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut buf = vec![0u8; n];
-    // SAFETY: `buf` is a live Vec of exactly `n` bytes, and getrandom writes at most `n` into it.
-    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), n, 0) };
-    if got != n as isize {
-        let seed = paths::unique();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = seed.as_bytes()[i % seed.len()].wrapping_add(i as u8 * 31);
-        }
-    }
-    buf.iter().map(|b| CH[*b as usize % CH.len()] as char).collect()
 }

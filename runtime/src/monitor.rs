@@ -1,6 +1,7 @@
 //! The monitor: clone init into its namespaces, wait for it, tear down.
 
-use crate::console_hub::{ConsoleLog, Hub, RawTerminal, Slot};
+use crate::console_hub::{ConsoleLog, Hub, Slot};
+use crate::term::RawTerminal;
 use crate::*;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -713,7 +714,7 @@ fn cleanup(engine: &Engine, r: &ContainerRef, host_mounts: bool) -> Result<()> {
         unmount_rootfs(engine, r, other)?;
     }
     // The console socket of a monitor that was killed.
-    let _ = std::fs::remove_file(console::socket_dir(&r.lxcpath).join(console::socket_name(&r.name)));
+    let _ = std::fs::remove_file(console_hub::socket_dir(&r.lxcpath).join(console_hub::socket_name(&r.name)));
     state::remove(r)
 }
 

@@ -213,11 +213,17 @@ fn resolve(root: &OwnedFd, rel: &str, flags: OFlags) -> std::io::Result<OwnedFd>
     .map_err(std::io::Error::from)
 }
 
+/// How a missing mount target is made (`create=dir|file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Dir,
+    File,
+}
+
 /// Open `rel` inside the tree at `root` as if `root` were `/`: symlinks in
 /// the rootfs cannot lead outside it. Missing components are made when
 /// `create` says so (directories for every parent).
-pub fn open_in_root(root: &OwnedFd, rel: &str, create: Option<crate::conf::Create>) -> Result<OwnedFd> {
-    use crate::conf::Create;
+pub fn open_in_root(root: &OwnedFd, rel: &str, create: Option<Create>) -> Result<OwnedFd> {
     const OP: &str = "resolve mount target";
     let rel = rel.trim_matches('/');
     match resolve(root, rel, OFlags::PATH) {
@@ -407,4 +413,19 @@ pub fn close_inherited_fds() {
             }
         }
     }
+}
+
+/// `[a-zA-Z0-9]{n}` from the kernel's random source.
+pub fn random_suffix(n: usize) -> String {
+    const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut buf = vec![0u8; n];
+    // SAFETY: `buf` is a live Vec of exactly `n` bytes, and getrandom writes at most `n` into it.
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), n, 0) };
+    if got != n as isize {
+        let seed = strata_core::paths::unique();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = seed.as_bytes()[i % seed.len()].wrapping_add(i as u8 * 31);
+        }
+    }
+    buf.iter().map(|b| CH[*b as usize % CH.len()] as char).collect()
 }

@@ -16,8 +16,8 @@
 
 use super::{Layout, LayoutKind, Version};
 use crate::conf::Create;
-use crate::container::Syscall;
 use crate::sys::{fd_path, open_in_root};
+use crate::syscall::Syscall;
 use rustix::fs::Mode;
 use std::os::fd::OwnedFd;
 use strata_core::{Error, Result};

@@ -336,7 +336,7 @@ fn cgroup_real_mount_in_container() {
                     full: false,
                     force: true,
                 };
-                mount_in_container(&auto, true, &layout, &root, &mut crate::container::RealSyscall)
+                mount_in_container(&auto, true, &layout, &root, &mut crate::syscall::RealSyscall)
                     .map_err(|e| e.to_string())?;
                 let me = std::process::id().to_string();
                 // The memory hierarchy, rooted at the container's cgroup by the namespace.
@@ -476,7 +476,7 @@ fn cgroup_real_unified_only() {
                             full: false,
                             force: false, // a cgroup2-only layout mounts without force
                         };
-                        mount_in_container(&auto, true, &layout, &root, &mut crate::container::RealSyscall)
+                        mount_in_container(&auto, true, &layout, &root, &mut crate::syscall::RealSyscall)
                             .map_err(|e| e.to_string())?;
                         let top = root_path.join("sys/fs/cgroup");
                         let depth = std::fs::read_to_string(top.join("cgroup.max.depth")).unwrap_or_default();

@@ -389,7 +389,7 @@ fn hwaddr(key: &str, h: &str) -> Result<String> {
         return Err(bad());
     }
     const HEX: &[u8] = b"0123456789abcdef";
-    let rnd = crate::random_suffix(h.len());
+    let rnd = crate::sys::random_suffix(h.len());
     let mut out = String::new();
     for (i, c) in h.chars().enumerate() {
         if c == 'x' || c == 'X' {

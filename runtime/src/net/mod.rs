@@ -311,7 +311,7 @@ impl Setup {
             .map(|d| match &d.kind {
                 Kind::Veth { pair, .. } if privileged => Some(
                     pair.clone()
-                        .unwrap_or_else(|| format!("veth{}", crate::random_suffix(7))),
+                        .unwrap_or_else(|| format!("veth{}", crate::sys::random_suffix(7))),
                 ),
                 _ => None,
             })
