@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod config_keys;
 pub mod copy;
+pub mod depfile;
 pub mod durable;
 pub mod engine;
 pub mod error;

@@ -640,7 +640,7 @@ fn convert_locked(
                     c.rootfs.kind()
                 ));
             }
-            if !crate::store::dependents(r)?.is_empty() {
+            if !crate::depfile::dependents(r)?.is_empty() {
                 return Err(err!(
                     HasDependents,
                     OP,

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config as PtConfig;
 use std::path::{Path, PathBuf};
 use strata_core::config::{check_keys, Config, Line};
+use strata_core::depfile::{add_dependency, dependents, depends_on, remove_dependency};
 use strata_core::idmap::{parse_subid, IdMap, SubIds};
-use strata_core::store::{add_dependency, dependents, depends_on, remove_dependency};
 use strata_core::{ContainerRef, RootfsSpec};
 
 fn cases(n: u32) -> PtConfig {

@@ -4,7 +4,7 @@
 //! read back and removed again.
 
 use libfuzzer_sys::fuzz_target;
-use strata_core::store::{add_dependency, dependents, depends_on, remove_dependency};
+use strata_core::depfile::{add_dependency, dependents, depends_on, remove_dependency};
 use strata_core::ContainerRef;
 
 fuzz_target!(|data: &[u8]| {

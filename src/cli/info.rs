@@ -2,7 +2,7 @@
 
 use crate::common::Common;
 use std::path::PathBuf;
-use strata_core::{state, store, Store};
+use strata_core::{depfile, state, Store};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -26,8 +26,8 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     let c = st.load(&a.name)?;
     let r = st.r(&a.name);
     let snaps = st.snapshots(&a.name)?;
-    let dependents = store::dependents(&r)?;
-    let depends_on = store::depends_on(&r)?;
+    let dependents = depfile::dependents(&r)?;
+    let depends_on = depfile::depends_on(&r)?;
     let usage = engine
         .backends
         .for_spec(&c.rootfs)

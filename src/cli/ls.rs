@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use strata_core::lxcdir::LxcDir;
-use strata_core::{state, store, Container, Store};
+use strata_core::{depfile, state, Container, Store};
 use strata_runtime::state_view::{self, State};
 
 pub const COLUMNS: &[&str] = &[
@@ -422,12 +422,12 @@ fn json_row(store: &Store, dir: Option<&LxcDir>, row: &Row) -> serde_json::Value
         "unprivileged": row.unprivileged(),
         "snapshots": snaps,
         "dependents": refs(match dir {
-            Some(d) => store::dependents_in(d, &row.name),
-            None => store::dependents(&store.r(&row.name)),
+            Some(d) => depfile::dependents_in(d, &row.name),
+            None => depfile::dependents(&store.r(&row.name)),
         }),
         "depends_on": refs(match dir {
-            Some(d) => store::depends_on_in(d, &row.name),
-            None => store::depends_on(&store.r(&row.name)),
+            Some(d) => depfile::depends_on_in(d, &row.name),
+            None => depfile::depends_on(&store.r(&row.name)),
         }),
         "error": row.error,
     })

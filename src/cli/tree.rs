@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use strata_core::engine::Engine;
-use strata_core::{store, ContainerRef, Store};
+use strata_core::{depfile, ContainerRef, Store};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -102,7 +102,7 @@ impl World<'_> {
             }
         }
         let snaps_path = st.snaps_path(&r.name);
-        for d in store::dependents(r).unwrap_or_default() {
+        for d in depfile::dependents(r).unwrap_or_default() {
             // A container's own snapshots may be recorded as its dependents.
             if !d.is_unknown() && !d.lxcpath.starts_with(&snaps_path) && !out.iter().any(|(o, _)| *o == d) {
                 out.push((d, Kind::Clone));

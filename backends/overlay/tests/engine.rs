@@ -1248,7 +1248,7 @@ fn dependency_edits_wait_for_the_origins_lock() {
     e.clone_container(&s.clone_req("base", "c1", true)).unwrap();
     e.clone_container(&s.clone_req("base", "gone", true)).unwrap();
     let deps = || {
-        let mut v: Vec<String> = strata_core::store::dependents(&s.r("base"))
+        let mut v: Vec<String> = strata_core::depfile::dependents(&s.r("base"))
             .unwrap()
             .into_iter()
             .map(|r| r.dir().strip_prefix(&s.lxc).unwrap().display().to_string())

@@ -12,11 +12,12 @@ use super::{failpoint, CloneRequest, Engine};
 use crate::backend::{Backend, BackendOpts, Opened, Target};
 use crate::config::Config;
 use crate::copy::{copy_tree, CopyOptions};
+use crate::depfile;
 use crate::durable::write_atomic;
 use crate::error::{IoContext, Result};
 use crate::idmap::{as_container_root, needs_container_root, IdMap};
 use crate::spec::RootfsSpec;
-use crate::store::{self, Container, ContainerRef, Store};
+use crate::store::{Container, ContainerRef, Store};
 use crate::{err, names};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -448,7 +449,7 @@ impl Engine {
                 // origin's list (readers drop duplicates); one for a
                 // container that exists (a restore in place) may be its
                 // current rootfs's, which a failed build must leave.
-                let listed = exists_any(&clone.dir()) && store::dependents(origin)?.contains(clone);
+                let listed = exists_any(&clone.dir()) && depfile::dependents(origin)?.contains(clone);
                 if !listed {
                     add_dep(origin, clone, &staging)?;
                     dep_added = true;

@@ -2,10 +2,11 @@
 //! guard them: an operation runs under [`locked`], asks for the locks of
 //! the origins it will edit (a [`Step::Need`]) before it changes anything.
 
+use crate::depfile;
 use crate::err;
 use crate::error::Result;
 use crate::lock::{self, LockSet};
-use crate::store::{self, ContainerRef};
+use crate::store::ContainerRef;
 use std::path::Path;
 
 /// What a step run under [`locked`] found: done, or more containers whose
@@ -65,12 +66,12 @@ pub(super) fn locked<T>(base: &[ContainerRef], mut f: impl FnMut() -> Result<Ste
 
 /// The containers `r` and its snapshots depend on (their `lxc_rdepends`).
 pub(super) fn origins_of(r: &ContainerRef) -> Vec<ContainerRef> {
-    let mut v = store::depends_on(r).unwrap_or_default();
+    let mut v = depfile::depends_on(r).unwrap_or_default();
     if let Ok(rd) = std::fs::read_dir(r.dir().join("snaps")) {
         let snaps = r.dir().join("snaps");
         for e in rd.flatten() {
             let s = ContainerRef::new(&snaps, e.file_name().to_string_lossy());
-            v.extend(store::depends_on(&s).unwrap_or_default());
+            v.extend(depfile::depends_on(&s).unwrap_or_default());
         }
     }
     v.retain(|o| !o.is_unknown());
@@ -88,21 +89,21 @@ fn guarded(origin: &ContainerRef, op: &str) -> Result<()> {
     Err(err!(Busy, op, "internal error: {origin} is not locked"))
 }
 
-/// [`store::add_dependency`], with the origin's lock held.
+/// [`depfile::add_dependency`], with the origin's lock held.
 pub(super) fn add_dep(origin: &ContainerRef, clone: &ContainerRef, clone_dir: &Path) -> Result<()> {
     guarded(origin, "record dependency")?;
-    store::add_dependency(origin, clone, clone_dir)
+    depfile::add_dependency(origin, clone, clone_dir)
 }
 
-/// [`store::remove_dependency`], with the origin's lock held.
+/// [`depfile::remove_dependency`], with the origin's lock held.
 pub(super) fn remove_dep(origin: &ContainerRef, clone: &ContainerRef) -> Result<()> {
     guarded(origin, "update dependencies")?;
-    store::remove_dependency(origin, clone)
+    depfile::remove_dependency(origin, clone)
 }
 
 /// Containers that depend on `r` and still exist.
 pub(super) fn live_dependents(r: &ContainerRef) -> Result<Vec<ContainerRef>> {
-    Ok(store::dependents(r)?
+    Ok(depfile::dependents(r)?
         .into_iter()
         .filter(|d| d.is_unknown() || d.config_path().is_file())
         .collect())

@@ -7,9 +7,10 @@ use super::rootfs::{entries_of, spec_of};
 use super::staging::{aside_name, DEL};
 use super::{failpoint, DestroyRequest, Engine};
 use crate::config::Config;
+use crate::depfile;
 use crate::error::Result;
 use crate::spec::RootfsSpec;
-use crate::store::{self, ContainerRef, Store};
+use crate::store::{ContainerRef, Store};
 use crate::{err, names};
 use std::path::Path;
 
@@ -257,7 +258,7 @@ impl Engine {
             del.parent().unwrap_or(Path::new("/")),
             del.file_name().unwrap_or_default().to_string_lossy(),
         );
-        if let Ok(origins) = store::depends_on(&del_ref) {
+        if let Ok(origins) = depfile::depends_on(&del_ref) {
             let me = ContainerRef::new(lxcpath, &name);
             for o in origins {
                 if let Err(e) = remove_dep(&o, &me) {

@@ -7,9 +7,10 @@ use super::rootfs::spec_of;
 use super::staging::{read_record, Journal, DEL, JOURNAL, OLD, REN, RENAME_BY_COPY, RENAME_CONFIG, TMP};
 use super::Engine;
 use crate::config::Config;
+use crate::depfile;
 use crate::error::Result;
 use crate::lock::{ContainerLock, LockSet};
-use crate::store::{self, ContainerRef};
+use crate::store::ContainerRef;
 use std::path::{Path, PathBuf};
 
 /// How long the next command waits for a killed command's tools.
@@ -303,7 +304,7 @@ impl Engine {
             // container they name exists (a restore of it).
             let me = ContainerRef::new(parent, name);
             let mut deps: Vec<_> = dep.into_iter().collect();
-            for o in store::depends_on(&ContainerRef::new(parent, n)).unwrap_or_default() {
+            for o in depfile::depends_on(&ContainerRef::new(parent, n)).unwrap_or_default() {
                 deps.push((o, me.clone()));
             }
             let Some(_locks) = LockSet::try_acquire(deps.iter().map(|(o, _)| o))? else {

@@ -9,10 +9,11 @@ use super::rootfs::spec_of;
 use super::staging::{aside_name, exists_any, REN, RENAME_BY_COPY, RENAME_CONFIG};
 use super::{failpoint, CloneRequest, Engine};
 use crate::backend::Opened;
+use crate::depfile;
 use crate::durable::write_atomic;
 use crate::err;
 use crate::error::{IoContext, Result};
-use crate::store::{self, Container, ContainerRef, Store};
+use crate::store::{Container, ContainerRef, Store};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
@@ -26,9 +27,9 @@ pub(super) fn finish_rename(lxcpath: &Path, old: &str, new: &str) -> Result<()> 
         fsutil::sync_dir(&dir);
     }
     let (old_r, new_r) = (ContainerRef::new(lxcpath, old), ContainerRef::new(lxcpath, new));
-    for o in store::depends_on(&new_r).unwrap_or_default() {
+    for o in depfile::depends_on(&new_r).unwrap_or_default() {
         remove_dep(&o, &old_r)?;
-        if !store::dependents(&o)?.contains(&new_r) {
+        if !depfile::dependents(&o)?.contains(&new_r) {
             add_dep(&o, &new_r, &dir)?;
         }
     }

@@ -7,10 +7,11 @@ use super::fsutil::{self, remove_tree, rename_noreplace};
 use super::rootfs::{entries_of, CtxOp};
 use super::staging::{exists_any, make_aside, read_record, write_record, Journal, JOURNAL, OLD};
 use super::{failpoint, Engine};
+use crate::depfile;
 use crate::durable::write_atomic;
 use crate::error::{IoContext, Result};
 use crate::spec::RootfsSpec;
-use crate::store::{self, Container, ContainerRef, Store};
+use crate::store::{Container, ContainerRef, Store};
 use crate::{err, names};
 use std::path::{Path, PathBuf};
 
@@ -73,7 +74,7 @@ impl Engine {
             return Err(err!(NotFound, OP, "container {} does not exist", r.name));
         }
         // The origins the current rootfs depends on may lose it.
-        if let Some(n) = need(store::depends_on(r)?) {
+        if let Some(n) = need(depfile::depends_on(r)?) {
             return Ok(n);
         }
         let s = self.load_snapshot(r, snap)?;
@@ -103,11 +104,11 @@ impl Engine {
         let prep = (|| -> Result<Journal> {
             let new_origins: Vec<ContainerRef> = if st.path.join("lxc_rdepends").exists() {
                 let staged = st.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                store::depends_on(&ContainerRef::new(&r.lxcpath, staged))?
+                depfile::depends_on(&ContainerRef::new(&r.lxcpath, staged))?
             } else {
                 vec![]
             };
-            let drop_origins = store::depends_on(r)?
+            let drop_origins = depfile::depends_on(r)?
                 .into_iter()
                 .filter(|o| !new_origins.contains(o))
                 .collect();
