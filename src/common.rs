@@ -315,7 +315,7 @@ pub fn backend_opts(mut opts: BackendOpts) -> anyhow::Result<BackendOpts> {
 }
 
 pub fn engine() -> Engine {
-    Engine::new(crate::wiring::backends())
+    Engine::new(crate::wiring::backends()).with_freezer(std::sync::Arc::new(crate::freezer::CgroupFreezer))
 }
 
 /// Clean up what a crash left behind, before doing anything else. Never on an

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod convert;
 mod du;
+mod freezer;
 mod names;
 mod run;
 mod tools;

@@ -348,6 +348,15 @@ pub trait Snapshotter {
     fn clone_depends_on_source(&self) -> bool {
         false
     }
+
+    /// Whether a snapshot of `src` made while its container is frozen holds
+    /// a consistent copy that the container's later writes do not reach
+    /// (an overlay's upper dir copied, not a live dir shared as the lower):
+    /// the engine then snapshots a running container, frozen meanwhile.
+    /// Atomic snapshots ([`Caps::atomic_snapshot`]) need not say so.
+    fn consistent_when_frozen(&self, _src: &RootfsSpec) -> bool {
+        false
+    }
 }
 
 /// A native full copy within one backend.

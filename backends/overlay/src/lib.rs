@@ -365,6 +365,12 @@ impl Snapshotter for OverlayBackend {
         matches!(src.kind(), "dir" | "overlay")
     }
 
+    /// An overlay's snapshot copies its upper dir, which a frozen container
+    /// does not change; a dir's would share the live dir as its lower.
+    fn consistent_when_frozen(&self, src: &RootfsSpec) -> bool {
+        src.kind() == "overlay"
+    }
+
     fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
         let _span = tracing::info_span!("overlay snapshot", src = %src, dst = %spec).entered();
         if !self.can_snapshot(src) {

@@ -210,6 +210,28 @@ impl Engine {
         }
     }
 
+    /// Freeze `p`'s source for its snapshot by `b` if it runs (see
+    /// [`crate::freeze`]); `None` if it does not run or is frozen already.
+    /// One that cannot be frozen is refused, unless `b`'s snapshot is
+    /// atomic anyway (then it is taken unfrozen, with a warning).
+    fn freeze_running(&self, p: &Params, b: &dyn Backend) -> Result<Option<crate::freeze::Frozen>> {
+        let Some(rec) = crate::state::running(&p.src.r) else {
+            return Ok(None);
+        };
+        let res = match &self.freezer {
+            Some(f) => crate::freeze::Frozen::new(f, &p.src.r, &rec, "its snapshot"),
+            None => Err(err!(Unsupported, "freeze container", "no freezer here")),
+        };
+        match res {
+            Ok(f) => Ok(f),
+            Err(e) if b.caps().atomic_snapshot => {
+                tracing::warn!("{}: snapshot taken unfrozen: {e}", p.src.r.name);
+                Ok(None)
+            }
+            Err(e) => Err(crate::freeze::cannot(&p.src.r.name, e)),
+        }
+    }
+
     /// Pick the backend and whether to snapshot, for `p`.
     pub(super) fn choose(&self, p: &Params) -> Result<(&dyn Backend, bool)> {
         const OP: &str = "clone";
@@ -379,6 +401,8 @@ impl Engine {
                 Vec::new()
             };
             // The rootfs, and where it can take the edit unmounted, the new hostname: in one go.
+            // A running source is frozen for the instant of its snapshot (the guard thaws it).
+            let frozen = if snapshot { self.freeze_running(p, dst_b)? } else { None };
             let hostname_done = as_container_root(&map, || {
                 if shifted {
                     own_dir_as_container_root(&staging)?;
@@ -425,6 +449,7 @@ impl Engine {
                 }
                 dst_b.write_if_regular_unmounted(&building, "etc/hostname", hostname.as_bytes())
             })?;
+            drop(frozen);
             sync.committed(&settled);
             failpoint("clone-after-rootfs");
             // An overlay can take the edit in its upper dir: no mount needed.
@@ -543,7 +568,7 @@ impl Engine {
                 ));
             }
         }
-        if running && !may_snapshot_running(b, snap) {
+        if running && !may_snapshot_running(b, snap, &src.rootfs, self.freezer.is_some()) {
             return Err(err!(
                 Busy,
                 OP,

@@ -161,6 +161,9 @@ pub struct DestroyRequest {
 
 pub struct Engine {
     pub backends: Backends,
+    /// Freezes a running container for the instant of its snapshot (the
+    /// binary wires in the runtime's cgroup freezer).
+    pub freezer: Option<std::sync::Arc<dyn crate::freeze::Freezer>>,
 }
 
 /// Test hook for crash tests: when `STRATA_FAILPOINT` equals `name`, the
@@ -187,7 +190,16 @@ fn absref(r: &ContainerRef) -> Result<ContainerRef> {
 
 impl Engine {
     pub fn new(backends: Backends) -> Self {
-        Engine { backends }
+        Engine {
+            backends,
+            freezer: None,
+        }
+    }
+
+    /// With `f` to freeze running containers while they are snapshotted.
+    pub fn with_freezer(mut self, f: std::sync::Arc<dyn crate::freeze::Freezer>) -> Self {
+        self.freezer = Some(f);
+        self
     }
 
     pub fn create(&self, req: &CreateRequest) -> Result<Container> {

@@ -123,6 +123,16 @@ impl Engine {
     }
 
     pub(super) fn do_reconcile(&self, lxcpath: &Path) -> Result<Vec<PathBuf>> {
+        // First: a container a killed command froze for a snapshot runs again at once.
+        if let Some(f) = &self.freezer {
+            for r in crate::freeze::thaw_stale(f.as_ref()) {
+                tracing::info!(
+                    "thawed {} in {}, left frozen by a killed command",
+                    r.name,
+                    r.lxcpath.display()
+                );
+            }
+        }
         // A killed command's tools (lvcreate, mkfs, zfs receive) may still be
         // making what its leftovers name: nothing is undone before they exit.
         if !crate::toollock::wait_for_orphans(ORPHAN_WAIT) {

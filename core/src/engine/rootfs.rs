@@ -37,10 +37,13 @@ pub(super) fn entries_of(spec: &RootfsSpec, dir: &Path) -> Vec<String> {
     out
 }
 
-/// Whether a running container may be the source of a clone or snapshot:
-/// only atomic copy-on-write snapshots see a consistent rootfs.
-pub(super) fn may_snapshot_running(b: &dyn Backend, snapshot: bool) -> bool {
-    snapshot && b.caps().atomic_snapshot
+/// Whether a running container may be the source of a clone or snapshot
+/// by `b`: only copy-on-write snapshots that are atomic, or that hold
+/// nothing the container changes once thawed when it is frozen meanwhile
+/// (an overlay's upper copied), see a consistent rootfs.
+pub(super) fn may_snapshot_running(b: &dyn Backend, snapshot: bool, src: &RootfsSpec, can_freeze: bool) -> bool {
+    snapshot
+        && (b.caps().atomic_snapshot || (can_freeze && b.snapshotter().is_some_and(|s| s.consistent_when_frozen(src))))
 }
 
 pub(super) fn remove_lost_found(dir: &Path) {

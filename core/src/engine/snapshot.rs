@@ -36,7 +36,7 @@ impl Engine {
         let params = Params::snapshot(&src, &probe, vec![]);
         if crate::state::is_running(r) {
             let (b, snap) = self.choose(&params)?;
-            if !may_snapshot_running(b, snap) {
+            if !may_snapshot_running(b, snap, &src.rootfs, self.freezer.is_some()) {
                 return Err(err!(Busy, OP, "container {} is running; stop it first", r.name));
             }
         }

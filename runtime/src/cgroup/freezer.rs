@@ -75,3 +75,8 @@ pub fn freeze(paths: &[PathBuf], timeout: Duration) -> Result<()> {
 pub fn thaw(paths: &[PathBuf], timeout: Duration) -> Result<()> {
     set_state(paths, false, timeout)
 }
+
+/// Whether the container's freezer says frozen now.
+pub fn is_frozen(paths: &[PathBuf]) -> bool {
+    freezer_dir(paths).is_some_and(|(dir, v1)| reached(&dir, v1, true))
+}

@@ -43,7 +43,7 @@ pub use create::{
 pub use devices::{DeviceList, DeviceRule};
 pub use devices_bpf::{attach_device_program, device_program, Insn};
 pub use devices_extend::{decode_device_program, device_program_ids, extend_device_program};
-pub use freezer::{freeze, thaw};
+pub use freezer::{freeze, is_frozen, thaw};
 pub use layout::{Hierarchy, Layout, LayoutKind, Version};
 pub use mount::{auto_mode, mount_in_container, wants_mount, CgroupAccess, CgroupAuto};
 pub use remove::remove;
