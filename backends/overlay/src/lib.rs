@@ -34,6 +34,11 @@ pub fn backend() -> Arc<dyn Backend> {
     Arc::new(OverlayBackend::default())
 }
 
+/// Whether `p` lies on an overlay filesystem.
+fn on_overlayfs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
+}
+
 /// The work dir that goes with an upper dir.
 pub fn work_dir(upper: &Path) -> PathBuf {
     let parent = upper.parent().unwrap_or(Path::new("/"));
@@ -186,6 +191,18 @@ impl Backend for OverlayBackend {
                 Err(nix::errno::Errno::EINVAL) => last = nix::errno::Errno::EINVAL,
                 Err(e) => return Err(e).ctx("mount overlay", target),
             }
+        }
+        // The kernel's EINVAL says nothing of why; the usual cause a user
+        // can act on is an upper dir on an overlay (a container tree or a
+        // VM's writable layer), which overlayfs never takes as its upper.
+        if on_overlayfs(&upper) {
+            return Err(err!(
+                Unsupported,
+                "mount overlay",
+                "{}: the upper dir is on an overlay filesystem, which overlayfs cannot take as an upper layer; \
+                 keep the container path on another filesystem",
+                upper.display()
+            ));
         }
         Err(last).ctx("mount overlay", target)
     }

@@ -109,3 +109,52 @@ fn overlay_old_style_spec_uses_olwork_and_snapshot_keeps_lower() {
     assert!(!t.path().join("c2/delta0").exists() && !t.path().join("c2/olwork").exists());
     assert!(lower.join("a").exists());
 }
+
+/// An upper dir on an overlay (a VM's writable layer, a container's tree)
+/// is one overlayfs refuses with a bare EINVAL: the error says why.
+#[test]
+fn overlay_upper_on_an_overlay_is_refused_saying_why() {
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let d = |n: &str| {
+        let p = t.path().join(n);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let (lo, up, wk, outer) = (d("lo"), d("up"), d("wk"), d("outer"));
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lo.display(),
+        up.display(),
+        wk.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &outer,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    struct Outer<'a>(&'a Path);
+    impl Drop for Outer<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _outer = Outer(&outer);
+    let lower = d("lower");
+    std::fs::create_dir_all(outer.join("c/overlay/delta")).unwrap();
+    let spec = RootfsSpec::parse(&format!(
+        "overlay:{}:{}/c/overlay/delta",
+        lower.display(),
+        outer.display()
+    ))
+    .unwrap();
+    let mnt = d("mnt");
+    let b = strata_overlay::OverlayBackend::default();
+    let e = b.mount(&spec, &mnt, false).unwrap_err();
+    let _g = Umount(&b, spec.clone(), &mnt);
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("upper dir is on an overlay filesystem"), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+}
