@@ -8,7 +8,8 @@
 //! mapped; here an image is mapped when it is mounted and unmapped when the
 //! last user is done (the kernel refuses a plain unmap while the device is
 //! open, in any mount namespace), so after a reboot or a lost mapping the
-//! next mount maps it again. The device is found in `rbd device list`, not
+//! next mount maps it again. The device is found in the kernel's list (sysfs, what
+//! `rbd device list` reads), not
 //! through udev's `/dev/rbd/POOL/NAME` link, which the spec keeps only
 //! because LXC writes it.
 //!
@@ -61,11 +62,16 @@ const DEFAULT_SIZE: u64 = 1 << 30;
 const SNAP_PREFIX: &str = "strata-";
 /// The image metadata key holding the mark of the build that made it.
 pub const META_BUILD: &str = "strata.build";
+/// The kernel's list of rbd devices, one directory per device id.
+pub const SYSFS_DEVICES: &str = "/sys/bus/rbd/devices";
 /// Seconds a command waits for a cluster that does not answer.
 const CONNECT_TIMEOUT: &str = "30";
 
 pub struct RbdBackend {
     run: Box<dyn Runner>,
+    /// Where the kernel lists its rbd mappings (what `rbd device list`
+    /// reads); `None`: ask `rbd device list` (the unit tests' doubles).
+    sysfs: Option<std::path::PathBuf>,
     /// The cephx user of every command: `--rbduser` (set by `plan`), else
     /// lxc.conf's, read when first needed. `Some(None)`: Ceph's default.
     user: std::sync::Mutex<Option<Option<String>>>,
@@ -241,6 +247,38 @@ pub struct Mapping {
     pub device: String,
 }
 
+/// The kernel's rbd mappings from its sysfs directory (`/sys/bus/rbd/devices`:
+/// one entry per device id, with `pool`, `name` and `current_snap`), as
+/// `rbd device list` reads them: no process, no cluster. A device removed
+/// while it is read is left out; no directory (rbd.ko not loaded) is none.
+pub fn read_mappings(dir: &Path) -> Result<Vec<Mapping>> {
+    const OP: &str = "list rbd mappings";
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(strata_core::Error::io(OP, dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).map(|v| v.trim().to_string());
+        let (Ok(pool), Ok(image), Ok(snap)) = (read("pool"), read("name"), read("current_snap")) else {
+            continue;
+        };
+        out.push(Mapping {
+            pool,
+            image,
+            snap,
+            device: format!("/dev/rbd{id}"),
+        });
+    }
+    out.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok(out)
+}
+
 pub fn parse_mappings(json: &str) -> Result<Vec<Mapping>> {
     let v: Value = serde_json::from_str(json.trim())
         .map_err(|e| err!(Command, "parse rbd device list", "bad JSON from rbd device list: {e}"))?;
@@ -322,12 +360,21 @@ fn busy(o: &Out) -> bool {
 
 impl RbdBackend {
     pub fn new() -> Self {
-        Self::with_runner(Box::new(SystemRunner))
+        Self::new_with_sysfs(Box::new(SystemRunner), Path::new(SYSFS_DEVICES))
     }
 
+    pub fn new_with_sysfs(run: Box<dyn Runner>, sysfs: &Path) -> Self {
+        RbdBackend {
+            sysfs: Some(sysfs.to_path_buf()),
+            ..Self::with_runner(run)
+        }
+    }
+
+    /// A backend that lists mappings with `rbd device list` through `run`.
     pub fn with_runner(run: Box<dyn Runner>) -> Self {
         RbdBackend {
             run,
+            sysfs: None,
             user: std::sync::Mutex::new(None),
         }
     }
@@ -395,7 +442,11 @@ impl RbdBackend {
 
     /// The kernel's mappings of this host.
     pub fn mappings(&self) -> Result<Vec<Mapping>> {
-        // Read by the tool from sysfs: no cluster needed.
+        // Read from sysfs, as the tool does: a process of the rbd tool is
+        // the costly part of every step (seconds on a slow machine).
+        if let Some(dir) = &self.sysfs {
+            return read_mappings(dir);
+        }
         let o = self.tool("list rbd mappings", &["device", "list", "--format", "json"])?;
         if o.stdout.trim().is_empty() {
             return Ok(Vec::new());

@@ -468,3 +468,46 @@ fn a_device_unmapped_meanwhile_is_not_an_error() {
     let e = b(true).unmap("lxc", "c3", true).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Command, "{e}");
 }
+
+/// The kernel's list, as sysfs shows it: the head mapping of an image and a
+/// snapshot's; a device going away while read, and stray entries, left out.
+#[test]
+fn mappings_are_read_from_sysfs() {
+    let d = tempfile::tempdir().unwrap();
+    let dev = |id: &str, pool: &str, name: &str, snap: &str| {
+        let p = d.path().join(id);
+        std::fs::create_dir(&p).unwrap();
+        for (f, v) in [("pool", pool), ("name", name), ("current_snap", snap)] {
+            std::fs::write(p.join(f), format!("{v}\n")).unwrap();
+        }
+    };
+    dev("0", "lxc", "c1", "-");
+    dev("3", "strata_rbd", "c2", "strata-c4");
+    std::fs::create_dir(d.path().join("5")).unwrap();
+    std::fs::create_dir(d.path().join("uevent")).unwrap();
+    let m = read_mappings(d.path()).unwrap();
+    assert_eq!(
+        m,
+        [
+            Mapping {
+                pool: "lxc".into(),
+                image: "c1".into(),
+                snap: "-".into(),
+                device: "/dev/rbd0".into()
+            },
+            Mapping {
+                pool: "strata_rbd".into(),
+                image: "c2".into(),
+                snap: "strata-c4".into(),
+                device: "/dev/rbd3".into()
+            },
+        ]
+    );
+    assert!(read_mappings(&d.path().join("none")).unwrap().is_empty());
+    // The backend finds the head mapping there, without the tool.
+    let (f, run) = testing::fake();
+    let b = RbdBackend::new_with_sysfs(run, d.path()).with_user(None);
+    assert_eq!(b.mapped("lxc", "c1").unwrap(), ["/dev/rbd0"]);
+    assert!(b.mapped("strata_rbd", "c2").unwrap().is_empty());
+    assert!(f.calls().is_empty(), "{:?}", f.calls());
+}
