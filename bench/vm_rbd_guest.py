@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Ceph RBD timings in the QEMU guest, strata and LXC's lxc-* tools side by
+side, alternating (software emulation: only ratios mean anything). Run by
+tests/vm/guest (part rbdbench) once tests/vm/ceph-up has made pool "lxc",
+LXC's default pool, which both use:
+    vm_rbd_guest.py OUT_DIR STRATA ITERATIONS
+Both run from the guest's tmpfs (strata's binary; LXC's tools with
+liblxc): from the 9p share each process start costs seconds. LXC 5 only
+creates and destroys rbd containers; strata's snapshot clone, copy,
+lxc-snapshot and restore have no LXC figure (they are shown beside
+strata's own create)."""
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+out, strata, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+table = open(os.path.join(out, "rbd-bench.table"), "w")
+log = open(os.path.join(out, "rbd-bench.log"), "w")
+tmp = tempfile.mkdtemp(prefix="rbdbench.", dir="/var/tmp")
+
+sbin = os.path.join(tmp, "strata-bin")
+os.makedirs(sbin)
+shutil.copy(strata, os.path.join(sbin, "strata"))
+for t in ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]:
+    os.symlink("strata", os.path.join(sbin, t))
+tools = [("strata", sbin, {})]
+if os.path.exists("/usr/bin/lxc-create"):
+    lbin = os.path.join(tmp, "lxc-bin")
+    os.makedirs(lbin)
+    for t in ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]:
+        shutil.copy("/usr/bin/" + t, lbin)
+    for lib in ["/usr/lib/x86_64-linux-gnu/liblxc.so.1"]:
+        shutil.copy(lib, lbin)
+    tools.insert(0, ("lxc", lbin, {"LD_LIBRARY_PATH": lbin}))
+
+lp = os.path.join(tmp, "lxc")
+os.makedirs(lp)
+P = ["-P", lp]
+# Both make the image, map it and put ext4 on it; LXC 5 makes no rootfs at
+# all with -t none, so both run a template that does nothing.
+CREATE = ["-B", "rbd", "--fssize", "64M", "-t", "/bin/true"]
+
+
+def sh(tool, *args, check=True):
+    env = dict(os.environ, **tool[2])
+    log.write("+ %s %s\n" % (tool[0], " ".join(args)))
+    log.flush()
+    r = subprocess.run([os.path.join(tool[1], args[0]), *args[1:]], stdout=log, stderr=subprocess.PIPE,
+                       env=env, timeout=1200)
+    log.write(r.stderr.decode(errors="replace"))
+    if check and r.returncode:
+        raise RuntimeError("%s: %s" % (" ".join(args), r.stderr.decode(errors="replace").strip()[-300:]))
+    return r.returncode
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def out_line(s):
+    print(s, flush=True)
+    table.write(s + "\n")
+    table.flush()
+
+
+STRATA = tools[-1]
+# The base of strata's clone operations (strata makes it: LXC's own
+# lxc-create leaves its image mapped).
+sh(STRATA, "lxc-create", *P, "-n", "base", *CREATE)
+seq = [0]
+
+
+def fresh():
+    seq[0] += 1
+    return "c%d" % seq[0]
+
+
+def op_create(t):
+    c = fresh()
+    d = timed(lambda: sh(t, "lxc-create", *P, "-n", c, *CREATE))
+    sh(t, "lxc-destroy", *P, "-n", c)
+    return d
+
+
+def op_destroy(t):
+    c = fresh()
+    sh(t, "lxc-create", *P, "-n", c, *CREATE)
+    return timed(lambda: sh(t, "lxc-destroy", *P, "-n", c))
+
+
+def op_snapclone(t):
+    c = fresh()
+    d = timed(lambda: sh(t, "lxc-copy", *P, "-n", "base", "-N", c, "-s"))
+    sh(t, "lxc-destroy", *P, "-n", c)
+    return d
+
+
+def op_copy(t):
+    c = fresh()
+    d = timed(lambda: sh(t, "lxc-copy", *P, "-n", "base", "-N", c))
+    sh(t, "lxc-destroy", *P, "-n", c)
+    return d
+
+
+def op_snapshot(t):
+    d = timed(lambda: sh(t, "lxc-snapshot", *P, "-n", "base"))
+    sh(t, "lxc-snapshot", *P, "-n", "base", "-d", "ALL", check=False)
+    return d
+
+
+def op_restore(t):
+    sh(t, "lxc-snapshot", *P, "-n", "base")
+    sh(t, "lxc-snapshot", *P, "-n", "base")
+    # Any snapshot, not the latest: snap0 of two.
+    d = timed(lambda: sh(t, "lxc-snapshot", *P, "-n", "base", "-r", "snap0"))
+    # The restored rootfs is a clone of snap0: a refusal here is logged,
+    # and the next round restores snap0 again.
+    sh(t, "lxc-snapshot", *P, "-n", "base", "-d", "ALL", check=False)
+    return d
+
+
+def op_destroy_clone(t):
+    c = fresh()
+    sh(t, "lxc-copy", *P, "-n", "base", "-N", c, "-s")
+    return timed(lambda: sh(t, "lxc-destroy", *P, "-n", c))
+
+
+both = [("create (lxc-create -B rbd 64M)", op_create), ("destroy (lxc-destroy)", op_destroy)]
+strata_only = [
+    ("snapshot clone (lxc-copy -s)", op_snapclone),
+    ("copy clone (lxc-copy)", op_copy),
+    ("lxc-snapshot", op_snapshot),
+    ("restore snap0 of 2 (-r)", op_restore),
+    ("destroy a snapshot clone", op_destroy_clone),
+]
+
+load = open("/proc/loadavg").read().split()[0]
+out_line("rbd in the guest (TCG), %d runs each, medians; guest load %s at start" % (n, load))
+out_line("%-32s %10s %10s %8s" % ("operation", "lxc ms", "strata ms", "ratio"))
+med_create = None
+for name, f in both + strata_only:
+    only = f in [g for _, g in strata_only]
+    use = [STRATA] if only else tools
+    times, failed = {t[0]: [] for t in use}, {}
+    for i in range(n):
+        for t in use if i % 2 == 0 else use[::-1]:
+            if t[0] in failed:
+                continue
+            try:
+                times[t[0]].append(f(t))
+            except Exception as e:  # noqa: BLE001 - reported in the table
+                failed[t[0]] = str(e)
+                log.write("%s %s: %s\n" % (name, t[0], e))
+    med = {k: statistics.median(v) * 1000 for k, v in times.items() if v}
+    if f is op_create and "strata" in med:
+        med_create = med["strata"]
+
+    def fmt(k):
+        if k in med:
+            return "%10.0f" % med[k]
+        return "%10s" % ("failed" if k in failed else ("none" if only else "-"))
+
+    if "lxc" in med and "strata" in med:
+        ratio = "%.2fx" % (med["lxc"] / med["strata"])
+    elif only and "strata" in med and med_create:
+        ratio = "%.2f cr" % (med["strata"] / med_create)
+    else:
+        ratio = "-"
+    out_line("%-32s %s %s %8s" % (name, fmt("lxc"), fmt("strata"), ratio))
+    for k, v in failed.items():
+        out_line("    %s failed: %s" % (k, v.splitlines()[-1][:200] if v else ""))
+out_line("ratio: LXC time / strata time; \"cr\": strata's time / strata's create (LXC cannot)")
+out_line("guest load %s at the end" % open("/proc/loadavg").read().split()[0])
+sh(STRATA, "lxc-destroy", *P, "-n", "base", "-s", check=False)
+table.close()
+subprocess.run(["sync"])
