@@ -12,6 +12,7 @@ pub mod depfile;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod foreign;
 pub mod freeze;
 pub mod identity;
 pub mod idmap;

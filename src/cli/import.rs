@@ -1,9 +1,12 @@
-//! `strata import`: a container from an archive `strata export` wrote.
+//! `strata import`: a container from an archive `strata export` wrote, an
+//! Incus instance export or a Proxmox vzdump of a container (told apart by
+//! their content; see strata_core::foreign).
 
 use super::receive::StoreArgs;
 use crate::common::Common;
 use anyhow::Context;
 use std::path::PathBuf;
+use strata_core::foreign;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -25,12 +28,22 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     if !md.is_file() {
         anyhow::bail!("{}: not a regular file", a.file.display());
     }
-    let f = std::fs::File::open(&a.file).with_context(|| format!("{}", a.file.display()))?;
+    let kind = foreign::detect(&a.file)?;
     let req = a.store.request(&lxcpath, a.name.clone())?;
     let engine = crate::common::engine();
     if lxcpath.is_dir() {
         crate::common::reconcile(&engine, &lxcpath);
     }
+    if kind != foreign::Kind::Strata {
+        let (c, _, notes) = foreign::import(&engine, kind, &req, &a.file)?;
+        if !a.common.quiet {
+            for n in &notes {
+                eprintln!("strata: {}: not carried: {n}", c.r.name);
+            }
+        }
+        return Ok(0);
+    }
+    let f = std::fs::File::open(&a.file).with_context(|| format!("{}", a.file.display()))?;
     let mut input = std::io::BufReader::with_capacity(1 << 20, f);
     let (c, st) = engine.receive(&req, &mut input)?;
     super::receive::report(&c.r.name, &st, a.common.quiet);

@@ -50,7 +50,7 @@ enum Cmd {
     Receive(super::receive::Args),
     /// Write a container as a .tar.zst archive FILE
     Export(super::export::Args),
-    /// Make a container from an archive written by export
+    /// Make a container from an archive: strata export's, an Incus export or a Proxmox vzdump
     Import(super::import::Args),
     /// Remove what an interrupted operation left behind in an lxcpath
     Reconcile(ReconcileArgs),

@@ -71,6 +71,7 @@ macro_rules! step {
     };
 }
 
+mod adopt;
 mod clone;
 mod create;
 mod deps;
@@ -87,6 +88,7 @@ mod send;
 mod snapshot;
 mod staging;
 
+pub use adopt::{archive_err, AdoptSnap, Adoption, Place};
 pub use receive::ReceiveRequest;
 pub use send::SendRequest;
 

@@ -457,7 +457,7 @@ fn is_meta(index: &Index, path: &[u8]) -> bool {
 }
 
 /// The staged files on disk before the rename that publishes them.
-fn settle(staging: &Path) -> Result<()> {
+pub(super) fn settle(staging: &Path) -> Result<()> {
     if crate::durable::is_volatile() {
         return Ok(());
     }
