@@ -125,9 +125,23 @@ fn incus_exports_import_with_their_settings_and_start() {
     assert_eq!(std::fs::read_to_string(r.join("etc/hostname")).unwrap(), "changed\n");
     // The snapshot, with Incus's creation time, and its own tree.
     let snaps = env.ok("lxc-snapshot", &["-n", "inc-c1", "-L"]);
-    assert!(
-        snaps.starts_with("snap0 ") && snaps.contains("2026:12:02") || snaps.starts_with("snap0 "),
-        "{snaps}"
+    assert!(snaps.starts_with("snap0 "), "{snaps}");
+    let index = incus_index();
+    let at = index.find("\n  snapshots:\n").expect("config.snapshots in index.yaml");
+    let created = index[at..]
+        .split("created_at: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let want_ts = sh(&["date", "-d", created, "+%Y:%m:%d %H:%M:%S"]);
+    assert_eq!(
+        std::fs::read_to_string(env.c("inc-c1").join("snaps/snap0/ts"))
+            .unwrap()
+            .trim_end(),
+        want_ts.trim_end(),
+        "Incus's creation time {created}"
     );
     assert_eq!(
         std::fs::read_to_string(env.c("inc-c1").join("snaps/snap0/rootfs/etc/hostname")).unwrap(),
@@ -222,6 +236,58 @@ fn incus_exports_import_with_their_settings_and_start() {
     env.ok("lxc-destroy", &["-n", "inc-c2", "-s"]);
     env.ok("lxc-destroy", &["-n", "inc-c1", "-s"]);
     env.ok("lxc-destroy", &["-n", "p1"]);
+    clean(&env, &[]);
+}
+
+/// An export whose index.yaml has no `config:` (as LXD and early Incus
+/// wrote them): the settings are read from backup/container/backup.yaml,
+/// which comes after the snapshots' trees.
+#[test]
+fn incus_export_with_a_bare_index_reads_backup_yaml() {
+    let env = Env::new();
+    let x = env.src.join("x");
+    std::fs::create_dir(&x).unwrap();
+    let tar = |args: &[&str]| {
+        let mut a = vec!["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner"];
+        a.extend(args);
+        sh(&a);
+    };
+    tar(&[
+        "--zstd",
+        "-xpf",
+        fixture("c1.tar.zst").to_str().unwrap(),
+        "-C",
+        x.to_str().unwrap(),
+    ]);
+    let index = std::fs::read_to_string(x.join("backup/index.yaml")).unwrap();
+    let bare = &index[..index.find("\nconfig:").unwrap() + 1];
+    std::fs::write(x.join("backup/index.yaml"), bare).unwrap();
+    let file = env.src.join("bare.tar.gz");
+    tar(&[
+        "-czf",
+        file.to_str().unwrap(),
+        "-C",
+        x.to_str().unwrap(),
+        "backup/index.yaml",
+        "backup/snapshots",
+        "backup/container",
+    ]);
+    import_ok(&env, &["import", file.to_str().unwrap()]);
+    assert_eq!(
+        cgroup_limit(&env, "c1", "memory.max", "memory.limit_in_bytes").as_deref(),
+        Some("268435456")
+    );
+    assert_eq!(
+        config_all(&env, "c1", "lxc.idmap"),
+        ["u 0 100000 65536", "g 0 100000 65536"]
+    );
+    let x = std::fs::metadata(rootfs(&env, "c1").join("home/user/x")).unwrap();
+    assert_eq!((x.uid(), x.gid()), (101000, 100100));
+    assert_eq!(
+        std::fs::read_to_string(env.c("c1").join("snaps/snap0/rootfs/etc/hostname")).unwrap(),
+        "incus-c1\n"
+    );
+    env.ok("lxc-destroy", &["-n", "c1", "-s"]);
     clean(&env, &[]);
 }
 
@@ -441,15 +507,7 @@ fn bad_archives_fail_in_one_line_and_leave_nothing() {
         e
     };
     let c1 = std::fs::read(fixture("c1.tar.zst")).unwrap();
-    let index = String::from_utf8(sh_bytes(&[
-        "sh",
-        "-c",
-        &format!(
-            "zstd -dc {} | tar -xO backup/index.yaml",
-            fixture("c1.tar.zst").display()
-        ),
-    ]))
-    .unwrap();
+    let index = incus_index();
 
     let e = fails(&f("cut.tar.zst", &c1[..c1.len() / 2]), &["-n", "cut"]);
     assert!(e.contains("ends early") || e.contains("archive"), "{e}");
@@ -580,6 +638,17 @@ fn read_in_rootfs(env: &Env, name: &str, file: &str) -> Vec<u8> {
     let d = std::fs::read(o.path().join(file)).unwrap();
     o.close().unwrap();
     d
+}
+
+/// backup/index.yaml of the Incus fixture.
+fn incus_index() -> String {
+    let f = fixture("c1.tar.zst");
+    String::from_utf8(sh_bytes(&[
+        "sh",
+        "-c",
+        &format!("zstd -dc {} | tar -xO backup/index.yaml", f.display()),
+    ]))
+    .unwrap()
 }
 
 fn sh_bytes(argv: &[&str]) -> Vec<u8> {

@@ -316,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn own_map_and_privileged() {
+        let mut out = Out::default();
+        let conf = "hostname: h\nunprivileged: 1\nlxc.idmap: u 0 200000 65536\nlxc.idmap: g 0 200000 65536\n";
+        let (_, map) = convert(conf, None, &mut out).unwrap();
+        assert_eq!(map.unwrap().config_values(), ["u 0 200000 65536", "g 0 200000 65536"]);
+        // Written once, from the map, by the import: not as raw lines too.
+        assert!(out.config("t").unwrap().get("lxc.idmap").is_none());
+        let (_, map) = convert("hostname: h\nunprivileged: 0\n", None, &mut Out::default()).unwrap();
+        assert!(map.is_none());
+        let given = IdMap::parse(["b 0 300000 65536"]).unwrap();
+        let (_, map) = convert(conf, Some(given.clone()), &mut Out::default()).unwrap();
+        assert_eq!(map, Some(given));
+    }
+
+    #[test]
     fn conf() {
         let mut out = Out::default();
         let (name, map) = convert(
