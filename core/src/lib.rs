@@ -2,6 +2,7 @@
 //! config, the clone/snapshot/restore engine, the copy engine and locks.
 //! Core knows backends only through the traits in [`backend`].
 
+pub mod acl;
 pub mod backend;
 pub mod block;
 pub mod clock;

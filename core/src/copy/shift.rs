@@ -1,13 +1,10 @@
 //! Id shifting for unprivileged clones: owners, POSIX ACL xattrs and file
 //! capability xattrs. Public so an in-place converter can reuse them.
 
+use crate::acl;
 use crate::err;
 use crate::error::Result;
 use crate::idmap::IdShift;
-
-const ACL_VERSION: u32 = 2;
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP: u16 = 0x08;
 
 const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
 const VFS_CAP_REVISION_1: u32 = 0x0100_0000;
@@ -41,38 +38,20 @@ impl IdShift {
 /// Shift the ids of the user and group entries of a POSIX ACL xattr
 /// (`system.posix_acl_access` / `system.posix_acl_default`).
 pub fn shift_acl(xattr: &[u8], shift: &IdShift) -> Result<Vec<u8>> {
-    if xattr.len() < 4 || !(xattr.len() - 4).is_multiple_of(8) {
-        return Err(err!(
-            InvalidArgument,
-            "copy",
-            "malformed POSIX ACL xattr ({} bytes)",
-            xattr.len()
-        ));
-    }
-    let version = u32::from_le_bytes(xattr[0..4].try_into().unwrap());
-    if version != ACL_VERSION {
-        return Err(err!(
-            InvalidArgument,
-            "copy",
-            "unknown POSIX ACL xattr version {version}"
-        ));
-    }
-    let mut out = xattr.to_vec();
-    for e in out[4..].chunks_exact_mut(8) {
-        let tag = u16::from_le_bytes([e[0], e[1]]);
-        let id = u32::from_le_bytes(e[4..8].try_into().unwrap());
-        let mapped = match tag {
-            ACL_USER => shift
+    let mut entries = acl::parse(xattr, "copy")?;
+    for e in &mut entries {
+        let id = e.id;
+        e.id = match e.tag {
+            acl::USER => shift
                 .map_uid(id)
                 .ok_or_else(|| err!(InvalidArgument, "copy", "ACL uid {id} is not mapped"))?,
-            ACL_GROUP => shift
+            acl::GROUP => shift
                 .map_gid(id)
                 .ok_or_else(|| err!(InvalidArgument, "copy", "ACL gid {id} is not mapped"))?,
             _ => continue,
         };
-        e[4..8].copy_from_slice(&mapped.to_le_bytes());
     }
-    Ok(out)
+    Ok(acl::encode(&entries))
 }
 
 /// Shift a `security.capability` xattr: v3 gets its rootid mapped; v1/v2
@@ -128,8 +107,9 @@ mod tests {
         }
     }
 
+    // Bytes written out by hand, not through `acl::encode`: the kernel's form (version 2).
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-        let mut v = ACL_VERSION.to_le_bytes().to_vec();
+        let mut v = 2u32.to_le_bytes().to_vec();
         for &(t, p, id) in entries {
             v.extend_from_slice(&t.to_le_bytes());
             v.extend_from_slice(&p.to_le_bytes());
@@ -155,18 +135,18 @@ mod tests {
     fn acl_user_and_group_entries_shift_others_stay() {
         let src = acl(&[
             (0x01, 7, u32::MAX),
-            (ACL_USER, 6, 1000),
+            (acl::USER, 6, 1000),
             (0x04, 5, u32::MAX),
-            (ACL_GROUP, 4, 50),
+            (acl::GROUP, 4, 50),
             (0x10, 7, u32::MAX),
             (0x20, 0, u32::MAX),
         ]);
         let out = shift_acl(&src, &shift()).unwrap();
         let want = acl(&[
             (0x01, 7, u32::MAX),
-            (ACL_USER, 6, 101000),
+            (acl::USER, 6, 101000),
             (0x04, 5, u32::MAX),
-            (ACL_GROUP, 4, 200050),
+            (acl::GROUP, 4, 200050),
             (0x10, 7, u32::MAX),
             (0x20, 0, u32::MAX),
         ]);
@@ -175,7 +155,7 @@ mod tests {
 
     #[test]
     fn acl_unmapped_or_malformed_is_an_error() {
-        assert!(shift_acl(&acl(&[(ACL_USER, 6, 70000)]), &shift()).is_err());
+        assert!(shift_acl(&acl(&[(acl::USER, 6, 70000)]), &shift()).is_err());
         assert!(shift_acl(&[2, 0, 0, 0, 1], &shift()).is_err());
         assert!(shift_acl(&acl(&[]).iter().map(|b| b ^ 1).collect::<Vec<_>>(), &shift()).is_err());
     }

@@ -3,24 +3,12 @@
 //! archives carry ACLs that GNU tar restores, and ACLs of GNU tar's
 //! archives are restored here.
 
-const VERSION: u32 = 2;
-const USER_OBJ: u16 = 0x01;
-const USER: u16 = 0x02;
-const GROUP_OBJ: u16 = 0x04;
-const GROUP: u16 = 0x08;
-const MASK: u16 = 0x10;
-const OTHER: u16 = 0x20;
+use crate::acl::{self, AclEntry, GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 
 /// `user::rw-,user:1234:rwx,group::r--,mask::rwx,other::r--`, or `None` if malformed.
 pub fn to_text(x: &[u8]) -> Option<String> {
-    if x.len() < 4 || !(x.len() - 4).is_multiple_of(8) || u32::from_le_bytes(x[0..4].try_into().ok()?) != VERSION {
-        return None;
-    }
     let mut out = Vec::new();
-    for e in x[4..].chunks_exact(8) {
-        let tag = u16::from_le_bytes([e[0], e[1]]);
-        let perm = u16::from_le_bytes([e[2], e[3]]);
-        let id = u32::from_le_bytes(e[4..8].try_into().ok()?);
+    for AclEntry { tag, perm, id } in acl::parse(x, "read ACL").ok()? {
         let p = format!(
             "{}{}{}",
             if perm & 4 != 0 { 'r' } else { '-' },
@@ -43,7 +31,7 @@ pub fn to_text(x: &[u8]) -> Option<String> {
 /// The xattr form of a text ACL with numeric ids (GNU tar's), or `None`
 /// if it does not parse (names instead of ids, say).
 pub fn from_text(t: &str) -> Option<Vec<u8>> {
-    let mut ents: Vec<(u16, u16, u32)> = Vec::new();
+    let mut ents: Vec<AclEntry> = Vec::new();
     for item in t.split([',', '\n']) {
         // GNU tar may append `\t#effective:...` comments.
         let item = item.split('#').next()?.trim();
@@ -72,17 +60,11 @@ pub fn from_text(t: &str) -> Option<Vec<u8>> {
                 _ => return None,
             };
         }
-        ents.push((tag, perm, id));
+        ents.push(AclEntry { tag, perm, id });
     }
     // The kernel wants entries ordered by tag, then id.
     ents.sort();
-    let mut out = VERSION.to_le_bytes().to_vec();
-    for (tag, perm, id) in ents {
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
-    }
-    Some(out)
+    Some(acl::encode(&ents))
 }
 
 #[cfg(test)]
