@@ -214,22 +214,13 @@ pub struct CgroupMount {
 
 /// The cgroup hierarchies mounted whole in our mount namespace.
 pub fn cgroup_mounts() -> Vec<CgroupMount> {
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    mi.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let f: Vec<&str> = pre.split(' ').collect();
-            let mut p = post.split(' ');
-            let fstype = p.next()?;
-            let options = p.nth(1).unwrap_or("").split(',').map(str::to_string).collect();
-            let path = PathBuf::from(crate::mountinfo::unescape(f.get(4)?));
-            (f.get(3) == Some(&"/") && (fstype == "cgroup" || fstype == "cgroup2")).then_some(CgroupMount {
-                v2: fstype == "cgroup2",
-                path,
-                options,
-            })
+    crate::mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.root == "/" && (m.fstype == "cgroup" || m.fstype == "cgroup2"))
+        .map(|m| CgroupMount {
+            v2: m.fstype == "cgroup2",
+            path: m.mount_point,
+            options: m.super_options,
         })
         .collect()
 }

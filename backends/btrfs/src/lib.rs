@@ -199,30 +199,17 @@ pub fn snapshot_tree(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
 /// Mount options (per-mount and superblock) of the mount holding `p`.
 fn mount_options(p: &Path) -> Vec<String> {
     let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
     let mut best: Option<(usize, Vec<String>)> = None;
-    for l in text.lines() {
-        let f: Vec<&str> = l.split(' ').collect();
-        let Some(mp) = f.get(4) else { continue };
-        let mp = PathBuf::from(mp.replace("\\040", " "));
-        if !canon.starts_with(&mp) {
+    for m in strata_core::mountinfo::mounts() {
+        if !canon.starts_with(&m.mount_point) {
             continue;
         }
-        let len = mp.as_os_str().len();
+        let len = m.mount_point.as_os_str().len();
         if best.as_ref().is_some_and(|(l, _)| *l > len) {
             continue;
         }
-        let mut opts: Vec<String> = f
-            .get(5)
-            .map(|o| o.split(',').map(String::from).collect())
-            .unwrap_or_default();
-        if let Some(sep) = f.iter().position(|x| *x == "-") {
-            if let Some(so) = f.get(sep + 3) {
-                opts.extend(so.split(',').map(String::from));
-            }
-        }
+        let mut opts = m.options;
+        opts.extend(m.super_options);
         best = Some((len, opts));
     }
     best.map(|b| b.1).unwrap_or_default()

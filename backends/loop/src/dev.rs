@@ -305,13 +305,8 @@ fn bound(image: &Path) -> Vec<Bound> {
         }
         let dev = PathBuf::from(format!("/dev/{name}"));
         let devs = dev.display().to_string();
-        let mounts = mounts.get_or_insert_with(|| std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-        let mounted = mounts.lines().any(|l| {
-            l.split(" - ")
-                .nth(1)
-                .and_then(|r| r.split(' ').nth(1))
-                .is_some_and(|src| src == devs)
-        });
+        let mounts = mounts.get_or_insert_with(strata_core::mountinfo::mounts);
+        let mounted = mounts.iter().any(|m| m.source == devs);
         let held = std::fs::read_dir(e.path().join("holders")).is_ok_and(|mut d| d.next().is_some());
         out.push(Bound {
             dev,

@@ -373,17 +373,11 @@ fn new_uuid(image: &Path) -> Result<()> {
 /// The loop device and image behind the mount at `target`, if it is a loop mount.
 fn mount_source(target: &Path) -> Option<PathBuf> {
     let canon = std::fs::canonicalize(target).ok()?;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let mp = f.get(4)?.replace("\\040", " ");
-        if Path::new(&mp) != canon {
-            return None;
-        }
-        let sep = f.iter().position(|x| *x == "-")?;
-        let src = f.get(sep + 2)?;
-        src.starts_with("/dev/loop").then(|| PathBuf::from(src))
-    })
+    strata_core::mountinfo::mounts()
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == canon && m.source.starts_with("/dev/loop"))
+        .map(|m| PathBuf::from(m.source))
 }
 
 impl Backend for LoopBackend {

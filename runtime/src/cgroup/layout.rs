@@ -110,35 +110,7 @@ pub struct Layout {
     pub hierarchies: Vec<Hierarchy>,
 }
 
-use strata_core::mountinfo::unescape;
-
-struct Mount {
-    root: String,
-    point: PathBuf,
-    fstype: String,
-    opts: Vec<String>,
-}
-
-fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let f: Vec<&str> = pre.split(' ').collect();
-        let p: Vec<&str> = post.split(' ').collect();
-        if f.len() < 5 || p.len() < 3 {
-            continue;
-        }
-        out.push(Mount {
-            root: unescape(f[3]),
-            point: PathBuf::from(unescape(f[4])),
-            fstype: p[0].to_string(),
-            opts: p[2].split(',').map(str::to_string).collect(),
-        });
-    }
-    out
-}
+use strata_core::mountinfo::{self, Mount};
 
 /// `/proc/PID/cgroup` lines: (hierarchy id, controllers, path).
 fn parse_proc_cgroup(text: &str) -> Vec<(String, Vec<String>, String)> {
@@ -179,7 +151,7 @@ impl Layout {
     /// over other mounts of the same hierarchy; a hierarchy whose mounted
     /// root does not contain the caller's cgroup is left out (as LXC does).
     pub fn parse(mountinfo: &str, self_cgroup: &str, init_cgroup: Option<&str>) -> Layout {
-        let mounts = parse_mountinfo(mountinfo);
+        let mounts = mountinfo::parse(mountinfo);
         let init: HashMap<Vec<String>, String> = init_cgroup
             .map(parse_proc_cgroup)
             .unwrap_or_default()
@@ -194,16 +166,16 @@ impl Layout {
                 if v2 {
                     m.fstype == "cgroup2"
                 } else {
-                    m.fstype == "cgroup" && ctl.iter().all(|c| m.opts.contains(c))
+                    m.fstype == "cgroup" && ctl.iter().all(|c| m.super_options.contains(c))
                 }
             });
             let mut cands: Vec<&Mount> = cands.collect();
-            cands.sort_by_key(|m| !m.point.starts_with("/sys/fs/cgroup"));
+            cands.sort_by_key(|m| !m.mount_point.starts_with("/sys/fs/cgroup"));
             let h = cands.into_iter().find_map(|m| {
                 let h = Hierarchy {
                     version: if v2 { Version::V2 } else { Version::V1 },
                     controllers: ctl.clone(),
-                    mount: m.point.clone(),
+                    mount: m.mount_point.clone(),
                     mount_root: m.root.clone(),
                     own: own.clone(),
                     init: init.get(&ctl).cloned(),
