@@ -675,12 +675,11 @@ struct EphArgs {
 }
 
 fn start_ephemeral(a: EphArgs) -> anyhow::Result<i32> {
-    if let Some(u) = a
-        .union_type
-        .as_deref()
-        .filter(|u| !matches!(*u, "overlayfs" | "overlay"))
-    {
-        bail!("-U {u}: only overlayfs is supported");
+    // The union type names a backend (LXC's overlayfs); the ephemeral layer is only ever a union mount.
+    if let Some(u) = a.union_type.as_deref() {
+        if !common::engine().backends.get(u).is_ok_and(|b| b.caps().union_mount) {
+            bail!("-U {u}: only overlayfs is supported");
+        }
     }
     let tmpfs = match a.storage_type.as_deref() {
         None | Some("dir") => false,

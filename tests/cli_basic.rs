@@ -290,3 +290,22 @@ fn ls_shows_running_state() {
     assert_eq!(env.ok("lxc-ls", &["-1", "--running"]), "up\n");
     assert_eq!(env.ok("lxc-ls", &["-1", "--stopped"]), "down\n");
 }
+
+/// `-B best` takes the first backend of LXC's order that can hold the
+/// rootfs here: btrfs where the lxcpath is on btrfs, else (no zfs pool nor
+/// VG on the test host) the default, dir.
+#[test]
+fn create_best_is_btrfs_on_btrfs_else_dir() {
+    let plain = Env::new();
+    let src = plain.rootfs("base");
+    let args = ["-n", "b1", "-B", "best", "--rootfs-from", src.to_str().unwrap()];
+    plain.ok("lxc-create", &args);
+    let spec = plain.config_get("b1", "lxc.rootfs.path").unwrap();
+    assert!(spec.starts_with("dir:"), "{spec}");
+    let on_btrfs = Env::new();
+    let _fs = strata_testkit::LoopFs::new("btrfs", 256 << 20, Some(&on_btrfs.lxcpath), "");
+    on_btrfs.ok("lxc-create", &args);
+    let spec = on_btrfs.config_get("b1", "lxc.rootfs.path").unwrap();
+    assert!(spec.starts_with("btrfs:"), "{spec}");
+    on_btrfs.ok("lxc-destroy", &["-n", "b1"]);
+}

@@ -246,6 +246,15 @@ fn lxc_start_ephemeral() {
         &["-o", "base", "-n", "kept", "-k", "--", "/bin/true"],
     );
     rt.assert_clean(&["base", "kept"]);
+    // -U names the union type: overlayfs (or its newer name) runs, another is refused before anything is made.
+    for u in ["overlayfs", "overlay"] {
+        rt.ok("lxc-start-ephemeral", &["-o", "base", "-U", u, "--", "/bin/true"]);
+    }
+    for u in ["aufs", "dir", "btrfs"] {
+        let e = rt.fails("lxc-start-ephemeral", &["-o", "base", "-U", u, "--", "/bin/true"]);
+        assert!(e.contains(&format!("-U {u}: only overlayfs is supported")), "{e}");
+    }
+    rt.assert_clean(&["base", "kept"]);
     rt.ok("lxc-start-ephemeral", &["-o", "base", "-n", "d", "-d"]);
     assert_eq!(rt.state("d"), "RUNNING");
     rt.ok("lxc-stop", &["-n", "d"]);

@@ -37,6 +37,12 @@ pub struct Caps {
     /// owners `strata convert` may shift in place (not an image to mount,
     /// nor a tree other containers share, as an overlay's lower dir).
     pub shift_in_place: bool,
+    /// A union mount: a writable layer over a lower tree that it leaves
+    /// as it is (the union type `lxc-start-ephemeral -U` names).
+    pub union_mount: bool,
+    /// Where `lxc-create -B best` tries it, lowest first (LXC: btrfs, zfs,
+    /// lvm); `None`: never tried (best falls back to the default backend).
+    pub best_order: Option<u8>,
 }
 
 /// Options a user may pass for a new rootfs (`lxc-create`/`lxc-copy` flags and
@@ -176,6 +182,11 @@ pub struct Capacity {
 pub trait Backend: Send + Sync {
     /// The kind as in specs and `-B`: `dir`, `overlay`, `btrfs`, ...
     fn kind(&self) -> &'static str;
+
+    /// Other names `-B` takes for it (LXC's older spellings).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     fn caps(&self) -> Caps;
 
@@ -399,12 +410,22 @@ impl Backends {
         self.list.iter().map(|b| b.kind()).collect()
     }
 
-    /// The backend for `-B KIND`.
+    /// The backends `-B best` tries, in its order.
+    pub fn best_candidates(&self) -> Vec<&dyn Backend> {
+        let mut v: Vec<(u8, &dyn Backend)> = self
+            .list
+            .iter()
+            .filter_map(|b| b.caps().best_order.map(|o| (o, b.as_ref())))
+            .collect();
+        v.sort_by_key(|(o, _)| *o);
+        v.into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// The backend for `-B KIND`, by its kind or one of its aliases.
     pub fn get(&self, kind: &str) -> Result<&dyn Backend> {
-        let kind = if kind == "overlayfs" { "overlay" } else { kind };
         self.list
             .iter()
-            .find(|b| b.kind() == kind)
+            .find(|b| b.kind() == kind || b.aliases().contains(&kind))
             .map(|b| b.as_ref())
             .ok_or_else(|| {
                 err!(

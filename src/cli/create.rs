@@ -217,7 +217,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     }
     let backend = match a.bdev.as_deref() {
         None => None,
-        Some("best") => Some(best_backend(&engine, &lxcpath, &a.name, &opts)),
+        Some("best") => Some(best_backend(&engine, &lxcpath, &a.name, &opts)?),
         Some(b) => {
             crate::common::check_backend(&engine, b)?;
             Some(b.to_string())
@@ -238,11 +238,11 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `-B best`: as LXC, the first of btrfs, zfs, lvm that can hold the rootfs here, else dir.
-fn best_backend(engine: &Engine, lxcpath: &Path, name: &str, opts: &BackendOpts) -> String {
+/// `-B best`: as LXC, the first backend in its order (btrfs, zfs, lvm, as
+/// they declare it) that can hold the rootfs here, else the default (dir).
+fn best_backend(engine: &Engine, lxcpath: &Path, name: &str, opts: &BackendOpts) -> anyhow::Result<String> {
     let dir = lxcpath.join(name);
-    for kind in ["btrfs", "zfs", "lvm"] {
-        let Ok(b) = engine.backends.get(kind) else { continue };
+    for b in engine.backends.best_candidates() {
         let t = Target {
             name,
             lxcpath,
@@ -251,8 +251,8 @@ fn best_backend(engine: &Engine, lxcpath: &Path, name: &str, opts: &BackendOpts)
             opts,
         };
         if b.plan(&t, None).is_ok() {
-            return kind.to_string();
+            return Ok(b.kind().to_string());
         }
     }
-    "dir".to_string()
+    Ok(engine.backends.default_backend()?.kind().to_string())
 }

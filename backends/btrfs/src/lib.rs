@@ -331,6 +331,7 @@ impl Backend for BtrfsBackend {
     fn caps(&self) -> Caps {
         Caps {
             atomic_snapshot: true,
+            best_order: Some(0),
             shift_in_place: true,
             ..Caps::default()
         }

@@ -373,6 +373,7 @@ impl Backend for LvmBackend {
             block_backed: true,
             sized: true,
             atomic_snapshot: true,
+            best_order: Some(2),
             ..Caps::default()
         }
     }

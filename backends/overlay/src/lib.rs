@@ -81,9 +81,14 @@ impl Backend for OverlayBackend {
         "overlay"
     }
 
+    fn aliases(&self) -> &'static [&'static str] {
+        &["overlayfs"]
+    }
+
     fn caps(&self) -> Caps {
         Caps {
             renamed_with_dir: true,
+            union_mount: true,
             ..Caps::default()
         }
     }

@@ -158,3 +158,21 @@ fn overlay_upper_on_an_overlay_is_refused_saying_why() {
     assert!(e.to_string().contains("upper dir is on an overlay filesystem"), "{e}");
     assert_eq!(e.to_string().lines().count(), 1, "{e}");
 }
+
+/// `-B overlayfs` (LXC's older name) finds the overlay backend through the
+/// alias it declares; only it declares a union mount.
+#[test]
+fn overlay_answers_to_its_alias_and_is_the_union_mount() {
+    let mut bs = strata_core::Backends::new();
+    bs.register(strata_dir::backend());
+    bs.register(strata_overlay::backend());
+    for name in ["overlay", "overlayfs"] {
+        let b = bs.get(name).unwrap();
+        assert_eq!(b.kind(), "overlay");
+        assert!(b.caps().union_mount);
+    }
+    assert!(!bs.get("dir").unwrap().caps().union_mount);
+    let e = bs.get("aufs").err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    assert!(e.to_string().contains("unknown backend type \"aufs\""), "{e}");
+}

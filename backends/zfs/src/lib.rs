@@ -419,6 +419,7 @@ impl Backend for ZfsBackend {
             needs_root: true,
             block_backed: true,
             atomic_snapshot: true,
+            best_order: Some(1),
             ..Caps::default()
         }
     }

@@ -146,7 +146,10 @@ impl Engine {
                 "receive needs root (owners, device nodes and capabilities are made as sent)"
             ));
         }
-        let backend = self.backends.get(req.backend.as_deref().unwrap_or("dir"))?;
+        let backend = match req.backend.as_deref() {
+            Some(kind) => self.backends.get(kind)?,
+            None => self.backends.default_backend()?,
+        };
         check_backend_allowed(backend)?;
         let r = ContainerRef::new(&lxcpath, &name);
         if !lxcpath.is_dir() {
