@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use strata_testkit::lxc::{lxc_ok, LxcStopper};
 
 /// A child killed (and reaped) when the test ends, passed or not.
 struct Reaped(Child);
@@ -397,37 +398,6 @@ fn device_extends_a_cgroup2_device_program() {
     rt.assert_clean(&["p1"]);
 }
 
-/// Stops, LXC's way, a container LXC runs, whatever the test did.
-struct LxcStopper<'a>(&'a Rt, &'a str);
-
-impl Drop for LxcStopper<'_> {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("timeout")
-            .args(["30", "/usr/bin/lxc-stop", "-P"])
-            .arg(&self.0.lxcpath)
-            .args(["-n", self.1, "-k"])
-            .output();
-    }
-}
-
-fn lxc_ok(rt: &Rt, tool: &str, args: &[&str]) -> String {
-    let o = std::process::Command::new("timeout")
-        .arg("30")
-        .arg(Path::new("/usr/bin").join(tool))
-        .arg("-P")
-        .arg(&rt.lxcpath)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "LXC's {tool} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn top_and_device_on_a_container_lxc_runs() {
     if !Path::new("/usr/bin/lxc-start").exists() || !Path::new("/usr/bin/script").exists() {
@@ -440,9 +410,9 @@ fn top_and_device_on_a_container_lxc_runs() {
         "lxc.net.0.type = empty\nlxc.cgroup.devices.deny = a\nlxc.cgroup.devices.allow = c 1:3 rwm\n\
          lxc.cgroup.devices.allow = c *:* m\n",
     );
-    lxc_ok(&rt, "lxc-start", &["-n", "lx1", "-d"]);
-    let _stop = LxcStopper(&rt, "lx1");
-    lxc_ok(&rt, "lxc-wait", &["-n", "lx1", "-s", "RUNNING", "-t", "10"]);
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", "lx1", "-d"]);
+    let _stop = LxcStopper::new(&rt.lxcpath, "lx1");
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", "lx1", "-s", "RUNNING", "-t", "10"]);
     // LXC's lxc-top first (it wants a terminal, even with -b), then strata's.
     // Its rows are as many as the terminal has lines, less three: give it some.
     // Read until its row for lx1 shows: on a loaded machine its first round
@@ -526,7 +496,7 @@ fn top_and_device_on_a_container_lxc_runs() {
     } else {
         eprintln!("note: no v1 devices controller here; lxc-device on LXC's container not tried");
     }
-    lxc_ok(&rt, "lxc-stop", &["-n", "lx1"]);
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", "lx1"]);
     rt.assert_clean(&["lx1"]);
 }
 

@@ -138,11 +138,22 @@ fn signal_noting_init(rootfs: &std::path::Path) {
 /// Start `name` with `args`, wait for its traps, stop it with `stop`; the
 /// signal that stopped it.
 fn stopped_by(rt: &Rt, rootfs: &std::path::Path, name: &str, args: &[&str], stop: &[&str]) -> String {
+    start_trapping(rt, rootfs, name, args);
+    stop_noted(rt, rootfs, name, stop)
+}
+
+/// Start `name` (daemonized) with `args` and wait for its init's traps.
+fn start_trapping(rt: &Rt, rootfs: &std::path::Path, name: &str, args: &[&str]) {
     let _ = std::fs::remove_file(rootfs.join("tmp/ready"));
     let mut a = vec!["-n", name, "-d"];
     a.extend(args);
     rt.ok("lxc-start", &a);
     wait_until("init's traps", || rootfs.join("tmp/ready").exists());
+}
+
+/// `lxc-stop -n name STOP`, which must not wait out a timeout; the signal
+/// that stopped init.
+fn stop_noted(rt: &Rt, rootfs: &std::path::Path, name: &str, stop: &[&str]) -> String {
     let mut a = vec!["-n", name];
     a.extend(stop);
     let t = std::time::Instant::now();
@@ -230,24 +241,12 @@ fn stop_signals_of_an_older_record_from_the_config() {
         ("lxc.signal.stop = SIGUSR2\n", &["-k"][..], "USR2"),
         ("", &[][..], "PWR"),
     ] {
-        let _ = std::fs::remove_file(rootfs.join("tmp/ready"));
         std::fs::write(&cfg, &base).unwrap();
-        rt.ok("lxc-start", &["-n", "parsig1", "-d"]);
-        wait_until("init's traps", || rootfs.join("tmp/ready").exists());
+        start_trapping(&rt, &rootfs, "parsig1", &[]);
         older("parsig1");
         // Set after the start: only a stop that reads the config sees it.
         std::fs::write(&cfg, format!("{base}{conf}")).unwrap();
-        let mut a = vec!["-n", "parsig1"];
-        a.extend(stop);
-        let t = std::time::Instant::now();
-        rt.ok("lxc-stop", &a);
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(10),
-            "lxc-stop {a:?} waited"
-        );
-        assert_eq!(rt.state("parsig1"), "STOPPED");
-        let how = std::fs::read_to_string(rootfs.join("tmp/how")).unwrap_or_default();
-        assert_eq!(how.trim(), sig, "{conf}");
+        assert_eq!(stop_noted(&rt, &rootfs, "parsig1", stop), sig, "{conf}");
     }
     rt.assert_clean(&["parsig1"]);
 }
@@ -722,14 +721,8 @@ fn copies_show_a_bar_and_a_summary_on_a_terminal_only() {
 /// Entries below `d`, as the copy counts them.
 fn walk_count(d: &std::path::Path) -> usize {
     let mut n = 0;
-    for e in std::fs::read_dir(d).unwrap() {
-        let e = e.unwrap();
-        n += 1;
-        if e.file_type().unwrap().is_dir() {
-            n += walk_count(&e.path());
-        }
-    }
-    n
+    strata_testkit::tree::walk(d, |_, _| n += 1);
+    n - 1
 }
 
 #[test]

@@ -16,62 +16,11 @@ use helpers::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use strata_core::lxc_cmd::{self, Rsp};
-use strata_testkit::exit_within;
-
-const LXC: &str = "/usr/bin";
-
-fn have_lxc() -> bool {
-    if Path::new(LXC).join("lxc-start").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("STRATA_REQUIRE_LXC").is_none(),
-        "LXC is not installed and STRATA_REQUIRE_LXC is set"
-    );
-    eprintln!("LXC is not installed (/usr/bin/lxc-start): skipped");
-    false
-}
-
-/// LXC's own tool on the test's lxcpath, never hanging the test.
-fn lxc_cmd(rt: &Rt, tool: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("timeout");
-    c.arg("30")
-        .arg(Path::new(LXC).join(tool))
-        .arg("-P")
-        .arg(&rt.lxcpath)
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
-
-fn lxc(rt: &Rt, tool: &str, args: &[&str]) -> Output {
-    lxc_cmd(rt, tool, args).output().unwrap()
-}
-
-fn lxc_ok(rt: &Rt, tool: &str, args: &[&str]) -> String {
-    let o = lxc(rt, tool, args);
-    assert!(
-        o.status.success(),
-        "LXC's {tool} {args:?}: {:?}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Stops (LXC's way, which works on both runtimes' containers) whatever a
-/// failed test left running.
-struct Stopper<'a>(&'a Rt, &'a str);
-
-impl Drop for Stopper<'_> {
-    fn drop(&mut self) {
-        let _ = lxc(self.0, "lxc-stop", &["-n", self.1, "-k"]);
-    }
-}
+use strata_testkit::lxc::{have_lxc, lxc, lxc_cmd, lxc_ok, LxcStopper, LXC_BIN};
+use strata_testkit::{exit_within, wait_for, wait_until};
 
 /// A child killed (and reaped) when the test ends, passed or not.
 struct Reaped(Child);
@@ -89,24 +38,15 @@ const NET: &str = "lxc.net.0.type = empty\n";
 /// a halt sent before that is ignored by a pid 1 and lxc-stop waits its
 /// whole timeout.
 fn trapped(rt: &Rt, name: &str) {
-    let t = Instant::now();
-    loop {
+    wait_until(&format!("{name}: init traps SIGPWR"), || {
         let pid = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
-        let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("SigCgt:"))
             .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-            .is_some_and(|m| m & (1 << (libc::SIGPWR - 1)) != 0);
-        if caught {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{name}: init never trapped SIGPWR"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            .is_some_and(|m| m & (1 << (libc::SIGPWR - 1)) != 0)
+    });
 }
 
 /// The `ret` of command `cmd` asked as user `uid` on abstract socket `name`
@@ -174,10 +114,12 @@ fn a_container_lxc_runs_is_running_for_strata() {
     rt.ok("lxc-snapshot", &["-n", name]);
     std::fs::write(rootfs.join("root/after-snap"), "kept\n").unwrap();
 
-    lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
-    let _stop = Stopper(&rt, name);
-    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
-    let lxc_pid = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", name, "-d"]);
+    let _stop = LxcStopper::new(&rt.lxcpath, name);
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    let lxc_pid = lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-p", "-H"])
+        .trim()
+        .to_string();
     assert!(pid_alive(lxc_pid.parse().unwrap()));
 
     // Shown as LXC shows it.
@@ -196,16 +138,22 @@ fn a_container_lxc_runs_is_running_for_strata() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == [name, "RUNNING", lxc_pid.as_str()]),
         "{fancy}"
     );
-    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
     rt.ok("lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "0"]);
     // Its cgroups are LXC's: resource use, and a freeze LXC sees.
     let stats = rt.ok("lxc-info", &["-n", name, "-S"]);
     assert!(stats.contains("Memory use:"), "{stats}");
     rt.ok("lxc-freeze", &["-n", name]);
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "FROZEN");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "FROZEN"
+    );
     assert_eq!(rt.state(name), "FROZEN");
     rt.ok("lxc-unfreeze", &["-n", name]);
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "RUNNING"
+    );
 
     // Refused, one line each, and nothing changes on disk or in the run dir.
     let before = (rt.entries(), files(&rt.lxcpath.join(name)), rt.mounts());
@@ -232,11 +180,14 @@ fn a_container_lxc_runs_is_running_for_strata() {
         "kept\n"
     );
     // Still LXC's one init, untouched.
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim(), lxc_pid);
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-p", "-H"]).trim(),
+        lxc_pid
+    );
 
     // Stopped by LXC: stopped for strata too, and then strata acts on it.
     trapped(&rt, name);
-    lxc_ok(&rt, "lxc-stop", &["-n", name]);
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", name]);
     assert_eq!(rt.state(name), "STOPPED");
     assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), "");
     rt.ok("lxc-start", &["-n", name, "-d"]);
@@ -247,20 +198,23 @@ fn a_container_lxc_runs_is_running_for_strata() {
 
     // strata's lxc-stop and lxc-destroy -f on a container LXC runs: done
     // once LXC's monitor is gone, as LXC's own would be.
-    lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
-    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", name, "-d"]);
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
     trapped(&rt, name);
     rt.ok("lxc-stop", &["-n", name]);
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "STOPPED");
-    lxc_ok(&rt, "lxc-start", &["-n", name, "-d"]);
-    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
-    let pid: i64 = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"])
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "STOPPED"
+    );
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", name, "-d"]);
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "10"]);
+    let pid: i64 = lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-p", "-H"])
         .trim()
         .parse()
         .unwrap();
     rt.ok("lxc-destroy", &["-n", name, "-f"]);
     assert!(!pid_alive(pid));
-    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--active"]).trim(), "");
+    assert_eq!(lxc_ok(&rt.lxcpath, "lxc-ls", &["--active"]).trim(), "");
     rt.assert_clean(&[]);
 }
 
@@ -273,39 +227,46 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     let name = "ilx2";
     rt.container(name, NET);
     rt.ok("lxc-start", &["-n", name, "-d"]);
-    let _stop = Stopper(&rt, name);
+    let _stop = LxcStopper::new(&rt.lxcpath, name);
     let pid = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
 
     // lxc-info, lxc-ls, lxc-wait see it running, with strata's init.
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim(), pid);
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "RUNNING"
+    );
+    assert_eq!(lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-p", "-H"]).trim(), pid);
     // Its resource use, read through the cgroup fds strata's monitor hands out.
-    let stats = lxc_ok(&rt, "lxc-info", &["-n", name, "-S"]);
+    let stats = lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-S"]);
     for k in ["CPU use:", "BlkIO use:", "Memory use:"] {
         assert!(stats.contains(k), "{k} missing from LXC's lxc-info -S:\n{stats}");
     }
-    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
-    let fancy = lxc_ok(&rt, "lxc-ls", &["-f", "-F", "NAME,STATE,PID"]);
+    assert_eq!(lxc_ok(&rt.lxcpath, "lxc-ls", &["--running"]).trim(), name);
+    let fancy = lxc_ok(&rt.lxcpath, "lxc-ls", &["-f", "-F", "NAME,STATE,PID"]);
     assert!(
         fancy
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == [name, "RUNNING", pid.as_str()]),
         "{fancy}"
     );
-    lxc_ok(&rt, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "5"]);
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "RUNNING", "-t", "5"]);
 
     // lxc-attach runs in its namespaces and root.
     let out = lxc_ok(
-        &rt,
+        &rt.lxcpath,
         "lxc-attach",
         &["-n", name, "--", "/bin/sh", "-c", "cat /etc/base-marker; hostname"],
     );
     assert_eq!(out, format!("base\n{name}\n"));
-    lxc_ok(&rt, "lxc-attach", &["-n", name, "--", "/bin/true"]);
+    lxc_ok(&rt.lxcpath, "lxc-attach", &["-n", name, "--", "/bin/true"]);
     // In the container's cgroup namespace: its cgroups are its roots there.
-    let cg = lxc_ok(&rt, "lxc-attach", &["-n", name, "--", "/bin/cat", "/proc/self/cgroup"]);
+    let cg = lxc_ok(
+        &rt.lxcpath,
+        "lxc-attach",
+        &["-n", name, "--", "/bin/cat", "/proc/self/cgroup"],
+    );
     assert!(!cg.is_empty() && !cg.contains("lxc.payload"), "{cg}");
-    let o = lxc(&rt, "lxc-attach", &["-n", name, "--", "/bin/false"]);
+    let o = lxc(&rt.lxcpath, "lxc-attach", &["-n", name, "--", "/bin/false"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 
     // What LXC's tools do not ask gets LXC's answer for an unsupported
@@ -329,19 +290,13 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     assert_eq!((r.ret, r.value), (0, 0));
     // The monitor frees it when it sees the hang-up, which may come after
     // the next request (LXC's monitor has the same order of events).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for("tty 0 lent again", || {
         let r = raw(lxc_cmd::cmd::GET_TTY_FD, 0, &[]).unwrap();
-        if (r.ret, r.value) == (0, 0) {
-            break;
+        match (r.ret, r.value) {
+            (0, 0) => Ok(()),
+            got => Err(format!("{got:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "tty 0 not lent again: {:?}",
-            (r.ret, r.value)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
     for cmd in [11, 13, 14, 15, 16, 22, 26, 99, -1] {
         let r = raw(cmd, 0, &[]).unwrap_or_else(|| panic!("command {cmd}: no answer"));
         assert_eq!((r.ret, r.datalen), (-libc::ENOSYS, 0), "command {cmd}");
@@ -361,7 +316,10 @@ fn lxc_tools_act_on_a_container_strata_runs() {
         -1
     );
     assert_eq!(raw(lxc_cmd::cmd::GET_INIT_PID, 0, &[]).unwrap().value.to_string(), pid);
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "RUNNING"
+    );
 
     // Another user gets EACCES, and nothing else.
     assert_eq!(
@@ -374,8 +332,8 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     );
 
     // A second start and a destroy without -f are refused, nothing changed.
-    let _ = lxc(&rt, "lxc-start", &["-n", name]);
-    let o = lxc(&rt, "lxc-destroy", &["-n", name]);
+    let _ = lxc(&rt.lxcpath, "lxc-start", &["-n", name]);
+    let o = lxc(&rt.lxcpath, "lxc-destroy", &["-n", name]);
     assert!(!o.status.success(), "LXC's lxc-destroy removed a running container");
     assert!(String::from_utf8_lossy(&o.stderr).contains("is running"), "{o:?}");
     assert_eq!(rt.entries(), [name]);
@@ -384,7 +342,7 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     // LXC's lxc-freeze (through the v1 freezer or cgroup2, as the host has
     // it) wakes LXC's lxc-wait, and strata sees it frozen; then the other way.
     let mut w = Reaped(
-        lxc_cmd(&rt, "lxc-wait", &["-n", name, "-s", "FROZEN", "-t", "20"])
+        lxc_cmd(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "FROZEN", "-t", "20"])
             .spawn()
             .unwrap(),
     );
@@ -393,13 +351,13 @@ fn lxc_tools_act_on_a_container_strata_runs() {
         None,
         "lxc-wait returned early"
     );
-    lxc_ok(&rt, "lxc-freeze", &["-n", name]);
+    lxc_ok(&rt.lxcpath, "lxc-freeze", &["-n", name]);
     assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
     assert_eq!(rt.state(name), "FROZEN");
-    lxc_ok(&rt, "lxc-unfreeze", &["-n", name]);
+    lxc_ok(&rt.lxcpath, "lxc-unfreeze", &["-n", name]);
     assert_eq!(rt.state(name), "RUNNING");
     let mut w = Reaped(
-        lxc_cmd(&rt, "lxc-wait", &["-n", name, "-s", "FROZEN", "-t", "20"])
+        lxc_cmd(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "FROZEN", "-t", "20"])
             .spawn()
             .unwrap(),
     );
@@ -410,13 +368,19 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     );
     rt.ok("lxc-freeze", &["-n", name]);
     assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "FROZEN");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "FROZEN"
+    );
     rt.ok("lxc-unfreeze", &["-n", name]);
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", name, "-s", "-H"]).trim(), "RUNNING");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-s", "-H"]).trim(),
+        "RUNNING"
+    );
 
     // lxc-wait for STOPPED, then lxc-stop: both return once strata tore it down.
     let mut w = Reaped(
-        lxc_cmd(&rt, "lxc-wait", &["-n", name, "-s", "STOPPED", "-t", "20"])
+        lxc_cmd(&rt.lxcpath, "lxc-wait", &["-n", name, "-s", "STOPPED", "-t", "20"])
             .spawn()
             .unwrap(),
     );
@@ -427,7 +391,7 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     );
     let t = Instant::now();
     trapped(&rt, name);
-    lxc_ok(&rt, "lxc-stop", &["-n", name]);
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", name]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(exit_within(&mut w.0, Duration::from_secs(5)), Some(0));
     assert_eq!(rt.state(name), "STOPPED");
@@ -448,30 +412,31 @@ fn lxc_tools_act_on_a_container_strata_runs() {
     rt.ok("lxc-start", &["-n", name, "-d"]);
     let pid1 = rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
     trapped(&rt, name);
-    lxc_ok(&rt, "lxc-stop", &["-n", name, "-r", "-t", "10"]);
-    let pid2 = lxc_ok(&rt, "lxc-info", &["-n", name, "-p", "-H"]).trim().to_string();
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", name, "-r", "-t", "10"]);
+    let pid2 = lxc_ok(&rt.lxcpath, "lxc-info", &["-n", name, "-p", "-H"])
+        .trim()
+        .to_string();
     assert_ne!(pid1, pid2);
     assert_eq!(rt.ok("lxc-info", &["-n", name, "-p", "-H"]).trim(), pid2);
     // The new init runs its script (it is RUNNING from its exec on).
     let boots = || std::fs::read_to_string(rootfs.join("boots")).unwrap_or_default();
-    let t = Instant::now();
-    while boots() != "boot\nboot\n" && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(boots(), "boot\nboot\n");
+    wait_for("the new init's boot", || match boots() {
+        b if b == "boot\nboot\n" => Ok(()),
+        b => Err(format!("{b:?}")),
+    });
     trapped(&rt, name);
-    lxc_ok(&rt, "lxc-stop", &["-n", name]);
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", name]);
     rt.assert_clean(&[name]);
 
     // lxc-stop -k.
     rt.ok("lxc-start", &["-n", name, "-d"]);
-    lxc_ok(&rt, "lxc-stop", &["-n", name, "-k"]);
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", name, "-k"]);
     assert_eq!(rt.state(name), "STOPPED");
     rt.assert_clean(&[name]);
 
     // lxc-destroy -f stops it, strata tears down, then LXC removes it.
     rt.ok("lxc-start", &["-n", name, "-d"]);
-    lxc_ok(&rt, "lxc-destroy", &["-n", name, "-f"]);
+    lxc_ok(&rt.lxcpath, "lxc-destroy", &["-n", name, "-f"]);
     rt.assert_clean(&[]);
 }
 
@@ -489,16 +454,19 @@ fn long_lxcpath_uses_lxcs_hashed_socket_name() {
     rt.container(a, NET);
     rt.container(b, NET);
     rt.ok("lxc-start", &["-n", a, "-d"]);
-    let _sa = Stopper(&rt, a);
-    lxc_ok(&rt, "lxc-start", &["-n", b, "-d"]);
-    let _sb = Stopper(&rt, b);
-    lxc_ok(&rt, "lxc-wait", &["-n", b, "-s", "RUNNING", "-t", "10"]);
+    let _sa = LxcStopper::new(&rt.lxcpath, a);
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", b, "-d"]);
+    let _sb = LxcStopper::new(&rt.lxcpath, b);
+    lxc_ok(&rt.lxcpath, "lxc-wait", &["-n", b, "-s", "RUNNING", "-t", "10"]);
     // Each side sees the other's.
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", a, "-s", "-H"]).trim(), "RUNNING");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", a, "-s", "-H"]).trim(),
+        "RUNNING"
+    );
     assert_eq!(rt.state(b), "RUNNING");
     // LXC's lxc-ls finds hashed sockets and asks them their name and lxcpath.
     assert_eq!(
-        lxc_ok(&rt, "lxc-ls", &["--active"])
+        lxc_ok(&rt.lxcpath, "lxc-ls", &["--active"])
             .split_whitespace()
             .collect::<Vec<_>>(),
         [a, b]
@@ -508,11 +476,14 @@ fn long_lxcpath_uses_lxcs_hashed_socket_name() {
         [a, b]
     );
     trapped(&rt, a);
-    lxc_ok(&rt, "lxc-stop", &["-n", a]);
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", a]);
     trapped(&rt, b);
     rt.ok("lxc-stop", &["-n", b]);
     assert_eq!(rt.state(a), "STOPPED");
-    assert_eq!(lxc_ok(&rt, "lxc-info", &["-n", b, "-s", "-H"]).trim(), "STOPPED");
+    assert_eq!(
+        lxc_ok(&rt.lxcpath, "lxc-info", &["-n", b, "-s", "-H"]).trim(),
+        "STOPPED"
+    );
     rt.assert_clean(&[a, b]);
 }
 
@@ -547,19 +518,15 @@ impl Term {
 
     /// The screen once it shows `needle` (fails with the screen after 10 s).
     fn wait_for(&self, needle: &str) -> String {
-        let t = Instant::now();
-        loop {
+        wait_for(&format!("{needle:?} on the screen:\n"), || {
             let o = self.tmux(&["capture-pane", "-p", "-J", "-t", "s"]).output().unwrap();
             let s = String::from_utf8_lossy(&o.stdout).into_owned();
             if s.contains(needle) {
-                return s;
+                Ok(s)
+            } else {
+                Err(s)
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "no {needle:?} on the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 }
 
@@ -589,10 +556,10 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     )
     .unwrap();
     rt.ok("lxc-start", &["-n", name, "-d"]);
-    let _stop = Stopper(&rt, name);
+    let _stop = LxcStopper::new(&rt.lxcpath, name);
     let lp = rt.lxcpath.display().to_string();
     // LXC's default: the first free tty.
-    let t = Term::new(&format!("{LXC}/lxc-console -P {lp} -n {name}"));
+    let t = Term::new(&format!("{LXC_BIN}/lxc-console -P {lp} -n {name}"));
     t.wait_for("Connected to tty 1");
     t.keys(&["-l", "echo hello-$((6*7))"]);
     t.keys(&["Enter"]);
@@ -620,7 +587,7 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     // The console (-t 0) through a pty of the monitor's, as LXC's monitor
     // lends it: what the shell there prints still reaches the console log.
     let t3 = Term(format!("strata-lxcconsole3-{}", std::process::id()));
-    let script = format!("{LXC}/lxc-console -P {lp} -n {name} -t 0; echo EXITED=$?; sleep 600");
+    let script = format!("{LXC_BIN}/lxc-console -P {lp} -n {name} -t 0; echo EXITED=$?; sleep 600");
     let o = t3
         .tmux(&["new-session", "-d", "-x", "100", "-y", "30", "-s", "s", &script])
         .output()
@@ -631,14 +598,9 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     t3.keys(&["-l", "echo console-$((6*7))"]);
     t3.keys(&["Enter"]);
     t3.wait_for("console-42");
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("console-42") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "console-42 not in the console log"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("console-42 in the console log", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("console-42")
+    });
     // One user at a time: strata's lxc-console is refused the console meanwhile.
     let err = rt.fails("lxc-console", &["-n", name, "-t", "0"]);
     assert!(err.contains("in use"), "{err}");
@@ -646,7 +608,7 @@ fn lxc_console_reaches_a_tty_of_a_container_strata_runs() {
     t3.wait_for("EXITED=0");
     // Free again once LXC's client left: LXC's next client gets it.
     let t4 = Term(format!("strata-lxcconsole4-{}", std::process::id()));
-    let script = format!("{LXC}/lxc-console -P {lp} -n {name} -t 0; echo EXITED=$?; sleep 600");
+    let script = format!("{LXC_BIN}/lxc-console -P {lp} -n {name} -t 0; echo EXITED=$?; sleep 600");
     let o = t4
         .tmux(&["new-session", "-d", "-x", "100", "-y", "30", "-s", "s", &script])
         .output()
@@ -680,13 +642,9 @@ fn lxc_hard_stop_sends_the_starts_stop_signal() {
     )
     .unwrap();
     rt.ok("lxc-start", &["-n", name, "-d", "-s", "lxc.signal.stop=SIGUSR2"]);
-    let _stop = Stopper(&rt, name);
-    let t = Instant::now();
-    while !rootfs.join("tmp/ready").exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "init never set its trap");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    lxc_ok(&rt, "lxc-stop", &["-n", name, "-k"]);
+    let _stop = LxcStopper::new(&rt.lxcpath, name);
+    wait_until("init's trap", || rootfs.join("tmp/ready").exists());
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", name, "-k"]);
     assert_eq!(std::fs::read_to_string(rootfs.join("tmp/how")).unwrap().trim(), "USR2");
     assert_eq!(rt.state(name), "STOPPED");
     rt.assert_clean(&[name]);
@@ -717,38 +675,37 @@ fn volatile_container_as_under_lxc() {
     let cmd = ["--", "/bin/sh", "-c", "hostname; exit 3"];
     let mut a = vec!["-n", "ilx7", "-f", rcs];
     a.extend(cmd);
-    let theirs = lxc(&rt, "lxc-execute", &a);
+    let theirs = lxc(&rt.lxcpath, "lxc-execute", &a);
     let ours = rt.run("lxc-execute", &a);
     assert_eq!(theirs.status.code(), Some(3), "{theirs:?}");
     assert_eq!(ours.status.code(), Some(3), "{ours:?}");
     assert_eq!(ours.stdout, theirs.stdout);
     assert_eq!(rt.entries(), Vec::<String>::new());
     // LXC runs it: strata's tools see it running and stop it.
-    lxc_ok(&rt, "lxc-start", &["-n", "ilx7", "-d", "-f", rcs]);
-    let _stop = Stopper(&rt, "ilx7");
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", "ilx7", "-d", "-f", rcs]);
+    let _stop = LxcStopper::new(&rt.lxcpath, "ilx7");
     assert_eq!(rt.state("ilx7"), "RUNNING");
     assert_eq!(rt.entries(), Vec::<String>::new());
     // Listed while it runs, as LXC's lxc-ls lists it (from its bound socket).
-    assert_eq!(rt.ok("lxc-ls", &["--running"]), lxc_ok(&rt, "lxc-ls", &["--running"]));
+    assert_eq!(
+        rt.ok("lxc-ls", &["--running"]),
+        lxc_ok(&rt.lxcpath, "lxc-ls", &["--running"])
+    );
     assert!(rt.ok("lxc-ls", &["--running"]).contains("ilx7"));
     trapped(&rt, "ilx7");
     rt.ok("lxc-stop", &["-n", "ilx7", "-t", "10"]);
-    assert!(!lxc(&rt, "lxc-info", &["-n", "ilx7"]).status.success());
+    assert!(!lxc(&rt.lxcpath, "lxc-info", &["-n", "ilx7"]).status.success());
     // Strata runs it: LXC's tools see it running and stop it.
     rt.ok("lxc-start", &["-n", "ilx7", "-d", "-f", rcs]);
-    assert!(lxc_ok(&rt, "lxc-info", &["-n", "ilx7", "-s"]).contains("RUNNING"));
-    assert!(lxc_ok(&rt, "lxc-ls", &["--running"]).contains("ilx7"));
+    assert!(lxc_ok(&rt.lxcpath, "lxc-info", &["-n", "ilx7", "-s"]).contains("RUNNING"));
+    assert!(lxc_ok(&rt.lxcpath, "lxc-ls", &["--running"]).contains("ilx7"));
     assert_eq!(
-        lxc_ok(&rt, "lxc-attach", &["-n", "ilx7", "--", "/bin/hostname"]),
+        lxc_ok(&rt.lxcpath, "lxc-attach", &["-n", "ilx7", "--", "/bin/hostname"]),
         "volhost\n"
     );
     trapped(&rt, "ilx7");
-    lxc_ok(&rt, "lxc-stop", &["-n", "ilx7", "-t", "10"]);
-    let t = Instant::now();
-    while !rt.records().is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the run record stayed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lxc_ok(&rt.lxcpath, "lxc-stop", &["-n", "ilx7", "-t", "10"]);
+    wait_until("the run record gone", || rt.records().is_empty());
     rt.assert_clean(&[]);
 }
 
@@ -782,10 +739,10 @@ fn volatile_container_in_a_long_lxcpath() {
     .unwrap();
     let rcs = rc.to_str().unwrap();
     // LXC runs it: strata's lxc-ls lists it as LXC's does.
-    lxc_ok(&rt, "lxc-start", &["-n", name, "-d", "-f", rcs]);
-    let _stop = Stopper(&rt, name);
+    lxc_ok(&rt.lxcpath, "lxc-start", &["-n", name, "-d", "-f", rcs]);
+    let _stop = LxcStopper::new(&rt.lxcpath, name);
     assert_eq!(rt.state(name), "RUNNING");
-    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
+    assert_eq!(lxc_ok(&rt.lxcpath, "lxc-ls", &["--running"]).trim(), name);
     assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), name);
     assert_eq!(rt.ok("lxc-ls", &[]).trim(), name);
     // Another lxcpath's listing does not show it.
@@ -806,7 +763,7 @@ fn volatile_container_in_a_long_lxcpath() {
     assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), "");
     // Strata runs it: LXC's lxc-ls lists it.
     rt.ok("lxc-start", &["-n", name, "-d", "-f", rcs]);
-    assert_eq!(lxc_ok(&rt, "lxc-ls", &["--running"]).trim(), name);
+    assert_eq!(lxc_ok(&rt.lxcpath, "lxc-ls", &["--running"]).trim(), name);
     assert_eq!(rt.ok("lxc-ls", &["--running"]).trim(), name);
     trapped(&rt, name);
     rt.ok("lxc-stop", &["-n", name, "-t", "10"]);

@@ -242,24 +242,12 @@ pub fn make_rootfs(r: &Path) {
 
 /// Lines of `ls -R`-like listing, for "the base was not modified".
 pub fn listing(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
-        let mut es: Vec<_> = std::fs::read_dir(p).unwrap().flatten().collect();
-        es.sort_by_key(|e| e.file_name());
-        for e in es {
-            let m = e.path().symlink_metadata().unwrap();
-            out.push(format!(
-                "{} {} {:?}",
-                e.path().strip_prefix(root).unwrap().display(),
-                m.len(),
-                m.file_type()
-            ));
-            if m.is_dir() {
-                walk(root, &e.path(), out);
-            }
-        }
-    }
     let mut v = Vec::new();
-    walk(root, root, &mut v);
+    strata_testkit::tree::walk(root, |rel, m| {
+        if !rel.as_os_str().is_empty() {
+            v.push(format!("{} {} {:?}", rel.display(), m.len(), m.file_type()));
+        }
+    });
     v
 }
 

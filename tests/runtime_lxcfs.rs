@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use strata_testkit::lxc::lxc_ok;
 
 const HOOKS: &str = "/usr/share/lxcfs/00-lxcfs.conf";
 const MNT: &str = "/var/lib/lxcfs";
@@ -58,11 +59,7 @@ impl Lxcfs {
             .spawn()
             .unwrap();
         let me = Lxcfs(Some(child));
-        let t = Instant::now();
-        while !served() {
-            assert!(t.elapsed() < Duration::from_secs(10), "lxcfs did not come up on {MNT}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        strata_testkit::wait_until(&format!("lxcfs up on {MNT}"), served);
         me
     }
 }
@@ -157,19 +154,7 @@ fn debian_lxcfs_hooks() {
 
     // The same container under LXC sees the same.
     if Path::new("/usr/bin/lxc-start").exists() {
-        let lxc = |tool: &str, args: &[&str]| {
-            let o = Command::new("timeout")
-                .arg("30")
-                .arg(Path::new("/usr/bin").join(tool))
-                .arg("-P")
-                .arg(&rt.lxcpath)
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "LXC's {tool} {args:?}: {o:?}");
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        };
+        let lxc = |tool: &str, args: &[&str]| lxc_ok(&rt.lxcpath, tool, args);
         lxc("lxc-start", &["-n", name]);
         let theirs = lxc("lxc-attach", &["-n", name, "--", "/bin/sh", "-c", PROBE]);
         lxc("lxc-stop", &["-n", name, "-k"]);

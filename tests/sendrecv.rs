@@ -11,7 +11,7 @@ use common::Env;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Child, ChildStdin, Stdio};
 use strata_core::{Backend, Opened, Store};
 use strata_testkit::LoopFs;
 
@@ -82,17 +82,46 @@ fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
     common::check_failure("strata", args, &o)
 }
 
-/// Nothing left by a receive: no staging dir, no mount, no loop device of ours.
-fn clean(env: &Env, names: &[&str]) {
-    let mut left: Vec<String> = std::fs::read_dir(&env.lxcpath)
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    left.sort();
+    v.sort();
+    v
+}
+
+/// Nothing left by a receive: no staging dir, no mount, no loop device of ours.
+fn clean(env: &Env, names: &[&str]) {
     let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     want.sort();
-    assert_eq!(left, want, "entries of the lxcpath");
+    assert_eq!(names_in(&env.lxcpath), want, "entries of the lxcpath");
     strata_testkit::no_leak(&env.lxcpath);
+}
+
+/// `strata receive -n c2 -B b` on this lxcpath, fed through the returned stdin.
+fn spawn_receive(env: &Env, b: &str) -> (Child, ChildStdin) {
+    let mut c = env.cmd("strata");
+    c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", "c2", "-B", b]);
+    if b == "loop" {
+        c.args(["--fssize", "256M"]);
+    }
+    let mut ch = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = ch.stdin.take().unwrap();
+    (ch, stdin)
+}
+
+/// Kill `ch` after `ms` milliseconds, and reap it.
+fn kill_after(mut ch: Child, ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = ch.kill();
+    ch.wait().unwrap();
 }
 
 fn snapshot_listing(env: &Env, name: &str) -> String {
@@ -397,22 +426,9 @@ fn receive_killed_anywhere_leaves_nothing_after_reconcile() {
     for (i, b) in ["dir", "btrfs", "loop", "dir", "btrfs", "loop"].iter().enumerate() {
         // Fed up to a random point, then killed while waiting for more (or working).
         let cut = 1 + rnd(stream.len() as u64 - 1) as usize;
-        let mut c = env.cmd("strata");
-        c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", "c2", "-B", b]);
-        if *b == "loop" {
-            c.args(["--fssize", "256M"]);
-        }
-        let mut ch = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = ch.stdin.take().unwrap();
+        let (ch, mut stdin) = spawn_receive(&env, b);
         stdin.write_all(&stream[..cut]).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50 + rnd(300)));
-        ch.kill().unwrap();
-        ch.wait().unwrap();
+        kill_after(ch, 50 + rnd(300));
         drop(stdin);
         env.ok("strata", &["reconcile"]);
         clean(&env, &["c1"]);
@@ -422,25 +438,12 @@ fn receive_killed_anywhere_leaves_nothing_after_reconcile() {
     // either nothing or the whole container, never a part.
     let mut whole = 0;
     for (i, b) in ["loop", "btrfs", "dir", "loop", "btrfs", "dir"].iter().enumerate() {
-        let mut c = env.cmd("strata");
-        c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", "c2", "-B", b]);
-        if *b == "loop" {
-            c.args(["--fssize", "256M"]);
-        }
-        let mut ch = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = ch.stdin.take().unwrap();
+        let (ch, mut stdin) = spawn_receive(&env, b);
         let data = stream.clone();
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
         });
-        std::thread::sleep(std::time::Duration::from_millis(rnd(4000)));
-        let _ = ch.kill();
-        ch.wait().unwrap();
+        kill_after(ch, rnd(4000));
         feeder.join().unwrap();
         env.ok("strata", &["reconcile"]);
         if env.c("c2").exists() {
@@ -619,28 +622,19 @@ fn export_killed_leaves_nothing_after_reconcile() {
             .arg(&file)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut ch = c.spawn().unwrap();
+        let ch = c.spawn().unwrap();
         rnd = rnd.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         // Until its temp file shows (at most 10 s), then a moment more.
         let t0 = std::time::Instant::now();
         while std::fs::read_dir(&out).unwrap().next().is_none() && t0.elapsed().as_secs() < 10 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        std::thread::sleep(std::time::Duration::from_millis((rnd >> 33) % 300));
-        ch.kill().unwrap();
-        ch.wait().unwrap();
-        let names: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        if names.iter().any(|n| n.contains(".strata-tmp-")) {
+        kill_after(ch, (rnd >> 33) % 300);
+        if names_in(&out).iter().any(|n| n.contains(".strata-tmp-")) {
             killed_mid += 1;
         }
         env.ok("strata", &["reconcile"]);
-        let left: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let left = names_in(&out);
         // Nothing, or the whole archive (the kill came after the rename).
         assert!(left.is_empty() || left == ["c1.tar.zst"], "round {round}: {left:?}");
         if !left.is_empty() {

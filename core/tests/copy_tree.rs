@@ -226,18 +226,12 @@ struct Entry {
 
 fn walk(root: &Path) -> Vec<Entry> {
     let mut out = vec![];
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let p = root.join(&rel);
-        let meta = fs::symlink_metadata(&p).unwrap();
-        if meta.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
-            names.sort();
-            stack.extend(names.into_iter().map(|n| rel.join(n)));
-        }
-        out.push(Entry { rel, meta });
-    }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    strata_testkit::tree::walk(root, |rel, meta| {
+        out.push(Entry {
+            rel: rel.to_path_buf(),
+            meta: meta.clone(),
+        })
+    });
     out
 }
 

@@ -3,6 +3,7 @@
 //! command and root checks that go with it. Dev-only: never a normal dependency.
 
 pub mod conformance;
+pub mod lxc;
 pub mod tree;
 
 use std::cell::Cell;
@@ -226,9 +227,18 @@ pub fn link_tools<'a>(exe: &Path, dir: &Path, names: impl IntoIterator<Item = &'
 
 /// Poll `f` every 50 ms until it holds; fail the test naming `what` after 20 s.
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    wait_for(what, || if f() { Ok(()) } else { Err(String::new()) })
+}
+
+/// Poll `f` every 50 ms until it gives a value; fail the test naming `what`
+/// and the last state `f` saw (its `Err`) after 20 s.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(std::time::Instant::now() < deadline, "timed out: {what} {last}"),
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

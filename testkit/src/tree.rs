@@ -4,7 +4,7 @@
 //! refused command left the disk exactly as it was".
 
 use std::collections::BTreeMap;
-use std::fs::FileType;
+use std::fs::{FileType, Metadata};
 use std::hash::Hasher;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -51,43 +51,54 @@ pub struct Entry {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// Visit `root` and every entry below it in path order, never following a
+/// symlink: `f(path relative to root, its metadata)`, the root's path empty.
+/// The one tree walk of the tests; what each compares is built on it.
+pub fn walk(root: &Path, mut f: impl FnMut(&Path, &Metadata)) {
+    fn go(root: &Path, rel: &Path, f: &mut dyn FnMut(&Path, &Metadata)) {
+        let p = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        f(rel, &md);
+        if md.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for n in names {
+                go(root, &rel.join(n), f);
+            }
+        }
+    }
+    go(root, Path::new(""), &mut f)
+}
+
 /// Every path under `root` (included) with type, mode, owner, size, times, content hash, link target.
 pub fn tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    walk(root, |rel, md| {
+        let p = root.join(rel);
+        let ft = md.file_type();
+        let e = Entry {
+            kind: kind_of(&ft),
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if ft.is_dir() { 0 } else { md.size() },
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+            hash: if ft.is_file() { content_hash(&p) } else { 0 },
+            link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
+            xattrs: xattrs(&p),
+        };
+        out.insert(rel.to_path_buf(), e);
+    });
     out
-}
-
-fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
-    let md = std::fs::symlink_metadata(p).unwrap();
-    let ft = md.file_type();
-    let kind = kind_of(&ft);
-    let hash = if ft.is_file() { content_hash(p) } else { 0 };
-    let e = Entry {
-        kind,
-        mode: md.mode(),
-        uid: md.uid(),
-        gid: md.gid(),
-        size: if ft.is_dir() { 0 } else { md.size() },
-        mtime: (md.mtime(), md.mtime_nsec()),
-        ctime: (md.ctime(), md.ctime_nsec()),
-        ino: md.ino(),
-        hash,
-        link: if ft.is_symlink() {
-            Some(std::fs::read_link(p).unwrap())
-        } else {
-            None
-        },
-        xattrs: xattrs(p),
-    };
-    out.insert(p.strip_prefix(root).unwrap().to_path_buf(), e);
-    if ft.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
-        names.sort();
-        for n in names {
-            walk(root, &n, out);
-        }
-    }
 }
 
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
@@ -122,11 +133,12 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Assert two tree snapshots are equal, naming the first differences.
-pub fn assert_same_tree(what: &str, before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>) {
-    if before == after {
-        return;
-    }
+/// What differs between two trees keyed by path (whatever each entry
+/// holds): entries removed, changed (before -> after) and created.
+pub fn differences<E: PartialEq + std::fmt::Debug>(
+    before: &BTreeMap<PathBuf, E>,
+    after: &BTreeMap<PathBuf, E>,
+) -> Vec<String> {
     let mut diffs = vec![];
     for (p, e) in before {
         match after.get(p) {
@@ -138,5 +150,12 @@ pub fn assert_same_tree(what: &str, before: &BTreeMap<PathBuf, Entry>, after: &B
     for p in after.keys().filter(|p| !before.contains_key(*p)) {
         diffs.push(format!("created: {}", p.display()));
     }
-    panic!("{what}: the tree changed:\n{}", diffs.join("\n"));
+    diffs
+}
+
+/// Assert two tree snapshots are equal, naming the differences.
+pub fn assert_same_tree(what: &str, before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>) {
+    if before != after {
+        panic!("{what}: the tree changed:\n{}", differences(before, after).join("\n"));
+    }
 }

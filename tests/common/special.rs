@@ -138,17 +138,7 @@ pub fn diff(what: &str, a: &View, b: &View) {
     if a == b {
         return;
     }
-    let mut d = vec![];
-    for (p, e) in &a.entries {
-        match b.entries.get(p) {
-            None => d.push(format!("missing: {}", p.display())),
-            Some(x) if x != e => d.push(format!("differs: {}:\n  {e:?}\n  {x:?}", p.display())),
-            _ => {}
-        }
-    }
-    for p in b.entries.keys().filter(|p| !a.entries.contains_key(*p)) {
-        d.push(format!("extra: {}", p.display()));
-    }
+    let mut d = strata_testkit::tree::differences(&a.entries, &b.entries);
     if a.links != b.links {
         d.push(format!("hardlinks: {:?} vs {:?}", a.links, b.links));
     }

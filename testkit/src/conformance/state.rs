@@ -28,56 +28,33 @@ pub type Tree = BTreeMap<PathBuf, Entry>;
 /// Every entry under `root` (not `root` itself).
 pub fn tree(root: &Path) -> Tree {
     let mut out = Tree::new();
-    walk(root, root, &mut out);
+    crate::tree::walk(root, |rel, md| {
+        if rel.as_os_str().is_empty() {
+            return;
+        }
+        let p = root.join(rel);
+        let ft = md.file_type();
+        out.insert(
+            rel.to_path_buf(),
+            Entry {
+                kind: crate::tree::kind_of(&ft),
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                size: if ft.is_dir() { 0 } else { md.size() },
+                hash: if ft.is_file() { crate::tree::content_hash(&p) } else { 0 },
+                link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
+            },
+        );
+    });
     out.remove(Path::new("etc/hostname"));
     out.retain(|p, _| !p.starts_with("lost+found"));
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Tree) {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    for p in names {
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        let ft = md.file_type();
-        let kind = crate::tree::kind_of(&ft);
-        let hash = if ft.is_file() { crate::tree::content_hash(&p) } else { 0 };
-        out.insert(
-            p.strip_prefix(root).unwrap().to_path_buf(),
-            Entry {
-                kind,
-                mode: md.mode(),
-                uid: md.uid(),
-                gid: md.gid(),
-                size: if ft.is_dir() { 0 } else { md.size() },
-                hash,
-                link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
-            },
-        );
-        if ft.is_dir() {
-            walk(root, &p, out);
-        }
-    }
-}
-
 /// The first differences between two trees, for messages.
 pub fn tree_diff(a: &Tree, b: &Tree) -> Vec<String> {
-    let mut d = Vec::new();
-    for (p, e) in a {
-        match b.get(p) {
-            None => d.push(format!("only before: {}", p.display())),
-            Some(f) if f != e => d.push(format!("differs: {}", p.display())),
-            _ => {}
-        }
-    }
-    d.extend(
-        b.keys()
-            .filter(|p| !a.contains_key(*p))
-            .map(|p| format!("only after: {}", p.display())),
-    );
+    let mut d = crate::tree::differences(a, b);
     d.truncate(10);
     d
 }
