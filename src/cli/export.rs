@@ -12,5 +12,5 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    super::send::write_stream(&a.stream, |engine, req| engine.export(req, &a.file))
+    super::send::write_stream(&a.stream, "export", |engine, req| engine.export(req, &a.file))
 }

@@ -45,7 +45,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     }
     let f = std::fs::File::open(&a.file).with_context(|| format!("{}", a.file.display()))?;
     let mut input = std::io::BufReader::with_capacity(1 << 20, f);
-    let (c, st) = engine.receive(&req, &mut input)?;
+    let (c, st) = a.store.receive("import", a.common.quiet, req, &mut input)?;
     super::receive::report(&c.r.name, &st, a.common.quiet);
     Ok(0)
 }

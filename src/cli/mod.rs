@@ -13,6 +13,7 @@ pub mod import;
 pub mod info;
 pub mod links;
 pub mod ls;
+pub mod progress;
 pub mod receive;
 pub mod send;
 pub mod snapshot;

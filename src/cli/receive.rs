@@ -42,6 +42,9 @@ pub struct StoreArgs {
     /// capabilities are shifted into it on the way in
     #[arg(long = "map", value_name = "RANGE")]
     pub map: Vec<String>,
+    /// Progress as JSON lines on stderr (for scripts)
+    #[arg(long = "json")]
+    pub json: bool,
 }
 
 impl StoreArgs {
@@ -74,7 +77,29 @@ impl StoreArgs {
             backend: self.bdev.clone(),
             opts,
             map,
+            progress: None,
         })
+    }
+
+    /// Receive `input` as `req` asks, showing progress as asked.
+    pub fn receive(
+        &self,
+        op: &'static str,
+        quiet: bool,
+        mut req: ReceiveRequest,
+        input: &mut dyn std::io::Read,
+    ) -> anyhow::Result<(strata_core::store::Container, StreamStats)> {
+        let engine = crate::common::engine();
+        if req.lxcpath.is_dir() {
+            crate::common::reconcile(&engine, &req.lxcpath);
+        }
+        let progress = super::progress::Progress::new(op, self.json, quiet);
+        req.progress = progress.as_ref().map(|p| p.hook());
+        let res = engine.receive(&req, input);
+        if let Some(p) = &progress {
+            p.finish(res.is_ok());
+        }
+        Ok(res?)
     }
 }
 
@@ -88,12 +113,8 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         ));
     }
     let req = a.store.request(&lxcpath, a.name.clone())?;
-    let engine = crate::common::engine();
-    if lxcpath.is_dir() {
-        crate::common::reconcile(&engine, &lxcpath);
-    }
     let mut input = stdin.lock();
-    let (c, st) = engine.receive(&req, &mut input)?;
+    let (c, st) = a.store.receive("receive", a.common.quiet, req, &mut input)?;
     report(&c.r.name, &st, a.common.quiet);
     Ok(0)
 }
@@ -102,6 +123,12 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
 pub fn report(name: &str, st: &StreamStats, quiet: bool) {
     if quiet {
         return;
+    }
+    if !st.kept_snapshots.is_empty() {
+        eprintln!(
+            "strata: {name}: kept snapshots the sender does not have: {}",
+            st.kept_snapshots.join(", ")
+        );
     }
     for x in &st.external {
         eprintln!(

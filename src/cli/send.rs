@@ -19,6 +19,13 @@ pub struct Args {
     /// Send every snapshot too (with its time and comment)
     #[arg(long = "snapshots")]
     pub snapshots: bool,
+    /// Incremental: only what changed since snapshot SNAP, which the
+    /// receiving side has (with --snapshots, also the snapshots after it)
+    #[arg(long = "from", value_name = "SNAP")]
+    pub from: Option<String>,
+    /// Progress as JSON lines on stderr (for scripts)
+    #[arg(long = "json")]
+    pub json: bool,
     /// zstd compression level (1-19; default 3)
     #[arg(long = "level", default_value_t = 3)]
     pub level: i32,
@@ -30,6 +37,7 @@ pub struct Args {
 /// then tell what it could not carry.
 pub fn write_stream(
     a: &Args,
+    op: &'static str,
     write: impl FnOnce(&Engine, &SendRequest) -> strata_core::Result<StreamStats>,
 ) -> anyhow::Result<i32> {
     crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
@@ -39,12 +47,19 @@ pub fn write_stream(
     }
     crate::common::check_exists(&lxcpath, &a.name)?;
     let engine = crate::common::engine();
+    let progress = super::progress::Progress::new(op, a.json, a.common.quiet);
     let req = SendRequest {
         r: ContainerRef::new(&lxcpath, &a.name),
         snapshots: a.snapshots,
         level: a.level,
+        from: a.from.clone(),
+        progress: progress.as_ref().map(|p| p.hook()),
     };
-    let st = write(&engine, &req)?;
+    let res = write(&engine, &req);
+    if let Some(p) = &progress {
+        p.finish(res.is_ok());
+    }
+    let st = res?;
     if !a.common.quiet {
         if st.skipped_sockets > 0 {
             eprintln!(
@@ -76,7 +91,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
             "refusing to write a stream to a terminal: redirect or pipe stdout"
         ));
     }
-    write_stream(a, |engine, req| {
+    write_stream(a, "send", |engine, req| {
         let st = engine.send(req, &mut *out)?;
         out.flush()
             .map_err(|e| strata_core::Error::io("send", std::path::Path::new("stdout"), e))?;

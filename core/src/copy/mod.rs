@@ -804,3 +804,9 @@ impl Error {
         self
     }
 }
+
+/// Entries below `root` and bytes of its regular files (hardlinks once), as a copy would see them.
+pub fn measure_tree(root: &Path) -> (u64, u64) {
+    let t = progress::measure(root);
+    (t.entries, t.bytes)
+}

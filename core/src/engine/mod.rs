@@ -80,6 +80,7 @@ mod export;
 pub mod fsutil;
 mod receive;
 mod reconcile;
+mod refresh;
 mod rename;
 mod restore;
 mod rewrite;

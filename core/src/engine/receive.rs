@@ -20,14 +20,14 @@ use crate::names;
 use crate::spec::RootfsSpec;
 use crate::store::{Container, ContainerRef};
 use crate::stream::files;
-use crate::stream::{Index, StreamStats, Unpacker, FORMAT, INDEX, MAX_INDEX, VERSION};
+use crate::stream::{Index, ProgressFn, StreamStats, Unpacker, FORMAT, INDEX, MAX_INDEX, VERSION, VERSION_DELTA};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 const OP: &str = "receive";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ReceiveRequest {
     pub lxcpath: PathBuf,
     /// The new container's name; `None`: the name it was sent under.
@@ -38,11 +38,24 @@ pub struct ReceiveRequest {
     /// Make the container unprivileged with this map: owners, ACLs and
     /// file capabilities shifted into it, its `lxc.idmap` lines written.
     pub map: Option<IdMap>,
+    /// Told of the entries and bytes read so far.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for ReceiveRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveRequest")
+            .field("lxcpath", &self.lxcpath)
+            .field("name", &self.name)
+            .field("backend", &self.backend)
+            .field("map", &self.map)
+            .finish()
+    }
 }
 
 /// One tree of the stream: a snapshot (by index) or the container's own rootfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub(super) enum Part {
     Snap(usize),
     Main,
 }
@@ -56,12 +69,12 @@ struct Plan {
     map: Option<IdMap>,
 }
 
-fn bad(msg: String) -> Error {
+pub(super) fn bad(msg: String) -> Error {
     err!(InvalidArgument, OP, "{msg}")
 }
 
 /// Not a stream at all, or one cut short: say so in one line.
-fn stream_err(e: std::io::Error) -> Error {
+pub(super) fn stream_err(e: std::io::Error) -> Error {
     let m = e.to_string();
     if m.contains("Unknown frame descriptor") {
         return bad("not a strata container stream (no zstd frame)".into());
@@ -99,11 +112,16 @@ impl Engine {
             e.read_to_end(&mut buf).map_err(stream_err)?;
             serde_json::from_slice(&buf).map_err(|e| bad(format!("bad index: {e}")))?
         };
-        if index.format != FORMAT || index.version != VERSION {
+        if index.format != FORMAT || ![VERSION, VERSION_DELTA].contains(&index.version) {
             return Err(bad(format!(
-                "unsupported stream format {} version {} (this strata reads {FORMAT} version {VERSION})",
+                "unsupported stream format {} version {} (this strata reads {FORMAT} versions {VERSION} and {VERSION_DELTA})",
                 index.format, index.version
             )));
+        }
+        if (index.version == VERSION_DELTA) != index.base.is_some() {
+            return Err(bad(
+                "bad index: an incremental stream needs its base, and only it has one".into(),
+            ));
         }
         let name = req.name.clone().unwrap_or_else(|| index.name.clone());
         names::validate(&name)?;
@@ -138,6 +156,18 @@ impl Engine {
             let c = Config::parse(&s.config)?;
             check_config(&c, &format!("snaps/{}/config", s.name))?;
             snap_cfgs.push(c);
+        }
+        if index.base.is_some() {
+            let mut rf = self.refresh_begin(req, &index, cfg, &snap_cfgs)?;
+            let st = self.refresh_fill(&mut rf, &index, &mut entries, &pax, req.progress.as_ref())?;
+            // The rest of the zstd frame, whose end proves the stream whole.
+            let mut dec = ar.into_inner();
+            if let Err(e) = std::io::copy(&mut dec, &mut std::io::sink()) {
+                self.refresh_abort(&mut rf);
+                return Err(stream_err(e));
+            }
+            let c = self.refresh_end(rf, &index)?;
+            return Ok((c, st));
         }
         if !crate::paths::is_root() {
             return Err(err!(
@@ -211,6 +241,7 @@ impl Engine {
             &pax,
             &mut made,
             &mut carried,
+            req.progress.as_ref(),
         );
         // What follows the archive: the rest of the zstd frame, whose end proves the stream whole.
         let res = res.and_then(|st| {
@@ -270,6 +301,7 @@ impl Engine {
         pax: &crate::stream::pax::PaxLog,
         made: &mut Vec<RootfsSpec>,
         carried: &mut [Option<Vec<u8>>],
+        progress: Option<&ProgressFn>,
     ) -> Result<StreamStats> {
         let rec = Record {
             dir: plan.final_dir.clone(),
@@ -358,6 +390,9 @@ impl Engine {
             let (_, _, u) = cur.as_mut().expect("set above");
             u.entry(&path, &mut e, rec.as_ref())
                 .map_err(|err| no_space(backend, err))?;
+            if let Some(p) = progress {
+                p(stats.entries + u.entries, stats.bytes + u.bytes, index.total);
+            }
         }
         if let Some((p, o, u)) = cur.take() {
             stats.entries += u.entries;
@@ -421,7 +456,7 @@ fn write_files(staging: &Path, index: &Index, carried: Vec<Option<Vec<u8>>>) -> 
 }
 
 /// A key LXC 5 does not know is refused here, as `lxc-create -f` refuses it.
-fn check_config(c: &Config, what: &str) -> Result<()> {
+pub(super) fn check_config(c: &Config, what: &str) -> Result<()> {
     if let Some((line, key, why)) = c.unknown_keys().into_iter().next() {
         return Err(err!(
             InvalidConfig,
@@ -433,7 +468,7 @@ fn check_config(c: &Config, what: &str) -> Result<()> {
 }
 
 /// Which tree an archive name belongs to, with that tree's prefix.
-fn part_of(index: &Index, path: &[u8]) -> Option<(Part, String)> {
+pub(super) fn part_of(index: &Index, path: &[u8]) -> Option<(Part, String)> {
     if crate::stream::strip_tree(b"rootfs", path).is_some() {
         return Some((Part::Main, "rootfs".into()));
     }
@@ -448,7 +483,7 @@ fn part_of(index: &Index, path: &[u8]) -> Option<(Part, String)> {
 }
 
 /// The plain-text copies of what the index holds.
-fn is_meta(index: &Index, path: &[u8]) -> bool {
+pub(super) fn is_meta(index: &Index, path: &[u8]) -> bool {
     if path == b"config" {
         return true;
     }

@@ -5,7 +5,7 @@ use super::clone::Params;
 use super::deps::{live_dependents, locked, need, refuse_dependents, remove_dep, Step};
 use super::fsutil::{self, remove_tree, rename_noreplace};
 use super::rootfs::{entries_of, CtxOp};
-use super::staging::{exists_any, make_aside, read_record, write_record, Journal, JOURNAL, OLD};
+use super::staging::{exists_any, make_aside, read_record, write_record, Journal, Staged, JOURNAL, OLD};
 use super::{failpoint, Engine};
 use crate::depfile;
 use crate::durable::write_atomic;
@@ -88,7 +88,15 @@ impl Engine {
         // The current rootfs goes once the snapshot's is in place.
         self.backend_of(&cur.rootfs)?.check_destroy(&cur.rootfs)?;
         let params = Params::restore_in_place(&s, r);
-        let mut st = step!(self.stage_clone(&params));
+        let st = step!(self.stage_clone(&params));
+        self.swap_in(r, &cur, st).map(Step::Done)
+    }
+
+    /// Put the staged container `st` in the place of `r` (whose current
+    /// rootfs is `cur`'s), under the restore journal: past the journal it
+    /// is rolled forward, never back (also by reconcile after a crash).
+    pub(super) fn swap_in(&self, r: &ContainerRef, cur: &Container, mut st: Staged) -> Result<Container> {
+        const OP: &str = "restore";
         let dir = r.dir();
         let new_all = entries_of(&st.spec, &dir);
         let new_entries: Vec<String> = new_all
@@ -142,11 +150,11 @@ impl Engine {
         };
         failpoint("restore-after-journal");
         self.roll_forward_restore(&st.path, &j)?;
-        Ok(Step::Done(Container {
+        Ok(Container {
             r: r.clone(),
             config: st.config,
             rootfs: st.spec,
-        }))
+        })
     }
 
     /// Finish a restore from its journal; every step can be repeated.

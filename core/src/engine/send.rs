@@ -9,18 +9,37 @@ use crate::lock::ContainerLock;
 use crate::names;
 use crate::store::{read_regular, ContainerRef, Store};
 use crate::stream::files;
-use crate::stream::{External, FileIndex, Index, Packer, SnapIndex, StreamStats, FORMAT, INDEX, VERSION};
+use crate::stream::{
+    Base, External, FileIndex, Index, Packer, ProgressFn, SnapIndex, StreamStats, Totals, FORMAT, INDEX, VERSION,
+    VERSION_DELTA,
+};
 use std::io::Write;
 
 const OP: &str = "send";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SendRequest {
     pub r: ContainerRef,
-    /// Every snapshot too, oldest first.
+    /// Every snapshot too, oldest first (with `from`: those after it).
     pub snapshots: bool,
     /// zstd level (0: zstd's default).
     pub level: i32,
+    /// Incremental: only what changed since this snapshot, which the
+    /// receiver has (see [`crate::stream`]).
+    pub from: Option<String>,
+    /// Told of the entries and bytes written so far.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for SendRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendRequest")
+            .field("r", &self.r)
+            .field("snapshots", &self.snapshots)
+            .field("level", &self.level)
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 fn text(path: &std::path::Path) -> Result<String> {
@@ -50,15 +69,31 @@ impl Engine {
                 r.name
             ));
         }
-        let snaps = if req.snapshots {
+        let all = if req.snapshots || req.from.is_some() {
             store.snapshots(&r.name)?
         } else {
             Vec::new()
         };
         let ss = Store::new(store.snaps_path(&r.name));
+        // Incremental: the base snapshot, and the snapshots after it.
+        let (base, snaps) = match &req.from {
+            Some(f) => {
+                names::validate_snapshot(f)?;
+                let Some(i) = all.iter().position(|s| &s.name == f) else {
+                    return Err(err!(NotFound, OP, "container {} has no snapshot {f}", r.name));
+                };
+                let later = if req.snapshots {
+                    all[i + 1..].to_vec()
+                } else {
+                    Vec::new()
+                };
+                (Some(all[i].clone()), later)
+            }
+            None => (None, all.clone()),
+        };
         let mut index = Index {
             format: FORMAT.into(),
-            version: VERSION,
+            version: if base.is_some() { VERSION_DELTA } else { VERSION },
             name: r.name.clone(),
             dir: r.dir(),
             backend: c.rootfs.kind().to_string(),
@@ -66,6 +101,16 @@ impl Engine {
             snapshots: Vec::new(),
             files: Vec::new(),
             external: Vec::new(),
+            base: base.as_ref().map(|b| Base {
+                name: b.name.clone(),
+                ts: b.timestamp.clone(),
+            }),
+            sender_snapshots: if base.is_some() {
+                all.iter().map(|s| s.name.clone()).collect()
+            } else {
+                Vec::new()
+            },
+            total: None,
         };
         for s in &snaps {
             index.snapshots.push(SnapIndex {
@@ -76,12 +121,32 @@ impl Engine {
             });
         }
         let carried = config_files(&mut index)?;
+        if req.progress.is_some() && base.is_none() {
+            // Measured first, for the rate's ETA (an incremental stream's size is not known ahead).
+            let mut t = Totals::default();
+            for spec in snaps.iter().map(|s| &s.rootfs).chain([&c.rootfs]) {
+                let o = Opened::open(self.backends.for_spec(spec)?, spec, true)?;
+                let (e, b) = crate::copy::measure_tree(o.path());
+                o.close()?;
+                t.entries += e + 1;
+                t.bytes += b;
+            }
+            index.total = Some(t);
+        }
         let json = serde_json::to_vec_pretty(&index).map_err(|e| err!(Io, OP, "index: {e}"))?;
         let mut enc = zstd::stream::write::Encoder::new(out, req.level).map_err(|e| err!(Io, OP, "zstd: {e}"))?;
         // Compression in worker threads while this one reads the trees.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
         enc.multithread(workers).map_err(|e| err!(Io, OP, "zstd: {e}"))?;
         let mut p = Packer::new(enc);
+        if let Some(f) = req.progress.clone() {
+            let (mut entries, mut bytes, total) = (0u64, 0u64, index.total);
+            p.tick = Some(Box::new(move |b| {
+                entries += 1;
+                bytes += b;
+                f(entries, bytes, total);
+            }));
+        }
         p.add_bytes(INDEX, &json)?;
         p.add_bytes("config", index.config.as_bytes())?;
         for s in &index.snapshots {
@@ -94,16 +159,33 @@ impl Engine {
         for (f, data) in index.files.iter().zip(&carried) {
             p.add_file(&format!("files/{}", f.path.display()), data, f.mode)?;
         }
-        for s in &snaps {
-            let b = self.backends.for_spec(&s.rootfs)?;
-            let o = Opened::open(b, &s.rootfs, true)?;
-            p.add_tree(&format!("snaps/{}/rootfs", s.name), o.path())?;
-            o.close()?;
+        // Each tree, after the one before it in an incremental stream.
+        let mut prev: Option<Opened> = match &base {
+            Some(b) => Some(Opened::open(self.backends.for_spec(&b.rootfs)?, &b.rootfs, true)?),
+            None => None,
+        };
+        let trees = snaps
+            .iter()
+            .map(|s| (format!("snaps/{}/rootfs", s.name), &s.rootfs))
+            .chain([("rootfs".to_string(), &c.rootfs)]);
+        for (prefix, spec) in trees {
+            let o = Opened::open(self.backends.for_spec(spec)?, spec, true)?;
+            match &prev {
+                Some(b) => p.add_tree_delta(&prefix, o.path(), b.path())?,
+                None => p.add_tree(&prefix, o.path())?,
+            }
+            if let Some(b) = prev.take() {
+                b.close()?;
+            }
+            if base.is_some() {
+                prev = Some(o);
+            } else {
+                o.close()?;
+            }
         }
-        let b = self.backends.for_spec(&c.rootfs)?;
-        let o = Opened::open(b, &c.rootfs, true)?;
-        p.add_tree("rootfs", o.path())?;
-        o.close()?;
+        if let Some(b) = prev.take() {
+            b.close()?;
+        }
         let mut stats = std::mem::take(&mut p.stats);
         stats.external = index.external.clone();
         let enc = p.finish()?;

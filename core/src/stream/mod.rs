@@ -17,6 +17,15 @@
 //!   POSIX ACLs and `security.capability` included), hardlinks as links,
 //!   device nodes, fifos, and GNU sparse entries for files with holes.
 //!
+//! An incremental stream (`send --from SNAP`, [`Index::base`]) has version
+//! [`VERSION_DELTA`], so that a strata that cannot apply it refuses it. Its
+//! trees hold only what changed since the tree before it (the base
+//! snapshot, then each snapshot sent): entries new or changed by size,
+//! mtime, mode, owner, xattrs or link target (rsync's quick check), every
+//! directory, and files with several links; after each tree,
+//! `PREFIX.deleted` lists (NUL-separated, relative to the tree) what is
+//! gone. That entry also marks the tree complete.
+//!
 //! GNU tar reads such an archive (`tar --zstd --xattrs --xattrs-include='*'
 //! --numeric-owner -xpf`); the receiver never writes through a symlink of
 //! the tree it builds ([`Unpacker`]).
@@ -37,6 +46,10 @@ use std::path::PathBuf;
 pub const INDEX: &str = "strata-index.json";
 pub const FORMAT: &str = "strata-container-stream";
 pub const VERSION: u32 = 1;
+/// Version of an incremental stream.
+pub const VERSION_DELTA: u32 = 2;
+/// After each tree of an incremental stream: what it no longer holds.
+pub const DELETED: &str = ".deleted";
 /// Most an index may take (configs are capped far below this).
 pub const MAX_INDEX: u64 = 64 << 20;
 
@@ -58,7 +71,35 @@ pub struct Index {
     /// Files the configs name outside it: not sent, the target must have them.
     #[serde(default)]
     pub external: Vec<External>,
+    /// Incremental: the snapshot both sides have, the trees' first base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
+    /// Incremental: the names of every snapshot the sender has (those only
+    /// the receiver has are kept, and named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sender_snapshots: Vec<String>,
+    /// Entries and file bytes of the trees (for progress), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<Totals>,
 }
+
+/// The snapshot an incremental stream starts from, as the sender has it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Base {
+    pub name: String,
+    /// Its `ts`: the receiver's snapshot of that name must have the same.
+    pub ts: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Called as a stream is written or read, with the entries and file bytes
+/// so far and the totals when known.
+pub type ProgressFn = std::sync::Arc<dyn Fn(u64, u64, Option<Totals>) + Send + Sync>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileIndex {
@@ -94,4 +135,6 @@ pub struct StreamStats {
     pub skipped_sockets: u64,
     /// Files the configs name that the stream does not carry.
     pub external: Vec<External>,
+    /// Incremental receive: snapshots only the receiver has, kept.
+    pub kept_snapshots: Vec<String>,
 }

@@ -23,6 +23,10 @@ pub struct Packer<W: Write> {
     pub tick: Option<Box<dyn FnMut(u64)>>,
     /// The data of the current small file (one read, kept between files).
     buf: Vec<u8>,
+    /// Incremental: entries of the base gone from the tree, relative to it.
+    deleted: Vec<Vec<u8>>,
+    /// Length of the current tree's prefix and its slash.
+    plen: usize,
 }
 
 /// Files up to this size are read whole with one read.
@@ -59,6 +63,8 @@ impl<W: Write> Packer<W> {
             stats: StreamStats::default(),
             tick: None,
             buf: Vec::new(),
+            deleted: Vec::new(),
+            plen: 0,
         }
     }
 
@@ -98,14 +104,43 @@ impl<W: Write> Packer<W> {
         let st = statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(|e| Error::errno(OP, root, e))?;
         self.links.clear();
         let name = prefix.as_bytes().to_vec();
-        self.add_dir(fd.as_raw_fd(), &st, &name, root)
+        self.add_dir(fd.as_raw_fd(), &st, &name, root, None)
+    }
+
+    /// Incremental: what changed in the tree at `root` since `base` (see
+    /// [`super`]), then `PREFIX.deleted` listing what is gone.
+    pub fn add_tree_delta(&mut self, prefix: &str, root: &Path, base: &Path) -> Result<()> {
+        let _span = tracing::info_span!("pack delta", root = %root.display(), base = %base.display()).entered();
+        raise_nofile_limit();
+        let open = |p: &Path| -> Result<std::os::fd::OwnedFd> {
+            let c = CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| err!(InvalidArgument, OP, "path contains a NUL byte").at(p))?;
+            open_dir(libc::AT_FDCWD, &c).map_err(|e| Error::errno(OP, p, e))
+        };
+        let fd = open(root)?;
+        let bfd = open(base)?;
+        let st = statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(|e| Error::errno(OP, root, e))?;
+        self.links.clear();
+        self.deleted.clear();
+        self.plen = prefix.len() + 1;
+        let name = prefix.as_bytes().to_vec();
+        self.add_dir(fd.as_raw_fd(), &st, &name, root, Some(bfd.as_raw_fd()))?;
+        let mut list = Vec::new();
+        for d in std::mem::take(&mut self.deleted) {
+            list.extend_from_slice(&d);
+            list.push(0);
+        }
+        self.add_bytes(&format!("{prefix}{}", super::DELETED), &list)
     }
 
     pub fn finish(self) -> Result<W> {
         self.b.into_inner().map_err(|e| err!(Io, OP, "finish archive: {e}"))
     }
 
-    fn add_dir(&mut self, fd: RawFd, st: &libc::statx, name: &[u8], host: &Path) -> Result<()> {
+    /// A directory (always sent, also in an incremental stream: its
+    /// metadata is small and its mtime is set after its entries), then its
+    /// entries; `base`: the same directory in the base tree.
+    fn add_dir(&mut self, fd: RawFd, st: &libc::statx, name: &[u8], host: &Path, base: Option<RawFd>) -> Result<()> {
         let mut dname = name.to_vec();
         dname.push(b'/');
         self.header_only(fd, c"", st, &dname, tar::EntryType::Directory, host)?;
@@ -113,20 +148,51 @@ impl<W: Write> Packer<W> {
         read_dir(fd, &mut names).map_err(|e| Error::errno(OP, host, e))?;
         // Sorted: the same tree always gives the same stream.
         names.sort();
+        if let Some(b) = base {
+            let mut old = Vec::new();
+            read_dir(b, &mut old).map_err(|e| Error::errno(OP, host, e))?;
+            for o in old {
+                if names.binary_search(&o).is_err() {
+                    let mut rel = name.get(self.plen..).unwrap_or_default().to_vec();
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(o.to_bytes());
+                    self.deleted.push(rel);
+                }
+            }
+        }
         let dev = (st.stx_dev_major, st.stx_dev_minor);
         for n in names {
             let child_host = host.join(OsStr::from_bytes(n.to_bytes()));
             let mut child = name.to_vec();
             child.push(b'/');
             child.extend_from_slice(n.to_bytes());
-            self.add_entry(fd, &n, &child, dev, &child_host)?;
+            self.add_entry(fd, &n, &child, dev, &child_host, base)?;
         }
         Ok(())
     }
 
-    fn add_entry(&mut self, dir: RawFd, n: &CStr, name: &[u8], dev: (u32, u32), host: &Path) -> Result<()> {
+    fn add_entry(
+        &mut self,
+        dir: RawFd,
+        n: &CStr,
+        name: &[u8],
+        dev: (u32, u32),
+        host: &Path,
+        base: Option<RawFd>,
+    ) -> Result<()> {
         let st = statx(dir, n, 0).map_err(|e| Error::errno(OP, host, e))?;
         let fmt = st.stx_mode as u32 & libc::S_IFMT;
+        // Incremental: the base's entry of that name, if of the same type.
+        let old = base
+            .and_then(|b| statx(b, n, 0).ok())
+            .filter(|o| o.stx_mode as u32 & libc::S_IFMT == fmt);
+        if let (Some(b), Some(o)) = (base, &old) {
+            if fmt != libc::S_IFDIR && unchanged(&st, o, dir, b, n).map_err(|e| Error::errno(OP, host, e))? {
+                return Ok(());
+            }
+        }
         if fmt != libc::S_IFDIR && st.stx_nlink > 1 {
             let key = (st.stx_dev_major, st.stx_dev_minor, st.stx_ino);
             if let Some(first) = self.links.get(&key) {
@@ -149,7 +215,13 @@ impl<W: Write> Packer<W> {
                     return self.header_only(dir, n, &st, &dname, tar::EntryType::Directory, host);
                 }
                 let fd = open_dir(dir, n).map_err(|e| Error::errno(OP, host, e))?;
-                self.add_dir(fd.as_raw_fd(), &st, name, host)
+                // Below a directory new in this tree (or one that was not a
+                // directory), everything is new.
+                let sub = match (base, &old) {
+                    (Some(b), Some(_)) => open_dir(b, n).ok(),
+                    _ => None,
+                };
+                self.add_dir(fd.as_raw_fd(), &st, name, host, sub.as_ref().map(|f| f.as_raw_fd()))
             }
             libc::S_IFREG => {
                 // SAFETY: openat with a NUL-terminated name; the fd is owned by the File below.
@@ -351,6 +423,29 @@ fn xattrs(src: Src) -> nix::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         out.push((k.to_vec(), val[..len].to_vec()));
     }
     Ok(out)
+}
+
+/// Whether an entry is as it was in the base: rsync's quick check (type,
+/// size, mtime to the nanosecond, mode, owner), plus its xattrs, a
+/// symlink's target, a device's number. A file with several links is
+/// always sent (its other names may have changed).
+fn unchanged(st: &libc::statx, o: &libc::statx, dir: RawFd, base: RawFd, n: &CStr) -> nix::Result<bool> {
+    let fmt = st.stx_mode as u32 & libc::S_IFMT;
+    if (fmt == libc::S_IFREG && (st.stx_nlink > 1 || o.stx_nlink > 1))
+        || st.stx_mode != o.stx_mode
+        || st.stx_uid != o.stx_uid
+        || st.stx_gid != o.stx_gid
+        || st.stx_size != o.stx_size
+        || st.stx_mtime.tv_sec != o.stx_mtime.tv_sec
+        || st.stx_mtime.tv_nsec != o.stx_mtime.tv_nsec
+        || (st.stx_rdev_major, st.stx_rdev_minor) != (o.stx_rdev_major, o.stx_rdev_minor)
+    {
+        return Ok(false);
+    }
+    if fmt == libc::S_IFLNK && nix::fcntl::readlinkat(Some(dir), n)? != nix::fcntl::readlinkat(Some(base), n)? {
+        return Ok(false);
+    }
+    Ok(xattrs(Src::Name(dir, n))? == xattrs(Src::Name(base, n))?)
 }
 
 fn base_header(st: &libc::statx, t: tar::EntryType) -> tar::Header {

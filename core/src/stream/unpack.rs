@@ -34,6 +34,10 @@ pub struct Unpacker {
     shift: Option<IdShift>,
     pub entries: u64,
     pub bytes: u64,
+    /// Applying an incremental tree onto a copy of its base: a directory
+    /// may be replaced (removed whole), and xattrs not sent are removed
+    /// from directories kept.
+    pub delta: bool,
 }
 
 /// What the PAX records of an entry say.
@@ -124,6 +128,7 @@ impl Unpacker {
             shift,
             entries: 0,
             bytes: 0,
+            delta: false,
         })
     }
 
@@ -240,6 +245,9 @@ impl Unpacker {
                 return Err(self.bad(rel, "the tree's root is not a directory"));
             }
             let fd = self.root.as_raw_fd();
+            if self.delta {
+                prune_xattrs(fd, &xattrs).map_err(|e| Error::errno(OP, &path, e))?;
+            }
             set_meta(At::Fd(fd), uid, gid, mode, &xattrs, &path)?;
             self.dirs.push((comps, ts));
             return Ok(());
@@ -252,7 +260,10 @@ impl Unpacker {
             Ok(st) => {
                 let was_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
                 if was_dir && !is_dir {
-                    return Err(self.bad(rel, "would replace a directory"));
+                    if !self.delta {
+                        return Err(self.bad(rel, "would replace a directory"));
+                    }
+                    remove_at(pfd, &name).map_err(|e| Error::errno(OP, &path, e))?;
                 }
                 if !was_dir {
                     nix::unistd::unlinkat(Some(pfd), name.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
@@ -271,6 +282,9 @@ impl Unpacker {
                     return Err(fail(errno()));
                 }
                 let fd = open_dir(pfd, &name).map_err(fail)?;
+                if self.delta {
+                    prune_xattrs(fd.as_raw_fd(), &xattrs).map_err(fail)?;
+                }
                 set_meta(At::Fd(fd.as_raw_fd()), uid, gid, mode, &xattrs, &path)?;
                 // Its entries come next: keep it open on the dir stack.
                 let last = comps[comps.len() - 1].clone();
@@ -390,6 +404,29 @@ impl Unpacker {
             .collect()
     }
 
+    /// Incremental: remove what the tree no longer holds, `list` being
+    /// NUL-separated names relative to it (what is already gone is skipped).
+    pub fn remove_listed(&mut self, list: &[u8]) -> Result<()> {
+        for rel in list.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+            let comps = self.components(rel)?;
+            if comps.is_empty() {
+                return Err(self.bad(rel, "would remove the tree's root"));
+            }
+            let path = self.at(&comps);
+            let pfd = match self.parent(&comps) {
+                Ok(fd) => fd,
+                Err(_) if !exists_beneath(self.root.as_raw_fd(), &comps) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = CString::new(comps[comps.len() - 1].as_slice()).expect("checked for NUL");
+            match remove_at(pfd, &name) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(Error::errno(OP, &path, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Set directory times, deepest first (making an entry changes its dir's mtime).
     pub fn finish(mut self) -> Result<()> {
         self.stack.clear();
@@ -421,6 +458,58 @@ pub fn strip_tree<'a>(prefix: &[u8], name: &'a [u8]) -> Option<&'a [u8]> {
         return Some(rest);
     }
     rest.strip_prefix(b"/")
+}
+
+/// Whether every directory above `comps` exists (as a directory, not followed through a symlink).
+fn exists_beneath(root: RawFd, comps: &[Vec<u8>]) -> bool {
+    let mut cur: Option<OwnedFd> = None;
+    for c in &comps[..comps.len() - 1] {
+        let name = CString::new(c.as_slice()).expect("checked for NUL");
+        match open_dir(cur.as_ref().map_or(root, |f| f.as_raw_fd()), &name) {
+            Ok(f) => cur = Some(f),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Remove `name` in `dir`, a directory with everything below it; no symlink is followed.
+fn remove_at(dir: RawFd, name: &CStr) -> nix::Result<()> {
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let st = nix::sys::stat::fstatat(Some(dir), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir);
+    }
+    let fd = open_dir(dir, name)?;
+    let mut names = Vec::new();
+    crate::copy::read_dir(fd.as_raw_fd(), &mut names)?;
+    for n in names {
+        remove_at(fd.as_raw_fd(), &n)?;
+    }
+    unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir)
+}
+
+/// Remove a directory's xattrs that are not in `keep` (an ACL or a label
+/// dropped on the sending side since the base).
+fn prune_xattrs(fd: RawFd, keep: &[(CString, Vec<u8>)]) -> nix::Result<()> {
+    let mut list = Vec::new();
+    // SAFETY: the buffer pointer and length come from xcall's own Vec.
+    let n = match crate::copy::xcall(&mut list, |b, l| unsafe { libc::flistxattr(fd, b.cast(), l) }) {
+        Ok(n) => n,
+        Err(nix::errno::Errno::EOPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for k in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        if keep.iter().any(|(kk, _)| kk.to_bytes() == k) {
+            continue;
+        }
+        let key = CString::new(k).expect("no NUL in an xattr name");
+        // SAFETY: fremovexattr on our own fd with a NUL-terminated name.
+        if unsafe { libc::fremovexattr(fd, key.as_ptr()) } < 0 && errno() != nix::errno::Errno::ENODATA {
+            return Err(errno());
+        }
+    }
+    Ok(())
 }
 
 enum At<'n> {

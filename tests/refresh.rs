@@ -1,0 +1,399 @@
+//! `strata send --from SNAP | strata receive`: an incremental refresh of a
+//! container the receiver has from an earlier send. What a user checks: the
+//! trees equal afterwards, the stream carries only what changed (its size),
+//! the same stream received twice is harmless, snapshots only the target
+//! has are kept and named, a diverged snapshot is refused, and a receive
+//! killed anywhere leaves the target as it was.
+//! Root only: the lxcpath is a real btrfs filesystem on a loop device.
+
+mod common;
+
+use common::special::{diff, set_mtime, setxattr, special_tree, view, View};
+use common::Env;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use strata_core::{Backend, Opened, Store};
+use strata_testkit::LoopFs;
+
+fn backend(kind: &str) -> std::sync::Arc<dyn Backend> {
+    match kind {
+        "dir" => strata_dir::backend(),
+        "btrfs" => strata_btrfs::backend(),
+        "loop" => strata_loop::backend(),
+        k => panic!("{k}"),
+    }
+}
+
+fn spec_view(spec: &strata_core::RootfsSpec) -> View {
+    let b = backend(spec.kind());
+    let o = Opened::open(b.as_ref(), spec, true).unwrap();
+    let v = view(o.path());
+    o.close().unwrap();
+    v
+}
+
+fn rootfs_view(env: &Env, name: &str) -> View {
+    spec_view(&Store::new(&env.lxcpath).load(name).unwrap().rootfs)
+}
+
+fn snap_view(env: &Env, name: &str, snap: &str) -> View {
+    spec_view(&Store::new(env.c(name).join("snaps")).load(snap).unwrap().rootfs)
+}
+
+/// Change the container's rootfs in place.
+fn modify(env: &Env, name: &str, f: impl FnOnce(&Path)) {
+    let spec = Store::new(&env.lxcpath).load(name).unwrap().rootfs;
+    let b = backend(spec.kind());
+    let o = Opened::open(b.as_ref(), &spec, false).unwrap();
+    f(o.path());
+    o.close().unwrap();
+}
+
+fn strata(env: &Env, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
+    let mut c = env.cmd("strata");
+    c.arg(args[0]).arg("-P").arg(&env.lxcpath).args(&args[1..]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut ch = c.spawn().unwrap();
+    let mut stdin = ch.stdin.take().unwrap();
+    let data = input.map(|d| d.to_vec());
+    let feeder = std::thread::spawn(move || {
+        if let Some(d) = data {
+            let _ = stdin.write_all(&d);
+        }
+    });
+    let o = ch.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    o
+}
+
+fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> (Vec<u8>, String) {
+    let o = strata(env, args, input);
+    assert!(
+        o.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
+    let o = strata(env, args, input);
+    common::check_failure("strata", args, &o)
+}
+
+fn listing(env: &Env, name: &str) -> String {
+    env.ok("lxc-snapshot", &["-n", name, "-L", "-C"])
+        .replace(&format!("{}/", env.c(name).display()), "DIR/")
+}
+
+/// Incompressible data (xorshift), so that stream sizes mean file sizes.
+fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.extend_from_slice(&seed.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn source_tree(src: &Path) {
+    special_tree(src);
+    std::fs::create_dir_all(src.join("usr/lib")).unwrap();
+    for i in 0..8 {
+        std::fs::write(src.join(format!("usr/lib/big{i}")), noise(1 << 20, 7 + i)).unwrap();
+    }
+    std::fs::write(src.join("usr/lib/small"), noise(16 << 10, 3)).unwrap();
+    std::fs::create_dir_all(src.join("srv/gone/below")).unwrap();
+    std::fs::write(src.join("srv/gone/below/f"), "x").unwrap();
+    std::fs::create_dir_all(src.join("srv/becomes-file")).unwrap();
+    std::fs::write(src.join("srv/becomes-file/f"), "y").unwrap();
+    std::fs::write(src.join("srv/becomes-dir"), "z").unwrap();
+    std::fs::create_dir_all(src.join("srv/acl")).unwrap();
+    std::process::Command::new("setfacl")
+        .args(["-m", "u:4321:rwx"])
+        .arg(src.join("srv/acl"))
+        .status()
+        .unwrap();
+}
+
+/// Small changes of every kind: content, a new file, removals, a dir
+/// replaced by a file and back, an ACL dropped, an xattr, a mode, an owner.
+fn small_change(r: &Path, round: u32) {
+    std::fs::write(r.join("etc/hostname"), format!("changed {round}\n")).unwrap();
+    std::fs::write(r.join(format!("etc/new-{round}")), "new file").unwrap();
+    let big = r.join("usr/lib/small");
+    let mut d = std::fs::read(&big).unwrap();
+    d[1000] ^= 0xff;
+    std::fs::write(&big, d).unwrap();
+    if round == 1 {
+        std::fs::remove_dir_all(r.join("srv/gone")).unwrap();
+        std::fs::remove_file(r.join("etc/passwd")).unwrap();
+        std::fs::remove_dir_all(r.join("srv/becomes-file")).unwrap();
+        std::fs::write(r.join("srv/becomes-file"), "now a file").unwrap();
+        std::fs::remove_file(r.join("srv/becomes-dir")).unwrap();
+        std::fs::create_dir(r.join("srv/becomes-dir")).unwrap();
+        std::fs::write(r.join("srv/becomes-dir/inside"), "inside").unwrap();
+        std::process::Command::new("setfacl")
+            .arg("-b")
+            .arg(r.join("srv/acl"))
+            .status()
+            .unwrap();
+    }
+    setxattr(&r.join("home/user/x"), "user.note", format!("round {round}").as_bytes());
+    std::os::unix::fs::chown(r.join("etc/odd"), Some(round + 10), None).unwrap();
+    // Same size and content, a new mtime: sent again (the quick check sees it).
+    set_mtime(&r.join("empty"), 1_600_000_000 + round as i64, 0);
+}
+
+#[test]
+fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat() {
+    let env = Env::new();
+    let _fs = LoopFs::new("btrfs", 6 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    for s in ["dir", "btrfs"] {
+        let name = format!("src-{s}");
+        env.ok(
+            "lxc-create",
+            &["-n", &name, "-B", s, "--rootfs-from", src.to_str().unwrap()],
+        );
+        env.ok("lxc-snapshot", &["-n", &name]);
+        let (full, _) = ok(&env, &["send", "-n", &name, "--snapshots"], None);
+        for t in ["dir", "btrfs", "loop"] {
+            let got = format!("{s}-to-{t}");
+            let mut args = vec!["receive", "-n", got.as_str(), "-B", t];
+            if t == "loop" {
+                args.extend(["--fssize", "512M"]);
+            }
+            ok(&env, &args, Some(&full));
+        }
+        // The source moves on; each target also takes a snapshot of its own.
+        modify(&env, &name, |r| small_change(r, 1));
+        for t in ["dir", "btrfs", "loop"] {
+            let got = format!("{s}-to-{t}");
+            modify(&env, &got, |r| {
+                std::fs::write(r.join("local-change"), "target only").unwrap()
+            });
+            env.ok("lxc-snapshot", &["-n", &got]);
+        }
+        let (delta, _) = ok(&env, &["send", "-n", &name, "--from", "snap0"], None);
+        assert!(
+            delta.len() * 20 < full.len(),
+            "{s}: incremental stream {} bytes, full {} bytes",
+            delta.len(),
+            full.len()
+        );
+        let want = rootfs_view(&env, &name);
+        for t in ["dir", "btrfs", "loop"] {
+            let got = format!("{s}-to-{t}");
+            let before_snaps = listing(&env, &got);
+            let snap1 = snap_view(&env, &got, "snap1");
+            let (_, err) = ok(&env, &["receive", "-n", &got], Some(&delta));
+            assert!(
+                err.contains("kept snapshots the sender does not have: snap1"),
+                "{got}: {err}"
+            );
+            diff(&format!("{got} after refresh"), &want, &rootfs_view(&env, &got));
+            assert_eq!(Store::new(&env.lxcpath).load(&got).unwrap().rootfs.kind(), t);
+            // The target's own snapshot is kept as it was.
+            assert_eq!(listing(&env, &got), before_snaps, "{got}");
+            diff(&format!("{got} snap1 kept"), &snap1, &snap_view(&env, &got, "snap1"));
+            // Twice: harmless, same result.
+            ok(&env, &["receive", "-n", &got], Some(&delta));
+            diff(
+                &format!("{got} after a second refresh"),
+                &want,
+                &rootfs_view(&env, &got),
+            );
+            assert_eq!(listing(&env, &got), before_snaps, "{got}");
+            let cfg = env.config(&got);
+            assert!(!cfg.contains(&format!("/{name}/")), "{cfg}");
+            assert_eq!(env.config_get(&got, "lxc.uts.name").as_deref(), Some(got.as_str()));
+        }
+        // With --snapshots the sender's snap1 would replace the targets' own
+        // snap1: refused, naming it, the target left as it was.
+        env.ok("lxc-snapshot", &["-n", &name]);
+        let (delta2, _) = ok(&env, &["send", "-n", &name, "--from", "snap0", "--snapshots"], None);
+        let got = format!("{s}-to-dir");
+        let before = (rootfs_view(&env, &got), listing(&env, &got), env.config(&got));
+        let e = fails(&env, &["receive", "-n", &got], Some(&delta2));
+        assert!(e.contains("snapshot snap1") && e.contains("diverged"), "{e}");
+        assert_eq!(before, (rootfs_view(&env, &got), listing(&env, &got), env.config(&got)));
+        for t in ["dir", "btrfs", "loop"] {
+            env.ok("lxc-destroy", &["-n", &format!("{s}-to-{t}"), "-s"]);
+        }
+        env.ok("lxc-destroy", &["-n", &name, "-s"]);
+    }
+    strata_testkit::no_leak(&env.lxcpath);
+}
+
+#[test]
+fn incremental_with_snapshots_carries_the_chain() {
+    let env = Env::new();
+    let _fs = LoopFs::new("btrfs", 4 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    for s in ["dir", "btrfs"] {
+        let name = format!("c-{s}");
+        env.ok(
+            "lxc-create",
+            &["-n", &name, "-B", s, "--rootfs-from", src.to_str().unwrap()],
+        );
+        env.ok("lxc-snapshot", &["-n", &name]);
+        let (full, _) = ok(&env, &["send", "-n", &name, "--snapshots"], None);
+        let got = format!("{s}-copy");
+        ok(&env, &["receive", "-n", &got, "-B", s], Some(&full));
+        let mut from = "snap0".to_string();
+        for round in 1..=2u32 {
+            modify(&env, &name, |r| small_change(r, round));
+            env.ok("lxc-snapshot", &["-n", &name]);
+            modify(&env, &name, |r| {
+                std::fs::write(r.join("after-snap"), format!("{round}")).unwrap()
+            });
+            let (delta, _) = ok(&env, &["send", "-n", &name, "--from", &from, "--snapshots"], None);
+            assert!(delta.len() * 20 < full.len(), "{} vs {}", delta.len(), full.len());
+            ok(&env, &["receive", "-n", &got], Some(&delta));
+            ok(&env, &["receive", "-n", &got], Some(&delta));
+            diff(
+                &format!("{got} round {round}"),
+                &rootfs_view(&env, &name),
+                &rootfs_view(&env, &got),
+            );
+            let snap = format!("snap{round}");
+            diff(
+                &format!("{got} {snap}"),
+                &snap_view(&env, &name, &snap),
+                &snap_view(&env, &got, &snap),
+            );
+            assert_eq!(listing(&env, &name), listing(&env, &got));
+            from = snap;
+        }
+        // A base the target lacks, or one taken at another time: refused.
+        let e = fails(
+            &env,
+            &["receive", "-n", "nothere"],
+            Some(&ok(&env, &["send", "-n", &name, "--from", "snap1"], None).0),
+        );
+        assert!(
+            e.contains("does not exist here") && e.contains("send it in full"),
+            "{e}"
+        );
+        let e = fails(&env, &["send", "-n", &name, "--from", "snap9"], None);
+        assert!(e.contains("no snapshot snap9"), "{e}");
+        env.ok("lxc-destroy", &["-n", &got, "-s"]);
+        env.ok("lxc-destroy", &["-n", &name, "-s"]);
+    }
+    strata_testkit::no_leak(&env.lxcpath);
+}
+
+#[test]
+fn incremental_receive_killed_anywhere_leaves_the_target_as_it_was() {
+    let env = Env::new();
+    let _fs = LoopFs::new("btrfs", 2 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    env.ok("lxc-snapshot", &["-n", "c1"]);
+    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    ok(&env, &["receive", "-n", "c2", "-B", "btrfs"], Some(&full));
+    modify(&env, "c1", |r| {
+        small_change(r, 1);
+        std::fs::write(r.join("usr/lib/new-big"), noise(4 << 20, 99)).unwrap();
+    });
+    let (delta, _) = ok(&env, &["send", "-n", "c1", "--from", "snap0"], None);
+    let before = (rootfs_view(&env, "c2"), listing(&env, "c2"), env.config("c2"));
+    let after = rootfs_view(&env, "c1");
+    let mut seed: u64 = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut whole = 0;
+    for i in 0..8 {
+        let mut c = env.cmd("strata");
+        c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", "c2"]);
+        let mut ch = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = ch.stdin.take().unwrap();
+        // Half the rounds fed a random part, half the whole stream; killed at a random moment.
+        let data = if i % 2 == 0 {
+            delta[..1 + rnd(delta.len() as u64 - 1) as usize].to_vec()
+        } else {
+            delta.clone()
+        };
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+            // Held open (not EOF) until the kill, bounded by it.
+            stdin
+        });
+        std::thread::sleep(std::time::Duration::from_millis(rnd(400)));
+        let _ = ch.kill();
+        ch.wait().unwrap();
+        drop(feeder.join().unwrap());
+        env.ok("strata", &["reconcile"]);
+        let now = (rootfs_view(&env, "c2"), listing(&env, "c2"), env.config("c2"));
+        if now.0 == after {
+            whole += 1;
+            // Finished before the kill: back to the old state for the next round.
+            ok(&env, &["receive", "-n", "c2"], Some(&delta));
+        } else {
+            assert!(now == before, "round {i}: the target changed after a killed receive");
+        }
+        let left: Vec<String> = std::fs::read_dir(&env.lxcpath)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "round {i}: left {left:?}");
+        if whole > 0 {
+            break;
+        }
+    }
+    eprintln!("{whole} receives finished before the kill");
+    ok(&env, &["receive", "-n", "c2"], Some(&delta));
+    diff("after the kills", &after, &rootfs_view(&env, "c2"));
+    env.ok("lxc-destroy", &["-n", "c2", "-s"]);
+    env.ok("lxc-destroy", &["-n", "c1", "-s"]);
+    strata_testkit::no_leak(&env.lxcpath);
+}
+
+#[test]
+fn progress_as_json_lines() {
+    let env = Env::new();
+    let _fs = LoopFs::new("btrfs", 1 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let (stream, err) = ok(&env, &["send", "-n", "c1", "--json"], None);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let last = lines.last().expect("a progress line");
+    assert_eq!(last["op"], "send");
+    assert_eq!(last["done"], true);
+    assert!(last["bytes"].as_u64().unwrap() >= 8 << 20, "{last}");
+    assert_eq!(last["bytes"], last["total_bytes"], "{last}");
+    assert_eq!(last["entries"], last["total_entries"], "{last}");
+    let (_, err) = ok(&env, &["receive", "-n", "c2", "--json"], Some(&stream));
+    let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(last["op"], "receive");
+    assert_eq!(last["done"], true);
+    assert!(last["bytes"].as_u64().unwrap() >= 8 << 20, "{last}");
+    // Without --json and with stderr not a terminal: nothing.
+    let (_, err) = ok(&env, &["send", "-n", "c1"], None);
+    assert!(err.is_empty(), "{err}");
+    env.ok("lxc-destroy", &["-n", "c2"]);
+    env.ok("lxc-destroy", &["-n", "c1"]);
+    strata_testkit::no_leak(&env.lxcpath);
+}
