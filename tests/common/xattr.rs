@@ -1,7 +1,9 @@
-//! Reading id-carrying xattrs (ACLs, file capabilities) in the tests.
+//! Reading id-carrying xattrs (ACLs, file capabilities) in the tests, and
+//! a tree of entries with them as a user compares it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// The value of xattr `name` of `p` itself (never through a symlink).
 pub fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
@@ -31,4 +33,51 @@ pub fn acl_ids(v: &[u8]) -> Vec<(u16, u32)> {
         })
         .filter(|(t, _)| *t == 2 || *t == 8)
         .collect()
+}
+
+/// What a user compares of an entry: owner, mode, id-carrying xattrs,
+/// content or link target, inode (hard links).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub ino: u64,
+    pub acl: Option<Vec<u8>>,
+    pub dacl: Option<Vec<u8>>,
+    pub caps: Option<Vec<u8>>,
+    pub data: Vec<u8>,
+}
+
+/// Every entry under `root` by relative path, never following a symlink.
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, Info> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    strata_testkit::tree::walk(root, |rel, md| {
+        let p = root.join(rel);
+        let data = if md.file_type().is_symlink() {
+            std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()
+        } else if md.is_file() {
+            // A private file of the container's root is out of the user's reach.
+            std::fs::read(&p).unwrap_or_else(|_| b"(unreadable)".to_vec())
+        } else {
+            vec![]
+        };
+        let x = |n| (!md.file_type().is_symlink()).then(|| lgetxattr(&p, n)).flatten();
+        out.insert(
+            rel.to_path_buf(),
+            Info {
+                uid: md.uid(),
+                gid: md.gid(),
+                mode: md.mode(),
+                ino: md.ino(),
+                acl: x("system.posix_acl_access"),
+                dacl: x("system.posix_acl_default"),
+                caps: x("security.capability"),
+                data,
+            },
+        );
+    });
+    out
 }
