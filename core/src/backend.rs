@@ -325,6 +325,35 @@ pub trait Backend: Send + Sync {
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
         None
     }
+
+    /// A size that can be set and changed once the rootfs exists (a
+    /// quota, a device or image size), if the backend has one.
+    fn resizer(&self) -> Option<&dyn Resize> {
+        None
+    }
+}
+
+/// How a rootfs's size is bounded and changed: `--fssize` on a backend
+/// whose rootfs has no size of its own (a quota), and `strata resize`.
+pub trait Resize {
+    /// What bounds the size, for messages: "a btrfs qgroup limit".
+    fn what(&self) -> &'static str;
+
+    /// Refuse, before anything is made, a bound of `bytes` on a new rootfs
+    /// planned for `t` (quotas off on that filesystem, ...).
+    fn check_limit(&self, _t: &Target, _bytes: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Set the size of `spec` to `bytes`, growing or shrinking it, or
+    /// refuse with the reason (a filesystem that cannot shrink, files that
+    /// would not fit) and change nothing. `running`: the container runs
+    /// with it mounted (a device then grows online where the filesystem
+    /// can, and shrinking is refused).
+    fn resize(&self, spec: &RootfsSpec, bytes: u64, running: bool) -> Result<()>;
+
+    /// The size or limit it has now, if any.
+    fn size(&self, spec: &RootfsSpec) -> Result<Option<u64>>;
 }
 
 /// Copy-on-write clones.

@@ -36,7 +36,7 @@ pub mod toollock;
 pub mod usage;
 
 pub use backend::{
-    build_mark, Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Snapshotter, Target, Usage,
+    build_mark, Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Resize, Snapshotter, Target, Usage,
     UsageReport, UsageSource,
 };
 pub use error::{Error, ErrorKind, IoContext, Result};

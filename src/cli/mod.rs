@@ -15,6 +15,7 @@ pub mod links;
 pub mod ls;
 pub mod progress;
 pub mod receive;
+pub mod resize;
 pub mod send;
 pub mod snapshot;
 pub mod snapshot_auto;

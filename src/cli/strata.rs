@@ -42,6 +42,8 @@ enum Cmd {
     Du(crate::du::Args),
     /// Containers, their snapshots and the clones made from them, as a tree (name, backend, size, age)
     Tree(super::tree::Args),
+    /// Grow (or shrink where the filesystem can) a container's rootfs: image, volume or quota
+    Resize(super::resize::Args),
     /// Make a container unprivileged (shift owners to an id map) or privileged again
     Convert(crate::convert::Args),
     /// Write a container (and with --snapshots its snapshots) as a stream to stdout
@@ -142,6 +144,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Cmd::Tree(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), super::tree::run(&a)),
         Cmd::Du(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), crate::du::run(&a)),
+        Cmd::Resize(a) => crate::common::finish(TOOL, Some(&a.name.clone()), super::resize::run(&a)),
         Cmd::Convert(a) => crate::convert::run_args(TOOL, a),
         Cmd::Send(a) => crate::common::finish(TOOL, Some(&a.name.clone()), super::send::run(&a)),
         Cmd::Receive(a) => crate::common::finish(TOOL, a.name.clone().as_deref(), super::receive::run(&a)),

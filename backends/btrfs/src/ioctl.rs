@@ -146,45 +146,97 @@ pub fn fsid(fd: BorrowedFd) -> nix::Result<[u8; 16]> {
     Ok(id)
 }
 
+/// The quota tree's item of type `ty` at `offset` (a qgroup id), `None`
+/// when there is none (quotas off: no status item).
+fn quota_item(fd: BorrowedFd, ty: u32, offset: u64) -> nix::Result<Option<Vec<u8>>> {
+    // SAFETY: SearchArgs is repr(C) integers and a byte array only: all-zero is a valid value.
+    let mut a: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
+    a.key.tree_id = QUOTA_TREE_OBJECTID;
+    a.key.min_type = ty;
+    a.key.max_type = ty;
+    a.key.min_offset = offset;
+    a.key.max_offset = offset;
+    a.key.max_transid = u64::MAX;
+    a.key.nr_items = 1;
+    // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed 4 KiB SearchArgs, the size
+    // TREE_SEARCH reads the key from and writes items into.
+    match unsafe { tree_search(fd.as_raw_fd(), &mut *a) } {
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        r => r?,
+    };
+    if a.key.nr_items == 0 {
+        return Ok(None);
+    }
+    // Header: transid, objectid, offset (u64), type, len (u32).
+    let len = u32::from_ne_bytes(a.buf[28..32].try_into().unwrap()) as usize;
+    Ok(Some(a.buf[32..32 + len.min(a.buf.len() - 32)].to_vec()))
+}
+
+fn le(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+}
+
+/// Whether quotas are on in the filesystem of `fd` (it has a quota status item).
+pub fn quotas_on(fd: BorrowedFd) -> nix::Result<bool> {
+    Ok(quota_item(fd, QGROUP_STATUS_KEY, 0)?.is_some())
+}
+
 /// Referenced and exclusive bytes of qgroup 0/`id`, `None` when quotas are
 /// off or their numbers are not consistent (rescan pending).
 pub fn qgroup_usage(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> {
-    let search = |ty: u32, offset: u64| -> nix::Result<Option<Vec<u8>>> {
-        // SAFETY: SearchArgs is repr(C) integers and a byte array only: all-zero is a valid value.
-        let mut a: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
-        a.key.tree_id = QUOTA_TREE_OBJECTID;
-        a.key.min_type = ty;
-        a.key.max_type = ty;
-        a.key.min_offset = offset;
-        a.key.max_offset = offset;
-        a.key.max_transid = u64::MAX;
-        a.key.nr_items = 1;
-        // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed 4 KiB SearchArgs, the size
-        // TREE_SEARCH reads the key from and writes items into.
-        match unsafe { tree_search(fd.as_raw_fd(), &mut *a) } {
-            Err(nix::errno::Errno::ENOENT) => return Ok(None),
-            r => r?,
-        };
-        if a.key.nr_items == 0 {
-            return Ok(None);
-        }
-        // Header: transid, objectid, offset (u64), type, len (u32).
-        let len = u32::from_ne_bytes(a.buf[28..32].try_into().unwrap()) as usize;
-        Ok(Some(a.buf[32..32 + len.min(a.buf.len() - 32)].to_vec()))
-    };
-    let le = |b: &[u8], at: usize| b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()));
-    let Some(status) = search(QGROUP_STATUS_KEY, 0)? else {
+    let Some(status) = quota_item(fd, QGROUP_STATUS_KEY, 0)? else {
         return Ok(None);
     };
     // Status item: version, generation, flags, rescan (le64 each).
     if le(&status, 16).unwrap_or(QGROUP_STATUS_FLAG_INCONSISTENT) & QGROUP_STATUS_FLAG_INCONSISTENT != 0 {
         return Ok(None);
     }
-    let Some(info) = search(QGROUP_INFO_KEY, id)? else {
+    let Some(info) = quota_item(fd, QGROUP_INFO_KEY, id)? else {
         return Ok(None);
     };
     // Info item: generation, rfer, rfer_cmpr, excl, excl_cmpr (le64 each).
     Ok(le(&info, 8).zip(le(&info, 24)))
+}
+
+const QGROUP_LIMIT_KEY: u32 = 244;
+const QGROUP_LIMIT_MAX_RFER: u64 = 1;
+
+/// The referenced-bytes limit of qgroup 0/`id`, if it has one.
+pub fn qgroup_rfer_limit(fd: BorrowedFd, id: u64) -> nix::Result<Option<u64>> {
+    let Some(item) = quota_item(fd, QGROUP_LIMIT_KEY, id)? else {
+        return Ok(None);
+    };
+    // Limit item: flags, max_rfer, max_excl, rsv_rfer, rsv_excl (le64 each).
+    let flags = le(&item, 0).unwrap_or(0);
+    Ok(le(&item, 8).filter(|v| flags & QGROUP_LIMIT_MAX_RFER != 0 && *v != u64::MAX))
+}
+
+#[repr(C)]
+pub struct QgroupLimitArgs {
+    pub qgroupid: u64,
+    pub flags: u64,
+    pub max_rfer: u64,
+    pub max_excl: u64,
+    pub rsv_rfer: u64,
+    pub rsv_excl: u64,
+}
+
+// The kernel declares it _IOR although it only reads the argument.
+nix::ioctl_read!(qgroup_limit_ioc, MAGIC, 43, QgroupLimitArgs);
+
+/// Limit the referenced bytes of the subvolume `fd` is in (its own qgroup) to `max`.
+pub fn set_qgroup_rfer_limit(fd: BorrowedFd, max: u64) -> nix::Result<()> {
+    let mut a = QgroupLimitArgs {
+        qgroupid: 0,
+        flags: QGROUP_LIMIT_MAX_RFER,
+        max_rfer: max,
+        max_excl: 0,
+        rsv_rfer: 0,
+        rsv_excl: 0,
+    };
+    // SAFETY: `fd` is borrowed and open; `a` is an initialised, exclusively borrowed QgroupLimitArgs, the struct
+    // and size the ioctl number declares; the kernel only reads it.
+    unsafe { qgroup_limit_ioc(fd.as_raw_fd(), &mut a) }.map(drop)
 }
 
 const ROOT_TREE_OBJECTID: u64 = 1;

@@ -3,6 +3,7 @@
 //! nested inside a rootfs are snapshotted and destroyed with it.
 
 mod ioctl;
+mod resize;
 
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
@@ -410,6 +411,10 @@ impl Backend for BtrfsBackend {
     }
 
     fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        Some(self)
+    }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
         Some(self)
     }
 

@@ -5,6 +5,7 @@
 
 pub mod dev;
 mod fiemap;
+mod resize;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -608,6 +609,10 @@ impl Backend for LoopBackend {
     }
 
     fn fast_copier(&self) -> Option<&dyn FastCopy> {
+        Some(self)
+    }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
         Some(self)
     }
 

@@ -4,7 +4,10 @@
 use super::deps::{add_dep, locked, need, remove_dep, Step};
 use super::fsutil;
 use super::rewrite::{is_hwaddr, random_mac, replace_dir};
-use super::rootfs::{check_backend_allowed, check_fits, may_snapshot_running, no_space, remove_lost_found, CtxOp};
+use super::rootfs::{
+    apply_fssize, check_backend_allowed, check_fits, check_fssize, may_snapshot_running, no_space, remove_lost_found,
+    CtxOp,
+};
 use super::staging::{
     exists_any, make_container_dir, name_taken_meanwhile, own_dir_as_container_root, write_record, Staged,
 };
@@ -320,6 +323,7 @@ impl Engine {
             }
         };
         let spec = dst_b.plan(&probe, snapshot.then_some(&p.src.rootfs))?;
+        check_fssize(dst_b, &probe)?;
         let mut cfg = Config::load(&p.src.r.config_path())?;
         // The clone has the source's map (a user's clone is made by the
         // container's root), unless root copies it into another one: then the
@@ -410,6 +414,7 @@ impl Engine {
                 if snapshot {
                     let s = dst_b.snapshotter().expect("chosen for its snapshotter");
                     s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
+                    apply_fssize(dst_b, &t, &building)?;
                 } else {
                     // A whole-image or snapshot copy cannot change owners: shifting copies file by file.
                     let fast = match dst_b.fast_copier() {
@@ -418,8 +423,11 @@ impl Engine {
                         }
                         _ => false,
                     };
-                    if !fast {
+                    if fast {
+                        apply_fssize(dst_b, &t, &building)?;
+                    } else {
                         dst_b.create(&spec, &t)?;
+                        apply_fssize(dst_b, &t, &building)?;
                         let s = Opened::open(src_b, &p.src.rootfs, true)?;
                         let d = Opened::open(dst_b, &building, false)?;
                         remove_lost_found(d.path());

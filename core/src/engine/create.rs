@@ -3,7 +3,7 @@
 
 use super::fsutil::rename_noreplace;
 use super::rewrite::{expand_hwaddrs, replace_dir};
-use super::rootfs::{check_backend_allowed, check_fits, no_space, remove_lost_found};
+use super::rootfs::{apply_fssize, check_backend_allowed, check_fits, check_fssize, no_space, remove_lost_found};
 use super::staging::{
     exists_any, make_container_dir, name_taken_meanwhile, own_dir_as_container_root, write_record, RECORD,
 };
@@ -156,6 +156,7 @@ impl Engine {
         loop {
             tries += 1;
             let spec = backend.plan(&probe, None)?;
+            check_fssize(backend, &probe)?;
             if let RootfsSource::Dir(p) = &req.source {
                 check_fits(backend, &probe, || crate::copy::tree_usage(p))?;
             }
@@ -180,6 +181,7 @@ impl Engine {
                     }
                     backend.create(&spec, &t)?;
                     let building = t.building(&spec);
+                    apply_fssize(backend, &t, &building)?;
                     let opened = Opened::open(backend, &building, false)?;
                     if shifted {
                         // Made by the caller or by the backend: the container's root owns its top dir.

@@ -82,6 +82,7 @@ mod receive;
 mod reconcile;
 mod refresh;
 mod rename;
+mod resize;
 mod restore;
 mod rewrite;
 mod rootfs;
@@ -269,6 +270,12 @@ impl Engine {
         let mut req = req.clone();
         req.r = absref(&req.r)?;
         self.do_destroy(&req)
+    }
+
+    /// `strata resize -n NAME SIZE`: returns the size (or limit) it has now.
+    pub fn resize(&self, r: &ContainerRef, bytes: u64) -> Result<u64> {
+        let _span = tracing::info_span!("resize", name = %r.name, bytes).entered();
+        self.do_resize(&absref(r)?, bytes)
     }
 
     /// Remove staging dirs and half-made rootfs left by a crash; returns what was removed.

@@ -7,7 +7,7 @@
 //! leaves nothing: reconcile destroys what the record names.
 
 use super::rewrite::replace_dir;
-use super::rootfs::{check_backend_allowed, no_space, remove_lost_found};
+use super::rootfs::{apply_fssize, check_backend_allowed, check_fssize, no_space, remove_lost_found};
 use super::staging::{exists_any, make_container_dir, mkdir, Record, RECORD};
 use super::{absolute, Engine};
 use crate::backend::{Backend, BackendOpts, Opened, Target};
@@ -196,16 +196,15 @@ impl Engine {
             return Err(err!(AlreadyExists, OP, "container {name} already exists").at(&final_dir));
         }
         let snaps_lxc = final_dir.join("snaps");
-        let main = backend.plan(
-            &Target {
-                name: &name,
-                lxcpath: &lxcpath,
-                dir: &final_dir,
-                build_dir: &final_dir,
-                opts: &req.opts,
-            },
-            None,
-        )?;
+        let main_t = Target {
+            name: &name,
+            lxcpath: &lxcpath,
+            dir: &final_dir,
+            build_dir: &final_dir,
+            opts: &req.opts,
+        };
+        let main = backend.plan(&main_t, None)?;
+        check_fssize(backend, &main_t)?;
         let mut snap_specs = Vec::new();
         for s in &index.snapshots {
             let d = snaps_lxc.join(&s.name);
@@ -382,6 +381,7 @@ impl Engine {
                 };
                 made.push(spec.clone());
                 backend.create(spec, &t)?;
+                apply_fssize(backend, &t, &t.building(spec))?;
                 let o = Opened::open(backend, &t.building(spec), false)?;
                 remove_lost_found(o.path());
                 let u = Unpacker::new(o.path(), &prefix, plan.map.as_ref().map(IdMap::to_shift))?;

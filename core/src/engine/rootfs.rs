@@ -94,10 +94,39 @@ pub(super) fn check_fits(
     Ok(())
 }
 
-/// A copy into a sized rootfs that ran out of space: say so plainly.
+/// `--fssize` on a backend whose rootfs has no size of its own: bounded by
+/// its [`crate::backend::Resize`] (a quota), checked before anything is
+/// made; refused, naming the backend, where it has none.
+pub(super) fn check_fssize(b: &dyn Backend, t: &Target) -> Result<()> {
+    let Some(bytes) = t.opts.fssize.filter(|_| !b.caps().sized) else {
+        return Ok(());
+    };
+    match b.resizer() {
+        Some(r) => r.check_limit(t, bytes),
+        None => Err(err!(
+            Unsupported,
+            "plan rootfs",
+            "--fssize: strata cannot bound the size of a {} rootfs (loop, lvm and rbd have a device size, btrfs with quotas on a qgroup limit)",
+            b.kind()
+        )),
+    }
+}
+
+/// Bound the new rootfs `building` to `--fssize` where [`check_fssize`]
+/// let it through: before it is filled, so that files that do not fit fail
+/// the copy.
+pub(super) fn apply_fssize(b: &dyn Backend, t: &Target, building: &RootfsSpec) -> Result<()> {
+    match (t.opts.fssize, b.resizer()) {
+        (Some(bytes), Some(r)) if !b.caps().sized => r.resize(building, bytes, false),
+        _ => Ok(()),
+    }
+}
+
+/// A copy into a sized (or quota-bound) rootfs that ran out of space: say so plainly.
 pub(super) fn no_space(b: &dyn Backend, e: Error) -> Error {
-    let enospc = e.source.as_ref().and_then(|s| s.raw_os_error()) == Some(libc::ENOSPC);
-    if !enospc || !b.caps().sized {
+    let raw = e.source.as_ref().and_then(|s| s.raw_os_error());
+    let enospc = raw == Some(libc::ENOSPC) || raw == Some(libc::EDQUOT);
+    if !enospc || !(b.caps().sized || b.resizer().is_some()) {
         return e;
     }
     err!(
