@@ -596,6 +596,90 @@ fn a_kill_between_a_template_or_hooks_fork_and_exec_leaves_nothing_behind() {
     env.ok("lxc-destroy", &["-n", "t1"]);
 }
 
+/// A killed `lxc-create` whose template (and the template's own child)
+/// would run for minutes: the next command does not wait for them. It gives
+/// the orphaned tools a short grace, kills them (their record and the lock
+/// they hold prove them the killed command's), then undoes the build.
+#[test]
+fn a_killed_commands_long_template_is_killed_not_waited_for() {
+    let Some(env) = overlay_env() else { return };
+    let _c = Cleanup(&env);
+    use std::os::unix::fs::PermissionsExt;
+    let pids = env.tmp.path().join("tpl-pids");
+    let tpl = env.tmp.path().join("slow-tpl");
+    std::fs::write(
+        &tpl,
+        format!(
+            "#!/bin/sh\nfor a; do case $a in --rootfs=*) r=${{a#--rootfs=}};; esac; done\n\
+             mkdir -p \"$r/etc\" && echo templated > \"$r/etc/hostname\"\n\
+             sleep 300 & echo $! >> {p}\necho $$ >> {p}\necho started > {p}.done\nwait\n",
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tpl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut ch = env
+        .cmd("lxc-create")
+        .arg("-P")
+        .arg(&env.lxcpath)
+        .args(["-n", "t9", "-t", tpl.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !pids.with_extension("done").exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the template never started");
+        assert!(
+            ch.try_wait().unwrap().is_none(),
+            "lxc-create ended before its template ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ch.kill().unwrap();
+    ch.wait().unwrap();
+    let tools: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.chars().next()))
+            .flatten()
+            .is_some_and(|st| st != 'Z' && st != 'X')
+    };
+    assert!(tools.iter().all(|&p| alive(p)), "the template died with its command");
+    let t = Instant::now();
+    env.ok("lxc-ls", &[]);
+    let took = t.elapsed();
+    for &p in &tools {
+        if alive(p) {
+            // SAFETY: kill of a pid this test's template recorded; best effort cleanup.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+    assert!(
+        took < Duration::from_secs(20),
+        "lxc-ls waited {took:?} for a leftover template"
+    );
+    let t = Instant::now();
+    while tools.iter().any(|&p| alive(p)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the killed command's template still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(leftovers(&env.lxcpath), Vec::<PathBuf>::new());
+    assert_eq!(mounts_under(env.tmp.path()), Vec::<String>::new());
+    strata_testkit::no_leak(env.tmp.path());
+    assert!(!env.c("t9").exists(), "a killed build is in place");
+    eprintln!("lxc-ls after the kill took {took:?}");
+}
+
 #[test]
 fn killed_overlay_snapshot_clone_leaves_nothing_behind() {
     let Some(env) = overlay_env() else { return };

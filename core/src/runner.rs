@@ -53,8 +53,11 @@ fn command(argv: &[String]) -> Result<Command> {
 
 /// The lock the tools of one run hold; none when it cannot be made (a run
 /// dir that cannot be written): the tool still runs, unrecorded.
+/// Patient: the volume managers' tools run here (see [`crate::toollock`]).
 fn tool_lock() -> Option<crate::toollock::ToolLock> {
-    crate::toollock::ToolLock::new().map_err(|e| tracing::warn!("{e}")).ok()
+    crate::toollock::ToolLock::patient()
+        .map_err(|e| tracing::warn!("{e}"))
+        .ok()
 }
 
 fn spawn_err(argv: &[String], e: std::io::Error) -> crate::Error {
@@ -65,7 +68,7 @@ impl Runner for SystemRunner {
     fn run(&self, argv: &[String]) -> Result<Out> {
         tracing::debug!(?argv, "run");
         let mut c = command(argv)?;
-        let o = crate::toollock::output(&mut c).map_err(|e| spawn_err(argv, e))?;
+        let o = crate::toollock::output_patient(&mut c).map_err(|e| spawn_err(argv, e))?;
         Ok(Out {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

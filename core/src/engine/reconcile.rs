@@ -13,8 +13,9 @@ use crate::lock::{ContainerLock, LockSet};
 use crate::store::ContainerRef;
 use std::path::{Path, PathBuf};
 
-/// How long the next command waits for a killed command's tools.
-const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the next command lets a killed command's tools go on before it
+/// kills them (see [`crate::toollock::settle_orphans`]).
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn kind_rank(n: &str) -> Option<u8> {
     // Restores roll forward (tmp) before their old dirs are looked at.
@@ -133,9 +134,10 @@ impl Engine {
                 );
             }
         }
-        // A killed command's tools (lvcreate, mkfs, zfs receive) may still be
-        // making what its leftovers name: nothing is undone before they exit.
-        if !crate::toollock::wait_for_orphans(ORPHAN_WAIT) {
+        // A killed command's tools (lvcreate, mkfs, zfs receive, a template)
+        // may still be making what its leftovers name: nothing is undone
+        // before they have exited or been killed.
+        if !crate::toollock::settle_orphans(ORPHAN_GRACE) {
             tracing::warn!("tools of a killed command still run: its leftovers wait for a later command");
             return Ok(Vec::new());
         }
