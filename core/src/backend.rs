@@ -95,18 +95,27 @@ impl Target<'_> {
 }
 
 /// A mark for what the build in `build_dir` makes outside it (an LVM tag, a
-/// zfs property value): 16 hex digits of a hash of the build dir's name
-/// (`.strata-tmp.NAME.UNIQUE`, fresh for each build; see
-/// [`Backend::made_by`]). The name alone: the next command may reach the
+/// zfs property value): 16 hex digits of a hash of the build dir's path
+/// from its last `.strata-` component on (`.strata-tmp.NAME.UNIQUE`, fresh
+/// for each build, or `.strata-tmp.NAME.UNIQUE/snaps/SNAP` for a received
+/// container's snapshot; see [`Backend::made_by`]); of its name when no
+/// component is one. Not the whole path: the next command may reach the
 /// dir through another spelling of its lxcpath.
 pub fn build_mark(build_dir: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let name = build_dir.file_name().unwrap_or(build_dir.as_os_str());
+    let comps: Vec<&std::ffi::OsStr> = build_dir.iter().collect();
+    let from = comps
+        .iter()
+        .rposition(|c| c.as_bytes().starts_with(b".strata-"))
+        .unwrap_or(comps.len().saturating_sub(1));
     // FNV-1a: stable across versions and builds, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    for (i, c) in comps.iter().skip(from).enumerate() {
+        let sep: &[u8] = if i == 0 { b"" } else { b"/" };
+        for b in sep.iter().chain(c.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
     }
     format!("{h:016x}")
 }
@@ -224,6 +233,15 @@ pub trait Backend: Send + Sync {
     /// by that mark. The default, for a rootfs inside the build dir: true.
     fn made_by(&self, _spec: &RootfsSpec, _build_dir: &Path) -> bool {
         true
+    }
+
+    /// Whether `spec` exists and carries no build mark at all (see
+    /// [`Backend::made_by`]): made by a strata from before the marks, or by
+    /// hand. A build whose record says it did not mark (killed before an
+    /// upgrade) made such a volume itself, and its undo destroys it. The
+    /// default, for a backend that does not mark: false.
+    fn unmarked(&self, _spec: &RootfsSpec) -> bool {
+        false
     }
 
     /// Undo what the failed or killed build in `build_dir` made for the

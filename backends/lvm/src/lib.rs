@@ -196,8 +196,10 @@ pub fn parse_vgs(json: &str) -> Result<Vec<Vg>> {
 
 /// The LVM tag of what the build of `t` makes (see [`Backend::made_by`]).
 fn build_tag(build_dir: &Path) -> String {
-    format!("strata_build_{}", strata_core::build_mark(build_dir))
+    format!("{TAG_PREFIX}{}", strata_core::build_mark(build_dir))
 }
+
+const TAG_PREFIX: &str = "strata_build_";
 
 /// `lvcreate` failed: the name taken meanwhile (another build in another
 /// lxcpath planned it too) is told apart, so that the engine plans again.
@@ -537,6 +539,13 @@ impl Backend for LvmBackend {
             Some(l) => l.tags.contains(&build_tag(build_dir)),
             None => true,
         }
+    }
+
+    // Tagged from lvcreate on since the marks; an older strata's LVs carry none.
+    fn unmarked(&self, spec: &RootfsSpec) -> bool {
+        let Ok((vg, lv)) = parse_spec(spec) else { return false };
+        self.find(&vg, &lv)
+            .is_some_and(|l| !l.tags.iter().any(|t| t.starts_with(TAG_PREFIX)))
     }
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {

@@ -251,8 +251,15 @@ fn undoing_a_build_spares_a_volume_another_build_made() {
     assert_eq!(lvs[1].tags, vec!["strata_build_00000000000000aa", "other"]);
     // c1 carries another build's tag: not this build's to destroy.
     assert!(!b.made_by(&spec, Path::new("/l/.strata-tmp.c1.1")));
-    // Gone: nothing to spare.
-    assert!(b.made_by(&RootfsSpec::parse("lvm:/dev/vg0/gone").unwrap(), Path::new("/l/x")));
+    assert!(!b.unmarked(&spec));
+    // Gone: nothing to spare, nothing unmarked.
+    let gone = RootfsSpec::parse("lvm:/dev/vg0/gone").unwrap();
+    assert!(b.made_by(&gone, Path::new("/l/x")));
+    assert!(!b.unmarked(&gone));
+    // No tag at all: made by a strata from before the marks, or by hand.
+    let plain = RootfsSpec::parse("lvm:/dev/vg0/plain").unwrap();
+    assert!(!b.made_by(&plain, Path::new("/l/x")));
+    assert!(b.unmarked(&plain));
     // The mark goes by the build dir's own name, whatever the lxcpath's spelling.
     assert_eq!(
         strata_core::build_mark(Path::new("/a/.strata-tmp.c1.9")),
@@ -261,5 +268,15 @@ fn undoing_a_build_spares_a_volume_another_build_made() {
     assert_ne!(
         strata_core::build_mark(Path::new("/a/.strata-tmp.c1.9")),
         strata_core::build_mark(Path::new("/a/.strata-tmp.c1.a"))
+    );
+    // A received container's snapshot goes by its build's dir too: two
+    // receives' snap0 (whose LVs may be planned under one name) differ.
+    assert_eq!(
+        strata_core::build_mark(Path::new("/a/.strata-tmp.c1.9/snaps/snap0")),
+        strata_core::build_mark(Path::new("/b/../a/.strata-tmp.c1.9/snaps/snap0"))
+    );
+    assert_ne!(
+        strata_core::build_mark(Path::new("/a/.strata-tmp.c1.9/snaps/snap0")),
+        strata_core::build_mark(Path::new("/b/.strata-tmp.c1.a/snaps/snap0"))
     );
 }

@@ -433,3 +433,99 @@ fn undoing_a_killed_build_spares_the_lv_another_lxcpath_made() {
     assert_eq!(read(&e, &theirs.rootfs, "data").as_deref(), Some("hello"));
     destroy(&e, &b, "same");
 }
+
+fn thin_lv(vg: &str, lv: &str, tag: Option<&str>) {
+    let mut c = Command::new("lvcreate");
+    c.args(["-y", "-Wy", "-n", lv, "-V", "64m", "--thinpool"])
+        .arg(format!("{vg}/pool"))
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    if let Some(t) = tag {
+        c.args(["--addtag", t]);
+    }
+    assert!(c.status().unwrap().success());
+}
+
+fn lvremove(vg: &str, lv: &str) {
+    let st = Command::new("lvremove")
+        .args(["-y", &format!("{vg}/{lv}")])
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// An LV with no build mark named by a killed build's record: a strata
+/// from before the marks made it (its record says nothing of marks) and
+/// the next command undoes it; named by the record of a build that marks
+/// (one made by hand, whose name a build planned meanwhile), it is left
+/// alone.
+#[test]
+fn an_unmarked_lv_is_undone_only_for_a_build_that_did_not_mark() {
+    let Some(vg) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, marks) in [(1, false), (2, true)] {
+        let lp = tmp.path().join(format!("l{i}"));
+        let lv = format!("unmarked{i}");
+        thin_lv(&vg, &lv, None);
+        let staging = lp.join(format!(".strata-tmp.{lv}.killed{i}"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let flag = if marks { r#","marks":true"# } else { "" };
+        let rec = format!(
+            r#"{{"dir":"{}","spec":"lvm:/dev/{vg}/{lv}","dep":null{flag}}}"#,
+            lp.join(&lv).display()
+        );
+        std::fs::write(staging.join(".strata-op"), rec).unwrap();
+        assert_eq!(e.reconcile(&lp).unwrap(), vec![staging.clone()]);
+        assert!(!staging.exists());
+        let left = lvs(&vg).iter().any(|l| l.0 == lv);
+        if marks {
+            assert!(left, "an LV no build of ours made was destroyed");
+            lvremove(&vg, &lv);
+        } else {
+            assert!(!left, "the older build's LV was left behind");
+        }
+    }
+}
+
+/// A receive killed while it made a container's snapshots: the next
+/// command undoes each snapshot's LV as any build's, by the mark of its own
+/// build dir (`snaps/SNAP` in the staging dir). The LV of snap0 is the
+/// killed receive's and goes; the one planned for snap1 was made meanwhile
+/// by a receive of the same container in another lxcpath (its snap1, same
+/// name, another build) and stays.
+#[test]
+fn a_killed_receive_undoes_its_snapshots_and_spares_another_builds() {
+    let Some(vg) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let lp = tmp.path().join("a");
+    let staging = lp.join(".strata-tmp.rc.killed");
+    let other = tmp.path().join("b/.strata-tmp.rc.live");
+    let tag = |d: &Path| format!("strata_build_{}", strata_core::build_mark(d));
+    thin_lv(&vg, "rc", Some(&tag(&staging)));
+    thin_lv(&vg, "rc_snap0", Some(&tag(&staging.join("snaps/snap0"))));
+    thin_lv(&vg, "rc_snap1", Some(&tag(&other.join("snaps/snap1"))));
+    std::fs::create_dir_all(staging.join("snaps/snap0")).unwrap();
+    let rec = format!(
+        r#"{{"dir":"{}","spec":"lvm:/dev/{vg}/rc","dep":null,"more":["lvm:/dev/{vg}/rc_snap0","lvm:/dev/{vg}/rc_snap1"],"more_builds":["snaps/snap0","snaps/snap1"],"marks":true}}"#,
+        lp.join("rc").display()
+    );
+    std::fs::write(staging.join(".strata-op"), rec).unwrap();
+    assert_eq!(e.reconcile(&lp).unwrap(), vec![staging.clone()]);
+    assert!(!staging.exists());
+    let names: Vec<String> = lvs(&vg).into_iter().map(|l| l.0).collect();
+    assert!(
+        !names.contains(&"rc".to_string()),
+        "the killed receive's LV was left: {names:?}"
+    );
+    assert!(
+        !names.contains(&"rc_snap0".to_string()),
+        "the killed receive's snapshot LV was left: {names:?}"
+    );
+    assert!(
+        names.contains(&"rc_snap1".to_string()),
+        "another build's LV was destroyed: {names:?}"
+    );
+    lvremove(&vg, "rc_snap1");
+}

@@ -45,7 +45,8 @@ const SNAP_PREFIX: &str = "strata-";
 /// origin, a copy's source): what a killed clone or copy left is found by it.
 const FOR_PROP: &str = "strata:for";
 /// A dataset's maker: the [`strata_core::build_mark`] of the build that made
-/// it, set as it is made (see [`Backend::made_by`]).
+/// it (and of the snapshots it makes for it), set as it is made (see
+/// [`Backend::made_by`]).
 const BUILD_PROP: &str = "strata:build";
 
 fn build_opt(t: &Target) -> String {
@@ -336,9 +337,13 @@ impl ZfsBackend {
 
     /// Snapshots this backend made for `ds` that nothing is cloned from:
     /// a clone or copy of `ds` killed between its `zfs snapshot` and the
-    /// end left them (the engine recorded `ds`, not its origin). One
-    /// `zfs list` of the pool's snapshots.
-    fn drop_made_for(&self, ds: &str) {
+    /// end left them (the engine recorded `ds`, not its origin). Undoing a
+    /// build (`mark` its [`strata_core::build_mark`]) drops its own and
+    /// those with no mark (a strata's from before the marks); a plain
+    /// destroy only the latter: a live build in another lxcpath that
+    /// planned the same name may be between its snapshot and its clone.
+    /// One `zfs list` of the pool's snapshots.
+    fn drop_made_for(&self, ds: &str, mark: Option<&str>) {
         let listing = self.tool(
             "list snapshots",
             s(&[
@@ -347,7 +352,7 @@ impl ZfsBackend {
                 "-H",
                 "-p",
                 "-o",
-                &format!("name,{FOR_PROP},clones"),
+                &format!("name,{FOR_PROP},{BUILD_PROP},clones"),
                 "-t",
                 "snapshot",
                 "-r",
@@ -360,11 +365,14 @@ impl ZfsBackend {
             // it there (a destroy that let a clone of its origin go on), and
             // the command was killed before it dropped it. No live command
             // makes such a snapshot: a new one is on its source.
-            let ours = r.len() >= 3
-                && (r[2].is_empty() || r[2] == "-")
-                && r[0]
-                    .split_once('@')
-                    .is_some_and(|(on, n)| n.starts_with(SNAP_PREFIX) && (r[1] == ds || (r[1] == on && on != "-")));
+            if r.len() < 4 || !(r[3].is_empty() || r[3] == "-") {
+                continue;
+            }
+            let by = (!r[2].is_empty() && r[2] != "-").then_some(r[2].as_str());
+            let for_ds = r[1] == ds && (by.is_none() || by == mark);
+            let ours = r[0]
+                .split_once('@')
+                .is_some_and(|(on, n)| n.starts_with(SNAP_PREFIX) && (for_ds || (r[1] == on && on != "-")));
             if ours {
                 let _span = tracing::info_span!("zfs destroy leftover snapshot", snap = %r[0]).entered();
                 if let Err(e) = self.tool("destroy leftover snapshot", s(&["zfs", "destroy", &r[0]])) {
@@ -372,6 +380,38 @@ impl ZfsBackend {
                 }
             }
         }
+    }
+
+    /// [`Backend::destroy`], or the undo of the build whose mark is `mark`
+    /// (which decides the snapshots made for `ds` it drops, see
+    /// [`Self::drop_made_for`]).
+    fn destroy_as(&self, spec: &RootfsSpec, mark: Option<&str>) -> Result<()> {
+        let ds = parse_spec(spec)?;
+        let _span = tracing::info_span!("zfs destroy", ds = %ds).entered();
+        let Some((origin, snaps)) = self.state(&ds)? else {
+            self.drop_made_for(&ds, mark);
+            return Ok(());
+        };
+        // A snapshot of ours with no clone: a copy into it was killed before
+        // it dropped the snapshot it sent (on the source, made for this one).
+        let killed_copy = snaps
+            .iter()
+            .any(|s| s.clones.is_empty() && s.name.split_once('@').is_some_and(|(_, n)| n.starts_with(SNAP_PREFIX)));
+        let mut origins = vec![origin];
+        if snaps.iter().any(|s| !s.clones.is_empty()) {
+            self.promote_dependents(spec)?;
+            // After promotions this dataset may itself be a clone now.
+            origins.push(self.prop(&ds, "origin").unwrap_or_default());
+            origins.dedup();
+        }
+        self.tool("destroy zfs rootfs", s(&["zfs", "destroy", "-r", &ds]))?;
+        for o in origins.iter().filter(|o| o.contains('@')) {
+            self.drop_origin(o);
+        }
+        if killed_copy {
+            self.drop_made_for(&ds, mark);
+        }
+        Ok(())
     }
 
     /// Destroy a snapshot made by this backend if nothing is cloned from it.
@@ -528,32 +568,32 @@ impl Backend for ZfsBackend {
     }
 
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
-        let ds = parse_spec(spec)?;
-        let _span = tracing::info_span!("zfs destroy", ds = %ds).entered();
-        let Some((origin, snaps)) = self.state(&ds)? else {
-            self.drop_made_for(&ds);
-            return Ok(());
-        };
-        // A snapshot of ours with no clone: a copy into it was killed before
-        // it dropped the snapshot it sent (on the source, made for this one).
-        let killed_copy = snaps
-            .iter()
-            .any(|s| s.clones.is_empty() && s.name.split_once('@').is_some_and(|(_, n)| n.starts_with(SNAP_PREFIX)));
-        let mut origins = vec![origin];
-        if snaps.iter().any(|s| !s.clones.is_empty()) {
-            self.promote_dependents(spec)?;
-            // After promotions this dataset may itself be a clone now.
-            origins.push(self.prop(&ds, "origin").unwrap_or_default());
-            origins.dedup();
+        self.destroy_as(spec, None)
+    }
+
+    // Its own snapshot made for the planned dataset goes too, whoever made
+    // the dataset; a same-named live build's in another lxcpath stays.
+    fn undo_build(&self, spec: &RootfsSpec, build_dir: &Path) -> Result<()> {
+        let mark = strata_core::build_mark(build_dir);
+        if self.made_by(spec, build_dir) {
+            return self.destroy_as(spec, Some(&mark));
         }
-        self.tool("destroy zfs rootfs", s(&["zfs", "destroy", "-r", &ds]))?;
-        for o in origins.iter().filter(|o| o.contains('@')) {
-            self.drop_origin(o);
-        }
-        if killed_copy {
-            self.drop_made_for(&ds);
-        }
+        tracing::info!("{spec} was made by another build: left alone");
+        self.drop_made_for(&parse_spec(spec)?, Some(&mark));
         Ok(())
+    }
+
+    // Marked from the command that makes it on since the marks.
+    fn unmarked(&self, spec: &RootfsSpec) -> bool {
+        let Ok(ds) = parse_spec(spec) else { return false };
+        if !self.ds_exists(&ds) {
+            return false;
+        }
+        let o = self.run.run(&s(&[
+            "zfs", "get", "-H", "-p", "-o", "value", "-s", "local", BUILD_PROP, &ds,
+        ]));
+        // Not set locally: zfs prints nothing.
+        matches!(o, Ok(o) if o.ok && matches!(o.stdout.trim(), "" | "-"))
     }
 
     fn exists(&self, spec: &RootfsSpec) -> bool {
@@ -619,7 +659,7 @@ impl Snapshotter for ZfsBackend {
         }
         let snap = format!("{ods}@{}", unique_snap());
         let made_for = format!("{FOR_PROP}={ds}");
-        self.tool(OP, s(&["zfs", "snapshot", "-o", &made_for, &snap]))?;
+        self.tool(OP, s(&["zfs", "snapshot", "-o", &made_for, "-o", &build_opt(t), &snap]))?;
         let argv = s(&[
             "zfs",
             "clone",
@@ -644,7 +684,10 @@ impl FastCopy for ZfsBackend {
         let _span = tracing::info_span!("zfs send/receive", src = %ods, dst = %ds).entered();
         let snap = format!("{ods}@{}", unique_snap());
         let made_for = format!("{FOR_PROP}={ds}");
-        self.tool("zfs send", s(&["zfs", "snapshot", "-o", &made_for, &snap]))?;
+        self.tool(
+            "zfs send",
+            s(&["zfs", "snapshot", "-o", &made_for, "-o", &build_opt(t), &snap]),
+        )?;
         let res = self.run.pipe(
             &s(&["zfs", "send", &snap]),
             &s(&[

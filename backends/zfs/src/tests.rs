@@ -120,7 +120,10 @@ fn snapshot_clone_and_send_receive_argv() {
     b.snapshot(&src, &dst, &t, false).unwrap();
     let c = f.calls();
     assert!(
-        c[0].starts_with("zfs snapshot -o strata:for=tank/lxc/c2 tank/lxc/c1@strata-"),
+        c[0].starts_with(&format!(
+            "zfs snapshot -o strata:for=tank/lxc/c2 -o strata:build={} tank/lxc/c1@strata-",
+            strata_core::build_mark(&dir)
+        )),
         "{c:?}"
     );
     let snap = c[0].rsplit(' ').next().unwrap().to_string();
@@ -234,7 +237,7 @@ fn destroy_of_missing_dataset_is_fine() {
         f.calls(),
         [
             format!("{STATE} tank/lxc/gone"),
-            "zfs list -H -p -o name,strata:for,clones -t snapshot -r tank".into()
+            "zfs list -H -p -o name,strata:for,strata:build,clones -t snapshot -r tank".into()
         ]
     );
 }
@@ -244,25 +247,27 @@ fn destroy_drops_what_a_killed_clone_or_copy_left() {
     let (b, f) = setup();
     // Killed between its `zfs snapshot` and `zfs clone`: the dataset never came.
     f.on(
-        "zfs list -H -p -o name,strata:for,clones -t snapshot -r tank",
+        "zfs list -H -p -o name,strata:for,strata:build,clones -t snapshot -r tank",
         true,
-        "tank/lxc/c1@strata-a\ttank/lxc/gone\t-\n\
-         tank/lxc/c1@strata-b\ttank/lxc/c2\t-\n\
-         tank/lxc/c1@strata-c\ttank/lxc/gone\ttank/lxc/other\n\
-         tank/lxc/c1@mine\ttank/lxc/gone\t-\n",
+        "tank/lxc/c1@strata-a\ttank/lxc/gone\t-\t-\n\
+         tank/lxc/c1@strata-b\ttank/lxc/c2\t-\t-\n\
+         tank/lxc/c1@strata-c\ttank/lxc/gone\t-\ttank/lxc/other\n\
+         tank/lxc/c1@strata-d\ttank/lxc/gone\t00000000000000bb\t-\n\
+         tank/lxc/c1@mine\ttank/lxc/gone\t-\t-\n",
     );
     b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap()).unwrap();
     let c = f.calls();
     let destroyed: Vec<&String> = c.iter().filter(|c| c.starts_with("zfs destroy")).collect();
-    // Only ours, for this dataset, with no clone.
+    // Only ours, for this dataset, with no clone, and not one a build marked
+    // (d: a live build's, between its snapshot and its clone).
     assert_eq!(destroyed, ["zfs destroy tank/lxc/c1@strata-a"], "{c:?}");
     // One a promotion moved onto the dataset it was made for, its clone gone.
     f.on(
-        "zfs list -H -p -o name,strata:for,clones -t snapshot -r tank",
+        "zfs list -H -p -o name,strata:for,strata:build,clones -t snapshot -r tank",
         true,
-        "tank/lxc/s0@strata-p\ttank/lxc/s0\t-\n\
-         tank/lxc/s1@strata-q\ttank/lxc/s1\ttank/lxc/c9\n\
-         tank/lxc/c1@strata-b\ttank/lxc/c2\t-\n",
+        "tank/lxc/s0@strata-p\ttank/lxc/s0\t00000000000000cc\t-\n\
+         tank/lxc/s1@strata-q\ttank/lxc/s1\t-\ttank/lxc/c9\n\
+         tank/lxc/c1@strata-b\ttank/lxc/c2\t-\t-\n",
     );
     b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone2").unwrap()).unwrap();
     let c = f.calls();
@@ -466,7 +471,10 @@ fn snapshot_clone_runs_three_zfs_commands() {
         calls,
         [
             format!("{LIST} tank/lxc"),
-            format!("zfs snapshot -o strata:for=tank/lxc/c2 {snap}"),
+            format!(
+                "zfs snapshot -o strata:for=tank/lxc/c2 -o strata:build={} {snap}",
+                clone_mark(&calls)
+            ),
             format!(
                 "zfs clone -o mountpoint=legacy -o strata:build={} {snap} tank/lxc/c2",
                 clone_mark(&calls)
@@ -492,7 +500,10 @@ fn snapshot_create_runs_three_zfs_commands() {
         calls,
         [
             format!("{LIST} tank/lxc"),
-            format!("zfs snapshot -o strata:for=tank/lxc/c1_snap0_1 {snap}"),
+            format!(
+                "zfs snapshot -o strata:for=tank/lxc/c1_snap0_1 -o strata:build={} {snap}",
+                clone_mark(&calls)
+            ),
             format!(
                 "zfs clone -o mountpoint=legacy -o strata:build={} {snap} tank/lxc/c1_snap0_1",
                 clone_mark(&calls)
@@ -618,6 +629,67 @@ fn undoing_a_build_spares_a_dataset_another_build_made() {
         &format!("{}\n", strata_core::build_mark(mine)),
     );
     assert!(b.made_by(&spec, mine));
-    // Not there: nothing to spare.
-    assert!(b.made_by(&RootfsSpec::parse("zfs:tank/lxc/gone").unwrap(), mine));
+    assert!(!b.unmarked(&spec));
+    // Not set: made by a strata from before the marks, or by hand.
+    f.on("zfs get -H -p -o value -s local strata:build tank/lxc/c1", true, "");
+    assert!(!b.made_by(&spec, mine));
+    assert!(b.unmarked(&spec));
+    // Not there: nothing to spare, nothing unmarked.
+    let gone = RootfsSpec::parse("zfs:tank/lxc/gone").unwrap();
+    assert!(b.made_by(&gone, mine));
+    assert!(!b.unmarked(&gone));
+}
+
+/// A killed build whose planned dataset another build made (or that never
+/// came) drops the snapshot it made for it, and only its own and unmarked
+/// ones: a live build in another lxcpath that planned the same name may be
+/// between its snapshot and its clone.
+#[test]
+fn undoing_a_build_drops_its_own_snapshot_only() {
+    let (b, f) = setup();
+    let mine = Path::new("/l/.strata-tmp.gone.1");
+    let theirs = strata_core::build_mark(Path::new("/m/.strata-tmp.gone.2"));
+    let listing = format!(
+        "tank/lxc/c1@strata-a\ttank/lxc/gone\t{}\t-\n\
+         tank/lxc/c1@strata-b\ttank/lxc/gone\t{theirs}\t-\n\
+         tank/lxc/c1@strata-c\ttank/lxc/gone\t-\t-\n",
+        strata_core::build_mark(mine)
+    );
+    f.on(
+        "zfs list -H -p -o name,strata:for,strata:build,clones -t snapshot -r tank",
+        true,
+        &listing,
+    );
+    let spec = RootfsSpec::parse("zfs:tank/lxc/gone").unwrap();
+    // The dataset never came (absent), then another build's dataset there.
+    for theirs_made_it in [false, true] {
+        if theirs_made_it {
+            f.on("zfs list -H -p -o name tank/lxc/gone", true, "tank/lxc/gone\n");
+            f.on(
+                "zfs get -H -p -o value -s local strata:build tank/lxc/gone",
+                true,
+                &format!("{theirs}\n"),
+            );
+        }
+        f.calls.lock().unwrap().clear();
+        b.undo_build(&spec, mine).unwrap();
+        let c = f.calls();
+        let destroyed: Vec<&String> = c.iter().filter(|c| c.starts_with("zfs destroy")).collect();
+        assert_eq!(
+            destroyed,
+            ["zfs destroy tank/lxc/c1@strata-a", "zfs destroy tank/lxc/c1@strata-c"],
+            "{c:?}"
+        );
+    }
+    // A plain destroy: none with a mark, which may be a live build's.
+    f.on(
+        "zfs list -H -p -o name,strata:for,strata:build,clones -t snapshot -r tank",
+        true,
+        &listing.replace("tank/lxc/gone", "tank/lxc/gone2"),
+    );
+    f.calls.lock().unwrap().clear();
+    b.destroy(&RootfsSpec::parse("zfs:tank/lxc/gone2").unwrap()).unwrap();
+    let c = f.calls();
+    let destroyed: Vec<&String> = c.iter().filter(|c| c.starts_with("zfs destroy")).collect();
+    assert_eq!(destroyed, ["zfs destroy tank/lxc/c1@strata-c"], "{c:?}");
 }

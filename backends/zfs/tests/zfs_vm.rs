@@ -440,3 +440,129 @@ fn undoing_a_killed_build_spares_the_dataset_another_lxcpath_made() {
     assert_eq!(read(&e, &theirs.rootfs, "data").as_deref(), Some("hello"));
     destroy(&e, &b, "same");
 }
+
+fn zfs(args: &[&str]) {
+    let st = Command::new("zfs").args(args).status().unwrap();
+    assert!(st.success(), "zfs {args:?}");
+}
+
+/// A dataset with no build mark named by a killed build's record: a strata
+/// from before the marks made it (its record says nothing of marks) and
+/// the next command undoes it; named by the record of a build that marks
+/// (one made by hand, whose name a build planned meanwhile), it is left
+/// alone.
+#[test]
+fn an_unmarked_dataset_is_undone_only_for_a_build_that_did_not_mark() {
+    let Some(pool) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, marks) in [(1, false), (2, true)] {
+        let lp = tmp.path().join(format!("l{i}"));
+        let ds = format!("{pool}/lxc/unmarked{i}");
+        zfs(&["create", "-p", "-o", "mountpoint=legacy", &ds]);
+        let staging = lp.join(format!(".strata-tmp.unmarked{i}.killed"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let flag = if marks { r#","marks":true"# } else { "" };
+        let rec = format!(
+            r#"{{"dir":"{}","spec":"zfs:{ds}","dep":null{flag}}}"#,
+            lp.join(format!("unmarked{i}")).display()
+        );
+        std::fs::write(staging.join(".strata-op"), rec).unwrap();
+        assert_eq!(e.reconcile(&lp).unwrap(), vec![staging.clone()]);
+        assert!(!staging.exists());
+        let left = datasets(&pool).contains(&ds);
+        if marks {
+            assert!(left, "a dataset no build of ours made was destroyed");
+            zfs(&["destroy", &ds]);
+        } else {
+            assert!(!left, "the older build's dataset was left behind");
+        }
+    }
+}
+
+/// A clone killed between its `zfs snapshot` and its `zfs clone` left its
+/// snapshot (made for the dataset it planned); a live build in another
+/// lxcpath that planned the same dataset name is at that point too, its
+/// snapshot made, its clone not yet. Undoing the killed build drops its
+/// own snapshot and leaves the live build's, whose clone then goes on.
+#[test]
+fn undoing_a_killed_clone_spares_a_live_builds_snapshot() {
+    let Some(pool) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let base = create(&e, &b, "snapbase", opts(&pool), &src);
+    let base_ds = base.rootfs.to_string().trim_start_matches("zfs:").to_string();
+    let planned = format!("{pool}/lxc/twin");
+    let killed = a.join(".strata-tmp.twin.killed");
+    let live = b.join(".strata-tmp.twin.live");
+    let (dead_snap, live_snap) = (format!("{base_ds}@strata-dead"), format!("{base_ds}@strata-live"));
+    for (build, snap) in [(&killed, &dead_snap), (&live, &live_snap)] {
+        let made_for = format!("strata:for={planned}");
+        let mark = format!("strata:build={}", strata_core::build_mark(build));
+        zfs(&["snapshot", "-o", &made_for, "-o", &mark, snap]);
+    }
+    std::fs::create_dir_all(&killed).unwrap();
+    let rec = format!(
+        r#"{{"dir":"{}","spec":"zfs:{planned}","dep":null,"marks":true}}"#,
+        a.join("twin").display()
+    );
+    std::fs::write(killed.join(".strata-op"), rec).unwrap();
+    assert_eq!(e.reconcile(&a).unwrap(), vec![killed.clone()]);
+    let now = datasets(&pool);
+    assert!(!now.contains(&dead_snap), "the killed build's snapshot was left");
+    assert!(now.contains(&live_snap), "the live build's snapshot was dropped");
+    zfs(&["clone", "-o", "mountpoint=legacy", &live_snap, &planned]);
+    zfs(&["destroy", &planned]);
+    zfs(&["destroy", &live_snap]);
+    destroy(&e, &b, "snapbase");
+}
+
+/// A receive killed while it made a container's snapshots: each snapshot's
+/// dataset is undone by the mark of its own build dir (`snaps/SNAP` in the
+/// staging dir); the one planned for snap1 that a receive of the same
+/// container in another lxcpath made meanwhile stays.
+#[test]
+fn a_killed_receive_undoes_its_snapshots_and_spares_another_builds() {
+    let Some(pool) = vm() else { return };
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let lp = tmp.path().join("a");
+    let staging = lp.join(".strata-tmp.rc.killed");
+    let other = tmp.path().join("b/.strata-tmp.rc.live");
+    let mark = |d: &Path| format!("strata:build={}", strata_core::build_mark(d));
+    let ds = |n: &str| format!("{pool}/lxc/{n}");
+    for (n, by) in [
+        ("rc", staging.clone()),
+        ("rc_snap0", staging.join("snaps/snap0")),
+        ("rc_snap1", other.join("snaps/snap1")),
+    ] {
+        zfs(&["create", "-p", "-o", "mountpoint=legacy", "-o", &mark(&by), &ds(n)]);
+    }
+    std::fs::create_dir_all(staging.join("snaps/snap0")).unwrap();
+    let rec = format!(
+        r#"{{"dir":"{}","spec":"zfs:{}","dep":null,"more":["zfs:{}","zfs:{}"],"more_builds":["snaps/snap0","snaps/snap1"],"marks":true}}"#,
+        lp.join("rc").display(),
+        ds("rc"),
+        ds("rc_snap0"),
+        ds("rc_snap1")
+    );
+    std::fs::write(staging.join(".strata-op"), rec).unwrap();
+    assert_eq!(e.reconcile(&lp).unwrap(), vec![staging.clone()]);
+    assert!(!staging.exists());
+    let now = datasets(&pool);
+    assert!(
+        !now.contains(&ds("rc")),
+        "the killed receive's dataset was left: {now:?}"
+    );
+    assert!(
+        !now.contains(&ds("rc_snap0")),
+        "the killed receive's snapshot dataset was left: {now:?}"
+    );
+    assert!(
+        now.contains(&ds("rc_snap1")),
+        "another build's dataset was destroyed: {now:?}"
+    );
+    zfs(&["destroy", &ds("rc_snap1")]);
+}

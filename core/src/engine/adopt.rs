@@ -159,7 +159,8 @@ impl Engine {
             snaps: snap_specs,
             map: (!map.is_empty()).then_some(map),
         };
-        let mut made: Vec<RootfsSpec> = Vec::new();
+        // What it made, each with its build dir (see the receive's).
+        let mut made: Vec<(RootfsSpec, PathBuf)> = Vec::new();
         let res = ar
             .entries()
             .map_err(archive_err)
@@ -198,18 +199,19 @@ impl Engine {
                 st,
             )),
             Err(e) => {
+                // Undone as any build's rootfs is (see the receive's).
                 let mut left = false;
-                for m in &made {
+                for (m, build) in &made {
                     if m == &plan.main {
                         continue;
                     }
-                    if let Err(e) = backend.destroy(&m.rebase(&final_dir, &staging)) {
+                    if let Err(e) = self.undo_rootfs(&m.rebase(&final_dir, &staging), build, true) {
                         tracing::warn!("cleanup of {m}: {e}");
                         left = true;
                     }
                 }
                 if !left {
-                    self.abort_staging(&staging, &final_dir, Some(&plan.main));
+                    self.abort_staging(&staging, &final_dir, Some(&plan.main), true);
                 }
                 Err(e)
             }
@@ -228,7 +230,7 @@ impl Engine {
         entries: &mut tar::Entries<'_, R>,
         pax: &PaxLog,
         place: &dyn Fn(&[u8]) -> Option<Place>,
-        made: &mut Vec<RootfsSpec>,
+        made: &mut Vec<(RootfsSpec, PathBuf)>,
     ) -> Result<StreamStats> {
         // Every rootfs this build may make is named before the first is made.
         let rec = Record {
@@ -236,6 +238,8 @@ impl Engine {
             spec: Some(plan.main.to_string()),
             dep: None,
             more: plan.snaps.iter().map(|s| s.to_string()).collect(),
+            more_builds: a.snapshots.iter().map(|s| Path::new("snaps").join(&s.name)).collect(),
+            marks: true,
         };
         let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, OP, "{e}"))?;
         std::fs::write(plan.staging.join(RECORD), data).ctx(OP, &plan.staging)?;
@@ -294,7 +298,7 @@ impl Engine {
                     build_dir: &build,
                     opts: &req.opts,
                 };
-                made.push(spec.clone());
+                made.push((spec.clone(), build.clone()));
                 backend.create(spec, &t)?;
                 let o = Opened::open(backend, &t.building(spec), false)?;
                 remove_lost_found(o.path());

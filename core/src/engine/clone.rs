@@ -507,7 +507,7 @@ impl Engine {
                         let _ = remove_dep(o, c);
                     }
                 }
-                self.abort_staging(&staging, &dir, Some(&spec));
+                self.abort_staging(&staging, &dir, Some(&spec), true);
                 Err(e.ctx_op(OP))
             }
         }

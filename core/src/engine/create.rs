@@ -232,7 +232,7 @@ impl Engine {
                     })
                 }
                 Err(e) => {
-                    self.abort_staging(&staging, &dir, Some(&spec));
+                    self.abort_staging(&staging, &dir, Some(&spec), true);
                     if !name_taken_meanwhile(&e, tries) {
                         return Err(e);
                     }

@@ -227,7 +227,9 @@ impl Engine {
             snaps: snap_specs,
             map: req.map.clone(),
         };
-        let mut made: Vec<RootfsSpec> = Vec::new();
+        // What it made, each with its build dir (the staging dir, or
+        // `snaps/SNAP` in it): an undo goes by that dir's mark.
+        let mut made: Vec<(RootfsSpec, PathBuf)> = Vec::new();
         let mut carried: Vec<Option<Vec<u8>>> = vec![None; index.files.len()];
         let res = self.fill(
             backend,
@@ -269,18 +271,20 @@ impl Engine {
                 },
             )),
             Err(e) => {
+                // Undone as any build's rootfs is (an LV or dataset of the
+                // planned name that a build in another lxcpath made is spared).
                 let mut left = false;
-                for m in &made {
+                for (m, build) in &made {
                     if m == &plan.main {
                         continue;
                     }
-                    if let Err(e) = backend.destroy(&m.rebase(&final_dir, &staging)) {
+                    if let Err(e) = self.undo_rootfs(&m.rebase(&final_dir, &staging), build, true) {
                         tracing::warn!("cleanup of {m}: {e}");
                         left = true;
                     }
                 }
                 if !left {
-                    self.abort_staging(&staging, &final_dir, Some(&plan.main));
+                    self.abort_staging(&staging, &final_dir, Some(&plan.main), true);
                 }
                 Err(e)
             }
@@ -298,7 +302,7 @@ impl Engine {
         opts: &BackendOpts,
         entries: &mut tar::Entries<'_, R>,
         pax: &crate::stream::pax::PaxLog,
-        made: &mut Vec<RootfsSpec>,
+        made: &mut Vec<(RootfsSpec, PathBuf)>,
         carried: &mut [Option<Vec<u8>>],
         progress: Option<&ProgressFn>,
     ) -> Result<StreamStats> {
@@ -307,6 +311,12 @@ impl Engine {
             spec: Some(plan.main.to_string()),
             dep: None,
             more: plan.snaps.iter().map(|s| s.to_string()).collect(),
+            more_builds: index
+                .snapshots
+                .iter()
+                .map(|s| Path::new("snaps").join(&s.name))
+                .collect(),
+            marks: true,
         };
         let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, OP, "{e}"))?;
         std::fs::write(plan.staging.join(RECORD), data).ctx(OP, &plan.staging)?;
@@ -379,7 +389,7 @@ impl Engine {
                     build_dir: &build,
                     opts,
                 };
-                made.push(spec.clone());
+                made.push((spec.clone(), build.clone()));
                 backend.create(spec, &t)?;
                 apply_fssize(backend, &t, &t.building(spec))?;
                 let o = Opened::open(backend, &t.building(spec), false)?;

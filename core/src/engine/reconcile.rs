@@ -301,14 +301,17 @@ impl Engine {
                 self.roll_forward_restore(&path, &j)?;
                 return Ok(Some(path));
             }
-            let (dir, spec, dep, more) = match read_record(&path) {
-                Some(r) => (r.dir, r.spec, r.dep, r.more),
+            // No record (a build killed once it had removed its record, just
+            // before its rename): what it made carries its mark, or none if
+            // its strata did not mark; either way it is its own.
+            let (dir, spec, dep, more, more_builds, marks) = match read_record(&path) {
+                Some(r) => (r.dir, r.spec, r.dep, r.more, r.more_builds, r.marks),
                 None => {
                     let spec = Config::load(&path.join("config"))
                         .ok()
                         .and_then(|c| spec_of(&c, &path).ok())
                         .map(|s| s.to_string());
-                    (final_dir.clone(), spec, None, Vec::new())
+                    (final_dir.clone(), spec, None, Vec::new(), Vec::new(), false)
                 }
             };
             let spec = spec.and_then(|s| crate::spec::RootfsSpec::parse(&s).ok());
@@ -327,18 +330,26 @@ impl Engine {
                     let _ = remove_dep(&o, &c);
                 }
             }
-            // The other rootfs it was making (a received container's snapshots).
-            for m in more.iter().filter_map(|s| crate::spec::RootfsSpec::parse(s).ok()) {
-                let gone = self
-                    .backends
-                    .for_spec(&m)
-                    .and_then(|b| b.destroy(&m.rebase(&dir, &path)));
+            // The other rootfs it was making (a received container's
+            // snapshots), undone as its main one is, each by its own build
+            // dir's mark; a record that does not name those dirs (an older
+            // strata's) had them destroyed as before.
+            for (i, m) in more.iter().enumerate() {
+                let Ok(m) = crate::spec::RootfsSpec::parse(m) else {
+                    continue;
+                };
+                let m = m.rebase(&dir, &path);
+                let inside = |b: &&PathBuf| b.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                let gone = match more_builds.get(i).filter(inside) {
+                    Some(b) => self.undo_rootfs(&m, &path.join(b), marks),
+                    None => self.backend_of(&m).and_then(|b| b.destroy(&m)),
+                };
                 if let Err(e) = gone {
                     tracing::warn!("cleanup of {m}: {e}; {} left for a later command", path.display());
                     return Ok(None);
                 }
             }
-            if !self.abort_staging(&path, &dir, spec.as_ref()) {
+            if !self.abort_staging(&path, &dir, spec.as_ref(), marks) {
                 return Ok(None);
             }
             if std::fs::symlink_metadata(&path).is_ok() {

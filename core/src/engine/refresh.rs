@@ -320,7 +320,7 @@ impl Engine {
                     let o = match Opened::open(b, &building, false) {
                         Ok(o) => o,
                         Err(e) => {
-                            self.abort_staging(&st.path, &dst.dir(), Some(&st.spec));
+                            self.abort_staging(&st.path, &dst.dir(), Some(&st.spec), true);
                             return Err(e);
                         }
                     };
@@ -328,7 +328,7 @@ impl Engine {
                         Ok(u) => u,
                         Err(e) => {
                             drop(o);
-                            self.abort_staging(&st.path, &dst.dir(), Some(&st.spec));
+                            self.abort_staging(&st.path, &dst.dir(), Some(&st.spec), true);
                             return Err(e);
                         }
                     };
@@ -362,7 +362,7 @@ impl Engine {
                 let (path, spec, dir) = (o.st.path.clone(), o.st.spec.clone(), o.dst.dir());
                 drop(o.u);
                 drop(o.o);
-                self.abort_staging(&path, &dir, Some(&spec));
+                self.abort_staging(&path, &dir, Some(&spec), true);
             }
             self.refresh_abort(rf);
             return Err(e);
@@ -381,7 +381,7 @@ impl Engine {
             settle(&st.path)
         })();
         if let Err(e) = res {
-            self.abort_staging(&st.path, &rf.r.dir(), Some(&st.spec));
+            self.abort_staging(&st.path, &rf.r.dir(), Some(&st.spec), true);
             return Err(e);
         }
         self.swap_in(&rf.r, &rf.cur, st)
@@ -390,7 +390,7 @@ impl Engine {
     /// Undo the staged rootfs (the stream was bad or cut).
     pub(super) fn refresh_abort(&self, rf: &mut Refresh) {
         if let Some(st) = rf.main.take() {
-            self.abort_staging(&st.path, &rf.r.dir(), Some(&st.spec));
+            self.abort_staging(&st.path, &rf.r.dir(), Some(&st.spec), true);
         }
     }
 }

@@ -144,7 +144,7 @@ impl Engine {
                 if let Some(old) = old_made {
                     let _ = std::fs::remove_dir(old);
                 }
-                self.abort_staging(&st.path, &dir, Some(&st.spec));
+                self.abort_staging(&st.path, &dir, Some(&st.spec), true);
                 return Err(e);
             }
         };

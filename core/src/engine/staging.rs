@@ -47,6 +47,16 @@ pub(super) struct Record {
     /// More rootfs this build makes (a received container's snapshots), by spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more: Vec<String>,
+    /// The build dir of each of `more`, relative to the staging dir
+    /// (`snaps/SNAP`): what it made carries that dir's
+    /// [`crate::build_mark`]. Absent from an older strata's records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_builds: Vec<PathBuf>,
+    /// Whether the build marks what it makes outside its dir (see
+    /// [`crate::Backend::made_by`]); false in the records of a strata from
+    /// before the marks, whose volumes carry none.
+    #[serde(default)]
+    pub marks: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,6 +92,8 @@ pub(super) fn write_record(
         spec: spec.map(|s| s.to_string()),
         dep: dep.cloned(),
         more: Vec::new(),
+        more_builds: Vec::new(),
+        marks: true,
     };
     let data = serde_json::to_vec(&rec).map_err(|e| err!(Io, "write record", "{e}"))?;
     if durable {
@@ -179,14 +191,36 @@ pub(super) fn exists_any(p: &Path) -> bool {
 }
 
 impl Engine {
+    /// Undo what the build in `build_dir` made for `spec` (already rebased
+    /// onto the build's dirs): [`crate::Backend::undo_build`], which spares
+    /// a volume another build made under the same name; but a volume with
+    /// no mark at all is this build's when its record says it did not mark
+    /// (`marks` false: a strata from before the marks, killed before an
+    /// upgrade), since the name was free when it planned it.
+    pub(super) fn undo_rootfs(&self, spec: &RootfsSpec, build_dir: &Path, marks: bool) -> Result<()> {
+        let b = self.backend_of(spec)?;
+        if !marks && b.unmarked(spec) {
+            tracing::info!("{spec}: unmarked, made by a build from before the marks: destroyed");
+            return b.destroy(spec);
+        }
+        b.undo_build(spec, build_dir)
+    }
+
     /// Destroy what a failed build made and remove its staging dir. When
     /// the rootfs cannot be destroyed (an LV still open, say) the staging
     /// dir stays, with the record naming it, for a later reconcile: without
-    /// it nothing would name the volume again. Returns whether it went.
-    pub(super) fn abort_staging(&self, staging: &Path, final_dir: &Path, spec: Option<&RootfsSpec>) -> bool {
+    /// it nothing would name the volume again. `marks`: whether the build
+    /// marked what it made (see [`Record::marks`]). Returns whether it went.
+    pub(super) fn abort_staging(
+        &self,
+        staging: &Path,
+        final_dir: &Path,
+        spec: Option<&RootfsSpec>,
+        marks: bool,
+    ) -> bool {
         if let Some(spec) = spec {
             let spec = spec.rebase(final_dir, staging);
-            let gone = self.backend_of(&spec).and_then(|b| b.undo_build(&spec, staging));
+            let gone = self.undo_rootfs(&spec, staging, marks);
             if let Err(e) = gone {
                 tracing::warn!("cleanup of {spec}: {e}; {} left for a later command", staging.display());
                 return false;
@@ -214,7 +248,7 @@ impl Engine {
             if let Some((o, c)) = &st.dep {
                 let _ = remove_dep(o, c);
             }
-            self.abort_staging(&st.path, &dir, Some(&st.spec));
+            self.abort_staging(&st.path, &dir, Some(&st.spec), true);
             return Err(e);
         }
         Ok(Container {
