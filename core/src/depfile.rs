@@ -257,9 +257,22 @@ fn append_pair(path: &Path, r: &ContainerRef) -> Result<()> {
 /// Remove `clone` from `origin`'s `lxc_snapshots` (file removed when empty).
 /// An old count-only file is decremented instead when `clone` is not listed.
 pub fn remove_dependency(origin: &ContainerRef, clone: &ContainerRef) -> Result<()> {
+    const OP: &str = "read dependency file";
     let _s = tracing::debug_span!("remove dependency", origin = %origin, clone = %clone).entered();
     let snaps = origin.dir().join(SNAPSHOTS_FILE);
-    let mut f = DepFile::read(&snaps)?;
+    let bytes = match read_regular(&snaps, MAX_DEP_FILE_BYTES, OP) {
+        Ok(b) => b,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match without_pair(&bytes, clone) {
+        Some(None) => return Ok(()),
+        Some(Some(rest)) if rest.is_empty() => return DepFile::default().write(&snaps),
+        Some(Some(rest)) => return write_atomic(&snaps, &rest),
+        // Any other form (an old count, an append cut short): parsed whole.
+        None => {}
+    }
+    let mut f = DepFile::parse(bytes, &snaps)?;
     let before = f.refs.len();
     f.refs.retain(|r| r != clone);
     if f.refs.len() == before {
@@ -269,6 +282,38 @@ pub fn remove_dependency(origin: &ContainerRef, clone: &ContainerRef) -> Result<
         f.count -= 1;
     }
     f.write(&snaps)
+}
+
+/// The dependency file `text` without the pairs naming `r`, when it is in
+/// the plain form its writers leave (whole `lxcpath\nname\n` pairs, no empty
+/// line, no old count): `Some(None)` when no pair names `r`. `None` for any
+/// other form, which [`DepFile::parse`] reads. A removal from a file of 1 000
+/// dependents then copies bytes instead of parsing every pair into paths.
+fn without_pair(text: &[u8], r: &ContainerRef) -> Option<Option<Vec<u8>>> {
+    use std::os::unix::ffi::OsStrExt;
+    if text.last() != Some(&b'\n') || text.first() == Some(&b'\n') || std::str::from_utf8(text).is_err() {
+        return None;
+    }
+    let body = &text[..text.len() - 1];
+    let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    if !lines.len().is_multiple_of(2) || lines.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    let name = r.name.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let mut at = 0;
+    for pair in lines.chunks(2) {
+        let len = pair[0].len() + pair[1].len() + 2;
+        // Compared as the parsed form compares: names exactly, lxcpaths as paths.
+        let hit = pair[1] == name && Path::new(std::ffi::OsStr::from_bytes(pair[0])) == r.lxcpath;
+        match (&mut out, hit) {
+            (None, true) => out = Some(text[..at].to_vec()),
+            (Some(o), false) => o.extend_from_slice(&text[at..at + len]),
+            _ => {}
+        }
+        at += len;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -291,6 +336,42 @@ mod tests {
             "lxc.uts.name = {name}\nlxc.rootfs.path = dir:{}/{name}/rootfs\n",
             lxcpath.display()
         )
+    }
+
+    #[test]
+    fn removal_from_a_plain_file_keeps_the_rest_byte_for_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let o = ContainerRef::new(d.path(), "base");
+        fs::create_dir_all(o.dir()).unwrap();
+        let f = o.dir().join(SNAPSHOTS_FILE);
+        // The same lxcpath written two ways names the same container.
+        fs::write(&f, "/lp\na\n/lp//\nb\n/lp\nc\n/other\nb\n").unwrap();
+        remove_dependency(&o, &ContainerRef::new("/lp", "b")).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), "/lp\na\n/lp\nc\n/other\nb\n");
+        remove_dependency(&o, &ContainerRef::new("/lp", "zz")).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), "/lp\na\n/lp\nc\n/other\nb\n");
+        remove_dependency(&o, &ContainerRef::new("/lp", "a")).unwrap();
+        remove_dependency(&o, &ContainerRef::new("/lp", "c")).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), "/other\nb\n");
+        remove_dependency(&o, &ContainerRef::new("/other", "b")).unwrap();
+        assert!(!f.exists(), "the last removal removes the file");
+        // Other forms go through the parser: an old count, a cut-short append, an empty line.
+        fs::write(&f, "2\n/lp\na\n").unwrap();
+        remove_dependency(&o, &ContainerRef::new("/lp", "a")).unwrap();
+        assert_eq!(dependents(&o).unwrap(), vec![ContainerRef::unknown(&o.lxcpath)]);
+        fs::write(&f, "/lp\na\n/lp\nb\n/lp").unwrap();
+        remove_dependency(&o, &ContainerRef::new("/lp", "a")).unwrap();
+        assert_eq!(fs::read_to_string(&f).unwrap(), "/lp\nb\n");
+        fs::write(&f, "/lp\na\n\n/lp\nb\n").unwrap();
+        assert!(
+            remove_dependency(&o, &ContainerRef::new("/lp", "a")).is_err(),
+            "a malformed file is an error"
+        );
+        assert_eq!(
+            fs::read_to_string(&f).unwrap(),
+            "/lp\na\n\n/lp\nb\n",
+            "and left as it was"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
     if pid <= 0 {
         return None;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::procfs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut f = rest.split_whitespace();
     let state = f.next()?.chars().next()?;

@@ -25,6 +25,7 @@ pub mod lxcdir;
 pub mod mountinfo;
 pub mod names;
 pub mod paths;
+pub mod procfs;
 pub mod runner;
 pub mod scratch;
 pub mod shift;

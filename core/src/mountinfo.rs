@@ -46,7 +46,7 @@ pub fn parse(text: &str) -> Vec<Mount> {
 
 /// The mounts of our mount namespace (none if mountinfo cannot be read).
 pub fn mounts() -> Vec<Mount> {
-    std::fs::read_to_string("/proc/self/mountinfo")
+    crate::procfs::read_to_string("/proc/self/mountinfo")
         .map(|t| parse(&t))
         .unwrap_or_default()
 }

@@ -3,9 +3,8 @@
 use crate::common::Common;
 use crate::tools::netinfo;
 use anyhow::anyhow;
-use serde_json::json;
 use std::ffi::OsString;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use strata_core::lxcdir::LxcDir;
 use strata_core::{depfile, state, Container, Store};
@@ -382,7 +381,11 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     if a.json {
         let dir = LxcDir::open(&lxcpath)?;
         let arr: Vec<_> = rows.iter().map(|row| json_row(&store, dir.as_ref(), row)).collect();
-        println!("{}", serde_json::to_string_pretty(&arr)?);
+        // One buffered write; a closed pipe is an error to report, not a panic.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &arr)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
     } else if fancy {
         print!("{}", fancy_table(&rows, &cols));
     } else {
@@ -393,44 +396,83 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn json_row(store: &Store, dir: Option<&LxcDir>, row: &Row) -> serde_json::Value {
+/// One container of `--json`. Fields in the order of their names: the
+/// order a JSON object built as a map printed them in, kept byte for byte.
+/// Written straight from these structs: no map per container built first.
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    autostart: bool,
+    backend: Option<String>,
+    dependents: Vec<JsonRef>,
+    depends_on: Vec<JsonRef>,
+    error: Option<&'a str>,
+    groups: Vec<String>,
+    name: &'a str,
+    pid: Option<i32>,
+    rootfs: Option<String>,
+    snapshots: Vec<JsonSnap>,
+    state: String,
+    unprivileged: bool,
+}
+
+#[derive(serde::Serialize)]
+struct JsonSnap {
+    comment: Option<String>,
+    name: String,
+    rootfs: String,
+    timestamp: String,
+}
+
+#[derive(serde::Serialize)]
+struct JsonRef {
+    lxcpath: std::path::PathBuf,
+    name: String,
+}
+
+fn json_row<'a>(store: &Store, dir: Option<&LxcDir>, row: &'a Row) -> JsonRow<'a> {
     // Most containers have no snapshots: one look at `snaps` tells.
     let has_snaps = dir.is_none_or(|d| d.is_dir(&format!("{}/snaps", row.name)));
-    let snaps: Vec<_> = has_snaps
+    let snapshots: Vec<_> = has_snaps
         .then(|| store.snapshots(&row.name).ok())
         .flatten()
         .unwrap_or_default()
         .into_iter()
-        .map(
-            |s| json!({"name": s.name, "timestamp": s.timestamp, "comment": s.comment, "rootfs": s.rootfs.to_string()}),
-        )
+        .map(|s| JsonSnap {
+            comment: s.comment,
+            name: s.name,
+            rootfs: s.rootfs.to_string(),
+            timestamp: s.timestamp,
+        })
         .collect();
-    let refs = |v: strata_core::Result<Vec<strata_core::ContainerRef>>| -> Vec<serde_json::Value> {
+    let refs = |v: strata_core::Result<Vec<strata_core::ContainerRef>>| -> Vec<JsonRef> {
         v.unwrap_or_default()
             .into_iter()
-            .map(|d| json!({"name": d.name, "lxcpath": d.lxcpath}))
+            .map(|d| JsonRef {
+                lxcpath: d.lxcpath,
+                name: d.name,
+            })
             .collect()
     };
-    json!({
-        "name": row.name,
-        "state": row.column("STATE"),
-        "pid": row.running.as_ref().map(|r| r.init_pid),
-        "backend": row.c.as_ref().map(|c| c.rootfs.kind().to_string()),
-        "rootfs": row.c.as_ref().map(|c| c.rootfs.to_string()),
-        "autostart": row.column("AUTOSTART") == "1",
-        "groups": row.groups(),
-        "unprivileged": row.unprivileged(),
-        "snapshots": snaps,
-        "dependents": refs(match dir {
+    JsonRow {
+        autostart: row.column("AUTOSTART") == "1",
+        backend: row.c.as_ref().map(|c| c.rootfs.kind().to_string()),
+        dependents: refs(match dir {
             Some(d) => depfile::dependents_in(d, &row.name),
             None => depfile::dependents(&store.r(&row.name)),
         }),
-        "depends_on": refs(match dir {
+        depends_on: refs(match dir {
             Some(d) => depfile::depends_on_in(d, &row.name),
             None => depfile::depends_on(&store.r(&row.name)),
         }),
-        "error": row.error,
-    })
+        error: row.error.as_deref(),
+        groups: row.groups(),
+        name: &row.name,
+        pid: row.running.as_ref().map(|r| r.init_pid),
+        rootfs: row.c.as_ref().map(|c| c.rootfs.to_string()),
+        snapshots,
+        state: row.column("STATE"),
+        unprivileged: row.unprivileged(),
+    }
 }
 
 /// LXC's fancy table: every column padded to its widest cell, each followed

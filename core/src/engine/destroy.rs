@@ -18,13 +18,14 @@ use std::path::Path;
 /// outside its own directory (an LV, a dataset, a dir elsewhere), or may:
 /// then a rename before its destroy must reach the disk first, since no
 /// filesystem orders it before changes to other storage.
-fn rootfs_elsewhere(dir: &Path) -> bool {
+/// `spec` is the container's own, as read from its config.
+fn rootfs_elsewhere(dir: &Path, spec: Option<&RootfsSpec>) -> bool {
+    let outside_spec = |spec: Option<&RootfsSpec>, d: &Path| spec.is_none_or(|s| entries_of(s, d).is_empty());
     let outside = |d: &Path| {
-        Config::load(&d.join("config"))
-            .and_then(|c| spec_of(&c, d))
-            .map_or(true, |spec| entries_of(&spec, d).is_empty())
+        let spec = Config::load(&d.join("config")).and_then(|c| spec_of(&c, d));
+        outside_spec(spec.as_ref().ok(), d)
     };
-    if outside(dir) {
+    if outside_spec(spec, dir) {
         return true;
     }
     let Ok(rd) = std::fs::read_dir(dir.join("snaps")) else {
@@ -178,7 +179,8 @@ impl Engine {
             }
             kill_and_wait(r, &rec)?;
         }
-        self.destroy_unchecked(&r.lxcpath, &r.name)
+        // The config read above, under the lock: not read again.
+        self.destroy_unchecked_with(&r.lxcpath, &r.name, Some(cur.config))
             .map(|()| Step::Done(released))
     }
 
@@ -205,12 +207,25 @@ impl Engine {
     /// Destroy a container whose checks are done and lock is held: renamed
     /// aside first so that it vanishes at once and a crash can be finished.
     pub(super) fn destroy_unchecked(&self, lxcpath: &Path, name: &str) -> Result<()> {
+        self.destroy_unchecked_with(lxcpath, name, None)
+    }
+
+    /// [`Engine::destroy_unchecked`], with the container's config when the
+    /// caller read it already, under the lock.
+    fn destroy_unchecked_with(&self, lxcpath: &Path, name: &str, cfg: Option<Config>) -> Result<()> {
         let dir = lxcpath.join(name);
+        // Read once: the checks and the destroy below (after the rename
+        // aside, rebased there) go by the same config.
+        let cfg = match cfg {
+            Some(c) => Ok(c),
+            None => Config::load(&dir.join("config")),
+        };
+        let spec = cfg.as_ref().ok().and_then(|c| spec_of(c, &dir).ok());
         // Refuse before the rename: a mount below would stop the removal half-way.
         let mut busy = fsutil::mounts_under(&dir);
-        if let Ok(spec) = Config::load(&dir.join("config")).and_then(|c| spec_of(&c, &dir)) {
+        if let Some(spec) = &spec {
             // A rootfs at a host path outside the dir (`--dir`) is destroyed with it.
-            let local = self.backend_of(&spec).ok().and_then(|b| b.local_path(&spec));
+            let local = self.backend_of(spec).ok().and_then(|b| b.local_path(spec));
             if let Some(p) = local.filter(|p| !p.starts_with(&dir)) {
                 busy.extend(fsutil::mounts_under(&p));
             }
@@ -219,7 +234,7 @@ impl Engine {
             return Err(err!(Busy, "destroy", "{} is mounted; unmount it first", m.display()).at(&dir));
         }
         let (del, noted) = aside_name(lxcpath, DEL, name)?;
-        let elsewhere = rootfs_elsewhere(&dir);
+        let elsewhere = rootfs_elsewhere(&dir, spec.as_ref());
         rename_noreplace(&dir, &del)?;
         drop(noted);
         if elsewhere {
@@ -228,11 +243,17 @@ impl Engine {
             fsutil::sync_dir(lxcpath);
         }
         failpoint("destroy-after-rename");
-        self.finish_destroy(&del, &dir)
+        self.finish_destroy_with(&del, &dir, cfg.ok())
     }
 
     /// Destroy the container that was at `orig_dir` and now is at `del`.
     pub(super) fn finish_destroy(&self, del: &Path, orig_dir: &Path) -> Result<()> {
+        self.finish_destroy_with(del, orig_dir, None)
+    }
+
+    /// [`Engine::finish_destroy`], with its config when the caller read it
+    /// already (else read from `del`).
+    fn finish_destroy_with(&self, del: &Path, orig_dir: &Path, cfg: Option<Config>) -> Result<()> {
         let snaps = del.join("snaps");
         if let Ok(rd) = std::fs::read_dir(&snaps) {
             let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
@@ -248,7 +269,7 @@ impl Engine {
         }
         let name = orig_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let lxcpath = orig_dir.parent().unwrap_or(Path::new("/"));
-        if let Ok(cfg) = Config::load(&del.join("config")) {
+        if let Some(cfg) = cfg.or_else(|| Config::load(&del.join("config")).ok()) {
             if let Ok(spec) = spec_of(&cfg, del) {
                 let b = self.backend_of(&spec)?;
                 b.destroy(&spec.rebase(orig_dir, del))?;
