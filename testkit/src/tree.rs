@@ -81,7 +81,13 @@ pub fn walk(root: &Path, mut f: impl FnMut(&Path, &Metadata)) {
 pub fn tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut out = BTreeMap::new();
     walk(root, |rel, md| {
-        let p = root.join(rel);
+        // Not `root.join("")`: that adds a '/', which a root that is a file
+        // (a loop container's image) does not take.
+        let p = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
         let ft = md.file_type();
         let e = Entry {
             kind: kind_of(&ft),
