@@ -36,7 +36,7 @@ impl Freezer for CgroupFreezer {
             .unwrap_or_else(|| "strata".into());
         eprintln!(
             "{tool}: {}: running container frozen for {:.1} ms while {what} was taken, then thawed",
-            crate::common::one_line(&r.name),
+            crate::message::one_line(&r.name),
             took.as_secs_f64() * 1e3
         );
     }

@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod du;
 mod freezer;
+mod message;
 mod names;
 mod run;
 mod tools;

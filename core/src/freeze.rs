@@ -100,7 +100,7 @@ impl Frozen {
             let _ = std::fs::remove_file(&record);
             return Err(e);
         }
-        crate::engine::failpoint("frozen");
+        crate::failpoint::failpoint("frozen");
         Ok(Some(Frozen {
             freezer: freezer.clone(),
             record,

@@ -13,6 +13,7 @@ pub mod depfile;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod foreign;
 pub mod freeze;
 pub mod identity;

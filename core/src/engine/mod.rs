@@ -170,16 +170,7 @@ pub struct Engine {
     pub freezer: Option<std::sync::Arc<dyn crate::freeze::Freezer>>,
 }
 
-/// Test hook for crash tests: when `STRATA_FAILPOINT` equals `name`, the
-/// process exits at once (no unwinding, no destructors), as if killed.
-pub fn failpoint(name: &str) {
-    if std::env::var_os("STRATA_FAILPOINT").is_some_and(|v| v == name) {
-        tracing::warn!("failpoint {name}: exiting");
-        // SAFETY: _exit takes an integer and ends the process at once; skipping
-        // unwinding and destructors is the point: it stands in for a kill -9.
-        unsafe { libc::_exit(99) };
-    }
-}
+pub use crate::failpoint::failpoint;
 
 /// Paths in specs and configs are absolute, whatever `-P` was given as.
 fn absolute(p: &std::path::Path) -> Result<PathBuf> {
