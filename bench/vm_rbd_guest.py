@@ -179,4 +179,5 @@ out_line("ratio: LXC time / strata time; \"cr\": strata's time / strata's create
 out_line("guest load %s at the end" % open("/proc/loadavg").read().split()[0])
 sh(STRATA, "lxc-destroy", *P, "-n", "base", "-s", check=False)
 table.close()
+shutil.rmtree(tmp, ignore_errors=True)
 subprocess.run(["sync"])
