@@ -166,3 +166,39 @@ fn auto_snapshots_on_schedule_and_prunes() {
     assert!(e.contains("lxc.snapshot.schedule") && e.contains("strata.conf"), "{e}");
     assert!(!env.c("a2").exists());
 }
+
+#[test]
+fn copy_and_send_carry_the_schedule_and_the_expiry() {
+    let env = Env::new();
+    env.make_container("k1");
+    let conf = "lxc.snapshot.schedule = daily\nlxc.snapshot.expire = 2d\n";
+    std::fs::write(env.c("k1/strata.conf"), conf).unwrap();
+    ok_at(&env, T0, "lxc-snapshot", &["-n", "k1", "--expire", "7d"]);
+    // A copy keeps the schedule (not the snapshots); the snapshot took none.
+    ok_at(&env, T0, "lxc-copy", &["-n", "k1", "-N", "k2"]);
+    assert_eq!(std::fs::read_to_string(env.c("k2/strata.conf")).unwrap(), conf);
+    assert!(!env.c("k1/snaps/snap0/strata.conf").exists());
+    // send | receive carries both.
+    let stream = env.c("k1.stream");
+    let o = at(&env, T0, "strata", &["send", "-n", "k1", "--snapshots"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&stream, &o.stdout).unwrap();
+    let o = env
+        .cmd("strata")
+        .args(["receive", "-P"])
+        .arg(&env.lxcpath)
+        .args(["-n", "k3"])
+        .stdin(std::fs::File::open(&stream).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(env.c("k3/strata.conf")).unwrap(), conf);
+    assert_eq!(
+        std::fs::read_to_string(env.c("k3/snaps/snap0/expire")).unwrap(),
+        format!("{}\n", T0 + 7 * D)
+    );
+    // And prune sees it: expired after 7 days there too.
+    ok_at(&env, T0 + 8 * D, "strata", &["snapshot", "prune", "-n", "k3"]);
+    assert!(snaps(&env, "k3").is_empty());
+    std::fs::remove_file(&stream).unwrap();
+}

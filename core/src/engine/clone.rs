@@ -393,6 +393,14 @@ impl Engine {
             }
             cfg.save(&staging.join("config"))?;
             copy_referenced_files(&cfg, &p.src.r.dir(), &dir, &staging)?;
+            // A copy keeps the source's snapshot schedule (strata.conf); a snapshot does not take it.
+            if !p.readonly {
+                let own = p.src.r.dir().join(crate::config_keys::STRATA_FILE_NAME);
+                if std::fs::symlink_metadata(&own).is_ok_and(|m| m.is_file()) {
+                    let data = std::fs::read(&own).ctx(OP, &own)?;
+                    write_atomic(&staging.join(crate::config_keys::STRATA_FILE_NAME), &data)?;
+                }
+            }
             for (name, data) in &p.files {
                 write_atomic(&staging.join(name), data.as_bytes())?;
             }

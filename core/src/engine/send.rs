@@ -244,5 +244,19 @@ fn config_files(index: &mut Index) -> Result<Vec<Vec<u8>>> {
             }
         }
     }
+    // strata's own files beside LXC's: the snapshot schedule, the snapshots' expiry.
+    let own = std::iter::once(std::path::PathBuf::from(crate::config_keys::STRATA_FILE_NAME)).chain(
+        index.snapshots.iter().map(|s| {
+            std::path::Path::new("snaps")
+                .join(&s.name)
+                .join(super::snapshot::EXPIRE_FILE)
+        }),
+    );
+    for rel in own {
+        if let Some((d, mode)) = files::read_beneath(&index.dir, &rel)? {
+            index.files.push(FileIndex { path: rel, mode });
+            data.push(d);
+        }
+    }
     Ok(data)
 }
