@@ -796,6 +796,9 @@ fn stop_nolock_and_create_rbd_flags() {
     assert_eq!(rt.state("c1"), "STOPPED");
     let e = rt.fails("lxc-create", &["-n", "c2", "-t", "none", "--rbdname", "x"]);
     assert!(e.contains("-B rbd"), "{e}");
+    let e = rt.fails("lxc-create", &["-n", "c2", "-t", "none", "-B", "dir", "--rbdpool", "p"]);
+    assert!(e.contains("--rbdpool needs -B rbd"), "{e}");
+    assert!(!rt.lxcpath.join("c2").exists());
     rt.assert_clean(&["c1"]);
 }
 

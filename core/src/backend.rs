@@ -43,6 +43,10 @@ pub struct Caps {
     /// Where `lxc-create -B best` tries it, lowest first (LXC: btrfs, zfs,
     /// lvm); `None`: never tried (best falls back to the default backend).
     pub best_order: Option<u8>,
+    /// `lxc-create` flags only this backend reads (LXC's `--rbdname` for
+    /// rbd), each with the [`BackendOpts::defaults`] key the front end puts
+    /// its value under; given with another backend, the flag is refused.
+    pub create_flags: &'static [(&'static str, &'static str)],
 }
 
 /// Options a user may pass for a new rootfs (`lxc-create`/`lxc-copy` flags and
@@ -469,6 +473,16 @@ impl Backends {
     }
 
     /// The backend for `-B KIND`, by its kind or one of its aliases.
+    /// The kinds of the backends that declare the `lxc-create` flag `flag`
+    /// ([`Caps::create_flags`]).
+    pub fn taking_flag(&self, flag: &str) -> Vec<&'static str> {
+        self.list
+            .iter()
+            .filter(|b| b.caps().create_flags.iter().any(|(f, _)| *f == flag))
+            .map(|b| b.kind())
+            .collect()
+    }
+
     pub fn get(&self, kind: &str) -> Result<&dyn Backend> {
         self.list
             .iter()

@@ -143,14 +143,29 @@ pub fn resolve_template(t: &str) -> anyhow::Result<Option<PathBuf>> {
 }
 
 fn run(a: &Args) -> anyhow::Result<i32> {
-    let rbd_flags = a.rbdname.is_some() || a.rbdpool.is_some() || a.rbduser.is_some();
-    if rbd_flags && a.bdev.as_deref() != Some("rbd") {
-        return Err(anyhow!("--rbdname/--rbdpool/--rbduser need -B rbd"));
+    // Flags only some backend reads (LXC's rbd flags), each refused unless
+    // the chosen backend declares it.
+    let engine = crate::common::engine();
+    let chosen = a.bdev.as_deref().and_then(|b| engine.backends.get(b).ok());
+    let mut backend_flags = Vec::new();
+    for (flag, value) in [
+        ("rbdname", &a.rbdname),
+        ("rbdpool", &a.rbdpool),
+        ("rbduser", &a.rbduser),
+    ] {
+        let Some(v) = value else { continue };
+        match chosen.and_then(|b| b.caps().create_flags.iter().find(|(f, _)| *f == flag)) {
+            Some((_, key)) => backend_flags.push((*key, v.clone())),
+            None => {
+                let takers = engine.backends.taking_flag(flag);
+                let takers: Vec<String> = takers.iter().map(|k| format!("-B {k}")).collect();
+                return Err(anyhow!("--{flag} needs {}", takers.join(" or ")));
+            }
+        }
     }
     crate::common::init_logging(a.common.logpriority.as_deref(), a.common.logfile.as_deref())?;
     let lxcpath = crate::common::resolve_lxcpath(a.common.lxcpath.as_deref())?;
     crate::common::check_free(&lxcpath, &a.name)?;
-    let engine = crate::common::engine();
     let mut opts = crate::common::backend_opts(BackendOpts {
         fssize: a.fssize.as_deref().map(crate::common::parse_size).transpose()?,
         fstype: a.fstype.clone(),
@@ -162,15 +177,9 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         defaults: Default::default(),
         copy_of: None,
     })?;
-    // The rbd flags override lxc.conf's defaults, where the backend reads them.
-    for (k, v) in [
-        (strata_rbd::OPT_RBDNAME, &a.rbdname),
-        (strata_rbd::KEY_POOL, &a.rbdpool),
-        (strata_rbd::KEY_USER, &a.rbduser),
-    ] {
-        if let Some(v) = v {
-            opts.defaults.insert(k.to_string(), v.clone());
-        }
+    // A backend's own flags override lxc.conf's defaults, where it reads them.
+    for (k, v) in backend_flags {
+        opts.defaults.insert(k.to_string(), v);
     }
     let template = match a.template.as_deref() {
         Some(t) => resolve_template(t)?,

@@ -650,6 +650,7 @@ impl Backend for RbdBackend {
             // rbd snap create is one instant of the image; the filesystem of
             // one in use is frozen around it (see snap_create).
             atomic_snapshot: true,
+            create_flags: &[("rbdname", OPT_RBDNAME), ("rbdpool", KEY_POOL), ("rbduser", KEY_USER)],
             ..Caps::default()
         }
     }
