@@ -404,8 +404,23 @@ impl ZfsBackend {
             origins.push(self.prop(&ds, "origin").unwrap_or_default());
             origins.dedup();
         }
+        // Our origin snapshot is marked for deferred destruction first, so
+        // the kernel drops it in the same transaction as its last clone: a
+        // kill between the two destroys left it behind, marked with the
+        // build that made it, which a later plain destroy must leave (it
+        // may be a live build's).
+        let deferred = match origins.as_slice() {
+            [o] if o.split_once('@').is_some_and(|(_, n)| n.starts_with(SNAP_PREFIX)) => self
+                .tool("defer destroy of origin snapshot", s(&["zfs", "destroy", "-d", o]))
+                .is_ok()
+                .then(|| o.clone()),
+            _ => None,
+        };
         self.tool("destroy zfs rootfs", s(&["zfs", "destroy", "-r", &ds]))?;
-        for o in origins.iter().filter(|o| o.contains('@')) {
+        for o in origins
+            .iter()
+            .filter(|o| o.contains('@') && Some(*o) != deferred.as_ref())
+        {
             self.drop_origin(o);
         }
         if killed_copy {

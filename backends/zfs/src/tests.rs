@@ -182,13 +182,15 @@ fn destroy_of_a_clone_is_three_commands() {
         "tank/lxc/c2\ttank/lxc/c1@strata-a\t40\t-\n",
     );
     b.destroy(&RootfsSpec::parse("zfs:tank/lxc/c2").unwrap()).unwrap();
-    // The origin snapshot goes too; zfs itself keeps it while other clones need it.
+    // The origin snapshot goes too, with its last clone (deferred destroy,
+    // marked first: a kill between the two commands cannot leave it); zfs
+    // itself keeps it while other clones need it.
     assert_eq!(
         f.calls(),
         [
             format!("{STATE} tank/lxc/c2"),
+            "zfs destroy -d tank/lxc/c1@strata-a".into(),
             "zfs destroy -r tank/lxc/c2".into(),
-            "zfs destroy tank/lxc/c1@strata-a".into(),
         ]
     );
     // A snapshot this backend did not make stays; a failing zfs is an error, not "gone".
@@ -574,8 +576,8 @@ fn destroying_a_clone_runs_four_zfs_commands() {
         [
             format!("{STATE} tank/lxc/c2"),
             format!("{STATE} tank/lxc/c2"),
+            "zfs destroy -d tank/lxc/c1@strata-a".into(),
             "zfs destroy -r tank/lxc/c2".into(),
-            "zfs destroy tank/lxc/c1@strata-a".into(),
         ]
     );
     assert!(!tmp.path().join("c2").exists());
