@@ -199,20 +199,7 @@ impl Engine {
                 st,
             )),
             Err(e) => {
-                // Undone as any build's rootfs is (see the receive's).
-                let mut left = false;
-                for (m, build) in &made {
-                    if m == &plan.main {
-                        continue;
-                    }
-                    if let Err(e) = self.undo_rootfs(&m.rebase(&final_dir, &staging), build, true) {
-                        tracing::warn!("cleanup of {m}: {e}");
-                        left = true;
-                    }
-                }
-                if !left {
-                    self.abort_staging(&staging, &final_dir, Some(&plan.main), true);
-                }
+                self.undo_received(&made, &plan.main, &final_dir, &staging);
                 Err(e)
             }
         }

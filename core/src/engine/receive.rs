@@ -271,23 +271,36 @@ impl Engine {
                 },
             )),
             Err(e) => {
-                // Undone as any build's rootfs is (an LV or dataset of the
-                // planned name that a build in another lxcpath made is spared).
-                let mut left = false;
-                for (m, build) in &made {
-                    if m == &plan.main {
-                        continue;
-                    }
-                    if let Err(e) = self.undo_rootfs(&m.rebase(&final_dir, &staging), build, true) {
-                        tracing::warn!("cleanup of {m}: {e}");
-                        left = true;
-                    }
-                }
-                if !left {
-                    self.abort_staging(&staging, &final_dir, Some(&plan.main), true);
-                }
+                self.undo_received(&made, &plan.main, &final_dir, &staging);
                 Err(e)
             }
+        }
+    }
+
+    /// Undoes what a failed receive or import made: each rootfs as any
+    /// build's is (by its build dir's mark, so an LV or dataset of the
+    /// planned name that a build in another lxcpath made is spared), then
+    /// the staging dir, unless a rootfs could not be undone (it is left to
+    /// a later command's reconcile).
+    pub(super) fn undo_received(
+        &self,
+        made: &[(RootfsSpec, PathBuf)],
+        main: &RootfsSpec,
+        final_dir: &Path,
+        staging: &Path,
+    ) {
+        let mut left = false;
+        for (m, build) in made {
+            if m == main {
+                continue;
+            }
+            if let Err(e) = self.undo_rootfs(&m.rebase(final_dir, staging), build, true) {
+                tracing::warn!("cleanup of {m}: {e}");
+                left = true;
+            }
+        }
+        if !left {
+            self.abort_staging(staging, final_dir, Some(main), true);
         }
     }
 
