@@ -320,23 +320,9 @@ fn without_pair(text: &[u8], r: &ContainerRef) -> Option<Option<Vec<u8>>> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use crate::store::tests::{dir_cfg, mk};
     use crate::store::Store;
     use std::fs;
-    use std::path::PathBuf;
-
-    fn mk(lxcpath: &Path, name: &str, config: &str) -> PathBuf {
-        let d = lxcpath.join(name);
-        fs::create_dir_all(d.join("rootfs")).unwrap();
-        fs::write(d.join("config"), config).unwrap();
-        d
-    }
-
-    fn dir_cfg(lxcpath: &Path, name: &str) -> String {
-        format!(
-            "lxc.uts.name = {name}\nlxc.rootfs.path = dir:{}/{name}/rootfs\n",
-            lxcpath.display()
-        )
-    }
 
     #[test]
     fn removal_from_a_plain_file_keeps_the_rest_byte_for_byte() {

@@ -358,19 +358,21 @@ pub(crate) fn check_component(name: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use std::fs;
 
-    fn mk(lxcpath: &Path, name: &str, config: &str) -> PathBuf {
+    /// A container dir with a rootfs dir and this config (the dependency
+    /// files' tests use it too).
+    pub(crate) fn mk(lxcpath: &Path, name: &str, config: &str) -> PathBuf {
         let d = lxcpath.join(name);
         fs::create_dir_all(d.join("rootfs")).unwrap();
         fs::write(d.join("config"), config).unwrap();
         d
     }
 
-    fn dir_cfg(lxcpath: &Path, name: &str) -> String {
+    pub(crate) fn dir_cfg(lxcpath: &Path, name: &str) -> String {
         format!(
             "lxc.uts.name = {name}\nlxc.rootfs.path = dir:{}/{name}/rootfs\n",
             lxcpath.display()
