@@ -707,3 +707,61 @@ fn import_killed_anywhere_leaves_nothing_after_reconcile() {
     env.ok("lxc-destroy", &["-n", "big"]);
     clean(&env, &[]);
 }
+
+/// `strata import --json` of another tool's archive: JSON progress lines
+/// as for strata's own, the ETA going by the archive file read so far
+/// (its `archive_bytes` of `archive_size`), a last line with `"done": true`.
+#[test]
+fn foreign_imports_show_progress_as_json_lines() {
+    let env = Env::new();
+    let src = env.src.join("big");
+    pve_tree(&src);
+    {
+        use std::io::Read;
+        let mut buf = vec![0u8; 16 << 20];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut buf)
+            .unwrap();
+        std::fs::write(src.join("random"), &buf).unwrap();
+    }
+    let pve = vzdump(&env, &src, "hostname: big\n", "gz");
+    let incus = fixture("c1.tar.zst");
+    for (file, name) in [(&pve, "pve"), (&incus, "inc")] {
+        let err = import_ok(&env, &["import", file.to_str().unwrap(), "-n", name, "--json"]);
+        let size = std::fs::metadata(file).unwrap().len();
+        let lines: Vec<serde_json::Value> = err
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        let last = lines
+            .last()
+            .unwrap_or_else(|| panic!("{name}: no progress line in {err}"));
+        assert_eq!(last["op"], "import", "{last}");
+        assert_eq!(last["done"], true, "{last}");
+        assert_eq!(last["archive_size"], size, "{last}");
+        assert_eq!(last["archive_bytes"], size, "{last}");
+        assert!(last["entries"].as_u64().unwrap() > 10, "{last}");
+        let mut prev = 0;
+        for l in &lines {
+            let (read, bytes) = (l["archive_bytes"].as_u64().unwrap(), l["bytes"].as_u64().unwrap());
+            assert!(read >= prev && read <= size, "{name}: {l}");
+            prev = read;
+            assert!(bytes > 0 || l["entries"].as_u64().unwrap() > 0, "{name}: {l}");
+        }
+        if name == "pve" {
+            assert!(last["bytes"].as_u64().unwrap() >= 16 << 20, "{last}");
+            // The first line comes with the first entries, long before the end: an ETA.
+            let first = &lines[0];
+            assert!(first["archive_bytes"].as_u64().unwrap() < size, "{first}");
+            assert!(first["eta"].as_f64().is_some(), "{first}");
+        }
+        // The settings not carried are still named, beside the progress lines.
+        if name == "inc" {
+            assert!(err.contains("not carried: volatile.*"), "{err}");
+        }
+        env.ok("lxc-destroy", &["-n", name, "-s"]);
+    }
+    clean(&env, &[]);
+}

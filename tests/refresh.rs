@@ -50,25 +50,8 @@ fn modify(env: &Env, name: &str, f: impl FnOnce(&Path)) {
     o.close().unwrap();
 }
 
-fn strata(env: &Env, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
-    let mut c = env.cmd("strata");
-    c.arg(args[0]).arg("-P").arg(&env.lxcpath).args(&args[1..]);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut ch = c.spawn().unwrap();
-    let mut stdin = ch.stdin.take().unwrap();
-    let data = input.map(|d| d.to_vec());
-    let feeder = std::thread::spawn(move || {
-        if let Some(d) = data {
-            let _ = stdin.write_all(&d);
-        }
-    });
-    let o = ch.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    o
-}
-
 fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> (Vec<u8>, String) {
-    let o = strata(env, args, input);
+    let o = env.strata_with_input(args, input);
     assert!(
         o.status.success(),
         "strata {args:?}: {}",
@@ -78,7 +61,7 @@ fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> (Vec<u8>, String) {
 }
 
 fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
-    let o = strata(env, args, input);
+    let o = env.strata_with_input(args, input);
     common::check_failure("strata", args, &o)
 }
 
@@ -290,16 +273,123 @@ fn incremental_with_snapshots_carries_the_chain() {
     strata_testkit::no_leak(&env.lxcpath);
 }
 
+/// Inode number and link count of `p`.
+fn ino(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.ino(), m.nlink())
+}
+
+/// Regular files below `root` with more links than the tree itself holds
+/// (a link left into another tree).
+fn links_out(root: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: std::collections::HashMap<u64, (u64, Vec<std::path::PathBuf>)> = Default::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() {
+                let x = seen.entry(m.ino()).or_insert((m.nlink(), vec![]));
+                x.1.push(p);
+            }
+        }
+    }
+    seen.into_values()
+        .filter(|(n, ps)| *n as usize > ps.len())
+        .flat_map(|(_, ps)| ps)
+        .collect()
+}
+
+/// On a filesystem without reflinks (ext4), an incremental receive into a
+/// dir container does not copy the base: the files this side has
+/// unchanged are taken over (same inode), a file this side changed comes
+/// back from the base, and the result shares nothing with the snapshots.
 #[test]
-fn incremental_receive_killed_anywhere_leaves_the_target_as_it_was() {
+fn incremental_receive_into_dir_takes_unchanged_files_over() {
     let env = Env::new();
-    let _fs = LoopFs::new("btrfs", 2 << 30, Some(&env.lxcpath), "");
+    let _fs = LoopFs::new("ext4", 1 << 30, Some(&env.lxcpath), "");
     let src = env.src.join("tree");
     source_tree(&src);
     env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
     env.ok("lxc-snapshot", &["-n", "c1"]);
     let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
-    ok(&env, &["receive", "-n", "c2", "-B", "btrfs"], Some(&full));
+    ok(&env, &["receive", "-n", "c2"], Some(&full));
+    ok(&env, &["receive", "-n", "c3", "--map", "b 0 200000 65536"], Some(&full));
+    modify(&env, "c1", |r| small_change(r, 1));
+    let (delta, _) = ok(&env, &["send", "-n", "c1", "--from", "snap0"], None);
+    let want = rootfs_view(&env, "c1");
+    for t in ["c2", "c3"] {
+        let r = env.c(t).join("rootfs");
+        let kept = ino(&r.join("usr/lib/big0"));
+        // This side's own edit of a base file: same size, another mtime.
+        std::fs::write(r.join("usr/lib/big1"), noise(1 << 20, 1234)).unwrap();
+        ok(&env, &["receive", "-n", t], Some(&delta));
+        let got = rootfs_view(&env, t);
+        if t == "c2" {
+            diff("c2 after refresh", &want, &got);
+        } else {
+            // Received into a map: the same tree, its owners shifted.
+            for (p, e) in &want.entries {
+                let g = &got.entries[p];
+                assert_eq!((g.uid, g.gid), (e.uid + 200000, e.gid + 200000), "c3: {}", p.display());
+                assert_eq!(
+                    (g.mode, g.hash, g.mtime),
+                    (e.mode, e.hash, e.mtime),
+                    "c3: {}",
+                    p.display()
+                );
+            }
+            assert_eq!(want.entries.len(), got.entries.len());
+        }
+        assert_eq!(
+            std::fs::read(r.join("usr/lib/big1")).unwrap(),
+            std::fs::read(env.c("c1").join("rootfs").join("usr/lib/big1")).unwrap()
+        );
+        // Taken over, not copied; and linked to nothing outside the rootfs now.
+        assert_eq!(ino(&r.join("usr/lib/big0")), kept, "{t}");
+        assert_eq!(links_out(&r), Vec::<std::path::PathBuf>::new(), "{t}");
+        // A write into the container's file leaves its snapshot as it was.
+        let snap = snap_view(&env, t, "snap0");
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(r.join("usr/lib/big0"))
+                .unwrap();
+            f.write_all_at(b"written in place", 0).unwrap();
+        }
+        diff(&format!("{t} snap0 after a write"), &snap, &snap_view(&env, t, "snap0"));
+    }
+    for c in ["c1", "c2", "c3"] {
+        env.ok("lxc-destroy", &["-n", c, "-s"]);
+    }
+    strata_testkit::no_leak(&env.lxcpath);
+}
+
+#[test]
+fn incremental_receive_killed_anywhere_leaves_the_target_as_it_was() {
+    killed_refresh("btrfs", "btrfs");
+}
+
+/// Into dir on ext4, where the new rootfs takes the old one's files by hardlink.
+#[test]
+fn incremental_receive_into_dir_killed_anywhere_leaves_the_target_as_it_was() {
+    killed_refresh("ext4", "dir");
+}
+
+fn killed_refresh(fs: &str, target: &str) {
+    let env = Env::new();
+    let _fs = LoopFs::new(fs, 2 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    env.ok("lxc-snapshot", &["-n", "c1"]);
+    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    ok(&env, &["receive", "-n", "c2", "-B", target], Some(&full));
     modify(&env, "c1", |r| {
         small_change(r, 1);
         std::fs::write(r.join("usr/lib/new-big"), noise(4 << 20, 99)).unwrap();
@@ -342,6 +432,10 @@ fn incremental_receive_killed_anywhere_leaves_the_target_as_it_was() {
         drop(feeder.join().unwrap());
         env.ok("strata", &["reconcile"]);
         let now = (rootfs_view(&env, "c2"), listing(&env, "c2"), env.config("c2"));
+        let spec = Store::new(&env.lxcpath).load("c2").unwrap().rootfs;
+        if target == "dir" {
+            assert_eq!(links_out(&spec.path()), Vec::<std::path::PathBuf>::new(), "round {i}");
+        }
         if now.0 == after {
             whole += 1;
             // Finished before the kill: back to the old state for the next round.

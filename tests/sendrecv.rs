@@ -5,6 +5,8 @@
 //! Root only: the lxcpath is a real btrfs filesystem on a loop device.
 
 mod common;
+#[path = "common/xattr.rs"]
+mod xattr;
 
 use common::special::{diff, special_tree, view, View};
 use common::Env;
@@ -49,25 +51,8 @@ fn snap_view(env: &Env, name: &str, snap: &str) -> (String, View) {
     (spec.kind().to_string(), spec_view(&spec))
 }
 
-fn strata(env: &Env, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
-    let mut c = env.cmd("strata");
-    c.arg(args[0]).arg("-P").arg(&env.lxcpath).args(&args[1..]);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut ch = c.spawn().unwrap();
-    let mut stdin = ch.stdin.take().unwrap();
-    let data = input.map(|d| d.to_vec());
-    let feeder = std::thread::spawn(move || {
-        if let Some(d) = data {
-            let _ = stdin.write_all(&d);
-        }
-    });
-    let o = ch.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    o
-}
-
 fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
-    let o = strata(env, args, input);
+    let o = env.strata_with_input(args, input);
     assert!(
         o.status.success(),
         "strata {args:?}: {}",
@@ -78,7 +63,7 @@ fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
 
 /// Exit 1 with one line; returns it.
 fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
-    let o = strata(env, args, input);
+    let o = env.strata_with_input(args, input);
     common::check_failure("strata", args, &o)
 }
 
@@ -495,14 +480,14 @@ fn files_the_config_names_travel_with_it() {
         d = dir.display()
     );
     std::fs::write(dir.join("config"), cfg).unwrap();
-    let o = strata(&env, &["send", "-n", "c1"], None);
+    let o = env.strata_with_input(&["send", "-n", "c1"], None);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("lxc.hook.post-stop = /nonexistent/host-hook: not sent (outside the container dir)"),
         "{err}"
     );
-    let o2 = strata(&env, &["receive", "-n", "c2"], Some(&o.stdout));
+    let o2 = env.strata_with_input(&["receive", "-n", "c2"], Some(&o.stdout));
     assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
     assert!(
         String::from_utf8_lossy(&o2.stderr).contains("/nonexistent/host-hook: not carried by the stream"),
@@ -677,6 +662,41 @@ fn receive_into_an_id_map_shifts_owners() {
                 p.display()
             );
         }
+        // ACLs and file capabilities shifted too: the named ids of the ACLs
+        // (u:1234, g:55; default u:1234), the capability's root id.
+        let xa = |p: &str, k: &str| {
+            v.entries[Path::new(p)]
+                .xattrs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, x)| x.clone())
+                .unwrap_or_else(|| panic!("{name}: {p} has no {k}"))
+        };
+        assert_eq!(
+            xattr::acl_ids(&xa("home/user/x", "system.posix_acl_access")),
+            [(2, 201234), (8, 200055)],
+            "{name}"
+        );
+        assert_eq!(
+            xattr::acl_ids(&xa("home/user", "system.posix_acl_default")),
+            [(2, 201234)],
+            "{name}"
+        );
+        let cap = xa("bin/capped", "security.capability");
+        assert_eq!(cap.len(), 24, "{name}: {cap:?}");
+        assert_eq!(
+            u32::from_le_bytes(cap[0..4].try_into().unwrap()) >> 24,
+            3,
+            "{name}: {cap:?}"
+        );
+        assert_eq!(
+            u32::from_le_bytes(cap[20..24].try_into().unwrap()),
+            200000,
+            "{name}: {cap:?}"
+        );
+        let orig_cap = &orig.entries[Path::new("bin/capped")].xattrs;
+        let orig_cap = &orig_cap.iter().find(|(n, _)| n == "security.capability").unwrap().1;
+        assert_eq!(cap[4..20], orig_cap[4..20], "{name}: the same capabilities");
         assert_eq!(
             env.config(&name)
                 .lines()

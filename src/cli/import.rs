@@ -35,7 +35,21 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         crate::common::reconcile(&engine, &lxcpath);
     }
     if kind != foreign::Kind::Strata {
-        let (c, _, notes) = foreign::import(&engine, kind, &req, &a.file)?;
+        let mut req = req;
+        let pos = strata_core::stream::InputPos {
+            size: md.len(),
+            ..Default::default()
+        };
+        let progress = super::progress::Progress::reading("import", a.store.json, a.common.quiet, Some(pos.clone()));
+        if let Some(p) = &progress {
+            req.progress = Some(p.hook());
+            req.input_pos = Some(pos);
+        }
+        let res = foreign::import(&engine, kind, &req, &a.file);
+        if let Some(p) = &progress {
+            p.finish(res.is_ok());
+        }
+        let (c, _, notes) = res?;
         if !a.common.quiet {
             for n in &notes {
                 eprintln!("strata: {}: not carried: {n}", c.r.name);

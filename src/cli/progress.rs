@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use strata_core::stream::{ProgressFn, Totals};
+use strata_core::stream::{InputPos, ProgressFn, Totals};
 
 /// How often a JSON line is written.
 const EVERY: Duration = Duration::from_millis(200);
@@ -22,6 +22,8 @@ struct State {
     entries: AtomicU64,
     bytes: AtomicU64,
     total: Mutex<Option<Totals>>,
+    /// An import's archive file, for the ETA where the trees' totals are unknown.
+    input: Option<InputPos>,
 }
 
 /// A stream's progress, shared with the engine through [`Progress::hook`].
@@ -31,13 +33,24 @@ pub struct Progress(Arc<State>);
 impl Progress {
     /// `None` when nothing is to be shown (`-q`, or no `--json` and stderr not a terminal).
     pub fn new(op: &'static str, json: bool, quiet: bool) -> Option<Progress> {
+        Self::reading(op, json, quiet, None)
+    }
+
+    /// [`Progress::new`] for an import that reads the archive file counted by `input`.
+    pub fn reading(op: &'static str, json: bool, quiet: bool, input: Option<InputPos>) -> Option<Progress> {
         let tty = std::io::stderr().is_terminal();
         if !json && (quiet || !tty) {
             return None;
         }
         let bar = (!json).then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            b.set_style(spinner_style());
+            match &input {
+                Some(i) if i.size > 0 => {
+                    b.set_length(i.size);
+                    b.set_style(archive_style());
+                }
+                _ => b.set_style(spinner_style()),
+            }
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
@@ -50,6 +63,7 @@ impl Progress {
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             total: Mutex::new(None),
+            input,
         })))
     }
 
@@ -94,6 +108,13 @@ fn spinner_style() -> ProgressStyle {
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
+/// Through an archive file: the bar, rate and ETA go by its bytes read.
+fn archive_style() -> ProgressStyle {
+    ProgressStyle::with_template("[{wide_bar}] {percent:>3}% {msg} ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
         "[{wide_bar}] {percent:>3}% {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}",
@@ -116,10 +137,23 @@ fn update(s: &State, entries: u64, bytes: u64, total: Option<Totals>) {
         }
     }
     if let Some(b) = &s.bar {
-        b.set_position(bytes);
-        match total {
-            Some(t) => b.set_message(format!("{entries}/{} entries", t.entries)),
-            None => b.set_message(format!("{entries} entries")),
+        match (&s.input, total) {
+            (Some(i), None) if i.size > 0 => {
+                b.set_position(i.read.load(Relaxed).min(i.size));
+                let rate = bytes as f64 / s.started.elapsed().as_secs_f64().max(0.001);
+                b.set_message(format!(
+                    "{entries} entries, {} ({}/s)",
+                    HumanBytes(bytes),
+                    HumanBytes(rate as u64)
+                ));
+            }
+            _ => {
+                b.set_position(bytes);
+                match total {
+                    Some(t) => b.set_message(format!("{entries}/{} entries", t.entries)),
+                    None => b.set_message(format!("{entries} entries")),
+                }
+            }
         }
         return;
     }
@@ -151,6 +185,15 @@ fn line(s: &State, entries: u64, bytes: u64, total: Option<Totals>, done: bool) 
         v["total_bytes"] = t.bytes.into();
         if !done && rate > 0.0 && t.bytes >= bytes {
             v["eta"] = ((((t.bytes - bytes) as f64 / rate) * 10.0).round() / 10.0).into();
+        }
+    } else if let Some(i) = s.input.as_ref().filter(|i| i.size > 0) {
+        // No totals: the archive file's bytes read against its size.
+        let read = i.read.load(Relaxed).min(i.size);
+        v["archive_bytes"] = read.into();
+        v["archive_size"] = i.size.into();
+        if !done && read > 0 {
+            let eta = secs * (i.size - read) as f64 / read as f64;
+            v["eta"] = ((eta * 10.0).round() / 10.0).into();
         }
     }
     let mut err = std::io::stderr().lock();

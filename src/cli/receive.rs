@@ -78,6 +78,7 @@ impl StoreArgs {
             opts,
             map,
             progress: None,
+            input_pos: None,
         })
     }
 

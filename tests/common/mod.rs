@@ -85,6 +85,27 @@ impl Env {
         c.output().unwrap()
     }
 
+    /// `strata SUBCOMMAND -P lxcpath ARGS...` with `input` on its stdin (a
+    /// stream to receive), its stdout and stderr captured.
+    pub fn strata_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut c = self.cmd("strata");
+        c.arg(args[0]).arg("-P").arg(&self.lxcpath).args(&args[1..]);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut ch = c.spawn().unwrap();
+        let mut stdin = ch.stdin.take().unwrap();
+        let data = input.map(|d| d.to_vec());
+        let feeder = std::thread::spawn(move || {
+            if let Some(d) = data {
+                let _ = stdin.write_all(&d);
+            }
+        });
+        let o = ch.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        o
+    }
+
     /// Run and insist on success; returns stdout.
     pub fn ok(&self, tool: &str, args: &[&str]) -> String {
         let o = self.run(tool, args);

@@ -37,6 +37,15 @@ pub struct CopyOptions {
     pub shift: Option<IdShift>,
     /// Worker threads; 0 for the number of CPUs.
     pub threads: usize,
+    /// A tree that goes away once the copy is in place (the rootfs an
+    /// incremental receive replaces): a regular file there at the same
+    /// path, with one link, on the destination's filesystem and equal to
+    /// the source's by rsync's quick check (size, mtime to the nanosecond,
+    /// mode, owner, xattrs) is hardlinked into the destination instead of
+    /// copied. Until that tree is removed the two share those inodes, so
+    /// the caller must write to neither (new data always goes to a fresh
+    /// file). Ignored with `shift`.
+    pub link_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +57,8 @@ pub struct CopyStats {
     pub specials: u64,
     pub bytes: u64,
     pub reflinked: u64,
+    /// Files taken from [`CopyOptions::link_from`] by a hardlink.
+    pub linked: u64,
 }
 
 const OP: &str = "copy";
@@ -69,6 +80,16 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
     }
     let st = statx(src_fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(|e| Error::errno(OP, src, e))?;
     let progress = progress::wanted(opts.progress).then(|| progress::Progress::start(src));
+    let ref_fd = match &opts.link_from {
+        Some(r) if opts.shift.is_none() => match open_dir(libc::AT_FDCWD, &cstr(r.as_os_str(), r)?) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::debug!("{}: not linked from: {e}", r.display());
+                None
+            }
+        },
+        _ => None,
+    };
     let ctx = Ctx {
         fresh: fresh_nodes(dst_fd.as_raw_fd()),
         src_root: src,
@@ -77,6 +98,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         links: Links::default(),
         reflink: AtomicU8::new(UNKNOWN),
         cfr: AtomicU8::new(UNKNOWN),
+        link: AtomicU8::new(UNKNOWN),
         stats: Stats::default(),
         progress,
     };
@@ -89,7 +111,8 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         .build()
         .map_err(|e| err!(Io, OP, "cannot start worker threads: {e}"))?;
     let res = pool.install(|| {
-        ctx.copy_dir(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), Path::new(""), &st)?;
+        let rfd = ref_fd.as_ref().map(|f| f.as_raw_fd());
+        ctx.copy_dir(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), rfd, Path::new(""), &st)?;
         ctx.apply_meta(dst_fd.as_raw_fd(), &st, Path::new(""), src_fd.as_raw_fd())
     });
     if let Some(p) = &ctx.progress {
@@ -105,6 +128,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         specials: s.specials.load(Relaxed),
         bytes: s.bytes.load(Relaxed),
         reflinked: s.reflinked.load(Relaxed),
+        linked: s.linked.load(Relaxed),
     })
 }
 
@@ -121,6 +145,7 @@ struct Stats {
     specials: AtomicU64,
     bytes: AtomicU64,
     reflinked: AtomicU64,
+    linked: AtomicU64,
 }
 
 enum LinkState {
@@ -177,6 +202,8 @@ struct Ctx<'a> {
     links: Links,
     reflink: AtomicU8,
     cfr: AtomicU8,
+    /// Whether linking from [`CopyOptions::link_from`] works.
+    link: AtomicU8,
     stats: Stats,
     progress: Option<progress::Progress>,
 }
@@ -366,17 +393,26 @@ impl Ctx<'_> {
         Ok((uid, gid))
     }
 
-    fn copy_dir(&self, sfd: RawFd, dfd: RawFd, rel: &Path, st: &libc::statx) -> Result<()> {
+    /// `rfd`: the same directory in [`CopyOptions::link_from`]'s tree, where it has one.
+    fn copy_dir(&self, sfd: RawFd, dfd: RawFd, rfd: Option<RawFd>, rel: &Path, st: &libc::statx) -> Result<()> {
         let mut names = Vec::new();
         read_dir(sfd, &mut names).map_err(|e| self.fail(rel, e))?;
         let dev = (st.stx_dev_major, st.stx_dev_minor);
         names
             .par_iter()
             .with_max_len(16)
-            .try_for_each(|name| self.copy_entry(sfd, dfd, rel, name, dev))
+            .try_for_each(|name| self.copy_entry(sfd, dfd, rfd, rel, name, dev))
     }
 
-    fn copy_entry(&self, sdir: RawFd, ddir: RawFd, rel: &Path, name: &CStr, dev: (u32, u32)) -> Result<()> {
+    fn copy_entry(
+        &self,
+        sdir: RawFd,
+        ddir: RawFd,
+        rdir: Option<RawFd>,
+        rel: &Path,
+        name: &CStr,
+        dev: (u32, u32),
+    ) -> Result<()> {
         let st = statx(sdir, name, 0).map_err(|e| self.fail(&join(rel, name), e))?;
         let fmt = st.stx_mode as u32 & libc::S_IFMT;
         let path = || join(rel, name);
@@ -387,8 +423,10 @@ impl Ctx<'_> {
             let p = path();
             let d = open_dir(ddir, name).map_err(|e| self.fail(&p, e))?;
             let s = open_dir(sdir, name).map_err(|e| self.fail(&p, e))?;
+            // Never through a symlink: open_dir refuses one.
+            let r = rdir.and_then(|r| open_dir(r, name).ok());
             if !is_mount_root(&st, dev) {
-                self.copy_dir(s.as_raw_fd(), d.as_raw_fd(), &p, &st)?;
+                self.copy_dir(s.as_raw_fd(), d.as_raw_fd(), r.as_ref().map(|f| f.as_raw_fd()), &p, &st)?;
             }
             self.apply_meta_at(At::Fd(d.as_raw_fd()), At::Fd(s.as_raw_fd()), &st, &p, c"", Some(0o700))?;
             self.stats.dirs.fetch_add(1, Relaxed);
@@ -429,7 +467,58 @@ impl Ctx<'_> {
             self.links.cv.notify_all();
             return res;
         }
+        if let Some(r) = rdir {
+            if fmt == libc::S_IFREG && self.link_same(sdir, r, ddir, rel, name, &st)? {
+                return Ok(());
+            }
+        }
         self.copy_nondir(sdir, ddir, rel, name, &st, fmt)
+    }
+
+    /// Hardlink the file of [`CopyOptions::link_from`]'s tree at `name` into
+    /// `ddir` if it equals the source's by the quick check; whether it did.
+    fn link_same(
+        &self,
+        sdir: RawFd,
+        rdir: RawFd,
+        ddir: RawFd,
+        rel: &Path,
+        name: &CStr,
+        st: &libc::statx,
+    ) -> Result<bool> {
+        if self.link.load(Relaxed) == BROKEN
+            || st.stx_attributes & st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+        {
+            return Ok(false);
+        }
+        let Ok(rs) = statx(rdir, name, 0) else {
+            return Ok(false);
+        };
+        let same = rs.stx_mode == st.stx_mode
+            && rs.stx_nlink == 1
+            && rs.stx_size == st.stx_size
+            && (rs.stx_mtime.tv_sec, rs.stx_mtime.tv_nsec) == (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec)
+            && (rs.stx_uid, rs.stx_gid) == self.map_owner(st, &join(rel, name))?
+            && rs.stx_attributes & rs.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 == 0
+            && matches!((xattrs_of(sdir, name), xattrs_of(rdir, name)), (Some(a), Some(b)) if a == b);
+        if !same {
+            return Ok(false);
+        }
+        // SAFETY: `name` is NUL-terminated for the call; both dir fds are held open by the caller; without
+        // AT_SYMLINK_FOLLOW linkat links the entry itself (a regular file, checked above), never a target.
+        if unsafe { libc::linkat(rdir, name.as_ptr(), ddir, name.as_ptr(), 0) } < 0 {
+            let e = errno();
+            tracing::debug!("{}: not linked: {e}", join(rel, name).display());
+            if e == nix::errno::Errno::EXDEV {
+                self.link.store(BROKEN, Relaxed);
+            }
+            return Ok(false);
+        }
+        self.stats.files.fetch_add(1, Relaxed);
+        self.stats.linked.fetch_add(1, Relaxed);
+        self.stats.bytes.fetch_add(st.stx_size, Relaxed);
+        self.tick(st.stx_size);
+        Ok(true)
     }
 
     fn copy_nondir(&self, sdir: RawFd, ddir: RawFd, rel: &Path, name: &CStr, st: &libc::statx, fmt: u32) -> Result<()> {
@@ -803,6 +892,30 @@ impl Error {
         self.msg = format!("{what}: {}", self.msg);
         self
     }
+}
+
+/// The xattrs of `name` in `dir`, sorted, or `None` when they cannot be read.
+fn xattrs_of(dir: RawFd, name: &CStr) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let p = proc_path(dir, name);
+    let (mut list, mut val) = (Vec::new(), Vec::new());
+    // SAFETY: xcall passes either `list`'s own pointer with its length or null with 0; `p` is NUL-terminated.
+    let n = match xcall(&mut list, |b, l| unsafe { libc::llistxattr(p.as_ptr(), b.cast(), l) }) {
+        Ok(n) => n,
+        Err(nix::errno::Errno::EOPNOTSUPP) => 0,
+        Err(_) => return None,
+    };
+    let mut out = Vec::new();
+    for key in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        let k = CString::new(key).expect("no NUL");
+        // SAFETY: as above, with `val`'s own pointer and length; `k` is NUL-terminated.
+        let len = xcall(&mut val, |b, l| unsafe {
+            libc::lgetxattr(p.as_ptr(), k.as_ptr(), b, l)
+        })
+        .ok()?;
+        out.push((key.to_vec(), val[..len].to_vec()));
+    }
+    out.sort();
+    Some(out)
 }
 
 /// Entries below `root` and bytes of its regular files (hardlinks once), as a copy would see them.

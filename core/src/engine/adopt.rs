@@ -295,6 +295,9 @@ impl Engine {
             let (_, _, u) = cur.as_mut().expect("set above");
             u.entry(&path, &mut e, rec.as_ref())
                 .map_err(|err| no_space(backend, err))?;
+            if let Some(p) = &req.progress {
+                p(stats.entries + u.entries, stats.bytes + u.bytes, None);
+            }
         }
         if let Some((p, o, u)) = cur.take() {
             stats.entries += u.entries;

@@ -49,6 +49,11 @@ pub(super) struct Params<'a> {
     pub files: Vec<(&'static str, String)>,
     /// A map other than the source's for a copy (see [`super::CloneRequest::idmap`]).
     pub idmap: Option<&'a IdMap>,
+    /// A rootfs this clone replaces (an incremental receive's current one):
+    /// a file copy takes its unchanged files by hardlink (see
+    /// [`CopyOptions::link_from`]); it must be destroyed once the clone is
+    /// in place, and nothing may write to it meanwhile.
+    pub link_from: Option<&'a RootfsSpec>,
 }
 
 /// Options of the clones the engine makes for itself: none.
@@ -70,6 +75,7 @@ impl<'a> Params<'a> {
             readonly: false,
             files: vec![],
             idmap,
+            link_from: None,
         }
     }
 
@@ -90,6 +96,7 @@ impl<'a> Params<'a> {
             readonly: false,
             files: vec![],
             idmap: None,
+            link_from: None,
         }
     }
 
@@ -439,6 +446,10 @@ impl Engine {
                         let s = Opened::open(src_b, &p.src.rootfs, true)?;
                         let d = Opened::open(dst_b, &building, false)?;
                         remove_lost_found(d.path());
+                        let r = match p.link_from {
+                            Some(l) if !shifting => Some(Opened::open(self.backend_of(l)?, l, true)?),
+                            _ => None,
+                        };
                         // From the owners as they are on disk: a mapped container
                         // started through an idmapped mount has them unshifted.
                         let shift = if shifting {
@@ -453,9 +464,16 @@ impl Engine {
                         let opts = CopyOptions {
                             progress: p.progress,
                             shift,
+                            link_from: r.as_ref().map(|r| r.path().to_path_buf()),
                             ..CopyOptions::default()
                         };
-                        copy_tree(s.path(), d.path(), &opts).map_err(|e| no_space(dst_b, e))?;
+                        let st = copy_tree(s.path(), d.path(), &opts).map_err(|e| no_space(dst_b, e))?;
+                        if st.linked > 0 {
+                            tracing::info!("{} of {} files linked from the rootfs replaced", st.linked, st.files);
+                        }
+                        if let Some(r) = r {
+                            r.close()?;
+                        }
                         d.close()?;
                         s.close()?;
                     }

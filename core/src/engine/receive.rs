@@ -40,6 +40,8 @@ pub struct ReceiveRequest {
     pub map: Option<IdMap>,
     /// Told of the entries and bytes read so far.
     pub progress: Option<ProgressFn>,
+    /// An import's archive file: counts what is read of it (see [`crate::stream::InputPos`]).
+    pub input_pos: Option<crate::stream::InputPos>,
 }
 
 impl std::fmt::Debug for ReceiveRequest {

@@ -300,8 +300,11 @@ impl Engine {
                             (ContainerRef::new(&snaps_lxc, &s.name), f)
                         }
                     };
+                    // The rootfs replaces this side's: a copy takes its unchanged files by hardlink
+                    // (it is destroyed once the new one is in place; a snapshot must not share them).
                     let params = Params {
                         files: params_files,
+                        link_from: (part == Part::Main).then_some(&rf.cur.rootfs),
                         ..Params::restore_in_place(&prev, &dst)
                     };
                     let st = match self.stage_clone(&params)? {

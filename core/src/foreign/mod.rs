@@ -57,7 +57,16 @@ fn bad(msg: String) -> Error {
 
 /// The archive, decompressed, from its first byte.
 pub fn open(path: &Path) -> Result<Box<dyn Read>> {
-    let mut f = std::fs::File::open(path).ctx(OP, path)?;
+    open_counted(path, None)
+}
+
+/// [`open`], counting the archive's bytes read into `pos`.
+fn open_counted(path: &Path, pos: Option<&crate::stream::InputPos>) -> Result<Box<dyn Read>> {
+    let f = std::fs::File::open(path).ctx(OP, path)?;
+    let mut f: Box<dyn Read> = match pos {
+        Some(p) => Box::new(p.counted(f)),
+        None => Box::new(f),
+    };
     let mut head = [0u8; 512];
     let mut n = 0;
     while n < head.len() {
@@ -158,7 +167,7 @@ pub fn import(
             path.display()
         )));
     }
-    let (r, pax) = crate::stream::pax::Watched::new(open(path)?);
+    let (r, pax) = crate::stream::pax::Watched::new(open_counted(path, req.input_pos.as_ref())?);
     let (c, st) = engine.adopt(req, &adoption, tar::Archive::new(r), &pax, &place)?;
     Ok((c, st, notes))
 }

@@ -101,6 +101,39 @@ pub struct Totals {
 /// so far and the totals when known.
 pub type ProgressFn = std::sync::Arc<dyn Fn(u64, u64, Option<Totals>) + Send + Sync>;
 
+/// How far an import has read its archive file: where the archive names
+/// no totals (Incus, Proxmox), its compressed bytes read against the
+/// file's size give the ETA.
+#[derive(Debug, Clone, Default)]
+pub struct InputPos {
+    pub read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub size: u64,
+}
+
+impl InputPos {
+    /// `r`, counting what is read from it into `self.read`.
+    pub fn counted<R: std::io::Read>(&self, r: R) -> Counted<R> {
+        Counted {
+            inner: r,
+            read: self.read.clone(),
+        }
+    }
+}
+
+/// A reader that adds what it reads to a shared count.
+pub struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileIndex {
     /// Relative to the container dir.
