@@ -601,3 +601,73 @@ fn reflinks_within_btrfs() {
     assert_same(&s, &d, None);
     assert!(stats.reflinked > 5, "{stats:?}");
 }
+
+/// `link_from`: a file of the reference tree equal to the source's by the
+/// quick check is hardlinked, one that differs in content size, mtime,
+/// mode, owner or an xattr is copied from the source, and so is one with
+/// several links there; directories are always made anew.
+#[test]
+fn link_from_takes_only_files_equal_by_the_quick_check() {
+    need_root!();
+    let t = tmp();
+    let (s, r, d) = (t.path().join("src"), t.path().join("ref"), t.path().join("dst"));
+    for x in [&s, &r, &d] {
+        fs::create_dir(x).unwrap();
+    }
+    fs::create_dir(s.join("sub")).unwrap();
+    for n in ["same", "size", "mtime", "mode", "owner", "xattr", "multi", "sub/same"] {
+        fs::write(s.join(n), format!("{n} data")).unwrap();
+    }
+    // The reference: a copy of the source, then changes of every kind.
+    copy_tree(&s, &r, &CopyOptions::default()).unwrap();
+    fs::write(r.join("size"), "size data, longer").unwrap();
+    let keep = fs::metadata(r.join("mtime")).unwrap().modified().unwrap();
+    fs::write(r.join("mtime"), "MTIME DATA").unwrap();
+    let f = fs::File::options().write(true).open(r.join("mtime")).unwrap();
+    f.set_modified(keep + std::time::Duration::from_nanos(1)).unwrap();
+    drop(f);
+    fs::set_permissions(r.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(r.join("owner"), Some(4242), None).unwrap();
+    sh(
+        "setfattr",
+        &[
+            "-n".as_ref(),
+            "user.x".as_ref(),
+            "-v".as_ref(),
+            "1".as_ref(),
+            r.join("xattr").as_os_str(),
+        ],
+    );
+    fs::hard_link(r.join("multi"), r.join("multi-2")).unwrap();
+    let opts = CopyOptions {
+        link_from: Some(r.clone()),
+        ..Default::default()
+    };
+    let st = copy_tree(&s, &d, &opts).unwrap();
+    let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+    assert_eq!(st.linked, 2, "{st:?}");
+    for n in ["same", "sub/same"] {
+        assert_eq!(ino(&d.join(n)), ino(&r.join(n)), "{n}");
+    }
+    for n in ["size", "mtime", "mode", "owner", "xattr", "multi"] {
+        assert_ne!(ino(&d.join(n)), ino(&r.join(n)), "{n}");
+        assert_eq!(fs::read(d.join(n)).unwrap(), fs::read(s.join(n)).unwrap(), "{n}");
+    }
+    assert_ne!(ino(&d.join("sub")), ino(&r.join("sub")));
+    // With a shift, nothing is linked (the owners differ by design).
+    let d2 = t.path().join("dst2");
+    fs::create_dir(&d2).unwrap();
+    let st = copy_tree(
+        &s,
+        &d2,
+        &CopyOptions {
+            shift: Some(IdShift {
+                uids: vec![(0, 100000, 65536)],
+                gids: vec![(0, 100000, 65536)],
+            }),
+            ..opts
+        },
+    )
+    .unwrap();
+    assert_eq!(st.linked, 0);
+}
