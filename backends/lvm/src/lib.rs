@@ -278,9 +278,23 @@ impl LvmBackend {
     }
 
     fn find(&self, vg: &str, lv: &str) -> Option<Lv> {
-        // lvs fails on a missing VG: that is a missing LV too (destroy and
-        // exists must not fail on it).
+        // lvs fails on a missing VG: that is a missing LV too (exists must
+        // not fail on it).
         self.lvs(vg).ok()?.into_iter().find(|l| l.name == lv)
+    }
+
+    /// [`LvmBackend::find`] for what removes: `None` only when the LV or
+    /// its VG is known to be gone. An `lvs` that fails while the VG is
+    /// there is an error: taken for "gone", a destroy would report success
+    /// and leave the LV behind, named by nothing.
+    fn lookup(&self, vg: &str, lv: &str) -> Result<Option<Lv>> {
+        match self.lvs(vg) {
+            Ok(lvs) => Ok(lvs.into_iter().find(|l| l.name == lv)),
+            Err(e) => match self.vgs() {
+                Ok(vgs) if !vgs.iter().any(|v| v.name == vg) => Ok(None),
+                _ => Err(e),
+            },
+        }
     }
 
     fn activate(&self, vg: &str, lv: &str) -> Result<()> {
@@ -512,7 +526,7 @@ impl Backend for LvmBackend {
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
         let (vg, lv) = parse_spec(spec)?;
         let _span = tracing::info_span!("lvm destroy", vg = %vg, lv = %lv).entered();
-        if self.find(&vg, &lv).is_none() {
+        if self.lookup(&vg, &lv)?.is_none() {
             return Ok(());
         }
         let deps = self.dependents_of(spec)?;
@@ -538,6 +552,20 @@ impl Backend for LvmBackend {
         match self.find(&vg, &lv) {
             Some(l) => l.tags.contains(&build_tag(build_dir)),
             None => true,
+        }
+    }
+
+    // As the default, but a failed lookup is an error, not "gone": the
+    // build's staging dir then stays, naming the LV for a later command.
+    fn undo_build(&self, spec: &RootfsSpec, build_dir: &Path) -> Result<()> {
+        let (vg, lv) = parse_spec(spec)?;
+        match self.lookup(&vg, &lv)? {
+            None => Ok(()),
+            Some(l) if !l.tags.contains(&build_tag(build_dir)) => {
+                tracing::info!("{spec} was made by another build: left alone");
+                Ok(())
+            }
+            Some(_) => self.destroy(spec),
         }
     }
 

@@ -280,3 +280,29 @@ fn undoing_a_build_spares_a_volume_another_build_made() {
         strata_core::build_mark(Path::new("/b/.strata-tmp.c1.a/snaps/snap0"))
     );
 }
+
+#[test]
+fn a_failed_lookup_is_no_proof_that_a_volume_is_gone() {
+    let (b, f) = setup();
+    // lvs fails while the VG is there: destroy and undo fail, nothing removed,
+    // rather than report success and leave the LV behind.
+    f.on("lvs", false, "");
+    let c1 = RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap();
+    assert_eq!(b.destroy(&c1).unwrap_err().kind(), ErrorKind::Command);
+    let build = Path::new("/l/.strata-tmp.c1.1");
+    assert_eq!(b.undo_build(&c1, build).unwrap_err().kind(), ErrorKind::Command);
+    // lvs fails because the VG is gone: so is the LV.
+    b.destroy(&RootfsSpec::parse("lvm:/dev/novg/c1").unwrap()).unwrap();
+    b.undo_build(&RootfsSpec::parse("lvm:/dev/novg/c1").unwrap(), build)
+        .unwrap();
+    assert!(!f.calls().iter().any(|c| c.starts_with("lvremove")), "{:?}", f.calls());
+    // lvs answers again: the build's own LV goes, another build's stays.
+    f.on("lvs", true, LVS);
+    b.undo_build(&c1, build).unwrap();
+    assert!(!f.calls().iter().any(|c| c.starts_with("lvremove")));
+    let own = Path::new("/l/.strata-tmp.c1.2");
+    let tag = format!("{TAG_PREFIX}{}", strata_core::build_mark(own));
+    f.on("lvs", true, &LVS.replace("strata_build_00000000000000aa", &tag));
+    b.undo_build(&c1, own).unwrap();
+    assert!(f.calls().contains(&"lvremove -f -y vg0/c1".to_string()));
+}
