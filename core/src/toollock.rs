@@ -224,6 +224,20 @@ pub fn settle_orphans(grace: Duration) -> bool {
     settle_in(&paths::run_dir().join("tmp"), grace)
 }
 
+/// How long a patient tool of lock file `p` is still waited for: what is
+/// left of its [`PATIENT_GRACE`], counted from when it started (the lock's
+/// last write, its pid's), and never less than `grace`. A tool hung long
+/// before the next command came (the user killed its command after waiting
+/// for it) has had its grace: it is not waited for another full one.
+fn patient_wait(p: &Path, grace: Duration) -> Duration {
+    let ran = std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    PATIENT_GRACE.saturating_sub(ran).max(grace)
+}
+
 /// How long killed tools get to exit (SIGKILL is not instant under load).
 const AFTER_KILL: Duration = Duration::from_secs(2);
 
@@ -250,7 +264,7 @@ fn settle_in(base: &Path, grace: Duration) -> bool {
         let _span = tracing::info_span!("wait for the tools of a killed command", lock = %p.display()).entered();
         let Ok(f) = File::open(&p) else { continue };
         let patient = std::fs::read_to_string(&p).is_ok_and(|t| t.lines().next() == Some(PATIENT));
-        let deadline = t0 + if patient { grace.max(PATIENT_GRACE) } else { grace };
+        let deadline = t0 + if patient { patient_wait(&p, grace) } else { grace };
         if !ended(&p, &f, deadline) {
             left.push((p, f));
         }
@@ -547,6 +561,26 @@ mod tests {
             "returned before the tool exited"
         );
         assert!(child.wait().unwrap().success(), "a patient tool was killed");
+        // One that has run past its grace already (hung long before this
+        // command came) is not waited for another: killed after the short one.
+        let lock = ToolLock::new_in(&tmp).unwrap();
+        std::fs::write(&lock.path, format!("{PATIENT}\n")).unwrap();
+        let mut c = Command::new("sleep");
+        c.arg("300");
+        lock.pass_to(&mut c);
+        let mut child = c.spawn().unwrap();
+        let dead = orphaned(lock, &tmp, "h");
+        let long_ago = std::time::SystemTime::now() - PATIENT_GRACE - Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&dead)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let t = Instant::now();
+        assert!(settle_in(&tmp, Duration::from_millis(100)));
+        assert!(t.elapsed() < PATIENT_GRACE / 2, "waited {:?}", t.elapsed());
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         // A pid in the record of a process that started after the record
         // was written (the pid reused by another process): not the tool's,
         // never signalled, and no reason to wait.
