@@ -343,6 +343,12 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Its own send/receive format (btrfs send, zfs send), if it has one:
+    /// `strata send --native` and `export --optimized` carry the rootfs in it.
+    fn native_stream(&self) -> Option<&dyn NativeStream> {
+        None
+    }
+
     /// Disk usage, if the backend can tell.
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
         None
@@ -429,6 +435,58 @@ pub trait FastCopy {
     fn fast_copy(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target) -> Result<bool>;
 }
 
+/// A backend's own stream of a rootfs (btrfs send, zfs send): the storage's
+/// own record of a tree, and of its changes since a snapshot both ends
+/// have. The engine frames each stream in the container stream (see
+/// [`crate::stream::native`]); the backend drives its tools.
+pub trait NativeStream {
+    /// The format's name in a stream's index: a receiver takes such a
+    /// stream only on a backend declaring the same name.
+    fn format(&self) -> &'static str;
+
+    /// Whether a native send reads only read-only snapshots (btrfs send):
+    /// the engine then sends a writable rootfs from a read-only snapshot of
+    /// it that it stages (and removes) itself.
+    fn sends_readonly_only(&self) -> bool {
+        false
+    }
+
+    /// Refuse, naming why, a native send of `spec` that would not carry
+    /// all of it (btrfs: subvolumes nested in it, which btrfs send leaves
+    /// out).
+    fn check_send(&self, spec: &RootfsSpec) -> Result<()>;
+
+    /// What a receiver's copy of `spec` is known by (btrfs: its received
+    /// UUID, else its UUID), for an incremental stream's base.
+    fn identity(&self, spec: &RootfsSpec) -> Result<String>;
+
+    /// Whether `spec` here is a native copy of the rootfs known as `id`
+    /// (or that rootfs itself): an incremental native stream from it
+    /// applies here.
+    fn is_copy_of(&self, spec: &RootfsSpec, id: &str) -> Result<bool>;
+
+    /// Write the stream of `spec` to `out`: whole, or (with `parent`, a
+    /// read-only snapshot the receiver has a native copy of) only what
+    /// differs from `parent`.
+    fn send(&self, spec: &RootfsSpec, parent: Option<&RootfsSpec>, out: &mut dyn std::io::Write) -> Result<()>;
+
+    /// Make the planned `spec` (as reachable while building: `t.building`)
+    /// from the stream on `input`, read to its end. `parent`: this side's
+    /// copy of the tree an incremental stream was sent against (the tree
+    /// received before it). `writable`: the container's own rootfs;
+    /// otherwise a snapshot, read-only where the backend makes them so. A
+    /// failure leaves nothing; a kill -9 leaves only what
+    /// [`Backend::destroy`] of `spec` removes.
+    fn receive(
+        &self,
+        spec: &RootfsSpec,
+        t: &Target,
+        parent: Option<&RootfsSpec>,
+        input: &mut dyn std::io::Read,
+        writable: bool,
+    ) -> Result<()>;
+}
+
 /// Disk usage per rootfs, from the backend's own accounting where it keeps
 /// one (the [`Usage::source`] it returns says which).
 pub trait UsageReport {
@@ -505,6 +563,14 @@ impl Backends {
             .first()
             .map(|b| b.as_ref())
             .ok_or_else(|| err!(InvalidSpec, "find backend", "no backend registered"))
+    }
+
+    /// The backend whose native stream format is `format`.
+    pub fn by_native_format(&self, format: &str) -> Option<&dyn Backend> {
+        self.list
+            .iter()
+            .find(|b| b.native_stream().is_some_and(|n| n.format() == format))
+            .map(|b| b.as_ref())
     }
 
     /// The backend that handles `spec`.

@@ -38,8 +38,8 @@ pub mod toollock;
 pub mod usage;
 
 pub use backend::{
-    build_mark, Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, Opened, Resize, Snapshotter, Target, Usage,
-    UsageReport, UsageSource,
+    build_mark, Backend, BackendOpts, Backends, Capacity, Caps, FastCopy, NativeStream, Opened, Resize, Snapshotter,
+    Target, Usage, UsageReport, UsageSource,
 };
 pub use error::{Error, ErrorKind, IoContext, Result};
 pub use spec::RootfsSpec;

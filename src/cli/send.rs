@@ -23,6 +23,11 @@ pub struct Args {
     /// receiving side has (with --snapshots, also the snapshots after it)
     #[arg(long = "from", value_name = "SNAP")]
     pub from: Option<String>,
+    /// Each tree as its backend's own stream (btrfs send; incremental
+    /// with --from), which only the same backend receives (--optimized:
+    /// the same for an archive)
+    #[arg(long = "native", visible_alias = "optimized")]
+    pub native: bool,
     /// Progress as JSON lines on stderr (for scripts)
     #[arg(long = "json")]
     pub json: bool,
@@ -53,6 +58,7 @@ pub fn write_stream(
         snapshots: a.snapshots,
         level: a.level,
         from: a.from.clone(),
+        native: a.native,
         progress: progress.as_ref().map(|p| p.hook()),
     };
     let res = write(&engine, &req);

@@ -1,8 +1,10 @@
 //! The btrfs backend: the rootfs is a subvolume, `btrfs:$lxcpath/NAME/rootfs`.
 //! Snapshots (clones and `lxc-snapshot`) are subvolume snapshots; subvolumes
-//! nested inside a rootfs are snapshotted and destroyed with it.
+//! nested inside a rootfs are snapshotted and destroyed with it. Its native
+//! stream (`strata send --native`) is btrfs send/receive (see `native`).
 
 mod ioctl;
+mod native;
 mod resize;
 
 use nix::errno::Errno;
@@ -378,6 +380,8 @@ impl Backend for BtrfsBackend {
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
         let path = spec.path();
         let _span = tracing::debug_span!("btrfs destroy", path = %path.display()).entered();
+        // A native receive's leftovers beside it (killed before they were moved into place).
+        native::clear_receive_dir(&path)?;
         destroy_tree(&path)
     }
 
@@ -415,6 +419,10 @@ impl Backend for BtrfsBackend {
     }
 
     fn resizer(&self) -> Option<&dyn strata_core::Resize> {
+        Some(self)
+    }
+
+    fn native_stream(&self) -> Option<&dyn strata_core::NativeStream> {
         Some(self)
     }
 

@@ -78,6 +78,7 @@ mod deps;
 mod destroy;
 mod export;
 pub mod fsutil;
+mod native;
 mod receive;
 mod reconcile;
 mod refresh;

@@ -20,7 +20,9 @@ use crate::names;
 use crate::spec::RootfsSpec;
 use crate::store::{Container, ContainerRef};
 use crate::stream::files;
-use crate::stream::{Index, ProgressFn, StreamStats, Unpacker, FORMAT, INDEX, MAX_INDEX, VERSION, VERSION_DELTA};
+use crate::stream::{
+    Index, ProgressFn, StreamStats, Unpacker, FORMAT, INDEX, MAX_INDEX, VERSION, VERSION_DELTA, VERSION_NATIVE,
+};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -114,16 +116,35 @@ impl Engine {
             e.read_to_end(&mut buf).map_err(stream_err)?;
             serde_json::from_slice(&buf).map_err(|e| bad(format!("bad index: {e}")))?
         };
-        if index.format != FORMAT || ![VERSION, VERSION_DELTA].contains(&index.version) {
+        if index.format != FORMAT || ![VERSION, VERSION_DELTA, VERSION_NATIVE].contains(&index.version) {
             return Err(bad(format!(
-                "unsupported stream format {} version {} (this strata reads {FORMAT} versions {VERSION} and {VERSION_DELTA})",
+                "unsupported stream format {} version {} (this strata reads {FORMAT} versions {VERSION} to {VERSION_NATIVE})",
                 index.format, index.version
             )));
         }
-        if (index.version == VERSION_DELTA) != index.base.is_some() {
+        if (index.version == VERSION_NATIVE) != index.native.is_some() {
+            return Err(bad(
+                "bad index: a native stream names its format, and only it does".into()
+            ));
+        }
+        if index.version != VERSION_NATIVE && (index.version == VERSION_DELTA) != index.base.is_some() {
             return Err(bad(
                 "bad index: an incremental stream needs its base, and only it has one".into(),
             ));
+        }
+        if let Some(n) = &index.native {
+            if n.base.is_some() != index.base.is_some() {
+                return Err(bad(
+                    "bad index: a native incremental stream names its base's identity".into()
+                ));
+            }
+            if req.map.is_some() {
+                return Err(bad(
+                    "--map does not apply to a native stream (it carries owners as they are); \
+                     receive it without --map, then use strata convert"
+                        .into(),
+                ));
+            }
         }
         let name = req.name.clone().unwrap_or_else(|| index.name.clone());
         names::validate(&name)?;
@@ -161,7 +182,13 @@ impl Engine {
         }
         if index.base.is_some() {
             let mut rf = self.refresh_begin(req, &index, cfg, &snap_cfgs)?;
-            let st = self.refresh_fill(&mut rf, &index, &mut entries, &pax, req.progress.as_ref())?;
+            let st = match &index.native {
+                Some(n) => {
+                    self.native_refresh_check(&rf, &index, n)?;
+                    self.refresh_fill_native(&mut rf, &index, &mut entries, &pax, req.progress.as_ref())?
+                }
+                None => self.refresh_fill(&mut rf, &index, &mut entries, &pax, req.progress.as_ref())?,
+            };
             // The rest of the zstd frame, whose end proves the stream whole.
             let mut dec = ar.into_inner();
             if let Err(e) = std::io::copy(&mut dec, &mut std::io::sink()) {
@@ -178,9 +205,10 @@ impl Engine {
                 "receive needs root (owners, device nodes and capabilities are made as sent)"
             ));
         }
-        let backend = match req.backend.as_deref() {
-            Some(kind) => self.backends.get(kind)?,
-            None => self.backends.default_backend()?,
+        let backend = match (&index.native, req.backend.as_deref()) {
+            (Some(n), asked) => self.native_target(&index, n, asked)?,
+            (None, Some(kind)) => self.backends.get(kind)?,
+            (None, None) => self.backends.default_backend()?,
         };
         check_backend_allowed(backend)?;
         let r = ContainerRef::new(&lxcpath, &name);
@@ -340,11 +368,75 @@ impl Engine {
         let mut done: Vec<Part> = Vec::new();
         let snaps_build = plan.staging.join("snaps");
         let snaps_final = plan.final_dir.join("snaps");
-        for e in entries {
+        // Where the tree `part` is built: its spec, final dir, build dir, name and lxcpath.
+        let part_dirs = |part: Part| -> Result<(&RootfsSpec, PathBuf, PathBuf, String, PathBuf)> {
+            Ok(match part {
+                Part::Main => (
+                    &plan.main,
+                    plan.final_dir.clone(),
+                    plan.staging.clone(),
+                    name.to_string(),
+                    lxcpath.to_path_buf(),
+                ),
+                Part::Snap(i) => {
+                    let n = &index.snapshots[i].name;
+                    if !snaps_build.is_dir() {
+                        mkdir(&snaps_build, 0o755)?;
+                    }
+                    let b = snaps_build.join(n);
+                    mkdir(&b, 0o770)?;
+                    (&plan.snaps[i], snaps_final.join(n), b, n.clone(), snaps_final.clone())
+                }
+            })
+        };
+        // The tree a native section before this one made (the next one's parent).
+        let mut last_native: Option<RootfsSpec> = None;
+        // Not a `for` loop: a native section reads its chunks from `entries` itself.
+        while let Some(e) = entries.next() {
             let mut e = e.map_err(stream_err)?;
             let rec = pax.take(e.raw_header_position()).map_err(bad)?;
             let path = crate::stream::entry_name(&mut e, rec.as_ref()).map_err(stream_err)?;
-            let Some((part, prefix)) = part_of(index, &path) else {
+            let found = if index.native.is_some() {
+                native_part_of(index, &path)
+            } else {
+                part_of(index, &path)
+            };
+            if let (Some(_), Some((part, prefix))) = (&index.native, &found) {
+                if done.contains(part) {
+                    return Err(bad(format!("tree {prefix} comes twice")));
+                }
+                let (spec, dir, build, tname, tlxc) = part_dirs(*part)?;
+                let t = Target {
+                    name: &tname,
+                    lxcpath: &tlxc,
+                    dir: &dir,
+                    build_dir: &build,
+                    opts,
+                };
+                made.push((spec.clone(), build.clone()));
+                let p = progress.map(|f| (f, stats.entries, stats.bytes));
+                let parent = last_native.take();
+                let n = self.receive_native_part(
+                    backend,
+                    spec,
+                    &t,
+                    *part,
+                    prefix,
+                    parent.as_ref(),
+                    entries,
+                    pax,
+                    e,
+                    &path,
+                    p,
+                )?;
+                apply_fssize(backend, &t, &t.building(spec))?;
+                last_native = Some(t.building(spec));
+                stats.entries += 1;
+                stats.bytes += n;
+                done.push(*part);
+                continue;
+            }
+            let Some((part, prefix)) = found else {
                 if is_meta(index, &path) {
                     continue;
                 }
@@ -379,24 +471,7 @@ impl Engine {
                 if done.contains(&part) {
                     return Err(bad(format!("tree {prefix} comes twice")));
                 }
-                let (spec, dir, build, tname, tlxc) = match part {
-                    Part::Main => (
-                        &plan.main,
-                        plan.final_dir.clone(),
-                        plan.staging.clone(),
-                        name.to_string(),
-                        lxcpath.to_path_buf(),
-                    ),
-                    Part::Snap(i) => {
-                        let n = &index.snapshots[i].name;
-                        if !snaps_build.is_dir() {
-                            mkdir(&snaps_build, 0o755)?;
-                        }
-                        let b = snaps_build.join(n);
-                        mkdir(&b, 0o770)?;
-                        (&plan.snaps[i], snaps_final.join(n), b, n.clone(), snaps_final.clone())
-                    }
-                };
+                let (spec, dir, build, tname, tlxc) = part_dirs(part)?;
                 let t = Target {
                     name: &tname,
                     lxcpath: &tlxc,
@@ -505,6 +580,15 @@ pub(super) fn part_of(index: &Index, path: &[u8]) -> Option<(Part, String)> {
         }
     }
     None
+}
+
+/// Which tree a native section's entry belongs to, with that tree's prefix.
+pub(super) fn native_part_of(index: &Index, path: &[u8]) -> Option<(Part, String)> {
+    (0..index.snapshots.len())
+        .map(Part::Snap)
+        .chain([Part::Main])
+        .map(|p| (p, super::refresh::prefix_of(index, p)))
+        .find(|(_, pre)| crate::stream::native::is_section_entry(pre, path))
 }
 
 /// The plain-text copies of what the index holds.

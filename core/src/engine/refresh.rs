@@ -44,18 +44,18 @@ const OP: &str = "receive";
 
 /// A refresh under way: checked, locked, trees being applied.
 pub(super) struct Refresh {
-    r: ContainerRef,
+    pub(super) r: ContainerRef,
     _lock: ContainerLock,
-    cur: Container,
+    pub(super) cur: Container,
     cfg: Config,
     /// The target's own id map (kept: the delta is shifted into it).
-    map: Option<IdMap>,
+    pub(super) map: Option<IdMap>,
     /// Per snapshot of the stream: whether this side has it already.
-    have: Vec<bool>,
+    pub(super) have: Vec<bool>,
     /// Snapshots only this side has (kept).
-    kept: Vec<String>,
+    pub(super) kept: Vec<String>,
     /// The rootfs staged so far.
-    main: Option<Staged>,
+    pub(super) main: Option<Staged>,
 }
 
 /// What the trees of the stream are applied to, while one is open.
@@ -400,7 +400,7 @@ impl Engine {
 
 /// The sender's config for `dst`: its paths rewritten to this side's dir,
 /// its rootfs the staged one, this side's map kept.
-fn fix_config(c: &mut Config, index: &Index, dst: &ContainerRef, st: &Staged, map: Option<&IdMap>) {
+pub(super) fn fix_config(c: &mut Config, index: &Index, dst: &ContainerRef, st: &Staged, map: Option<&IdMap>) {
     let (old, new) = (index.dir.display().to_string(), dst_container_dir(dst));
     c.rewrite(|_, v| v.contains(&old).then(|| replace_dir(v, &old, &new)));
     if let Some(m) = map {
@@ -434,7 +434,7 @@ fn container_ref(dst: &ContainerRef) -> ContainerRef {
     dst.clone()
 }
 
-fn prefix_of(index: &Index, part: Part) -> String {
+pub(super) fn prefix_of(index: &Index, part: Part) -> String {
     match part {
         Part::Main => "rootfs".into(),
         Part::Snap(i) => format!("snaps/{}/rootfs", index.snapshots[i].name),

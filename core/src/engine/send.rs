@@ -11,7 +11,7 @@ use crate::store::{read_regular, ContainerRef, Store};
 use crate::stream::files;
 use crate::stream::{
     Base, External, FileIndex, Index, Packer, ProgressFn, SnapIndex, StreamStats, Totals, FORMAT, INDEX, VERSION,
-    VERSION_DELTA,
+    VERSION_DELTA, VERSION_NATIVE,
 };
 use std::io::Write;
 
@@ -27,6 +27,8 @@ pub struct SendRequest {
     /// Incremental: only what changed since this snapshot, which the
     /// receiver has (see [`crate::stream`]).
     pub from: Option<String>,
+    /// Trees as their backend's own streams (see [`super::native`]).
+    pub native: bool,
     /// Told of the entries and bytes written so far.
     pub progress: Option<ProgressFn>,
 }
@@ -38,6 +40,7 @@ impl std::fmt::Debug for SendRequest {
             .field("snapshots", &self.snapshots)
             .field("level", &self.level)
             .field("from", &self.from)
+            .field("native", &self.native)
             .finish()
     }
 }
@@ -91,9 +94,19 @@ impl Engine {
             }
             None => (None, all.clone()),
         };
+        // Checked before a byte is written.
+        let native = if req.native {
+            Some(self.native_plan(&c, base.as_ref(), &snaps)?)
+        } else {
+            None
+        };
         let mut index = Index {
             format: FORMAT.into(),
-            version: if base.is_some() { VERSION_DELTA } else { VERSION },
+            version: match (&native, &base) {
+                (Some(_), _) => VERSION_NATIVE,
+                (None, Some(_)) => VERSION_DELTA,
+                (None, None) => VERSION,
+            },
             name: r.name.clone(),
             dir: r.dir(),
             backend: c.rootfs.kind().to_string(),
@@ -110,6 +123,7 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            native,
             total: None,
         };
         for s in &snaps {
@@ -121,7 +135,7 @@ impl Engine {
             });
         }
         let carried = config_files(&mut index)?;
-        if req.progress.is_some() && base.is_none() {
+        if req.progress.is_some() && base.is_none() && !req.native {
             // Measured first, for the rate's ETA (an incremental stream's size is not known ahead).
             let mut t = Totals::default();
             for spec in snaps.iter().map(|s| &s.rootfs).chain([&c.rootfs]) {
@@ -159,15 +173,19 @@ impl Engine {
         for (f, data) in index.files.iter().zip(&carried) {
             p.add_file(&format!("files/{}", f.path.display()), data, f.mode)?;
         }
+        if req.native {
+            self.send_native_trees(&mut p, &c, base.as_ref(), &snaps)?;
+        }
         // Each tree, after the one before it in an incremental stream.
         let mut prev: Option<Opened> = match &base {
-            Some(b) => Some(Opened::open(self.backends.for_spec(&b.rootfs)?, &b.rootfs, true)?),
-            None => None,
+            Some(b) if !req.native => Some(Opened::open(self.backends.for_spec(&b.rootfs)?, &b.rootfs, true)?),
+            _ => None,
         };
         let trees = snaps
             .iter()
+            .filter(|_| !req.native)
             .map(|s| (format!("snaps/{}/rootfs", s.name), &s.rootfs))
-            .chain([("rootfs".to_string(), &c.rootfs)]);
+            .chain((!req.native).then(|| ("rootfs".to_string(), &c.rootfs)));
         for (prefix, spec) in trees {
             let o = Opened::open(self.backends.for_spec(spec)?, spec, true)?;
             match &prev {

@@ -26,12 +26,17 @@
 //! `PREFIX.deleted` lists (NUL-separated, relative to the tree) what is
 //! gone. That entry also marks the tree complete.
 //!
+//! A native stream (`send --native`, version [`VERSION_NATIVE`]) carries
+//! each tree as its backend's own stream instead (see [`native`]), full or
+//! incremental from the base.
+//!
 //! GNU tar reads such an archive (`tar --zstd --xattrs --xattrs-include='*'
 //! --numeric-owner -xpf`); the receiver never writes through a symlink of
 //! the tree it builds ([`Unpacker`]).
 
 mod acl;
 pub mod files;
+pub mod native;
 mod pack;
 pub mod pax;
 mod unpack;
@@ -48,6 +53,9 @@ pub const FORMAT: &str = "strata-container-stream";
 pub const VERSION: u32 = 1;
 /// Version of an incremental stream.
 pub const VERSION_DELTA: u32 = 2;
+/// Version of a stream whose trees are native sections (see [`native`]),
+/// full or incremental.
+pub const VERSION_NATIVE: u32 = 3;
 /// After each tree of an incremental stream: what it no longer holds.
 pub const DELETED: &str = ".deleted";
 /// Most an index may take (configs are capped far below this).
@@ -78,6 +86,9 @@ pub struct Index {
     /// the receiver has are kept, and named).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sender_snapshots: Vec<String>,
+    /// The trees are native sections in this format (see [`native`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<native::Native>,
     /// Entries and file bytes of the trees (for progress), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<Totals>,
