@@ -19,6 +19,7 @@ use strata_testkit::LoopFs;
 fn backend(kind: &str) -> std::sync::Arc<dyn Backend> {
     match kind {
         "dir" => strata_dir::backend(),
+        "overlay" => strata_overlay::backend(),
         "btrfs" => strata_btrfs::backend(),
         "loop" => strata_loop::backend(),
         k => panic!("{k}"),
@@ -210,6 +211,54 @@ fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat(
             env.ok("lxc-destroy", &["-n", &format!("{s}-to-{t}"), "-s"]);
         }
         env.ok("lxc-destroy", &["-n", &name, "-s"]);
+    }
+    strata_testkit::no_leak(&env.lxcpath);
+}
+
+/// Into overlay: the refreshed container is an overlay on the base
+/// snapshot's tree (as a restore makes it), refreshed again as often as
+/// wanted; a snapshot of this side that is an overlay on the container's
+/// own rootfs dir (which a refresh replaces) makes it refuse, naming it.
+#[test]
+fn incremental_receive_into_overlay() {
+    let env = Env::new();
+    let _fs = LoopFs::new("ext4", 1 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    env.ok("lxc-snapshot", &["-n", "c1"]);
+    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    for t in ["o1", "o2"] {
+        ok(&env, &["receive", "-n", t, "-B", "overlay"], Some(&full));
+    }
+    // o2 takes a snapshot of its own: an overlay on o2's rootfs dir.
+    env.ok("lxc-snapshot", &["-n", "o2"]);
+    modify(&env, "c1", |r| small_change(r, 1));
+    let (delta, _) = ok(&env, &["send", "-n", "c1", "--from", "snap0"], None);
+    let before = (rootfs_view(&env, "o2"), listing(&env, "o2"), env.config("o2"));
+    let e = fails(&env, &["receive", "-n", "o2"], Some(&delta));
+    assert!(e.contains("snapshot snap1 of o2 is an overlay on its rootfs"), "{e}");
+    assert_eq!(before, (rootfs_view(&env, "o2"), listing(&env, "o2"), env.config("o2")));
+    let want = rootfs_view(&env, "c1");
+    for round in 0..2 {
+        ok(&env, &["receive", "-n", "o1"], Some(&delta));
+        diff(&format!("o1 round {round}"), &want, &rootfs_view(&env, "o1"));
+        assert_eq!(Store::new(&env.lxcpath).load("o1").unwrap().rootfs.kind(), "overlay");
+    }
+    // A snapshot taken now is an overlay on snap0's tree; the next refresh keeps it whole.
+    env.ok("lxc-snapshot", &["-n", "o1"]);
+    let s1 = snap_view(&env, "o1", "snap1");
+    modify(&env, "c1", |r| small_change(r, 2));
+    let (delta, _) = ok(&env, &["send", "-n", "c1", "--from", "snap0"], None);
+    ok(&env, &["receive", "-n", "o1"], Some(&delta));
+    diff(
+        "o1 after a third refresh",
+        &rootfs_view(&env, "c1"),
+        &rootfs_view(&env, "o1"),
+    );
+    diff("o1 snap1 kept", &s1, &snap_view(&env, "o1", "snap1"));
+    for c in ["o1", "o2", "c1"] {
+        env.ok("lxc-destroy", &["-n", c, "-s"]);
     }
     strata_testkit::no_leak(&env.lxcpath);
 }

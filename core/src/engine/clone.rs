@@ -127,7 +127,7 @@ impl<'a> Params<'a> {
 }
 
 /// The container whose rootfs dir is the (single) lower of an overlay spec.
-fn lower_owner(spec: &RootfsSpec) -> Option<ContainerRef> {
+pub(super) fn lower_owner(spec: &RootfsSpec) -> Option<ContainerRef> {
     let (lower, _) = spec.overlay_parts()?;
     if lower.contains(':') {
         return None;

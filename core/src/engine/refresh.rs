@@ -129,7 +129,12 @@ impl Engine {
                 )));
             }
         }
-        if !crate::depfile::depends_on(&r)?.is_empty() {
+        // An overlay container refreshed before depends on its own snapshot (the
+        // lower of the clone it got): that one is fine, it stays with it.
+        if crate::depfile::depends_on(&r)?
+            .iter()
+            .any(|o| o.lxcpath != store.snaps_path(&name))
+        {
             return Err(err!(
                 Unsupported,
                 OP,
@@ -155,6 +160,26 @@ impl Engine {
                 )))
             }
             Some(_) => {}
+        }
+        // A snapshot of this side that is an overlay on the container's own
+        // rootfs dir would lose its lower when the refresh replaces it.
+        let ss = Store::new(store.snaps_path(&name));
+        let on_rootfs: Vec<&str> = snaps
+            .iter()
+            .filter(|s| {
+                ss.load(&s.name)
+                    .is_ok_and(|c| super::clone::lower_owner(&c.rootfs).as_ref() == Some(&r))
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if !on_rootfs.is_empty() {
+            return Err(err!(
+                Unsupported,
+                OP,
+                "snapshot {} of {name} is an overlay on its rootfs, which an incremental receive replaces: \
+                 refresh it by a full receive under a new name",
+                on_rootfs.join(", ")
+            ));
         }
         let mut have = Vec::new();
         for s in &index.snapshots {
@@ -319,7 +344,7 @@ impl Engine {
                         }
                     };
                     let b = self.backend_of(&st.spec)?;
-                    let building = st.spec.rebase(&dst.dir(), &st.path);
+                    let building = building(&st, &dst);
                     let o = match Opened::open(b, &building, false) {
                         Ok(o) => o,
                         Err(e) => {
@@ -411,6 +436,17 @@ pub(super) fn fix_config(c: &mut Config, index: &Index, dst: &ContainerRef, st: 
     if name != index.name && c.get("lxc.uts.name") == Some(index.name.as_str()) {
         c.set("lxc.uts.name", &name);
     }
+}
+
+/// The staged rootfs as its build sees it: its paths in the staging dir,
+/// except an overlay lower in the container's own snapshots (the clone of
+/// an overlay snapshot keeps the snapshot's lower), which stays where it is
+/// (a plain rebase would take it into the staging dir, which holds no snaps).
+fn building(st: &Staged, dst: &ContainerRef) -> crate::spec::RootfsSpec {
+    let dir = dst.dir();
+    st.spec
+        .rebase(&dir, &st.path)
+        .rebase(&st.path.join("snaps"), &dir.join("snaps"))
 }
 
 /// The container dir (a snapshot's paths are rewritten against its container's dir too).
