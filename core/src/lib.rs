@@ -27,6 +27,7 @@ pub mod mountinfo;
 pub mod names;
 pub mod paths;
 pub mod procfs;
+pub mod projquota;
 pub mod runner;
 pub mod scratch;
 pub mod shift;

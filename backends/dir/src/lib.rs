@@ -1,5 +1,10 @@
 //! The dir backend: the rootfs is a plain directory, `dir:$lxcpath/NAME/rootfs`
-//! (or `--dir PATH`). Mounting is a recursive bind mount.
+//! (or `--dir PATH`). Mounting is a recursive bind mount. `--fssize` and
+//! `strata resize` bind the tree to a project quota where the filesystem
+//! enforces them (ext4, xfs; see [`strata_core::projquota`]), whose count
+//! is then its usage; elsewhere they are refused and usage is a walk.
+
+mod resize;
 
 use nix::mount::{umount2, MntFlags};
 use std::path::{Path, PathBuf};
@@ -65,6 +70,8 @@ impl Backend for DirBackend {
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
         let path = spec.path();
         let _span = tracing::debug_span!("dir destroy", path = %path.display()).entered();
+        // Its project's limit goes first: no limit is left for an id a later tree may get.
+        strata_core::projquota::release(&path);
         fsutil::remove_tree(&path)
     }
 
@@ -93,11 +100,24 @@ impl Backend for DirBackend {
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
         Some(self)
     }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
+        Some(self)
+    }
 }
 
 impl UsageReport for DirBackend {
-    // A plain directory keeps no count: walk it. Nothing in it is shared.
+    // A tree in a project quota: the filesystem's count of the project.
+    // Otherwise a plain directory keeps no count: walk it. Nothing in it is shared.
     fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        if let Some(q) = strata_core::projquota::quota(&spec.path())? {
+            return Ok(Usage {
+                exclusive: Some(q.used),
+                referenced: Some(q.used),
+                snapshots: None,
+                source: UsageSource::Accounting("project quota"),
+            });
+        }
         let bytes = strata_core::usage::walk(&spec.path())?;
         Ok(Usage {
             exclusive: Some(bytes),

@@ -15,7 +15,10 @@
 //! loser's lvcreate fails, its build is undone without touching the
 //! winner's LV ([`Backend::made_by`]) and planned again. The lvm tools run with argv only, JSON reports and
 //! sizes in bytes; every VG/LV name is checked before any command runs.
+//! `strata resize` grows a volume with its filesystem (online), and
+//! shrinks an ext4 one offline (`resize.rs`).
 
+mod resize;
 pub mod runner;
 
 use runner::{Out, Runner, SystemRunner};
@@ -605,6 +608,10 @@ impl Backend for LvmBackend {
     }
 
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
         Some(self)
     }
 }

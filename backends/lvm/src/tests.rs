@@ -306,3 +306,49 @@ fn a_failed_lookup_is_no_proof_that_a_volume_is_gone() {
     b.undo_build(&c1, own).unwrap();
     assert!(f.calls().contains(&"lvremove -f -y vg0/c1".to_string()));
 }
+
+#[test]
+fn resize_grows_online_and_shrinks_only_ext4_stopped() {
+    let (b, f) = setup();
+    let r = b.resizer().expect("lvm declares a resizer");
+    let spec = RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap();
+    f.on("blkid", true, "xfs\n");
+    // Larger than the thin pool: refused before any tool changes anything.
+    let e = r.resize(&spec, 2 << 30, false).unwrap_err();
+    assert!(e.to_string().contains("larger than thin pool vg0/lxc"), "{e}");
+    // xfs cannot shrink; nor may a running container's volume.
+    let e = r.resize(&spec, 256 << 20, false).unwrap_err();
+    assert!(e.to_string().contains("xfs cannot shrink"), "{e}");
+    let e = r.resize(&spec, 256 << 20, true).unwrap_err();
+    assert!(e.to_string().contains("stop it to shrink"), "{e}");
+    assert!(
+        !f.calls()
+            .iter()
+            .any(|c| c.starts_with("lvextend") || c.starts_with("lvreduce")),
+        "{:?}",
+        f.calls()
+    );
+    // ext4 below what its files need: refused after the check, nothing resized.
+    f.on("blkid", true, "ext4\n");
+    f.on(
+        "resize2fs -P",
+        true,
+        "Estimated minimum size of the filesystem: 100000\n",
+    );
+    f.on("dumpe2fs -h", true, "Block size:               1024\n");
+    let e = r.resize(&spec, 64 << 20, false).unwrap_err();
+    assert!(e.to_string().contains("need at least 98 MiB"), "{e}");
+    assert!(!f.calls().iter().any(|c| c.starts_with("lvreduce")));
+    // Shrunk: the filesystem first, then the volume.
+    r.resize(&spec, 256 << 20, false).unwrap();
+    let calls = f.calls();
+    let fs = calls
+        .iter()
+        .position(|c| c == "resize2fs -f /dev/vg0/c1 262144K")
+        .unwrap();
+    let lv = calls
+        .iter()
+        .position(|c| c == "lvreduce -y -f -L 268435456b vg0/c1")
+        .unwrap();
+    assert!(fs < lv, "{calls:?}");
+}

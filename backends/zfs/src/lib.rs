@@ -27,7 +27,11 @@
 //! snapshot (`zfs promote`), which takes the older snapshots with it, so
 //! that no clone loses its data. Origin snapshots this backend made
 //! (`@strata-*`) are removed once their last clone is gone.
+//!
+//! `--fssize` is the dataset's `refquota` (see `resize.rs`), changed by
+//! `strata resize`.
 
+mod resize;
 pub mod runner;
 
 use nix::mount::{mount, MsFlags};
@@ -650,6 +654,10 @@ impl Backend for ZfsBackend {
     }
 
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
         Some(self)
     }
 }

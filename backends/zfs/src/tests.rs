@@ -695,3 +695,28 @@ fn undoing_a_build_drops_its_own_snapshot_only() {
     let destroyed: Vec<&String> = c.iter().filter(|c| c.starts_with("zfs destroy")).collect();
     assert_eq!(destroyed, ["zfs destroy tank/lxc/c1@strata-c"], "{c:?}");
 }
+
+#[test]
+fn fssize_is_the_refquota_and_never_below_what_it_refers_to() {
+    let (b, f) = setup();
+    let spec = RootfsSpec::parse("zfs:tank/lxc/c1").unwrap();
+    let r = b.resizer().expect("zfs declares a resizer");
+    f.on("zfs get -H -p -o value referenced tank/lxc/c1", true, "3145728\n");
+    r.resize(&spec, 32 << 20, true).unwrap();
+    assert!(
+        f.calls().contains(&"zfs set refquota=33554432 tank/lxc/c1".to_string()),
+        "{:?}",
+        f.calls()
+    );
+    let e = r.resize(&spec, 1 << 20, false).unwrap_err();
+    assert!(e.to_string().contains("refers to 3 MiB already"), "{e}");
+    assert_eq!(
+        f.calls().iter().filter(|c| c.starts_with("zfs set")).count(),
+        1,
+        "nothing set when refused"
+    );
+    f.on("zfs get -H -p -o value refquota tank/lxc/c1", true, "0\n");
+    assert_eq!(r.size(&spec).unwrap(), None);
+    f.on("zfs get -H -p -o value refquota tank/lxc/c1", true, "33554432\n");
+    assert_eq!(r.size(&spec).unwrap(), Some(32 << 20));
+}

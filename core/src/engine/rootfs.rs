@@ -106,7 +106,7 @@ pub(super) fn check_fssize(b: &dyn Backend, t: &Target) -> Result<()> {
         None => Err(err!(
             Unsupported,
             "plan rootfs",
-            "--fssize: strata cannot bound the size of a {} rootfs (loop, lvm and rbd have a device size, btrfs with quotas on a qgroup limit)",
+            "--fssize: strata cannot bound the size of a {} rootfs (loop, lvm and rbd have a device size, zfs a refquota, btrfs with quotas on a qgroup limit, dir on ext4 or xfs a project quota)",
             b.kind()
         )),
     }
