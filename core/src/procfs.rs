@@ -9,7 +9,11 @@ use std::path::Path;
 
 /// The whole text of the generated file `path`.
 pub fn read_to_string(path: impl AsRef<Path>) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    read_file_to_string(&mut std::fs::File::open(path)?)
+}
+
+/// [`read_to_string`] of a file already open, from where it stands.
+pub fn read_file_to_string(f: &mut std::fs::File) -> std::io::Result<String> {
     let mut b: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         if b.len() == b.capacity() {

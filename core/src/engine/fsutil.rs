@@ -10,6 +10,7 @@ use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use crate::copy::open_dir_at;
@@ -17,8 +18,24 @@ pub use crate::mountinfo::mount_points;
 
 /// Mount points at or below `path`.
 pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
-    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let canon = canonical(path).unwrap_or_else(|| path.to_path_buf());
     mount_points().into_iter().filter(|m| m.starts_with(&canon)).collect()
+}
+
+/// `path` with every symlink resolved, as `realpath`: the kernel's name of
+/// the opened path (three calls) instead of a `readlink` per component.
+/// `None` if it does not exist.
+pub fn canonical(path: &Path) -> Option<PathBuf> {
+    let fast = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .and_then(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())));
+    match fast {
+        // A name the kernel marks (deleted, unreachable from our root) is not a path.
+        Ok(p) if p.is_absolute() && !p.as_os_str().as_bytes().ends_with(b" (deleted)") => Some(p),
+        _ => std::fs::canonicalize(path).ok(),
+    }
 }
 
 /// Remove `path` and everything below it. Never follows a symlink (a
@@ -232,4 +249,33 @@ pub fn write_in_rootfs_if_regular(rootfs: &Path, rel: &str, data: &[u8]) -> Resu
     use std::io::Write;
     (&file).write_all(data).ctx(OP, &target)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_resolves_as_realpath() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir_all(real.join("in")).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("real/in", d.path().join("rel")).unwrap();
+        for p in [
+            d.path().join("link/in"),
+            d.path().join("rel"),
+            d.path().join("real/../real/in/."),
+            real.clone(),
+        ] {
+            assert_eq!(
+                canonical(&p),
+                Some(std::fs::canonicalize(&p).unwrap()),
+                "{}",
+                p.display()
+            );
+        }
+        assert_eq!(canonical(&d.path().join("missing")), None);
+        assert_eq!(canonical(&d.path().join("link/missing")), None);
+    }
 }
