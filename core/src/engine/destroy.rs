@@ -1,7 +1,7 @@
 //! `lxc-destroy` and `lxc-snapshot -d`: checks first, then the container
 //! is renamed aside (`.strata-del.*`) and destroyed from there.
 
-use super::deps::{live_dependents, locked, need, origins_of, refuse_dependents, remove_dep, Step};
+use super::deps::{live_dependents, locked, need, origins_of, refuse_dependents, remove_dep, unlocked, Step};
 use super::fsutil::{self, remove_tree, rename_noreplace};
 use super::rootfs::{entries_of, spec_of};
 use super::staging::{aside_name, DEL};
@@ -105,7 +105,12 @@ impl Engine {
     pub(super) fn do_destroy(&self, req: &DestroyRequest) -> Result<Vec<String>> {
         let r = &req.r;
         names::validate(&r.name)?;
-        locked(std::slice::from_ref(r), || self.destroy_locked(req))
+        // Its origins, read before any lock is taken: the locks the checks
+        // ask for, taken in one round instead of two (read again under the
+        // locks; a change meanwhile costs another round, as before).
+        let mut first = vec![r.clone()];
+        first.extend(unlocked(origins_of(r)));
+        locked(&first, || self.destroy_locked(req))
     }
 
     /// Under the container's lock: no clone can be added to it between the
