@@ -207,6 +207,21 @@ fn native_btrfs_round_trip_full_and_incremental() {
     assert!(!o.status.success() && o.stdout.is_empty());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no native stream"));
     env.ok("lxc-destroy", &["-n", "d1"]);
+    // Nor one whose snapshot is writable (as LXC's are on btrfs): btrfs send reads read-only ones only.
+    env.ok(
+        "lxc-create",
+        &["-n", "w1", "-B", "btrfs", "--rootfs-from", src.to_str().unwrap()],
+    );
+    env.ok("lxc-snapshot", &["-n", "w1"]);
+    let snap = snap_rootfs(&env, "w1", "snap0").path();
+    strata_testkit::sh(&["btrfs", "property", "set", "-f", snap.to_str().unwrap(), "ro", "false"]);
+    let o = strata(&env, &["send", "-n", "w1", "--snapshots", "--native"], None);
+    assert!(!o.status.success() && o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("writable snapshot"),
+        "{o:?}"
+    );
+    env.ok("lxc-destroy", &["-n", "w1", "-s"]);
 
     // An archive: export --optimized holds the same sections, import uses them.
     let file = env.src.join("c1.tar.zst");

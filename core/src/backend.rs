@@ -453,8 +453,10 @@ pub trait NativeStream {
 
     /// Refuse, naming why, a native send of `spec` that would not carry
     /// all of it (btrfs: subvolumes nested in it, which btrfs send leaves
-    /// out).
-    fn check_send(&self, spec: &RootfsSpec) -> Result<()>;
+    /// out). `as_is`: sent as it is, not from a read-only snapshot the
+    /// engine stages (see [`NativeStream::sends_readonly_only`]): a
+    /// snapshot that is writable (made by LXC) is refused then.
+    fn check_send(&self, spec: &RootfsSpec, as_is: bool) -> Result<()>;
 
     /// What a receiver's copy of `spec` is known by (btrfs: its received
     /// UUID, else its UUID), for an incremental stream's base.

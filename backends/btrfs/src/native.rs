@@ -112,10 +112,23 @@ impl NativeStream for BtrfsBackend {
         true
     }
 
-    fn check_send(&self, spec: &RootfsSpec) -> Result<()> {
+    fn check_send(&self, spec: &RootfsSpec, as_is: bool) -> Result<()> {
+        use std::os::fd::AsFd;
         let path = spec.path();
         if !is_subvolume(&path) {
             return Err(err!(Unsupported, OP_SEND, "not a btrfs subvolume: send it without --native").at(&path));
+        }
+        let f = crate::open_dir(&path)?;
+        let ro = crate::ioctl::get_flags(f.as_fd()).map_err(|e| Error::errno(OP_SEND, &path, e))?
+            & crate::ioctl::SUBVOL_RDONLY
+            != 0;
+        if as_is && !ro {
+            return Err(err!(
+                Unsupported,
+                OP_SEND,
+                "a writable snapshot (LXC makes them so), which btrfs send cannot read: send it without --native"
+            )
+            .at(&path));
         }
         let nested = nested_subvolumes(&path)?;
         if let Some(n) = nested.first() {

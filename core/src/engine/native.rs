@@ -69,9 +69,9 @@ impl Engine {
             }
         }
         for s in snaps {
-            ns.check_send(&s.rootfs)?;
+            ns.check_send(&s.rootfs, true)?;
         }
-        ns.check_send(&c.rootfs)?;
+        ns.check_send(&c.rootfs, !ns.sends_readonly_only())?;
         Ok(Native {
             format: ns.format().to_string(),
             base: base.map(|s| ns.identity(&s.rootfs)).transpose()?,
