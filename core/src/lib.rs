@@ -28,6 +28,7 @@ pub mod names;
 pub mod paths;
 pub mod procfs;
 pub mod projquota;
+pub mod rawsys;
 pub mod runner;
 pub mod scratch;
 pub mod shift;

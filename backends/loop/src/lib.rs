@@ -321,7 +321,14 @@ fn copy_image_with(src: &Path, dst: &Path, before_data: impl FnOnce() -> Result<
             // SAFETY: both fds are open Files held for the call; `so` and `dof` are live i64s the kernel reads and
             // advances, and no buffer of ours is involved.
             let n = unsafe {
-                libc::copy_file_range(s.as_raw_fd(), &mut so, d.as_raw_fd(), &mut dof, (end - so) as usize, 0)
+                strata_core::rawsys::copy_file_range(
+                    s.as_raw_fd(),
+                    &mut so,
+                    d.as_raw_fd(),
+                    &mut dof,
+                    (end - so) as usize,
+                    0,
+                )
             };
             if n < 0 {
                 let e = Errno::last();

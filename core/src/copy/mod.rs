@@ -268,9 +268,9 @@ pub(crate) fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Resul
     // SAFETY: `name` is a NUL-terminated CStr and `st` a live, exclusively borrowed statx for the kernel to fill;
     // `dirfd` is the caller's open dir fd.
     check(unsafe {
-        libc::statx(
+        crate::rawsys::statx(
             dirfd,
-            name.as_ptr(),
+            name,
             flags | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
             libc::STATX_BASIC_STATS,
             &mut st,
@@ -675,7 +675,8 @@ impl Ctx<'_> {
             while so < end {
                 // SAFETY: `so` and `d_off` are live i64s the kernel reads and advances; no buffer of ours is
                 // involved, and both fds are held open by the caller.
-                let n = unsafe { libc::copy_file_range(sfd, &mut so, dfd, &mut d_off, (end - so) as usize, 0) };
+                let n =
+                    unsafe { crate::rawsys::copy_file_range(sfd, &mut so, dfd, &mut d_off, (end - so) as usize, 0) };
                 if n > 0 {
                     continue;
                 }

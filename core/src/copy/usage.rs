@@ -78,7 +78,7 @@ fn is_mount_root(fd: &OwnedFd) -> bool {
     // SAFETY: statx is a C struct of integers: all-zero is a valid value.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: statx on an open fd with an empty path fills `st`.
-    let r = unsafe { libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, 0, &mut st) };
+    let r = unsafe { crate::rawsys::statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH, 0, &mut st) };
     let attr = libc::STATX_ATTR_MOUNT_ROOT as u64;
     r == 0 && st.stx_attributes_mask & attr != 0 && st.stx_attributes & attr != 0
 }
