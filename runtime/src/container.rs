@@ -91,8 +91,8 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let early = !a.userns && !["pre-mount", "mount", "autodev"].iter().any(|h| a.cfg.hooks.has(h));
     let prepared = early.then(|| {
         enter(a)
-            .and_then(|root| a.cfg.confine.early().map(|_| root))
-            .and_then(|root| setup_with(&mut RealSyscall, a, &root).map(|_| root))
+            .and_then(|(root, private)| a.cfg.confine.early().map(|_| (root, private)))
+            .and_then(|(root, private)| setup_with(&mut RealSyscall, a, &root, private).map(|_| root))
     });
     // The monitor says go once it has done its part (cgroups, record, network); EOF means it died.
     let mut b = [0u8; 1];
@@ -112,9 +112,9 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
         let root = match prepared {
             Some(r) => r?,
             None => {
-                let root = enter(a)?;
+                let (root, private) = enter(a)?;
                 a.cfg.confine.early()?;
-                setup_with(&mut RealSyscall, a, &root)?;
+                setup_with(&mut RealSyscall, a, &root, private)?;
                 root
             }
         };
@@ -132,14 +132,18 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
 
 /// Open the rootfs, then (in a user namespace) become its root. The rootfs
 /// is opened first, with the monitor's host ids: its parent dirs on the
-/// host need not be reachable by the mapped ids.
-fn enter(a: &ChildArgs) -> Result<OwnedFd> {
+/// host need not be reachable by the mapped ids. Also says whether the
+/// mount tree was made private already (a mount made since then is private
+/// too, as private mounts are its sources and parents).
+fn enter(a: &ChildArgs) -> Result<(OwnedFd, bool)> {
     if !a.userns {
         if let Some(m) = &a.mount_inside {
             // Private first: the mount must not propagate to the host.
             sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
             (m.mount)(&[], a.rootfs)?;
+            return Ok((sys::open_dir(a.rootfs)?, true));
         }
+        return Ok((sys::open_dir(a.rootfs)?, false));
     }
     let mut root = sys::open_dir(a.rootfs)?;
     if a.userns {
@@ -147,7 +151,7 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
         // pivot_root refuses a locked one: bind the rootfs onto itself.
         sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
         if let Some(m) = &a.mount_inside {
-            return mount_inside(a, m);
+            return Ok((mount_inside(a, m)?, true));
         }
         let at = a.hook_root.unwrap_or(a.rootfs);
         sys::mount(
@@ -165,7 +169,7 @@ fn enter(a: &ChildArgs) -> Result<OwnedFd> {
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         }
     }
-    Ok(root)
+    Ok((root, true))
 }
 
 /// [`enter`] for a rootfs that init mounts itself (after becoming root,
@@ -197,9 +201,12 @@ fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
     .map_err(|e| Error::io("open rootfs", a.rootfs, e.into()))
 }
 
-fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> {
+/// `private`: [`enter`] made the mount tree private already.
+fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd, private: bool) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
-    s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    if !private {
+        s.mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    }
     a.cfg.hooks.run_in_container("pre-mount", &a.hook_env, &[], &[])?;
     // Only in a uts namespace of its own: a kept or shared one is not the container's to rename.
     if a.cfg.ns.makes(libc::CLONE_NEWUTS, true) {
@@ -476,8 +483,10 @@ fn make_ttys(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> 
     }
     let mut masters = Vec::new();
     let mut names = Vec::new();
+    // Each open of ptmx makes a new pty; the /dev the symlinks go in.
+    let ptmx = sys::open_in_root(root, "dev/pts/ptmx", None)?;
+    let devd = dir.map(|_| sys::open_in_root(root, "dev", None)).transpose()?;
     for i in 1..=a.cfg.tty_max {
-        let ptmx = sys::open_in_root(root, "dev/pts/ptmx", None)?;
         let (master, n) = sys::open_pty(&fd_path(&ptmx))?;
         let pts = sys::open_in_root(root, &format!("dev/pts/{n}"), None)?;
         let rel = match dir {
@@ -486,10 +495,9 @@ fn make_ttys(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd) -> Result<()> 
         };
         let target = sys::open_in_root(root, &rel, Some(Create::File))?;
         s.mount(Some(&fd_path(&pts)), &fd_path(&target), None, libc::MS_BIND, None)?;
-        if let Some(d) = dir {
-            let devd = sys::open_in_root(root, "dev", None)?;
-            let _ = rustix::fs::unlinkat(&devd, format!("tty{i}"), rustix::fs::AtFlags::empty());
-            rustix::fs::symlinkat(format!("{d}/tty{i}"), &devd, format!("tty{i}"))
+        if let (Some(d), Some(devd)) = (dir, &devd) {
+            let _ = rustix::fs::unlinkat(devd, format!("tty{i}"), rustix::fs::AtFlags::empty());
+            rustix::fs::symlinkat(format!("{d}/tty{i}"), devd, format!("tty{i}"))
                 .map_err(|e| Error::io("create tty symlink", format!("/dev/tty{i}"), e.into()))?;
         }
         masters.push(master);
@@ -763,7 +771,7 @@ mod tests {
             log: vec![],
         };
         let fd = sys::open_dir(&root).unwrap();
-        setup_with(&mut rec, &a, &fd).unwrap();
+        setup_with(&mut rec, &a, &fd, false).unwrap();
         let mut want: Vec<String> = [
             "private /",
             "hostname h1",

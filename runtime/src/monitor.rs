@@ -701,14 +701,24 @@ pub(crate) fn cleanup_locked(engine: &Engine, r: &ContainerRef) -> Result<()> {
 /// own mount namespace, which the kernel dropped before init's exit was
 /// seen) skips looking for mounts.
 fn cleanup(engine: &Engine, r: &ContainerRef, host_mounts: bool) -> Result<()> {
-    if let Some(rec) = state::read(r) {
+    cleanup_record(engine, r, state::read(r), host_mounts)
+}
+
+/// [`cleanup`] with the run record the caller has just read under the lock.
+fn cleanup_record(
+    engine: &Engine,
+    r: &ContainerRef,
+    rec: Option<strata_core::state::RunRecord>,
+    host_mounts: bool,
+) -> Result<()> {
+    if let Some(rec) = &rec {
         // Init is gone, and with it every process of its pid namespace.
         cgroup::remove(&rec.cgroups)?;
         crate::net::remove_leftovers(&rec.net_links, &rec.net_phys);
     }
     if host_mounts {
         // The rootfs the run mounted: `-f FILE`'s when it named another.
-        let other = state::read(r)
+        let other = rec
             .and_then(|rec| rec.rootfs)
             .and_then(|s| strata_core::RootfsSpec::parse(&s).ok());
         unmount_rootfs(engine, r, other)?;
@@ -764,11 +774,12 @@ pub(crate) fn teardown_then(
 ) -> Result<()> {
     {
         let _lock = ContainerLock::acquire(&r.lxcpath, &r.name)?;
-        if state::read(r).is_some_and(|rec| rec.init_alive()) {
+        let rec = state::read(r);
+        if rec.as_ref().is_some_and(|rec| rec.init_alive()) {
             // Started again by someone else meanwhile.
             return Ok(());
         }
-        cleanup(engine, r, host_mounts)?;
+        cleanup_record(engine, r, rec, host_mounts)?;
     }
     after();
     if ephemeral {

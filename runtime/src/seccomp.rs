@@ -185,7 +185,7 @@ impl Filter {
 /// The `Seccomp:` field of /proc/self/status: 0 when no filter is active,
 /// `None` when the kernel has no seccomp. Unreadable counts as 0, as in LXC.
 fn seccomp_state() -> Option<u32> {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+    let Ok(status) = strata_core::procfs::read_to_string("/proc/self/status") else {
         return Some(0);
     };
     let line = status.lines().find_map(|l| l.strip_prefix("Seccomp:"))?;

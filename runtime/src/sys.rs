@@ -232,6 +232,15 @@ pub fn open_in_root(root: &OwnedFd, rel: &str, create: Option<Create>) -> Result
         Err(e) => return Err(Error::io(OP, rel, e)),
     }
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let file = create == Some(Create::File);
+    // Most targets miss only their last component (a tty under /dev): one
+    // lookup of the parent instead of one per component.
+    if let Some((last, parents)) = comps.split_last() {
+        if let Ok(parent) = resolve(root, &parents.join("/"), OFlags::PATH | OFlags::DIRECTORY) {
+            make_in(&parent, last, file, rel)?;
+            return resolve(root, rel, OFlags::PATH).map_err(|e| Error::io(OP, rel, e));
+        }
+    }
     for i in 0..comps.len() {
         let prefix = comps[..=i].join("/");
         match resolve(root, &prefix, OFlags::PATH) {
@@ -241,24 +250,29 @@ pub fn open_in_root(root: &OwnedFd, rel: &str, create: Option<Create>) -> Result
         }
         let parent = resolve(root, &comps[..i].join("/"), OFlags::PATH | OFlags::DIRECTORY)
             .map_err(|e| Error::io(OP, &prefix, e))?;
-        let last = i + 1 == comps.len();
-        let made = if last && create == Some(Create::File) {
-            rustix::fs::openat(
-                parent.as_fd(),
-                comps[i],
-                OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )
-            .map(drop)
-        } else {
-            rustix::fs::mkdirat(parent.as_fd(), comps[i], Mode::from_raw_mode(0o755))
-        };
-        match made {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(Error::io("create mount target", &prefix, e.into())),
-        }
+        make_in(&parent, comps[i], file && i + 1 == comps.len(), &prefix)?;
     }
     resolve(root, rel, OFlags::PATH).map_err(|e| Error::io(OP, rel, e))
+}
+
+/// Make `name` in `parent` (an empty file, or a directory), never through a
+/// symlink; one already there is fine.
+fn make_in(parent: &OwnedFd, name: &str, file: bool, what: &str) -> Result<()> {
+    let made = if file {
+        rustix::fs::openat(
+            parent.as_fd(),
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map(drop)
+    } else {
+        rustix::fs::mkdirat(parent.as_fd(), name, Mode::from_raw_mode(0o755))
+    };
+    match made {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(Error::io("create mount target", what, e.into())),
+    }
 }
 
 pub fn open_dir(path: &Path) -> Result<OwnedFd> {

@@ -173,9 +173,14 @@ fn plan_dirs<'a>(
     for (h, base) in &usable {
         let mut make = Vec::new();
         let mut cur = base.clone();
+        let limit = base.join(&limit_rel);
+        // The limit cgroup was just found absent in every usable hierarchy,
+        // and so is all below it: only its parents are looked up.
+        let mut absent = false;
         for c in leaf_rel.split('/').filter(|c| !c.is_empty()) {
             cur.push(c);
-            if std::fs::symlink_metadata(&cur).is_err() {
+            absent = absent || cur == limit;
+            if absent || std::fs::symlink_metadata(&cur).is_err() {
                 make.push(cur.clone());
             }
         }
@@ -184,7 +189,7 @@ fn plan_dirs<'a>(
             controllers: h.controllers.clone(),
             mount_name: h.mount_name(),
             base: base.clone(),
-            limit: base.join(&limit_rel),
+            limit,
             leaf: base.join(&leaf_rel),
             make,
         });

@@ -138,11 +138,11 @@ fn prune_init_scope(cg: &str) -> String {
 impl Layout {
     /// The hierarchies of the calling process.
     pub fn detect() -> Result<Layout> {
-        let mi = std::fs::read_to_string("/proc/self/mountinfo")
+        let mi = strata_core::procfs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| super::io_err("read mount table", Path::new("/proc/self/mountinfo"), e))?;
-        let me = std::fs::read_to_string("/proc/self/cgroup")
+        let me = strata_core::procfs::read_to_string("/proc/self/cgroup")
             .map_err(|e| super::io_err("read own cgroups", Path::new("/proc/self/cgroup"), e))?;
-        let init = std::fs::read_to_string("/proc/1/cgroup").ok();
+        let init = strata_core::procfs::read_to_string("/proc/1/cgroup").ok();
         Ok(Layout::parse(&mi, &me, init.as_deref()))
     }
 
