@@ -201,6 +201,21 @@ fn build_tree(s: &Path) {
     mknod(&s.join("dev/fifo"), libc::S_IFIFO | 0o644, 0);
     mknod(&s.join("dev/sock"), libc::S_IFSOCK | 0o755, 0);
     lchown(&s.join("dev/loop9"), 0, 6);
+    // Xattrs on entries that cannot be opened (a symlink, a device node):
+    // copied by name, never through the symlink.
+    set_xattr(&s.join("passwd"), "trusted.link", b"on the link itself");
+    set_xattr(&s.join("dev/loop9"), "trusted.dev", b"dev");
+    // A directory larger than the copy engine's share of one task, with
+    // hardlink groups spread over its parts and a subdirectory.
+    let wide = s.join("usr/share/wide");
+    fs::create_dir_all(wide.join("sub")).unwrap();
+    for i in 0..700 {
+        fs::write(wide.join(format!("w{i:03}")), format!("{i}")).unwrap();
+    }
+    for i in 0..40 {
+        fs::hard_link(wide.join(format!("w{i:03}")), wide.join(format!("x{i:03}"))).unwrap();
+        fs::hard_link(wide.join(format!("w{i:03}")), wide.join(format!("sub/y{i:03}"))).unwrap();
+    }
     // Long, deep and non-UTF-8 names.
     fs::write(s.join("a".repeat(255)), "long").unwrap();
     let mut deep = s.join("deep");
@@ -315,7 +330,7 @@ fn copies_every_kind_of_entry_faithfully() {
     let stats = copy_tree(&s, &d, &CopyOptions::default()).unwrap();
     let n = assert_same(&s, &d, None);
     assert!(n > 90);
-    assert_eq!(stats.hardlinks, 2);
+    assert_eq!(stats.hardlinks, 2 + 80);
     assert_eq!(stats.specials, 4);
     assert_eq!(stats.symlinks, 6);
     assert!(fs::symlink_metadata(d.join("sparse")).unwrap().blocks() < 100);

@@ -18,14 +18,13 @@ pub use usage::{tree_usage, TreeUsage};
 use crate::err;
 use crate::error::{Error, Result};
 use crate::idmap::IdShift;
-use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
 
 #[derive(Debug, Clone, Default)]
@@ -101,6 +100,8 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
         link: AtomicU8::new(UNKNOWN),
         stats: Stats::default(),
         progress,
+        failed: Mutex::new(None),
+        stop: AtomicBool::new(false),
     };
     // Deep trees recurse once per level.
     let mut builder = rayon::ThreadPoolBuilder::new().stack_size(64 << 20);
@@ -110,11 +111,13 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats
     let pool = builder
         .build()
         .map_err(|e| err!(Io, OP, "cannot start worker threads: {e}"))?;
-    let res = pool.install(|| {
-        let rfd = ref_fd.as_ref().map(|f| f.as_raw_fd());
-        ctx.copy_dir(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), rfd, Path::new(""), &st)?;
-        ctx.apply_meta(dst_fd.as_raw_fd(), &st, Path::new(""), src_fd.as_raw_fd())
-    });
+    let res = pool
+        .install(|| {
+            let rfd = ref_fd.as_ref().map(|f| f.as_raw_fd());
+            ctx.copy_dir(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), rfd, Path::new(""), &st)?;
+            ctx.apply_meta(dst_fd.as_raw_fd(), &st, Path::new(""), src_fd.as_raw_fd())
+        })
+        .map_err(|e| ctx.failed.lock().unwrap().take().unwrap_or(e));
     if let Some(p) = &ctx.progress {
         p.finish(res.is_ok());
     }
@@ -150,13 +153,19 @@ struct Stats {
 
 enum LinkState {
     Pending,
-    Done(CString),
+    /// Copied to `first` (relative to the destination); `left` links of
+    /// the inode not met yet (some may be outside the tree).
+    Done {
+        first: CString,
+        left: u32,
+    },
     Failed,
 }
 
 /// Hardlink groups: the first entry of a group is copied, later ones wait
 /// for it (the copier never yields to rayon meanwhile, so no deadlock) and
-/// link to it.
+/// link to it. Only inodes with more than one link are here, and each only
+/// until its last link is met, so the map stays small whatever the tree.
 #[derive(Default)]
 struct Links {
     map: Mutex<HashMap<(u64, u64), LinkState>>,
@@ -206,7 +215,26 @@ struct Ctx<'a> {
     link: AtomicU8,
     stats: Stats,
     progress: Option<progress::Progress>,
+    /// The first error met; once set, the walk stops.
+    failed: Mutex<Option<Error>>,
+    stop: AtomicBool,
 }
+
+/// A directory being copied: its source and destination fds, its path
+/// relative to the top, and its device (mount points below it are not
+/// entered).
+#[derive(Clone, Copy)]
+struct Dir<'a> {
+    sfd: RawFd,
+    dfd: RawFd,
+    /// The same directory in [`CopyOptions::link_from`]'s tree, where it has one.
+    rfd: Option<RawFd>,
+    rel: &'a Path,
+    dev: (u32, u32),
+}
+
+/// Entries of one directory copied by one task (a larger directory is split).
+const CHUNK: usize = 256;
 
 thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -393,55 +421,126 @@ impl Ctx<'_> {
         Ok((uid, gid))
     }
 
-    /// `rfd`: the same directory in [`CopyOptions::link_from`]'s tree, where it has one.
+    /// Copy the entries of one directory. A directory's entries are one
+    /// task (a chunk of [`CHUNK`] for a large one), and each subdirectory a
+    /// task of its own, handed to the pool as it is met: the threads work in
+    /// different directories, so they seldom wait for each other on a
+    /// directory's lock or (xfs) an allocation group's. Returns once the
+    /// whole subtree is copied.
     fn copy_dir(&self, sfd: RawFd, dfd: RawFd, rfd: Option<RawFd>, rel: &Path, st: &libc::statx) -> Result<()> {
         let mut names = Vec::new();
         read_dir(sfd, &mut names).map_err(|e| self.fail(rel, e))?;
         let dev = (st.stx_dev_major, st.stx_dev_minor);
-        names
-            .par_iter()
-            .with_max_len(16)
-            .try_for_each(|name| self.copy_entry(sfd, dfd, rfd, rel, name, dev))
+        let dir = Dir {
+            sfd,
+            dfd,
+            rfd,
+            rel,
+            dev,
+        };
+        rayon::scope(|s| {
+            let mut chunks = names.chunks(CHUNK);
+            let first = chunks.next();
+            for chunk in chunks {
+                s.spawn(move |s| self.copy_entries(s, dir, chunk));
+            }
+            if let Some(chunk) = first {
+                self.copy_entries(s, dir, chunk);
+            }
+        });
+        match self.failed.lock().unwrap().as_ref() {
+            // The first error is returned by copy_tree; this only stops the walk.
+            Some(_) => Err(err!(Io, OP, "stopped")),
+            None => Ok(()),
+        }
     }
 
-    fn copy_entry(
-        &self,
-        sdir: RawFd,
-        ddir: RawFd,
-        rdir: Option<RawFd>,
-        rel: &Path,
-        name: &CStr,
-        dev: (u32, u32),
-    ) -> Result<()> {
-        let st = statx(sdir, name, 0).map_err(|e| self.fail(&join(rel, name), e))?;
+    fn copy_entries<'s>(&'s self, s: &rayon::Scope<'s>, dir: Dir<'s>, names: &'s [CString]) {
+        for name in names {
+            if self.stop.load(Relaxed) {
+                return;
+            }
+            let res = statx(dir.sfd, name, 0)
+                .map_err(|e| self.fail(&join(dir.rel, name), e))
+                .and_then(|st| {
+                    if st.stx_mode as u32 & libc::S_IFMT == libc::S_IFDIR {
+                        s.spawn(move |_| {
+                            if !self.stop.load(Relaxed) {
+                                if let Err(e) = self.copy_subdir(dir, name, &st) {
+                                    self.record(e);
+                                }
+                            }
+                        });
+                        Ok(())
+                    } else {
+                        self.copy_entry(dir, name, st)
+                    }
+                });
+            if let Err(e) = res {
+                self.record(e);
+                return;
+            }
+        }
+    }
+
+    /// Keep the first error and stop the walk.
+    fn record(&self, e: Error) {
+        self.stop.store(true, Relaxed);
+        let mut f = self.failed.lock().unwrap();
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
+    fn copy_subdir(&self, dir: Dir, name: &CStr, st: &libc::statx) -> Result<()> {
+        let p = join(dir.rel, name);
+        // Made with its final permission bits when they let us in (the
+        // staging dir keeps others out), so that most need no chmod later.
+        let create_mode = st.stx_mode as u32 & 0o777 | 0o700;
+        // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `dir.dfd` is an open dir fd held by the
+        // caller for the whole walk.
+        check(unsafe { libc::mkdirat(dir.dfd, name.as_ptr(), create_mode) }).map_err(|e| self.fail(&p, e))?;
+        let d = open_dir(dir.dfd, name).map_err(|e| self.fail(&p, e))?;
+        let s = open_dir(dir.sfd, name).map_err(|e| self.fail(&p, e))?;
+        // Never through a symlink: open_dir refuses one.
+        let r = dir.rfd.and_then(|r| open_dir(r, name).ok());
+        if !is_mount_root(st, dir.dev) {
+            self.copy_dir(s.as_raw_fd(), d.as_raw_fd(), r.as_ref().map(|f| f.as_raw_fd()), &p, st)?;
+        }
+        self.apply_meta_at(
+            At::Fd(d.as_raw_fd()),
+            At::Fd(s.as_raw_fd()),
+            st,
+            &p,
+            c"",
+            Some(create_mode),
+        )?;
+        self.stats.dirs.fetch_add(1, Relaxed);
+        self.tick(0);
+        Ok(())
+    }
+
+    /// Copy a non-directory; a hardlink to an inode already copied becomes a link.
+    fn copy_entry(&self, dir: Dir, name: &CStr, st: libc::statx) -> Result<()> {
+        let (sdir, ddir, rel) = (dir.sfd, dir.dfd, dir.rel);
         let fmt = st.stx_mode as u32 & libc::S_IFMT;
         let path = || join(rel, name);
-        if fmt == libc::S_IFDIR {
-            // SAFETY: `name` is a NUL-terminated CStr borrowed for the call; `ddir` is an open dir fd held by the
-            // caller for the whole walk.
-            check(unsafe { libc::mkdirat(ddir, name.as_ptr(), 0o700) }).map_err(|e| self.fail(&path(), e))?;
-            let p = path();
-            let d = open_dir(ddir, name).map_err(|e| self.fail(&p, e))?;
-            let s = open_dir(sdir, name).map_err(|e| self.fail(&p, e))?;
-            // Never through a symlink: open_dir refuses one.
-            let r = rdir.and_then(|r| open_dir(r, name).ok());
-            if !is_mount_root(&st, dev) {
-                self.copy_dir(s.as_raw_fd(), d.as_raw_fd(), r.as_ref().map(|f| f.as_raw_fd()), &p, &st)?;
-            }
-            self.apply_meta_at(At::Fd(d.as_raw_fd()), At::Fd(s.as_raw_fd()), &st, &p, c"", Some(0o700))?;
-            self.stats.dirs.fetch_add(1, Relaxed);
-            self.tick(0);
-            return Ok(());
-        }
         let key = (((st.stx_dev_major as u64) << 32) | st.stx_dev_minor as u64, st.stx_ino);
         if st.stx_nlink > 1 {
             let mut map = self.links.map.lock().unwrap();
             if map.contains_key(&key) {
                 loop {
-                    match map.get(&key) {
+                    match map.get_mut(&key) {
                         Some(LinkState::Pending) => map = self.links.cv.wait(map).unwrap(),
-                        Some(LinkState::Done(first)) => {
+                        Some(LinkState::Done { first, left }) => {
                             let first = first.clone();
+                            // The inode's last link in the tree: its entry is
+                            // no longer needed (the map holds only inodes
+                            // with links still to come).
+                            *left = left.saturating_sub(1);
+                            if *left == 0 {
+                                map.remove(&key);
+                            }
                             drop(map);
                             // SAFETY: `first` (an owned CString) and `name` are NUL-terminated for the call;
                             // `self.dst_fd` and `ddir` are dir fds held open for the whole copy.
@@ -460,14 +559,17 @@ impl Ctx<'_> {
             let res = self.copy_nondir(sdir, ddir, rel, name, &st, fmt);
             let mut map = self.links.map.lock().unwrap();
             let state = match &res {
-                Ok(()) => LinkState::Done(CString::new(path().into_os_string().into_vec()).expect("no NUL")),
+                Ok(()) => LinkState::Done {
+                    first: CString::new(path().into_os_string().into_vec()).expect("no NUL"),
+                    left: st.stx_nlink - 1,
+                },
                 Err(_) => LinkState::Failed,
             };
             map.insert(key, state);
             self.links.cv.notify_all();
             return res;
         }
-        if let Some(r) = rdir {
+        if let Some(r) = dir.rfd {
             if fmt == libc::S_IFREG && self.link_same(sdir, r, ddir, rel, name, &st)? {
                 return Ok(());
             }
@@ -801,25 +903,8 @@ impl Ctx<'_> {
 
     /// Returns whether the source had any.
     fn copy_xattrs(&self, d: At, s: At, path: &dyn Fn() -> PathBuf) -> Result<bool> {
-        let sp = match s {
-            At::Name(dir, n) => Some(proc_path(dir, n)),
-            At::Fd(_) => None,
-        };
-        let dp = match d {
-            At::Name(dir, n) => Some(proc_path(dir, n)),
-            At::Fd(_) => None,
-        };
         XBUF.with_borrow_mut(|(list, val)| {
-            // SAFETY: xcall passes either `list`'s own pointer with its length or null with 0, so the kernel never
-            // writes past the buffer; `sp` is a NUL-terminated CString alive for the closure, and `fd` an open fd
-            // held by the caller.
-            let n = match xcall(list, |p, l| unsafe {
-                match (s, &sp) {
-                    (At::Fd(fd), _) => libc::flistxattr(fd, p.cast(), l),
-                    (_, Some(sp)) => libc::llistxattr(sp.as_ptr(), p.cast(), l),
-                    _ => unreachable!(),
-                }
-            }) {
+            let n = match xcall(list, |p, l| xattr_list(s, p, l)) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EOPNOTSUPP) => 0,
                 Err(e) => return Err(self.fail(&path(), e)),
@@ -829,15 +914,7 @@ impl Ctx<'_> {
             }
             for key in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
                 let key = CString::new(key).expect("no NUL");
-                // SAFETY: xcall passes either `val`'s own pointer with its length or null with 0, so the kernel
-                // never writes past the buffer; `key` and `sp` are NUL-terminated CStrings alive for the closure.
-                let len = match xcall(val, |p, l| unsafe {
-                    match (s, &sp) {
-                        (At::Fd(fd), _) => libc::fgetxattr(fd, key.as_ptr(), p, l),
-                        (_, Some(sp)) => libc::lgetxattr(sp.as_ptr(), key.as_ptr(), p, l),
-                        _ => unreachable!(),
-                    }
-                }) {
+                let len = match xcall(val, |p, l| xattr_get(s, &key, p, l)) {
                     Ok(len) => len,
                     Err(nix::errno::Errno::ENODATA) => continue,
                     Err(e) => return Err(self.fail(&path(), e)),
@@ -858,18 +935,7 @@ impl Ctx<'_> {
                         value = &shifted;
                     }
                 }
-                // SAFETY: `value` is a live slice and the length passed is its own; `key` and `dp` are NUL-
-                // terminated CStrings alive for the call, and `fd` an open fd held by the caller.
-                let r = unsafe {
-                    match (d, &dp) {
-                        (At::Fd(fd), _) => libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0),
-                        (_, Some(dp)) => {
-                            libc::lsetxattr(dp.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-                        }
-                        _ => unreachable!(),
-                    }
-                };
-                if r < 0 {
+                if xattr_set(d, &key, value) < 0 {
                     let e = errno();
                     if e == nix::errno::Errno::EOPNOTSUPP {
                         tracing::warn!(
@@ -885,6 +951,127 @@ impl Ctx<'_> {
             }
             Ok(true)
         })
+    }
+}
+
+// The *xattrat calls (Linux 6.13) name an entry by directory fd and name
+// without following a symlink: no walk of a /proc/self/fd path per
+// symlink or device node. Older kernels answer ENOSYS once, and the
+// /proc path is used from then on.
+const SYS_SETXATTRAT: libc::c_long = 463;
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+static XATTRAT: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// `struct xattr_args` of the *xattrat calls.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// Run an *xattrat call, unless the kernel is known to lack them; `None`
+/// when it does (the caller falls back to the /proc path).
+fn xattrat(f: impl FnOnce() -> libc::c_long) -> Option<isize> {
+    if XATTRAT.load(Relaxed) == BROKEN {
+        return None;
+    }
+    let r = f();
+    if r < 0 && errno() == nix::errno::Errno::ENOSYS {
+        XATTRAT.store(BROKEN, Relaxed);
+        return None;
+    }
+    Some(r as isize)
+}
+
+fn xattr_list(s: At, p: *mut libc::c_void, l: usize) -> isize {
+    match s {
+        // SAFETY: `p` is null with `l` 0 or a buffer of `l` bytes (see xcall), which the kernel never writes past;
+        // `fd` is an open fd held by the caller.
+        At::Fd(fd) => unsafe { libc::flistxattr(fd, p.cast(), l) },
+        At::Name(dir, n) => xattrat(|| {
+            // SAFETY: as above for the buffer; `n` is a NUL-terminated CStr and `dir` an open dir fd held by the
+            // caller; AT_SYMLINK_NOFOLLOW lists the entry itself, never a symlink's target.
+            unsafe { libc::syscall(SYS_LISTXATTRAT, dir, n.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, p, l) }
+        })
+        .unwrap_or_else(|| {
+            let sp = proc_path(dir, n);
+            // SAFETY: as above for the buffer; `sp` is a NUL-terminated CString alive for the call, and the l*
+            // call does not follow its last component.
+            unsafe { libc::llistxattr(sp.as_ptr(), p.cast(), l) }
+        }),
+    }
+}
+
+fn xattr_get(s: At, key: &CStr, p: *mut libc::c_void, l: usize) -> isize {
+    match s {
+        // SAFETY: `p` is null with `l` 0 or a buffer of `l` bytes (see xcall), which the kernel never writes past;
+        // `key` is NUL-terminated and `fd` an open fd held by the caller.
+        At::Fd(fd) => unsafe { libc::fgetxattr(fd, key.as_ptr(), p, l) },
+        At::Name(dir, n) => xattrat(|| {
+            let args = XattrArgs {
+                value: p as u64,
+                size: l as u32,
+                flags: 0,
+            };
+            // SAFETY: `args` is a live xattr_args of the size passed, pointing at `l` bytes (or null and 0) the
+            // kernel never writes past; `n` and `key` are NUL-terminated and `dir` an open dir fd held by the
+            // caller; AT_SYMLINK_NOFOLLOW reads the entry itself, never a symlink's target.
+            unsafe {
+                libc::syscall(
+                    SYS_GETXATTRAT,
+                    dir,
+                    n.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                    key.as_ptr(),
+                    &args as *const XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            }
+        })
+        .unwrap_or_else(|| {
+            let sp = proc_path(dir, n);
+            // SAFETY: as above for the buffer; `sp` and `key` are NUL-terminated CStrings alive for the call, and
+            // the l* call does not follow the last component.
+            unsafe { libc::lgetxattr(sp.as_ptr(), key.as_ptr(), p, l) }
+        }),
+    }
+}
+
+/// Set one xattr on the destination entry; the raw result (errno on failure).
+fn xattr_set(d: At, key: &CStr, value: &[u8]) -> isize {
+    match d {
+        // SAFETY: `value` is a live slice and the length passed is its own; `key` is NUL-terminated and `fd` an
+        // open fd held by the caller.
+        At::Fd(fd) => unsafe { libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0) as isize },
+        At::Name(dir, n) => xattrat(|| {
+            let args = XattrArgs {
+                value: value.as_ptr() as u64,
+                size: value.len() as u32,
+                flags: 0,
+            };
+            // SAFETY: `args` is a live xattr_args of the size passed, pointing at `value`, which the kernel only
+            // reads; `n` and `key` are NUL-terminated and `dir` an open dir fd held by the caller;
+            // AT_SYMLINK_NOFOLLOW sets it on our own new entry itself, never on a symlink's target.
+            unsafe {
+                libc::syscall(
+                    SYS_SETXATTRAT,
+                    dir,
+                    n.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                    key.as_ptr(),
+                    &args as *const XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            }
+        })
+        .unwrap_or_else(|| {
+            let dp = proc_path(dir, n);
+            // SAFETY: `value` is a live slice and the length passed is its own; `dp` and `key` are NUL-terminated
+            // CStrings alive for the call, and the l* call does not follow the last component.
+            unsafe { libc::lsetxattr(dp.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) as isize }
+        }),
     }
 }
 
