@@ -17,20 +17,7 @@ use strata_core::Store;
 use strata_testkit::LoopFs;
 
 fn strata(env: &Env, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
-    let mut c = env.cmd("strata");
-    c.arg(args[0]).arg("-P").arg(&env.lxcpath).args(&args[1..]);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut ch = c.spawn().unwrap();
-    let mut stdin = ch.stdin.take().unwrap();
-    let data = input.map(|d| d.to_vec());
-    let feeder = std::thread::spawn(move || {
-        if let Some(d) = data {
-            let _ = stdin.write_all(&d);
-        }
-    });
-    let o = ch.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    o
+    env.strata_with_input(args, input)
 }
 
 fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
