@@ -3,8 +3,12 @@
 side, alternating (software emulation: only ratios mean anything). Run by
 tests/vm/guest (part rbdbench) once tests/vm/ceph-up has made pool "lxc",
 LXC's default pool, which both use:
-    vm_rbd_guest.py OUT_DIR STRATA ITERATIONS
-Both run from the guest's tmpfs (strata's binary; LXC's tools with
+    vm_rbd_guest.py OUT_DIR STRATA ITERATIONS [STRATA_BEFORE [cd]]
+cd: create and destroy alone. STRATA_BEFORE ("-": none): another strata build (an earlier one) timed beside them on
+create and destroy, for a before/after in one guest. After the table, one
+create and one destroy of each strata run again with its debug log, which
+lists every tool it ran and what it took (rbd-bench.table's last lines).
+All run from the guest's tmpfs (strata's binary; LXC's tools with
 liblxc): from the 9p share each process start costs seconds. LXC 5 only
 creates and destroys rbd containers; strata's snapshot clone, copy,
 lxc-snapshot and restore have no LXC figure (they are shown beside
@@ -18,6 +22,9 @@ import tempfile
 import time
 
 out, strata, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+before = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] not in ("", "-") else None
+# "cd": create and destroy alone (what LXC can do too), the short run.
+short = len(sys.argv) > 5 and sys.argv[5] == "cd"
 table = open(os.path.join(out, "rbd-bench.table"), "w")
 log = open(os.path.join(out, "rbd-bench.log"), "w")
 tmp = tempfile.mkdtemp(prefix="rbdbench.", dir="/var/tmp")
@@ -28,6 +35,13 @@ shutil.copy(strata, os.path.join(sbin, "strata"))
 for t in ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]:
     os.symlink("strata", os.path.join(sbin, t))
 tools = [("strata", sbin, {})]
+if before:
+    bbin = os.path.join(tmp, "before-bin")
+    os.makedirs(bbin)
+    shutil.copy(before, os.path.join(bbin, "strata"))
+    for t in ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]:
+        os.symlink("strata", os.path.join(bbin, t))
+    tools.insert(0, ("before", bbin, {}))
 if os.path.exists("/usr/bin/lxc-create"):
     lbin = os.path.join(tmp, "lxc-bin")
     os.makedirs(lbin)
@@ -142,9 +156,12 @@ strata_only = [
 
 load = open("/proc/loadavg").read().split()[0]
 out_line("rbd in the guest (TCG), %d runs each, medians; guest load %s at start" % (n, load))
-out_line("%-32s %10s %10s %8s" % ("operation", "lxc ms", "strata ms", "ratio"))
+head = "%-32s %10s %10s %8s" % ("operation", "lxc ms", "strata ms", "ratio")
+if before:
+    head += " %10s %8s" % ("before ms", "ratio")
+out_line(head)
 med_create = None
-for name, f in both + strata_only:
+for name, f in both + ([] if short else strata_only):
     only = f in [g for _, g in strata_only]
     use = [STRATA] if only else tools
     times, failed = {t[0]: [] for t in use}, {}
@@ -172,10 +189,50 @@ for name, f in both + strata_only:
         ratio = "%.2f cr" % (med["strata"] / med_create)
     else:
         ratio = "-"
-    out_line("%-32s %s %s %8s" % (name, fmt("lxc"), fmt("strata"), ratio))
+    line = "%-32s %s %s %8s" % (name, fmt("lxc"), fmt("strata"), ratio)
+    if before and not only:
+        rb = "%.2fx" % (med["lxc"] / med["before"]) if "lxc" in med and "before" in med else "-"
+        line += " %s %8s" % (fmt("before"), rb)
+    out_line(line)
     for k, v in failed.items():
         out_line("    %s failed: %s" % (k, v.splitlines()[-1][:200] if v else ""))
 out_line("ratio: LXC time / strata time; \"cr\": strata's time / strata's create (LXC cannot)")
+
+
+def tools_of(t, what, *args):
+    """One more run of a command with strata's debug log: each tool it ran
+    (argv[0] and the rbd subcommand) and its time."""
+    logf = os.path.join(tmp, "debug-%s.log" % t[0])
+    if os.path.exists(logf):
+        os.unlink(logf)
+    start = time.perf_counter()
+    sh(t, args[0], *args[1:], "-l", "DEBUG", "-o", logf)
+    took = (time.perf_counter() - start) * 1000
+    # "ran" lines (with the time) where the build logs them, else "run".
+    found = {"ran": [], "run": []}
+    for line in open(logf, errors="replace"):
+        if "argv=[" not in line:
+            continue
+        kind = "ran" if " ran " in line else "run" if " run " in line else None
+        if not kind:
+            continue
+        argv = line.split("argv=[", 1)[1].split("]", 1)[0]
+        ms = line.split("ms=", 1)[1].split()[0] if "ms=" in line else "?"
+        words = [w.strip().strip('"') for w in argv.split(",")]
+        prog = os.path.basename(words[0])
+        sub = [w for w in words[1:] if not w.startswith("-") and w != "30"]
+        found[kind].append("%s%s %s" % (prog, (" " + sub[0]) if prog == "rbd" and sub else "", ms))
+    ran = found["ran"] or found["run"]
+    rbd = [r for r in ran if r.startswith("rbd")]
+    out_line("  %s %s: %.0f ms, %d rbd processes: %s" % (t[0], what, took, len(rbd), "; ".join(ran)))
+
+
+for t in tools:
+    if t[0] == "lxc":
+        continue
+    c = fresh()
+    tools_of(t, "create", "lxc-create", *P, "-n", c, *CREATE)
+    tools_of(t, "destroy", "lxc-destroy", *P, "-n", c)
 out_line("guest load %s at the end" % open("/proc/loadavg").read().split()[0])
 sh(STRATA, "lxc-destroy", *P, "-n", "base", "-s", check=False)
 table.close()

@@ -68,7 +68,15 @@ impl Runner for SystemRunner {
     fn run(&self, argv: &[String]) -> Result<Out> {
         tracing::debug!(?argv, "run");
         let mut c = command(argv)?;
+        let t = std::time::Instant::now();
         let o = crate::toollock::output_patient(&mut c).map_err(|e| spawn_err(argv, e))?;
+        // What each tool cost, for the figures of a slow machine (the guest's).
+        tracing::debug!(
+            ?argv,
+            ms = t.elapsed().as_millis() as u64,
+            ok = o.status.success(),
+            "ran"
+        );
         Ok(Out {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -5,7 +5,8 @@
 //! (`lxc.bdev.rbd.rbdpool`, else `lxc`), named `--rbdname` or after the
 //! container, with a filesystem (`--fstype`, ext4). LXC creates, maps,
 //! formats and leaves the image mapped, and refuses to mount one that is not
-//! mapped; here an image is mapped when it is mounted and unmapped when the
+//! mapped; here an image is mapped when it is mounted (a new one once, by
+//! its create, for the mount that fills it) and unmapped when the
 //! last user is done (the kernel refuses a plain unmap while the device is
 //! open, in any mount namespace), so after a reboot or a lost mapping the
 //! next mount maps it again. The device is found in the kernel's list (sysfs, what
@@ -15,10 +16,16 @@
 //!
 //! Every image is built under a name of its build's own,
 //! `NAME.strata-MARK` (MARK: [`strata_core::build_mark`] of the build
-//! dir), given the metadata `strata.build=MARK` and renamed to `NAME` once
-//! made: two builds in two lxcpaths that planned one name never touch each
-//! other's image (the loser's rename fails, it plans again), and what a
-//! killed build left is found by its name ([`Backend::undo_build`]).
+//! dir), given the metadata `strata.build=MARK` and renamed to `NAME`
+//! (a new image right after its `rbd create`, a clone once its filesystem
+//! has its own UUID): two builds in two lxcpaths that planned one name
+//! never touch each other's image (the loser's rename fails, it plans
+//! again), and what a killed build left is found by its name or its mark
+//! ([`Backend::undo_build`]). A new image's name is planned without
+//! listing the pool (its rename is the check), and a command lists a pool
+//! once for its first look and the step after it: every `rbd` process
+//! costs seconds on a slow machine, and these are what a create or a
+//! destroy costs beside LXC's.
 //!
 //! What LXC's backend lacks: a snapshot clone is `rbd snap create
 //! SRC@strata-NEW.strata-MARK`, `snap protect` and `rbd clone` (layering);
@@ -75,7 +82,21 @@ pub struct RbdBackend {
     /// The cephx user of every command: `--rbduser` (set by `plan`), else
     /// lxc.conf's, read when first needed. `Some(None)`: Ceph's default.
     user: std::sync::Mutex<Option<Option<String>>>,
+    /// The last listing of each pool, made by this process since its last
+    /// command that changes a pool (see [`RbdBackend::raw`]): the engine's
+    /// first look (a plan, a check of dependents) is taken again by the
+    /// step that follows it under the same locks (the clone, the destroy)
+    /// instead of a second `rbd ls`, each one seconds on a slow machine.
+    listed: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, PoolState)>>,
+    /// Set when a build found its planned name taken at its rename: the
+    /// next plan lists the pool instead of taking the wanted name on trust.
+    relist: std::sync::atomic::AtomicBool,
 }
+
+/// How long a listing is taken again without asking the cluster: longer
+/// than any one command's steps between a plan and its build under
+/// emulation, short enough that a long-lived process lists afresh.
+const LISTED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub fn backend() -> Arc<dyn Backend> {
     Arc::new(RbdBackend::new())
@@ -353,6 +374,18 @@ fn explain(o: &Out) -> String {
     o.first_err_line()
 }
 
+/// The pool a failed command could not open (`rbd: error opening pool
+/// 'NAME': (2) No such file or directory`), when that is why it failed.
+fn missing_pool(o: &Out) -> Option<String> {
+    let l = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("error opening pool") && l.contains("(2)"))?;
+    let rest = l.split("error opening pool").nth(1)?.trim_start();
+    let name = rest.split(':').next()?.trim().trim_matches(|c| c == '\'' || c == '"');
+    Some(name.to_string())
+}
+
 /// Whether `rbd unmap` failed because the device is still open.
 fn busy(o: &Out) -> bool {
     o.stderr.contains("(16)") || o.stderr.contains("busy")
@@ -376,6 +409,8 @@ impl RbdBackend {
             run,
             sysfs: None,
             user: std::sync::Mutex::new(None),
+            listed: std::sync::Mutex::new(std::collections::HashMap::new()),
+            relist: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -407,13 +442,30 @@ impl RbdBackend {
         Ok(v)
     }
 
+    /// Run `rbd ARGS`; a command that may change a pool (anything but a
+    /// listing, a look, a map or an unmap) forgets the pools' listings
+    /// first, failed or not.
     fn raw(&self, args: &[&str]) -> Result<Out> {
+        let reads = matches!(
+            args,
+            ["ls" | "info" | "du" | "map" | "unmap" | "device", ..] | ["image-meta", "get", ..]
+        );
+        if !reads {
+            self.forget_listings();
+        }
         self.run.run(&self.argv(args)?)
+    }
+
+    fn forget_listings(&self) {
+        self.listed.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn tool(&self, op: &str, args: &[&str]) -> Result<Out> {
         let o = self.raw(args)?;
         if !o.ok {
+            if let Some(pool) = missing_pool(&o) {
+                return Err(err!(NotFound, op, "ceph pool {pool:?} does not exist"));
+            }
             return Err(err!(Command, op, "rbd {} failed: {}", args[0], explain(&o)));
         }
         Ok(o)
@@ -425,19 +477,43 @@ impl RbdBackend {
         validate_name("pool", pool)?;
         let o = self.raw(&["ls", "-l", "--format", "json", "--pool", pool])?;
         if !o.ok {
-            if o.stderr.contains("error opening pool") {
+            if missing_pool(&o).is_some() {
                 return Err(err!(NotFound, op, "ceph pool {pool:?} does not exist"));
             }
             return Err(err!(Command, op, "rbd ls {pool} failed: {}", explain(&o)));
         }
         // rbd ls -l says nothing at all for an empty pool.
-        if o.stdout.trim().is_empty() {
-            return Ok(PoolState {
+        let st = if o.stdout.trim().is_empty() {
+            PoolState {
                 pool: pool.to_string(),
                 images: Vec::new(),
-            });
+            }
+        } else {
+            parse_ls(pool, &o.stdout)?
+        };
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pool.to_string(), (std::time::Instant::now(), st.clone()));
+        Ok(st)
+    }
+
+    /// The pool as this process last listed it, if no command of its own
+    /// changed a pool since (see [`RbdBackend::listed`]), else listed now.
+    /// For the step after a first look under the same locks: what others
+    /// could change meanwhile, they change under locks this command holds.
+    pub fn pool_state_listed(&self, op: &str, pool: &str) -> Result<PoolState> {
+        let kept = self
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pool)
+            .filter(|(at, _)| at.elapsed() < LISTED_FOR)
+            .map(|(_, st)| st.clone());
+        match kept {
+            Some(st) => Ok(st),
+            None => self.pool_state(op, pool),
         }
-        parse_ls(pool, &o.stdout)
     }
 
     /// The kernel's mappings of this host.
@@ -469,7 +545,9 @@ impl RbdBackend {
             return Ok(d);
         }
         let _span = tracing::info_span!("rbd map", pool, image).entered();
-        let o = self.tool("map rbd image", &["map", "--pool", pool, image])?;
+        // No wait for udev's rules: the device node is the kernel's
+        // (devtmpfs), and udev's /dev/rbd/POOL/NAME link is not used here.
+        let o = self.tool("map rbd image", &["map", "--options", "noudev", "--pool", pool, image])?;
         let dev = o.stdout.trim().to_string();
         if !dev.starts_with("/dev/rbd") {
             return Err(err!(
@@ -486,7 +564,7 @@ impl RbdBackend {
     fn unmap(&self, pool: &str, image: &str, strict: bool) -> Result<()> {
         for dev in self.mapped(pool, image)? {
             let _span = tracing::info_span!("rbd unmap", dev = %dev).entered();
-            let o = self.raw(&["unmap", &dev])?;
+            let o = self.raw(&["unmap", "--options", "noudev", &dev])?;
             if o.ok {
                 continue;
             }
@@ -577,10 +655,13 @@ impl RbdBackend {
         let o = self.raw(&["rename", &from, &format!("{pool}/{image}")])?;
         if !o.ok {
             if o.stderr.contains("(17)") {
+                // Planned without a listing, or taken meanwhile by a build in
+                // another lxcpath: the engine plans again, from a listing.
+                self.relist.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(err!(
                     AlreadyExists,
                     "create rbd rootfs",
-                    "rbd image {pool}/{image} was made meanwhile by another build"
+                    "rbd image {pool}/{image} already exists"
                 ));
             }
             return Err(err!(
@@ -675,6 +756,9 @@ impl Backend for RbdBackend {
         validate_name("image", &want)?;
         // Room for the build name's suffix (`.strata-` and 16 hex digits).
         validate_name("image", &build_name(&want, t.build_dir))?;
+        if let Some(u) = self.user() {
+            validate_name("rbd user", &u)?;
+        }
         let pool = match origin {
             Some(o) if o.kind() != "rbd" => {
                 return Err(err!(
@@ -688,9 +772,19 @@ impl Backend for RbdBackend {
             None => {
                 fstype_opt(t)?;
                 size_opt(t)?;
-                pool_opt(t)
+                let pool = pool_opt(t);
+                validate_name("pool", &pool)?;
+                pool
             }
         };
+        // A new image's wanted name is taken on trust (a listing is seconds
+        // on a slow machine): the build's rename refuses a taken one, and
+        // the engine plans again, from a listing. An explicit name (refused
+        // when taken) and a clone (its source checked, and a restore's
+        // wanted name is its own container's, taken) list first.
+        if origin.is_none() && !explicit && !self.relist.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(spec_for(&pool, &want));
+        }
         let st = self.pool_state(OP, &pool)?;
         if let Some(o) = origin {
             let (_, src) = parse_spec(o)?;
@@ -713,16 +807,20 @@ impl Backend for RbdBackend {
         let tmp = build_name(&image, t.build_dir);
         validate_name("image", &tmp)?;
         self.tool(OP, &["create", "--pool", &pool, &tmp, "--size", &mb])?;
+        if let Err(e) = self.finish_build(&pool, &tmp, &image, &t.mark()) {
+            let _ = self.destroy(&spec_for(&pool, &tmp));
+            return Err(e);
+        }
+        // Named and marked: from here an undo finds it as this build's. It
+        // is mapped once, under its name, and left mapped for the mount
+        // that fills it (the engine's, always next), which finds the
+        // mapping and whose unmount releases it.
         let made = (|| {
-            let dev = self.map(&pool, &tmp)?;
-            let mkfs = block::mkfs(self.run.as_ref(), &fstype, &dev);
-            // Before the rename: a mapping keeps the name it was made under.
-            self.unmap_settled(&pool, &tmp, 50)?;
-            mkfs?;
-            self.finish_build(&pool, &tmp, &image, &t.mark())
+            let dev = self.map(&pool, &image)?;
+            block::mkfs(self.run.as_ref(), &fstype, &dev)
         })();
         if let Err(e) = made {
-            let _ = self.destroy(&spec_for(&pool, &tmp));
+            let _ = self.destroy(spec);
             return Err(e);
         }
         Ok(())
@@ -732,7 +830,8 @@ impl Backend for RbdBackend {
         const OP: &str = "destroy rbd rootfs";
         let (pool, image) = parse_spec(spec)?;
         let _span = tracing::info_span!("rbd destroy", pool = %pool, image = %image).entered();
-        let st = self.pool_state(OP, &pool)?;
+        // The engine's check of its dependents listed it a moment ago.
+        let st = self.pool_state_listed(OP, &pool)?;
         let Some(me) = st.image(&image).cloned() else {
             // Half made: a killed clone may have left its origin snapshot.
             self.drop_made_for(&st, &image);
@@ -897,7 +996,8 @@ impl Snapshotter for RbdBackend {
         validate_name("image", &tmp)?;
         let snap = snap_for(&tmp);
         let at = format!("{pool}/{simage}@{snap}");
-        let st = self.pool_state(OP, &pool)?;
+        // Listed by the plan, under the source's lock.
+        let st = self.pool_state_listed(OP, &pool)?;
         let src_img = st
             .image(&simage)
             .ok_or_else(|| err!(NotFound, OP, "rbd image {pool}/{simage} does not exist"))?;

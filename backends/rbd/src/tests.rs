@@ -94,14 +94,25 @@ fn ls_parsed_with_snapshots_and_parents() {
 
 #[test]
 fn plan_names_and_pools() {
-    let (b, _) = setup();
-    // Default pool lxc; a taken name gets a suffix; snapN of c1 is c1_snapN.
+    let (b, f) = setup();
+    // Default pool lxc; a new image's name is taken on trust, no listing.
+    assert_eq!(
+        plan(&b, "c1", "/l", &target_opts(None, None), None)
+            .unwrap()
+            .to_string(),
+        "rbd:/dev/rbd/lxc/c1"
+    );
+    assert!(f.calls().is_empty(), "{:?}", f.calls());
+    // After a build found it taken at its rename, the next plan lists the
+    // pool: a taken name gets a suffix.
+    b.relist.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
         plan(&b, "c1", "/l", &target_opts(None, None), None)
             .unwrap()
             .to_string(),
         "rbd:/dev/rbd/lxc/c1_1"
     );
+    assert_eq!(f.calls(), [format!("{RBD} ls -l --format json --pool lxc")]);
     assert_eq!(
         plan(&b, "c9", "/l", &target_opts(Some("lxc"), None), None)
             .unwrap()
@@ -129,9 +140,28 @@ fn plan_names_and_pools() {
 #[test]
 fn bad_input_refused_before_any_change() {
     let (b, f) = setup();
-    let e = plan(&b, "x", "/l", &target_opts(Some("nopool"), None), None).unwrap_err();
+    // A named image's pool is listed at the plan; a new image's is found
+    // missing by its rbd create, which makes nothing.
+    let e = plan(&b, "x", "/l", &target_opts(Some("nopool"), Some("x")), None).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.to_string().contains("\"nopool\" does not exist"), "{e}");
+    let o = target_opts(Some("nopool"), None);
+    let spec = plan(&b, "x", "/l", &o, None).unwrap();
+    f.canned.lock().unwrap().push((
+        format!("{RBD} create --pool nopool"),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "rbd: error opening pool 'nopool': (2) No such file or directory\n".into(),
+        },
+    ));
+    let lp = PathBuf::from("/l");
+    let dir = lp.join(".strata-tmp.x.abc");
+    let e = b.create(&spec, &target(&lp, &dir, &o)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert!(e.to_string().contains("\"nopool\" does not exist"), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    f.calls.lock().unwrap().clear();
     let mut o = target_opts(None, None);
     o.fstype = Some("vfat".into());
     assert_eq!(
@@ -180,6 +210,25 @@ fn dependents_named_and_flattened_before_destroy() {
 }
 
 #[test]
+fn destroy_lists_the_pool_once_with_its_check_of_dependents() {
+    let (b, f) = setup();
+    assert!(b.dependents(&spec_for("lxc", "c3")).unwrap().is_empty());
+    b.destroy(&spec_for("lxc", "c3")).unwrap();
+    assert_eq!(
+        f.calls(),
+        [
+            format!("{RBD} ls -l --format json --pool lxc"),
+            format!("{RBD} device list --format json"),
+            format!("{RBD} rm --no-progress lxc/c3"),
+        ]
+    );
+    // A change made by this process: the next look lists again.
+    f.calls.lock().unwrap().clear();
+    b.destroy(&spec_for("lxc", "c1")).unwrap();
+    assert_eq!(f.calls()[0], format!("{RBD} ls -l --format json --pool lxc"));
+}
+
+#[test]
 fn destroy_of_a_clone_drops_its_origin_snapshot() {
     let (b, f) = setup();
     b.destroy(&spec_for("lxc", "c2")).unwrap();
@@ -215,7 +264,7 @@ fn mapped_image_in_use_is_not_destroyed() {
         r#"[{"id":"0","pool":"lxc","namespace":"","name":"c3","snap":"-","device":"/dev/rbd0"}]"#,
     );
     f.canned.lock().unwrap().push((
-        format!("{RBD} unmap /dev/rbd0"),
+        format!("{RBD} unmap --options noudev /dev/rbd0"),
         Out {
             ok: false,
             stdout: String::new(),
@@ -233,7 +282,11 @@ fn mapped_image_in_use_is_not_destroyed() {
 #[test]
 fn clone_snapshots_protects_and_clones() {
     let (b, f) = setup();
-    f.on(&format!("{RBD} map --pool lxc c9"), true, "/dev/rbd3\n");
+    f.on(
+        &format!("{RBD} map --options noudev --pool lxc c9"),
+        true,
+        "/dev/rbd3\n",
+    );
     f.on("blkid", true, "ext4\n");
     let lp = PathBuf::from("/l");
     let dir = lp.join("c9");
@@ -246,11 +299,22 @@ fn clone_snapshots_protects_and_clones() {
         opts: &o,
     };
     let tmp = build_name("c9", &dir);
-    f.on(&format!("{RBD} map --pool lxc {tmp}"), true, "/dev/rbd3\n");
+    f.on(
+        &format!("{RBD} map --options noudev --pool lxc {tmp}"),
+        true,
+        "/dev/rbd3\n",
+    );
+    // The plan's listing is the clone's: one rbd ls for both.
+    assert_eq!(
+        plan(&b, "c9", "/l", &o, Some("rbd:/dev/rbd/lxc/c3")).unwrap(),
+        spec_for("lxc", "c9")
+    );
     b.snapshot(&spec_for("lxc", "c3"), &spec_for("lxc", "c9"), &t, false)
         .unwrap();
     let mark = strata_core::build_mark(&dir);
     assert_eq!(tmp, format!("c9.strata-{mark}"));
+    let lists = f.calls().iter().filter(|c| c.contains(" ls -l ")).count();
+    assert_eq!(lists, 1, "{:?}", f.calls());
     // Made under the build's own name, marked, then given its name.
     assert_eq!(
         changing(&f),
@@ -258,7 +322,7 @@ fn clone_snapshots_protects_and_clones() {
             format!("{RBD} snap create --no-progress lxc/c3@strata-{tmp}"),
             format!("{RBD} snap protect lxc/c3@strata-{tmp}"),
             format!("{RBD} clone lxc/c3@strata-{tmp} lxc/{tmp}"),
-            format!("{RBD} map --pool lxc {tmp}"),
+            format!("{RBD} map --options noudev --pool lxc {tmp}"),
             "blkid -p -o value -s TYPE /dev/rbd3".to_string(),
             format!("{RBD} image-meta set lxc/{tmp} strata.build {mark}"),
             format!("{RBD} rename lxc/{tmp} lxc/c9"),
@@ -283,17 +347,26 @@ fn create_builds_under_its_own_name_then_renames() {
     let dir = lp.join(".strata-tmp.c9.abc");
     let o = target_opts(None, None);
     let tmp = build_name("c9", &dir);
-    f.on(&format!("{RBD} map --pool lxc {tmp}"), true, "/dev/rbd4\n");
-    b.create(&spec_for("lxc", "c9"), &target(&lp, &dir, &o)).unwrap();
+    f.on(
+        &format!("{RBD} map --options noudev --pool lxc c9"),
+        true,
+        "/dev/rbd4\n",
+    );
+    let spec = plan(&b, "c9", "/l", &o, None).unwrap();
+    b.create(&spec, &target(&lp, &dir, &o)).unwrap();
     let mark = strata_core::build_mark(&dir);
+    // Four rbd processes and mkfs, no listing (LXC's create is two and
+    // mkfs): named and marked first, then mapped once under its name and
+    // left mapped for the mount that fills it.
     assert_eq!(
-        changing(&f),
+        f.calls(),
         [
             format!("{RBD} create --pool lxc {tmp} --size 64"),
-            format!("{RBD} map --pool lxc {tmp}"),
-            "mkfs.ext4 -q -F /dev/rbd4".to_string(),
             format!("{RBD} image-meta set lxc/{tmp} strata.build {mark}"),
             format!("{RBD} rename lxc/{tmp} lxc/c9"),
+            format!("{RBD} device list --format json"),
+            format!("{RBD} map --options noudev --pool lxc c9"),
+            "mkfs.ext4 -q -F /dev/rbd4".to_string(),
         ]
     );
 }
@@ -305,7 +378,6 @@ fn a_name_taken_meanwhile_is_already_exists_and_only_the_own_image_goes() {
     let dir = lp.join(".strata-tmp.c3.abc");
     let o = target_opts(None, None);
     let tmp = build_name("c3", &dir);
-    f.on(&format!("{RBD} map --pool lxc {tmp}"), true, "/dev/rbd4\n");
     f.canned.lock().unwrap().push((
         format!("{RBD} rename lxc/{tmp} lxc/c3"),
         Out {
@@ -322,6 +394,14 @@ fn a_name_taken_meanwhile_is_already_exists_and_only_the_own_image_goes() {
     );
     let e = b.create(&spec_for("lxc", "c3"), &target(&lp, &dir, &o)).unwrap_err();
     assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+    // Nothing mapped or formatted before the name was its own.
+    assert!(
+        !f.calls().iter().any(|c| c.contains(" map ") || c.contains("mkfs")),
+        "{:?}",
+        f.calls()
+    );
+    // The engine plans again: from a listing this time, which finds c3 taken.
+    assert_eq!(plan(&b, "c3", "/l", &o, None).unwrap(), spec_for("lxc", "c3_1"));
     assert!(!b.made_by(&spec_for("lxc", "c3"), &dir));
     f.calls.lock().unwrap().clear();
     b.undo_build(&spec_for("lxc", "c3"), &dir).unwrap();
@@ -407,7 +487,7 @@ fn a_missing_key_is_not_a_missing_pool() {
             stderr: "2026-12-01T21:20:00.000+0000 7f -1 auth: unable to find a keyring on /etc/ceph/ceph.client.nobody.keyring,/etc/ceph/ceph.keyring: (2) No such file or directory\nrbd: couldn't connect to the cluster!\n".into(),
         },
     ));
-    let e = plan(&b, "x", "/l", &target_opts(None, None), None).unwrap_err();
+    let e = plan(&b, "x", "/l", &target_opts(None, Some("x")), None).unwrap_err();
     let m = e.to_string();
     assert!(
         m.contains("no key for this ceph user") && m.contains("ceph.client.nobody.keyring"),
