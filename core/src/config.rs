@@ -156,36 +156,46 @@ impl Config {
 
     /// Canonical key of every line (`None` for non-entries), legacy
     /// unindexed network keys numbered by position as LXC 2.0 did.
-    fn canonical_keys(&self) -> Vec<Option<String>> {
+    /// Each line's key under its current name (`None` for a line that is
+    /// not an entry), in order, computed as the lines are walked: a
+    /// legacy network key without an index is numbered by the `type`
+    /// lines before it. Only legacy and renamed keys are allocated.
+    fn canonical_iter(&self) -> impl Iterator<Item = Option<Cow<'_, str>>> + '_ {
         let mut net: i64 = -1;
-        self.lines
-            .iter()
-            .map(|l| match l {
-                Line::Entry { key, .. } => Some(match legacy_net(key) {
-                    Some((None, sub)) => {
-                        if sub == "type" {
-                            net += 1;
-                        }
-                        net_key(&net.max(0).to_string(), sub)
+        self.lines.iter().map(move |l| match l {
+            Line::Entry { key, .. } => Some(match legacy_net(key) {
+                Some((None, sub)) => {
+                    if sub == "type" {
+                        net += 1;
                     }
-                    _ => canonical_key(key).into_owned(),
-                }),
-                Line::Other(_) => None,
-            })
-            .collect()
+                    Cow::Owned(net_key(&net.max(0).to_string(), sub))
+                }
+                _ => canonical_key(key),
+            }),
+            Line::Other(_) => None,
+        })
     }
 
-    /// Indices of the entries of `key` (current or legacy name).
-    fn find(&self, key: &str) -> (Vec<usize>, Vec<Option<String>>) {
+    fn canonical_keys(&self) -> Vec<Option<String>> {
+        self.canonical_iter().map(|k| k.map(Cow::into_owned)).collect()
+    }
+
+    /// Indices of the entries of `key` (current or legacy name), without
+    /// the list of every line's key that [`Config::find`] also returns: a
+    /// start looks up dozens of keys in a config of dozens of lines.
+    fn indices(&self, key: &str) -> Vec<usize> {
         let ck = canonical_key(key);
-        let keys = self.canonical_keys();
-        let idx = keys
-            .iter()
+        self.canonical_iter()
             .enumerate()
             .filter(|(_, k)| k.as_deref() == Some(&*ck))
             .map(|(i, _)| i)
-            .collect();
-        (idx, keys)
+            .collect()
+    }
+
+    /// Indices of the entries of `key` (current or legacy name), and every line's key.
+    fn find(&self, key: &str) -> (Vec<usize>, Vec<Option<String>>) {
+        let keys = self.canonical_keys();
+        (self.indices(key), keys)
     }
 
     fn touches_positional(&self, idx: &[usize]) -> bool {
@@ -213,8 +223,8 @@ impl Config {
 
     /// Every value of `key`, in order.
     pub fn get_all(&self, key: &str) -> Vec<&str> {
-        let (idx, _) = self.find(key);
-        idx.into_iter()
+        self.indices(key)
+            .into_iter()
             .filter_map(|i| match &self.lines[i] {
                 Line::Entry { value, .. } => Some(value.as_str()),
                 Line::Other(_) => None,
@@ -224,11 +234,10 @@ impl Config {
 
     /// `(canonical key, value)` for every entry, in order.
     pub fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
-        self.canonical_keys()
-            .into_iter()
+        self.canonical_iter()
             .zip(self.lines.iter())
             .filter_map(|(k, l)| match (k, l) {
-                (Some(k), Line::Entry { value, .. }) => Some((Cow::Owned(k), value.as_str())),
+                (Some(k), Line::Entry { value, .. }) => Some((k, value.as_str())),
                 _ => None,
             })
     }
