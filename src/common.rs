@@ -284,10 +284,12 @@ const BDEV_KEYS: &[&str] = &[
 
 /// Backend options with the `lxc.bdev.*` defaults of lxc.conf filled in.
 pub fn backend_opts(mut opts: BackendOpts) -> anyhow::Result<BackendOpts> {
-    let conf = paths::global_conf();
-    for k in BDEV_KEYS {
-        if let Some(v) = lxc_conf::value_at(&conf, k)? {
-            opts.defaults.insert(k.to_string(), v);
+    // One read of lxc.conf for all the keys.
+    if let Some(text) = lxc_conf::text_at(&paths::global_conf())? {
+        for k in BDEV_KEYS {
+            if let Some(v) = lxc_conf::value_in(&text, k) {
+                opts.defaults.insert(k.to_string(), v);
+            }
         }
     }
     let d = |k: &str| opts.defaults.get(k).cloned();

@@ -123,7 +123,7 @@ fn ordered_journal(dir: &Path) -> bool {
 
 fn ordered_journal_of(dev: u64) -> bool {
     let (maj, min) = (libc::major(dev), libc::minor(dev));
-    let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/uevent")) else {
+    let Ok(uevent) = crate::procfs::read_to_string(format!("/sys/dev/block/{maj}:{min}/uevent")) else {
         return false;
     };
     let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
@@ -134,7 +134,7 @@ fn ordered_journal_of(dev: u64) -> bool {
     if !Path::new(&format!("/proc/fs/jbd2/{name}-8")).exists() {
         return false;
     }
-    let Ok(opts) = std::fs::read_to_string(format!("/proc/fs/ext4/{name}/options")) else {
+    let Ok(opts) = crate::procfs::read_to_string(format!("/proc/fs/ext4/{name}/options")) else {
         return false;
     };
     let has = |o: &str| opts.lines().any(|l| l == o);

@@ -65,9 +65,15 @@ pub fn malformed_line(text: &str) -> Option<(usize, &str)> {
 /// the key is not there. A file that cannot be read, or with a line that is
 /// not `KEY = VALUE`, is an error.
 pub fn value_at(path: &Path, key: &str) -> Result<Option<String>> {
+    Ok(text_at(path)?.and_then(|t| value_in(&t, key)))
+}
+
+/// The text of the `lxc.conf` at `path`, checked as [`value_at`] checks it
+/// (`None` when there is no such file): read once for several keys.
+pub fn text_at(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
         Ok(b) => {
-            let text = String::from_utf8_lossy(&b);
+            let text = String::from_utf8_lossy(&b).into_owned();
             if let Some((n, line)) = malformed_line(&text) {
                 return Err(crate::err!(
                     InvalidArgument,
@@ -77,7 +83,7 @@ pub fn value_at(path: &Path, key: &str) -> Result<Option<String>> {
                 )
                 .at(path));
             }
-            Ok(value_in(&text, key))
+            Ok(Some(text))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).ctx("read", path),
