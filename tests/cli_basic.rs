@@ -150,6 +150,99 @@ fn ls_plain_fancy_json() {
     assert_eq!(json2, json);
 }
 
+/// A listing long enough to be read on several threads gives every
+/// container once, in order, each with its own files (config, dependents,
+/// origins, snapshots), and the same as a short listing of the same ones.
+#[test]
+fn ls_json_over_many_containers() {
+    let env = Env::new();
+    env.make_container("c000");
+    // Three snapshot clones of the first, one with a snapshot of its own.
+    for n in ["c001", "c002", "c003"] {
+        env.ok("lxc-copy", &["-n", "c000", "-N", n, "-s"]);
+    }
+    env.ok("lxc-snapshot", &["-n", "c002"]);
+    // The rest written as LXC leaves them: a config and a rootfs dir each,
+    // every seventh in group g7, every fifth set to autostart.
+    let n = 300;
+    for i in 4..n {
+        let name = format!("c{i:03}");
+        let dir = env.c(&name);
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        let mut cfg = format!(
+            "lxc.uts.name = {name}\nlxc.rootfs.path = dir:{}\n",
+            dir.join("rootfs").display()
+        );
+        if i % 7 == 0 {
+            cfg.push_str("lxc.group = g7\n");
+        }
+        if i % 5 == 0 {
+            cfg.push_str("lxc.start.auto = 1\n");
+        }
+        std::fs::write(dir.join("config"), cfg).unwrap();
+    }
+    let json: serde_json::Value = serde_json::from_str(&env.ok("lxc-ls", &["--json"])).unwrap();
+    let arr = json.as_array().unwrap();
+    let names: Vec<&str> = arr.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..n).map(|i| format!("c{i:03}")).collect();
+    assert_eq!(names, want);
+    let lp = env.lxcpath.display().to_string();
+    let refs = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let p = r["lxcpath"].as_str().unwrap();
+                let at = p.strip_prefix(lp.as_str()).unwrap_or_else(|| panic!("{r}"));
+                format!("{at}/{}", r["name"].as_str().unwrap())
+            })
+            .collect()
+    };
+    // The snapshot of c002 is an overlay on c000's rootfs too.
+    assert_eq!(
+        refs(&arr[0]["dependents"]),
+        ["/c001", "/c002", "/c003", "/c002/snaps/snap0"]
+    );
+    for (i, row) in arr.iter().enumerate() {
+        let name = &want[i];
+        assert!(row["rootfs"].as_str().unwrap().contains(&format!("/{name}/")), "{row}");
+        assert_eq!(row["state"], "STOPPED");
+        let origin: Vec<String> = if (1..4).contains(&i) {
+            vec!["/c000".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(refs(&row["depends_on"]), origin, "{name}");
+        if i > 0 {
+            assert!(refs(&row["dependents"]).is_empty(), "{name}");
+        }
+        let backend = if (1..4).contains(&i) { "overlay" } else { "dir" };
+        assert_eq!(row["backend"], backend, "{name}");
+        assert_eq!(
+            row["snapshots"].as_array().unwrap().len(),
+            usize::from(i == 2),
+            "{name}"
+        );
+        let groups: Vec<&str> = if i >= 4 && i % 7 == 0 { vec!["g7"] } else { vec![] };
+        assert_eq!(row["groups"], serde_json::json!(groups), "{name}");
+        assert_eq!(row["autostart"], i >= 4 && i % 5 == 0, "{name}");
+    }
+    // A short listing (one thread) of some of them gives the same rows.
+    let few: serde_json::Value = serde_json::from_str(&env.ok("lxc-ls", &["--json", "^c00[0-3]$"])).unwrap();
+    assert_eq!(few.as_array().unwrap()[..], arr[..4]);
+    let fancy = env.ok("lxc-ls", &["--fancy"]);
+    let rows: Vec<&str> = fancy
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(rows, want);
+    assert_eq!(
+        env.ok("lxc-ls", &["-1", "-g", "g7"]).lines().count(),
+        (4..n).filter(|i| i % 7 == 0).count()
+    );
+}
+
 #[test]
 fn copy_and_snapshot_clone() {
     let env = Env::new();

@@ -6,6 +6,7 @@ use anyhow::anyhow;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 use strata_core::lxcdir::LxcDir;
 use strata_core::{depfile, state, Container, Store};
 use strata_runtime::state_view::{self, State};
@@ -225,27 +226,25 @@ fn collect(
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     // The lxcpath is opened once and every file read relative to it.
-    let dir = LxcDir::open(store.lxcpath())?;
-    let listed = dir.as_ref().map(LxcDir::names).transpose()?.unwrap_or_default();
+    let dir = LxcDir::open(store.lxcpath())?.map(Arc::new);
+    let listed = dir.as_deref().map(LxcDir::names).transpose()?.unwrap_or_default();
     let wanted = |n: &str| f.name.as_ref().is_none_or(|re| re.is_match(n));
     // Each config read once, by the open that tells whether there is one.
     let mut configs: std::collections::HashMap<String, Result<Container, String>> = Default::default();
     let defined: std::collections::HashSet<String> = match &dir {
         Some(d) if f.config => {
-            for n in listed {
-                if !wanted(&n) {
-                    continue;
-                }
-                match store.load_in(d, &n) {
-                    Ok(Some(c)) => {
-                        configs.insert(n, Ok(c));
-                    }
-                    Ok(None) => {}
-                    // Not a container unless its config is a regular file.
-                    Err(e) if d.is_file(&format!("{n}/config")) => {
-                        configs.insert(n, Err(e.to_string()));
-                    }
-                    Err(_) => {}
+            let todo: Vec<String> = listed.into_iter().filter(|n| wanted(n)).collect();
+            let (d2, st) = (Arc::clone(d), Store::new(store.lxcpath()));
+            let loaded = super::spread::map(todo.clone(), move |n| match st.load_in(&d2, n) {
+                Ok(Some(c)) => Some(Ok(c)),
+                Ok(None) => None,
+                // Not a container unless its config is a regular file.
+                Err(e) if d2.is_file(&format!("{n}/config")) => Some(Err(e.to_string())),
+                Err(_) => None,
+            });
+            for (n, c) in todo.into_iter().zip(loaded) {
+                if let Some(c) = c {
+                    configs.insert(n, c);
                 }
             }
             configs.keys().cloned().collect()
@@ -379,8 +378,12 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let mut rows = vec![];
     collect(&engine.backends, &store, &filter, None, 0, max, &mut rows)?;
     if a.json {
+        // The files of each container read on helper threads too, the rows made here.
         let dir = LxcDir::open(&lxcpath)?;
-        let arr: Vec<_> = rows.iter().map(|row| json_row(&store, dir.as_ref(), row)).collect();
+        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        let st = Store::new(&lxcpath);
+        let files = super::spread::map(names, move |n| json_files(&st, dir.as_ref(), n));
+        let arr: Vec<_> = rows.iter().zip(files).map(|(row, f)| json_row(row, f)).collect();
         // One buffered write; a closed pipe is an error to report, not a panic.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         serde_json::to_writer_pretty(&mut out, &arr)?;
@@ -429,11 +432,19 @@ struct JsonRef {
     name: String,
 }
 
-fn json_row<'a>(store: &Store, dir: Option<&LxcDir>, row: &'a Row) -> JsonRow<'a> {
+/// What `--json` reads of a container besides its config: its snapshots,
+/// the containers that depend on it and those it depends on.
+struct JsonFiles {
+    snapshots: Vec<JsonSnap>,
+    dependents: Vec<JsonRef>,
+    depends_on: Vec<JsonRef>,
+}
+
+fn json_files(store: &Store, dir: Option<&LxcDir>, name: &str) -> JsonFiles {
     // Most containers have no snapshots: one look at `snaps` tells.
-    let has_snaps = dir.is_none_or(|d| d.is_dir(&format!("{}/snaps", row.name)));
+    let has_snaps = dir.is_none_or(|d| d.is_dir(&format!("{name}/snaps")));
     let snapshots: Vec<_> = has_snaps
-        .then(|| store.snapshots(&row.name).ok())
+        .then(|| store.snapshots(name).ok())
         .flatten()
         .unwrap_or_default()
         .into_iter()
@@ -453,23 +464,31 @@ fn json_row<'a>(store: &Store, dir: Option<&LxcDir>, row: &'a Row) -> JsonRow<'a
             })
             .collect()
     };
+    JsonFiles {
+        snapshots,
+        dependents: refs(match dir {
+            Some(d) => depfile::dependents_in(d, name),
+            None => depfile::dependents(&store.r(name)),
+        }),
+        depends_on: refs(match dir {
+            Some(d) => depfile::depends_on_in(d, name),
+            None => depfile::depends_on(&store.r(name)),
+        }),
+    }
+}
+
+fn json_row(row: &Row, files: JsonFiles) -> JsonRow<'_> {
     JsonRow {
         autostart: row.column("AUTOSTART") == "1",
         backend: row.c.as_ref().map(|c| c.rootfs.kind().to_string()),
-        dependents: refs(match dir {
-            Some(d) => depfile::dependents_in(d, &row.name),
-            None => depfile::dependents(&store.r(&row.name)),
-        }),
-        depends_on: refs(match dir {
-            Some(d) => depfile::depends_on_in(d, &row.name),
-            None => depfile::depends_on(&store.r(&row.name)),
-        }),
+        dependents: files.dependents,
+        depends_on: files.depends_on,
         error: row.error.as_deref(),
         groups: row.groups(),
         name: &row.name,
         pid: row.running.as_ref().map(|r| r.init_pid),
         rootfs: row.c.as_ref().map(|c| c.rootfs.to_string()),
-        snapshots,
+        snapshots: files.snapshots,
         state: row.column("STATE"),
         unprivileged: row.unprivileged(),
     }

@@ -20,6 +20,7 @@ pub mod send;
 pub mod snapshot;
 pub mod snapshot_auto;
 pub mod snapshot_prune;
+mod spread;
 pub mod strata;
 pub mod tree;
 
