@@ -3,16 +3,20 @@
 //! independent of every other, so on an idle machine a listing of many
 //! containers takes about its CPU time divided by the CPUs.
 //!
-//! The calling thread never waits for a helper that has not started: items
-//! are taken in small batches from one counter by whoever is running, and
-//! the caller waits only for the batches a helper took and is still on.
-//! On a busy machine a helper may get no CPU before the caller is done;
-//! it then finds nothing left and ends (helpers are not joined). Threads
-//! each doing a fixed share, joined at the end, made a listing slower at a
-//! load of 12 on 2 CPUs: the caller waited for each to be scheduled.
+//! The calling thread never waits for a helper: items are taken in small
+//! batches from one counter by whoever is running, and once the counter is
+//! spent the caller does itself every item whose result is not there yet,
+//! including those of a batch a helper took and has not finished (on a busy
+//! machine a helper may lose its CPU for many milliseconds in the middle of
+//! one). Such an item may then be done twice, so `f` must only read.
+//! Helpers are not joined: one that starts late finds nothing left and
+//! ends. Threads each doing a fixed share, joined at the end, made a
+//! listing slower at a load of 12 on 2 CPUs, and so did a caller that
+//! waited for the batches helpers had taken: it waited for them to be
+//! scheduled again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 /// Below this many items per thread, a thread's start costs more than it saves.
 const PER_THREAD: usize = 64;
@@ -23,10 +27,15 @@ struct Shared<T, R, F> {
     items: Vec<T>,
     f: F,
     next: AtomicUsize,
-    slots: Vec<Mutex<Option<R>>>,
-    /// Items not yet done, and the signal that it reached 0.
-    left: Mutex<usize>,
-    done: Condvar,
+    slots: Vec<Mutex<Slot<R>>>,
+}
+
+enum Slot<R> {
+    Empty,
+    Done(R),
+    /// The caller took it (its result, or the item to do itself): a
+    /// helper that comes to it late leaves it.
+    Taken,
 }
 
 /// `f` over `items`, the results in their order.
@@ -50,9 +59,7 @@ where
         items,
         f,
         next: AtomicUsize::new(0),
-        slots: (0..n).map(|_| Mutex::new(None)).collect(),
-        left: Mutex::new(n),
-        done: Condvar::new(),
+        slots: (0..n).map(|_| Mutex::new(Slot::Empty)).collect(),
     });
     for _ in 0..helpers {
         let s = Arc::clone(&sh);
@@ -60,18 +67,15 @@ where
         let _ = std::thread::Builder::new().spawn(move || work(&s, true));
     }
     work(&sh, false);
-    {
-        let mut left = sh.left.lock().unwrap_or_else(|e| e.into_inner());
-        while *left > 0 {
-            left = sh.done.wait(left).unwrap_or_else(|e| e.into_inner());
-        }
-    }
     (0..n)
         .map(|i| {
-            let r = sh.slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
-            // Empty where a helper panicked: done again here, where a
-            // panic is reported as any other.
-            r.unwrap_or_else(|| (sh.f)(&sh.items[i]))
+            let slot = std::mem::replace(&mut *sh.slots[i].lock().unwrap_or_else(|e| e.into_inner()), Slot::Taken);
+            match slot {
+                Slot::Done(r) => r,
+                // A helper is still on it, or panicked: done here (where
+                // a panic is reported as any other).
+                _ => (sh.f)(&sh.items[i]),
+            }
         })
         .collect()
 }
@@ -83,21 +87,23 @@ fn work<T, R, F: Fn(&T) -> R>(s: &Shared<T, R, F>, helper: bool) {
         if start >= n {
             return;
         }
-        let end = (start + BATCH).min(n);
-        for i in start..end {
+        for i in start..(start + BATCH).min(n) {
+            if helper && !matches!(*s.slots[i].lock().unwrap_or_else(|e| e.into_inner()), Slot::Empty) {
+                continue;
+            }
             let r = if helper {
-                // Caught, so that the batch still counts as done: the
-                // caller would otherwise wait for it forever.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.f)(&s.items[i]))).ok()
+                // Caught: the caller does the item again and reports it.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.f)(&s.items[i]))) {
+                    Ok(r) => r,
+                    Err(_) => continue,
+                }
             } else {
-                Some((s.f)(&s.items[i]))
+                (s.f)(&s.items[i])
             };
-            *s.slots[i].lock().unwrap_or_else(|e| e.into_inner()) = r;
-        }
-        let mut left = s.left.lock().unwrap_or_else(|e| e.into_inner());
-        *left -= end - start;
-        if *left == 0 {
-            s.done.notify_all();
+            let mut slot = s.slots[i].lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*slot, Slot::Empty) {
+                *slot = Slot::Done(r);
+            }
         }
     }
 }
