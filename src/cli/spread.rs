@@ -1,7 +1,9 @@
 //! A map over many independent items shared with helper threads, for the
 //! listings: reading a container is a few small system calls and a parse,
-//! independent of every other, so on an idle machine a listing of many
-//! containers takes about its CPU time divided by the CPUs.
+//! independent of every other, so where a CPU is free a listing of many
+//! containers takes less time (a quarter less over 800 containers on two
+//! CPUs, for 10 to 20% more CPU: with a second thread every descriptor call
+//! counts references and the file table takes a lock).
 //!
 //! The calling thread never waits for a helper: items are taken in small
 //! batches from one counter by whoever is running, and once the counter is
