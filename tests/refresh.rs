@@ -9,6 +9,7 @@
 mod common;
 
 use common::special::{diff, set_mtime, setxattr, special_tree, view, View};
+use common::stream::{fails, snapshot_listing};
 use common::Env;
 use std::io::Write;
 use std::path::Path;
@@ -61,14 +62,17 @@ fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> (Vec<u8>, String) {
     (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
-    let o = env.strata_with_input(args, input);
-    common::check_failure("strata", args, &o)
-}
-
-fn listing(env: &Env, name: &str) -> String {
-    env.ok("lxc-snapshot", &["-n", name, "-L", "-C"])
-        .replace(&format!("{}/", env.c(name).display()), "DIR/")
+/// A fresh lxcpath on a `fs` filesystem of `size` bytes holding c1 (a dir
+/// container of the source tree) with one snapshot, and c1's stream with it.
+fn c1_with_snapshot(fs: &str, size: u64) -> (Env, LoopFs, Vec<u8>) {
+    let env = Env::new();
+    let lfs = LoopFs::new(fs, size, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    env.ok("lxc-snapshot", &["-n", "c1"]);
+    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    (env, lfs, full)
 }
 
 /// Incompressible data (xorshift), so that stream sizes mean file sizes.
@@ -174,7 +178,7 @@ fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat(
         let want = rootfs_view(&env, &name);
         for t in ["dir", "btrfs", "loop"] {
             let got = format!("{s}-to-{t}");
-            let before_snaps = listing(&env, &got);
+            let before_snaps = snapshot_listing(&env, &got);
             let snap1 = snap_view(&env, &got, "snap1");
             let (_, err) = ok(&env, &["receive", "-n", &got], Some(&delta));
             assert!(
@@ -184,7 +188,7 @@ fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat(
             diff(&format!("{got} after refresh"), &want, &rootfs_view(&env, &got));
             assert_eq!(Store::new(&env.lxcpath).load(&got).unwrap().rootfs.kind(), t);
             // The target's own snapshot is kept as it was.
-            assert_eq!(listing(&env, &got), before_snaps, "{got}");
+            assert_eq!(snapshot_listing(&env, &got), before_snaps, "{got}");
             diff(&format!("{got} snap1 kept"), &snap1, &snap_view(&env, &got, "snap1"));
             // Twice: harmless, same result.
             ok(&env, &["receive", "-n", &got], Some(&delta));
@@ -193,7 +197,7 @@ fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat(
                 &want,
                 &rootfs_view(&env, &got),
             );
-            assert_eq!(listing(&env, &got), before_snaps, "{got}");
+            assert_eq!(snapshot_listing(&env, &got), before_snaps, "{got}");
             let cfg = env.config(&got);
             assert!(!cfg.contains(&format!("/{name}/")), "{cfg}");
             assert_eq!(env.config_get(&got, "lxc.uts.name").as_deref(), Some(got.as_str()));
@@ -203,10 +207,13 @@ fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat(
         env.ok("lxc-snapshot", &["-n", &name]);
         let (delta2, _) = ok(&env, &["send", "-n", &name, "--from", "snap0", "--snapshots"], None);
         let got = format!("{s}-to-dir");
-        let before = (rootfs_view(&env, &got), listing(&env, &got), env.config(&got));
+        let before = (rootfs_view(&env, &got), snapshot_listing(&env, &got), env.config(&got));
         let e = fails(&env, &["receive", "-n", &got], Some(&delta2));
         assert!(e.contains("snapshot snap1") && e.contains("diverged"), "{e}");
-        assert_eq!(before, (rootfs_view(&env, &got), listing(&env, &got), env.config(&got)));
+        assert_eq!(
+            before,
+            (rootfs_view(&env, &got), snapshot_listing(&env, &got), env.config(&got))
+        );
         for t in ["dir", "btrfs", "loop"] {
             env.ok("lxc-destroy", &["-n", &format!("{s}-to-{t}"), "-s"]);
         }
@@ -221,13 +228,7 @@ fn incremental_refresh_sends_only_changes_keeps_target_snapshots_and_can_repeat(
 /// own rootfs dir (which a refresh replaces) makes it refuse, naming it.
 #[test]
 fn incremental_receive_into_overlay() {
-    let env = Env::new();
-    let _fs = LoopFs::new("ext4", 1 << 30, Some(&env.lxcpath), "");
-    let src = env.src.join("tree");
-    source_tree(&src);
-    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
-    env.ok("lxc-snapshot", &["-n", "c1"]);
-    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    let (env, _fs, full) = c1_with_snapshot("ext4", 1 << 30);
     for t in ["o1", "o2"] {
         ok(&env, &["receive", "-n", t, "-B", "overlay"], Some(&full));
     }
@@ -235,10 +236,13 @@ fn incremental_receive_into_overlay() {
     env.ok("lxc-snapshot", &["-n", "o2"]);
     modify(&env, "c1", |r| small_change(r, 1));
     let (delta, _) = ok(&env, &["send", "-n", "c1", "--from", "snap0"], None);
-    let before = (rootfs_view(&env, "o2"), listing(&env, "o2"), env.config("o2"));
+    let before = (rootfs_view(&env, "o2"), snapshot_listing(&env, "o2"), env.config("o2"));
     let e = fails(&env, &["receive", "-n", "o2"], Some(&delta));
     assert!(e.contains("snapshot snap1 of o2 is an overlay on its rootfs"), "{e}");
-    assert_eq!(before, (rootfs_view(&env, "o2"), listing(&env, "o2"), env.config("o2")));
+    assert_eq!(
+        before,
+        (rootfs_view(&env, "o2"), snapshot_listing(&env, "o2"), env.config("o2"))
+    );
     let want = rootfs_view(&env, "c1");
     for round in 0..2 {
         ok(&env, &["receive", "-n", "o1"], Some(&delta));
@@ -301,7 +305,7 @@ fn incremental_with_snapshots_carries_the_chain() {
                 &snap_view(&env, &name, &snap),
                 &snap_view(&env, &got, &snap),
             );
-            assert_eq!(listing(&env, &name), listing(&env, &got));
+            assert_eq!(snapshot_listing(&env, &name), snapshot_listing(&env, &got));
             from = snap;
         }
         // A base the target lacks, or one taken at another time: refused.
@@ -359,13 +363,7 @@ fn links_out(root: &Path) -> Vec<std::path::PathBuf> {
 /// back from the base, and the result shares nothing with the snapshots.
 #[test]
 fn incremental_receive_into_dir_takes_unchanged_files_over() {
-    let env = Env::new();
-    let _fs = LoopFs::new("ext4", 1 << 30, Some(&env.lxcpath), "");
-    let src = env.src.join("tree");
-    source_tree(&src);
-    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
-    env.ok("lxc-snapshot", &["-n", "c1"]);
-    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    let (env, _fs, full) = c1_with_snapshot("ext4", 1 << 30);
     ok(&env, &["receive", "-n", "c2"], Some(&full));
     ok(&env, &["receive", "-n", "c3", "--map", "b 0 200000 65536"], Some(&full));
     modify(&env, "c1", |r| small_change(r, 1));
@@ -431,20 +429,14 @@ fn incremental_receive_into_dir_killed_anywhere_leaves_the_target_as_it_was() {
 }
 
 fn killed_refresh(fs: &str, target: &str) {
-    let env = Env::new();
-    let _fs = LoopFs::new(fs, 2 << 30, Some(&env.lxcpath), "");
-    let src = env.src.join("tree");
-    source_tree(&src);
-    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
-    env.ok("lxc-snapshot", &["-n", "c1"]);
-    let (full, _) = ok(&env, &["send", "-n", "c1", "--snapshots"], None);
+    let (env, _fs, full) = c1_with_snapshot(fs, 2 << 30);
     ok(&env, &["receive", "-n", "c2", "-B", target], Some(&full));
     modify(&env, "c1", |r| {
         small_change(r, 1);
         std::fs::write(r.join("usr/lib/new-big"), noise(4 << 20, 99)).unwrap();
     });
     let (delta, _) = ok(&env, &["send", "-n", "c1", "--from", "snap0"], None);
-    let before = (rootfs_view(&env, "c2"), listing(&env, "c2"), env.config("c2"));
+    let before = (rootfs_view(&env, "c2"), snapshot_listing(&env, "c2"), env.config("c2"));
     let after = rootfs_view(&env, "c1");
     let mut seed: u64 = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     let mut rnd = |n: u64| {
@@ -480,7 +472,7 @@ fn killed_refresh(fs: &str, target: &str) {
         ch.wait().unwrap();
         drop(feeder.join().unwrap());
         env.ok("strata", &["reconcile"]);
-        let now = (rootfs_view(&env, "c2"), listing(&env, "c2"), env.config("c2"));
+        let now = (rootfs_view(&env, "c2"), snapshot_listing(&env, "c2"), env.config("c2"));
         let spec = Store::new(&env.lxcpath).load("c2").unwrap().rootfs;
         if target == "dir" {
             assert_eq!(links_out(&spec.path()), Vec::<std::path::PathBuf>::new(), "round {i}");

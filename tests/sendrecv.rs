@@ -9,6 +9,7 @@ mod common;
 mod xattr;
 
 use common::special::{diff, special_tree, view, View};
+use common::stream::{self, busybox_tree, fails, ok, snapshot_listing};
 use common::Env;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -51,22 +52,6 @@ fn snap_view(env: &Env, name: &str, snap: &str) -> (String, View) {
     (spec.kind().to_string(), spec_view(&spec))
 }
 
-fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
-    let o = env.strata_with_input(args, input);
-    assert!(
-        o.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-/// Exit 1 with one line; returns it.
-fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
-    let o = env.strata_with_input(args, input);
-    common::check_failure("strata", args, &o)
-}
-
 /// The names in `dir`, sorted.
 fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -87,19 +72,8 @@ fn clean(env: &Env, names: &[&str]) {
 
 /// `strata receive -n c2 -B b` on this lxcpath, fed through the returned stdin.
 fn spawn_receive(env: &Env, b: &str) -> (Child, ChildStdin) {
-    let mut c = env.cmd("strata");
-    c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", "c2", "-B", b]);
-    if b == "loop" {
-        c.args(["--fssize", "256M"]);
-    }
-    let mut ch = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdin = ch.stdin.take().unwrap();
-    (ch, stdin)
+    let fssize: &[&str] = if b == "loop" { &["--fssize", "256M"] } else { &[] };
+    stream::spawn_receive(env, &[&["-n", "c2", "-B", b][..], fssize].concat())
 }
 
 /// Kill `ch` after `ms` milliseconds, and reap it.
@@ -107,19 +81,6 @@ fn kill_after(mut ch: Child, ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
     let _ = ch.kill();
     ch.wait().unwrap();
-}
-
-fn snapshot_listing(env: &Env, name: &str) -> String {
-    env.ok("lxc-snapshot", &["-n", name, "-L", "-C"])
-        .replace(&format!("{}/", env.c(name).display()), "DIR/")
-}
-
-fn busybox_tree(src: &Path) {
-    special_tree(src);
-    if Path::new("/bin/busybox").is_file() {
-        std::fs::copy("/bin/busybox", src.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", src.join("bin/sh")).unwrap();
-    }
 }
 
 #[test]

@@ -9,32 +9,13 @@
 mod common;
 
 use common::special::{diff, special_tree, view, View};
+use common::stream::{archive_listing, busybox_tree, fails, ok, snapshot_listing, spawn_receive};
 use common::Env;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::Stdio;
 use strata_core::Store;
 use strata_testkit::LoopFs;
-
-fn strata(env: &Env, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
-    env.strata_with_input(args, input)
-}
-
-fn ok(env: &Env, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
-    let o = strata(env, args, input);
-    assert!(
-        o.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-/// Exit 1 with one line; returns it.
-fn fails(env: &Env, args: &[&str], input: Option<&[u8]>) -> String {
-    let o = strata(env, args, input);
-    common::check_failure("strata", args, &o)
-}
 
 fn rootfs_of(env: &Env, name: &str) -> strata_core::RootfsSpec {
     Store::new(&env.lxcpath).load(name).unwrap().rootfs
@@ -81,35 +62,6 @@ fn clean(env: &Env, names: &[&str]) {
 
 fn is_readonly(p: &Path) -> bool {
     strata_testkit::sh(&["btrfs", "property", "get", p.to_str().unwrap(), "ro"]).trim() == "ro=true"
-}
-
-fn busybox_tree(src: &Path) {
-    special_tree(src);
-    if Path::new("/bin/busybox").is_file() {
-        std::fs::copy("/bin/busybox", src.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", src.join("bin/sh")).unwrap();
-    }
-}
-
-fn snapshot_listing(env: &Env, name: &str) -> String {
-    env.ok("lxc-snapshot", &["-n", name, "-L", "-C"])
-        .replace(&format!("{}/", env.c(name).display()), "DIR/")
-}
-
-/// Names of the archive's entries, as GNU tar lists them.
-fn listing(stream: &[u8]) -> String {
-    let mut t = std::process::Command::new("tar")
-        .args(["--zstd", "-tf", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut tin = t.stdin.take().unwrap();
-    let data = stream.to_vec();
-    let th = std::thread::spawn(move || tin.write_all(&data));
-    let out = String::from_utf8(t.wait_with_output().unwrap().stdout).unwrap();
-    th.join().unwrap().unwrap();
-    out
 }
 
 fn write_in(env: &Env, name: &str, rel: &str, data: &str) {
@@ -159,7 +111,7 @@ fn native_btrfs_round_trip_full_and_incremental() {
 
     // Full: the snapshot whole, the rootfs as its difference from it.
     let full = ok(&env, &["send", "-n", "c1", "--snapshots", "--native"], None);
-    let l = listing(&full);
+    let l = archive_listing(&full);
     assert!(l.contains("snaps/snap0/rootfs.native.00000000\n"), "{l}");
     assert!(l.contains("rootfs.native-end\n"), "{l}");
     assert!(!l.contains("rootfs/etc"), "a native stream holds no tar tree:\n{l}");
@@ -190,7 +142,7 @@ fn native_btrfs_round_trip_full_and_incremental() {
     clean(&env, &["c1", "c2"]);
     // A container that cannot go native says so, before a byte is written.
     env.ok("lxc-create", &["-n", "d1", "--rootfs-from", src.to_str().unwrap()]);
-    let o = strata(&env, &["send", "-n", "d1", "--native"], None);
+    let o = env.strata_with_input(&["send", "-n", "d1", "--native"], None);
     assert!(!o.status.success() && o.stdout.is_empty());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no native stream"));
     env.ok("lxc-destroy", &["-n", "d1"]);
@@ -202,7 +154,7 @@ fn native_btrfs_round_trip_full_and_incremental() {
     env.ok("lxc-snapshot", &["-n", "w1"]);
     let snap = snap_rootfs(&env, "w1", "snap0").path();
     strata_testkit::sh(&["btrfs", "property", "set", "-f", snap.to_str().unwrap(), "ro", "false"]);
-    let o = strata(&env, &["send", "-n", "w1", "--snapshots", "--native"], None);
+    let o = env.strata_with_input(&["send", "-n", "w1", "--snapshots", "--native"], None);
     assert!(!o.status.success() && o.stdout.is_empty());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("writable snapshot"),
@@ -224,7 +176,7 @@ fn native_btrfs_round_trip_full_and_incremental() {
         ],
         None,
     );
-    assert_eq!(listing(&std::fs::read(&file).unwrap()), l);
+    assert_eq!(archive_listing(&std::fs::read(&file).unwrap()), l);
     let e = fails(&env, &["import", file.to_str().unwrap(), "-n", "c3", "-B", "dir"], None);
     assert!(e.contains("btrfs") && e.contains("on dir"), "{e}");
     ok(&env, &["import", file.to_str().unwrap(), "-n", "c3"], None);
@@ -283,20 +235,6 @@ fn native_btrfs_round_trip_full_and_incremental() {
     clean(&env, &[]);
 }
 
-/// `strata receive -n NAME`, fed through the returned stdin.
-fn spawn_receive(env: &Env, name: &str) -> (Child, ChildStdin) {
-    let mut c = env.cmd("strata");
-    c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", name]);
-    let mut ch = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdin = ch.stdin.take().unwrap();
-    (ch, stdin)
-}
-
 #[test]
 fn native_receive_cut_or_killed_leaves_nothing() {
     let env = Env::new();
@@ -331,7 +269,7 @@ fn native_receive_cut_or_killed_leaves_nothing() {
     // reconcile, either nothing or the whole container.
     let mut whole = 0;
     for i in 0..6 {
-        let (mut ch, mut stdin) = spawn_receive(&env, "c2");
+        let (mut ch, mut stdin) = spawn_receive(&env, &["-n", "c2"]);
         let data = full.clone();
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
@@ -391,7 +329,7 @@ fn native_receive_cut_or_killed_leaves_nothing() {
     diff("cut refresh", &before, &tree_view(&rootfs_of(&env, "c2")));
     clean(&env, &["c1", "c2"]);
     for _ in 0..3 {
-        let (mut ch, mut stdin) = spawn_receive(&env, "c2");
+        let (mut ch, mut stdin) = spawn_receive(&env, &["-n", "c2"]);
         let data = inc.clone();
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&data);

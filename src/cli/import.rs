@@ -58,8 +58,8 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let f = std::fs::File::open(&a.file).with_context(|| format!("{}", a.file.display()))?;
-    let mut input = std::io::BufReader::with_capacity(1 << 20, f);
-    let (c, st) = a.store.receive("import", a.common.quiet, req, &mut input)?;
+    let input = std::io::BufReader::with_capacity(1 << 20, f);
+    let (c, st) = a.store.receive("import", a.common.quiet, req, Box::new(input))?;
     super::receive::report(&c.r.name, &st, a.common.quiet);
     Ok(0)
 }

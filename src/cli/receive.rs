@@ -88,7 +88,7 @@ impl StoreArgs {
         op: &'static str,
         quiet: bool,
         mut req: ReceiveRequest,
-        input: &mut dyn std::io::Read,
+        input: Box<dyn std::io::Read + Send>,
     ) -> anyhow::Result<(strata_core::store::Container, StreamStats)> {
         let engine = crate::common::engine();
         if req.lxcpath.is_dir() {
@@ -114,8 +114,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         ));
     }
     let req = a.store.request(&lxcpath, a.name.clone())?;
-    let mut input = stdin.lock();
-    let (c, st) = a.store.receive("receive", a.common.quiet, req, &mut input)?;
+    let (c, st) = a.store.receive("receive", a.common.quiet, req, Box::new(stdin))?;
     report(&c.r.name, &st, a.common.quiet);
     Ok(0)
 }

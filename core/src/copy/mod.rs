@@ -985,6 +985,37 @@ fn xattrat(f: impl FnOnce() -> libc::c_long) -> Option<isize> {
     Some(r as isize)
 }
 
+/// getxattrat or setxattrat (`nr`) of `key` on the entry `n` in `dir`
+/// itself (a symlink is never followed), its value buffer at `value`, of
+/// `size` bytes; `None` where the kernel lacks the call.
+///
+/// # Safety
+/// `value` is null with `size` 0, or points at `size` bytes alive for the
+/// call (writable for getxattrat).
+unsafe fn xattr_at(nr: libc::c_long, dir: RawFd, n: &CStr, key: &CStr, value: u64, size: usize) -> Option<isize> {
+    xattrat(|| {
+        let args = XattrArgs {
+            value,
+            size: size as u32,
+            flags: 0,
+        };
+        // SAFETY: `args` is a live xattr_args of the size passed, pointing at a buffer as the caller promises;
+        // `n` and `key` are NUL-terminated and `dir` an open dir fd held by the caller; AT_SYMLINK_NOFOLLOW
+        // reaches the entry itself, never a symlink's target.
+        unsafe {
+            libc::syscall(
+                nr,
+                dir,
+                n.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                key.as_ptr(),
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        }
+    })
+}
+
 fn xattr_list(s: At, p: *mut libc::c_void, l: usize) -> isize {
     match s {
         // SAFETY: `p` is null with `l` 0 or a buffer of `l` bytes (see xcall), which the kernel never writes past;
@@ -1009,28 +1040,8 @@ fn xattr_get(s: At, key: &CStr, p: *mut libc::c_void, l: usize) -> isize {
         // SAFETY: `p` is null with `l` 0 or a buffer of `l` bytes (see xcall), which the kernel never writes past;
         // `key` is NUL-terminated and `fd` an open fd held by the caller.
         At::Fd(fd) => unsafe { libc::fgetxattr(fd, key.as_ptr(), p, l) },
-        At::Name(dir, n) => xattrat(|| {
-            let args = XattrArgs {
-                value: p as u64,
-                size: l as u32,
-                flags: 0,
-            };
-            // SAFETY: `args` is a live xattr_args of the size passed, pointing at `l` bytes (or null and 0) the
-            // kernel never writes past; `n` and `key` are NUL-terminated and `dir` an open dir fd held by the
-            // caller; AT_SYMLINK_NOFOLLOW reads the entry itself, never a symlink's target.
-            unsafe {
-                libc::syscall(
-                    SYS_GETXATTRAT,
-                    dir,
-                    n.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                    key.as_ptr(),
-                    &args as *const XattrArgs,
-                    std::mem::size_of::<XattrArgs>(),
-                )
-            }
-        })
-        .unwrap_or_else(|| {
+        // SAFETY: `p` is null with `l` 0 or a buffer of `l` bytes (see xcall), which the kernel never writes past.
+        At::Name(dir, n) => unsafe { xattr_at(SYS_GETXATTRAT, dir, n, key, p as u64, l) }.unwrap_or_else(|| {
             let sp = proc_path(dir, n);
             // SAFETY: as above for the buffer; `sp` and `key` are NUL-terminated CStrings alive for the call, and
             // the l* call does not follow the last component.
@@ -1045,33 +1056,14 @@ fn xattr_set(d: At, key: &CStr, value: &[u8]) -> isize {
         // SAFETY: `value` is a live slice and the length passed is its own; `key` is NUL-terminated and `fd` an
         // open fd held by the caller.
         At::Fd(fd) => unsafe { libc::fsetxattr(fd, key.as_ptr(), value.as_ptr().cast(), value.len(), 0) as isize },
-        At::Name(dir, n) => xattrat(|| {
-            let args = XattrArgs {
-                value: value.as_ptr() as u64,
-                size: value.len() as u32,
-                flags: 0,
-            };
-            // SAFETY: `args` is a live xattr_args of the size passed, pointing at `value`, which the kernel only
-            // reads; `n` and `key` are NUL-terminated and `dir` an open dir fd held by the caller;
-            // AT_SYMLINK_NOFOLLOW sets it on our own new entry itself, never on a symlink's target.
-            unsafe {
-                libc::syscall(
-                    SYS_SETXATTRAT,
-                    dir,
-                    n.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                    key.as_ptr(),
-                    &args as *const XattrArgs,
-                    std::mem::size_of::<XattrArgs>(),
-                )
-            }
-        })
-        .unwrap_or_else(|| {
-            let dp = proc_path(dir, n);
-            // SAFETY: `value` is a live slice and the length passed is its own; `dp` and `key` are NUL-terminated
-            // CStrings alive for the call, and the l* call does not follow the last component.
-            unsafe { libc::lsetxattr(dp.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) as isize }
-        }),
+        // SAFETY: `value` is a live slice of the length passed, which the kernel only reads.
+        At::Name(dir, n) => unsafe { xattr_at(SYS_SETXATTRAT, dir, n, key, value.as_ptr() as u64, value.len()) }
+            .unwrap_or_else(|| {
+                let dp = proc_path(dir, n);
+                // SAFETY: `value` is a live slice and the length passed is its own; `dp` and `key` are NUL-terminated
+                // CStrings alive for the call, and the l* call does not follow the last component.
+                unsafe { libc::lsetxattr(dp.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) as isize }
+            }),
     }
 }
 

@@ -8,8 +8,9 @@
 //! compression's own check passed; a failure or a kill -9 anywhere leaves
 //! nothing after reconcile.
 
+use super::receive::{close_tree, Plan};
 use super::rootfs::{check_backend_allowed, no_space, remove_lost_found};
-use super::staging::{exists_any, make_container_dir, mkdir, Record, RECORD};
+use super::staging::{exists_any, make_container_dir, Record, RECORD};
 use super::{absolute, Engine, ReceiveRequest};
 use crate::backend::{Backend, Opened, Target};
 use crate::config::Config;
@@ -68,14 +69,6 @@ pub fn archive_err(e: std::io::Error) -> Error {
         return bad("the archive ends early (cut short)".into());
     }
     bad(format!("reading the archive: {e}"))
-}
-
-struct Plan {
-    final_dir: PathBuf,
-    staging: PathBuf,
-    main: RootfsSpec,
-    snaps: Vec<RootfsSpec>,
-    map: Option<IdMap>,
 }
 
 impl Engine {
@@ -233,8 +226,6 @@ impl Engine {
         let mut stats = StreamStats::default();
         let mut cur: Option<(Option<usize>, Opened, Unpacker)> = None;
         let mut done: Vec<Option<usize>> = Vec::new();
-        let snaps_build = plan.staging.join("snaps");
-        let snaps_final = plan.final_dir.join("snaps");
         for e in entries {
             let mut e = e.map_err(archive_err)?;
             let rec = pax.take(e.raw_header_position()).map_err(bad)?;
@@ -251,41 +242,15 @@ impl Engine {
             };
             if cur.as_ref().map(|c| c.0) != Some(part) {
                 if let Some((p, o, u)) = cur.take() {
-                    stats.entries += u.entries;
-                    stats.bytes += u.bytes;
-                    u.finish()?;
-                    o.close()?;
+                    close_tree(o, u, &mut stats)?;
                     done.push(p);
                 }
                 if done.contains(&part) {
                     return Err(bad(format!("tree {prefix} comes twice")));
                 }
-                let (spec, dir, build, tname, tlxc) = match part {
-                    None => (
-                        &plan.main,
-                        plan.final_dir.clone(),
-                        plan.staging.clone(),
-                        name.to_string(),
-                        lxcpath.to_path_buf(),
-                    ),
-                    Some(i) => {
-                        let n = &a.snapshots[i].name;
-                        if !snaps_build.is_dir() {
-                            mkdir(&snaps_build, 0o755)?;
-                        }
-                        let b = snaps_build.join(n);
-                        mkdir(&b, 0o770)?;
-                        (&plan.snaps[i], snaps_final.join(n), b, n.clone(), snaps_final.clone())
-                    }
-                };
-                let t = Target {
-                    name: &tname,
-                    lxcpath: &tlxc,
-                    dir: &dir,
-                    build_dir: &build,
-                    opts: &req.opts,
-                };
-                made.push((spec.clone(), build.clone()));
+                let d = plan.part_dirs(part.map(|i| (i, a.snapshots[i].name.as_str())), name, lxcpath)?;
+                let (spec, t) = (d.spec, d.target(&req.opts));
+                made.push((spec.clone(), d.build.clone()));
                 backend.create(spec, &t)?;
                 let o = Opened::open(backend, &t.building(spec), false)?;
                 remove_lost_found(o.path());
@@ -300,10 +265,7 @@ impl Engine {
             }
         }
         if let Some((p, o, u)) = cur.take() {
-            stats.entries += u.entries;
-            stats.bytes += u.bytes;
-            u.finish()?;
-            o.close()?;
+            close_tree(o, u, &mut stats)?;
             done.push(p);
         }
         if !done.contains(&None) {

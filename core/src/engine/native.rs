@@ -20,14 +20,14 @@
 use super::clone::Params;
 use super::deps::Step;
 use super::receive::{bad, is_meta, settle, stream_err, Part};
-use super::refresh::{fix_config, Refresh};
+use super::refresh::{fix_config, refresh_dst, Refresh};
 use super::Engine;
 use crate::backend::{Backend, NativeStream, Target};
 use crate::config::Config;
 use crate::err;
 use crate::error::Result;
 use crate::spec::RootfsSpec;
-use crate::store::{Container, ContainerRef, SnapshotInfo, Store};
+use crate::store::{Container, SnapshotInfo, Store};
 use crate::stream::native::{ChunkReader, ChunkWriter, Native};
 use crate::stream::{Index, Packer, ProgressFn, StreamStats};
 use std::io::{Read, Write};
@@ -220,145 +220,119 @@ impl Engine {
         pax: &crate::stream::pax::PaxLog,
         progress: Option<&ProgressFn>,
     ) -> Result<StreamStats> {
-        let res = self.refresh_fill_native_inner(rf, index, entries, pax, progress);
-        if res.is_err() {
-            self.refresh_abort(rf);
-        }
-        res
-    }
-
-    fn refresh_fill_native_inner<'a, R: Read>(
-        &self,
-        rf: &mut Refresh,
-        index: &Index,
-        entries: &mut tar::Entries<'a, R>,
-        pax: &crate::stream::pax::PaxLog,
-        progress: Option<&ProgressFn>,
-    ) -> Result<StreamStats> {
-        let store = Store::new(&rf.r.lxcpath);
-        let snaps_lxc = store.snaps_path(&rf.r.name);
-        let ss = Store::new(&snaps_lxc);
-        let base = index.base.as_ref().expect("checked in refresh_begin");
-        let mut prev: Container = ss.load(&base.name)?;
-        let mut stats = StreamStats::default();
-        let mut done: Vec<Part> = Vec::new();
-        while let Some(e) = entries.next() {
-            let mut e = e.map_err(stream_err)?;
-            let rec = pax.take(e.raw_header_position()).map_err(bad)?;
-            let path = crate::stream::entry_name(&mut e, rec.as_ref()).map_err(stream_err)?;
-            if is_meta(index, &path) {
-                continue;
-            }
-            let Some((part, prefix)) = super::receive::native_part_of(index, &path) else {
-                return Err(bad(format!(
-                    "unexpected stream entry {:?}",
-                    String::from_utf8_lossy(&path)
-                )));
-            };
-            if done.contains(&part) {
-                return Err(bad(format!("tree {prefix} comes twice")));
-            }
-            let p = progress.map(|f| (f, stats.entries, stats.bytes));
-            if let Part::Snap(i) = part {
-                if rf.have[i] {
-                    // Already here (the same stream received again): read past it.
-                    let mut rd = ChunkReader::new(entries, pax, &prefix, e, &path).map_err(stream_err)?;
-                    std::io::copy(&mut rd, &mut std::io::sink()).map_err(stream_err)?;
-                    done.push(part);
-                    prev = ss.load(&index.snapshots[i].name)?;
+        self.refresh_or_abort(rf, |rf| {
+            let store = Store::new(&rf.r.lxcpath);
+            let snaps_lxc = store.snaps_path(&rf.r.name);
+            let ss = Store::new(&snaps_lxc);
+            let base = index.base.as_ref().expect("checked in refresh_begin");
+            let mut prev: Container = ss.load(&base.name)?;
+            let mut stats = StreamStats::default();
+            let mut done: Vec<Part> = Vec::new();
+            while let Some(e) = entries.next() {
+                let mut e = e.map_err(stream_err)?;
+                let rec = pax.take(e.raw_header_position()).map_err(bad)?;
+                let path = crate::stream::entry_name(&mut e, rec.as_ref()).map_err(stream_err)?;
+                if is_meta(index, &path) {
                     continue;
                 }
-            }
-            let (dst, files) = match part {
-                Part::Main => (rf.r.clone(), vec![]),
-                Part::Snap(i) => {
-                    let s = &index.snapshots[i];
-                    let mut f = vec![("ts", s.ts.clone())];
-                    if let Some(c) = &s.comment {
-                        f.push(("comment", c.clone()));
+                let Some((part, prefix)) = super::receive::native_part_of(index, &path) else {
+                    return Err(bad(format!(
+                        "unexpected stream entry {:?}",
+                        String::from_utf8_lossy(&path)
+                    )));
+                };
+                if done.contains(&part) {
+                    return Err(bad(format!("tree {prefix} comes twice")));
+                }
+                let p = progress.map(|f| (f, stats.entries, stats.bytes));
+                if let Part::Snap(i) = part {
+                    if rf.have[i] {
+                        // Already here (the same stream received again): read past it.
+                        let mut rd = ChunkReader::new(entries, pax, &prefix, e, &path).map_err(stream_err)?;
+                        std::io::copy(&mut rd, &mut std::io::sink()).map_err(stream_err)?;
+                        done.push(part);
+                        prev = ss.load(&index.snapshots[i].name)?;
+                        continue;
                     }
-                    if !snaps_lxc.is_dir() {
-                        super::staging::mkdir(&snaps_lxc, 0o755)?;
+                }
+                let (dst, files) = refresh_dst(rf, index, &snaps_lxc, part)?;
+                // A staged clone of the tree before (its dir, record and
+                // config), whose rootfs is then replaced by the received one.
+                let params = Params {
+                    files,
+                    ..Params::restore_in_place(&prev, &dst)
+                };
+                let st = match self.stage_clone(&params)? {
+                    Step::Done(st) => st,
+                    Step::Need(_) => {
+                        return Err(err!(
+                            Unsupported,
+                            "receive",
+                            "{prefix}: its clone would depend on another container; not supported by a refresh"
+                        ))
                     }
-                    (ContainerRef::new(&snaps_lxc, &s.name), f)
-                }
-            };
-            // A staged clone of the tree before (its dir, record and
-            // config), whose rootfs is then replaced by the received one.
-            let params = Params {
-                files,
-                ..Params::restore_in_place(&prev, &dst)
-            };
-            let st = match self.stage_clone(&params)? {
-                Step::Done(st) => st,
-                Step::Need(_) => {
-                    return Err(err!(
-                        Unsupported,
-                        "receive",
-                        "{prefix}: its clone would depend on another container; not supported by a refresh"
-                    ))
-                }
-            };
-            let dir = dst.dir();
-            let b = self.backend_of(&st.spec)?;
-            let opts = crate::backend::BackendOpts::default();
-            let t = Target {
-                name: &dst.name,
-                lxcpath: &dst.lxcpath,
-                dir: &dir,
-                build_dir: &st.path,
-                opts: &opts,
-            };
-            let res = b.destroy(&t.building(&st.spec)).and_then(|_| {
-                self.receive_native_part(
-                    b,
-                    &st.spec,
-                    &t,
-                    part,
-                    &prefix,
-                    Some(&prev.rootfs),
-                    entries,
-                    pax,
-                    e,
-                    &path,
-                    p,
-                )
-            });
-            let n = match res {
-                Ok(n) => n,
-                Err(err) => {
-                    self.abort_staging(&st.path, &dir, Some(&st.spec), true);
-                    return Err(err);
-                }
-            };
-            stats.entries += 1;
-            stats.bytes += n;
-            done.push(part);
-            match part {
-                Part::Snap(i) => {
-                    let s = &index.snapshots[i];
-                    let mut c = Config::parse(&s.config)?;
-                    fix_config(&mut c, index, &dst, &st, None);
-                    let saved = c.save(&st.path.join("config")).and_then(|_| settle(&st.path));
-                    if let Err(err) = saved {
+                };
+                let dir = dst.dir();
+                let b = self.backend_of(&st.spec)?;
+                let opts = crate::backend::BackendOpts::default();
+                let t = Target {
+                    name: &dst.name,
+                    lxcpath: &dst.lxcpath,
+                    dir: &dir,
+                    build_dir: &st.path,
+                    opts: &opts,
+                };
+                let res = b.destroy(&t.building(&st.spec)).and_then(|_| {
+                    self.receive_native_part(
+                        b,
+                        &st.spec,
+                        &t,
+                        part,
+                        &prefix,
+                        Some(&prev.rootfs),
+                        entries,
+                        pax,
+                        e,
+                        &path,
+                        p,
+                    )
+                });
+                let n = match res {
+                    Ok(n) => n,
+                    Err(err) => {
                         self.abort_staging(&st.path, &dir, Some(&st.spec), true);
                         return Err(err);
                     }
-                    prev = self.finish_staged(st, &dst)?;
+                };
+                stats.entries += 1;
+                stats.bytes += n;
+                done.push(part);
+                match part {
+                    Part::Snap(i) => {
+                        let s = &index.snapshots[i];
+                        let mut c = Config::parse(&s.config)?;
+                        fix_config(&mut c, index, &dst, &st, None);
+                        let saved = c.save(&st.path.join("config")).and_then(|_| settle(&st.path));
+                        if let Err(err) = saved {
+                            self.abort_staging(&st.path, &dir, Some(&st.spec), true);
+                            return Err(err);
+                        }
+                        prev = self.finish_staged(st, &dst)?;
+                    }
+                    Part::Main => rf.main = Some(st),
                 }
-                Part::Main => rf.main = Some(st),
             }
-        }
-        for (i, s) in index.snapshots.iter().enumerate() {
-            if !done.contains(&Part::Snap(i)) {
-                return Err(bad(format!("the stream has no tree for snapshot {}", s.name)));
+            for (i, s) in index.snapshots.iter().enumerate() {
+                if !done.contains(&Part::Snap(i)) {
+                    return Err(bad(format!("the stream has no tree for snapshot {}", s.name)));
+                }
             }
-        }
-        if rf.main.is_none() {
-            return Err(bad("the stream ends before the container's rootfs (cut short?)".into()));
-        }
-        stats.kept_snapshots = rf.kept.clone();
-        Ok(stats)
+            if rf.main.is_none() {
+                return Err(bad("the stream ends before the container's rootfs (cut short?)".into()));
+            }
+            stats.kept_snapshots = rf.kept.clone();
+            Ok(stats)
+        })
     }
 }
 

@@ -64,13 +64,68 @@ pub(super) enum Part {
     Main,
 }
 
-struct Plan {
-    final_dir: PathBuf,
-    staging: PathBuf,
-    main: RootfsSpec,
-    snaps: Vec<RootfsSpec>,
-    /// `--map`: the target's id map.
-    map: Option<IdMap>,
+/// What a receive or an import builds: the container's rootfs and its
+/// snapshots', in a staging dir renamed to `final_dir` at the end.
+pub(super) struct Plan {
+    pub final_dir: PathBuf,
+    pub staging: PathBuf,
+    pub main: RootfsSpec,
+    pub snaps: Vec<RootfsSpec>,
+    /// The target's id map (`--map`, or the archive's own).
+    pub map: Option<IdMap>,
+}
+
+/// Where one tree of a [`Plan`] is built: its planned spec, final dir,
+/// build dir, and the name and lxcpath it will have.
+pub(super) struct PartDirs<'p> {
+    pub spec: &'p RootfsSpec,
+    pub dir: PathBuf,
+    pub build: PathBuf,
+    pub name: String,
+    pub lxcpath: PathBuf,
+}
+
+impl Plan {
+    /// The dirs of the container's own tree (`None`), or of snapshot `i`
+    /// named `snap` (its build dir made here); `name` and `lxcpath`: the
+    /// container's.
+    pub(super) fn part_dirs(&self, part: Option<(usize, &str)>, name: &str, lxcpath: &Path) -> Result<PartDirs<'_>> {
+        let Some((i, snap)) = part else {
+            return Ok(PartDirs {
+                spec: &self.main,
+                dir: self.final_dir.clone(),
+                build: self.staging.clone(),
+                name: name.to_string(),
+                lxcpath: lxcpath.to_path_buf(),
+            });
+        };
+        let snaps_build = self.staging.join("snaps");
+        if !snaps_build.is_dir() {
+            mkdir(&snaps_build, 0o755)?;
+        }
+        let build = snaps_build.join(snap);
+        mkdir(&build, 0o770)?;
+        let snaps_final = self.final_dir.join("snaps");
+        Ok(PartDirs {
+            spec: &self.snaps[i],
+            dir: snaps_final.join(snap),
+            build,
+            name: snap.to_string(),
+            lxcpath: snaps_final,
+        })
+    }
+}
+
+impl PartDirs<'_> {
+    pub(super) fn target<'t>(&'t self, opts: &'t BackendOpts) -> Target<'t> {
+        Target {
+            name: &self.name,
+            lxcpath: &self.lxcpath,
+            dir: &self.dir,
+            build_dir: &self.build,
+            opts,
+        }
+    }
 }
 
 pub(super) fn bad(msg: String) -> Error {
@@ -91,9 +146,11 @@ pub(super) fn stream_err(e: std::io::Error) -> Error {
 
 impl Engine {
     /// Make a container from the stream on `input`; returns it and what was read.
-    pub fn receive(&self, req: &ReceiveRequest, input: &mut dyn Read) -> Result<(Container, StreamStats)> {
+    pub fn receive(&self, req: &ReceiveRequest, input: Box<dyn Read + Send>) -> Result<(Container, StreamStats)> {
         let lxcpath = absolute(&req.lxcpath)?;
         let dec = zstd::stream::read::Decoder::new(input).map_err(stream_err)?;
+        // Decompressed in a thread of its own while this one writes the files.
+        let dec = crate::stream::ahead::read_ahead(Box::new(dec), "strata-unzstd").map_err(stream_err)?;
         let (dec, pax) = crate::stream::pax::Watched::new(dec);
         let mut ar = tar::Archive::new(dec);
         let mut entries = ar.entries().map_err(stream_err)?;
@@ -366,28 +423,12 @@ impl Engine {
         let mut stats = StreamStats::default();
         let mut cur: Option<(Part, Opened, Unpacker)> = None;
         let mut done: Vec<Part> = Vec::new();
-        let snaps_build = plan.staging.join("snaps");
-        let snaps_final = plan.final_dir.join("snaps");
-        // Where the tree `part` is built: its spec, final dir, build dir, name and lxcpath.
-        let part_dirs = |part: Part| -> Result<(&RootfsSpec, PathBuf, PathBuf, String, PathBuf)> {
-            Ok(match part {
-                Part::Main => (
-                    &plan.main,
-                    plan.final_dir.clone(),
-                    plan.staging.clone(),
-                    name.to_string(),
-                    lxcpath.to_path_buf(),
-                ),
-                Part::Snap(i) => {
-                    let n = &index.snapshots[i].name;
-                    if !snaps_build.is_dir() {
-                        mkdir(&snaps_build, 0o755)?;
-                    }
-                    let b = snaps_build.join(n);
-                    mkdir(&b, 0o770)?;
-                    (&plan.snaps[i], snaps_final.join(n), b, n.clone(), snaps_final.clone())
-                }
-            })
+        let part_dirs = |part: Part| {
+            let snap = match part {
+                Part::Main => None,
+                Part::Snap(i) => Some((i, index.snapshots[i].name.as_str())),
+            };
+            plan.part_dirs(snap, name, lxcpath)
         };
         // The tree a native section before this one made (the next one's parent).
         let mut last_native: Option<RootfsSpec> = None;
@@ -405,15 +446,9 @@ impl Engine {
                 if done.contains(part) {
                     return Err(bad(format!("tree {prefix} comes twice")));
                 }
-                let (spec, dir, build, tname, tlxc) = part_dirs(*part)?;
-                let t = Target {
-                    name: &tname,
-                    lxcpath: &tlxc,
-                    dir: &dir,
-                    build_dir: &build,
-                    opts,
-                };
-                made.push((spec.clone(), build.clone()));
+                let d = part_dirs(*part)?;
+                let (spec, t) = (d.spec, d.target(opts));
+                made.push((spec.clone(), d.build.clone()));
                 let p = progress.map(|f| (f, stats.entries, stats.bytes));
                 let parent = last_native.take();
                 let n = self.receive_native_part(
@@ -462,24 +497,15 @@ impl Engine {
             };
             if cur.as_ref().map(|c| c.0) != Some(part) {
                 if let Some((p, o, u)) = cur.take() {
-                    stats.entries += u.entries;
-                    stats.bytes += u.bytes;
-                    u.finish()?;
-                    o.close()?;
+                    close_tree(o, u, &mut stats)?;
                     done.push(p);
                 }
                 if done.contains(&part) {
                     return Err(bad(format!("tree {prefix} comes twice")));
                 }
-                let (spec, dir, build, tname, tlxc) = part_dirs(part)?;
-                let t = Target {
-                    name: &tname,
-                    lxcpath: &tlxc,
-                    dir: &dir,
-                    build_dir: &build,
-                    opts,
-                };
-                made.push((spec.clone(), build.clone()));
+                let d = part_dirs(part)?;
+                let (spec, t) = (d.spec, d.target(opts));
+                made.push((spec.clone(), d.build.clone()));
                 backend.create(spec, &t)?;
                 apply_fssize(backend, &t, &t.building(spec))?;
                 let o = Opened::open(backend, &t.building(spec), false)?;
@@ -495,10 +521,7 @@ impl Engine {
             }
         }
         if let Some((p, o, u)) = cur.take() {
-            stats.entries += u.entries;
-            stats.bytes += u.bytes;
-            u.finish()?;
-            o.close()?;
+            close_tree(o, u, &mut stats)?;
             done.push(p);
         }
         if !done.contains(&Part::Main) {
@@ -539,6 +562,15 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The tree unpacked so far is complete: its counts added to `stats`, its
+/// directories' times set, its rootfs closed.
+pub(super) fn close_tree(o: Opened, u: Unpacker, stats: &mut StreamStats) -> Result<()> {
+    stats.entries += u.entries;
+    stats.bytes += u.bytes;
+    u.finish()?;
+    o.close()
 }
 
 /// Carried files (hook scripts, fstabs) into the staged container dir,

@@ -311,20 +311,7 @@ impl Engine {
                             prefix_of(index, o.part)
                         )));
                     }
-                    let (dst, params_files) = match part {
-                        Part::Main => (rf.r.clone(), vec![]),
-                        Part::Snap(i) => {
-                            let s = &index.snapshots[i];
-                            let mut f = vec![("ts", s.ts.clone())];
-                            if let Some(c) = &s.comment {
-                                f.push(("comment", c.clone()));
-                            }
-                            if !snaps_lxc.is_dir() {
-                                super::staging::mkdir(&snaps_lxc, 0o755)?;
-                            }
-                            (ContainerRef::new(&snaps_lxc, &s.name), f)
-                        }
-                    };
+                    let (dst, params_files) = refresh_dst(rf, index, &snaps_lxc, part)?;
                     // The rootfs replaces this side's: a copy takes its unchanged files by hardlink
                     // (it is destroyed once the new one is in place; a snapshot must not share them).
                     let params = Params {
@@ -415,12 +402,44 @@ impl Engine {
         self.swap_in(&rf.r, &rf.cur, st)
     }
 
+    /// `f` on the refresh; where it fails, the staged rootfs is undone.
+    pub(super) fn refresh_or_abort<T>(&self, rf: &mut Refresh, f: impl FnOnce(&mut Refresh) -> Result<T>) -> Result<T> {
+        let res = f(rf);
+        if res.is_err() {
+            self.refresh_abort(rf);
+        }
+        res
+    }
+
     /// Undo the staged rootfs (the stream was bad or cut).
     pub(super) fn refresh_abort(&self, rf: &mut Refresh) {
         if let Some(st) = rf.main.take() {
             self.abort_staging(&st.path, &rf.r.dir(), Some(&st.spec), true);
         }
     }
+}
+
+/// Where tree `part` of a refresh lands: the container, or its snapshot
+/// in `snaps_lxc` (made here) with the `ts` and `comment` files its staged
+/// clone gets.
+pub(super) fn refresh_dst(
+    rf: &Refresh,
+    index: &Index,
+    snaps_lxc: &std::path::Path,
+    part: Part,
+) -> Result<(ContainerRef, Vec<(&'static str, String)>)> {
+    let Part::Snap(i) = part else {
+        return Ok((rf.r.clone(), vec![]));
+    };
+    let s = &index.snapshots[i];
+    let mut f = vec![("ts", s.ts.clone())];
+    if let Some(c) = &s.comment {
+        f.push(("comment", c.clone()));
+    }
+    if !snaps_lxc.is_dir() {
+        super::staging::mkdir(snaps_lxc, 0o755)?;
+    }
+    Ok((ContainerRef::new(snaps_lxc, &s.name), f))
 }
 
 /// The sender's config for `dst`: its paths rewritten to this side's dir,

@@ -56,14 +56,14 @@ fn bad(msg: String) -> Error {
 }
 
 /// The archive, decompressed, from its first byte.
-pub fn open(path: &Path) -> Result<Box<dyn Read>> {
+pub fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
     open_counted(path, None)
 }
 
 /// [`open`], counting the archive's bytes read into `pos`.
-fn open_counted(path: &Path, pos: Option<&crate::stream::InputPos>) -> Result<Box<dyn Read>> {
+fn open_counted(path: &Path, pos: Option<&crate::stream::InputPos>) -> Result<Box<dyn Read + Send>> {
     let f = std::fs::File::open(path).ctx(OP, path)?;
-    let mut f: Box<dyn Read> = match pos {
+    let mut f: Box<dyn Read + Send> = match pos {
         Some(p) => Box::new(p.counted(f)),
         None => Box::new(f),
     };
@@ -167,7 +167,10 @@ pub fn import(
             path.display()
         )));
     }
-    let (r, pax) = crate::stream::pax::Watched::new(open_counted(path, req.input_pos.as_ref())?);
+    // Decompressed in a thread of its own while this one writes the files.
+    let input = crate::stream::ahead::read_ahead(open_counted(path, req.input_pos.as_ref())?, "strata-unzip")
+        .map_err(archive_err)?;
+    let (r, pax) = crate::stream::pax::Watched::new(input);
     let (c, st) = engine.adopt(req, &adoption, tar::Archive::new(r), &pax, &place)?;
     Ok((c, st, notes))
 }

@@ -35,6 +35,7 @@
 //! the tree it builds ([`Unpacker`]).
 
 mod acl;
+pub mod ahead;
 pub mod files;
 pub mod native;
 mod pack;

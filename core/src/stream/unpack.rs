@@ -38,6 +38,8 @@ pub struct Unpacker {
     /// may be replaced (removed whole), and xattrs not sent are removed
     /// from directories kept.
     pub delta: bool,
+    /// File data on its way to disk, kept from one file to the next.
+    buf: Vec<u8>,
 }
 
 /// What the PAX records of an entry say.
@@ -65,6 +67,9 @@ struct PaxSparse {
     /// A 0.0 offset waiting for its `numbytes`.
     offset: Option<u64>,
 }
+
+/// Bytes of file data read from the stream at a time.
+const DATA_BUF: usize = 256 * 1024;
 
 /// Most regions a sparse map may list (a real file has far fewer).
 const MAX_SPARSE_REGIONS: u64 = 1 << 20;
@@ -129,6 +134,7 @@ impl Unpacker {
             entries: 0,
             bytes: 0,
             delta: false,
+            buf: vec![0u8; DATA_BUF],
         })
     }
 
@@ -307,8 +313,8 @@ impl Unpacker {
                 // SAFETY: fd was just opened and is owned by nobody else.
                 let f = unsafe { std::fs::File::from_raw_fd(fd) };
                 self.bytes += match meta.sparse.take() {
-                    Some(sp) => write_pax_sparse(&f, e, sp),
-                    None => write_data(&f, e),
+                    Some(sp) => write_pax_sparse(&f, e, sp, &mut self.buf),
+                    None => write_data(&f, e, &mut self.buf),
                 }
                 .map_err(|e| Error::io(OP, &path, e))?;
                 set_meta(At::Fd(fd), uid, gid, mode, &xattrs, &path)?;
@@ -589,10 +595,9 @@ fn utimes_at(dir: RawFd, name: &CStr, ts: &[libc::timespec; 2]) -> nix::Result<(
 
 /// Copy an entry's data; runs of zero blocks become holes. Returns the
 /// bytes written (holes not counted).
-fn write_data(f: &std::fs::File, r: &mut impl Read) -> std::io::Result<u64> {
+fn write_data(f: &std::fs::File, r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     const BLK: usize = 4096;
-    let mut buf = vec![0u8; 256 * 1024];
     let mut off: u64 = 0;
     let mut written = 0u64;
     // Where data last ended: a hole at the end needs the size set.
@@ -646,7 +651,7 @@ fn write_data(f: &std::fs::File, r: &mut impl Read) -> std::io::Result<u64> {
 /// Write a GNU PAX sparse entry: its regions at their offsets, holes left
 /// as holes. Format 1.0 carries the map in front of the data, as decimal
 /// lines padded to a 512-byte block.
-fn write_pax_sparse(f: &std::fs::File, r: &mut impl Read, mut sp: PaxSparse) -> std::io::Result<u64> {
+fn write_pax_sparse(f: &std::fs::File, r: &mut impl Read, mut sp: PaxSparse, buf: &mut [u8]) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let bad = |m: &str| std::io::Error::other(format!("GNU PAX sparse entry: {m}"));
     let size = sp.size.ok_or_else(|| bad("no real size"))?;
@@ -693,7 +698,6 @@ fn write_pax_sparse(f: &std::fs::File, r: &mut impl Read, mut sp: PaxSparse) -> 
         }
         end = off + len;
     }
-    let mut buf = vec![0u8; 256 * 1024];
     let mut written = 0u64;
     for (off, len) in sp.map {
         let mut done = 0u64;
