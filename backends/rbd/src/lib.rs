@@ -831,7 +831,11 @@ impl Backend for RbdBackend {
         let (pool, image) = parse_spec(spec)?;
         let _span = tracing::info_span!("rbd destroy", pool = %pool, image = %image).entered();
         // The engine's check of its dependents listed it a moment ago.
-        let st = self.pool_state_listed(OP, &pool)?;
+        let st = match self.pool_state_listed(OP, &pool) {
+            // No such pool (a create refused for it, undone): nothing in it to go.
+            Err(e) if e.kind() == strata_core::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
         let Some(me) = st.image(&image).cloned() else {
             // Half made: a killed clone may have left its origin snapshot.
             self.drop_made_for(&st, &image);

@@ -161,6 +161,19 @@ fn bad_input_refused_before_any_change() {
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.to_string().contains("\"nopool\" does not exist"), "{e}");
     assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    // The engine's undo of it: nothing to remove in a pool that is not
+    // there, and no error (a guest run left the staging dir on one).
+    f.canned.lock().unwrap().push((
+        format!("{RBD} image-meta get nopool/"),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "rbd: error opening pool 'nopool': (2) No such file or directory\n".into(),
+        },
+    ));
+    f.on(&format!("{RBD} info --format json nopool/"), false, "");
+    b.undo_build(&spec, &dir).unwrap();
+    assert!(!f.calls().iter().any(|c| c.contains(" rm ")), "{:?}", f.calls());
     f.calls.lock().unwrap().clear();
     let mut o = target_opts(None, None);
     o.fstype = Some("vfat".into());
