@@ -487,6 +487,16 @@ pub trait NativeStream {
         input: &mut dyn std::io::Read,
         writable: bool,
     ) -> Result<()>;
+
+    /// Run `f` on the tree of a received `spec` (as reachable now, a tree
+    /// being built) that the engine must still rearrange (another tool's
+    /// layout, owners to shift), the tree writable while `f` runs;
+    /// `readonly`: it was received as a read-only snapshot, and is made so
+    /// again after.
+    fn while_writable(&self, spec: &RootfsSpec, readonly: bool, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        let _ = readonly;
+        f(&spec.path())
+    }
 }
 
 /// Disk usage per rootfs, from the backend's own accounting where it keeps

@@ -216,6 +216,25 @@ impl NativeStream for BtrfsBackend {
         }
         res.and(cleared)
     }
+
+    /// A received snapshot is read-only: writable for `f` only (its
+    /// received UUID stays, as for the rename in [`place`]).
+    fn while_writable(&self, spec: &RootfsSpec, readonly: bool, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        let path = spec.path();
+        if !readonly {
+            return f(&path);
+        }
+        use std::os::fd::AsFd;
+        let set_ro = |ro: bool| -> Result<()> {
+            let d = crate::open_dir(&path)?;
+            crate::ioctl::set_readonly(d.as_fd(), ro).map_err(|e| Error::errno(OP_RECV, &path, e))
+        };
+        set_ro(false)?;
+        let res = f(&path);
+        // Read-only again even where `f` failed (the build is undone whole then).
+        let back = set_ro(true);
+        res.and(back)
+    }
 }
 
 /// The access and modification times of the root of the tree at `p`.

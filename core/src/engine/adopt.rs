@@ -48,6 +48,22 @@ pub struct Adoption {
     /// The id map the container runs in: the archive holds the ids seen
     /// inside the container, shifted into this map on the way in.
     pub map: Option<IdMap>,
+    /// The trees come as a backend's own streams (see [`Place::Native`]).
+    pub native: Option<AdoptNative>,
+}
+
+/// Trees carried as a backend's own streams (an Incus optimized export):
+/// received as they are, then rearranged.
+#[derive(Debug, Clone)]
+pub struct AdoptNative {
+    /// The format ([`crate::backend::NativeStream::format`]): only a backend
+    /// declaring it takes them.
+    pub format: String,
+    /// The rootfs is this subdirectory of each tree received.
+    pub subdir: String,
+    /// The map the owners lie in as received (empty: the ids seen inside
+    /// the container); shifted from it into [`Adoption::map`].
+    pub on_disk: IdMap,
 }
 
 /// Where an archive entry belongs.
@@ -55,6 +71,9 @@ pub struct Adoption {
 pub enum Place {
     /// In the container's rootfs (`None`) or a snapshot's (by index), below `prefix`.
     Tree(Option<usize>, String),
+    /// A whole tree as a backend's own stream: the container's (`None`) or
+    /// a snapshot's (by index); each incremental from the one before it.
+    Native(Option<usize>),
     /// Metadata the caller already read (or has no use for).
     Skip,
 }
@@ -110,7 +129,10 @@ impl Engine {
                 "import needs root (owners, device nodes and capabilities are made as archived)"
             ));
         }
-        let backend = self.backends.get(req.backend.as_deref().unwrap_or("dir"))?;
+        let backend = match &a.native {
+            Some(n) => self.native_adopt_target(n, req.backend.as_deref())?,
+            None => self.backends.get(req.backend.as_deref().unwrap_or("dir"))?,
+        };
         check_backend_allowed(backend)?;
         let r = ContainerRef::new(&lxcpath, &name);
         if !lxcpath.is_dir() {
@@ -225,6 +247,8 @@ impl Engine {
         std::fs::write(plan.staging.join(RECORD), data).ctx(OP, &plan.staging)?;
         let mut stats = StreamStats::default();
         let mut cur: Option<(Option<usize>, Opened, Unpacker)> = None;
+        // The trees received natively so far, in order (as reachable while building).
+        let mut natives: Vec<(Option<usize>, RootfsSpec)> = Vec::new();
         let mut done: Vec<Option<usize>> = Vec::new();
         for e in entries {
             let mut e = e.map_err(archive_err)?;
@@ -232,8 +256,31 @@ impl Engine {
             let path = crate::stream::entry_name(&mut e, rec.as_ref()).map_err(archive_err)?;
             let (part, prefix) = match place(&path) {
                 Some(Place::Skip) => continue,
-                Some(Place::Tree(part, prefix)) => (part, prefix),
-                None => {
+                Some(Place::Tree(part, prefix)) if a.native.is_none() => (part, prefix),
+                Some(Place::Native(part)) if a.native.is_some() => {
+                    if let Some((p, o, u)) = cur.take() {
+                        close_tree(o, u, &mut stats)?;
+                        done.push(p);
+                    }
+                    if done.contains(&part) {
+                        return Err(bad(format!("{} comes twice", String::from_utf8_lossy(&path))));
+                    }
+                    let d = plan.part_dirs(part.map(|i| (i, a.snapshots[i].name.as_str())), name, lxcpath)?;
+                    let (spec, t) = (d.spec, d.target(&req.opts));
+                    made.push((spec.clone(), d.build.clone()));
+                    let ns = backend.native_stream().expect("checked by native_adopt_target");
+                    let parent = natives.last().map(|(_, s)| s);
+                    let size = e.size();
+                    ns.receive(&t.building(spec), &t, parent, &mut e, part.is_none())
+                        .map_err(|err| no_space(backend, err))?;
+                    natives.push((part, t.building(spec)));
+                    stats.entries += 1;
+                    stats.bytes += size;
+                    done.push(part);
+                    continue;
+                }
+                // A tree where the archive holds streams, or a stream where it holds trees.
+                None | Some(Place::Tree(..) | Place::Native(_)) => {
                     return Err(bad(format!(
                         "unexpected archive entry {:?}",
                         String::from_utf8_lossy(&path)
@@ -271,12 +318,54 @@ impl Engine {
         if !done.contains(&None) {
             return Err(bad("the archive holds no rootfs for the container (cut short?)".into()));
         }
+        if let Some(n) = &a.native {
+            // Every stream applied (each the next one's parent): now each
+            // tree is made a rootfs, its owners shifted into the target map.
+            let ns = backend.native_stream().expect("checked by native_adopt_target");
+            let to = plan.map.clone().unwrap_or_default();
+            for (part, spec) in &natives {
+                ns.while_writable(spec, part.is_some(), &mut |root| {
+                    super::hoist::hoist(root, &n.subdir)?;
+                    if n.on_disk != to {
+                        crate::shift::shift_tree(root, &n.on_disk, &to)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         for (i, s) in a.snapshots.iter().enumerate() {
             if !done.contains(&Some(i)) {
                 return Err(bad(format!("the archive has no tree for snapshot {}", s.name)));
             }
         }
         Ok(stats)
+    }
+}
+
+impl Engine {
+    /// The backend that takes trees in the native format `n` (`-B` may
+    /// only name one declaring it).
+    fn native_adopt_target(&self, n: &AdoptNative, asked: Option<&str>) -> Result<&dyn Backend> {
+        let refuse = |to: &str| {
+            bad(format!(
+                "the archive holds native {} streams (an Incus --optimized-storage export), \
+                 which {to}; export it again without --optimized-storage",
+                n.format
+            ))
+        };
+        match asked {
+            Some(kind) => {
+                let b = self.backends.get(kind)?;
+                match b.native_stream() {
+                    Some(ns) if ns.format() == n.format => Ok(b),
+                    _ => Err(refuse(&format!("the {} backend does not take", b.kind()))),
+                }
+            }
+            None => self
+                .backends
+                .by_native_format(&n.format)
+                .ok_or_else(|| refuse("no backend of this strata takes")),
+        }
     }
 }
 

@@ -78,6 +78,7 @@ mod deps;
 mod destroy;
 mod export;
 pub mod fsutil;
+mod hoist;
 mod native;
 mod receive;
 mod reconcile;
@@ -91,7 +92,7 @@ mod send;
 mod snapshot;
 mod staging;
 
-pub use adopt::{archive_err, AdoptSnap, Adoption, Place};
+pub use adopt::{archive_err, AdoptNative, AdoptSnap, Adoption, Place};
 pub use receive::ReceiveRequest;
 pub use send::SendRequest;
 

@@ -7,12 +7,23 @@
 //! snapshot as `backup/snapshots/NAME/{backup.yaml,metadata.yaml,rootfs/}`,
 //! then `backup/container/{backup.yaml,metadata.yaml,templates/,rootfs/}`.
 //! Owners in the trees are the ids seen inside the container (Incus
-//! unshifts them on export). `--optimized-storage` exports hold a btrfs or
-//! zfs stream (`backup/container.bin`) instead of trees: refused here.
+//! unshifts them on export).
+//!
+//! `--optimized-storage` exports hold the storage driver's own stream of
+//! each volume instead of trees: `backup/optimized_header.yaml` (btrfs: the
+//! volumes' subvolumes), `backup/snapshots/NAME.bin` for each snapshot,
+//! oldest first, the first whole and each next one from the one before,
+//! then `backup/container.bin` from the last. A volume holds `rootfs/`
+//! beside Incus's own files, with owners as they lay on Incus's disk
+//! (shifted into `volatile.last_state.idmap`, empty when unshifted). They
+//! go onto the backend declaring that stream's format, are made rootfs and
+//! have their owners shifted into the container's map (see
+//! [`crate::engine::AdoptNative`]); a volume with nested subvolumes is
+//! refused.
 
 use super::lxc::{bytes, first_cpus, is_cpu_list, rfc3339, Out};
 use super::{bad, scan, Note, MAX_META};
-use crate::engine::{AdoptSnap, Adoption, Place};
+use crate::engine::{AdoptNative, AdoptSnap, Adoption, Place};
 use crate::error::Result;
 use crate::idmap::IdMap;
 use serde::Deserialize;
@@ -91,6 +102,8 @@ impl Instance {
 #[derive(Debug, Clone)]
 pub struct Layout {
     snapshots: Vec<String>,
+    /// An optimized export: the trees are native streams.
+    optimized: bool,
 }
 
 const ROOT: &str = "backup/container/rootfs";
@@ -98,6 +111,24 @@ const ROOT: &str = "backup/container/rootfs";
 impl Layout {
     pub fn place(&self, name: &[u8]) -> Option<Place> {
         let n = std::str::from_utf8(name).ok();
+        if self.optimized {
+            let n = n?;
+            if n == "backup/container.bin" {
+                return Some(Place::Native(None));
+            }
+            if let Some(i) = self
+                .snapshots
+                .iter()
+                .position(|s| n == format!("backup/snapshots/{s}.bin"))
+            {
+                return Some(Place::Native(Some(i)));
+            }
+            return matches!(
+                n.trim_end_matches('/'),
+                "backup" | "backup/snapshots" | "backup/index.yaml" | "backup/optimized_header.yaml"
+            )
+            .then_some(Place::Skip);
+        }
         let tree = |prefix: &str| crate::stream::strip_tree(prefix.as_bytes(), name).is_some();
         if tree(ROOT) {
             return Some(Place::Tree(None, ROOT.into()));
@@ -153,14 +184,21 @@ pub fn read(path: &Path, map: Option<IdMap>) -> Result<Read> {
     let mut index: Option<Index> = None;
     let mut backup: Option<Backup> = None;
     let mut templates = false;
+    let mut header: Option<OptimizedHeader> = None;
     scan(path, MAX_META, &mut |name, data| {
         match (name, data) {
             (b"backup/index.yaml", Some(d)) => {
                 let i: Index = yaml("backup/index.yaml", d)?;
-                let done = i.config.as_ref().is_some_and(|c| c.container.is_some());
+                // An optimized export's header comes next.
+                let done = i.config.as_ref().is_some_and(|c| c.container.is_some()) && !i.optimized;
                 index = Some(i);
                 return Ok(done);
             }
+            (b"backup/optimized_header.yaml", Some(d)) => {
+                header = Some(yaml("backup/optimized_header.yaml", d)?);
+                return Ok(true);
+            }
+            (n, _) if n.ends_with(b".bin") => return Ok(true),
             (b"backup/container/backup.yaml", Some(d)) => {
                 backup = Some(yaml("backup/container/backup.yaml", d)?);
                 return Ok(true);
@@ -177,15 +215,27 @@ pub fn read(path: &Path, map: Option<IdMap>) -> Result<Read> {
         return Err(bad(format!("an Incus export of a {k}: strata imports containers only")));
     }
     if index.optimized {
-        return Err(bad(format!(
-            "an Incus export made with --optimized-storage (a {} stream, not files): \
-             strata reads only plain exports; export it again without --optimized-storage",
-            if index.backend.is_empty() {
-                "storage driver"
-            } else {
-                &index.backend
-            }
-        )));
+        if index.backend.is_empty() {
+            return Err(bad(
+                "an Incus export made with --optimized-storage that names no storage driver: \
+                 export it again without --optimized-storage"
+                    .into(),
+            ));
+        }
+        if let Some(v) = header.iter().flat_map(|h| &h.subvolumes).find(|v| v.path != "/") {
+            return Err(bad(format!(
+                "an Incus --optimized-storage export with a nested subvolume ({}): not supported; \
+                 export it again without --optimized-storage",
+                v.path
+            )));
+        }
+        if index.config.as_ref().is_none_or(|c| c.container.is_none()) {
+            return Err(bad(
+                "an Incus --optimized-storage export whose backup/index.yaml holds no config \
+                 (an older Incus or LXD): export it again without --optimized-storage"
+                    .into(),
+            ));
+        }
     }
     let b = match index.config.take().filter(|c| c.container.is_some()) {
         Some(b) => b,
@@ -226,6 +276,14 @@ pub fn read(path: &Path, map: Option<IdMap>) -> Result<Read> {
         );
     }
     let config = out.config(&format!("the Incus export of {name}"))?;
+    let native = match index.optimized {
+        true => Some(AdoptNative {
+            format: native_format(&index.backend),
+            subdir: "rootfs".into(),
+            on_disk: on_disk_map(&inst)?,
+        }),
+        false => None,
+    };
     let mut snapshots = Vec::new();
     for s in &index.snapshots {
         let si = b
@@ -255,11 +313,13 @@ pub fn read(path: &Path, map: Option<IdMap>) -> Result<Read> {
             name,
             config,
             snapshots,
+            native,
             map,
         },
         notes: out.notes,
         layout: Layout {
             snapshots: index.snapshots.clone(),
+            optimized: index.optimized,
         },
     })
 }
@@ -271,9 +331,55 @@ fn truthy(v: Option<&String>) -> bool {
     )
 }
 
+/// The stream format of an Incus storage driver's optimized backups (see
+/// [`crate::backend::NativeStream::format`]).
+fn native_format(driver: &str) -> String {
+    match driver {
+        "btrfs" => "btrfs-send".into(),
+        "zfs" => "zfs-send".into(),
+        other => format!("{other} (Incus's)"),
+    }
+}
+
+/// `backup/optimized_header.yaml` (btrfs): the subvolumes of each volume.
+#[derive(Debug, Deserialize)]
+struct OptimizedHeader {
+    #[serde(default)]
+    subvolumes: Vec<Subvolume>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Subvolume {
+    /// Relative to the volume, `/` for the volume itself.
+    #[serde(default)]
+    path: String,
+}
+
+/// The map the owners on Incus's disk were shifted into
+/// (`volatile.last_state.idmap`; empty: unshifted).
+fn on_disk_map(inst: &Instance) -> Result<IdMap> {
+    match inst.effective_config().get("volatile.last_state.idmap") {
+        Some(v) if !v.trim().is_empty() && v.trim() != "[]" => map_of(v, "volatile.last_state.idmap"),
+        _ => Ok(IdMap::default()),
+    }
+}
+
 /// The instance's own id map (`volatile.idmap.next`, else `.current`), as
 /// Incus records it: JSON ranges `{Isuid, Isgid, Hostid, Nsid, Maprange}`.
 fn instance_map(inst: &Instance) -> Result<IdMap> {
+    let c = inst.effective_config();
+    let raw = ["volatile.idmap.next", "volatile.idmap.current"]
+        .iter()
+        .filter_map(|k| c.get(*k))
+        .find(|v| !v.trim().is_empty() && v.trim() != "[]")
+        .ok_or_else(|| {
+            bad("an unprivileged Incus container without volatile.idmap.next: give its map with --map".into())
+        })?;
+    map_of(raw, "volatile.idmap.next")
+}
+
+/// An Incus id map as it records them: JSON ranges `{Isuid, Isgid, Hostid, Nsid, Maprange}`.
+fn map_of(raw: &str, key: &str) -> Result<IdMap> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct R {
@@ -285,15 +391,7 @@ fn instance_map(inst: &Instance) -> Result<IdMap> {
         nsid: u64,
         maprange: u64,
     }
-    let c = inst.effective_config();
-    let raw = ["volatile.idmap.next", "volatile.idmap.current"]
-        .iter()
-        .filter_map(|k| c.get(*k))
-        .find(|v| !v.trim().is_empty() && v.trim() != "[]")
-        .ok_or_else(|| {
-            bad("an unprivileged Incus container without volatile.idmap.next: give its map with --map".into())
-        })?;
-    let rs: Vec<R> = serde_json::from_str(raw).map_err(|e| bad(format!("volatile.idmap.next: {e}")))?;
+    let rs: Vec<R> = serde_json::from_str(raw).map_err(|e| bad(format!("{key}: {e}")))?;
     let mut lines = Vec::new();
     for r in rs {
         for (on, k) in [(r.isuid, "u"), (r.isgid, "g")] {
@@ -518,6 +616,7 @@ mod tests {
     fn places() {
         let l = Layout {
             snapshots: vec!["snap0".into()],
+            optimized: false,
         };
         let p = |n: &str| l.place(n.as_bytes());
         assert_eq!(p("backup/index.yaml"), Some(Place::Skip));
@@ -531,6 +630,22 @@ mod tests {
         assert_eq!(p("backup/snapshots/other/rootfs/x"), None);
         assert_eq!(p("backup/container.bin"), None);
         assert_eq!(p("etc/passwd"), None);
+    }
+
+    #[test]
+    fn places_of_an_optimized_export() {
+        let l = Layout {
+            snapshots: vec!["snap0".into(), "snap1".into()],
+            optimized: true,
+        };
+        let p = |n: &str| l.place(n.as_bytes());
+        assert_eq!(p("backup/index.yaml"), Some(Place::Skip));
+        assert_eq!(p("backup/optimized_header.yaml"), Some(Place::Skip));
+        assert_eq!(p("backup/snapshots/snap1.bin"), Some(Place::Native(Some(1))));
+        assert_eq!(p("backup/container.bin"), Some(Place::Native(None)));
+        assert_eq!(p("backup/container_var.bin"), None);
+        assert_eq!(p("backup/snapshots/other.bin"), None);
+        assert_eq!(p("backup/container/rootfs/etc"), None);
     }
 
     #[test]

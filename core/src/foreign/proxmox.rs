@@ -74,6 +74,7 @@ pub fn read(path: &Path, map: Option<IdMap>) -> Result<Read> {
             config,
             snapshots: Vec::new(),
             map,
+            native: None,
         },
         notes: out.notes,
     })

@@ -43,6 +43,7 @@ pub mod pax;
 mod unpack;
 
 pub use pack::Packer;
+pub(crate) use unpack::remove_at;
 pub use unpack::{entry_name, strip_tree, Unpacker};
 
 use serde::{Deserialize, Serialize};

@@ -480,7 +480,7 @@ fn exists_beneath(root: RawFd, comps: &[Vec<u8>]) -> bool {
 }
 
 /// Remove `name` in `dir`, a directory with everything below it; no symlink is followed.
-fn remove_at(dir: RawFd, name: &CStr) -> nix::Result<()> {
+pub(crate) fn remove_at(dir: RawFd, name: &CStr) -> nix::Result<()> {
     use nix::unistd::{unlinkat, UnlinkatFlags};
     let st = nix::sys::stat::fstatat(Some(dir), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
