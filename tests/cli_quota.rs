@@ -1,11 +1,12 @@
 //! Sizes that hold: `--fssize` on btrfs as a qgroup limit (only with
 //! quotas on, refused without), refused with one line where a backend
-//! cannot bound a rootfs (dir here: this kernel has no ext4 or xfs project
-//! quotas, the guest tier tests them; overlay); a write beyond the size fails inside a running container with
+//! cannot bound a rootfs (dir and overlay here: this kernel has no ext4 or
+//! xfs project quotas, the guest tier tests them); a write beyond the size fails inside a running container with
 //! EDQUOT (btrfs) or ENOSPC (loop) and harms nothing else; `strata resize`
 //! grows and shrinks a loop image (ext4; xfs only grows) and a btrfs
 //! limit, refuses what it cannot do leaving the disk as it was, and a kill
-//! -9 in the middle leaves the old image and a temp file reconcile removes.
+//! -9 in the middle leaves the old image and a temp file reconcile removes;
+//! a restore in place keeps the container's size as it is, not the snapshot's.
 
 #[path = "runtime_helpers.rs"]
 mod helpers;
@@ -111,7 +112,12 @@ fn fssize_on_backends_without_a_size_is_refused_and_nothing_is_made() {
                 src.to_str().unwrap(),
             ],
         );
-        assert!(e.contains("--fssize") && e.contains(&format!("a {b} rootfs")), "{e}");
+        // A project quota (on the tree, on an overlay's upper dir), which this kernel lacks.
+        let a = if b == "dir" { "a" } else { "an" };
+        assert!(
+            e.contains(&format!("--fssize on {a} {b} rootfs is a project quota")) && e.contains("quota"),
+            "{e}"
+        );
         assert_eq!(rt.entries(), Vec::<String>::new(), "{b}");
     }
     rt.container("qd", "");
@@ -202,6 +208,13 @@ fn btrfs_fssize_is_a_qgroup_limit_that_holds_and_resizes() {
     let e = strata_fails(&rt, &["resize", "-n", "qb1", "8M"]);
     assert!(e.contains("too small"), "{e}");
     assert_eq!(limit("qb1"), (30u64 << 20).to_string());
+    // A restore in place keeps the container's limit, not the one it had at the snapshot.
+    rt.ok("lxc-snapshot", &["-n", "qb1"]);
+    strata_ok(&rt, &["resize", "-n", "qb1", "50M"]);
+    rt.ok("lxc-snapshot", &["-n", "qb1", "-r", "snap0"]);
+    assert_eq!(limit("qb1"), (50u64 << 20).to_string());
+    assert!(rt.lxcpath.join("qb1/rootfs/root/keep").exists());
+    rt.ok("lxc-snapshot", &["-n", "qb1", "-d", "snap0"]);
     rt.ok("lxc-destroy", &["-n", "qb1"]);
     rt.ok("lxc-destroy", &["-n", "qb2"]);
     rt.assert_clean(&[]);
@@ -283,6 +296,14 @@ fn loop_size_holds_and_resize_grows_and_shrinks_the_image() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     strata_testkit::sh(&["e2fsck", "-f", "-n", img.to_str().unwrap()]);
+    // A restore in place keeps the image's size as it is now, not as it was at the snapshot.
+    rt.ok("lxc-snapshot", &["-n", "ql1"]);
+    strata_ok(&rt, &["resize", "-n", "ql1", "40M"]);
+    rt.ok("lxc-snapshot", &["-n", "ql1", "-r", "snap0"]);
+    assert_eq!((size_of(&img), blocks(&img)), (40 << 20, 40 << 20));
+    let o = rt.run("lxc-execute", &["-n", "ql1", "--", "/bin/cat", "/etc/base-marker"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "base\n");
+    rt.ok("lxc-snapshot", &["-n", "ql1", "-d", "snap0"]);
     rt.ok("lxc-destroy", &["-n", "ql1"]);
 
     // xfs grows and cannot shrink.

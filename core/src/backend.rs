@@ -382,6 +382,16 @@ pub trait Resize {
 
     /// The size or limit it has now, if any.
     fn size(&self, spec: &RootfsSpec) -> Result<Option<u64>>;
+
+    /// Whether shrinking `spec` to `bytes` in place could not survive a
+    /// kill -9 (resize2fs moving an ext4's blocks on a device: cut in the
+    /// middle, the filesystem is lost). `strata resize` then shrinks by a
+    /// copy into a new rootfs of that size (of the filesystem type this
+    /// returns), swapped in as a restore is, and [`Resize::resize`] shrinks
+    /// in place only a rootfs still being built. `None`: in place is safe.
+    fn shrinks_by_copy(&self, _spec: &RootfsSpec, _bytes: u64) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Copy-on-write clones.

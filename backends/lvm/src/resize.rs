@@ -6,10 +6,15 @@
 //! resize` grow a mounted filesystem in the kernel, journaled, whether the
 //! container runs on it or not. A grow killed between the two leaves a
 //! volume larger than its filesystem, whole; asking again finishes it.
-//! Shrunk only where the filesystem can (ext4), offline: checked, then
-//! resize2fs to the new size, then `lvreduce` (a kill between them leaves
-//! a filesystem smaller than its volume, whole); xfs cannot shrink, and
-//! btrfs is not shrunk here: refused, nothing changed.
+//! Shrunk only where the filesystem can (ext4), offline. resize2fs moving
+//! blocks is not kill -9 safe, so a container's volume is never shrunk in
+//! place: `strata resize` copies its files into a new, smaller volume and
+//! swaps it in as a restore does (see [`Resize::shrinks_by_copy`]); a
+//! volume still being built (a restore keeping the container's size) is
+//! shrunk in place: checked, then resize2fs to the new size, then
+//! `lvreduce`; a kill anywhere there only leaves a staged volume the
+//! staging's undo removes. xfs cannot shrink, and btrfs is not shrunk
+//! here: refused, nothing changed.
 
 use super::{parse_spec, s, LvmBackend};
 use strata_core::{err, Backend, Opened, Resize, Result, RootfsSpec};
@@ -149,5 +154,20 @@ impl Resize for LvmBackend {
     fn size(&self, spec: &RootfsSpec) -> Result<Option<u64>> {
         let (vg, lv) = parse_spec(spec)?;
         Ok(self.find(&vg, &lv).map(|l| l.size))
+    }
+
+    fn shrinks_by_copy(&self, spec: &RootfsSpec, bytes: u64) -> Result<Option<String>> {
+        let (vg, lv) = parse_spec(spec)?;
+        let Some(l) = self.find(&vg, &lv) else {
+            return Ok(None);
+        };
+        if bytes >= l.size || l.is_classic_snapshot() {
+            return Ok(None);
+        }
+        if !l.is_active() {
+            self.activate(&vg, &lv)?;
+        }
+        let fstype = strata_core::block::fstype_of(self.run.as_ref(), spec.source())?;
+        Ok(Some(fstype).filter(|f| f == "ext4"))
     }
 }

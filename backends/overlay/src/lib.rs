@@ -2,7 +2,10 @@
 //! `$lxcpath/NAME/overlay/work` (LXC's layout). Older `overlayfs:` specs whose
 //! upper is not `.../overlay/delta` use `$(dirname upper)/olwork`, as LXC did.
 //! A snapshot of a dir rootfs uses it as the lower; a snapshot of an overlay
-//! rootfs shares its lower and copies its delta.
+//! rootfs shares its lower and copies its delta. `--fssize` is a project
+//! quota on the `overlay` dir (see `resize.rs`).
+
+mod resize;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -148,8 +151,11 @@ impl Backend for OverlayBackend {
         let _span = tracing::debug_span!("overlay destroy", upper = %upper.display()).entered();
         let work = work_dir(&upper);
         if work.file_name().is_some_and(|n| n == "work") {
-            // LXC layout: the whole `overlay` dir is ours.
-            fsutil::remove_tree(upper.parent().unwrap_or(&upper))
+            // LXC layout: the whole `overlay` dir is ours. No limit is left
+            // behind for a project id a later tree may get.
+            let ovl = upper.parent().unwrap_or(&upper);
+            strata_core::projquota::release(ovl);
+            fsutil::remove_tree(ovl)
         } else {
             fsutil::remove_tree(&upper)?;
             fsutil::remove_tree(&work)
@@ -236,6 +242,10 @@ impl Backend for OverlayBackend {
     }
 
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
         Some(self)
     }
 }

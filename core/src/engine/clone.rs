@@ -5,8 +5,8 @@ use super::deps::{add_dep, locked, need, remove_dep, Step};
 use super::fsutil;
 use super::rewrite::{is_hwaddr, random_mac, replace_dir};
 use super::rootfs::{
-    apply_fssize, check_backend_allowed, check_fits, check_fssize, may_snapshot_running, no_space, remove_lost_found,
-    CtxOp,
+    apply_fssize, apply_fssize_to_snapshot, check_backend_allowed, check_fits, check_fssize, may_snapshot_running,
+    no_space, remove_lost_found, CtxOp,
 };
 use super::staging::{
     exists_any, make_container_dir, name_taken_meanwhile, own_dir_as_container_root, write_record, Staged,
@@ -123,6 +123,17 @@ impl<'a> Params<'a> {
     /// name and MACs) under the container's name.
     pub fn restore_in_place(snap: &'a Container, dst: &'a ContainerRef) -> Self {
         Self::own(snap, dst)
+    }
+
+    /// `strata resize` of a rootfs that cannot be shrunk in place safely: a
+    /// copy of the container onto its own backend, of the size in `opts`,
+    /// to be swapped in as a restore is.
+    pub fn shrink_copy(c: &'a Container, opts: &'a BackendOpts) -> Self {
+        Params {
+            mode: Mode::Copy,
+            opts,
+            ..Self::own(c, &c.r)
+        }
     }
 }
 
@@ -429,7 +440,7 @@ impl Engine {
                 if snapshot {
                     let s = dst_b.snapshotter().expect("chosen for its snapshotter");
                     s.snapshot(&p.src.rootfs, &spec, &t, p.readonly)?;
-                    apply_fssize(dst_b, &t, &building)?;
+                    apply_fssize_to_snapshot(dst_b, &t, &building)?;
                 } else {
                     // A whole-image or snapshot copy cannot change owners: shifting copies file by file.
                     let fast = match dst_b.fast_copier() {

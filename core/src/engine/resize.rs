@@ -4,11 +4,13 @@
 //! change kill -9 safe (a copy renamed into place, one ioctl or one tool
 //! call); a backend without one is refused, naming it.
 
-use super::deps::{locked, Step};
+use super::clone::Params;
+use super::deps::{live_dependents, locked, need, refuse_dependents, Step};
 use super::Engine;
+use crate::backend::BackendOpts;
 use crate::err;
 use crate::error::Result;
-use crate::store::{ContainerRef, Store};
+use crate::store::{Container, ContainerRef, Store};
 
 impl Engine {
     pub(super) fn do_resize(&self, r: &ContainerRef, bytes: u64) -> Result<u64> {
@@ -30,8 +32,49 @@ impl Engine {
                 ));
             };
             let running = crate::state::is_running(r);
+            let by_copy = if running {
+                None
+            } else {
+                rz.shrinks_by_copy(&c.rootfs, bytes)?
+            };
+            if let Some(fstype) = by_copy {
+                let new = step!(self.shrink_by_copy(&c, bytes, fstype));
+                return Ok(Step::Done(rz.size(&new.rootfs)?.unwrap_or(bytes)));
+            }
             rz.resize(&c.rootfs, bytes, running)?;
             Ok(Step::Done(rz.size(&c.rootfs)?.unwrap_or(bytes)))
         })
+    }
+
+    /// Shrink `c`'s rootfs by copying its files into a new one of `bytes`
+    /// (built under a temp name, refused before anything is made when they
+    /// do not fit), swapped in under the restore journal: a kill before the
+    /// journal leaves the container as it was and a staging dir reconcile
+    /// removes, after it the next command finishes the swap.
+    fn shrink_by_copy(&self, c: &Container, bytes: u64, fstype: String) -> Result<Step<Container>> {
+        const OP: &str = "resize";
+        let r = &c.r;
+        if let Some(n) = need(crate::depfile::depends_on(r)?) {
+            return Ok(n);
+        }
+        let snaps = Store::new(&r.lxcpath).snaps_path(&r.name);
+        let deps: Vec<_> = live_dependents(r)?.into_iter().filter(|d| d.lxcpath != snaps).collect();
+        refuse_dependents(OP, r, &deps)?;
+        let b = self.backend_of(&c.rootfs)?;
+        b.check_destroy(&c.rootfs)?;
+        let opts = BackendOpts {
+            fssize: Some(bytes),
+            fstype: Some(fstype),
+            ..BackendOpts::default()
+        };
+        // Files that do not fit: said as for a resize, not a new container's --fssize.
+        let staged = self.stage_clone(&Params::shrink_copy(c, &opts)).map_err(|mut e| {
+            if let Some(m) = e.msg.strip_suffix("give a larger --fssize") {
+                e.msg = format!("{m}{} stays as it is", r.name);
+            }
+            e
+        });
+        let st = step!(staged);
+        self.swap_in(r, c, st).map(Step::Done)
     }
 }

@@ -7,6 +7,7 @@ use super::fsutil::{self, remove_tree, rename_noreplace};
 use super::rootfs::{entries_of, CtxOp};
 use super::staging::{exists_any, make_aside, read_record, write_record, Journal, Staged, JOURNAL, OLD};
 use super::{failpoint, Engine};
+use crate::backend::BackendOpts;
 use crate::depfile;
 use crate::durable::write_atomic;
 use crate::error::{IoContext, Result};
@@ -87,9 +88,33 @@ impl Engine {
         let cur = store.load(&r.name)?;
         // The current rootfs goes once the snapshot's is in place.
         self.backend_of(&cur.rootfs)?.check_destroy(&cur.rootfs)?;
-        let params = Params::restore_in_place(&s, r);
+        // The container keeps the size it has now (a quota, a device size), not the snapshot's.
+        let opts = BackendOpts {
+            fssize: self.size_kept(&cur, &s)?,
+            ..BackendOpts::default()
+        };
+        let params = Params {
+            opts: &opts,
+            ..Params::restore_in_place(&s, r)
+        };
         let st = step!(self.stage_clone(&params));
         self.swap_in(r, &cur, st).map(Step::Done)
+    }
+
+    /// The size or limit of `cur`'s rootfs that a restore from `snap` carries
+    /// over: where the restored rootfs is of the same backend, which has one.
+    fn size_kept(&self, cur: &Container, snap: &Container) -> Result<Option<u64>> {
+        let b = self.backend_of(&cur.rootfs)?;
+        if self.backend_of(&snap.rootfs)?.kind() != b.kind() {
+            return Ok(None);
+        }
+        match b.resizer().map(|rz| rz.size(&cur.rootfs)) {
+            Some(Ok(v)) => Ok(v),
+            // Not readable by this user (a btrfs qgroup): none this user could have set either.
+            Some(Err(e)) if e.kind() == crate::ErrorKind::PermissionDenied => Ok(None),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
     }
 
     /// Put the staged container `st` in the place of `r` (whose current

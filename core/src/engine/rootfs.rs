@@ -106,7 +106,7 @@ pub(super) fn check_fssize(b: &dyn Backend, t: &Target) -> Result<()> {
         None => Err(err!(
             Unsupported,
             "plan rootfs",
-            "--fssize: strata cannot bound the size of a {} rootfs (loop, lvm and rbd have a device size, zfs a refquota, btrfs with quotas on a qgroup limit, dir on ext4 or xfs a project quota)",
+            "--fssize: strata cannot bound the size of a {} rootfs (loop, lvm and rbd have a device size, zfs a refquota, btrfs with quotas on a qgroup limit, dir and overlay on ext4 or xfs a project quota)",
             b.kind()
         )),
     }
@@ -119,6 +119,22 @@ pub(super) fn apply_fssize(b: &dyn Backend, t: &Target, building: &RootfsSpec) -
     match (t.opts.fssize, b.resizer()) {
         (Some(bytes), Some(r)) if !b.caps().sized => r.resize(building, bytes, false),
         _ => Ok(()),
+    }
+}
+
+/// `--fssize` on a new rootfs made as a snapshot: a quota as
+/// [`apply_fssize`] sets it, and a device or image, which has its origin's
+/// size, resized to it (a thin LV grown or shrunk while it is still only
+/// staged: a kill leaves nothing the staging's undo does not remove).
+pub(super) fn apply_fssize_to_snapshot(b: &dyn Backend, t: &Target, building: &RootfsSpec) -> Result<()> {
+    match (t.opts.fssize, b.resizer()) {
+        (Some(bytes), Some(r)) if b.caps().sized => {
+            if r.size(building)? != Some(bytes) {
+                r.resize(building, bytes, false)?;
+            }
+            Ok(())
+        }
+        _ => apply_fssize(b, t, building),
     }
 }
 
