@@ -91,6 +91,9 @@ pub struct RbdBackend {
     /// Set when a build found its planned name taken at its rename: the
     /// next plan lists the pool instead of taking the wanted name on trust.
     relist: std::sync::atomic::AtomicBool,
+    /// `POOL/BUILDNAME` of this process's creates whose `rbd create` never
+    /// reached the pool (see [`never_reached`]): their undo has nothing to do.
+    unreached: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a listing is taken again without asking the cluster: longer
@@ -386,6 +389,21 @@ fn missing_pool(o: &Out) -> Option<String> {
     Some(name.to_string())
 }
 
+/// The error of failed command `rbd ARGS`: a missing pool as such, else
+/// what [`explain`] finds.
+fn failure(op: &str, args: &[&str], o: &Out) -> strata_core::Error {
+    if let Some(pool) = missing_pool(o) {
+        return err!(NotFound, op, "ceph pool {pool:?} does not exist");
+    }
+    err!(Command, op, "rbd {} failed: {}", args[0], explain(o))
+}
+
+/// Whether a failed command never reached the pool: its cluster did not
+/// answer, refused the user, or has no such pool. Such a command made nothing.
+fn never_reached(o: &Out) -> bool {
+    missing_pool(o).is_some() || o.stderr.contains("couldn't connect to the cluster")
+}
+
 /// Whether `rbd unmap` failed because the device is still open.
 fn busy(o: &Out) -> bool {
     o.stderr.contains("(16)") || o.stderr.contains("busy")
@@ -411,6 +429,7 @@ impl RbdBackend {
             user: std::sync::Mutex::new(None),
             listed: std::sync::Mutex::new(std::collections::HashMap::new()),
             relist: std::sync::atomic::AtomicBool::new(false),
+            unreached: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -463,10 +482,7 @@ impl RbdBackend {
     fn tool(&self, op: &str, args: &[&str]) -> Result<Out> {
         let o = self.raw(args)?;
         if !o.ok {
-            if let Some(pool) = missing_pool(&o) {
-                return Err(err!(NotFound, op, "ceph pool {pool:?} does not exist"));
-            }
-            return Err(err!(Command, op, "rbd {} failed: {}", args[0], explain(&o)));
+            return Err(failure(op, args, &o));
         }
         Ok(o)
     }
@@ -806,7 +822,19 @@ impl Backend for RbdBackend {
         let mb = size_opt(t)?.div_ceil(1 << 20).to_string();
         let tmp = build_name(&image, t.build_dir);
         validate_name("image", &tmp)?;
-        self.tool(OP, &["create", "--pool", &pool, &tmp, "--size", &mb])?;
+        let args = ["create", "--pool", &pool, &tmp, "--size", &mb];
+        let o = self.raw(&args)?;
+        if !o.ok {
+            if never_reached(&o) {
+                // Nothing made: the undo that follows has nothing to look
+                // for (and no cluster to ask), so the build's dir can go.
+                self.unreached
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(format!("{pool}/{tmp}"));
+            }
+            return Err(failure(OP, &args, &o));
+        }
         if let Err(e) = self.finish_build(&pool, &tmp, &image, &t.mark()) {
             let _ = self.destroy(&spec_for(&pool, &tmp));
             return Err(e);
@@ -912,7 +940,13 @@ impl Backend for RbdBackend {
     // yet, a snapshot made for it), then the planned image if it is its.
     fn undo_build(&self, spec: &RootfsSpec, build_dir: &Path) -> Result<()> {
         let (pool, image) = parse_spec(spec)?;
-        self.destroy(&spec_for(&pool, &build_name(&image, build_dir)))?;
+        let tmp = build_name(&image, build_dir);
+        let key = format!("{pool}/{tmp}");
+        if self.unreached.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            tracing::debug!("{key}: its rbd create never reached the pool, nothing to undo");
+            return Ok(());
+        }
+        self.destroy(&spec_for(&pool, &tmp))?;
         if !self.made_by(spec, build_dir) {
             tracing::info!("{spec} was made by another build: left alone");
             return Ok(());

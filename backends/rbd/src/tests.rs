@@ -490,6 +490,34 @@ fn an_unmarked_image_is_not_a_builds() {
 }
 
 #[test]
+fn a_create_that_never_reached_the_cluster_is_undone_without_it() {
+    let (b, f) = setup();
+    let o = target_opts(None, None);
+    let spec = plan(&b, "x", "/l", &o, None).unwrap();
+    f.canned.lock().unwrap().push((
+        format!("{RBD} create"),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "2026-12-02T11:29:13.680+0000 7f 0 monclient(hunting): authenticate timed out after 30\nrbd: couldn't connect to the cluster!\n".into(),
+        },
+    ));
+    let lp = PathBuf::from("/l");
+    let dir = lp.join(".strata-tmp.x.abc");
+    let e = b.create(&spec, &target(&lp, &dir, &o)).unwrap_err();
+    assert!(e.to_string().contains("cannot connect to the ceph cluster"), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    // The engine's undo asks the cluster nothing (it would wait 30 s per
+    // command to fail, and leave the staging dir): nothing was made.
+    f.calls.lock().unwrap().clear();
+    b.undo_build(&spec, &dir).unwrap();
+    assert!(f.calls().is_empty(), "{:?}", f.calls());
+    // Another build's undo still looks.
+    b.undo_build(&spec, &lp.join(".strata-tmp.x.other")).unwrap();
+    assert!(!f.calls().is_empty());
+}
+
+#[test]
 fn a_missing_key_is_not_a_missing_pool() {
     let (b, f) = setup();
     f.canned.lock().unwrap().push((
