@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Guest side of bench/vm: makes a thin pool and a zpool on the scratch
 disks, a base container on each, and times snapshot clones and snapshots
-with strata and with LXC (where LXC can do the operation), alternating."""
+with strata and with LXC (where LXC can do the operation), alternating,
+both run from copies in the guest's memory."""
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,13 +41,44 @@ sh("zfs", "create", "tank/lxc")
 os.makedirs("/etc/lxc", exist_ok=True)
 open("/etc/lxc/lxc.conf", "w").write("lxc.bdev.zfs.root = tank/lxc\n")
 
+# Both tools run from the guest's memory (/tmp is a tmpfs): its root is the
+# host's, shared over 9p without a cache, where every exec would read the
+# binary (and LXC's shared libraries) from the host again.
+TOOLS = ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]
 sbin = "/tmp/strata-bin"
 os.makedirs(sbin, exist_ok=True)
-for t in ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]:
-    os.symlink(strata, os.path.join(sbin, t))
-tools = [("strata", sbin)]
+shutil.copy(strata, os.path.join(sbin, "strata"))
+for t in TOOLS:
+    os.symlink("strata", os.path.join(sbin, t))
+tools = [("strata", sbin, None)]
+
+
+def local_lxc():
+    """LXC's tools, their shared libraries and the dynamic loader copied to
+    a tmpfs; the tools are started through that loader with that library
+    path, so nothing of theirs is read over 9p either."""
+    lbin, llib = "/tmp/lxc-bin", "/tmp/lxc-lib"
+    os.makedirs(lbin, exist_ok=True)
+    os.makedirs(llib, exist_ok=True)
+    loader = None
+    for t in TOOLS:
+        shutil.copy(os.path.join("/usr/bin", t), lbin)
+        ldd = subprocess.run(["ldd", os.path.join("/usr/bin", t)], stdout=subprocess.PIPE, check=True)
+        for line in ldd.stdout.decode().splitlines():
+            f = line.split()
+            path = f[2] if len(f) > 2 and f[1] == "=>" else f[0] if f and f[0].startswith("/") else None
+            if path and os.path.exists(path):
+                dst = os.path.join(llib, os.path.basename(path))
+                if not os.path.exists(dst):
+                    shutil.copy(path, dst)
+                if "ld-linux" in path:
+                    loader = dst
+    return lbin, [loader, "--library-path", llib] if loader else None
+
+
 if os.path.exists("/usr/bin/lxc-copy"):
-    tools.insert(0, ("lxc", "/usr/bin"))
+    lbin, prefix = local_lxc()
+    tools.insert(0, ("lxc", lbin, prefix))
 lp = "/tmp/lxc"
 os.makedirs(lp)
 src = "/tmp/src"
@@ -56,7 +89,7 @@ sh(os.path.join(sbin, "lxc-create"), *P, "-n", "zb", "-B", "zfs", "--rootfs-from
 
 
 def run(tool, *args):
-    sh(os.path.join(tool[1], args[0]), *args[1:])
+    sh(*(tool[2] or []), os.path.join(tool[1], args[0]), *args[1:])
 
 
 def timed(fn):
