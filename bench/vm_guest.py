@@ -8,15 +8,19 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 out, strata, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 table = open(os.path.join(out, "table"), "w")
 log = open(os.path.join(out, "bench.log"), "w")
 os.environ["LVM_SUPPRESS_FD_WARNINGS"] = "1"
-os.environ["LVM_SYSTEM_DIR"] = "/tmp/strata-lvm"
-os.makedirs("/tmp/strata-lvm", exist_ok=True)
-open("/tmp/strata-lvm/lvm.conf", "w").write("activation {\n  monitoring = 0\n}\n")
+# Fresh names: the guest's /tmp is an overlay on the host's, where fixed
+# names may hold anything an earlier run left.
+scratch = tempfile.mkdtemp(prefix="strata-vmbench.")
+os.environ["LVM_SYSTEM_DIR"] = os.path.join(scratch, "lvm")
+os.makedirs(os.environ["LVM_SYSTEM_DIR"])
+open(os.path.join(scratch, "lvm", "lvm.conf"), "w").write("activation {\n  monitoring = 0\n}\n")
 
 
 def sh(*argv, check=True):
@@ -45,8 +49,8 @@ open("/etc/lxc/lxc.conf", "w").write("lxc.bdev.zfs.root = tank/lxc\n")
 # host's, shared over 9p without a cache, where every exec would read the
 # binary (and LXC's shared libraries) from the host again.
 TOOLS = ["lxc-create", "lxc-copy", "lxc-snapshot", "lxc-destroy"]
-sbin = "/tmp/strata-bin"
-os.makedirs(sbin, exist_ok=True)
+sbin = os.path.join(scratch, "strata-bin")
+os.makedirs(sbin)
 shutil.copy(strata, os.path.join(sbin, "strata"))
 for t in TOOLS:
     os.symlink("strata", os.path.join(sbin, t))
@@ -57,9 +61,9 @@ def local_lxc():
     """LXC's tools, their shared libraries and the dynamic loader copied to
     a tmpfs; the tools are started through that loader with that library
     path, so nothing of theirs is read over 9p either."""
-    lbin, llib = "/tmp/lxc-bin", "/tmp/lxc-lib"
-    os.makedirs(lbin, exist_ok=True)
-    os.makedirs(llib, exist_ok=True)
+    lbin, llib = os.path.join(scratch, "lxc-bin"), os.path.join(scratch, "lxc-lib")
+    os.makedirs(lbin)
+    os.makedirs(llib)
     loader = None
     for t in TOOLS:
         shutil.copy(os.path.join("/usr/bin", t), lbin)
@@ -79,9 +83,9 @@ def local_lxc():
 if os.path.exists("/usr/bin/lxc-copy"):
     lbin, prefix = local_lxc()
     tools.insert(0, ("lxc", lbin, prefix))
-lp = "/tmp/lxc"
+lp = os.path.join(scratch, "lxc")
 os.makedirs(lp)
-src = "/tmp/src"
+src = os.path.join(scratch, "src")
 sh(sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen_tree.py"), src, "0.1")
 P = ["-P", lp]
 sh(os.path.join(sbin, "lxc-create"), *P, "-n", "lb", "-B", "lvm", "--fssize", "512M", "--rootfs-from", src)
