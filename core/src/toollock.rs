@@ -483,7 +483,9 @@ mod tests {
         // A tool that closes what it inherits (as the LVM tools do) is
         // waited for by the pid it recorded.
         let lock = ToolLock::new_in(&tmp).unwrap();
-        let mut c = Command::new("sh");
+        // bash, not sh: dash takes only fds 0-9 in a redirection, and with
+        // other test threads' files open the lock's fd can be 10 or more.
+        let mut c = Command::new("bash");
         c.args(["-c", &format!("exec {}>&-; sleep 0.5", lock.file.as_raw_fd())]);
         lock.pass_to(&mut c);
         let mut child = c.spawn().unwrap();
@@ -503,7 +505,7 @@ mod tests {
         let lock = ToolLock::new_in(&tmp).unwrap();
         let fd = lock.file.as_raw_fd();
         let pids = d.path().join("pids");
-        let mut c = Command::new("sh");
+        let mut c = Command::new("bash");
         c.args([
             "-c",
             &format!(
