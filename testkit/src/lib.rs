@@ -205,12 +205,21 @@ impl Drop for LoopFs {
         // own): left, they would keep the device, the image and this
         // filesystem alive after the lazy unmount below.
         // Again until none is left (bounded): a mount stacked on the same
-        // point (another test's propagation) stays after the first umount.
-        for _ in 0..8 {
+        // point (another test's propagation) stays after the first umount,
+        // and a read of mountinfo while other test threads mount and unmount
+        // can miss a line, so "none" counts only when three reads agree.
+        let mut empty = 0;
+        for _ in 0..16 {
             let left = mounts_of(&devs);
             if left.is_empty() {
-                break;
+                empty += 1;
+                if empty == 3 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
             }
+            empty = 0;
             for m in left {
                 let _ = Command::new("umount").arg("-l").arg(&m).status();
             }
@@ -218,7 +227,18 @@ impl Drop for LoopFs {
         if self.mounted.get() {
             let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.mnt).status();
         }
-        for d in devs {
+        // Only a device still backed by a file of ours: one that cleared
+        // itself when its last mount went may be another test's by now.
+        let ours = |d: &str| {
+            let f = Path::new("/sys/block")
+                .join(d.trim_start_matches("/dev/"))
+                .join("loop/backing_file");
+            std::fs::read_to_string(f).is_ok_and(|b| {
+                let b = Path::new(b.trim_end());
+                b.starts_with(&self.mnt) || b.starts_with(self.dir.path())
+            })
+        };
+        for d in devs.iter().filter(|d| ours(d)) {
             let _ = Command::new("losetup").arg("-d").arg(d).status();
         }
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();

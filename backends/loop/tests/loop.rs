@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use strata_core::{Backend, BackendOpts, ErrorKind, RootfsSpec, Target};
 use strata_testkit::{attached_under, mounts_of, no_leak, sh, LoopFs};
+/// One test of this file at a time: each attaches, detaches and mounts loop
+/// devices and its fixture's teardown detaches devices by number, so with
+/// tests in parallel a number one test let go could be another's a moment
+/// later (seen as a mount that stayed, a device "in use", a superblock that
+/// could not be read). Held for the whole test, fixtures included.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A host filesystem of `kind` (3 GiB) mounted in its own temporary dir.
 fn host_fs(kind: &str) -> LoopFs {
@@ -72,6 +81,7 @@ fn with_mounted<R>(spec: &RootfsSpec, ro: bool, f: impl FnOnce(&Path) -> R) -> R
 
 #[test]
 fn create_mount_umount_each_fstype() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     for (fstype, size) in [("ext4", None), ("xfs", Some(300 << 20)), ("btrfs", Some(200 << 20))] {
@@ -116,6 +126,7 @@ fn create_mount_umount_each_fstype() {
 
 #[test]
 fn a_failed_mount_detaches_its_device() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
@@ -126,6 +137,7 @@ fn a_failed_mount_detaches_its_device() {
 
 #[test]
 fn bad_options_are_refused_at_plan_time() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     for (fstype, size, what) in [
@@ -151,6 +163,7 @@ fn bad_options_are_refused_at_plan_time() {
 
 #[test]
 fn fast_copy_is_sparse_and_both_mount() {
+    let _serial = serial();
     // ext4 host: no reflink, so this is the copy_file_range path.
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
@@ -243,16 +256,19 @@ fn reflink_snapshot_on(host_kind: &str) {
 
 #[test]
 fn reflink_snapshot_on_xfs_host() {
+    let _serial = serial();
     reflink_snapshot_on("xfs");
 }
 
 #[test]
 fn reflink_snapshot_on_btrfs_host() {
+    let _serial = serial();
     reflink_snapshot_on("btrfs");
 }
 
 #[test]
 fn snapshot_refused_on_ext4_host() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
@@ -281,6 +297,7 @@ fn snapshot_refused_on_ext4_host() {
 
 #[test]
 fn legacy_ioctls_attach_with_autoclear_too() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "c1", None, Some(16 << 20));
@@ -305,6 +322,7 @@ fn legacy_ioctls_attach_with_autoclear_too() {
 
 #[test]
 fn concurrent_attaches_each_get_their_own_device() {
+    let _serial = serial();
     // Threads race for the same free device: the losers claim another.
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
@@ -338,6 +356,7 @@ fn concurrent_attaches_each_get_their_own_device() {
 
 #[test]
 fn a_copy_takes_its_edit_through_the_device_it_was_made_with() {
+    let _serial = serial();
     // ext4 host, ext4 image: the copy_file_range path, with a device ready.
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
@@ -411,6 +430,7 @@ fn a_copy_takes_its_edit_through_the_device_it_was_made_with() {
 /// deleted). `release` unmounts, detaches, and leaves a device in use alone.
 #[test]
 fn release_unmounts_and_detaches_what_a_killed_process_held() {
+    let _serial = serial();
     strata_testkit::need_root!();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
@@ -448,6 +468,7 @@ fn release_unmounts_and_detaches_what_a_killed_process_held() {
 /// same image; an image mounted here is refused at once.
 #[test]
 fn a_mount_never_makes_a_second_live_filesystem_on_one_image() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "twice", Some("ext4"), None);
@@ -496,6 +517,7 @@ fn a_mount_never_makes_a_second_live_filesystem_on_one_image() {
 /// go (a failed run once left such a mount and two devices on the host).
 #[test]
 fn a_failed_test_leaves_no_mount_of_its_images() {
+    let _serial = serial();
     let host = host_fs("ext4");
     let lxc = host.mnt().join("lxc");
     let spec = make(&lxc, "left", Some("ext4"), None);
