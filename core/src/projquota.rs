@@ -211,6 +211,19 @@ pub fn open_dir(p: &Path) -> Result<OwnedFd> {
     open_at(libc::AT_FDCWD, &c, true).map_err(|e| Error::errno(OP, p, e))
 }
 
+/// [`check`] on the nearest existing dir at or above `p`: what a plan asks
+/// for (a rootfs, an overlay dir) is not made yet.
+pub fn check_nearest(p: &Path) -> Result<()> {
+    let mut cur = p;
+    while !std::fs::symlink_metadata(cur).is_ok_and(|m| m.is_dir()) {
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => return check(Path::new("/")),
+        }
+    }
+    check(cur)
+}
+
 /// Refuse, with the reason, a project quota on the filesystem `dir` is on.
 pub fn check(dir: &Path) -> Result<()> {
     let fd = open_dir(dir)?;

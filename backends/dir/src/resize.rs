@@ -4,22 +4,7 @@
 //! running container's writes meet the new one at once.
 
 use super::DirBackend;
-use std::path::{Path, PathBuf};
 use strata_core::{projquota, Resize, Result, RootfsSpec, Target};
-
-/// The nearest existing dir at or above `p` (the rootfs is not made yet).
-fn existing_ancestor(p: &Path) -> PathBuf {
-    let mut cur = p;
-    loop {
-        if std::fs::symlink_metadata(cur).is_ok_and(|m| m.is_dir()) {
-            return cur.to_path_buf();
-        }
-        match cur.parent() {
-            Some(parent) => cur = parent,
-            None => return PathBuf::from("/"),
-        }
-    }
-}
 
 impl Resize for DirBackend {
     fn what(&self) -> &'static str {
@@ -28,7 +13,7 @@ impl Resize for DirBackend {
 
     fn check_limit(&self, t: &Target, _bytes: u64) -> Result<()> {
         let at = t.opts.dir.clone().unwrap_or_else(|| t.dir.join("rootfs"));
-        projquota::check(&existing_ancestor(&at)).map_err(|e| refusal(e, "--fssize on a dir rootfs", "plan rootfs"))
+        projquota::check_nearest(&at).map_err(|e| refusal(e, "--fssize on a dir rootfs", "plan rootfs"))
     }
 
     fn resize(&self, spec: &RootfsSpec, bytes: u64, _running: bool) -> Result<()> {

@@ -10,7 +10,7 @@
 //! in its own `overlay` dir. The limit changes online, as on dir.
 
 use super::{parts, work_dir, OverlayBackend};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use strata_core::{err, projquota, Resize, Result, RootfsSpec, Target};
 
 /// The dir holding the upper and work dirs (LXC's layout), bound as one tree.
@@ -28,27 +28,13 @@ fn quota_root(spec: &RootfsSpec) -> Result<PathBuf> {
     }
 }
 
-/// The nearest existing dir at or above `p` (the rootfs is not made yet).
-fn existing_ancestor(p: &Path) -> PathBuf {
-    let mut cur = p;
-    loop {
-        if std::fs::symlink_metadata(cur).is_ok_and(|m| m.is_dir()) {
-            return cur.to_path_buf();
-        }
-        match cur.parent() {
-            Some(parent) => cur = parent,
-            None => return PathBuf::from("/"),
-        }
-    }
-}
-
 impl Resize for OverlayBackend {
     fn what(&self) -> &'static str {
         "a project quota on the upper dir"
     }
 
     fn check_limit(&self, t: &Target, _bytes: u64) -> Result<()> {
-        projquota::check(&existing_ancestor(&t.dir.join("overlay")))
+        projquota::check_nearest(&t.dir.join("overlay"))
             .map_err(|e| refusal(e, "--fssize on an overlay rootfs", "plan rootfs"))
     }
 
