@@ -262,16 +262,7 @@ impl Engine {
                     files,
                     ..Params::restore_in_place(&prev, &dst)
                 };
-                let st = match self.stage_clone(&params)? {
-                    Step::Done(st) => st,
-                    Step::Need(_) => {
-                        return Err(err!(
-                            Unsupported,
-                            "receive",
-                            "{prefix}: its clone would depend on another container; not supported by a refresh"
-                        ))
-                    }
-                };
+                let st = self.refresh_stage(&params, &prefix)?;
                 let dir = dst.dir();
                 let b = self.backend_of(&st.spec)?;
                 let opts = crate::backend::BackendOpts::default();

@@ -319,17 +319,7 @@ impl Engine {
                         link_from: (part == Part::Main).then_some(&rf.cur.rootfs),
                         ..Params::restore_in_place(&prev, &dst)
                     };
-                    let st = match self.stage_clone(&params)? {
-                        Step::Done(st) => st,
-                        Step::Need(_) => {
-                            return Err(err!(
-                                Unsupported,
-                                OP,
-                                "{}: its clone would depend on another container; not supported by a refresh",
-                                prefix
-                            ))
-                        }
-                    };
+                    let st = self.refresh_stage(&params, &prefix)?;
                     let b = self.backend_of(&st.spec)?;
                     let building = building(&st, &dst);
                     let o = match Opened::open(b, &building, false) {
@@ -412,6 +402,19 @@ impl Engine {
     }
 
     /// Undo the staged rootfs (the stream was bad or cut).
+    /// A refresh's staged clone of a tree; one that would depend on another
+    /// container is refused.
+    pub(super) fn refresh_stage(&self, params: &Params, prefix: &str) -> Result<Staged> {
+        match self.stage_clone(params)? {
+            Step::Done(st) => Ok(st),
+            Step::Need(_) => Err(err!(
+                Unsupported,
+                OP,
+                "{prefix}: its clone would depend on another container; not supported by a refresh"
+            )),
+        }
+    }
+
     pub(super) fn refresh_abort(&self, rf: &mut Refresh) {
         if let Some(st) = rf.main.take() {
             self.abort_staging(&st.path, &rf.r.dir(), Some(&st.spec), true);
