@@ -805,24 +805,20 @@ fn optimized_btrfs_export(work: &Path) -> PathBuf {
     };
     let snap0 = work.join("snap0");
     let last = work.join("last");
-    fill(&x.join("backup/snapshots/snap0"));
-    sh(&[
-        "btrfs",
-        "subvolume",
-        "snapshot",
-        "-r",
-        vol.to_str().unwrap(),
-        snap0.to_str().unwrap(),
-    ]);
-    fill(&x.join("backup/container"));
-    sh(&[
-        "btrfs",
-        "subvolume",
-        "snapshot",
-        "-r",
-        vol.to_str().unwrap(),
-        last.to_str().unwrap(),
-    ]);
+    // The volume filled from `from`, then a read-only snapshot of it at `to`.
+    let fill_and_snapshot = |from: &Path, to: &Path| {
+        fill(from);
+        sh(&[
+            "btrfs",
+            "subvolume",
+            "snapshot",
+            "-r",
+            vol.to_str().unwrap(),
+            to.to_str().unwrap(),
+        ]);
+    };
+    fill_and_snapshot(&x.join("backup/snapshots/snap0"), &snap0);
+    fill_and_snapshot(&x.join("backup/container"), &last);
     let out = work.join("out/backup");
     std::fs::create_dir_all(out.join("snapshots")).unwrap();
     let send = |args: &[&str], to: &Path| {

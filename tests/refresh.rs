@@ -9,11 +9,10 @@
 mod common;
 
 use common::special::{diff, set_mtime, setxattr, special_tree, view, View};
-use common::stream::{fails, snapshot_listing};
+use common::stream::{fails, snapshot_listing, spawn_receive};
 use common::Env;
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use strata_core::{Backend, Opened, Store};
 use strata_testkit::LoopFs;
 
@@ -447,15 +446,7 @@ fn killed_refresh(fs: &str, target: &str) {
     };
     let mut whole = 0;
     for i in 0..8 {
-        let mut c = env.cmd("strata");
-        c.args(["receive", "-P"]).arg(&env.lxcpath).args(["-n", "c2"]);
-        let mut ch = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = ch.stdin.take().unwrap();
+        let (mut ch, mut stdin) = spawn_receive(&env, &["-n", "c2"]);
         // Half the rounds fed a random part, half the whole stream; killed at a random moment.
         let data = if i % 2 == 0 {
             delta[..1 + rnd(delta.len() as u64 - 1) as usize].to_vec()
