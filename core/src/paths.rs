@@ -205,6 +205,20 @@ impl Drop for TempDir {
 }
 
 /// A short string unique within this process run.
+/// The nearest directory at or above `p` that exists: where a planned path
+/// (a rootfs, an image, an overlay dir) not made yet will live, so that its
+/// filesystem can be asked about before anything is made.
+pub fn nearest_existing_dir(p: &Path) -> &Path {
+    let mut cur = p;
+    while !std::fs::symlink_metadata(cur).is_ok_and(|m| m.is_dir()) {
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => return Path::new("/"),
+        }
+    }
+    cur
+}
+
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);

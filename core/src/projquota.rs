@@ -214,14 +214,7 @@ pub fn open_dir(p: &Path) -> Result<OwnedFd> {
 /// [`check`] on the nearest existing dir at or above `p`: what a plan asks
 /// for (a rootfs, an overlay dir) is not made yet.
 pub fn check_nearest(p: &Path) -> Result<()> {
-    let mut cur = p;
-    while !std::fs::symlink_metadata(cur).is_ok_and(|m| m.is_dir()) {
-        match cur.parent() {
-            Some(parent) => cur = parent,
-            None => return check(Path::new("/")),
-        }
-    }
-    check(cur)
+    check(crate::paths::nearest_existing_dir(p))
 }
 
 /// Refuse, with the reason, a project quota on the filesystem `dir` is on.

@@ -63,20 +63,6 @@ fn fs_name(magic: i64) -> String {
     }
 }
 
-/// `p` itself or its nearest existing ancestor.
-fn existing_ancestor(p: &Path) -> PathBuf {
-    let mut cur = p;
-    loop {
-        if std::fs::symlink_metadata(cur).is_ok() {
-            return cur.to_path_buf();
-        }
-        match cur.parent() {
-            Some(parent) => cur = parent,
-            None => return PathBuf::from("/"),
-        }
-    }
-}
-
 /// Whether `p` is the root of a btrfs subvolume.
 pub fn is_subvolume(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == ioctl::FIRST_FREE_OBJECTID)
@@ -311,7 +297,7 @@ fn destroy_subvolumes(top: &Path) -> Result<()> {
 impl BtrfsBackend {
     fn check_target(&self, path: &Path) -> Result<PathBuf> {
         const OP: &str = "plan btrfs rootfs";
-        let anc = existing_ancestor(path.parent().unwrap_or(path));
+        let anc = strata_core::paths::nearest_existing_dir(path.parent().unwrap_or(path)).to_path_buf();
         let magic = fs_magic(&anc)?;
         if magic != BTRFS_SUPER_MAGIC {
             return Err(err!(
@@ -462,7 +448,7 @@ impl FastCopy for BtrfsBackend {
         let (Some(parent), true) = (dst.parent(), src.kind() == "btrfs" && is_subvolume(&src.path())) else {
             return Ok(false);
         };
-        let anc = existing_ancestor(parent);
+        let anc = strata_core::paths::nearest_existing_dir(parent).to_path_buf();
         if fs_magic(&anc)? != BTRFS_SUPER_MAGIC || fsid(&anc)? != fsid(&src.path())? {
             return Ok(false);
         }

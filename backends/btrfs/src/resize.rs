@@ -3,7 +3,7 @@
 //! on (`btrfs quota enable`): qgroups slow the whole filesystem down, so
 //! strata never turns them on itself and refuses a size without them.
 
-use super::{existing_ancestor, ioctl, open_dir, BtrfsBackend};
+use super::{ioctl, open_dir, BtrfsBackend};
 use std::os::fd::AsFd;
 use std::path::Path;
 use strata_core::{err, Error, Resize, Result, RootfsSpec, Target};
@@ -25,7 +25,7 @@ impl Resize for BtrfsBackend {
     }
 
     fn check_limit(&self, t: &Target, _bytes: u64) -> Result<()> {
-        let anc = existing_ancestor(t.dir);
+        let anc = strata_core::paths::nearest_existing_dir(t.dir).to_path_buf();
         let f = open_dir(&anc)?;
         match ioctl::quotas_on(f.as_fd()) {
             Ok(true) => Ok(()),

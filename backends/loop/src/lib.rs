@@ -167,20 +167,6 @@ fn size_of(t: &Target) -> Result<u64> {
     }
 }
 
-/// `p` itself or its nearest existing ancestor.
-fn existing_ancestor(p: &Path) -> PathBuf {
-    let mut cur = p;
-    loop {
-        if std::fs::symlink_metadata(cur).is_ok() {
-            return cur.to_path_buf();
-        }
-        match cur.parent() {
-            Some(parent) => cur = parent,
-            None => return PathBuf::from("/"),
-        }
-    }
-}
-
 fn fs_name(p: &Path) -> String {
     use nix::sys::statfs::*;
     let Ok(t) = statfs(p).map(|s| s.filesystem_type()) else {
@@ -445,7 +431,7 @@ impl Backend for LoopBackend {
                     o.kind()
                 ));
             }
-            let anc = existing_ancestor(t.dir);
+            let anc = strata_core::paths::nearest_existing_dir(t.dir).to_path_buf();
             reflink_probe(&o.path(), &anc).map_err(|e| reflink_refusal(&anc, e))?;
         }
         Ok(RootfsSpec::new("loop", path.display().to_string()))
