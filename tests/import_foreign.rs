@@ -959,3 +959,55 @@ fn incus_optimized_btrfs_export_imports() {
     }
     clean(&env, &[]);
 }
+
+/// An optimized Incus btrfs import killed at points spread over its run
+/// (each volume's btrfs receive, the shift, the snapshot, the rename):
+/// after reconcile the lxcpath holds the whole container or nothing, no
+/// subvolume, mount or loop device left.
+#[test]
+fn incus_optimized_btrfs_import_killed_leaves_nothing_after_reconcile() {
+    let env = Env::new();
+    let _fs = strata_testkit::LoopFs::new("btrfs", 1 << 30, Some(&env.lxcpath), "");
+    let work = env.src.join("incus-opt-kill");
+    std::fs::create_dir_all(&work).unwrap();
+    let _src_fs = strata_testkit::LoopFs::new("btrfs", 512 << 20, Some(&work), "");
+    let file = optimized_btrfs_export(&work);
+    let import = || {
+        let mut c = env.cmd("strata");
+        c.args(["import", "-P"])
+            .arg(&env.lxcpath)
+            .arg(&file)
+            .args(["-n", "ok"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    // How long a whole import takes here, so the kills spread over it.
+    let t = std::time::Instant::now();
+    assert!(import().status().unwrap().success());
+    let whole_ms = t.elapsed().as_millis() as u64;
+    env.ok("lxc-destroy", &["-n", "ok", "-s"]);
+    clean(&env, &[]);
+    let mut whole = 0;
+    for k in 1..=7u64 {
+        let mut ch = import().spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(whole_ms * k / 8));
+        let _ = ch.kill();
+        ch.wait().unwrap();
+        env.ok("strata", &["reconcile"]);
+        if env.c("ok").exists() {
+            whole += 1;
+            let r = strata_core::Store::new(&env.lxcpath).load("ok").unwrap().rootfs.path();
+            assert_eq!(
+                std::fs::read_to_string(r.join("etc/hostname")).unwrap(),
+                "changed\n",
+                "kill at {k}/8: a whole import"
+            );
+            env.ok("lxc-destroy", &["-n", "ok", "-s"]);
+        }
+        clean(&env, &[]);
+        let subvols = sh(&["btrfs", "subvolume", "list", env.lxcpath.to_str().unwrap()]);
+        assert!(subvols.trim().is_empty(), "kill at {k}/8 left subvolumes:\n{subvols}");
+    }
+    eprintln!("{whole} of 7 killed imports had finished (a whole one takes {whole_ms} ms)");
+}
