@@ -482,6 +482,22 @@ pub trait NativeStream {
     /// differs from `parent`.
     fn send(&self, spec: &RootfsSpec, parent: Option<&RootfsSpec>, out: &mut dyn std::io::Write) -> Result<()>;
 
+    /// [`NativeStream::send`] of a container's own rootfs (`main`) or of
+    /// one of its snapshots. A backend whose snapshots are clones of points
+    /// of the container's own volume (rbd) sends a snapshot as that point,
+    /// so that the diff to the next tree is one of that volume. By default
+    /// the same as `send`.
+    fn send_tree(
+        &self,
+        spec: &RootfsSpec,
+        parent: Option<&RootfsSpec>,
+        main: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
+        let _ = main;
+        self.send(spec, parent, out)
+    }
+
     /// Make the planned `spec` (as reachable while building: `t.building`)
     /// from the stream on `input`, read to its end. `parent`: this side's
     /// copy of the tree an incremental stream was sent against (the tree

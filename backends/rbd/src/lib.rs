@@ -46,7 +46,9 @@
 //! lxc.conf, else Ceph's default; its key comes from the ceph config.
 
 pub mod freeze;
+mod resize;
 pub mod runner;
+pub mod stream;
 
 use runner::{Out, Runner, SystemRunner};
 use serde_json::Value;
@@ -1009,6 +1011,14 @@ impl Backend for RbdBackend {
     }
 
     fn usage_reporter(&self) -> Option<&dyn UsageReport> {
+        Some(self)
+    }
+
+    fn resizer(&self) -> Option<&dyn strata_core::Resize> {
+        Some(self)
+    }
+
+    fn native_stream(&self) -> Option<&dyn strata_core::NativeStream> {
         Some(self)
     }
 }

@@ -91,13 +91,13 @@ impl Engine {
         let mut parent: Option<RootfsSpec> = base.map(|s| s.rootfs.clone());
         for s in snaps {
             let mut w = ChunkWriter::new(p, &format!("snaps/{}/rootfs", s.name));
-            ns.send(&s.rootfs, parent.as_ref(), &mut w)?;
+            ns.send_tree(&s.rootfs, parent.as_ref(), false, &mut w)?;
             w.finish()?;
             parent = Some(s.rootfs.clone());
         }
         if !ns.sends_readonly_only() {
             let mut w = ChunkWriter::new(p, "rootfs");
-            ns.send(&c.rootfs, parent.as_ref(), &mut w)?;
+            ns.send_tree(&c.rootfs, parent.as_ref(), true, &mut w)?;
             w.finish()?;
             return Ok(());
         }
@@ -117,7 +117,7 @@ impl Engine {
         let building = st.spec.rebase(&c.r.dir(), &st.path);
         let res = (|| {
             let mut w = ChunkWriter::new(p, "rootfs");
-            ns.send(&building, parent.as_ref(), &mut w)?;
+            ns.send_tree(&building, parent.as_ref(), true, &mut w)?;
             w.finish()
         })();
         self.abort_staging(&st.path, &c.r.dir(), Some(&st.spec), true);

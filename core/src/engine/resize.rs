@@ -27,7 +27,7 @@ impl Engine {
                 return Err(err!(
                     Unsupported,
                     OP,
-                    "strata cannot resize a {} rootfs (loop, lvm, zfs, btrfs with quotas on and dir on ext4 or xfs with project quotas can be)",
+                    "strata cannot resize a {} rootfs (loop, lvm, rbd, zfs, btrfs with quotas on and dir on ext4 or xfs with project quotas can be)",
                     b.kind()
                 ));
             };
