@@ -6,7 +6,9 @@
 //! grows and shrinks a loop image (ext4; xfs only grows) and a btrfs
 //! limit, refuses what it cannot do leaving the disk as it was, and a kill
 //! -9 in the middle leaves the old image and a temp file reconcile removes;
-//! a restore in place keeps the container's size as it is, not the snapshot's.
+//! a restore in place keeps the container's size as it is, not the snapshot's;
+//! a restore to a new name has the container's limit where the snapshot keeps
+//! none (a btrfs qgroup), the snapshot's size where it has one (a loop image).
 
 #[path = "runtime_helpers.rs"]
 mod helpers;
@@ -214,6 +216,13 @@ fn btrfs_fssize_is_a_qgroup_limit_that_holds_and_resizes() {
     rt.ok("lxc-snapshot", &["-n", "qb1", "-r", "snap0"]);
     assert_eq!(limit("qb1"), (50u64 << 20).to_string());
     assert!(rt.lxcpath.join("qb1/rootfs/root/keep").exists());
+    // A restore to a new name has the container's limit too: a snapshot of a subvolume keeps none.
+    strata_ok(&rt, &["resize", "-n", "qb1", "60M"]);
+    rt.ok("lxc-snapshot", &["-n", "qb1", "-r", "snap0", "-N", "qb3"]);
+    assert_eq!(limit("qb3"), (60u64 << 20).to_string());
+    assert_eq!(limit("qb1"), (60u64 << 20).to_string());
+    assert!(rt.lxcpath.join("qb3/rootfs/root/keep").exists());
+    rt.ok("lxc-destroy", &["-n", "qb3"]);
     rt.ok("lxc-snapshot", &["-n", "qb1", "-d", "snap0"]);
     rt.ok("lxc-destroy", &["-n", "qb1"]);
     rt.ok("lxc-destroy", &["-n", "qb2"]);
@@ -303,6 +312,18 @@ fn loop_size_holds_and_resize_grows_and_shrinks_the_image() {
     assert_eq!((size_of(&img), blocks(&img)), (40 << 20, 40 << 20));
     let o = rt.run("lxc-execute", &["-n", "ql1", "--", "/bin/cat", "/etc/base-marker"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "base\n");
+    // A restore to a new name has the snapshot's size: its image is copied, the size with it.
+    rt.ok("lxc-snapshot", &["-n", "ql1", "-r", "snap0", "-N", "ql2"]);
+    let img2 = rt.lxcpath.join("ql2/rootdev");
+    assert_eq!((size_of(&img2), blocks(&img2)), (24 << 20, 24 << 20));
+    assert_eq!(size_of(&img), 40 << 20);
+    let o = rt.run("lxc-execute", &["-n", "ql2", "--", "/bin/cat", "/etc/base-marker"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "base\n");
+    // lxc-copy too (LXC's would make its 1 GiB default: strata copies the image as it is).
+    rt.ok("lxc-copy", &["-n", "ql2", "-N", "ql3"]);
+    assert_eq!(size_of(&rt.lxcpath.join("ql3/rootdev")), 24 << 20);
+    rt.ok("lxc-destroy", &["-n", "ql3"]);
+    rt.ok("lxc-destroy", &["-n", "ql2"]);
     rt.ok("lxc-snapshot", &["-n", "ql1", "-d", "snap0"]);
     rt.ok("lxc-destroy", &["-n", "ql1"]);
 

@@ -67,7 +67,20 @@ impl Engine {
             if exists_any(&dst.dir()) {
                 return Err(err!(AlreadyExists, OP, "container {n} already exists").at(dst.dir()));
             }
-            let params = Params::restore_to_new(&s, &dst);
+            // A device or image carries its size in the clone (the snapshot's, as LXC's
+            // clone does); a quota is not in the snapshot: the container's limit is given.
+            let fssize = match self.backend_of(&s.rootfs)?.caps().sized {
+                true => None,
+                false => self.size_kept(&store.load(&r.name)?, &s)?,
+            };
+            let opts = BackendOpts {
+                fssize,
+                ..BackendOpts::default()
+            };
+            let params = Params {
+                opts: &opts,
+                ..Params::restore_to_new(&s, &dst)
+            };
             let st = step!(self.stage_clone(&params));
             return self.finish_staged(st, &dst).map(Step::Done);
         }
