@@ -184,13 +184,25 @@ pub fn quotas_on(fd: BorrowedFd) -> nix::Result<bool> {
 /// Referenced and exclusive bytes of qgroup 0/`id`, `None` when quotas are
 /// off or their numbers are not consistent (rescan pending).
 pub fn qgroup_usage(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> {
-    let Some(status) = quota_item(fd, QGROUP_STATUS_KEY, 0)? else {
-        return Ok(None);
-    };
-    // Status item: version, generation, flags, rescan (le64 each).
-    if le(&status, 16).unwrap_or(QGROUP_STATUS_FLAG_INCONSISTENT) & QGROUP_STATUS_FLAG_INCONSISTENT != 0 {
+    if !qgroups_counting(fd)? {
         return Ok(None);
     }
+    qgroup_info(fd, id)
+}
+
+/// Whether the filesystem of `fd` has quotas on and its counts consistent
+/// (not waiting for a rescan).
+pub fn qgroups_counting(fd: BorrowedFd) -> nix::Result<bool> {
+    let Some(status) = quota_item(fd, QGROUP_STATUS_KEY, 0)? else {
+        return Ok(false);
+    };
+    // Status item: version, generation, flags, rescan (le64 each).
+    Ok(le(&status, 16).unwrap_or(QGROUP_STATUS_FLAG_INCONSISTENT) & QGROUP_STATUS_FLAG_INCONSISTENT == 0)
+}
+
+/// Referenced and exclusive bytes of qgroup 0/`id` as last committed, where
+/// it has an info item ([`qgroup_usage`] asks first whether they count).
+pub fn qgroup_info(fd: BorrowedFd, id: u64) -> nix::Result<Option<(u64, u64)>> {
     let Some(info) = quota_item(fd, QGROUP_INFO_KEY, id)? else {
         return Ok(None);
     };

@@ -464,6 +464,21 @@ impl UsageReport for BtrfsBackend {
     // as the filesystem counts them. Otherwise a walk (referenced only: what
     // a subvolume shares with its snapshots is then unknown).
     fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
+        self.usage_in(spec, &mut std::collections::HashMap::new())
+    }
+
+    // Whether a filesystem's qgroups count, and the commit that brings
+    // them up to date, once per filesystem, not once per subvolume.
+    fn usage_many(&self, specs: &[&RootfsSpec]) -> Vec<Result<Usage>> {
+        let mut fss = std::collections::HashMap::new();
+        specs.iter().map(|s| self.usage_in(s, &mut fss)).collect()
+    }
+}
+
+impl BtrfsBackend {
+    /// [`UsageReport::usage`] of `spec`, with `fss`: per filesystem (by its
+    /// UUID) already asked, whether its qgroups count (then synced once).
+    fn usage_in(&self, spec: &RootfsSpec, fss: &mut std::collections::HashMap<[u8; 16], bool>) -> Result<Usage> {
         let path = spec.path();
         let f = open_dir(&path)?;
         let walked = || -> Result<Usage> {
@@ -480,12 +495,22 @@ impl UsageReport for BtrfsBackend {
         };
         // Quotas off: no status item. Asked before the sync below, which
         // only matters when there are numbers to bring up to date.
-        if !matches!(ioctl::qgroup_usage(f.as_fd(), id), Ok(Some(_))) {
+        let counting = |f: &File| {
+            let on = matches!(ioctl::qgroups_counting(f.as_fd()), Ok(true));
+            if on {
+                // qgroup numbers are updated at transaction commit.
+                let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(f));
+            }
+            on
+        };
+        let on = match ioctl::fsid(f.as_fd()) {
+            Ok(fsid) => *fss.entry(fsid).or_insert_with(|| counting(&f)),
+            Err(_) => counting(&f),
+        };
+        if !on {
             return walked();
         }
-        // qgroup numbers are updated at transaction commit.
-        let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
-        match ioctl::qgroup_usage(f.as_fd(), id) {
+        match ioctl::qgroup_info(f.as_fd(), id) {
             Ok(Some((referenced, exclusive))) => Ok(Usage {
                 exclusive: Some(exclusive),
                 referenced: Some(referenced),
