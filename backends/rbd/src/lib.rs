@@ -73,6 +73,9 @@ const SNAP_PREFIX: &str = "strata-";
 pub const META_BUILD: &str = "strata.build";
 /// The kernel's list of rbd devices, one directory per device id.
 pub const SYSFS_DEVICES: &str = "/sys/bus/rbd/devices";
+/// Times an unmap is tried again, 200 ms apart, while the device is busy
+/// with a holder about to let go (a prober, a namespace being torn down).
+const SETTLE_TRIES: u32 = 15;
 /// Seconds a command waits for a cluster that does not answer.
 const CONNECT_TIMEOUT: &str = "30";
 
@@ -876,7 +879,9 @@ impl Backend for RbdBackend {
         if !deps.is_empty() {
             self.flatten_dependents(spec)?;
         }
-        self.unmap(&pool, &image, true)?;
+        // A device just mapped (by a build a kill -9 stopped, undone now)
+        // is held a moment by the kernel's and udev's first look at it.
+        self.unmap_settled(&pool, &image, SETTLE_TRIES)?;
         let full = format!("{pool}/{image}");
         for sn in me.snaps.iter().filter(|s| s.protected) {
             let at = format!("{full}@{}", sn.name);
@@ -972,7 +977,7 @@ impl Backend for RbdBackend {
         block::umount_strict(target, "unmount rbd rootfs")?;
         let (pool, image) = parse_spec(spec)?;
         // Left mapped while another mount (a running container) holds it.
-        match self.unmap_settled(&pool, &image, 15) {
+        match self.unmap_settled(&pool, &image, SETTLE_TRIES) {
             Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
                 tracing::debug!("{e}: left mapped");
                 Ok(())
@@ -987,9 +992,18 @@ impl Backend for RbdBackend {
             freeze::thaw(target);
             return self.umount(spec, target);
         }
-        // Killed between the map and the mount: the mapping alone is left.
+        // Killed between the map and the mount: the mapping alone is left,
+        // perhaps still held by the kernel's and udev's first look at the
+        // new device (a plain unmap then fails busy and would leave it).
+        // One held longer is another mount's (a running container): left.
         let (pool, image) = parse_spec(spec)?;
-        self.unmap(&pool, &image, false)
+        match self.unmap_settled(&pool, &image, SETTLE_TRIES) {
+            Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
+                tracing::debug!("{e}: left mapped");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {

@@ -632,3 +632,83 @@ fn mappings_are_read_from_sysfs() {
     assert!(b.mapped("strata_rbd", "c2").unwrap().is_empty());
     assert!(f.calls().is_empty(), "{:?}", f.calls());
 }
+
+/// A device held a moment after it was mapped (the kernel's and udev's
+/// first look at it): its unmap fails busy `busy` times, then succeeds.
+struct HeldAMoment {
+    busy: std::sync::atomic::AtomicU32,
+    unmapped: std::sync::atomic::AtomicBool,
+}
+
+impl strata_core::runner::Runner for HeldAMoment {
+    fn run(&self, argv: &[String]) -> Result<Out> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let line = argv.join(" ");
+        let out = |ok: bool, stdout: &str, stderr: &str| Out {
+            ok,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        };
+        Ok(if line.contains("device list") {
+            if self.unmapped.load(SeqCst) {
+                out(true, "[]", "")
+            } else {
+                out(
+                    true,
+                    r#"[{"id":"0","pool":"lxc","namespace":"","name":"c3","snap":"-","device":"/dev/rbd0"}]"#,
+                    "",
+                )
+            }
+        } else if line.contains(" unmap ") {
+            if self.busy.load(SeqCst) > 0 {
+                self.busy.fetch_sub(1, SeqCst);
+                out(
+                    false,
+                    "",
+                    "rbd: sysfs write failed\nrbd: unmap failed: (16) Device or resource busy\n",
+                )
+            } else {
+                self.unmapped.store(true, SeqCst);
+                out(true, "", "")
+            }
+        } else if line.contains(" ls -l ") {
+            out(true, r#"[{"image":"c3","id":"3","size":67108864,"format":2}]"#, "")
+        } else {
+            out(true, "", "")
+        })
+    }
+
+    fn pipe(&self, _: &[String], _: &[String]) -> Result<Out> {
+        unreachable!()
+    }
+}
+
+/// A command killed between its map and its mount left the mapping, which
+/// the kernel and udev may still hold a moment: the next command's release
+/// (reconcile) and a build's undo wait for it instead of leaving it mapped.
+#[test]
+fn a_mapping_held_a_moment_is_released() {
+    let b = |busy| {
+        let r = StdArc::new(HeldAMoment {
+            busy: std::sync::atomic::AtomicU32::new(busy),
+            unmapped: Default::default(),
+        });
+        struct Shared(StdArc<HeldAMoment>);
+        impl strata_core::runner::Runner for Shared {
+            fn run(&self, argv: &[String]) -> Result<Out> {
+                self.0.run(argv)
+            }
+            fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
+                self.0.pipe(a, b)
+            }
+        }
+        (RbdBackend::with_runner(Box::new(Shared(r.clone()))).with_user(None), r)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (rb, r) = b(3);
+    rb.release(&spec_for("lxc", "c3"), dir.path()).unwrap();
+    assert!(r.unmapped.load(std::sync::atomic::Ordering::SeqCst), "left mapped");
+    let (db, r) = b(3);
+    db.destroy(&spec_for("lxc", "c3")).unwrap();
+    assert!(r.unmapped.load(std::sync::atomic::Ordering::SeqCst), "left mapped");
+}
