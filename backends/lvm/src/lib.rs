@@ -272,6 +272,16 @@ impl LvmBackend {
         parse_lvs(&o.stdout)
     }
 
+    /// The size of the LV a copy is made of (`lvs` of `vg` given: the
+    /// source's VG is most often the same), when `t` is a copy of one.
+    fn copied_size(&self, t: &Target, vg: &str, lvs: &[Lv]) -> Option<u64> {
+        let (svg, slv) = parse_spec(t.opts.copy_of.as_ref().filter(|s| s.kind() == "lvm")?).ok()?;
+        match svg == vg {
+            true => lvs.iter().find(|l| l.name == slv).map(|l| l.size),
+            false => self.find(&svg, &slv).map(|l| l.size),
+        }
+    }
+
     fn vg(&self, op: &str, vg: &str) -> Result<Vg> {
         validate_name("volume group", vg)?;
         self.vgs()?
@@ -373,8 +383,10 @@ fn pool_opt(t: &Target, vg: &str, lvs: &[Lv]) -> Option<String> {
         .or_else(copied)
 }
 
-fn size_opt(t: &Target) -> Result<u64> {
-    let size = t.opts.fssize.unwrap_or(DEFAULT_SIZE);
+/// The size of a new LV: `--fssize`; for a copy of an LV, that LV's size
+/// (LXC's clone sizes a copy of a block device so); LXC's default.
+fn size_opt(t: &Target, copied: Option<u64>) -> Result<u64> {
+    let size = t.opts.fssize.or(copied).unwrap_or(DEFAULT_SIZE);
     if size == 0 {
         return Err(err!(InvalidArgument, "plan lvm rootfs", "--fssize must not be 0"));
     }
@@ -448,11 +460,12 @@ impl Backend for LvmBackend {
             return Ok(spec_for(&vg, &name));
         }
         Self::fstype_opt(t)?;
-        let size = size_opt(t)?;
+        size_opt(t, None)?;
         let vg = vg_opt(t);
         validate_name("volume group", &vg)?;
         let vgi = self.vg(OP, &vg)?;
         let lvs = self.lvs(&vg)?;
+        let size = size_opt(t, self.copied_size(t, &vg, &lvs))?;
         let explicit_pool = pool_opt(t, &vg, &lvs);
         let pool = explicit_pool.clone().unwrap_or_else(|| "lxc".into());
         validate_name("logical volume", &pool)?;
@@ -494,8 +507,8 @@ impl Backend for LvmBackend {
         let (vg, lv) = parse_spec(spec)?;
         let _span = tracing::info_span!("lvm create", vg = %vg, lv = %lv).entered();
         let fstype = Self::fstype_opt(t)?;
-        let size = size_opt(t)?;
         let lvs = self.lvs(&vg)?;
+        let size = size_opt(t, self.copied_size(t, &vg, &lvs))?;
         let pool = pool_opt(t, &vg, &lvs).unwrap_or_else(|| "lxc".into());
         let thin = lvs.iter().any(|l| l.name == pool && l.is_thin_pool());
         let sz = format!("{size}b");

@@ -153,6 +153,9 @@ impl Resize for LvmBackend {
 
     fn size(&self, spec: &RootfsSpec) -> Result<Option<u64>> {
         let (vg, lv) = parse_spec(spec)?;
+        if let Some(b) = active_size(spec.source(), &vg, &lv) {
+            return Ok(Some(b));
+        }
         Ok(self.find(&vg, &lv).map(|l| l.size))
     }
 
@@ -170,4 +173,29 @@ impl Resize for LvmBackend {
         let fstype = strata_core::block::fstype_of(self.run.as_ref(), spec.source())?;
         Ok(Some(fstype).filter(|f| f == "ext4"))
     }
+}
+
+/// An active LV's size, from its device-mapper device in sysfs (a restore
+/// asks it twice: no `lvs` process, seconds under emulation), when the
+/// device node leads to the mapping of that very LV; else `None`. Found by
+/// the node's device number, whether the node is a link to `dm-N` (udev) or
+/// a node LVM made itself (no udev).
+fn active_size(dev: &str, vg: &str, lv: &str) -> Option<u64> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dev)
+        .ok()
+        .filter(|m| m.file_type().is_block_device())?;
+    let rdev = m.rdev();
+    let sys = std::path::PathBuf::from(format!(
+        "/sys/dev/block/{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    ));
+    let name = std::fs::read_to_string(sys.join("dm/name")).ok()?;
+    if name.trim_end() != format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--")) {
+        return None;
+    }
+    let sectors: u64 = std::fs::read_to_string(sys.join("size")).ok()?.trim().parse().ok()?;
+    Some(sectors * 512)
 }

@@ -209,9 +209,10 @@ fn usage_of_thin_volume() {
 }
 
 #[test]
-fn a_copy_goes_to_its_sources_vg_and_thin_pool() {
+fn a_copy_goes_to_its_sources_vg_and_thin_pool_with_its_size() {
     let (b, f) = setup();
-    // No --vgname, no lxc.conf: the VG and thin pool of the LV copied (as LXC places it).
+    // No --vgname, no lxc.conf: the VG and thin pool of the LV copied (as LXC places it),
+    // and without --fssize its size (LXC's clone reads the source device's).
     let o = BackendOpts {
         copy_of: Some(RootfsSpec::parse("lvm:/dev/vg0/c1").unwrap()),
         ..BackendOpts::default()
@@ -230,7 +231,7 @@ fn a_copy_goes_to_its_sources_vg_and_thin_pool() {
     assert!(
         f.calls()
             .iter()
-            .any(|c| c.starts_with("lvcreate -y -Wy -n c2 -V ") && c.contains(" --thinpool vg0/lxc ")),
+            .any(|c| c.starts_with("lvcreate -y -Wy -n c2 -V 536870912b ") && c.contains(" --thinpool vg0/lxc ")),
         "{:?}",
         f.calls()
     );

@@ -251,13 +251,23 @@ impl Backend for OverlayBackend {
 }
 
 impl UsageReport for OverlayBackend {
-    // Exclusive: the upper dir, all this rootfs adds. Referenced: the upper
-    // and the lower it is seen through (files copied up count twice: an
-    // upper bound). A lower that is not a host dir (a block device's spec)
-    // leaves referenced unknown.
+    // Exclusive: the upper dir, all this rootfs adds: the count of the
+    // project quota on its overlay dir (upper and work dirs) where it has
+    // one the filesystem accounts, else a walk of the upper. Referenced:
+    // the upper and the lower it is seen through (files copied up count
+    // twice: an upper bound), the lower's own project count where it has
+    // one (a dir container's bound rootfs). A lower that is not a host dir
+    // (a block device's spec) leaves referenced unknown.
     fn usage(&self, spec: &RootfsSpec) -> Result<Usage> {
         let (lower, upper) = parts(spec)?;
-        let exclusive = strata_core::usage::walk(&upper)?;
+        let counted = match resize::quota_root(spec) {
+            Ok(root) => strata_core::projquota::quota(&root)?.map(|q| q.used),
+            Err(_) => None,
+        };
+        let exclusive = match counted {
+            Some(b) => b,
+            None => strata_core::usage::walk(&upper)?,
+        };
         let lower_path = RootfsSpec::parse(&lower)
             .ok()
             .filter(|l| l.kind() == "dir")
@@ -268,7 +278,10 @@ impl UsageReport for OverlayBackend {
                 match known {
                     Some(b) => Some(b),
                     None => {
-                        let b = strata_core::usage::walk(&p)?;
+                        let b = match strata_core::projquota::quota(&p)? {
+                            Some(q) => q.used,
+                            None => strata_core::usage::walk(&p)?,
+                        };
                         if let Ok(mut m) = self.lowers.lock() {
                             m.insert(lower.clone(), b);
                         }
@@ -282,7 +295,10 @@ impl UsageReport for OverlayBackend {
             exclusive: Some(exclusive),
             referenced: lower_bytes.map(|l| l + exclusive),
             snapshots: None,
-            source: UsageSource::Walk,
+            source: match counted {
+                Some(_) => UsageSource::Accounting("project quota"),
+                None => UsageSource::Walk,
+            },
         })
     }
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use strata_core::{err, projquota, Resize, Result, RootfsSpec, Target};
 
 /// The dir holding the upper and work dirs (LXC's layout), bound as one tree.
-fn quota_root(spec: &RootfsSpec) -> Result<PathBuf> {
+pub(crate) fn quota_root(spec: &RootfsSpec) -> Result<PathBuf> {
     let (_, upper) = parts(spec)?;
     let work = work_dir(&upper);
     match upper.parent() {
