@@ -733,3 +733,29 @@ fn gnu_tar_posix_sparse_archives_import() {
     }
     clean(&env, &["c1"]);
 }
+
+#[test]
+fn entries_made_under_a_default_acl_get_only_the_acls_sent() {
+    let env = Env::new();
+    let src = env.src.join("acl");
+    std::fs::create_dir_all(src.join("d/sub")).unwrap();
+    std::fs::write(src.join("d/f"), "x").unwrap();
+    // The default ACL comes after the entries below it: they have none, and
+    // a receive that makes them under it must not give them one.
+    let st = std::process::Command::new("setfacl")
+        .args(["-d", "-m", "u:1234:rwx"])
+        .arg(src.join("d"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    env.ok("lxc-create", &["-n", "a", "--rootfs-from", src.to_str().unwrap()]);
+    let stream = ok(&env, &["send", "-n", "a"], None);
+    ok(&env, &["receive", "-n", "b", "-B", "dir"], Some(&stream));
+    let (va, vb) = (view(&env.c("a").join("rootfs")), view(&env.c("b").join("rootfs")));
+    diff("receive of a tree with a default ACL", &va, &vb);
+    let names = |p: &str| -> Vec<String> { vb.entries[Path::new(p)].xattrs.iter().map(|(n, _)| n.clone()).collect() };
+    assert_eq!(names("d"), ["system.posix_acl_default"]);
+    assert!(names("d/f").is_empty(), "{:?}", names("d/f"));
+    assert!(names("d/sub").is_empty(), "{:?}", names("d/sub"));
+    clean(&env, &["a", "b"]);
+}

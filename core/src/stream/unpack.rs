@@ -29,8 +29,10 @@ pub struct Unpacker {
     /// entries come dir by dir, depth first, so the next one's parent is
     /// almost always on this path (one `openat` per new dir, not per level).
     stack: Vec<(Vec<u8>, OwnedFd)>,
-    /// Directory times, set once everything below them is made.
-    dirs: Vec<(Vec<Vec<u8>>, [libc::timespec; 2])>,
+    /// Directory times and default ACLs, set once everything below them is
+    /// made (an entry made in a dir with a default ACL would inherit an ACL
+    /// the sender's does not have).
+    dirs: Vec<DirLater>,
     shift: Option<IdShift>,
     pub entries: u64,
     pub bytes: u64,
@@ -41,6 +43,9 @@ pub struct Unpacker {
     /// File data on its way to disk, kept from one file to the next.
     buf: Vec<u8>,
 }
+
+/// A directory's path components, times and default ACL, applied last.
+type DirLater = (Vec<Vec<u8>>, [libc::timespec; 2], Option<Vec<u8>>);
 
 /// What the PAX records of an entry say.
 #[derive(Default)]
@@ -244,7 +249,14 @@ impl Unpacker {
                 tv_nsec: mtime.1 as _,
             },
         ];
-        let xattrs = self.shifted_xattrs(meta.xattrs, &path)?;
+        let mut xattrs = self.shifted_xattrs(meta.xattrs, &path)?;
+        // A directory's default ACL waits for `finish` (see `dirs`).
+        let default_acl = if kind == tar::EntryType::Directory {
+            let i = xattrs.iter().position(|(k, _)| k.to_bytes() == ACL_DEFAULT);
+            i.map(|i| xattrs.remove(i).1)
+        } else {
+            None
+        };
         self.entries += 1;
         if comps.is_empty() {
             if kind != tar::EntryType::Directory {
@@ -255,7 +267,7 @@ impl Unpacker {
                 prune_xattrs(fd, &xattrs).map_err(|e| Error::errno(OP, &path, e))?;
             }
             set_meta(At::Fd(fd), uid, gid, mode, &xattrs, &path)?;
-            self.dirs.push((comps, ts));
+            self.dirs.push((comps, ts, default_acl));
             return Ok(());
         }
         let pfd = self.parent(&comps)?;
@@ -294,7 +306,7 @@ impl Unpacker {
                 set_meta(At::Fd(fd.as_raw_fd()), uid, gid, mode, &xattrs, &path)?;
                 // Its entries come next: keep it open on the dir stack.
                 let last = comps[comps.len() - 1].clone();
-                self.dirs.push((comps, ts));
+                self.dirs.push((comps, ts, default_acl));
                 self.stack.push((last, fd));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -433,12 +445,13 @@ impl Unpacker {
         Ok(())
     }
 
-    /// Set directory times, deepest first (making an entry changes its dir's mtime).
+    /// Set directory default ACLs and times, deepest first (making an entry
+    /// changes its dir's mtime).
     pub fn finish(mut self) -> Result<()> {
         self.stack.clear();
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
-        for (comps, ts) in dirs {
+        for (comps, ts, acl) in dirs {
             let path = self.at(&comps);
             let fd = if comps.is_empty() {
                 self.root.try_clone().map_err(|e| Error::io(OP, &path, e))?
@@ -447,6 +460,10 @@ impl Unpacker {
                 let name = CString::new(comps[comps.len() - 1].as_slice()).expect("checked for NUL");
                 open_dir(pfd, &name).map_err(|e| Error::errno(OP, &path, e))?
             };
+            if let Some(v) = acl {
+                let k = CString::new(ACL_DEFAULT).expect("no NUL");
+                set_xattr(At::Fd(fd.as_raw_fd()), None, &k, &v, &path)?;
+            }
             // SAFETY: futimens on an fd we own, with two timespecs.
             if unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) } < 0 {
                 return Err(Error::errno(OP, &path, errno()));
@@ -543,33 +560,7 @@ fn set_meta(at: At, uid: u32, gid: u32, mode: u32, xattrs: &[(CString, Vec<u8>)]
         At::Fd(_) => None,
     };
     for (k, v) in xattrs {
-        // SAFETY: the value pointer and length come from one Vec; lsetxattr does not follow the last component.
-        let r = unsafe {
-            match (&at, &pp) {
-                (At::Fd(fd), _) => libc::fsetxattr(*fd, k.as_ptr(), v.as_ptr().cast(), v.len(), 0),
-                (_, Some(p)) => libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0),
-                _ => unreachable!(),
-            }
-        };
-        if r < 0 {
-            let e = errno();
-            if e == nix::errno::Errno::EOPNOTSUPP {
-                tracing::warn!(
-                    "{}: xattr {} not supported by the target filesystem, skipped",
-                    path.display(),
-                    k.to_string_lossy()
-                );
-                continue;
-            }
-            return Err(err!(
-                Io,
-                OP,
-                "{}: setting xattr {}: {}",
-                path.display(),
-                k.to_string_lossy(),
-                e.desc()
-            ));
-        }
+        set_xattr(at_ref(&at), pp.as_deref(), k, v, path)?;
     }
     // SAFETY: as above; the named node is one we just made and not a symlink.
     let r = unsafe {
@@ -581,6 +572,49 @@ fn set_meta(at: At, uid: u32, gid: u32, mode: u32, xattrs: &[(CString, Vec<u8>)]
     };
     if r < 0 {
         return Err(fail(errno()));
+    }
+    Ok(())
+}
+
+/// The name of a directory's default ACL.
+const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+fn at_ref<'a>(at: &At<'a>) -> At<'a> {
+    match at {
+        At::Fd(fd) => At::Fd(*fd),
+        At::Name(d, n, l) => At::Name(*d, n, *l),
+    }
+}
+
+/// One xattr of `at` (by its `/proc` path `pp` for a node in a dir); one
+/// the target filesystem does not support is skipped with a warning.
+fn set_xattr(at: At, pp: Option<&CStr>, k: &CStr, v: &[u8], path: &Path) -> Result<()> {
+    // SAFETY: the value pointer and length come from one slice; lsetxattr does not follow the last component.
+    let r = unsafe {
+        match (&at, pp) {
+            (At::Fd(fd), _) => libc::fsetxattr(*fd, k.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+            (_, Some(p)) => libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+            _ => unreachable!(),
+        }
+    };
+    if r < 0 {
+        let e = errno();
+        if e == nix::errno::Errno::EOPNOTSUPP {
+            tracing::warn!(
+                "{}: xattr {} not supported by the target filesystem, skipped",
+                path.display(),
+                k.to_string_lossy()
+            );
+            return Ok(());
+        }
+        return Err(err!(
+            Io,
+            OP,
+            "{}: setting xattr {}: {}",
+            path.display(),
+            k.to_string_lossy(),
+            e.desc()
+        ));
     }
     Ok(())
 }
