@@ -16,8 +16,10 @@
 //!
 //! Every `zfs` command is a process start and most wait for a transaction
 //! group, so each operation runs as few as it can: planning a rootfs is one
-//! `zfs list` (origin, zfsroot and the names taken, together), which makes
-//! `lxc-copy -s` and `lxc-snapshot` three commands each; the hostname of a
+//! `zfs list` (origin, zfsroot and the names taken, together), and none for
+//! a snapshot clone in its origin's zfsroot, whose clone tries the wanted
+//! name and is planned again with the listing if it was taken, which makes
+//! `lxc-copy -s` and `lxc-snapshot` two commands each, as LXC's; the hostname of a
 //! clone is written through mount(2), not a command.
 //!
 //! A dataset whose snapshots have clones cannot simply be destroyed. The
@@ -59,6 +61,10 @@ fn build_opt(t: &Target) -> String {
 
 pub struct ZfsBackend {
     run: Box<dyn Runner>,
+    /// Names a dataset command of this process found taken: a snapshot
+    /// clone's plan, which tries the wanted name without a listing, lists
+    /// the names taken when planned again (see [`Backend::plan`]).
+    taken: std::sync::Mutex<Vec<String>>,
 }
 
 pub fn backend() -> Arc<dyn Backend> {
@@ -164,7 +170,10 @@ impl ZfsBackend {
     }
 
     pub fn with_runner(run: Box<dyn Runner>) -> Self {
-        ZfsBackend { run }
+        ZfsBackend {
+            run,
+            taken: Default::default(),
+        }
     }
 
     fn tool(&self, op: &str, argv: Vec<String>) -> Result<Out> {
@@ -187,6 +196,9 @@ impl ZfsBackend {
     /// plans again.
     fn create_failed(&self, e: strata_core::Error, ds: &str) -> strata_core::Error {
         if self.ds_exists(ds) {
+            if let Ok(mut t) = self.taken.lock() {
+                t.push(ds.to_string());
+            }
             return err!(
                 AlreadyExists,
                 "create zfs rootfs",
@@ -515,6 +527,23 @@ impl Backend for ZfsBackend {
                 // there, else beside the origin.
                 let root = Self::zfsroot(t);
                 let root = (validate_dataset(&root).is_ok() && pool_of(&root) == pool_of(&ods)).then_some(root);
+                // The common case runs no command, as LXC's clone runs only
+                // `zfs snapshot` and `zfs clone`: the origin sits in the
+                // zfsroot (or no zfsroot is in its pool), so the parent
+                // exists if the origin does (a missing origin fails its
+                // `zfs snapshot`), and the wanted name is tried as it is. A
+                // clone onto a taken name fails without touching it, notes
+                // the name, and the engine undoes the build and plans again
+                // (by the listing below); a kill in between leaves a record
+                // naming a dataset that is not this build's, which the undo
+                // spares (`made_by`).
+                if root.as_deref().is_none_or(|r| r == beside) {
+                    let name = format!("{beside}/{want}");
+                    let known_taken = self.taken.lock().map_or(true, |t| t.contains(&name));
+                    if validate_dataset(&name).is_ok() && !known_taken {
+                        return Ok(RootfsSpec::new("zfs", name));
+                    }
+                }
                 let mut parents = vec![beside.as_str()];
                 parents.extend(root.as_deref().filter(|r| *r != beside));
                 let listed = self.list_with_children(&parents)?;
@@ -667,7 +696,7 @@ impl Snapshotter for ZfsBackend {
         src.kind() == "zfs"
     }
 
-    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, _readonly: bool) -> Result<()> {
+    fn snapshot(&self, src: &RootfsSpec, spec: &RootfsSpec, t: &Target, readonly: bool) -> Result<()> {
         const OP: &str = "zfs snapshot";
         let ods = parse_spec(src)?;
         let ds = parse_spec(spec)?;
@@ -682,17 +711,22 @@ impl Snapshotter for ZfsBackend {
         }
         let snap = format!("{ods}@{}", unique_snap());
         let made_for = format!("{FOR_PROP}={ds}");
-        self.tool(OP, s(&["zfs", "snapshot", "-o", &made_for, "-o", &build_opt(t), &snap]))?;
-        let argv = s(&[
-            "zfs",
-            "clone",
-            "-o",
-            "mountpoint=legacy",
-            "-o",
-            &build_opt(t),
-            &snap,
-            &ds,
-        ]);
+        self.tool(OP, s(&["zfs", "snapshot", "-o", &made_for, "-o", &build_opt(t), &snap]))
+            .map_err(|e| {
+                // Not checked by the plan (see `plan`): said as it said it.
+                if e.to_string().contains("dataset does not exist") {
+                    err!(NotFound, OP, "dataset {ods} does not exist")
+                } else {
+                    e
+                }
+            })?;
+        let mut argv = s(&["zfs", "clone", "-o", "mountpoint=legacy", "-o", &build_opt(t)]);
+        // An lxc-snapshot snapshot is never written (a restore clones it):
+        // read-only, it stays the point it was cloned from.
+        if readonly {
+            argv.extend(s(&["-o", "readonly=on"]));
+        }
+        argv.extend([snap.clone(), ds.clone()]);
         if let Err(e) = self.tool("zfs clone", argv) {
             let _ = self.tool(OP, s(&["zfs", "destroy", &snap]));
             return Err(self.create_failed(e, &ds));

@@ -70,9 +70,16 @@ fn plan_names_do_not_collide() {
         plan(&b, "c1", "/l", Some("tank/lxc"), None).unwrap().to_string(),
         "zfs:tank/lxc/c1_1"
     );
-    // A second container's snap0 gets its own dataset (not LXC's shared snapN).
+    // A snapshot clone in its origin's zfsroot tries the wanted name
+    // without a command; once a clone found it taken, the next free one.
+    let calls = f.calls().len();
+    let s = plan(&b, "snap0", "/l/c1/snaps", None, Some("zfs:tank/lxc/c1")).unwrap();
+    assert_eq!(s.to_string(), "zfs:tank/lxc/c1_snap0");
+    assert_eq!(f.calls().len(), calls, "no command");
+    b.taken.lock().unwrap().push("tank/lxc/c1_snap0".into());
     let s = plan(&b, "snap0", "/l/c1/snaps", None, Some("zfs:tank/lxc/c1")).unwrap();
     assert_eq!(s.to_string(), "zfs:tank/lxc/c1_snap0_1");
+    // A second container's snap0 gets its own dataset (not LXC's shared snapN).
     let s = plan(&b, "snap0", "/l/c9/snaps", None, Some("zfs:tank/lxc/c1")).unwrap();
     assert_eq!(s.to_string(), "zfs:tank/lxc/c9_snap0");
     assert!(f.calls().iter().all(|c| c.starts_with("zfs list ")), "{:?}", f.calls());
@@ -309,8 +316,9 @@ fn plan_is_one_zfs_list() {
     ));
     let s = plan(&b, "c2", "/l", Some("tank/gone"), Some("zfs:tank/lxc/c1")).unwrap();
     assert_eq!(s.to_string(), "zfs:tank/lxc/c2");
-    // A missing origin is refused by the same listing.
-    let e = plan(&b, "c2", "/l", Some("tank/lxc"), Some("zfs:tank/lxc/gone")).unwrap_err();
+    // A missing origin outside the zfsroot is refused by the same listing
+    // (in it, by its `zfs snapshot`: see the snapshot clone tests).
+    let e = plan(&b, "c2", "/l", Some("tank/ct"), Some("zfs:tank/lxc/gone")).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(e.to_string().contains("tank/lxc/gone does not exist"), "{e}");
     // A new rootfs: the zfsroot and its children, once.
@@ -321,7 +329,7 @@ fn plan_is_one_zfs_list() {
         [
             format!("{LIST} tank/lxc tank/ct"),
             format!("{LIST} tank/lxc tank/gone"),
-            format!("{LIST} tank/lxc"),
+            format!("{LIST} tank/lxc tank/ct"),
             format!("{LIST} tank/lxc"),
         ]
     );
@@ -448,10 +456,11 @@ fn made_snapshot(calls: &[String]) -> String {
 }
 
 // Each zfs command costs a process start (and most a transaction group): the
-// counts below are what `lxc-copy -s` and `lxc-snapshot` cost, kept on purpose.
+// counts below are what `lxc-copy -s` and `lxc-snapshot` cost, kept on purpose
+// (two each, as LXC's `zfs snapshot` and `zfs clone`).
 
 #[test]
-fn snapshot_clone_runs_three_zfs_commands() {
+fn snapshot_clone_runs_two_zfs_commands_as_lxc() {
     let Some((e, b, f, tmp)) = engine_with_c1() else { return };
     let c = e
         .clone_container(&strata_core::engine::CloneRequest {
@@ -472,7 +481,6 @@ fn snapshot_clone_runs_three_zfs_commands() {
     assert_eq!(
         calls,
         [
-            format!("{LIST} tank/lxc"),
             format!(
                 "zfs snapshot -o strata:for=tank/lxc/c2 -o strata:build={} {snap}",
                 clone_mark(&calls)
@@ -491,23 +499,21 @@ fn snapshot_clone_runs_three_zfs_commands() {
 }
 
 #[test]
-fn snapshot_create_runs_three_zfs_commands() {
+fn snapshot_create_runs_two_zfs_commands_as_lxc() {
     let Some((e, b, f, tmp)) = engine_with_c1() else { return };
     let r = strata_core::ContainerRef::new(tmp.path(), "c1");
     assert_eq!(e.snapshot(&r, None).unwrap(), "snap0");
     let calls = f.calls();
     let snap = made_snapshot(&calls);
-    // tank/lxc/c1_snap0 is taken (canned listing): the next free name.
     assert_eq!(
         calls,
         [
-            format!("{LIST} tank/lxc"),
             format!(
-                "zfs snapshot -o strata:for=tank/lxc/c1_snap0_1 -o strata:build={} {snap}",
+                "zfs snapshot -o strata:for=tank/lxc/c1_snap0 -o strata:build={} {snap}",
                 clone_mark(&calls)
             ),
             format!(
-                "zfs clone -o mountpoint=legacy -o strata:build={} {snap} tank/lxc/c1_snap0_1",
+                "zfs clone -o mountpoint=legacy -o strata:build={} -o readonly=on {snap} tank/lxc/c1_snap0",
                 clone_mark(&calls)
             ),
         ]
@@ -517,7 +523,46 @@ fn snapshot_create_runs_three_zfs_commands() {
         "a snapshot keeps the hostname, unmounted"
     );
     let cfg = std::fs::read_to_string(tmp.path().join("c1/snaps/snap0/config")).unwrap();
-    assert!(cfg.contains("lxc.rootfs.path = zfs:tank/lxc/c1_snap0_1"), "{cfg}");
+    assert!(cfg.contains("lxc.rootfs.path = zfs:tank/lxc/c1_snap0"), "{cfg}");
+}
+
+#[test]
+fn a_snapshot_onto_a_taken_name_is_planned_again_by_the_listing() {
+    let Some((e, _b, f, tmp)) = engine_with_c1() else {
+        return;
+    };
+    // tank/lxc/c1_snap0 exists (not strata's): its clone fails (the fake
+    // fails every clone alike, so the second one fails too: the test sees
+    // the plan made again by the listing, and the next name tried).
+    f.canned.lock().unwrap().push((
+        "zfs clone".into(),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: "cannot create 'tank/lxc/c1_snap0': dataset already exists\n".into(),
+        },
+    ));
+    f.on("zfs list -H -p -o name tank/lxc/c1_snap0", true, "tank/lxc/c1_snap0\n");
+    f.on(
+        "zfs get -H -p -o value -s local strata:build tank/lxc/c1_snap0",
+        true,
+        "",
+    );
+    let r = strata_core::ContainerRef::new(tmp.path(), "c1");
+    let _ = e.snapshot(&r, None);
+    let calls = f.calls();
+    let clones: Vec<&String> = calls.iter().filter(|c| c.starts_with("zfs clone")).collect();
+    assert!(clones[0].ends_with(" tank/lxc/c1_snap0"), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c == &format!("{LIST} tank/lxc")),
+        "planned again by the listing: {calls:?}"
+    );
+    assert!(clones[1].ends_with(" tank/lxc/c1_snap0_1"), "{calls:?}");
+    // The dataset that was there is left as it was.
+    assert!(
+        !calls.iter().any(|c| c.starts_with("zfs destroy -r tank/lxc/c1_snap0")),
+        "{calls:?}"
+    );
 }
 
 #[test]
