@@ -177,6 +177,12 @@ pub mod testing {
         fn pipe(&self, a: &[String], b: &[String]) -> Result<Out> {
             self.0.pipe(a, b)
         }
+        fn run_out(&self, argv: &[String], out: &mut dyn std::io::Write) -> Result<Out> {
+            self.0.run_out(argv, out)
+        }
+        fn run_in(&self, argv: &[String], input: &mut dyn std::io::Read) -> Result<Out> {
+            self.0.run_in(argv, input)
+        }
     }
 
     /// A fresh fake runner and a boxed handle on it.

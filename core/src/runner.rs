@@ -4,7 +4,7 @@
 //! tools are waited for before its leftovers are reconciled.
 
 use crate::{err, Result};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
 /// What a finished command left.
@@ -33,6 +33,31 @@ pub trait Runner: Send + Sync {
 
     /// Run `a | b`: two processes joined by a pipe. `ok` only if both succeed.
     fn pipe(&self, a: &[String], b: &[String]) -> Result<Out>;
+
+    /// Run `argv` with its stdout copied to `out` as it comes (a stream
+    /// too large to hold, such as `zfs send`'s); `Out::stdout` stays empty.
+    /// An error writing to `out` kills the tool and is returned.
+    fn run_out(&self, argv: &[String], _out: &mut dyn Write) -> Result<Out> {
+        Err(err!(
+            Unsupported,
+            "run command",
+            "{}: no streaming runner here",
+            argv[0]
+        ))
+    }
+
+    /// Run `argv` with `input` copied to its stdin up to its end (or until
+    /// the tool stops reading: its exit status says why). An error reading
+    /// `input` kills the tool first, so that it never finishes anything
+    /// from part of a stream, and is returned.
+    fn run_in(&self, argv: &[String], _input: &mut dyn Read) -> Result<Out> {
+        Err(err!(
+            Unsupported,
+            "run command",
+            "{}: no streaming runner here",
+            argv[0]
+        ))
+    }
 }
 
 /// The real thing: `std::process::Command`.
@@ -131,6 +156,95 @@ impl Runner for SystemRunner {
             stderr: format!("{stderr_a}{}", String::from_utf8_lossy(&ob.stderr)),
         })
     }
+
+    fn run_out(&self, argv: &[String], out: &mut dyn Write) -> Result<Out> {
+        self.streaming(argv, Some(out), None)
+    }
+
+    fn run_in(&self, argv: &[String], input: &mut dyn Read) -> Result<Out> {
+        self.streaming(argv, None, Some(input))
+    }
+}
+
+/// Reads a child's pipe to the end in a thread (so that the child never
+/// blocks on a full pipe), keeping the first MiB.
+fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.by_ref().take(1 << 20).read_to_end(&mut v);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        }
+        String::from_utf8_lossy(&v).into_owned()
+    })
+}
+
+impl SystemRunner {
+    fn streaming(&self, argv: &[String], out: Option<&mut dyn Write>, input: Option<&mut dyn Read>) -> Result<Out> {
+        tracing::debug!(?argv, "run streaming");
+        let lock = tool_lock();
+        let mut c = command(argv)?;
+        if let Some(l) = &lock {
+            l.pass_to(&mut c);
+        }
+        c.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut ch = c.spawn().map_err(|e| spawn_err(argv, e))?;
+        let err = drain(ch.stderr.take());
+        let mut failed: Option<crate::Error> = None;
+        let mut so = ch.stdout.take().expect("piped");
+        let o = match (out, input) {
+            (Some(out), _) => {
+                if let Err(e) = std::io::copy(&mut so, out) {
+                    failed = Some(err!(Io, "run command", "{}: writing its output: {e}", argv[0]));
+                }
+                drop(so);
+                drain(None::<std::fs::File>)
+            }
+            (None, Some(input)) => {
+                let o = drain(Some(so));
+                let mut si = ch.stdin.take().expect("piped");
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = match input.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            failed = Some(err!(InvalidArgument, "run command", "{}: its input: {e}", argv[0]));
+                            break;
+                        }
+                    };
+                    if let Err(e) = si.write_all(&buf[..n]) {
+                        // The tool stopped reading: its exit says why.
+                        if e.kind() != std::io::ErrorKind::BrokenPipe {
+                            failed = Some(err!(Io, "run command", "{}: writing its input: {e}", argv[0]));
+                        }
+                        break;
+                    }
+                }
+                drop(si);
+                o
+            }
+            (None, None) => drain(Some(so)),
+        };
+        if failed.is_some() {
+            let _ = ch.kill();
+        }
+        let st = ch.wait().map_err(|e| spawn_err(argv, e))?;
+        let stdout = o.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        drop(lock);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(Out {
+            ok: st.success(),
+            stdout,
+            stderr,
+        })
+    }
 }
 
 /// A recording double for unit tests: returns canned output per command
@@ -143,6 +257,8 @@ pub mod fake {
     #[derive(Default)]
     pub struct FakeRunner {
         pub calls: Mutex<Vec<Vec<String>>>,
+        /// What each [`Runner::run_in`] was fed, in order.
+        pub fed: Mutex<Vec<Vec<u8>>>,
         /// (argv prefix joined by ' ', output); the last added match wins.
         pub canned: Mutex<Vec<(String, Out)>>,
     }
@@ -192,6 +308,28 @@ pub mod fake {
                 ok: oa.ok && ob.ok,
                 ..ob
             })
+        }
+
+        /// The canned stdout goes to `out`.
+        fn run_out(&self, argv: &[String], out: &mut dyn Write) -> Result<Out> {
+            let o = self.answer(argv);
+            out.write_all(o.stdout.as_bytes())
+                .map_err(|e| err!(Io, "run command", "{e}"))?;
+            Ok(Out {
+                stdout: String::new(),
+                ..o
+            })
+        }
+
+        /// The input is read to its end and kept in `fed`.
+        fn run_in(&self, argv: &[String], input: &mut dyn Read) -> Result<Out> {
+            let o = self.answer(argv);
+            let mut v = Vec::new();
+            input
+                .read_to_end(&mut v)
+                .map_err(|e| err!(InvalidArgument, "run command", "{e}"))?;
+            self.fed.lock().unwrap().push(v);
+            Ok(o)
         }
     }
 }

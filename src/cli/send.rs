@@ -23,7 +23,7 @@ pub struct Args {
     /// receiving side has (with --snapshots, also the snapshots after it)
     #[arg(long = "from", value_name = "SNAP")]
     pub from: Option<String>,
-    /// Each tree as its backend's own stream (btrfs send; incremental
+    /// Each tree as its backend's own stream (btrfs send, zfs send; incremental
     /// with --from), which only the same backend receives (--optimized:
     /// the same for an archive)
     #[arg(long = "native", visible_alias = "optimized")]

@@ -12,7 +12,8 @@
 //! fails, its build is undone without touching the winner's dataset
 //! ([`Backend::made_by`]) and planned again. A snapshot
 //! clone is `zfs snapshot ORIG@strata-X` + `zfs clone`; a copy inside zfs is
-//! `zfs send | zfs receive` (two processes, one pipe, no shell).
+//! `zfs send | zfs receive` (two processes, one pipe, no shell). `strata
+//! send --native` carries zfs streams (see `stream.rs`).
 //!
 //! Every `zfs` command is a process start and most wait for a transaction
 //! group, so each operation runs as few as it can: planning a rootfs is one
@@ -35,6 +36,7 @@
 
 mod resize;
 pub mod runner;
+pub mod stream;
 
 use nix::mount::{mount, MsFlags};
 use runner::{Out, Runner, SystemRunner};
@@ -623,6 +625,8 @@ impl Backend for ZfsBackend {
     // the dataset; a same-named live build's in another lxcpath stays.
     fn undo_build(&self, spec: &RootfsSpec, build_dir: &Path) -> Result<()> {
         let mark = strata_core::build_mark(build_dir);
+        // What a native receive left under its temporary name (see `stream.rs`).
+        self.drop_recv_temp(&parse_spec(spec)?, &mark)?;
         if self.made_by(spec, build_dir) {
             return self.destroy_as(spec, Some(&mark));
         }
@@ -689,6 +693,10 @@ impl Backend for ZfsBackend {
     fn resizer(&self) -> Option<&dyn strata_core::Resize> {
         Some(self)
     }
+
+    fn native_stream(&self) -> Option<&dyn strata_core::NativeStream> {
+        Some(self)
+    }
 }
 
 impl Snapshotter for ZfsBackend {
@@ -722,7 +730,8 @@ impl Snapshotter for ZfsBackend {
             })?;
         let mut argv = s(&["zfs", "clone", "-o", "mountpoint=legacy", "-o", &build_opt(t)]);
         // An lxc-snapshot snapshot is never written (a restore clones it):
-        // read-only, it stays the point it was cloned from.
+        // read-only, it stays the point it was cloned from, which a native
+        // send then sends it as (see `stream.rs`).
         if readonly {
             argv.extend(s(&["-o", "readonly=on"]));
         }
@@ -830,3 +839,6 @@ impl UsageReport for ZfsBackend {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod stream_tests;
