@@ -158,10 +158,18 @@ fn pump(sock: &UnixStream, master: &OwnedFd, out_fd: RawFd, escape: u8) -> Resul
     let mut stdin_open = true;
     let mut saw_escape = false;
     let mut buf = [0u8; 4096];
+    // A tty's master reads EIO while no slave is open, as in the moment of
+    // a getty's vhangup() before it opens the tty again: the container is
+    // gone only when the monitor closes the connection, so a hung-up master
+    // is left out of the poll for a while (and given up after 5 s: a tty
+    // never opened again, as after the container's reboot).
+    let own_conn = out_fd == sock.as_raw_fd();
+    let mut hung_since: Option<std::time::Instant> = None;
+    let mut skip_master = false;
     loop {
         let mut fds = vec![
             libc::pollfd {
-                fd: out_fd,
+                fd: if skip_master { -1 } else { out_fd },
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -183,13 +191,29 @@ fn pump(sock: &UnixStream, master: &OwnedFd, out_fd: RawFd, escape: u8) -> Resul
                 revents: 0,
             });
         }
+        let timeout = if skip_master { 50 } else { -1 };
         // SAFETY: poll on a local array of pollfds.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, timeout) };
         if r < 0 {
             if sys_errno() == libc::EINTR {
                 continue;
             }
             return Err(Error::errno("console", "poll", nix::errno::Errno::last()));
+        }
+        if r == 0 {
+            // Look at the hung-up master again; opened again and quiet
+            // (no POLLHUP at once), it is no longer hung up.
+            skip_master = false;
+            let mut p = libc::pollfd {
+                fd: out_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll of one local pollfd, no wait.
+            if unsafe { libc::poll(&mut p, 1, 0) } == 0 {
+                hung_since = None;
+            }
+            continue;
         }
         if fds[0].revents != 0 {
             // SAFETY: read into a local buffer.
@@ -198,9 +222,20 @@ fn pump(sock: &UnixStream, master: &OwnedFd, out_fd: RawFd, escape: u8) -> Resul
                 if n < 0 && matches!(sys_errno(), libc::EINTR | libc::EAGAIN) {
                     continue;
                 }
-                // EOF on the monitor's connection, EIO on a tty whose container is gone.
-                return Ok(());
+                if own_conn {
+                    // EOF on the monitor's connection: the container stopped.
+                    return Ok(());
+                }
+                // EIO on a tty: hung up, or its container gone (then the
+                // monitor's connection closes too).
+                let since = *hung_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > std::time::Duration::from_secs(5) {
+                    return Ok(());
+                }
+                skip_master = true;
+                continue;
             }
+            hung_since = None;
             let _ = stdout.write_all(&buf[..n as usize]);
             let _ = stdout.flush();
         }
