@@ -51,6 +51,12 @@ pub struct ChildArgs<'a> {
     /// before anything else (cloned into the unified one already); `None`:
     /// the monitor moves it.
     pub cg_self: Option<&'a crate::cgroup::Plan>,
+    /// Only the plan's [`crate::cgroup::Part::First`] cgroups exist at
+    /// clone; the rest exist once the monitor says go.
+    pub cg_split: bool,
+    /// Init makes its network namespace itself, first thing (the monitor's
+    /// clone did not).
+    pub own_netns: bool,
 }
 
 /// How init mounts its rootfs in its own namespaces: as the mapped root
@@ -74,20 +80,37 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
         // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and touches no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
-    // In our cgroups before anything else, as if the monitor had moved us.
-    if let Some(plan) = a.cg_self {
-        if let Err(e) = crate::cgroup::attach_self_v1(plan) {
-            sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
-            // SAFETY: _exit ends container init before exec without unwinding the monitor's state it was cloned
-            // with.
-            unsafe { libc::_exit(1) }
-        }
+    // In our cgroups before anything else, as if the monitor had moved us
+    // (those the monitor makes meanwhile, after "go"); then in a network
+    // namespace of our own, if the clone did not make one.
+    let first = if a.cg_split {
+        crate::cgroup::Part::First
+    } else {
+        crate::cgroup::Part::All
+    };
+    let entered = a
+        .cg_self
+        .map_or(Ok(()), |plan| crate::cgroup::attach_self_v1(plan, first))
+        .and_then(|_| {
+            // SAFETY: unshare takes flags only.
+            if a.own_netns && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::errno("unshare network namespace", "", sys::errno()));
+            }
+            Ok(())
+        });
+    if let Err(e) = entered {
+        sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
+        // SAFETY: _exit ends container init before exec without unwinding the monitor's state it was cloned
+        // with.
+        unsafe { libc::_exit(1) }
     }
     // Without a user namespace (whose maps the monitor writes first) and
     // without hooks that expect the container's cgroups, the rootfs is set
-    // up while the monitor writes the run record (and, when it moves us
-    // into our cgroups, while it waits for that): only what needs them
-    // waits for "go".
+    // up while the monitor makes the rest of the cgroups and writes the run
+    // record (and, when it moves us into our cgroups, while it waits for
+    // that): only what needs them waits for "go", and so does the
+    // pivot_root (entering cgroups the monitor made meanwhile takes the
+    // host's paths to them).
     let early = !a.userns && !["pre-mount", "mount", "autodev"].iter().any(|h| a.cfg.hooks.has(h));
     let prepared = early.then(|| {
         enter(a)
@@ -104,6 +127,9 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     }
     drop(sync_r);
     let res = (|| {
+        if let Some(plan) = a.cg_self.filter(|_| a.cg_split) {
+            crate::cgroup::attach_self_v1(plan, crate::cgroup::Part::Rest)?;
+        }
         // In our cgroups now: they become our cgroup namespace's root.
         // SAFETY: unshare takes flags only.
         if a.cfg.ns.makes(libc::CLONE_NEWCGROUP, true) && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
@@ -118,6 +144,7 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
                 root
             }
         };
+        RealSyscall.pivot_root(&root, a.rootfs)?;
         cgroup_mounts(&mut RealSyscall, a, &root)?;
         confine(a)
     })();
@@ -201,7 +228,8 @@ fn mount_inside(a: &ChildArgs, m: &MountInside) -> Result<OwnedFd> {
     .map_err(|e| Error::io("open rootfs", a.rootfs, e.into()))
 }
 
-/// `private`: [`enter`] made the mount tree private already.
+/// `private`: [`enter`] made the mount tree private already. Everything
+/// but the pivot_root into `root`, which follows.
 fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd, private: bool) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
     if !private {
@@ -238,7 +266,7 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd, private: bool
         )
         .map_err(|e| err!(Io, "mount", "lxc.rootfs.options: remount the rootfs: {}", e.msg))?;
     }
-    s.pivot_root(root, a.rootfs)
+    Ok(())
 }
 
 /// Bind `rel` onto itself and remount the new mount with `flags` (read-only or not).
@@ -765,6 +793,8 @@ mod tests {
             hook_root: None,
             host_sync: None,
             cg_self: None,
+            cg_split: false,
+            own_netns: false,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),
@@ -772,6 +802,7 @@ mod tests {
         };
         let fd = sys::open_dir(&root).unwrap();
         setup_with(&mut rec, &a, &fd, false).unwrap();
+        rec.pivot_root(&fd, &root).unwrap();
         let mut want: Vec<String> = [
             "private /",
             "hostname h1",

@@ -307,10 +307,20 @@ pub(crate) fn run_monitor(
     // Without a user namespace init enters its cgroups itself: cloned into
     // the unified one, moving itself into the v1 ones (see
     // cgroup::attach_self_v1). Kernels before 5.7 cannot clone into a
-    // cgroup: the monitor moves it into the unified one then. Not in a
-    // user namespace (no cgroup files of the host are its), nor with
-    // namespaces joined (the host's paths may not be those it sees).
-    let self_attach = p.map.is_empty() && p.cfg.ns.share.is_empty();
+    // cgroup: the monitor moves it into the unified one then.
+    let self_attach = p.self_attach();
+    // Init makes its own network namespace (where the monitor puts no
+    // device in it and there is no user namespace to own it) while the
+    // monitor makes the rest of the cgroups, instead of the monitor's
+    // clone making it before either starts: the two run side by side.
+    let own_netns = flags & libc::CLONE_NEWNET as u64 != 0
+        && flags & libc::CLONE_NEWUSER as u64 == 0
+        && !p.cfg.net.needs_monitor();
+    let clone_flags = if own_netns {
+        flags & !(libc::CLONE_NEWNET as u64)
+    } else {
+        flags
+    };
     let cg_fd = match p.cg.unified().filter(|_| self_attach) {
         Some(u) => match sys::open_dir(&u.leaf) {
             Ok(fd) => Some(fd),
@@ -330,10 +340,10 @@ pub(crate) fn run_monitor(
             return Err(fail(&mut p, e));
         }
     };
-    let mut cloned = sys::clone_into(flags, cg_fd.as_ref().map(|f| f.as_raw_fd()));
+    let mut cloned = sys::clone_into(clone_flags, cg_fd.as_ref().map(|f| f.as_raw_fd()));
     let mut into_cgroup = cg_fd.is_some();
     if into_cgroup && cloned.is_err() {
-        cloned = sys::clone_into(flags, None);
+        cloned = sys::clone_into(clone_flags, None);
         into_cgroup = false;
     }
     drop(cg_fd);
@@ -392,6 +402,8 @@ pub(crate) fn run_monitor(
                 hook_root: p.hook_root.as_deref(),
                 host_sync: host_sync.as_ref().map(|(t, w)| (t.1.as_raw_fd(), w.0.as_raw_fd())),
                 cg_self: self_attach.then_some(&p.cg),
+                cg_split: p.cg_split,
+                own_netns,
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -409,6 +421,14 @@ pub(crate) fn run_monitor(
         (true, false) => cgroup::attach_unified(&p.cg, pid),
         (true, true) => Ok(()),
     };
+    // The cgroups init enters after "go", made while it sets up its rootfs.
+    let attached = attached.and_then(|_| {
+        if p.cg_split {
+            cgroup::create_part(&p.cg, cgroup::Part::Rest)
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = attached {
         sys::signal(&pidfd, libc::SIGKILL);
         drop(sync_w);

@@ -39,6 +39,10 @@ pub(crate) struct Prepared {
     pub(crate) cg: cgroup::Plan,
     /// Whether [`cgroup::create`] made them (undo removes only its own).
     pub(crate) cg_made: bool,
+    /// Only the [`cgroup::Part::First`] cgroups are made before init is
+    /// cloned: the monitor makes the rest while init sets up its rootfs,
+    /// and init enters them itself after "go" (see [`Prepared::self_attach`]).
+    pub(crate) cg_split: bool,
     /// `lxc.console.logfile`.
     pub(crate) eff_console_log: Option<PathBuf>,
     /// The config file read (the container's, or `lxc-start -f`'s).
@@ -52,6 +56,14 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Whether init enters its cgroups itself (cloned into the unified
+    /// one, moving itself into the v1 ones). Not in a user namespace (no
+    /// cgroup files of the host are its), nor with namespaces joined (the
+    /// host's paths may not be those it sees): the monitor moves it then.
+    pub(crate) fn self_attach(&self) -> bool {
+        self.map.is_empty() && self.cfg.ns.share.is_empty()
+    }
+
     /// What the container's hooks are told.
     pub(crate) fn hook_env(&self, r: &ContainerRef) -> crate::hooks::HookEnv {
         crate::hooks::env_of(
@@ -228,6 +240,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
         cg_layout,
         cg,
         cg_made: false,
+        cg_split: false,
         eff_console_log: eff
             .get("lxc.console.logfile")
             .map(str::trim)
@@ -246,10 +259,18 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
     if in_ns_hook.is_some() && !p.mount_inside {
         p.hook_root = Some(rootfs_mount_dir());
     }
+    // Where init enters its cgroups itself and the unified tree's cgroup
+    // claims the name, the other v1 ones wait (see cgroup::Part).
+    p.cg_split = p.self_attach() && p.cg.unified().is_some() && paths::is_root();
+    let part = if p.cg_split {
+        cgroup::Part::First
+    } else {
+        cgroup::Part::All
+    };
     let res = (|| {
         let mut tries = 0;
         loop {
-            match cgroup::create(&p.cg) {
+            match cgroup::create_part(&p.cg, part) {
                 Ok(()) => break,
                 // A container of the same name in another lxcpath took the
                 // name between plan and create: the next one, recorded first.

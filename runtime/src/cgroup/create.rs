@@ -63,6 +63,31 @@ impl Plan {
     pub fn has_device_program(&self) -> bool {
         self.bpf.is_some()
     }
+
+    /// Whether `d` belongs to `part`.
+    fn in_part(d: &PlannedDir, part: Part) -> bool {
+        let first = d.version == Version::V2 || d.controllers.iter().any(|c| c == "devices");
+        match part {
+            Part::All => true,
+            Part::First => first,
+            Part::Rest => !first,
+        }
+    }
+}
+
+/// Which of a plan's cgroups [`create_part`] makes (and
+/// [`attach_self_v1`] enters). A start makes the `First` ones before init
+/// is cloned: the unified tree's, which init is cloned into and whose
+/// name claims the plan's name for the whole plan (see [`plan`]), and the
+/// devices hierarchy's, which init enters before it makes a device node.
+/// The `Rest` (the other v1 hierarchies) are made by the monitor while
+/// init sets up its rootfs; init enters them before it runs anything of
+/// the container's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    All,
+    First,
+    Rest,
 }
 
 fn writable(p: &Path) -> bool {
@@ -515,9 +540,14 @@ fn set_devices(dir: &Path, rules: &[(usize, Setting)]) -> Result<()> {
 /// Make the planned cgroups and write the limits. On failure, what this
 /// call made is removed again.
 pub fn create(plan: &Plan) -> Result<()> {
-    let _s = tracing::info_span!("cgroup_create", name = %plan.name).entered();
+    create_part(plan, Part::All)
+}
+
+/// [`create`] for the cgroups of `part` only.
+pub fn create_part(plan: &Plan, part: Part) -> Result<()> {
+    let _s = tracing::info_span!("cgroup_create", name = %plan.name, ?part).entered();
     let mut made = Vec::new();
-    let res = create_inner(plan, &mut made);
+    let res = create_inner(plan, part, &mut made);
     if res.is_err() && !made.is_empty() {
         if let Err(e) = remove(&made) {
             tracing::warn!("undo cgroups: {e}");
@@ -526,9 +556,13 @@ pub fn create(plan: &Plan) -> Result<()> {
     res
 }
 
-fn create_inner(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
+fn create_inner(plan: &Plan, part: Part, made: &mut Vec<PathBuf>) -> Result<()> {
     const OP: &str = "create cgroup";
+    let ours = |i: usize| Plan::in_part(&plan.dirs[i], part);
     for (i, d) in plan.dirs.iter().enumerate() {
+        if !ours(i) {
+            continue;
+        }
         let cpuset = d.version == Version::V1 && d.controllers.iter().any(|c| c == "cpuset");
         for dir in &d.make {
             match std::fs::create_dir(dir) {
@@ -560,7 +594,7 @@ fn create_inner(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
         .v1
         .iter()
         .partition(|(_, s)| s.file == "memory.memsw.limit_in_bytes");
-    for (i, s) in rest.into_iter().chain(memsw) {
+    for (i, s) in rest.into_iter().chain(memsw).filter(|(i, _)| ours(*i)) {
         let d = &plan.dirs[*i];
         if s.controller() == "cpuset" && d.leaf != d.limit {
             set(&d.leaf, s)?;
@@ -568,11 +602,11 @@ fn create_inner(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
         set(&d.limit, s)?;
     }
     if !plan.inner {
-        if let Some((i, _)) = plan.v1_devices.first() {
+        if let Some((i, _)) = plan.v1_devices.first().filter(|(i, _)| ours(*i)) {
             set_devices(&plan.dirs[*i].limit, &plan.v1_devices)?;
         }
     }
-    if let Some(u) = plan.unified() {
+    if let Some(u) = plan.unified().filter(|u| Plan::in_part(u, part)) {
         match delegate(u) {
             Ok(()) => {}
             // Only the v2 files need the controllers: without any, a refusal
@@ -711,8 +745,13 @@ fn attach_in(plan: &Plan, pid: i32, version: Option<Version>) -> Result<()> {
 /// an RCU grace period (milliseconds, tens of them on a busy host, twice
 /// per run for LXC). The unified hierarchy's cgroup is entered at clone
 /// ([`Plan::unified`], CLONE_INTO_CGROUP), without that lock either.
-pub fn attach_self_v1(plan: &Plan) -> Result<()> {
-    for d in plan.dirs.iter().filter(|d| d.version == Version::V1) {
+/// Only the cgroups of `part` (see [`Part`]).
+pub fn attach_self_v1(plan: &Plan, part: Part) -> Result<()> {
+    for d in plan
+        .dirs
+        .iter()
+        .filter(|d| d.version == Version::V1 && Plan::in_part(d, part))
+    {
         write_file(&d.leaf, "tasks", "0").map_err(|e| io_err("move init into cgroup", &d.leaf, e))?;
     }
     Ok(())
