@@ -54,9 +54,10 @@ pub struct ChildArgs<'a> {
     /// Only the plan's [`crate::cgroup::Part::First`] cgroups exist at
     /// clone; the rest exist once the monitor says go.
     pub cg_split: bool,
-    /// Init makes its network namespace itself, first thing (the monitor's
-    /// clone did not).
-    pub own_netns: bool,
+    /// The monitor makes init's network namespace after the clone (which
+    /// did not) and sends it over this socket: init sets up what needs no
+    /// network namespace meanwhile (its /dev), then joins it.
+    pub netns_sock: Option<std::os::fd::RawFd>,
 }
 
 /// How init mounts its rootfs in its own namespaces: as the mapped root
@@ -81,24 +82,13 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     }
     // In our cgroups before anything else, as if the monitor had moved us
-    // (those the monitor makes meanwhile, after "go"); then in a network
-    // namespace of our own, if the clone did not make one.
+    // (those the monitor makes meanwhile, after "go").
     let first = if a.cg_split {
         crate::cgroup::Part::First
     } else {
         crate::cgroup::Part::All
     };
-    let entered = a
-        .cg_self
-        .map_or(Ok(()), |plan| crate::cgroup::attach_self_v1(plan, first))
-        .and_then(|_| {
-            // SAFETY: unshare takes flags only.
-            if a.own_netns && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(Error::errno("unshare network namespace", "", sys::errno()));
-            }
-            Ok(())
-        });
-    if let Err(e) = entered {
+    if let Err(e) = a.cg_self.map_or(Ok(()), |plan| crate::cgroup::attach_self_v1(plan, first)) {
         sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
         // SAFETY: _exit ends container init before exec without unwinding the monitor's state it was cloned
         // with.
@@ -240,14 +230,19 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd, private: bool
     if a.cfg.ns.makes(libc::CLONE_NEWUTS, true) {
         s.sethostname(&a.cfg.hostname)?;
     }
+    // Before the network namespace is needed (LXC mounts /dev before /proc
+    // and /sys too): the monitor may be making it meanwhile.
+    if a.cfg.autodev {
+        make_dev(s, a, root)?;
+    }
+    if let Some(sock) = a.netns_sock {
+        join_netns(sock)?;
+    }
     // The monitor has set up the other devices (crate::net) before "go".
     if a.cfg.ns.makes(libc::CLONE_NEWNET, true) && a.cfg.net != Net::Host {
         s.link_up("lo")?;
     }
     auto_mounts(s, a, root)?;
-    if a.cfg.autodev {
-        make_dev(s, a, root)?;
-    }
     for m in &a.cfg.mounts {
         mount_entry(s, root, m)?;
     }
@@ -265,6 +260,19 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd, private: bool
             None,
         )
         .map_err(|e| err!(Io, "mount", "lxc.rootfs.options: remount the rootfs: {}", e.msg))?;
+    }
+    Ok(())
+}
+
+/// Join the network namespace the monitor sends over `sock`.
+fn join_netns(sock: std::os::fd::RawFd) -> Result<()> {
+    const OP: &str = "join network namespace";
+    let Some(ns) = sys::recv_fds_wait(sock).into_iter().next() else {
+        return Err(err!(Io, OP, "the monitor sent no network namespace"));
+    };
+    // SAFETY: setns on the network namespace fd just received.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(Error::errno(OP, "", sys::errno()));
     }
     Ok(())
 }
@@ -794,7 +802,7 @@ mod tests {
             host_sync: None,
             cg_self: None,
             cg_split: false,
-            own_netns: false,
+            netns_sock: None,
         };
         let mut rec = Recorder {
             root: root.canonicalize().unwrap(),
@@ -806,15 +814,6 @@ mod tests {
         let mut want: Vec<String> = [
             "private /",
             "hostname h1",
-            "up lo",
-            "mount proc /proc",
-            "bind /proc/sys/net /proc/tty",
-            "bind /proc/sys /proc/sys",
-            "remount /proc/sys ro",
-            "move /proc/tty /proc/sys/net",
-            "bind /proc/sysrq-trigger /proc/sysrq-trigger",
-            "remount /proc/sysrq-trigger ro",
-            "mount sysfs /sys ro",
             "mount tmpfs /dev",
         ]
         .iter()
@@ -824,6 +823,21 @@ mod tests {
             want.push(format!("mknod /dev/{n} 666 {major}:{minor}"));
         }
         want.extend(["mount devpts /dev/pts".into(), "mount tmpfs /dev/shm".into()]);
+        want.extend(
+            [
+                "up lo",
+                "mount proc /proc",
+                "bind /proc/sys/net /proc/tty",
+                "bind /proc/sys /proc/sys",
+                "remount /proc/sys ro",
+                "move /proc/tty /proc/sys/net",
+                "bind /proc/sysrq-trigger /proc/sysrq-trigger",
+                "remount /proc/sysrq-trigger ro",
+                "mount sysfs /sys ro",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         want.extend([
             format!("bind {s} /mnt/x"),
             "remount /mnt/x ro".into(),

@@ -309,13 +309,25 @@ pub(crate) fn run_monitor(
     // cgroup::attach_self_v1). Kernels before 5.7 cannot clone into a
     // cgroup: the monitor moves it into the unified one then.
     let self_attach = p.self_attach();
-    // Init makes its own network namespace (where the monitor puts no
-    // device in it and there is no user namespace to own it) while the
-    // monitor makes the rest of the cgroups, instead of the monitor's
-    // clone making it before either starts: the two run side by side.
+    // Where the monitor puts no device in it, no user namespace is to own
+    // it and no hook runs in the container before its rootfs is set up, the
+    // clone makes no network namespace: the monitor makes it right after,
+    // while init sets up its /dev, and sends it to init, which joins it.
     let own_netns = flags & libc::CLONE_NEWNET as u64 != 0
         && flags & libc::CLONE_NEWUSER as u64 == 0
-        && !p.cfg.net.needs_monitor();
+        && !p.cfg.net.needs_monitor()
+        && !["pre-mount", "mount", "autodev"].iter().any(|h| p.cfg.hooks.has(h));
+    let netns_pair = if own_netns {
+        match sys::socketpair() {
+            Ok(x) => Some(x),
+            Err(e) => {
+                restore();
+                return Err(fail(&mut p, e));
+            }
+        }
+    } else {
+        None
+    };
     let clone_flags = if own_netns {
         flags & !(libc::CLONE_NEWNET as u64)
     } else {
@@ -354,6 +366,11 @@ pub(crate) fn run_monitor(
         Ok(None) => {
             drop(sync_w);
             drop(err_r);
+            if let Some((ours, _)) = &netns_pair {
+                // The monitor's end: init must see EOF if the monitor dies.
+                // SAFETY: closing our copy in the child, which never returns to drop it.
+                unsafe { libc::close(ours.as_raw_fd()) };
+            }
             if let Some(((tell_r, _), (_, go_w))) = &host_sync {
                 // The monitor's ends: init must see EOF if the monitor dies.
                 // SAFETY: closing our copies in the child, which never returns to drop them.
@@ -403,7 +420,7 @@ pub(crate) fn run_monitor(
                 host_sync: host_sync.as_ref().map(|(t, w)| (t.1.as_raw_fd(), w.0.as_raw_fd())),
                 cg_self: self_attach.then_some(&p.cg),
                 cg_split: p.cg_split,
-                own_netns,
+                netns_sock: netns_pair.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
             };
             container::child_main(&a, sync_r, err_w)
         }
@@ -421,7 +438,15 @@ pub(crate) fn run_monitor(
         (true, false) => cgroup::attach_unified(&p.cg, pid),
         (true, true) => Ok(()),
     };
-    // The cgroups init enters after "go", made while it sets up its rootfs.
+    // Init's network namespace, then the cgroups it enters after "go":
+    // made while it sets up its rootfs.
+    let attached = attached.and_then(|_| match netns_pair {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            sys::send_fds(ours.as_raw_fd(), &[sys::new_netns()?])
+        }
+        None => Ok(()),
+    });
     let attached = attached.and_then(|_| {
         if p.cg_split {
             cgroup::create_part(&p.cg, cgroup::Part::Rest)

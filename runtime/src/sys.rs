@@ -382,16 +382,20 @@ pub fn send_fds(sock: RawFd, fds: &[OwnedFd]) -> Result<()> {
 
 /// Receive the fds of one message from [`send_fds`], without blocking.
 pub fn recv_fds(sock: RawFd) -> Vec<OwnedFd> {
+    recv_fds_with(sock, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+}
+
+/// [`recv_fds`], waiting for the message (none if the other end closed).
+pub fn recv_fds_wait(sock: RawFd) -> Vec<OwnedFd> {
+    recv_fds_with(sock, nix::sys::socket::MsgFlags::empty())
+}
+
+fn recv_fds_with(sock: RawFd, flags: nix::sys::socket::MsgFlags) -> Vec<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut buf = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 64]);
-    let Ok(msg) = recvmsg::<()>(
-        sock,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    ) else {
+    let Ok(msg) = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), flags | MsgFlags::MSG_CMSG_CLOEXEC) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -442,4 +446,22 @@ pub fn random_suffix(n: usize) -> String {
         }
     }
     buf.iter().map(|b| CH[*b as usize % CH.len()] as char).collect()
+}
+
+/// A new network namespace, made by the calling thread, which stays in its
+/// own: `unshare` moves the caller into the new one, and `setns` back.
+pub fn new_netns() -> Result<OwnedFd> {
+    const OP: &str = "make network namespace";
+    let mine = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io(OP, "/proc/thread-self/ns/net", e))?;
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(Error::errno(OP, "", errno()));
+    }
+    let new = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| Error::io(OP, "/proc/thread-self/ns/net", e));
+    // SAFETY: setns on an open network namespace fd of ours, back where we were.
+    if unsafe { libc::setns(mine.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(Error::errno(OP, "back to the monitor's own", errno()));
+    }
+    Ok(OwnedFd::from(new?))
 }
