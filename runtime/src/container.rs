@@ -104,7 +104,7 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let early = !a.userns && !["pre-mount", "mount", "autodev"].iter().any(|h| a.cfg.hooks.has(h));
     let prepared = early.then(|| {
         enter(a)
-            .and_then(|(root, private)| a.cfg.confine.early().map(|_| (root, private)))
+            .and_then(|(root, private)| early_limits(a).map(|_| (root, private)))
             .and_then(|(root, private)| setup_with(&mut RealSyscall, a, &root, private).map(|_| root))
     });
     // The monitor says go once it has done its part (cgroups, record, network); EOF means it died.
@@ -129,7 +129,7 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
             Some(r) => r?,
             None => {
                 let (root, private) = enter(a)?;
-                a.cfg.confine.early()?;
+                early_limits(a)?;
                 setup_with(&mut RealSyscall, a, &root, private)?;
                 root
             }
@@ -145,6 +145,15 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
     // SAFETY: _exit ends container init after reporting the error, without unwinding the monitor's state.
     unsafe { libc::_exit(1) }
+}
+
+/// Sysctls and resource limits, before the rootfs is set up; with a
+/// network namespace still to join, once in it (see [`setup_with`]).
+fn early_limits(a: &ChildArgs) -> Result<()> {
+    if a.netns_sock.is_some() {
+        return Ok(());
+    }
+    a.cfg.confine.early()
 }
 
 /// Open the rootfs, then (in a user namespace) become its root. The rootfs
@@ -237,6 +246,8 @@ fn setup_with(s: &mut impl Syscall, a: &ChildArgs, root: &OwnedFd, private: bool
     }
     if let Some(sock) = a.netns_sock {
         join_netns(sock)?;
+        // Its lxc.sysctl.net.* are the new namespace's: set once in it.
+        a.cfg.confine.early()?;
     }
     // The monitor has set up the other devices (crate::net) before "go".
     if a.cfg.ns.makes(libc::CLONE_NEWNET, true) && a.cfg.net != Net::Host {
