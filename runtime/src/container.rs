@@ -88,7 +88,10 @@ pub fn child_main(a: &ChildArgs, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     } else {
         crate::cgroup::Part::All
     };
-    if let Err(e) = a.cg_self.map_or(Ok(()), |plan| crate::cgroup::attach_self_v1(plan, first)) {
+    if let Err(e) = a
+        .cg_self
+        .map_or(Ok(()), |plan| crate::cgroup::attach_self_v1(plan, first))
+    {
         sys::write_all(err_w.as_raw_fd(), e.to_string().as_bytes());
         // SAFETY: _exit ends container init before exec without unwinding the monitor's state it was cloned
         // with.
@@ -822,14 +825,10 @@ mod tests {
         let fd = sys::open_dir(&root).unwrap();
         setup_with(&mut rec, &a, &fd, false).unwrap();
         rec.pivot_root(&fd, &root).unwrap();
-        let mut want: Vec<String> = [
-            "private /",
-            "hostname h1",
-            "mount tmpfs /dev",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut want: Vec<String> = ["private /", "hostname h1", "mount tmpfs /dev"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         for (n, major, minor) in HOST_NODES {
             want.push(format!("mknod /dev/{n} 666 {major}:{minor}"));
         }

@@ -452,8 +452,8 @@ pub fn random_suffix(n: usize) -> String {
 /// own: `unshare` moves the caller into the new one, and `setns` back.
 pub fn new_netns() -> Result<OwnedFd> {
     const OP: &str = "make network namespace";
-    let mine = std::fs::File::open("/proc/thread-self/ns/net")
-        .map_err(|e| Error::io(OP, "/proc/thread-self/ns/net", e))?;
+    let mine =
+        std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| Error::io(OP, "/proc/thread-self/ns/net", e))?;
     // SAFETY: unshare takes flags only.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(Error::errno(OP, "", errno()));

@@ -38,7 +38,8 @@ mod spec;
 mod stats;
 
 pub use create::{
-    attach, attach_self_v1, attach_unified, chown, create, create_part, enter, leave, plan, plan_monitor, Part, Plan, PlannedDir,
+    attach, attach_self_v1, attach_unified, chown, create, create_part, enter, leave, plan, plan_monitor, Part, Plan,
+    PlannedDir,
 };
 pub use devices::{DeviceList, DeviceRule};
 pub use devices_bpf::{attach_device_program, device_program, Insn};
