@@ -6,9 +6,10 @@
 //!
 //! Process model: the monitor (the strata process in the foreground, or a
 //! daemonized child with `-d`) writes the run record, makes the cgroups,
-//! clones init into new namespaces (and into its cgroup2 cgroup), waits for
-//! init, then removes the cgroups and the record (and destroys an
-//! ephemeral container). A privileged container's rootfs is mounted by
+//! clones init into new namespaces (and into its cgroup2 cgroup; the
+//! network namespace and most v1 cgroups are made while init sets up its
+//! rootfs), waits for init, then removes the cgroups and the record (and
+//! destroys an ephemeral container). A privileged container's rootfs is mounted by
 //! init in its own mount namespace when the backend's mount holds nothing
 //! else (dir, btrfs, overlay), and goes with it; otherwise (and for an
 //! idmapped view) the monitor mounts it under the run dir and unmounts it.
