@@ -12,7 +12,9 @@
 //! next mount maps it again. The device is found in the kernel's list (sysfs, what
 //! `rbd device list` reads), not
 //! through udev's `/dev/rbd/POOL/NAME` link, which the spec keeps only
-//! because LXC writes it.
+//! because LXC writes it; an unmap is the write to sysfs `rbd unmap`
+//! makes, and so is a map where the ceph config is plain ([`kmap`]): each
+//! process of the rbd tool costs seconds on a slow machine.
 //!
 //! Every image is built under a name of its build's own,
 //! `NAME.strata-MARK` (MARK: [`strata_core::build_mark`] of the build
@@ -23,9 +25,10 @@
 //! again), and what a killed build left is found by its name or its mark
 //! ([`Backend::undo_build`]). A new image's name is planned without
 //! listing the pool (its rename is the check), and a command lists a pool
-//! once for its first look and the step after it: every `rbd` process
-//! costs seconds on a slow machine, and these are what a create or a
-//! destroy costs beside LXC's.
+//! once for its first look and the steps after it, taking each change it
+//! makes into that listing: every `rbd` process costs seconds on a slow
+//! machine, and these are what an operation costs beside LXC's (the count
+//! per operation is pinned in `counts.rs`).
 //!
 //! What LXC's backend lacks: a snapshot clone is `rbd snap create
 //! SRC@strata-NEW.strata-MARK`, `snap protect` and `rbd clone` (layering);
@@ -46,6 +49,7 @@
 //! lxc.conf, else Ceph's default; its key comes from the ceph config.
 
 pub mod freeze;
+pub mod kmap;
 mod resize;
 pub mod runner;
 pub mod stream;
@@ -79,11 +83,59 @@ const SETTLE_TRIES: u32 = 15;
 /// Seconds a command waits for a cluster that does not answer.
 const CONNECT_TIMEOUT: &str = "30";
 
+/// The kernel's rbd interface as this backend reads and writes it itself:
+/// its list of mappings and the removal of one, what `rbd device list` and
+/// `rbd unmap -o noudev` do, without a process of the tool (seconds each
+/// on a slow machine). Mapping stays `rbd map`'s: it needs the cluster's
+/// monitors and the user's key, which the tool finds in the ceph config.
+pub trait Kernel: Send + Sync {
+    fn mappings(&self) -> Result<Vec<Mapping>>;
+    /// Remove mapping `id` (the N of `/dev/rbdN`): EBUSY while the device
+    /// is open, ENOENT when it is gone.
+    fn remove(&self, id: &str) -> std::io::Result<()>;
+    /// What a map of an image as cephx user `user` writes before `POOL
+    /// IMAGE` ([`kmap::add_options`]); `None`: map with `rbd map`.
+    fn add_options(&self, user: Option<&str>) -> Option<String>;
+    /// Map `pool/image` with `options`.
+    fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()>;
+}
+
+/// [`Kernel`] through sysfs: `DIR` (`/sys/bus/rbd/devices`) lists the
+/// mappings, `DIR/../remove_single_major` (else `remove`, rbd.ko without
+/// single_major) takes the id to remove, as `rbd unmap` writes it.
+pub struct Sysfs(pub std::path::PathBuf);
+
+impl Kernel for Sysfs {
+    fn mappings(&self) -> Result<Vec<Mapping>> {
+        read_mappings(&self.0)
+    }
+
+    fn remove(&self, id: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let bus = self.0.parent().unwrap_or(Path::new("/"));
+        let single = bus.join("remove_single_major");
+        let path = if single.exists() { single } else { bus.join("remove") };
+        // One write(2): the kernel removes the device within it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(id.as_bytes())
+    }
+
+    fn add_options(&self, user: Option<&str>) -> Option<String> {
+        kmap::add_options(Path::new(kmap::CEPH_CONF), user)
+    }
+
+    fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()> {
+        kmap::add(self.0.parent().unwrap_or(Path::new("/")), options, pool, image)
+    }
+}
+
 pub struct RbdBackend {
     run: Box<dyn Runner>,
-    /// Where the kernel lists its rbd mappings (what `rbd device list`
-    /// reads); `None`: ask `rbd device list` (the unit tests' doubles).
-    sysfs: Option<std::path::PathBuf>,
+    /// Where the kernel lists and removes its rbd mappings; `None`: ask
+    /// `rbd device list` and `rbd unmap` (the unit tests' plain doubles).
+    kernel: Option<Box<dyn Kernel>>,
     /// The cephx user of every command: `--rbduser` (set by `plan`), else
     /// lxc.conf's, read when first needed. `Some(None)`: Ceph's default.
     user: std::sync::Mutex<Option<Option<String>>>,
@@ -100,6 +152,10 @@ pub struct RbdBackend {
     /// reached the pool (see [`never_reached`]): their undo has nothing to do.
     unreached: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// A change to a kept listing; `None` when the listing does not hold what
+/// it changes (the listing is then forgotten).
+type ListingEdit = Box<dyn FnOnce(&mut PoolState) -> Option<()>>;
 
 /// How long a listing is taken again without asking the cluster: longer
 /// than any one command's steps between a plan and its build under
@@ -420,8 +476,14 @@ impl RbdBackend {
     }
 
     pub fn new_with_sysfs(run: Box<dyn Runner>, sysfs: &Path) -> Self {
+        Self::with_kernel(run, Box::new(Sysfs(sysfs.to_path_buf())))
+    }
+
+    /// A backend that runs `rbd` through `run` and lists and removes
+    /// mappings through `kernel`.
+    pub fn with_kernel(run: Box<dyn Runner>, kernel: Box<dyn Kernel>) -> Self {
         RbdBackend {
-            sysfs: Some(sysfs.to_path_buf()),
+            kernel: Some(kernel),
             ..Self::with_runner(run)
         }
     }
@@ -430,7 +492,7 @@ impl RbdBackend {
     pub fn with_runner(run: Box<dyn Runner>) -> Self {
         RbdBackend {
             run,
-            sysfs: None,
+            kernel: None,
             user: std::sync::Mutex::new(None),
             listed: std::sync::Mutex::new(std::collections::HashMap::new()),
             relist: std::sync::atomic::AtomicBool::new(false),
@@ -474,10 +536,141 @@ impl RbdBackend {
             args,
             ["ls" | "info" | "du" | "map" | "unmap" | "device", ..] | ["image-meta", "get", ..]
         );
-        if !reads {
+        if reads {
+            return self.run.run(&self.argv(args)?);
+        }
+        let o = self.argv(args).and_then(|a| self.run.run(&a));
+        // What a change that succeeded did is known: the listings take it
+        // in; after anything else (a failure, a change not modelled) they go.
+        if !o.as_ref().is_ok_and(|o| o.ok && self.note_change(args)) {
             self.forget_listings();
         }
-        self.run.run(&self.argv(args)?)
+        o
+    }
+
+    /// Apply the change `rbd ARGS` made (it succeeded) to the kept
+    /// listing of its pool, as a new `rbd ls -l` would show it; `false`
+    /// for a command not modelled here (the caller forgets every listing).
+    fn note_change(&self, args: &[&str]) -> bool {
+        let mut kept = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        // `POOL/IMAGE[@SNAP]`.
+        let split = |full: &str| {
+            let (pool, rest) = full.split_once('/')?;
+            let (image, snap) = match rest.split_once('@') {
+                Some((i, s)) => (i, Some(s.to_string())),
+                None => (rest, None),
+            };
+            Some((pool.to_string(), image.to_string(), snap))
+        };
+        let (pool, edit): (String, ListingEdit) = match *args {
+            ["image-meta", "set", ..] => return true,
+            ["create", "--pool", pool, name, "--size", mb] => {
+                let size = mb.parse::<u64>().ok().map(|m| m << 20);
+                let name = name.to_string();
+                (
+                    pool.to_string(),
+                    Box::new(move |st: &mut PoolState| {
+                        st.images.push(Image {
+                            name,
+                            size: size?,
+                            ..Image::default()
+                        });
+                        Some(())
+                    }),
+                )
+            }
+            ["rename", from, to] => {
+                let (Some((pool, a, None)), Some((p2, b, None))) = (split(from), split(to)) else {
+                    return false;
+                };
+                if pool != p2 {
+                    return false;
+                }
+                let p = pool.clone();
+                (
+                    pool,
+                    Box::new(move |st: &mut PoolState| {
+                        st.images.iter_mut().find(|i| i.name == a)?.name = b.clone();
+                        for i in &mut st.images {
+                            if let Some((pp, pi, _)) = &mut i.parent {
+                                if *pp == p && *pi == a {
+                                    *pi = b.clone();
+                                }
+                            }
+                        }
+                        Some(())
+                    }),
+                )
+            }
+            ["snap", verb @ ("create" | "protect" | "unprotect" | "rm"), .., at] => {
+                let Some((pool, image, Some(snap))) = split(at) else {
+                    return false;
+                };
+                let verb = verb.to_string();
+                (
+                    pool,
+                    Box::new(move |st: &mut PoolState| {
+                        let img = st.images.iter_mut().find(|i| i.name == image)?;
+                        match verb.as_str() {
+                            "create" => img.snaps.push(Snap {
+                                name: snap,
+                                protected: false,
+                            }),
+                            "rm" => img.snaps.retain(|s| s.name != snap),
+                            v => img.snaps.iter_mut().find(|s| s.name == snap)?.protected = v == "protect",
+                        }
+                        Some(())
+                    }),
+                )
+            }
+            ["snap", "purge", "--no-progress", full]
+            | ["rm", "--no-progress", full]
+            | ["flatten", "--no-progress", full] => {
+                let Some((pool, image, None)) = split(full) else {
+                    return false;
+                };
+                let verb = args[0].to_string();
+                (
+                    pool,
+                    Box::new(move |st: &mut PoolState| {
+                        match verb.as_str() {
+                            "rm" => st.images.retain(|i| i.name != image),
+                            "snap" => st.images.iter_mut().find(|i| i.name == image)?.snaps.clear(),
+                            _ => st.images.iter_mut().find(|i| i.name == image)?.parent = None,
+                        }
+                        Some(())
+                    }),
+                )
+            }
+            ["clone", at, full] => {
+                let (Some((pool, src, Some(snap))), Some((p2, name, None))) = (split(at), split(full)) else {
+                    return false;
+                };
+                if pool != p2 {
+                    return false;
+                }
+                let p = pool.clone();
+                (
+                    pool,
+                    Box::new(move |st: &mut PoolState| {
+                        let size = st.image(&src)?.size;
+                        st.images.push(Image {
+                            name,
+                            size,
+                            snaps: Vec::new(),
+                            parent: Some((p, src, snap)),
+                        });
+                        Some(())
+                    }),
+                )
+            }
+            _ => return false,
+        };
+        match kept.get_mut(&pool) {
+            // No listing of that pool kept: nothing to bring up to date.
+            None => true,
+            Some((_, st)) => edit(st).is_some(),
+        }
     }
 
     fn forget_listings(&self) {
@@ -541,8 +734,8 @@ impl RbdBackend {
     pub fn mappings(&self) -> Result<Vec<Mapping>> {
         // Read from sysfs, as the tool does: a process of the rbd tool is
         // the costly part of every step (seconds on a slow machine).
-        if let Some(dir) = &self.sysfs {
-            return read_mappings(dir);
+        if let Some(k) = &self.kernel {
+            return k.mappings();
         }
         let o = self.tool("list rbd mappings", &["device", "list", "--format", "json"])?;
         if o.stdout.trim().is_empty() {
@@ -566,6 +759,9 @@ impl RbdBackend {
             return Ok(d);
         }
         let _span = tracing::info_span!("rbd map", pool, image).entered();
+        if let Some(dev) = self.kernel_map(pool, image)? {
+            return Ok(dev);
+        }
         // No wait for udev's rules: the device node is the kernel's
         // (devtmpfs), and udev's /dev/rbd/POOL/NAME link is not used here.
         let o = self.tool("map rbd image", &["map", "--options", "noudev", "--pool", pool, image])?;
@@ -580,37 +776,85 @@ impl RbdBackend {
         Ok(dev)
     }
 
+    /// Map `pool/image` through the kernel's sysfs directly where the ceph
+    /// config allows ([`kmap`]): the device, or `None` when the caller is to
+    /// run `rbd map` (no such config, or the kernel refused: the tool then
+    /// says why in its own words).
+    fn kernel_map(&self, pool: &str, image: &str) -> Result<Option<String>> {
+        let Some(k) = &self.kernel else { return Ok(None) };
+        let Some(opts) = k.add_options(self.user().as_deref()) else {
+            return Ok(None);
+        };
+        let before = k.mappings()?;
+        if let Err(e) = k.add(&opts, pool, image) {
+            tracing::debug!("kernel map of {pool}/{image}: {e}; rbd map instead");
+            return Ok(None);
+        }
+        // The new device: the head mapping of the image that was not there.
+        let dev = k
+            .mappings()?
+            .into_iter()
+            .find(|m| {
+                m.pool == pool
+                    && m.image == image
+                    && (m.snap.is_empty() || m.snap == "-")
+                    && !before.iter().any(|b| b.device == m.device)
+            })
+            .map(|m| m.device);
+        match dev {
+            Some(d) => Ok(Some(d)),
+            None => Err(err!(
+                Command,
+                "map rbd image",
+                "the kernel mapped {pool}/{image} but lists no new device for it"
+            )),
+        }
+    }
+
     /// Unmap every mapping of `pool/image` that no one holds open; with
     /// `strict`, one still open is an error (a destroy needs it gone).
     fn unmap(&self, pool: &str, image: &str, strict: bool) -> Result<()> {
         for dev in self.mapped(pool, image)? {
             let _span = tracing::info_span!("rbd unmap", dev = %dev).entered();
-            let o = self.raw(&["unmap", "--options", "noudev", &dev])?;
-            if o.ok {
-                continue;
-            }
-            if busy(&o) && !strict {
+            let (busy, why) = match self.remove_mapping(&dev)? {
+                None => continue,
+                Some(r) => r,
+            };
+            if busy && !strict {
                 tracing::debug!("{dev} still in use: left mapped");
                 continue;
             }
-            if busy(&o) {
+            if busy {
                 return Err(err!(Busy, "unmap rbd image", "{pool}/{image} is in use ({dev})"));
             }
             // Unmapped meanwhile by another command (a build in another
-            // lxcpath releasing the same image): the device node is gone
-            // and rbd says it is "not a block device". Nothing left to do.
+            // lxcpath releasing the same image): the device is gone (rbd
+            // says "not a block device", the kernel ENOENT). Nothing left to do.
             if !self.mapped(pool, image)?.contains(&dev) {
                 tracing::debug!("{dev} was unmapped meanwhile");
                 continue;
             }
-            return Err(err!(
-                Command,
-                "unmap rbd image",
-                "rbd unmap {dev} failed: {}",
-                o.first_err_line()
-            ));
+            return Err(err!(Command, "unmap rbd image", "unmap {dev} failed: {why}"));
         }
         Ok(())
+    }
+
+    /// Remove mapping `dev`: `None` when done, else whether it failed
+    /// because the device is open, and why. Through the kernel's sysfs
+    /// where this backend has it, as `rbd unmap -o noudev` writes it.
+    fn remove_mapping(&self, dev: &str) -> Result<Option<(bool, String)>> {
+        let Some(k) = &self.kernel else {
+            let o = self.raw(&["unmap", "--options", "noudev", dev])?;
+            return Ok((!o.ok).then(|| (busy(&o), o.first_err_line())));
+        };
+        let id = dev
+            .strip_prefix("/dev/rbd")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| err!(Command, "unmap rbd image", "not an rbd device: {dev}"))?;
+        Ok(match k.remove(id) {
+            Ok(()) => None,
+            Err(e) => Some((e.raw_os_error() == Some(libc::EBUSY), e.to_string())),
+        })
     }
 
     /// Unprotect and remove snapshot `snap` of `pool/image` if nothing is
@@ -663,6 +907,20 @@ impl RbdBackend {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Unmap `spec`'s image once its mount is gone, giving a holder about
+    /// to let go a moment; one held longer is another mount's (a running
+    /// container) and stays mapped.
+    fn detach(&self, spec: &RootfsSpec) -> Result<()> {
+        let (pool, image) = parse_spec(spec)?;
+        match self.unmap_settled(&pool, &image, SETTLE_TRIES) {
+            Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
+                tracing::debug!("{e}: left mapped");
+                Ok(())
+            }
+            other => other,
         }
     }
 
@@ -728,7 +986,8 @@ impl RbdBackend {
     /// them losing data (`lxc-destroy --promote`). Returns them.
     pub fn flatten_dependents(&self, spec: &RootfsSpec) -> Result<Vec<String>> {
         let (pool, image) = parse_spec(spec)?;
-        let st = self.pool_state("flatten clones", &pool)?;
+        // Listed by the engine's check of dependents (or the destroy), under the same lock.
+        let st = self.pool_state_listed("flatten clones", &pool)?;
         let deps = st.dependents(&image);
         for d in &deps {
             let full = format!("{pool}/{d}");
@@ -975,15 +1234,7 @@ impl Backend for RbdBackend {
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
         // Not lazy: the unmap right after needs the device closed.
         block::umount_strict(target, "unmount rbd rootfs")?;
-        let (pool, image) = parse_spec(spec)?;
-        // Left mapped while another mount (a running container) holds it.
-        match self.unmap_settled(&pool, &image, SETTLE_TRIES) {
-            Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
-                tracing::debug!("{e}: left mapped");
-                Ok(())
-            }
-            other => other,
-        }
+        self.detach(spec)
     }
 
     fn release(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
@@ -995,15 +1246,7 @@ impl Backend for RbdBackend {
         // Killed between the map and the mount: the mapping alone is left,
         // perhaps still held by the kernel's and udev's first look at the
         // new device (a plain unmap then fails busy and would leave it).
-        // One held longer is another mount's (a running container): left.
-        let (pool, image) = parse_spec(spec)?;
-        match self.unmap_settled(&pool, &image, SETTLE_TRIES) {
-            Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
-                tracing::debug!("{e}: left mapped");
-                Ok(())
-            }
-            other => other,
-        }
+        self.detach(spec)
     }
 
     fn dependents(&self, spec: &RootfsSpec) -> Result<Vec<RootfsSpec>> {
@@ -1110,5 +1353,7 @@ impl UsageReport for RbdBackend {
     }
 }
 
+#[cfg(test)]
+mod counts;
 #[cfg(test)]
 mod tests;

@@ -48,14 +48,32 @@ fn rbd_volumes(pool: &str) -> BTreeSet<String> {
         .filter(|n| !parents.contains(n))
         .map(|n| format!("{pool}/{n}"))
         .collect();
-    let maps: Vec<serde_json::Value> =
-        serde_json::from_str(&run(&["rbd", "device", "list", "--format", "json"])).unwrap();
     out.extend(
-        maps.iter()
-            .filter(|m| s(m, "pool") == pool)
-            .map(|m| format!("mapped {pool}/{} at {}", s(m, "name"), s(m, "device"))),
+        rbd_mappings()
+            .into_iter()
+            .filter(|(p, _, _)| p == pool)
+            .map(|(_, name, dev)| format!("mapped {pool}/{name} at {dev}")),
     );
     out
+}
+
+/// The kernel's rbd mappings (pool, image, device) from sysfs, where `rbd
+/// device list` reads them: no process of the tool (seconds under emulation).
+fn rbd_mappings() -> Vec<(String, String, String)> {
+    let Ok(rd) = std::fs::read_dir("/sys/bus/rbd/devices") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let read = |f: &str| {
+                std::fs::read_to_string(e.path().join(f))
+                    .ok()
+                    .map(|v| v.trim().to_string())
+            };
+            let id = e.file_name().to_string_lossy().into_owned();
+            Some((read("pool")?, read("name")?, format!("/dev/rbd{id}")))
+        })
+        .collect()
 }
 
 fn run(argv: &[&str]) -> String {
