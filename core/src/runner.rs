@@ -158,11 +158,23 @@ impl Runner for SystemRunner {
     }
 
     fn run_out(&self, argv: &[String], out: &mut dyn Write) -> Result<Out> {
-        self.streaming(argv, Some(out), None)
+        self.streaming_out(argv, out)
     }
 
     fn run_in(&self, argv: &[String], input: &mut dyn Read) -> Result<Out> {
-        self.streaming(argv, None, Some(input))
+        tracing::debug!(?argv, "run streaming");
+        let lock = tool_lock();
+        let mut c = command(argv)?;
+        if let Some(l) = &lock {
+            l.pass_to(&mut c);
+        }
+        let fed = feed(&mut c, input, &mut |_| {}).map_err(|e| spawn_err(argv, e))?;
+        drop(lock);
+        match fed.broke {
+            None => Ok(fed.out),
+            Some(Broke::Read(e)) => Err(err!(InvalidArgument, "run command", "{}: its input: {e}", argv[0])),
+            Some(Broke::Write(e)) => Err(err!(Io, "run command", "{}: writing its input: {e}", argv[0])),
+        }
     }
 }
 
@@ -180,71 +192,117 @@ fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Strin
 }
 
 impl SystemRunner {
-    fn streaming(&self, argv: &[String], out: Option<&mut dyn Write>, input: Option<&mut dyn Read>) -> Result<Out> {
+    /// `argv` with its stdout copied to `out` as it comes.
+    fn streaming_out(&self, argv: &[String], out: &mut dyn Write) -> Result<Out> {
         tracing::debug!(?argv, "run streaming");
         let lock = tool_lock();
         let mut c = command(argv)?;
         if let Some(l) = &lock {
             l.pass_to(&mut c);
         }
-        c.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut ch = c.spawn().map_err(|e| spawn_err(argv, e))?;
         let err = drain(ch.stderr.take());
-        let mut failed: Option<crate::Error> = None;
         let mut so = ch.stdout.take().expect("piped");
-        let o = match (out, input) {
-            (Some(out), _) => {
-                if let Err(e) = std::io::copy(&mut so, out) {
-                    failed = Some(err!(Io, "run command", "{}: writing its output: {e}", argv[0]));
-                }
-                drop(so);
-                drain(None::<std::fs::File>)
-            }
-            (None, Some(input)) => {
-                let o = drain(Some(so));
-                let mut si = ch.stdin.take().expect("piped");
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = match input.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            failed = Some(err!(InvalidArgument, "run command", "{}: its input: {e}", argv[0]));
-                            break;
-                        }
-                    };
-                    if let Err(e) = si.write_all(&buf[..n]) {
-                        // The tool stopped reading: its exit says why.
-                        if e.kind() != std::io::ErrorKind::BrokenPipe {
-                            failed = Some(err!(Io, "run command", "{}: writing its input: {e}", argv[0]));
-                        }
-                        break;
-                    }
-                }
-                drop(si);
-                o
-            }
-            (None, None) => drain(Some(so)),
-        };
-        if failed.is_some() {
+        let copied = std::io::copy(&mut so, out);
+        drop(so);
+        if copied.is_err() {
             let _ = ch.kill();
         }
         let st = ch.wait().map_err(|e| spawn_err(argv, e))?;
-        let stdout = o.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
         drop(lock);
-        if let Some(e) = failed {
-            return Err(e);
+        if let Err(e) = copied {
+            return Err(err!(Io, "run command", "{}: writing its output: {e}", argv[0]));
         }
         Ok(Out {
             ok: st.success(),
-            stdout,
+            stdout: String::new(),
             stderr,
         })
     }
+}
+
+/// How feeding a tool its input broke off (the tool was killed for it).
+#[derive(Debug)]
+pub enum Broke {
+    /// Reading the input failed: a cut or bad stream.
+    Read(std::io::Error),
+    /// Writing to the tool failed otherwise than by its closing its stdin.
+    Write(std::io::Error),
+}
+
+impl Broke {
+    /// The one-line error of a receive whose stream broke: a cut or
+    /// malformed stream is bad input, anything else an I/O error at `path`.
+    pub fn receive_error(self, op: &'static str, path: &std::path::Path) -> crate::Error {
+        let (Broke::Read(e) | Broke::Write(e)) = self;
+        match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                err!(InvalidArgument, op, "{e}")
+            }
+            _ => crate::Error::io(op, path, e),
+        }
+    }
+}
+
+/// What [`feed`] left: the tool's exit and output, and whether feeding it
+/// broke off.
+#[derive(Debug)]
+pub struct Fed {
+    pub out: Out,
+    pub broke: Option<Broke>,
+}
+
+/// The one loop that streams into a tool (`zfs receive`, `btrfs receive`,
+/// `rbd import-diff`): runs `c` (its tool lock already passed to it) with
+/// `input` copied to its stdin in chunks up to the input's end, each chunk
+/// shown to `each` before it is written, and its stdout and stderr kept
+/// (their first MiB). The tool closing its stdin early is left to its exit
+/// status to explain; any other failure to read the input or to write to
+/// the tool kills the tool first, so that it never finishes anything from
+/// part of a stream, and is returned in [`Fed::broke`]. Only a tool that
+/// cannot be started or waited for is an `Err`.
+pub fn feed(c: &mut Command, input: &mut dyn Read, each: &mut dyn FnMut(&[u8])) -> std::io::Result<Fed> {
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut ch = c.spawn()?;
+    let err = drain(ch.stderr.take());
+    let o = drain(ch.stdout.take());
+    let mut si = ch.stdin.take().expect("piped");
+    let mut broke = None;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                broke = Some(Broke::Read(e));
+                break;
+            }
+        };
+        each(&buf[..n]);
+        if let Err(e) = si.write_all(&buf[..n]) {
+            // The tool stopped reading: its exit says why (or the stream goes on past its end).
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                broke = Some(Broke::Write(e));
+            }
+            break;
+        }
+    }
+    drop(si);
+    if broke.is_some() {
+        let _ = ch.kill();
+    }
+    let st = ch.wait()?;
+    Ok(Fed {
+        out: Out {
+            ok: st.success(),
+            stdout: o.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        },
+        broke,
+    })
 }
 
 /// A recording double for unit tests: returns canned output per command
@@ -331,5 +389,71 @@ pub mod fake {
             self.fed.lock().unwrap().push(v);
             Ok(o)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `ok` bytes, then fails as a cut stream does.
+    struct Cut(usize);
+    impl Read for Cut {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream cut"));
+            }
+            let n = self.0.min(buf.len()).min(1000);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn feed_streams_every_chunk_to_the_tool_and_the_callback() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut seen = Vec::new();
+        let fed = feed(&mut sh("wc -c; echo err >&2"), &mut data.as_slice(), &mut |b| {
+            seen.extend_from_slice(b)
+        })
+        .unwrap();
+        assert!(fed.broke.is_none() && fed.out.ok);
+        assert_eq!(fed.out.stdout.trim(), "3000000");
+        assert_eq!(fed.out.stderr, "err\n");
+        assert_eq!(seen, data);
+    }
+
+    #[test]
+    fn a_cut_input_kills_the_tool_before_it_finishes() {
+        // The tool would report success once its input ends: killed, it cannot.
+        let fed = feed(&mut sh("cat >/dev/null; echo finished"), &mut Cut(5000), &mut |_| {}).unwrap();
+        assert!(matches!(fed.broke, Some(Broke::Read(ref e)) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+        assert!(!fed.out.ok);
+        assert_eq!(fed.out.stdout, "");
+        let e = fed.broke.unwrap().receive_error("receive", std::path::Path::new("/x"));
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        // Through the runner: one error naming the tool's input.
+        let e = SystemRunner.run_in(&["cat".to_string()], &mut Cut(10)).unwrap_err();
+        assert!(e.to_string().contains("cat: its input: stream cut"), "{e}");
+    }
+
+    #[test]
+    fn a_tool_that_stops_reading_is_judged_by_its_exit() {
+        let mut big = std::io::repeat(b'y').take(64 << 20);
+        let fed = feed(&mut sh("head -c 10 >/dev/null; exit 3"), &mut big, &mut |_| {}).unwrap();
+        assert!(fed.broke.is_none());
+        assert!(!fed.out.ok);
+        let mut big = std::io::repeat(b'y').take(64 << 20);
+        let o = SystemRunner
+            .run_in(&["head".into(), "-c".into(), "1".into()], &mut big)
+            .unwrap();
+        assert!(o.ok && o.stdout == "y", "{o:?}");
     }
 }

@@ -324,58 +324,17 @@ fn receive_into(dir: &Path, input: &mut dyn Read) -> Result<(PathBuf, bool)> {
     let mut c = Command::new("btrfs");
     // -e: stop at the stream's end command, so a stream cut between two
     // commands is an error, not a short subvolume.
-    c.arg("receive")
-        .arg("-q")
-        .arg("-e")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    c.arg("receive").arg("-q").arg("-e").arg(dir);
     let lock = ToolLock::new()?;
     lock.pass_to(&mut c);
-    let mut ch = c.spawn().ctx(OP_RECV, dir)?;
-    let err = drain(ch.stderr.take());
-    let mut si = ch.stdin.take().expect("piped");
-    let mut fed: std::io::Result<()> = Ok(());
-    let mut buf = vec![0u8; 1 << 20];
     let mut watch = RootTimes::default();
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                fed = Err(e);
-                break;
-            }
-        };
-        watch.feed(&buf[..n]);
-        if let Err(e) = si.write_all(&buf[..n]) {
-            // The tool stopped reading: its exit says why (or the stream goes on past its end).
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                fed = Err(e);
-            }
-            break;
-        }
-    }
-    drop(si);
-    if fed.is_err() {
-        // The stream broke: the tool must not finish a subvolume from part of it.
-        let _ = ch.kill();
-    }
-    let st = ch.wait().ctx(OP_RECV, dir)?;
-    let msg = err.join().unwrap_or_default();
+    let fed = strata_core::runner::feed(&mut c, input, &mut |b| watch.feed(b)).ctx(OP_RECV, dir)?;
     drop(lock);
-    if let Err(e) = fed {
-        return Err(match e.kind() {
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-                err!(InvalidArgument, OP_RECV, "{e}")
-            }
-            _ => Error::io(OP_RECV, dir, e),
-        });
+    if let Some(b) = fed.broke {
+        return Err(b.receive_error(OP_RECV, dir));
     }
-    if !st.success() {
-        return Err(err!(InvalidArgument, OP_RECV, "{}", first_line(&msg)).at(dir));
+    if !fed.out.ok {
+        return Err(err!(InvalidArgument, OP_RECV, "{}", first_line(fed.out.stderr.as_bytes())).at(dir));
     }
     let mut got = Vec::new();
     for e in std::fs::read_dir(dir).ctx(OP_RECV, dir)? {

@@ -30,7 +30,7 @@ use super::{build_name, parse_spec, spec_for, validate_name, PoolState, RbdBacke
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use strata_core::toollock::ToolLock;
-use strata_core::{err, Backend, Error, IoContext, NativeStream, Result, RootfsSpec, Target};
+use strata_core::{err, Backend, IoContext, NativeStream, Result, RootfsSpec, Target};
 
 /// The format's name in a stream's index.
 pub const FORMAT: &str = "rbd-diff";
@@ -246,64 +246,28 @@ impl RbdBackend {
     fn import_diff(&self, full: &str, h: &Header, input: &mut dyn Read) -> Result<()> {
         let argv = self.argv(&["import-diff", "--no-progress", "-", full])?;
         let mut c = Command::new(&argv[0]);
-        c.args(&argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        c.args(&argv[1..]);
         let lock = ToolLock::new()?;
         lock.pass_to(&mut c);
         let path = std::path::Path::new(full);
-        let mut ch = c.spawn().ctx(OP_RECV, path)?;
-        let err = drain(ch.stderr.take());
-        let mut si = ch.stdin.take().expect("piped");
-        let head = Header {
+        let head = header_bytes(&Header {
             from: None,
             to: None,
             ..h.clone()
-        };
-        let mut fed: std::io::Result<()> = Ok(());
-        let mut buf = vec![0u8; 1 << 20];
-        let mut pending = header_bytes(&head);
-        loop {
-            if !pending.is_empty() {
-                if let Err(e) = si.write_all(&pending) {
-                    // The tool stopped reading: its exit says why (or the stream goes on past its end).
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        fed = Err(e);
-                    }
-                    break;
-                }
-                pending.clear();
-            }
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    fed = Err(e);
-                    break;
-                }
-            };
-            pending.extend_from_slice(&buf[..n]);
-        }
-        drop(si);
-        if fed.is_err() {
-            // The stream broke: the tool must not finish an image from part of it.
-            let _ = ch.kill();
-        }
-        let st = ch.wait().ctx(OP_RECV, path)?;
-        let msg = err.join().unwrap_or_default();
+        });
+        let mut all = head.as_slice().chain(input);
+        let fed = strata_core::runner::feed(&mut c, &mut all, &mut |_| {}).ctx(OP_RECV, path)?;
         drop(lock);
-        if let Err(e) = fed {
-            return Err(match e.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-                    err!(InvalidArgument, OP_RECV, "{e}")
-                }
-                _ => Error::io(OP_RECV, path, e),
-            });
+        if let Some(b) = fed.broke {
+            return Err(b.receive_error(OP_RECV, path));
         }
-        if !st.success() {
-            return Err(err!(InvalidArgument, OP_RECV, "{full}: {}", first_line(&msg)));
+        if !fed.out.ok {
+            return Err(err!(
+                InvalidArgument,
+                OP_RECV,
+                "{full}: {}",
+                first_line(fed.out.stderr.as_bytes())
+            ));
         }
         Ok(())
     }
