@@ -802,7 +802,11 @@ impl RbdBackend {
             })
             .map(|m| m.device);
         match dev {
-            Some(d) => Ok(Some(d)),
+            Some(d) => {
+                // What the guest's flows check: the map took no rbd process.
+                tracing::debug!("mapped {pool}/{image} through sysfs as {d}");
+                Ok(Some(d))
+            }
             None => Err(err!(
                 Command,
                 "map rbd image",
@@ -852,7 +856,10 @@ impl RbdBackend {
             .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| err!(Command, "unmap rbd image", "not an rbd device: {dev}"))?;
         Ok(match k.remove(id) {
-            Ok(()) => None,
+            Ok(()) => {
+                tracing::debug!("unmapped {dev} through sysfs");
+                None
+            }
             Err(e) => Some((e.raw_os_error() == Some(libc::EBUSY), e.to_string())),
         })
     }
