@@ -38,6 +38,7 @@
 
 use crate::{parse_spec, pool_of, rows, s, validate_dataset, ZfsBackend, BUILD_PROP};
 use std::io::{Read, Write};
+use std::path::Path;
 use strata_core::{err, NativeStream, Result, RootfsSpec, Target};
 
 const OP_SEND: &str = "zfs send";
@@ -430,5 +431,15 @@ impl NativeStream for ZfsBackend {
             }
         }
         res
+    }
+
+    /// A received dataset is not mounted (`mountpoint=legacy`): `f` runs on
+    /// a scratch mount of it, recorded before it is made (an Incus
+    /// optimized export's volume, rearranged into a rootfs). A snapshot
+    /// tree keeps its received snapshot, the next tree's origin.
+    fn while_writable(&self, spec: &RootfsSpec, _readonly: bool, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        let o = strata_core::backend::Opened::open(self, spec, false)?;
+        f(o.path())?;
+        o.close()
     }
 }

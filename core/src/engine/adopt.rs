@@ -358,7 +358,19 @@ impl Engine {
                 let b = self.backends.get(kind)?;
                 match b.native_stream() {
                     Some(ns) if ns.format() == n.format => Ok(b),
-                    _ => Err(refuse(&format!("the {} backend does not take", b.kind()))),
+                    // Onto the backend that takes them, then a copy (file by file).
+                    _ => Err(match self.backends.by_native_format(&n.format) {
+                        Some(native) => bad(format!(
+                            "the archive holds native {} streams (an Incus --optimized-storage export), \
+                             which the {} backend does not take: import it without -B (onto {}) and \
+                             lxc-copy -B {} it, or export it again without --optimized-storage",
+                            n.format,
+                            b.kind(),
+                            native.kind(),
+                            b.kind()
+                        )),
+                        None => refuse(&format!("the {} backend does not take", b.kind())),
+                    }),
                 }
             }
             None => self
