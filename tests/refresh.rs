@@ -516,9 +516,81 @@ fn progress_as_json_lines() {
     assert_eq!(last["op"], "receive");
     assert_eq!(last["done"], true);
     assert!(last["bytes"].as_u64().unwrap() >= 8 << 20, "{last}");
+    // A sparse file counts its size, holes included, as the sender's totals do.
+    assert_eq!(last["bytes"], last["total_bytes"], "{last}");
+    assert_eq!(last["entries"], last["total_entries"], "{last}");
     // Without --json and with stderr not a terminal: nothing.
     let (_, err) = ok(&env, &["send", "-n", "c1"], None);
     assert!(err.is_empty(), "{err}");
+    env.ok("lxc-destroy", &["-n", "c2"]);
+    env.ok("lxc-destroy", &["-n", "c1"]);
+    strata_testkit::no_leak(&env.lxcpath);
+}
+
+/// On a terminal (stderr a pty, through script(1)), send and receive draw a bar: bytes and their total, entries, the rate and the
+/// ETA while the stream flows (each held back by a slow pipe, so that the
+/// bar is drawn a few times), then one summary line.
+#[test]
+fn progress_bar_on_a_terminal() {
+    let env = Env::new();
+    let _fs = LoopFs::new("btrfs", 1 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("tree");
+    source_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let (s, lp) = (env!("CARGO_BIN_EXE_strata"), env.lxcpath.display());
+    let stream = env.src.join("c1.stream");
+    let st = stream.display();
+    // What a terminal shows for `cmd` (stderr and stdout on a pty), escapes taken out.
+    let on_tty = |cmd: &str| -> String {
+        let o = std::process::Command::new("script")
+            .args(["-qefc", cmd, "/dev/null"])
+            .env("LXC_GLOBAL_CONF", &env.conf)
+            .env("STRATA_RUN_DIR", &env.run_dir)
+            .env("STRATA_TEMPLATE_DIR", &env.templates)
+            .env("TERM", "xterm")
+            .env("COLUMNS", "120")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{cmd}: {out}");
+        let mut plain = String::new();
+        let mut esc = false;
+        for c in out.chars() {
+            match (esc, c) {
+                (false, '\x1b') => esc = true,
+                (true, c) if c.is_ascii_alphabetic() => esc = false,
+                (true, _) => {}
+                (false, '\r') => plain.push('\n'),
+                (false, c) => plain.push(c),
+            }
+        }
+        plain
+    };
+    // A bar line while the stream flowed: percent, bytes of a total, entries of a total, a rate, an ETA.
+    let drawn = |out: &str, op: &str, summary: &str| {
+        let bar = out.lines().find(|l| l.contains("% ") && l.contains(" entries") && l.contains("ETA"));
+        let bar = bar.unwrap_or_else(|| panic!("{op}: no bar drawn:\n{out}"));
+        // `{bytes}/{total_bytes} {entries}/{total} entries {rate}/s`
+        let after = bar.split("% ").nth(1).unwrap_or("");
+        let w: Vec<&str> = after.split_whitespace().collect();
+        assert!(w.len() >= 6, "{op}: {bar}");
+        assert!(w.iter().any(|x| x.ends_with("/s")), "{op}: no rate: {bar}");
+        assert!(
+            w.windows(2).any(|p| p[1] == "entries" && p[0].split_once('/').is_some()),
+            "{op}: no entries of a total: {bar}"
+        );
+        assert!(
+            out.lines().any(|l| l.starts_with(summary) && l.contains(" entries, ") && l.contains("/s)")),
+            "{op}: no summary:\n{out}"
+        );
+    };
+    let out = on_tty(&format!("{s} send -P {lp} -n c1 | (sleep 1.5; cat > {st})"));
+    drawn(&out, "send", "sent ");
+    let out = on_tty(&format!(
+        "(head -c 1048576 {st}; sleep 1.5; tail -c +1048577 {st}) | {s} receive -P {lp} -n c2"
+    ));
+    drawn(&out, "receive", "received ");
     env.ok("lxc-destroy", &["-n", "c2"]);
     env.ok("lxc-destroy", &["-n", "c1"]);
     strata_testkit::no_leak(&env.lxcpath);

@@ -628,12 +628,11 @@ fn utimes_at(dir: RawFd, name: &CStr, ts: &[libc::timespec; 2]) -> nix::Result<(
 }
 
 /// Copy an entry's data; runs of zero blocks become holes. Returns the
-/// bytes written (holes not counted).
+/// file's size (holes counted).
 fn write_data(f: &std::fs::File, r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     const BLK: usize = 4096;
     let mut off: u64 = 0;
-    let mut written = 0u64;
     // Where data last ended: a hole at the end needs the size set.
     let mut data_end = 0u64;
     loop {
@@ -664,7 +663,6 @@ fn write_data(f: &std::fs::File, r: &mut impl Read, buf: &mut [u8]) -> std::io::
             }
             if j > i {
                 f.write_all_at(&buf[i..j], off + i as u64)?;
-                written += (j - i) as u64;
                 data_end = off + j as u64;
                 i = j;
             } else {
@@ -679,7 +677,8 @@ fn write_data(f: &std::fs::File, r: &mut impl Read, buf: &mut [u8]) -> std::io::
     if off > data_end {
         f.set_len(off)?;
     }
-    Ok(written)
+    // Its size, holes included, as the sender counts it and the index's totals do.
+    Ok(off)
 }
 
 /// Write a GNU PAX sparse entry: its regions at their offsets, holes left
@@ -732,7 +731,6 @@ fn write_pax_sparse(f: &std::fs::File, r: &mut impl Read, mut sp: PaxSparse, buf
         }
         end = off + len;
     }
-    let mut written = 0u64;
     for (off, len) in sp.map {
         let mut done = 0u64;
         while done < len {
@@ -741,10 +739,10 @@ fn write_pax_sparse(f: &std::fs::File, r: &mut impl Read, mut sp: PaxSparse, buf
             f.write_all_at(&buf[..want], off + done)?;
             done += want as u64;
         }
-        written += len;
     }
     f.set_len(size)?;
-    Ok(written)
+    // Its size, holes included, as the sender counts it and the index's totals do.
+    Ok(size)
 }
 
 fn read_pax(pax: Option<&Records>) -> std::io::Result<Meta> {
