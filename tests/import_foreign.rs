@@ -1047,7 +1047,10 @@ fn real_incus_optimized_btrfs_export_imports() {
         assert!(!r.join(gone).exists(), "Incus's {gone} left in the rootfs");
     }
     assert_eq!(std::fs::read_to_string(r.join("etc/hostname")).unwrap(), "changed\n");
-    assert_eq!(std::fs::read_to_string(r.join("home/user/new/file")).unwrap(), "after\n");
+    assert_eq!(
+        std::fs::read_to_string(r.join("home/user/new/file")).unwrap(),
+        "after\n"
+    );
     assert!(!r.join("home/user/x-link").exists(), "removed after the snapshot");
     let x = std::fs::metadata(r.join("home/user/x")).unwrap();
     assert_eq!((x.uid(), x.gid(), x.nlink()), (101000, 100100, 1));
@@ -1075,7 +1078,13 @@ fn real_incus_optimized_btrfs_export_imports() {
     // Incus's creation time of the snapshot, from the archive's index.
     let index = sh(&["sh", "-c", &format!("zstd -dc {f} | tar -xOf - backup/index.yaml")]);
     let at = index.find("\n  snapshots:\n").expect("config.snapshots in index.yaml");
-    let created = index[at..].split("created_at: ").nth(1).unwrap().lines().next().unwrap();
+    let created = index[at..]
+        .split("created_at: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
     let want_ts = sh(&["date", "-d", created, "+%Y:%m:%d %H:%M:%S"]);
     assert_eq!(
         std::fs::read_to_string(env.c("c1").join("snaps/snap0/ts")).unwrap(),
@@ -1085,7 +1094,15 @@ fn real_incus_optimized_btrfs_export_imports() {
         add_busybox(&r, 100000);
         let out = env.ok(
             "strata",
-            &["execute", "-n", "c1", "--", "/bin/sh", "-c", "cat /etc/hostname; cat /home/user/new/file"],
+            &[
+                "execute",
+                "-n",
+                "c1",
+                "--",
+                "/bin/sh",
+                "-c",
+                "cat /etc/hostname; cat /home/user/new/file",
+            ],
         );
         assert_eq!(out, "changed\nafter\n");
     }

@@ -569,7 +569,9 @@ fn progress_bar_on_a_terminal() {
     };
     // A bar line while the stream flowed: percent, bytes of a total, entries of a total, a rate, an ETA.
     let drawn = |out: &str, op: &str, summary: &str| {
-        let bar = out.lines().find(|l| l.contains("% ") && l.contains(" entries") && l.contains("ETA"));
+        let bar = out
+            .lines()
+            .find(|l| l.contains("% ") && l.contains(" entries") && l.contains("ETA"));
         let bar = bar.unwrap_or_else(|| panic!("{op}: no bar drawn:\n{out}"));
         // `{bytes}/{total_bytes} {entries}/{total} entries {rate}/s`
         let after = bar.split("% ").nth(1).unwrap_or("");
@@ -577,11 +579,13 @@ fn progress_bar_on_a_terminal() {
         assert!(w.len() >= 6, "{op}: {bar}");
         assert!(w.iter().any(|x| x.ends_with("/s")), "{op}: no rate: {bar}");
         assert!(
-            w.windows(2).any(|p| p[1] == "entries" && p[0].split_once('/').is_some()),
+            w.windows(2)
+                .any(|p| p[1] == "entries" && p[0].split_once('/').is_some()),
             "{op}: no entries of a total: {bar}"
         );
         assert!(
-            out.lines().any(|l| l.starts_with(summary) && l.contains(" entries, ") && l.contains("/s)")),
+            out.lines()
+                .any(|l| l.starts_with(summary) && l.contains(" entries, ") && l.contains("/s)")),
             "{op}: no summary:\n{out}"
         );
     };
