@@ -759,3 +759,58 @@ fn entries_made_under_a_default_acl_get_only_the_acls_sent() {
     assert!(names("d/sub").is_empty(), "{:?}", names("d/sub"));
     clean(&env, &["a", "b"]);
 }
+
+/// A container whose rootfs hangs on another's (an overlay snapshot clone
+/// of a dir container, a btrfs snapshot clone) arrives on its own: the
+/// received rootfs is the clone's whole tree, its config names nothing of
+/// the origin, and it stays equal and starts after the clone and its origin
+/// are destroyed.
+#[test]
+fn a_snapshot_clone_arrives_free_of_its_origin() {
+    let env = Env::new();
+    let _fs = LoopFs::new("btrfs", 2 << 30, Some(&env.lxcpath), "");
+    let src = env.src.join("special");
+    busybox_tree(&src);
+    for (origin_b, clone_b) in [("dir", "overlay"), ("btrfs", "btrfs")] {
+        let (o, c) = (format!("origin-{origin_b}"), format!("clone-{clone_b}"));
+        env.ok(
+            "lxc-create",
+            &["-n", &o, "-B", origin_b, "--rootfs-from", src.to_str().unwrap()],
+        );
+        env.ok("lxc-copy", &["-n", &o, "-N", &c, "-s", "-B", clone_b]);
+        let spec = Store::new(&env.lxcpath).load(&c).unwrap().rootfs;
+        {
+            let b = backend(spec.kind());
+            let op = Opened::open(b.as_ref(), &spec, false).unwrap();
+            std::fs::write(op.path().join("etc/hostname"), "the clone\n").unwrap();
+            op.close().unwrap();
+        }
+        let (_, cv) = rootfs_view(&env, &c);
+        let stream = ok(&env, &["send", "-n", &c], None);
+        let mut moved = Vec::new();
+        for t in ["dir", "overlay", "btrfs"] {
+            let got = format!("{c}-to-{t}");
+            ok(&env, &["receive", "-n", &got, "-B", t], Some(&stream));
+            moved.push(got);
+        }
+        env.ok("lxc-destroy", &["-n", &c]);
+        env.ok("lxc-destroy", &["-n", &o]);
+        assert!(!env.c(&o).exists() && !env.c(&c).exists());
+        for got in &moved {
+            let cfg = env.config(got);
+            assert!(!cfg.contains(&o) && !cfg.contains(&format!("/{c}/")), "{got}: {cfg}");
+            assert!(!env.c(got).join("lxc_rdepends").exists(), "{got} depends on something");
+            let (_, gv) = rootfs_view(&env, got);
+            diff(&format!("{got}, its origin gone"), &cv, &gv);
+            if Path::new("/bin/busybox").is_file() {
+                let out = env.ok(
+                    "strata",
+                    &["execute", "-n", got, "--", "/bin/busybox", "cat", "/etc/hostname"],
+                );
+                assert_eq!(out, "the clone\n");
+            }
+            env.ok("lxc-destroy", &["-n", got]);
+        }
+    }
+    clean(&env, &[]);
+}
