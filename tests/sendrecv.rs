@@ -688,6 +688,98 @@ fn receive_into_an_id_map_shifts_owners() {
     clean(&env, &["c1"]);
 }
 
+/// An unprivileged container received with `--map` into another map: its
+/// owners, ACLs' named ids and file capabilities' root id go from the
+/// sender's map to the new one, the config names the new map, and the
+/// container sees the same owners inside. Maps sharing no container ids are
+/// refused in one line, leaving nothing.
+#[test]
+fn an_unprivileged_container_received_into_another_map() {
+    let env = Env::new();
+    let src = env.src.join("special");
+    busybox_tree(&src);
+    env.ok("lxc-create", &["-n", "c1", "--rootfs-from", src.to_str().unwrap()]);
+    let stream = ok(&env, &["send", "-n", "c1"], None);
+    ok(
+        &env,
+        &["receive", "-n", "u2", "--map", "b 0 200000 65536"],
+        Some(&stream),
+    );
+    let stream = ok(&env, &["send", "-n", "u2"], None);
+    for b in ["dir", "overlay"] {
+        let name = format!("u3-{b}");
+        ok(
+            &env,
+            &["receive", "-n", &name, "-B", b, "--map", "b 0 300000 65536"],
+            Some(&stream),
+        );
+        let (_, v) = rootfs_view(&env, &name);
+        let (_, orig) = rootfs_view(&env, "c1");
+        for (p, e) in &orig.entries {
+            let g = &v.entries[p];
+            assert_eq!(
+                (g.uid, g.gid),
+                (e.uid + 300000, e.gid + 300000),
+                "{name}: {}",
+                p.display()
+            );
+        }
+        let xa = |p: &str, k: &str| {
+            v.entries[Path::new(p)]
+                .xattrs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, x)| x.clone())
+                .unwrap_or_else(|| panic!("{name}: {p} has no {k}"))
+        };
+        assert_eq!(
+            xattr::acl_ids(&xa("home/user/x", "system.posix_acl_access")),
+            [(2, 301234), (8, 300055)],
+            "{name}"
+        );
+        let cap = xa("bin/capped", "security.capability");
+        assert_eq!(
+            u32::from_le_bytes(cap[20..24].try_into().unwrap()),
+            300000,
+            "{name}: {cap:?}"
+        );
+        assert_eq!(
+            env.config(&name)
+                .lines()
+                .filter(|l| l.starts_with("lxc.idmap"))
+                .collect::<Vec<_>>(),
+            ["lxc.idmap = u 0 300000 65536", "lxc.idmap = g 0 300000 65536"]
+        );
+        if Path::new("/bin/busybox").is_file() {
+            let out = env.ok(
+                "strata",
+                &[
+                    "execute",
+                    "-n",
+                    &name,
+                    "--",
+                    "/bin/busybox",
+                    "stat",
+                    "-c",
+                    "%u:%g",
+                    "/home/user/x",
+                ],
+            );
+            assert_eq!(out, "1000:100\n", "{name}");
+        }
+        env.ok("lxc-destroy", &["-n", &name]);
+    }
+    let e = fails(
+        &env,
+        &["receive", "-n", "u4", "--map", "b 70000 400000 100"],
+        Some(&stream),
+    );
+    assert!(e.contains("share no container"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    env.ok("lxc-destroy", &["-n", "u2"]);
+    clean(&env, &["c1"]);
+}
+
 #[test]
 fn gnu_tar_posix_sparse_archives_import() {
     let env = Env::new();

@@ -173,6 +173,7 @@ impl Engine {
             main,
             snaps: snap_specs,
             map: (!map.is_empty()).then_some(map),
+            from: None,
         };
         // What it made, each with its build dir (see the receive's).
         let mut made: Vec<(RootfsSpec, PathBuf)> = Vec::new();

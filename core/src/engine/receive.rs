@@ -73,6 +73,9 @@ pub(super) struct Plan {
     pub snaps: Vec<RootfsSpec>,
     /// The target's id map (`--map`, or the archive's own).
     pub map: Option<IdMap>,
+    /// The map the stream's owners lie in, where it is another one than
+    /// `map` (an unprivileged container received with `--map`).
+    pub from: Option<IdMap>,
 }
 
 /// Where one tree of a [`Plan`] is built: its planned spec, final dir,
@@ -86,6 +89,15 @@ pub(super) struct PartDirs<'p> {
 }
 
 impl Plan {
+    /// How owners are shifted on the way in: from the stream's map (none:
+    /// the ids seen inside) into the target's.
+    pub fn shift(&self) -> Result<Option<crate::idmap::IdShift>> {
+        match (&self.from, &self.map) {
+            (Some(f), Some(t)) => crate::shift::compose(f, t).map(Some),
+            (_, m) => Ok(m.as_ref().map(IdMap::to_shift)),
+        }
+    }
+
     /// The dirs of the container's own tree (`None`), or of snapshot `i`
     /// named `snap` (its build dir made here); `name` and `lxcpath`: the
     /// container's.
@@ -221,13 +233,20 @@ impl Engine {
         let cfg = Config::parse(&index.config)?;
         check_config(&cfg, "config")?;
         let mut map = IdMap::from_config(&cfg)?;
+        // The sender's map, where an unprivileged container is received
+        // into another one: its owners go from the one to the other.
+        let mut from = None;
         if let Some(m) = &req.map {
-            if !map.is_empty() {
-                return Err(bad(
-                    "the stream is of an unprivileged container (its config has lxc.idmap): \
-                     receive it without a map, then use strata convert"
-                        .into(),
-                ));
+            if !map.is_empty() && index.base.is_none() {
+                // Checked before anything is made: the maps must share container ids.
+                crate::shift::compose(&map, m).map_err(|e| {
+                    bad(format!(
+                        "the stream's map ({}) and --map: {}",
+                        map.config_values().join(", "),
+                        e.msg
+                    ))
+                })?;
+                from = Some(map.clone());
             }
             map = m.clone();
         }
@@ -313,6 +332,7 @@ impl Engine {
             main,
             snaps: snap_specs,
             map: req.map.clone(),
+            from,
         };
         // What it made, each with its build dir (the staging dir, or
         // `snaps/SNAP` in it): an undo goes by that dir's mark.
@@ -510,7 +530,7 @@ impl Engine {
                 apply_fssize(backend, &t, &t.building(spec))?;
                 let o = Opened::open(backend, &t.building(spec), false)?;
                 remove_lost_found(o.path());
-                let u = Unpacker::new(o.path(), &prefix, plan.map.as_ref().map(IdMap::to_shift))?;
+                let u = Unpacker::new(o.path(), &prefix, plan.shift()?)?;
                 cur = Some((part, o, u));
             }
             let (_, _, u) = cur.as_mut().expect("set above");
