@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::lxcdir::LxcDir;
 use crate::store::{check_component, read_regular, ContainerRef};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const SNAPSHOTS_FILE: &str = "lxc_snapshots";
 const RDEPENDS_FILE: &str = "lxc_rdepends";
@@ -36,20 +36,21 @@ impl DepFile {
             Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(DepFile::default()),
             Err(e) => return Err(e),
         };
-        DepFile::parse(bytes, path)
+        DepFile::parse(bytes, || path.to_path_buf())
     }
 
     /// The file `rel` below `dir`'s lxcpath; missing is empty.
     fn read_in(dir: &LxcDir, rel: &str) -> Result<DepFile> {
         match dir.read(rel, MAX_DEP_FILE_BYTES, "read dependency file")? {
-            Some(b) => DepFile::parse(b, &dir.path().join(rel)),
+            // The path made only for an error: a listing reads thousands.
+            Some(b) => DepFile::parse(b, || dir.path().join(rel)),
             None => Ok(DepFile::default()),
         }
     }
 
-    fn parse(bytes: Vec<u8>, path: &Path) -> Result<DepFile> {
+    fn parse(bytes: Vec<u8>, path: impl Fn() -> PathBuf) -> Result<DepFile> {
         const OP: &str = "read dependency file";
-        let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(path))?;
+        let text = String::from_utf8(bytes).map_err(|_| err!(InvalidConfig, OP, "not valid UTF-8").at(path()))?;
         // Lines end at '\n' only, as written: an lxcpath may end in '\r'
         // and a name may be all blanks.
         let mut lines: Vec<&str> = text.split('\n').collect();
@@ -65,7 +66,7 @@ impl DepFile {
             if !rest.len().is_multiple_of(2) && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
                 f.count = t
                     .parse()
-                    .map_err(|_| err!(InvalidConfig, OP, "bad dependent count {t:?}").at(path))?;
+                    .map_err(|_| err!(InvalidConfig, OP, "bad dependent count {t:?}").at(path()))?;
                 rest = &rest[1..];
             }
         }
@@ -82,18 +83,19 @@ impl DepFile {
                 "expected lxcpath/name line pairs, found {} lines",
                 rest.len()
             )
-            .at(path));
+            .at(path()));
         }
         // Duplicates dropped through a set (Path hashes as it compares, by
         // components): a search of the list per entry made reading 1 000
         // dependents cost milliseconds.
-        let mut seen = std::collections::HashSet::with_capacity(rest.len() / 2);
+        // A clone's file holds one pair: no set for it.
+        let mut seen = std::collections::HashSet::with_capacity(if rest.len() > 2 { rest.len() / 2 } else { 0 });
         for pair in rest.chunks(2) {
             if pair[0].is_empty() || pair[1].is_empty() {
-                return Err(err!(InvalidConfig, OP, "empty lxcpath or name line").at(path));
+                return Err(err!(InvalidConfig, OP, "empty lxcpath or name line").at(path()));
             }
             let r = ContainerRef::new(pair[0], pair[1]);
-            if seen.insert(r.clone()) {
+            if rest.len() <= 2 || seen.insert(r.clone()) {
                 f.refs.push(r);
             }
         }
@@ -101,12 +103,13 @@ impl DepFile {
     }
 
     /// The entries, with one unknown entry standing for an old count.
-    fn entries(&self, owner: &ContainerRef) -> Vec<ContainerRef> {
-        let mut v = Vec::new();
-        if self.count > 0 {
-            v.push(ContainerRef::unknown(&owner.lxcpath));
+    fn entries(self, lxcpath: &Path) -> Vec<ContainerRef> {
+        if self.count == 0 {
+            return self.refs;
         }
-        v.extend(self.refs.iter().cloned());
+        let mut v = Vec::with_capacity(self.refs.len() + 1);
+        v.push(ContainerRef::unknown(lxcpath));
+        v.extend(self.refs);
         v
     }
 
@@ -141,26 +144,24 @@ fn check_ref(r: &ContainerRef, op: &str) -> Result<()> {
 /// Containers that depend on `origin` (from its `lxc_snapshots`). An old
 /// count-only file gives one [`ContainerRef::unknown`] entry.
 pub fn dependents(origin: &ContainerRef) -> Result<Vec<ContainerRef>> {
-    Ok(DepFile::read(&origin.dir().join(SNAPSHOTS_FILE))?.entries(origin))
+    Ok(DepFile::read(&origin.dir().join(SNAPSHOTS_FILE))?.entries(&origin.lxcpath))
 }
 
 /// [`dependents`] of the container `name` of `dir`'s lxcpath, read through it.
 pub fn dependents_in(dir: &LxcDir, name: &str) -> Result<Vec<ContainerRef>> {
     check_component(name)?;
-    let owner = ContainerRef::new(dir.path(), name);
-    Ok(DepFile::read_in(dir, &format!("{name}/{SNAPSHOTS_FILE}"))?.entries(&owner))
+    Ok(DepFile::read_in(dir, &format!("{name}/{SNAPSHOTS_FILE}"))?.entries(dir.path()))
 }
 
 /// [`depends_on`] of the container `name` of `dir`'s lxcpath, read through it.
 pub fn depends_on_in(dir: &LxcDir, name: &str) -> Result<Vec<ContainerRef>> {
     check_component(name)?;
-    let owner = ContainerRef::new(dir.path(), name);
-    Ok(DepFile::read_in(dir, &format!("{name}/{RDEPENDS_FILE}"))?.entries(&owner))
+    Ok(DepFile::read_in(dir, &format!("{name}/{RDEPENDS_FILE}"))?.entries(dir.path()))
 }
 
 /// The containers `clone` depends on (from its `lxc_rdepends`).
 pub fn depends_on(clone: &ContainerRef) -> Result<Vec<ContainerRef>> {
-    Ok(DepFile::read(&clone.dir().join(RDEPENDS_FILE))?.entries(clone))
+    Ok(DepFile::read(&clone.dir().join(RDEPENDS_FILE))?.entries(&clone.lxcpath))
 }
 
 /// Record that `clone` depends on `origin`: appended to the origin's
@@ -272,7 +273,7 @@ pub fn remove_dependency(origin: &ContainerRef, clone: &ContainerRef) -> Result<
         // Any other form (an old count, an append cut short): parsed whole.
         None => {}
     }
-    let mut f = DepFile::parse(bytes, &snaps)?;
+    let mut f = DepFile::parse(bytes, || snaps.clone())?;
     let before = f.refs.len();
     f.refs.retain(|r| r != clone);
     if f.refs.len() == before {

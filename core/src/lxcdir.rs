@@ -8,7 +8,7 @@
 
 use crate::err;
 use crate::error::{Error, Result};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,21 @@ pub struct LxcDir {
 
 fn cstr(rel: &str) -> Result<CString> {
     CString::new(rel).map_err(|_| err!(InvalidArgument, "read container file", "a NUL byte in {rel:?}"))
+}
+
+/// `f` given `rel` NUL-terminated, in a buffer on the stack when it fits:
+/// a listing reads thousands of files, and each name allocated cost more
+/// than its lookup saves.
+fn with_cstr<T>(rel: &str, f: impl FnOnce(&CStr) -> Result<T>) -> Result<T> {
+    let mut buf = [0u8; 256];
+    let b = rel.as_bytes();
+    if b.len() < buf.len() {
+        buf[..b.len()].copy_from_slice(b);
+        if let Ok(c) = CStr::from_bytes_with_nul(&buf[..=b.len()]) {
+            return f(c);
+        }
+    }
+    f(&cstr(rel)?)
 }
 
 impl LxcDir {
@@ -63,7 +78,7 @@ impl LxcDir {
         Ok(out)
     }
 
-    fn stat(&self, c: &CString) -> std::io::Result<libc::stat> {
+    fn stat(&self, c: &CStr) -> std::io::Result<libc::stat> {
         // SAFETY: an all-zero stat is a valid value for the kernel to fill.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: `c` is NUL-terminated and alive, `st` is ours, `self.fd` is an open dir.
@@ -75,17 +90,17 @@ impl LxcDir {
 
     /// Whether `rel` (below the lxcpath) is a regular file, symlinks followed.
     pub fn is_file(&self, rel: &str) -> bool {
-        cstr(rel)
+        with_cstr(rel, |c| Ok(self.stat(c).ok()))
             .ok()
-            .and_then(|c| self.stat(&c).ok())
+            .flatten()
             .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
     }
 
     /// Whether `rel` (below the lxcpath) is a directory, symlinks followed.
     pub fn is_dir(&self, rel: &str) -> bool {
-        cstr(rel)
+        with_cstr(rel, |c| Ok(self.stat(c).ok()))
             .ok()
-            .and_then(|c| self.stat(&c).ok())
+            .flatten()
             .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
@@ -102,9 +117,14 @@ impl LxcDir {
     /// anywhere, say) is never opened through: it is looked at first, as
     /// before, and only a regular file at its end is opened.
     pub fn read(&self, rel: &str, max: u64, op: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.path.join(rel);
-        let c = cstr(rel)?;
-        let not_regular = || err!(InvalidConfig, op, "not a regular file").at(&path);
+        with_cstr(rel, |c| self.read_c(c, rel, max, op))
+    }
+
+    fn read_c(&self, c: &CStr, rel: &str, max: u64, op: &str) -> Result<Option<Vec<u8>>> {
+        // The full path only for an error: made for every read, it was one
+        // allocation more per file.
+        let path = || self.path.join(rel);
+        let not_regular = || err!(InvalidConfig, op, "not a regular file").at(path());
         let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
         // SAFETY: `c` is NUL-terminated and alive, `self.fd` is an open dir.
         let mut fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW) };
@@ -114,13 +134,13 @@ impl LxcDir {
                 Some(libc::ENOENT) => return Ok(None),
                 // A symlink: where it leads is looked at before it is opened.
                 Some(libc::ELOOP) => {}
-                _ => return Err(Error::io(op, &path, e)),
+                _ => return Err(Error::io(op, path(), e)),
             }
-            match self.stat(&c) {
+            match self.stat(c) {
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {}
                 Ok(_) => return Err(not_regular()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io(op, &path, e)),
+                Err(e) => return Err(Error::io(op, path(), e)),
             }
             // SAFETY: as above.
             fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
@@ -129,17 +149,17 @@ impl LxcDir {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     return Ok(None);
                 }
-                return Err(Error::io(op, &path, e));
+                return Err(Error::io(op, path(), e));
             }
         }
         // SAFETY: `fd` was just opened and is owned by nothing else.
         let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let md = f.metadata().map_err(|e| Error::io(op, &path, e))?;
+        let md = f.metadata().map_err(|e| Error::io(op, path(), e))?;
         if !md.is_file() {
             return Err(not_regular());
         }
         if md.len() > max {
-            return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(&path));
+            return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(path()));
         }
         // One read of one byte more than the size asks for: a shorter read
         // of a regular file is its end, so no second read for it.
@@ -155,18 +175,18 @@ impl LxcDir {
                         break;
                     }
                     if n as u64 > max {
-                        return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(&path));
+                        return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(path()));
                     }
                     // It grew since the fstat: read on.
                     b.resize(b.len() + 4096, 0);
                 }
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::errno(op, &path, e)),
+                Err(e) => return Err(Error::errno(op, path(), e)),
             }
         }
         b.truncate(n);
         if n as u64 > max {
-            return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(&path));
+            return Err(err!(InvalidConfig, op, "larger than {} MiB", max >> 20).at(path()));
         }
         Ok(Some(b))
     }
@@ -220,5 +240,12 @@ mod tests {
         assert!(l.is_dir("c1/snaps") && !l.is_dir("c1/config") && !l.is_dir("c2"));
         assert!(l.is_file("c1/config") && !l.is_file("c1/snaps") && !l.is_file("c1/fifo"));
         assert!(LxcDir::open(&d.path().join("nope")).unwrap().is_none());
+        // A name past the stack buffer is read as well; a NUL in one is refused.
+        let long = format!("c1/{}", "l".repeat(250));
+        std::fs::write(d.path().join(&long), "long\n").unwrap();
+        assert_eq!(l.read(&long, 100, "t").unwrap().unwrap(), b"long\n");
+        assert!(l.is_file(&long));
+        assert!(l.read("c1/con\0fig", 100, "t").is_err());
+        assert!(!l.is_file("c1/con\0fig"));
     }
 }

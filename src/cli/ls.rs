@@ -93,6 +93,8 @@ struct Row {
     error: Option<String>,
     /// The network inside, read for the fancy columns that show it.
     net: Option<netinfo::Net>,
+    /// `--json`'s other files, read with the config.
+    files: Option<JsonFiles>,
 }
 
 impl Row {
@@ -214,6 +216,9 @@ impl Filter<'_> {
     }
 }
 
+/// A config as read (or why it could not be), and `--json`'s other files.
+type Loaded = (Result<Container, String>, Option<JsonFiles>);
+
 /// The rows of `lxcpath` (and, to `max` levels, of the lxcpaths nested in
 /// its containers: in a running one's root, or a stopped one's rootfs).
 fn collect(
@@ -229,51 +234,73 @@ fn collect(
     let dir = LxcDir::open(store.lxcpath())?.map(Arc::new);
     let listed = dir.as_deref().map(LxcDir::names).transpose()?.unwrap_or_default();
     let wanted = |n: &str| f.name.as_ref().is_none_or(|re| re.is_match(n));
-    // Each config read once, by the open that tells whether there is one.
-    let mut configs: std::collections::HashMap<String, Result<Container, String>> = Default::default();
-    let defined: std::collections::HashSet<String> = match &dir {
+    // Each config read once, by the open that tells whether there is one;
+    // `--json`'s other files of the container with it, while its entries
+    // are fresh in the caches (not for nested lxcpaths, whose rows it reads
+    // by their shown names, as before).
+    let json = f.a.json && parent.is_none();
+    // The defined containers by name, each with what was read of it; in
+    // sorted vectors merged below, not maps: hashing every name twice over
+    // cost more than the sorts.
+    let defined: Vec<(String, Option<Loaded>)> = match &dir {
         Some(d) if f.config => {
-            let todo: Vec<String> = listed.into_iter().filter(|n| wanted(n)).collect();
+            let mut todo: Vec<String> = listed.into_iter().filter(|n| wanted(n)).collect();
+            todo.sort_unstable();
             let (d2, st) = (Arc::clone(d), Store::new(store.lxcpath()));
-            let loaded = super::spread::map(todo.clone(), move |n| match st.load_in(&d2, n) {
-                Ok(Some(c)) => Some(Ok(c)),
-                Ok(None) => None,
-                // Not a container unless its config is a regular file.
-                Err(e) if d2.is_file(&format!("{n}/config")) => Some(Err(e.to_string())),
-                Err(_) => None,
+            let loaded = super::spread::map(todo.clone(), move |n| {
+                let c = match st.load_in(&d2, n) {
+                    Ok(Some(c)) => Ok(c),
+                    Ok(None) => return None,
+                    // Not a container unless its config is a regular file.
+                    Err(e) if d2.is_file(&format!("{n}/config")) => Err(e.to_string()),
+                    Err(_) => return None,
+                };
+                Some((c, json.then(|| json_files(&st, Some(&d2), n))))
             });
-            for (n, c) in todo.into_iter().zip(loaded) {
-                if let Some(c) = c {
-                    configs.insert(n, c);
-                }
-            }
-            configs.keys().cloned().collect()
+            todo.into_iter()
+                .zip(loaded)
+                .filter_map(|(n, l)| l.map(|l| (n, Some(l))))
+                .collect()
         }
-        Some(d) => listed
-            .into_iter()
-            .filter(|n| d.is_file(&format!("{n}/config")))
-            .collect(),
-        None => Default::default(),
+        Some(d) => {
+            let mut v: Vec<_> = listed
+                .into_iter()
+                .filter(|n| d.is_file(&format!("{n}/config")))
+                .map(|n| (n, None))
+                .collect();
+            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            v
+        }
+        None => vec![],
     };
-    let mut names: Vec<String> = defined.iter().cloned().collect();
     // A running container whose config is gone (or a volatile one, never
     // defined: ours, or LXC's) is listed as LXC lists it.
-    names.extend(state::recorded(store.lxcpath()));
-    names.extend(strata_core::lxc_cmd::bound_names(store.lxcpath()));
+    let mut extra = state::recorded(store.lxcpath());
+    extra.extend(strata_core::lxc_cmd::bound_names(store.lxcpath()));
+    extra.sort_unstable();
+    extra.dedup();
     let census = f.state.then(|| state_view::Census::of(store.lxcpath()));
-    names.sort();
-    names.dedup();
-    for name in names {
+    // Every name once, in order: (name, what was read, defined).
+    let mut names = Vec::with_capacity(defined.len() + extra.len());
+    let mut extra = extra.into_iter().peekable();
+    for (n, l) in defined {
+        while let Some(e) = extra.next_if(|e| *e < n) {
+            names.push((e, None, false));
+        }
+        extra.next_if(|e| *e == n);
+        names.push((n, l, true));
+    }
+    names.extend(extra.map(|e| (e, None, false)));
+    for (name, loaded, is_defined) in names {
         if !wanted(&name) {
             continue;
         }
         let r = store.r(&name);
-        let is_defined = defined.contains(&name);
         // A plain listing prints names only: no config is read.
-        let (c, error) = match configs.remove(&name) {
-            Some(Ok(c)) => (Some(c), None),
-            Some(Err(e)) => (None, Some(e)),
-            None => (None, None),
+        let (c, error, files) = match loaded {
+            Some((Ok(c), files)) => (Some(c), None, files),
+            Some((Err(e), files)) => (None, Some(e), files),
+            None => (None, None, None),
         };
         let (st, running) = if let Some(census) = &census {
             state_view::state_in(census, &r)
@@ -306,6 +333,7 @@ fn collect(
             c,
             error,
             net,
+            files,
         };
         if !f.keeps(&row) {
             continue;
@@ -378,17 +406,27 @@ fn run(a: &Args) -> anyhow::Result<i32> {
     let mut rows = vec![];
     collect(&engine.backends, &store, &filter, None, 0, max, &mut rows)?;
     if a.json {
-        // The files of each container read on helper threads too, the rows made here.
-        let dir = LxcDir::open(&lxcpath)?;
-        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        // Rows whose files were not read with their config (a running
+        // container without one, nested ones) read them here.
+        let dir = match rows.iter().any(|r| r.files.is_none()) {
+            true => LxcDir::open(&lxcpath)?,
+            false => None,
+        };
         let st = Store::new(&lxcpath);
-        let files = super::spread::map(names, move |n| json_files(&st, dir.as_ref(), n));
+        let files: Vec<JsonFiles> = rows
+            .iter_mut()
+            .map(|r| r.files.take().unwrap_or_else(|| json_files(&st, dir.as_ref(), &r.name)))
+            .collect();
         let arr: Vec<_> = rows.iter().zip(files).map(|(row, f)| json_row(row, f)).collect();
-        // One buffered write; a closed pipe is an error to report, not a panic.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        // Written in large pieces (a pipe's reader woken less often); a
+        // closed pipe is an error to report, not a panic.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         serde_json::to_writer_pretty(&mut out, &arr)?;
         out.write_all(b"\n")?;
         out.flush()?;
+        // The process ends here: freeing every row piece by piece first
+        // only costs time.
+        std::mem::forget(arr);
     } else if fancy {
         print!("{}", fancy_table(&rows, &cols));
     } else {
@@ -396,6 +434,7 @@ fn run(a: &Args) -> anyhow::Result<i32> {
         let width = if a.line { 0 } else { term_width() };
         print!("{}", columns(&names, width));
     }
+    std::mem::forget(rows);
     Ok(0)
 }
 
