@@ -144,10 +144,13 @@ for kind, base in (("lvm thin", "lb"), ("zfs", "zb")):
 def _(t):
     if t[0] != "strata":
         raise NotApplicable()
-    d = timed(lambda: (sh("zfs", "snapshot", "tank/lxc/zb@floor"),
-                       sh("zfs", "clone", "-o", "canmount=noauto", "tank/lxc/zb@floor", "tank/lxc/zbfloor")))
+    ds = [l.split("=", 1)[1].strip() for l in open(os.path.join(lp, "zb", "config"))
+          if l.split("=", 1)[0].strip() == "lxc.rootfs.path"][-1]
+    ds = ds[len("zfs:"):] if ds.startswith("zfs:") else ds
+    d = timed(lambda: (sh("zfs", "snapshot", ds + "@floor"),
+                       sh("zfs", "clone", "-o", "canmount=noauto", ds + "@floor", "tank/lxc/zbfloor")))
     sh("zfs", "destroy", "tank/lxc/zbfloor")
-    sh("zfs", "destroy", "tank/lxc/zb@floor")
+    sh("zfs", "destroy", ds + "@floor")
     return d
 
 
@@ -173,24 +176,36 @@ for name, f in ops:
     out_line("%-28s %s %s %8s" % (name, fmt("lxc"), fmt("strata"), ratio))
     for k, v in failed.items():
         out_line("    %s failed: %s" % (k, v.splitlines()[-1][:200] if v else ""))
-# Where a zfs snapshot clone's time goes: one more of each tool's with its
-# debug log, the lines that time the tools it ran (strata logs each one's
-# milliseconds; LXC's log lines carry a clock to the millisecond).
+# Where a zfs snapshot clone's time goes: one more of each tool's under
+# strace (slower, so only its shape counts): each program it ran, and each
+# system call that took 20 ms or more, with the time since the start.
 for t in tools:
-    logf = os.path.join(out, "%s-clone.log" % t[0])
+    logf = os.path.join(out, "%s-clone.strace" % t[0])
     start = time.perf_counter()
     try:
-        run(t, "lxc-copy", *P, "-n", "zb", "-N", "zbc", "-s", "-l", "DEBUG", "-o", logf)
+        sh("strace", "-f", "-tt", "-T", "-o", logf, *(t[2] or []), os.path.join(t[1], "lxc-copy"),
+           *P, "-n", "zb", "-N", "zbc", "-s")
         took = (time.perf_counter() - start) * 1000
         run(t, "lxc-destroy", *P, "-n", "zbc")
     except Exception as e:
-        out_line("%s clone with its log failed: %s" % (t[0], str(e)[:200]))
+        out_line("%s clone under strace failed: %s" % (t[0], str(e)[:200]))
         continue
-    out_line("%s zfs snapshot clone with its debug log: %.0f ms" % (t[0], took))
-    lines = [l for l in open(logf, errors="replace")]
-    for line in lines[:60]:
-        if (t[0] == "strata" and " ran" in line and "ms=" in line) or \
-                (t[0] == "lxc" and ("zfs" in line.lower() or "run_command" in line)):
-            out_line("    " + line.strip()[:300])
+    out_line("%s zfs snapshot clone under strace: %.0f ms" % (t[0], took))
+    t0, shown = None, 0
+    for line in open(logf, errors="replace"):
+        f = line.split(None, 2)
+        if len(f) < 3:
+            continue
+        hms = f[1].split(":")
+        try:
+            at = int(hms[0]) * 3600 + int(hms[1]) * 60 + float(hms[2])
+        except (ValueError, IndexError):
+            continue
+        t0 = at if t0 is None else t0
+        dur = line.rsplit("<", 1)[-1].rstrip(">\n") if line.rstrip().endswith(">") else ""
+        slow = dur.replace(".", "", 1).isdigit() and float(dur) >= 0.02
+        if (f[2].startswith("execve(") or slow or "+++ exited" in f[2]) and shown < 80:
+            shown += 1
+            out_line("    %7.0f ms pid %s %s" % ((at - t0) * 1000, f[0], f[2].strip()[:160]))
 table.close()
 sh("sync")
