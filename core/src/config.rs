@@ -218,7 +218,16 @@ impl Config {
 
     /// The last value of `key` (current or legacy name), in this file only.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.get_all(key).pop()
+        // The last match kept while walking: no lists built for it (a
+        // listing asks each of a thousand configs for several keys).
+        let ck = canonical_key(key);
+        self.canonical_iter()
+            .zip(self.lines.iter())
+            .filter_map(|(k, l)| match l {
+                Line::Entry { value, .. } if k.as_deref() == Some(&*ck) => Some(value.as_str()),
+                _ => None,
+            })
+            .last()
     }
 
     /// Every value of `key`, in order.
@@ -716,6 +725,27 @@ lxc.hook.pre-start = \"/var/lib/lxc/web/hook.sh\"
 lxc.console.logfile = /var/log/web.console
 lxc.log.level =
 ";
+
+    #[test]
+    fn get_is_the_last_of_get_all() {
+        let c = Config::parse(REALISTIC).unwrap();
+        for key in [
+            "lxc.rootfs.path",
+            "lxc.idmap",
+            "lxc.uts.name",
+            "lxc.net.0.link",
+            "lxc.net.1.link",
+            "lxc.net.1.type",
+            "lxc.network.link",
+            "lxc.prlimit.nofile",
+            "lxc.log.level",
+            "lxc.start.auto",
+        ] {
+            assert_eq!(c.get(key), c.get_all(key).last().copied(), "{key}");
+        }
+        assert_eq!(c.get("lxc.net.1.link"), Some("br1"));
+        assert_eq!(c.get("lxc.idmap"), Some("g 0 100000 65536"));
+    }
 
     #[test]
     fn realistic_config_round_trips_byte_for_byte() {
