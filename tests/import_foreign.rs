@@ -126,16 +126,7 @@ fn incus_exports_import_with_their_settings_and_start() {
     // The snapshot, with Incus's creation time, and its own tree.
     let snaps = env.ok("lxc-snapshot", &["-n", "inc-c1", "-L"]);
     assert!(snaps.starts_with("snap0 "), "{snaps}");
-    let index = incus_index();
-    let at = index.find("\n  snapshots:\n").expect("config.snapshots in index.yaml");
-    let created = index[at..]
-        .split("created_at: ")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap();
-    let want_ts = sh(&["date", "-d", created, "+%Y:%m:%d %H:%M:%S"]);
+    let (created, want_ts) = snapshot_created(&incus_index());
     assert_eq!(
         std::fs::read_to_string(env.c("inc-c1").join("snaps/snap0/ts"))
             .unwrap()
@@ -640,6 +631,21 @@ fn read_in_rootfs(env: &Env, name: &str, file: &str) -> Vec<u8> {
     d
 }
 
+/// The first snapshot's `created_at` in an Incus index.yaml, and the same
+/// time as strata's `snaps/NAME/ts` holds it (date(1)'s reading of it).
+fn snapshot_created(index: &str) -> (String, String) {
+    let at = index.find("\n  snapshots:\n").expect("config.snapshots in index.yaml");
+    let created = index[at..]
+        .split("created_at: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let ts = sh(&["date", "-d", created, "+%Y:%m:%d %H:%M:%S"]);
+    (created.to_string(), ts)
+}
+
 /// backup/index.yaml of the Incus fixture.
 fn incus_index() -> String {
     let f = fixture("c1.tar.zst");
@@ -1077,15 +1083,7 @@ fn real_incus_optimized_btrfs_export_imports() {
     assert_eq!(ro.trim(), "ro=true");
     // Incus's creation time of the snapshot, from the archive's index.
     let index = sh(&["sh", "-c", &format!("zstd -dc {f} | tar -xOf - backup/index.yaml")]);
-    let at = index.find("\n  snapshots:\n").expect("config.snapshots in index.yaml");
-    let created = index[at..]
-        .split("created_at: ")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap();
-    let want_ts = sh(&["date", "-d", created, "+%Y:%m:%d %H:%M:%S"]);
+    let (_, want_ts) = snapshot_created(&index);
     assert_eq!(
         std::fs::read_to_string(env.c("c1").join("snaps/snap0/ts")).unwrap(),
         want_ts.trim()

@@ -598,6 +598,50 @@ fn export_killed_leaves_nothing_after_reconcile() {
     clean(&env, &["c1"]);
 }
 
+/// `name`'s tree is `c1`'s with every owner, the ACLs' named ids (u:1234,
+/// g:55) and the file capability's root id moved up by `base`, and its
+/// config maps container ids from `base`. Gives both views for more checks.
+fn assert_shifted_by(env: &Env, name: &str, base: u32) -> (View, View) {
+    let (_, v) = rootfs_view(env, name);
+    let (_, orig) = rootfs_view(env, "c1");
+    for (p, e) in &orig.entries {
+        let g = &v.entries[p];
+        assert_eq!((g.uid, g.gid), (e.uid + base, e.gid + base), "{name}: {}", p.display());
+    }
+    assert_eq!(
+        xattr::acl_ids(&xattr_of(&v, name, "home/user/x", "system.posix_acl_access")),
+        [(2, base + 1234), (8, base + 55)],
+        "{name}"
+    );
+    let cap = xattr_of(&v, name, "bin/capped", "security.capability");
+    assert_eq!(
+        u32::from_le_bytes(cap[20..24].try_into().unwrap()),
+        base,
+        "{name}: {cap:?}"
+    );
+    assert_eq!(
+        env.config(name)
+            .lines()
+            .filter(|l| l.starts_with("lxc.idmap"))
+            .collect::<Vec<_>>(),
+        [
+            format!("lxc.idmap = u 0 {base} 65536"),
+            format!("lxc.idmap = g 0 {base} 65536")
+        ]
+    );
+    (v, orig)
+}
+
+/// The value of extended attribute `k` of `p` in `name`'s view `v`.
+fn xattr_of(v: &View, name: &str, p: &str, k: &str) -> Vec<u8> {
+    v.entries[Path::new(p)]
+        .xattrs
+        .iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, x)| x.clone())
+        .unwrap_or_else(|| panic!("{name}: {p} has no {k}"))
+}
+
 #[test]
 fn receive_into_an_id_map_shifts_owners() {
     let env = Env::new();
@@ -612,32 +656,10 @@ fn receive_into_an_id_map_shifts_owners() {
             &["receive", "-n", &name, "-B", b, "--map", "b 0 200000 65536"],
             Some(&stream),
         );
-        let (_, v) = rootfs_view(&env, &name);
-        let (_, orig) = rootfs_view(&env, "c1");
-        for (p, e) in &orig.entries {
-            let g = &v.entries[p];
-            assert_eq!(
-                (g.uid, g.gid),
-                (e.uid + 200000, e.gid + 200000),
-                "{name}: {}",
-                p.display()
-            );
-        }
-        // ACLs and file capabilities shifted too: the named ids of the ACLs
-        // (u:1234, g:55; default u:1234), the capability's root id.
-        let xa = |p: &str, k: &str| {
-            v.entries[Path::new(p)]
-                .xattrs
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, x)| x.clone())
-                .unwrap_or_else(|| panic!("{name}: {p} has no {k}"))
-        };
-        assert_eq!(
-            xattr::acl_ids(&xa("home/user/x", "system.posix_acl_access")),
-            [(2, 201234), (8, 200055)],
-            "{name}"
-        );
+        let (v, orig) = assert_shifted_by(&env, &name, 200000);
+        // The default ACL's named id too, and the capability's version and
+        // its capabilities as the sender's.
+        let xa = |p: &str, k: &str| xattr_of(&v, &name, p, k);
         assert_eq!(
             xattr::acl_ids(&xa("home/user", "system.posix_acl_default")),
             [(2, 201234)],
@@ -650,21 +672,8 @@ fn receive_into_an_id_map_shifts_owners() {
             3,
             "{name}: {cap:?}"
         );
-        assert_eq!(
-            u32::from_le_bytes(cap[20..24].try_into().unwrap()),
-            200000,
-            "{name}: {cap:?}"
-        );
-        let orig_cap = &orig.entries[Path::new("bin/capped")].xattrs;
-        let orig_cap = &orig_cap.iter().find(|(n, _)| n == "security.capability").unwrap().1;
+        let orig_cap = xattr_of(&orig, "c1", "bin/capped", "security.capability");
         assert_eq!(cap[4..20], orig_cap[4..20], "{name}: the same capabilities");
-        assert_eq!(
-            env.config(&name)
-                .lines()
-                .filter(|l| l.starts_with("lxc.idmap"))
-                .collect::<Vec<_>>(),
-            ["lxc.idmap = u 0 200000 65536", "lxc.idmap = g 0 200000 65536"]
-        );
         if Path::new("/bin/busybox").is_file() {
             let out = env.ok(
                 "strata",
@@ -713,43 +722,7 @@ fn an_unprivileged_container_received_into_another_map() {
             &["receive", "-n", &name, "-B", b, "--map", "b 0 300000 65536"],
             Some(&stream),
         );
-        let (_, v) = rootfs_view(&env, &name);
-        let (_, orig) = rootfs_view(&env, "c1");
-        for (p, e) in &orig.entries {
-            let g = &v.entries[p];
-            assert_eq!(
-                (g.uid, g.gid),
-                (e.uid + 300000, e.gid + 300000),
-                "{name}: {}",
-                p.display()
-            );
-        }
-        let xa = |p: &str, k: &str| {
-            v.entries[Path::new(p)]
-                .xattrs
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, x)| x.clone())
-                .unwrap_or_else(|| panic!("{name}: {p} has no {k}"))
-        };
-        assert_eq!(
-            xattr::acl_ids(&xa("home/user/x", "system.posix_acl_access")),
-            [(2, 301234), (8, 300055)],
-            "{name}"
-        );
-        let cap = xa("bin/capped", "security.capability");
-        assert_eq!(
-            u32::from_le_bytes(cap[20..24].try_into().unwrap()),
-            300000,
-            "{name}: {cap:?}"
-        );
-        assert_eq!(
-            env.config(&name)
-                .lines()
-                .filter(|l| l.starts_with("lxc.idmap"))
-                .collect::<Vec<_>>(),
-            ["lxc.idmap = u 0 300000 65536", "lxc.idmap = g 0 300000 65536"]
-        );
+        assert_shifted_by(&env, &name, 300000);
         if Path::new("/bin/busybox").is_file() {
             let out = env.ok(
                 "strata",
