@@ -221,13 +221,7 @@ impl Config {
         // The last match kept while walking: no lists built for it (a
         // listing asks each of a thousand configs for several keys).
         let ck = canonical_key(key);
-        self.canonical_iter()
-            .zip(self.lines.iter())
-            .filter_map(|(k, l)| match l {
-                Line::Entry { value, .. } if k.as_deref() == Some(&*ck) => Some(value.as_str()),
-                _ => None,
-            })
-            .last()
+        self.entries().filter(|(k, _)| *k == ck).map(|(_, v)| v).last()
     }
 
     /// Every value of `key`, in order.
