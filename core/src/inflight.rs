@@ -272,8 +272,44 @@ fn marker(lxcpath: &Path, what: &str) -> PathBuf {
 }
 
 fn marker_in(root: &Path, lxcpath: &Path, what: &str) -> PathBuf {
-    root.join("scanned")
-        .join(format!("{}.{what}", paths::lxcpath_key(lxcpath)))
+    scan_dir_in(root, lxcpath).join(what)
+}
+
+fn scan_dir_in(root: &Path, lxcpath: &Path) -> PathBuf {
+    root.join("scanned").join(paths::lxcpath_key(lxcpath))
+}
+
+/// What the full scans of `lxcpath` leave for the next command: their
+/// markers, and what a scan keeps to read less next time (the reaper's
+/// answers per config). All of it is only an optimisation: it may go at
+/// any time, at the cost of another full scan.
+pub fn scan_dir(lxcpath: &Path) -> PathBuf {
+    scan_dir_in(&root(), lxcpath)
+}
+
+/// Whether `lxcpath` holds nothing (or is gone): one read of its first entry.
+fn is_empty(lxcpath: &Path) -> bool {
+    std::fs::read_dir(lxcpath).map_or(true, |mut rd| rd.next().is_none())
+}
+
+/// Forget the scans of `lxcpath` ([`scan_dir`]) once it holds nothing, so
+/// that the run dir keeps nothing for it: a scan of an empty lxcpath costs
+/// nothing. Called when a command has removed something from it.
+pub fn forget_if_empty(lxcpath: &Path) {
+    forget_in(&root(), lxcpath)
+}
+
+fn forget_in(root: &Path, lxcpath: &Path) {
+    if !is_empty(lxcpath) {
+        return;
+    }
+    let dir = scan_dir_in(root, lxcpath);
+    let Ok(rd) = std::fs::read_dir(&dir) else { return };
+    for e in rd.flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+    // A marker written meanwhile keeps it: it is true.
+    paths::prune_dir(&dir);
 }
 
 /// Whether the full scan `what` of `lxcpath` was done since the last boot
@@ -286,9 +322,13 @@ fn scanned(marker: &Path) -> bool {
     std::fs::read_to_string(marker).is_ok_and(|s| s.trim() == boot_id())
 }
 
-/// Record that the full scan `what` of `lxcpath` was done in this boot.
+/// Record that the full scan `what` of `lxcpath` was done in this boot;
+/// not for an lxcpath that holds nothing (its next scan costs nothing, and
+/// the run dir keeps nothing for it).
 pub fn mark_scanned(lxcpath: &Path, what: &str) {
-    mark(&marker(lxcpath, what))
+    if !is_empty(lxcpath) {
+        mark(&marker(lxcpath, what))
+    }
 }
 
 fn mark(p: &Path) {
@@ -297,6 +337,7 @@ fn mark(p: &Path) {
     if paths::ensure_dir(dir).is_err() {
         return;
     }
+    // A dir forgotten meanwhile ([`forget_if_empty`]): no marker, another scan.
     let tmp = dir.join(format!(".tmp.{}", std::process::id()));
     if std::fs::write(&tmp, boot_id()).is_err() || std::fs::rename(&tmp, p).is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -343,6 +384,15 @@ mod tests {
         assert!(!scanned(&marker_in(&root, d.path(), "ephemeral")));
         std::fs::write(&m, "another-boot\n").unwrap();
         assert!(!scanned(&m));
+        // Forgotten only once the lxcpath holds nothing, dir and all.
+        mark(&m);
+        std::fs::create_dir(d.path().join("c")).unwrap();
+        forget_in(&root, d.path());
+        assert!(scanned(&m));
+        std::fs::remove_dir(d.path().join("c")).unwrap();
+        forget_in(&root, d.path());
+        assert!(!scan_dir_in(&root, d.path()).exists());
+        assert!(root.join("scanned").is_dir());
     }
 
     #[test]

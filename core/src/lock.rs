@@ -10,6 +10,15 @@
 //! (`LXCPATH/C/snaps/snapN`) is guarded by its container's lock.
 //! The locks a thread holds are known ([`held`]): the engine checks that
 //! every dependency file it rewrites belongs to a container it holds.
+//!
+//! The run dir keeps nothing for a container nobody holds: the holder
+//! unlinks its lock file before it lets the lock go, and removes the
+//! lxcpath's lock dir if that was the last ([`paths::prune_dir`]). A waiter
+//! that had opened the file before the unlink then holds a lock on an
+//! inode no one else can open: after every flock the fd is compared with
+//! what the path names now, and on a mismatch it starts again with the
+//! file at the path (made anew if need be), where newcomers wait too. So
+//! two processes never hold "the same" lock on two inodes.
 
 use crate::error::{IoContext, Result};
 use crate::paths;
@@ -24,10 +33,8 @@ thread_local! {
     static HELD: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-fn lock_path(lxcpath: &Path, name: &str) -> Result<PathBuf> {
-    let dir = paths::run_dir().join("lock").join(paths::lxcpath_key(lxcpath));
-    paths::ensure_dir(&dir)?;
-    Ok(dir.join(name))
+fn lock_dir(lxcpath: &Path) -> PathBuf {
+    paths::run_dir().join("lock").join(paths::lxcpath_key(lxcpath))
 }
 
 fn held_path(p: &Path) -> bool {
@@ -51,8 +58,7 @@ pub fn guard_of(r: &ContainerRef) -> ContainerRef {
 /// Whether this thread holds the lock that guards `r`.
 pub fn held(r: &ContainerRef) -> bool {
     let g = guard_of(r);
-    let dir = paths::run_dir().join("lock").join(paths::lxcpath_key(&g.lxcpath));
-    held_path(&dir.join(&g.name))
+    held_path(&lock_dir(&g.lxcpath).join(&g.name))
 }
 
 /// A name that can key a lock file (entries of dependency files are not checked on read).
@@ -64,12 +70,76 @@ pub struct ContainerLock {
     /// `None`: this thread already held it (see [`ContainerLock::acquire`]).
     file: Option<File>,
     path: PathBuf,
+    /// The process that took it: a forked child that drops a copy leaves
+    /// the file to the parent, which still holds the lock.
+    pid: u32,
 }
 
 impl Drop for ContainerLock {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            HELD.with(|h| h.borrow_mut().retain(|x| x != &self.path));
+        let Some(file) = self.file.take() else { return };
+        HELD.with(|h| h.borrow_mut().retain(|x| x != &self.path));
+        if self.pid != std::process::id() {
+            return;
+        }
+        // Unlinked while still held: whoever gets this inode's lock next
+        // sees it unlinked and goes to the path (see the module doc).
+        let _ = std::fs::remove_file(&self.path);
+        drop(file);
+        if let Some(dir) = self.path.parent() {
+            paths::prune_dir(dir);
+        }
+    }
+}
+
+/// Whether `file`, just locked, is still the lock file at `path`.
+fn still_linked(file: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let f = file.metadata().ctx("lock container", path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(p) => Ok(f.nlink() > 0 && p.dev() == f.dev() && p.ino() == f.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(crate::error::Error::io("lock container", path, e)),
+    }
+}
+
+/// Lock the file `dir/name`, waiting for its holder or not (`None`: busy).
+fn lock_file(dir: &Path, name: &str, wait: bool) -> Result<Option<ContainerLock>> {
+    let path = dir.join(name);
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        let file = paths::in_dir(dir, "open lock", || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })?;
+        // flock: released by the kernel when the process dies, so a crash never leaves a stale lock.
+        loop {
+            // SAFETY: flock takes integers only; `file` is open for the whole call.
+            let r = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if r == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
+                _ => return Err(crate::error::Error::io("lock container", &path, e)),
+            }
+        }
+        if still_linked(&file, &path)? {
+            HELD.with(|h| h.borrow_mut().push(path.clone()));
+            return Ok(Some(ContainerLock {
+                file: Some(file),
+                path,
+                pid: std::process::id(),
+            }));
         }
     }
 }
@@ -120,66 +190,38 @@ impl ContainerLock {
     /// holder to finish. Already held by this thread: a guard that releases
     /// nothing (a second flock of the same file would wait for itself).
     pub fn acquire(lxcpath: &Path, name: &str) -> Result<Self> {
-        let path = lock_path(lxcpath, name)?;
+        Self::acquire_in(&lock_dir(lxcpath), name)
+    }
+
+    fn acquire_in(dir: &Path, name: &str) -> Result<Self> {
+        let path = dir.join(name);
         if held_path(&path) {
-            return Ok(ContainerLock { file: None, path });
+            return Ok(ContainerLock {
+                file: None,
+                path,
+                pid: std::process::id(),
+            });
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx("open lock", &path)?;
-        // flock: released by the kernel when the process dies, so a crash never leaves a stale lock.
-        loop {
-            // SAFETY: flock takes integers only; `file` is open for the whole call.
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if r == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(crate::error::Error::io("lock container", &path, e));
-            }
-        }
-        HELD.with(|h| h.borrow_mut().push(path.clone()));
-        Ok(ContainerLock { file: Some(file), path })
+        // A waiting flock is never busy.
+        lock_file(dir, name, true)?.ok_or_else(|| crate::err!(Busy, "lock container", "busy").at(&path))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-impl ContainerLock {
     /// Take the lock only if nobody holds it (`None` when busy, this
     /// thread included): used by reconcile to tell a crashed operation's
     /// leftovers from a live one's.
     pub fn try_acquire(lxcpath: &Path, name: &str) -> Result<Option<Self>> {
-        let path = lock_path(lxcpath, name)?;
-        if held_path(&path) {
+        Self::try_acquire_in(&lock_dir(lxcpath), name)
+    }
+
+    fn try_acquire_in(dir: &Path, name: &str) -> Result<Option<Self>> {
+        if held_path(&dir.join(name)) {
             return Ok(None);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx("open lock", &path)?;
-        loop {
-            // SAFETY: flock takes integers only; `file` is open for the whole call.
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r == 0 {
-                HELD.with(|h| h.borrow_mut().push(path.clone()));
-                return Ok(Some(ContainerLock { file: Some(file), path }));
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => return Ok(None),
-                _ => return Err(crate::error::Error::io("lock container", &path, e)),
-            }
-        }
+        lock_file(dir, name, false)
     }
 }
 
@@ -220,5 +262,57 @@ mod tests {
         assert!(LockSet::try_acquire([&a, &snap]).unwrap().is_some());
         drop(set);
         assert!(!held(&a) && !busy("a") && !busy("b"));
+    }
+
+    /// Threads take one lock over and over (waiting, or trying without
+    /// waiting) while others take and drop locks of their own in the same
+    /// dir, so that its files are unlinked and the dir pruned and made
+    /// again all the time: never two holders at once, no increment of a
+    /// counter kept under the lock lost, never an error, and nothing left
+    /// once all are done. With the unlinking but without the check after
+    /// the flock, or without the retry of a pruned dir, this fails.
+    #[test]
+    fn pruned_lock_files_and_dirs_never_let_two_hold_one_lock() {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+        let run = tempfile::tempdir().unwrap();
+        let dir = run.path().join("lock").join("lp");
+        let counter = run.path().join("counter");
+        std::fs::write(&counter, "0").unwrap();
+        let holders = AtomicUsize::new(0);
+        let taken = AtomicU64::new(0);
+        let critical = || {
+            assert_eq!(holders.fetch_add(1, SeqCst), 0, "two holders of one lock");
+            let n: u64 = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
+            std::thread::yield_now();
+            std::fs::write(&counter, (n + 1).to_string()).unwrap();
+            taken.fetch_add(1, SeqCst);
+            holders.fetch_sub(1, SeqCst);
+        };
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (dir, critical) = (&dir, &critical);
+                s.spawn(move || {
+                    for i in 0..400 {
+                        if t == 1 {
+                            if let Some(l) = ContainerLock::try_acquire_in(dir, "c").unwrap() {
+                                critical();
+                                drop(l);
+                            }
+                        } else if t % 2 == 0 || i % 4 == 0 {
+                            let l = ContainerLock::acquire_in(dir, "c").unwrap();
+                            critical();
+                            drop(l);
+                        } else {
+                            drop(ContainerLock::acquire_in(dir, &format!("own{t}")).unwrap());
+                        }
+                    }
+                });
+            }
+        });
+        let n: u64 = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
+        assert_eq!(n, taken.load(SeqCst), "an increment made under the lock was lost");
+        assert!(n > 1000, "{n} turns only");
+        assert!(!dir.exists(), "the lock dir of an lxcpath nobody holds is left");
+        assert!(run.path().join("lock").is_dir());
     }
 }

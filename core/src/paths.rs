@@ -156,16 +156,48 @@ pub fn check_own_lxcpath(lxcpath: &Path) -> Result<()> {
 /// Make `dir` and its parents, private to the caller. Nearly always it
 /// exists already (the run dir's lock and state dirs, asked for by every
 /// command): one stat says so, where a recursive mkdir makes two calls.
+/// A parent pruned ([`prune_dir`]) between two of its mkdirs is made again.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .ctx("create directory", dir)
+    let mut tries = 0;
+    loop {
+        match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < RETRIES => tries += 1,
+            r => return r.ctx("create directory", dir),
+        }
+    }
+}
+
+/// How often a creator tries again after a prune removed its dir: each
+/// retry follows a prune that succeeded, so only a dir removed and made
+/// again this often in a row ends in an error.
+const RETRIES: u32 = 1000;
+
+/// Make something in a dir of the run dir that may be pruned ([`prune_dir`]):
+/// `dir` is made first, and made again when a prune removed it before
+/// `make` (an open with `O_CREAT`, a bind, a write) created its entry,
+/// which then fails with `ENOENT`. Once the entry exists the dir is not
+/// empty, and no prune removes it.
+pub fn in_dir<T>(dir: &Path, op: &str, mut make: impl FnMut() -> std::io::Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        ensure_dir(dir)?;
+        match make() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < RETRIES => tries += 1,
+            r => return r.ctx(op, dir),
+        }
+    }
+}
+
+/// Remove a per-lxcpath dir of the run dir if it is empty (`rmdir` refuses
+/// otherwise, atomically with any creation in it), so that the run dir
+/// keeps nothing for an lxcpath once nothing is held or recorded in it.
+/// Whoever creates in such a dir does it through [`in_dir`].
+pub fn prune_dir(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// A scratch directory under [`run_dir`], removed (if empty) on drop.
@@ -259,5 +291,39 @@ mod tests {
         assert!(ensure_dir(&f).is_err());
         assert!(ensure_dir(&f.join("below")).is_err());
         assert_eq!(std::fs::read(&f).unwrap(), b"x");
+    }
+
+    /// A dir pruned between its making and the creation in it is made
+    /// again; a creation that keeps failing ends in its error.
+    #[test]
+    fn in_dir_makes_again_a_dir_pruned_under_its_creator() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("lock/key");
+        let mut calls = 0;
+        let f = in_dir(&d, "open", || {
+            calls += 1;
+            if calls < 3 {
+                // Another process's prune, just after our mkdir.
+                prune_dir(&d);
+            }
+            std::fs::File::create(d.join("c"))
+        })
+        .unwrap();
+        assert_eq!(calls, 3);
+        assert!(d.join("c").is_file());
+        drop(f);
+        // Not empty: left alone.
+        prune_dir(&d);
+        assert!(d.is_dir());
+        std::fs::remove_file(d.join("c")).unwrap();
+        prune_dir(&d);
+        assert!(!d.exists() && t.path().join("lock").is_dir());
+        let mut calls = 0;
+        let e = in_dir(&d, "open", || {
+            calls += 1;
+            std::fs::File::open(d.join("missing"))
+        });
+        assert!(e.is_err());
+        assert_eq!(calls, RETRIES as usize + 1);
     }
 }

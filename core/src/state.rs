@@ -85,7 +85,10 @@ impl RunRecord {
     }
 }
 
-/// The directory holding the records of one lxcpath.
+/// The directory holding the records of one lxcpath (and the monitors'
+/// console sockets): made by the first record written, removed with the
+/// last thing in it ([`crate::paths::prune_dir`]); whatever is made in it
+/// is made through [`crate::paths::in_dir`].
 pub fn record_dir(lxcpath: &Path) -> PathBuf {
     paths::run_dir().join("state").join(paths::lxcpath_key(lxcpath))
 }
@@ -112,12 +115,12 @@ pub fn read(r: &ContainerRef) -> Option<RunRecord> {
 /// Write (atomically) the record of `r`.
 pub fn write(r: &ContainerRef, rec: &RunRecord) -> Result<()> {
     let path = record_path(r);
-    if let Some(dir) = path.parent() {
-        paths::ensure_dir(dir)?;
-    }
     let data = serde_json::to_vec(rec).map_err(|e| crate::err!(Io, "write run record", "{e}"))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(|e| Error::io("write run record", &tmp, e))?;
+    // The dir may be pruned ([`remove`]) until the temp file is in it.
+    paths::in_dir(&record_dir(&r.lxcpath), "write run record", || {
+        std::fs::write(&tmp, &data)
+    })?;
     // Swapped with the old record rather than renamed over it: ext4 (a run
     // dir that is not a tmpfs) writes a file renamed over another to disk at
     // once, and a filesystem mounted with `discard` then trims its blocks,
@@ -135,12 +138,16 @@ pub fn write(r: &ContainerRef, rec: &RunRecord) -> Result<()> {
     }
 }
 
-/// Remove the record of `r` (gone already is fine).
+/// Remove the record of `r` (gone already is fine), and the lxcpath's
+/// record dir with it if that was the last thing in it.
 pub fn remove(r: &ContainerRef) -> Result<()> {
     let path = record_path(r);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove run record", &path, e)),
-        _ => Ok(()),
+        _ => {
+            paths::prune_dir(&record_dir(&r.lxcpath));
+            Ok(())
+        }
     }
 }
 

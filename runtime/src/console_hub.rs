@@ -406,6 +406,9 @@ impl Drop for Hub {
     fn drop(&mut self) {
         if let Some((_, p)) = &self.listener {
             let _ = std::fs::remove_file(p);
+            if let Some(d) = p.parent() {
+                paths::prune_dir(d);
+            }
         }
     }
 }
@@ -413,18 +416,20 @@ impl Drop for Hub {
 /// Bind the container's console socket, only its owner may connect.
 fn listen(r: &ContainerRef) -> Result<(UnixListener, PathBuf)> {
     let dir = socket_dir(&r.lxcpath);
-    paths::ensure_dir(&dir)?;
     let path = dir.join(socket_name(&r.name));
     let _ = std::fs::remove_file(&path);
-    let d = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
-    // Through the directory's fd: a deep run dir does not fit sun_path.
-    let short = format!("/proc/self/fd/{}/{}", d.as_raw_fd(), socket_name(&r.name));
-    // SAFETY: umask only changes this (single-threaded) monitor's creation mask.
-    let old = unsafe { libc::umask(0o177) };
-    let l = UnixListener::bind(&short);
-    // SAFETY: as above, the previous mask back.
-    unsafe { libc::umask(old) };
-    let l = l.map_err(|e| Error::io("bind console socket", &path, e))?;
+    // The dir may be pruned until the socket is in it (see paths::in_dir).
+    let l = paths::in_dir(&dir, "bind console socket", || {
+        let d = File::open(&dir)?;
+        // Through the directory's fd: a deep run dir does not fit sun_path.
+        let short = format!("/proc/self/fd/{}/{}", d.as_raw_fd(), socket_name(&r.name));
+        // SAFETY: umask only changes this (single-threaded) monitor's creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let l = UnixListener::bind(&short);
+        // SAFETY: as above, the previous mask back.
+        unsafe { libc::umask(old) };
+        l
+    })?;
     l.set_nonblocking(true)
         .map_err(|e| Error::io("bind console socket", &path, e))?;
     Ok((l, path))

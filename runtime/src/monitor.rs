@@ -799,6 +799,10 @@ fn unmount_rootfs(engine: &Engine, r: &ContainerRef, other: Option<strata_core::
             .map_err(|e| Error::errno("unmount rootfs", &mp, e))?;
     }
     let _ = std::fs::remove_dir(&mp);
+    // The lxcpath's dir of mount points, with its last one.
+    if let Some(d) = mp.parent() {
+        strata_core::paths::prune_dir(d);
+    }
     Ok(())
 }
 

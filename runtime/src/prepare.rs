@@ -91,6 +91,9 @@ impl Prepared {
         // The shared dir stays: other containers' namespaces mount on it.
         if !self.mount_private {
             let _ = std::fs::remove_dir(&self.mp);
+            if let Some(d) = self.mp.parent() {
+                paths::prune_dir(d);
+            }
         }
         if self.cg_made {
             if let Err(e) = cgroup::remove(&self.cg.paths()) {

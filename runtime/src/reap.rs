@@ -43,11 +43,11 @@ fn normal(lxcpath: &Path) -> Result<PathBuf> {
 pub(crate) fn mark_ran(r: &ContainerRef) -> Result<()> {
     const OP: &str = "mark ephemeral run";
     let dir = runs_dir(&normal(&r.lxcpath)?);
-    strata_core::paths::ensure_dir(&dir)?;
     let reg = dir.join(&r.name);
     let pid = std::process::id();
     let start = strata_core::identity::proc_stat(pid as i32).map_or(0, |(_, s)| s);
-    std::fs::write(&reg, format!("{pid} {start}\n")).map_err(|e| Error::io(OP, &reg, e))?;
+    // The dir goes with its last registration ([`unregister`]).
+    strata_core::paths::in_dir(&dir, OP, || std::fs::write(&reg, format!("{pid} {start}\n")))?;
     let p = r.dir().join(RAN_MARKER);
     std::fs::write(&p, b"").map_err(|e| Error::io(OP, &p, e))
 }
@@ -70,7 +70,9 @@ fn registered(lxcpath: &Path) -> Vec<(String, bool)> {
 }
 
 fn unregister(lxcpath: &Path, name: &str) {
-    let _ = std::fs::remove_file(runs_dir(lxcpath).join(name));
+    let dir = runs_dir(lxcpath);
+    let _ = std::fs::remove_file(dir.join(name));
+    strata_core::paths::prune_dir(&dir);
 }
 
 /// Whether LXC itself runs `name`: its command socket (plain or hashed

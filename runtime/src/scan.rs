@@ -61,17 +61,21 @@ pub fn ephemeral(lxcpath: &Path, names: &[String]) -> Vec<String> {
         };
         new.insert(name.clone(), seen);
     }
-    if new != old {
+    if new.is_empty() {
+        // Nothing to keep: the run dir keeps nothing (a missing file reads as empty).
+        if !old.is_empty() {
+            let _ = std::fs::remove_file(&path);
+        }
+    } else if new != old {
         save(&path, &new);
     }
     new.into_iter().filter(|(_, s)| s.ephemeral).map(|(n, _)| n).collect()
 }
 
-/// Beside the run records, not among them.
+/// Beside the scan markers, forgotten with them (see
+/// [`strata_core::inflight::scan_dir`]), not among the run records.
 fn cache_path(lxcpath: &Path) -> std::path::PathBuf {
-    strata_core::paths::run_dir()
-        .join("scan")
-        .join(strata_core::paths::lxcpath_key(lxcpath))
+    strata_core::inflight::scan_dir(lxcpath).join(format!("{CACHE}.seen"))
 }
 
 fn save(path: &Path, m: &BTreeMap<String, Seen>) {
@@ -79,7 +83,7 @@ fn save(path: &Path, m: &BTreeMap<String, Seen>) {
     let (Some(dir), Ok(data)) = (path.parent(), serde_json::to_vec(m)) else {
         return;
     };
-    if std::fs::create_dir_all(dir).is_err() {
+    if strata_core::paths::ensure_dir(dir).is_err() {
         return;
     }
     let tmp = dir.join(format!(".{}.{}", CACHE, std::process::id()));

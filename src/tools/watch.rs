@@ -59,6 +59,12 @@ impl Watcher {
                     let mut buf = [0u8; 4096];
                     // SAFETY: reads into a local buffer; the fd is non-blocking.
                     while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+                    // A record dir goes with its last record and is made
+                    // again by the next: watched anew (the same dir keeps
+                    // its watch, one call each).
+                    for (_, watched) in &mut self.dirs {
+                        *watched = false;
+                    }
                 }
             }
             None => std::thread::sleep(t),

@@ -262,7 +262,10 @@ impl Engine {
         let _span = tracing::info_span!("destroy", name = %req.r.name).entered();
         let mut req = req.clone();
         req.r = absref(&req.r)?;
-        self.do_destroy(&req)
+        let out = self.do_destroy(&req)?;
+        // The last container gone: the run dir keeps nothing for the lxcpath.
+        crate::inflight::forget_if_empty(&req.r.lxcpath);
+        Ok(out)
     }
 
     /// `strata resize -n NAME SIZE`: returns the size (or limit) it has now.
@@ -274,6 +277,11 @@ impl Engine {
     /// Remove staging dirs and half-made rootfs left by a crash; returns what was removed.
     pub fn reconcile(&self, lxcpath: &std::path::Path) -> Result<Vec<PathBuf>> {
         let _span = tracing::debug_span!("reconcile", lxcpath = %lxcpath.display()).entered();
-        self.do_reconcile(&absolute(lxcpath)?)
+        let lxcpath = absolute(lxcpath)?;
+        let removed = self.do_reconcile(&lxcpath)?;
+        if !removed.is_empty() {
+            crate::inflight::forget_if_empty(&lxcpath);
+        }
+        Ok(removed)
     }
 }
