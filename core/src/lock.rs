@@ -111,6 +111,10 @@ fn lock_file(dir: &Path, name: &str, wait: bool) -> Result<Option<ContainerLock>
     } else {
         libc::LOCK_EX | libc::LOCK_NB
     };
+    // Noted before it is made, as every path a command may leave behind:
+    // the lock file of a killed command is removed by the next reconcile
+    // ([`release_stale`]) even if nothing else brings its name back.
+    let _noted = crate::inflight::note(&path)?;
     loop {
         let file = paths::in_dir(dir, "open lock", || {
             std::fs::OpenOptions::new()
@@ -223,6 +227,24 @@ impl ContainerLock {
         }
         lock_file(dir, name, false)
     }
+}
+
+/// Whether `p` (absolute) is a lock file of this run dir.
+pub fn is_lock_file(p: &Path) -> bool {
+    std::path::absolute(paths::run_dir().join("lock"))
+        .is_ok_and(|root| p.parent().and_then(Path::parent) == Some(&*root))
+}
+
+/// Remove the lock file `p` a killed command left, unless someone holds
+/// it: taken without waiting and let go, as its holder would have.
+pub fn release_stale(p: &Path) -> Result<()> {
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    if std::fs::symlink_metadata(p).is_ok() {
+        drop(ContainerLock::try_acquire_in(dir, name)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

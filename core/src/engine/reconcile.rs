@@ -161,6 +161,13 @@ impl Engine {
         let mut exports = Vec::new();
         for d in &dead {
             for p in &d.paths {
+                // Its command's lock, left by the kill (unless taken again meanwhile).
+                if crate::lock::is_lock_file(p) {
+                    if let Err(e) = crate::lock::release_stale(p) {
+                        tracing::warn!("{e}");
+                    }
+                    continue;
+                }
                 if p.starts_with(lxcpath) {
                     classify(lxcpath, p, &mut found, &mut temp);
                     continue;
