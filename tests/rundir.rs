@@ -114,8 +114,8 @@ fn commands_in_several_lxcpaths_leave_nothing_of_them_in_the_run_dir() {
 /// Many commands at once on one container, in one lxcpath, while others
 /// come and go beside it: snapshots (each picks the next free `snapN`
 /// under the container's lock, so two holders at once would pick one
-/// name twice), and copies made and destroyed, whose locks' files are
-/// unlinked and whose lxcpath lock dir is pruned and made again all the
+/// name twice), and copies made and destroyed beside them: every lock
+/// file is unlinked by its holder and made again by the next, all the
 /// time. Every snapshot is kept under its own name, every command
 /// succeeds, and afterwards nothing of the lxcpath is left in the run dir.
 #[test]

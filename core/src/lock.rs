@@ -11,14 +11,15 @@
 //! The locks a thread holds are known ([`held`]): the engine checks that
 //! every dependency file it rewrites belongs to a container it holds.
 //!
-//! The run dir keeps nothing for a container nobody holds: the holder
-//! unlinks its lock file before it lets the lock go, and removes the
-//! lxcpath's lock dir if that was the last ([`paths::prune_dir`]). A waiter
-//! that had opened the file before the unlink then holds a lock on an
-//! inode no one else can open: after every flock the fd is compared with
-//! what the path names now, and on a mismatch it starts again with the
-//! file at the path (made anew if need be), where newcomers wait too. So
-//! two processes never hold "the same" lock on two inodes.
+//! The run dir keeps nothing for a container nobody holds. The lock files
+//! lie in one flat dir, `RUN/lock/`, named after the lxcpath and the name
+//! ([`file_name`]), so that no per-lxcpath dir is made and removed per
+//! command; the holder unlinks its file before it lets the lock go. A
+//! waiter that had opened the file before the unlink then holds a lock on
+//! an inode no one else can open: after every flock the fd is compared
+//! with what the path names now, and on a mismatch it starts again with
+//! the file at the path (made anew if need be), where newcomers wait too.
+//! So two processes never hold "the same" lock on two inodes.
 
 use crate::error::{IoContext, Result};
 use crate::paths;
@@ -33,8 +34,34 @@ thread_local! {
     static HELD: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-fn lock_dir(lxcpath: &Path) -> PathBuf {
-    paths::run_dir().join("lock").join(paths::lxcpath_key(lxcpath))
+fn lock_dir() -> PathBuf {
+    paths::run_dir().join("lock")
+}
+
+/// The lock file's name for `name` in `lxcpath`: the flat key of the
+/// container's path, or, beyond what a file name may hold, its start and
+/// a 128-bit hash of the whole (two names that met there would share one
+/// lock: coarser, never inconsistent).
+fn file_name(lxcpath: &Path, name: &str) -> String {
+    let key = paths::lxcpath_key(&lxcpath.join(name));
+    if key.len() <= 255 {
+        return key;
+    }
+    // FNV-1a from two offsets: stable across builds, as the name must be.
+    let fnv = |seed: u64| {
+        key.bytes()
+            .fold(seed, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    };
+    let mut cut = 200;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}~{:016x}{:016x}",
+        &key[..cut],
+        fnv(0xcbf29ce484222325),
+        fnv(0x84222325cbf29ce4)
+    )
 }
 
 fn held_path(p: &Path) -> bool {
@@ -58,7 +85,7 @@ pub fn guard_of(r: &ContainerRef) -> ContainerRef {
 /// Whether this thread holds the lock that guards `r`.
 pub fn held(r: &ContainerRef) -> bool {
     let g = guard_of(r);
-    held_path(&lock_dir(&g.lxcpath).join(&g.name))
+    held_path(&lock_dir().join(file_name(&g.lxcpath, &g.name)))
 }
 
 /// A name that can key a lock file (entries of dependency files are not checked on read).
@@ -86,9 +113,6 @@ impl Drop for ContainerLock {
         // sees it unlinked and goes to the path (see the module doc).
         let _ = std::fs::remove_file(&self.path);
         drop(file);
-        if let Some(dir) = self.path.parent() {
-            paths::prune_dir(dir);
-        }
     }
 }
 
@@ -194,7 +218,7 @@ impl ContainerLock {
     /// holder to finish. Already held by this thread: a guard that releases
     /// nothing (a second flock of the same file would wait for itself).
     pub fn acquire(lxcpath: &Path, name: &str) -> Result<Self> {
-        Self::acquire_in(&lock_dir(lxcpath), name)
+        Self::acquire_in(&lock_dir(), &file_name(lxcpath, name))
     }
 
     fn acquire_in(dir: &Path, name: &str) -> Result<Self> {
@@ -218,7 +242,7 @@ impl ContainerLock {
     /// thread included): used by reconcile to tell a crashed operation's
     /// leftovers from a live one's.
     pub fn try_acquire(lxcpath: &Path, name: &str) -> Result<Option<Self>> {
-        Self::try_acquire_in(&lock_dir(lxcpath), name)
+        Self::try_acquire_in(&lock_dir(), &file_name(lxcpath, name))
     }
 
     fn try_acquire_in(dir: &Path, name: &str) -> Result<Option<Self>> {
@@ -231,8 +255,7 @@ impl ContainerLock {
 
 /// Whether `p` (absolute) is a lock file of this run dir.
 pub fn is_lock_file(p: &Path) -> bool {
-    std::path::absolute(paths::run_dir().join("lock"))
-        .is_ok_and(|root| p.parent().and_then(Path::parent) == Some(&*root))
+    std::path::absolute(lock_dir()).is_ok_and(|root| p.parent() == Some(&*root))
 }
 
 /// Remove the lock file `p` a killed command left, unless someone holds
@@ -262,6 +285,19 @@ mod tests {
     }
 
     #[test]
+    fn lock_file_names_are_one_per_container_and_fit_a_dir_entry() {
+        let n = |l: &str, c: &str| file_name(Path::new(l), c);
+        assert_eq!(n("/var/lib/lxc", "c1"), "_var_lib_lxc_c1");
+        assert_ne!(n("/a/b", "c"), n("/a", "b_c"));
+        assert_ne!(n("/a_b", "c"), n("/a", "b_c"));
+        let deep = format!("/{}", "d/".repeat(150));
+        let (x, y) = (n(&deep, "x"), n(&deep, "y"));
+        assert!(x.len() <= 255 && y.len() <= 255);
+        assert_ne!(x, y);
+        assert_eq!(x, n(&deep, "x"));
+    }
+
+    #[test]
     fn held_locks_are_known_and_taken_once_per_thread() {
         let d = tempfile::tempdir().unwrap();
         let a = ContainerRef::new(d.path(), "a");
@@ -287,17 +323,16 @@ mod tests {
     }
 
     /// Threads take one lock over and over (waiting, or trying without
-    /// waiting) while others take and drop locks of their own in the same
-    /// dir, so that its files are unlinked and the dir pruned and made
-    /// again all the time: never two holders at once, no increment of a
-    /// counter kept under the lock lost, never an error, and nothing left
-    /// once all are done. With the unlinking but without the check after
-    /// the flock, or without the retry of a pruned dir, this fails.
+    /// waiting), its file unlinked by each holder as it lets go, while
+    /// others take and drop locks of their own in the same dir: never two
+    /// holders at once, no increment of a counter kept under the lock
+    /// lost, never an error, and no file left once all are done. With the
+    /// unlinking but without the check after the flock, this fails.
     #[test]
     fn pruned_lock_files_and_dirs_never_let_two_hold_one_lock() {
         use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
         let run = tempfile::tempdir().unwrap();
-        let dir = run.path().join("lock").join("lp");
+        let dir = run.path().join("lock");
         let counter = run.path().join("counter");
         std::fs::write(&counter, "0").unwrap();
         let holders = AtomicUsize::new(0);
@@ -334,7 +369,7 @@ mod tests {
         let n: u64 = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
         assert_eq!(n, taken.load(SeqCst), "an increment made under the lock was lost");
         assert!(n > 1000, "{n} turns only");
-        assert!(!dir.exists(), "the lock dir of an lxcpath nobody holds is left");
-        assert!(run.path().join("lock").is_dir());
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "lock files nobody holds: {left:?}");
     }
 }
