@@ -63,9 +63,9 @@ fn root_env() -> Option<Env> {
 }
 
 /// Containers made, copied (a full copy, an overlay snapshot clone),
-/// snapshotted, renamed and destroyed in four lxcpaths at once: while they
-/// exist the run dir holds something for them; once all are destroyed,
-/// nothing.
+/// snapshotted, renamed, run and stopped, and destroyed in four lxcpaths at
+/// once: while one runs the run dir holds its record; once all are
+/// destroyed, nothing of them.
 #[test]
 fn commands_in_several_lxcpaths_leave_nothing_of_them_in_the_run_dir() {
     let Some(env) = root_env() else { return };
@@ -81,14 +81,31 @@ fn commands_in_several_lxcpaths_leave_nothing_of_them_in_the_run_dir() {
                 ok_in(env, lp, "lxc-snapshot", &["-n", "a"]);
                 ok_in(env, lp, "lxc-copy", &["-n", "a", "-N", "c", "-s", "-B", "overlay"]);
                 ok_in(env, lp, "lxc-copy", &["-n", "b", "-N", "d", "-R"]);
+                // A run: its record, console socket and lock while it runs.
+                ok_in(
+                    env,
+                    lp,
+                    "lxc-start",
+                    &["-n", "d", "-d", "--", "/bin/busybox", "sleep", "100"],
+                );
             });
         }
     });
     let held = kept_for(&env.run_dir, &lxcpaths);
-    assert!(
-        !held.is_empty(),
-        "nothing of four used lxcpaths in the run dir: the check sees nothing"
-    );
+    for lp in &lxcpaths {
+        let key = strata_core::paths::lxcpath_key(lp);
+        assert!(
+            held.contains(&format!("state/{key}/d.json")),
+            "no run record of {}: {held:?}",
+            lp.display()
+        );
+    }
+    std::thread::scope(|s| {
+        for lp in &lxcpaths {
+            let env = &env;
+            s.spawn(move || ok_in(env, lp, "lxc-stop", &["-n", "d", "-k"]));
+        }
+    });
     std::thread::scope(|s| {
         for lp in &lxcpaths {
             let env = &env;

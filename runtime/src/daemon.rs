@@ -55,6 +55,9 @@ pub(crate) fn daemonize(f: impl FnOnce(&mut Notifier) -> Result<i32>) -> Result<
                     1
                 }
             };
+            // Its in-flight entry (it noted its container's lock) goes with it
+            // when it names nothing left, as a command's does at its end.
+            strata_core::inflight::finish();
             // SAFETY: _exit ends the daemonized monitor with its status, without unwinding into the caller of
             // daemonize, which belongs to the parent.
             unsafe { libc::_exit(code) }
