@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Command,
     /// Any other I/O failure.
     Io,
+    /// A storage service (a Ceph cluster) did not answer in time: nothing
+    /// about the volume is known until it does.
+    Unavailable,
 }
 
 /// An error with its kind, the operation that failed and, where known, the path.
@@ -88,6 +91,17 @@ impl Error {
 
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Log a cleanup that failed and is left for a later command: a
+    /// warning, but only a note when the storage did not answer (the
+    /// command's own error, one line, says so already).
+    pub fn note_left(&self, what: fmt::Arguments<'_>) {
+        if self.kind == ErrorKind::Unavailable {
+            tracing::info!("{what}: {self}");
+        } else {
+            tracing::warn!("{what}: {self}");
+        }
     }
 }
 

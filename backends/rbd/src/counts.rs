@@ -183,7 +183,7 @@ impl Sim {
                 self.images.remove(&n);
                 out(true, "", "")
             }
-            ["map", "--options", "noudev", "--pool", "lxc", n] => {
+            ["map", "--options", "noudev,mount_timeout=30,osd_request_timeout=60", "--pool", "lxc", n] => {
                 if !self.images.contains_key(*n) {
                     return enoent;
                 }
@@ -205,7 +205,7 @@ impl Runner for Cluster {
             return Ok(out(true, if a[0] == "blkid" { "ext4\n" } else { "" }, ""));
         }
         // Past the options every command gets.
-        let i = a.iter().position(|x| *x == "--client_mount_timeout").unwrap() + 2;
+        let i = a.iter().position(|x| *x == "--rados_osd_op_timeout").unwrap() + 2;
         sim.log.push(format!("rbd {}", a[i..].join(" ")));
         Ok(sim.rbd(&a[i..]))
     }
@@ -239,7 +239,7 @@ impl Kernel for Cluster {
         }
     }
 
-    fn add_options(&self, user: Option<&str>) -> Option<String> {
+    fn add_options(&self, user: Option<&str>, _: &Timeouts) -> Option<String> {
         Some(format!(
             "127.0.0.1:6789 name={},secret=QUFBQQ==",
             user.unwrap_or("admin")
@@ -278,7 +278,9 @@ impl World {
 
     /// A backend as one strata command has it: a process of its own.
     fn backend(&self) -> RbdBackend {
-        RbdBackend::with_kernel(Box::new(self.c.clone()), Box::new(self.c.clone())).with_user(None)
+        RbdBackend::with_kernel(Box::new(self.c.clone()), Box::new(self.c.clone()))
+            .with_user(None)
+            .with_timeouts(crate::Timeouts::default())
     }
 
     /// What `f` ran, as one command: its rbd commands and its kernel writes.
@@ -452,8 +454,8 @@ fn a_map_the_kernel_refuses_is_rbd_maps() {
         fn remove(&self, id: &str) -> std::io::Result<()> {
             self.0.remove(id)
         }
-        fn add_options(&self, u: Option<&str>) -> Option<String> {
-            self.0.add_options(u)
+        fn add_options(&self, u: Option<&str>, t: &Timeouts) -> Option<String> {
+            self.0.add_options(u, t)
         }
         fn add(&self, _: &str, _: &str, _: &str) -> std::io::Result<()> {
             Err(std::io::Error::from_raw_os_error(libc::ENXIO))
@@ -461,7 +463,46 @@ fn a_map_the_kernel_refuses_is_rbd_maps() {
     }
     let c = Cluster::default();
     c.0.lock().unwrap().images.insert("c1".into(), Img::default());
-    let b = RbdBackend::with_kernel(Box::new(c.clone()), Box::new(NoAdd(c.clone()))).with_user(None);
+    let b = RbdBackend::with_kernel(Box::new(c.clone()), Box::new(NoAdd(c.clone())))
+        .with_user(None)
+        .with_timeouts(crate::Timeouts::default());
     assert_eq!(b.map("lxc", "c1").unwrap(), "/dev/rbd0");
     assert!(c.0.lock().unwrap().log.iter().any(|l| l.starts_with("rbd map ")));
+}
+
+/// A map the kernel gave up on (its mount_timeout or osd_request_timeout,
+/// passed in its options): the cluster did not answer, and `rbd map` would
+/// wait as long again. One error naming the image; no `rbd` after it.
+#[test]
+fn a_map_the_kernel_timed_out_is_no_answer() {
+    struct Silent(Cluster);
+    impl Kernel for Silent {
+        fn mappings(&self) -> Result<Vec<Mapping>> {
+            self.0.mappings()
+        }
+        fn remove(&self, id: &str) -> std::io::Result<()> {
+            self.0.remove(id)
+        }
+        fn add_options(&self, u: Option<&str>, t: &Timeouts) -> Option<String> {
+            self.0.add_options(u, t)
+        }
+        fn add(&self, _: &str, _: &str, _: &str) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT))
+        }
+    }
+    let c = Cluster::default();
+    c.0.lock().unwrap().images.insert("c1".into(), Img::default());
+    let b = RbdBackend::with_kernel(Box::new(c.clone()), Box::new(Silent(c.clone())))
+        .with_user(None)
+        .with_timeouts(crate::Timeouts::default());
+    let e = b.map("lxc", "c1").unwrap_err();
+    assert_eq!(e.kind(), strata_core::ErrorKind::Unavailable);
+    assert!(
+        e.to_string()
+            .contains("rbd map lxc/c1: got no answer from the ceph cluster"),
+        "{e}"
+    );
+    let e = b.pool_state("list", "lxc").unwrap_err();
+    assert!(e.to_string().contains("not asked"), "{e}");
+    assert!(!c.0.lock().unwrap().log.iter().any(|l| l.starts_with("rbd ")));
 }

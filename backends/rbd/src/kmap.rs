@@ -12,15 +12,15 @@
 //! `CEPH_ARGS` set, host names, no key, auth other than cephx, a failed
 //! write) and the caller runs `rbd map`, whose outcome and messages are
 //! the tool's own. The key goes to the kernel in a write, never in an argv.
+//! The kernel's waits for the cluster are bounded as the tool's are
+//! ([`super::Timeouts::kernel`]): its defaults wait 60 s for the monitors
+//! and forever for each OSD request, the map's own reads of the image's
+//! header among them (a write to `add_single_major` that never returns).
 
 use std::path::{Path, PathBuf};
 
 /// The ceph config the tools read when nothing says otherwise.
 pub const CEPH_CONF: &str = "/etc/ceph/ceph.conf";
-
-/// Seconds the kernel waits for the monitors (its default is 60): as long
-/// as a command of the tool waits ([`super::CONNECT_TIMEOUT`]).
-const MOUNT_TIMEOUT: u32 = 30;
 
 /// `key = value` pairs of the sections of a ceph config or keyring, keys
 /// with `_` for spaces and dashes (as Ceph reads them), in file order.
@@ -133,10 +133,10 @@ pub fn key_in(keyring: &str, user: &str) -> Option<String> {
         .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
 }
 
-/// What the kernel needs before `POOL IMAGE`: `MONS name=USER,secret=KEY,...`,
-/// from the ceph config at `conf`; `None` when it is not plain enough
-/// (see the module's text).
-pub fn add_options(conf: &Path, user: Option<&str>) -> Option<String> {
+/// What the kernel needs before `POOL IMAGE`: `MONS name=USER,secret=KEY,...`
+/// and the timeouts `t`, from the ceph config at `conf`; `None` when it is
+/// not plain enough (see the module's text).
+pub fn add_options(conf: &Path, user: Option<&str>, t: &super::Timeouts) -> Option<String> {
     if std::env::var_os("CEPH_CONF").is_some() || std::env::var_os("CEPH_ARGS").is_some() {
         return None;
     }
@@ -153,7 +153,7 @@ pub fn add_options(conf: &Path, user: Option<&str>) -> Option<String> {
     let key = keyrings(&secs, user)
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok().and_then(|t| key_in(&t, user)))?;
-    Some(format!("{mons} name={user},secret={key},mount_timeout={MOUNT_TIMEOUT}"))
+    Some(format!("{mons} name={user},secret={key},{}", t.kernel()))
 }
 
 /// Write `OPTIONS POOL IMAGE` to the bus's add file (`add_single_major`,
@@ -196,6 +196,7 @@ mod tests {
 
     #[test]
     fn options_from_a_plain_config_and_keyring() {
+        let t = crate::Timeouts::default();
         let d = tempfile::tempdir().unwrap();
         let kr = d.path().join("strata.keyring");
         std::fs::write(
@@ -213,21 +214,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            add_options(&conf, Some("strata")).as_deref(),
-            Some("127.0.0.1:6789 name=strata,secret=U1RSQVRB,mount_timeout=30")
+            add_options(&conf, Some("strata"), &t).as_deref(),
+            Some("127.0.0.1:6789 name=strata,secret=U1RSQVRB,mount_timeout=30,osd_request_timeout=60")
         );
         assert_eq!(
-            add_options(&conf, None).as_deref(),
-            Some("127.0.0.1:6789 name=admin,secret=QUFBQQ==,mount_timeout=30")
+            add_options(&conf, None, &crate::Timeouts::all(7)).as_deref(),
+            Some("127.0.0.1:6789 name=admin,secret=QUFBQQ==,mount_timeout=7,osd_request_timeout=7")
         );
         // No key for the user: the tool maps (and says what is missing).
-        assert_eq!(add_options(&conf, Some("nobody")), None);
+        assert_eq!(add_options(&conf, Some("nobody"), &t), None);
         // Auth other than cephx, no monitors, no config: the tool too.
         std::fs::write(&conf, "[global]\nmon_host = 127.0.0.1\nauth_client_required = none\n").unwrap();
-        assert_eq!(add_options(&conf, None), None);
+        assert_eq!(add_options(&conf, None, &t), None);
         std::fs::write(&conf, "[global]\nfsid = x\n").unwrap();
-        assert_eq!(add_options(&conf, None), None);
-        assert_eq!(add_options(&d.path().join("none.conf"), None), None);
+        assert_eq!(add_options(&conf, None, &t), None);
+        assert_eq!(add_options(&d.path().join("none.conf"), None, &t), None);
     }
 
     #[test]

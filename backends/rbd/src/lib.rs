@@ -44,7 +44,13 @@
 //! backend made is removed with its last clone.
 //!
 //! Every command is an argv (never a shell) with `--format json` where it
-//! reports, and a bound on how long a missing cluster is waited for. The
+//! reports, and bounds on how long the cluster is waited for ([`Timeouts`]:
+//! connecting, each monitor and each OSD request, in the tool and in the
+//! kernel's map): a cluster that stops answering makes a command fail in
+//! one line naming the image, never hang; the first request it did not
+//! answer makes every later `rbd` of the same process fail at once (a
+//! command then waits for one timeout, not one per step), and what the
+//! command left is finished or undone by the next one's reconcile. The
 //! cephx user is `--rbduser` (at create) or `lxc.bdev.rbd.rbduser` from
 //! lxc.conf, else Ceph's default; its key comes from the ceph config.
 
@@ -68,6 +74,9 @@ pub const KEY_POOL: &str = "lxc.bdev.rbd.rbdpool";
 /// The cephx user key of lxc.conf (strata's; LXC 5 has none); `--rbduser`
 /// overrides it.
 pub const KEY_USER: &str = "lxc.bdev.rbd.rbduser";
+/// The key of lxc.conf (strata's) giving every one of [`Timeouts`] in
+/// seconds, for a cluster slower or faster to fail than the defaults.
+pub const KEY_TIMEOUT: &str = "lxc.bdev.rbd.timeout";
 
 const DEFAULT_SIZE: u64 = 1 << 30;
 /// Prefix of the snapshots this backend makes: `strata-NEWIMAGE` (older
@@ -80,8 +89,78 @@ pub const SYSFS_DEVICES: &str = "/sys/bus/rbd/devices";
 /// Times an unmap is tried again, 200 ms apart, while the device is busy
 /// with a holder about to let go (a prober, a namespace being torn down).
 const SETTLE_TRIES: u32 = 15;
-/// Seconds a command waits for a cluster that does not answer.
-const CONNECT_TIMEOUT: &str = "30";
+
+/// How long a command waits for the cluster, in seconds. Ceph's own
+/// defaults wait forever for a monitor or an OSD request once connected
+/// (`rados_mon_op_timeout`, `rados_osd_op_timeout` 0; the kernel's
+/// `osd_request_timeout` 0) and 300 s to connect: a cluster that stops
+/// answering would hang the command. Each bound is per request, not per
+/// command: a long export-diff or flatten is many requests, each answered
+/// in milliseconds by a live cluster (seconds under emulation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To reach the monitors and authenticate (`client_mount_timeout`; the
+    /// kernel's `mount_timeout`).
+    pub connect: u32,
+    /// Each monitor request once connected, the first OSD map among them
+    /// (`rados_mon_op_timeout`).
+    pub mon: u32,
+    /// Each OSD request (`rados_osd_op_timeout`; the kernel's
+    /// `osd_request_timeout`, which bounds the I/O of a mapped device too:
+    /// a container's filesystem then gets errors instead of a hang).
+    pub osd: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: 30,
+            mon: 30,
+            osd: 60,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Every bound `secs` (lxc.conf's [`KEY_TIMEOUT`]).
+    pub fn all(secs: u32) -> Self {
+        Timeouts {
+            connect: secs,
+            mon: secs,
+            osd: secs,
+        }
+    }
+
+    /// The value of [`KEY_TIMEOUT`]: whole seconds, 1 to a day.
+    pub fn parse(v: &str) -> Result<Self> {
+        match v.trim().parse::<u32>() {
+            Ok(n) if (1..=86400).contains(&n) => Ok(Self::all(n)),
+            _ => Err(err!(
+                InvalidConfig,
+                "read lxc.conf",
+                "{KEY_TIMEOUT} = {v:?}: expected whole seconds from 1 to 86400"
+            )),
+        }
+    }
+
+    /// The options of every `rbd` command that set them.
+    fn args(&self) -> Vec<String> {
+        [
+            ("--client_mount_timeout", self.connect),
+            ("--rados_mon_op_timeout", self.mon),
+            ("--rados_osd_op_timeout", self.osd),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+    }
+
+    /// The kernel's options for a map: `mount_timeout` (its default 60)
+    /// and `osd_request_timeout` (its default 0, forever).
+    pub fn kernel(&self) -> String {
+        format!("mount_timeout={},osd_request_timeout={}", self.connect, self.osd)
+    }
+}
 
 /// The kernel's rbd interface as this backend reads and writes it itself:
 /// its list of mappings and the removal of one, what `rbd device list` and
@@ -94,8 +173,9 @@ pub trait Kernel: Send + Sync {
     /// is open, ENOENT when it is gone.
     fn remove(&self, id: &str) -> std::io::Result<()>;
     /// What a map of an image as cephx user `user` writes before `POOL
-    /// IMAGE` ([`kmap::add_options`]); `None`: map with `rbd map`.
-    fn add_options(&self, user: Option<&str>) -> Option<String>;
+    /// IMAGE`, with the kernel's timeouts `t` ([`kmap::add_options`]);
+    /// `None`: map with `rbd map`.
+    fn add_options(&self, user: Option<&str>, t: &Timeouts) -> Option<String>;
     /// Map `pool/image` with `options`.
     fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()>;
 }
@@ -122,8 +202,8 @@ impl Kernel for Sysfs {
             .write_all(id.as_bytes())
     }
 
-    fn add_options(&self, user: Option<&str>) -> Option<String> {
-        kmap::add_options(Path::new(kmap::CEPH_CONF), user)
+    fn add_options(&self, user: Option<&str>, t: &Timeouts) -> Option<String> {
+        kmap::add_options(Path::new(kmap::CEPH_CONF), user, t)
     }
 
     fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()> {
@@ -133,6 +213,12 @@ impl Kernel for Sysfs {
 
 pub struct RbdBackend {
     run: Box<dyn Runner>,
+    /// The bounds on waiting for the cluster: lxc.conf's, read when first needed.
+    timeouts: std::sync::Mutex<Option<Timeouts>>,
+    /// Set by the first `rbd` of this process that the cluster did not
+    /// answer (see [`RbdBackend::answered`]): what it was, how long it waited,
+    /// and whether it never connected.
+    silent: std::sync::Mutex<Option<Silence>>,
     /// Where the kernel lists and removes its rbd mappings; `None`: ask
     /// `rbd device list` and `rbd unmap` (the unit tests' plain doubles).
     kernel: Option<Box<dyn Kernel>>,
@@ -151,6 +237,16 @@ pub struct RbdBackend {
     /// `POOL/BUILDNAME` of this process's creates whose `rbd create` never
     /// reached the pool (see [`never_reached`]): their undo has nothing to do.
     unreached: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The first command of a process the cluster did not answer.
+#[derive(Debug, Clone)]
+struct Silence {
+    /// `rbd VERB SUBJECT`.
+    what: String,
+    secs: u64,
+    /// It never reached the monitors (nothing it asked for was done).
+    connect: bool,
 }
 
 /// A change to a kept listing; `None` when the listing does not hold what
@@ -465,6 +561,42 @@ fn never_reached(o: &Out) -> bool {
     missing_pool(o).is_some() || o.stderr.contains("couldn't connect to the cluster")
 }
 
+/// Whether a failed command got no answer from the cluster: it could not
+/// connect, or a monitor or OSD request timed out (ETIMEDOUT, 110).
+/// (A refused key also fails to connect, but at once and with its own errno.)
+fn no_answer(o: &Out) -> bool {
+    o.stderr.contains("(110)") || o.stderr.contains("RADOS timed out")
+}
+
+/// The op of an error for a cluster that did not answer.
+const OP_ASK: &str = "ask ceph";
+
+/// `rbd VERB SUBJECT` of `rbd ARGS`, for an error.
+fn described(args: &[&str]) -> String {
+    let verb = args.first().copied().unwrap_or("");
+    format!("rbd {verb} {}", subject(args)).trim_end().to_string()
+}
+
+/// What `rbd ARGS` acts on, for an error: `POOL/IMAGE[@SNAP]`, `--pool
+/// POOL IMAGE` as `POOL/IMAGE`, `--pool POOL` alone as `POOL`, a device.
+fn subject(args: &[&str]) -> String {
+    if let Some(a) = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && (a.contains('/') || a.contains('@')))
+    {
+        return a.to_string();
+    }
+    let Some(i) = args.iter().position(|a| *a == "--pool") else {
+        return String::new();
+    };
+    let pool = args.get(i + 1).copied().unwrap_or("");
+    match args.get(i + 2).filter(|a| !a.starts_with('-')) {
+        Some(image) => format!("{pool}/{image}"),
+        None => pool.to_string(),
+    }
+}
+
 /// Whether `rbd unmap` failed because the device is still open.
 fn busy(o: &Out) -> bool {
     o.stderr.contains("(16)") || o.stderr.contains("busy")
@@ -494,6 +626,8 @@ impl RbdBackend {
             run,
             kernel: None,
             user: std::sync::Mutex::new(None),
+            timeouts: std::sync::Mutex::new(None),
+            silent: std::sync::Mutex::new(None),
             listed: std::sync::Mutex::new(std::collections::HashMap::new()),
             relist: std::sync::atomic::AtomicBool::new(false),
             unreached: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -506,6 +640,25 @@ impl RbdBackend {
         self
     }
 
+    /// A backend whose commands wait for the cluster as `t` says.
+    pub fn with_timeouts(self, t: Timeouts) -> Self {
+        *self.timeouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        self
+    }
+
+    fn timeouts(&self) -> Result<Timeouts> {
+        let mut t = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = *t {
+            return Ok(t);
+        }
+        let conf = strata_core::paths::global_conf();
+        let read = match strata_core::lxc_conf::value_at(&conf, KEY_TIMEOUT).ok().flatten() {
+            Some(v) => Timeouts::parse(&v)?,
+            None => Timeouts::default(),
+        };
+        Ok(*t.insert(read))
+    }
+
     fn user(&self) -> Option<String> {
         let mut u = self.user.lock().unwrap_or_else(|e| e.into_inner());
         u.get_or_insert_with(|| {
@@ -515,17 +668,77 @@ impl RbdBackend {
         .clone()
     }
 
-    /// `rbd [--id USER] OPTIONS ARGS...`
+    /// `rbd [--id USER] TIMEOUTS ARGS...`
     fn argv(&self, args: &[&str]) -> Result<Vec<String>> {
         let mut v = s(&["rbd"]);
         if let Some(u) = self.user() {
             validate_name("rbd user", &u)?;
             v.extend(s(&["--id", &u]));
         }
-        // A missing cluster is waited for this long, not for librados's 300 s.
-        v.extend(s(&["--client_mount_timeout", CONNECT_TIMEOUT]));
+        v.extend(self.timeouts()?.args());
         v.extend(s(args));
         Ok(v)
+    }
+
+    /// Run `rbd ARGS` once it is known to answer: a command the cluster
+    /// did not answer is an [`strata_core::ErrorKind::Unavailable`] error
+    /// naming it, and so is every later one of this process, at once.
+    fn answered(&self, args: &[&str]) -> Result<Out> {
+        self.not_silent(args)?;
+        let argv = self.argv(args)?;
+        let t = std::time::Instant::now();
+        let o = self.run.run(&argv)?;
+        self.heard(args, &o, t)?;
+        Ok(o)
+    }
+
+    /// Refuse `rbd ARGS` at once when an earlier command of this process
+    /// got no answer: one wait for a silent cluster per command, not one
+    /// per step (a failed build's undo, a reconcile before the command).
+    pub(crate) fn not_silent(&self, args: &[&str]) -> Result<()> {
+        match self.silence() {
+            Some(first) => Err(err!(
+                Unavailable,
+                OP_ASK,
+                "{}: not asked, the ceph cluster did not answer {} within {} s",
+                described(args),
+                first.what,
+                first.secs
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The error of `rbd ARGS`, started at `since`, when it failed for want
+    /// of an answer (remembered: later commands are refused at once).
+    pub(crate) fn heard(&self, args: &[&str], o: &Out, since: std::time::Instant) -> Result<()> {
+        if o.ok || !no_answer(o) {
+            return Ok(());
+        }
+        let what = described(args);
+        let secs = since.elapsed().as_secs();
+        let connect = o.stderr.contains("couldn't connect to the cluster");
+        tracing::debug!("{what}: no answer after {secs} s: {}", o.stderr.trim());
+        *self.silent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Silence {
+            what: what.clone(),
+            secs,
+            connect,
+        });
+        let why = if connect {
+            "could not reach"
+        } else {
+            "got no answer from"
+        };
+        Err(err!(
+            Unavailable,
+            OP_ASK,
+            "{what}: {why} the ceph cluster within {secs} s"
+        ))
+    }
+
+    /// The first command of this process that the cluster did not answer.
+    fn silence(&self) -> Option<Silence> {
+        self.silent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Run `rbd ARGS`; a command that may change a pool (anything but a
@@ -537,9 +750,9 @@ impl RbdBackend {
             ["ls" | "info" | "du" | "map" | "unmap" | "device", ..] | ["image-meta", "get", ..]
         );
         if reads {
-            return self.run.run(&self.argv(args)?);
+            return self.answered(args);
         }
-        let o = self.argv(args).and_then(|a| self.run.run(&a));
+        let o = self.answered(args);
         // What a change that succeeded did is known: the listings take it
         // in; after anything else (a failure, a change not modelled) they go.
         if !o.as_ref().is_ok_and(|o| o.ok && self.note_change(args)) {
@@ -764,7 +977,9 @@ impl RbdBackend {
         }
         // No wait for udev's rules: the device node is the kernel's
         // (devtmpfs), and udev's /dev/rbd/POOL/NAME link is not used here.
-        let o = self.tool("map rbd image", &["map", "--options", "noudev", "--pool", pool, image])?;
+        // The kernel's own bounds on waiting for the cluster, as a map through sysfs passes them.
+        let opts = format!("noudev,{}", self.timeouts()?.kernel());
+        let o = self.tool("map rbd image", &["map", "--options", &opts, "--pool", pool, image])?;
         let dev = o.stdout.trim().to_string();
         if !dev.starts_with("/dev/rbd") {
             return Err(err!(
@@ -782,13 +997,28 @@ impl RbdBackend {
     /// says why in its own words).
     fn kernel_map(&self, pool: &str, image: &str) -> Result<Option<String>> {
         let Some(k) = &self.kernel else { return Ok(None) };
-        let Some(opts) = k.add_options(self.user().as_deref()) else {
+        let Some(opts) = k.add_options(self.user().as_deref(), &self.timeouts()?) else {
             return Ok(None);
         };
         let before = k.mappings()?;
-        if let Err(e) = k.add(&opts, pool, image) {
-            tracing::debug!("kernel map of {pool}/{image}: {e}; rbd map instead");
-            return Ok(None);
+        self.not_silent(&["map", &format!("{pool}/{image}")])?;
+        let t0 = std::time::Instant::now();
+        match k.add(&opts, pool, image) {
+            Ok(()) => {}
+            // The kernel's mount_timeout or osd_request_timeout: the tool
+            // would wait as long again for the same silence.
+            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {
+                let o = Out {
+                    ok: false,
+                    stdout: String::new(),
+                    stderr: format!("kernel map: {e} (110)"),
+                };
+                self.heard(&["map", &format!("{pool}/{image}")], &o, t0)?;
+            }
+            Err(e) => {
+                tracing::debug!("kernel map of {pool}/{image}: {e}; rbd map instead");
+                return Ok(None);
+            }
         }
         // The new device: the head mapping of the image that was not there.
         let dev = k
@@ -1094,7 +1324,18 @@ impl Backend for RbdBackend {
         let tmp = build_name(&image, t.build_dir);
         validate_name("image", &tmp)?;
         let args = ["create", "--pool", &pool, &tmp, "--size", &mb];
-        let o = self.raw(&args)?;
+        let o = self.raw(&args).inspect_err(|e| {
+            // Not run (an earlier command got no answer) or never
+            // connected: nothing made, the undo has nothing to ask for.
+            if e.kind() == strata_core::ErrorKind::Unavailable
+                && self.silence().is_some_and(|s| s.connect || !s.what.contains(&tmp))
+            {
+                self.unreached
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(format!("{pool}/{tmp}"));
+            }
+        })?;
         if !o.ok {
             if never_reached(&o) {
                 // Nothing made: the undo that follows has nothing to look

@@ -219,7 +219,7 @@ mod tests {
     use strata_core::block::testing;
     use strata_core::{Backend, ErrorKind};
 
-    const RBD: &str = "rbd --client_mount_timeout 30";
+    const RBD: &str = "rbd --client_mount_timeout 30 --rados_mon_op_timeout 30 --rados_osd_op_timeout 60";
     /// c1: 64 MiB.
     const LS: &str = r#"[{"image":"c1","id":"1","size":67108864,"format":2}]"#;
 
@@ -231,7 +231,12 @@ mod tests {
         f.on("blkid", true, fstype);
         f.on("resize2fs -P", true, "Estimated minimum size of the filesystem: 8192\n");
         f.on("dumpe2fs -h", true, "Block size:               4096\n");
-        (RbdBackend::with_runner(run).with_user(None), f)
+        (
+            RbdBackend::with_runner(run)
+                .with_user(None)
+                .with_timeouts(crate::Timeouts::default()),
+            f,
+        )
     }
 
     fn resized(f: &FakeRunner) -> Vec<String> {

@@ -26,6 +26,7 @@
 //! create is (see the crate root): a receive that fails or is killed
 //! leaves only what `undo_build` of its build removes.
 
+use super::runner::Out;
 use super::{build_name, parse_spec, spec_for, validate_name, PoolState, RbdBackend, SNAP_PREFIX};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -209,7 +210,9 @@ impl RbdBackend {
             args.extend(["--from-snap", f]);
         }
         args.extend([at, "-"]);
+        self.not_silent(&args)?;
         let argv = self.argv(&args)?;
+        let t0 = std::time::Instant::now();
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..])
             .stdin(Stdio::null())
@@ -235,6 +238,12 @@ impl RbdBackend {
         let msg = err.join().unwrap_or_default();
         drop(lock);
         if !st.success() {
+            let o = Out {
+                ok: false,
+                stdout: String::new(),
+                stderr: String::from_utf8_lossy(&msg).into_owned(),
+            };
+            self.heard(&args, &o, t0)?;
             return Err(err!(Command, OP_SEND, "{at}: {}", first_line(&msg)));
         }
         copied.map_err(|e| err!(Io, OP_SEND, "{at}: {e}"))
@@ -244,7 +253,10 @@ impl RbdBackend {
     /// left out: the caller made the start, and makes the end) and the
     /// rest of `input`.
     fn import_diff(&self, full: &str, h: &Header, input: &mut dyn Read) -> Result<()> {
-        let argv = self.argv(&["import-diff", "--no-progress", "-", full])?;
+        let args = ["import-diff", "--no-progress", "-", full];
+        self.not_silent(&args)?;
+        let argv = self.argv(&args)?;
+        let t0 = std::time::Instant::now();
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..]);
         let lock = ToolLock::new()?;
@@ -262,6 +274,7 @@ impl RbdBackend {
             return Err(b.receive_error(OP_RECV, path));
         }
         if !fed.out.ok {
+            self.heard(&args, &fed.out, t0)?;
             return Err(err!(
                 InvalidArgument,
                 OP_RECV,
@@ -445,7 +458,7 @@ mod tests {
     use std::sync::Arc;
     use strata_core::block::testing;
 
-    const RBD: &str = "rbd --client_mount_timeout 30";
+    const RBD: &str = "rbd --client_mount_timeout 30 --rados_mon_op_timeout 30 --rados_osd_op_timeout 60";
     /// c1 with snapshot strata-c2 that c2 is cloned from; r1 received
     /// (its exact snapshot), r2 cloned from it.
     const LS: &str = r#"[{"image":"c1","id":"1","size":67108864,"format":2},{"image":"c1","id":"1","snapshot":"strata-c2","snapshot_id":4,"size":67108864,"protected":"true","format":2},{"image":"c2","id":"2","size":67108864,"parent":{"pool":"lxc","pool_namespace":"","image":"c1","snapshot":"strata-c2"},"format":2},{"image":"r1","id":"5","size":67108864,"format":2},{"image":"r1","id":"5","snapshot":"strata.rx.00000000000000aa","snapshot_id":7,"size":67108864,"protected":"true","format":2}]"#;
@@ -454,7 +467,12 @@ mod tests {
         let (f, run) = testing::fake();
         f.on(&format!("{RBD} ls -l --format json --pool lxc"), true, LS);
         f.on(&format!("{RBD} device list"), true, "[]");
-        (RbdBackend::with_runner(run).with_user(None), f)
+        (
+            RbdBackend::with_runner(run)
+                .with_user(None)
+                .with_timeouts(crate::Timeouts::default()),
+            f,
+        )
     }
 
     fn target<'a>(lp: &'a std::path::Path, dir: &'a std::path::Path, opts: &'a strata_core::BackendOpts) -> Target<'a> {

@@ -9,7 +9,7 @@ use strata_core::block::testing;
 use strata_core::runner::fake::FakeRunner;
 use strata_core::{BackendOpts, ErrorKind};
 
-const RBD: &str = "rbd --client_mount_timeout 30";
+const RBD: &str = "rbd --client_mount_timeout 30 --rados_mon_op_timeout 30 --rados_osd_op_timeout 60";
 
 /// `rbd ls -l --format json` of pool lxc as Ceph 16 prints it: c1 with a
 /// protected snapshot that c2 is cloned from, and a plain c3.
@@ -27,7 +27,9 @@ fn setup() -> (RbdBackend, StdArc<FakeRunner>) {
         },
     ));
     f.on(&format!("{RBD} device list"), true, "[]");
-    let b = RbdBackend::with_runner(run).with_user(None);
+    let b = RbdBackend::with_runner(run)
+        .with_user(None)
+        .with_timeouts(Timeouts::default());
     (b, f)
 }
 
@@ -205,6 +207,130 @@ fn user_and_timeout_on_every_command() {
 }
 
 #[test]
+fn op_timeouts_on_every_command_and_lxc_confs_value() {
+    let (b, f) = setup();
+    let _ = b.pool_state("t", "lxc");
+    let _ = b.exists(&spec_for("lxc", "c1"));
+    b.destroy(&spec_for("lxc", "c3")).unwrap();
+    assert!(f.calls().len() >= 3);
+    for c in f.calls() {
+        // Ceph's defaults wait forever for a monitor or an OSD request.
+        assert!(
+            c.starts_with("rbd --client_mount_timeout 30 --rados_mon_op_timeout 30 --rados_osd_op_timeout 60 "),
+            "{c}"
+        );
+    }
+    // lxc.conf's lxc.bdev.rbd.timeout sets every bound, the kernel's too.
+    let t = Timeouts::parse(" 12 ").unwrap();
+    assert_eq!(t, Timeouts::all(12));
+    assert_eq!(
+        t.args().join(" "),
+        "--client_mount_timeout 12 --rados_mon_op_timeout 12 --rados_osd_op_timeout 12"
+    );
+    assert_eq!(t.kernel(), "mount_timeout=12,osd_request_timeout=12");
+    for bad in ["0", "-1", "1.5", "", "forever", "86401"] {
+        let e = Timeouts::parse(bad).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidConfig, "{bad}");
+        assert!(e.to_string().contains(KEY_TIMEOUT), "{e}");
+    }
+    let (f2, run) = testing::fake();
+    f2.on("rbd", true, "");
+    let b = RbdBackend::with_runner(run).with_user(None).with_timeouts(t);
+    let _ = b.exists(&spec_for("lxc", "c1"));
+    assert_eq!(
+        f2.calls(),
+        ["rbd --client_mount_timeout 12 --rados_mon_op_timeout 12 --rados_osd_op_timeout 12 info --format json lxc/c1"]
+    );
+}
+
+/// `rbd ARGS` answering as Ceph 16's tool does when a request timed out.
+fn no_answer(f: &FakeRunner, args: &str, connect: bool) {
+    let mut err = String::new();
+    if connect {
+        err.push_str("2026-12-03T02:02:44.808+0000 7fae 0 monclient(hunting): authenticate timed out after 30\n");
+        err.push_str("rbd: couldn't connect to the cluster!\n");
+    }
+    err.push_str("rbd: listing images failed: (110) Connection timed out\n");
+    f.canned.lock().unwrap().push((
+        format!("{RBD} {args}"),
+        Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: err,
+        },
+    ));
+}
+
+#[test]
+fn a_cluster_that_does_not_answer_is_one_line_naming_the_pool_then_not_asked_again() {
+    let (b, f) = setup();
+    no_answer(&f, "ls -l --format json --pool lxc", false);
+    let e = b.pool_state("list", "lxc").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    let m = e.to_string();
+    assert!(!m.contains('\n'), "{m}");
+    assert!(
+        m.contains("rbd ls lxc: got no answer from the ceph cluster within 0 s"),
+        "{m}"
+    );
+    // Every later command of this process fails at once, naming the first.
+    let n = f.calls().len();
+    let e = b.destroy(&spec_for("lxc", "c1")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(
+        e.to_string()
+            .contains("rbd ls lxc: not asked, the ceph cluster did not answer rbd ls lxc within 0 s"),
+        "{e}"
+    );
+    let e = b.usage(&spec_for("lxc", "c1")).unwrap_err();
+    assert!(e.to_string().contains("rbd du lxc/c1: not asked"), "{e}");
+    assert!(!b.exists(&spec_for("lxc", "c1")));
+    assert_eq!(f.calls().len(), n, "{:?}", f.calls());
+}
+
+#[test]
+fn a_create_the_cluster_did_not_answer_is_undone_later_unless_it_never_connected() {
+    let lp = PathBuf::from("/l");
+    let dir = lp.join("c9");
+    let o = target_opts(None, None);
+    let t = Target {
+        name: "c9",
+        lxcpath: &lp,
+        dir: &dir,
+        build_dir: &dir,
+        opts: &o,
+    };
+    let tmp = build_name("c9", &dir);
+    for connect in [false, true] {
+        let (b, f) = setup();
+        no_answer(&f, "create", connect);
+        let e = b.create(&spec_for("lxc", "c9"), &t).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        let why = if connect {
+            "could not reach"
+        } else {
+            "got no answer from"
+        };
+        assert!(
+            e.to_string()
+                .contains(&format!("rbd create lxc/{tmp}: {why} the ceph cluster")),
+            "{e}"
+        );
+        let n = f.calls().len();
+        let undo = b.undo_build(&spec_for("lxc", "c9"), &dir);
+        assert_eq!(f.calls().len(), n, "nothing asked: {:?}", f.calls());
+        if connect {
+            // Never reached the monitors: nothing made, the build dir can go.
+            undo.unwrap();
+        } else {
+            // The request may yet be done: the build stays recorded, for
+            // the next command's reconcile, which asks again.
+            assert_eq!(undo.unwrap_err().kind, ErrorKind::Unavailable);
+        }
+    }
+}
+
+#[test]
 fn dependents_named_and_flattened_before_destroy() {
     let (b, f) = setup();
     let deps = b.dependents(&spec_for("lxc", "c1")).unwrap();
@@ -303,7 +429,7 @@ fn mapped_image_in_use_is_not_destroyed() {
 fn clone_snapshots_protects_and_clones() {
     let (b, f) = setup();
     f.on(
-        &format!("{RBD} map --options noudev --pool lxc c9"),
+        &format!("{RBD} map --options noudev,mount_timeout=30,osd_request_timeout=60 --pool lxc c9"),
         true,
         "/dev/rbd3\n",
     );
@@ -320,7 +446,7 @@ fn clone_snapshots_protects_and_clones() {
     };
     let tmp = build_name("c9", &dir);
     f.on(
-        &format!("{RBD} map --options noudev --pool lxc {tmp}"),
+        &format!("{RBD} map --options noudev,mount_timeout=30,osd_request_timeout=60 --pool lxc {tmp}"),
         true,
         "/dev/rbd3\n",
     );
@@ -342,7 +468,7 @@ fn clone_snapshots_protects_and_clones() {
             format!("{RBD} snap create --no-progress lxc/c3@strata-{tmp}"),
             format!("{RBD} snap protect lxc/c3@strata-{tmp}"),
             format!("{RBD} clone lxc/c3@strata-{tmp} lxc/{tmp}"),
-            format!("{RBD} map --options noudev --pool lxc {tmp}"),
+            format!("{RBD} map --options noudev,mount_timeout=30,osd_request_timeout=60 --pool lxc {tmp}"),
             "blkid -p -o value -s TYPE /dev/rbd3".to_string(),
             format!("{RBD} image-meta set lxc/{tmp} strata.build {mark}"),
             format!("{RBD} rename lxc/{tmp} lxc/c9"),
@@ -368,7 +494,7 @@ fn create_builds_under_its_own_name_then_renames() {
     let o = target_opts(None, None);
     let tmp = build_name("c9", &dir);
     f.on(
-        &format!("{RBD} map --options noudev --pool lxc c9"),
+        &format!("{RBD} map --options noudev,mount_timeout=30,osd_request_timeout=60 --pool lxc c9"),
         true,
         "/dev/rbd4\n",
     );
@@ -385,7 +511,7 @@ fn create_builds_under_its_own_name_then_renames() {
             format!("{RBD} image-meta set lxc/{tmp} strata.build {mark}"),
             format!("{RBD} rename lxc/{tmp} lxc/c9"),
             format!("{RBD} device list --format json"),
-            format!("{RBD} map --options noudev --pool lxc c9"),
+            format!("{RBD} map --options noudev,mount_timeout=30,osd_request_timeout=60 --pool lxc c9"),
             "mkfs.ext4 -q -F /dev/rbd4".to_string(),
         ]
     );
@@ -591,6 +717,7 @@ fn a_device_unmapped_meanwhile_is_not_an_error() {
             still_mapped,
         }))
         .with_user(None)
+        .with_timeouts(Timeouts::default())
     };
     b(false).unmap("lxc", "c3", true).unwrap();
     let e = b(true).unmap("lxc", "c3", true).unwrap_err();
@@ -634,7 +761,9 @@ fn mappings_are_read_from_sysfs() {
     assert!(read_mappings(&d.path().join("none")).unwrap().is_empty());
     // The backend finds the head mapping there, without the tool.
     let (f, run) = testing::fake();
-    let b = RbdBackend::new_with_sysfs(run, d.path()).with_user(None);
+    let b = RbdBackend::new_with_sysfs(run, d.path())
+        .with_user(None)
+        .with_timeouts(Timeouts::default());
     assert_eq!(b.mapped("lxc", "c1").unwrap(), ["/dev/rbd0"]);
     assert!(b.mapped("strata_rbd", "c2").unwrap().is_empty());
     assert!(f.calls().is_empty(), "{:?}", f.calls());
@@ -709,7 +838,12 @@ fn a_mapping_held_a_moment_is_released() {
                 self.0.pipe(a, b)
             }
         }
-        (RbdBackend::with_runner(Box::new(Shared(r.clone()))).with_user(None), r)
+        (
+            RbdBackend::with_runner(Box::new(Shared(r.clone())))
+                .with_user(None)
+                .with_timeouts(Timeouts::default()),
+            r,
+        )
     };
     let dir = tempfile::tempdir().unwrap();
     let (rb, r) = b(3);

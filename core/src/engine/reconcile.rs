@@ -81,7 +81,7 @@ impl Engine {
             let res = crate::spec::RootfsSpec::parse(&st.spec)
                 .and_then(|spec| self.backends.for_spec(&spec)?.release(&spec, &st.mountpoint));
             if let Err(e) = res {
-                tracing::warn!("release {}: {e}", st.mountpoint.display());
+                e.note_left(format_args!("release {}", st.mountpoint.display()));
             }
             if st.mounted() {
                 let _ = nix::mount::umount2(&st.mountpoint, nix::mount::MntFlags::MNT_DETACH);
@@ -280,7 +280,7 @@ impl Engine {
             match self.reconcile_entry(&parent, &n, None) {
                 Ok(Some(p)) => removed.push(p),
                 Ok(None) => {}
-                Err(e) => tracing::warn!("reconcile {}: {e}", parent.join(&n).display()),
+                Err(e) => e.note_left(format_args!("reconcile {}", parent.join(&n).display())),
             }
         }
         Ok(removed)
@@ -352,7 +352,10 @@ impl Engine {
                     None => self.backend_of(&m).and_then(|b| b.destroy(&m)),
                 };
                 if let Err(e) = gone {
-                    tracing::warn!("cleanup of {m}: {e}; {} left for a later command", path.display());
+                    e.note_left(format_args!(
+                        "cleanup of {m} ({} left for a later command)",
+                        path.display()
+                    ));
                     return Ok(None);
                 }
             }

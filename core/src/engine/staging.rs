@@ -222,7 +222,10 @@ impl Engine {
             let spec = spec.rebase(final_dir, staging);
             let gone = self.undo_rootfs(&spec, staging, marks);
             if let Err(e) = gone {
-                tracing::warn!("cleanup of {spec}: {e}; {} left for a later command", staging.display());
+                e.note_left(format_args!(
+                    "cleanup of {spec} ({} left for a later command)",
+                    staging.display()
+                ));
                 return false;
             }
         }
