@@ -561,11 +561,18 @@ fn never_reached(o: &Out) -> bool {
     missing_pool(o).is_some() || o.stderr.contains("couldn't connect to the cluster")
 }
 
-/// Whether a failed command got no answer from the cluster: it could not
-/// connect, or a monitor or OSD request timed out (ETIMEDOUT, 110).
-/// (A refused key also fails to connect, but at once and with its own errno.)
+/// Whether a failed command got no answer from the cluster: a monitor or
+/// OSD request timed out (ETIMEDOUT, 110), or it could not connect in
+/// time (`monclient(hunting): authenticate timed out after N`, then
+/// `couldn't connect to the cluster!`: most verbs print no errno for it).
+/// A refused key also fails to connect, at once and with its own errno;
+/// no key at all is said as such ([`explain`]).
 fn no_answer(o: &Out) -> bool {
-    o.stderr.contains("(110)") || o.stderr.contains("RADOS timed out")
+    let e = &o.stderr;
+    !e.contains("unable to find a keyring")
+        && (e.contains("(110)")
+            || e.contains("RADOS timed out")
+            || (e.contains("couldn't connect to the cluster") && e.contains("timed out")))
 }
 
 /// The op of an error for a cluster that did not answer.

@@ -245,12 +245,13 @@ fn op_timeouts_on_every_command_and_lxc_confs_value() {
 
 /// `rbd ARGS` answering as Ceph 16's tool does when a request timed out.
 fn no_answer(f: &FakeRunner, args: &str, connect: bool) {
-    let mut err = String::new();
-    if connect {
-        err.push_str("2026-12-03T02:02:44.808+0000 7fae 0 monclient(hunting): authenticate timed out after 30\n");
-        err.push_str("rbd: couldn't connect to the cluster!\n");
+    // (Connecting, most verbs print no errno.)
+    let err = if connect {
+        "2026-12-03T02:02:44.808+0000 7fae 0 monclient(hunting): authenticate timed out after 30\nrbd: couldn't connect to the cluster!\n"
+    } else {
+        "rbd: listing images failed: (110) Connection timed out\n"
     }
-    err.push_str("rbd: listing images failed: (110) Connection timed out\n");
+    .to_string();
     f.canned.lock().unwrap().push((
         format!("{RBD} {args}"),
         Out {
@@ -286,6 +287,21 @@ fn a_cluster_that_does_not_answer_is_one_line_naming_the_pool_then_not_asked_aga
     assert!(e.to_string().contains("rbd du lxc/c1: not asked"), "{e}");
     assert!(!b.exists(&spec_for("lxc", "c1")));
     assert_eq!(f.calls().len(), n, "{:?}", f.calls());
+}
+
+#[test]
+fn a_missing_or_refused_key_is_not_a_silent_cluster() {
+    let o = |e: &str| Out {
+        ok: false,
+        stdout: String::new(),
+        stderr: e.into(),
+    };
+    assert!(!super::no_answer(&o("auth: unable to find a keyring on /etc/ceph/ceph.client.nobody.keyring: (2) No such file or directory\nmonclient(hunting): authenticate timed out after 30\nrbd: couldn't connect to the cluster!\n")));
+    assert!(!super::no_answer(&o("monclient(hunting): handle_auth_bad_method server allowed_methods [2] but i only support [2]\nrbd: couldn't connect to the cluster!\n")));
+    assert!(!super::no_answer(&o(
+        "rbd: error opening pool 'x': (2) No such file or directory\n"
+    )));
+    assert!(super::no_answer(&o("rbd: create error: (110) Connection timed out\n")));
 }
 
 #[test]
@@ -638,14 +654,26 @@ fn a_create_that_never_reached_the_cluster_is_undone_without_it() {
     let lp = PathBuf::from("/l");
     let dir = lp.join(".strata-tmp.x.abc");
     let e = b.create(&spec, &target(&lp, &dir, &o)).unwrap_err();
-    assert!(e.to_string().contains("cannot connect to the ceph cluster"), "{e}");
+    let tmp = build_name("x", &dir);
+    assert!(
+        e.to_string().contains(&format!(
+            "rbd create lxc/{tmp}: could not reach the ceph cluster within"
+        )),
+        "{e}"
+    );
     assert_eq!(e.to_string().lines().count(), 1, "{e}");
     // The engine's undo asks the cluster nothing (it would wait 30 s per
     // command to fail, and leave the staging dir): nothing was made.
     f.calls.lock().unwrap().clear();
     b.undo_build(&spec, &dir).unwrap();
     assert!(f.calls().is_empty(), "{:?}", f.calls());
-    // Another build's undo still looks.
+    // Another build's undo is left for a later command (this process
+    // asks the silent cluster nothing more).
+    let e = b.undo_build(&spec, &lp.join(".strata-tmp.x.other")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(f.calls().is_empty(), "{:?}", f.calls());
+    // A new process (a later command) looks.
+    let (b, f) = setup();
     b.undo_build(&spec, &lp.join(".strata-tmp.x.other")).unwrap();
     assert!(!f.calls().is_empty());
 }
