@@ -230,6 +230,8 @@ const GLOBAL: &[&str] = &[
     "lxc.bdev.rbd.rbdpool",
     // strata's: the cephx user of the rbd backend (LXC 5 has no such key).
     "lxc.bdev.rbd.rbduser",
+    // strata's: the rbd backend's bound on each wait for the cluster.
+    "lxc.bdev.rbd.timeout",
     "lxc.cgroup.use",
     "lxc.cgroup.pattern",
 ];
