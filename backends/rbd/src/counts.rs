@@ -256,6 +256,10 @@ impl Kernel for Cluster {
         sim.maps.insert(id, image.to_string());
         Ok(())
     }
+
+    fn locked(&self, _: &str) -> bool {
+        false
+    }
 }
 
 struct World {
@@ -460,6 +464,9 @@ fn a_map_the_kernel_refuses_is_rbd_maps() {
         fn add(&self, _: &str, _: &str, _: &str) -> std::io::Result<()> {
             Err(std::io::Error::from_raw_os_error(libc::ENXIO))
         }
+        fn locked(&self, d: &str) -> bool {
+            self.0.locked(d)
+        }
     }
     let c = Cluster::default();
     c.0.lock().unwrap().images.insert("c1".into(), Img::default());
@@ -488,6 +495,9 @@ fn a_map_the_kernel_timed_out_is_no_answer() {
         }
         fn add(&self, _: &str, _: &str, _: &str) -> std::io::Result<()> {
             Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT))
+        }
+        fn locked(&self, d: &str) -> bool {
+            self.0.locked(d)
         }
     }
     let c = Cluster::default();

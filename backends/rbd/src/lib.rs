@@ -89,6 +89,14 @@ pub const SYSFS_DEVICES: &str = "/sys/bus/rbd/devices";
 /// Times an unmap is tried again, 200 ms apart, while the device is busy
 /// with a holder about to let go (a prober, a namespace being torn down).
 const SETTLE_TRIES: u32 = 15;
+/// How long an unmap waits, beyond its tries, for a udev worker that holds
+/// the device (see [`Kernel::locked`]): its rules run seconds under load
+/// in an emulated guest, and udev kills a worker after 180 s.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the undo of a killed build waits for a stale watch on its own
+/// image to go (see [`RbdBackend::await_stale_watch`]): the OSD drops a
+/// watch its client stopped pinging after osd_client_watch_timeout (30 s).
+const WATCH_EXPIRY: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// How long a command waits for the cluster, in seconds. Ceph's own
 /// defaults wait forever for a monitor or an OSD request once connected
@@ -178,6 +186,12 @@ pub trait Kernel: Send + Sync {
     fn add_options(&self, user: Option<&str>, t: &Timeouts) -> Option<String>;
     /// Map `pool/image` with `options`.
     fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()>;
+    /// Whether device `dev` (`/dev/rbdN`) has a BSD lock on it: udev's
+    /// worker holds the device open and locked for as long as it runs the
+    /// rules of one of its events (the one of a new mapping, say), and so
+    /// do tools that follow udev's block device locking. A mount takes no
+    /// such lock.
+    fn locked(&self, dev: &str) -> bool;
 }
 
 /// [`Kernel`] through sysfs: `DIR` (`/sys/bus/rbd/devices`) lists the
@@ -209,6 +223,33 @@ impl Kernel for Sysfs {
     fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()> {
         kmap::add(self.0.parent().unwrap_or(Path::new("/")), options, pool, image)
     }
+
+    fn locked(&self, dev: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        // The lock is on the device node's inode: read from /proc/locks,
+        // not by opening the device (an open would make it busy too).
+        let Ok(m) = std::fs::metadata(dev) else { return false };
+        std::fs::read_to_string("/proc/locks").is_ok_and(|l| flock_on(&l, m.dev(), m.ino()))
+    }
+}
+
+/// Whether `/proc/locks` text `locks` holds a granted BSD lock (`FLOCK`)
+/// on inode `ino` of the filesystem `dev` (lines `N: FLOCK ADVISORY READ
+/// PID MAJ:MIN:INO START END`, major and minor in hex; a waiter's line has
+/// `->` after its number).
+pub fn flock_on(locks: &str, dev: u64, ino: u64) -> bool {
+    let (maj, min) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") {
+            return false;
+        }
+        let Some(mut at) = f.get(5).map(|a| a.split(':')) else {
+            return false;
+        };
+        let num = |s: Option<&str>, radix| s.and_then(|s| u64::from_str_radix(s, radix).ok());
+        (num(at.next(), 16), num(at.next(), 16), num(at.next(), 10)) == (Some(maj), Some(min), Some(ino))
+    })
 }
 
 pub struct RbdBackend {
@@ -604,6 +645,19 @@ fn subject(args: &[&str]) -> String {
     }
 }
 
+/// Whether `rbd rm` refused an image that is open somewhere (librbd:
+/// "image has watchers - not removing", the tool: "image still has watchers").
+fn has_watchers(o: &Out) -> bool {
+    o.stderr.contains("has watchers")
+}
+
+/// The number of watchers `rbd status --format json` lists.
+pub fn parse_watchers(json: &str) -> Result<usize> {
+    let v: Value =
+        serde_json::from_str(json.trim()).map_err(|e| err!(Command, "rbd status", "bad JSON from rbd status: {e}"))?;
+    Ok(v.get("watchers").and_then(Value::as_array).map_or(0, Vec::len))
+}
+
 /// Whether `rbd unmap` failed because the device is still open.
 fn busy(o: &Out) -> bool {
     o.stderr.contains("(16)") || o.stderr.contains("busy")
@@ -754,7 +808,7 @@ impl RbdBackend {
     fn raw(&self, args: &[&str]) -> Result<Out> {
         let reads = matches!(
             args,
-            ["ls" | "info" | "du" | "map" | "unmap" | "device", ..] | ["image-meta", "get", ..]
+            ["ls" | "info" | "du" | "status" | "map" | "unmap" | "device", ..] | ["image-meta", "get", ..]
         );
         if reads {
             return self.answered(args);
@@ -1140,18 +1194,38 @@ impl RbdBackend {
     /// Unmap `pool/image`, strict, giving a holder that is about to let go
     /// `tries` times 200 ms: a prober (udev's blkid) after a build, or the
     /// mount namespace of a container that just stopped, which the kernel
-    /// tears down after its last process is reaped.
+    /// tears down after its last process is reaped. A udev worker still
+    /// running the rules of the device's event (it holds the device locked,
+    /// see [`Kernel::locked`]) is waited for up to [`PROBE_WAIT`] besides:
+    /// under load that takes longer than the tries (a killed build's
+    /// undo then failed busy and left the image, mapped, for a later
+    /// command).
     fn unmap_settled(&self, pool: &str, image: &str, tries: u32) -> Result<()> {
-        let mut n = 0;
+        let (mut n, t0, mut told) = (0, std::time::Instant::now(), false);
         loop {
             match self.unmap(pool, image, true) {
-                Err(e) if e.kind() == strata_core::ErrorKind::Busy && n < tries => {
-                    n += 1;
+                Err(e) if e.kind() == strata_core::ErrorKind::Busy => {
+                    if t0.elapsed() < PROBE_WAIT && self.probed(pool, image)? {
+                        if !std::mem::replace(&mut told, true) {
+                            tracing::debug!("{pool}/{image}: udev is at work on its device, waited for");
+                        }
+                    } else if n < tries {
+                        n += 1;
+                    } else {
+                        return Err(e);
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Whether a device of `pool/image` is locked by a udev worker (see
+    /// [`Kernel::locked`]); without the kernel's view, never.
+    fn probed(&self, pool: &str, image: &str) -> Result<bool> {
+        let Some(k) = &self.kernel else { return Ok(false) };
+        Ok(self.mapped(pool, image)?.iter().any(|d| k.locked(d)))
     }
 
     /// Unmap `spec`'s image once its mount is gone, giving a holder about
@@ -1223,6 +1297,99 @@ impl RbdBackend {
                 freeze::frozen(src, &dev, &fstype, create)
             }
             None => create(),
+        }
+    }
+
+    /// [`Backend::destroy`]; `own`: the image is a killed build's own (its
+    /// undo), which no one else maps, so watchers that hold it after its
+    /// mappings here are gone are a killed map's, waited for
+    /// ([`RbdBackend::await_stale_watch`]).
+    fn destroy_image(&self, spec: &RootfsSpec, own: bool) -> Result<()> {
+        const OP: &str = "destroy rbd rootfs";
+        let (pool, image) = parse_spec(spec)?;
+        let _span = tracing::info_span!("rbd destroy", pool = %pool, image = %image).entered();
+        // The engine's check of its dependents listed it a moment ago.
+        let st = match self.pool_state_listed(OP, &pool) {
+            // No such pool (a create refused for it, undone): nothing in it to go.
+            Err(e) if e.kind() == strata_core::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        let Some(me) = st.image(&image).cloned() else {
+            // Half made: a killed clone may have left its origin snapshot.
+            self.drop_made_for(&st, &image);
+            return Ok(());
+        };
+        // The engine went on despite dependents: they get their data first.
+        let deps = st.dependents(&image);
+        if !deps.is_empty() {
+            self.flatten_dependents(spec)?;
+        }
+        // A device just mapped (by a build a kill -9 stopped, undone now)
+        // is held a moment by the kernel's and udev's first look at it.
+        self.unmap_settled(&pool, &image, SETTLE_TRIES)?;
+        let full = format!("{pool}/{image}");
+        for sn in me.snaps.iter().filter(|s| s.protected) {
+            let at = format!("{full}@{}", sn.name);
+            let o = self.raw(&["snap", "unprotect", &at])?;
+            if !o.ok && !o.stderr.contains("not protected") {
+                return Err(err!(
+                    Command,
+                    OP,
+                    "rbd snap unprotect {at} failed: {}",
+                    o.first_err_line()
+                ));
+            }
+        }
+        if !me.snaps.is_empty() {
+            self.tool(OP, &["snap", "purge", "--no-progress", &full])?;
+        }
+        let rm = ["rm", "--no-progress", full.as_str()];
+        let o = self.raw(&rm)?;
+        if !o.ok {
+            if !(own && has_watchers(&o)) {
+                return Err(failure(OP, &rm, &o));
+            }
+            self.await_stale_watch(&full)?;
+            self.tool(OP, &rm)?;
+        }
+        // Its origin snapshot, if this backend made it and this was its last clone.
+        if let Some((ppool, pimage, psnap)) = &me.parent {
+            if psnap.starts_with(SNAP_PREFIX) {
+                let pst = if *ppool == pool {
+                    let mut after = st.clone();
+                    after.images.retain(|i| i.name != image);
+                    after
+                } else {
+                    self.pool_state(OP, ppool)?
+                };
+                if let Err(e) = self.drop_snap(&pst, pimage, psnap) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until image `full` (`POOL/IMAGE`) has no watchers, up to
+    /// [`WATCH_EXPIRY`]. A map killed inside the kernel (the command killed
+    /// -9 during its write to sysfs) can leave its watch registered with
+    /// the OSD while the kernel forgets it: no mapping, but `rbd rm`
+    /// refuses the image until the OSD drops the watch, 30 s later.
+    fn await_stale_watch(&self, full: &str) -> Result<()> {
+        const OP: &str = "destroy rbd rootfs";
+        let _span = tracing::info_span!("rbd wait for a stale watch", image = %full).entered();
+        let t0 = std::time::Instant::now();
+        loop {
+            let o = self.tool(OP, &["status", "--format", "json", full])?;
+            let n = parse_watchers(&o.stdout)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if t0.elapsed() >= WATCH_EXPIRY {
+                return Err(err!(Busy, OP, "rbd image {full} is still open ({n} watchers)"));
+            }
+            tracing::debug!("{full}: {n} watchers, unmapped here: waiting for the OSD to drop them");
+            std::thread::sleep(std::time::Duration::from_secs(2));
         }
     }
 
@@ -1374,61 +1541,7 @@ impl Backend for RbdBackend {
     }
 
     fn destroy(&self, spec: &RootfsSpec) -> Result<()> {
-        const OP: &str = "destroy rbd rootfs";
-        let (pool, image) = parse_spec(spec)?;
-        let _span = tracing::info_span!("rbd destroy", pool = %pool, image = %image).entered();
-        // The engine's check of its dependents listed it a moment ago.
-        let st = match self.pool_state_listed(OP, &pool) {
-            // No such pool (a create refused for it, undone): nothing in it to go.
-            Err(e) if e.kind() == strata_core::ErrorKind::NotFound => return Ok(()),
-            other => other?,
-        };
-        let Some(me) = st.image(&image).cloned() else {
-            // Half made: a killed clone may have left its origin snapshot.
-            self.drop_made_for(&st, &image);
-            return Ok(());
-        };
-        // The engine went on despite dependents: they get their data first.
-        let deps = st.dependents(&image);
-        if !deps.is_empty() {
-            self.flatten_dependents(spec)?;
-        }
-        // A device just mapped (by a build a kill -9 stopped, undone now)
-        // is held a moment by the kernel's and udev's first look at it.
-        self.unmap_settled(&pool, &image, SETTLE_TRIES)?;
-        let full = format!("{pool}/{image}");
-        for sn in me.snaps.iter().filter(|s| s.protected) {
-            let at = format!("{full}@{}", sn.name);
-            let o = self.raw(&["snap", "unprotect", &at])?;
-            if !o.ok && !o.stderr.contains("not protected") {
-                return Err(err!(
-                    Command,
-                    OP,
-                    "rbd snap unprotect {at} failed: {}",
-                    o.first_err_line()
-                ));
-            }
-        }
-        if !me.snaps.is_empty() {
-            self.tool(OP, &["snap", "purge", "--no-progress", &full])?;
-        }
-        self.tool(OP, &["rm", "--no-progress", &full])?;
-        // Its origin snapshot, if this backend made it and this was its last clone.
-        if let Some((ppool, pimage, psnap)) = &me.parent {
-            if psnap.starts_with(SNAP_PREFIX) {
-                let pst = if *ppool == pool {
-                    let mut after = st.clone();
-                    after.images.retain(|i| i.name != image);
-                    after
-                } else {
-                    self.pool_state(OP, ppool)?
-                };
-                if let Err(e) = self.drop_snap(&pst, pimage, psnap) {
-                    tracing::warn!("{e}");
-                }
-            }
-        }
-        Ok(())
+        self.destroy_image(spec, false)
     }
 
     fn exists(&self, spec: &RootfsSpec) -> bool {
@@ -1467,12 +1580,12 @@ impl Backend for RbdBackend {
             tracing::debug!("{key}: its rbd create never reached the pool, nothing to undo");
             return Ok(());
         }
-        self.destroy(&spec_for(&pool, &tmp))?;
+        self.destroy_image(&spec_for(&pool, &tmp), true)?;
         if !self.made_by(spec, build_dir) {
             tracing::info!("{spec} was made by another build: left alone");
             return Ok(());
         }
-        self.destroy(spec)
+        self.destroy_image(spec, true)
     }
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {

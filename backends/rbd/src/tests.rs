@@ -881,3 +881,182 @@ fn a_mapping_held_a_moment_is_released() {
     db.destroy(&spec_for("lxc", "c3")).unwrap();
     assert!(r.unmapped.load(std::sync::atomic::Ordering::SeqCst), "left mapped");
 }
+
+/// A device a udev worker holds, open and locked, while its rules run for
+/// `held` removal attempts (longer than an unmap's tries, as under load),
+/// then lets go; `locked`: whether the worker's lock shows (a mount's
+/// hold shows none).
+struct HeldByUdev {
+    held: std::sync::atomic::AtomicU32,
+    locked: bool,
+    mapped: std::sync::atomic::AtomicBool,
+}
+
+impl Kernel for StdArc<HeldByUdev> {
+    fn mappings(&self) -> Result<Vec<Mapping>> {
+        let m = Mapping {
+            pool: "lxc".into(),
+            image: "c3".into(),
+            snap: "-".into(),
+            device: "/dev/rbd0".into(),
+        };
+        Ok(if self.mapped.load(std::sync::atomic::Ordering::SeqCst) {
+            vec![m]
+        } else {
+            Vec::new()
+        })
+    }
+    fn remove(&self, _: &str) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.held.load(SeqCst) > 0 {
+            self.held.fetch_sub(1, SeqCst);
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.mapped.store(false, SeqCst);
+        Ok(())
+    }
+    fn add_options(&self, _: Option<&str>, _: &Timeouts) -> Option<String> {
+        None
+    }
+    fn add(&self, _: &str, _: &str, _: &str) -> std::io::Result<()> {
+        unreachable!()
+    }
+    fn locked(&self, d: &str) -> bool {
+        assert_eq!(d, "/dev/rbd0");
+        self.locked && self.held.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+/// A killed build's undo (reconcile) that finds its new device still held
+/// by udev's worker, running the rules of the device's first event for
+/// longer than the unmap's tries (seconds in a loaded emulated guest):
+/// it waits for the worker and destroys the image, instead of failing busy
+/// and leaving it mapped. A holder without udev's lock (a mount) is given
+/// the tries alone, as before.
+#[test]
+fn a_device_udev_still_probes_is_waited_for() {
+    let b = |locked| {
+        let k = StdArc::new(HeldByUdev {
+            held: std::sync::atomic::AtomicU32::new(SETTLE_TRIES + 6),
+            locked,
+            mapped: std::sync::atomic::AtomicBool::new(true),
+        });
+        let (f, run) = testing::fake();
+        f.on(
+            &format!("{RBD} ls -l --format json --pool lxc"),
+            true,
+            r#"[{"image":"c3","id":"3","size":67108864,"format":2}]"#,
+        );
+        (RbdBackend::with_kernel(run, Box::new(k.clone())).with_user(None), k, f)
+    };
+    let (db, k, f) = b(true);
+    db.destroy(&spec_for("lxc", "c3")).unwrap();
+    assert!(!k.mapped.load(std::sync::atomic::Ordering::SeqCst), "left mapped");
+    assert!(f.calls().iter().any(|c| c.contains(" rm ")), "{:?}", f.calls());
+    let (db, k, f) = b(false);
+    let e = db.destroy(&spec_for("lxc", "c3")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Busy);
+    assert!(k.mapped.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(!f.calls().iter().any(|c| c.contains(" rm ")), "{:?}", f.calls());
+}
+
+/// `/proc/locks` as the kernel writes it: udev's worker's shared lock on
+/// the node of /dev/rbd0 (devtmpfs 0:5, inode 1234) is found, a POSIX
+/// lock, a waiter's line and another inode are not.
+#[test]
+fn flock_on_reads_proc_locks() {
+    let dev = libc::makedev(0, 5);
+    let l = "1: POSIX  ADVISORY  WRITE 88 00:05:1234 0 EOF\n\
+             2: FLOCK  ADVISORY  WRITE 90 00:05:999 0 EOF\n\
+             2: -> FLOCK  ADVISORY  WRITE 91 00:05:1234 0 EOF\n";
+    assert!(!flock_on(l, dev, 1234));
+    let l = format!("{l}3: FLOCK  ADVISORY  READ 77 00:05:1234 0 EOF\n");
+    assert!(flock_on(&l, dev, 1234));
+    assert!(!flock_on(&l, libc::makedev(0x103, 5), 1234));
+    assert!(flock_on(
+        "1: FLOCK  ADVISORY  READ 7 103:0a:5 0 EOF\n",
+        libc::makedev(0x103, 10),
+        5
+    ));
+}
+
+/// An image a map killed inside the kernel left watched: `rbd rm` refuses
+/// it while `rbd status` lists the watcher, for `left` more looks.
+#[derive(Default)]
+struct StaleWatch {
+    left: std::sync::atomic::AtomicU32,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+struct StaleWatchRun(StdArc<StaleWatch>);
+
+impl strata_core::runner::Runner for StaleWatchRun {
+    fn run(&self, argv: &[String]) -> Result<Out> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let me = &self.0;
+        let line = argv.join(" ");
+        me.calls.lock().unwrap().push(line.clone());
+        let out = |ok: bool, stdout: &str, stderr: &str| Out {
+            ok,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        };
+        let watched = me.left.load(SeqCst) > 0;
+        Ok(if line.contains(" ls -l ") {
+            out(true, r#"[{"image":"c3","id":"3","size":67108864,"format":2}]"#, "")
+        } else if line.contains(" device list") {
+            out(true, "[]", "")
+        } else if line.contains(" rm --no-progress lxc/c3") && watched {
+            out(
+                false,
+                "",
+                "2026-12-03T02:21:18.300+0000 7f71f34ee6c0 -1 librbd::image::PreRemoveRequest: 0x5639 check_image_watchers: image has watchers - not removing\nrbd: error: image still has watchers\n",
+            )
+        } else if line.contains(" status --format json lxc/c3") {
+            if watched {
+                me.left.fetch_sub(1, SeqCst);
+                out(
+                    true,
+                    r#"{"watchers":[{"address":"10.0.2.15:0/3813","client":4412,"cookie":18446462598732840961}]}"#,
+                    "",
+                )
+            } else {
+                out(true, r#"{"watchers":[]}"#, "")
+            }
+        } else {
+            out(true, "", "")
+        })
+    }
+
+    fn pipe(&self, _: &[String], _: &[String]) -> Result<Out> {
+        unreachable!()
+    }
+}
+
+/// The undo of a killed build whose map was killed inside the kernel: its
+/// image has no mapping but a watch the OSD keeps until it times out; the
+/// undo waits for it to go and removes the image instead of leaving it for
+/// a later command. A plain destroy (someone else's image, which may be
+/// open on another host) is refused at once, as before.
+#[test]
+fn a_killed_builds_image_with_a_stale_watch_goes() {
+    let b = || {
+        let r = StdArc::new(StaleWatch::default());
+        r.left.store(1, std::sync::atomic::Ordering::SeqCst);
+        (
+            RbdBackend::with_runner(Box::new(StaleWatchRun(r.clone()))).with_user(None),
+            r,
+        )
+    };
+    let (rb, r) = b();
+    rb.destroy_image(&spec_for("lxc", "c3"), true).unwrap();
+    let calls = r.calls.lock().unwrap().clone();
+    let rms = calls.iter().filter(|c| c.contains(" rm --no-progress lxc/c3")).count();
+    assert_eq!(rms, 2, "{calls:?}");
+    assert!(calls.last().unwrap().contains(" rm --no-progress lxc/c3"), "{calls:?}");
+    let (rb, r) = b();
+    let e = rb.destroy(&spec_for("lxc", "c3")).unwrap_err();
+    assert!(e.to_string().contains("watchers"), "{e}");
+    assert!(!r.calls.lock().unwrap().iter().any(|c| c.contains(" status ")));
+    assert_eq!(parse_watchers(r#"{"watchers":[]}"#).unwrap(), 0);
+}
