@@ -279,6 +279,16 @@ pub trait Backend: Send + Sync {
     /// Mount the rootfs at `target` (an existing directory).
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()>;
 
+    /// Mount the rootfs at `target` for a container that runs: a mount
+    /// that lives as long as the container, not a step of one command. A
+    /// backend that bounds a step's device I/O, so that no command hangs
+    /// on a silent store, leaves a running container's I/O to wait as
+    /// LXC's does (errors would break its filesystem). Undone by
+    /// [`Backend::umount`].
+    fn mount_for_run(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        self.mount(spec, target, false)
+    }
+
     /// Undo [`Backend::mount`], releasing loop devices and the like.
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()>;
 

@@ -337,7 +337,7 @@ pub(crate) fn prepare(engine: &Engine, r: &ContainerRef, opts: &StartOpts, ephem
             return Ok(());
         }
         backend
-            .mount(&p.c.rootfs, &p.mp, false)
+            .mount_for_run(&p.c.rootfs, &p.mp)
             .map_err(|e| err!(Io, OP, "rootfs {} does not mount: {e}", p.c.rootfs))?;
         p.mounted = true;
         let overlay_shifted = p.c.rootfs.overlay_parts().is_some() && owned_by_map(r, &p.c, &p.map)?;

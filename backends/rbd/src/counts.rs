@@ -516,3 +516,74 @@ fn a_map_the_kernel_timed_out_is_no_answer() {
     assert!(e.to_string().contains("not asked"), "{e}");
     assert!(!c.0.lock().unwrap().log.iter().any(|l| l.starts_with("rbd ")));
 }
+
+/// A running container's rootfs is mapped without the kernel's
+/// `osd_request_timeout` (its I/O waits out an outage, as LXC's does),
+/// the map itself bounded instead; a command's own map keeps the kernel's
+/// bound on every request.
+#[test]
+fn a_running_containers_map_leaves_its_io_to_wait() {
+    type Seen = StdArc<Mutex<Vec<(String, Option<std::time::Duration>)>>>;
+    struct Rec(Cluster, Seen);
+    impl Kernel for Rec {
+        fn mappings(&self) -> Result<Vec<Mapping>> {
+            self.0.mappings()
+        }
+        fn remove(&self, id: &str) -> std::io::Result<()> {
+            self.0.remove(id)
+        }
+        fn add_options(&self, u: Option<&str>, t: &Timeouts) -> Option<String> {
+            Some(format!("{},{}", self.0.add_options(u, t)?, t.kernel()))
+        }
+        fn add(&self, o: &str, p: &str, i: &str) -> std::io::Result<()> {
+            self.1.lock().unwrap().push((o.to_string(), None));
+            self.0.add(o, p, i)
+        }
+        fn add_within(&self, o: &str, p: &str, i: &str, w: std::time::Duration) -> std::io::Result<()> {
+            self.1.lock().unwrap().push((o.to_string(), Some(w)));
+            self.0.add(o, p, i)
+        }
+        fn locked(&self, d: &str) -> bool {
+            self.0.locked(d)
+        }
+    }
+    let c = Cluster::default();
+    for i in ["c1", "c2"] {
+        c.0.lock().unwrap().images.insert(i.into(), Img::default());
+    }
+    let seen = Seen::default();
+    let b = RbdBackend::with_kernel(Box::new(c.clone()), Box::new(Rec(c.clone(), seen.clone())))
+        .with_user(None)
+        .with_timeouts(crate::Timeouts::default());
+    b.map("lxc", "c1").unwrap();
+    b.map_for("lxc", "c2", true).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].0.ends_with(",mount_timeout=30,osd_request_timeout=60"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].1, None);
+    assert!(seen[1].0.ends_with(",mount_timeout=30"), "{seen:?}");
+    assert!(!seen[1].0.contains("osd_request_timeout"), "{seen:?}");
+    assert_eq!(seen[1].1, Some(std::time::Duration::from_secs(90)));
+}
+
+/// The bound on a map through sysfs is kept though the kernel's write
+/// never returns (here the add file is a fifo nobody reads: the open
+/// blocks as a write to a silent cluster does).
+#[test]
+fn a_map_that_never_returns_is_given_up_on() {
+    let d = tempfile::tempdir().unwrap();
+    let devices = d.path().join("devices");
+    std::fs::create_dir(&devices).unwrap();
+    let fifo = std::ffi::CString::new(d.path().join("add_single_major").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let t0 = std::time::Instant::now();
+    let e = crate::Sysfs(devices)
+        .add_within("opts", "lxc", "c1", std::time::Duration::from_millis(300))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT), "{e}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -115,8 +115,13 @@ pub struct Timeouts {
     pub mon: u32,
     /// Each OSD request (`rados_osd_op_timeout`; the kernel's
     /// `osd_request_timeout`, which bounds the I/O of a mapped device too:
-    /// a container's filesystem then gets errors instead of a hang).
+    /// its filesystem then gets errors instead of a hang).
     pub osd: u32,
+    /// Whether a map passes the kernel `osd_request_timeout`: yes for a
+    /// command's own steps; no for a running container's rootfs
+    /// ([`Timeouts::for_run`]), whose I/O waits out an outage as LXC's
+    /// and Incus's mappings do (an error there breaks its filesystem).
+    pub io: bool,
 }
 
 impl Default for Timeouts {
@@ -125,6 +130,7 @@ impl Default for Timeouts {
             connect: 30,
             mon: 30,
             osd: 60,
+            io: true,
         }
     }
 }
@@ -136,7 +142,21 @@ impl Timeouts {
             connect: secs,
             mon: secs,
             osd: secs,
+            io: true,
         }
+    }
+
+    /// The bounds of the map of a running container's rootfs: no kernel
+    /// `osd_request_timeout` on its I/O; the map itself is given up on
+    /// after [`Timeouts::map_within`] instead.
+    pub fn for_run(self) -> Self {
+        Timeouts { io: false, ..self }
+    }
+
+    /// How long a map may take before it is given up on: to connect, then
+    /// the kernel's first reads of the image's header.
+    pub fn map_within(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.connect) + u64::from(self.osd))
     }
 
     /// The value of [`KEY_TIMEOUT`]: whole seconds, 1 to a day.
@@ -166,6 +186,9 @@ impl Timeouts {
     /// The kernel's options for a map: `mount_timeout` (its default 60)
     /// and `osd_request_timeout` (its default 0, forever).
     pub fn kernel(&self) -> String {
+        if !self.io {
+            return format!("mount_timeout={}", self.connect);
+        }
         format!("mount_timeout={},osd_request_timeout={}", self.connect, self.osd)
     }
 }
@@ -186,6 +209,14 @@ pub trait Kernel: Send + Sync {
     fn add_options(&self, user: Option<&str>, t: &Timeouts) -> Option<String>;
     /// Map `pool/image` with `options`.
     fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()>;
+    /// [`Kernel::add`] given up on after `within` (ETIMEDOUT): a map
+    /// without the kernel's `osd_request_timeout` waits for a silent
+    /// cluster for ever. The write left waiting is killable: it ends with
+    /// the process, which the error ends.
+    fn add_within(&self, options: &str, pool: &str, image: &str, within: std::time::Duration) -> std::io::Result<()> {
+        let _ = within;
+        self.add(options, pool, image)
+    }
     /// Whether device `dev` (`/dev/rbdN`) has a BSD lock on it: udev's
     /// worker holds the device open and locked for as long as it runs the
     /// rules of one of its events (the one of a new mapping, say), and so
@@ -222,6 +253,22 @@ impl Kernel for Sysfs {
 
     fn add(&self, options: &str, pool: &str, image: &str) -> std::io::Result<()> {
         kmap::add(self.0.parent().unwrap_or(Path::new("/")), options, pool, image)
+    }
+
+    fn add_within(&self, options: &str, pool: &str, image: &str, within: std::time::Duration) -> std::io::Result<()> {
+        let bus = self.0.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let (o, p, i) = (options.to_string(), pool.to_string(), image.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A thread of its own: the write cannot be interrupted from here.
+        // Its wait in the kernel (ceph_osdc_wait_request) is killable: left
+        // behind, it ends when the process exits.
+        std::thread::spawn(move || {
+            let _ = tx.send(kmap::add(&bus, &o, &p, &i));
+        });
+        match rx.recv_timeout(within) {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        }
     }
 
     fn locked(&self, dev: &str) -> bool {
@@ -1029,17 +1076,28 @@ impl RbdBackend {
 
     /// Map `pool/image` (or find its mapping) and return the device.
     fn map(&self, pool: &str, image: &str) -> Result<String> {
+        self.map_for(pool, image, false)
+    }
+
+    /// [`RbdBackend::map`]; with `run`, for a running container's rootfs
+    /// ([`Timeouts::for_run`]).
+    fn map_for(&self, pool: &str, image: &str, run: bool) -> Result<String> {
         if let Some(d) = self.mapped(pool, image)?.into_iter().next() {
             return Ok(d);
         }
-        let _span = tracing::info_span!("rbd map", pool, image).entered();
-        if let Some(dev) = self.kernel_map(pool, image)? {
+        let _span = tracing::info_span!("rbd map", pool, image, run).entered();
+        let t = if run {
+            self.timeouts()?.for_run()
+        } else {
+            self.timeouts()?
+        };
+        if let Some(dev) = self.kernel_map(pool, image, &t)? {
             return Ok(dev);
         }
         // No wait for udev's rules: the device node is the kernel's
         // (devtmpfs), and udev's /dev/rbd/POOL/NAME link is not used here.
         // The kernel's own bounds on waiting for the cluster, as a map through sysfs passes them.
-        let opts = format!("noudev,{}", self.timeouts()?.kernel());
+        let opts = format!("noudev,{}", t.kernel());
         let o = self.tool("map rbd image", &["map", "--options", &opts, "--pool", pool, image])?;
         let dev = o.stdout.trim().to_string();
         if !dev.starts_with("/dev/rbd") {
@@ -1052,19 +1110,37 @@ impl RbdBackend {
         Ok(dev)
     }
 
+    /// Map and mount `spec` at `target`; `run`: for a running container
+    /// ([`RbdBackend::map_for`]).
+    fn mount_as(&self, spec: &RootfsSpec, target: &Path, readonly: bool, run: bool) -> Result<()> {
+        let (pool, image) = parse_spec(spec)?;
+        let _span = tracing::info_span!("rbd mount", pool = %pool, image = %image).entered();
+        let dev = self.map_for(&pool, &image, run)?;
+        let mounted = block::mount_dev(self.run.as_ref(), &dev, target, readonly, "mount rbd rootfs");
+        if mounted.is_err() {
+            let _ = self.unmap(&pool, &image, false);
+        }
+        mounted
+    }
+
     /// Map `pool/image` through the kernel's sysfs directly where the ceph
     /// config allows ([`kmap`]): the device, or `None` when the caller is to
     /// run `rbd map` (no such config, or the kernel refused: the tool then
     /// says why in its own words).
-    fn kernel_map(&self, pool: &str, image: &str) -> Result<Option<String>> {
+    fn kernel_map(&self, pool: &str, image: &str, t: &Timeouts) -> Result<Option<String>> {
         let Some(k) = &self.kernel else { return Ok(None) };
-        let Some(opts) = k.add_options(self.user().as_deref(), &self.timeouts()?) else {
+        let Some(opts) = k.add_options(self.user().as_deref(), t) else {
             return Ok(None);
         };
         let before = k.mappings()?;
         self.not_silent(&["map", &format!("{pool}/{image}")])?;
         let t0 = std::time::Instant::now();
-        match k.add(&opts, pool, image) {
+        let added = if t.io {
+            k.add(&opts, pool, image)
+        } else {
+            k.add_within(&opts, pool, image, t.map_within())
+        };
+        match added {
             Ok(()) => {}
             // The kernel's mount_timeout or osd_request_timeout: the tool
             // would wait as long again for the same silence.
@@ -1589,14 +1665,11 @@ impl Backend for RbdBackend {
     }
 
     fn mount(&self, spec: &RootfsSpec, target: &Path, readonly: bool) -> Result<()> {
-        let (pool, image) = parse_spec(spec)?;
-        let _span = tracing::info_span!("rbd mount", pool = %pool, image = %image).entered();
-        let dev = self.map(&pool, &image)?;
-        let mounted = block::mount_dev(self.run.as_ref(), &dev, target, readonly, "mount rbd rootfs");
-        if mounted.is_err() {
-            let _ = self.unmap(&pool, &image, false);
-        }
-        mounted
+        self.mount_as(spec, target, readonly, false)
+    }
+
+    fn mount_for_run(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {
+        self.mount_as(spec, target, false, true)
     }
 
     fn umount(&self, spec: &RootfsSpec, target: &Path) -> Result<()> {

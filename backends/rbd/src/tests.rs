@@ -228,6 +228,7 @@ fn op_timeouts_on_every_command_and_lxc_confs_value() {
         "--client_mount_timeout 12 --rados_mon_op_timeout 12 --rados_osd_op_timeout 12"
     );
     assert_eq!(t.kernel(), "mount_timeout=12,osd_request_timeout=12");
+    assert_eq!(t.for_run().kernel(), "mount_timeout=12");
     for bad in ["0", "-1", "1.5", "", "forever", "86401"] {
         let e = Timeouts::parse(bad).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidConfig, "{bad}");
