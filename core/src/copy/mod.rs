@@ -309,6 +309,23 @@ pub(crate) fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Resul
 
 /// All names in a directory except `.` and `..`, via getdents64.
 pub(crate) fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
+    for_each_dirent(fd, |name, _| {
+        out.push(CString::new(name).expect("no NUL in a dirent name"))
+    })
+}
+
+/// All entries of a directory except `.` and `..`, each with its `d_type`
+/// (`DT_UNKNOWN` where the filesystem gives none), via getdents64.
+pub(crate) fn read_dir_typed(fd: RawFd, out: &mut Vec<(CString, u8)>) -> nix::Result<()> {
+    for_each_dirent(fd, |name, t| {
+        out.push((CString::new(name).expect("no NUL in a dirent name"), t))
+    })
+}
+
+/// Call `f` with each entry's name and `d_type`, `.` and `..` left out:
+/// getdents64 on the fd itself, no `DIR` stream (whose setup and teardown
+/// cost five more calls per directory).
+fn for_each_dirent(fd: RawFd, mut f: impl FnMut(&[u8], u8)) -> nix::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: `buf` is a live, exclusively borrowed Vec and getdents64 writes at most `buf.len()` bytes into
@@ -322,12 +339,14 @@ pub(crate) fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
         }
         let mut off = 0usize;
         while off < n as usize {
+            // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
             let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let dtype = buf[off + 18];
             let name = &buf[off + 19..off + reclen];
             let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
             let name = &name[..len];
             if name != b"." && name != b".." {
-                out.push(CString::new(name).expect("no NUL in a dirent name"));
+                f(name, dtype);
             }
             off += reclen;
         }

@@ -105,25 +105,20 @@ fn remove_tree_here(path: &Path) -> Result<()> {
 
 fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
     const OP: &str = "remove tree";
-    use nix::dir::Type;
-    let dup = nix::unistd::dup(fd.as_raw_fd()).ctx(OP, path)?;
-    let mut dir = nix::dir::Dir::from_fd(dup).ctx(OP, path)?;
+    let mut entries = Vec::new();
+    crate::copy::read_dir_typed(fd.as_raw_fd(), &mut entries).ctx(OP, path)?;
     let mut subdirs = Vec::new();
-    // Unlink while reading: d_type tells dirs from the rest, no stat per entry.
-    for ent in dir.iter() {
-        let ent = ent.ctx(OP, path)?;
-        let n = ent.file_name().to_bytes();
-        if n == b"." || n == b".." {
-            continue;
-        }
-        let is_dir = match ent.file_type() {
-            Some(Type::Directory) => true,
-            Some(_) => false,
-            None => {
+    // d_type tells dirs from the rest: no stat per entry.
+    for (name, t) in entries {
+        let n = name.to_bytes();
+        let is_dir = match t {
+            libc::DT_DIR => true,
+            libc::DT_UNKNOWN => {
                 let st = fstatat(Some(fd.as_raw_fd()), n, AtFlags::AT_SYMLINK_NOFOLLOW)
                     .ctx(OP, path.join(std::ffi::OsStr::from_bytes(n)))?;
                 SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
             }
+            _ => false,
         };
         if is_dir {
             subdirs.push(n.to_vec());
@@ -132,7 +127,6 @@ fn empty_dir(fd: &OwnedFd, dev: u64, path: &Path) -> Result<()> {
                 .ctx(OP, path.join(std::ffi::OsStr::from_bytes(n)))?;
         }
     }
-    drop(dir);
     let one = |n: &Vec<u8>| -> Result<()> {
         let child = path.join(std::ffi::OsStr::from_bytes(n));
         let cfd = open_dir_at(fd.as_raw_fd(), n).ctx(OP, &child)?;
