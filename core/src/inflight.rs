@@ -287,9 +287,19 @@ pub fn scan_dir(lxcpath: &Path) -> PathBuf {
     scan_dir_in(&root(), lxcpath)
 }
 
-/// Whether `lxcpath` holds nothing (or is gone): one read of its first entry.
+/// Whether `lxcpath` holds nothing (or is gone). Read a few entries at a
+/// time: a `DIR` stream's 32 KiB read would have the kernel list about a
+/// thousand entries of a full lxcpath at each destroy.
 fn is_empty(lxcpath: &Path) -> bool {
-    std::fs::read_dir(lxcpath).map_or(true, |mut rd| rd.next().is_none())
+    use std::os::fd::AsRawFd;
+    let Ok(dir) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(lxcpath)
+    else {
+        return true;
+    };
+    crate::copy::dir_is_empty(dir.as_raw_fd()).unwrap_or(false)
 }
 
 /// Forget the scans of `lxcpath` ([`scan_dir`]) once it holds nothing, so
