@@ -116,7 +116,12 @@ impl Rsp {
 /// hashed one (`@lxc/HASH/command`, for a long lxcpath) is asked for its
 /// lxcpath and name, as LXC asks it.
 pub fn bound_names(lxcpath: &Path) -> Vec<String> {
-    let Some(bound) = bound_abstract() else {
+    bound_names_in(lxcpath, bound_abstract().as_ref())
+}
+
+/// [`bound_names`] from a table [`bound_abstract`] read already.
+pub fn bound_names_in(lxcpath: &Path, bound: Option<&std::collections::HashSet<Vec<u8>>>) -> Vec<String> {
+    let Some(bound) = bound else {
         return Vec::new();
     };
     let prefix = format!("{}/", lxcpath.display());

@@ -99,10 +99,11 @@ pub struct Census {
 }
 
 impl Census {
-    pub fn of(lxcpath: &Path) -> Census {
+    /// From the run records' names and the bound sockets, read already.
+    pub fn from_parts(recorded: Vec<String>, bound: Option<std::collections::HashSet<Vec<u8>>>) -> Census {
         Census {
-            recorded: state::recorded(lxcpath).into_iter().collect(),
-            bound: strata_core::lxc_cmd::bound_abstract(),
+            recorded: recorded.into_iter().collect(),
+            bound,
         }
     }
 }

@@ -275,11 +275,14 @@ fn collect(
     };
     // A running container whose config is gone (or a volatile one, never
     // defined: ours, or LXC's) is listed as LXC lists it.
-    let mut extra = state::recorded(store.lxcpath());
-    extra.extend(strata_core::lxc_cmd::bound_names(store.lxcpath()));
+    // The run records and the socket table, each read once for both uses.
+    let recorded = state::recorded(store.lxcpath());
+    let bound = strata_core::lxc_cmd::bound_abstract();
+    let mut extra = recorded.clone();
+    extra.extend(strata_core::lxc_cmd::bound_names_in(store.lxcpath(), bound.as_ref()));
     extra.sort_unstable();
     extra.dedup();
-    let census = f.state.then(|| state_view::Census::of(store.lxcpath()));
+    let census = f.state.then(|| state_view::Census::from_parts(recorded, bound));
     // Every name once, in order: (name, what was read, defined).
     let mut names = Vec::with_capacity(defined.len() + extra.len());
     let mut extra = extra.into_iter().peekable();
