@@ -309,27 +309,41 @@ pub(crate) fn statx(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> nix::Resul
 
 /// All names in a directory except `.` and `..`, via getdents64.
 pub(crate) fn read_dir(fd: RawFd, out: &mut Vec<CString>) -> nix::Result<()> {
-    for_each_dirent(fd, |name, _| {
-        out.push(CString::new(name).expect("no NUL in a dirent name"))
+    let mut buf = vec![0u8; 32 * 1024];
+    scan_dirents(fd, &mut buf, |name, _| {
+        out.push(CString::new(name).expect("no NUL in a dirent name"));
+        true
     })
+    .map(drop)
 }
 
 /// All entries of a directory except `.` and `..`, each with its `d_type`
 /// (`DT_UNKNOWN` where the filesystem gives none), via getdents64.
 pub(crate) fn read_dir_typed(fd: RawFd, out: &mut Vec<(CString, u8)>) -> nix::Result<()> {
-    for_each_dirent(fd, |name, t| {
-        out.push((CString::new(name).expect("no NUL in a dirent name"), t))
+    let mut buf = vec![0u8; 32 * 1024];
+    scan_dirents(fd, &mut buf, |name, t| {
+        out.push((CString::new(name).expect("no NUL in a dirent name"), t));
+        true
     })
+    .map(drop)
 }
 
-/// Whether the directory open at `fd` has no entry but `.` and `..`,
-/// read a few entries at a time (the kernel fills no more than the buffer).
+/// Whether the directory open at `fd` has no entry but `.` and `..`, read
+/// a few entries at a time: the kernel lists no more than the buffer holds.
 pub(crate) fn dir_is_empty(fd: RawFd) -> nix::Result<bool> {
     // Room for one entry of the longest name (19 bytes of header, 256 of
     // name, aligned), else getdents64 answers EINVAL.
     let mut buf = [0u8; 512];
+    scan_dirents(fd, &mut buf, |_, _| false)
+}
+
+/// Call `f` with each entry's name and `d_type`, `.` and `..` left out,
+/// until it returns false; whether it never did. getdents64 on the fd
+/// itself, no `DIR` stream (whose setup and teardown cost five more calls
+/// per directory).
+fn scan_dirents(fd: RawFd, buf: &mut [u8], mut f: impl FnMut(&[u8], u8) -> bool) -> nix::Result<bool> {
     loop {
-        // SAFETY: `buf` is a live, exclusively borrowed array and getdents64 writes at most `buf.len()` bytes
+        // SAFETY: `buf` is a live, exclusively borrowed slice and getdents64 writes at most `buf.len()` bytes
         // into it; `fd` is the caller's open dir fd.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
         if n < 0 {
@@ -340,42 +354,14 @@ pub(crate) fn dir_is_empty(fd: RawFd) -> nix::Result<bool> {
         }
         let mut off = 0usize;
         while off < n as usize {
-            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-            let name = &buf[off + 19..off + reclen];
-            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            if &name[..len] != b"." && &name[..len] != b".." {
-                return Ok(false);
-            }
-            off += reclen;
-        }
-    }
-}
-
-/// Call `f` with each entry's name and `d_type`, `.` and `..` left out:
-/// getdents64 on the fd itself, no `DIR` stream (whose setup and teardown
-/// cost five more calls per directory).
-fn for_each_dirent(fd: RawFd, mut f: impl FnMut(&[u8], u8)) -> nix::Result<()> {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // SAFETY: `buf` is a live, exclusively borrowed Vec and getdents64 writes at most `buf.len()` bytes into
-        // it; `fd` is the caller's open dir fd.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
-            return Err(errno());
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        let mut off = 0usize;
-        while off < n as usize {
             // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
             let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
             let dtype = buf[off + 18];
             let name = &buf[off + 19..off + reclen];
             let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
             let name = &name[..len];
-            if name != b"." && name != b".." {
-                f(name, dtype);
+            if name != b"." && name != b".." && !f(name, dtype) {
+                return Ok(false);
             }
             off += reclen;
         }
