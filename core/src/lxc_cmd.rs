@@ -108,19 +108,14 @@ impl Rsp {
     }
 }
 
-/// A request header: command and payload length.
 /// Names of the containers of `lxcpath` whose command socket is bound,
 /// from /proc/net/unix, as LXC's lxc-ls lists its active containers: a
 /// volatile one (running from a config file, never defined in the lxcpath)
 /// shows only there. A plain name (`@LXCPATH/NAME/command`) says it; a
 /// hashed one (`@lxc/HASH/command`, for a long lxcpath) is asked for its
 /// lxcpath and name, as LXC asks it.
-pub fn bound_names(lxcpath: &Path) -> Vec<String> {
-    bound_names_in(lxcpath, bound_abstract().as_ref())
-}
-
-/// [`bound_names`] from a table [`bound_abstract`] read already.
-pub fn bound_names_in(lxcpath: &Path, bound: Option<&std::collections::HashSet<Vec<u8>>>) -> Vec<String> {
+/// `bound` is the table [`bound_abstract`] read (`None`: unreadable, no names).
+pub fn bound_names(lxcpath: &Path, bound: Option<&std::collections::HashSet<Vec<u8>>>) -> Vec<String> {
     let Some(bound) = bound else {
         return Vec::new();
     };

@@ -279,7 +279,7 @@ fn collect(
     let recorded = state::recorded(store.lxcpath());
     let bound = strata_core::lxc_cmd::bound_abstract();
     let mut extra = recorded.clone();
-    extra.extend(strata_core::lxc_cmd::bound_names_in(store.lxcpath(), bound.as_ref()));
+    extra.extend(strata_core::lxc_cmd::bound_names(store.lxcpath(), bound.as_ref()));
     extra.sort_unstable();
     extra.dedup();
     let census = f.state.then(|| state_view::Census::from_parts(recorded, bound));
