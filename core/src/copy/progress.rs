@@ -49,18 +49,9 @@ pub(super) fn measure(root: &Path) -> Totals {
 fn walk(fd: &OwnedFd, dev: u64, t: &mut Totals, links: &mut HashSet<(u64, u64)>) {
     use nix::fcntl::AtFlags;
     use nix::sys::stat::{fstatat, SFlag};
-    let Ok(dup) = nix::unistd::dup(fd.as_raw_fd()) else {
-        return;
-    };
-    let Ok(mut dir) = nix::dir::Dir::from_fd(dup) else {
-        return;
-    };
-    let names: Vec<std::ffi::CString> = dir
-        .iter()
-        .flatten()
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
+    // An unreadable directory counts what was read of it (an estimate for a bar).
+    let mut names = Vec::new();
+    let _ = super::read_dir(fd.as_raw_fd(), &mut names);
     for name in names {
         let Ok(st) = fstatat(Some(fd.as_raw_fd()), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
             continue;

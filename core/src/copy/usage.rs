@@ -37,15 +37,11 @@ pub fn tree_usage(root: &Path) -> Result<TreeUsage> {
 
 fn walk(fd: &OwnedFd, path: &Path, u: &mut TreeUsage, links: &mut HashSet<(u64, u64)>) -> Result<()> {
     const OP: &str = "measure tree";
-    let dup = nix::unistd::dup(fd.as_raw_fd()).ctx(OP, path)?;
-    let mut dir = nix::dir::Dir::from_fd(dup).ctx(OP, path)?;
+    let mut names = Vec::new();
+    super::read_dir(fd.as_raw_fd(), &mut names).ctx(OP, path)?;
     let mut subdirs = Vec::new();
-    for ent in dir.iter() {
-        let ent = ent.ctx(OP, path)?;
-        let n = ent.file_name().to_bytes();
-        if n == b"." || n == b".." {
-            continue;
-        }
+    for name in &names {
+        let n = name.to_bytes();
         let st = fstatat(Some(fd.as_raw_fd()), n, AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| Error::errno(OP, path.join(std::ffi::OsStr::from_bytes(n)), e))?;
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
@@ -61,7 +57,6 @@ fn walk(fd: &OwnedFd, path: &Path, u: &mut TreeUsage, links: &mut HashSet<(u64, 
             u.bytes += size.min(allocated) * BLOCK;
         }
     }
-    drop(dir);
     for n in subdirs {
         let child = path.join(std::ffi::OsStr::from_bytes(&n));
         let cfd = open_dir_at(fd.as_raw_fd(), &n).ctx(OP, &child)?;
